@@ -1,0 +1,121 @@
+//! The JSON form of an alert that both websocket channels carry (`INTERFACE.md`, "Websocket messages").
+
+use serde::Serialize;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::alert::{Alert, AlertState, Certainty, Mode, Severity, Urgency};
+
+/// Taiwan time. CAP and our messages write times with an explicit offset, never `Z`.
+pub const TAIWAN_OFFSET: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
+    Ok(o) => o,
+    Err(_) => panic!("valid offset"),
+};
+
+/// `2026-11-26T18:00:00+08:00`: seconds precision with offset, as CAP 1.2 requires.
+pub fn format_time(unix_ms: i64, offset: UtcOffset) -> String {
+    let fmt = format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory]:[offset_minute]"
+    );
+    let t = OffsetDateTime::from_unix_timestamp(unix_ms.div_euclid(1000))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .to_offset(offset);
+    let text = t.format(&fmt).unwrap_or_default();
+    // CAP writes UTC as -00:00 (CAP 1.2 §3.3.2), never +00:00 or Z.
+    match text.strip_suffix("+00:00") {
+        Some(stem) => format!("{stem}-00:00"),
+        None => text,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Headlines {
+    #[serde(rename = "zh-TW")]
+    pub zh_tw: String,
+    pub en: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertMessage {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: String,
+    pub version: u32,
+    pub state: AlertState,
+    pub mode: Mode,
+    pub event: String,
+    pub severity: Severity,
+    pub urgency: Urgency,
+    pub certainty: Certainty,
+    /// zh-TW for operators; the citizen channel replaces it with the subscribed language.
+    pub headline: String,
+    pub headlines: Headlines,
+    pub area: serde_json::Value,
+    pub area_id: String,
+    pub area_name: String,
+    pub sent: String,
+    pub cap: String,
+    pub level: String,
+    pub value: f64,
+    pub sensors: Vec<String>,
+    pub acknowledged_by: Option<String>,
+}
+
+/// What an alert message needs to know about the alert's area.
+pub struct AreaInfo<'a> {
+    pub name: &'a str,
+    pub name_en: &'a str,
+    pub geometry: serde_json::Value,
+}
+
+impl AlertMessage {
+    pub fn new(alert: &Alert, area: AreaInfo<'_>) -> Self {
+        let drill = match alert.mode {
+            Mode::Actual => ("", ""),
+            Mode::Exercise => ("[演練] ", "[Drill] "),
+            Mode::Test => ("[測試] ", "[Test] "),
+        };
+        let (zh_state, en_state) = match alert.state {
+            AlertState::Cleared => ("解除：", "Cleared: "),
+            AlertState::Cancelled => ("取消：", "Cancelled: "),
+            _ => ("", ""),
+        };
+        let headlines = Headlines {
+            zh_tw: format!("{}{zh_state}{}（{}）", drill.0, alert.level.name, area.name),
+            en: format!("{}{en_state}{} ({})", drill.1, alert.level.name_en, area.name_en),
+        };
+        AlertMessage {
+            kind: "alert",
+            id: alert.id.clone(),
+            version: alert.version,
+            state: alert.state,
+            mode: alert.mode,
+            event: alert.event.clone(),
+            severity: alert.level.severity,
+            urgency: alert.level.urgency,
+            certainty: alert.level.certainty,
+            headline: headlines.zh_tw.clone(),
+            headlines,
+            area: area.geometry,
+            area_id: alert.area_id.clone(),
+            area_name: area.name.to_string(),
+            sent: format_time(alert.updated_ms, TAIWAN_OFFSET),
+            cap: format!("/cap/{}.xml", alert.id),
+            level: alert.level.name.clone(),
+            value: alert.value,
+            sensors: alert.sensors.keys().cloned().collect(),
+            acknowledged_by: alert.acknowledged_by.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_carry_offsets_never_z() {
+        assert_eq!(format_time(1_764_151_200_000, TAIWAN_OFFSET), "2025-11-26T18:00:00+08:00");
+        assert_eq!(format_time(1_764_151_200_000, UtcOffset::UTC), "2025-11-26T10:00:00-00:00");
+    }
+}

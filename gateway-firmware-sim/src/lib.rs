@@ -1,0 +1,52 @@
+//! gateway-firmware-sim: field gateways that behave like real firmware, for demos, end-to-end tests and benchmarks.
+//!
+//! The simulator is a device, not part of the server: it reads plain files (`config/sensors.toml`,
+//! `config/devices.toml`, `config/scenarios/*.toml`) and speaks only MQTT 3.1.1 (topics and payloads of
+//! `shared/INTERFACE.md`). It depends on no other crate of the workspace.
+//!
+//! # Layout
+//! - `error.rs` — [`SimError`]: every input error names file, key and reason.
+//! - `timefmt.rs` — durations as written in files (`90s`, `1h30m`, `1d`).
+//! - `fleet.rs` — [`Fleet`], [`Device`]: the sensor registry joined with device passwords.
+//! - `scenario.rs` — [`Scenario`]: the scenario file format and its validation.
+//! - `plan.rs` — [`plan()`]: scenario + seed → the exact messages each device publishes, pure and deterministic.
+//! - `outbox.rs` — [`Outbox`]: the bounded store-and-forward buffer (oldest dropped, counted).
+//! - `backoff.rs` — [`Backoff`]: exponential reconnect delays with jitter.
+//! - `link.rs` — one MQTT connection generation (rumqttc event loop in its own task, PUBACK matching).
+//! - `courier.rs` — [`Courier`]: buffer + connection + backoff + QoS 1 resend; shared by scenario and load runs.
+//! - `firmware.rs` — one device playing its script in compressed time (link drops, dying, heartbeats).
+//! - `run.rs` — [`run_scenario`], [`RunOptions`], [`Summary`].
+//! - `load.rs` — [`run_load`], [`LoadOptions`], [`LoadSummary`]: rate, size, batch, QoS, connections.
+//! - `stats.rs` — [`LatencyStats`]: ack-latency percentiles.
+//! - `progress.rs` — the indicatif progress bar of long runs.
+//! - `bin/gateway-firmware-sim.rs` — the command line (thin: parses options, calls the above).
+//!
+//! Scenario time vs wall time: a scenario covers `span` of scenario time, replayed `compression` times faster. Payload
+//! `ts` is scenario time (`start_ts_ms` + offset + the device's clock skew), so a 24 h typhoon replayed in 60 s still
+//! carries 24 h of timestamps. Network timings (backoff, keep-alive, drain) are wall time.
+
+pub mod backoff;
+pub mod courier;
+pub mod error;
+pub mod firmware;
+pub mod fleet;
+pub mod link;
+pub mod load;
+pub mod outbox;
+pub mod plan;
+mod progress;
+pub mod run;
+pub mod scenario;
+pub mod stats;
+pub mod timefmt;
+
+pub use backoff::Backoff;
+pub use courier::Courier;
+pub use error::SimError;
+pub use fleet::{Device, Fleet};
+pub use load::{run_load, LoadOptions, LoadSummary};
+pub use outbox::Outbox;
+pub use plan::{plan, MessageKind, Plan, PlannedMessage};
+pub use run::{now_ms, run_scenario, RunOptions, Summary};
+pub use scenario::Scenario;
+pub use stats::LatencyStats;

@@ -1,0 +1,184 @@
+//! The TOML configuration, with errors that name the file, the key and what is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use alerting::Mode;
+use serde::Deserialize;
+
+/// The default configuration folder, compiled in so that `demo` runs from anywhere.
+pub mod embedded {
+    pub const MAIN: &str = include_str!("../config/disaster-cloud.toml");
+    pub const SENSORS: &str = include_str!("../config/sensors.toml");
+    pub const DEVICES: &str = include_str!("../config/devices.toml");
+    pub const ZONES: &str = include_str!("../config/zones.geojson");
+    pub const RULES: &str = include_str!("../config/rules.toml");
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub mqtt: MqttConfig,
+    pub http: HttpConfig,
+    pub files: FilesConfig,
+    pub geo: GeoConfig,
+    pub ingest: IngestSection,
+    pub alerting: AlertingSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub v4_listen: Option<SocketAddr>,
+    pub v5_listen: Option<SocketAddr>,
+    pub broker_max_payload_bytes: usize,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    pub sensors: PathBuf,
+    pub devices: PathBuf,
+    pub zones: PathBuf,
+    pub rules: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoConfig {
+    pub h3_resolution: u8,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    pub max_payload_bytes: usize,
+    pub max_batch: usize,
+    pub max_future_s: u32,
+    pub max_age_s: u32,
+    pub dead_letters: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingSection {
+    pub max_lateness_s: u32,
+    pub mode: Mode,
+    pub id_prefix: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+}
+
+impl Config {
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid { file: file.into(), message: e.to_string() })?;
+        config.check(file)?;
+        Ok(config)
+    }
+
+    fn check(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: &str| ConfigError::Invalid { file: file.into(), message: format!("`{key}`: {why}") };
+        if !(0..=15).contains(&self.geo.h3_resolution) {
+            return Err(invalid("geo.h3_resolution", "must be 0..=15"));
+        }
+        if self.ingest.max_payload_bytes == 0 || self.ingest.max_payload_bytes > self.mqtt.broker_max_payload_bytes {
+            return Err(invalid("ingest.max_payload_bytes", "must be between 1 and mqtt.broker_max_payload_bytes"));
+        }
+        if self.ingest.max_batch == 0 {
+            return Err(invalid("ingest.max_batch", "must be at least 1"));
+        }
+        if self.alerting.id_prefix.is_empty()
+            || !self.alerting.id_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(invalid("alerting.id_prefix", "must be non-empty ASCII letters, digits, '-' or '.'"));
+        }
+        if !self.http.public_url.starts_with("http://") && !self.http.public_url.starts_with("https://") {
+            return Err(invalid("http.public_url", "must start with http:// or https://"));
+        }
+        Ok(())
+    }
+}
+
+/// The text of every file the server needs, read from a config folder or taken from the embedded defaults.
+pub struct ConfigFiles {
+    pub main: Config,
+    pub sensors: (String, PathBuf),
+    pub devices: (String, PathBuf),
+    pub zones: (String, PathBuf),
+    pub rules: (String, PathBuf),
+}
+
+impl ConfigFiles {
+    pub fn embedded() -> Result<Self, ConfigError> {
+        let main = Config::parse(embedded::MAIN, "config/disaster-cloud.toml (embedded)")?;
+        let name = |p: &Path| PathBuf::from(format!("config/{} (embedded)", p.display()));
+        Ok(Self {
+            sensors: (embedded::SENSORS.into(), name(&main.files.sensors)),
+            devices: (embedded::DEVICES.into(), name(&main.files.devices)),
+            zones: (embedded::ZONES.into(), name(&main.files.zones)),
+            rules: (embedded::RULES.into(), name(&main.files.rules)),
+            main,
+        })
+    }
+
+    pub fn from_path(path: &Path) -> Result<Self, ConfigError> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| ConfigError::Read { file: p.display().to_string(), source })
+        };
+        let main = Config::parse(&read(path)?, &path.display().to_string())?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let load = |p: &Path| -> Result<(String, PathBuf), ConfigError> {
+            let full = dir.join(p);
+            Ok((read(&full)?, full))
+        };
+        Ok(Self {
+            sensors: load(&main.files.sensors)?,
+            devices: load(&main.files.devices)?,
+            zones: load(&main.files.zones)?,
+            rules: load(&main.files.rules)?,
+            main,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse() {
+        ConfigFiles::embedded().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let text = embedded::MAIN.replace("[geo]", "[geo]\nh3_resolutoin = 9");
+        let e = Config::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("h3_resolutoin"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_reason() {
+        let text = embedded::MAIN.replace("h3_resolution = 9", "h3_resolution = 99");
+        let e = Config::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("geo.h3_resolution") && e.contains("0..=15"), "{e}");
+        let text = embedded::MAIN.replace("mode = \"Actual\"", "mode = \"Real\"");
+        let e = Config::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("Real"), "{e}");
+    }
+}

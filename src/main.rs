@@ -1,0 +1,171 @@
+//! `disaster-cloud`: the command line. Thin on purpose: parsing flags, then handing over to [`server`] and [`web`].
+
+mod config;
+mod metrics;
+mod server;
+mod web;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::ConfigFiles;
+use crate::server::Listen;
+
+/// Field-sensor streams to public warnings: an MQTT broker, a geo-indexed rule engine and alert channels in one process.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server from a configuration file (production).
+    ///
+    /// Example: disaster-cloud serve --config /etc/disaster-cloud/disaster-cloud.toml --data-dir /var/lib/disaster-cloud
+    Serve {
+        /// The main configuration file; the files it names are read relative to its folder.
+        #[arg(long, env = "DC_CONFIG", default_value = "config/disaster-cloud.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Run the server on embedded defaults and replay a simulated typhoon, then print where to look.
+    ///
+    /// Example: disaster-cloud demo
+    Demo {
+        /// Do not start the simulated scenario (only the server, for trying things by hand).
+        #[arg(long)]
+        no_scenario: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// Where alerts, readings and spools are kept (serve); a temporary folder for the demo when not given.
+    #[arg(long, env = "DC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// MQTT 3.1.1 listen address, overriding mqtt.v4_listen.
+    #[arg(long, env = "DC_MQTT_LISTEN")]
+    mqtt_listen: Option<SocketAddr>,
+    /// MQTT 5 listen address, overriding mqtt.v5_listen.
+    #[arg(long, env = "DC_MQTT5_LISTEN")]
+    mqtt5_listen: Option<SocketAddr>,
+    /// HTTP listen address (map, websockets, APIs, /metrics), overriding http.listen.
+    #[arg(long, env = "DC_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// The operators' bearer token. `serve` requires it; `demo` makes one up and prints it when not given.
+    #[arg(long, env = "DC_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    metrics::init();
+    match cli.command {
+        Command::Serve { config, common } => {
+            let files = ConfigFiles::from_path(&config)?;
+            let token = common
+                .operator_token
+                .clone()
+                .context("serve needs an operator token: set DC_OPERATOR_TOKEN or --operator-token")?;
+            let listen = listen(&files, &common);
+            let data_dir = common.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
+            let (app, http) = server::start(files, &listen, token, Some(data_dir)).await?;
+            serve_http(app, http).await
+        }
+        Command::Demo { no_scenario, common } => {
+            let files = ConfigFiles::embedded()?;
+            let token = common.operator_token.clone().unwrap_or_else(random_token);
+            let listen = listen(&files, &common);
+            let (app, http) = server::start(files, &listen, token.clone(), common.data_dir.clone()).await?;
+            print_demo_banner(&listen, &token);
+            if !no_scenario {
+                tracing::info!("simulated typhoon scenario: not wired yet");
+            }
+            serve_http(app, http).await
+        }
+    }
+}
+
+fn listen(files: &ConfigFiles, common: &CommonArgs) -> Listen {
+    let cfg = &files.main;
+    Listen {
+        mqtt_v4: common.mqtt_listen.or(cfg.mqtt.v4_listen),
+        mqtt_v5: common.mqtt5_listen.or(cfg.mqtt.v5_listen),
+        http: common.http_listen.unwrap_or(cfg.http.listen),
+    }
+}
+
+async fn serve_http(app: Arc<server::App>, http: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let addr = http.local_addr()?;
+    tracing::info!(%addr, "HTTP listening");
+    axum::serve(http, web::router(app))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("HTTP server")
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..24).map(|_| char::from(b"abcdefghijkmnpqrstuvwxyz23456789"[rng.gen_range(0..32)])).collect()
+}
+
+/// The demo's "where to look": URLs, the token, and one ready-to-run publish that raises an alert.
+fn print_demo_banner(listen: &Listen, token: &str) {
+    let http = listen.http;
+    let (device, password) = demo_gauge_credentials();
+    let mqtt = listen.mqtt_v4.map(|a| (a.ip().to_string(), a.port())).unwrap_or(("127.0.0.1".into(), 1883));
+    println!();
+    println!("disaster-cloud demo is running.");
+    println!("  live map (operators):  http://{http}/?token={token}");
+    println!("  operator websocket:    ws://{http}/ws/operator  (Authorization: Bearer {token}, or ?token={token})");
+    println!("  CAP feed:              http://{http}/cap/feed.atom");
+    println!("  metrics:               http://{http}/metrics");
+    println!("  operator token:        {token}");
+    println!("Raise a heavy-rain alert with the rain gauge {device} in the Shenmu debris-flow area:");
+    println!(
+        "  mosquitto_pub -h {} -p {} -u {device} -P {password} -t sensors/{device}/readings -m '{{\"values\":{{\"rain_mm\":120}}}}'",
+        mqtt.0, mqtt.1
+    );
+    println!();
+}
+
+fn demo_gauge_credentials() -> (String, String) {
+    #[derive(serde::Deserialize)]
+    struct Devices {
+        device: Vec<Device>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Device {
+        id: String,
+        password: Option<String>,
+    }
+    let device = "RG0001".to_string();
+    let password = toml::from_str::<Devices>(config::embedded::DEVICES)
+        .ok()
+        .and_then(|d| d.device.into_iter().find(|d| d.id == device).and_then(|d| d.password))
+        .unwrap_or_default();
+    (device, password)
+}

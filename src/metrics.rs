@@ -1,0 +1,42 @@
+//! Process-level metrics of the binary (per-crate metrics live in their crates) and the `/metrics` encoder.
+
+use std::sync::LazyLock;
+
+use prometheus::{register_int_counter_vec, register_int_gauge, Encoder, IntCounterVec, IntGauge, TextEncoder};
+
+pub static ALERT_TRANSITIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("dc_alert_transitions_total", "Alert lifecycle transitions, by new state", &["state"])
+        .expect("metric registers")
+});
+
+pub static OPERATOR_SOCKETS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("dc_ws_operator_connections", "Open operator websocket connections").expect("metric registers")
+});
+
+pub static WS_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("dc_ws_dropped_total", "Websocket clients dropped for falling behind, by channel", &["channel"])
+        .expect("metric registers")
+});
+
+pub static HTTP_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("dc_http_refused_total", "HTTP requests refused, by reason", &["reason"])
+        .expect("metric registers")
+});
+
+pub fn init() {
+    for state in ["raised", "updated", "cleared", "cancelled"] {
+        ALERT_TRANSITIONS.with_label_values(&[state]);
+    }
+    LazyLock::force(&OPERATOR_SOCKETS);
+    WS_DROPPED.with_label_values(&["operator"]);
+    for reason in ["unauthenticated", "not_found", "bad_request"] {
+        HTTP_REFUSED.with_label_values(&[reason]);
+    }
+}
+
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed metric families.
+    let _ = TextEncoder::new().encode(&prometheus::gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}

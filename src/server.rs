@@ -1,0 +1,204 @@
+//! Wiring: config → geo index, ingest, broker, rule engine, alert book → web.
+//!
+//! The broker's ingest link thread runs the whole hot path synchronously (decode → validate → rules → alert book) so
+//! that a reading crosses no channel before its alert exists; alert changes are then broadcast to the async web side.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alerting::message::{AlertMessage, AreaInfo};
+use alerting::{Alert, AlertBook, Mode, RuleEngine, RuleSet, ZoneRef};
+use anyhow::Context;
+use geo_index::{GeoIndex, LoadPolicy, Resolution};
+use ingest::broker::BrokerConfig;
+use ingest::devices::DeviceStore;
+use ingest::payload::Limits;
+use ingest::pipeline::DeviceStatus;
+use ingest::validate::ValidationConfig;
+use ingest::{Ingest, IngestConfig, Reading, SensorRegistry};
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::config::ConfigFiles;
+
+/// Listen addresses after flags and environment have had their say.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub mqtt_v4: Option<SocketAddr>,
+    pub mqtt_v5: Option<SocketAddr>,
+    pub http: SocketAddr,
+}
+
+/// The latest a sensor told us, for the operators' snapshot.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SensorLive {
+    pub latest: BTreeMap<String, (i64, f64)>,
+    pub last_seen_ms: Option<i64>,
+    pub online: Option<bool>,
+    pub battery_v: Option<f64>,
+}
+
+/// Everything the web side reads; shared behind an `Arc`.
+pub struct App {
+    pub geo: GeoIndex,
+    pub ingest: Arc<Ingest>,
+    pub book: Mutex<AlertBook>,
+    pub live: RwLock<BTreeMap<String, SensorLive>>,
+    /// Alert changes for the websocket channels. Slow receivers lag and are dropped by their connection task.
+    pub alerts_tx: broadcast::Sender<Arc<AlertMessage>>,
+    pub operator_token: String,
+    pub public_url: String,
+    pub mode: Mode,
+}
+
+impl App {
+    pub fn registry(&self) -> &Arc<RwLock<SensorRegistry>> {
+        self.ingest.registry()
+    }
+
+    pub fn alert_message(&self, alert: &Alert) -> AlertMessage {
+        let zone = self.geo.zone(&alert.area_id);
+        let area = AreaInfo {
+            name: zone.map(|z| z.name.as_str()).unwrap_or(&alert.area_id),
+            name_en: zone.and_then(|z| z.name_en.as_deref()).unwrap_or(&alert.area_id),
+            geometry: zone.map(|z| z.geojson_geometry()).unwrap_or(serde_json::Value::Null),
+        };
+        AlertMessage::new(alert, area)
+    }
+
+    pub fn publish(&self, alert: &Alert) {
+        let message = Arc::new(self.alert_message(alert));
+        tracing::info!(id = %alert.id, version = alert.version, state = ?alert.state, event = %alert.event, area = %alert.area_id, level = %alert.level.name_en, "alert");
+        crate::metrics::ALERT_TRANSITIONS.with_label_values(&[state_label(alert)]).inc();
+        // No receivers is normal (no operator connected).
+        let _ = self.alerts_tx.send(message);
+    }
+
+    fn record_readings(&self, readings: &[Reading]) {
+        let mut live = self.live.write();
+        for r in readings {
+            let entry = live.entry(r.sensor_id.clone()).or_default();
+            let slot = entry.latest.entry(r.metric.name().to_string()).or_insert((i64::MIN, 0.0));
+            if r.ts_ms >= slot.0 {
+                *slot = (r.ts_ms, r.value);
+            }
+            entry.last_seen_ms = Some(entry.last_seen_ms.unwrap_or(i64::MIN).max(r.ts_ms));
+            entry.online = Some(true);
+        }
+    }
+
+    fn record_status(&self, status: &DeviceStatus) {
+        let mut live = self.live.write();
+        let entry = live.entry(status.device_id.clone()).or_default();
+        entry.online = Some(status.online);
+        if status.battery_v.is_some() {
+            entry.battery_v = status.battery_v;
+        }
+    }
+}
+
+fn state_label(alert: &Alert) -> &'static str {
+    match alert.state {
+        alerting::AlertState::Raised => "raised",
+        alerting::AlertState::Updated => "updated",
+        alerting::AlertState::Cleared => "cleared",
+        alerting::AlertState::Cancelled => "cancelled",
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Builds the app from config files and starts the broker; returns the app and the bound HTTP listener.
+pub async fn start(files: ConfigFiles, listen: &Listen, operator_token: String, data_dir: Option<PathBuf>)
+    -> anyhow::Result<(Arc<App>, tokio::net::TcpListener)> {
+    let cfg = &files.main;
+    if let Some(dir) = &data_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    }
+    let resolution = Resolution::try_from(cfg.geo.h3_resolution).context("geo.h3_resolution")?;
+    let mut geo = GeoIndex::new(resolution);
+    let problems = geo
+        .load_zones(&files.zones.0, LoadPolicy::StopOnFirst)
+        .with_context(|| format!("{}", files.zones.1.display()))?;
+    for p in &problems {
+        tracing::warn!(file = %files.zones.1.display(), problem = %p, "zone skipped");
+    }
+    let registry = SensorRegistry::from_toml(&files.sensors.0, &files.sensors.1)?;
+    let devices = DeviceStore::from_toml(&files.devices.0, &files.devices.1)?;
+    let rules = RuleSet::from_toml(&files.rules.0, &files.rules.1)?;
+    tracing::info!(zones = geo.zones().count(), sensors = registry.len(), devices = devices.len(), rules = rules.rules.len(), "configuration loaded");
+
+    let ingest = Arc::new(Ingest::new(
+        Arc::new(RwLock::new(registry)),
+        IngestConfig {
+            limits: Limits { max_payload_bytes: cfg.ingest.max_payload_bytes, max_batch: cfg.ingest.max_batch },
+            validation: ValidationConfig {
+                max_future_ms: i64::from(cfg.ingest.max_future_s) * 1000,
+                max_age_ms: i64::from(cfg.ingest.max_age_s) * 1000,
+            },
+            dead_letter_capacity: cfg.ingest.dead_letters,
+        },
+    ));
+    let (alerts_tx, _) = broadcast::channel(4096);
+    let app = Arc::new(App {
+        geo,
+        ingest: Arc::clone(&ingest),
+        book: Mutex::new(AlertBook::new(cfg.alerting.id_prefix.clone())),
+        live: RwLock::new(BTreeMap::new()),
+        alerts_tx,
+        operator_token,
+        public_url: cfg.http.public_url.trim_end_matches('/').to_string(),
+        mode: cfg.alerting.mode,
+    });
+
+    // Bind HTTP before the broker so that a busy port fails the start before anything runs.
+    let http = tokio::net::TcpListener::bind(listen.http).await.with_context(|| format!("cannot listen on {}", listen.http))?;
+
+    let mut engine = RuleEngine::new(rules, i64::from(cfg.alerting.max_lateness_s) * 1000);
+    let pipeline_app = Arc::clone(&app);
+    let mut findings = Vec::new();
+    let broker_config = BrokerConfig {
+        v4_listen: listen.mqtt_v4,
+        v5_listen: listen.mqtt_v5,
+        max_payload_bytes: cfg.mqtt.broker_max_payload_bytes,
+        max_connections: cfg.mqtt.max_connections,
+        ..BrokerConfig::default()
+    };
+    ingest::broker::start(&broker_config, Arc::new(devices), move |msg| {
+        let app = &pipeline_app;
+        let processed = app.ingest.process(&msg, now_ms());
+        if let Some(status) = &processed.status {
+            app.record_status(status);
+        }
+        if processed.readings.is_empty() {
+            return;
+        }
+        app.record_readings(&processed.readings);
+        let registry = app.registry().read();
+        for reading in &processed.readings {
+            let Some(sensor) = registry.get(&reading.sensor_id) else { continue };
+            let (lat, lon) = reading.position.map(|p| (p.lat, p.lon)).unwrap_or((sensor.lat, sensor.lon));
+            let zones: Vec<ZoneRef<'_>> =
+                app.geo.zones_containing(lat, lon).into_iter().map(|z| ZoneRef { id: &z.id, kind: z.kind }).collect();
+            engine.evaluate(reading, sensor, &zones, &mut findings);
+        }
+        drop(registry);
+        if findings.is_empty() {
+            return;
+        }
+        let changed: Vec<Alert> = {
+            let mut book = app.book.lock();
+            findings.drain(..).filter_map(|f| book.apply(f, app.mode)).collect()
+        };
+        for alert in &changed {
+            app.publish(alert);
+        }
+    })?;
+    Ok((app, http))
+}

@@ -1,0 +1,241 @@
+//! Helpers for end-to-end tests: start the real `disaster-cloud` binary on free 127.0.0.1 ports and talk to it over
+//! real sockets (MQTT, HTTP, websockets).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const TOKEN: &str = "test-operator-token";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// The demo device file, for credentials.
+pub fn device_password(id: &str) -> String {
+    let text = include_str!("../../config/devices.toml");
+    let value: toml::Value = toml::from_str(text).expect("devices.toml parses");
+    value["device"]
+        .as_array()
+        .and_then(|devices| devices.iter().find(|d| d["id"].as_str() == Some(id)))
+        .and_then(|d| d["password"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no demo device {id}"))
+}
+
+pub struct Server {
+    child: Child,
+    pub mqtt: SocketAddr,
+    pub mqtt5: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Server {
+    /// `disaster-cloud demo --no-scenario` on fresh ports and a fresh data dir.
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mqtt5: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let base = std::env::temp_dir().join(format!("dc-e2e-{}-{}", std::process::id(), http.port()));
+        let data_dir = base.join("data");
+        std::fs::create_dir_all(&base).unwrap();
+        let log = base.join("server.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
+            .args(["demo", "--no-scenario"])
+            .args(["--mqtt-listen", &mqtt.to_string(), "--mqtt5-listen", &mqtt5.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .args(["--data-dir", data_dir.to_str().unwrap()])
+            .args(extra)
+            .env("DC_OPERATOR_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("the binary starts");
+        let server = Server { child, mqtt, mqtt5, http, data_dir, log };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http_get(self.http, "/healthz", None).is_some_and(|(s, _)| s == 200)
+                && TcpStream::connect(self.mqtt).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server not ready in 30 s; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path, Some(TOKEN)).unwrap_or_else(|| panic!("GET {path} failed"))
+    }
+
+    /// Value of a Prometheus sample line such as `dc_ingest_readings_rejected_total{reason="malformed_json"}`.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("metric {sample} not found"))
+    }
+
+    pub async fn operator(&self) -> Operator {
+        let mut request = format!("ws://{}/ws/operator", self.http).into_client_request().unwrap();
+        request.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("operator websocket connects");
+        let mut op = Operator { ws };
+        let snapshot = op.next_json(Duration::from_secs(10)).await.expect("a snapshot first");
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        op
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Operator {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Operator {
+    pub async fn next_json(&mut self, within: Duration) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??.ok()?;
+            if let Message::Text(text) = msg {
+                return serde_json::from_str(&text).ok();
+            }
+        }
+    }
+
+    /// Waits for an alert message matching `pred`.
+    pub async fn alert_where(&mut self, within: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let msg = self.next_json(left).await?;
+            if msg["type"] == "alert" && pred(&msg) {
+                return Some(msg);
+            }
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET (no client library needed for our own small responses).
+pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    http_request(addr, "GET", path, token, None)
+}
+
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    Some((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// An MQTT device over rumqttc, polling its event loop in the background.
+pub struct Device {
+    pub client: rumqttc::AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+    pub acks: tokio::sync::mpsc::UnboundedReceiver<rumqttc::Event>,
+}
+
+impl Device {
+    pub async fn connect(addr: SocketAddr, id: &str, password: &str) -> Result<Device, String> {
+        let mut opts = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        opts.set_credentials(id, password);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
+        // Wait for the CONNACK (or the refusal) before handing the device out.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => break,
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("no CONNACK within 10 s".into()),
+            }
+        }
+        let (tx, acks) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                let _ = tx.send(event);
+            }
+        });
+        Ok(Device { client, task, acks })
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into()).await.expect("publish queued");
+    }
+
+    /// Waits until `n` PUBACKs have arrived.
+    pub async fn wait_acks(&mut self, mut n: usize) {
+        while n > 0 {
+            match tokio::time::timeout(Duration::from_secs(10), self.acks.recv()).await {
+                Ok(Some(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => n -= 1,
+                Ok(Some(_)) => {}
+                _ => panic!("missing PUBACKs: {n} outstanding"),
+            }
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
