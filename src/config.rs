@@ -13,6 +13,7 @@ pub mod embedded {
     pub const DEVICES: &str = include_str!("../config/devices.toml");
     pub const ZONES: &str = include_str!("../config/zones.geojson");
     pub const RULES: &str = include_str!("../config/rules.toml");
+    pub const TYPHOON: &str = include_str!("../config/scenarios/typhoon.toml");
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +41,10 @@ pub struct MqttConfig {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub public_url: String,
+    /// Operators receive at most one update per sensor per this many milliseconds.
+    pub sensor_update_ms: u64,
+    /// Tile URL template for the operators' map background, with {z} {x} {y}; empty for none.
+    pub map_tile_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +103,9 @@ impl Config {
         }
         if self.ingest.max_payload_bytes == 0 || self.ingest.max_payload_bytes > self.mqtt.broker_max_payload_bytes {
             return Err(invalid("ingest.max_payload_bytes", "must be between 1 and mqtt.broker_max_payload_bytes"));
+        }
+        if self.http.sensor_update_ms < 50 {
+            return Err(invalid("http.sensor_update_ms", "must be at least 50"));
         }
         if self.ingest.max_batch == 0 {
             return Err(invalid("ingest.max_batch", "must be at least 1"));

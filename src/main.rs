@@ -1,9 +1,4 @@
-//! `disaster-cloud`: the command line. Thin on purpose: parsing flags, then handing over to [`server`] and [`web`].
-
-mod config;
-mod metrics;
-mod server;
-mod web;
+//! `disaster-cloud`: the command line. Thin on purpose: parsing flags, then handing over to the library.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,8 +8,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::ConfigFiles;
-use crate::server::Listen;
+use disaster_cloud::config::{self, ConfigFiles};
+use disaster_cloud::server::{self, Listen};
+use disaster_cloud::{metrics, web};
 
 /// Field-sensor streams to public warnings: an MQTT broker, a geo-indexed rule engine and alert channels in one process.
 #[derive(Debug, Parser)]
@@ -43,6 +39,9 @@ enum Command {
         /// Do not start the simulated scenario (only the server, for trying things by hand).
         #[arg(long)]
         no_scenario: bool,
+        /// A scenario file to replay instead of the built-in typhoon (see config/scenarios/README.md).
+        #[arg(long, conflicts_with = "no_scenario")]
+        scenario: Option<PathBuf>,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -92,18 +91,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (app, http) = server::start(files, &listen, token, Some(data_dir)).await?;
             serve_http(app, http).await
         }
-        Command::Demo { no_scenario, common } => {
+        Command::Demo { no_scenario, scenario, common } => {
             let files = ConfigFiles::embedded()?;
             let token = common.operator_token.clone().unwrap_or_else(random_token);
             let listen = listen(&files, &common);
             let (app, http) = server::start(files, &listen, token.clone(), common.data_dir.clone()).await?;
             print_demo_banner(&listen, &token);
             if !no_scenario {
-                tracing::info!("simulated typhoon scenario: not wired yet");
+                let (text, origin) = match &scenario {
+                    Some(path) => (
+                        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+                        path.display().to_string(),
+                    ),
+                    None => (config::embedded::TYPHOON.to_string(), "config/scenarios/typhoon.toml (embedded)".into()),
+                };
+                let mqtt = listen.mqtt_v4.context("the demo scenario needs the MQTT 3.1.1 listener")?;
+                spawn_scenario(&text, &origin, mqtt)?;
             }
             serve_http(app, http).await
         }
     }
+}
+
+/// Replays a scenario with the simulated gateways against our own broker, in the background.
+fn spawn_scenario(text: &str, origin: &str, mqtt: SocketAddr) -> anyhow::Result<()> {
+    use gateway_firmware_sim::{run_scenario, Fleet, RunOptions, Scenario};
+    let scenario = Scenario::from_toml(text, origin)?;
+    let fleet = Fleet::from_files(config::embedded::SENSORS, config::embedded::DEVICES)?;
+    let opts = RunOptions { host: mqtt.ip().to_string(), port: mqtt.port(), quiet: true, ..RunOptions::for_scenario(&scenario) };
+    println!(
+        "Replaying {origin}: {:.0} s of wall time; watch the map and the operator socket.",
+        scenario.duration().as_secs_f64()
+    );
+    tokio::spawn(async move {
+        match run_scenario(&fleet, &scenario, &opts).await {
+            Ok(summary) => println!("Scenario finished:\n{summary}"),
+            Err(e) => tracing::error!(error = %e, "scenario failed"),
+        }
+    });
+    Ok(())
 }
 
 fn listen(files: &ConfigFiles, common: &CommonArgs) -> Listen {

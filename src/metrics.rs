@@ -13,6 +13,15 @@ pub static OPERATOR_SOCKETS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("dc_ws_operator_connections", "Open operator websocket connections").expect("metric registers")
 });
 
+pub static CITIZEN_SOCKETS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("dc_ws_citizen_connections", "Open citizen websocket connections").expect("metric registers")
+});
+
+pub static CITIZEN_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("dc_ws_citizen_refused_total", "Citizen subscribe frames refused, by reason", &["reason"])
+        .expect("metric registers")
+});
+
 pub static WS_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("dc_ws_dropped_total", "Websocket clients dropped for falling behind, by channel", &["channel"])
         .expect("metric registers")
@@ -28,7 +37,12 @@ pub fn init() {
         ALERT_TRANSITIONS.with_label_values(&[state]);
     }
     LazyLock::force(&OPERATOR_SOCKETS);
+    LazyLock::force(&CITIZEN_SOCKETS);
     WS_DROPPED.with_label_values(&["operator"]);
+    WS_DROPPED.with_label_values(&["citizen"]);
+    for reason in ["malformed", "too_many_places", "bad_place"] {
+        CITIZEN_REFUSED.with_label_values(&[reason]);
+    }
     for reason in ["unauthenticated", "not_found", "bad_request"] {
         HTTP_REFUSED.with_label_values(&[reason]);
     }

@@ -42,16 +42,124 @@ pub struct SensorLive {
     pub battery_v: Option<f64>,
 }
 
+/// One alert change, serialised once per audience so that fan-out to many sockets costs no JSON work per socket.
+pub struct AlertBroadcast {
+    pub area_id: String,
+    pub id: String,
+    pub version: u32,
+    pub is_active: bool,
+    /// The operators' frame (every language).
+    pub operator: String,
+    /// The citizens' frames: zh-TW and en.
+    pub citizen_zh: String,
+    pub citizen_en: String,
+}
+
+impl AlertBroadcast {
+    pub fn new(message: AlertMessage) -> Self {
+        let citizen = |lang: &str| serde_json::to_string(&CitizenAlert::new(&message, lang)).unwrap_or_default();
+        Self {
+            area_id: message.area_id.clone(),
+            id: message.id.clone(),
+            version: message.version,
+            is_active: message.state.is_active(),
+            citizen_zh: citizen("zh-TW"),
+            citizen_en: citizen("en"),
+            operator: serde_json::to_string(&message).unwrap_or_default(),
+        }
+    }
+
+    pub fn citizen(&self, lang: Lang) -> &str {
+        match lang {
+            Lang::ZhTw => &self.citizen_zh,
+            Lang::En => &self.citizen_en,
+        }
+    }
+}
+
+/// The languages the citizen channel serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum Lang {
+    #[serde(rename = "zh-TW")]
+    ZhTw,
+    #[serde(rename = "en")]
+    En,
+}
+
+/// What a citizen's app receives: the INTERFACE alert frame with the headline in the subscribed language, and a
+/// label that no app can miss when the alert is a drill or a test.
+#[derive(Debug, Serialize)]
+pub struct CitizenAlert<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: &'a str,
+    pub version: u32,
+    pub state: alerting::AlertState,
+    pub mode: Mode,
+    /// False for Exercise and Test: apps must never present such an alert as real.
+    pub is_real: bool,
+    /// "演練 Drill" / "測試 Test" for non-Actual alerts, absent for real ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<&'static str>,
+    pub event: &'a str,
+    pub severity: alerting::alert::Severity,
+    pub urgency: alerting::alert::Urgency,
+    pub certainty: alerting::alert::Certainty,
+    pub headline: &'a str,
+    pub lang: &'static str,
+    pub area: &'a serde_json::Value,
+    pub area_name: &'a str,
+    pub sent: &'a str,
+    pub cap: &'a str,
+}
+
+impl<'a> CitizenAlert<'a> {
+    pub fn new(m: &'a AlertMessage, lang: &str) -> Self {
+        let (headline, lang) = if lang == "en" { (&m.headlines.en, "en") } else { (&m.headlines.zh_tw, "zh-TW") };
+        let label = match m.mode {
+            Mode::Actual => None,
+            Mode::Exercise => Some(if lang == "en" { "Drill" } else { "演練" }),
+            Mode::Test => Some(if lang == "en" { "Test" } else { "測試" }),
+        };
+        CitizenAlert {
+            kind: "alert",
+            id: &m.id,
+            version: m.version,
+            state: m.state,
+            mode: m.mode,
+            is_real: m.mode == Mode::Actual,
+            label,
+            event: &m.event,
+            severity: m.severity,
+            urgency: m.urgency,
+            certainty: m.certainty,
+            headline,
+            lang,
+            area: &m.area,
+            area_name: &m.area_name,
+            sent: &m.sent,
+            cap: &m.cap,
+        }
+    }
+}
+
 /// Everything the web side reads; shared behind an `Arc`.
 pub struct App {
     pub geo: GeoIndex,
     pub ingest: Arc<Ingest>,
     pub book: Mutex<AlertBook>,
     pub live: RwLock<BTreeMap<String, SensorLive>>,
-    /// Alert changes for the websocket channels. Slow receivers lag and are dropped by their connection task.
-    pub alerts_tx: broadcast::Sender<Arc<AlertMessage>>,
+    /// Alert changes for the websocket channels, rendered once for every channel and language. Slow receivers lag
+    /// and are dropped by their connection task.
+    pub alerts_tx: broadcast::Sender<Arc<AlertBroadcast>>,
+    /// Coalesced sensor updates for operators (one frame per changed sensor per tick).
+    pub sensors_tx: broadcast::Sender<Arc<String>>,
+    /// Sensors whose live state changed since the last tick.
+    pub dirty_sensors: Mutex<std::collections::HashSet<String>>,
     pub operator_token: String,
     pub public_url: String,
+    /// Background map tiles for the operators' map (`{z}/{x}/{y}` template; empty for none).
+    pub tile_url: String,
     pub mode: Mode,
 }
 
@@ -71,7 +179,7 @@ impl App {
     }
 
     pub fn publish(&self, alert: &Alert) {
-        let message = Arc::new(self.alert_message(alert));
+        let message = Arc::new(AlertBroadcast::new(self.alert_message(alert)));
         tracing::info!(id = %alert.id, version = alert.version, state = ?alert.state, event = %alert.event, area = %alert.area_id, level = %alert.level.name_en, "alert");
         crate::metrics::ALERT_TRANSITIONS.with_label_values(&[state_label(alert)]).inc();
         // No receivers is normal (no operator connected).
@@ -80,7 +188,11 @@ impl App {
 
     fn record_readings(&self, readings: &[Reading]) {
         let mut live = self.live.write();
+        let mut dirty = self.dirty_sensors.lock();
         for r in readings {
+            if !dirty.contains(&r.sensor_id) {
+                dirty.insert(r.sensor_id.clone());
+            }
             let entry = live.entry(r.sensor_id.clone()).or_default();
             let slot = entry.latest.entry(r.metric.name().to_string()).or_insert((i64::MIN, 0.0));
             if r.ts_ms >= slot.0 {
@@ -92,6 +204,7 @@ impl App {
     }
 
     fn record_status(&self, status: &DeviceStatus) {
+        self.dirty_sensors.lock().insert(status.device_id.clone());
         let mut live = self.live.write();
         let entry = live.entry(status.device_id.clone()).or_default();
         entry.online = Some(status.online);
@@ -146,14 +259,18 @@ pub async fn start(files: ConfigFiles, listen: &Listen, operator_token: String, 
         },
     ));
     let (alerts_tx, _) = broadcast::channel(4096);
+    let (sensors_tx, _) = broadcast::channel(4096);
     let app = Arc::new(App {
         geo,
         ingest: Arc::clone(&ingest),
         book: Mutex::new(AlertBook::new(cfg.alerting.id_prefix.clone())),
         live: RwLock::new(BTreeMap::new()),
         alerts_tx,
+        sensors_tx,
+        dirty_sensors: Mutex::new(Default::default()),
         operator_token,
         public_url: cfg.http.public_url.trim_end_matches('/').to_string(),
+        tile_url: cfg.http.map_tile_url.clone(),
         mode: cfg.alerting.mode,
     });
 
@@ -200,5 +317,27 @@ pub async fn start(files: ConfigFiles, listen: &Listen, operator_token: String, 
             app.publish(alert);
         }
     })?;
+    tokio::spawn(coalesce_sensor_updates(Arc::clone(&app), std::time::Duration::from_millis(cfg.http.sensor_update_ms)));
     Ok((app, http))
+}
+
+/// Sends at most one update per sensor per `every`, however fast it reports: a busy map stays readable and cheap.
+async fn coalesce_sensor_updates(app: Arc<App>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let changed: Vec<String> = app.dirty_sensors.lock().drain().collect();
+        if changed.is_empty() || app.sensors_tx.receiver_count() == 0 {
+            continue;
+        }
+        let live = app.live.read();
+        for id in changed {
+            if let Some(state) = live.get(&id) {
+                let frame = serde_json::json!({"type": "sensor", "id": id, "latest": state.latest,
+                    "last_seen_ms": state.last_seen_ms, "online": state.online, "battery_v": state.battery_v});
+                let _ = app.sensors_tx.send(Arc::new(frame.to_string()));
+            }
+        }
+    }
 }

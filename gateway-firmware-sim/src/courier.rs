@@ -148,7 +148,11 @@ impl Courier {
 
     /// Room on the wire for another message (load mode generates only when there is).
     pub fn has_window(&self) -> bool {
-        self.is_connected() && self.link.as_ref().is_some_and(|l| l.outstanding() < self.cfg.link.max_inflight as usize)
+        self.is_connected()
+            && self
+                .link
+                .as_ref()
+                .is_some_and(|l| l.outstanding() < self.cfg.link.max_inflight as usize)
     }
 
     pub fn buffered(&self) -> usize {
@@ -157,9 +161,13 @@ impl Courier {
 
     /// Hand buffered messages to the connection while the in-flight window has room.
     pub fn pump(&mut self) {
-        let Some(link) = self.link.as_mut().filter(|l| l.connected) else { return };
+        let Some(link) = self.link.as_mut().filter(|l| l.connected) else {
+            return;
+        };
         while link.outstanding() < self.cfg.link.max_inflight as usize {
-            let Some(mut p) = self.outbox.pop() else { break };
+            let Some(mut p) = self.outbox.pop() else {
+                break;
+            };
             p.attempts += 1;
             let resend = p.attempts > 1;
             let (topic, payload) = (p.topic.clone(), p.payload.to_vec());
@@ -209,7 +217,9 @@ impl Courier {
     }
 
     fn on_link(&mut self, ev: LinkEvent) {
-        let Some(link) = self.link.as_mut() else { return };
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
         match ev {
             LinkEvent::Connected => {
                 link.connected = true;
@@ -250,7 +260,9 @@ impl Courier {
         self.stats.acked += 1;
         self.stats.readings_acked += p.readings as u64;
         self.stats.bytes_acked += p.payload.len() as u64;
-        self.stats.latencies_us.push(latency.as_micros().min(u32::MAX as u128) as u32);
+        self.stats
+            .latencies_us
+            .push(latency.as_micros().min(u32::MAX as u128) as u32);
         self.live.acked.fetch_add(1, Ordering::Relaxed);
         self.live.pending.fetch_sub(1, Ordering::Relaxed);
     }

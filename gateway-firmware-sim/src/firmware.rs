@@ -55,7 +55,10 @@ pub fn courier_config(plan: &DevicePlan, fw: &Firmware, stage: &Stage) -> Courie
             client_id: id.clone(),
             credentials: plan.device.password.clone().map(|p| (id.clone(), p)),
             keep_alive: fw.keep_alive,
-            will: Some((format!("sensors/{id}/status"), r#"{"online":false}"#.to_string())),
+            will: Some((
+                format!("sensors/{id}/status"),
+                r#"{"online":false}"#.to_string(),
+            )),
             max_inflight: fw.max_inflight,
             max_packet_size: 256 * 1024,
         },
@@ -63,7 +66,7 @@ pub fn courier_config(plan: &DevicePlan, fw: &Firmware, stage: &Stage) -> Courie
         buffer: fw.buffer,
         backoff_initial: fw.backoff_initial,
         backoff_max: fw.backoff_max,
-        seed: stage.seed ^ 0x6261_636b_6f66_66, // "backoff": jitter independent of the plan's draws
+        seed: stage.seed ^ 0x0062_6163_6b6f_6666, // "backoff": jitter independent of the plan's draws
     }
 }
 
@@ -74,7 +77,12 @@ enum Wake {
 }
 
 /// Play one device's script to the end.
-pub async fn run_device(plan: DevicePlan, fw: &Firmware, stage: &Stage, live: Arc<Live>) -> DeviceReport {
+pub async fn run_device(
+    plan: DevicePlan,
+    fw: &Firmware,
+    stage: &Stage,
+    live: Arc<Live>,
+) -> DeviceReport {
     let mut report = DeviceReport {
         id: plan.device.id.clone(),
         skew_ms: plan.skew_ms,

@@ -105,10 +105,10 @@ impl Fleet {
         devices_toml: &str,
         devices_origin: &str,
     ) -> Result<Self, SimError> {
-        let sensors: SensorsFile =
-            toml::from_str(sensors_toml).map_err(|e| SimError::from_toml(sensors_origin, sensors_toml, e))?;
-        let creds: DevicesFile =
-            toml::from_str(devices_toml).map_err(|e| SimError::from_toml(devices_origin, devices_toml, e))?;
+        let sensors: SensorsFile = toml::from_str(sensors_toml)
+            .map_err(|e| SimError::from_toml(sensors_origin, sensors_toml, e))?;
+        let creds: DevicesFile = toml::from_str(devices_toml)
+            .map_err(|e| SimError::from_toml(devices_origin, devices_toml, e))?;
 
         let mut passwords = BTreeMap::new();
         for (i, d) in creds.device.into_iter().enumerate() {
@@ -120,7 +120,11 @@ impl Fleet {
                 ));
             }
             if passwords.insert(d.id.clone(), d.password).is_some() {
-                return Err(SimError::invalid(devices_origin, format!("device[{i}].id"), format!("`{}` is listed twice", d.id)));
+                return Err(SimError::invalid(
+                    devices_origin,
+                    format!("device[{i}].id"),
+                    format!("`{}` is listed twice", d.id),
+                ));
             }
         }
 
@@ -128,20 +132,36 @@ impl Fleet {
         for (i, s) in sensors.sensor.into_iter().enumerate() {
             let key = |k: &str| format!("sensor[{i}].{k}");
             if !valid_device_id(&s.id) {
-                return Err(SimError::invalid(sensors_origin, key("id"), format!("`{}` is not 1-32 ASCII letters and digits", s.id)));
+                return Err(SimError::invalid(
+                    sensors_origin,
+                    key("id"),
+                    format!("`{}` is not 1-32 ASCII letters and digits", s.id),
+                ));
             }
             if !SENSOR_KINDS.contains(&s.kind.as_str()) {
                 return Err(SimError::invalid(
                     sensors_origin,
                     key("kind"),
-                    format!("`{}` is not a sensor kind (expected one of {})", s.kind, SENSOR_KINDS.join(", ")),
+                    format!(
+                        "`{}` is not a sensor kind (expected one of {})",
+                        s.kind,
+                        SENSOR_KINDS.join(", ")
+                    ),
                 ));
             }
             if !(-90.0..=90.0).contains(&s.lat) || !(-180.0..=180.0).contains(&s.lon) {
-                return Err(SimError::invalid(sensors_origin, key("lat"), format!("position {},{} is not on Earth", s.lat, s.lon)));
+                return Err(SimError::invalid(
+                    sensors_origin,
+                    key("lat"),
+                    format!("position {},{} is not on Earth", s.lat, s.lon),
+                ));
             }
             if s.interval_s == 0 {
-                return Err(SimError::invalid(sensors_origin, key("interval_s"), "must be at least 1 second"));
+                return Err(SimError::invalid(
+                    sensors_origin,
+                    key("interval_s"),
+                    "must be at least 1 second",
+                ));
             }
             let mobile = s.mobile.unwrap_or(s.kind == "hazmat_gps");
             let device = Device {
@@ -156,7 +176,11 @@ impl Fleet {
                 zone: s.zone,
             };
             if devices.insert(s.id.clone(), device).is_some() {
-                return Err(SimError::invalid(sensors_origin, key("id"), format!("`{}` is listed twice", s.id)));
+                return Err(SimError::invalid(
+                    sensors_origin,
+                    key("id"),
+                    format!("`{}` is listed twice", s.id),
+                ));
             }
         }
         Ok(Fleet { devices })
@@ -229,11 +253,19 @@ metrics = ["speed_kmh"]
     fn bad_ids_and_kinds_name_the_key() {
         let bad = SENSORS.replace("RG0001", "RG-0001");
         let err = Fleet::from_files(&bad, "").unwrap_err().to_string();
-        assert_eq!(err, "sensors.toml: sensor[0].id: `RG-0001` is not 1-32 ASCII letters and digits");
+        assert_eq!(
+            err,
+            "sensors.toml: sensor[0].id: `RG-0001` is not 1-32 ASCII letters and digits"
+        );
         let bad = SENSORS.replace("rain_gauge", "rain_gage");
         let err = Fleet::from_files(&bad, "").unwrap_err().to_string();
-        assert!(err.starts_with("sensors.toml: sensor[0].kind: `rain_gage` is not a sensor kind"), "{err}");
-        let err = Fleet::from_files(SENSORS, "[[device]]\nid = \"X\"\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("sensors.toml: sensor[0].kind: `rain_gage` is not a sensor kind"),
+            "{err}"
+        );
+        let err = Fleet::from_files(SENSORS, "[[device]]\nid = \"X\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("devices.toml: line 1"), "{err}");
         assert!(err.contains("missing field `password`"), "{err}");
     }

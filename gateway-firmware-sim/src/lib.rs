@@ -24,6 +24,23 @@
 //! Scenario time vs wall time: a scenario covers `span` of scenario time, replayed `compression` times faster. Payload
 //! `ts` is scenario time (`start_ts_ms` + offset + the device's clock skew), so a 24 h typhoon replayed in 60 s still
 //! carries 24 h of timestamps. Network timings (backoff, keep-alive, drain) are wall time.
+//!
+//! # Use from another program
+//! ```no_run
+//! # async fn demo() -> Result<(), gateway_firmware_sim::SimError> {
+//! use gateway_firmware_sim::{run_scenario, Fleet, RunOptions, Scenario};
+//! let fleet = Fleet::from_files(
+//!     &std::fs::read_to_string("config/sensors.toml").unwrap(),
+//!     &std::fs::read_to_string("config/devices.toml").unwrap(),
+//! )?;
+//! let scenario = Scenario::from_toml(&std::fs::read_to_string("config/scenarios/typhoon.toml").unwrap(), "typhoon.toml")?;
+//! scenario.check_fleet(&fleet)?; // run_scenario checks too; this fails early, before any connection
+//! // Seed of the scenario, `ts` starting one span ago (no reading stamped in the future), the scenario's compression.
+//! let opts = RunOptions { port: 1883, quiet: true, ..RunOptions::for_scenario(&scenario) };
+//! let summary = run_scenario(&fleet, &scenario, &opts).await?; // about scenario.duration() of wall time
+//! assert!(summary.is_complete(), "{summary}");
+//! # Ok(()) }
+//! ```
 
 pub mod backoff;
 pub mod courier;

@@ -81,7 +81,12 @@ impl<T> Link<T> {
             opts.set_credentials(u.clone(), p.clone());
         }
         if let Some((topic, payload)) = &cfg.will {
-            opts.set_last_will(LastWill::new(topic.clone(), payload.clone(), QoS::AtLeastOnce, false));
+            opts.set_last_will(LastWill::new(
+                topic.clone(),
+                payload.clone(),
+                QoS::AtLeastOnce,
+                false,
+            ));
         }
         let (client, mut eventloop) = AsyncClient::new(opts, cfg.max_inflight as usize + 16);
         let (tx, events) = mpsc::unbounded_channel();
@@ -102,8 +107,21 @@ impl<T> Link<T> {
                 }
             }
         });
-        let qos = if qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        Link { client, events, task, qos, submitted: VecDeque::new(), inflight: HashMap::new(), next_seq: 0, connected: false }
+        let qos = if qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        Link {
+            client,
+            events,
+            task,
+            qos,
+            submitted: VecDeque::new(),
+            inflight: HashMap::new(),
+            next_seq: 0,
+            connected: false,
+        }
     }
 
     /// Messages handed over and not yet acknowledged.
@@ -115,7 +133,11 @@ impl<T> Link<T> {
     pub fn submit(&mut self, topic: &str, payload: Vec<u8>, item: T) -> Result<(), T> {
         match self.client.try_publish(topic, self.qos, false, payload) {
             Ok(()) => {
-                self.submitted.push_back(InFlight { item, seq: self.next_seq, since: Instant::now() });
+                self.submitted.push_back(InFlight {
+                    item,
+                    seq: self.next_seq,
+                    since: Instant::now(),
+                });
                 self.next_seq += 1;
                 Ok(())
             }
@@ -125,7 +147,10 @@ impl<T> Link<T> {
 
     /// Next event from the task (cancel-safe: an mpsc receive).
     pub async fn recv(&mut self) -> LinkEvent {
-        self.events.recv().await.unwrap_or_else(|| LinkEvent::Closed("event loop ended".into()))
+        self.events
+            .recv()
+            .await
+            .unwrap_or_else(|| LinkEvent::Closed("event loop ended".into()))
     }
 
     /// Book-keeping for `Sent`: returns an item that is complete already (QoS 0 counts as delivered once written).
@@ -140,12 +165,19 @@ impl<T> Link<T> {
 
     /// Book-keeping for `Acked`: the acknowledged item and its ack latency.
     pub fn on_acked(&mut self, pkid: u16) -> Option<(T, Duration)> {
-        self.inflight.remove(&pkid).map(|f| (f.item, f.since.elapsed()))
+        self.inflight
+            .remove(&pkid)
+            .map(|f| (f.item, f.since.elapsed()))
     }
 
     /// Take every unacknowledged item, in send order, leaving the link empty.
     pub fn take_unacked(&mut self) -> Vec<T> {
-        let mut all: Vec<InFlight<T>> = self.inflight.drain().map(|(_, f)| f).chain(self.submitted.drain(..)).collect();
+        let mut all: Vec<InFlight<T>> = self
+            .inflight
+            .drain()
+            .map(|(_, f)| f)
+            .chain(self.submitted.drain(..))
+            .collect();
         all.sort_by_key(|f| f.seq);
         all.into_iter().map(|f| f.item).collect()
     }

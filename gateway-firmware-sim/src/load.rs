@@ -80,8 +80,10 @@ pub struct LoadSummary {
     pub acked: u64,
     pub readings_acked: u64,
     pub bytes_acked: u64,
-    /// Generated but never acknowledged.
+    /// Generated but never acknowledged (dropped included).
     pub missing: u64,
+    /// Lost to a full buffer after reconnects (load generates only into an open window, so normally 0).
+    pub dropped: u64,
     /// Generation time (the rate's denominator).
     pub duration: Duration,
     /// Whole run including drain.
@@ -108,9 +110,23 @@ impl LoadSummary {
 
 impl fmt::Display for LoadSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = if self.target_rate > 0.0 { format!("{:.0} msg/s", self.target_rate) } else { "unlimited".into() };
-        writeln!(f, "load: {} connections ({} connected), target {target}, {}", self.connections, self.connected, format_duration(self.duration))?;
-        writeln!(f, "  sent     {} ({} resent) of {} generated", self.sent, self.resent, self.generated)?;
+        let target = if self.target_rate > 0.0 {
+            format!("{:.0} msg/s", self.target_rate)
+        } else {
+            "unlimited".into()
+        };
+        writeln!(
+            f,
+            "load: {} connections ({} connected), target {target}, {}",
+            self.connections,
+            self.connected,
+            format_duration(self.duration)
+        )?;
+        writeln!(
+            f,
+            "  sent     {} ({} resent) of {} generated",
+            self.sent, self.resent, self.generated
+        )?;
         writeln!(
             f,
             "  acked    {} ({:.1} msg/s, {:.1} readings/s, {:.1} KiB/s)",
@@ -119,17 +135,25 @@ impl fmt::Display for LoadSummary {
             self.readings_acked as f64 / self.duration.as_secs_f64().max(1e-9),
             self.bytes_acked as f64 / 1024.0 / self.duration.as_secs_f64().max(1e-9)
         )?;
-        writeln!(f, "  buffered {} at end", self.missing)?;
-        writeln!(f, "  dropped  0")?;
+        writeln!(f, "  buffered {} at end", self.missing - self.dropped)?;
+        writeln!(f, "  dropped  {}", self.dropped)?;
         write!(f, "  latency  {}", self.latency)?;
         for e in &self.errors {
             write!(f, "\n  error    {e}")?;
         }
         if self.missing > 0 {
-            write!(f, "\n  MISSING  {} messages never acknowledged", self.missing)?;
+            write!(
+                f,
+                "\n  MISSING  {} messages never acknowledged",
+                self.missing
+            )?;
         }
         if self.connected < self.connections {
-            write!(f, "\n  MISSING  {} connections never connected", self.connections - self.connected)?;
+            write!(
+                f,
+                "\n  MISSING  {} connections never connected",
+                self.connections - self.connected
+            )?;
         }
         Ok(())
     }
@@ -138,24 +162,43 @@ impl fmt::Display for LoadSummary {
 /// One load message: `batch` reading sets, padded to `size` bytes.
 pub fn load_payload(batch: usize, size: usize, ts: i64, n: u64) -> String {
     let set = |i: usize| json!({"ts": ts, "values": {"battery_v": 3.7 + ((n as usize + i) % 50) as f64 / 100.0}});
-    let mut v = if batch <= 1 { set(0) } else { json!((0..batch).map(set).collect::<Vec<_>>()) };
+    let mut v = if batch <= 1 {
+        set(0)
+    } else {
+        json!((0..batch).map(set).collect::<Vec<_>>())
+    };
     let natural = v.to_string();
     // `,"pad":""` adds 9 bytes around the padding itself.
     if size > natural.len() + 9 {
         let pad = "x".repeat(size - natural.len() - 9);
-        let target = if let Some(a) = v.as_array_mut() { a.last_mut().expect("batch >= 2") } else { &mut v };
-        target.as_object_mut().expect("object").insert("pad".into(), json!(pad));
+        let target = if let Some(a) = v.as_array_mut() {
+            a.last_mut().expect("batch >= 2")
+        } else {
+            &mut v
+        };
+        target
+            .as_object_mut()
+            .expect("object")
+            .insert("pad".into(), json!(pad));
     }
     v.to_string()
 }
 
 fn check(opts: &LoadOptions) -> Result<(), SimError> {
-    let bad = |option, reason: &str| Err(SimError::Option { option, reason: reason.to_string() });
+    let bad = |option, reason: &str| {
+        Err(SimError::Option {
+            option,
+            reason: reason.to_string(),
+        })
+    };
     if opts.connections == 0 {
         return bad("connections", "must be at least 1");
     }
     if !(opts.rate.is_finite() && opts.rate >= 0.0) {
-        return bad("rate", "must be zero (unlimited) or a positive number of messages per second");
+        return bad(
+            "rate",
+            "must be zero (unlimited) or a positive number of messages per second",
+        );
     }
     if opts.batch == 0 {
         return bad("batch", "must be at least 1 reading set per message");
@@ -183,7 +226,8 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadSummary, SimError> {
     let end = start + opts.duration;
     let per_conn = opts.rate / opts.connections as f64;
     let total = (opts.rate > 0.0).then(|| (opts.rate * opts.duration.as_secs_f64()).ceil() as u64);
-    let progress = (!opts.quiet && opts.duration >= MIN_RUN_FOR_BAR).then(|| Progress::start(total, live.clone(), "acked"));
+    let progress = (!opts.quiet && opts.duration >= MIN_RUN_FOR_BAR)
+        .then(|| Progress::start(total, live.clone(), "acked"));
 
     let mut tasks = JoinSet::new();
     for n in 0..opts.connections {
@@ -193,7 +237,11 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadSummary, SimError> {
             opts.devices[n % opts.devices.len()].clone()
         };
         // A device id used by several connections needs distinct client ids, or the broker kicks the earlier one.
-        let client_id = if opts.devices.len() >= opts.connections || opts.devices.is_empty() { id.clone() } else { format!("{id}c{n}") };
+        let client_id = if opts.devices.len() >= opts.connections || opts.devices.is_empty() {
+            id.clone()
+        } else {
+            format!("{id}c{n}")
+        };
         let size = (opts.message_size + 256 * opts.batch).max(64 * 1024);
         let cfg = CourierConfig {
             link: LinkConfig {
@@ -202,7 +250,10 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadSummary, SimError> {
                 client_id,
                 credentials: password.map(|p| (id.clone(), p)),
                 keep_alive: Duration::from_secs(10),
-                will: Some((format!("sensors/{id}/status"), r#"{"online":false}"#.to_string())),
+                will: Some((
+                    format!("sensors/{id}/status"),
+                    r#"{"online":false}"#.to_string(),
+                )),
                 max_inflight: opts.max_inflight,
                 max_packet_size: size,
             },
@@ -213,17 +264,31 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadSummary, SimError> {
             seed: n as u64,
         };
         let topic: Arc<str> = format!("sensors/{id}/readings").into();
-        let (live, batch, size, drain) = (live.clone(), opts.batch, opts.message_size, opts.drain_timeout);
+        let (live, batch, size, drain) = (
+            live.clone(),
+            opts.batch,
+            opts.message_size,
+            opts.drain_timeout,
+        );
         tasks.spawn(async move {
             let mut courier = Courier::new(cfg, live);
             let mut generated = 0u64;
             loop {
                 let now = Instant::now();
                 if now < end {
-                    let due = if per_conn > 0.0 { (now - start).as_secs_f64() * per_conn } else { f64::INFINITY };
+                    let due = if per_conn > 0.0 {
+                        (now - start).as_secs_f64() * per_conn
+                    } else {
+                        f64::INFINITY
+                    };
                     while (generated as f64) < due && courier.has_window() {
                         let payload = load_payload(batch, size, now_ms(), generated);
-                        courier.enqueue(Parcel { topic: topic.clone(), payload: payload.into_bytes().into(), readings: batch as u32, attempts: 0 });
+                        courier.enqueue(Parcel {
+                            topic: topic.clone(),
+                            payload: payload.into_bytes().into(),
+                            readings: batch as u32,
+                            attempts: 0,
+                        });
                         generated += 1;
                     }
                 } else if courier.pending() == 0 || now >= end + drain {
@@ -268,6 +333,7 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadSummary, SimError> {
         s.acked += d.acked;
         s.readings_acked += d.readings_acked;
         s.bytes_acked += d.bytes_acked;
+        s.dropped += d.dropped;
         s.connected += usize::from(d.connects > 0);
         latencies.extend_from_slice(&d.latencies_us);
         if let Some(e) = &d.last_error {

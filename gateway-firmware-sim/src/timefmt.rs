@@ -10,18 +10,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     if let Ok(secs) = s.parse::<f64>() {
-        return secs_to_duration(secs).ok_or_else(|| format!("`{s}` is not a non-negative number of seconds"));
+        return secs_to_duration(secs)
+            .ok_or_else(|| format!("`{s}` is not a non-negative number of seconds"));
     }
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!("`{s}` is not a duration (expected e.g. 90s, 15m, 6h, 1h30m, 1d)"));
+            return Err(format!(
+                "`{s}` is not a duration (expected e.g. 90s, 15m, 6h, 1h30m, 1d)"
+            ));
         }
-        let value: f64 = rest[..num_len].parse().map_err(|_| format!("`{s}`: bad number `{}`", &rest[..num_len]))?;
+        let value: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("`{s}`: bad number `{}`", &rest[..num_len]))?;
         rest = rest[num_len..].trim_start();
-        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,
@@ -29,7 +38,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             "d" => 86400.0,
             "" => return Err(format!("`{s}`: number without a unit (use s, m, h or d)")),
-            other => return Err(format!("`{s}`: unknown unit `{other}` (use ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "`{s}`: unknown unit `{other}` (use ms, s, m, h or d)"
+                ))
+            }
         };
         total += value * factor;
         rest = rest[unit_len..].trim_start();
@@ -38,7 +51,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn secs_to_duration(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && secs >= 0.0 && secs < 1e12).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e12)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 /// Short human form for summaries and errors: `1h30m`, `45s`, `250ms`.
@@ -57,7 +72,7 @@ pub fn format_duration(d: Duration) -> String {
         out.push_str(&format!("{m}m"));
     }
     if s > 0 || out.is_empty() {
-        if h == 0 && m == 0 && ms % 1000 != 0 {
+        if h == 0 && m == 0 && d.subsec_millis() != 0 {
             out.push_str(&format!("{:.1}s", d.as_secs_f64()));
         } else {
             out.push_str(&format!("{s}s"));
@@ -82,13 +97,19 @@ mod tests {
 
     #[test]
     fn rejects_nonsense_with_reason() {
-        assert!(parse_duration("5x").unwrap_err().contains("unknown unit `x`"));
+        assert!(parse_duration("5x")
+            .unwrap_err()
+            .contains("unknown unit `x`"));
         assert!(parse_duration("h").unwrap_err().contains("not a duration"));
         assert!(parse_duration("-3").unwrap_err().contains("non-negative"));
         assert!(parse_duration("12").is_ok());
-        assert!(parse_duration("3 4h").unwrap_err().contains("number without a unit"));
+        assert!(parse_duration("3 4h")
+            .unwrap_err()
+            .contains("number without a unit"));
         assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("2 hours").unwrap_err().contains("unknown unit `hours`"));
+        assert!(parse_duration("2 hours")
+            .unwrap_err()
+            .contains("unknown unit `hours`"));
     }
 
     #[test]

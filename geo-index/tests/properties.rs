@@ -131,14 +131,15 @@ proptest! {
     fn every_point_of_an_alert_area_is_covered_by_a_targeted_site(
         polygon in star_polygon(),
         sites in prop::collection::vec((-12_000.0..12_000.0f64, -12_000.0..12_000.0f64, 0.0..360.0f64,
-                                        prop_oneof![Just(120.0), Just(65.0), Just(360.0)], 800.0..5000.0f64), 10..80),
+                                        prop_oneof![Just(120.0), Just(65.0), Just(360.0)], 800.0..4000.0f64), 10..60),
         pts in points(50..200),
     ) {
         let mut csv = String::from("carrier,mcc,mnc,eci,tac,lat,lon,azimuth_deg,beamwidth_deg,range_m\n");
         for (i, (x, y, az, bw, r)) in sites.iter().enumerate() {
             csv += &format!("T,466,92,{},1,{},{},{az},{bw},{r}\n", 1000 + i, LAT0 + y / M_LAT, LON0 + x / M_LON);
         }
-        let mut index = GeoIndex::new(Resolution::Nine);
+        // Resolution 8 keeps this test quick in debug builds; the logic is the same at every resolution.
+        let mut index = GeoIndex::new(Resolution::Eight);
         let problems = index.load_cell_sites(&csv, LoadPolicy::StopOnFirst).expect("sites load");
         prop_assert!(problems.is_empty());
         let area = index.alert_area(MultiPolygon(vec![polygon.clone()])).expect("valid area");

@@ -113,4 +113,12 @@ pub enum IngestError {
     Hash(String),
     #[error("io on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("no device `{0}` in the device store")]
+    NoSuchDevice(String),
+    #[error("device id `{0}` is not 1-32 ASCII letters or digits")]
+    InvalidDeviceId(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("certificate: {0}")]
+    Certificate(String),
 }

@@ -1,16 +1,33 @@
 //! The sensor registry: which sensors exist, what they measure, where they stand and who owns them.
 //!
 //! Loaded from `config/sensors.toml` at start. Operators add, update and retire sensors over the HTTP API; those
-//! changes go through [`SensorRegistry::upsert`] / [`SensorRegistry::retire`].
+//! changes go through [`SensorRegistry::add`] / [`SensorRegistry::update`] / [`SensorRegistry::retire`], which write
+//! them to `<data dir>/sensors.json` (atomically) before they take effect. On restart [`SensorRegistry::restore`] lays
+//! that file over the config file: the operators' records win, sensors they never touched follow the config file.
+//! (The H3 cell of each sensor is computed by the binary with `geo-index`.)
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::persist::{self, FileLock};
 use crate::reading::Metric;
 use crate::topic::is_valid_device_id;
 use crate::IngestError;
+
+/// Why an operator's change to the registry was refused (the HTTP layer maps these to 409 / 404 / 400 / 500).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("sensor `{0}` already exists")]
+    Exists(String),
+    #[error("no sensor `{0}`")]
+    NotFound(String),
+    #[error("sensor `{sensor}`: {message}")]
+    Invalid { sensor: String, message: String },
+    #[error("saving the registry: {0}")]
+    Persist(#[from] IngestError),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +119,18 @@ struct SensorsFile {
 #[derive(Debug, Clone, Default)]
 pub struct SensorRegistry {
     sensors: BTreeMap<String, Sensor>,
+    /// The operators' changes (whole records), as saved in `store`.
+    overlay: BTreeMap<String, Sensor>,
+    /// Where operators' changes are persisted; `None` keeps them in memory only (tests, the demo without data dir).
+    store: Option<PathBuf>,
+}
+
+/// `<data dir>/sensors.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverlayFile {
+    #[serde(default)]
+    sensors: BTreeMap<String, Sensor>,
 }
 
 impl SensorRegistry {
@@ -139,16 +168,70 @@ impl SensorRegistry {
         self.sensors.is_empty()
     }
 
-    /// Adds or replaces a sensor after checking it.
-    pub fn upsert(&mut self, sensor: Sensor) -> Result<(), String> {
-        sensor.check()?;
-        self.sensors.insert(sensor.id.clone(), sensor);
-        Ok(())
+    /// Lays the operators' changes saved at `path` (normally `<data dir>/sensors.json`) over this registry, and
+    /// persists every further change there. An absent file means no changes yet.
+    pub fn restore(mut self, path: &Path) -> Result<Self, IngestError> {
+        if let Some(text) = persist::read_optional(path)? {
+            let file: OverlayFile = serde_json::from_str(&text)
+                .map_err(|e| IngestError::Config { file: path.into(), message: e.to_string() })?;
+            for (id, sensor) in file.sensors {
+                let invalid = |message: String| IngestError::Sensor { file: path.into(), sensor: id.clone(), message };
+                if sensor.id != id {
+                    return Err(invalid(format!("recorded under `{id}` but its id is `{}`", sensor.id)));
+                }
+                sensor.check().map_err(invalid)?;
+                self.sensors.insert(id.clone(), sensor.clone());
+                self.overlay.insert(id, sensor);
+            }
+        }
+        self.store = Some(path.to_path_buf());
+        Ok(self)
     }
 
-    /// Retired sensors stay listed (their history matters) but their readings are refused.
-    pub fn retire(&mut self, id: &str) -> bool {
-        self.sensors.get_mut(id).map(|s| s.retired = true).is_some()
+    /// Adds a new sensor (operator API).
+    pub fn add(&mut self, sensor: Sensor) -> Result<(), RegistryError> {
+        if self.sensors.contains_key(&sensor.id) {
+            return Err(RegistryError::Exists(sensor.id));
+        }
+        self.save(sensor)
+    }
+
+    /// Replaces an existing sensor's record (operator API); the id names the sensor and cannot change.
+    pub fn update(&mut self, sensor: Sensor) -> Result<(), RegistryError> {
+        if !self.sensors.contains_key(&sensor.id) {
+            return Err(RegistryError::NotFound(sensor.id));
+        }
+        self.save(sensor)
+    }
+
+    /// Retires a sensor (operator API). Retired sensors stay listed (their history matters) but their readings are
+    /// refused (`retired_device`).
+    pub fn retire(&mut self, id: &str) -> Result<(), RegistryError> {
+        let mut sensor = self.sensors.get(id).cloned().ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
+        sensor.retired = true;
+        self.save(sensor)
+    }
+
+    /// Adds or replaces a sensor after checking it (kept for callers that do not distinguish add from update).
+    pub fn upsert(&mut self, sensor: Sensor) -> Result<(), String> {
+        self.save(sensor).map_err(|e| e.to_string())
+    }
+
+    /// Checks, persists, then applies: a change that cannot be saved does not take effect (it would vanish on
+    /// restart otherwise).
+    fn save(&mut self, sensor: Sensor) -> Result<(), RegistryError> {
+        sensor.check().map_err(|message| RegistryError::Invalid { sensor: sensor.id.clone(), message })?;
+        let mut overlay = self.overlay.clone();
+        overlay.insert(sensor.id.clone(), sensor.clone());
+        if let Some(path) = &self.store {
+            let _lock = FileLock::acquire(path)?;
+            let text = serde_json::to_string_pretty(&OverlayFile { sensors: overlay.clone() })
+                .map_err(|e| IngestError::Config { file: path.clone(), message: e.to_string() })?;
+            persist::write_atomically(path, text.as_bytes(), false)?;
+        }
+        self.overlay = overlay;
+        self.sensors.insert(sensor.id.clone(), sensor);
+        Ok(())
     }
 }
 
@@ -157,6 +240,65 @@ mod tests {
     use super::*;
 
     const FILE: &str = "sensors.toml";
+
+    const TWO: &str = r#"
+[[sensor]]
+id = "RG0001"
+kind = "rain_gauge"
+lat = 23.5
+lon = 120.9
+interval_s = 600
+agency = "SWCB"
+metrics = ["rain_mm", "battery_v"]
+
+[[sensor]]
+id = "RG0002"
+kind = "rain_gauge"
+lat = 23.6
+lon = 120.8
+interval_s = 600
+agency = "CWA"
+metrics = ["rain_mm"]
+"#;
+
+    #[test]
+    fn operator_changes_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("sensors.json");
+        let base = || SensorRegistry::from_toml(TWO, Path::new(FILE)).unwrap();
+        let mut reg = base().restore(&store).unwrap();
+        let mut new = reg.get("RG0001").unwrap().clone();
+        new.id = "RG0003".into();
+        reg.add(new.clone()).unwrap();
+        assert!(matches!(reg.add(new.clone()), Err(RegistryError::Exists(_))));
+        let mut moved = reg.get("RG0002").unwrap().clone();
+        moved.lat = 24.0;
+        reg.update(moved).unwrap();
+        reg.retire("RG0001").unwrap();
+        assert!(matches!(reg.retire("NOPE"), Err(RegistryError::NotFound(_))));
+        let mut bad = new.clone();
+        bad.metrics = vec![Metric::TiltDeg];
+        assert!(matches!(reg.update(bad), Err(RegistryError::Invalid { .. })));
+        assert_eq!(reg.get("RG0003").unwrap().metrics, new.metrics, "a refused change is not applied");
+
+        let restarted = base().restore(&store).unwrap();
+        assert!(restarted.get("RG0001").unwrap().retired);
+        assert_eq!(restarted.get("RG0002").unwrap().lat, 24.0);
+        assert!(restarted.get("RG0003").is_some());
+        assert_eq!(restarted.len(), 3);
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_saved_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be: the write fails.
+        let store = dir.path().join("sensors.json");
+        std::fs::create_dir(&store).unwrap();
+        let mut reg = SensorRegistry::from_toml(TWO, Path::new(FILE)).unwrap();
+        reg.store = Some(store);
+        assert!(matches!(reg.retire("RG0001"), Err(RegistryError::Persist(_))));
+        assert!(!reg.get("RG0001").unwrap().retired);
+    }
 
     #[test]
     fn loads_and_checks() {

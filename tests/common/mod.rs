@@ -46,6 +46,15 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
+        Self::launch(&["demo", "--no-scenario"], extra)
+    }
+
+    /// `disaster-cloud serve --config <file>` on fresh ports.
+    pub fn serve(config: &std::path::Path) -> Server {
+        Self::launch(&["serve", "--config", config.to_str().unwrap()], &[])
+    }
+
+    fn launch(command: &[&str], extra: &[&str]) -> Server {
         let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mqtt5: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -55,7 +64,7 @@ impl Server {
         let log = base.join("server.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
-            .args(["demo", "--no-scenario"])
+            .args(command)
             .args(["--mqtt-listen", &mqtt.to_string(), "--mqtt5-listen", &mqtt5.to_string()])
             .args(["--http-listen", &http.to_string()])
             .args(["--data-dir", data_dir.to_str().unwrap()])
@@ -161,8 +170,22 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, token: Option<&s
         body.len()
     );
     stream.write_all(request.as_bytes()).ok()?;
+    // Some servers (Chromium's DevTools) keep the connection open despite `Connection: close`: stop at Content-Length.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+        }
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
+            if length.is_some_and(|len| raw.len() >= end + 4 + len) {
+                break;
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
@@ -238,4 +261,74 @@ impl Drop for Device {
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// A citizen's app connection.
+pub struct Citizen {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Citizen {
+    pub async fn connect(server: &Server) -> Citizen {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/citizen", server.http))
+            .await
+            .expect("citizen websocket connects");
+        Citizen { ws }
+    }
+
+    pub async fn send(&mut self, frame: serde_json::Value) {
+        use futures_util::SinkExt;
+        self.ws.send(Message::Text(frame.to_string().into())).await.expect("frame sent");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.ws.send(Message::Text(text.to_string().into())).await.expect("frame sent");
+    }
+
+    /// Subscribes and waits for the `subscribed` acknowledgement.
+    pub async fn subscribe(&mut self, places: serde_json::Value, lang: &str, last_seen: serde_json::Value) {
+        self.send(serde_json::json!({"type": "subscribe", "places": places, "lang": lang, "last_seen": last_seen})).await;
+        let ack = self.next_json(Duration::from_secs(5)).await.expect("an acknowledgement");
+        assert_eq!(ack["type"], "subscribed", "{ack}");
+    }
+
+    pub async fn next_json(&mut self, within: Duration) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??.ok()?;
+            if let Message::Text(text) = msg {
+                return serde_json::from_str(&text).ok();
+            }
+        }
+    }
+}
+
+/// Shenmu village (inside the demo debris-flow zone) and Taipei (far from every demo zone).
+pub const SHENMU: (f64, f64) = (23.5185, 120.9280);
+pub const TAIPEI: (f64, f64) = (25.0330, 121.5654);
+
+/// Publishes rain at the demo gauge RG0001 that crosses the CWA 豪雨 level.
+pub async fn raise_heavy_rain(server: &Server, mm: f64, ts_ms: i64) {
+    let mut device = Device::connect(server.mqtt, "RG0001", &device_password("RG0001")).await.unwrap();
+    device.publish("sensors/RG0001/readings", format!(r#"{{"ts":{ts_ms},"values":{{"rain_mm":{mm}}}}}"#)).await;
+    device.wait_acks(1).await;
+}
+
+/// A copy of `config/` in a temp folder with `edit` applied to the main file, for `serve --config`.
+pub fn config_copy(name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dc-config-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+    let main = dir.join("disaster-cloud.toml");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, edit(text)).unwrap();
+    main
 }

@@ -103,7 +103,10 @@ pub struct ValuePair {
 impl ValuePair {
     /// Shorthand for building pairs.
     pub fn new(value_name: impl Into<String>, value: impl Into<String>) -> Self {
-        ValuePair { value_name: value_name.into(), value: value.into() }
+        ValuePair {
+            value_name: value_name.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -242,7 +245,9 @@ pub enum InvalidMessage {
     #[error("{at}: contains control character U+{code:04X}, which XML cannot carry")]
     ControlChar { at: String, code: u32 },
     /// identifier/sender (and the parts of a reference) may not contain spaces, commas, `<` or `&`.
-    #[error("{at}: `{value}` must be non-empty without whitespace, commas, `<` or `&` (CAP §3.2.1)")]
+    #[error(
+        "{at}: `{value}` must be non-empty without whitespace, commas, `<` or `&` (CAP §3.2.1)"
+    )]
     BadIdentifier { at: String, value: String },
     /// A time that CAP's format cannot carry.
     #[error("{at}: {source}")]
@@ -262,6 +267,9 @@ pub enum InvalidMessage {
     /// scope Restricted needs restriction, Private needs addresses.
     #[error("alert: scope {scope} requires <{needs}>")]
     ScopeNeeds { scope: Scope, needs: &'static str },
+    /// `web` and `uri` are xs:anyURI: a URI reference once non-ASCII characters and spaces are escaped.
+    #[error("{at}: `{value}` is not a URI reference")]
+    BadUri { at: String, value: String },
     /// Polygon or circle broken (only reachable through the parser, since the types check themselves).
     #[error("{at}: {source}")]
     Geometry { at: String, source: GeometryError },
@@ -274,7 +282,10 @@ pub(crate) fn is_xml_char(c: char) -> bool {
 
 pub(crate) fn check_text(at: &str, s: &str) -> Result<(), InvalidMessage> {
     match s.chars().find(|c| !is_xml_char(*c)) {
-        Some(c) => Err(InvalidMessage::ControlChar { at: at.to_string(), code: u32::from(c) }),
+        Some(c) => Err(InvalidMessage::ControlChar {
+            at: at.to_string(),
+            code: u32::from(c),
+        }),
         None => Ok(()),
     }
 }
@@ -286,8 +297,14 @@ fn check_opt_text(at: &str, s: &Option<String>) -> Result<(), InvalidMessage> {
 /// CAP §3.2.1: identifier and sender "MUST NOT include spaces, commas or restricted characters (< and &)".
 pub(crate) fn check_identifier(at: &str, s: &str) -> Result<(), InvalidMessage> {
     check_text(at, s)?;
-    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || matches!(c, ',' | '<' | '&')) {
-        return Err(InvalidMessage::BadIdentifier { at: at.to_string(), value: s.to_string() });
+    if s.is_empty()
+        || s.chars()
+            .any(|c| c.is_whitespace() || matches!(c, ',' | '<' | '&'))
+    {
+        return Err(InvalidMessage::BadIdentifier {
+            at: at.to_string(),
+            value: s.to_string(),
+        });
     }
     Ok(())
 }
@@ -298,11 +315,133 @@ pub(crate) fn is_language_tag(s: &str) -> bool {
     let first_ok = parts
         .next()
         .is_some_and(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()));
-    first_ok && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+    first_ok
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// xs:anyURI as schema validators check it: after escaping characters a URI cannot hold (non-ASCII, space,
+/// `<>"{}|\^` and backquote), the text must be an RFC 3986 URI reference. Checked so that our own `web` links never
+/// make a message schema-invalid, and inbound ones are held to what the XSD says.
+pub(crate) fn is_uri_reference(s: &str) -> bool {
+    fn escaped(c: char) -> bool {
+        !c.is_ascii()
+            || matches!(
+                c,
+                ' ' | '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`'
+            )
+    }
+    fn unreserved(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~') || escaped(c)
+    }
+    fn sub_delim(c: char) -> bool {
+        matches!(
+            c,
+            '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';' | '='
+        )
+    }
+    /// Every char passes `ok` or starts a `%XX` escape.
+    fn chars_ok(part: &str, ok: fn(char) -> bool) -> bool {
+        let mut it = part.chars();
+        while let Some(c) = it.next() {
+            if c == '%' {
+                let hex = (it.next(), it.next());
+                if !matches!(hex, (Some(a), Some(b)) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit())
+                {
+                    return false;
+                }
+            } else if c.is_ascii_control() || !ok(c) {
+                return false;
+            }
+        }
+        true
+    }
+    fn pchar(c: char) -> bool {
+        unreserved(c) || sub_delim(c) || matches!(c, ':' | '@')
+    }
+    let (rest, fragment) = s.split_once('#').unwrap_or((s, ""));
+    // Validators tolerate brackets in fragments; a second `#` is an error everywhere.
+    if !chars_ok(fragment, |c| pchar(c) || matches!(c, '/' | '?' | '[' | ']')) {
+        return false;
+    }
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !chars_ok(query, |c| pchar(c) || matches!(c, '/' | '?')) {
+        return false;
+    }
+    // A colon before the first slash ends a scheme, which must be ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+    let first_segment = rest.split('/').next().unwrap_or("");
+    let rest = match first_segment.split_once(':') {
+        Some((scheme, _)) => {
+            let mut cs = scheme.chars();
+            let scheme_ok = cs.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && cs.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            if !scheme_ok {
+                return false;
+            }
+            &rest[scheme.len() + 1..]
+        }
+        None => rest,
+    };
+    let path = match rest.strip_prefix("//") {
+        Some(after) => {
+            let (authority, path) = after.find('/').map_or((after, ""), |i| after.split_at(i));
+            let host_port = match authority.rsplit_once('@') {
+                Some((userinfo, _))
+                    if !chars_ok(userinfo, |c| unreserved(c) || sub_delim(c) || c == ':') =>
+                {
+                    return false
+                }
+                Some((_, host_port)) => host_port,
+                None => authority,
+            };
+            let (host, port) = if host_port.starts_with('[') {
+                match host_port.find(']') {
+                    Some(i) => (
+                        &host_port[..=i],
+                        host_port[i + 1..]
+                            .strip_prefix(':')
+                            .unwrap_or(&host_port[i + 1..]),
+                    ),
+                    None => return false,
+                }
+            } else {
+                host_port.split_once(':').unwrap_or((host_port, ""))
+            };
+            let host_ok =
+                if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                    !inner.is_empty()
+                        && inner
+                            .chars()
+                            .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'))
+                } else {
+                    chars_ok(host, |c| unreserved(c) || sub_delim(c))
+                };
+            if !host_ok || !port.chars().all(|c| c.is_ascii_digit()) {
+                return false;
+            }
+            path
+        }
+        None => rest,
+    };
+    chars_ok(path, |c| pchar(c) || c == '/')
+}
+
+fn check_uri(at: &str, s: &Option<String>) -> Result<(), InvalidMessage> {
+    match s {
+        Some(v) if !is_uri_reference(v) => Err(InvalidMessage::BadUri {
+            at: at.to_string(),
+            value: v.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn check_time(at: &str, t: OffsetDateTime) -> Result<(), InvalidMessage> {
-    format_cap_time(t).map(|_| ()).map_err(|source| InvalidMessage::Time { at: at.to_string(), source })
+    format_cap_time(t)
+        .map(|_| ())
+        .map_err(|source| InvalidMessage::Time {
+            at: at.to_string(),
+            source,
+        })
 }
 
 fn check_opt_time(at: &str, t: Option<OffsetDateTime>) -> Result<(), InvalidMessage> {
@@ -318,6 +457,16 @@ fn check_pairs(at: &str, pairs: &[ValuePair]) -> Result<(), InvalidMessage> {
 }
 
 impl CapAlert {
+    /// This message as a `references` entry, for the Update or Cancel that follows it. `(sender, identifier, sent)`
+    /// is also what makes a CAP message unique, so inbound de-duplication can key on it.
+    pub fn as_reference(&self) -> Reference {
+        Reference {
+            sender: self.sender.clone(),
+            identifier: self.identifier.clone(),
+            sent: self.sent,
+        }
+    }
+
     /// Checks every CAP rule the writer relies on. The writer calls it, so an invalid message is never written;
     /// the parser calls it, so inbound messages meet the same bar.
     pub fn validate(&self) -> Result<(), InvalidMessage> {
@@ -328,10 +477,16 @@ impl CapAlert {
         check_opt_text("alert/restriction", &self.restriction)?;
         check_opt_text("alert/addresses", &self.addresses)?;
         if self.scope == Scope::Restricted && self.restriction.is_none() {
-            return Err(InvalidMessage::ScopeNeeds { scope: self.scope, needs: "restriction" });
+            return Err(InvalidMessage::ScopeNeeds {
+                scope: self.scope,
+                needs: "restriction",
+            });
         }
         if self.scope == Scope::Private && self.addresses.is_none() {
-            return Err(InvalidMessage::ScopeNeeds { scope: self.scope, needs: "addresses" });
+            return Err(InvalidMessage::ScopeNeeds {
+                scope: self.scope,
+                needs: "addresses",
+            });
         }
         for (i, code) in self.codes.iter().enumerate() {
             check_text(&format!("alert/code[{i}]"), code)?;
@@ -354,7 +509,10 @@ impl CapAlert {
 impl CapInfo {
     fn validate(&self, at: &str) -> Result<(), InvalidMessage> {
         if !is_language_tag(&self.language) {
-            return Err(InvalidMessage::BadLanguage { at: format!("{at}/language"), value: self.language.clone() });
+            return Err(InvalidMessage::BadLanguage {
+                at: format!("{at}/language"),
+                value: self.language.clone(),
+            });
         }
         if self.categories.is_empty() {
             return Err(InvalidMessage::NoCategory { at: at.to_string() });
@@ -375,12 +533,14 @@ impl CapInfo {
         ] {
             check_opt_text(&format!("{at}/{name}"), value)?;
         }
+        check_uri(&format!("{at}/web"), &self.web)?;
         check_pairs(&format!("{at}/parameter"), &self.parameters)?;
         for (i, r) in self.resources.iter().enumerate() {
             let at = format!("{at}/resource[{i}]");
             check_text(&format!("{at}/resourceDesc"), &r.resource_desc)?;
             check_text(&format!("{at}/mimeType"), &r.mime_type)?;
             check_opt_text(&format!("{at}/uri"), &r.uri)?;
+            check_uri(&format!("{at}/uri"), &r.uri)?;
             check_opt_text(&format!("{at}/derefUri"), &r.deref_uri)?;
             check_opt_text(&format!("{at}/digest"), &r.digest)?;
         }
@@ -390,7 +550,9 @@ impl CapInfo {
             check_pairs(&format!("{at}/geocode"), &area.geocodes)?;
             for (name, v) in [("altitude", area.altitude), ("ceiling", area.ceiling)] {
                 if v.is_some_and(|v| !v.is_finite()) {
-                    return Err(InvalidMessage::BadNumber { at: format!("{at}/{name}") });
+                    return Err(InvalidMessage::BadNumber {
+                        at: format!("{at}/{name}"),
+                    });
                 }
             }
             if area.ceiling.is_some() && area.altitude.is_none() {
@@ -413,7 +575,10 @@ mod tests {
         assert_eq!(Status::parse("actual"), None);
         assert_eq!(Category::ALL.len(), 12);
         assert_eq!(ResponseType::ALL.len(), 9);
-        assert_eq!(serde_json::to_string(&Severity::Extreme).unwrap(), "\"Extreme\"");
+        assert_eq!(
+            serde_json::to_string(&Severity::Extreme).unwrap(),
+            "\"Extreme\""
+        );
     }
 
     #[test]
@@ -435,11 +600,45 @@ mod tests {
     }
 
     #[test]
+    fn uri_references() {
+        for ok in [
+            "https://alerts.example.tw/alerts/TW-1?lang=zh-TW&x=1#top",
+            "https://a.tw/颱風 警報",
+            "mailto:eoc@nfa.gov.tw",
+            "http://[::1]:8080/cap",
+            "/cap/x.xml",
+            "",
+            "x#[a]",
+            "http://u:p@h:80/",
+        ] {
+            assert!(is_uri_reference(ok), "{ok}");
+        }
+        for bad in [
+            "%zz",
+            "a%4",
+            "a#b#c",
+            ":",
+            "1a:b",
+            "-:x",
+            "a[b]",
+            "x?[a]",
+            "http://a]b/",
+            "http://a:xx/",
+            "a\u{1}b",
+        ] {
+            assert!(!is_uri_reference(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn control_chars() {
         assert!(check_text("x", "line\nnext\ttab\r").is_ok());
         assert_eq!(
             check_text("alert/note", "bell\u{7}"),
-            Err(InvalidMessage::ControlChar { at: "alert/note".into(), code: 7 })
+            Err(InvalidMessage::ControlChar {
+                at: "alert/note".into(),
+                code: 7
+            })
         );
         assert!(check_text("x", "\u{FFFE}").is_err());
     }

@@ -37,7 +37,10 @@ pub(crate) struct XmlOut {
 
 impl XmlOut {
     pub(crate) fn new() -> Self {
-        XmlOut { buf: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"), depth: 0 }
+        XmlOut {
+            buf: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"),
+            depth: 0,
+        }
     }
 
     fn indent(&mut self) {
@@ -231,7 +234,10 @@ mod tests {
 
     #[test]
     fn escapes_all_five_and_cr() {
-        assert_eq!(escape(r#"A&B <c> "d" 'e'"#), "A&amp;B &lt;c&gt; &quot;d&quot; &apos;e&apos;");
+        assert_eq!(
+            escape(r#"A&B <c> "d" 'e'"#),
+            "A&amp;B &lt;c&gt; &quot;d&quot; &apos;e&apos;"
+        );
         assert_eq!(escape("一\r\n二"), "一&#13;\n二");
         assert_eq!(escape("]]>"), "]]&gt;");
     }

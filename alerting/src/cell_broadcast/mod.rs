@@ -50,7 +50,9 @@ pub use dcs::Coding;
 pub use drill::BroadcastMode;
 pub use pages::{CONTENT_OCTETS, MAX_PAGES, PAGE_OCTETS};
 pub use pws::{paired_message_id, Language, PwsClass};
-pub use sbcap::{stop_warning_request, write_replace_warning_request, Ecgi, Plmn, Schedule, Tai, WarningArea};
+pub use sbcap::{
+    stop_warning_request, write_replace_warning_request, Ecgi, Plmn, Schedule, Tai, WarningArea,
+};
 pub use serial::{GeoScope, SerialNumber};
 
 /// Why a broadcast could not be encoded. One enum for the module: every variant is a fact an
@@ -61,10 +63,21 @@ pub enum CbsError {
     #[error("the warning text is empty")]
     EmptyText,
     #[error("the text needs {pages} pages ({length} {unit}); a cell broadcast carries at most 15 pages ({limit} {unit})")]
-    TooLong { length: usize, limit: usize, pages: usize, unit: &'static str },
+    TooLong {
+        length: usize,
+        limit: usize,
+        pages: usize,
+        unit: &'static str,
+    },
     #[error("character {ch:?} at position {position} cannot be sent in {coding}")]
-    Unencodable { ch: char, position: usize, coding: &'static str },
-    #[error("emergency level {0} is out of range 0..=8 (message identifiers 4371–4379 / 4384–4392)")]
+    Unencodable {
+        ch: char,
+        position: usize,
+        coding: &'static str,
+    },
+    #[error(
+        "emergency level {0} is out of range 0..=8 (message identifiers 4371–4379 / 4384–4392)"
+    )]
     EmergencyLevel(u8),
     #[error("message code {0} does not fit in 10 bits (0..=1023)")]
     MessageCode(u16),
@@ -85,7 +98,10 @@ pub enum CbsError {
     #[error("repetition period {0} s is above the 4095 s a CBC may send (TS 29.168)")]
     RepetitionPeriod(u16),
     #[error("{number_of_broadcasts} broadcasts with repetition period {repetition_period_s} s is not a valid schedule (period 0 allows exactly 1)")]
-    Schedule { repetition_period_s: u16, number_of_broadcasts: u16 },
+    Schedule {
+        repetition_period_s: u16,
+        number_of_broadcasts: u16,
+    },
 }
 
 /// One 88-octet page and how many of its 82 content octets are text (not CR padding).
@@ -137,14 +153,24 @@ impl CellBroadcast {
 /// `text` is sent as given: build it with [`drill::broadcast_text`] so non-real modes carry
 /// their prefix. Errors: emergency level out of range, empty text, characters outside UCS-2,
 /// text longer than 15 pages.
-pub fn encode_broadcast(class: PwsClass, language: Language, serial: SerialNumber, text: &str) -> Result<CellBroadcast, CbsError> {
+pub fn encode_broadcast(
+    class: PwsClass,
+    language: Language,
+    serial: SerialNumber,
+    text: &str,
+) -> Result<CellBroadcast, CbsError> {
     let message_id = class.message_id(language)?;
     encode_with_coding(message_id, serial, Coding::for_text(text), text)
 }
 
 /// Encode with an explicit identifier and coding, e.g. [`Coding::Ucs2WithLanguage`] (DCS 0x11)
 /// for a carrier that asks for the language indication.
-pub fn encode_with_coding(message_id: u16, serial: SerialNumber, coding: Coding, text: &str) -> Result<CellBroadcast, CbsError> {
+pub fn encode_with_coding(
+    message_id: u16,
+    serial: SerialNumber,
+    coding: Coding,
+    text: &str,
+) -> Result<CellBroadcast, CbsError> {
     let contents = pages::paginate(text, coding)?;
     let total = contents.len() as u8;
     let dcs = coding.dcs();
@@ -156,5 +182,11 @@ pub fn encode_with_coding(message_id: u16, serial: SerialNumber, coding: Coding,
             useful_len: c.useful_len,
         })
         .collect();
-    Ok(CellBroadcast { message_id, serial, coding, dcs, pages })
+    Ok(CellBroadcast {
+        message_id,
+        serial,
+        coding,
+        dcs,
+        pages,
+    })
 }

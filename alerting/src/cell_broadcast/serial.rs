@@ -53,14 +53,22 @@ impl SerialNumber {
     pub const MAX_UPDATE_NUMBER: u8 = 0xF;
 
     /// A serial number, or an error naming the field that does not fit its bits.
-    pub fn new(geo_scope: GeoScope, message_code: u16, update_number: u8) -> Result<Self, CbsError> {
+    pub fn new(
+        geo_scope: GeoScope,
+        message_code: u16,
+        update_number: u8,
+    ) -> Result<Self, CbsError> {
         if message_code > Self::MAX_MESSAGE_CODE {
             return Err(CbsError::MessageCode(message_code));
         }
         if update_number > Self::MAX_UPDATE_NUMBER {
             return Err(CbsError::UpdateNumber(update_number));
         }
-        Ok(SerialNumber { geo_scope, message_code, update_number })
+        Ok(SerialNumber {
+            geo_scope,
+            message_code,
+            update_number,
+        })
     }
 
     pub fn geo_scope(self) -> GeoScope {
@@ -78,7 +86,10 @@ impl SerialNumber {
     /// The same alert, one update later. The update number wraps 15 → 0 as TS 23.041 allows:
     /// handsets compare for inequality, so 0 after 15 still reads as new.
     pub fn next_update(self) -> Self {
-        SerialNumber { update_number: (self.update_number + 1) & 0xF, ..self }
+        SerialNumber {
+            update_number: (self.update_number + 1) & 0xF,
+            ..self
+        }
     }
 
     /// The 16-bit wire value.
@@ -110,8 +121,14 @@ mod tests {
 
     #[test]
     fn out_of_range_fields_are_errors() {
-        assert_eq!(SerialNumber::new(GeoScope::Plmn, 1024, 0), Err(CbsError::MessageCode(1024)));
-        assert_eq!(SerialNumber::new(GeoScope::Plmn, 0, 16), Err(CbsError::UpdateNumber(16)));
+        assert_eq!(
+            SerialNumber::new(GeoScope::Plmn, 1024, 0),
+            Err(CbsError::MessageCode(1024))
+        );
+        assert_eq!(
+            SerialNumber::new(GeoScope::Plmn, 0, 16),
+            Err(CbsError::UpdateNumber(16))
+        );
         assert!(SerialNumber::new(GeoScope::CellNormal, 1023, 15).is_ok());
     }
 
@@ -124,6 +141,6 @@ mod tests {
         assert_eq!(s.update_number(), 0);
         assert_eq!(s.message_code(), 1023);
         assert_eq!(s.geo_scope(), GeoScope::Area);
-        assert_eq!(s.to_u16(), 0b10_1111111111_0000);
+        assert_eq!(s.to_u16(), (0b10 << 14) | (1023 << 4));
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use gateway_firmware_sim::timefmt::parse_duration;
-use gateway_firmware_sim::{plan, run_load, run_scenario, Fleet, LoadOptions, RunOptions, Scenario, SimError};
+use gateway_firmware_sim::{
+    plan, run_load, run_scenario, Fleet, LoadOptions, RunOptions, Scenario, SimError,
+};
 use serde_json::json;
 
 /// Exit code when a run finished but some messages were never acknowledged.
@@ -48,7 +50,9 @@ gateway-firmware-sim load --connections 100 --rate 0 --batch 20 --message-size 4
 gateway-firmware-sim load --devices config/devices.toml --connections 11 --rate 200")]
     Load(LoadArgs),
     /// Check scenario files (and the sensor and device files) without connecting; prints what each plays.
-    #[command(after_help = "Example:\n  gateway-firmware-sim validate config/scenarios/typhoon.toml config/scenarios/quick.toml")]
+    #[command(
+        after_help = "Example:\n  gateway-firmware-sim validate config/scenarios/typhoon.toml config/scenarios/quick.toml"
+    )]
     Validate(ValidateArgs),
 }
 
@@ -157,12 +161,20 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 }
 
 fn read(path: &Path) -> Result<String, SimError> {
-    std::fs::read_to_string(path).map_err(|source| SimError::Io { path: path.display().to_string(), source })
+    std::fs::read_to_string(path).map_err(|source| SimError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn load_fleet(args: &FleetArgs) -> Result<Fleet, SimError> {
     let (s, d) = (read(&args.sensors)?, read(&args.devices)?);
-    Fleet::from_files_named(&s, &args.sensors.display().to_string(), &d, &args.devices.display().to_string())
+    Fleet::from_files_named(
+        &s,
+        &args.sensors.display().to_string(),
+        &d,
+        &args.devices.display().to_string(),
+    )
 }
 
 fn load_scenario(path: &Path) -> Result<Scenario, SimError> {
@@ -171,20 +183,29 @@ fn load_scenario(path: &Path) -> Result<Scenario, SimError> {
 
 /// `--start`: Unix ms, RFC 3339, `now`, `now-<duration>`.
 fn parse_start(text: &str) -> Result<i64, SimError> {
-    let bad = |reason: String| SimError::Option { option: "start", reason };
+    let bad = |reason: String| SimError::Option {
+        option: "start",
+        reason,
+    };
     let now = gateway_firmware_sim::now_ms();
     if text == "now" {
         return Ok(now);
     }
     if let Some(rest) = text.strip_prefix("now-") {
-        return parse_duration(rest).map(|d| now - d.as_millis() as i64).map_err(bad);
+        return parse_duration(rest)
+            .map(|d| now - d.as_millis() as i64)
+            .map_err(bad);
     }
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|e| bad(format!("`{text}` is not Unix milliseconds, RFC 3339, `now` or `now-<duration>`: {e}")))
+        .map_err(|e| {
+            bad(format!(
+                "`{text}` is not Unix milliseconds, RFC 3339, `now` or `now-<duration>`: {e}"
+            ))
+        })
 }
 
 async fn scenario(args: ScenarioArgs) -> Result<ExitCode, SimError> {
@@ -202,7 +223,10 @@ async fn scenario(args: ScenarioArgs) -> Result<ExitCode, SimError> {
     }
     if let Some(c) = args.compression {
         if !(c.is_finite() && c > 0.0) {
-            return Err(SimError::Option { option: "compression", reason: format!("must be a positive number, found {c}") });
+            return Err(SimError::Option {
+                option: "compression",
+                reason: format!("must be a positive number, found {c}"),
+            });
         }
         opts.compression = c;
     }
@@ -221,7 +245,13 @@ async fn scenario(args: ScenarioArgs) -> Result<ExitCode, SimError> {
             "playing {} ({} devices, {} wall) against {}:{}, seed {}",
             scenario.name,
             scenario.device_ids().len(),
-            gateway_firmware_sim::timefmt::format_duration(scenario.wall_duration(if opts.compression > 0.0 { opts.compression } else { scenario.compression })),
+            gateway_firmware_sim::timefmt::format_duration(scenario.wall_duration(
+                if opts.compression > 0.0 {
+                    opts.compression
+                } else {
+                    scenario.compression
+                }
+            )),
             opts.host,
             opts.port,
             opts.seed
@@ -244,7 +274,11 @@ async fn scenario(args: ScenarioArgs) -> Result<ExitCode, SimError> {
     } else {
         println!("{s}");
     }
-    Ok(if s.is_complete() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISSING) })
+    Ok(if s.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_MISSING)
+    })
 }
 
 async fn load(args: LoadArgs) -> Result<ExitCode, SimError> {
@@ -258,16 +292,27 @@ async fn load(args: LoadArgs) -> Result<ExitCode, SimError> {
                 column: 0,
                 message: e.message().to_string(),
             })?;
-            let list = parsed.get("device").and_then(|d| d.as_array()).cloned().unwrap_or_default();
+            let list = parsed
+                .get("device")
+                .and_then(|d| d.as_array())
+                .cloned()
+                .unwrap_or_default();
             let creds: Vec<(String, Option<String>)> = list
                 .iter()
                 .filter_map(|d| {
                     let id = d.get("id")?.as_str()?.to_string();
-                    Some((id, d.get("password").and_then(|p| p.as_str()).map(String::from)))
+                    Some((
+                        id,
+                        d.get("password").and_then(|p| p.as_str()).map(String::from),
+                    ))
                 })
                 .collect();
             if creds.is_empty() {
-                return Err(SimError::Invalid { origin: path.display().to_string(), key: "device".into(), reason: "no [[device]] with an id".into() });
+                return Err(SimError::Invalid {
+                    origin: path.display().to_string(),
+                    key: "device".into(),
+                    reason: "no [[device]] with an id".into(),
+                });
             }
             creds
         }
@@ -294,7 +339,7 @@ async fn load(args: LoadArgs) -> Result<ExitCode, SimError> {
             json!({
                 "connections": s.connections, "connected": s.connected, "generated": s.generated, "sent": s.sent,
                 "resent": s.resent, "acked": s.acked, "readings_acked": s.readings_acked, "bytes_acked": s.bytes_acked,
-                "missing": s.missing, "duration_s": s.duration.as_secs_f64(), "elapsed_s": s.elapsed.as_secs_f64(),
+                "missing": s.missing, "dropped": s.dropped, "duration_s": s.duration.as_secs_f64(), "elapsed_s": s.elapsed.as_secs_f64(),
                 "target_rate": s.target_rate, "rate_msg_s": s.rate(),
                 "latency_ms": {"p50": s.latency.p50.as_secs_f64() * 1e3, "p99": s.latency.p99.as_secs_f64() * 1e3, "max": s.latency.max.as_secs_f64() * 1e3},
                 "errors": s.errors,
@@ -303,7 +348,11 @@ async fn load(args: LoadArgs) -> Result<ExitCode, SimError> {
     } else {
         println!("{s}");
     }
-    Ok(if s.is_complete() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISSING) })
+    Ok(if s.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_MISSING)
+    })
 }
 
 fn validate(args: ValidateArgs) -> Result<ExitCode, SimError> {
@@ -330,13 +379,19 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, SimError> {
             }
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -14,14 +14,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 
-use crate::metrics::{self, HTTP_REFUSED, OPERATOR_SOCKETS, WS_DROPPED};
+use crate::metrics::{self, HTTP_REFUSED};
 use crate::server::{now_ms, App};
+
+pub mod citizen;
+pub mod operator;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/app", get(citizen_page))
+        .route("/ws/citizen", get(citizen::socket))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render()) }))
         .route("/ws/operator", get(operator_socket))
@@ -29,6 +33,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/alerts/{id}/{action}", post(alert_action))
         .route("/api/v1/sensors", get(list_sensors))
         .route("/api/v1/dead-letters", get(list_dead_letters))
+        .route("/api/v1/zones/{id}/cells", get(zone_cells))
         .fallback(|| async { AppError::NotFound("no such path".into()) })
         .with_state(app)
 }
@@ -43,15 +48,25 @@ pub enum AppError {
     BadRequest(String),
 }
 
+impl AppError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated => "unauthenticated",
+            AppError::NotFound(_) => "not_found",
+            AppError::BadRequest(_) => "bad_request",
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, reason) = match &self {
-            AppError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        let status = match &self {
+            AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
         };
-        HTTP_REFUSED.with_label_values(&[reason]).inc();
-        (status, Json(json!({ "error": reason, "message": self.to_string() }))).into_response()
+        HTTP_REFUSED.with_label_values(&[self.reason()]).inc();
+        (status, Json(json!({ "error": self.reason(), "message": self.to_string() }))).into_response()
     }
 }
 
@@ -80,10 +95,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn index() -> Html<&'static str> {
-    Html(include_str!("../web/index.html"))
+    Html(include_str!("../../web/index.html"))
 }
 
-fn snapshot(app: &App) -> serde_json::Value {
+async fn citizen_page() -> Html<&'static str> {
+    Html(include_str!("../../web/app.html"))
+}
+
+pub fn snapshot(app: &App) -> serde_json::Value {
     let alerts: Vec<_> = app.book.lock().active().map(|a| app.alert_message(a)).collect();
     let live = app.live.read();
     let sensors: Vec<_> = app
@@ -104,7 +123,8 @@ fn snapshot(app: &App) -> serde_json::Value {
         .zones()
         .map(|z| json!({"id": z.id, "name": z.name, "name_en": z.name_en, "kind": z.kind, "geocode": z.geocode, "area": z.geojson_geometry()}))
         .collect();
-    json!({ "type": "snapshot", "alerts": alerts, "sensors": sensors, "zones": zones, "mode": app.mode })
+    json!({ "type": "snapshot", "alerts": alerts, "sensors": sensors, "zones": zones, "mode": app.mode,
+            "tile_url": app.tile_url })
 }
 
 async fn operator_socket(
@@ -116,42 +136,9 @@ async fn operator_socket(
     // Authenticate before looking at the upgrade, so that a tokenless probe learns nothing but 401.
     authorise(&app, &headers, &query)?;
     match ws {
-        Ok(ws) => Ok(ws.on_upgrade(move |socket| operator_session(app, socket))),
+        Ok(ws) => Ok(ws.on_upgrade(move |socket| operator::session(app, socket))),
         Err(rejection) => Ok(rejection.into_response()),
     }
-}
-
-async fn operator_session(app: Arc<App>, mut socket: WebSocket) {
-    OPERATOR_SOCKETS.inc();
-    // Subscribe before the snapshot so that nothing falls between the two.
-    let mut alerts = app.alerts_tx.subscribe();
-    let first = snapshot(&app).to_string();
-    if socket.send(Message::Text(first.into())).await.is_ok() {
-        loop {
-            tokio::select! {
-                next = alerts.recv() => match next {
-                    Ok(message) => {
-                        let Ok(text) = serde_json::to_string(&*message) else { continue };
-                        if socket.send(Message::Text(text.into())).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => {
-                        // A client this far behind would show a wrong map; drop it and let it reload the snapshot.
-                        WS_DROPPED.with_label_values(&["operator"]).inc();
-                        let _ = socket.send(Message::Close(None)).await;
-                        break;
-                    }
-                    Err(RecvError::Closed) => break,
-                },
-                incoming = socket.recv() => match incoming {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-    }
-    OPERATOR_SOCKETS.dec();
 }
 
 async fn list_alerts(
@@ -171,32 +158,31 @@ async fn alert_action(
     Path((id, action)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, AppError> {
     authorise(&app, &headers, &query)?;
+    Ok(Json(alert_command(&app, &id, &action, "operator-api")?))
+}
+
+/// An operator's lifecycle command, shared by the HTTP API and the operator socket.
+pub fn alert_command(app: &App, id: &str, action: &str, actor: &str) -> Result<serde_json::Value, AppError> {
+    let short = |s: &str, n: usize| s.chars().take(n).collect::<String>();
     let changed = {
         let mut book = app.book.lock();
-        if book.get(&id).is_none() {
-            return Err(AppError::NotFound(format!("no alert `{}`", id.chars().take(80).collect::<String>())));
+        if book.get(id).is_none() {
+            return Err(AppError::NotFound(format!("no alert `{}`", short(id, 80))));
         }
-        match action.as_str() {
-            "ack" => book.acknowledge(&id, "operator"),
-            "cancel" => book.cancel(&id, now_ms()),
-            "approve" => book.get(&id).cloned(),
+        match action {
+            "ack" => book.acknowledge(id, actor),
+            "cancel" => book.cancel(id, now_ms()),
+            "approve" => book.get(id).cloned(),
             other => {
-                return Err(AppError::BadRequest(format!(
-                    "unknown action `{}`: use ack, approve or cancel",
-                    other.chars().take(40).collect::<String>()
-                )))
+                return Err(AppError::BadRequest(format!("unknown action `{}`: use ack, approve or cancel", short(other, 40))))
             }
         }
     };
-    match changed {
-        Some(alert) => {
-            if action != "approve" {
-                app.publish(&alert);
-            }
-            Ok(Json(serde_json::to_value(app.alert_message(&alert)).unwrap_or_default()))
-        }
-        None => Err(AppError::BadRequest(format!("alert `{id}` is no longer active"))),
+    let alert = changed.ok_or_else(|| AppError::BadRequest(format!("alert `{}` is no longer active", short(id, 80))))?;
+    if action != "approve" {
+        app.publish(&alert);
     }
+    Ok(serde_json::to_value(app.alert_message(&alert)).unwrap_or_default())
 }
 
 async fn list_sensors(
@@ -216,4 +202,40 @@ async fn list_dead_letters(
 ) -> Result<impl IntoResponse, AppError> {
     authorise(&app, &headers, &query)?;
     Ok(Json(json!({ "dead_letters": app.ingest.dead_letters() })))
+}
+
+/// Most hexagons sent for one zone; larger zones are sent compacted (coarser parents), which draws the same area.
+const MAX_HEXES: usize = 4000;
+
+/// The H3 cells of a zone as a GeoJSON MultiPolygon, for shading hazard areas on the map.
+async fn zone_cells(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    authorise(&app, &headers, &query)?;
+    let zone = app
+        .geo
+        .zone(&id)
+        .ok_or_else(|| AppError::NotFound(format!("no zone `{}`", id.chars().take(80).collect::<String>())))?;
+    let mut cells: Vec<geo_index::CellIndex> = zone.cells().cells().collect();
+    if cells.len() > MAX_HEXES {
+        // Compaction needs a duplicate-free set of one resolution, which a zone's cover is.
+        if geo_index::CellIndex::compact(&mut cells).is_err() {
+            cells.truncate(MAX_HEXES);
+        }
+    }
+    let polygons: Vec<_> = cells
+        .into_iter()
+        .take(MAX_HEXES)
+        .map(|cell| {
+            let mut ring: Vec<[f64; 2]> = cell.boundary().iter().map(|ll| [ll.lng(), ll.lat()]).collect();
+            if let Some(first) = ring.first().copied() {
+                ring.push(first);
+            }
+            vec![ring]
+        })
+        .collect();
+    Ok(Json(json!({ "type": "MultiPolygon", "coordinates": polygons })))
 }

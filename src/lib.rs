@@ -1,0 +1,12 @@
+//! The `disaster-cloud` server: wiring of the pipeline crates and the HTTP edge. `main.rs` is only the command line.
+//!
+//! Layout:
+//! - [`config`]: the TOML configuration (file, key and reason in every error) and the embedded defaults.
+//! - [`server`]: start-up and wiring — geo index, ingest, broker, rules, alert book; the shared [`server::App`].
+//! - [`web`]: the HTTP edge — operator and citizen websockets, the operator API, feeds, `/metrics`, the web pages.
+//! - [`metrics`]: process-level Prometheus metrics and the `/metrics` encoder.
+
+pub mod config;
+pub mod metrics;
+pub mod server;
+pub mod web;

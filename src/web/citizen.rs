@@ -1,0 +1,191 @@
+//! The citizens' channel, `/ws/citizen`: anonymous, subscribe with places and a language, receive only the alerts
+//! whose area covers one of the places — and, after a reconnect, what was missed that is still active.
+//!
+//! Places are resolved to zone ids once, at subscribe time, with the exact zone geometry (`geo-index`), so matching an
+//! alert against a connection is one set lookup however many connections there are.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::metrics::{CITIZEN_REFUSED, CITIZEN_SOCKETS, WS_DROPPED};
+use crate::server::{AlertBroadcast, App, Lang};
+
+/// Most places one phone may watch (home, work, family); bounds per-connection work and memory.
+pub const MAX_PLACES: usize = 10;
+/// A subscribe frame larger than this is refused unread.
+const MAX_FRAME_BYTES: usize = 8 * 1024;
+/// A client whose socket does not take a frame within this long has stopped reading: drop it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn socket(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+    // Small buffers: tens of thousands of idle phones must fit in memory (target ≤ 16 KiB each).
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| session(app, socket))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Subscribe {
+    #[serde(rename = "type")]
+    kind: String,
+    places: Vec<Place>,
+    lang: Lang,
+    #[serde(default)]
+    last_seen: Vec<Seen>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Place {
+    LatLon { lat: f64, lon: f64 },
+    Cell { h3: String },
+}
+
+#[derive(Debug, Deserialize)]
+struct Seen {
+    id: String,
+    version: u32,
+}
+
+struct Subscription {
+    zones: HashSet<String>,
+    lang: Lang,
+}
+
+/// Why a subscribe frame was refused; the label of `dc_ws_citizen_refused_total`.
+fn refuse(reason: &'static str, message: String) -> (&'static str, String) {
+    CITIZEN_REFUSED.with_label_values(&[reason]).inc();
+    (reason, message)
+}
+
+fn parse_subscribe(app: &App, text: &str) -> Result<(Subscription, Vec<Seen>), (&'static str, String)> {
+    let sub: Subscribe =
+        serde_json::from_str(text).map_err(|e| refuse("malformed", format!("subscribe frame: {e}")))?;
+    if sub.kind != "subscribe" {
+        return Err(refuse("malformed", format!("unknown message type `{}`", sub.kind.chars().take(32).collect::<String>())));
+    }
+    if sub.places.is_empty() || sub.places.len() > MAX_PLACES {
+        return Err(refuse("too_many_places", format!("give 1 to {MAX_PLACES} places, not {}", sub.places.len())));
+    }
+    let mut zones = HashSet::new();
+    for (i, place) in sub.places.iter().enumerate() {
+        let (lat, lon) = match place {
+            Place::LatLon { lat, lon } => (*lat, *lon),
+            Place::Cell { h3 } => {
+                let cell: geo_index::CellIndex =
+                    h3.parse().map_err(|_| refuse("bad_place", format!("places[{i}]: `{h3}` is not an H3 cell")))?;
+                let centre = geo_index::LatLng::from(cell);
+                (centre.lat(), centre.lng())
+            }
+        };
+        if !(lat.is_finite() && lon.is_finite() && (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)) {
+            return Err(refuse("bad_place", format!("places[{i}]: lat {lat} lon {lon} out of range")));
+        }
+        zones.extend(app.geo.zones_containing(lat, lon).into_iter().map(|z| z.id.clone()));
+    }
+    Ok((Subscription { zones, lang: sub.lang }, sub.last_seen))
+}
+
+async fn send(socket: &mut WebSocket, text: String) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await, Ok(Ok(())))
+}
+
+async fn session(app: Arc<App>, mut socket: WebSocket) {
+    CITIZEN_SOCKETS.inc();
+    let mut alerts = app.alerts_tx.subscribe();
+    let mut subscription: Option<Subscription> = None;
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    match parse_subscribe(&app, &text) {
+                        Ok((sub, seen)) => {
+                            let ack = json!({"type": "subscribed", "zones": sub.zones.len(), "lang": sub.lang_tag()});
+                            if !send(&mut socket, ack.to_string()).await {
+                                break;
+                            }
+                            if !replay(&app, &mut socket, &sub, &seen).await {
+                                break;
+                            }
+                            subscription = Some(sub);
+                        }
+                        Err((reason, message)) => {
+                            let frame = json!({"type": "error", "reason": reason, "message": message});
+                            if !send(&mut socket, frame.to_string()).await {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    CITIZEN_REFUSED.with_label_values(&["malformed"]).inc();
+                    let frame = json!({"type": "error", "reason": "malformed", "message": "send JSON text frames"});
+                    if !send(&mut socket, frame.to_string()).await {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            next = alerts.recv() => match next {
+                Ok(alert) => {
+                    let Some(sub) = &subscription else { continue };
+                    if sub.zones.contains(&alert.area_id) && !send(&mut socket, alert.citizen(sub.lang).to_string()).await {
+                        WS_DROPPED.with_label_values(&["citizen"]).inc();
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    // Behind by a whole buffer: it would miss alerts silently. Drop it; on reconnect it replays.
+                    WS_DROPPED.with_label_values(&["citizen"]).inc();
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+            },
+        }
+    }
+    CITIZEN_SOCKETS.dec();
+}
+
+impl Subscription {
+    fn lang_tag(&self) -> &'static str {
+        match self.lang {
+            Lang::ZhTw => "zh-TW",
+            Lang::En => "en",
+        }
+    }
+}
+
+/// Sends what the client missed: every active alert for its places newer than what it says it saw, and the end of
+/// any alert it saw that has since cleared or been cancelled (so the app can take it down).
+async fn replay(app: &App, socket: &mut WebSocket, sub: &Subscription, seen: &[Seen]) -> bool {
+    let seen: HashMap<&str, u32> = seen.iter().map(|s| (s.id.as_str(), s.version)).collect();
+    let frames: Vec<String> = {
+        let book = app.book.lock();
+        book.all()
+            .filter(|a| sub.zones.contains(&a.area_id))
+            .filter(|a| {
+                let newer = seen.get(a.id.as_str()).is_none_or(|v| a.version > *v);
+                newer && (a.state.is_active() || seen.contains_key(a.id.as_str()))
+            })
+            .map(|a| AlertBroadcast::new(app.alert_message(a)).citizen(sub.lang).to_string())
+            .collect()
+    };
+    for frame in frames {
+        if !send(socket, frame).await {
+            return false;
+        }
+    }
+    true
+}
