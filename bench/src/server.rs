@@ -1,0 +1,102 @@
+//! Starting the real binary and reading it from outside: ports, `/metrics`, RSS.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "bench-operator-token";
+
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
+}
+
+pub struct Server {
+    child: Child,
+    pub mqtt: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Server {
+    pub fn start(binary: &std::path::Path) -> anyhow::Result<Server> {
+        let (mqtt, mqtt5, http) = (free_addr(), free_addr(), free_addr());
+        let data = std::env::temp_dir().join(format!("dc-bench-{}-{}", std::process::id(), http.port()));
+        let child = Command::new(binary)
+            .args(["demo", "--no-scenario", "--mqtt-listen", &mqtt.to_string(), "--mqtt5-listen", &mqtt5.to_string()])
+            .args(["--http-listen", &http.to_string(), "--data-dir", &data.display().to_string()])
+            .env("DC_OPERATOR_TOKEN", TOKEN)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {}: {e} (run scripts/bench, which builds it)", binary.display()))?;
+        let server = Server { child, mqtt, http };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if get(http, "/healthz").is_some() && TcpStream::connect(mqtt).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("server did not become ready")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// A counter or gauge from `/metrics` (sum over label sets when `sample` names only the metric).
+    pub fn metric(&self, sample: &str) -> f64 {
+        let body = get(self.http, "/metrics").unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with(sample) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The demo's device credentials, for publishers that must log in.
+pub fn demo_devices() -> Vec<(String, Option<String>)> {
+    let text = include_str!("../../config/devices.toml");
+    let value: toml::Value = toml::from_str(text).unwrap_or(toml::Value::Table(Default::default()));
+    value
+        .get("device")
+        .and_then(|d| d.as_array())
+        .map(|devices| {
+            devices
+                .iter()
+                .filter_map(|d| Some((d.get("id")?.as_str()?.to_string(), d.get("password")?.as_str().map(str::to_string))))
+                // Sensors that report battery_v (every kind but the river gauge, detectors and trucks in the demo file).
+                .filter(|(id, _)| ["RG", "TM", "EX", "WS", "SM", "RF"].iter().any(|p| id.starts_with(p)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
