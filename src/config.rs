@@ -25,6 +25,9 @@ pub struct Config {
     pub geo: GeoConfig,
     pub ingest: IngestSection,
     pub alerting: AlertingSection,
+    /// Operator tokens by hash and scope (`disaster-cloud token new` makes one); DC_OPERATOR_TOKEN adds an admin token.
+    #[serde(default)]
+    pub operator_tokens: Vec<crate::web::auth::TokenEntry>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

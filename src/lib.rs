@@ -4,9 +4,11 @@
 //! - [`config`]: the TOML configuration (file, key and reason in every error) and the embedded defaults.
 //! - [`server`]: start-up and wiring — geo index, ingest, broker, rules, alert book; the shared [`server::App`].
 //! - [`web`]: the HTTP edge — operator and citizen websockets, the operator API, feeds, `/metrics`, the web pages.
+//! - [`reports`]: citizen reports — validation, rate limits, clustering, flags, the photo store (pure logic).
 //! - [`metrics`]: process-level Prometheus metrics and the `/metrics` encoder.
 
 pub mod config;
 pub mod metrics;
+pub mod reports;
 pub mod server;
 pub mod web;

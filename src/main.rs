@@ -32,6 +32,13 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Make a new operator token: prints the token once and the config lines that store its hash.
+    ///
+    /// Example: disaster-cloud token new --name alice --scope operate
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Run the server on embedded defaults and replay a simulated typhoon, then print where to look.
     ///
     /// Example: disaster-cloud demo
@@ -44,6 +51,19 @@ enum Command {
         scenario: Option<PathBuf>,
         #[command(flatten)]
         common: CommonArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// A new random token for one operator or tool.
+    New {
+        /// Who holds it (shown in logs and the audit trail).
+        #[arg(long)]
+        name: String,
+        /// read, operate or admin.
+        #[arg(long, value_parser = ["read", "operate", "admin"])]
+        scope: String,
     },
 }
 
@@ -80,22 +100,33 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     metrics::init();
     match cli.command {
+        Command::Token { action: TokenAction::New { name, scope } } => {
+            let token = random_token();
+            println!("token (give it to {name}; it is not stored): {token}");
+            println!("add to the config file:\n[[operator_tokens]]\nname = \"{name}\"\nscope = \"{scope}\"\nsha256 = \"{}\"", web::auth::hex(&web::auth::digest(&token)));
+            Ok(())
+        }
         Command::Serve { config, common } => {
             let files = ConfigFiles::from_path(&config)?;
-            let token = common
-                .operator_token
-                .clone()
-                .context("serve needs an operator token: set DC_OPERATOR_TOKEN or --operator-token")?;
+            let tokens = web::auth::TokenSet::new(&files.main.operator_tokens, common.operator_token.as_deref())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            anyhow::ensure!(
+                !tokens.is_empty(),
+                "serve needs operator tokens: `[[operator_tokens]]` in {} or DC_OPERATOR_TOKEN",
+                config.display()
+            );
             let listen = listen(&files, &common);
             let data_dir = common.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
-            let (app, http) = server::start(files, &listen, token, Some(data_dir)).await?;
+            let (app, http) = server::start(files, &listen, tokens, Some(data_dir)).await?;
             serve_http(app, http).await
         }
         Command::Demo { no_scenario, scenario, common } => {
             let files = ConfigFiles::embedded()?;
             let token = common.operator_token.clone().unwrap_or_else(random_token);
+            let tokens = web::auth::TokenSet::new(&files.main.operator_tokens, Some(&token))
+                .map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
             let listen = listen(&files, &common);
-            let (app, http) = server::start(files, &listen, token.clone(), common.data_dir.clone()).await?;
+            let (app, http) = server::start(files, &listen, tokens, common.data_dir.clone()).await?;
             print_demo_banner(&listen, &token);
             if !no_scenario {
                 let (text, origin) = match &scenario {
@@ -144,7 +175,8 @@ fn listen(files: &ConfigFiles, common: &CommonArgs) -> Listen {
 async fn serve_http(app: Arc<server::App>, http: tokio::net::TcpListener) -> anyhow::Result<()> {
     let addr = http.local_addr()?;
     tracing::info!(%addr, "HTTP listening");
-    axum::serve(http, web::router(app))
+    // Peer addresses feed per-address rate limits (citizen reports, public feeds).
+    axum::serve(http, web::router(app).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

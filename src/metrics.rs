@@ -32,6 +32,21 @@ pub static HTTP_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("metric registers")
 });
 
+pub static REPORTS_ACCEPTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("dc_reports_accepted_total", "Citizen reports accepted, by category", &["category"])
+        .expect("metric registers")
+});
+
+pub static REPORTS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("dc_reports_refused_total", "Citizen reports refused, by reason", &["reason"])
+        .expect("metric registers")
+});
+
+pub static REPORTS_FLAGGED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("dc_reports_flagged_total", "Citizen reports accepted with a flag, by flag", &["flag"])
+        .expect("metric registers")
+});
+
 pub fn init() {
     for state in ["raised", "updated", "cleared", "cancelled"] {
         ALERT_TRANSITIONS.with_label_values(&[state]);
@@ -43,8 +58,17 @@ pub fn init() {
     for reason in ["malformed", "too_many_places", "bad_place"] {
         CITIZEN_REFUSED.with_label_values(&[reason]);
     }
-    for reason in ["unauthenticated", "not_found", "bad_request"] {
+    for reason in ["unauthenticated", "forbidden", "not_found", "bad_request"] {
         HTTP_REFUSED.with_label_values(&[reason]);
+    }
+    for category in crate::reports::Category::ALL {
+        REPORTS_ACCEPTED.with_label_values(&[category.name()]);
+    }
+    for reason in crate::reports::REFUSAL_REASONS {
+        REPORTS_REFUSED.with_label_values(&[reason]);
+    }
+    for flag in crate::reports::Flag::ALL {
+        REPORTS_FLAGGED.with_label_values(&[flag.name()]);
     }
 }
 

@@ -156,11 +156,14 @@ pub struct App {
     pub sensors_tx: broadcast::Sender<Arc<String>>,
     /// Sensors whose live state changed since the last tick.
     pub dirty_sensors: Mutex<std::collections::HashSet<String>>,
-    pub operator_token: String,
+    /// Operator tokens (hashed, scoped).
+    pub tokens: crate::web::auth::TokenSet,
     pub public_url: String,
     /// Background map tiles for the operators' map (`{z}/{x}/{y}` template; empty for none).
     pub tile_url: String,
     pub mode: Mode,
+    /// Citizen reports: rate limits, clusters, photo store (issue 11; `reports/`, `web/reports.rs`).
+    pub reports: crate::reports::ReportBook,
 }
 
 impl App {
@@ -228,7 +231,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Builds the app from config files and starts the broker; returns the app and the bound HTTP listener.
-pub async fn start(files: ConfigFiles, listen: &Listen, operator_token: String, data_dir: Option<PathBuf>)
+pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth::TokenSet, data_dir: Option<PathBuf>)
     -> anyhow::Result<(Arc<App>, tokio::net::TcpListener)> {
     let cfg = &files.main;
     if let Some(dir) = &data_dir {
@@ -260,6 +263,11 @@ pub async fn start(files: ConfigFiles, listen: &Listen, operator_token: String, 
     ));
     let (alerts_tx, _) = broadcast::channel(4096);
     let (sensors_tx, _) = broadcast::channel(4096);
+    let reports = crate::reports::ReportBook::new(
+        &geo,
+        crate::reports::photo_dir(data_dir.as_deref()),
+        crate::reports::ReportPolicy::default(),
+    );
     let app = Arc::new(App {
         geo,
         ingest: Arc::clone(&ingest),
@@ -268,10 +276,11 @@ pub async fn start(files: ConfigFiles, listen: &Listen, operator_token: String, 
         alerts_tx,
         sensors_tx,
         dirty_sensors: Mutex::new(Default::default()),
-        operator_token,
+        tokens,
         public_url: cfg.http.public_url.trim_end_matches('/').to_string(),
         tile_url: cfg.http.map_tile_url.clone(),
         mode: cfg.alerting.mode,
+        reports,
     });
 
     // Bind HTTP before the broker so that a busy port fails the start before anything runs.

@@ -18,8 +18,10 @@ use serde_json::json;
 use crate::metrics::{self, HTTP_REFUSED};
 use crate::server::{now_ms, App};
 
+pub mod auth;
 pub mod citizen;
 pub mod operator;
+pub mod reports;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -34,14 +36,51 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/sensors", get(list_sensors))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/zones/{id}/cells", get(zone_cells))
+        // Citizen reports (issue 11): web/reports.rs.
+        .route("/api/v1/reports", post(reports::submit))
+        .route("/api/v1/reports/clusters", get(reports::list_clusters))
+        .route("/api/v1/reports/clusters/{id}/{action}", post(reports::cluster_action))
+        .route("/api/v1/reports/photos/{name}", get(reports::operator_photo))
+        .route("/opendata/reports.geojson", get(reports::open_data))
+        .route("/opendata/reports/photos/{name}", get(reports::public_photo))
         .fallback(|| async { AppError::NotFound("no such path".into()) })
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(app)
+}
+
+/// Security headers on every response; CORS only on the public read-only feeds, which partners' pages may fetch.
+async fn security_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let public = {
+        let path = request.uri().path();
+        path.starts_with("/cap/") || path.starts_with("/opendata/")
+    };
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    let set = |h: &mut HeaderMap, name: &'static str, value: &'static str| {
+        h.insert(name, axum::http::HeaderValue::from_static(value));
+    };
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "x-frame-options", "DENY");
+    set(h, "referrer-policy", "no-referrer");
+    // The pages are self-contained (inline script and style, no third-party code); map tiles are images from the
+    // configured tile server, hence img-src https:.
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; connect-src 'self' ws: wss:; frame-ancestors 'none'",
+    );
+    if public {
+        set(h, "access-control-allow-origin", "*");
+    }
+    response
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("missing or wrong operator token")]
     Unauthenticated,
+    #[error("this token's scope does not allow it: {0:?} needed")]
+    Forbidden(auth::Scope),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -52,6 +91,7 @@ impl AppError {
     pub fn reason(&self) -> &'static str {
         match self {
             AppError::Unauthenticated => "unauthenticated",
+            AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
             AppError::BadRequest(_) => "bad_request",
         }
@@ -62,6 +102,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = match &self {
             AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
         };
@@ -71,27 +112,29 @@ impl IntoResponse for AppError {
 }
 
 #[derive(Debug, Deserialize, Default)]
-struct TokenQuery {
+pub struct TokenQuery {
     token: Option<String>,
 }
 
 /// Operators authenticate with `Authorization: Bearer <token>` or, where a browser websocket cannot set headers,
 /// `?token=`.
-fn authorise(app: &App, headers: &HeaderMap, query: &TokenQuery) -> Result<(), AppError> {
+fn authorise(app: &App, headers: &HeaderMap, query: &TokenQuery) -> Result<auth::Scope, AppError> {
+    require(app, headers, query, auth::Scope::Read)
+}
+
+/// Checks the operator token and that its scope covers `needed`.
+fn require(app: &App, headers: &HeaderMap, query: &TokenQuery, needed: auth::Scope) -> Result<auth::Scope, AppError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let given = bearer.or(query.token.as_deref()).ok_or(AppError::Unauthenticated)?;
-    if constant_time_eq(given.as_bytes(), app.operator_token.as_bytes()) {
-        Ok(())
+    let (_, scope) = app.tokens.check(given).ok_or(AppError::Unauthenticated)?;
+    if scope >= needed {
+        Ok(scope)
     } else {
-        Err(AppError::Unauthenticated)
+        Err(AppError::Forbidden(needed))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn index() -> Html<&'static str> {
@@ -157,7 +200,7 @@ async fn alert_action(
     Query(query): Query<TokenQuery>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, AppError> {
-    authorise(&app, &headers, &query)?;
+    require(&app, &headers, &query, auth::Scope::Operate)?;
     Ok(Json(alert_command(&app, &id, &action, "operator-api")?))
 }
 

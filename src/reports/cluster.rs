@@ -1,0 +1,538 @@
+//! Clusters: reports of one thing seen by many people, grouped so an operator judges the thing once.
+//!
+//! A report joins a cluster of the same category whose anchor cell (H3 resolution 8, cells of about 0.7 km²) is
+//! the report's own cell or one of its six neighbours — so two people either side of a cell edge still meet — and
+//! whose last report is at most `window_ms` old (receive time, which no client can forge). Otherwise it opens a new
+//! cluster anchored at its own cell. Categories never mix: a fire and a flood on the same street are two things.
+//!
+//! A dismissed cluster takes no more reports: the dismissal judged what was seen so far, and a real event after a
+//! false report must not be hidden under it. Verified clusters keep counting.
+//!
+//! Reporters are kept only as keyed hashes, to count distinct people (three reports from one phone weigh less than
+//! three from three phones); no client id or address is ever stored here.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use alerting::message::{format_time, TAIWAN_OFFSET};
+use geo_index::{CellIndex, LatLng, Resolution};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::report::Category;
+
+/// Cells of about 0.74 km² (edge ≈ 530 m): one street block to one village centre.
+pub const CLUSTER_RESOLUTION: Resolution = Resolution::Eight;
+
+/// Why a report deserves a second look; set per report, and on a cluster when any of its reports has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flag {
+    /// No zone within the configured radius: nothing we watch is there, so it may be a mistake or a prank.
+    FarFromZones,
+    /// Seen long before it was sent (a phone that was offline): the situation may have changed.
+    Late,
+}
+
+impl Flag {
+    pub const ALL: [Flag; 2] = [Flag::FarFromZones, Flag::Late];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Flag::FarFromZones => "far_from_zones",
+            Flag::Late => "late",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    Open,
+    Verified,
+    Dismissed,
+}
+
+impl ClusterState {
+    pub fn parse(text: &str) -> Option<ClusterState> {
+        match text {
+            "open" => Some(ClusterState::Open),
+            "verified" => Some(ClusterState::Verified),
+            "dismissed" => Some(ClusterState::Dismissed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClusterPolicy {
+    /// A report joins a cluster whose last report is at most this old.
+    pub window_ms: i64,
+    /// Clusters kept; past it the oldest unverified ones go first.
+    pub max_clusters: usize,
+    /// Reports kept per cluster for operators to read (the count goes on past it).
+    pub recent_per_cluster: usize,
+    /// Photos kept per cluster.
+    pub photos_per_cluster: usize,
+}
+
+impl Default for ClusterPolicy {
+    fn default() -> Self {
+        Self { window_ms: 30 * 60 * 1000, max_clusters: 20_000, recent_per_cluster: 20, photos_per_cluster: 10 }
+    }
+}
+
+/// A checked, flagged report, ready to be clustered.
+#[derive(Debug, Clone)]
+pub struct NewReport {
+    pub lat: f64,
+    pub lon: f64,
+    /// The report's cell at [`CLUSTER_RESOLUTION`].
+    pub cell: CellIndex,
+    pub category: Category,
+    pub text: String,
+    pub observed_ms: Option<i64>,
+    pub received_ms: i64,
+    /// Stored photo name (`<sha256>.<ext>`).
+    pub photo: Option<String>,
+    /// Keyed hash of the client id or address.
+    pub reporter: u64,
+    pub zones: Vec<String>,
+    pub flags: Vec<Flag>,
+}
+
+/// One report as operators read it.
+#[derive(Debug, Clone)]
+struct Entry {
+    received_ms: i64,
+    observed_ms: Option<i64>,
+    text: String,
+    photo: Option<String>,
+    lat: f64,
+    lon: f64,
+    flags: Vec<Flag>,
+}
+
+/// An operator's judgement.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub at_ms: i64,
+    /// Operator-written public wording (open data shows this, never the citizens' texts).
+    pub summary: Option<String>,
+}
+
+/// Most distinct reporters and duplicate fingerprints remembered per cluster: bounds memory under a flood.
+const MAX_REMEMBERED: usize = 4096;
+const MAX_ZONES: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub seq: u64,
+    pub category: Category,
+    /// The cell of the first report; the cluster's public position is this cell's centre.
+    pub anchor: CellIndex,
+    pub state: ClusterState,
+    /// Every report that joined, duplicates included.
+    pub count: u32,
+    /// Reports that repeated an earlier one from the same reporter word for word.
+    pub duplicates: u32,
+    reporters: HashSet<u64>,
+    fingerprints: HashSet<(u64, String)>,
+    lat_sum: f64,
+    lon_sum: f64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub observed_from_ms: Option<i64>,
+    pub flags: BTreeSet<Flag>,
+    pub zones: BTreeSet<String>,
+    recent: VecDeque<Entry>,
+    pub photos: Vec<String>,
+    /// Whether open data may show the photos (an operator's choice when verifying).
+    pub publish_photos: bool,
+    pub alert_id: Option<String>,
+    pub decision: Option<Decision>,
+}
+
+impl Cluster {
+    pub fn id(&self) -> String {
+        format!("rc-{}", self.seq)
+    }
+
+    pub fn reporters(&self) -> usize {
+        self.reporters.len()
+    }
+
+    /// Mean position of the reports (operators only: one report's exact spot may be someone's home).
+    pub fn centroid(&self) -> (f64, f64) {
+        let n = f64::from(self.count.max(1));
+        (self.lat_sum / n, self.lon_sum / n)
+    }
+
+    /// The public position: the anchor cell's centre, a few hundred metres coarse on purpose.
+    pub fn public_point(&self) -> (f64, f64) {
+        let centre = LatLng::from(self.anchor);
+        (centre.lat(), centre.lng())
+    }
+
+    /// The recent reports' texts, newest last.
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        self.recent.iter().map(|e| e.text.as_str())
+    }
+
+    fn join(&mut self, r: NewReport, policy: &ClusterPolicy) {
+        self.count = self.count.saturating_add(1);
+        if self.reporters.len() < MAX_REMEMBERED {
+            self.reporters.insert(r.reporter);
+        }
+        self.lat_sum += r.lat;
+        self.lon_sum += r.lon;
+        self.first_ms = self.first_ms.min(r.received_ms);
+        self.last_ms = self.last_ms.max(r.received_ms);
+        if let Some(seen) = r.observed_ms {
+            self.observed_from_ms = Some(self.observed_from_ms.map_or(seen, |o| o.min(seen)));
+        }
+        self.flags.extend(r.flags.iter().copied());
+        for zone in r.zones {
+            if self.zones.len() < MAX_ZONES {
+                self.zones.insert(zone);
+            }
+        }
+        let fingerprint = (r.reporter, r.text.clone());
+        if self.fingerprints.contains(&fingerprint) && r.photo.is_none() {
+            // Same person, same words: counted, but not shown twice.
+            self.duplicates = self.duplicates.saturating_add(1);
+            return;
+        }
+        if self.fingerprints.len() < MAX_REMEMBERED {
+            self.fingerprints.insert(fingerprint);
+        }
+        if let Some(photo) = &r.photo {
+            if self.photos.len() < policy.photos_per_cluster && !self.photos.contains(photo) {
+                self.photos.push(photo.clone());
+            }
+        }
+        self.recent.push_back(Entry {
+            received_ms: r.received_ms,
+            observed_ms: r.observed_ms,
+            text: r.text,
+            photo: r.photo,
+            lat: r.lat,
+            lon: r.lon,
+            flags: r.flags,
+        });
+        while self.recent.len() > policy.recent_per_cluster {
+            self.recent.pop_front();
+        }
+    }
+
+    /// The operators' frame (`{"type":"report",…}` on the operator websocket, and the API's list entries).
+    /// `event` says what just happened: `new`, `updated`, `verified`, `dismissed`, `attached`, or `snapshot`.
+    pub fn operator_view(&self, event: &str) -> Value {
+        let (lat, lon) = self.centroid();
+        let reports: Vec<Value> = self
+            .recent
+            .iter()
+            .map(|e| {
+                json!({"received": time(e.received_ms), "observed": e.observed_ms.map(time), "text": e.text,
+                       "photo": e.photo, "lat": round(e.lat), "lon": round(e.lon), "flags": e.flags})
+            })
+            .collect();
+        json!({
+            "type": "report", "event": event, "id": self.id(), "category": self.category, "state": self.state,
+            "count": self.count, "reporters": self.reporters(), "duplicates": self.duplicates,
+            "lat": round(lat), "lon": round(lon), "cell": self.anchor.to_string(),
+            "first_seen": time(self.first_ms), "last_seen": time(self.last_ms),
+            "observed_from": self.observed_from_ms.map(time),
+            "flags": self.flags, "zones": self.zones, "reports": reports, "photos": self.photos,
+            "publish_photos": self.publish_photos, "alert_id": self.alert_id,
+            "summary": self.decision.as_ref().and_then(|d| d.summary.as_deref()),
+            "decided_at": self.decision.as_ref().map(|d| time(d.at_ms)),
+        })
+    }
+
+    /// The open-data feature: no texts, no reporters' positions, no identifiers of people; photos only when
+    /// published. `photo_url` and `cap_url` turn a photo name and an alert id into public URLs.
+    pub fn open_data_feature(&self, photo_url: impl Fn(&str) -> String, cap_url: impl Fn(&str) -> String) -> Value {
+        let (lat, lon) = self.public_point();
+        let photos: Vec<String> = if self.publish_photos { self.photos.iter().map(|p| photo_url(p)).collect() } else { Vec::new() };
+        json!({
+            "type": "Feature", "id": self.id(),
+            "geometry": {"type": "Point", "coordinates": [round(lon), round(lat)]},
+            "properties": {
+                "id": self.id(), "category": self.category, "count": self.count, "reporters": self.reporters(),
+                "cell": self.anchor.to_string(), "first_seen": time(self.first_ms), "last_seen": time(self.last_ms),
+                "verified_at": self.decision.as_ref().map(|d| time(d.at_ms)),
+                "summary": self.decision.as_ref().and_then(|d| d.summary.as_deref()),
+                "zones": self.zones, "alert_id": self.alert_id, "cap": self.alert_id.as_deref().map(cap_url),
+                "photos": photos,
+            }
+        })
+    }
+}
+
+fn time(ms: i64) -> String {
+    format_time(ms, TAIWAN_OFFSET)
+}
+
+/// Five decimals: about a metre, more than any phone's fix is worth.
+fn round(v: f64) -> f64 {
+    (v * 100_000.0).round() / 100_000.0
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no report cluster `{0}`")]
+    NotFound(String),
+    #[error("cluster `{id}` is {state:?}: {why}")]
+    Conflict { id: String, state: ClusterState, why: &'static str },
+}
+
+/// Every cluster, and the index that finds the one a new report joins.
+#[derive(Debug, Default)]
+pub struct ClusterBook {
+    policy: ClusterPolicy,
+    clusters: BTreeMap<u64, Cluster>,
+    /// (anchor cell, category) → the newest cluster anchored there that may still take reports.
+    by_cell: HashMap<(CellIndex, Category), u64>,
+    next_seq: u64,
+}
+
+impl ClusterBook {
+    pub fn new(policy: ClusterPolicy) -> Self {
+        Self { policy, clusters: BTreeMap::new(), by_cell: HashMap::new(), next_seq: 1 }
+    }
+
+    /// Adds a report; returns its cluster and whether the cluster is new.
+    pub fn add(&mut self, r: NewReport) -> (&Cluster, bool) {
+        let target = self.joinable(&r);
+        let (seq, new) = match target {
+            Some(seq) => (seq, false),
+            None => {
+                self.prune();
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let cluster = Cluster {
+                    seq,
+                    category: r.category,
+                    anchor: r.cell,
+                    state: ClusterState::Open,
+                    count: 0,
+                    duplicates: 0,
+                    reporters: HashSet::new(),
+                    fingerprints: HashSet::new(),
+                    lat_sum: 0.0,
+                    lon_sum: 0.0,
+                    first_ms: r.received_ms,
+                    last_ms: r.received_ms,
+                    observed_from_ms: None,
+                    flags: BTreeSet::new(),
+                    zones: BTreeSet::new(),
+                    recent: VecDeque::new(),
+                    photos: Vec::new(),
+                    publish_photos: false,
+                    alert_id: None,
+                    decision: None,
+                };
+                self.clusters.insert(seq, cluster);
+                self.by_cell.insert((r.cell, r.category), seq);
+                (seq, true)
+            }
+        };
+        let policy = self.policy;
+        let cluster = self.clusters.get_mut(&seq).expect("the cluster was just found or inserted");
+        cluster.join(r, &policy);
+        (cluster, new)
+    }
+
+    /// The cluster `r` belongs to: its own cell's first, else the neighbour's with the latest report.
+    fn joinable(&self, r: &NewReport) -> Option<u64> {
+        let mut best: Option<(bool, i64, u64)> = None;
+        for cell in r.cell.grid_disk::<Vec<_>>(1) {
+            let Some(&seq) = self.by_cell.get(&(cell, r.category)) else { continue };
+            let Some(cluster) = self.clusters.get(&seq) else { continue };
+            if cluster.state == ClusterState::Dismissed || r.received_ms - cluster.last_ms > self.policy.window_ms {
+                continue;
+            }
+            let rank = (cell == r.cell, cluster.last_ms, seq);
+            if best.is_none_or(|b| rank > b) {
+                best = Some(rank);
+            }
+        }
+        best.map(|(_, _, seq)| seq)
+    }
+
+    /// Keeps the book under `max_clusters`: drops the least recently reported clusters, unverified first.
+    fn prune(&mut self) {
+        if self.clusters.len() < self.policy.max_clusters {
+            return;
+        }
+        let mut order: Vec<(bool, i64, u64)> =
+            self.clusters.values().map(|c| (c.state == ClusterState::Verified, c.last_ms, c.seq)).collect();
+        order.sort_unstable();
+        let excess = self.clusters.len() + 1 - self.policy.max_clusters;
+        // Drop a tenth at a time so that a flood of new places does not sort the whole book on every report.
+        let drop = excess.max(self.policy.max_clusters / 10).min(order.len());
+        for (_, _, seq) in &order[..drop] {
+            self.clusters.remove(seq);
+        }
+        let clusters = &self.clusters;
+        self.by_cell.retain(|_, seq| clusters.contains_key(seq));
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Cluster> {
+        self.clusters.get(&parse_id(id)?)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Result<&mut Cluster, ClusterError> {
+        let seq = parse_id(id).ok_or_else(|| ClusterError::NotFound(id.chars().take(40).collect()))?;
+        self.clusters.get_mut(&seq).ok_or_else(|| ClusterError::NotFound(id.chars().take(40).collect()))
+    }
+
+    /// Every cluster, newest report first.
+    pub fn iter_recent(&self) -> Vec<&Cluster> {
+        let mut all: Vec<&Cluster> = self.clusters.values().collect();
+        all.sort_by_key(|c| std::cmp::Reverse((c.last_ms, c.seq)));
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.clusters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clusters.is_empty()
+    }
+
+    /// Marks a cluster as true. Verifying again updates the summary and the photo choice; a dismissed cluster can
+    /// be verified after all (operators correct themselves).
+    pub fn verify(&mut self, id: &str, at_ms: i64, summary: Option<String>, publish_photos: Option<bool>)
+        -> Result<&Cluster, ClusterError> {
+        let cluster = self.get_mut(id)?;
+        let summary = summary.or_else(|| cluster.decision.as_ref().and_then(|d| d.summary.clone()));
+        cluster.state = ClusterState::Verified;
+        cluster.decision = Some(Decision { at_ms, summary });
+        if let Some(publish) = publish_photos {
+            cluster.publish_photos = publish;
+        }
+        Ok(cluster)
+    }
+
+    /// Marks a cluster as not true (or not useful). It takes no more reports and leaves open data.
+    pub fn dismiss(&mut self, id: &str, at_ms: i64) -> Result<&Cluster, ClusterError> {
+        let cluster = self.get_mut(id)?;
+        cluster.state = ClusterState::Dismissed;
+        cluster.decision = Some(Decision { at_ms, summary: None });
+        cluster.publish_photos = false;
+        let seq = cluster.seq;
+        self.by_cell.retain(|_, s| *s != seq);
+        self.clusters.get(&seq).ok_or_else(|| ClusterError::NotFound(id.into()))
+    }
+
+    /// Links a verified cluster to an alert (the caller checks the alert exists).
+    pub fn attach(&mut self, id: &str, alert_id: &str) -> Result<&Cluster, ClusterError> {
+        let cluster = self.get_mut(id)?;
+        if cluster.state != ClusterState::Verified {
+            return Err(ClusterError::Conflict {
+                id: cluster.id(),
+                state: cluster.state,
+                why: "verify the cluster before attaching it to an alert",
+            });
+        }
+        cluster.alert_id = Some(alert_id.to_string());
+        Ok(cluster)
+    }
+}
+
+fn parse_id(id: &str) -> Option<u64> {
+    id.strip_prefix("rc-")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(lat: f64, lon: f64, category: Category, reporter: u64, at: i64) -> NewReport {
+        NewReport {
+            lat,
+            lon,
+            cell: geo_index::cell_at(lat, lon, CLUSTER_RESOLUTION).unwrap(),
+            category,
+            text: format!("seen by {reporter}"),
+            observed_ms: None,
+            received_ms: at,
+            photo: None,
+            reporter,
+            zones: vec![],
+            flags: vec![],
+        }
+    }
+
+    #[test]
+    fn same_place_same_window_is_one_cluster() {
+        let mut book = ClusterBook::new(ClusterPolicy::default());
+        for (i, (lat, lon)) in [(23.5185, 120.9280), (23.5187, 120.9282), (23.5183, 120.9279)].into_iter().enumerate() {
+            book.add(report(lat, lon, Category::Flooding, i as u64, 1000 * i as i64));
+        }
+        assert_eq!(book.len(), 1);
+        let c = book.iter_recent()[0];
+        assert_eq!((c.count, c.reporters()), (3, 3));
+    }
+
+    #[test]
+    fn far_apart_other_category_or_later_are_new_clusters() {
+        let mut book = ClusterBook::new(ClusterPolicy::default());
+        book.add(report(23.5185, 120.9280, Category::Flooding, 1, 0));
+        book.add(report(23.0640, 120.5920, Category::Flooding, 2, 0));
+        book.add(report(23.5185, 120.9280, Category::Fire, 3, 0));
+        book.add(report(23.5185, 120.9280, Category::Flooding, 4, 31 * 60 * 1000));
+        assert_eq!(book.len(), 4);
+    }
+
+    #[test]
+    fn neighbouring_cells_meet() {
+        let mut book = ClusterBook::new(ClusterPolicy::default());
+        let first = report(23.5185, 120.9280, Category::Landslide, 1, 0);
+        let neighbour = first.cell.grid_disk::<Vec<_>>(1).into_iter().find(|c| *c != first.cell).unwrap();
+        let centre = LatLng::from(neighbour);
+        book.add(first);
+        book.add(report(centre.lat(), centre.lng(), Category::Landslide, 2, 10));
+        assert_eq!(book.len(), 1);
+    }
+
+    #[test]
+    fn duplicates_are_counted_once_in_the_list() {
+        let mut book = ClusterBook::new(ClusterPolicy::default());
+        for at in 0..3 {
+            book.add(report(23.5185, 120.9280, Category::Fire, 7, at));
+        }
+        let c = book.iter_recent()[0];
+        assert_eq!((c.count, c.reporters(), c.duplicates, c.texts().count()), (3, 1, 2, 1));
+    }
+
+    #[test]
+    fn decisions() {
+        let mut book = ClusterBook::new(ClusterPolicy::default());
+        let id = book.add(report(23.5185, 120.9280, Category::Fire, 1, 0)).0.id();
+        assert!(matches!(book.attach(&id, "a-1"), Err(ClusterError::Conflict { .. })));
+        book.verify(&id, 5, Some("Fire confirmed".into()), None).unwrap();
+        assert_eq!(book.attach(&id, "a-1").unwrap().alert_id.as_deref(), Some("a-1"));
+        let feature = book.get(&id).unwrap().open_data_feature(|p| p.to_string(), |a| format!("/cap/{a}.xml"));
+        assert_eq!(feature["properties"]["cap"], "/cap/a-1.xml");
+        assert!(!feature.to_string().contains("seen by"), "no citizen text in open data: {feature}");
+        book.dismiss(&id, 6).unwrap();
+        let (c, new) = book.add(report(23.5185, 120.9280, Category::Fire, 2, 10));
+        assert!(new && c.id() != id, "a dismissed cluster takes no more reports");
+        assert!(matches!(book.verify("rc-999", 0, None, None), Err(ClusterError::NotFound(_))));
+        assert!(book.get("nonsense").is_none());
+    }
+
+    #[test]
+    fn the_book_stays_bounded() {
+        let policy = ClusterPolicy { max_clusters: 50, ..ClusterPolicy::default() };
+        let mut book = ClusterBook::new(policy);
+        for i in 0..500 {
+            book.add(report(22.0 + f64::from(i) * 0.01, 120.5, Category::Other, 1, i64::from(i)));
+        }
+        assert!(book.len() <= 50, "{}", book.len());
+        assert!(book.by_cell.len() <= 50);
+    }
+}

@@ -1,0 +1,300 @@
+//! Report photos: base64 in the JSON body → checked bytes → a content-addressed file
+//! `<photo dir>/<sha256>.<jpg|png>`.
+//!
+//! The type is decided by the file's magic bytes, never by what the client claims. Metadata segments are removed
+//! before hashing and storing: a phone's JPEG carries the GPS position of the citizen's home and the camera's serial
+//! number in EXIF, and published photos must carry no personal data. (A side effect: the EXIF orientation goes too,
+//! so a photo taken sideways may show sideways.)
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// The image types we accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhotoKind {
+    Jpeg,
+    Png,
+}
+
+impl PhotoKind {
+    pub fn extension(self) -> &'static str {
+        match self {
+            PhotoKind::Jpeg => "jpg",
+            PhotoKind::Png => "png",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            PhotoKind::Jpeg => "image/jpeg",
+            PhotoKind::Png => "image/png",
+        }
+    }
+
+    fn sniff(bytes: &[u8]) -> Option<PhotoKind> {
+        if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            Some(PhotoKind::Jpeg)
+        } else if bytes.starts_with(PNG_SIGNATURE) {
+            Some(PhotoKind::Png)
+        } else {
+            None
+        }
+    }
+}
+
+const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PhotoError {
+    #[error("larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("not valid base64: {0}")]
+    Encoding(String),
+    #[error("not a JPEG or PNG image")]
+    Type,
+    #[error("not a readable image: {0}")]
+    Corrupt(&'static str),
+}
+
+/// A checked photo with its metadata removed.
+#[derive(Debug, Clone)]
+pub struct Photo {
+    pub kind: PhotoKind,
+    pub bytes: Vec<u8>,
+    /// Hex SHA-256 of `bytes`: the file name, so the same photo sent twice is stored once.
+    pub sha256: String,
+}
+
+impl Photo {
+    /// Decodes a base64 photo of at most `max_bytes` (decoded). A `data:…;base64,` prefix and line breaks are
+    /// tolerated because browsers and some base64 tools write them.
+    pub fn from_base64(text: &str, max_bytes: usize) -> Result<Photo, PhotoError> {
+        let text = match text.strip_prefix("data:") {
+            Some(rest) => rest.split_once(',').map(|(_, data)| data).ok_or(PhotoError::Encoding("a data URL without data".into()))?,
+            None => text,
+        };
+        // Refuse by size before decoding: 4 base64 characters carry 3 bytes.
+        if text.len() / 4 * 3 > max_bytes + 3 {
+            return Err(PhotoError::TooLarge { limit: max_bytes });
+        }
+        let compact: String;
+        let text = if text.bytes().any(|b| b.is_ascii_whitespace()) {
+            compact = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            compact.as_str()
+        } else {
+            text
+        };
+        let engine = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let bytes = engine.decode(text).map_err(|e| PhotoError::Encoding(e.to_string()))?;
+        if bytes.len() > max_bytes {
+            return Err(PhotoError::TooLarge { limit: max_bytes });
+        }
+        Photo::from_bytes(&bytes)
+    }
+
+    /// Checks the type by magic bytes and strips metadata.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Photo, PhotoError> {
+        let kind = PhotoKind::sniff(bytes).ok_or(PhotoError::Type)?;
+        let bytes = match kind {
+            PhotoKind::Jpeg => strip_jpeg(bytes)?,
+            PhotoKind::Png => strip_png(bytes)?,
+        };
+        let sha256 = hex(&Sha256::digest(&bytes));
+        Ok(Photo { kind, bytes, sha256 })
+    }
+
+    /// `<sha256>.<ext>`: the stored file's name and the last segment of its URL.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.sha256, self.kind.extension())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Copies a JPEG's segments up to the first scan, leaving out the ones that carry metadata (APP1 EXIF/XMP, APP13
+/// IPTC, the other application segments, comments); keeps JFIF (APP0), ICC colour profiles (APP2) and Adobe's
+/// colour-transform flag (APP14), without which colours come out wrong. Everything from the scan on is copied as is.
+fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, PhotoError> {
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..2]);
+    let mut pos = 2;
+    loop {
+        if pos >= bytes.len() || bytes[pos] != 0xFF {
+            return Err(PhotoError::Corrupt("JPEG segment expected"));
+        }
+        // Markers may be preceded by any number of 0xFF fill bytes.
+        while pos < bytes.len() && bytes[pos] == 0xFF {
+            pos += 1;
+        }
+        let Some(&marker) = bytes.get(pos) else { return Err(PhotoError::Corrupt("JPEG ends inside a marker")) };
+        pos += 1;
+        match marker {
+            0xD9 => {
+                out.extend_from_slice(&[0xFF, 0xD9]);
+                return Ok(out);
+            }
+            // Standalone markers carry no length.
+            0x01 | 0xD0..=0xD7 => out.extend_from_slice(&[0xFF, marker]),
+            _ => {
+                let len = match bytes.get(pos..pos + 2) {
+                    Some(b) => usize::from(u16::from_be_bytes([b[0], b[1]])),
+                    None => return Err(PhotoError::Corrupt("JPEG segment without a length")),
+                };
+                if len < 2 || pos + len > bytes.len() {
+                    return Err(PhotoError::Corrupt("JPEG segment longer than the file"));
+                }
+                if marker == 0xDA {
+                    out.push(0xFF);
+                    out.extend_from_slice(&bytes[pos - 1..]);
+                    return Ok(out);
+                }
+                let keep = !matches!(marker, 0xE1 | 0xE3..=0xED | 0xEF | 0xFE);
+                if keep {
+                    out.extend_from_slice(&[0xFF, marker]);
+                    out.extend_from_slice(&bytes[pos..pos + len]);
+                }
+                pos += len;
+            }
+        }
+    }
+}
+
+/// Copies a PNG's chunks up to `IEND`, leaving out the text, EXIF and time chunks.
+fn strip_png(bytes: &[u8]) -> Result<Vec<u8>, PhotoError> {
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(PNG_SIGNATURE);
+    let mut pos = PNG_SIGNATURE.len();
+    loop {
+        let Some(head) = bytes.get(pos..pos + 8) else { return Err(PhotoError::Corrupt("PNG ends before IEND")) };
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let kind = &head[4..8];
+        let end = pos.checked_add(12).and_then(|p| p.checked_add(len)).filter(|&e| e <= bytes.len());
+        let Some(end) = end else { return Err(PhotoError::Corrupt("PNG chunk longer than the file")) };
+        if !matches!(kind, b"tEXt" | b"zTXt" | b"iTXt" | b"eXIf" | b"tIME") {
+            out.extend_from_slice(&bytes[pos..end]);
+        }
+        pos = end;
+        if kind == b"IEND" {
+            return Ok(out);
+        }
+    }
+}
+
+/// Where photos are kept: one folder, file names are content hashes.
+#[derive(Debug, Clone)]
+pub struct PhotoStore {
+    dir: PathBuf,
+}
+
+impl PhotoStore {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes the photo unless a file of that name (so of that content) is already there. The write goes to a
+    /// temporary name first and is renamed into place, so a reader never sees half a photo.
+    pub fn save(&self, photo: &Photo) -> std::io::Result<()> {
+        let path = self.dir.join(photo.name());
+        if path.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = self.dir.join(format!(".{}.{}.tmp", photo.name(), std::process::id()));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&photo.bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// The path of a stored photo by name, or `None` when the name is not one of ours (which also keeps `..` and
+    /// other path tricks out).
+    pub fn path_of(&self, name: &str) -> Option<(PathBuf, PhotoKind)> {
+        let (hash, ext) = name.split_once('.')?;
+        let kind = match ext {
+            "jpg" => PhotoKind::Jpeg,
+            "png" => PhotoKind::Png,
+            _ => return None,
+        };
+        let hex_ok = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        hex_ok.then(|| (self.dir.join(name), kind))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A minimal JPEG: SOI, an APP1 "Exif" segment with a fake GPS tag, a comment, a quantisation table header,
+    /// a scan and EOI. Not decodable as an image, but structurally a JPEG, which is all we check.
+    pub(crate) fn jpeg_with_exif() -> Vec<u8> {
+        let mut v = vec![0xFF, 0xD8];
+        let exif = b"Exif\0\0GPS 23.5185N 120.9280E";
+        v.extend_from_slice(&[0xFF, 0xE1]);
+        v.extend_from_slice(&u16::try_from(exif.len() + 2).unwrap().to_be_bytes());
+        v.extend_from_slice(exif);
+        v.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x07, b'h', b'o', b'm', b'e', b'!']);
+        v.extend_from_slice(&[0xFF, 0xDB, 0x00, 0x04, 0x00, 0x01]);
+        v.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x03, 0x01, 0x12, 0x34, 0x56, 0xFF, 0xD9]);
+        v
+    }
+
+    #[test]
+    fn exif_and_comments_are_removed_from_jpegs() {
+        let photo = Photo::from_bytes(&jpeg_with_exif()).unwrap();
+        assert_eq!(photo.kind, PhotoKind::Jpeg);
+        let text = String::from_utf8_lossy(&photo.bytes);
+        assert!(!text.contains("GPS") && !text.contains("home"), "{:?}", photo.bytes);
+        assert!(photo.bytes.ends_with(&[0x12, 0x34, 0x56, 0xFF, 0xD9]));
+        assert_eq!(photo.sha256.len(), 64);
+    }
+
+    #[test]
+    fn png_text_chunks_are_removed() {
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut c = u32::try_from(data.len()).unwrap().to_be_bytes().to_vec();
+            c.extend_from_slice(kind);
+            c.extend_from_slice(data);
+            c.extend_from_slice(&[0, 0, 0, 0]);
+            c
+        };
+        let mut png = PNG_SIGNATURE.to_vec();
+        png.extend(chunk(b"IHDR", &[0; 13]));
+        png.extend(chunk(b"tEXt", b"Author\0Chen Mei-ling"));
+        png.extend(chunk(b"IEND", &[]));
+        let photo = Photo::from_bytes(&png).unwrap();
+        assert!(!String::from_utf8_lossy(&photo.bytes).contains("Chen"));
+        assert_eq!(photo.name().rsplit('.').next(), Some("png"));
+    }
+
+    #[test]
+    fn other_types_and_broken_files_are_refused() {
+        assert_eq!(Photo::from_bytes(b"GIF89a....").unwrap_err(), PhotoError::Type);
+        assert_eq!(Photo::from_bytes(b"<svg onload=alert(1)>").unwrap_err(), PhotoError::Type);
+        assert!(matches!(Photo::from_bytes(&[0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF]), Err(PhotoError::Corrupt(_))));
+        assert!(matches!(Photo::from_base64("!!!!", 100), Err(PhotoError::Encoding(_))));
+        let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 1000]);
+        assert_eq!(Photo::from_base64(&big, 999).unwrap_err(), PhotoError::TooLarge { limit: 999 });
+        let url = format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(jpeg_with_exif()));
+        assert!(Photo::from_base64(&url, 10_000).is_ok());
+    }
+
+    #[test]
+    fn only_our_names_map_to_paths() {
+        let store = PhotoStore::new(PathBuf::from("/tmp/x"));
+        assert!(store.path_of(&format!("{}.jpg", "a".repeat(64))).is_some());
+        assert!(store.path_of("../../etc/passwd").is_none());
+        assert!(store.path_of(&format!("{}.svg", "a".repeat(64))).is_none());
+    }
+}

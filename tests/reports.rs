@@ -1,0 +1,469 @@
+//! Citizen reports end to end (issue 11): the real binary, real sockets. Bad input of every kind, clustering, rate
+//! limits, operator decisions, open data, and the operator websocket.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{now_ms, raise_heavy_rain, Operator, Server, SHENMU, TOKEN};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(10);
+/// A point in the Xiaolin debris-flow area, far from Shenmu.
+const XIAOLIN: (f64, f64) = (23.162, 120.649);
+/// Taitung: in Taiwan, but no demo zone within tens of kilometres.
+const TAITUNG: (f64, f64) = (22.7583, 121.1444);
+
+/// A raw HTTP/1.1 request with our own headers; returns status, lower-cased head and body. The body is written on
+/// another thread so that a server refusing early (413) cannot deadlock us, and write errors are ignored for the same
+/// reason: the answer is what counts.
+fn raw(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connects");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")) {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(head.as_bytes());
+        let _ = writer.write_all(&body);
+    });
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let _ = sender.join();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// `POST /api/v1/reports` as the app sends it.
+fn post_report(server: &Server, client: Option<&str>, body: &Value) -> (u16, Value) {
+    let (status, _, body) = post_report_raw(server.http, client, body);
+    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")))
+}
+
+fn post_report_raw(addr: SocketAddr, client: Option<&str>, body: &Value) -> (u16, String, String) {
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(c) = client {
+        headers.push(("X-Client-Id", c));
+    }
+    raw(addr, "POST", "/api/v1/reports", &headers, body.to_string().into_bytes())
+}
+
+fn report(at: (f64, f64), category: &str, text: &str) -> Value {
+    json!({"lat": at.0, "lon": at.1, "category": category, "text": text})
+}
+
+/// An operator request with the token; body parsed as JSON.
+fn operator(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let (status, _, text) = raw(server.http, method, path, &headers, body.map(|b| b.to_string().into_bytes()).unwrap_or_default());
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn clusters(server: &Server) -> Vec<Value> {
+    let (status, body) = operator(server, "GET", "/api/v1/reports/clusters", None);
+    assert_eq!(status, 200, "{body}");
+    body["clusters"].as_array().cloned().unwrap_or_default()
+}
+
+fn open_data(server: &Server) -> Value {
+    let (status, head, body) = raw(server.http, "GET", "/opendata/reports.geojson", &[], Vec::new());
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("content-type: application/geo+json"), "{head}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A tiny structurally valid JPEG whose EXIF segment carries a (fake) home position and whose comment a name.
+fn jpeg_with_exif() -> Vec<u8> {
+    let mut v = vec![0xFF, 0xD8];
+    let exif = b"Exif\0\0GPS 23.5185N 120.9280E";
+    v.extend_from_slice(&[0xFF, 0xE1, 0x00, u8::try_from(exif.len() + 2).unwrap()]);
+    v.extend_from_slice(exif);
+    v.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x0A]);
+    v.extend_from_slice(b"Mr Chen");
+    v.push(0);
+    v.extend_from_slice(&[0xFF, 0xDB, 0x00, 0x04, 0x00, 0x01]);
+    v.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x03, 0x01, 0x12, 0x34, 0x56, 0xFF, 0xD9]);
+    v
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Waits for a `{"type":"report"}` frame matching `pred`, skipping sensor and alert frames.
+async fn report_frame(op: &mut Operator, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = op.next_json(left).await.expect("a report frame within 10 s");
+        if frame["type"] == "report" && pred(&frame) {
+            return frame;
+        }
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_naming_the_field_and_a_counter() {
+    let server = Server::start();
+    let good = report(SHENMU, "flooding", "water over the road");
+    let with = |key: &str, value: Value| {
+        let mut body = good.clone();
+        body[key] = value;
+        body
+    };
+    // (what, status, reason, field, request)
+    let json_ct = [("Content-Type", "application/json")];
+    let cases: Vec<(&str, u16, &str, Option<&str>, (Vec<(&str, &str)>, Vec<u8>))> = vec![
+        ("wrong content type", 415, "content_type", Some("Content-Type"),
+         (vec![("Content-Type", "text/plain")], good.to_string().into_bytes())),
+        ("form post", 415, "content_type", Some("Content-Type"),
+         (vec![("Content-Type", "application/x-www-form-urlencoded")], b"lat=23&lon=120".to_vec())),
+        ("not JSON", 400, "malformed", None, (json_ct.to_vec(), b"{\"lat\": 23.5,".to_vec())),
+        ("lat as text", 422, "bad_position", Some("lat"), (json_ct.to_vec(), with("lat", json!("23.5N")).to_string().into_bytes())),
+        ("lon out of range", 422, "bad_position", Some("lon"), (json_ct.to_vec(), with("lon", json!(720.0)).to_string().into_bytes())),
+        ("NaN as a string", 422, "bad_position", Some("lat"), (json_ct.to_vec(), with("lat", json!("NaN")).to_string().into_bytes())),
+        ("no position", 422, "bad_position", Some("lat"),
+         (json_ct.to_vec(), json!({"category": "fire"}).to_string().into_bytes())),
+        ("Tokyo", 422, "outside_taiwan", Some("position"),
+         (json_ct.to_vec(), report((35.68, 139.69), "fire", "").to_string().into_bytes())),
+        ("unknown category", 422, "bad_category", Some("category"),
+         (json_ct.to_vec(), with("category", json!("alien_landing")).to_string().into_bytes())),
+        ("unknown field", 422, "unknown_field", Some("user_phone"),
+         (json_ct.to_vec(), with("user_phone", json!("0912")).to_string().into_bytes())),
+        ("text too long", 422, "text_too_long", Some("text"),
+         (json_ct.to_vec(), with("text", json!("水".repeat(501))).to_string().into_bytes())),
+        ("script in text", 422, "markup_in_text", Some("text"),
+         (json_ct.to_vec(), with("text", json!("<script>fetch('/api/v1/alerts')</script>")).to_string().into_bytes())),
+        ("bidi override in text", 422, "bad_text", Some("text"),
+         (json_ct.to_vec(), with("text", json!("safe\u{202E}txt.exe")).to_string().into_bytes())),
+        ("time in the future", 422, "bad_ts", Some("ts"),
+         (json_ct.to_vec(), with("ts", json!(now_ms() + 3_600_000)).to_string().into_bytes())),
+        ("photo not base64", 422, "photo_encoding", Some("photo"),
+         (json_ct.to_vec(), with("photo", json!("not base64!!")).to_string().into_bytes())),
+        ("photo is a GIF", 422, "photo_type", Some("photo"),
+         (json_ct.to_vec(), with("photo", json!(b64(b"GIF89a\x01\x00\x01\x00"))).to_string().into_bytes())),
+        ("photo is SVG", 422, "photo_type", Some("photo"),
+         (json_ct.to_vec(), with("photo", json!(b64(b"<svg onload=alert(1)>"))).to_string().into_bytes())),
+        ("photo over 2 MiB", 413, "photo_too_large", Some("photo"), {
+            let mut big = vec![0xFF, 0xD8, 0xFF, 0xE0];
+            big.resize(2 * 1024 * 1024 + 100 * 1024, 0);
+            (json_ct.to_vec(), with("photo", json!(b64(&big))).to_string().into_bytes())
+        }),
+        ("bad client id", 400, "bad_client_id", Some("x-client-id"),
+         (vec![("Content-Type", "application/json"), ("X-Client-Id", "has spaces in it")], good.to_string().into_bytes())),
+    ];
+    for (what, status, reason, field, (headers, body)) in cases {
+        let (got, head, text) = raw(server.http, "POST", "/api/v1/reports", &headers, body);
+        let answer: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+        assert_eq!((got, answer["error"].as_str()), (status, Some(reason)), "{what}: {answer}");
+        assert_eq!(answer["field"].as_str(), field, "{what}: {answer}");
+        assert!(!answer["message"].as_str().unwrap_or("").is_empty(), "{what}: a message for people: {answer}");
+        assert!(head.contains("content-type: application/json"), "{what}: {head}");
+        assert!(!text.contains('<'), "{what}: nothing that looks like HTML comes back: {text}");
+        let metric = server.metric(&format!("dc_reports_refused_total{{reason=\"{reason}\"}}"));
+        assert!(metric >= 1.0, "{what}: counter {reason} is {metric}");
+    }
+
+    // A body larger than the limit, declared: refused on the header alone, before a byte of it is read.
+    let headers = [("Content-Type", "application/json"), ("Content-Length", "4000000")];
+    let (status, _, text) = raw(server.http, "POST", "/api/v1/reports", &headers, Vec::new());
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("\"too_large\"") && text.contains("\"body\""), "{text}");
+    // … and streamed without a length: refused once the limit is passed.
+    let mut chunked = Vec::new();
+    for _ in 0..4 {
+        let piece = vec![b' '; 1024 * 1024];
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(&piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let headers = [("Content-Type", "application/json"), ("Transfer-Encoding", "chunked")];
+    let (status, _, text) = raw(server.http, "POST", "/api/v1/reports", &headers, chunked);
+    assert_eq!(status, 413, "{text}");
+    assert!(server.metric(r#"dc_reports_refused_total{reason="too_large"}"#) >= 2.0);
+
+    // None of that got in the way: a good report still goes through, and nothing was counted as accepted before.
+    assert_eq!(server.metric(r#"dc_reports_accepted_total{category="flooding"}"#), 0.0);
+    let (status, answer) = post_report(&server, Some("phone-good"), &good);
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(server.metric(r#"dc_reports_accepted_total{category="flooding"}"#), 1.0);
+}
+
+#[test]
+fn text_is_plain_text_and_never_comes_back_as_html() {
+    let server = Server::start();
+    let text = r#"depth < 1 m & "rising" <3 — 水深不到一公尺 > 還在漲"#;
+    let (status, head, body) = post_report_raw(server.http, Some("phone-1"), &report(SHENMU, "flooding", text));
+    assert_eq!(status, 201, "{body}");
+    assert!(head.contains("content-type: application/json") && head.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(!body.contains('<') && !body.contains('>') && !body.contains('&'), "escaped in JSON: {body}");
+    assert!(body.contains("\\u003c"), "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["text"], text, "stored and returned exactly, as text");
+
+    let (_, head, listing) = raw(server.http, "GET", &format!("/api/v1/reports/clusters?token={TOKEN}"), &[], Vec::new());
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(!listing.contains('<') && !listing.contains('>'), "{listing}");
+    let listing: Value = serde_json::from_str(&listing).unwrap();
+    assert_eq!(listing["clusters"][0]["reports"][0]["text"], text);
+
+    // The citizen page writes the answer with textContent, never innerHTML.
+    let (_, _, page) = raw(server.http, "GET", "/app", &[], Vec::new());
+    let start = page.find("BEGIN citizen reports").expect("the report form is on the citizen page");
+    let block = &page[start..page.find("END citizen reports").expect("the block is delimited")];
+    assert!(block.contains("id=\"report\"") && block.contains("textContent"), "the report form");
+    assert!(!block.contains("innerHTML") && !block.contains("insertAdjacentHTML"), "no HTML rendering in the report block");
+}
+
+#[test]
+fn reports_in_one_place_form_one_cluster_with_a_count() {
+    let server = Server::start();
+    let near = [(SHENMU.0, SHENMU.1), (SHENMU.0 + 0.0004, SHENMU.1 + 0.0003), (SHENMU.0 - 0.0003, SHENMU.1 - 0.0002)];
+    let mut ids = Vec::new();
+    for (i, at) in near.into_iter().enumerate() {
+        let (status, answer) = post_report(&server, Some(&format!("phone-{i}")), &report(at, "landslide", "mud on the road"));
+        assert_eq!(status, 201, "{answer}");
+        assert_eq!(answer["count"], i + 1, "{answer}");
+        assert!(answer["flags"].as_array().unwrap().is_empty(), "inside a zone: no flag: {answer}");
+        ids.push(answer["cluster"].as_str().unwrap().to_string());
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "one cluster: {ids:?}");
+    // Far away, and the same place but another category: two more clusters.
+    let (_, far) = post_report(&server, Some("phone-9"), &report(XIAOLIN, "landslide", "slope moving"));
+    let (_, fire) = post_report(&server, Some("phone-8"), &report(SHENMU, "fire", "smoke"));
+    assert_eq!((far["count"].as_u64(), far["new_cluster"].as_bool()), (Some(1), Some(true)), "{far}");
+    assert_ne!(far["cluster"], ids[0]);
+    assert_ne!(fire["cluster"], ids[0]);
+    let all = clusters(&server);
+    assert_eq!(all.len(), 3, "{all:?}");
+    let shenmu = all.iter().find(|c| c["id"] == ids[0].as_str()).unwrap();
+    assert_eq!((shenmu["count"].as_u64(), shenmu["reporters"].as_u64(), shenmu["state"].as_str()), (Some(3), Some(3), Some("open")));
+    assert!(shenmu["zones"].as_array().unwrap().iter().any(|z| z == "dfa-xinyi-shenmu"), "{shenmu}");
+
+    // The same phone sending the same words again is counted but not listed twice.
+    post_report(&server, Some("phone-0"), &report(SHENMU, "landslide", "mud on the road"));
+    let shenmu = clusters(&server).into_iter().find(|c| c["id"] == ids[0].as_str()).unwrap();
+    assert_eq!((shenmu["count"].as_u64(), shenmu["reporters"].as_u64(), shenmu["duplicates"].as_u64()), (Some(4), Some(3), Some(1)));
+    assert_eq!(shenmu["reports"].as_array().unwrap().len(), 3);
+
+    // A report where we watch nothing is accepted but flagged.
+    let (status, lonely) = post_report(&server, Some("phone-7"), &report(TAITUNG, "building_damage", "wall cracked"));
+    assert_eq!(status, 201);
+    assert_eq!(lonely["flags"], json!(["far_from_zones"]), "{lonely}");
+    assert_eq!(server.metric(r#"dc_reports_flagged_total{flag="far_from_zones"}"#), 1.0);
+}
+
+#[test]
+fn one_client_flooding_is_limited_and_nobody_else_slows_down() {
+    let server = Server::start();
+    let body = report(SHENMU, "flooding", "water");
+    for i in 0..5 {
+        let (status, answer) = post_report(&server, Some("script-kiddie"), &body);
+        assert_eq!(status, 201, "report {i}: {answer}");
+    }
+    let started = Instant::now();
+    let mut refused = 0;
+    for _ in 0..100 {
+        let (status, head, text) = post_report_raw(server.http, Some("script-kiddie"), &body);
+        assert_eq!(status, 429, "{text}");
+        assert!(head.contains("retry-after: "), "{head}");
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["error"], "rate_limited_client");
+        refused += 1;
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "refusals are cheap: {:?}", started.elapsed());
+    assert_eq!(server.metric(r#"dc_reports_refused_total{reason="rate_limited_client"}"#), f64::from(refused));
+    // Another phone is not affected, and neither is anything else.
+    let (status, answer) = post_report(&server, Some("neighbour"), &body);
+    assert_eq!(status, 201, "{answer}");
+    let started = Instant::now();
+    assert_eq!(server.get("/healthz").0, 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(clusters(&server)[0]["count"], 6);
+}
+
+/// Per-address limits need the peer address, which axum hands over only when served with connection info. This
+/// test serves the real app that way in-process (the binary's `serve_http` does the same once it passes
+/// `into_make_service_with_connect_info`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_client_ids_from_one_address_are_limited_per_address() {
+    use disaster_cloud::config::ConfigFiles;
+    use disaster_cloud::server::{start, Listen};
+    let free = || -> SocketAddr { format!("127.0.0.1:{}", common::free_port()).parse().unwrap() };
+    let listen = Listen { mqtt_v4: Some(free()), mqtt_v5: None, http: free() };
+    let data = std::env::temp_dir().join(format!("dc-reports-addr-{}", std::process::id()));
+    let (app, http) = start(ConfigFiles::embedded().unwrap(), &listen, TOKEN.into(), Some(data)).await.expect("the app starts");
+    let addr = http.local_addr().unwrap();
+    let service = disaster_cloud::web::router(app).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(http, service).await });
+
+    let body = report(SHENMU, "flooding", "water");
+    let answers = tokio::task::spawn_blocking(move || {
+        (0..32).map(|i| post_report_raw(addr, Some(&format!("rotating-id-{i}")), &body)).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let accepted = answers.iter().filter(|(s, _, _)| *s == 201).count();
+    assert_eq!(accepted, 30, "the address's burst");
+    let (status, _, text) = &answers[31];
+    assert_eq!(*status, 429, "{text}");
+    assert!(text.contains("rate_limited_address"), "{text}");
+}
+
+#[test]
+fn operator_routes_need_the_token() {
+    let server = Server::start();
+    for (method, path) in [
+        ("GET", "/api/v1/reports/clusters"),
+        ("POST", "/api/v1/reports/clusters/rc-1/verify"),
+        ("POST", "/api/v1/reports/clusters/rc-1/attach"),
+        ("GET", &format!("/api/v1/reports/photos/{}.jpg", "a".repeat(64))),
+    ] {
+        let (status, _, body) = raw(server.http, method, path, &[("Authorization", "Bearer wrong")], Vec::new());
+        assert_eq!(status, 401, "{method} {path}: {body}");
+    }
+    let (status, body) = operator(&server, "POST", "/api/v1/reports/clusters/rc-404/verify", None);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = operator(&server, "GET", "/api/v1/reports/clusters?state=maybe", None);
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn verified_clusters_become_open_data_without_personal_data() {
+    let server = Server::start();
+    let photo = jpeg_with_exif();
+    let exact = (23.518623, 120.928047);
+    let mut first = report(exact, "road_blocked", "call me on 0912-345-678, I am at No. 5");
+    first["photo"] = json!(format!("data:image/jpeg;base64,{}", b64(&photo)));
+    let (status, answer) = post_report(&server, Some("secret-phone-id"), &first);
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["cluster"].as_str().unwrap().to_string();
+    let name = answer["photo"].as_str().expect("the stored photo's name").to_string();
+    let (_, other) = post_report(&server, Some("prankster"), &report(XIAOLIN, "fire", "a dragon"));
+    let other = other["cluster"].as_str().unwrap().to_string();
+
+    // The photo is stored under the data dir by its hash, without its EXIF position or comment.
+    let stored = std::fs::read(server.data_dir.join("reports").join("photos").join(&name)).expect("the photo file");
+    assert!(name.ends_with(".jpg") && name.len() == 64 + 4, "{name}");
+    let text = String::from_utf8_lossy(&stored);
+    assert!(!text.contains("GPS") && !text.contains("Chen"), "metadata stripped");
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(&stored).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(format!("{hash}.jpg"), name);
+    // Operators can see it; the public cannot, yet.
+    let (status, head, _) = raw(server.http, "GET", &format!("/api/v1/reports/photos/{name}?token={TOKEN}"), &[], Vec::new());
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: image/jpeg") && head.contains("nosniff"), "{head}");
+    let public = format!("/opendata/reports/photos/{name}");
+    assert_eq!(raw(server.http, "GET", &public, &[], Vec::new()).0, 404);
+
+    assert_eq!(open_data(&server)["features"], json!([]), "nothing verified yet");
+    let (status, body) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{id}/verify"),
+        Some(json!({"summary": "Road 21 blocked by a landslide at Shenmu"})));
+    assert_eq!((status, body["state"].as_str()), (200, Some("verified")), "{body}");
+    let (status, body) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{other}/dismiss"), None);
+    assert_eq!((status, body["state"].as_str()), (200, Some("dismissed")), "{body}");
+
+    let data = open_data(&server);
+    let features = data["features"].as_array().unwrap();
+    assert_eq!(features.len(), 1, "verified only: {data}");
+    let feature = &features[0];
+    assert_eq!(feature["properties"]["id"], id.as_str());
+    assert_eq!(feature["properties"]["category"], "road_blocked");
+    assert_eq!(feature["properties"]["summary"], "Road 21 blocked by a landslide at Shenmu");
+    assert_eq!(feature["properties"]["photos"], json!([]), "photos only when published");
+    let text = data.to_string();
+    for private in ["secret-phone-id", "0912-345-678", "127.0.0.1", "call me", "23.518623", "120.928047"] {
+        assert!(!text.contains(private), "open data leaks `{private}`: {text}");
+    }
+    assert_eq!(raw(server.http, "GET", &public, &[], Vec::new()).0, 404);
+
+    // Publishing the photos: now they are open data too.
+    let (status, body) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{id}/verify"), Some(json!({"publish_photos": true})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["summary"], "Road 21 blocked by a landslide at Shenmu", "the summary is kept");
+    let photos = open_data(&server)["features"][0]["properties"]["photos"].clone();
+    assert!(photos[0].as_str().unwrap().ends_with(&public), "{photos}");
+    let (status, head, _) = raw(server.http, "GET", &public, &[], Vec::new());
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: image/jpeg"), "{head}");
+
+    // A bad summary is refused like a bad report text.
+    let (status, _) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{id}/verify"), Some(json!({"summary": "<b>x</b>"})));
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn report_frames_reach_the_operator_socket() {
+    let server = Server::start();
+    let mut op = server.operator().await;
+    let (status, answer) = post_report(&server, Some("phone-1"), &report(SHENMU, "people_trapped", "two people on a roof < 3 m above the water"));
+    assert_eq!(status, 201, "{answer}");
+    let frame = report_frame(&mut op, |f| f["event"] == "new").await;
+    assert_eq!(frame["id"], answer["cluster"]);
+    assert_eq!((frame["category"].as_str(), frame["count"].as_u64(), frame["state"].as_str()), (Some("people_trapped"), Some(1), Some("open")));
+    assert_eq!(frame["reports"][0]["text"], "two people on a roof < 3 m above the water");
+    let (_, again) = post_report(&server, Some("phone-2"), &report(SHENMU, "people_trapped", "roof, two people"));
+    assert_eq!(again["cluster"], answer["cluster"]);
+    let frame = report_frame(&mut op, |f| f["event"] == "updated").await;
+    assert_eq!((frame["count"].as_u64(), frame["reporters"].as_u64()), (Some(2), Some(2)));
+}
+
+#[tokio::test]
+async fn a_verified_cluster_attached_to_an_alert_reaches_the_operators() {
+    let server = Server::start();
+    let mut op = server.operator().await;
+    raise_heavy_rain(&server, 120.0, now_ms()).await;
+    let alert = op.alert_where(WAIT, |a| a["state"] == "raised").await.expect("the heavy-rain alert");
+    let alert_id = alert["id"].as_str().unwrap().to_string();
+
+    for (i, text) in ["the creek is brown and loud", "rocks rolling down by the school"].iter().enumerate() {
+        let (status, answer) = post_report(&server, Some(&format!("villager-{i}")), &report(SHENMU, "landslide", text));
+        assert_eq!(status, 201, "{answer}");
+    }
+    let cluster = report_frame(&mut op, |f| f["count"] == 2).await;
+    let id = cluster["id"].as_str().unwrap().to_string();
+
+    // Not before it is verified, and only to an alert that exists.
+    let attach = format!("/api/v1/reports/clusters/{id}/attach");
+    let (status, body) = operator(&server, "POST", &attach, Some(json!({"alert_id": alert_id})));
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{id}/verify"), None);
+    assert_eq!(status, 200);
+    report_frame(&mut op, |f| f["event"] == "verified" && f["id"] == id.as_str()).await;
+    let (status, body) = operator(&server, "POST", &attach, Some(json!({"alert_id": "no-such-alert"})));
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = operator(&server, "POST", &attach, Some(json!({})));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{id}/escalate"), None);
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = operator(&server, "POST", &attach, Some(json!({"alert_id": alert_id})));
+    assert_eq!(status, 200, "{body}");
+    let frame = report_frame(&mut op, |f| f["event"] == "attached").await;
+    assert_eq!((frame["id"].as_str(), frame["alert_id"].as_str(), frame["state"].as_str()), (Some(id.as_str()), Some(alert_id.as_str()), Some("verified")));
+    assert_eq!(frame["count"], 2);
+
+    let feature = open_data(&server)["features"][0].clone();
+    assert_eq!(feature["properties"]["alert_id"], alert_id.as_str());
+    assert!(feature["properties"]["cap"].as_str().unwrap().ends_with(&format!("/cap/{alert_id}.xml")), "{feature}");
+}
