@@ -13,6 +13,7 @@ pub mod embedded {
     pub const DEVICES: &str = include_str!("../config/devices.toml");
     pub const ZONES: &str = include_str!("../config/zones.geojson");
     pub const RULES: &str = include_str!("../config/rules.toml");
+    pub const INBOUND: &str = include_str!("../config/inbound.toml");
     pub const TYPHOON: &str = include_str!("../config/scenarios/typhoon.toml");
 }
 
@@ -57,6 +58,9 @@ pub struct FilesConfig {
     pub devices: PathBuf,
     pub zones: PathBuf,
     pub rules: PathBuf,
+    /// Inbound CAP sources (partner agencies' feeds and pushes); absent: none.
+    #[serde(default)]
+    pub inbound: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -132,6 +136,7 @@ pub struct ConfigFiles {
     pub devices: (String, PathBuf),
     pub zones: (String, PathBuf),
     pub rules: (String, PathBuf),
+    pub inbound: Option<(String, PathBuf)>,
 }
 
 impl ConfigFiles {
@@ -143,6 +148,7 @@ impl ConfigFiles {
             devices: (embedded::DEVICES.into(), name(&main.files.devices)),
             zones: (embedded::ZONES.into(), name(&main.files.zones)),
             rules: (embedded::RULES.into(), name(&main.files.rules)),
+            inbound: main.files.inbound.as_ref().map(|p| (embedded::INBOUND.to_string(), name(p))),
             main,
         })
     }
@@ -162,6 +168,7 @@ impl ConfigFiles {
             devices: load(&main.files.devices)?,
             zones: load(&main.files.zones)?,
             rules: load(&main.files.rules)?,
+            inbound: main.files.inbound.as_deref().map(load).transpose()?,
             main,
         })
     }

@@ -5,9 +5,11 @@
 //! - [`server`]: start-up and wiring — geo index, ingest, broker, rules, alert book; the shared [`server::App`].
 //! - [`web`]: the HTTP edge — operator and citizen websockets, the operator API, feeds, `/metrics`, the web pages.
 //! - [`reports`]: citizen reports — validation, rate limits, clustering, flags, the photo store (pure logic).
+//! - [`external`]: alerts from partner agencies (inbound CAP) onto the operator and citizen channels.
 //! - [`metrics`]: process-level Prometheus metrics and the `/metrics` encoder.
 
 pub mod config;
+pub mod external;
 pub mod metrics;
 pub mod reports;
 pub mod server;

@@ -44,36 +44,40 @@ pub struct SensorLive {
 
 /// One alert change, serialised once per audience so that fan-out to many sockets costs no JSON work per socket.
 pub struct AlertBroadcast {
-    pub area_id: String,
+    /// The zones the alert covers: a citizen subscribed to a place in any of them receives it.
+    pub area_ids: Vec<String>,
     pub id: String,
     pub version: u32,
     pub is_active: bool,
     /// The operators' frame (every language).
     pub operator: String,
-    /// The citizens' frames: zh-TW and en.
-    pub citizen_zh: String,
-    pub citizen_en: String,
+    /// The citizens' frames, zh-TW and en; `None` for what must not reach the public (non-public external sources).
+    pub citizen: Option<(String, String)>,
 }
 
 impl AlertBroadcast {
     pub fn new(message: AlertMessage) -> Self {
         let citizen = |lang: &str| serde_json::to_string(&CitizenAlert::new(&message, lang)).unwrap_or_default();
         Self {
-            area_id: message.area_id.clone(),
+            area_ids: vec![message.area_id.clone()],
             id: message.id.clone(),
             version: message.version,
             is_active: message.state.is_active(),
-            citizen_zh: citizen("zh-TW"),
-            citizen_en: citizen("en"),
+            citizen: Some((citizen("zh-TW"), citizen("en"))),
             operator: serde_json::to_string(&message).unwrap_or_default(),
         }
     }
 
-    pub fn citizen(&self, lang: Lang) -> &str {
-        match lang {
-            Lang::ZhTw => &self.citizen_zh,
-            Lang::En => &self.citizen_en,
+    /// The frame for a citizen subscribed in `lang` whose places lie in `zones`, if this alert is for them.
+    pub fn citizen_frame(&self, zones: &std::collections::HashSet<String>, lang: Lang) -> Option<&str> {
+        let (zh, en) = self.citizen.as_ref()?;
+        if !self.area_ids.iter().any(|a| zones.contains(a)) {
+            return None;
         }
+        Some(match lang {
+            Lang::ZhTw => zh,
+            Lang::En => en,
+        })
     }
 }
 
@@ -145,7 +149,9 @@ impl<'a> CitizenAlert<'a> {
 
 /// Everything the web side reads; shared behind an `Arc`.
 pub struct App {
-    pub geo: GeoIndex,
+    pub geo: Arc<GeoIndex>,
+    /// Alerts from partner agencies (inbound CAP), when configured.
+    pub inbound: Option<alerting::inbound::Inbound>,
     pub ingest: Arc<Ingest>,
     pub book: Mutex<AlertBook>,
     pub live: RwLock<BTreeMap<String, SensorLive>>,
@@ -268,8 +274,18 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
         crate::reports::photo_dir(data_dir.as_deref()),
         crate::reports::ReportPolicy::default(),
     );
+    let geo = Arc::new(geo);
+    let (inbound, inbound_events) = match &files.inbound {
+        Some((text, path)) => {
+            let config = alerting::inbound::InboundConfig::from_toml(text, path)?;
+            let (inbound, events) = alerting::inbound::Inbound::start(config, Arc::clone(&geo))?;
+            (Some(inbound), Some(events))
+        }
+        None => (None, None),
+    };
     let app = Arc::new(App {
         geo,
+        inbound,
         ingest: Arc::clone(&ingest),
         book: Mutex::new(AlertBook::new(cfg.alerting.id_prefix.clone())),
         live: RwLock::new(BTreeMap::new()),
@@ -326,6 +342,9 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
             app.publish(alert);
         }
     })?;
+    if let Some(events) = inbound_events {
+        tokio::spawn(crate::external::forward(Arc::clone(&app), events));
+    }
     tokio::spawn(coalesce_sensor_updates(Arc::clone(&app), std::time::Duration::from_millis(cfg.http.sensor_update_ms)));
     Ok((app, http))
 }

@@ -120,6 +120,9 @@ async fn report_frame(op: &mut Operator, pred: impl Fn(&Value) -> bool) -> Value
     }
 }
 
+/// (what, status, reason, field, (headers, body))
+type Case<'a> = (&'a str, u16, &'a str, Option<&'a str>, (Vec<(&'a str, &'a str)>, Vec<u8>));
+
 #[test]
 fn bad_input_gets_a_clear_4xx_naming_the_field_and_a_counter() {
     let server = Server::start();
@@ -129,9 +132,8 @@ fn bad_input_gets_a_clear_4xx_naming_the_field_and_a_counter() {
         body[key] = value;
         body
     };
-    // (what, status, reason, field, request)
     let json_ct = [("Content-Type", "application/json")];
-    let cases: Vec<(&str, u16, &str, Option<&str>, (Vec<(&str, &str)>, Vec<u8>))> = vec![
+    let cases: Vec<Case> = vec![
         ("wrong content type", 415, "content_type", Some("Content-Type"),
          (vec![("Content-Type", "text/plain")], good.to_string().into_bytes())),
         ("form post", 415, "content_type", Some("Content-Type"),
@@ -311,7 +313,8 @@ async fn many_client_ids_from_one_address_are_limited_per_address() {
     let free = || -> SocketAddr { format!("127.0.0.1:{}", common::free_port()).parse().unwrap() };
     let listen = Listen { mqtt_v4: Some(free()), mqtt_v5: None, http: free() };
     let data = std::env::temp_dir().join(format!("dc-reports-addr-{}", std::process::id()));
-    let (app, http) = start(ConfigFiles::embedded().unwrap(), &listen, TOKEN.into(), Some(data)).await.expect("the app starts");
+    let tokens = disaster_cloud::web::auth::TokenSet::new(&[], Some(TOKEN)).unwrap();
+    let (app, http) = start(ConfigFiles::embedded().unwrap(), &listen, tokens, Some(data)).await.expect("the app starts");
     let addr = http.local_addr().unwrap();
     let service = disaster_cloud::web::router(app).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(http, service).await });
@@ -327,6 +330,7 @@ async fn many_client_ids_from_one_address_are_limited_per_address() {
     let (status, _, text) = &answers[31];
     assert_eq!(*status, 429, "{text}");
     assert!(text.contains("rate_limited_address"), "{text}");
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("dc-reports-addr-{}", std::process::id())));
 }
 
 #[test]

@@ -1,15 +1,32 @@
-//! Alerts and their lifecycle: exactly one alert per hazard, keyed by rule and area.
+//! Alerts and their lifecycle: exactly one alert per hazard, keyed by rule, area and mode.
 //!
-//! The engine reports per-sensor level changes ([`Finding`]s); the [`AlertBook`] folds them into alerts. An alert's
-//! level is the highest level among the sensors currently contributing to it, so a second sensor agreeing updates the
-//! alert instead of raising another, and the alert clears only when its last sensor clears.
+//! The engine reports per-sensor (or, for zone-wide rules, per-zone) level changes as [`Finding`]s; the
+//! [`AlertBook`] folds them into alerts. An alert's level is the highest level among its current contributions, so a
+//! second sensor agreeing updates the alert instead of raising another, and the alert clears only when its last
+//! contribution clears (the engine applies hysteresis before that).
+//!
+//! Life of an alert: `raised` → `updated` (changes: updated / escalated / de-escalated / acknowledged / commented /
+//! approved) → `cleared` (by the rules) or `cancelled` (by an operator). A cancelled hazard stays quiet while its
+//! sensors stay at or below the cancelled level; it is raised again (as a new alert) only if it gets worse, and forgets
+//! the cancellation once every contribution has cleared.
+//!
+//! Public release is a separate flag ([`PublicRelease`]): operators see every alert at once; public channels (cell
+//! broadcast, public CAP, citizens' app) take an alert only when [`Alert::is_public`] says so. Nothing but
+//! [`Mode::Actual`] may be presented to the public as real: see [`Alert::is_public_real`].
+//!
+//! Durability: a book opened with [`AlertBook::open`] writes every transition to an append-only JSON-lines journal
+//! (see `journal.rs`) before it returns, and rebuilds itself from a checkpoint plus the journal's tail after a restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// CAP 1.2 `severity` (the spec's spelling is the serialised form).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+use crate::journal::{self, Journal, JournalError};
+use crate::rules::Publish;
+
+/// CAP 1.2 `severity` (the spec's spelling is the serialised form). Ordered by danger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Severity {
     Unknown,
     Minor,
@@ -50,8 +67,44 @@ impl Certainty {
     }
 }
 
+impl From<Severity> for crate::cap::Severity {
+    fn from(s: Severity) -> Self {
+        match s {
+            Severity::Unknown => crate::cap::Severity::Unknown,
+            Severity::Minor => crate::cap::Severity::Minor,
+            Severity::Moderate => crate::cap::Severity::Moderate,
+            Severity::Severe => crate::cap::Severity::Severe,
+            Severity::Extreme => crate::cap::Severity::Extreme,
+        }
+    }
+}
+
+impl From<Urgency> for crate::cap::Urgency {
+    fn from(u: Urgency) -> Self {
+        match u {
+            Urgency::Immediate => crate::cap::Urgency::Immediate,
+            Urgency::Expected => crate::cap::Urgency::Expected,
+            Urgency::Future => crate::cap::Urgency::Future,
+            Urgency::Past => crate::cap::Urgency::Past,
+            Urgency::Unknown => crate::cap::Urgency::Unknown,
+        }
+    }
+}
+
+impl From<Certainty> for crate::cap::Certainty {
+    fn from(c: Certainty) -> Self {
+        match c {
+            Certainty::Observed => crate::cap::Certainty::Observed,
+            Certainty::Likely => crate::cap::Certainty::Likely,
+            Certainty::Possible => crate::cap::Certainty::Possible,
+            Certainty::Unlikely => crate::cap::Certainty::Unlikely,
+            Certainty::Unknown => crate::cap::Certainty::Unknown,
+        }
+    }
+}
+
 /// Whether an alert is real. Only `Actual` may ever reach the public as real; drills run the same path as `Exercise`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub enum Mode {
     #[default]
     Actual,
@@ -59,7 +112,17 @@ pub enum Mode {
     Test,
 }
 
-/// The `state` of websocket messages (`INTERFACE.md`).
+impl From<Mode> for crate::cap::Status {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Actual => crate::cap::Status::Actual,
+            Mode::Exercise => crate::cap::Status::Exercise,
+            Mode::Test => crate::cap::Status::Test,
+        }
+    }
+}
+
+/// The `state` of websocket messages (`INTERFACE.md`). Finer detail is in [`Alert::change`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
@@ -75,21 +138,83 @@ impl AlertState {
     }
 }
 
-/// A per-sensor change of level reported by the rule engine. `level: None` means the sensor cleared.
+/// What the latest transition of an alert was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Raised,
+    /// Same level, different contributing sensors.
+    Updated,
+    Escalated,
+    DeEscalated,
+    Acknowledged,
+    Commented,
+    Approved,
+    Cleared,
+    Cancelled,
+}
+
+impl Change {
+    /// The CAP `msgType` a message for this transition carries.
+    pub fn cap_msg_type(self) -> crate::cap::MsgType {
+        match self {
+            Change::Raised => crate::cap::MsgType::Alert,
+            Change::Cleared | Change::Cancelled => crate::cap::MsgType::Cancel,
+            _ => crate::cap::MsgType::Update,
+        }
+    }
+}
+
+/// Whether the public channels may carry the alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicRelease {
+    /// No approval needed: public at once.
+    NotRequired,
+    /// The approval gate holds this version until an operator approves; operators already see it.
+    Pending,
+    /// An operator approved it (up to the severity approved; a later escalation past it is held again).
+    Approved,
+    /// The rule is for operators only (`publish = "operators"`); an operator may still approve it for the public.
+    Withheld,
+}
+
+/// Which engine step produced a finding (journaled as part of the cause).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Reading,
+    Tick,
+    Forecast,
+    Reload,
+}
+
+/// A change of level reported by the rule engine for one contributor (a sensor, or the zone itself for zone-wide
+/// rules) of one hazard. `level: None` means the contributor cleared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
     pub rule_id: String,
     pub event: String,
     pub area_id: String,
+    /// The sensor for per-sensor rules; empty for zone-wide rules (composite, correlation), see `evidence`.
     pub sensor_id: String,
     pub level: Option<LevelInfo>,
-    /// The measured quantity that decided (a window sum or the latest value), for texts and operators.
+    /// The measured quantity that decided (a window sum, the latest value, a rate), for texts and operators.
     pub value: f64,
-    /// Event time of the reading that caused the change.
+    /// Event time of the reading (or tick/forecast time) that caused the change.
     pub ts_ms: i64,
+    /// Who may see the rule's alerts.
+    pub publish: Publish,
+    /// Whether this level's class waits for an operator before public release (`[[approval]]`).
+    pub approval_required: bool,
+    /// Zone-wide rules: the sensors whose state supports the finding.
+    pub evidence: Vec<String>,
+    /// Values for CAP templates (`rain_24h_mm`, `water_level_m`, `vehicle`, …).
+    pub values: BTreeMap<String, String>,
+    pub trigger: Trigger,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LevelInfo {
     pub index: usize,
     pub name: String,
@@ -101,13 +226,23 @@ pub struct LevelInfo {
     pub condition: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// An operator's note on an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comment {
+    pub by: String,
+    pub at_ms: i64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    /// Stable id, also the CAP `identifier`.
+    /// Stable id, also the CAP `identifier` stem.
     pub id: String,
-    /// Incremented on every change; clients use it to detect what they missed.
+    /// Incremented on every transition; clients use it to detect what they missed.
     pub version: u32,
     pub state: AlertState,
+    /// The latest transition, finer than `state`.
+    pub change: Change,
     pub mode: Mode,
     pub rule_id: String,
     pub event: String,
@@ -116,111 +251,562 @@ pub struct Alert {
     pub value: f64,
     pub raised_ms: i64,
     pub updated_ms: i64,
-    /// Sensors currently at a level, with their level index.
+    /// Sensors currently supporting the alert, with their level index.
     pub sensors: BTreeMap<String, usize>,
     pub acknowledged_by: Option<String>,
+    /// Whether the public channels may carry the current version; see [`Alert::is_public`].
+    pub public_release: PublicRelease,
+    /// Whether any version of this alert has been releasable to the public (so its end must be announced too).
+    pub released: bool,
+    /// The severity an operator approved; escalation past it is held again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_severity: Option<Severity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comments: Vec<Comment>,
+    /// CAP template values from the latest finding.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, String>,
 }
 
+impl Alert {
+    /// Whether public channels (cell broadcast, public CAP feed, citizens' app) should carry this version. An
+    /// alert's end (cleared/cancelled) goes out when any earlier version went out. Mode is not considered here: a
+    /// drill may go public *as a drill*; use [`Alert::is_public_real`] where only real warnings belong.
+    pub fn is_public(&self) -> bool {
+        let releasable = matches!(self.public_release, PublicRelease::NotRequired | PublicRelease::Approved);
+        if self.state.is_active() {
+            releasable
+        } else {
+            self.released
+        }
+    }
+
+    /// Public and real: never true for Exercise or Test alerts.
+    pub fn is_public_real(&self) -> bool {
+        self.mode == Mode::Actual && self.is_public()
+    }
+}
+
+/// The identity of a hazard: one alert at a time per key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HazardKey {
+    pub rule_id: String,
+    pub area_id: String,
+    /// A drill never merges into a real alert for the same hazard, nor the other way round.
+    pub mode: Mode,
+}
+
+/// One contributor's current level in an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    pub level: LevelInfo,
+    pub approval_required: bool,
+    pub publish: Publish,
+    /// Zone-wide rules: the sensors behind the contribution.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+}
+
+/// What an operator cancelled, remembered until its sensors clear so that the same hazard does not return at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suppressed {
+    /// The alert's level index when cancelled; only a higher level raises the hazard again.
+    pub level_index: usize,
+    pub contributions: BTreeMap<String, Contribution>,
+}
+
+/// Why a transition happened (journaled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Cause {
+    /// The rule engine: which rule, which contributor, what it measured, which reading (event time).
+    Rule {
+        rule: String,
+        contributor: String,
+        condition: Option<String>,
+        value: f64,
+        trigger: Trigger,
+        ts_ms: i64,
+    },
+    /// An operator command.
+    Operator { action: String, text: Option<String> },
+}
+
+/// An operator's command on an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Acknowledge,
+    Comment(String),
+    /// Release to the public channels an alert the gate holds (or one withheld by its rule).
+    Approve,
+    Cancel { reason: Option<String> },
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Acknowledge => "acknowledge",
+            Command::Comment(_) => "comment",
+            Command::Approve => "approve",
+            Command::Cancel { .. } => "cancel",
+        }
+    }
+}
+
+/// Why an operator command was refused. Small and matchable so the HTTP layer can map it to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum BookError {
+    #[error("no alert `{0}`")]
+    NotFound(String),
+    #[error("alert `{0}` is no longer active")]
+    NotActive(String),
+    #[error("alert `{0}` has nothing to approve (already public)")]
+    NothingToApprove(String),
+    #[error("comment: {0}")]
+    BadComment(&'static str),
+    /// The journal could not record the command, so it was not applied (the operator may retry).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// What [`AlertBook::open`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Restored {
+    /// Whether a checkpoint was loaded (the journal was then replayed from the checkpoint's offset).
+    pub from_checkpoint: bool,
+    /// Journal records applied.
+    pub records: usize,
+    /// Alerts active after the restore.
+    pub active: usize,
+    /// Bytes of an incomplete last line cut off (a crash in the middle of a write).
+    pub truncated_bytes: u64,
+    /// Byte offsets of lines that could not be read and were skipped (damage other than a torn last line).
+    pub skipped: Vec<u64>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BookCounters {
+    pub transitions: u64,
+    /// Rule transitions kept in memory although the journal could not record them (disk full, I/O error).
+    pub journal_errors: u64,
+    /// Findings absorbed by a cancelled hazard.
+    pub suppressed: u64,
+}
+
+/// Contributor key of zone-wide findings (an empty sensor id).
+const AREA: &str = "";
+/// Longest operator comment, in characters.
+const MAX_COMMENT_CHARS: usize = 2000;
+/// Comments kept per alert; past that the journal still has them but the alert refuses more.
+const MAX_COMMENTS: usize = 200;
+
 /// The alerts, active and recent, with the index that keeps one alert per hazard.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AlertBook {
     alerts: BTreeMap<String, Alert>,
-    /// (rule id, area id) → id of the active alert for that hazard.
-    active: HashMap<(String, String), String>,
-    /// Per active alert: the level info each contributing sensor reported.
-    contributions: HashMap<String, BTreeMap<String, LevelInfo>>,
+    /// Hazard → id of its active alert.
+    active: HashMap<HazardKey, String>,
+    /// Per active alert: what each contributor reports.
+    contributions: HashMap<String, BTreeMap<String, Contribution>>,
+    /// Cancelled hazards whose sensors have not all cleared yet.
+    suppressed: BTreeMap<HazardKey, Suppressed>,
+    /// Ended alerts, oldest first: beyond `retain_closed` the oldest are forgotten (the journal keeps them).
+    closed: VecDeque<String>,
+    retain_closed: usize,
+    /// Sequence of alert ids; survives restarts through the journal so ids are never reused.
     next_seq: u64,
     id_prefix: String,
+    /// None for an in-memory book (tests, `demo` without a data dir).
+    journal: Option<Journal>,
+    pub counters: BookCounters,
 }
 
 impl AlertBook {
+    /// An in-memory book: nothing survives the process.
     pub fn new(id_prefix: impl Into<String>) -> Self {
-        Self { id_prefix: id_prefix.into(), ..Self::default() }
+        Self {
+            alerts: BTreeMap::new(),
+            active: HashMap::new(),
+            contributions: HashMap::new(),
+            suppressed: BTreeMap::new(),
+            closed: VecDeque::new(),
+            retain_closed: 10_000,
+            next_seq: 0,
+            id_prefix: id_prefix.into(),
+            journal: None,
+            counters: BookCounters::default(),
+        }
     }
 
-    /// Folds one finding in; returns the alert if it changed.
-    pub fn apply(&mut self, f: Finding, mode: Mode) -> Option<Alert> {
-        let key = (f.rule_id.clone(), f.area_id.clone());
-        match (self.active.get(&key).cloned(), f.level) {
-            (None, None) => None,
-            (None, Some(level)) => {
-                self.next_seq += 1;
-                let id = format!("{}-{}-{:06}", self.id_prefix, f.ts_ms, self.next_seq);
-                let alert = Alert {
-                    id: id.clone(),
-                    version: 1,
-                    state: AlertState::Raised,
-                    mode,
-                    rule_id: f.rule_id,
-                    event: f.event,
-                    area_id: f.area_id,
-                    level: level.clone(),
-                    value: f.value,
-                    raised_ms: f.ts_ms,
-                    updated_ms: f.ts_ms,
-                    sensors: BTreeMap::from([(f.sensor_id.clone(), level.index)]),
-                    acknowledged_by: None,
-                };
-                self.contributions.insert(id.clone(), BTreeMap::from([(f.sensor_id, level)]));
-                self.active.insert(key, id.clone());
-                self.alerts.insert(id, alert.clone());
-                Some(alert)
-            }
-            (Some(id), level) => {
-                let contributions = self.contributions.entry(id.clone()).or_default();
-                match level {
-                    Some(level) => {
-                        contributions.insert(f.sensor_id, level);
-                    }
-                    None => {
-                        contributions.remove(&f.sensor_id);
-                    }
+    /// Opens (or creates) the durable book in `dir`: loads the checkpoint if there is one, replays the journal after
+    /// it, tolerates a torn last line (cut off) and skips unreadable lines (reported), then journals every further
+    /// transition with an fsync before returning it.
+    pub fn open(dir: &Path, id_prefix: impl Into<String>) -> Result<(Self, Restored), JournalError> {
+        let mut book = AlertBook::new(id_prefix);
+        let mut restored = Restored::default();
+        let checkpoint: Option<Checkpoint> = journal::read_json(&dir.join(journal::BOOK_CHECKPOINT))?;
+        let mut offset = 0;
+        if let Some(cp) = checkpoint {
+            offset = cp.journal_offset;
+            book.load_checkpoint(cp);
+            restored.from_checkpoint = true;
+        }
+        let (journal, replay) = Journal::open(&dir.join(journal::BOOK_JOURNAL), offset)?;
+        let mut journal = journal;
+        for line in &replay.lines {
+            match serde_json::from_slice::<Record>(&line.bytes) {
+                Ok(record) => {
+                    book.replay(record);
+                    restored.records += 1;
                 }
-                let alert = self.alerts.get_mut(&id)?;
-                let top = contributions.values().max_by_key(|l| l.index).cloned();
-                let sensors: BTreeMap<String, usize> =
-                    contributions.iter().map(|(s, l)| (s.clone(), l.index)).collect();
-                match top {
-                    None => {
-                        alert.state = AlertState::Cleared;
-                        self.active.remove(&key);
-                        self.contributions.remove(&id);
-                    }
-                    Some(top) => {
-                        if top.index == alert.level.index && sensors == alert.sensors {
-                            return None;
-                        }
-                        alert.state = AlertState::Updated;
-                        alert.level = top;
-                    }
+                Err(e) => {
+                    tracing::error!(offset = line.offset, error = %e, "alert journal: unreadable line skipped");
+                    restored.skipped.push(line.offset);
                 }
-                alert.sensors = sensors;
-                alert.value = f.value;
-                alert.version += 1;
-                alert.updated_ms = f.ts_ms;
-                Some(alert.clone())
             }
         }
+        // A last line without its newline is a write that a crash interrupted. If it still parses it was written in
+        // full (only the newline is missing) and may already have been broadcast, so keep it; otherwise cut it off.
+        if let Some(tail) = replay.tail {
+            match serde_json::from_slice::<Record>(&tail.bytes) {
+                Ok(record) => {
+                    book.replay(record);
+                    restored.records += 1;
+                    journal.complete_tail()?;
+                }
+                Err(_) => {
+                    restored.truncated_bytes = tail.bytes.len() as u64;
+                    tracing::warn!(bytes = tail.bytes.len(), "alert journal: torn last line cut off");
+                    journal.truncate_tail()?;
+                }
+            }
+        }
+        book.journal = Some(journal);
+        restored.active = book.active.len();
+        Ok((book, restored))
+    }
+
+    /// Writes a checkpoint (the whole book and the journal offset it covers) so the next start replays only what
+    /// follows. Call it at shutdown and now and then (hourly); the journal itself is never rewritten: it is the
+    /// audit trail.
+    pub fn checkpoint(&mut self) -> Result<(), JournalError> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let cp = Checkpoint {
+            format: 1,
+            journal_offset: journal.offset(),
+            next_seq: self.next_seq,
+            alerts: self.alerts.values().cloned().collect(),
+            contributions: self.contributions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            suppressed: self.suppressed.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            closed: self.closed.iter().cloned().collect(),
+        };
+        journal::write_json_atomic(journal.dir(), journal::BOOK_CHECKPOINT, &cp)
+    }
+
+    /// How many closed alerts stay in memory (default 10 000); older ones remain in the journal.
+    pub fn set_retain_closed(&mut self, n: usize) {
+        self.retain_closed = n;
+        self.prune();
+    }
+
+    /// Folds one finding in; returns the alert if it changed. With a journal, the transition is on disk (fsync)
+    /// before this returns; if the journal fails the alert still changes (a warning must not be lost to a full disk)
+    /// and `counters.journal_errors` counts it.
+    pub fn apply(&mut self, f: Finding, mode: Mode) -> Option<Alert> {
+        let changed = self.fold(f, mode);
+        self.sync();
+        changed
+    }
+
+    /// Folds many findings with a single fsync at the end: the hot path's batch form of [`AlertBook::apply`].
+    pub fn apply_all(&mut self, findings: impl IntoIterator<Item = Finding>, mode: Mode) -> Vec<Alert> {
+        let changed: Vec<Alert> = findings.into_iter().filter_map(|f| self.fold(f, mode)).collect();
+        self.sync();
+        changed
+    }
+
+    fn fold(&mut self, f: Finding, mode: Mode) -> Option<Alert> {
+        let key = HazardKey { rule_id: f.rule_id.clone(), area_id: f.area_id.clone(), mode };
+        let contributor = if f.sensor_id.is_empty() { AREA.to_string() } else { f.sensor_id.clone() };
+        let cause = Cause::Rule {
+            rule: f.rule_id.clone(),
+            contributor: contributor.clone(),
+            condition: f.level.as_ref().map(|l| l.condition.clone()),
+            value: f.value,
+            trigger: f.trigger,
+            ts_ms: f.ts_ms,
+        };
+        let contribution = f.level.clone().map(|level| Contribution {
+            level,
+            approval_required: f.approval_required,
+            publish: f.publish,
+            evidence: f.evidence.clone(),
+        });
+
+        // A cancelled hazard: track silently; raise again only above the cancelled level.
+        if let Some(sup) = self.suppressed.get_mut(&key) {
+            self.counters.suppressed += 1;
+            match contribution {
+                Some(c) => sup.contributions.insert(contributor, c),
+                None => sup.contributions.remove(&contributor),
+            };
+            let top = sup.contributions.values().map(|c| c.level.index).max();
+            match top {
+                None => {
+                    self.suppressed.remove(&key);
+                    self.journal_suppression(key, None, f.ts_ms);
+                    return None;
+                }
+                Some(top) if top <= sup.level_index => {
+                    let sup = sup.clone();
+                    self.journal_suppression(key, Some(sup), f.ts_ms);
+                    return None;
+                }
+                Some(_) => {
+                    // Worse than what the operator cancelled: a new alert with everything currently reporting.
+                    let Some(sup) = self.suppressed.remove(&key) else { return None };
+                    self.journal_suppression(key.clone(), None, f.ts_ms);
+                    return self.raise(key, sup.contributions, &f, cause);
+                }
+            }
+        }
+
+        match self.active.get(&key).cloned() {
+            None => {
+                let c = contribution?;
+                self.raise(key, BTreeMap::from([(contributor, c)]), &f, cause)
+            }
+            Some(id) => {
+                let contributions = self.contributions.entry(id.clone()).or_default();
+                let before = contributions.get(&contributor).cloned();
+                match contribution {
+                    Some(c) => {
+                        if before.as_ref() == Some(&c) {
+                            return None;
+                        }
+                        contributions.insert(contributor, c);
+                    }
+                    None => {
+                        before.as_ref()?;
+                        contributions.remove(&contributor);
+                    }
+                }
+                let contributions = contributions.clone();
+                let alert = self.alerts.get_mut(&id)?;
+                let old_level = alert.level.index;
+                let old_sensors = alert.sensors.clone();
+                match top_of(&contributions) {
+                    None => {
+                        alert.state = AlertState::Cleared;
+                        alert.change = Change::Cleared;
+                    }
+                    Some(top) => {
+                        let sensors = sensors_of(&contributions);
+                        if top.level.index == old_level && sensors == old_sensors {
+                            // Only a contributor's condition text changed (or the engine re-announced a level after
+                            // a restart): not a transition, nothing to journal.
+                            return None;
+                        }
+                        alert.change = match top.level.index.cmp(&old_level) {
+                            std::cmp::Ordering::Greater => Change::Escalated,
+                            std::cmp::Ordering::Less => Change::DeEscalated,
+                            std::cmp::Ordering::Equal => Change::Updated,
+                        };
+                        alert.state = AlertState::Updated;
+                        alert.public_release = regate(alert, top);
+                        alert.level = top.level.clone();
+                        alert.sensors = sensors;
+                    }
+                }
+                alert.value = f.value;
+                if !f.values.is_empty() {
+                    alert.values = f.values.clone();
+                }
+                alert.version += 1;
+                alert.updated_ms = f.ts_ms;
+                note_release(alert);
+                let alert = alert.clone();
+                if !alert.state.is_active() {
+                    self.active.remove(&key);
+                    self.contributions.remove(&id);
+                    self.closed.push_back(id.clone());
+                } else {
+                    self.contributions.insert(id.clone(), contributions.clone());
+                }
+                self.journal_transition(&alert, &contributions_if_active(&alert, contributions), cause, "rules");
+                self.prune();
+                Some(alert)
+            }
+        }
+    }
+
+    fn raise(
+        &mut self,
+        key: HazardKey,
+        contributions: BTreeMap<String, Contribution>,
+        f: &Finding,
+        cause: Cause,
+    ) -> Option<Alert> {
+        let top = top_of(&contributions)?.clone();
+        self.next_seq += 1;
+        let id = format!("{}-{}-{:06}", self.id_prefix, f.ts_ms, self.next_seq);
+        let public_release = match (top.publish, top.approval_required) {
+            (Publish::Operators, _) => PublicRelease::Withheld,
+            (Publish::Public, true) => PublicRelease::Pending,
+            (Publish::Public, false) => PublicRelease::NotRequired,
+        };
+        let mut alert = Alert {
+            id: id.clone(),
+            version: 1,
+            state: AlertState::Raised,
+            change: Change::Raised,
+            mode: key.mode,
+            rule_id: key.rule_id.clone(),
+            event: f.event.clone(),
+            area_id: key.area_id.clone(),
+            level: top.level.clone(),
+            value: f.value,
+            raised_ms: f.ts_ms,
+            updated_ms: f.ts_ms,
+            sensors: sensors_of(&contributions),
+            acknowledged_by: None,
+            public_release,
+            released: false,
+            approved_severity: None,
+            approved_by: None,
+            cancelled_by: None,
+            comments: Vec::new(),
+            values: f.values.clone(),
+        };
+        note_release(&mut alert);
+        self.active.insert(key, id.clone());
+        self.contributions.insert(id.clone(), contributions.clone());
+        self.alerts.insert(id, alert.clone());
+        self.journal_transition(&alert, &contributions, cause, "rules");
+        Some(alert)
+    }
+
+    /// Applies an operator command. The transition is journaled first: if the journal fails, nothing changes and the
+    /// error says so (the operator can retry), unlike rule transitions which must never be lost.
+    pub fn command(&mut self, id: &str, command: Command, actor: &str, at_ms: i64) -> Result<Alert, BookError> {
+        let current = self.alerts.get(id).ok_or_else(|| BookError::NotFound(id.to_string()))?;
+        let mut alert = current.clone();
+        let active = alert.state.is_active();
+        let mut text = None;
+        match &command {
+            Command::Acknowledge => {
+                if !active {
+                    return Err(BookError::NotActive(id.to_string()));
+                }
+                alert.acknowledged_by = Some(actor.to_string());
+                alert.change = Change::Acknowledged;
+            }
+            Command::Comment(body) => {
+                let body = body.trim();
+                if body.is_empty() {
+                    return Err(BookError::BadComment("empty"));
+                }
+                if body.chars().count() > MAX_COMMENT_CHARS {
+                    return Err(BookError::BadComment("longer than 2000 characters"));
+                }
+                if alert.comments.len() >= MAX_COMMENTS {
+                    return Err(BookError::BadComment("too many comments on this alert"));
+                }
+                alert.comments.push(Comment { by: actor.to_string(), at_ms, text: body.to_string() });
+                alert.change = Change::Commented;
+                text = Some(body.to_string());
+            }
+            Command::Approve => {
+                if !active {
+                    return Err(BookError::NotActive(id.to_string()));
+                }
+                if !matches!(alert.public_release, PublicRelease::Pending | PublicRelease::Withheld) {
+                    return Err(BookError::NothingToApprove(id.to_string()));
+                }
+                alert.public_release = PublicRelease::Approved;
+                alert.approved_severity = Some(alert.level.severity);
+                alert.approved_by = Some(actor.to_string());
+                alert.change = Change::Approved;
+            }
+            Command::Cancel { reason } => {
+                if !active {
+                    return Err(BookError::NotActive(id.to_string()));
+                }
+                alert.state = AlertState::Cancelled;
+                alert.change = Change::Cancelled;
+                alert.cancelled_by = Some(actor.to_string());
+                text = reason.clone();
+            }
+        }
+        alert.version += 1;
+        // Operator actions happen on the wall clock; never let an alert's time run backwards because the rules run
+        // on event time that may be ahead.
+        alert.updated_ms = at_ms.max(alert.updated_ms);
+        note_release(&mut alert);
+        let cause = Cause::Operator { action: command.name().to_string(), text };
+        let key = HazardKey { rule_id: alert.rule_id.clone(), area_id: alert.area_id.clone(), mode: alert.mode };
+        let contributions = self.contributions.get(id).cloned().unwrap_or_default();
+        let journaled = if alert.state.is_active() { contributions.clone() } else { BTreeMap::new() };
+        self.write_record(&Record::Transition {
+            seq: 0,
+            at_ms: alert.updated_ms,
+            recorded_ms: journal::wall_ms(),
+            actor: actor.to_string(),
+            cause,
+            alert: alert.clone(),
+            contributions: journaled,
+            suppressed: (alert.state == AlertState::Cancelled && !contributions.is_empty())
+                .then(|| Suppressed { level_index: alert.level.index, contributions: contributions.clone() }),
+            next_seq: self.next_seq,
+        })?;
+        if let Some(j) = &mut self.journal {
+            j.sync()?;
+        }
+        if alert.state == AlertState::Cancelled {
+            self.active.remove(&key);
+            self.contributions.remove(id);
+            if !contributions.is_empty() {
+                self.suppressed.insert(key, Suppressed { level_index: alert.level.index, contributions });
+            }
+            self.closed.push_back(id.to_string());
+        }
+        self.alerts.insert(id.to_string(), alert.clone());
+        self.counters.transitions += 1;
+        self.prune();
+        Ok(alert)
+    }
+
+    /// Releases a held alert to the public channels.
+    pub fn approve(&mut self, id: &str, actor: &str, at_ms: i64) -> Result<Alert, BookError> {
+        self.command(id, Command::Approve, actor, at_ms)
+    }
+
+    pub fn comment(&mut self, id: &str, actor: &str, text: &str, at_ms: i64) -> Result<Alert, BookError> {
+        self.command(id, Command::Comment(text.to_string()), actor, at_ms)
+    }
+
+    pub fn acknowledge_by(&mut self, id: &str, actor: &str, at_ms: i64) -> Result<Alert, BookError> {
+        self.command(id, Command::Acknowledge, actor, at_ms)
     }
 
     /// Operator cancellation: the hazard's alert ends now, whatever the sensors say.
-    pub fn cancel(&mut self, id: &str, at_ms: i64) -> Option<Alert> {
-        let alert = self.alerts.get_mut(id)?;
-        if !alert.state.is_active() {
-            return None;
-        }
-        alert.state = AlertState::Cancelled;
-        alert.version += 1;
-        alert.updated_ms = at_ms;
-        self.active.remove(&(alert.rule_id.clone(), alert.area_id.clone()));
-        self.contributions.remove(id);
-        Some(alert.clone())
+    pub fn cancel_by(&mut self, id: &str, actor: &str, reason: Option<&str>, at_ms: i64) -> Result<Alert, BookError> {
+        self.command(id, Command::Cancel { reason: reason.map(str::to_string) }, actor, at_ms)
     }
 
+    /// Compatibility form of [`AlertBook::acknowledge_by`] (wall-clock time, errors as `None`).
     pub fn acknowledge(&mut self, id: &str, by: &str) -> Option<Alert> {
-        let alert = self.alerts.get_mut(id)?;
-        alert.acknowledged_by = Some(by.to_string());
-        Some(alert.clone())
+        self.acknowledge_by(id, by, journal::wall_ms()).ok()
+    }
+
+    /// Compatibility form of [`AlertBook::cancel_by`] (actor "operator", errors as `None`).
+    pub fn cancel(&mut self, id: &str, at_ms: i64) -> Option<Alert> {
+        self.cancel_by(id, "operator", None, at_ms).ok()
     }
 
     pub fn get(&self, id: &str) -> Option<&Alert> {
@@ -234,6 +820,256 @@ impl AlertBook {
     pub fn all(&self) -> impl Iterator<Item = &Alert> {
         self.alerts.values()
     }
+
+    /// Every contribution the book holds for `mode` (active alerts and cancelled-but-not-cleared hazards), as
+    /// (rule id, area id, contributor — empty for zone-wide rules —, level index). The engine adopts these after a
+    /// restart because the journal is newer than its snapshot (`RuleEngine::adopt_levels`).
+    pub fn contributions(&self, mode: Mode) -> Vec<(String, String, String, usize)> {
+        let mut out = Vec::new();
+        for (key, id) in &self.active {
+            if key.mode != mode {
+                continue;
+            }
+            for (who, c) in self.contributions.get(id).into_iter().flatten() {
+                out.push((key.rule_id.clone(), key.area_id.clone(), who.clone(), c.level.index));
+            }
+        }
+        for (key, sup) in &self.suppressed {
+            if key.mode == mode {
+                for (who, c) in &sup.contributions {
+                    out.push((key.rule_id.clone(), key.area_id.clone(), who.clone(), c.level.index));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn sync(&mut self) {
+        if let Some(j) = &mut self.journal {
+            if let Err(e) = j.sync() {
+                self.counters.journal_errors += 1;
+                tracing::error!(error = %e, "alert journal: fsync failed; transitions kept in memory");
+            }
+        }
+    }
+
+    fn journal_transition(
+        &mut self,
+        alert: &Alert,
+        contributions: &BTreeMap<String, Contribution>,
+        cause: Cause,
+        actor: &str,
+    ) {
+        self.counters.transitions += 1;
+        let record = Record::Transition {
+            seq: 0,
+            at_ms: alert.updated_ms,
+            recorded_ms: journal::wall_ms(),
+            actor: actor.to_string(),
+            cause,
+            alert: alert.clone(),
+            contributions: contributions.clone(),
+            suppressed: None,
+            next_seq: self.next_seq,
+        };
+        if let Err(e) = self.write_record(&record) {
+            self.counters.journal_errors += 1;
+            tracing::error!(error = %e, id = %alert.id, "alert journal: write failed; transition kept in memory");
+        }
+    }
+
+    fn journal_suppression(&mut self, key: HazardKey, suppressed: Option<Suppressed>, at_ms: i64) {
+        let record = Record::Suppression { seq: 0, at_ms, recorded_ms: journal::wall_ms(), key, suppressed };
+        if let Err(e) = self.write_record(&record) {
+            self.counters.journal_errors += 1;
+            tracing::error!(error = %e, "alert journal: write failed");
+        }
+    }
+
+    fn write_record(&mut self, record: &Record) -> Result<(), JournalError> {
+        let Some(journal) = &mut self.journal else { return Ok(()) };
+        let seq = journal.next_seq();
+        let mut record = record.clone();
+        match &mut record {
+            Record::Transition { seq: s, .. } | Record::Suppression { seq: s, .. } => *s = seq,
+        }
+        let line = serde_json::to_vec(&record).map_err(|e| JournalError::Encode(e.to_string()))?;
+        journal.append(&line)
+    }
+
+    /// Applies one journal record during restore: the record carries the alert as it was after the transition, so
+    /// replay is "last record per alert wins" and needs no rule logic.
+    fn replay(&mut self, record: Record) {
+        match record {
+            Record::Transition { seq, alert, contributions, suppressed, next_seq, .. } => {
+                if let Some(j) = &mut self.journal {
+                    j.observe_seq(seq);
+                }
+                self.next_seq = self.next_seq.max(next_seq);
+                let key = HazardKey { rule_id: alert.rule_id.clone(), area_id: alert.area_id.clone(), mode: alert.mode };
+                let id = alert.id.clone();
+                if alert.state.is_active() {
+                    self.active.insert(key, id.clone());
+                    self.contributions.insert(id.clone(), contributions);
+                } else {
+                    if self.active.get(&key) == Some(&id) {
+                        self.active.remove(&key);
+                    }
+                    self.contributions.remove(&id);
+                    if let Some(sup) = suppressed {
+                        self.suppressed.insert(key, sup);
+                    }
+                    if !self.closed.contains(&id) {
+                        self.closed.push_back(id.clone());
+                    }
+                }
+                self.alerts.insert(id, alert);
+                self.prune();
+            }
+            Record::Suppression { seq, key, suppressed, .. } => {
+                if let Some(j) = &mut self.journal {
+                    j.observe_seq(seq);
+                }
+                match suppressed {
+                    Some(s) => self.suppressed.insert(key, s),
+                    None => self.suppressed.remove(&key),
+                };
+            }
+        }
+    }
+
+    fn load_checkpoint(&mut self, cp: Checkpoint) {
+        self.next_seq = cp.next_seq;
+        for alert in cp.alerts {
+            if alert.state.is_active() {
+                let key = HazardKey { rule_id: alert.rule_id.clone(), area_id: alert.area_id.clone(), mode: alert.mode };
+                self.active.insert(key, alert.id.clone());
+            }
+            self.alerts.insert(alert.id.clone(), alert);
+        }
+        self.contributions = cp.contributions.into_iter().collect();
+        self.suppressed = cp.suppressed.into_iter().collect();
+        self.closed = cp.closed.into_iter().collect();
+    }
+
+    fn prune(&mut self) {
+        while self.closed.len() > self.retain_closed {
+            if let Some(id) = self.closed.pop_front() {
+                // Only forget it if it is still closed (ids are never reused, so this is belt and braces).
+                if self.alerts.get(&id).is_some_and(|a| !a.state.is_active()) {
+                    self.alerts.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+/// The contribution with the highest level (ties: the first in contributor order, so the result is deterministic).
+fn top_of(contributions: &BTreeMap<String, Contribution>) -> Option<&Contribution> {
+    contributions.values().reduce(|best, c| if c.level.index > best.level.index { c } else { best })
+}
+
+/// Sensors supporting the alert: per-sensor contributors, and the evidence of a zone-wide contribution.
+fn sensors_of(contributions: &BTreeMap<String, Contribution>) -> BTreeMap<String, usize> {
+    let mut sensors = BTreeMap::new();
+    for (who, c) in contributions {
+        if who == AREA {
+            for s in &c.evidence {
+                sensors.insert(s.clone(), c.level.index);
+            }
+        } else {
+            sensors.insert(who.clone(), c.level.index);
+        }
+    }
+    sensors
+}
+
+fn contributions_if_active(
+    alert: &Alert,
+    contributions: BTreeMap<String, Contribution>,
+) -> BTreeMap<String, Contribution> {
+    if alert.state.is_active() {
+        contributions
+    } else {
+        BTreeMap::new()
+    }
+}
+
+/// The public-release flag after the level changed to `top`.
+fn regate(alert: &Alert, top: &Contribution) -> PublicRelease {
+    match alert.public_release {
+        // `publish` is per rule, so it cannot change with the level: withheld stays withheld unless approved.
+        PublicRelease::Withheld => PublicRelease::Withheld,
+        PublicRelease::Pending | PublicRelease::NotRequired => {
+            if top.approval_required {
+                PublicRelease::Pending
+            } else {
+                PublicRelease::NotRequired
+            }
+        }
+        PublicRelease::Approved => {
+            let beyond = alert.approved_severity.is_none_or(|s| top.level.severity > s);
+            if top.approval_required && beyond {
+                PublicRelease::Pending
+            } else {
+                PublicRelease::Approved
+            }
+        }
+    }
+}
+
+fn note_release(alert: &mut Alert) {
+    if alert.state.is_active() && matches!(alert.public_release, PublicRelease::NotRequired | PublicRelease::Approved) {
+        alert.released = true;
+    }
+}
+
+/// One journal line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Record {
+    /// An alert changed: the alert after the change, why, and by whom.
+    Transition {
+        seq: u64,
+        /// Event time of the transition (reading time for rules, command time for operators).
+        at_ms: i64,
+        /// Wall-clock time the line was written.
+        recorded_ms: i64,
+        /// "rules", or the operator's name.
+        actor: String,
+        cause: Cause,
+        alert: Alert,
+        /// Active alerts: the contributions after the change.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        contributions: BTreeMap<String, Contribution>,
+        /// Cancellations: what is suppressed from now on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suppressed: Option<Suppressed>,
+        /// The alert-id sequence after the change.
+        next_seq: u64,
+    },
+    /// A cancelled hazard's silent contributions changed (or it ended: `suppressed` absent).
+    Suppression {
+        seq: u64,
+        at_ms: i64,
+        recorded_ms: i64,
+        key: HazardKey,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suppressed: Option<Suppressed>,
+    },
+}
+
+/// The whole book at a journal offset.
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    format: u32,
+    journal_offset: u64,
+    next_seq: u64,
+    alerts: Vec<Alert>,
+    contributions: Vec<(String, BTreeMap<String, Contribution>)>,
+    suppressed: Vec<(HazardKey, Suppressed)>,
+    closed: Vec<String>,
 }
 
 #[cfg(test)]
@@ -245,14 +1081,14 @@ mod tests {
             index,
             name: format!("L{index}"),
             name_en: format!("L{index}"),
-            severity: Severity::Moderate,
+            severity: [Severity::Moderate, Severity::Severe, Severity::Extreme][index.min(2)],
             urgency: Urgency::Immediate,
             certainty: Certainty::Observed,
             condition: String::new(),
         }
     }
 
-    fn finding(sensor: &str, lvl: Option<usize>, ts: i64) -> Finding {
+    pub(crate) fn finding(sensor: &str, lvl: Option<usize>, ts: i64) -> Finding {
         Finding {
             rule_id: "heavy-rain".into(),
             event: "heavy_rain".into(),
@@ -261,6 +1097,11 @@ mod tests {
             level: lvl.map(level),
             value: 1.0,
             ts_ms: ts,
+            publish: Publish::Public,
+            approval_required: false,
+            evidence: Vec::new(),
+            values: BTreeMap::new(),
+            trigger: Trigger::Reading,
         }
     }
 
@@ -268,19 +1109,20 @@ mod tests {
     fn one_alert_per_hazard_through_its_life() {
         let mut book = AlertBook::new("dc");
         let a = book.apply(finding("A", Some(0), 1), Mode::Actual).unwrap();
-        assert_eq!((a.state, a.version), (AlertState::Raised, 1));
+        assert_eq!((a.state, a.change, a.version), (AlertState::Raised, Change::Raised, 1));
         // A second sensor agreeing updates, it does not duplicate.
         let b = book.apply(finding("B", Some(0), 2), Mode::Actual).unwrap();
-        assert_eq!((b.id.as_str(), b.state, b.version), (a.id.as_str(), AlertState::Updated, 2));
+        assert_eq!((b.id.as_str(), b.state, b.change, b.version), (a.id.as_str(), AlertState::Updated, Change::Updated, 2));
         // Escalation.
         let c = book.apply(finding("B", Some(1), 3), Mode::Actual).unwrap();
-        assert_eq!((c.level.index, c.version), (1, 3));
+        assert_eq!((c.level.index, c.version, c.change), (1, 3, Change::Escalated));
         // Same again: nothing changes.
         assert!(book.apply(finding("B", Some(1), 4), Mode::Actual).is_none());
         // One sensor clearing de-escalates to the other's level; the last one clears the alert.
-        assert_eq!(book.apply(finding("B", None, 5), Mode::Actual).unwrap().level.index, 0);
+        let d = book.apply(finding("B", None, 5), Mode::Actual).unwrap();
+        assert_eq!((d.level.index, d.change), (0, Change::DeEscalated));
         let e = book.apply(finding("A", None, 6), Mode::Actual).unwrap();
-        assert_eq!(e.state, AlertState::Cleared);
+        assert_eq!((e.state, e.change), (AlertState::Cleared, Change::Cleared));
         assert_eq!(book.active().count(), 0);
         // The next rise is a new alert.
         let f = book.apply(finding("A", Some(0), 7), Mode::Actual).unwrap();
@@ -288,10 +1130,93 @@ mod tests {
     }
 
     #[test]
-    fn cancel_ends_an_active_alert_once() {
+    fn drills_never_merge_into_real_alerts() {
+        let mut book = AlertBook::new("dc");
+        let real = book.apply(finding("A", Some(0), 1), Mode::Actual).unwrap();
+        let drill = book.apply(finding("A", Some(0), 2), Mode::Exercise).unwrap();
+        assert_ne!(real.id, drill.id);
+        assert!(drill.is_public() && !drill.is_public_real() && real.is_public_real());
+    }
+
+    #[test]
+    fn cancel_ends_an_active_alert_once_and_suppresses_until_worse_or_clear() {
         let mut book = AlertBook::new("dc");
         let a = book.apply(finding("A", Some(0), 1), Mode::Actual).unwrap();
-        assert_eq!(book.cancel(&a.id, 2).unwrap().state, AlertState::Cancelled);
-        assert!(book.cancel(&a.id, 3).is_none());
+        let c = book.cancel_by(&a.id, "op1", Some("sensor under maintenance"), 2).unwrap();
+        assert_eq!((c.state, c.cancelled_by.as_deref()), (AlertState::Cancelled, Some("op1")));
+        assert!(matches!(book.cancel_by(&a.id, "op1", None, 3), Err(BookError::NotActive(_))));
+        // The same hazard at the same level stays quiet; another sensor at the same level too.
+        assert!(book.apply(finding("B", Some(0), 4), Mode::Actual).is_none());
+        // Worse than cancelled: a new alert carrying both sensors.
+        let n = book.apply(finding("B", Some(1), 5), Mode::Actual).unwrap();
+        assert_ne!(n.id, a.id);
+        assert_eq!(n.sensors.len(), 2);
+        assert_eq!(n.change, Change::Raised);
+    }
+
+    #[test]
+    fn suppression_ends_when_every_sensor_clears() {
+        let mut book = AlertBook::new("dc");
+        let a = book.apply(finding("A", Some(1), 1), Mode::Actual).unwrap();
+        book.cancel(&a.id, 2).unwrap();
+        assert!(book.apply(finding("A", None, 3), Mode::Actual).is_none());
+        let again = book.apply(finding("A", Some(0), 4), Mode::Actual).unwrap();
+        assert_eq!(again.change, Change::Raised);
+    }
+
+    #[test]
+    fn approval_gate_holds_public_release_but_not_operators() {
+        let mut book = AlertBook::new("dc");
+        let mut f = finding("A", Some(0), 1);
+        f.approval_required = true;
+        let a = book.apply(f, Mode::Actual).unwrap();
+        assert_eq!(a.public_release, PublicRelease::Pending);
+        assert!(!a.is_public());
+        let approved = book.approve(&a.id, "chief", 2).unwrap();
+        assert_eq!((approved.public_release, approved.change, approved.version), (PublicRelease::Approved, Change::Approved, 2));
+        assert!(approved.is_public());
+        assert!(matches!(book.approve(&a.id, "chief", 3), Err(BookError::NothingToApprove(_))));
+        // Escalating past the approved severity is held again.
+        let mut g = finding("A", Some(1), 4);
+        g.approval_required = true;
+        let e = book.apply(g, Mode::Actual).unwrap();
+        assert_eq!(e.public_release, PublicRelease::Pending);
+        // Clearing goes public because an earlier version did.
+        let cleared = book.apply(finding("A", None, 5), Mode::Actual).unwrap();
+        assert!(cleared.is_public());
+    }
+
+    #[test]
+    fn operators_only_rules_are_withheld_until_approved() {
+        let mut book = AlertBook::new("dc");
+        let mut f = finding("A", Some(0), 1);
+        f.publish = Publish::Operators;
+        let a = book.apply(f, Mode::Actual).unwrap();
+        assert_eq!(a.public_release, PublicRelease::Withheld);
+        let cleared = book.apply(finding("A", None, 2), Mode::Actual).unwrap();
+        assert!(!cleared.is_public(), "an alert the public never saw does not announce its end");
+    }
+
+    #[test]
+    fn comments_and_acknowledgements_are_versioned() {
+        let mut book = AlertBook::new("dc");
+        let a = book.apply(finding("A", Some(0), 1), Mode::Actual).unwrap();
+        let b = book.acknowledge_by(&a.id, "op1", 2).unwrap();
+        assert_eq!((b.version, b.change, b.acknowledged_by.as_deref()), (2, Change::Acknowledged, Some("op1")));
+        let c = book.comment(&a.id, "op2", "  road closed by police  ", 3).unwrap();
+        assert_eq!(c.comments, vec![Comment { by: "op2".into(), at_ms: 3, text: "road closed by police".into() }]);
+        assert!(matches!(book.comment(&a.id, "op2", "   ", 4), Err(BookError::BadComment(_))));
+        assert!(matches!(book.comment("nope", "op2", "x", 4), Err(BookError::NotFound(_))));
+    }
+
+    #[test]
+    fn closed_alerts_beyond_retention_are_forgotten() {
+        let mut book = AlertBook::new("dc");
+        book.set_retain_closed(2);
+        for i in 0..5 {
+            book.apply(finding("A", Some(0), i * 10), Mode::Actual).unwrap();
+            book.apply(finding("A", None, i * 10 + 1), Mode::Actual).unwrap();
+        }
+        assert_eq!(book.all().count(), 2);
     }
 }

@@ -1,17 +1,41 @@
-//! The rule engine: readings in, per-sensor level changes ([`Finding`]s) out.
+//! The rule engine: readings, ticks and forecasts in; level changes ([`Finding`]s) out.
 //!
-//! Pure and deterministic: windows follow reading timestamps (event time), never the wall clock, so a scenario
-//! replayed twice gives the same findings. Readings later than `max_lateness` behind the newest one a sensor sent are
-//! counted and dropped; earlier-but-in-bound ones are placed where they belong. Repeated timestamps (QoS 1 resends,
-//! firmware duplicates) are counted once.
+//! Pure and deterministic: windows follow reading timestamps (event time), never the wall clock, and the only other
+//! clock is the `now` the caller passes to [`RuleEngine::tick`]; the same inputs in the same order give the same
+//! findings, so scenario replays are tests.
+//!
+//! Layout:
+//! - `engine.rs` (this file): [`RuleEngine`] — per-reading evaluation, `tick` (deadman, forecast expiry),
+//!   `post_forecast`, zone-wide rules (correlation, composite) settled after every step, `reload`, adopting levels
+//!   from the alert book after a restart.
+//! - `engine/plan.rs`: the rule set compiled for evaluation (rules by metric, resolved conditions, series layout).
+//! - `engine/windows.rs`: fixed-size series state — accumulation buckets, rate samples, duplicate filter.
+//! - `engine/state.rs`: per-sensor, per-zone and per-area state, and its size accounting.
+//! - `engine/snapshot.rs`: [`EngineSnapshot`] — the serialisable state, and restore under (possibly changed) rules.
+//!
+//! Late readings: a reading older than its series' newest by more than `max_lateness` is counted and dropped; an
+//! earlier-but-in-bound one is placed where it belongs (its bucket, its place among rate samples), and levels are
+//! re-evaluated as of the series' newest reading. A repeated timestamp (QoS 1 redelivery) is counted once.
 
-use std::collections::{HashMap, VecDeque};
+mod plan;
+mod snapshot;
+mod state;
+mod windows;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use geo_index::ZoneKind;
-use ingest::{Reading, Sensor};
+use ingest::{Metric, Reading, Sensor};
 
-use crate::alert::{Finding, LevelInfo};
-use crate::rules::{Rule, RuleKind, RuleSet, MAX_WINDOW_MS};
+use crate::alert::{AlertBook, Finding, LevelInfo, Mode, Trigger};
+use crate::rules::{Direction, Margin, RuleKind, RuleSet};
+
+pub use snapshot::{EngineSnapshot, RestoreReport};
+pub use state::StateBytes;
+pub use windows::{Buckets, Dedup, Placement, RateRing};
+
+use plan::{CLimit, CRule, Clause, Cmp, Cond, Plan, FORECAST, NONE};
+use state::{AreaAgg, AreaSlot, Member, Series, SensorSlot, ZoneSlot, AREA_MEMBER, NO_TS};
 
 /// A zone the reading's position falls in, as the caller's geo index found it.
 #[derive(Debug, Clone, Copy)]
@@ -20,187 +44,1300 @@ pub struct ZoneRef<'a> {
     pub kind: ZoneKind,
 }
 
-#[derive(Debug, Default)]
-struct SensorState {
-    /// (event time, value), ascending by time, at most the longest window of the rule.
-    samples: VecDeque<(i64, f64)>,
-    newest_ms: i64,
-    level: Option<usize>,
-    /// Threshold rules: the level seen and since when, until it has held `min_duration`.
-    pending: Option<(usize, i64)>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Counters for `/metrics` (monotonic over the process; restored from snapshots).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EngineCounters {
     pub evaluated: u64,
+    /// Older than the lateness bound behind the series' newest reading: dropped.
     pub late_dropped: u64,
+    /// Late but within the bound: placed where they belong.
+    pub late_placed: u64,
+    /// Within the bound but older than every window (nothing to add them to).
+    pub outside_windows: u64,
     pub duplicates: u64,
+    /// Accumulation readings below zero (counted as zero) or too large for a bucket.
+    pub clamped: u64,
+    /// Conditions against a `zone.<name>` limit the zone does not define (the condition does not hold).
+    pub missing_zone_thresholds: u64,
+    pub findings: u64,
+    pub forecasts: u64,
+    pub forecasts_stale: u64,
+}
+
+/// Why a forecast was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ForecastError {
+    #[error("unknown zone `{0}`")]
+    UnknownZone(String),
+    #[error("forecast value {0} must be a finite number ≥ 0")]
+    BadValue(f64),
+}
+
+type AreaMap = HashMap<u64, AreaAgg, ahash::RandomState>;
+
+fn area_key(rule: u16, zone: u32) -> u64 {
+    (u64::from(rule) << 32) | u64::from(zone)
+}
+
+fn key_parts(key: u64) -> (u16, u32) {
+    ((key >> 32) as u16, key as u32)
 }
 
 pub struct RuleEngine {
-    rules: RuleSet,
-    /// Per rule index: sensor id → state.
-    states: Vec<HashMap<String, SensorState>>,
+    plan: Plan,
+    /// Interned sensors, in first-seen order (the iteration order of `tick`, so it is deterministic).
+    sensors: Vec<SensorSlot>,
+    sensor_index: HashMap<Box<str>, u32, ahash::RandomState>,
+    zones: Vec<ZoneSlot>,
+    zone_index: HashMap<Box<str>, u32, ahash::RandomState>,
+    /// Per (rule, zone): who is at a level there. Read by correlation, composite, geofence and deadman conditions.
+    areas: AreaMap,
+    /// Per zone: the latest forecast posted and its time.
+    forecasts: BTreeMap<u32, (f64, i64)>,
+    /// Levels from the alert book not yet matched to engine state: (rule id, zone id, contributor) → level.
+    adopted: HashMap<(String, String, String), u8>,
+    /// (rule, zone) areas changed in the current step; zone-wide rules reading them are re-evaluated.
+    touched: Vec<(u16, u32)>,
     max_lateness_ms: i64,
+    /// The latest event time the engine has seen (readings, ticks, forecasts): the time of zone-wide findings.
+    clock_ms: i64,
     pub counters: EngineCounters,
+}
+
+/// Which per-sensor rules an evaluation runs (named rather than passed as a slice: the slice would borrow the plan
+/// while the engine is borrowed mutably).
+#[derive(Clone, Copy)]
+enum RuleLists {
+    Metric(usize),
+    Any,
+    Both(usize),
+}
+
+/// What a per-sensor evaluation reads, gathered before the sensor's slots are borrowed mutably.
+struct Inputs<'a> {
+    sums: &'a [f64],
+    windows: &'a [u32],
+    latest: f64,
+    rate: Option<f64>,
+    silent: Option<f64>,
+    speed: f32,
+    now: i64,
+}
+
+/// Everything a condition can look at.
+struct Ctx<'a> {
+    inputs: Option<&'a Inputs<'a>>,
+    rule: &'a CRule,
+    zone: &'a ZoneSlot,
+    zone_idx: u32,
+    areas: &'a AreaMap,
+    forecast: Option<f64>,
+    /// How long the vehicle has been stopped inside this zone.
+    stopped_ms: Option<i64>,
 }
 
 impl RuleEngine {
     pub fn new(rules: RuleSet, max_lateness_ms: i64) -> Self {
-        let states = rules.rules.iter().map(|_| HashMap::new()).collect();
-        Self { rules, states, max_lateness_ms, counters: EngineCounters::default() }
+        Self {
+            plan: Plan::compile(rules),
+            sensors: Vec::new(),
+            sensor_index: HashMap::default(),
+            zones: Vec::new(),
+            zone_index: HashMap::default(),
+            areas: AreaMap::default(),
+            forecasts: BTreeMap::new(),
+            adopted: HashMap::new(),
+            touched: Vec::new(),
+            max_lateness_ms: max_lateness_ms.max(0),
+            clock_ms: NO_TS,
+            counters: EngineCounters::default(),
+        }
     }
 
     pub fn rules(&self) -> &RuleSet {
-        &self.rules
+        &self.plan.set
+    }
+
+    /// Tells the engine every zone (kind and `thresholds`), so that `"zone.<name>"` limits resolve and forecasts can
+    /// be posted for zones no reading has touched yet. Returns warnings for the operator log: rules whose zone
+    /// limits some zone in their scope lacks, scope `zone_ids` that name no zone.
+    pub fn set_zones<'a>(&mut self, zones: impl IntoIterator<Item = &'a geo_index::Zone>) -> Vec<String> {
+        for z in zones {
+            self.install_zone(&z.id, Some(z.kind), z.thresholds.clone());
+        }
+        let mut warnings = Vec::new();
+        for rule in &self.plan.set.rules {
+            for id in &rule.scope.zone_ids {
+                if !self.zone_index.contains_key(id.as_str()) {
+                    warnings.push(format!("rule `{}`: scope.zone_ids names no zone `{id}`", rule.id));
+                }
+            }
+        }
+        for (ri, rule) in self.plan.rules.iter().enumerate() {
+            let keys: BTreeSet<u16> = rule
+                .levels
+                .iter()
+                .flat_map(|l| l.all.iter().chain(l.any.iter()))
+                .flat_map(|c| c.conds.iter())
+                .filter_map(|c| match c {
+                    Cond::Window { limit: CLimit::Zone(k), .. }
+                    | Cond::Latest { limit: CLimit::Zone(k), .. }
+                    | Cond::Rate { limit: CLimit::Zone(k), .. }
+                    | Cond::Forecast { limit: CLimit::Zone(k) } => Some(*k),
+                    _ => None,
+                })
+                .collect();
+            for z in &self.zones {
+                if !rule.admits_zone(&z.id, z.kind) {
+                    continue;
+                }
+                // A zone may define only some of the thresholds a rule offers (`rain_24h_mm` but not `rain_1h_mm`);
+                // it is worth a warning only when it defines none of them, so the rule can never fire there.
+                let missing = |k: &u16| z.thresholds.get(*k as usize).is_none_or(|v| v.is_nan());
+                if !keys.is_empty() && keys.iter().all(missing) {
+                    let names: Vec<&str> = keys.iter().map(|&k| self.plan.threshold_keys[k as usize].as_str()).collect();
+                    warnings.push(format!(
+                        "rule `{}`: zone `{}` has none of the thresholds {names:?}; the rule never fires there",
+                        self.plan.rules[ri].id, z.id
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+
+    fn install_zone(&mut self, id: &str, kind: Option<ZoneKind>, raw: BTreeMap<String, f64>) -> u32 {
+        let thresholds = self.plan.threshold_keys.iter().map(|k| raw.get(k).copied().unwrap_or(f64::NAN)).collect();
+        match self.zone_index.get(id) {
+            Some(&i) => {
+                let z = &mut self.zones[i as usize];
+                if kind.is_some() {
+                    z.kind = kind;
+                }
+                z.raw = raw;
+                z.thresholds = thresholds;
+                i
+            }
+            None => {
+                let i = self.zones.len() as u32;
+                self.zones.push(ZoneSlot { id: id.into(), kind, raw, thresholds });
+                self.zone_index.insert(id.into(), i);
+                i
+            }
+        }
+    }
+
+    fn zone_for(&mut self, id: &str, kind: Option<ZoneKind>) -> u32 {
+        match self.zone_index.get(id) {
+            Some(&i) => {
+                if self.zones[i as usize].kind.is_none() {
+                    self.zones[i as usize].kind = kind;
+                }
+                i
+            }
+            None => self.install_zone(id, kind, BTreeMap::new()),
+        }
+    }
+
+    fn sensor_for(&mut self, sensor: &Sensor) -> u32 {
+        let i = match self.sensor_index.get(sensor.id.as_str()) {
+            Some(&i) => i,
+            None => {
+                let i = self.sensors.len() as u32;
+                self.sensors.push(SensorSlot::new(&sensor.id, sensor.kind, i64::from(sensor.interval_s) * 1000));
+                self.sensor_index.insert(sensor.id.as_str().into(), i);
+                i
+            }
+        };
+        // The registry may change a sensor (operators edit it); kind and interval follow.
+        let slot = &mut self.sensors[i as usize];
+        slot.kind = sensor.kind;
+        slot.interval_ms = i64::from(sensor.interval_s.max(1)) * 1000;
+        i
+    }
+
+    /// Points the sensor at `zones`; returns whether they changed.
+    fn place(&mut self, s: u32, zones: &[ZoneRef<'_>]) -> bool {
+        let slot = &self.sensors[s as usize];
+        let same = slot.zones.len() == zones.len()
+            && slot.zones.iter().zip(zones).all(|(&z, r)| *self.zones[z as usize].id == *r.id);
+        if same {
+            return false;
+        }
+        let interned: Vec<u32> = zones.iter().map(|r| self.zone_for(r.id, Some(r.kind))).collect();
+        self.sensors[s as usize].zones = interned;
+        true
+    }
+
+    /// Starts watching a sensor that has not reported yet, as if seen at `now_ms`: the deadman rule then notices
+    /// if it never reports. Optional; sensors are also learnt from their first reading.
+    pub fn watch(&mut self, sensor: &Sensor, zones: &[ZoneRef<'_>], now_ms: i64) {
+        let s = self.sensor_for(sensor);
+        self.place(s, zones);
+        let slot = &mut self.sensors[s as usize];
+        if slot.watch_from_ms == NO_TS || slot.watch_from_ms < now_ms {
+            slot.watch_from_ms = slot.watch_from_ms.max(now_ms);
+        }
     }
 
     /// Evaluates one reading of `sensor` standing in `zones`; appends level changes to `out`.
     pub fn evaluate(&mut self, reading: &Reading, sensor: &Sensor, zones: &[ZoneRef<'_>], out: &mut Vec<Finding>) {
         self.counters.evaluated += 1;
-        for (index, rule) in self.rules.rules.iter().enumerate() {
-            if rule.metric != reading.metric
-                || (!rule.scope.sensor_kinds.is_empty() && !rule.scope.sensor_kinds.contains(&sensor.kind))
-            {
+        let m = plan::metric_index(reading.metric);
+        let has_rules = !self.plan.by_metric[m].is_empty() || !self.plan.any_metric.is_empty();
+        if !has_rules && self.plan.deadman.is_empty() {
+            return;
+        }
+        let s = self.sensor_for(sensor);
+        let moved = self.place(s, zones);
+        let ts = reading.ts_ms;
+        self.clock_ms = self.clock_ms.max(ts);
+        {
+            let slot = &mut self.sensors[s as usize];
+            slot.last_seen_ms = slot.last_seen_ms.max(ts);
+            match reading.metric {
+                Metric::SpeedKmh if ts >= slot.speed_ts => {
+                    slot.speed_kmh = reading.value as f32;
+                    slot.speed_ts = ts;
+                }
+                Metric::UnNumber => slot.cargo = reading.value.clamp(0.0, 9999.0) as u16,
+                _ => {}
+            }
+        }
+
+        // The series: lateness, duplicates, windows.
+        let mut series_idx = None;
+        if self.plan.series[m].tracked {
+            match self.record(s, reading) {
+                Some(i) => series_idx = Some(i),
+                None => return,
+            }
+        }
+
+        if has_rules {
+            self.evaluate_sensor_rules(s, series_idx, RuleLists::Both(m), moved, Trigger::Reading, out);
+        }
+        if self.sensors[s as usize].deadman_raised {
+            // A report from a sensor the deadman flagged: it is alive again.
+            let now = self.sensors[s as usize].last_seen_ms;
+            self.evaluate_deadman(s, now, Trigger::Reading, out);
+        }
+        self.settle(Trigger::Reading, false, out);
+    }
+
+    /// Records a reading into its series; `None` if it was dropped (too late, duplicate).
+    fn record(&mut self, s: u32, reading: &Reading) -> Option<usize> {
+        let sp = &self.plan.series[plan::metric_index(reading.metric)];
+        let width = self.plan.bucket_ms;
+        let slot = &mut self.sensors[s as usize];
+        let i = match slot.series.iter().position(|x| x.metric == reading.metric) {
+            Some(i) => i,
+            None => {
+                // Exact capacity: a Vec's first push reserves four elements, which would waste ~400 bytes of the
+                // sensor's 1 KiB.
+                slot.series.reserve_exact(1);
+                slot.series.push(Series::new(reading.metric, sp));
+                slot.series.len() - 1
+            }
+        };
+        let series = &mut slot.series[i];
+        let ts = reading.ts_ms;
+        if series.newest_ms != NO_TS {
+            if ts < series.newest_ms.saturating_sub(self.max_lateness_ms) {
+                self.counters.late_dropped += 1;
+                tracing::debug!(sensor = %reading.sensor_id, ts, newest = series.newest_ms, "reading later than the lateness bound: dropped");
+                return None;
+            }
+            if ts <= series.newest_ms && series.dedup.contains(ts) {
+                self.counters.duplicates += 1;
+                return None;
+            }
+        }
+        series.dedup.insert(ts);
+        if let Some(acc) = &mut series.acc {
+            let (units, clamped) = windows::to_units(reading.value);
+            if clamped {
+                self.counters.clamped += 1;
+            }
+            if acc.add(width, ts, units) == Placement::TooOld {
+                self.counters.outside_windows += 1;
+            }
+        }
+        if let Some(rate) = &mut series.rate {
+            rate.push(ts, reading.value, sp.rate_step, sp.rate_keep);
+        }
+        if series.newest_ms == NO_TS || ts > series.newest_ms {
+            series.newest_ms = ts;
+            series.latest = reading.value;
+        } else {
+            self.counters.late_placed += 1;
+        }
+        Some(i)
+    }
+
+    /// Evaluates `rules` for sensor `s` as of its series' newest reading (or, for rules without a series, the
+    /// sensor's newest reading).
+    fn evaluate_sensor_rules(
+        &mut self,
+        s: u32,
+        series_idx: Option<usize>,
+        lists: RuleLists,
+        moved: bool,
+        trigger: Trigger,
+        out: &mut Vec<Finding>,
+    ) {
+        let Self { plan, sensors, zones, areas, adopted, touched, counters, .. } = self;
+        let sensor = &mut sensors[s as usize];
+        let mut sums = [0f64; plan::MAX_WINDOWS];
+        let mut windows: &[u32] = &[];
+        let (mut latest, mut now) = (f64::NAN, sensor.last_seen_ms);
+        if let Some(i) = series_idx {
+            let series = &sensor.series[i];
+            let sp = &plan.series[plan::metric_index(series.metric)];
+            latest = series.latest;
+            now = series.newest_ms;
+            if let Some(acc) = &series.acc {
+                // All windows of the metric in one pass over the ring, shared by every rule below.
+                let mut raw = [0u64; plan::MAX_WINDOWS];
+                acc.sums_into(&sp.windows, &mut raw);
+                for (k, v) in raw.iter().enumerate().take(sp.windows.len()) {
+                    sums[k] = *v as f64 / windows::SCALE;
+                }
+                windows = &sp.windows;
+            }
+        }
+        let (by_metric, any): (&[u16], &[u16]) = match lists {
+            RuleLists::Metric(m) => (&plan.by_metric[m], &[]),
+            RuleLists::Any => (&[], &plan.any_metric),
+            RuleLists::Both(m) => (&plan.by_metric[m], &plan.any_metric),
+        };
+        for &r in by_metric.iter().chain(any.iter()) {
+            let rule = &plan.rules[r as usize];
+            if !rule.admits_sensor(&sensor.id, sensor.kind) {
                 continue;
             }
-            let areas: Vec<&str> = zones
-                .iter()
-                .filter(|z| rule.scope.zone_kinds.is_empty() || rule.scope.zone_kinds.contains(&z.kind))
-                .map(|z| z.id)
-                .collect();
-            if areas.is_empty() {
-                continue;
-            }
-            let state = self.states[index].entry(sensor.id.clone()).or_default();
-            let Some((level, value)) = step(rule, state, reading, self.max_lateness_ms, &mut self.counters) else {
-                continue;
+            let rate = match (series_idx, rule.kind) {
+                (Some(i), RuleKind::Rate) => sensor.series[i]
+                    .rate
+                    .as_ref()
+                    .and_then(|ring| ring.rate_per_hour(rule.rate_window, rule.rate_min_span))
+                    .map(|v| match rule.direction {
+                        Direction::Either => v.abs(),
+                        Direction::Rising => v,
+                        Direction::Falling => -v,
+                    }),
+                _ => None,
             };
-            for area in areas {
+            let inputs = Inputs { sums: &sums, windows, latest, rate, silent: None, speed: sensor.speed_kmh, now };
+            for zi in 0..sensor.zones.len() {
+                let z = sensor.zones[zi];
+                let zone = &zones[z as usize];
+                if !rule.admits_zone(&zone.id, zone.kind) {
+                    continue;
+                }
+                let k = slot_for(sensor, r, z, plan, zones, adopted);
+                step_slot(plan, r, sensor, k, &inputs, zone, z, areas, touched, counters, trigger, s, out);
+            }
+            if moved {
+                clear_stale_slots(plan, r, sensor, zones, areas, touched, counters, trigger, s, now, out);
+            }
+        }
+    }
+
+    /// Deadman rules for sensor `s` as of `now`.
+    fn evaluate_deadman(&mut self, s: u32, now: i64, trigger: Trigger, out: &mut Vec<Finding>) {
+        let Self { plan, sensors, zones, areas, adopted, touched, counters, .. } = self;
+        let sensor = &mut sensors[s as usize];
+        let seen = sensor.last_seen_ms.max(sensor.watch_from_ms);
+        if seen == NO_TS {
+            return;
+        }
+        let silent = (now - seen).max(0) as f64 / sensor.interval_ms.max(1) as f64;
+        let inputs = Inputs { sums: &[], windows: &[], latest: f64::NAN, rate: None, silent: Some(silent), speed: f32::NAN, now };
+        let mut raised = false;
+        for &r in &plan.deadman {
+            let rule = &plan.rules[r as usize];
+            if !rule.admits_sensor(&sensor.id, sensor.kind) {
+                continue;
+            }
+            for zi in 0..sensor.zones.len() {
+                let z = sensor.zones[zi];
+                let zone = &zones[z as usize];
+                if !rule.admits_zone(&zone.id, zone.kind) {
+                    continue;
+                }
+                let k = slot_for(sensor, r, z, plan, zones, adopted);
+                step_slot(plan, r, sensor, k, &inputs, zone, z, areas, touched, counters, trigger, s, out);
+                raised |= sensor.slots[k].level != NONE;
+            }
+        }
+        sensor.deadman_raised = raised;
+    }
+
+    /// Advances time without a reading: deadman rules (sensors silent for too long, escalated inside active hazard
+    /// areas) and forecast expiry. Drive it from the caller's clock (every few seconds on the wall clock in the
+    /// server; scenario time in replays).
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Finding>) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let valid = self.plan.forecast_valid_ms;
+        let expired: Vec<u32> =
+            self.forecasts.iter().filter(|(_, (_, ts))| now_ms - *ts >= valid).map(|(z, _)| *z).collect();
+        for z in expired {
+            self.forecasts.remove(&z);
+            self.touched.push((FORECAST, z));
+        }
+        if !self.plan.deadman.is_empty() {
+            for s in 0..self.sensors.len() as u32 {
+                self.evaluate_deadman(s, now_ms, Trigger::Tick, out);
+            }
+        }
+        self.settle(Trigger::Tick, false, out);
+    }
+
+    /// Posts a forecast value for a zone (SWCB: forecast rain against the area's debris-flow threshold), from an
+    /// operator or an agency feed. A forecast older than the zone's current one is ignored; forecasts lapse after
+    /// `[engine].forecast_valid_for`.
+    pub fn post_forecast(
+        &mut self,
+        zone_id: &str,
+        value: f64,
+        ts_ms: i64,
+        out: &mut Vec<Finding>,
+    ) -> Result<(), ForecastError> {
+        if !value.is_finite() || value < 0.0 {
+            return Err(ForecastError::BadValue(value));
+        }
+        let Some(&z) = self.zone_index.get(zone_id) else {
+            return Err(ForecastError::UnknownZone(zone_id.chars().take(80).collect()));
+        };
+        if self.forecasts.get(&z).is_some_and(|(_, t)| *t > ts_ms) {
+            self.counters.forecasts_stale += 1;
+            return Ok(());
+        }
+        self.counters.forecasts += 1;
+        self.clock_ms = self.clock_ms.max(ts_ms);
+        self.forecasts.insert(z, (value, ts_ms));
+        self.touched.push((FORECAST, z));
+        self.settle(Trigger::Forecast, false, out);
+        Ok(())
+    }
+
+    /// Re-evaluates zone-wide rules (correlation, composite) in the zones touched since the last settle, in
+    /// dependency order, so each sees its inputs' final state. `all`: every zone with any state (after a reload).
+    fn settle(&mut self, trigger: Trigger, all: bool, out: &mut Vec<Finding>) {
+        if self.touched.is_empty() && !all {
+            return;
+        }
+        let everywhere: Vec<u32> = if all {
+            let mut zones: BTreeSet<u32> = self.areas.keys().map(|&k| key_parts(k).1).collect();
+            zones.extend(self.forecasts.keys());
+            zones.into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        let order = self.plan.derived_order.clone();
+        for d in order {
+            let reads = &self.plan.rules[d as usize].reads;
+            let mut zones: Vec<u32> = if all {
+                everywhere.clone()
+            } else {
+                self.touched.iter().filter(|(r, _)| reads.contains(r)).map(|(_, z)| *z).collect()
+            };
+            zones.sort_unstable();
+            zones.dedup();
+            for z in zones {
+                self.evaluate_derived(d, z, trigger, out);
+            }
+        }
+        self.touched.clear();
+    }
+
+    fn evaluate_derived(&mut self, d: u16, z: u32, trigger: Trigger, out: &mut Vec<Finding>) {
+        let rule = &self.plan.rules[d as usize];
+        let zone = &self.zones[z as usize];
+        if !rule.admits_zone(&zone.id, zone.kind) {
+            return;
+        }
+        let key = area_key(d, z);
+        let mut current = self.areas.get(&key).and_then(|a| a.level_of(AREA_MEMBER)).unwrap_or(NONE);
+        let adopted_key = (rule.id.clone(), zone.id.to_string(), String::new());
+        let mut announce = false;
+        if let Some(level) = self.adopted.remove(&adopted_key) {
+            current = level;
+            announce = true;
+            set_member(&mut self.areas, key, AREA_MEMBER, level, BTreeMap::new(), Vec::new());
+        }
+        let ctx = Ctx {
+            inputs: None,
+            rule,
+            zone,
+            zone_idx: z,
+            areas: &self.areas,
+            forecast: self.forecasts.get(&z).map(|f| f.0),
+            stopped_ms: None,
+        };
+        let decision = decide(&ctx, current, &mut self.counters);
+        let next = decision.level;
+        if next == NONE && current == NONE && !announce {
+            return;
+        }
+        // Evidence: the sensors behind the rules read here, transitively through zone-wide inputs.
+        let mut evidence: BTreeSet<u32> = BTreeSet::new();
+        let mut values: BTreeMap<String, String> = BTreeMap::new();
+        let mut inputs: Vec<&Member> = Vec::new();
+        for &r in &rule.reads {
+            if r == FORECAST {
+                continue;
+            }
+            if let Some(agg) = self.areas.get(&area_key(r, z)) {
+                inputs.extend(agg.members.iter());
+            }
+        }
+        inputs.sort_by_key(|m| m.level);
+        for m in inputs {
+            if m.sensor == AREA_MEMBER {
+                evidence.extend(m.evidence.iter().copied());
+            } else {
+                evidence.insert(m.sensor);
+            }
+            values.extend(m.values.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        if let (Some(f), Some(name)) = (ctx.forecast, forecast_key(rule, &self.plan)) {
+            values.insert(format!("forecast_{name}"), format!("{f:.1}"));
+        }
+        add_zone_threshold_values(rule, next, zone, &self.plan, &mut values);
+        let info = level_info(rule, next, &decision);
+        if let Some(level) = next_level(rule, next) {
+            values.extend(level.values.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let evidence: Vec<u32> = evidence.into_iter().collect();
+        let old_evidence = self.areas.get(&key).and_then(|a| a.members.iter().find(|m| m.sensor == AREA_MEMBER));
+        // Same level, same sensors behind it: nothing to tell. More sensors agreeing is an update of the alert.
+        if next == current && !announce && old_evidence.is_some_and(|m| m.evidence == evidence) {
+            return;
+        }
+        let evidence_ids: Vec<String> = evidence.iter().map(|&s| self.sensors[s as usize].id.to_string()).collect();
+        let finding = Finding {
+            rule_id: rule.id.clone(),
+            event: rule.event.clone(),
+            area_id: zone.id.to_string(),
+            sensor_id: String::new(),
+            approval_required: next_level(rule, next).is_some_and(|l| l.approval),
+            publish: rule.publish,
+            level: info,
+            value: decision.value,
+            ts_ms: self.clock_ms,
+            evidence: evidence_ids,
+            values: values.clone(),
+            trigger,
+        };
+        if next == NONE {
+            remove_member(&mut self.areas, key, AREA_MEMBER);
+        } else {
+            set_member(&mut self.areas, key, AREA_MEMBER, next, values, evidence);
+        }
+        self.counters.findings += 1;
+        self.touched.push((d, z));
+        out.push(finding);
+    }
+
+    /// Replaces the rules, keeping window state: series (buckets, rate samples) carry over by metric, levels by rule
+    /// id; levels of removed rules (or ones no longer in scope) are cleared with findings, and every level is
+    /// re-evaluated under the new rules as of each sensor's newest reading.
+    pub fn reload(&mut self, rules: RuleSet, out: &mut Vec<Finding>) {
+        let before = self.level_listing();
+        let snapshot = self.snapshot();
+        let zones: Vec<ZoneSlot> = std::mem::take(&mut self.zones);
+        let counters = self.counters;
+        let clock = self.clock_ms;
+        let mut next = RuleEngine::new(rules, self.max_lateness_ms);
+        for z in zones {
+            next.install_zone(&z.id, z.kind, z.raw);
+        }
+        next.restore(snapshot, None);
+        next.counters = counters;
+        next.clock_ms = clock;
+        *self = next;
+        let after: BTreeSet<(String, String, String)> =
+            self.level_listing().into_iter().map(|(r, _, z, s)| (r, z, s)).collect();
+        for (rule, event, zone, sensor) in before {
+            if !after.contains(&(rule.clone(), zone.clone(), sensor.clone())) {
+                self.counters.findings += 1;
                 out.push(Finding {
-                    rule_id: rule.id.clone(),
-                    event: rule.event.clone(),
-                    area_id: area.to_string(),
-                    sensor_id: sensor.id.clone(),
-                    level: level.clone(),
-                    value,
-                    ts_ms: reading.ts_ms,
+                    rule_id: rule,
+                    event,
+                    area_id: zone,
+                    sensor_id: sensor,
+                    level: None,
+                    value: 0.0,
+                    ts_ms: self.clock_ms,
+                    publish: crate::rules::Publish::Public,
+                    approval_required: false,
+                    evidence: Vec::new(),
+                    values: BTreeMap::new(),
+                    trigger: Trigger::Reload,
                 });
             }
+        }
+        self.reevaluate_all(Trigger::Reload, out);
+    }
+
+    /// Re-evaluates every per-sensor rule of every sensor as of its newest reading, then every zone-wide rule.
+    fn reevaluate_all(&mut self, trigger: Trigger, out: &mut Vec<Finding>) {
+        for s in 0..self.sensors.len() as u32 {
+            let metrics: Vec<(usize, Metric)> =
+                self.sensors[s as usize].series.iter().enumerate().map(|(i, x)| (i, x.metric)).collect();
+            for (i, metric) in metrics {
+                self.evaluate_sensor_rules(s, Some(i), RuleLists::Metric(plan::metric_index(metric)), true, trigger, out);
+            }
+            if !self.plan.any_metric.is_empty() && self.sensors[s as usize].last_seen_ms != NO_TS {
+                self.evaluate_sensor_rules(s, None, RuleLists::Any, true, trigger, out);
+            }
+        }
+        self.settle(trigger, true, out);
+    }
+
+    /// Every (rule id, event, zone id, contributor) at a level.
+    fn level_listing(&self) -> Vec<(String, String, String, String)> {
+        let mut list = Vec::new();
+        for sensor in &self.sensors {
+            for slot in &sensor.slots {
+                if slot.level != NONE {
+                    let rule = &self.plan.rules[slot.rule as usize];
+                    list.push((
+                        rule.id.clone(),
+                        rule.event.clone(),
+                        self.zones[slot.zone as usize].id.to_string(),
+                        sensor.id.to_string(),
+                    ));
+                }
+            }
+        }
+        for (&key, agg) in &self.areas {
+            let (r, z) = key_parts(key);
+            if agg.level_of(AREA_MEMBER).is_some() {
+                let rule = &self.plan.rules[r as usize];
+                list.push((rule.id.clone(), rule.event.clone(), self.zones[z as usize].id.to_string(), String::new()));
+            }
+        }
+        list.sort();
+        list
+    }
+
+    /// After a restart: the alert book's journal is newer than the engine snapshot, so the book's contributions are
+    /// the truth about levels. Engine levels the book does not have are dropped, the book's levels are taken (now,
+    /// or when the sensor is first seen), and contributions of rules that no longer exist are cleared through `out`
+    /// (so their alerts clear). Call once after `restore` (or on a fresh engine) and before the first reading.
+    pub fn adopt_levels(&mut self, book: &AlertBook, mode: Mode, out: &mut Vec<Finding>) {
+        let contributions = book.contributions(mode);
+        let wanted: BTreeSet<(String, String, String)> =
+            contributions.iter().map(|(r, a, c, _)| (r.clone(), a.clone(), c.clone())).collect();
+        // Drop engine levels the book does not back.
+        for s in 0..self.sensors.len() {
+            for k in 0..self.sensors[s].slots.len() {
+                let slot = self.sensors[s].slots[k];
+                if slot.level == NONE {
+                    continue;
+                }
+                let id = (
+                    self.plan.rules[slot.rule as usize].id.clone(),
+                    self.zones[slot.zone as usize].id.to_string(),
+                    self.sensors[s].id.to_string(),
+                );
+                if !wanted.contains(&id) {
+                    self.sensors[s].slots[k].level = NONE;
+                    self.sensors[s].slots[k].pending = NONE;
+                    remove_member(&mut self.areas, area_key(slot.rule, slot.zone), s as u32);
+                }
+            }
+        }
+        let derived: Vec<u64> =
+            self.areas.iter().filter(|(_, a)| a.level_of(AREA_MEMBER).is_some()).map(|(k, _)| *k).collect();
+        for key in derived {
+            let (r, z) = key_parts(key);
+            let id = (self.plan.rules[r as usize].id.clone(), self.zones[z as usize].id.to_string(), String::new());
+            if !wanted.contains(&id) {
+                remove_member(&mut self.areas, key, AREA_MEMBER);
+            }
+        }
+        // Take the book's levels.
+        for (rule_id, area_id, contributor, level) in contributions {
+            let rule = self.plan.rule_index(&rule_id);
+            let valid = rule.is_some_and(|r| level < self.plan.rules[r as usize].levels.len());
+            if !valid {
+                out.push(Finding {
+                    rule_id,
+                    event: String::new(),
+                    area_id,
+                    sensor_id: contributor,
+                    level: None,
+                    value: 0.0,
+                    ts_ms: self.clock_ms.max(0),
+                    publish: crate::rules::Publish::Public,
+                    approval_required: false,
+                    evidence: Vec::new(),
+                    values: BTreeMap::new(),
+                    trigger: Trigger::Reload,
+                });
+                continue;
+            }
+            let Some(r) = rule else { continue };
+            let level = level as u8;
+            let zone = self.zone_index.get(area_id.as_str()).copied();
+            let sensor = self.sensor_index.get(contributor.as_str()).copied();
+            match (contributor.is_empty(), zone, sensor) {
+                (true, Some(z), _) => {
+                    set_member(&mut self.areas, area_key(r, z), AREA_MEMBER, level, BTreeMap::new(), Vec::new());
+                }
+                (false, Some(z), Some(s)) => {
+                    let sensor = &mut self.sensors[s as usize];
+                    match sensor.slots.iter().position(|x| x.rule == r && x.zone == z) {
+                        Some(k) => {
+                            sensor.slots[k].level = level;
+                            sensor.slots[k].pending = NONE;
+                        }
+                        None => sensor.slots.push(AreaSlot::new(r, z, level)),
+                    }
+                    if self.plan.rules[r as usize].kind == RuleKind::Deadman {
+                        sensor.deadman_raised = true;
+                    }
+                    set_member(&mut self.areas, area_key(r, z), s, level, BTreeMap::new(), Vec::new());
+                }
+                _ => {
+                    self.adopted.insert((rule_id, area_id, contributor), level);
+                }
+            }
+        }
+        // Fill in the event of clear findings for unknown rules from the book itself.
+        for f in out.iter_mut() {
+            if f.event.is_empty() {
+                if let Some(a) = book.active().find(|a| a.rule_id == f.rule_id && a.area_id == f.area_id) {
+                    f.event = a.event.clone();
+                }
+            }
+        }
+    }
+
+    /// The level index of a rule in a zone (the highest contributor's), for operators and tests.
+    pub fn area_level(&self, rule_id: &str, zone_id: &str) -> Option<usize> {
+        let r = self.plan.rule_index(rule_id)?;
+        let z = *self.zone_index.get(zone_id)?;
+        self.areas.get(&area_key(r, z)).and_then(AreaAgg::top).map(usize::from)
+    }
+
+    /// Bytes of state per sensor (and shared), for the 1 KiB budget.
+    pub fn state_bytes(&self) -> StateBytes {
+        state::measure(&self.sensors, self.areas.len(), self.zones.len())
+    }
+
+    /// A sensor's rolling sums of `metric` as the accumulation rules see them: (window ms, sum), shortest first.
+    pub fn window_sums(&self, sensor_id: &str, metric: Metric) -> Vec<(u64, f64)> {
+        let Some(&s) = self.sensor_index.get(sensor_id) else { return Vec::new() };
+        let Some(series) = self.sensors[s as usize].series.iter().find(|x| x.metric == metric) else { return Vec::new() };
+        let Some(acc) = &series.acc else { return Vec::new() };
+        let sp = &self.plan.series[plan::metric_index(metric)];
+        sp.windows
+            .iter()
+            .map(|&n| (n as u64 * self.plan.bucket_ms as u64, acc.sum(n as usize) as f64 / windows::SCALE))
+            .collect()
+    }
+
+    pub fn sensor_count(&self) -> usize {
+        self.sensors.len()
+    }
+}
+
+/// The index in `sensor.slots` of (rule, zone), created (with any level adopted from the book) if missing.
+fn slot_for(
+    sensor: &mut SensorSlot,
+    r: u16,
+    z: u32,
+    plan: &Plan,
+    zones: &[ZoneSlot],
+    adopted: &mut HashMap<(String, String, String), u8>,
+) -> usize {
+    if let Some(k) = sensor.slots.iter().position(|x| x.rule == r && x.zone == z) {
+        return k;
+    }
+    let mut slot = AreaSlot::new(r, z, NONE);
+    if !adopted.is_empty() {
+        let key = (plan.rules[r as usize].id.clone(), zones[z as usize].id.to_string(), sensor.id.to_string());
+        if let Some(level) = adopted.remove(&key) {
+            slot.level = level;
+            // The book has it but the areas do not yet: announce so both agree after the next evaluation.
+            sensor.announce.push((r, z));
+        }
+    }
+    sensor.slots.reserve_exact(1);
+    sensor.slots.push(slot);
+    sensor.slots.len() - 1
+}
+
+/// Evaluates one (rule, zone) slot of a sensor and emits a finding if its level changed.
+#[allow(clippy::too_many_arguments)]
+fn step_slot(
+    plan: &Plan,
+    r: u16,
+    sensor: &mut SensorSlot,
+    k: usize,
+    inputs: &Inputs<'_>,
+    zone: &ZoneSlot,
+    z: u32,
+    areas: &mut AreaMap,
+    touched: &mut Vec<(u16, u32)>,
+    counters: &mut EngineCounters,
+    trigger: Trigger,
+    s: u32,
+    out: &mut Vec<Finding>,
+) {
+    let rule = &plan.rules[r as usize];
+    let now = inputs.now;
+    let mut slot = sensor.slots[k];
+    // Geofence stops are tracked per zone: "stopped inside this flooded segment for 2 minutes".
+    if let Some(limit) = rule.speed_below {
+        if !inputs.speed.is_nan() {
+            if f64::from(inputs.speed) < limit {
+                if slot.since_ms == NO_TS {
+                    slot.since_ms = now;
+                }
+            } else {
+                slot.since_ms = NO_TS;
+            }
+        }
+    }
+    let stopped_ms = (rule.speed_below.is_some() && slot.since_ms != NO_TS).then(|| now - slot.since_ms);
+    let ctx = Ctx { inputs: Some(inputs), rule, zone, zone_idx: z, areas, forecast: None, stopped_ms };
+    let mut decision = decide(&ctx, slot.level, counters);
+    if rule.kind == RuleKind::Rate && inputs.rate.is_none() {
+        // Too little history for a rate (first readings, a gap): unknown is not "safe", so the level stays.
+        decision.level = slot.level;
+    }
+    let mut next = decision.level;
+
+    // Threshold rules rise only once the level has held for `min_duration` of event time.
+    if rule.min_duration > 0 && rule.kind == RuleKind::Threshold {
+        let rising = next != NONE && (slot.level == NONE || next > slot.level);
+        if rising {
+            if slot.pending == next && slot.since_ms != NO_TS {
+                if now - slot.since_ms >= rule.min_duration {
+                    slot.pending = NONE;
+                    slot.since_ms = NO_TS;
+                } else {
+                    next = slot.level;
+                }
+            } else {
+                slot.pending = next;
+                slot.since_ms = now;
+                next = slot.level;
+            }
+        } else {
+            slot.pending = NONE;
+            slot.since_ms = NO_TS;
+        }
+    }
+
+    let announce = match sensor.announce.iter().position(|x| *x == (r, z)) {
+        Some(p) => {
+            sensor.announce.swap_remove(p);
+            true
+        }
+        None => false,
+    };
+    let changed = next != slot.level || announce;
+    let old = slot.level;
+    slot.level = next;
+    sensor.slots[k] = slot;
+    if !changed {
+        return;
+    }
+    if rule.kind == RuleKind::Deadman && next != NONE {
+        sensor.deadman_raised = true;
+    }
+    let mut values = sensor_values(plan, rule, sensor, inputs, decision.value);
+    add_zone_threshold_values(rule, next, zone, plan, &mut values);
+    if let Some(level) = next_level(rule, next) {
+        values.extend(level.values.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let key = area_key(r, z);
+    if next == NONE {
+        remove_member(areas, key, s);
+    } else {
+        set_member(areas, key, s, next, values.clone(), Vec::new());
+    }
+    if old != next {
+        touched.push((r, z));
+    }
+    counters.findings += 1;
+    out.push(Finding {
+        rule_id: rule.id.clone(),
+        event: rule.event.clone(),
+        area_id: zone.id.to_string(),
+        sensor_id: sensor.id.to_string(),
+        level: level_info(rule, next, &decision),
+        value: decision.value,
+        ts_ms: now,
+        publish: rule.publish,
+        approval_required: next_level(rule, next).is_some_and(|l| l.approval),
+        evidence: Vec::new(),
+        values,
+        trigger,
+    });
+}
+
+/// A moving sensor left zones: its levels there end.
+#[allow(clippy::too_many_arguments)]
+fn clear_stale_slots(
+    plan: &Plan,
+    r: u16,
+    sensor: &mut SensorSlot,
+    zones: &[ZoneSlot],
+    areas: &mut AreaMap,
+    touched: &mut Vec<(u16, u32)>,
+    counters: &mut EngineCounters,
+    trigger: Trigger,
+    s: u32,
+    now: i64,
+    out: &mut Vec<Finding>,
+) {
+    let rule = &plan.rules[r as usize];
+    let mut k = 0;
+    while k < sensor.slots.len() {
+        let slot = sensor.slots[k];
+        let zone = &zones[slot.zone as usize];
+        let stale = slot.rule == r && (!sensor.zones.contains(&slot.zone) || !rule.admits_zone(&zone.id, zone.kind));
+        if !stale {
+            k += 1;
+            continue;
+        }
+        sensor.slots.swap_remove(k);
+        if slot.level != NONE {
+            remove_member(areas, area_key(r, slot.zone), s);
+            touched.push((r, slot.zone));
+            counters.findings += 1;
+            out.push(Finding {
+                rule_id: rule.id.clone(),
+                event: rule.event.clone(),
+                area_id: zone.id.to_string(),
+                sensor_id: sensor.id.to_string(),
+                level: None,
+                value: 0.0,
+                ts_ms: now,
+                publish: rule.publish,
+                approval_required: false,
+                evidence: Vec::new(),
+                values: BTreeMap::new(),
+                trigger,
+            });
+        }
+    }
+    // Deterministic order after swap_remove.
+    sensor.slots.sort_by_key(|x| (x.rule, x.zone));
+}
+
+fn set_member(areas: &mut AreaMap, key: u64, sensor: u32, level: u8, values: BTreeMap<String, String>, evidence: Vec<u32>) {
+    let agg = areas.entry(key).or_default();
+    match agg.members.iter_mut().find(|m| m.sensor == sensor) {
+        Some(m) => {
+            m.level = level;
+            if !values.is_empty() {
+                m.values = values;
+            }
+            m.evidence = evidence;
+        }
+        None => agg.members.push(Member { sensor, level, values, evidence }),
+    }
+}
+
+fn remove_member(areas: &mut AreaMap, key: u64, sensor: u32) {
+    if let Some(agg) = areas.get_mut(&key) {
+        agg.members.retain(|m| m.sensor != sensor);
+        if agg.members.is_empty() {
+            areas.remove(&key);
         }
     }
 }
 
-/// Advances one sensor's state under one rule; returns the new level if it changed.
-fn step(
-    rule: &Rule,
-    state: &mut SensorState,
-    reading: &Reading,
-    max_lateness_ms: i64,
-    counters: &mut EngineCounters,
-) -> Option<(Option<LevelInfo>, f64)> {
-    if !state.samples.is_empty() && reading.ts_ms < state.newest_ms - max_lateness_ms {
-        counters.late_dropped += 1;
-        tracing::debug!(sensor = %reading.sensor_id, ts = reading.ts_ms, "reading later than the lateness bound");
-        return None;
+fn next_level(rule: &CRule, level: u8) -> Option<&plan::CLevel> {
+    if level == NONE {
+        None
+    } else {
+        rule.levels.get(level as usize)
     }
-    let pos = state.samples.partition_point(|(t, _)| *t < reading.ts_ms);
-    if state.samples.get(pos).is_some_and(|(t, _)| *t == reading.ts_ms) {
-        counters.duplicates += 1;
-        return None;
-    }
-    state.samples.insert(pos, (reading.ts_ms, reading.value));
-    state.newest_ms = state.newest_ms.max(reading.ts_ms);
-    let keep_ms = match rule.kind {
-        RuleKind::Accumulation => longest_window(rule),
-        RuleKind::Threshold => 0,
-    };
-    while state.samples.front().is_some_and(|(t, _)| *t <= state.newest_ms - keep_ms as i64 && state.samples.len() > 1) {
-        state.samples.pop_front();
-    }
+}
 
-    let measure = |window: Option<u64>| -> f64 {
-        match (rule.kind, window) {
-            (RuleKind::Accumulation, Some(w)) => {
-                let from = state.newest_ms - w as i64;
-                state.samples.iter().rev().take_while(|(t, _)| *t > from).map(|(_, v)| v).sum()
-            }
-            _ => state.samples.back().map(|(_, v)| *v).unwrap_or(0.0),
+struct Decision<'a> {
+    level: u8,
+    /// The level that held on strict limits, with the text of the clause that made it hold (borrowed from the plan:
+    /// this runs for every reading, and most readings change nothing).
+    raw: Option<(u8, &'a str)>,
+    value: f64,
+}
+
+/// The next level: the highest level met on strict limits, or the current one (or one below it) if it still holds
+/// within the hysteresis margin — whichever is higher.
+fn decide<'a>(ctx: &Ctx<'a>, current: u8, counters: &mut EngineCounters) -> Decision<'a> {
+    let rule = ctx.rule;
+    let mut raw = None;
+    let mut value = f64::NAN;
+    for i in (0..rule.levels.len()).rev() {
+        if let Some((text, v)) = level_holds(&rule.levels[i], ctx, false, counters) {
+            raw = Some((i as u8, text));
+            value = v;
+            break;
         }
-    };
-
-    // The highest level with any condition met, and what met it.
-    let mut raw: Option<(usize, String, f64)> = None;
-    for (i, level) in rule.levels.iter().enumerate() {
-        for c in &level.any {
-            let v = measure(c.window);
-            if v >= c.at_least {
-                raw = Some((i, describe(c.window, c.at_least), v));
+    }
+    let mut level = raw.as_ref().map(|r| r.0).unwrap_or(NONE);
+    if current != NONE && (level == NONE || level < current) {
+        let top = (current as usize).min(rule.levels.len().saturating_sub(1));
+        for i in (0..=top).rev() {
+            if level != NONE && i as u8 <= level {
+                break;
+            }
+            if let Some((_, v)) = level_holds(&rule.levels[i], ctx, true, counters) {
+                level = i as u8;
+                if value.is_nan() {
+                    value = v;
+                }
                 break;
             }
         }
     }
-    // Hysteresis: the current level holds while any of its conditions stays above at_least × (1 − margin).
-    let held = state.level.and_then(|current| {
-        (0..=current).rev().find(|&i| {
-            rule.levels[i].any.iter().any(|c| measure(c.window) >= c.at_least * (1.0 - rule.clear_margin))
-        })
-    });
-    let mut next = match (raw.as_ref().map(|r| r.0), held) {
-        (Some(r), Some(h)) => Some(r.max(h)),
-        (r, h) => r.or(h),
-    };
+    if value.is_nan() {
+        value = first_measure(ctx).unwrap_or(0.0);
+    }
+    Decision { level, raw, value }
+}
 
-    // Threshold rules only rise once the level has held for `min_duration` of event time.
-    if let (RuleKind::Threshold, Some(min), Some(n)) = (rule.kind, rule.min_duration, next) {
-        if state.level.is_none_or(|cur| n > cur) {
-            match state.pending {
-                Some((p, since)) if p == n && reading.ts_ms - since >= min as i64 => state.pending = None,
-                Some((p, _)) if p == n => next = state.level,
-                _ => {
-                    state.pending = Some((n, reading.ts_ms));
-                    next = if min == 0 { Some(n) } else { state.level };
+/// Whether a level holds; the text and measured value of the clause that decided.
+fn level_holds<'a>(
+    level: &'a plan::CLevel,
+    ctx: &Ctx<'_>,
+    relax: bool,
+    counters: &mut EngineCounters,
+) -> Option<(&'a str, f64)> {
+    let mut decided: Option<(&str, f64)> = None;
+    for clause in &level.all {
+        let v = clause_holds(clause, ctx, relax, counters)?;
+        decided.get_or_insert((&clause.text, v));
+    }
+    if !level.any.is_empty() {
+        let mut found = None;
+        for clause in &level.any {
+            if let Some(v) = clause_holds(clause, ctx, relax, counters) {
+                found = Some((clause.text.as_str(), v));
+                break;
+            }
+        }
+        // With both lists, the `all` clause is reported: its value is what operators look at (the rain, not the
+        // tilt that confirmed it).
+        let f = found?;
+        decided.get_or_insert(f);
+    }
+    decided
+}
+
+/// Whether every condition of a clause holds; the first measured value (NaN if none measures).
+fn clause_holds(clause: &Clause, ctx: &Ctx<'_>, relax: bool, counters: &mut EngineCounters) -> Option<f64> {
+    let mut value = f64::NAN;
+    for cond in &clause.conds {
+        let (holds, v) = cond_holds(cond, ctx, relax, counters);
+        if !holds {
+            return None;
+        }
+        if value.is_nan() {
+            if let Some(v) = v {
+                value = v;
+            }
+        }
+    }
+    Some(value)
+}
+
+fn resolve(limit: CLimit, ctx: &Ctx<'_>, counters: &mut EngineCounters) -> Option<f64> {
+    match limit {
+        CLimit::Value(v) => Some(v),
+        CLimit::Zone(k) => {
+            let v = ctx.zone.thresholds.get(k as usize).copied().unwrap_or(f64::NAN);
+            if v.is_nan() {
+                counters.missing_zone_thresholds += 1;
+                None
+            } else {
+                Some(v)
+            }
+        }
+    }
+}
+
+fn compare(v: f64, cmp: Cmp, limit: f64, margin: Margin, relax: bool) -> bool {
+    let slack = if relax {
+        match margin {
+            Margin::Fraction(f) => limit.abs() * f,
+            Margin::Delta(d) => d,
+        }
+    } else {
+        0.0
+    };
+    match cmp {
+        Cmp::AtLeast => v >= limit - slack,
+        Cmp::AtMost => v <= limit + slack,
+        // Digital values: no hysteresis.
+        Cmp::Equals => v == limit,
+    }
+}
+
+fn cond_holds(cond: &Cond, ctx: &Ctx<'_>, relax: bool, counters: &mut EngineCounters) -> (bool, Option<f64>) {
+    let margin = ctx.rule.margin;
+    match *cond {
+        Cond::Window { w, cmp, limit } => {
+            let Some(inputs) = ctx.inputs else { return (false, None) };
+            let Some(&v) = inputs.sums.get(w as usize).filter(|_| (w as usize) < inputs.windows.len()) else {
+                return (false, None);
+            };
+            let holds = resolve(limit, ctx, counters).is_some_and(|l| compare(v, cmp, l, margin, relax));
+            (holds, Some(v))
+        }
+        Cond::Latest { cmp, limit } => {
+            let Some(v) = ctx.inputs.map(|i| i.latest).filter(|v| !v.is_nan()) else { return (false, None) };
+            let holds = resolve(limit, ctx, counters).is_some_and(|l| compare(v, cmp, l, margin, relax));
+            (holds, Some(v))
+        }
+        Cond::Rate { cmp, limit } => {
+            let Some(v) = ctx.inputs.and_then(|i| i.rate) else { return (false, None) };
+            let holds = resolve(limit, ctx, counters).is_some_and(|l| compare(v, cmp, l, margin, relax));
+            (holds, Some(v))
+        }
+        Cond::Area { rule, level, sensors } => {
+            let n = ctx.areas.get(&area_key(rule, ctx.zone_idx)).map(|a| a.count_at_least(level)).unwrap_or(0);
+            (n >= sensors, None)
+        }
+        Cond::Forecast { limit } => {
+            let Some(v) = ctx.forecast else { return (false, None) };
+            let holds = resolve(limit, ctx, counters).is_some_and(|l| compare(v, Cmp::AtLeast, l, margin, relax));
+            (holds, Some(v))
+        }
+        Cond::ZoneKind(kind) => (ctx.zone.kind == Some(kind), None),
+        Cond::Stopped { for_ms } => (ctx.stopped_ms.is_some_and(|d| d >= for_ms), None),
+        Cond::Silent { missed } => match ctx.inputs.and_then(|i| i.silent) {
+            Some(v) => (v > missed, Some(v)),
+            None => (false, None),
+        },
+    }
+}
+
+/// The measured value of the rule's first condition, for findings that clear.
+fn first_measure(ctx: &Ctx<'_>) -> Option<f64> {
+    let level = ctx.rule.levels.first()?;
+    let clause = level.any.first().or(level.all.first())?;
+    let cond = clause.conds.first()?;
+    match *cond {
+        Cond::Window { w, .. } => ctx.inputs.and_then(|i| i.sums.get(w as usize).copied()),
+        Cond::Latest { .. } => ctx.inputs.map(|i| i.latest).filter(|v| !v.is_nan()),
+        Cond::Rate { .. } => ctx.inputs.and_then(|i| i.rate),
+        Cond::Forecast { .. } => ctx.forecast,
+        Cond::Silent { .. } => ctx.inputs.and_then(|i| i.silent),
+        _ => None,
+    }
+}
+
+fn level_info(rule: &CRule, level: u8, decision: &Decision<'_>) -> Option<LevelInfo> {
+    let l = next_level(rule, level)?;
+    let mut info = l.info.clone();
+    info.condition = match &decision.raw {
+        Some((i, text)) if *i == level => text.to_string(),
+        _ => l.any.first().or(l.all.first()).map(|c| format!("{} (held)", c.text)).unwrap_or_default(),
+    };
+    Some(info)
+}
+
+/// Name of the zone threshold a rule's forecast conditions compare with (for the `forecast_<name>` value).
+fn forecast_key(rule: &CRule, plan: &Plan) -> Option<String> {
+    rule.levels.iter().flat_map(|l| l.all.iter().chain(l.any.iter())).flat_map(|c| c.conds.iter()).find_map(|c| match c {
+        Cond::Forecast { limit: CLimit::Zone(k) } => plan.threshold_keys.get(*k as usize).cloned(),
+        Cond::Forecast { .. } => Some("value".to_string()),
+        _ => None,
+    })
+}
+
+/// `threshold_<unit>` (e.g. `threshold_mm`) for zone limits the level uses, as the CAP debris-flow texts expect.
+fn add_zone_threshold_values(rule: &CRule, level: u8, zone: &ZoneSlot, plan: &Plan, values: &mut BTreeMap<String, String>) {
+    let Some(l) = next_level(rule, level) else { return };
+    for c in l.all.iter().chain(l.any.iter()).flat_map(|c| c.conds.iter()) {
+        let limit = match c {
+            Cond::Window { limit, .. } | Cond::Latest { limit, .. } | Cond::Rate { limit, .. } => *limit,
+            Cond::Forecast { limit } => *limit,
+            _ => continue,
+        };
+        if let CLimit::Zone(k) = limit {
+            let (Some(name), Some(v)) = (plan.threshold_keys.get(k as usize), zone.thresholds.get(k as usize)) else {
+                continue;
+            };
+            if v.is_nan() {
+                continue;
+            }
+            let unit = name.rsplit('_').next().unwrap_or(name);
+            values.entry(format!("threshold_{unit}")).or_insert_with(|| format!("{v}"));
+            values.entry(format!("threshold_{name}")).or_insert_with(|| format!("{v}"));
+        }
+    }
+}
+
+/// CAP template values for a per-sensor finding (see `config/cap_templates.toml` for what each event expects).
+fn sensor_values(plan: &Plan, rule: &CRule, sensor: &SensorSlot, inputs: &Inputs<'_>, value: f64) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("device_id".to_string(), sensor.id.to_string());
+    v.insert("station".to_string(), sensor.id.to_string());
+    let metric = rule.metric;
+    let name = metric.map(|m| m.name()).unwrap_or("");
+    let (stem, unit) = name.rsplit_once('_').unwrap_or((name, ""));
+    match rule.kind {
+        RuleKind::Accumulation => {
+            for (i, &n) in inputs.windows.iter().enumerate() {
+                let dur = crate::rules::duration_text::format(n as u64 * plan.bucket_ms as u64);
+                if let Some(sum) = inputs.sums.get(i) {
+                    v.insert(format!("{stem}_{dur}_{unit}"), format!("{sum:.1}"));
                 }
             }
         }
-    } else if rule.kind == RuleKind::Threshold {
-        state.pending = None;
-    }
-
-    if next == state.level {
-        return None;
-    }
-    state.level = next;
-    let value = raw.as_ref().map(|r| r.2).unwrap_or_else(|| measure(rule.levels[0].any[0].window));
-    let info = next.map(|i| {
-        let level = &rule.levels[i];
-        let condition = match &raw {
-            Some((ri, text, _)) if *ri == i => text.clone(),
-            _ => describe(level.any[0].window, level.any[0].at_least),
-        };
-        LevelInfo {
-            index: i,
-            name: level.name.clone(),
-            name_en: level.name_en.clone(),
-            severity: level.severity,
-            urgency: level.urgency,
-            certainty: level.certainty,
-            condition,
+        RuleKind::Threshold | RuleKind::Trip => {
+            if !inputs.latest.is_nan() {
+                v.insert(name.to_string(), format!("{:.2}", inputs.latest));
+            }
+            if metric == Some(Metric::WireIntact) {
+                v.insert("measurement@zh-TW".into(), "鋼索感測器斷線".into());
+                v.insert("measurement@en-US".into(), "wire sensor broken".into());
+                v.insert("measurement".into(), "wire sensor broken".into());
+            }
         }
-    });
-    Some((info, value))
-}
-
-fn longest_window(rule: &Rule) -> u64 {
-    rule.levels.iter().flat_map(|l| l.any.iter()).filter_map(|c| c.window).max().unwrap_or(0).min(MAX_WINDOW_MS)
-}
-
-fn describe(window: Option<u64>, at_least: f64) -> String {
-    match window {
-        Some(w) if w % 3_600_000 == 0 => format!("{}h ≥ {at_least}", w / 3_600_000),
-        Some(w) => format!("{}m ≥ {at_least}", w / 60_000),
-        None => format!("≥ {at_least}"),
+        RuleKind::Rate => {
+            let r = inputs.rate.unwrap_or(value);
+            let (zh, en) = match metric {
+                Some(Metric::TiltDeg) => (format!("傾斜速率 {r:.3} 度/小時"), format!("tilt rate {r:.3}°/h")),
+                Some(Metric::DisplacementMm) => {
+                    (format!("位移速率 {r:.1} 公釐/小時"), format!("displacement rate {r:.1} mm/h"))
+                }
+                _ => (format!("{name} 變化率 {r:.3}/小時"), format!("{name} rate {r:.3}/h")),
+            };
+            v.insert("measurement@zh-TW".into(), zh);
+            v.insert("measurement".into(), en.clone());
+            v.insert("measurement@en-US".into(), en);
+            v.insert("rate_per_h".into(), format!("{r:.4}"));
+        }
+        RuleKind::Geofence => {
+            v.insert("vehicle".into(), sensor.id.to_string());
+            if sensor.cargo > 0 {
+                v.insert("un_number".into(), format!("{:04}", sensor.cargo));
+            }
+            if !inputs.speed.is_nan() {
+                v.insert("speed_kmh".into(), format!("{:.0}", inputs.speed));
+            }
+        }
+        RuleKind::Deadman => {
+            let minutes = inputs.silent.unwrap_or(0.0) * sensor.interval_ms as f64 / 60_000.0;
+            v.insert("silent_min".into(), format!("{minutes:.0}"));
+        }
+        RuleKind::Correlation | RuleKind::Composite => {}
     }
+    v
 }
 
 #[cfg(test)]
@@ -238,6 +1375,12 @@ mod tests {
     const ZONE: [ZoneRef<'static>; 1] = [ZoneRef { id: "dfa", kind: ZoneKind::DebrisFlow }];
     const MIN: i64 = 60_000;
 
+    fn heavy(out: &mut Vec<Finding>) -> Option<Finding> {
+        let f = out.iter().rev().find(|f| f.rule_id == "heavy-rain").cloned();
+        out.clear();
+        f
+    }
+
     #[test]
     fn rain_rises_through_cwa_levels_and_clears_with_hysteresis() {
         let mut e = engine();
@@ -245,20 +1388,38 @@ mod tests {
         let t0 = 1_764_122_400_000;
         // 30 mm: nothing. 45 mm within the hour: 大雨 (≥40 mm/1 h).
         e.evaluate(&rain(t0, 30.0), &gauge(), &ZONE, &mut out);
-        assert!(out.is_empty());
+        assert!(heavy(&mut out).is_none());
         e.evaluate(&rain(t0 + 10 * MIN, 15.0), &gauge(), &ZONE, &mut out);
-        let f = out.pop().unwrap();
+        let f = heavy(&mut out).unwrap();
         assert_eq!(f.level.as_ref().unwrap().index, 0, "{f:?}");
+        assert_eq!(f.values.get("rain_1h_mm").map(String::as_str), Some("45.0"));
         // 110 mm in 3 h: 豪雨 (≥100 mm/3 h).
         e.evaluate(&rain(t0 + 20 * MIN, 65.0), &gauge(), &ZONE, &mut out);
-        assert_eq!(out.pop().unwrap().level.unwrap().index, 1);
+        assert_eq!(heavy(&mut out).unwrap().level.unwrap().index, 1);
         // A duplicate (same timestamp) is counted once.
         e.evaluate(&rain(t0 + 20 * MIN, 65.0), &gauge(), &ZONE, &mut out);
         assert!(out.is_empty());
         assert_eq!(e.counters.duplicates, 1);
         // 25 h later with no rain the windows are empty: cleared.
         e.evaluate(&rain(t0 + 25 * 60 * MIN, 0.0), &gauge(), &ZONE, &mut out);
-        assert!(out.pop().unwrap().level.is_none());
+        assert!(heavy(&mut out).unwrap().level.is_none());
+    }
+
+    #[test]
+    fn late_readings_are_placed_or_dropped() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        let t0 = 1_764_122_400_000;
+        e.evaluate(&rain(t0, 30.0), &gauge(), &ZONE, &mut out);
+        e.evaluate(&rain(t0 + 30 * MIN, 5.0), &gauge(), &ZONE, &mut out);
+        // Late by 20 min, within the bound: it lands in its own bucket and makes the hour reach 40 mm.
+        e.evaluate(&rain(t0 + 10 * MIN, 5.0), &gauge(), &ZONE, &mut out);
+        assert_eq!(heavy(&mut out).unwrap().level.unwrap().index, 0);
+        assert_eq!(e.counters.late_placed, 1);
+        // Late by more than the bound (1 h): counted and dropped.
+        e.evaluate(&rain(t0 + 30 * MIN + 2 * 3_600_000, 0.0), &gauge(), &ZONE, &mut out);
+        e.evaluate(&rain(t0 + 20 * MIN, 50.0), &gauge(), &ZONE, &mut out);
+        assert_eq!(e.counters.late_dropped, 1);
     }
 
     #[test]
@@ -267,5 +1428,16 @@ mod tests {
         let mut out = Vec::new();
         e.evaluate(&rain(0, 300.0), &gauge(), &[], &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn rain_gauge_state_fits_in_one_kib() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        for i in 0..200 {
+            e.evaluate(&rain(i * 10 * MIN, 1.0), &gauge(), &ZONE, &mut out);
+        }
+        let bytes = e.state_bytes();
+        assert!(bytes.max_per_sensor <= 1024, "{bytes:?}");
     }
 }

@@ -87,6 +87,13 @@ fn benches(c: &mut Criterion) {
             }
         })
     });
+    g.bench_function("h3o_latlng_to_cell_res9_x10k_reference", |b| {
+        b.iter(|| {
+            for (lat, lon) in &points {
+                black_box(h3o::LatLng::new(*lat, *lon).ok().map(|ll| ll.to_cell(Resolution::Nine)));
+            }
+        })
+    });
     g.finish();
 
     let ten_km = square(10_000.0);

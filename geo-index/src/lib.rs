@@ -22,7 +22,29 @@
 //! - `error.rs` — [`GeoError`], and [`ZoneError`]/[`SiteError`] that name the bad zone or site and the reason.
 //!
 //! Benchmarks are in `benches/geo_index.rs` and their figures in `BENCHMARKS.md`; property tests against brute
-//! force in `tests/properties.rs`; demo data in `config/zones.geojson` and `config/cell_sites.csv`.
+//! force in `tests/properties.rs`, bad input in `tests/bad_input.rs`, demo-data checks in `tests/demo_data.rs` and
+//! `tests/queries.rs`. Demo data (approximate coordinates, plausible but made-up cells) is `config/zones.geojson`
+//! and `config/cell_sites.csv`, written by `scripts/gen_demo_data.py`.
+//!
+//! ## Using it
+//! ```
+//! use geo_index::{GeoIndex, LoadPolicy, Resolution, TargetingStrategy};
+//! let mut index = GeoIndex::new(Resolution::Nine);
+//! let zones = r#"{"type": "FeatureCollection", "features": [{"type": "Feature",
+//!     "properties": {"id": "dfa-demo", "kind": "debris_flow", "geocode": "1000812", "thresholds": {"rain_24h_mm": 250}},
+//!     "geometry": {"type": "Polygon", "coordinates": [[[120.91, 23.50], [120.95, 23.50], [120.95, 23.54], [120.91, 23.54], [120.91, 23.50]]]}}]}"#;
+//! let problems = index.load_zones(zones, LoadPolicy::SkipInvalid)?;
+//! assert!(problems.is_empty());
+//! assert_eq!(index.zones_containing(23.5185, 120.9280)[0].id, "dfa-demo");
+//! index.upsert_sensor("rain-1", 23.52, 120.93)?;
+//! assert_eq!(index.sensors_in_zone("dfa-demo")?.len(), 1);
+//! let area = index.alert_area_of_zones(&["dfa-demo"])?;
+//! let report = index.geotarget(&area, TargetingStrategy::AppH3 { resolution: Resolution::Nine })?;
+//! assert_eq!(report.covered_share, 1.0);
+//! let cap = index.zone("dfa-demo").map(|z| z.cap_polygons(100)).unwrap_or_default();
+//! assert!(cap[0].starts_with("23."));
+//! # Ok::<(), geo_index::GeoError>(())
+//! ```
 
 mod cover;
 mod error;

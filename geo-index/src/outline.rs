@@ -204,6 +204,10 @@ fn convex_hull(ring: &[Coord<f64>]) -> Vec<Coord<f64>> {
 
 /// Step 3 of the module doc, on a convex CCW ring.
 fn cut_corners_outwards(mut ring: Vec<Coord<f64>>, budget: usize) -> Vec<Coord<f64>> {
+    // A corner may move out by at most a few times the shape's size; beyond that the box/triangle is tighter.
+    let (x0, y0, x1, y1) = bounds(&ring);
+    let reach = 3.0 * (x1 - x0).hypot(y1 - y0);
+    let centre = Coord { x: (x0 + x1) / 2.0, y: (y0 + y1) / 2.0 };
     // Small inputs: a quadratic loop is simpler than a heap and hull sizes after step 2 are modest.
     while ring.len() > budget {
         let n = ring.len();
@@ -214,7 +218,8 @@ fn cut_corners_outwards(mut ring: Vec<Coord<f64>>, budget: usize) -> Vec<Coord<f
             let a = ring[i];
             let b = ring[(i + 1) % n];
             let nb = ring[(i + 2) % n];
-            if let Some(x) = outward_meeting_point(pa, a, b, nb) {
+            let meeting = outward_meeting_point(pa, a, b, nb).filter(|x| (x.x - centre.x).hypot(x.y - centre.y) <= reach);
+            if let Some(x) = meeting {
                 let area = cross(a, x, b).abs() / 2.0;
                 if best.is_none_or(|(best_area, _, _)| area < best_area) {
                     best = Some((area, i, x));
@@ -236,18 +241,19 @@ fn outward_meeting_point(pa: Coord<f64>, a: Coord<f64>, b: Coord<f64>, nb: Coord
     let d1 = Coord { x: a.x - pa.x, y: a.y - pa.y };
     let d2 = Coord { x: b.x - nb.x, y: b.y - nb.y };
     let denom = d1.x * d2.y - d1.y * d2.x;
-    if denom.abs() < 1e-18 {
+    // Nearly parallel lines meet absurdly far away (or, numerically, anywhere): not a usable corner.
+    if denom.abs() <= 1e-9 * d1.x.hypot(d1.y) * d2.x.hypot(d2.y) {
         return None;
     }
     let w = Coord { x: b.x - a.x, y: b.y - a.y };
     let t = (w.x * d2.y - w.y * d2.x) / denom;
     let s = (w.x * d1.y - w.y * d1.x) / denom;
     // Both rays must go forward (beyond a and beyond b); otherwise the lines meet on the inner side.
-    (t >= 0.0 && s >= 0.0).then(|| Coord { x: a.x + t * d1.x, y: a.y + t * d1.y })
+    (t >= 0.0 && s >= 0.0).then_some(Coord { x: a.x + t * d1.x, y: a.y + t * d1.y })
 }
 
 /// Last resort when corners cannot be cut (e.g. a rectangle down to a triangle): a box, or a triangle around it.
-fn bounding_shape(ring: &[Coord<f64>], budget: usize) -> Vec<Coord<f64>> {
+fn bounds(ring: &[Coord<f64>]) -> (f64, f64, f64, f64) {
     let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
     for c in ring {
         x0 = x0.min(c.x);
@@ -255,6 +261,11 @@ fn bounding_shape(ring: &[Coord<f64>], budget: usize) -> Vec<Coord<f64>> {
         x1 = x1.max(c.x);
         y1 = y1.max(c.y);
     }
+    (x0, y0, x1, y1)
+}
+
+fn bounding_shape(ring: &[Coord<f64>], budget: usize) -> Vec<Coord<f64>> {
+    let (x0, y0, x1, y1) = bounds(ring);
     if budget >= 4 {
         return vec![Coord { x: x0, y: y0 }, Coord { x: x1, y: y0 }, Coord { x: x1, y: y1 }, Coord { x: x0, y: y1 }];
     }

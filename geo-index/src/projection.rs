@@ -38,11 +38,11 @@ impl LocalProjection {
         }
     }
 
-    pub(crate) fn to_local(&self, c: Coord<f64>) -> Coord<f64> {
+    pub(crate) fn to_local(self, c: Coord<f64>) -> Coord<f64> {
         Coord { x: (c.x - self.lon0) * self.kx, y: (c.y - self.lat0) * self.ky }
     }
 
-    pub(crate) fn to_geo(&self, c: Coord<f64>) -> Coord<f64> {
+    pub(crate) fn to_geo(self, c: Coord<f64>) -> Coord<f64> {
         Coord { x: c.x / self.kx + self.lon0, y: c.y / self.ky + self.lat0 }
     }
 

@@ -6,9 +6,9 @@
 //! makes the ECGI that SBc-AP's warning area cell list carries. A beam width of 360 is an omni cell.
 //!
 //! The footprint is a circular sector (site, arc of `range_m` from `azimuth ± beamwidth/2`), a planning
-//! approximation: real coverage follows terrain. Its cells are tiled with `Covers` (every cell it touches), and for
-//! each cell we also note whether the cell's centre is inside the footprint — the targeting report counts an area
-//! cell as covered when its centre is (see `targeting.rs`).
+//! approximation: real coverage follows terrain. Its cells are tiled with `Covers` (every cell it touches, see
+//! `cover.rs`), and for each cell the tiler also tells whether the cell's centre is inside the footprint — the
+//! targeting report counts an area cell as covered when a targeted footprint holds its centre (`targeting.rs`).
 
 use crate::{
     cover::CellCover,
@@ -17,8 +17,8 @@ use crate::{
     projection::LocalProjection,
 };
 use ahash::RandomState;
-use geo::{Coord, Intersects, LineString, Point, Polygon};
-use h3o::{CellIndex, LatLng, Resolution};
+use geo::{BoundingRect, Coord, LineString, Polygon, Rect};
+use h3o::{CellIndex, Resolution};
 use serde::{Deserialize, Serialize};
 use std::{collections::HashMap, fmt};
 
@@ -74,6 +74,11 @@ pub struct CellSite {
     pub range_m: f64,
     /// Coverage footprint (lon/lat): the sector polygon.
     pub footprint: Polygon<f64>,
+    /// Bounding box of the footprint: the cheap reject when looking for the sites of an area.
+    pub(crate) bbox: Rect<f64>,
+    /// The cell of the antenna position (a point of the footprint): if it lies wholly in an area, so does part of
+    /// the footprint, and no exact test is needed.
+    pub(crate) site_cell: CellIndex,
     /// Cells touching the footprint, each with "centre inside the footprint".
     pub(crate) cells: Vec<(CellIndex, bool)>,
     /// Arc sampling step (degrees): the true arc bulges out of the polygon by range·(1 − cos(step/2)), which the
@@ -215,6 +220,9 @@ fn build_site(row: Row, resolution: Resolution) -> Result<CellSite, (String, Sit
     let ecgi = Ecgi { mcc: 466, mnc, mnc_digits: mnc_digits as u8, eci: eci as u32 };
     let (footprint, arc_step_deg) = sector(lat, lon, row.azimuth_deg, row.beamwidth_deg, row.range_m);
     let cells = footprint_cells(&footprint, resolution).map_err(|e| (ecgi.to_string(), SiteProblem::Malformed(e)))?;
+    let bbox = footprint.bounding_rect().unwrap_or_else(|| Rect::new(Coord { x: lon, y: lat }, Coord { x: lon, y: lat }));
+    let site_cell = crate::index::cell_at(lat, lon, resolution)
+        .map_err(|_| (ecgi.to_string(), SiteProblem::CoordinateOutOfRange { lat, lon }))?;
     Ok(CellSite {
         carrier: row.carrier,
         ecgi,
@@ -225,6 +233,8 @@ fn build_site(row: Row, resolution: Resolution) -> Result<CellSite, (String, Sit
         beamwidth_deg: row.beamwidth_deg,
         range_m: row.range_m,
         footprint,
+        bbox,
+        site_cell,
         cells,
         arc_step_deg,
     })
@@ -252,14 +262,8 @@ pub(crate) fn sector(lat: f64, lon: f64, azimuth_deg: f64, beamwidth_deg: f64, r
     (Polygon::new(LineString(ring), vec![]), step)
 }
 
-/// Cells touching the footprint, with "centre inside".
+/// Cells touching the footprint, with "centre inside" (both from the tiler, see `cover.rs`).
 fn footprint_cells(footprint: &Polygon<f64>, resolution: Resolution) -> Result<Vec<(CellIndex, bool)>, String> {
     let cover = CellCover::tile(&geo::MultiPolygon(vec![footprint.clone()]), resolution)?;
-    Ok(cover
-        .annotated()
-        .map(|(cell, interior)| {
-            let centre = LatLng::from(cell);
-            (cell, interior || footprint.intersects(&Point::new(centre.lng(), centre.lat())))
-        })
-        .collect())
+    Ok(cover.flagged().map(|(cell, _, centre_in)| (cell, centre_in)).collect())
 }

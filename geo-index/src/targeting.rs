@@ -34,7 +34,7 @@ use crate::{
     zone::{check_polygons, multipolygon_to_geojson},
 };
 use ahash::RandomState;
-use geo::{BooleanOps, Coord, Intersects, Line, MultiPolygon, Point};
+use geo::{BooleanOps, BoundingRect, Coord, Intersects, Line, MultiPolygon, Point, Rect};
 use h3o::{CellIndex, LatLng, Resolution};
 use rstar::{primitives::GeomWithData, RTree};
 use serde::Serialize;
@@ -148,19 +148,13 @@ impl GeoIndex {
             });
         }
         let mut geometry = first.geometry.clone();
-        let mut cells: HashMap<CellIndex, bool> = first.cover.annotated().collect();
+        let mut cover = first.cover.clone();
         for z in rest {
             geometry = geometry.union(&z.geometry);
-            for (c, interior) in z.cover.annotated() {
-                // Interior to one zone is interior to the union; edge in both stays edge (conservative).
-                *cells.entry(c).or_insert(false) |= interior;
-            }
+            // Interior to one zone is interior to the union; edge in both stays edge (conservative: exact tests).
+            cover.merge(&z.cover);
         }
-        Ok(AlertArea {
-            area_km2: projection::area_km2(&geometry),
-            geometry,
-            cover: CellCover::from_cells(self.resolution(), cells),
-        })
+        Ok(AlertArea { area_km2: projection::area_km2(&geometry), geometry, cover })
     }
 
     /// The cell sites whose footprint intersects the area (optionally of one carrier), in load order: the cell
@@ -172,33 +166,16 @@ impl GeoIndex {
             .collect()
     }
 
-    /// Site positions (sorted) whose footprint intersects the area.
+    /// Site positions (sorted) whose footprint intersects the area: bounding boxes reject most sites, the
+    /// antenna's cell accepts those standing well inside, an exact polygon test decides the rest.
     fn targeted_site_ids(&self, area: &AlertArea, mnc: Option<u16>) -> Vec<u32> {
-        // 0 = not seen, 1 = touches an edge cell only (needs the exact test), 2 = in.
-        let mut state = vec![0u8; self.sites.sites.len()];
-        for (cell, area_interior) in area.cover.annotated() {
-            let Some(entries) = self.sites.by_cell.get(&cell) else { continue };
-            for (site, _) in entries {
-                let s = &mut state[*site as usize];
-                if *s == 2 {
-                    continue;
-                }
-                // The footprint touches this cell; if the cell is wholly in the area, the footprint meets the area.
-                *s = if area_interior { 2 } else { 1 };
-            }
-        }
+        let Some(area_box) = area.geometry.bounding_rect() else { return Vec::new() };
         let mut out = Vec::new();
-        for (i, s) in state.iter().enumerate() {
-            let Some(site) = self.sites.sites.get(i) else { continue };
-            if mnc.is_some_and(|m| site.ecgi.mnc != m) {
+        for (i, site) in self.sites.sites.iter().enumerate() {
+            if mnc.is_some_and(|m| site.ecgi.mnc != m) || !boxes_meet(&site.bbox, &area_box) {
                 continue;
             }
-            let is_in = match s {
-                2 => true,
-                1 => site.footprint.intersects(&area.geometry),
-                _ => false,
-            };
-            if is_in {
+            if area.cover.get(site.site_cell) == Some(true) || site.footprint.intersects(&area.geometry) {
                 out.push(i as u32);
             }
         }
@@ -228,29 +205,60 @@ impl GeoIndex {
 
     fn target_cell_broadcast(&self, area: &AlertArea, mnc: Option<u16>) -> TargetingReport {
         let ids = self.targeted_site_ids(area, mnc);
-        let targeted: HashSet<u32, RandomState> = ids.iter().copied().collect();
+        let mut is_targeted = vec![false; self.sites.sites.len()];
+        for &i in &ids {
+            is_targeted[i as usize] = true;
+        }
         let mut areas = CellAreas::default();
+
+        // One pass over the targeted footprints' cells: which area cells have their centre in a footprint, which
+        // outside cells are reached, and which sites reach beyond the area (only those can overshoot).
+        let mut reached_in: HashSet<CellIndex, RandomState> = HashSet::with_capacity_and_hasher(area.cover.len(), RandomState::new());
+        let mut reached_out: HashSet<CellIndex, RandomState> = HashSet::default();
+        let mut crossing: Vec<u32> = Vec::new();
+        for &i in &ids {
+            let Some(site) = self.sites.sites.get(i as usize) else { continue };
+            let mut crosses = false;
+            for &(cell, centre_in_footprint) in &site.cells {
+                match area.cover.get(cell) {
+                    Some(interior) => {
+                        crosses |= !interior;
+                        if centre_in_footprint {
+                            reached_in.insert(cell);
+                        }
+                    }
+                    None => {
+                        crosses = true;
+                        if centre_in_footprint {
+                            reached_out.insert(cell);
+                        }
+                    }
+                }
+            }
+            if crosses {
+                crossing.push(i);
+            }
+        }
 
         // Coverage: each area cell is judged at one sample point of the area — its centre when that lies in the
         // area, else the area's boundary point nearest the centre — and is covered when a targeted footprint holds
         // that point.
         let ruler = Ruler::new(area);
-        let (mut total, mut covered) = (0.0, 0.0);
+        let (mut total, mut covered, mut reach_in_km2) = (0.0, 0.0, 0.0);
         let mut uncovered = Vec::new();
-        for (cell, interior) in area.cover.annotated() {
+        for (cell, _, centre_in_area) in area.cover.flagged() {
             let a = areas.km2(cell);
             total += a;
-            let centre = LatLng::from(cell);
-            let centre = Coord { x: centre.lng(), y: centre.lat() };
-            let hit = if interior || area.geometry.intersects(&Point(centre)) {
-                // Centre flags were computed when the sites were loaded: no geometry needed.
-                self.sites
-                    .by_cell
-                    .get(&cell)
-                    .is_some_and(|e| e.iter().any(|(s, centre_in)| *centre_in && targeted.contains(s)))
+            let centre_reached = reached_in.contains(&cell);
+            if centre_reached {
+                reach_in_km2 += a;
+            }
+            let hit = if centre_in_area {
+                centre_reached
             } else {
-                let sample = ruler.nearest_boundary_point(centre);
-                self.sites_holding(sample).any(|s| targeted.contains(&s))
+                let centre = LatLng::from(cell);
+                let sample = ruler.nearest_boundary_point(Coord { x: centre.lng(), y: centre.lat() });
+                self.sites_holding(sample).any(|s| is_targeted[s as usize])
             };
             if hit {
                 covered += a;
@@ -259,25 +267,18 @@ impl GeoIndex {
             }
         }
         let covered_share = if total > 0.0 { covered / total } else { 0.0 };
+        let reach_km2 = reach_in_km2 + reached_out.iter().map(|c| areas.km2(*c)).sum::<f64>();
 
-        // Reach: cells whose centre is in a targeted footprint.
-        let mut reach: HashSet<CellIndex, RandomState> = HashSet::default();
-        for &i in &ids {
-            if let Some(site) = self.sites.sites.get(i as usize) {
-                reach.extend(site.cells.iter().filter(|(_, centre_in)| *centre_in).map(|(c, _)| *c));
-            }
-        }
-        let reach_km2: f64 = reach.iter().map(|c| areas.km2(*c)).sum();
-
-        // Farthest: footprint vertices outside the area.
+        // Farthest: vertices of the footprints that cross the area's edge. A vertex can only raise the maximum if
+        // its distance to the boundary does, so the inside/outside test runs only for those.
         let mut farthest: f64 = 0.0;
-        for &i in &ids {
+        for &i in &crossing {
             let Some(site) = self.sites.sites.get(i as usize) else { continue };
             let bulge = site.range_m * (1.0 - (site.arc_step_deg.to_radians() / 2.0).cos());
             for c in &site.footprint.exterior().0 {
-                let d = ruler.distance_outside(area, *c, self.resolution());
-                if d > 0.0 {
-                    farthest = farthest.max(d + bulge);
+                let d = ruler.distance(*c) + bulge;
+                if d > farthest && !ruler.inside(area, *c, self.resolution()) {
+                    farthest = d;
                 }
             }
         }
@@ -426,13 +427,18 @@ impl Ruler {
         }
     }
 
-    /// 0 inside the area, else the distance to it. The area's cells settle most points with one lookup.
-    fn distance_outside(&self, area: &AlertArea, c: Coord<f64>, resolution: Resolution) -> f64 {
+    /// Is a lon/lat point in the area (boundary included)? The area's cells settle most points with one lookup.
+    fn inside(&self, area: &AlertArea, c: Coord<f64>, resolution: Resolution) -> bool {
         let cell = LatLng::new(c.y, c.x).ok().map(|ll| ll.to_cell(resolution));
         match cell.and_then(|cell| area.cover.get(cell)) {
-            Some(true) => 0.0,
-            Some(false) if area.geometry.intersects(&Point(c)) => 0.0,
-            _ => self.distance(c),
+            Some(true) => true,
+            // Not in the cover (or an edge cell): the exact test; see `cover.rs` on why "not in the cover" is not
+            // taken as "outside" without it.
+            _ => area.geometry.intersects(&Point(c)),
         }
     }
+}
+
+fn boxes_meet(a: &Rect<f64>, b: &Rect<f64>) -> bool {
+    a.min().x <= b.max().x && b.min().x <= a.max().x && a.min().y <= b.max().y && b.min().y <= a.max().y
 }

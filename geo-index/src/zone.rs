@@ -254,7 +254,7 @@ fn parse_line(v: &Value) -> Result<LineString<f64>, ZoneProblem> {
 
 fn parse_polygon(v: &Value) -> Result<Polygon<f64>, ZoneProblem> {
     let rings = array(v)?;
-    let mut rings = rings.iter().map(|r| parse_line(r));
+    let mut rings = rings.iter().map(parse_line);
     let exterior = rings.next().ok_or(ZoneProblem::EmptyGeometry)??;
     let interiors = rings.collect::<Result<Vec<_>, _>>()?;
     // Polygon::new closes open rings; GeoJSON requires them closed but a missing closing point is harmless.

@@ -71,7 +71,7 @@ proptest! {
             .into_iter().map(|s| s.id.clone()).collect();
         prop_assert_eq!(&found, &expected);
 
-        let problems = index.load_zones(&zones_doc(&[polygon.clone()]), LoadPolicy::StopOnFirst).expect("loads");
+        let problems = index.load_zones(&zones_doc(std::slice::from_ref(&polygon)), LoadPolicy::StopOnFirst).expect("loads");
         prop_assert!(problems.is_empty());
         let in_zone: Vec<String> = index.sensors_in_zone("z0").expect("zone").into_iter().map(|s| s.id.clone()).collect();
         prop_assert_eq!(&in_zone, &expected);

@@ -43,10 +43,9 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// Capacity of the queue into the pipeline, in batches (one batch = the publishes of one socket read).
     pub queue_batches: usize,
-    /// Worker threads of the front door's own tokio runtime.
+    /// Worker threads of the front door's own tokio runtime. (argon2 password checks run on one thread of their
+    /// own besides: see [`crate::devices`].)
     pub io_threads: usize,
-    /// argon2 password checks running at once (each takes a core for tens of milliseconds).
-    pub auth_threads: usize,
 }
 
 impl Default for BrokerConfig {
@@ -66,7 +65,6 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             queue_batches: 1024,
             io_threads: 2,
-            auth_threads: 1,
         }
     }
 }

@@ -338,6 +338,28 @@ mod tests {
         assert!(again.issue_device("").is_err());
     }
 
+    /// The subject's O is the device id (what rumqttd-style tenant isolation keys on): never empty.
+    #[test]
+    fn device_certificate_subject_o_is_the_device_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = DeploymentCa::load_or_create(&DataDir::new(tmp.path())).unwrap();
+        let der = ca.issue_device("RG0042").unwrap().cert_der;
+        // OID 2.5.4.10 (organizationName), then the string: tag, length, bytes. Present in the subject (the issuer's
+        // O is "disaster-cloud").
+        let oid = [0x06, 0x03, 0x55, 0x04, 0x0A];
+        let values: Vec<&[u8]> = der
+            .windows(oid.len())
+            .enumerate()
+            .filter(|(_, w)| *w == oid)
+            .map(|(i, _)| {
+                let at = i + oid.len();
+                let len = usize::from(der[at + 1]);
+                &der[at + 2..at + 2 + len]
+            })
+            .collect();
+        assert_eq!(values, vec![&b"disaster-cloud"[..], &b"RG0042"[..]]);
+    }
+
     #[test]
     fn provision_and_revoke_update_the_store() {
         let tmp = tempfile::tempdir().unwrap();

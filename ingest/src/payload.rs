@@ -202,6 +202,8 @@ struct SenmlRecord {
     bn: Option<String>,
     bt: Option<f64>,
     bu: Option<String>,
+    /// Base value (RFC 8428 §4.1), added to every later `v`; the one place a JSON payload can produce infinity.
+    bv: Option<f64>,
     bver: Option<i64>,
     n: Option<String>,
     u: Option<String>,
@@ -219,6 +221,7 @@ fn decode_senml_pack(elements: &[&RawValue], now_ms: i64) -> Vec<Result<DecodedS
     let mut base_name = String::new();
     let mut base_time = 0.0_f64;
     let mut base_unit: Option<String> = None;
+    let mut base_value = 0.0_f64;
     let mut records = Vec::with_capacity(elements.len());
     let (mut lat, mut lon) = (None, None);
     for raw in elements {
@@ -239,6 +242,9 @@ fn decode_senml_pack(elements: &[&RawValue], now_ms: i64) -> Vec<Result<DecodedS
         if record.bu.is_some() {
             base_unit.clone_from(&record.bu);
         }
+        if let Some(bv) = record.bv {
+            base_value = bv;
+        }
         if record.bver.is_some_and(|v| v > 10) {
             records.push(Err(Rejection::new(RejectReason::WrongShape, "unsupported SenML version")));
             continue;
@@ -247,11 +253,14 @@ fn decode_senml_pack(elements: &[&RawValue], now_ms: i64) -> Vec<Result<DecodedS
         // The metric is the last segment of the resolved name: `urn:dev:ow:RG0001:` + `rain_mm`.
         let metric = name.rsplit([':', '/']).next().unwrap_or("").to_string();
         let value = match (record.v, record.vb, &record.vs, &record.vd) {
-            (Some(v), None, None, None) => WireValue::Number(v),
+            // The sum may overflow to infinity; validation refuses it as `not_finite`.
+            (Some(v), None, None, None) => WireValue::Number(v + base_value),
             (None, Some(b), None, None) => WireValue::Bool(b),
             (None, None, Some(_), None) => WireValue::Other("string"),
             (None, None, None, Some(_)) => WireValue::Other("data"),
-            (None, None, None, None) if record.bn.is_some() || record.bt.is_some() || record.bu.is_some() => {
+            (None, None, None, None)
+                if record.bn.is_some() || record.bt.is_some() || record.bu.is_some() || record.bv.is_some() =>
+            {
                 continue; // A base-only record carries no reading.
             }
             (None, None, None, None) => {
@@ -345,6 +354,13 @@ mod tests {
         assert_eq!(a.ts, Timestamp::Millis(1_764_122_400_000));
         assert_eq!(b.values[0].name, "battery_v");
         assert_eq!(b.ts, Timestamp::Millis(1_764_122_460_000));
+    }
+
+    #[test]
+    fn senml_base_value_is_added_and_can_overflow() {
+        let sets = decode(r#"[{"bv":10,"n":"rain_mm","v":2.5},{"bv":1.7e308,"n":"rain_mm","v":1.7e308}]"#).unwrap();
+        assert_eq!(sets[0].as_ref().unwrap().values[0].value, WireValue::Number(12.5));
+        assert_eq!(sets[1].as_ref().unwrap().values[0].value, WireValue::Number(f64::INFINITY));
     }
 
     #[test]

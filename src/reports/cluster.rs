@@ -387,6 +387,11 @@ impl ClusterBook {
         self.clusters.get_mut(&seq).ok_or_else(|| ClusterError::NotFound(id.chars().take(40).collect()))
     }
 
+    /// Every cluster, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Cluster> {
+        self.clusters.values()
+    }
+
     /// Every cluster, newest report first.
     pub fn iter_recent(&self) -> Vec<&Cluster> {
         let mut all: Vec<&Cluster> = self.clusters.values().collect();

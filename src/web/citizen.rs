@@ -141,7 +141,8 @@ async fn session(app: Arc<App>, mut socket: WebSocket) {
             next = alerts.recv() => match next {
                 Ok(alert) => {
                     let Some(sub) = &subscription else { continue };
-                    if sub.zones.contains(&alert.area_id) && !send(&mut socket, alert.citizen(sub.lang).to_string()).await {
+                    let Some(frame) = alert.citizen_frame(&sub.zones, sub.lang) else { continue };
+                    if !send(&mut socket, frame.to_string()).await {
                         WS_DROPPED.with_label_values(&["citizen"]).inc();
                         break;
                     }
@@ -179,9 +180,23 @@ async fn replay(app: &App, socket: &mut WebSocket, sub: &Subscription, seen: &[S
                 let newer = seen.get(a.id.as_str()).is_none_or(|v| a.version > *v);
                 newer && (a.state.is_active() || seen.contains_key(a.id.as_str()))
             })
-            .map(|a| AlertBroadcast::new(app.alert_message(a)).citizen(sub.lang).to_string())
+            .filter_map(|a| AlertBroadcast::new(app.alert_message(a)).citizen_frame(&sub.zones, sub.lang).map(str::to_string))
             .collect()
     };
+    // Public warnings from partner agencies covering these places, still active.
+    let external: Vec<String> = app
+        .inbound
+        .as_ref()
+        .map(|inbound| {
+            inbound
+                .active()
+                .into_iter()
+                .filter(|a| seen.get(a.id.as_str()).is_none_or(|v| a.version > *v))
+                .filter_map(|a| crate::external::broadcast(&a, "raised").citizen_frame(&sub.zones, sub.lang).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let frames = frames.into_iter().chain(external);
     for frame in frames {
         if !send(socket, frame).await {
             return false;

@@ -36,6 +36,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/sensors", get(list_sensors))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/zones/{id}/cells", get(zone_cells))
+        .route("/api/v1/cap/inbound", post(inbound_cap))
         // Citizen reports (issue 11): web/reports.rs.
         .route("/api/v1/reports", post(reports::submit))
         .route("/api/v1/reports/clusters", get(reports::list_clusters))
@@ -166,7 +167,16 @@ pub fn snapshot(app: &App) -> serde_json::Value {
         .zones()
         .map(|z| json!({"id": z.id, "name": z.name, "name_en": z.name_en, "kind": z.kind, "geocode": z.geocode, "area": z.geojson_geometry()}))
         .collect();
-    json!({ "type": "snapshot", "alerts": alerts, "sensors": sensors, "zones": zones, "mode": app.mode,
+    let external: Vec<_> = app.inbound.as_ref().map(|i| i.active()).unwrap_or_default();
+    let reports: Vec<_> = app.reports.with_clusters(|book| {
+        book.iter_recent()
+            .into_iter()
+            .filter(|c| c.state != crate::reports::ClusterState::Dismissed)
+            .map(|c| c.operator_view("snapshot"))
+            .collect()
+    });
+    json!({ "type": "snapshot", "alerts": alerts, "external_alerts": external, "reports": reports, "sensors": sensors,
+            "zones": zones, "mode": app.mode,
             "tile_url": app.tile_url })
 }
 
@@ -281,4 +291,30 @@ async fn zone_cells(
         })
         .collect();
     Ok(Json(json!({ "type": "MultiPolygon", "coordinates": polygons })))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct SourceQuery {
+    source: Option<String>,
+}
+
+/// `POST /api/v1/cap/inbound`: a partner agency pushes one CAP 1.2 message, authenticated per source (bearer token or
+/// HMAC signature, see `config/inbound.toml`).
+async fn inbound_cap(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<SourceQuery>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(inbound) = &app.inbound else {
+        return AppError::NotFound("no inbound CAP sources are configured".into()).into_response();
+    };
+    match inbound.push(query.source.as_deref(), &headers, &body, now_ms()) {
+        Ok(outcome) => (StatusCode::OK, Json(serde_json::to_value(&outcome).unwrap_or_default())).into_response(),
+        Err(e) => {
+            HTTP_REFUSED.with_label_values(&["inbound_cap"]).inc();
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, Json(json!({ "error": e.reason(), "message": e.to_string() }))).into_response()
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //!   the report joined; refusals are `4xx` with `{"error": reason, "field": …, "message": …}`.
 //! - `GET /api/v1/reports/clusters?state=open|verified|dismissed` — operators: the clusters, newest first.
 //! - `POST /api/v1/reports/clusters/{id}/verify` (optional `{"summary": "…", "publish_photos": true}`),
-//!   `…/dismiss`, `…/attach` (`{"alert_id": "…"}`) — operators.
+//!   `…/dismiss`, `…/attach` (`{"alert_id": "…"}`) — operators with the `operate` scope (the rest: `read`).
 //! - `GET /api/v1/reports/photos/{name}` — operators; `GET /opendata/reports/photos/{name}` — anyone, only photos an
 //!   operator published with a verified cluster.
 //! - `GET /opendata/reports.geojson` — anyone: verified clusters, without texts, people or exact positions.
@@ -31,7 +31,8 @@ use serde_json::{json, Value};
 use crate::metrics::{REPORTS_ACCEPTED, REPORTS_FLAGGED, REPORTS_REFUSED};
 use crate::reports::{parse_report, ClusterError, ClusterState, Refusal};
 use crate::server::{now_ms, App};
-use crate::web::{authorise, AppError, TokenQuery};
+use crate::web::auth::Scope;
+use crate::web::{authorise, require, AppError, TokenQuery};
 
 /// The peer's address when the server runs with connection info
 /// (`into_make_service_with_connect_info::<SocketAddr>()`); `None` otherwise, and then only per-client limits apply.
@@ -257,7 +258,8 @@ pub async fn cluster_action(
     Path((id, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ReportError> {
-    authorise(&app, &headers, &query)?;
+    // Judging reports changes what the public sees: the `operate` scope, like alert approval.
+    require(&app, &headers, &query, Scope::Operate)?;
     let args: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody::default()
     } else {
@@ -320,9 +322,8 @@ pub async fn operator_photo(
 /// `GET /opendata/reports/photos/{name}`: only photos of verified clusters whose photos an operator published.
 pub async fn public_photo(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Response, ReportError> {
     let published = app.reports.with_clusters(|book| {
-        book.iter_recent()
-            .into_iter()
-            .any(|c| c.state == ClusterState::Verified && c.publish_photos && c.photos.iter().any(|p| *p == name))
+        book.iter()
+            .any(|c| c.state == ClusterState::Verified && c.publish_photos && c.photos.contains(&name))
     });
     if !published {
         return Err(AppError::NotFound("no such published photo".into()).into());

@@ -94,7 +94,9 @@ pub fn fits(text: &str) -> bool {
 
 /// Septets `text` needs (escape pairs count 2), or `None` when it does not fit GSM 7-bit.
 pub fn septet_count(text: &str) -> Option<usize> {
-    text.chars().map(|c| encode_char(c).map(GsmChar::septets)).sum()
+    text.chars()
+        .map(|c| encode_char(c).map(GsmChar::septets))
+        .sum()
 }
 
 /// Text → septets, or the first character (and its index) that does not fit.

@@ -17,8 +17,8 @@
 //! knock the Chinese one off the air.
 
 use super::aper::{open_type, BitWriter};
-use super::serial::SerialNumber;
 use super::pages::MAX_PAGES;
+use super::serial::SerialNumber;
 use super::{CbsError, CellBroadcast};
 
 const PROC_WRITE_REPLACE_WARNING: u64 = 0;
@@ -379,7 +379,13 @@ mod tests {
         assert!(write_replace_warning_request(&cb, &area, s(0, 2)).is_err());
         assert!(write_replace_warning_request(&cb, &area, s(0, 1)).is_ok());
         assert!(write_replace_warning_request(&cb, &area, s(60, 0)).is_ok());
-        let empty = CellBroadcast { pages: vec![], ..cb.clone() };
-        assert!(matches!(write_replace_warning_request(&empty, &area, s(60, 0)), Err(CbsError::Malformed(_))));
+        let empty = CellBroadcast {
+            pages: vec![],
+            ..cb.clone()
+        };
+        assert!(matches!(
+            write_replace_warning_request(&empty, &area, s(60, 0)),
+            Err(CbsError::Malformed(_))
+        ));
     }
 }

@@ -43,14 +43,17 @@ pub enum Sniff {
 
 /// Looks at the first frame without consuming it.
 pub fn sniff_connect(buf: &[u8], max_packet: usize) -> Sniff {
+    // Decide on the first byte when we can: a TLS ClientHello or an HTTP request should not wait for "more".
+    match buf.first() {
+        None => return Sniff::NeedMore,
+        Some(0x10) => {}
+        Some(_) => return Sniff::NotMqtt,
+    }
     let header = match v4::check(buf.iter(), max_packet) {
         Ok(h) => h,
         Err(Error::InsufficientBytes(_)) => return Sniff::NeedMore,
         Err(_) => return Sniff::NotMqtt,
     };
-    if buf[0] != 0x10 {
-        return Sniff::NotMqtt;
-    }
     let body = &buf[header.fixed_header_len..header.frame_length()];
     let Some(name_len) = body.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
         return Sniff::NotMqtt;

@@ -73,8 +73,10 @@ impl AsyncWrite for Io {
     }
 }
 
-/// Bytes read per `read` call at most; also the granularity of batches handed to the pipeline.
-const READ_CHUNK: usize = 64 * 1024;
+/// Read buffer sizes: a busy gateway's reads grow to the largest (and so do its batches to the pipeline); an idle
+/// sensor's shrink back to the smallest, so that 20 000 quiet devices cost 20 000 × 4 KiB, not × 64 KiB.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
 
 /// How long we try to deliver a CONNACK refusal or a DISCONNECT before giving up on a peer that does not read.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -260,8 +262,9 @@ async fn log_in(
         FastCheck::Accepted => Ok(()),
         FastCheck::Refused(r) => Err(r),
         FastCheck::NeedsHash => {
-            // argon2 is slow on purpose: a bounded number of blocking threads run it, so a crowd of new logins
-            // queues here instead of taking the cores from sessions already sending readings.
+            // argon2 is slow on purpose and runs on one dedicated thread (`devices`): a crowd of new logins queues
+            // here, one blocking thread waiting at a time, instead of taking the cores from sessions already
+            // sending readings.
             let Ok(_slot) = Arc::clone(&shared.auth_slots).acquire_owned().await else {
                 return Err((Refusal::Overloaded, Some(username)));
             };
@@ -339,6 +342,7 @@ impl Session {
         let end = |why, will| End { session_id: id, why, will };
         let mut batch: Vec<RawMessage> = Vec::new();
         let mut last_heard = Instant::now();
+        let mut read_size = READ_MIN;
         // The keep-alive timer is re-armed only when it fires (cheaper than resetting it on every read).
         let far = Duration::from_secs(86_400 * 365);
         let timer = tokio::time::sleep(keep_alive.unwrap_or(far));
@@ -361,17 +365,16 @@ impl Session {
                 self.goodbye(v.reason).await;
                 return end(v.why, true);
             }
-            if !self.wbuf.is_empty() {
-                if self.flush().await.is_err() {
-                    return end("io_error", true);
-                }
+            if !self.wbuf.is_empty() && self.flush().await.is_err() {
+                return end("io_error", true);
             }
             if let Some(with_will) = self.disconnect {
                 return end("disconnect", with_will);
             }
-            if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-                self.rbuf.reserve(READ_CHUNK);
+            if self.rbuf.capacity() - self.rbuf.len() < read_size / 2 {
+                self.rbuf.reserve(read_size);
             }
+            let spare = self.rbuf.capacity() - self.rbuf.len();
             tokio::select! {
                 biased;
                 why = kick.wait() => {
@@ -392,6 +395,11 @@ impl Session {
                     Ok(n) => {
                         METRICS.network_in.inc_by(n as u64);
                         last_heard = Instant::now();
+                        if n == spare {
+                            read_size = (read_size * 2).min(READ_MAX);
+                        } else if n < read_size / 4 {
+                            read_size = (read_size / 2).max(READ_MIN);
+                        }
                     }
                     Err(_) => return end("io_error", true),
                 },

@@ -148,7 +148,7 @@ pub(crate) struct Shared {
     sessions: Sessions,
     /// The bounded queue into the pipeline: one entry per read (a batch of publishes).
     pipeline: mpsc::Sender<Vec<RawMessage>>,
-    /// argon2 verifications running at once.
+    /// Logins waiting for the argon2 thread at once (each holds a blocking thread while it waits).
     auth_slots: Arc<Semaphore>,
     /// Connections open at once (`max_connections`).
     connection_slots: Arc<Semaphore>,
@@ -182,6 +182,9 @@ pub enum CommandError {
     #[error("`{topic}` is not a command topic of device `{device}` (devices/{device}/…)")]
     NotACommandTopic { device: String, topic: String },
 }
+
+/// argon2 runs on one thread anyway; a couple of waiters keep it busy without parking many blocking threads.
+const AUTH_WAITERS: usize = 2;
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, IngestError> {
     let listener =
@@ -235,7 +238,7 @@ impl FrontDoor {
             devices,
             sessions: Sessions::default(),
             pipeline,
-            auth_slots: Arc::new(Semaphore::new(config.auth_threads.max(1))),
+            auth_slots: Arc::new(Semaphore::new(AUTH_WAITERS)),
             connection_slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
         });
         {

@@ -90,7 +90,9 @@ pub fn acceptor(
     server_key: &Path,
     devices: Arc<DeviceStore>,
 ) -> Result<TlsAcceptor, IngestError> {
-    let named = |path: &Path| move |e: tokio_rustls::rustls::pki_types::pem::Error| tls_err(format!("{}: {e}", path.display()));
+    fn named(path: &Path) -> impl Fn(tokio_rustls::rustls::pki_types::pem::Error) -> IngestError + '_ {
+        move |e| tls_err(format!("{}: {e}", path.display()))
+    }
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_cert).map_err(named(ca_cert))? {
         roots.add(cert.map_err(named(ca_cert))?).map_err(tls_err)?;

@@ -23,7 +23,8 @@ pub use schema::FILE;
 
 use crate::metrics::STORE;
 use crate::{StoreConfig, StoreError};
-use writer::{wall_clock_ms, Command, Counters, Writer};
+pub(crate) use writer::wall_clock_ms;
+use writer::{Command, Counters, Writer};
 
 /// A point-in-time copy of one store's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

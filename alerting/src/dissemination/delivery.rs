@@ -1,0 +1,211 @@
+//! One worker task per target (subscriber or carrier): send the head of its outbox, record the outcome, back off
+//! and retry, move on. One task per target is what makes delivery strictly ordered per subscriber while a slow
+//! or hanging receiver delays nobody else.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use tokio::sync::{watch, Notify};
+
+use super::config::Retry;
+use super::journal::{AttemptRecord, Outcome, Record};
+use super::outbox::{Auth, Job, CBC_PREFIX};
+use super::signature::{signature_header, SIGNATURE_HEADER};
+use super::Inner;
+
+/// Most response bytes kept as a CBC's acknowledgement or a receiver's error text.
+const DETAIL_BYTES: usize = 512;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Wait before attempt `failed + 1`: `initial · 2^(failed−1)` capped at `max`, then scaled by a random factor in
+/// [0.5, 1] ("equal jitter") so receivers coming back up are not hit by every sender at the same instant.
+pub(crate) fn backoff(retry: &Retry, failed: u32) -> Duration {
+    let exp = failed.saturating_sub(1).min(30);
+    let base = retry
+        .backoff_initial
+        .saturating_mul(1u32 << exp)
+        .min(retry.backoff_max);
+    base.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+/// The receiver's answer: status and the start of its body.
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+async fn send(client: &reqwest::Client, job: &Job, body: Vec<u8>, timeout: Duration) -> Result<Answer, String> {
+    let mut req = client
+        .post(&job.url)
+        .timeout(timeout)
+        .header(CONTENT_TYPE, job.content_type)
+        .header(USER_AGENT, concat!("disaster-cloud/", env!("CARGO_PKG_VERSION")))
+        // Receivers de-duplicate on this (delivery is at-least-once) …
+        .header("X-DC-Delivery", job.id.to_string())
+        // … and can tell a drill from the real thing without parsing the body.
+        .header("X-DC-Status", job.status)
+        .header("X-DC-Message", job.identifier.as_str())
+        .header("X-DC-Attempt", job.attempt.to_string());
+    req = match &job.auth {
+        Auth::Signature(secret) => {
+            let t = now_ms() / 1000;
+            req.header(SIGNATURE_HEADER, signature_header(secret.as_bytes(), t, &body))
+        }
+        Auth::Bearer(token) => req.header(AUTHORIZATION, format!("Bearer {token}")),
+    };
+    let mut resp = req.body(body).send().await.map_err(describe)?;
+    let status = resp.status().as_u16();
+    let mut kept = Vec::new();
+    while kept.len() < DETAIL_BYTES {
+        match resp.chunk().await {
+            Ok(Some(c)) => kept.extend_from_slice(&c),
+            Ok(None) => break,
+            // The status already arrived; a broken body does not turn a 2xx into a failure.
+            Err(_) => break,
+        }
+    }
+    kept.truncate(DETAIL_BYTES);
+    Ok(Answer {
+        status,
+        body: String::from_utf8_lossy(&kept).into_owned(),
+    })
+}
+
+fn describe(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        format!("connect failed: {}", root_cause(&e))
+    } else {
+        format!("request failed: {}", root_cause(&e))
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+impl Inner {
+    fn retry_of(&self, target: &str) -> Retry {
+        if target.starts_with(CBC_PREFIX) {
+            self.cfg.cbc_retry
+        } else {
+            self.cfg.webhook_retry
+        }
+    }
+
+    /// Journals and applies one attempt's outcome; returns how long to wait before the next try of the same
+    /// delivery (None: it is finished, go on with the next).
+    fn finish_attempt(&self, job: &Job, result: Result<Answer, String>, elapsed: Duration) -> Option<Duration> {
+        let retry = self.retry_of(&job.target);
+        let (ok, http_status, detail) = match result {
+            Ok(a) if (200..300).contains(&a.status) => {
+                (true, Some(a.status), (!a.body.is_empty()).then_some(a.body))
+            }
+            Ok(a) => (false, Some(a.status), Some(format!("HTTP {}: {}", a.status, a.body))),
+            Err(e) => (false, None, Some(e)),
+        };
+        let outcome = if ok {
+            Outcome::Delivered
+        } else if job.attempt >= retry.max_attempts {
+            Outcome::Dead
+        } else {
+            Outcome::Retry
+        };
+        let record = Record::Attempt(AttemptRecord {
+            id: job.id,
+            target: job.target.clone(),
+            attempt: job.attempt,
+            at_ms: now_ms(),
+            outcome,
+            http_status,
+            detail: detail.clone(),
+            elapsed_ms: elapsed.as_millis() as u64,
+        });
+        self.commit(&record, false);
+        match outcome {
+            Outcome::Delivered => None,
+            Outcome::Dead => {
+                tracing::warn!(target_name = %job.target, delivery = job.id, attempts = job.attempt, detail = ?detail, "delivery moved to dead letters");
+                None
+            }
+            Outcome::Retry => {
+                let wait = backoff(&retry, job.attempt);
+                tracing::debug!(target_name = %job.target, delivery = job.id, attempt = job.attempt, ?wait, detail = ?detail, "delivery failed; retrying");
+                Some(wait)
+            }
+        }
+    }
+}
+
+/// The worker loop of one target. Ends when `stop` turns true (or its sender is gone).
+pub(crate) async fn run_target(
+    inner: Arc<Inner>,
+    target: String,
+    notify: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let job = inner.next_job(&target);
+        let Some(job) = job else {
+            tokio::select! {
+                _ = notify.notified() => continue,
+                _ = stop.changed() => return,
+            }
+        };
+        let timeout = inner.retry_of(&target).request_timeout;
+        let started = Instant::now();
+        let result = match job.body.clone() {
+            Ok(body) => {
+                tokio::select! {
+                    r = send(&inner.client, &job, body, timeout) => r,
+                    _ = stop.changed() => return,
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(wait) = inner.finish_attempt(&job, result, started.elapsed()) {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let r = Retry {
+            request_timeout: Duration::from_secs(1),
+            max_attempts: 10,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+        };
+        for _ in 0..100 {
+            let d1 = backoff(&r, 1);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+            let d3 = backoff(&r, 3);
+            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400), "{d3:?}");
+            let d20 = backoff(&r, 20);
+            assert!(d20 >= Duration::from_millis(500) && d20 <= Duration::from_millis(1000), "{d20:?}");
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The journal: one append-only JSON-lines file in `data_dir` holding everything dissemination must not lose —
+//! every CAP message, every delivery put in the outbox (with the CBC envelopes), every attempt's outcome, and the
+//! subscribers added at run time. State is rebuilt on start by replaying it through the same `apply` the live path
+//! uses, so a restart cannot disagree with what ran before.
+//!
+//! Durability: an alert change (message + its deliveries) is one line, written and fsynced before
+//! `alert_changed` returns. Attempt outcomes are written without fsync: losing one in a power cut means a
+//! delivery is sent again (at-least-once; receivers de-duplicate on `X-DC-Delivery`), never lost. Lines are
+//! appended in order by one writer, so a crash loses a suffix, never a middle: a delivery is never seen as done
+//! while an earlier one of the same target is not, which is what keeps per-target order across restarts.
+//!
+//! On start the file is compacted (rewritten to a temporary file, fsynced, renamed): attempts shrink to the last
+//! one per delivery; messages, deliveries and subscribers stay.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::broadcast::BroadcastRecord;
+use super::messages::StoredMessage;
+use super::subscriber::SubscriberInput;
+use super::view::AlertView;
+use super::DisseminationError;
+
+/// File name inside `data_dir`.
+pub(crate) const JOURNAL_FILE: &str = "dissemination.jsonl";
+
+/// One line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Record {
+    Change(Box<ChangeRecord>),
+    /// A delivery added outside an alert change (an operator's replay).
+    Enqueue { delivery: NewDelivery },
+    Attempt(AttemptRecord),
+    /// A subscriber added over the operator API.
+    Subscriber {
+        subscriber: SubscriberInput,
+        at_ms: i64,
+    },
+}
+
+/// One alert change and everything it set in motion.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChangeRecord {
+    pub view: AlertView,
+    /// The new CAP message (None: a pure release, or no message could be built).
+    pub message: Option<StoredMessage>,
+    /// Earlier held messages of the alert released by this change.
+    pub released: Vec<String>,
+    pub deliveries: Vec<NewDelivery>,
+    pub broadcasts: Vec<BroadcastRecord>,
+    /// Why no message was built, for operators.
+    pub error: Option<String>,
+}
+
+/// A delivery put in a target's outbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct NewDelivery {
+    pub id: u64,
+    /// Subscriber name, or `cbc:<carrier>`.
+    pub target: String,
+    /// The CAP message delivered.
+    pub identifier: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<u64>,
+    /// CBC envelope (webhook bodies are rendered from the stored message when sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<String>,
+    pub at_ms: i64,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Outcome {
+    Delivered,
+    /// Failed; will be retried.
+    Retry,
+    /// Failed for the last allowed time: in the dead letters.
+    Dead,
+}
+
+/// One attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AttemptRecord {
+    pub id: u64,
+    pub target: String,
+    pub attempt: u32,
+    pub at_ms: i64,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+/// The open journal file.
+pub(crate) struct Journal {
+    file: File,
+    path: PathBuf,
+    fsync: bool,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DisseminationError + '_ {
+    move |source| DisseminationError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.create(true).append(true);
+    // The journal holds runtime subscribers' secrets: owner-only.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path)
+}
+
+impl Journal {
+    /// Reads every record of `dir`'s journal (creating the folder and file as needed). A torn last line — a crash
+    /// mid-write — is dropped with a warning; a bad line elsewhere is an error naming it, because skipping it
+    /// could forget a message or re-send a whole outbox.
+    pub fn read(dir: &Path) -> Result<Vec<Record>, DisseminationError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(JOURNAL_FILE);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let lines: Vec<String> = BufReader::new(file)
+            .lines()
+            .collect::<Result<_, _>>()
+            .map_err(io_err(&path))?;
+        let mut records = Vec::with_capacity(lines.len());
+        let last = lines.len().saturating_sub(1);
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Record>(line) {
+                Ok(r) => records.push(r),
+                Err(e) if i == last => {
+                    tracing::warn!(path = %path.display(), line = i + 1, error = %e, "dropping torn last journal line");
+                }
+                Err(e) => {
+                    return Err(DisseminationError::Journal {
+                        path,
+                        line: i + 1,
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Replaces the journal with `records` (atomically: temporary file, fsync, rename) and opens it for appending.
+    pub fn rewrite(dir: &Path, records: &[Record], fsync: bool) -> Result<Journal, DisseminationError> {
+        let path = dir.join(JOURNAL_FILE);
+        let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
+        {
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::io::BufWriter::new(open_append(&tmp).map_err(io_err(&tmp))?);
+            for r in records {
+                let line = serde_json::to_string(r).map_err(|e| DisseminationError::Journal {
+                    path: tmp.clone(),
+                    line: 0,
+                    message: e.to_string(),
+                })?;
+                f.write_all(line.as_bytes()).map_err(io_err(&tmp))?;
+                f.write_all(b"\n").map_err(io_err(&tmp))?;
+            }
+            let f = f.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        // The rename itself is durable only once the folder is synced.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(Journal {
+            file: open_append(&path).map_err(io_err(&path))?,
+            path,
+            fsync,
+        })
+    }
+
+    /// Appends one record; `durable` asks for an fsync before returning (when the config allows it).
+    pub fn append(&mut self, record: &Record, durable: bool) -> Result<(), DisseminationError> {
+        let mut line = serde_json::to_string(record).map_err(|e| DisseminationError::Journal {
+            path: self.path.clone(),
+            line: 0,
+            message: e.to_string(),
+        })?;
+        line.push('\n');
+        // One write call per line: with O_APPEND a line is never interleaved, and a crash tears at most the last.
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(io_err(&self.path))?;
+        if durable && self.fsync {
+            self.file.sync_data().map_err(io_err(&self.path))?;
+        }
+        Ok(())
+    }
+}

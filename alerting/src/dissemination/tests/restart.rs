@@ -1,0 +1,83 @@
+//! Dropped with deliveries pending, restarted on the same `data_dir`: everything arrives, in order.
+
+use std::time::Duration;
+
+use super::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_pending_deliveries_delivers_everything_in_order() {
+    let addr = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = subscriber_toml("a", &format!("http://{addr}/a"), "")
+        + &subscriber_toml("b", &format!("http://{addr}/b"), "format = \"json\"");
+
+    // First run: the receiver is down; some changes queue up, one delivery has failed a few times.
+    let d = start(config(&extra), dir.path());
+    d.alert_changed(&view("RS1", 1));
+    d.alert_changed(&rain_view("RS2", 1, "township-jiaxian"));
+    d.alert_changed(&view("RS1", 2));
+    wait_for(LONG, "a failed attempt", || d.delivery_log("a").iter().any(|r| r.attempts >= 2)).await;
+    d.alert_changed(&ended(view("RS1", 3), ViewState::Cleared));
+    d.alert_changed(&rain_view("RS2", 2, "township-jiaxian"));
+    assert_eq!(d.subscribers().iter().map(|s| s.queued).sum::<usize>(), 10);
+    drop(d);
+
+    // Second run on the same folder, receiver up.
+    let rx = Receiver::start_on(addr).await;
+    let d = start(config(&extra), dir.path());
+    let want = ["RS1.1", "RS2.1", "RS1.2", "RS1.3", "RS2.2"];
+    wait_for(LONG, "all delivered after restart", || {
+        identifiers(&rx.delivered("/a")).len() == 5 && identifiers(&rx.delivered("/b")).len() == 5
+    })
+    .await;
+    assert_eq!(identifiers(&rx.delivered("/a")), want);
+    assert_eq!(identifiers(&rx.delivered("/b")), want);
+    // Exactly once here: nothing was in flight when the first run stopped.
+    assert_eq!(rx.delivered("/a").len(), 5);
+    for r in rx.delivered("/a") {
+        assert!(super::tools::signature_ok(SECRET, r.header("X-DC-Signature"), &r.body));
+    }
+    // The attempts of the first run are remembered.
+    let first = d.delivery_log("a").into_iter().find(|r| r.identifier == "RS1.1").unwrap();
+    assert!(first.attempts >= 3, "{first:?}");
+
+    // Messages survive too: CAP files, the feed, references, and the next message continues the history.
+    assert!(d.cap_xml("RS1.1").is_some());
+    let cancel = d.cap_xml("RS1.3").unwrap();
+    assert!(cancel.contains("<msgType>Cancel</msgType>"));
+    assert!(cancel.contains("RS1.1,") && cancel.contains("RS1.2,"), "references both earlier messages");
+    assert_eq!(d.alert_changed(&rain_view("RS2", 3, "township-jiaxian")).as_deref(), Some("RS2.3"));
+    assert!(d.atom_feed().contains("RS2.3.xml"));
+    wait_for(LONG, "new message after restart", || identifiers(&rx.delivered("/a")).len() == 6).await;
+    drop(d);
+
+    // A third start finds nothing left to send.
+    let d = start(config(&extra), dir.path());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(identifiers(&rx.delivered("/a")).len(), 6);
+    assert!(d.subscribers().iter().all(|s| s.queued == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_last_journal_line_is_dropped_and_a_bad_middle_line_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(config(""), dir.path());
+    d.alert_changed(&view("TORN", 1));
+    d.alert_changed(&view("TORN", 2));
+    drop(d);
+    let path = dir.path().join(super::super::journal::JOURNAL_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}{{\"type\":\"change\",\"vie")).unwrap();
+    let d = start(config(""), dir.path());
+    assert!(d.cap_xml("TORN.2").is_some());
+    drop(d);
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("garbage\n{text}")).unwrap();
+    let err = Dissemination::start(config(""), dir.path(), geo(), templates(), BASE_URL.into())
+        .err()
+        .expect("bad middle line refused");
+    assert!(matches!(err, DisseminationError::Journal { line: 1, .. }), "{err}");
+}

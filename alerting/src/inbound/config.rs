@@ -1,0 +1,234 @@
+//! What the operator writes in `config/inbound.toml`: the feeds to poll, the agencies allowed to push, and the
+//! bounds that keep a misbehaving partner from hurting anything else.
+//!
+//! Every table denies unknown keys (a misspelt `pulbic = true` is an error, not a silent `false`). Secrets may be
+//! written inline for the demo, or named by environment variable (`token_env`, `hmac_secret_env`) so that real ones
+//! stay out of files; they are resolved once, at [`super::Inbound::start`].
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::error::InboundError;
+
+/// Default largest CAP document per source. Real messages are a few KiB; a county-wide polygon set reaches ~100 KiB.
+const DEFAULT_MAX_BYTES: usize = 256 * 1024;
+
+/// The whole inbound configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Capacity of the event channel [`super::Inbound::start`] returns. Events beyond it are dropped and counted
+    /// (the state behind [`super::Inbound::active`] stays right), because a push must never wait on a slow reader.
+    #[serde(default = "default_event_buffer")]
+    pub event_buffer: usize,
+    /// How often active alerts are checked for expiry, in milliseconds.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    /// Lifetime given to a message whose infos carry no `expires`, so nothing stays on the map for ever.
+    #[serde(default = "default_lifetime_s")]
+    pub default_lifetime_s: u64,
+    /// How long a (sender, identifier, sent) key is remembered for de-duplication and for following `references`.
+    #[serde(default = "default_remember_s")]
+    pub remember_s: u64,
+    /// Most external alerts active at once; a message beyond it is rejected (`capacity`) instead of growing memory.
+    #[serde(default = "default_max_active")]
+    pub max_active: usize,
+    /// Atom feeds of CAP messages to poll.
+    #[serde(default, rename = "feed")]
+    pub feeds: Vec<FeedSource>,
+    /// Agencies that push CAP messages to `POST /api/v1/cap/inbound`.
+    #[serde(default, rename = "push")]
+    pub pushes: Vec<PushSource>,
+}
+
+/// An Atom feed whose entries link to CAP messages (`<link type="application/cap+xml" href="…"/>`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedSource {
+    /// Source name: shown to operators and citizens, used as the metrics label. `[a-z0-9_-]`, unique.
+    pub name: String,
+    /// The feed's URL (http or https).
+    pub url: String,
+    /// Seconds between polls while the feed is healthy.
+    #[serde(default = "default_interval_s")]
+    pub interval_s: u64,
+    /// Whole-request timeout in seconds, for the feed and for each CAP document it links.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+    /// Ceiling of the exponential backoff after failed polls (interval × 2^failures, at most this).
+    #[serde(default = "default_max_backoff_s")]
+    pub max_backoff_s: u64,
+    /// Whether citizens may receive this source's Actual, Public-scope messages. Off unless said.
+    #[serde(default)]
+    pub public: bool,
+    /// Largest CAP document accepted from this source, in bytes.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Largest feed document, in bytes.
+    #[serde(default = "default_max_feed_bytes")]
+    pub max_feed_bytes: usize,
+    /// When not empty, only messages whose `sender` is listed are accepted (a feed may carry other agencies' alerts).
+    #[serde(default)]
+    pub senders: Vec<String>,
+}
+
+/// An agency that pushes messages. Exactly one credential: a bearer token or an HMAC-SHA256 secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSource {
+    /// Source name, as for feeds; pushes may name it (`?source=`) or be matched by their credential.
+    pub name: String,
+    /// `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Secret for `X-DC-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (the UTF-8 bytes).
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    /// Environment variable holding the HMAC secret.
+    #[serde(default)]
+    pub hmac_secret_env: Option<String>,
+    /// How far the signature's `t` may be from our clock, in seconds: the window in which a captured push could be
+    /// replayed (de-duplication then ignores the replay anyway).
+    #[serde(default = "default_signature_window_s")]
+    pub signature_window_s: u64,
+    /// Whether citizens may receive this source's Actual, Public-scope messages. Off unless said.
+    #[serde(default)]
+    pub public: bool,
+    /// Largest body accepted, in bytes; checked before authentication so a large body costs nothing.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// When not empty, only messages whose `sender` is listed are accepted, so one agency cannot speak for another.
+    #[serde(default)]
+    pub senders: Vec<String>,
+}
+
+fn default_event_buffer() -> usize {
+    1024
+}
+fn default_tick_ms() -> u64 {
+    1000
+}
+fn default_lifetime_s() -> u64 {
+    24 * 3600
+}
+fn default_remember_s() -> u64 {
+    7 * 24 * 3600
+}
+fn default_max_active() -> usize {
+    10_000
+}
+fn default_interval_s() -> u64 {
+    60
+}
+fn default_timeout_s() -> u64 {
+    10
+}
+fn default_max_backoff_s() -> u64 {
+    900
+}
+fn default_max_bytes() -> usize {
+    DEFAULT_MAX_BYTES
+}
+fn default_max_feed_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_signature_window_s() -> u64 {
+    300
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig {
+            event_buffer: default_event_buffer(),
+            tick_ms: default_tick_ms(),
+            default_lifetime_s: default_lifetime_s(),
+            remember_s: default_remember_s(),
+            max_active: default_max_active(),
+            feeds: Vec::new(),
+            pushes: Vec::new(),
+        }
+    }
+}
+
+impl InboundConfig {
+    /// Reads and checks the TOML text of `file` (the path is only used in messages).
+    pub fn from_toml(text: &str, file: &Path) -> Result<Self, InboundError> {
+        let config: InboundConfig = toml::from_str(text).map_err(|e| InboundError::Config {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| InboundError::Config {
+            file: file.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: names, URLs, ranges, one credential per push source. The message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.event_buffer == 0 || self.tick_ms == 0 || self.max_active == 0 {
+            return Err("event_buffer, tick_ms and max_active must be > 0".into());
+        }
+        if self.default_lifetime_s == 0 || self.remember_s == 0 {
+            return Err("default_lifetime_s and remember_s must be > 0".into());
+        }
+        let mut names = HashSet::new();
+        let all_names = self
+            .feeds
+            .iter()
+            .map(|f| ("feed", &f.name))
+            .chain(self.pushes.iter().map(|p| ("push", &p.name)));
+        for (table, name) in all_names {
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "[[{table}]] name `{name}`: 1-64 characters of a-z, 0-9, `-`, `_` (it is a metrics label)"
+                ));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(format!("[[{table}]] name `{name}` is used twice"));
+            }
+        }
+        for f in &self.feeds {
+            let at = |key: &str| format!("[[feed]] `{}`: {key}", f.name);
+            match reqwest::Url::parse(&f.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return Err(format!("{}: `{}` is not an http(s) URL", at("url"), f.url)),
+            }
+            if f.interval_s == 0 || f.timeout_s == 0 {
+                return Err(at("interval_s and timeout_s must be > 0"));
+            }
+            if f.max_backoff_s < f.interval_s {
+                return Err(at("max_backoff_s must be >= interval_s"));
+            }
+            if f.max_bytes == 0 || f.max_feed_bytes == 0 {
+                return Err(at("max_bytes and max_feed_bytes must be > 0"));
+            }
+        }
+        for p in &self.pushes {
+            let at = |key: &str| format!("[[push]] `{}`: {key}", p.name);
+            let credentials = [&p.token, &p.token_env, &p.hmac_secret, &p.hmac_secret_env]
+                .iter()
+                .filter(|c| c.is_some())
+                .count();
+            if credentials != 1 {
+                return Err(at(
+                    "exactly one of token, token_env, hmac_secret, hmac_secret_env is required",
+                ));
+            }
+            if p.max_bytes == 0 || p.signature_window_s == 0 {
+                return Err(at("max_bytes and signature_window_s must be > 0"));
+            }
+        }
+        Ok(())
+    }
+}
