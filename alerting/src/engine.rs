@@ -208,6 +208,9 @@ impl RuleEngine {
 
     fn install_zone(&mut self, id: &str, kind: Option<ZoneKind>, raw: BTreeMap<String, f64>) -> u32 {
         let thresholds = self.plan.threshold_keys.iter().map(|k| raw.get(k).copied().unwrap_or(f64::NAN)).collect();
+        let scoped: Box<[u16]> = (0..self.plan.rules.len() as u16)
+            .filter(|&r| self.plan.rules[r as usize].zone_ids.iter().any(|z| z == id))
+            .collect();
         match self.zone_index.get(id) {
             Some(&i) => {
                 let z = &mut self.zones[i as usize];
@@ -216,11 +219,12 @@ impl RuleEngine {
                 }
                 z.raw = raw;
                 z.thresholds = thresholds;
+                z.scoped = scoped;
                 i
             }
             None => {
                 let i = self.zones.len() as u32;
-                self.zones.push(ZoneSlot { id: id.into(), kind, raw, thresholds });
+                self.zones.push(ZoneSlot { id: id.into(), kind, raw, thresholds, scoped });
                 self.zone_index.insert(id.into(), i);
                 i
             }
@@ -432,7 +436,7 @@ impl RuleEngine {
             for zi in 0..sensor.zones.len() {
                 let z = sensor.zones[zi];
                 let zone = &zones[z as usize];
-                if !rule.admits_zone(&zone.id, zone.kind) {
+                if !rule.admits(r, zone.kind, &zone.scoped) {
                     continue;
                 }
                 let k = slot_for(sensor, r, z, plan, zones, adopted);
@@ -463,7 +467,7 @@ impl RuleEngine {
             for zi in 0..sensor.zones.len() {
                 let z = sensor.zones[zi];
                 let zone = &zones[z as usize];
-                if !rule.admits_zone(&zone.id, zone.kind) {
+                if !rule.admits(r, zone.kind, &zone.scoped) {
                     continue;
                 }
                 let k = slot_for(sensor, r, z, plan, zones, adopted);
@@ -555,7 +559,7 @@ impl RuleEngine {
     fn evaluate_derived(&mut self, d: u16, z: u32, trigger: Trigger, out: &mut Vec<Finding>) {
         let rule = &self.plan.rules[d as usize];
         let zone = &self.zones[z as usize];
-        if !rule.admits_zone(&zone.id, zone.kind) {
+        if !rule.admits(d, zone.kind, &zone.scoped) {
             return;
         }
         let key = area_key(d, z);
@@ -958,6 +962,8 @@ fn step_slot(
     if let Some(level) = next_level(rule, next) {
         values.extend(level.values.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    let info = level_info(rule, next, &decision);
+    let value = decision.value;
     let key = area_key(r, z);
     if next == NONE {
         remove_member(areas, key, s);
@@ -973,8 +979,8 @@ fn step_slot(
         event: rule.event.clone(),
         area_id: zone.id.to_string(),
         sensor_id: sensor.id.to_string(),
-        level: level_info(rule, next, &decision),
-        value: decision.value,
+        level: info,
+        value,
         ts_ms: now,
         publish: rule.publish,
         approval_required: next_level(rule, next).is_some_and(|l| l.approval),
@@ -1004,7 +1010,7 @@ fn clear_stale_slots(
     while k < sensor.slots.len() {
         let slot = sensor.slots[k];
         let zone = &zones[slot.zone as usize];
-        let stale = slot.rule == r && (!sensor.zones.contains(&slot.zone) || !rule.admits_zone(&zone.id, zone.kind));
+        let stale = slot.rule == r && (!sensor.zones.contains(&slot.zone) || !rule.admits(r, zone.kind, &zone.scoped));
         if !stale {
             k += 1;
             continue;

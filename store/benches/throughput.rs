@@ -176,6 +176,53 @@ fn bench_replay(total: usize) {
     );
 }
 
+/// The ceiling under the machine's current load: the `influxdb2` crate alone posting pre-formatted 5 000-line bodies
+/// (the same lines the sink writes, h3 tag included) one after another; issue 4 quotes about 490k/s for this.
+fn bench_crate_alone(total: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vm = common::Vm::start(&dir.path().join("vm"));
+    let cells: Vec<String> = gauges()
+        .iter()
+        .map(|s| h3o::LatLng::new(s.lat, s.lon).expect("lat/lon").to_cell(h3o::Resolution::Nine).to_string())
+        .collect();
+    let bodies: Vec<String> = readings(total)
+        .chunks(5_000)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|r| {
+                    let cell = &cells[r.sensor_id[2..].parse::<usize>().expect("sensor number")];
+                    format!(
+                        "rain_gauge,agency=SWCB,h3={cell},kind=rain_gauge,sensor_id={} rain_mm={:?} {}\n",
+                        r.sensor_id, r.value, r.ts_ms
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let client = influxdb2::Client::new(vm.url(), "o", "");
+    let start = Instant::now();
+    runtime.block_on(async {
+        for body in bodies {
+            client
+                .write_line_protocol_with_precision(
+                    "o",
+                    "b",
+                    body,
+                    influxdb2::api::write::TimestampPrecision::Milliseconds,
+                )
+                .await
+                .expect("write");
+        }
+    });
+    let elapsed = start.elapsed();
+    println!(
+        "crate  alone   {total} pre-formatted points, sequential requests: {:>9.0} points/s (ceiling right now)",
+        total as f64 / elapsed.as_secs_f64()
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench` (and any filter) to harness = false benches.
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -186,5 +233,8 @@ fn main() {
     if wants("sink") {
         bench_sink(2_000_000);
         bench_replay(1_000_000);
+    }
+    if wants("crate") {
+        bench_crate_alone(2_000_000);
     }
 }

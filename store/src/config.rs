@@ -156,7 +156,12 @@ mod defaults {
 
 impl InfluxConfig {
     /// A config with every default, for the given server.
-    pub fn new(url: impl Into<String>, org: impl Into<String>, bucket: impl Into<String>, token: impl Into<String>) -> Self {
+    pub fn new(
+        url: impl Into<String>,
+        org: impl Into<String>,
+        bucket: impl Into<String>,
+        token: impl Into<String>,
+    ) -> Self {
         InfluxConfig {
             url: url.into(),
             org: org.into(),

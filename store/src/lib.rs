@@ -16,7 +16,7 @@
 //!   requests, timeouts, backoff, direct vs backlog mode), `spool.rs` the on-disk spool (segments, cursor, cap),
 //!   `line.rs` line protocol (measurement per sensor kind; tags agency, h3, kind, sensor_id).
 //! - [`metrics`]: the Prometheus metrics (`dc_store_*`, `dc_store_influx_*`).
-//! - [`error`]: [`StoreError`].
+//! - [`error`]: the error type, [`StoreError`].
 
 pub mod config;
 pub mod embedded;

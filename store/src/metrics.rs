@@ -5,7 +5,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec, IntGauge,
+};
 
 pub struct StoreMetrics {
     /// Readings committed to the embedded store.
@@ -72,8 +74,11 @@ pub static INFLUX: LazyLock<InfluxMetrics> = LazyLock::new(|| {
             &["reason"]
         )
         .expect("metric registers"),
-        retried: register_int_counter!("dc_store_influx_retried_total", "InfluxDB write requests retried after backoff")
-            .expect("metric registers"),
+        retried: register_int_counter!(
+            "dc_store_influx_retried_total",
+            "InfluxDB write requests retried after backoff"
+        )
+        .expect("metric registers"),
         spooled: register_int_counter!("dc_store_influx_spooled_total", "Points written to the on-disk spool")
             .expect("metric registers"),
         dropped: register_int_counter_vec!(

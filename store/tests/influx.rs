@@ -30,7 +30,9 @@ fn sensor(id: &str, kind: SensorKind, agency: &str, lat: f64, lon: f64) -> Senso
 }
 
 fn gauges(n: usize) -> Vec<Sensor> {
-    (0..n).map(|i| sensor(&format!("RG{i:04}"), SensorKind::RainGauge, "SWCB", 23.0 + i as f64 * 0.001, 120.5)).collect()
+    (0..n)
+        .map(|i| sensor(&format!("RG{i:04}"), SensorKind::RainGauge, "SWCB", 23.0 + i as f64 * 0.001, 120.5))
+        .collect()
 }
 
 /// Readings with distinct (sensor, ts) and a value that encodes both, so a wrong or doubled sample shows.
@@ -90,7 +92,13 @@ fn readings_arrive_with_their_measurement_tags_and_exact_values() {
     let readings = vec![
         Reading { sensor_id: "RG0001".into(), ts_ms: T0, metric: Metric::RainMm, value: 12.5, position: None },
         Reading { sensor_id: "RG0001".into(), ts_ms: T0, metric: Metric::BatteryV, value: 12.34375, position: None },
-        Reading { sensor_id: "WL0001".into(), ts_ms: T0 + 1, metric: Metric::WaterLevelM, value: -1.25, position: None },
+        Reading {
+            sensor_id: "WL0001".into(),
+            ts_ms: T0 + 1,
+            metric: Metric::WaterLevelM,
+            value: -1.25,
+            position: None,
+        },
         Reading {
             sensor_id: "HZ0001".into(),
             ts_ms: T0 + 2,
@@ -105,9 +113,8 @@ fn readings_arrive_with_their_measurement_tags_and_exact_values() {
     assert!(wait_until(Duration::from_secs(30), || sink.stats().written == 5), "{:?}", sink.stats());
 
     let got = vm.export(r#"{__name__=~"(rain_gauge|river_gauge|hazmat_gps|unregistered)_.*"}"#);
-    let by_name = |name: &str| -> Vec<&common::Series> {
-        got.values().filter(|s| s.labels["__name__"] == name).collect()
-    };
+    let by_name =
+        |name: &str| -> Vec<&common::Series> { got.values().filter(|s| s.labels["__name__"] == name).collect() };
     let cell = |lat: f64, lon: f64| LatLng::new(lat, lon).unwrap().to_cell(Resolution::Nine).to_string();
 
     let rain = by_name("rain_gauge_rain_mm");
@@ -214,9 +221,9 @@ fn a_process_restart_during_an_outage_loses_nothing_spooled() {
         // The process "dies" here (a clean stop: the crash case is the spool's own torn-line test).
         sink.shutdown();
     }
-    let segments = std::fs::read_dir(&spool_dir).unwrap().filter(|e| {
-        e.as_ref().unwrap().file_name().to_string_lossy().starts_with("seg-")
-    });
+    let segments = std::fs::read_dir(&spool_dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("seg-"));
     assert!(segments.count() > 0, "the spool is on disk");
 
     let vm = Vm::start_on(&dir.path().join("vm"), port);
@@ -296,7 +303,8 @@ fn server_errors_are_retried_with_backoff_and_client_errors_dropped() {
     // Three 503s, then success: the batch is spooled, retried after backoff, and arrives once.
     let (port, seen) = scripted_server(vec![503, 503, 503]);
     let dir = tempfile::tempdir().unwrap();
-    let sink = InfluxSink::start(config(&format!("http://127.0.0.1:{port}")), &dir.path().join("a"), &gauges(1)).unwrap();
+    let sink =
+        InfluxSink::start(config(&format!("http://127.0.0.1:{port}")), &dir.path().join("a"), &gauges(1)).unwrap();
     sink.send(&[rain(0, 0), rain(0, 1)]);
     assert!(wait_until(Duration::from_secs(30), || sink.stats().written == 2), "{:?}", sink.stats());
     let stats = sink.stats();
@@ -306,7 +314,8 @@ fn server_errors_are_retried_with_backoff_and_client_errors_dropped() {
 
     // 400: the server will never take these lines; retrying would block everything behind them.
     let (port, seen) = scripted_server(vec![400]);
-    let sink = InfluxSink::start(config(&format!("http://127.0.0.1:{port}")), &dir.path().join("b"), &gauges(1)).unwrap();
+    let sink =
+        InfluxSink::start(config(&format!("http://127.0.0.1:{port}")), &dir.path().join("b"), &gauges(1)).unwrap();
     sink.send(&[rain(0, 0)]);
     assert!(wait_until(Duration::from_secs(30), || sink.stats().rejected == 1), "{:?}", sink.stats());
     sink.send(&[rain(0, 1)]);

@@ -111,6 +111,14 @@ impl CRule {
         let kind_ok = self.zone_kinds == 0 || kind.is_some_and(|k| self.zone_kinds & zone_kind_bit(k) != 0);
         kind_ok && (self.zone_ids.is_empty() || self.zone_ids.iter().any(|z| z == id))
     }
+
+    /// [`CRule::admits_zone`] for an interned zone: `zone_ids` scopes are resolved once per zone (`scoped`, the
+    /// sorted rule indices whose `zone_ids` name it) instead of string comparisons on every reading.
+    #[inline]
+    pub fn admits(&self, r: u16, kind: Option<ZoneKind>, scoped: &[u16]) -> bool {
+        let kind_ok = self.zone_kinds == 0 || kind.is_some_and(|k| self.zone_kinds & zone_kind_bit(k) != 0);
+        kind_ok && (self.zone_ids.is_empty() || scoped.binary_search(&r).is_ok())
+    }
 }
 
 /// How a sensor's series of one metric is laid out.

@@ -256,7 +256,7 @@ impl RuleEngine {
                 let rule = &self.plan.rules[r as usize];
                 let Some(&z) = self.zone_index.get(l.zone.as_str()) else { continue };
                 let zone = &self.zones[z as usize];
-                if !rule.kind.is_per_sensor() || !rule.admits_sensor(&slot.id, slot.kind) || !rule.admits_zone(&zone.id, zone.kind) {
+                if !rule.kind.is_per_sensor() || !rule.admits_sensor(&slot.id, slot.kind) || !rule.admits(r, zone.kind, &zone.scoped) {
                     report.dropped_levels += usize::from(l.level.is_some());
                     continue;
                 }

@@ -24,6 +24,8 @@ pub(crate) struct ZoneSlot {
     pub raw: BTreeMap<String, f64>,
     /// Resolved per `Plan::threshold_keys`; NaN where the zone has no such threshold.
     pub thresholds: Box<[f64]>,
+    /// Rules whose `scope.zone_ids` name this zone, sorted.
+    pub scoped: Box<[u16]>,
 }
 
 /// One metric of one sensor.

@@ -25,7 +25,10 @@ pub enum Command {
     /// Answered once everything queued before it is committed.
     Flush(SyncSender<()>),
     /// Enforce retention now, as if the wall clock read `now_ms`; answers the number of rows deleted.
-    Retain { now_ms: i64, reply: SyncSender<Result<u64, StoreError>> },
+    Retain {
+        now_ms: i64,
+        reply: SyncSender<Result<u64, StoreError>>,
+    },
 }
 
 /// Counters shared by the writer and its handle (the per-instance view behind `ReadingStore::stats`).
@@ -82,7 +85,8 @@ impl Writer {
     fn load_series(&mut self) -> Result<(), StoreError> {
         self.series.clear();
         let mut stmt = self.conn.prepare("SELECT id, sensor_id, metric FROM series")?;
-        let rows = stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
+        let rows =
+            stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
         for row in rows {
             let (id, sensor, metric) = row?;
             // A metric dropped from the vocabulary keeps its rows (history) but can receive no new ones.
@@ -175,7 +179,8 @@ impl Writer {
         let mut rows: Vec<(i64, i64, f64)> = Vec::with_capacity(batch.len());
         let mut skipped = 0u64;
         {
-            let mut create = tx.prepare_cached("INSERT INTO series (sensor_id, metric) VALUES (?1, ?2) RETURNING id")?;
+            let mut create =
+                tx.prepare_cached("INSERT INTO series (sensor_id, metric) VALUES (?1, ?2) RETURNING id")?;
             for r in batch {
                 // SQLite stores NaN as NULL, which the NOT NULL column refuses, failing the whole batch; validated
                 // readings are finite, so this only guards against a caller that skipped validation.
@@ -202,7 +207,8 @@ impl Writer {
         {
             // Duplicates (a QoS 1 redelivery, a gateway resending its buffer) replace the earlier row: one value per
             // (sensor, metric, time), as InfluxDB does.
-            let mut insert = tx.prepare_cached("INSERT OR REPLACE INTO readings (series, ts, value) VALUES (?1, ?2, ?3)")?;
+            let mut insert =
+                tx.prepare_cached("INSERT OR REPLACE INTO readings (series, ts, value) VALUES (?1, ?2, ?3)")?;
             for (series, ts, value) in &rows {
                 insert.execute(params![series, ts, value])?;
                 self.newest_ts = self.newest_ts.max(*ts);

@@ -241,12 +241,18 @@ impl Delivery {
     fn take(&mut self, readings: Vec<Reading>) {
         self.counters.queued.fetch_sub(readings.len(), Ordering::Relaxed);
         for r in &readings {
-            if !self.tags.contains_key(r.sensor_id.as_str()) {
-                tracing::warn!(sensor = %r.sensor_id, "influx sink: reading from a sensor it was not told about");
-                self.tags.insert(r.sensor_id.clone(), SensorTags::unregistered(&r.sensor_id));
-            }
-            let Some(tags) = self.tags.get(r.sensor_id.as_str()) else { continue };
-            if write_line(&mut self.current, tags, r, self.resolution) {
+            // One hash lookup for a known sensor; the unknown one is added once (and warned about once).
+            let written = match self.tags.get(r.sensor_id.as_str()) {
+                Some(tags) => write_line(&mut self.current, tags, r, self.resolution),
+                None => {
+                    tracing::warn!(sensor = %r.sensor_id, "influx sink: reading from a sensor it was not told about");
+                    let tags = SensorTags::unregistered(&r.sensor_id);
+                    let written = write_line(&mut self.current, &tags, r, self.resolution);
+                    self.tags.insert(r.sensor_id.clone(), tags);
+                    written
+                }
+            };
+            if written {
                 self.current_points += 1;
                 self.current_started.get_or_insert_with(Instant::now);
                 if self.current_points >= self.cfg.batch_size {
@@ -274,17 +280,17 @@ impl Delivery {
             tracing::debug!("influx sink: server slower than ingest, spilling to the spool");
             self.spill_ready();
         }
-        self.to_spool(batch);
+        self.spool_batch(batch);
     }
 
     /// Moves queued batches to the spool, oldest first, so they keep their place ahead of newer ones.
     fn spill_ready(&mut self) {
         while let Some(batch) = self.ready.pop_front() {
-            self.to_spool(batch);
+            self.spool_batch(batch);
         }
     }
 
-    fn to_spool(&mut self, batch: Batch) {
+    fn spool_batch(&mut self, batch: Batch) {
         let points = batch.points as u64;
         match self.spool.append(&batch.body, wall_clock_ms()) {
             Ok(Appended::Stored { dropped_points }) => {
@@ -381,7 +387,8 @@ impl Delivery {
             Job::Replay(c) => c.body.clone(),
         };
         Box::pin(async move {
-            let write = client.write_line_protocol_with_precision(&org, &bucket, body, TimestampPrecision::Milliseconds);
+            let write =
+                client.write_line_protocol_with_precision(&org, &bucket, body, TimestampPrecision::Milliseconds);
             let result = match tokio::time::timeout(timeout, write).await {
                 Err(_) => Err(Failure::Timeout),
                 Ok(Ok(())) => Ok(()),
@@ -417,7 +424,7 @@ impl Delivery {
                         self.log_failure(&f);
                         self.mark_failed();
                         self.spill_ready();
-                        self.to_spool(batch);
+                        self.spool_batch(batch);
                     }
                 }
             }

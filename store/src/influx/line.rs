@@ -6,8 +6,6 @@
 //! (rather than merging a reading set into one line) keeps "points" and "lines" the same number, which the spool's
 //! accounting relies on.
 
-use std::io::Write as _;
-
 use h3o::{LatLng, Resolution};
 use ingest::{Reading, Sensor};
 
@@ -87,9 +85,12 @@ pub fn write_line(buf: &mut Vec<u8>, tags: &SensorTags, reading: &Reading, resol
     }
     buf.extend_from_slice(reading.metric.name().as_bytes());
     buf.push(b'=');
-    // Display prints the shortest text that reads back to the same f64, so values survive the trip exactly; a whole
-    // number prints without a point, which line protocol still reads as a float (integers need an `i` suffix).
-    let _ = write!(buf, "{} {}", reading.value, reading.ts_ms);
+    // ryu prints the shortest text that reads back to the same f64 (so values survive the trip exactly), always with a
+    // point or an exponent, so line protocol reads it as a float (integers would need an `i` suffix). Several times
+    // faster than `Display`, which matters at 400k lines/s on a machine the server shares.
+    buf.extend_from_slice(ryu::Buffer::new().format_finite(reading.value).as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(itoa::Buffer::new().format(reading.ts_ms).as_bytes());
     buf.push(b'\n');
     true
 }
@@ -186,7 +187,11 @@ mod tests {
     #[test]
     fn escapes_and_omits() {
         let tags = SensorTags::new(&sensor("Water Resources, Agency=WRA"), Resolution::Nine);
-        assert!(tags.prefix.starts_with("rain_gauge,agency=Water\\ Resources\\,\\ Agency\\=WRA,h3="), "{}", tags.prefix);
+        assert!(
+            tags.prefix.starts_with("rain_gauge,agency=Water\\ Resources\\,\\ Agency\\=WRA,h3="),
+            "{}",
+            tags.prefix
+        );
         let tags = SensorTags::new(&sensor(""), Resolution::Nine);
         assert!(tags.prefix.starts_with("rain_gauge,h3="), "{}", tags.prefix);
         let mut buf = Vec::new();

@@ -115,9 +115,8 @@ impl Spool {
             .write(true)
             .open(&lock_path)
             .map_err(|e| StoreError::io(&lock_path, e))?;
-        lock.try_lock().map_err(|_| {
-            StoreError::Config(format!("{}: another InfluxDB sink is using this spool", dir.display()))
-        })?;
+        lock.try_lock()
+            .map_err(|_| StoreError::Config(format!("{}: another InfluxDB sink is using this spool", dir.display())))?;
 
         let mut segments = Vec::new();
         let entries = fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?;
@@ -138,7 +137,8 @@ impl Spool {
             let data = fs::read(&last.path).map_err(|e| StoreError::io(&last.path, e))?;
             if data.last().is_some_and(|b| *b != b'\n') {
                 let keep = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                let file = OpenOptions::new().write(true).open(&last.path).map_err(|e| StoreError::io(&last.path, e))?;
+                let file =
+                    OpenOptions::new().write(true).open(&last.path).map_err(|e| StoreError::io(&last.path, e))?;
                 file.set_len(keep as u64).map_err(|e| StoreError::io(&last.path, e))?;
                 recovered.torn_lines = 1;
                 last.bytes = keep as u64;
@@ -223,7 +223,8 @@ impl Spool {
             let seq = self.next_seq;
             self.next_seq += 1;
             let path = self.dir.join(format!("seg-{seq:020}-{now_ms}.lp"));
-            let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
+            let file =
+                OpenOptions::new().create_new(true).append(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
             self.segments.push_back(Segment { seq, created_ms: now_ms, path, bytes: 0 });
             self.active = Some(file);
         }
@@ -367,9 +368,10 @@ impl Spool {
 
     /// Deletes the oldest segment if it is sealed and fully acknowledged.
     fn pop_finished_head(&mut self) {
-        let finished = self.segments.front().is_some_and(|head| {
-            head.bytes == self.acked && !(self.segments.len() == 1 && self.active.is_some())
-        });
+        let finished = self
+            .segments
+            .front()
+            .is_some_and(|head| head.bytes == self.acked && !(self.segments.len() == 1 && self.active.is_some()));
         if finished {
             if let Some(head) = self.segments.pop_front() {
                 remove_file_logged(&head.path);
@@ -385,7 +387,9 @@ impl Spool {
             self.active = None;
         }
         let unsent = match &self.reading {
-            Some((seq, data, _)) if *seq == head.seq => count_lines(data.get(self.acked as usize..).unwrap_or_default()),
+            Some((seq, data, _)) if *seq == head.seq => {
+                count_lines(data.get(self.acked as usize..).unwrap_or_default())
+            }
             _ => match fs::read(&head.path) {
                 Ok(data) => count_lines(data.get(self.acked as usize..).unwrap_or_default()),
                 Err(e) => {
@@ -495,7 +499,13 @@ mod tests {
         assert_eq!(drain(&mut spool, 7), all);
         assert!(spool.is_empty());
         assert_eq!(spool.bytes(), 0);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("seg-")).count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("seg-"))
+                .count(),
+            0
+        );
     }
 
     #[test]

@@ -42,11 +42,7 @@ impl Vm {
 
     fn launch(dir: &Path, port: u16, extra: &[&str]) -> Vm {
         std::fs::create_dir_all(dir).expect("vm data dir");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("vm.log"))
-            .expect("vm log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("vm.log")).expect("vm log file");
         let child = Command::new(BINARY)
             .arg(format!("-storageDataPath={}", dir.join("data").display()))
             .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
@@ -116,7 +112,8 @@ impl Vm {
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
                 .collect();
             let key = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-            let values: Vec<f64> = v["values"].as_array().expect("values").iter().map(|x| x.as_f64().unwrap()).collect();
+            let values: Vec<f64> =
+                v["values"].as_array().expect("values").iter().map(|x| x.as_f64().unwrap()).collect();
             let timestamps: Vec<i64> =
                 v["timestamps"].as_array().expect("timestamps").iter().map(|x| x.as_i64().unwrap()).collect();
             let series: &mut Series = out.entry(key).or_insert_with(|| Series { labels, samples: Vec::new() });

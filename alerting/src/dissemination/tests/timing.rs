@@ -157,6 +157,20 @@ fn county_sized_broadcast_encode_and_target_under_10ms() {
     }
     times.sort();
     let (p50, max) = (percentile(&times, 0.5), *times.last().unwrap());
+    if std::env::var_os("DC_TIMING_PARTS").is_some() {
+        let t0 = Instant::now();
+        let area = geo.alert_area_of_zones(&["county"]).unwrap();
+        let t1 = Instant::now();
+        for mnc in [92u16, 97, 1] {
+            std::hint::black_box(geo.geotarget(&area, geo_index::TargetingStrategy::CellBroadcast { mnc: Some(mnc) }).unwrap());
+        }
+        let t2 = Instant::now();
+        std::hint::black_box(geo.geotarget(&area, geo_index::TargetingStrategy::CellBroadcast { mnc: None }).unwrap());
+        let t3 = Instant::now();
+        std::hint::black_box(geo.cell_sites_for_area(&area, Some(92)));
+        let t4 = Instant::now();
+        println!("PARTS area {:?} geotarget×3 {:?} geotarget(all) {:?} sites_for_area(1) {:?}", t1 - t0, t2 - t1, t3 - t2, t4 - t3);
+    }
     let bytes: usize = envelopes.iter().map(|e| e.body.len()).sum();
     println!(
         "TIMING broadcast: county {area_km2:.0} km², 3,000 sectors, cells per carrier {cells:?}, covered {:.3}, overshoot {:.0} km² / {:.0} m; encode + target + PDUs + 3 envelopes ({} KB): p50 {:.2} ms, max {:.2} ms (build: {})",
