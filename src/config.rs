@@ -36,6 +36,9 @@ pub struct Config {
 pub struct MqttConfig {
     pub v4_listen: Option<SocketAddr>,
     pub v5_listen: Option<SocketAddr>,
+    /// TLS with device client certificates from the deployment CA (in the data dir).
+    pub v4_tls_listen: Option<SocketAddr>,
+    pub v5_tls_listen: Option<SocketAddr>,
     pub broker_max_payload_bytes: usize,
     pub max_connections: usize,
 }

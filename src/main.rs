@@ -32,6 +32,16 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Device identities: X.509 certificates from the deployment CA and passwords for the plain listeners.
+    ///
+    /// Example: disaster-cloud device provision RG0042 --data-dir /var/lib/disaster-cloud
+    Device {
+        #[command(subcommand)]
+        action: DeviceAction,
+        /// The server's data dir (holds the CA and the device store).
+        #[arg(long, env = "DC_DATA_DIR", default_value = "data", global = true)]
+        data_dir: PathBuf,
+    },
     /// Make a new operator token: prints the token once and the config lines that store its hash.
     ///
     /// Example: disaster-cloud token new --name alice --scope operate
@@ -52,6 +62,17 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceAction {
+    /// Issue a key and certificate (subject O = device id) and a password; register the device.
+    Provision {
+        /// 1-32 ASCII letters and digits.
+        device_id: String,
+    },
+    /// Stop a device connecting (certificate and password), at once on a running server.
+    Revoke { device_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +99,12 @@ struct CommonArgs {
     /// MQTT 5 listen address, overriding mqtt.v5_listen.
     #[arg(long, env = "DC_MQTT5_LISTEN")]
     mqtt5_listen: Option<SocketAddr>,
+    /// MQTT 3.1.1 over TLS (device certificates), overriding mqtt.v4_tls_listen.
+    #[arg(long, env = "DC_MQTT_TLS_LISTEN")]
+    mqtt_tls_listen: Option<SocketAddr>,
+    /// MQTT 5 over TLS (device certificates), overriding mqtt.v5_tls_listen.
+    #[arg(long, env = "DC_MQTT5_TLS_LISTEN")]
+    mqtt5_tls_listen: Option<SocketAddr>,
     /// HTTP listen address (map, websockets, APIs, /metrics), overriding http.listen.
     #[arg(long, env = "DC_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
@@ -100,6 +127,19 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     metrics::init();
     match cli.command {
+        Command::Device { action: DeviceAction::Provision { device_id }, data_dir } => {
+            let p = ingest::identity::provision(&data_dir, &device_id)?;
+            println!("device {} provisioned", p.device_id);
+            println!("  certificate: {}\n  key:         {}\n  CA:          {}", p.cert_path.display(), p.key_path.display(), p.ca_path.display());
+            println!("  password for the plain listeners (shown once, stored hashed): {}", p.password);
+            println!("  on TLS publish to /tenants/{0}/sensors/{0}/readings or sensors/{0}/readings", p.device_id);
+            Ok(())
+        }
+        Command::Device { action: DeviceAction::Revoke { device_id }, data_dir } => {
+            ingest::identity::revoke(&data_dir, &device_id)?;
+            println!("device {device_id} revoked");
+            Ok(())
+        }
         Command::Token { action: TokenAction::New { name, scope } } => {
             let token = random_token();
             println!("token (give it to {name}; it is not stored): {token}");
@@ -126,7 +166,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let tokens = web::auth::TokenSet::new(&files.main.operator_tokens, Some(&token))
                 .map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
             let listen = listen(&files, &common);
-            let (app, http) = server::start(files, &listen, tokens, common.data_dir.clone()).await?;
+            // The demo keeps its state (deployment CA, device store) in a fresh temporary folder unless told otherwise.
+            let data_dir = common
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join(format!("disaster-cloud-demo-{}", std::process::id())));
+            let (app, http) = server::start(files, &listen, tokens, Some(data_dir)).await?;
             print_demo_banner(&listen, &token);
             if !no_scenario {
                 let (text, origin) = match &scenario {
@@ -168,6 +213,8 @@ fn listen(files: &ConfigFiles, common: &CommonArgs) -> Listen {
     Listen {
         mqtt_v4: common.mqtt_listen.or(cfg.mqtt.v4_listen),
         mqtt_v5: common.mqtt5_listen.or(cfg.mqtt.v5_listen),
+        mqtt_v4_tls: common.mqtt_tls_listen.or(cfg.mqtt.v4_tls_listen),
+        mqtt_v5_tls: common.mqtt5_tls_listen.or(cfg.mqtt.v5_tls_listen),
         http: common.http_listen.unwrap_or(cfg.http.listen),
     }
 }

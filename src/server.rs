@@ -30,6 +30,9 @@ use crate::config::ConfigFiles;
 pub struct Listen {
     pub mqtt_v4: Option<SocketAddr>,
     pub mqtt_v5: Option<SocketAddr>,
+    /// TLS listeners with device client certificates (8883 / 8884).
+    pub mqtt_v4_tls: Option<SocketAddr>,
+    pub mqtt_v5_tls: Option<SocketAddr>,
     pub http: SocketAddr,
 }
 
@@ -252,7 +255,17 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
         tracing::warn!(file = %files.zones.1.display(), problem = %p, "zone skipped");
     }
     let registry = SensorRegistry::from_toml(&files.sensors.0, &files.sensors.1)?;
-    let devices = DeviceStore::from_toml(&files.devices.0, &files.devices.1)?;
+    // Devices and sensors persist in the data dir (provisioning, revocations, operators' registry changes); the
+    // config files seed them.
+    let (devices, registry) = match &data_dir {
+        Some(dir) => {
+            let paths = ingest::identity::DataDir::new(dir);
+            let devices = DeviceStore::open(&paths.devices_file())?;
+            devices.merge_toml(&files.devices.0, &files.devices.1)?;
+            (devices, registry.restore(&paths.sensors_file())?)
+        }
+        None => (DeviceStore::from_toml(&files.devices.0, &files.devices.1)?, registry),
+    };
     let rules = RuleSet::from_toml(&files.rules.0, &files.rules.1)?;
     tracing::info!(zones = geo.zones().count(), sensors = registry.len(), devices = devices.len(), rules = rules.rules.len(), "configuration loaded");
 
@@ -308,6 +321,9 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
     let broker_config = BrokerConfig {
         v4_listen: listen.mqtt_v4,
         v5_listen: listen.mqtt_v5,
+        v4_tls_listen: listen.mqtt_v4_tls,
+        v5_tls_listen: listen.mqtt_v5_tls,
+        data_dir: data_dir.clone(),
         max_payload_bytes: cfg.mqtt.broker_max_payload_bytes,
         max_connections: cfg.mqtt.max_connections,
         ..BrokerConfig::default()

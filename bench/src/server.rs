@@ -24,6 +24,7 @@ impl Server {
         let child = Command::new(binary)
             .args(["demo", "--no-scenario", "--mqtt-listen", &mqtt.to_string(), "--mqtt5-listen", &mqtt5.to_string()])
             .args(["--http-listen", &http.to_string(), "--data-dir", &data.display().to_string()])
+            .args(["--mqtt-tls-listen", &free_addr().to_string(), "--mqtt5-tls-listen", &free_addr().to_string()])
             .env("DC_OPERATOR_TOKEN", TOKEN)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())

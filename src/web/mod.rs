@@ -33,7 +33,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ws/operator", get(operator_socket))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/alerts/{id}/{action}", post(alert_action))
-        .route("/api/v1/sensors", get(list_sensors))
+        .route("/api/v1/sensors", get(list_sensors).post(add_sensor))
+        .route("/api/v1/sensors/{id}", axum::routing::put(update_sensor))
+        .route("/api/v1/sensors/{id}/retire", post(retire_sensor))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/zones/{id}/cells", get(zone_cells))
         .route("/api/v1/cap/inbound", post(inbound_cap))
@@ -86,6 +88,10 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl AppError {
@@ -95,6 +101,8 @@ impl AppError {
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
             AppError::BadRequest(_) => "bad_request",
+            AppError::Conflict(_) => "conflict",
+            AppError::Internal(_) => "internal",
         }
     }
 }
@@ -106,6 +114,8 @@ impl IntoResponse for AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         HTTP_REFUSED.with_label_values(&[self.reason()]).inc();
         (status, Json(json!({ "error": self.reason(), "message": self.to_string() }))).into_response()
@@ -317,4 +327,63 @@ async fn inbound_cap(
             (status, Json(json!({ "error": e.reason(), "message": e.to_string() }))).into_response()
         }
     }
+}
+
+impl From<ingest::registry::RegistryError> for AppError {
+    fn from(e: ingest::registry::RegistryError) -> Self {
+        use ingest::registry::RegistryError as E;
+        match e {
+            E::Exists(_) => AppError::Conflict(e.to_string()),
+            E::NotFound(_) => AppError::NotFound(e.to_string()),
+            E::Invalid { .. } => AppError::BadRequest(e.to_string()),
+            E::Persist(_) => {
+                tracing::error!(error = %e, "sensor registry not saved");
+                AppError::Internal("the registry could not be saved".into())
+            }
+        }
+    }
+}
+
+/// A sensor as operators send it: the registry's own shape, every field checked (unknown fields refused).
+fn sensor_body(body: &[u8]) -> Result<ingest::Sensor, AppError> {
+    serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("sensor: {e}")))
+}
+
+async fn add_sensor(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    require(&app, &headers, &query, auth::Scope::Admin)?;
+    let sensor = sensor_body(&body)?;
+    app.registry().write().add(sensor.clone())?;
+    Ok((StatusCode::CREATED, Json(json!({ "sensor": sensor }))))
+}
+
+async fn update_sensor(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    require(&app, &headers, &query, auth::Scope::Admin)?;
+    let sensor = sensor_body(&body)?;
+    if sensor.id != id {
+        return Err(AppError::BadRequest(format!("`id`: body says `{}`, path says `{}`", sensor.id, id)));
+    }
+    app.registry().write().update(sensor.clone())?;
+    Ok(Json(json!({ "sensor": sensor })))
+}
+
+async fn retire_sensor(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    require(&app, &headers, &query, auth::Scope::Admin)?;
+    app.registry().write().retire(&id)?;
+    Ok(Json(json!({ "retired": id })))
 }

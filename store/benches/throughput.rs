@@ -109,6 +109,19 @@ fn gauges() -> Vec<Sensor> {
         .collect()
 }
 
+/// `BENCH_BATCH_SIZE` and `BENCH_MAX_IN_FLIGHT` override the defaults, for tuning.
+fn tuned(mut config: InfluxConfig) -> InfluxConfig {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = var("BENCH_BATCH_SIZE") {
+        config.batch_size = n;
+    }
+    if let Some(n) = var("BENCH_MAX_IN_FLIGHT") {
+        config.max_in_flight = n;
+    }
+    println!("sink   config  batch_size {} max_in_flight {}", config.batch_size, config.max_in_flight);
+    config
+}
+
 /// Waits until every point is accounted for and the spool is empty; returns the sink's stats and whether it got there.
 fn drained(sink: &InfluxSink, total: usize) -> (store::SinkStats, bool) {
     let ok = common::wait_until(Duration::from_secs(120), || {
@@ -124,7 +137,7 @@ fn bench_sink(total: usize) {
     let vm = common::Vm::start(&dir.path().join("vm"));
     // The whole run is queued at once; a queue twice its size keeps it in memory (below the half-full mark where
     // the sink would start spilling to disk), so this measures the direct path.
-    let config = InfluxConfig { queue_readings: 2 * total, ..InfluxConfig::new(vm.url(), "o", "b", "") };
+    let config = tuned(InfluxConfig { queue_readings: 2 * total, ..InfluxConfig::new(vm.url(), "o", "b", "") });
     let sink = InfluxSink::start(config, &dir.path().join("spool"), &gauges()).expect("sink");
     let start = Instant::now();
     for chunk in data.chunks(CHUNK) {
@@ -151,7 +164,7 @@ fn bench_replay(total: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let config = InfluxConfig { queue_readings: 2 * total, ..InfluxConfig::new(url, "o", "b", "") };
+    let config = tuned(InfluxConfig { queue_readings: 2 * total, ..InfluxConfig::new(url, "o", "b", "") });
     // The server is down: everything goes to the spool.
     let sink = InfluxSink::start(config, &dir.path().join("spool"), &gauges()).expect("sink");
     let start = Instant::now();

@@ -54,6 +54,11 @@ impl Server {
         Self::launch(&["serve", "--config", config.to_str().unwrap()], &[])
     }
 
+    /// `demo --no-scenario` keeping its state in `data_dir` (for restart tests).
+    pub fn start_in(data_dir: &std::path::Path) -> Server {
+        Self::launch(&["demo", "--no-scenario"], &["--data-dir", data_dir.to_str().unwrap()])
+    }
+
     fn launch(command: &[&str], extra: &[&str]) -> Server {
         let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mqtt5: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -66,8 +71,10 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
             .args(command)
             .args(["--mqtt-listen", &mqtt.to_string(), "--mqtt5-listen", &mqtt5.to_string()])
+            .args(["--mqtt-tls-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--mqtt5-tls-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--http-listen", &http.to_string()])
-            .args(["--data-dir", data_dir.to_str().unwrap()])
+            .args(if extra.contains(&"--data-dir") { vec![] } else { vec!["--data-dir", data_dir.to_str().unwrap()] })
             .args(extra)
             .env("DC_OPERATOR_TOKEN", TOKEN)
             .env("RUST_LOG", "info")
