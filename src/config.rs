@@ -26,6 +26,12 @@ pub struct Config {
     pub geo: GeoConfig,
     pub ingest: IngestSection,
     pub alerting: AlertingSection,
+    /// The embedded readings store (always on).
+    #[serde(default)]
+    pub store: store::StoreConfig,
+    /// The InfluxDB v2 sink; absent: no sink.
+    #[serde(default)]
+    pub influx: Option<store::InfluxConfig>,
     /// Operator tokens by hash and scope (`disaster-cloud token new` makes one); DC_OPERATOR_TOKEN adds an admin token.
     #[serde(default)]
     pub operator_tokens: Vec<crate::web::auth::TokenEntry>,

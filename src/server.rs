@@ -153,6 +153,10 @@ impl<'a> CitizenAlert<'a> {
 /// Everything the web side reads; shared behind an `Arc`.
 pub struct App {
     pub geo: Arc<GeoIndex>,
+    /// Every validated reading, for operators' history (`None` only without a data dir).
+    pub store: Option<Arc<store::ReadingStore>>,
+    /// The InfluxDB v2 sink, when configured.
+    pub influx: Option<store::InfluxSink>,
     /// Alerts from partner agencies (inbound CAP), when configured.
     pub inbound: Option<alerting::inbound::Inbound>,
     pub ingest: Arc<Ingest>,
@@ -296,8 +300,22 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
         }
         None => (None, None),
     };
+    let store = match &data_dir {
+        Some(dir) => Some(Arc::new(store::ReadingStore::open(dir, cfg.store.clone()).context("opening the readings store")?)),
+        None => None,
+    };
+    let influx = match (&cfg.influx, &data_dir) {
+        (Some(influx), Some(dir)) => Some(
+            store::InfluxSink::start(influx.clone(), &dir.join("influx-spool"), ingest.registry().read().iter())
+                .context("starting the InfluxDB sink")?,
+        ),
+        (Some(_), None) => anyhow::bail!("[influx] needs a data dir for its spool"),
+        _ => None,
+    };
     let app = Arc::new(App {
         geo,
+        store,
+        influx,
         inbound,
         ingest: Arc::clone(&ingest),
         book: Mutex::new(AlertBook::new(cfg.alerting.id_prefix.clone())),
@@ -338,6 +356,13 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
             return;
         }
         app.record_readings(&processed.readings);
+        // Neither store blocks: past their bounded queues readings are dropped and counted, never waited for.
+        if let Some(store) = &app.store {
+            store.append(&processed.readings);
+        }
+        if let Some(influx) = &app.influx {
+            influx.send(&processed.readings);
+        }
         let registry = app.registry().read();
         for reading in &processed.readings {
             let Some(sensor) = registry.get(&reading.sensor_id) else { continue };

@@ -569,7 +569,7 @@ impl AlertBook {
                 }
                 Some(_) => {
                     // Worse than what the operator cancelled: a new alert with everything currently reporting.
-                    let Some(sup) = self.suppressed.remove(&key) else { return None };
+                    let sup = self.suppressed.remove(&key)?;
                     self.journal_suppression(key.clone(), None, f.ts_ms);
                     return self.raise(key, sup.contributions, &f, cause);
                 }
@@ -1025,9 +1025,11 @@ fn note_release(alert: &mut Alert) {
     }
 }
 
-/// One journal line.
+/// One journal line. Built, written and dropped (or read and applied) one at a time, so the size difference between
+/// the variants costs nothing worth a box.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)]
 enum Record {
     /// An alert changed: the alert after the change, why, and by whom.
     Transition {

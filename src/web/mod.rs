@@ -36,6 +36,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/sensors", get(list_sensors).post(add_sensor))
         .route("/api/v1/sensors/{id}", axum::routing::put(update_sensor))
         .route("/api/v1/sensors/{id}/retire", post(retire_sensor))
+        .route("/api/v1/sensors/{id}/readings", get(sensor_history))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/zones/{id}/cells", get(zone_cells))
         .route("/api/v1/cap/inbound", post(inbound_cap))
@@ -386,4 +387,62 @@ async fn retire_sensor(
     require(&app, &headers, &query, auth::Scope::Admin)?;
     app.registry().write().retire(&id)?;
     Ok(Json(json!({ "retired": id })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    token: Option<String>,
+    metric: String,
+    /// Unix milliseconds or RFC 3339; default: 24 h before `to`.
+    from: Option<String>,
+    /// Unix milliseconds or RFC 3339; default: now.
+    to: Option<String>,
+    /// Bucket width in milliseconds (min/max/mean/sum per bucket); absent: raw points.
+    step: Option<i64>,
+}
+
+fn parse_instant(text: &str, field: &str) -> Result<i64, AppError> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| AppError::BadRequest(format!("`{field}`: expected Unix milliseconds or RFC 3339 with an offset")))
+}
+
+/// `GET /api/v1/sensors/{id}/readings?metric=&from=&to=&step=`: a sensor's history from the embedded store.
+async fn sensor_history(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, AppError> {
+    let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    require(&app, &headers, &TokenQuery { token: q.token.clone() }, auth::Scope::Read)?;
+    let metric = ingest::Metric::from_name(&q.metric)
+        .ok_or_else(|| AppError::BadRequest(format!("`metric`: `{}` is not in the vocabulary", q.metric.chars().take(40).collect::<String>())))?;
+    if app.registry().read().get(&id).is_none() {
+        return Err(AppError::NotFound(format!("no sensor `{}`", id.chars().take(40).collect::<String>())));
+    }
+    let to = q.to.as_deref().map(|t| parse_instant(t, "to")).transpose()?.unwrap_or_else(now_ms);
+    let from = q.from.as_deref().map(|t| parse_instant(t, "from")).transpose()?.unwrap_or(to - 86_400_000);
+    if from >= to {
+        return Err(AppError::BadRequest("`from` must be before `to`".into()));
+    }
+    if q.step.is_some_and(|s| s <= 0) {
+        return Err(AppError::BadRequest("`step` must be a positive number of milliseconds".into()));
+    }
+    let store = app.store.clone().ok_or_else(|| AppError::NotFound("no readings store (no data dir)".into()))?;
+    let history = tokio::task::spawn_blocking(move || store.history(&id, metric, from, to, q.step))
+        .await
+        .map_err(|_| AppError::Internal("history query failed".into()))?
+        .map_err(|e| match e {
+            store::StoreError::BadQuery(_) | store::StoreError::TooManyPoints { .. } => AppError::BadRequest(e.to_string()),
+            other => {
+                tracing::error!(error = %other, "history query");
+                AppError::Internal("history query failed".into())
+            }
+        })?;
+    Ok(Json(history))
 }

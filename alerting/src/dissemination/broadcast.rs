@@ -11,8 +11,7 @@
 //!          "message_code":1,"update_number":0,"dcs":72,"text":"…","pages_hex":["…"],"lte_content_hex":"…",
 //!          "sbcap_pdu_hex":"…"},
 //!         {"language":"en","message_id":4384,…}],
-//!  "cells":["466-92-2560257",…], "schedule":{"repetition_period_s":60,"number_of_broadcasts":0},
-//!  "targeting":{"area_km2":…,"covered_share":…,"overshoot_km2":…,"farthest_overshoot_m":…,…}}
+//!  "cells":["466-92-2560257",…], "schedule":{"repetition_period_s":60,"number_of_broadcasts":0}}
 //! ```
 //! A stop carries the same identifiers and serial numbers as the broadcast it ends, no text or pages, and a
 //! Stop-Warning-Request PDU. One PDU per channel, because SBc-AP carries one message identifier per request.
@@ -136,6 +135,7 @@ pub struct CarrierBroadcast {
     pub carrier: String,
     /// Cells in the warning area list.
     pub cells: usize,
+    /// Coverage and overshoot of those cells; filled in just after the envelope is queued (write-replace only).
     pub targeting: Option<TargetingSummary>,
     /// The outbox delivery carrying the envelope (None when nothing was sent).
     pub delivery_id: Option<u64>,
@@ -223,30 +223,31 @@ fn channel_text(msg: &StoredMessage, language: Language) -> String {
     drill::broadcast_text(broadcast_mode(msg.view.mode), language, &text)
 }
 
-/// Cells per carrier for a zone, with the report; an error text when the carrier has no cell there.
-fn target(
-    ctx: &BroadcastContext<'_>,
-    zone: &str,
-) -> Vec<Result<(Vec<Ecgi>, Vec<String>, TargetingSummary), String>> {
+/// Cells per carrier for a zone; an error text when the carrier has no cell there.
+///
+/// Only the cell list is on the way to the CBC: one pass over the sites whose footprint meets the zone, split by
+/// carrier (about 1 ms for a county). The targeting report (coverage, overshoot) costs ~10 ms per carrier for a
+/// county and only operators read it, so [`targeting_report`] computes it afterwards, off the path.
+fn target(ctx: &BroadcastContext<'_>, zone: &str) -> Vec<Result<(Vec<Ecgi>, Vec<String>), String>> {
     let area = match ctx.geo.alert_area_of_zones(&[zone]) {
         Ok(a) => a,
         Err(e) => return ctx.carriers.iter().map(|_| Err(format!("targeting: {e}"))).collect(),
     };
+    let mut sites: Vec<geo_index::Ecgi> = ctx
+        .geo
+        .cell_sites_for_area(&area, None)
+        .into_iter()
+        .map(|s| s.ecgi)
+        .collect();
+    // Sorted, as geo-index's targeting report lists them, so envelopes are deterministic.
+    sites.sort();
     let mut plmns: HashMap<(u16, u16, u8), Option<Plmn>> = HashMap::new();
     ctx.carriers
         .iter()
         .map(|c| {
-            let report = ctx
-                .geo
-                .geotarget(&area, TargetingStrategy::CellBroadcast { mnc: Some(c.mnc) })
-                .map_err(|e| format!("targeting: {e}"))?;
-            if report.sites.is_empty() {
-                // Never fall back to WholeNetwork: a local warning on every phone of the island is worse than none.
-                return Err(format!("no {} cell reaches zone `{zone}`", c.name));
-            }
-            let mut cells = Vec::with_capacity(report.sites.len());
-            let mut names = Vec::with_capacity(report.sites.len());
-            for s in &report.sites {
+            let mut cells = Vec::new();
+            let mut names = Vec::new();
+            for s in sites.iter().filter(|s| s.mnc == c.mnc) {
                 let plmn = *plmns.entry((s.mcc, s.mnc, s.mnc_digits)).or_insert_with(|| {
                     let mnc = format!("{:0w$}", s.mnc, w = usize::from(s.mnc_digits.max(2)));
                     Plmn::new(&format!("{:03}", s.mcc), &mnc).ok()
@@ -258,9 +259,22 @@ fn target(
                 });
                 names.push(s.to_string());
             }
-            Ok((cells, names, TargetingSummary::from(&report)))
+            if cells.is_empty() {
+                // Never fall back to WholeNetwork: a local warning on every phone of the island is worse than none.
+                return Err(format!("no {} cell reaches zone `{zone}`", c.name));
+            }
+            Ok((cells, names))
         })
         .collect()
+}
+
+/// The targeting report of one carrier's cells for a zone (the same cells [`target`] picked: geo-index selects
+/// them with the same test).
+pub(crate) fn targeting_report(geo: &GeoIndex, zone: &str, mnc: u16) -> Result<TargetingSummary, String> {
+    let area = geo.alert_area_of_zones(&[zone]).map_err(|e| e.to_string())?;
+    geo.geotarget(&area, TargetingStrategy::CellBroadcast { mnc: Some(mnc) })
+        .map(|r| TargetingSummary::from(&r))
+        .map_err(|e| e.to_string())
 }
 
 fn failed_carriers(ctx: &BroadcastContext<'_>, detail: &str) -> Vec<CarrierBroadcast> {
@@ -386,7 +400,7 @@ pub(crate) fn plan(
             detail: None,
             at_ms: None,
         };
-        let (cells, names, summary) = match targeted {
+        let (cells, names) = match targeted {
             Ok(t) => t,
             Err(why) => {
                 entry.detail = Some(why);
@@ -395,7 +409,6 @@ pub(crate) fn plan(
             }
         };
         entry.cells = cells.len();
-        entry.targeting = Some(summary.clone());
         let area = WarningArea::Cells(cells);
         let mut pws = Vec::with_capacity(2);
         let mut failure = None;
@@ -455,7 +468,6 @@ pub(crate) fn plan(
                 "repetition_period_s": ctx.schedule.repetition_period_s,
                 "number_of_broadcasts": ctx.schedule.number_of_broadcasts,
             },
-            "targeting": summary,
         });
         let id = next_id();
         entry.delivery_id = Some(id);

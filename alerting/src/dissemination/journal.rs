@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::broadcast::BroadcastRecord;
+use super::broadcast::{BroadcastRecord, TargetingSummary};
 use super::messages::StoredMessage;
 use super::subscriber::SubscriberInput;
 use super::view::AlertView;
@@ -35,6 +35,13 @@ pub(crate) enum Record {
     /// A delivery added outside an alert change (an operator's replay).
     Enqueue { delivery: NewDelivery },
     Attempt(AttemptRecord),
+    /// The targeting report of one carrier's part of a broadcast (computed after the envelope was queued).
+    Targeting {
+        /// Index of the broadcast in journal order.
+        broadcast: usize,
+        carrier: usize,
+        summary: TargetingSummary,
+    },
     /// A subscriber added over the operator API.
     Subscriber {
         subscriber: SubscriberInput,

@@ -258,6 +258,9 @@ impl Dissemination {
         for (name, notify) in workers {
             d.spawn_worker(name, notify);
         }
+        // Reports a crash kept from being written.
+        let missing = lock(&d.inner.state).missing_reports(0);
+        d.spawn_reports(missing);
         Ok(d)
     }
 
@@ -303,12 +306,49 @@ impl Dissemination {
         let identifier = record.message.as_ref().map(|m| m.identifier.clone());
         let record = Record::Change(Box::new(record));
         inner.write(&mut w, &record, true);
-        let wake = lock(&inner.state).apply(&record, true);
+        let (wake, reports) = {
+            let mut st = lock(&inner.state);
+            let first_new = st.broadcasts.len();
+            (st.apply(&record, true), st.missing_reports(first_new))
+        };
         drop(w);
         for n in wake {
             n.notify_one();
         }
+        self.spawn_reports(reports);
         identifier
+    }
+
+    /// Computes targeting reports on the runtime's blocking pool: operators read them, CBCs do not wait for them.
+    fn spawn_reports(&self, reports: Vec<(usize, String, Vec<(usize, String)>)>) {
+        if reports.is_empty() {
+            return;
+        }
+        let inner = self.inner.clone();
+        self.handle.spawn_blocking(move || {
+            for (broadcast, zone, carriers) in reports {
+                for (carrier, name) in carriers {
+                    // By name: the carrier list may have changed since the broadcast (a restart with a new config).
+                    let Some(mnc) = inner.cfg.carriers.iter().find(|c| c.name == name).map(|c| c.mnc) else {
+                        continue;
+                    };
+                    match broadcast::targeting_report(&inner.geo, &zone, mnc) {
+                        Ok(summary) => inner.commit(
+                            &Record::Targeting {
+                                broadcast,
+                                carrier,
+                                summary,
+                            },
+                            false,
+                        ),
+                        Err(e) => {
+                            tracing::warn!(zone = %zone, error = %e, "no targeting report");
+                            metrics::METRICS.errors.with_label_values(&["targeting"]).inc();
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// A released CAP message, for `GET /cap/{identifier}.xml` (held messages are not public).

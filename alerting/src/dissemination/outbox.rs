@@ -227,6 +227,19 @@ impl State {
                 }
             }
             Record::Attempt(a) => self.apply_attempt(a, live),
+            Record::Targeting {
+                broadcast,
+                carrier,
+                summary,
+            } => {
+                if let Some(c) = self
+                    .broadcasts
+                    .get_mut(*broadcast)
+                    .and_then(|b| b.carriers.get_mut(*carrier))
+                {
+                    c.targeting = Some(summary.clone());
+                }
+            }
             Record::Subscriber { subscriber, .. } => {
                 // The config wins over a runtime entry of the same name (an operator can move one into the file).
                 self.targets
@@ -675,6 +688,31 @@ impl State {
             }
         }
         out
+    }
+
+    /// Targeting reports still to compute: (broadcast index, zone, carrier indices) of write-replace broadcasts
+    /// from `from` on whose sent carriers (index, name) have no report yet.
+    pub fn missing_reports(&self, from: usize) -> Vec<(usize, String, Vec<(usize, String)>)> {
+        self.broadcasts
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter(|(_, b)| b.kind == BroadcastKind::WriteReplace)
+            .filter_map(|(i, b)| {
+                let carriers: Vec<(usize, String)> = b
+                    .carriers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.delivery_id.is_some() && c.targeting.is_none())
+                    .map(|(ci, c)| (ci, c.carrier.clone()))
+                    .collect();
+                let zone = self
+                    .by_identifier
+                    .get(&b.identifier)
+                    .map(|&m| self.messages[m].view.area_id.clone())?;
+                (!carriers.is_empty()).then_some((i, zone, carriers))
+            })
+            .collect()
     }
 
     /// The next message code after the last one handed out that no broadcast on the air uses.

@@ -13,7 +13,7 @@ pub const SCALE: f64 = 100.0;
 
 /// Converts a reading to stored units; negative values (not physical for accumulated quantities) count as zero.
 pub fn to_units(value: f64) -> (u32, bool) {
-    if !(value > 0.0) {
+    if value.is_nan() || value <= 0.0 {
         return (0, value < 0.0);
     }
     let scaled = (value * SCALE).round();
@@ -51,6 +51,11 @@ impl Buckets {
 
     pub fn len(&self) -> usize {
         self.ring.len()
+    }
+
+    /// Whether nothing was ever added.
+    pub fn is_empty(&self) -> bool {
+        self.head == Self::NONE
     }
 
     pub fn head(&self) -> i64 {
