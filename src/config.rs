@@ -13,6 +13,9 @@ pub mod embedded {
     pub const DEVICES: &str = include_str!("../config/devices.toml");
     pub const ZONES: &str = include_str!("../config/zones.geojson");
     pub const RULES: &str = include_str!("../config/rules.toml");
+    pub const CELL_SITES: &str = include_str!("../config/cell_sites.csv");
+    pub const CAP_TEMPLATES: &str = include_str!("../config/cap_templates.toml");
+    pub const DISSEMINATION: &str = include_str!("../config/dissemination.toml");
     pub const INBOUND: &str = include_str!("../config/inbound.toml");
     pub const TYPHOON: &str = include_str!("../config/scenarios/typhoon.toml");
 }
@@ -70,6 +73,14 @@ pub struct FilesConfig {
     /// Inbound CAP sources (partner agencies' feeds and pushes); absent: none.
     #[serde(default)]
     pub inbound: Option<PathBuf>,
+    /// CAP texts per event type and language.
+    pub cap_templates: PathBuf,
+    /// Carriers' 4G cell sites (CSV) for cell-broadcast targeting; absent: no cell broadcast targeting.
+    #[serde(default)]
+    pub cell_sites: Option<PathBuf>,
+    /// CAP feed, webhooks and cell broadcast; absent: operators' channels only.
+    #[serde(default)]
+    pub dissemination: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +157,9 @@ pub struct ConfigFiles {
     pub zones: (String, PathBuf),
     pub rules: (String, PathBuf),
     pub inbound: Option<(String, PathBuf)>,
+    pub cap_templates: (String, PathBuf),
+    pub cell_sites: Option<(String, PathBuf)>,
+    pub dissemination: Option<(String, PathBuf)>,
 }
 
 impl ConfigFiles {
@@ -158,6 +172,9 @@ impl ConfigFiles {
             zones: (embedded::ZONES.into(), name(&main.files.zones)),
             rules: (embedded::RULES.into(), name(&main.files.rules)),
             inbound: main.files.inbound.as_ref().map(|p| (embedded::INBOUND.to_string(), name(p))),
+            cap_templates: (embedded::CAP_TEMPLATES.into(), name(&main.files.cap_templates)),
+            cell_sites: main.files.cell_sites.as_ref().map(|p| (embedded::CELL_SITES.to_string(), name(p))),
+            dissemination: main.files.dissemination.as_ref().map(|p| (embedded::DISSEMINATION.to_string(), name(p))),
             main,
         })
     }
@@ -178,6 +195,9 @@ impl ConfigFiles {
             zones: load(&main.files.zones)?,
             rules: load(&main.files.rules)?,
             inbound: main.files.inbound.as_deref().map(load).transpose()?,
+            cap_templates: load(&main.files.cap_templates)?,
+            cell_sites: main.files.cell_sites.as_deref().map(load).transpose()?,
+            dissemination: main.files.dissemination.as_deref().map(load).transpose()?,
             main,
         })
     }

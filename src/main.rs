@@ -161,7 +161,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve_http(app, http).await
         }
         Command::Demo { no_scenario, scenario, common } => {
-            let files = ConfigFiles::embedded()?;
+            let mut files = ConfigFiles::embedded()?;
+            // The demo's links (CAP feed, demo webhook and CBC receivers) point at wherever it actually listens.
+            files.main.http.public_url = format!("http://{}", common.http_listen.unwrap_or(files.main.http.listen));
             let token = common.operator_token.clone().unwrap_or_else(random_token);
             let tokens = web::auth::TokenSet::new(&files.main.operator_tokens, Some(&token))
                 .map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;

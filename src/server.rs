@@ -59,14 +59,16 @@ pub struct AlertBroadcast {
 }
 
 impl AlertBroadcast {
-    pub fn new(message: AlertMessage) -> Self {
+    /// `public`: whether the public channels may carry this version (`Alert::is_public`: not held by an approval gate,
+    /// not operators-only).
+    pub fn new(message: AlertMessage, public: bool) -> Self {
         let citizen = |lang: &str| serde_json::to_string(&CitizenAlert::new(&message, lang)).unwrap_or_default();
         Self {
             area_ids: vec![message.area_id.clone()],
             id: message.id.clone(),
             version: message.version,
             is_active: message.state.is_active(),
-            citizen: Some((citizen("zh-TW"), citizen("en"))),
+            citizen: public.then(|| (citizen("zh-TW"), citizen("en"))),
             operator: serde_json::to_string(&message).unwrap_or_default(),
         }
     }
@@ -157,6 +159,10 @@ pub struct App {
     pub store: Option<Arc<store::ReadingStore>>,
     /// The InfluxDB v2 sink, when configured.
     pub influx: Option<store::InfluxSink>,
+    /// CAP per transition, the feed, webhooks and cell broadcast, when configured.
+    pub dissemination: Option<alerting::dissemination::Dissemination>,
+    /// Demo receivers (`/demo/webhook…`, `/demo/cbc/…`): what they got, for the demo and its tests.
+    pub demo_received: Mutex<Vec<serde_json::Value>>,
     /// Alerts from partner agencies (inbound CAP), when configured.
     pub inbound: Option<alerting::inbound::Inbound>,
     pub ingest: Arc<Ingest>,
@@ -195,11 +201,14 @@ impl App {
     }
 
     pub fn publish(&self, alert: &Alert) {
-        let message = Arc::new(AlertBroadcast::new(self.alert_message(alert)));
+        let message = Arc::new(AlertBroadcast::new(self.alert_message(alert), alert.is_public()));
         tracing::info!(id = %alert.id, version = alert.version, state = ?alert.state, event = %alert.event, area = %alert.area_id, level = %alert.level.name_en, "alert");
         crate::metrics::ALERT_TRANSITIONS.with_label_values(&[state_label(alert)]).inc();
         // No receivers is normal (no operator connected).
         let _ = self.alerts_tx.send(message);
+        if let Some(d) = &self.dissemination {
+            d.alert_changed(&alert_view(alert));
+        }
     }
 
     fn record_readings(&self, readings: &[Reading]) {
@@ -230,6 +239,38 @@ impl App {
     }
 }
 
+/// The dissemination side's view of an alert (it does not depend on the rule engine's types).
+fn alert_view(alert: &Alert) -> alerting::dissemination::AlertView {
+    use alerting::dissemination::{AlertView, ViewMode, ViewState};
+    AlertView {
+        id: alert.id.clone(),
+        version: alert.version,
+        state: match alert.state {
+            alerting::AlertState::Raised => ViewState::Raised,
+            alerting::AlertState::Updated => ViewState::Updated,
+            alerting::AlertState::Cleared => ViewState::Cleared,
+            alerting::AlertState::Cancelled => ViewState::Cancelled,
+        },
+        mode: match alert.mode {
+            Mode::Actual => ViewMode::Actual,
+            Mode::Exercise => ViewMode::Exercise,
+            Mode::Test => ViewMode::Test,
+        },
+        event: alert.event.clone(),
+        severity: alert.level.severity.into(),
+        urgency: alert.level.urgency.into(),
+        certainty: alert.level.certainty.into(),
+        level_name_zh: alert.level.name.clone(),
+        level_name_en: alert.level.name_en.clone(),
+        area_id: alert.area_id.clone(),
+        value: alert.value,
+        raised_ms: alert.raised_ms,
+        updated_ms: alert.updated_ms,
+        public_release: alert.is_public(),
+        values: alert.values.clone(),
+    }
+}
+
 fn state_label(alert: &Alert) -> &'static str {
     match alert.state {
         alerting::AlertState::Raised => "raised",
@@ -257,6 +298,12 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
         .with_context(|| format!("{}", files.zones.1.display()))?;
     for p in &problems {
         tracing::warn!(file = %files.zones.1.display(), problem = %p, "zone skipped");
+    }
+    if let Some((csv, path)) = &files.cell_sites {
+        let problems = geo.load_cell_sites(csv, LoadPolicy::SkipInvalid).with_context(|| format!("{}", path.display()))?;
+        for p in &problems {
+            tracing::warn!(file = %path.display(), problem = %p, "cell site skipped");
+        }
     }
     let registry = SensorRegistry::from_toml(&files.sensors.0, &files.sensors.1)?;
     // Devices and sensors persist in the data dir (provisioning, revocations, operators' registry changes); the
@@ -300,6 +347,30 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
         }
         None => (None, None),
     };
+    // Alerts are journaled in the data dir and restored after a restart (kill -9 included) without duplicates: the
+    // journal is newer than the engine's window snapshot, so the engine adopts the book's levels.
+    let mut engine = RuleEngine::new(rules, i64::from(cfg.alerting.max_lateness_s) * 1000);
+    for warning in engine.set_zones(geo.zones()) {
+        tracing::warn!(%warning, "rules and zones");
+    }
+    let alerts_dir = data_dir.as_ref().map(|d| d.join("alerts"));
+    let book = match &alerts_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let (book, restored) = AlertBook::open(dir, cfg.alerting.id_prefix.clone()).context("opening the alert journal")?;
+            if let Some(snapshot) = alerting::journal::load_engine_snapshot(dir).context("reading the rules snapshot")? {
+                engine.restore(snapshot, Some(now_ms()));
+            }
+            tracing::info!(records = restored.records, active = restored.active, truncated = restored.truncated_bytes, "alerts restored");
+            book
+        }
+        None => AlertBook::new(cfg.alerting.id_prefix.clone()),
+    };
+    let mut book = book;
+    let mut adopted = Vec::new();
+    engine.adopt_levels(&book, cfg.alerting.mode, &mut adopted);
+    let restored_changes = book.apply_all(adopted.drain(..), cfg.alerting.mode);
+    let engine = Arc::new(Mutex::new(engine));
     let store = match &data_dir {
         Some(dir) => Some(Arc::new(store::ReadingStore::open(dir, cfg.store.clone()).context("opening the readings store")?)),
         None => None,
@@ -312,13 +383,35 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
         (Some(_), None) => anyhow::bail!("[influx] needs a data dir for its spool"),
         _ => None,
     };
+    let dissemination = match (&files.dissemination, &data_dir) {
+        (Some((text, path)), Some(dir)) => {
+            let templates = alerting::cap::Templates::from_toml_str(&files.cap_templates.0)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", files.cap_templates.1.display()))?;
+            let text = text.replace("{public_url}", cfg.http.public_url.trim_end_matches('/'));
+            let config = alerting::dissemination::DisseminationConfig::from_toml_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Some(
+                alerting::dissemination::Dissemination::start(
+                    config,
+                    &dir.join("dissemination"),
+                    Arc::clone(&geo),
+                    templates,
+                    cfg.http.public_url.trim_end_matches('/').to_string(),
+                )
+                .context("starting dissemination")?,
+            )
+        }
+        _ => None,
+    };
     let app = Arc::new(App {
         geo,
+        dissemination,
+        demo_received: Mutex::new(Vec::new()),
         store,
         influx,
         inbound,
         ingest: Arc::clone(&ingest),
-        book: Mutex::new(AlertBook::new(cfg.alerting.id_prefix.clone())),
+        book: Mutex::new(book),
         live: RwLock::new(BTreeMap::new()),
         alerts_tx,
         sensors_tx,
@@ -333,7 +426,11 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
     // Bind HTTP before the broker so that a busy port fails the start before anything runs.
     let http = tokio::net::TcpListener::bind(listen.http).await.with_context(|| format!("cannot listen on {}", listen.http))?;
 
-    let mut engine = RuleEngine::new(rules, i64::from(cfg.alerting.max_lateness_s) * 1000);
+    for alert in &restored_changes {
+        app.publish(alert);
+    }
+    tokio::spawn(rules_housekeeping(Arc::clone(&app), Arc::clone(&engine), alerts_dir.clone()));
+    let pipeline_engine = Arc::clone(&engine);
     let pipeline_app = Arc::clone(&app);
     let mut findings = Vec::new();
     let broker_config = BrokerConfig {
@@ -364,6 +461,7 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
             influx.send(&processed.readings);
         }
         let registry = app.registry().read();
+        let mut engine = pipeline_engine.lock();
         for reading in &processed.readings {
             let Some(sensor) = registry.get(&reading.sensor_id) else { continue };
             let (lat, lon) = reading.position.map(|p| (p.lat, p.lon)).unwrap_or((sensor.lat, sensor.lon));
@@ -371,13 +469,15 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
                 app.geo.zones_containing(lat, lon).into_iter().map(|z| ZoneRef { id: &z.id, kind: z.kind }).collect();
             engine.evaluate(reading, sensor, &zones, &mut findings);
         }
+        drop(engine);
         drop(registry);
         if findings.is_empty() {
             return;
         }
         let changed: Vec<Alert> = {
             let mut book = app.book.lock();
-            findings.drain(..).filter_map(|f| book.apply(f, app.mode)).collect()
+            // One fsync of the journal per batch of findings.
+            book.apply_all(findings.drain(..), app.mode)
         };
         for alert in &changed {
             app.publish(alert);
@@ -388,6 +488,40 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
     }
     tokio::spawn(coalesce_sensor_updates(Arc::clone(&app), std::time::Duration::from_millis(cfg.http.sensor_update_ms)));
     Ok((app, http))
+}
+
+/// Time-driven rules (deadman, forecast expiry) and durability: a tick every 10 s, the engine's window snapshot every
+/// minute, a checkpoint of the alert journal every hour.
+async fn rules_housekeeping(app: Arc<App>, engine: Arc<Mutex<RuleEngine>>, dir: Option<PathBuf>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        tick.tick().await;
+        ticks += 1;
+        let mut findings = Vec::new();
+        engine.lock().tick(now_ms(), &mut findings);
+        if !findings.is_empty() {
+            let changed = app.book.lock().apply_all(findings, app.mode);
+            for alert in &changed {
+                app.publish(alert);
+            }
+        }
+        let Some(dir) = &dir else { continue };
+        if ticks % 6 == 0 {
+            let snapshot = engine.lock().snapshot();
+            let dir = dir.clone();
+            let saved = tokio::task::spawn_blocking(move || alerting::journal::save_engine_snapshot(&dir, &snapshot)).await;
+            if !matches!(saved, Ok(Ok(()))) {
+                tracing::error!("could not save the rules snapshot");
+            }
+        }
+        if ticks % 360 == 0 {
+            if let Err(e) = app.book.lock().checkpoint() {
+                tracing::error!(error = %e, "could not checkpoint the alert journal");
+            }
+        }
+    }
 }
 
 /// Sends at most one update per sensor per `every`, however fast it reports: a busy map stays readable and cheap.

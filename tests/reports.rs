@@ -311,7 +311,7 @@ async fn many_client_ids_from_one_address_are_limited_per_address() {
     use disaster_cloud::config::ConfigFiles;
     use disaster_cloud::server::{start, Listen};
     let free = || -> SocketAddr { format!("127.0.0.1:{}", common::free_port()).parse().unwrap() };
-    let listen = Listen { mqtt_v4: Some(free()), mqtt_v5: None, http: free() };
+    let listen = Listen { mqtt_v4: Some(free()), mqtt_v5: None, mqtt_v4_tls: None, mqtt_v5_tls: None, http: free() };
     let data = std::env::temp_dir().join(format!("dc-reports-addr-{}", std::process::id()));
     let tokens = disaster_cloud::web::auth::TokenSet::new(&[], Some(TOKEN)).unwrap();
     let (app, http) = start(ConfigFiles::embedded().unwrap(), &listen, tokens, Some(data)).await.expect("the app starts");

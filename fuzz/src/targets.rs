@@ -30,6 +30,26 @@ fn utf8(data: &[u8]) -> Option<&str> {
     std::str::from_utf8(data).ok()
 }
 
+/// Open findings (README.md, "Findings") are real bugs in the crates under test. So that a target keeps exploring
+/// past them, the check that caught each is relaxed to exactly the known symptom — unless `FUZZ_STRICT` is set in the
+/// environment, which restores the full check (the replay of `artifacts/` sets it; so should a fix's author).
+pub fn strict() -> bool {
+    std::env::var_os("FUZZ_STRICT").is_some()
+}
+
+/// Finding F1: a SenML pack of base-only (or only `lat`/`lon`) records decodes to zero sets and no refusal.
+fn is_finding_f1(payload: &[u8]) -> bool {
+    !strict()
+        && payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+        && matches!(ingest::payload::decode_readings(payload, Limits::default(), NOW_MS), Ok(sets) if sets.is_empty())
+}
+
+/// Finding F2: a CR that ends a page of a cell broadcast is taken for padding and lost (both decoders trim every
+/// page's trailing CRs). Equal once CRs are removed is the known symptom; anything else is a new failure.
+fn same_cbs_text(decoded: &str, expected: &str) -> bool {
+    decoded == expected || (!strict() && decoded.replace('\r', "") == expected.replace('\r', ""))
+}
+
 // ------------------------------------------------------------------------------------------------------- ingest
 
 /// `ingest::topic::parse`: whatever it accepts names a valid device id and round-trips through `readings_topic`.
@@ -52,7 +72,7 @@ pub fn ingest_topic(data: &[u8]) {
 pub fn ingest_payload(data: &[u8]) {
     for limits in [Limits::default(), Limits { max_payload_bytes: 64 * 1024, max_batch: 2 }] {
         if let Ok(sets) = ingest::payload::decode_readings(data, limits, NOW_MS) {
-            assert!(!sets.is_empty(), "an accepted payload has at least one set");
+            assert!(!sets.is_empty() || is_finding_f1(data), "an accepted payload has at least one set (F1)");
             assert!(sets.len() <= limits.max_batch.max(1) || data.first() != Some(&b'['), "batch limit ignored");
             assert!(data.len() <= limits.max_payload_bytes);
         }
@@ -83,6 +103,11 @@ pub fn ingest_process(data: &[u8]) {
     let msg = RawMessage { topic: topic_text.clone(), payload: bytes::Bytes::copy_from_slice(payload) };
     let out = ingest.process(&msg, NOW_MS);
     let letters = ingest.dead_letters();
+    // Every publish has an outcome: readings, a status, or a counted refusal with a dead letter.
+    assert!(
+        !out.readings.is_empty() || out.status.is_some() || out.rejected > 0 || is_finding_f1(payload),
+        "publish vanished: no reading, no status, no refusal (F1)"
+    );
     assert_eq!(letters.len(), out.rejected.min(CAPACITY), "one dead letter per refusal, bounded");
     for letter in &letters {
         assert!(letter.topic.chars().count() <= 256);
@@ -197,7 +222,12 @@ fn check_broadcast(cb: &CellBroadcast, text: &str) {
     let expected = text.trim_end_matches('\r');
     let decoded = pages::decode_pages(&cb.page_bytes())
         .unwrap_or_else(|e| panic!("our pages do not decode: {e}; text {text:?}"));
-    assert_eq!(decoded.text, expected, "88-octet pages lost text; coding {:?}", cb.coding);
+    assert!(
+        same_cbs_text(&decoded.text, expected),
+        "88-octet pages changed the text (F2 if only CRs); coding {:?}\n decoded: {:?}\nexpected: {expected:?}",
+        cb.coding,
+        decoded.text
+    );
     assert_eq!(decoded.serial, cb.serial);
     assert_eq!(decoded.message_id, cb.message_id);
     assert_eq!(decoded.dcs, cb.dcs);
@@ -206,7 +236,11 @@ fn check_broadcast(cb: &CellBroadcast, text: &str) {
     }
     let lte = lte::decode_warning_message_content(cb.dcs, &cb.warning_message_content())
         .unwrap_or_else(|e| panic!("our LTE content does not decode: {e}; text {text:?}"));
-    assert_eq!(lte, expected, "LTE warning-message-content lost text; coding {:?}", cb.coding);
+    assert!(
+        same_cbs_text(&lte, expected),
+        "LTE content changed the text (F2 if only CRs); coding {:?}\n decoded: {lte:?}\nexpected: {expected:?}",
+        cb.coding
+    );
 }
 
 /// `cell_broadcast::encode_broadcast` (and `encode_with_coding` for UCS-2 with and without a language) → our page
@@ -481,15 +515,55 @@ pub fn alerting_sbcap_encode(data: &[u8]) {
     if text_survives {
         let back = lte::decode_warning_message_content(cb.dcs, &content_ie[2..])
             .unwrap_or_else(|e| panic!("warning message content does not decode: {e}"));
-        assert_eq!(back, text.trim_end_matches('\r'));
+        let expected = text.trim_end_matches('\r');
+        assert!(same_cbs_text(&back, expected), "SBc-AP content changed the text\n decoded: {back:?}\nexpected: {expected:?}");
     }
 }
 
 // ----------------------------------------------------------------------------------------------------- geo-index
 
+/// Degrees² of the bounding box of every `[lon, lat]` pair in a GeoJSON text, widened by the largest `width_m`.
+fn geojson_extent_deg2(text: &str) -> f64 {
+    fn walk(v: &serde_json::Value, b: &mut [f64; 4], width: &mut f64) {
+        match v {
+            serde_json::Value::Array(a) => {
+                if let [x, y, ..] = &a[..] {
+                    if let (Some(x), Some(y)) = (x.as_f64(), y.as_f64()) {
+                        *b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
+                    }
+                }
+                a.iter().for_each(|e| walk(e, b, width));
+            }
+            serde_json::Value::Object(o) => {
+                if let Some(w) = o.get("width_m").and_then(|w| w.as_f64()) {
+                    *width = width.max(w.abs());
+                }
+                o.values().for_each(|e| walk(e, b, width));
+            }
+            _ => {}
+        }
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else { return 0.0 };
+    let mut b = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+    let mut width = 0.0f64;
+    walk(&v, &mut b, &mut width);
+    if b[0] > b[2] {
+        return 0.0;
+    }
+    let pad = width.min(100_000.0) / 111_000.0;
+    (b[2] - b[0] + pad) * (b[3] - b[1] + pad)
+}
+
 /// `GeoIndex::load_zones` (`config/zones.geojson`) at the configured resolution.
+///
+/// Finding F3: tiling time and memory grow with a zone's area without any limit (a 1°×1° square takes ~6 s, 3°×3°
+/// ~46 s and 300 MB). Unless `FUZZ_STRICT` is set, inputs spanning more than 0.5 deg² (≈ 6,000 km²; the demo
+/// zones are far smaller) are skipped so that the target does not spend its time in that one known slow path.
 pub fn geo_zones_geojson(data: &[u8]) {
     let Some(text) = utf8(data) else { return };
+    if !strict() && geojson_extent_deg2(text) > 0.5 {
+        return;
+    }
     let mut index = GeoIndex::new(RESOLUTION);
     if let Ok(problems) = index.load_zones(text, LoadPolicy::SkipInvalid) {
         let _ = problems;
@@ -498,9 +572,13 @@ pub fn geo_zones_geojson(data: &[u8]) {
 }
 
 /// `GeoIndex::load_cell_sites` (`config/cell_sites.csv`) at the configured resolution.
+///
+/// Finding F4: one sector at the allowed maximum `range_m` (100 km) takes ~43 s at resolution 9. Unless
+/// `FUZZ_STRICT` is set the loader runs at resolution 7 (49× fewer cells, same parsing and footprint code), so the
+/// target keeps exploring instead of timing out on that known slow path.
 pub fn geo_cell_sites_csv(data: &[u8]) {
     let Some(text) = utf8(data) else { return };
-    let mut index = GeoIndex::new(RESOLUTION);
+    let mut index = GeoIndex::new(if strict() { RESOLUTION } else { Resolution::Seven });
     let _ = index.load_cell_sites(text, LoadPolicy::SkipInvalid);
 }
 

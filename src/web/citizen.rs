@@ -180,7 +180,7 @@ async fn replay(app: &App, socket: &mut WebSocket, sub: &Subscription, seen: &[S
                 let newer = seen.get(a.id.as_str()).is_none_or(|v| a.version > *v);
                 newer && (a.state.is_active() || seen.contains_key(a.id.as_str()))
             })
-            .filter_map(|a| AlertBroadcast::new(app.alert_message(a)).citizen_frame(&sub.zones, sub.lang).map(str::to_string))
+            .filter_map(|a| AlertBroadcast::new(app.alert_message(a), a.is_public()).citizen_frame(&sub.zones, sub.lang).map(str::to_string))
             .collect()
     };
     // Public warnings from partner agencies covering these places, still active.

@@ -40,6 +40,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/zones/{id}/cells", get(zone_cells))
         .route("/api/v1/cap/inbound", post(inbound_cap))
+        .route("/cap/feed.atom", get(cap_feed))
+        .route("/cap/{file}", get(cap_message))
+        .route("/opendata/alerts.geojson", get(open_alerts))
+        .route("/opendata/sensors.geojson", get(open_sensors))
+        .route("/api/v1/subscribers", get(list_subscribers).post(add_subscriber))
+        .route("/api/v1/subscribers/{name}/deliveries", get(subscriber_log))
+        .route("/api/v1/subscribers/{name}/deliveries/{id}/replay", post(replay_delivery))
+        .route("/api/v1/broadcasts", get(list_broadcasts))
+        .route("/demo/{*receiver}", post(demo_receiver).get(demo_received))
         // Citizen reports (issue 11): web/reports.rs.
         .route("/api/v1/reports", post(reports::submit))
         .route("/api/v1/reports/clusters", get(reports::list_clusters))
@@ -227,25 +236,29 @@ async fn alert_action(
 
 /// An operator's lifecycle command, shared by the HTTP API and the operator socket.
 pub fn alert_command(app: &App, id: &str, action: &str, actor: &str) -> Result<serde_json::Value, AppError> {
+    use alerting::alert::BookError;
     let short = |s: &str, n: usize| s.chars().take(n).collect::<String>();
-    let changed = {
+    let result = {
         let mut book = app.book.lock();
-        if book.get(id).is_none() {
-            return Err(AppError::NotFound(format!("no alert `{}`", short(id, 80))));
-        }
         match action {
-            "ack" => book.acknowledge(id, actor),
-            "cancel" => book.cancel(id, now_ms()),
-            "approve" => book.get(id).cloned(),
+            "ack" => book.acknowledge_by(id, actor, now_ms()),
+            "cancel" => book.cancel_by(id, actor, None, now_ms()),
+            "approve" => book.approve(id, actor, now_ms()),
             other => {
                 return Err(AppError::BadRequest(format!("unknown action `{}`: use ack, approve or cancel", short(other, 40))))
             }
         }
     };
-    let alert = changed.ok_or_else(|| AppError::BadRequest(format!("alert `{}` is no longer active", short(id, 80))))?;
-    if action != "approve" {
-        app.publish(&alert);
-    }
+    let alert = result.map_err(|e| match e {
+        BookError::NotFound(_) => AppError::NotFound(format!("no alert `{}`", short(id, 80))),
+        BookError::NotActive(_) | BookError::NothingToApprove(_) => AppError::Conflict(e.to_string()),
+        BookError::BadComment(_) => AppError::BadRequest(e.to_string()),
+        BookError::Journal(_) => {
+            tracing::error!(error = %e, "alert journal");
+            AppError::Internal("the alert journal could not be written".into())
+        }
+    })?;
+    app.publish(&alert);
     Ok(serde_json::to_value(app.alert_message(&alert)).unwrap_or_default())
 }
 
@@ -445,4 +458,137 @@ async fn sensor_history(
             }
         })?;
     Ok(Json(history))
+}
+
+fn dissemination(app: &App) -> Result<&alerting::dissemination::Dissemination, AppError> {
+    app.dissemination.as_ref().ok_or_else(|| AppError::NotFound("dissemination is not configured".into()))
+}
+
+/// `GET /cap/feed.atom`: public, cacheable (ETag / If-None-Match).
+async fn cap_feed(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, AppError> {
+    let d = dissemination(&app)?;
+    let etag = d.feed_etag();
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8".to_string()), (header::ETAG, etag),
+         (header::CACHE_CONTROL, "public, max-age=30".to_string())],
+        d.atom_feed(),
+    )
+        .into_response())
+}
+
+/// `GET /cap/{identifier}.xml`: one released CAP message (messages held by an approval gate are not public).
+async fn cap_message(State(app): State<Arc<App>>, headers: HeaderMap, Path(file): Path<String>) -> Result<Response, AppError> {
+    let d = dissemination(&app)?;
+    let id = file.strip_suffix(".xml").ok_or_else(|| AppError::NotFound("CAP messages are /cap/{identifier}.xml".into()))?;
+    let xml = d.cap_xml(id).ok_or_else(|| AppError::NotFound(format!("no CAP message `{}`", id.chars().take(80).collect::<String>())))?;
+    // Messages never change once written: the identifier is a strong validator.
+    let etag = format!("\"{}\"", id);
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok(([(header::CONTENT_TYPE, "application/cap+xml; charset=utf-8".to_string()), (header::ETAG, etag),
+         (header::CACHE_CONTROL, "public, max-age=86400".to_string())], xml)
+        .into_response())
+}
+
+/// `GET /opendata/alerts.geojson`: active alerts that the public may see, with their areas.
+async fn open_alerts(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let features: Vec<_> = app
+        .book
+        .lock()
+        .active()
+        .filter(|a| a.is_public())
+        .map(|a| {
+            let m = app.alert_message(a);
+            json!({"type": "Feature", "id": m.id, "geometry": m.area, "properties": {
+                "event": m.event, "state": m.state, "mode": m.mode, "severity": m.severity, "urgency": m.urgency,
+                "certainty": m.certainty, "headline_zh": m.headlines.zh_tw, "headline_en": m.headlines.en,
+                "sent": m.sent, "version": m.version, "area": m.area_name}})
+        })
+        .collect();
+    ([(header::CONTENT_TYPE, "application/geo+json")], Json(json!({"type": "FeatureCollection", "features": features})))
+}
+
+/// `GET /opendata/sensors.geojson`: sensors with their latest values.
+async fn open_sensors(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let live = app.live.read();
+    let features: Vec<_> = app
+        .registry()
+        .read()
+        .iter()
+        .filter(|s| !s.retired)
+        .map(|s| {
+            let l = live.get(&s.id);
+            json!({"type": "Feature", "id": s.id, "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]},
+                   "properties": {"kind": s.kind, "agency": s.agency, "latest": l.map(|l| &l.latest),
+                                  "last_seen_ms": l.and_then(|l| l.last_seen_ms)}})
+        })
+        .collect();
+    ([(header::CONTENT_TYPE, "application/geo+json")], Json(json!({"type": "FeatureCollection", "features": features})))
+}
+
+async fn list_subscribers(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<TokenQuery>) -> Result<impl IntoResponse, AppError> {
+    authorise(&app, &headers, &query)?;
+    Ok(Json(json!({ "subscribers": dissemination(&app)?.subscribers() })))
+}
+
+async fn add_subscriber(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    require(&app, &headers, &query, auth::Scope::Admin)?;
+    let d = dissemination(&app)?;
+    let text = std::str::from_utf8(&body).map_err(|_| AppError::BadRequest("body: not UTF-8".into()))?;
+    let input = alerting::dissemination::SubscriberInput::from_json(text).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let status = d.add_subscriber(input).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(json!({ "subscriber": status }))))
+}
+
+async fn subscriber_log(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    authorise(&app, &headers, &query)?;
+    Ok(Json(json!({ "deliveries": dissemination(&app)?.delivery_log(&name) })))
+}
+
+async fn replay_delivery(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    Path((name, id)): Path<(String, u64)>,
+) -> Result<impl IntoResponse, AppError> {
+    require(&app, &headers, &query, auth::Scope::Operate)?;
+    let queued = dissemination(&app)?.replay(&name, id).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    Ok(Json(json!({ "replayed": queued })))
+}
+
+async fn list_broadcasts(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<TokenQuery>) -> Result<impl IntoResponse, AppError> {
+    authorise(&app, &headers, &query)?;
+    Ok(Json(json!({ "broadcasts": dissemination(&app)?.broadcasts() })))
+}
+
+/// The demo's stand-ins for an agency's webhook receiver and the carriers' CBCs: they keep what arrives (newest 200)
+/// so that the demo shows deliveries end to end. Not part of a production deployment's contract.
+async fn demo_receiver(State(app): State<Arc<App>>, Path(receiver): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    let signature = headers.get("x-dc-signature").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let text = String::from_utf8_lossy(&body);
+    let mut got = app.demo_received.lock();
+    if got.len() >= 200 {
+        got.remove(0);
+    }
+    got.push(json!({"receiver": receiver, "bytes": body.len(), "signature": signature, "body": text.chars().take(32 * 1024).collect::<String>()}));
+    StatusCode::NO_CONTENT
+}
+
+async fn demo_received(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<TokenQuery>) -> Result<impl IntoResponse, AppError> {
+    authorise(&app, &headers, &query)?;
+    Ok(Json(json!({ "received": *app.demo_received.lock() })))
 }

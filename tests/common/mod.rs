@@ -88,7 +88,8 @@ impl Server {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: on a busy 2-core machine a debug build's start (argon2 hashes of the demo devices) can be slow.
+        let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
             if http_get(self.http, "/healthz", None).is_some_and(|(s, _)| s == 200)
                 && TcpStream::connect(self.mqtt).is_ok()
@@ -97,7 +98,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("server not ready in 30 s; log:\n{}", self.log());
+        panic!("server not ready in 90 s; log:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {

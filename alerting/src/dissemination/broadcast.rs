@@ -228,10 +228,19 @@ fn channel_text(msg: &StoredMessage, language: Language) -> String {
 /// Only the cell list is on the way to the CBC: one pass over the sites whose footprint meets the zone, split by
 /// carrier (about 1 ms for a county). The targeting report (coverage, overshoot) costs ~10 ms per carrier for a
 /// county and only operators read it, so [`targeting_report`] computes it afterwards, off the path.
-fn target(ctx: &BroadcastContext<'_>, zone: &str) -> Vec<Result<(Vec<Ecgi>, Vec<String>), String>> {
+/// One carrier's warning-area cells and their printable names, or why it has none.
+type CarrierCells = Result<(Vec<Ecgi>, Vec<String>), String>;
+
+fn target(ctx: &BroadcastContext<'_>, zone: &str) -> Vec<CarrierCells> {
     let area = match ctx.geo.alert_area_of_zones(&[zone]) {
         Ok(a) => a,
-        Err(e) => return ctx.carriers.iter().map(|_| Err(format!("targeting: {e}"))).collect(),
+        Err(e) => {
+            return ctx
+                .carriers
+                .iter()
+                .map(|_| Err(format!("targeting: {e}")))
+                .collect()
+        }
     };
     let mut sites: Vec<geo_index::Ecgi> = ctx
         .geo
@@ -248,10 +257,12 @@ fn target(ctx: &BroadcastContext<'_>, zone: &str) -> Vec<Result<(Vec<Ecgi>, Vec<
             let mut cells = Vec::new();
             let mut names = Vec::new();
             for s in sites.iter().filter(|s| s.mnc == c.mnc) {
-                let plmn = *plmns.entry((s.mcc, s.mnc, s.mnc_digits)).or_insert_with(|| {
-                    let mnc = format!("{:0w$}", s.mnc, w = usize::from(s.mnc_digits.max(2)));
-                    Plmn::new(&format!("{:03}", s.mcc), &mnc).ok()
-                });
+                let plmn = *plmns
+                    .entry((s.mcc, s.mnc, s.mnc_digits))
+                    .or_insert_with(|| {
+                        let mnc = format!("{:0w$}", s.mnc, w = usize::from(s.mnc_digits.max(2)));
+                        Plmn::new(&format!("{:03}", s.mcc), &mnc).ok()
+                    });
                 let plmn = plmn.ok_or_else(|| format!("cell {s}: PLMN is not 3+2/3 digits"))?;
                 cells.push(Ecgi {
                     plmn,
@@ -270,8 +281,14 @@ fn target(ctx: &BroadcastContext<'_>, zone: &str) -> Vec<Result<(Vec<Ecgi>, Vec<
 
 /// The targeting report of one carrier's cells for a zone (the same cells [`target`] picked: geo-index selects
 /// them with the same test).
-pub(crate) fn targeting_report(geo: &GeoIndex, zone: &str, mnc: u16) -> Result<TargetingSummary, String> {
-    let area = geo.alert_area_of_zones(&[zone]).map_err(|e| e.to_string())?;
+pub(crate) fn targeting_report(
+    geo: &GeoIndex,
+    zone: &str,
+    mnc: u16,
+) -> Result<TargetingSummary, String> {
+    let area = geo
+        .alert_area_of_zones(&[zone])
+        .map_err(|e| e.to_string())?;
     geo.geotarget(&area, TargetingStrategy::CellBroadcast { mnc: Some(mnc) })
         .map(|r| TargetingSummary::from(&r))
         .map_err(|e| e.to_string())
@@ -441,7 +458,12 @@ pub(crate) fn plan(
             if let Some(b) = &ch.broadcast {
                 v["dcs"] = b.dcs.into();
                 v["text"] = ch.text.clone().into();
-                v["pages_hex"] = b.pages.iter().map(|p| hex(&p.bytes)).collect::<Vec<_>>().into();
+                v["pages_hex"] = b
+                    .pages
+                    .iter()
+                    .map(|p| hex(&p.bytes))
+                    .collect::<Vec<_>>()
+                    .into();
                 v["lte_content_hex"] = hex(&b.warning_message_content()).into();
             }
             pws.push(v);

@@ -351,7 +351,10 @@ fn secret_from(
     match (value, env) {
         (Some(v), None) => Ok(v.clone()),
         (None, Some(var)) => lookup(var).ok_or_else(|| {
-            FieldError::new(format!("{field}_env"), format!("environment variable `{var}` is not set"))
+            FieldError::new(
+                format!("{field}_env"),
+                format!("environment variable `{var}` is not set"),
+            )
         }),
         (Some(_), Some(_)) => Err(FieldError::new(
             field,
@@ -413,7 +416,8 @@ impl DisseminationConfig {
 
         let mut subscribers = Vec::new();
         for (i, s) in self.subscribers.iter().enumerate() {
-            let at = |e: FieldError| FieldError::new(format!("subscriber[{i}].{}", e.field), e.message);
+            let at =
+                |e: FieldError| FieldError::new(format!("subscriber[{i}].{}", e.field), e.message);
             let secret = secret_from("secret", &s.secret, &s.secret_env, env).map_err(at)?;
             let input = SubscriberInput {
                 name: s.name.clone(),
@@ -427,7 +431,10 @@ impl DisseminationConfig {
             subscribers.push(input);
         }
         if let Some(d) = duplicates(subscribers.iter().map(|s| s.name.as_str())) {
-            return Err(FieldError::new("subscriber.name", format!("`{d}` appears twice")));
+            return Err(FieldError::new(
+                "subscriber.name",
+                format!("`{d}` appears twice"),
+            ));
         }
 
         let cb = &self.cell_broadcast;
@@ -468,7 +475,9 @@ impl DisseminationConfig {
                 PolicyClass::Emergency => {
                     PwsClass::Emergency(rule.emergency_level)
                         .message_id(crate::cell_broadcast::Language::Chinese)
-                        .map_err(|e| FieldError::new(format!("{at}.emergency_level"), e.to_string()))?;
+                        .map_err(|e| {
+                            FieldError::new(format!("{at}.emergency_level"), e.to_string())
+                        })?;
                 }
                 PolicyClass::Alert | PolicyClass::None => {}
             }
@@ -504,7 +513,10 @@ impl DisseminationConfig {
             });
         }
         if let Some(d) = duplicates(carriers.iter().map(|c| c.name.as_str())) {
-            return Err(FieldError::new("carrier.name", format!("`{d}` appears twice")));
+            return Err(FieldError::new(
+                "carrier.name",
+                format!("`{d}` appears twice"),
+            ));
         }
 
         Ok(Resolved {

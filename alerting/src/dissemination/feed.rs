@@ -32,7 +32,8 @@ pub(crate) fn render(state: &State, settings: &FeedSettings, base_url: &str) -> 
         }
     }
     // Newest first; identifiers break ties so the order (and the ETag) is stable.
-    let newest_first = |a: &&super::messages::StoredMessage, b: &&super::messages::StoredMessage| {
+    let newest_first = |a: &&super::messages::StoredMessage,
+                        b: &&super::messages::StoredMessage| {
         b.sent_ms
             .cmp(&a.sent_ms)
             .then_with(|| b.identifier.cmp(&a.identifier))

@@ -33,7 +33,9 @@ pub(crate) const JOURNAL_FILE: &str = "dissemination.jsonl";
 pub(crate) enum Record {
     Change(Box<ChangeRecord>),
     /// A delivery added outside an alert change (an operator's replay).
-    Enqueue { delivery: NewDelivery },
+    Enqueue {
+        delivery: NewDelivery,
+    },
     Attempt(AttemptRecord),
     /// The targeting report of one carrier's part of a broadcast (computed after the envelope was queued).
     Targeting {
@@ -168,7 +170,11 @@ impl Journal {
     }
 
     /// Replaces the journal with `records` (atomically: temporary file, fsync, rename) and opens it for appending.
-    pub fn rewrite(dir: &Path, records: &[Record], fsync: bool) -> Result<Journal, DisseminationError> {
+    pub fn rewrite(
+        dir: &Path,
+        records: &[Record],
+        fsync: bool,
+    ) -> Result<Journal, DisseminationError> {
         let path = dir.join(JOURNAL_FILE);
         let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
         {

@@ -125,8 +125,8 @@ fn placeholders(text: &str, out: &mut Vec<String>) {
         let tail = &rest[i..];
         if tail.starts_with("{{") || tail.starts_with("}}") {
             rest = &tail[2..];
-        } else if tail.starts_with('}') {
-            rest = &tail[1..];
+        } else if let Some(after) = tail.strip_prefix('}') {
+            rest = after;
         } else if let Some(end) = tail.find('}') {
             out.push(tail[1..end].to_string());
             rest = &tail[end + 1..];

@@ -51,11 +51,15 @@ use std::time::Duration;
 use geo_index::GeoIndex;
 use tokio::sync::{watch, Notify};
 
-pub use broadcast::{BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, TargetingSummary};
+pub use broadcast::{
+    BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, TargetingSummary,
+};
 pub use config::DisseminationConfig;
 pub use outbox::{DeliveryRecord, DeliveryStatus};
 pub use signature::{signature_header, verify_signature, SIGNATURE_HEADER};
-pub use subscriber::{Audience, FieldError, Filters, Format, Source, SubscriberInput, SubscriberStatus};
+pub use subscriber::{
+    Audience, FieldError, Filters, Format, Source, SubscriberInput, SubscriberStatus,
+};
 pub use view::{AlertView, ViewMode, ViewState};
 
 use crate::cap::Templates;
@@ -136,7 +140,10 @@ impl Inner {
         if let Err(e) = w.append(record, durable) {
             // Delivering without the journal beats not delivering: the warning goes out, and the error is loud.
             tracing::error!(error = %e, "dissemination journal write failed");
-            metrics::METRICS.errors.with_label_values(&["journal"]).inc();
+            metrics::METRICS
+                .errors
+                .with_label_values(&["journal"])
+                .inc();
         }
     }
 
@@ -189,9 +196,10 @@ impl Dissemination {
             );
         }
         for c in &cfg.carriers {
-            state
-                .targets
-                .insert(cbc_target(&c.name), Target::new(TargetKind::Cbc { carrier: c.clone() }));
+            state.targets.insert(
+                cbc_target(&c.name),
+                Target::new(TargetKind::Cbc { carrier: c.clone() }),
+            );
         }
         for r in &records {
             state.apply(r, false);
@@ -231,7 +239,9 @@ impl Dissemination {
             .map_err(DisseminationError::Runtime)?;
         let handle = handle_rx
             .recv()
-            .map_err(|_| DisseminationError::Runtime(std::io::Error::other("runtime thread ended")))?
+            .map_err(|_| {
+                DisseminationError::Runtime(std::io::Error::other("runtime thread ended"))
+            })?
             .map_err(DisseminationError::Runtime)?;
 
         let workers: Vec<(String, Arc<Notify>)> = state
@@ -320,7 +330,7 @@ impl Dissemination {
     }
 
     /// Computes targeting reports on the runtime's blocking pool: operators read them, CBCs do not wait for them.
-    fn spawn_reports(&self, reports: Vec<(usize, String, Vec<(usize, String)>)>) {
+    fn spawn_reports(&self, reports: Vec<outbox::ReportJob>) {
         if reports.is_empty() {
             return;
         }
@@ -329,7 +339,13 @@ impl Dissemination {
             for (broadcast, zone, carriers) in reports {
                 for (carrier, name) in carriers {
                     // By name: the carrier list may have changed since the broadcast (a restart with a new config).
-                    let Some(mnc) = inner.cfg.carriers.iter().find(|c| c.name == name).map(|c| c.mnc) else {
+                    let Some(mnc) = inner
+                        .cfg
+                        .carriers
+                        .iter()
+                        .find(|c| c.name == name)
+                        .map(|c| c.mnc)
+                    else {
                         continue;
                     };
                     match broadcast::targeting_report(&inner.geo, &zone, mnc) {
@@ -343,7 +359,10 @@ impl Dissemination {
                         ),
                         Err(e) => {
                             tracing::warn!(zone = %zone, error = %e, "no targeting report");
-                            metrics::METRICS.errors.with_label_values(&["targeting"]).inc();
+                            metrics::METRICS
+                                .errors
+                                .with_label_values(&["targeting"])
+                                .inc();
                         }
                     }
                 }
@@ -367,7 +386,10 @@ impl Dissemination {
     }
 
     /// Every message of an alert, oldest first: (identifier, msgType, status, released).
-    pub fn messages_of(&self, alert_id: &str) -> Vec<(String, crate::cap::MsgType, crate::cap::Status, bool)> {
+    pub fn messages_of(
+        &self,
+        alert_id: &str,
+    ) -> Vec<(String, crate::cap::MsgType, crate::cap::Status, bool)> {
         let st = lock(&self.inner.state);
         st.alerts.get(alert_id).map_or_else(Vec::new, |a| {
             a.messages
@@ -406,7 +428,9 @@ impl Dissemination {
         st.targets
             .iter()
             .filter_map(|(name, t)| match &t.kind {
-                TargetKind::Webhook { sub, source } => Some(subscriber_status(name, t, sub, *source)),
+                TargetKind::Webhook { sub, source } => {
+                    Some(subscriber_status(name, t, sub, *source))
+                }
                 _ => None,
             })
             .collect()
@@ -501,11 +525,21 @@ impl Dissemination {
     /// Every cell broadcast, newest first: class, serial, texts, per carrier the cells, targeting figures and
     /// the CBC's ack or failure.
     pub fn broadcasts(&self) -> Vec<BroadcastRecord> {
-        lock(&self.inner.state).broadcasts.iter().rev().cloned().collect()
+        lock(&self.inner.state)
+            .broadcasts
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
     }
 }
 
-fn subscriber_status(name: &str, t: &Target, sub: &SubscriberInput, source: Source) -> SubscriberStatus {
+fn subscriber_status(
+    name: &str,
+    t: &Target,
+    sub: &SubscriberInput,
+    source: Source,
+) -> SubscriberStatus {
     SubscriberStatus {
         name: name.to_string(),
         url: sub.url.clone(),
@@ -550,9 +584,19 @@ impl Drop for Dissemination {
         // The gauges are process-wide: take this instance's share out (a restart in-process re-adds it).
         let st = lock(&self.inner.state);
         for (name, t) in &st.targets {
-            let ch = if name.starts_with(outbox::CBC_PREFIX) { "cbc" } else { "webhook" };
-            metrics::METRICS.queue_depth.with_label_values(&[ch]).sub(t.queue.len() as i64);
-            metrics::METRICS.dead_letters.with_label_values(&[ch]).sub(t.dead.len() as i64);
+            let ch = if name.starts_with(outbox::CBC_PREFIX) {
+                "cbc"
+            } else {
+                "webhook"
+            };
+            metrics::METRICS
+                .queue_depth
+                .with_label_values(&[ch])
+                .sub(t.queue.len() as i64);
+            metrics::METRICS
+                .dead_letters
+                .with_label_values(&[ch])
+                .sub(t.dead.len() as i64);
         }
     }
 }

