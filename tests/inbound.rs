@@ -36,8 +36,8 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-fn config() -> std::path::PathBuf {
-    let main = common::config_copy("inbound", |t| t);
+fn config(name: &str) -> std::path::PathBuf {
+    let main = common::config_copy(name, |t| t);
     // Push sources only: tests reach no network.
     std::fs::write(
         main.with_file_name("inbound.toml"),
@@ -49,7 +49,7 @@ fn config() -> std::path::PathBuf {
 
 #[tokio::test]
 async fn pushed_cap_reaches_operators_and_covered_citizens() {
-    let server = Server::serve(&config());
+    let server = Server::serve(&config("inbound-push"));
     let mut operator = server.operator().await;
     let mut near = Citizen::connect(&server).await;
     near.subscribe(json!([{"lat": SHENMU.0, "lon": SHENMU.1}]), "zh-TW", json!([])).await;
@@ -83,7 +83,7 @@ async fn pushed_cap_reaches_operators_and_covered_citizens() {
 
 #[tokio::test]
 async fn bad_pushes_are_refused_with_the_reason() {
-    let server = Server::serve(&config());
+    let server = Server::serve(&config("inbound-bad"));
     let body = fresh(SWCB_YELLOW, "b");
     let cases = [
         (None, body.as_str(), 401, "unsigned"),

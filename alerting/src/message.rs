@@ -100,7 +100,8 @@ impl AlertMessage {
             area_id: alert.area_id.clone(),
             area_name: area.name.to_string(),
             sent: format_time(alert.updated_ms, TAIWAN_OFFSET),
-            cap: format!("/cap/{}.xml", alert.id),
+            // The CAP message of this version (dissemination names them `{alert id}.{version}`).
+            cap: format!("/cap/{}.{}.xml", alert.id, alert.version),
             level: alert.level.name.clone(),
             value: alert.value,
             sensors: alert.sensors.keys().cloned().collect(),

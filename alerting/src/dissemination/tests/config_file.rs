@@ -12,7 +12,7 @@ fn resolve(text: &str) -> Result<config::Resolved, FieldError> {
 
 #[test]
 fn shipped_file_loads_and_matches_the_defaults() {
-    let r = resolve(SHIPPED_CONFIG).unwrap_or_else(|e| panic!("config/dissemination.toml: {e}"));
+    let r = resolve(&SHIPPED_CONFIG.replace("{public_url}", "http://127.0.0.1:8080")).unwrap_or_else(|e| panic!("config/dissemination.toml: {e}"));
     assert_eq!(r.subscribers.len(), 2);
     assert_eq!(r.subscribers[0].filters.modes, [ViewMode::Actual]);
     assert_eq!(r.carriers.len(), 3);

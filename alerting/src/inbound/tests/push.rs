@@ -388,11 +388,14 @@ fn config_errors_name_the_key() {
             "{text}: {msg}"
         );
     }
-    // The shipped example loads.
-    let shipped = include_str!("../../../../config/inbound.toml");
-    let config = InboundConfig::from_toml(shipped, Path::new("config/inbound.toml"))
-        .expect("config/inbound.toml");
+    // The shipped production template and the demo file load.
+    let example = include_str!("../../../../config/inbound.example.toml");
+    let config = InboundConfig::from_toml(example, Path::new("config/inbound.example.toml"))
+        .expect("config/inbound.example.toml");
     assert!(!config.feeds.is_empty() && !config.pushes.is_empty());
+    let demo = include_str!("../../../../config/inbound.toml");
+    let config = InboundConfig::from_toml(demo, Path::new("config/inbound.toml")).expect("config/inbound.toml");
+    assert!(!config.pushes.is_empty());
 }
 
 #[test]
