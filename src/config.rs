@@ -124,7 +124,8 @@ impl Config {
     }
 
     fn check(&self, file: &str) -> Result<(), ConfigError> {
-        let invalid = |key: &str, why: &str| ConfigError::Invalid { file: file.into(), message: format!("`{key}`: {why}") };
+        let invalid =
+            |key: &str, why: &str| ConfigError::Invalid { file: file.into(), message: format!("`{key}`: {why}") };
         if !(0..=15).contains(&self.geo.h3_resolution) {
             return Err(invalid("geo.h3_resolution", "must be 0..=15"));
         }

@@ -130,7 +130,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Device { action: DeviceAction::Provision { device_id }, data_dir } => {
             let p = ingest::identity::provision(&data_dir, &device_id)?;
             println!("device {} provisioned", p.device_id);
-            println!("  certificate: {}\n  key:         {}\n  CA:          {}", p.cert_path.display(), p.key_path.display(), p.ca_path.display());
+            println!(
+                "  certificate: {}\n  key:         {}\n  CA:          {}",
+                p.cert_path.display(),
+                p.key_path.display(),
+                p.ca_path.display()
+            );
             println!("  password for the plain listeners (shown once, stored hashed): {}", p.password);
             println!("  on TLS publish to /tenants/{0}/sensors/{0}/readings or sensors/{0}/readings", p.device_id);
             Ok(())
@@ -143,7 +148,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token { action: TokenAction::New { name, scope } } => {
             let token = random_token();
             println!("token (give it to {name}; it is not stored): {token}");
-            println!("add to the config file:\n[[operator_tokens]]\nname = \"{name}\"\nscope = \"{scope}\"\nsha256 = \"{}\"", web::auth::hex(&web::auth::digest(&token)));
+            println!(
+                "add to the config file:\n[[operator_tokens]]\nname = \"{name}\"\nscope = \"{scope}\"\nsha256 = \"{}\"",
+                web::auth::hex(&web::auth::digest(&token))
+            );
             Ok(())
         }
         Command::Serve { config, common } => {
@@ -196,7 +204,12 @@ fn spawn_scenario(text: &str, origin: &str, mqtt: SocketAddr) -> anyhow::Result<
     use gateway_firmware_sim::{run_scenario, Fleet, RunOptions, Scenario};
     let scenario = Scenario::from_toml(text, origin)?;
     let fleet = Fleet::from_files(config::embedded::SENSORS, config::embedded::DEVICES)?;
-    let opts = RunOptions { host: mqtt.ip().to_string(), port: mqtt.port(), quiet: true, ..RunOptions::for_scenario(&scenario) };
+    let opts = RunOptions {
+        host: mqtt.ip().to_string(),
+        port: mqtt.port(),
+        quiet: true,
+        ..RunOptions::for_scenario(&scenario)
+    };
     println!(
         "Replaying {origin}: {:.0} s of wall time; watch the map and the operator socket.",
         scenario.duration().as_secs_f64()

@@ -23,8 +23,12 @@ pub static CITIZEN_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static WS_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("dc_ws_dropped_total", "Websocket clients dropped for falling behind, by channel", &["channel"])
-        .expect("metric registers")
+    register_int_counter_vec!(
+        "dc_ws_dropped_total",
+        "Websocket clients dropped for falling behind, by channel",
+        &["channel"]
+    )
+    .expect("metric registers")
 });
 
 pub static HTTP_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {

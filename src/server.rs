@@ -285,8 +285,12 @@ pub fn now_ms() -> i64 {
 }
 
 /// Builds the app from config files and starts the broker; returns the app and the bound HTTP listener.
-pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth::TokenSet, data_dir: Option<PathBuf>)
-    -> anyhow::Result<(Arc<App>, tokio::net::TcpListener)> {
+pub async fn start(
+    files: ConfigFiles,
+    listen: &Listen,
+    tokens: crate::web::auth::TokenSet,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<(Arc<App>, tokio::net::TcpListener)> {
     let cfg = &files.main;
     if let Some(dir) = &data_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
@@ -300,7 +304,8 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
         tracing::warn!(file = %files.zones.1.display(), problem = %p, "zone skipped");
     }
     if let Some((csv, path)) = &files.cell_sites {
-        let problems = geo.load_cell_sites(csv, LoadPolicy::SkipInvalid).with_context(|| format!("{}", path.display()))?;
+        let problems =
+            geo.load_cell_sites(csv, LoadPolicy::SkipInvalid).with_context(|| format!("{}", path.display()))?;
         for p in &problems {
             tracing::warn!(file = %path.display(), problem = %p, "cell site skipped");
         }
@@ -318,7 +323,13 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
         None => (DeviceStore::from_toml(&files.devices.0, &files.devices.1)?, registry),
     };
     let rules = RuleSet::from_toml(&files.rules.0, &files.rules.1)?;
-    tracing::info!(zones = geo.zones().count(), sensors = registry.len(), devices = devices.len(), rules = rules.rules.len(), "configuration loaded");
+    tracing::info!(
+        zones = geo.zones().count(),
+        sensors = registry.len(),
+        devices = devices.len(),
+        rules = rules.rules.len(),
+        "configuration loaded"
+    );
 
     let ingest = Arc::new(Ingest::new(
         Arc::new(RwLock::new(registry)),
@@ -357,11 +368,19 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
     let book = match &alerts_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            let (book, restored) = AlertBook::open(dir, cfg.alerting.id_prefix.clone()).context("opening the alert journal")?;
-            if let Some(snapshot) = alerting::journal::load_engine_snapshot(dir).context("reading the rules snapshot")? {
+            let (book, restored) =
+                AlertBook::open(dir, cfg.alerting.id_prefix.clone()).context("opening the alert journal")?;
+            if let Some(snapshot) =
+                alerting::journal::load_engine_snapshot(dir).context("reading the rules snapshot")?
+            {
                 engine.restore(snapshot, Some(now_ms()));
             }
-            tracing::info!(records = restored.records, active = restored.active, truncated = restored.truncated_bytes, "alerts restored");
+            tracing::info!(
+                records = restored.records,
+                active = restored.active,
+                truncated = restored.truncated_bytes,
+                "alerts restored"
+            );
             book
         }
         None => AlertBook::new(cfg.alerting.id_prefix.clone()),
@@ -372,7 +391,9 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
     let restored_changes = book.apply_all(adopted.drain(..), cfg.alerting.mode);
     let engine = Arc::new(Mutex::new(engine));
     let store = match &data_dir {
-        Some(dir) => Some(Arc::new(store::ReadingStore::open(dir, cfg.store.clone()).context("opening the readings store")?)),
+        Some(dir) => {
+            Some(Arc::new(store::ReadingStore::open(dir, cfg.store.clone()).context("opening the readings store")?))
+        }
         None => None,
     };
     let influx = match (&cfg.influx, &data_dir) {
@@ -424,7 +445,9 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
     });
 
     // Bind HTTP before the broker so that a busy port fails the start before anything runs.
-    let http = tokio::net::TcpListener::bind(listen.http).await.with_context(|| format!("cannot listen on {}", listen.http))?;
+    let http = tokio::net::TcpListener::bind(listen.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", listen.http))?;
 
     for alert in &restored_changes {
         app.publish(alert);
@@ -486,7 +509,10 @@ pub async fn start(files: ConfigFiles, listen: &Listen, tokens: crate::web::auth
     if let Some(events) = inbound_events {
         tokio::spawn(crate::external::forward(Arc::clone(&app), events));
     }
-    tokio::spawn(coalesce_sensor_updates(Arc::clone(&app), std::time::Duration::from_millis(cfg.http.sensor_update_ms)));
+    tokio::spawn(coalesce_sensor_updates(
+        Arc::clone(&app),
+        std::time::Duration::from_millis(cfg.http.sensor_update_ms),
+    ));
     Ok((app, http))
 }
 
@@ -511,7 +537,8 @@ async fn rules_housekeeping(app: Arc<App>, engine: Arc<Mutex<RuleEngine>>, dir: 
         if ticks % 6 == 0 {
             let snapshot = engine.lock().snapshot();
             let dir = dir.clone();
-            let saved = tokio::task::spawn_blocking(move || alerting::journal::save_engine_snapshot(&dir, &snapshot)).await;
+            let saved =
+                tokio::task::spawn_blocking(move || alerting::journal::save_engine_snapshot(&dir, &snapshot)).await;
             if !matches!(saved, Ok(Ok(()))) {
                 tracing::error!("could not save the rules snapshot");
             }

@@ -81,7 +81,10 @@ impl Cdp {
     async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
-        self.ws.send(Message::Text(json!({"id": id, "method": method, "params": params}).to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(json!({"id": id, "method": method, "params": params}).to_string().into()))
+            .await
+            .unwrap();
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(30), self.ws.next()).await.expect("DevTools answers");
             if let Some(Ok(Message::Text(text))) = msg {
@@ -121,7 +124,9 @@ async fn operator_map_shows_a_new_alert_and_shades_its_zone() {
         page.wait_for("document.querySelectorAll('path[data-zone]').length >= 4", Duration::from_secs(20)).await,
         "the map did not draw the zones from the snapshot"
     );
-    assert!(page.wait_for("document.querySelectorAll('circle[data-sensor]').length >= 10", Duration::from_secs(5)).await);
+    assert!(
+        page.wait_for("document.querySelectorAll('circle[data-sensor]').length >= 10", Duration::from_secs(5)).await
+    );
     assert_eq!(page.eval("document.querySelectorAll('.alert').length").await, json!(0));
 
     raise_heavy_rain(&server, 120.0, now_ms()).await;

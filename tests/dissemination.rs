@@ -48,7 +48,11 @@ async fn an_alert_becomes_valid_cap_a_feed_entry_a_signed_webhook_and_cell_broad
         .args(["--noout", "--schema", &cap_xsd(), file.to_str().unwrap()])
         .output()
         .expect("xmllint (Debian libxml2-utils; scripts/test installs it)");
-    assert!(out.status.success(), "CAP message fails the OASIS schema:\n{}\n{xml}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "CAP message fails the OASIS schema:\n{}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The demo's webhook receiver got it signed; the demo CBCs got envelopes with 3GPP PDUs.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -59,7 +63,10 @@ async fn an_alert_becomes_valid_cap_a_feed_entry_a_signed_webhook_and_cell_broad
         let webhook = received.iter().find(|r| r["receiver"].as_str().is_some_and(|n| n.starts_with("webhook")));
         let cbc = received.iter().find(|r| r["receiver"].as_str().is_some_and(|n| n.starts_with("cbc/")));
         if let (Some(webhook), Some(cbc)) = (webhook, cbc) {
-            assert!(webhook["signature"].as_str().is_some_and(|s| s.starts_with("t=") && s.contains(",v1=")), "{webhook}");
+            assert!(
+                webhook["signature"].as_str().is_some_and(|s| s.starts_with("t=") && s.contains(",v1=")),
+                "{webhook}"
+            );
             assert!(cbc["body"].as_str().unwrap_or("").contains("sbcap"), "{cbc}");
             break;
         }
@@ -71,7 +78,14 @@ async fn an_alert_becomes_valid_cap_a_feed_entry_a_signed_webhook_and_cell_broad
     assert!(body.contains("911") || body.contains("4371"), "a PWS message id: {body}");
 
     // Operators' API for subscribers refuses bad input with the field named.
-    let (status, body) = http_request(server.http, "POST", "/api/v1/subscribers", Some(common::TOKEN), Some(r#"{"name":"x","url":"ftp://nope","secret":"s3cret-s3cret"}"#)).unwrap();
+    let (status, body) = http_request(
+        server.http,
+        "POST",
+        "/api/v1/subscribers",
+        Some(common::TOKEN),
+        Some(r#"{"name":"x","url":"ftp://nope","secret":"s3cret-s3cret"}"#),
+    )
+    .unwrap();
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("url"), "{body}");
 }

@@ -16,14 +16,19 @@ async fn citizens_receive_only_alerts_for_their_places_in_their_language() {
     let mut near_zh = Citizen::connect(&server).await;
     near_zh.subscribe(json!([{"lat": SHENMU.0, "lon": SHENMU.1}]), "zh-TW", json!([])).await;
     let mut near_en = Citizen::connect(&server).await;
-    near_en.subscribe(json!([{"lat": TAIPEI.0, "lon": TAIPEI.1}, {"lat": SHENMU.0, "lon": SHENMU.1}]), "en", json!([])).await;
+    near_en
+        .subscribe(json!([{"lat": TAIPEI.0, "lon": TAIPEI.1}, {"lat": SHENMU.0, "lon": SHENMU.1}]), "en", json!([]))
+        .await;
     let mut far = Citizen::connect(&server).await;
     far.subscribe(json!([{"lat": TAIPEI.0, "lon": TAIPEI.1}]), "zh-TW", json!([])).await;
 
     raise_heavy_rain(&server, 120.0, now_ms()).await;
 
     let zh = near_zh.next_json(WAIT).await.expect("the Shenmu citizen gets the alert");
-    assert_eq!((zh["type"].as_str(), zh["state"].as_str(), zh["lang"].as_str()), (Some("alert"), Some("raised"), Some("zh-TW")));
+    assert_eq!(
+        (zh["type"].as_str(), zh["state"].as_str(), zh["lang"].as_str()),
+        (Some("alert"), Some("raised"), Some("zh-TW"))
+    );
     assert!(zh["headline"].as_str().unwrap().contains("豪雨"), "{zh}");
     assert_eq!(zh["is_real"], true);
     assert!(zh.get("label").is_none(), "a real alert carries no drill label: {zh}");
@@ -42,7 +47,8 @@ async fn a_reconnecting_citizen_receives_what_it_missed() {
     let mut first = Citizen::connect(&server).await;
     first.subscribe(json!([{"lat": SHENMU.0, "lon": SHENMU.1}]), "zh-TW", json!([])).await;
     let replayed = drain(&mut first).await;
-    let v1 = replayed.iter().find(|m| m["event"] == "heavy_rain").expect("the active heavy-rain alert is replayed").clone();
+    let v1 =
+        replayed.iter().find(|m| m["event"] == "heavy_rain").expect("the active heavy-rain alert is replayed").clone();
     assert_eq!(v1["version"], 1);
     let seen: Vec<_> = replayed.iter().map(|m| json!({"id": m["id"], "version": m["version"]})).collect();
     drop(first);
@@ -55,11 +61,15 @@ async fn a_reconnecting_citizen_receives_what_it_missed() {
     let v2 = missed.iter().find(|m| m["id"] == v1["id"]).expect("the missed update is replayed");
     assert_eq!(v2["version"], 2);
     for m in &missed {
-        assert!(!seen.contains(&json!({"id": m["id"], "version": m["version"]})), "nothing already seen is replayed: {m}");
+        assert!(
+            !seen.contains(&json!({"id": m["id"], "version": m["version"]})),
+            "nothing already seen is replayed: {m}"
+        );
     }
 
     // A client that has seen the latest versions gets no duplicate.
-    let latest: Vec<_> = missed.iter().chain(&replayed).map(|m| json!({"id": m["id"], "version": m["version"]})).collect();
+    let latest: Vec<_> =
+        missed.iter().chain(&replayed).map(|m| json!({"id": m["id"], "version": m["version"]})).collect();
     let newest: Vec<_> = latest
         .iter()
         .filter(|a| !latest.iter().any(|b| b["id"] == a["id"] && b["version"].as_u64() > a["version"].as_u64()))
@@ -94,7 +104,11 @@ async fn bad_subscribe_frames_get_a_reason_and_the_connection_survives() {
     for (frame, reason) in cases {
         c.send_text(frame).await;
         let reply = c.next_json(WAIT).await.expect("an error frame");
-        assert_eq!((reply["type"].as_str(), reply["reason"].as_str()), (Some("error"), Some(reason)), "{frame} → {reply}");
+        assert_eq!(
+            (reply["type"].as_str(), reply["reason"].as_str()),
+            (Some("error"), Some(reason)),
+            "{frame} → {reply}"
+        );
     }
     let eleven: Vec<_> = (0..11).map(|_| json!({"lat": 23.5, "lon": 120.9})).collect();
     c.send(json!({"type": "subscribe", "places": eleven, "lang": "en"})).await;

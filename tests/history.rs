@@ -10,7 +10,12 @@ async fn readings_come_back_raw_and_downsampled() {
     let mut device = Device::connect(server.mqtt, "RG0002", &device_password("RG0002")).await.unwrap();
     let t0 = now_ms() - 3_600_000;
     for i in 0..12 {
-        device.publish("sensors/RG0002/readings", format!(r#"{{"ts":{},"values":{{"rain_mm":{}}}}}"#, t0 + i * 300_000, i)).await;
+        device
+            .publish(
+                "sensors/RG0002/readings",
+                format!(r#"{{"ts":{},"values":{{"rain_mm":{}}}}}"#, t0 + i * 300_000, i),
+            )
+            .await;
     }
     device.wait_acks(12).await;
     let path = format!("/api/v1/sensors/RG0002/readings?metric=rain_mm&from={t0}&to={}", t0 + 3_600_000);
@@ -35,7 +40,10 @@ async fn readings_come_back_raw_and_downsampled() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let buckets = v["buckets"].as_array().expect("buckets");
     assert_eq!(buckets.len(), 2, "{v}");
-    assert_eq!((buckets[0]["sum"].as_f64(), buckets[0]["max"].as_f64(), buckets[0]["count"].as_u64()), (Some(15.0), Some(5.0), Some(6)));
+    assert_eq!(
+        (buckets[0]["sum"].as_f64(), buckets[0]["max"].as_f64(), buckets[0]["count"].as_u64()),
+        (Some(15.0), Some(5.0), Some(6))
+    );
     assert_eq!((buckets[1]["sum"].as_f64(), buckets[1]["min"].as_f64()), (Some(51.0), Some(6.0)));
 }
 

@@ -13,7 +13,9 @@ const SWCB_YELLOW: &str = include_str!("../alerting/src/inbound/tests/fixtures/s
 /// The fixture with its times moved around now (it must be neither expired nor from the future).
 fn fresh(xml: &str, identifier_suffix: &str) -> String {
     let fmt = |offset_s: i64| {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + offset_s + 8 * 3600;
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+            + offset_s
+            + 8 * 3600;
         let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
         let (y, m, d) = civil_from_days(days);
         format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+08:00", secs / 3600, secs / 60 % 60, secs % 60)
@@ -57,7 +59,8 @@ async fn pushed_cap_reaches_operators_and_covered_citizens() {
     far.subscribe(json!([{"lat": TAIPEI.0, "lon": TAIPEI.1}]), "zh-TW", json!([])).await;
 
     let body = fresh(SWCB_YELLOW, "a");
-    let (status, reply) = http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&body)).unwrap();
+    let (status, reply) =
+        http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&body)).unwrap();
     assert_eq!(status, 200, "{reply}");
     assert!(reply.contains("raised"), "{reply}");
 
@@ -76,7 +79,8 @@ async fn pushed_cap_reaches_operators_and_covered_citizens() {
     assert!(far.next_json(Duration::from_secs(2)).await.is_none(), "Taipei is not covered");
 
     // The same message again is a duplicate, not a second alert.
-    let (status, reply) = http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&body)).unwrap();
+    let (status, reply) =
+        http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&body)).unwrap();
     assert_eq!(status, 200);
     assert!(reply.contains("duplicate"), "{reply}");
 }
@@ -96,6 +100,7 @@ async fn bad_pushes_are_refused_with_the_reason() {
         assert!(reply.contains(reason), "{reason}: {reply}");
     }
     let huge = format!("{}{}", body, " ".repeat(70_000));
-    let (status, reply) = http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&huge)).unwrap();
+    let (status, reply) =
+        http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&huge)).unwrap();
     assert_eq!(status, 413, "{reply}");
 }

@@ -44,21 +44,31 @@ fn start_victoria_metrics() -> VictoriaMetrics {
 async fn readings_arrive_in_victoria_metrics_with_tags() {
     let vm = start_victoria_metrics();
     let config = common::config_copy("influx", |t| {
-        format!("{t}\n[influx]\nurl = \"http://{}\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\nflush_interval_ms = 200\n", vm.addr)
+        format!(
+            "{t}\n[influx]\nurl = \"http://{}\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\nflush_interval_ms = 200\n",
+            vm.addr
+        )
     });
     let server = Server::serve(&config);
     let mut device = Device::connect(server.mqtt, "RG0002", &device_password("RG0002")).await.unwrap();
     let t0 = now_ms() - 600_000;
     for i in 0..50 {
-        device.publish("sensors/RG0002/readings", format!(r#"{{"ts":{},"values":{{"rain_mm":{}}}}}"#, t0 + i * 1000, i)).await;
+        device
+            .publish("sensors/RG0002/readings", format!(r#"{{"ts":{},"values":{{"rain_mm":{}}}}}"#, t0 + i * 1000, i))
+            .await;
     }
     device.wait_acks(50).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
         let _ = http_get(vm.addr, "/internal/force_flush", None);
         let (_, body) =
-            http_request(vm.addr, "POST", "/api/v1/export?match[]=%7B__name__%3D~%22rain_gauge_.*%22%7D", None, None).unwrap();
-        let count: usize = body.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).map(|v| v["values"].as_array().map_or(0, Vec::len)).sum();
+            http_request(vm.addr, "POST", "/api/v1/export?match[]=%7B__name__%3D~%22rain_gauge_.*%22%7D", None, None)
+                .unwrap();
+        let count: usize = body
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["values"].as_array().map_or(0, Vec::len))
+            .sum();
         if count >= 50 || Instant::now() > deadline {
             break body;
         }

@@ -13,9 +13,11 @@ async fn sensors_added_over_the_api_survive_a_restart_and_provisioned_devices_pu
     let _ = std::fs::remove_dir_all(&data);
     {
         let server = Server::start_in(&data);
-        let (status, body) = http_request(server.http, "POST", "/api/v1/sensors", Some(TOKEN), Some(NEW_SENSOR)).unwrap();
+        let (status, body) =
+            http_request(server.http, "POST", "/api/v1/sensors", Some(TOKEN), Some(NEW_SENSOR)).unwrap();
         assert_eq!(status, 201, "{body}");
-        let (status, body) = http_request(server.http, "POST", "/api/v1/sensors", Some(TOKEN), Some(NEW_SENSOR)).unwrap();
+        let (status, body) =
+            http_request(server.http, "POST", "/api/v1/sensors", Some(TOKEN), Some(NEW_SENSOR)).unwrap();
         assert_eq!(status, 409, "{body}");
 
         // Provision the device from the command line while the server runs; it logs in at once.
@@ -25,7 +27,8 @@ async fn sensors_added_over_the_api_survive_a_restart_and_provisioned_devices_pu
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let password = text.lines().find_map(|l| l.split("stored hashed): ").nth(1)).expect("a password line").trim().to_string();
+        let password =
+            text.lines().find_map(|l| l.split("stored hashed): ").nth(1)).expect("a password line").trim().to_string();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut device = loop {
             match Device::connect(server.mqtt, "RG0099", &password).await {
@@ -64,6 +67,7 @@ async fn bad_registry_changes_name_the_problem() {
     }
     let (status, reply) = http_request(server.http, "POST", "/api/v1/sensors/NOPE1/retire", Some(TOKEN), None).unwrap();
     assert_eq!(status, 404, "{reply}");
-    let (status, reply) = http_request(server.http, "PUT", "/api/v1/sensors/RG0001", Some(TOKEN), Some(NEW_SENSOR)).unwrap();
+    let (status, reply) =
+        http_request(server.http, "PUT", "/api/v1/sensors/RG0001", Some(TOKEN), Some(NEW_SENSOR)).unwrap();
     assert_eq!(status, 400, "{reply}");
 }

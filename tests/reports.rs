@@ -27,7 +27,10 @@ fn raw(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], bod
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")) {
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding"))
+    {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
@@ -73,7 +76,8 @@ fn report(at: (f64, f64), category: &str, text: &str) -> Value {
 fn operator(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let auth = format!("Bearer {TOKEN}");
     let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
-    let (status, _, text) = raw(server.http, method, path, &headers, body.map(|b| b.to_string().into_bytes()).unwrap_or_default());
+    let (status, _, text) =
+        raw(server.http, method, path, &headers, body.map(|b| b.to_string().into_bytes()).unwrap_or_default());
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
@@ -134,43 +138,137 @@ fn bad_input_gets_a_clear_4xx_naming_the_field_and_a_counter() {
     };
     let json_ct = [("Content-Type", "application/json")];
     let cases: Vec<Case> = vec![
-        ("wrong content type", 415, "content_type", Some("Content-Type"),
-         (vec![("Content-Type", "text/plain")], good.to_string().into_bytes())),
-        ("form post", 415, "content_type", Some("Content-Type"),
-         (vec![("Content-Type", "application/x-www-form-urlencoded")], b"lat=23&lon=120".to_vec())),
+        (
+            "wrong content type",
+            415,
+            "content_type",
+            Some("Content-Type"),
+            (vec![("Content-Type", "text/plain")], good.to_string().into_bytes()),
+        ),
+        (
+            "form post",
+            415,
+            "content_type",
+            Some("Content-Type"),
+            (vec![("Content-Type", "application/x-www-form-urlencoded")], b"lat=23&lon=120".to_vec()),
+        ),
         ("not JSON", 400, "malformed", None, (json_ct.to_vec(), b"{\"lat\": 23.5,".to_vec())),
-        ("lat as text", 422, "bad_position", Some("lat"), (json_ct.to_vec(), with("lat", json!("23.5N")).to_string().into_bytes())),
-        ("lon out of range", 422, "bad_position", Some("lon"), (json_ct.to_vec(), with("lon", json!(720.0)).to_string().into_bytes())),
-        ("NaN as a string", 422, "bad_position", Some("lat"), (json_ct.to_vec(), with("lat", json!("NaN")).to_string().into_bytes())),
-        ("no position", 422, "bad_position", Some("lat"),
-         (json_ct.to_vec(), json!({"category": "fire"}).to_string().into_bytes())),
-        ("Tokyo", 422, "outside_taiwan", Some("position"),
-         (json_ct.to_vec(), report((35.68, 139.69), "fire", "").to_string().into_bytes())),
-        ("unknown category", 422, "bad_category", Some("category"),
-         (json_ct.to_vec(), with("category", json!("alien_landing")).to_string().into_bytes())),
-        ("unknown field", 422, "unknown_field", Some("user_phone"),
-         (json_ct.to_vec(), with("user_phone", json!("0912")).to_string().into_bytes())),
-        ("text too long", 422, "text_too_long", Some("text"),
-         (json_ct.to_vec(), with("text", json!("水".repeat(501))).to_string().into_bytes())),
-        ("script in text", 422, "markup_in_text", Some("text"),
-         (json_ct.to_vec(), with("text", json!("<script>fetch('/api/v1/alerts')</script>")).to_string().into_bytes())),
-        ("bidi override in text", 422, "bad_text", Some("text"),
-         (json_ct.to_vec(), with("text", json!("safe\u{202E}txt.exe")).to_string().into_bytes())),
-        ("time in the future", 422, "bad_ts", Some("ts"),
-         (json_ct.to_vec(), with("ts", json!(now_ms() + 3_600_000)).to_string().into_bytes())),
-        ("photo not base64", 422, "photo_encoding", Some("photo"),
-         (json_ct.to_vec(), with("photo", json!("not base64!!")).to_string().into_bytes())),
-        ("photo is a GIF", 422, "photo_type", Some("photo"),
-         (json_ct.to_vec(), with("photo", json!(b64(b"GIF89a\x01\x00\x01\x00"))).to_string().into_bytes())),
-        ("photo is SVG", 422, "photo_type", Some("photo"),
-         (json_ct.to_vec(), with("photo", json!(b64(b"<svg onload=alert(1)>"))).to_string().into_bytes())),
+        (
+            "lat as text",
+            422,
+            "bad_position",
+            Some("lat"),
+            (json_ct.to_vec(), with("lat", json!("23.5N")).to_string().into_bytes()),
+        ),
+        (
+            "lon out of range",
+            422,
+            "bad_position",
+            Some("lon"),
+            (json_ct.to_vec(), with("lon", json!(720.0)).to_string().into_bytes()),
+        ),
+        (
+            "NaN as a string",
+            422,
+            "bad_position",
+            Some("lat"),
+            (json_ct.to_vec(), with("lat", json!("NaN")).to_string().into_bytes()),
+        ),
+        (
+            "no position",
+            422,
+            "bad_position",
+            Some("lat"),
+            (json_ct.to_vec(), json!({"category": "fire"}).to_string().into_bytes()),
+        ),
+        (
+            "Tokyo",
+            422,
+            "outside_taiwan",
+            Some("position"),
+            (json_ct.to_vec(), report((35.68, 139.69), "fire", "").to_string().into_bytes()),
+        ),
+        (
+            "unknown category",
+            422,
+            "bad_category",
+            Some("category"),
+            (json_ct.to_vec(), with("category", json!("alien_landing")).to_string().into_bytes()),
+        ),
+        (
+            "unknown field",
+            422,
+            "unknown_field",
+            Some("user_phone"),
+            (json_ct.to_vec(), with("user_phone", json!("0912")).to_string().into_bytes()),
+        ),
+        (
+            "text too long",
+            422,
+            "text_too_long",
+            Some("text"),
+            (json_ct.to_vec(), with("text", json!("水".repeat(501))).to_string().into_bytes()),
+        ),
+        (
+            "script in text",
+            422,
+            "markup_in_text",
+            Some("text"),
+            (
+                json_ct.to_vec(),
+                with("text", json!("<script>fetch('/api/v1/alerts')</script>")).to_string().into_bytes(),
+            ),
+        ),
+        (
+            "bidi override in text",
+            422,
+            "bad_text",
+            Some("text"),
+            (json_ct.to_vec(), with("text", json!("safe\u{202E}txt.exe")).to_string().into_bytes()),
+        ),
+        (
+            "time in the future",
+            422,
+            "bad_ts",
+            Some("ts"),
+            (json_ct.to_vec(), with("ts", json!(now_ms() + 3_600_000)).to_string().into_bytes()),
+        ),
+        (
+            "photo not base64",
+            422,
+            "photo_encoding",
+            Some("photo"),
+            (json_ct.to_vec(), with("photo", json!("not base64!!")).to_string().into_bytes()),
+        ),
+        (
+            "photo is a GIF",
+            422,
+            "photo_type",
+            Some("photo"),
+            (json_ct.to_vec(), with("photo", json!(b64(b"GIF89a\x01\x00\x01\x00"))).to_string().into_bytes()),
+        ),
+        (
+            "photo is SVG",
+            422,
+            "photo_type",
+            Some("photo"),
+            (json_ct.to_vec(), with("photo", json!(b64(b"<svg onload=alert(1)>"))).to_string().into_bytes()),
+        ),
         ("photo over 2 MiB", 413, "photo_too_large", Some("photo"), {
             let mut big = vec![0xFF, 0xD8, 0xFF, 0xE0];
             big.resize(2 * 1024 * 1024 + 100 * 1024, 0);
             (json_ct.to_vec(), with("photo", json!(b64(&big))).to_string().into_bytes())
         }),
-        ("bad client id", 400, "bad_client_id", Some("x-client-id"),
-         (vec![("Content-Type", "application/json"), ("X-Client-Id", "has spaces in it")], good.to_string().into_bytes())),
+        (
+            "bad client id",
+            400,
+            "bad_client_id",
+            Some("x-client-id"),
+            (
+                vec![("Content-Type", "application/json"), ("X-Client-Id", "has spaces in it")],
+                good.to_string().into_bytes(),
+            ),
+        ),
     ];
     for (what, status, reason, field, (headers, body)) in cases {
         let (got, head, text) = raw(server.http, "POST", "/api/v1/reports", &headers, body);
@@ -216,13 +314,17 @@ fn text_is_plain_text_and_never_comes_back_as_html() {
     let text = r#"depth < 1 m & "rising" <3 — 水深不到一公尺 > 還在漲"#;
     let (status, head, body) = post_report_raw(server.http, Some("phone-1"), &report(SHENMU, "flooding", text));
     assert_eq!(status, 201, "{body}");
-    assert!(head.contains("content-type: application/json") && head.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(
+        head.contains("content-type: application/json") && head.contains("x-content-type-options: nosniff"),
+        "{head}"
+    );
     assert!(!body.contains('<') && !body.contains('>') && !body.contains('&'), "escaped in JSON: {body}");
     assert!(body.contains("\\u003c"), "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["text"], text, "stored and returned exactly, as text");
 
-    let (_, head, listing) = raw(server.http, "GET", &format!("/api/v1/reports/clusters?token={TOKEN}"), &[], Vec::new());
+    let (_, head, listing) =
+        raw(server.http, "GET", &format!("/api/v1/reports/clusters?token={TOKEN}"), &[], Vec::new());
     assert!(head.contains("content-type: application/json"), "{head}");
     assert!(!listing.contains('<') && !listing.contains('>'), "{listing}");
     let listing: Value = serde_json::from_str(&listing).unwrap();
@@ -233,7 +335,10 @@ fn text_is_plain_text_and_never_comes_back_as_html() {
     let start = page.find("BEGIN citizen reports").expect("the report form is on the citizen page");
     let block = &page[start..page.find("END citizen reports").expect("the block is delimited")];
     assert!(block.contains("id=\"report\"") && block.contains("textContent"), "the report form");
-    assert!(!block.contains("innerHTML") && !block.contains("insertAdjacentHTML"), "no HTML rendering in the report block");
+    assert!(
+        !block.contains("innerHTML") && !block.contains("insertAdjacentHTML"),
+        "no HTML rendering in the report block"
+    );
 }
 
 #[test]
@@ -242,7 +347,8 @@ fn reports_in_one_place_form_one_cluster_with_a_count() {
     let near = [(SHENMU.0, SHENMU.1), (SHENMU.0 + 0.0004, SHENMU.1 + 0.0003), (SHENMU.0 - 0.0003, SHENMU.1 - 0.0002)];
     let mut ids = Vec::new();
     for (i, at) in near.into_iter().enumerate() {
-        let (status, answer) = post_report(&server, Some(&format!("phone-{i}")), &report(at, "landslide", "mud on the road"));
+        let (status, answer) =
+            post_report(&server, Some(&format!("phone-{i}")), &report(at, "landslide", "mud on the road"));
         assert_eq!(status, 201, "{answer}");
         assert_eq!(answer["count"], i + 1, "{answer}");
         assert!(answer["flags"].as_array().unwrap().is_empty(), "inside a zone: no flag: {answer}");
@@ -258,13 +364,19 @@ fn reports_in_one_place_form_one_cluster_with_a_count() {
     let all = clusters(&server);
     assert_eq!(all.len(), 3, "{all:?}");
     let shenmu = all.iter().find(|c| c["id"] == ids[0].as_str()).unwrap();
-    assert_eq!((shenmu["count"].as_u64(), shenmu["reporters"].as_u64(), shenmu["state"].as_str()), (Some(3), Some(3), Some("open")));
+    assert_eq!(
+        (shenmu["count"].as_u64(), shenmu["reporters"].as_u64(), shenmu["state"].as_str()),
+        (Some(3), Some(3), Some("open"))
+    );
     assert!(shenmu["zones"].as_array().unwrap().iter().any(|z| z == "dfa-xinyi-shenmu"), "{shenmu}");
 
     // The same phone sending the same words again is counted but not listed twice.
     post_report(&server, Some("phone-0"), &report(SHENMU, "landslide", "mud on the road"));
     let shenmu = clusters(&server).into_iter().find(|c| c["id"] == ids[0].as_str()).unwrap();
-    assert_eq!((shenmu["count"].as_u64(), shenmu["reporters"].as_u64(), shenmu["duplicates"].as_u64()), (Some(4), Some(3), Some(1)));
+    assert_eq!(
+        (shenmu["count"].as_u64(), shenmu["reporters"].as_u64(), shenmu["duplicates"].as_u64()),
+        (Some(4), Some(3), Some(1))
+    );
     assert_eq!(shenmu["reports"].as_array().unwrap().len(), 3);
 
     // A report where we watch nothing is accepted but flagged.
@@ -314,7 +426,8 @@ async fn many_client_ids_from_one_address_are_limited_per_address() {
     let listen = Listen { mqtt_v4: Some(free()), mqtt_v5: None, mqtt_v4_tls: None, mqtt_v5_tls: None, http: free() };
     let data = std::env::temp_dir().join(format!("dc-reports-addr-{}", std::process::id()));
     let tokens = disaster_cloud::web::auth::TokenSet::new(&[], Some(TOKEN)).unwrap();
-    let (app, http) = start(ConfigFiles::embedded().unwrap(), &listen, tokens, Some(data)).await.expect("the app starts");
+    let (app, http) =
+        start(ConfigFiles::embedded().unwrap(), &listen, tokens, Some(data)).await.expect("the app starts");
     let addr = http.local_addr().unwrap();
     let service = disaster_cloud::web::router(app).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(http, service).await });
@@ -374,15 +487,20 @@ fn verified_clusters_become_open_data_without_personal_data() {
     let hash: String = sha2::Sha256::digest(&stored).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(format!("{hash}.jpg"), name);
     // Operators can see it; the public cannot, yet.
-    let (status, head, _) = raw(server.http, "GET", &format!("/api/v1/reports/photos/{name}?token={TOKEN}"), &[], Vec::new());
+    let (status, head, _) =
+        raw(server.http, "GET", &format!("/api/v1/reports/photos/{name}?token={TOKEN}"), &[], Vec::new());
     assert_eq!(status, 200);
     assert!(head.contains("content-type: image/jpeg") && head.contains("nosniff"), "{head}");
     let public = format!("/opendata/reports/photos/{name}");
     assert_eq!(raw(server.http, "GET", &public, &[], Vec::new()).0, 404);
 
     assert_eq!(open_data(&server)["features"], json!([]), "nothing verified yet");
-    let (status, body) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{id}/verify"),
-        Some(json!({"summary": "Road 21 blocked by a landslide at Shenmu"})));
+    let (status, body) = operator(
+        &server,
+        "POST",
+        &format!("/api/v1/reports/clusters/{id}/verify"),
+        Some(json!({"summary": "Road 21 blocked by a landslide at Shenmu"})),
+    );
     assert_eq!((status, body["state"].as_str()), (200, Some("verified")), "{body}");
     let (status, body) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{other}/dismiss"), None);
     assert_eq!((status, body["state"].as_str()), (200, Some("dismissed")), "{body}");
@@ -402,7 +520,12 @@ fn verified_clusters_become_open_data_without_personal_data() {
     assert_eq!(raw(server.http, "GET", &public, &[], Vec::new()).0, 404);
 
     // Publishing the photos: now they are open data too.
-    let (status, body) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{id}/verify"), Some(json!({"publish_photos": true})));
+    let (status, body) = operator(
+        &server,
+        "POST",
+        &format!("/api/v1/reports/clusters/{id}/verify"),
+        Some(json!({"publish_photos": true})),
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["summary"], "Road 21 blocked by a landslide at Shenmu", "the summary is kept");
     let photos = open_data(&server)["features"][0]["properties"]["photos"].clone();
@@ -412,7 +535,12 @@ fn verified_clusters_become_open_data_without_personal_data() {
     assert!(head.contains("content-type: image/jpeg"), "{head}");
 
     // A bad summary is refused like a bad report text.
-    let (status, _) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{id}/verify"), Some(json!({"summary": "<b>x</b>"})));
+    let (status, _) = operator(
+        &server,
+        "POST",
+        &format!("/api/v1/reports/clusters/{id}/verify"),
+        Some(json!({"summary": "<b>x</b>"})),
+    );
     assert_eq!(status, 400);
 }
 
@@ -420,11 +548,18 @@ fn verified_clusters_become_open_data_without_personal_data() {
 async fn report_frames_reach_the_operator_socket() {
     let server = Server::start();
     let mut op = server.operator().await;
-    let (status, answer) = post_report(&server, Some("phone-1"), &report(SHENMU, "people_trapped", "two people on a roof < 3 m above the water"));
+    let (status, answer) = post_report(
+        &server,
+        Some("phone-1"),
+        &report(SHENMU, "people_trapped", "two people on a roof < 3 m above the water"),
+    );
     assert_eq!(status, 201, "{answer}");
     let frame = report_frame(&mut op, |f| f["event"] == "new").await;
     assert_eq!(frame["id"], answer["cluster"]);
-    assert_eq!((frame["category"].as_str(), frame["count"].as_u64(), frame["state"].as_str()), (Some("people_trapped"), Some(1), Some("open")));
+    assert_eq!(
+        (frame["category"].as_str(), frame["count"].as_u64(), frame["state"].as_str()),
+        (Some("people_trapped"), Some(1), Some("open"))
+    );
     assert_eq!(frame["reports"][0]["text"], "two people on a roof < 3 m above the water");
     let (_, again) = post_report(&server, Some("phone-2"), &report(SHENMU, "people_trapped", "roof, two people"));
     assert_eq!(again["cluster"], answer["cluster"]);
@@ -464,7 +599,10 @@ async fn a_verified_cluster_attached_to_an_alert_reaches_the_operators() {
     let (status, body) = operator(&server, "POST", &attach, Some(json!({"alert_id": alert_id})));
     assert_eq!(status, 200, "{body}");
     let frame = report_frame(&mut op, |f| f["event"] == "attached").await;
-    assert_eq!((frame["id"].as_str(), frame["alert_id"].as_str(), frame["state"].as_str()), (Some(id.as_str()), Some(alert_id.as_str()), Some("verified")));
+    assert_eq!(
+        (frame["id"].as_str(), frame["alert_id"].as_str(), frame["state"].as_str()),
+        (Some(id.as_str()), Some(alert_id.as_str()), Some("verified"))
+    );
     assert_eq!(frame["count"], 2);
 
     let feature = open_data(&server)["features"][0].clone();

@@ -12,12 +12,16 @@ fn sha256_hex(text: &str) -> String {
 #[tokio::test]
 async fn a_read_token_reads_but_cannot_operate() {
     let config = common::config_copy("scopes", |t| {
-        format!("{t}\n[[operator_tokens]]\nname = \"viewer\"\nscope = \"read\"\nsha256 = \"{}\"\n", sha256_hex("viewer-token"))
+        format!(
+            "{t}\n[[operator_tokens]]\nname = \"viewer\"\nscope = \"read\"\nsha256 = \"{}\"\n",
+            sha256_hex("viewer-token")
+        )
     });
     let server = Server::serve(&config);
     let (status, _) = http_get(server.http, "/api/v1/alerts", Some("viewer-token")).unwrap();
     assert_eq!(status, 200);
-    let (status, body) = http_request(server.http, "POST", "/api/v1/alerts/x/cancel", Some("viewer-token"), None).unwrap();
+    let (status, body) =
+        http_request(server.http, "POST", "/api/v1/alerts/x/cancel", Some("viewer-token"), None).unwrap();
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("forbidden"), "{body}");
     // The admin token from DC_OPERATOR_TOKEN gets past the scope check (and then finds no such alert).
@@ -30,7 +34,9 @@ async fn a_read_token_reads_but_cannot_operate() {
 
 #[tokio::test]
 async fn bad_token_hash_in_config_names_the_token() {
-    let config = common::config_copy("badhash", |t| format!("{t}\n[[operator_tokens]]\nname = \"broken\"\nscope = \"read\"\nsha256 = \"abc\"\n"));
+    let config = common::config_copy("badhash", |t| {
+        format!("{t}\n[[operator_tokens]]\nname = \"broken\"\nscope = \"read\"\nsha256 = \"abc\"\n")
+    });
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
         .args(["serve", "--config", config.to_str().unwrap()])
         .env("DC_OPERATOR_TOKEN", TOKEN)

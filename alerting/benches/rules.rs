@@ -51,7 +51,13 @@ fn zones() -> GeoIndex {
         for i in 0..count {
             let (lat, lon) = (22.0 + (n / 30) as f64 * 0.05, 120.0 + (n % 30) as f64 * 0.05);
             n += 1;
-            let ring = format!("[[{lon},{lat}],[{},{lat}],[{},{}],[{lon},{}],[{lon},{lat}]]", lon + 0.01, lon + 0.01, lat + 0.01, lat + 0.01);
+            let ring = format!(
+                "[[{lon},{lat}],[{},{lat}],[{},{}],[{lon},{}],[{lon},{lat}]]",
+                lon + 0.01,
+                lon + 0.01,
+                lat + 0.01,
+                lat + 0.01
+            );
             let thresholds = if kind == ZoneKind::DebrisFlow {
                 format!(r#","thresholds":{{"rain_24h_mm":{},"rain_1h_mm":60}}"#, 250 + (i % 5) * 50)
             } else {
@@ -64,8 +70,11 @@ fn zones() -> GeoIndex {
         }
     }
     let mut geo = GeoIndex::new(Resolution::try_from(7u8).expect("resolution"));
-    geo.load_zones(&format!(r#"{{"type":"FeatureCollection","features":[{}]}}"#, features.join(",")), LoadPolicy::StopOnFirst)
-        .expect("zones");
+    geo.load_zones(
+        &format!(r#"{{"type":"FeatureCollection","features":[{}]}}"#, features.join(",")),
+        LoadPolicy::StopOnFirst,
+    )
+    .expect("zones");
     geo
 }
 
@@ -188,12 +197,34 @@ fn value(i: usize, c: i64, metric: Metric) -> f64 {
     let noise = (h >> 40) as f64 / (1u64 << 24) as f64;
     let storm = ((c + i as i64 % 97) % 288) < 60;
     match metric {
-        Metric::RainMm => if storm { 4.0 + 8.0 * noise } else if noise < 0.2 { noise * 2.0 } else { 0.0 },
-        Metric::WaterLevelM => 3.0 + 3.0 * (((c + i as i64) % 400) as f64 / 400.0 * std::f64::consts::TAU).sin().abs() + 0.02 * noise,
+        Metric::RainMm => {
+            if storm {
+                4.0 + 8.0 * noise
+            } else if noise < 0.2 {
+                noise * 2.0
+            } else {
+                0.0
+            }
+        }
+        Metric::WaterLevelM => {
+            3.0 + 3.0 * (((c + i as i64) % 400) as f64 / 400.0 * std::f64::consts::TAU).sin().abs() + 0.02 * noise
+        }
         Metric::TiltDeg => 0.1 + c as f64 * if i % 50 == 0 { 0.02 } else { 0.0005 } + 0.0005 * noise,
         Metric::DisplacementMm => c as f64 * if i % 40 == 0 { 2.0 } else { 0.01 },
-        Metric::WireIntact => if noise < 0.001 { 0.0 } else { 1.0 },
-        _ => if storm { 30.0 * noise } else { 0.0 },
+        Metric::WireIntact => {
+            if noise < 0.001 {
+                0.0
+            } else {
+                1.0
+            }
+        }
+        _ => {
+            if storm {
+                30.0 * noise
+            } else {
+                0.0
+            }
+        }
     }
 }
 
@@ -257,7 +288,11 @@ fn bench(c: &mut Criterion) {
     let taken = start.elapsed();
     let start = Instant::now();
     let json = serde_json::to_vec(&snapshot).expect("snapshot serialises");
-    eprintln!("engine snapshot: taken in {taken:?} (on the rules thread); {} bytes of JSON in {:?} (any thread)", json.len(), start.elapsed());
+    eprintln!(
+        "engine snapshot: taken in {taken:?} (on the rules thread); {} bytes of JSON in {:?} (any thread)",
+        json.len(),
+        start.elapsed()
+    );
 }
 
 criterion_group!(benches, bench);

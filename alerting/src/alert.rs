@@ -324,14 +324,7 @@ pub struct Suppressed {
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum Cause {
     /// The rule engine: which rule, which contributor, what it measured, which reading (event time).
-    Rule {
-        rule: String,
-        contributor: String,
-        condition: Option<String>,
-        value: f64,
-        trigger: Trigger,
-        ts_ms: i64,
-    },
+    Rule { rule: String, contributor: String, condition: Option<String>, value: f64, trigger: Trigger, ts_ms: i64 },
     /// An operator command.
     Operator { action: String, text: Option<String> },
 }
@@ -343,7 +336,9 @@ pub enum Command {
     Comment(String),
     /// Release to the public channels an alert the gate holds (or one withheld by its rule).
     Approve,
-    Cancel { reason: Option<String> },
+    Cancel {
+        reason: Option<String>,
+    },
 }
 
 impl Command {
@@ -907,7 +902,8 @@ impl AlertBook {
                     j.observe_seq(seq);
                 }
                 self.next_seq = self.next_seq.max(next_seq);
-                let key = HazardKey { rule_id: alert.rule_id.clone(), area_id: alert.area_id.clone(), mode: alert.mode };
+                let key =
+                    HazardKey { rule_id: alert.rule_id.clone(), area_id: alert.area_id.clone(), mode: alert.mode };
                 let id = alert.id.clone();
                 if alert.state.is_active() {
                     self.active.insert(key, id.clone());
@@ -943,7 +939,8 @@ impl AlertBook {
         self.next_seq = cp.next_seq;
         for alert in cp.alerts {
             if alert.state.is_active() {
-                let key = HazardKey { rule_id: alert.rule_id.clone(), area_id: alert.area_id.clone(), mode: alert.mode };
+                let key =
+                    HazardKey { rule_id: alert.rule_id.clone(), area_id: alert.area_id.clone(), mode: alert.mode };
                 self.active.insert(key, alert.id.clone());
             }
             self.alerts.insert(alert.id.clone(), alert);
@@ -1114,7 +1111,10 @@ mod tests {
         assert_eq!((a.state, a.change, a.version), (AlertState::Raised, Change::Raised, 1));
         // A second sensor agreeing updates, it does not duplicate.
         let b = book.apply(finding("B", Some(0), 2), Mode::Actual).unwrap();
-        assert_eq!((b.id.as_str(), b.state, b.change, b.version), (a.id.as_str(), AlertState::Updated, Change::Updated, 2));
+        assert_eq!(
+            (b.id.as_str(), b.state, b.change, b.version),
+            (a.id.as_str(), AlertState::Updated, Change::Updated, 2)
+        );
         // Escalation.
         let c = book.apply(finding("B", Some(1), 3), Mode::Actual).unwrap();
         assert_eq!((c.level.index, c.version, c.change), (1, 3, Change::Escalated));
@@ -1175,7 +1175,10 @@ mod tests {
         assert_eq!(a.public_release, PublicRelease::Pending);
         assert!(!a.is_public());
         let approved = book.approve(&a.id, "chief", 2).unwrap();
-        assert_eq!((approved.public_release, approved.change, approved.version), (PublicRelease::Approved, Change::Approved, 2));
+        assert_eq!(
+            (approved.public_release, approved.change, approved.version),
+            (PublicRelease::Approved, Change::Approved, 2)
+        );
         assert!(approved.is_public());
         assert!(matches!(book.approve(&a.id, "chief", 3), Err(BookError::NothingToApprove(_))));
         // Escalating past the approved severity is held again.

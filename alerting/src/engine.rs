@@ -45,7 +45,7 @@ pub use state::StateBytes;
 pub use windows::{Buckets, Dedup, Placement, RateRing};
 
 use plan::{CLimit, CRule, Clause, Cmp, Cond, Plan, FORECAST, NONE};
-use state::{AreaAgg, AreaSlot, Member, Series, SensorSlot, ZoneSlot, AREA_MEMBER, NO_TS};
+use state::{AreaAgg, AreaSlot, Member, SensorSlot, Series, ZoneSlot, AREA_MEMBER, NO_TS};
 
 /// A zone the reading's position falls in, as the caller's geo index found it.
 #[derive(Debug, Clone, Copy)]
@@ -205,7 +205,8 @@ impl RuleEngine {
                 // it is worth a warning only when it defines none of them, so the rule can never fire there.
                 let missing = |k: &u16| z.thresholds.get(*k as usize).is_none_or(|v| v.is_nan());
                 if !keys.is_empty() && keys.iter().all(missing) {
-                    let names: Vec<&str> = keys.iter().map(|&k| self.plan.threshold_keys[k as usize].as_str()).collect();
+                    let names: Vec<&str> =
+                        keys.iter().map(|&k| self.plan.threshold_keys[k as usize].as_str()).collect();
                     warnings.push(format!(
                         "rule `{}`: zone `{}` has none of the thresholds {names:?}; the rule never fires there",
                         self.plan.rules[ri].id, z.id
@@ -467,7 +468,15 @@ impl RuleEngine {
             return;
         }
         let silent = now.saturating_sub(seen).max(0) as f64 / sensor.interval_ms.max(1) as f64;
-        let inputs = Inputs { sums: &[], windows: &[], latest: f64::NAN, rate: None, silent: Some(silent), speed: f32::NAN, now };
+        let inputs = Inputs {
+            sums: &[],
+            windows: &[],
+            latest: f64::NAN,
+            rate: None,
+            silent: Some(silent),
+            speed: f32::NAN,
+            now,
+        };
         let mut raised = false;
         for &r in &plan.deadman {
             let rule = &plan.rules[r as usize];
@@ -702,7 +711,14 @@ impl RuleEngine {
             let metrics: Vec<(usize, Metric)> =
                 self.sensors[s as usize].series.iter().enumerate().map(|(i, x)| (i, x.metric)).collect();
             for (i, metric) in metrics {
-                self.evaluate_sensor_rules(s, Some(i), RuleLists::Metric(plan::metric_index(metric)), true, trigger, out);
+                self.evaluate_sensor_rules(
+                    s,
+                    Some(i),
+                    RuleLists::Metric(plan::metric_index(metric)),
+                    true,
+                    trigger,
+                    out,
+                );
             }
             if !self.plan.any_metric.is_empty() && self.sensors[s as usize].last_seen_ms != NO_TS {
                 self.evaluate_sensor_rules(s, None, RuleLists::Any, true, trigger, out);
@@ -847,7 +863,9 @@ impl RuleEngine {
     /// A sensor's rolling sums of `metric` as the accumulation rules see them: (window ms, sum), shortest first.
     pub fn window_sums(&self, sensor_id: &str, metric: Metric) -> Vec<(u64, f64)> {
         let Some(&s) = self.sensor_index.get(sensor_id) else { return Vec::new() };
-        let Some(series) = self.sensors[s as usize].series.iter().find(|x| x.metric == metric) else { return Vec::new() };
+        let Some(series) = self.sensors[s as usize].series.iter().find(|x| x.metric == metric) else {
+            return Vec::new();
+        };
         let Some(acc) = &series.acc else { return Vec::new() };
         let sp = &self.plan.series[plan::metric_index(metric)];
         sp.windows
@@ -1050,7 +1068,14 @@ fn clear_stale_slots(
     sensor.slots.sort_by_key(|x| (x.rule, x.zone));
 }
 
-fn set_member(areas: &mut AreaMap, key: u64, sensor: u32, level: u8, values: BTreeMap<String, String>, evidence: Vec<u32>) {
+fn set_member(
+    areas: &mut AreaMap,
+    key: u64,
+    sensor: u32,
+    level: u8,
+    values: BTreeMap<String, String>,
+    evidence: Vec<u32>,
+) {
     let agg = areas.entry(key).or_default();
     match agg.members.iter_mut().find(|m| m.sensor == sensor) {
         Some(m) => {
@@ -1267,7 +1292,8 @@ fn level_info(rule: &CRule, level: u8, decision: &Decision<'_>) -> Option<LevelI
 
 /// Name of the zone threshold a rule's forecast conditions compare with (for the `forecast_<name>` value).
 fn forecast_key(rule: &CRule, plan: &Plan) -> Option<String> {
-    rule.levels.iter().flat_map(|l| l.all.iter().chain(l.any.iter())).flat_map(|c| c.conds.iter()).find_map(|c| match c {
+    rule.levels.iter().flat_map(|l| l.all.iter().chain(l.any.iter())).flat_map(|c| c.conds.iter()).find_map(|c| match c
+    {
         Cond::Forecast { limit: CLimit::Zone(k) } => plan.threshold_keys.get(*k as usize).cloned(),
         Cond::Forecast { .. } => Some("value".to_string()),
         _ => None,
@@ -1275,7 +1301,13 @@ fn forecast_key(rule: &CRule, plan: &Plan) -> Option<String> {
 }
 
 /// `threshold_<unit>` (e.g. `threshold_mm`) for zone limits the level uses, as the CAP debris-flow texts expect.
-fn add_zone_threshold_values(rule: &CRule, level: u8, zone: &ZoneSlot, plan: &Plan, values: &mut BTreeMap<String, String>) {
+fn add_zone_threshold_values(
+    rule: &CRule,
+    level: u8,
+    zone: &ZoneSlot,
+    plan: &Plan,
+    values: &mut BTreeMap<String, String>,
+) {
     let Some(l) = next_level(rule, level) else { return };
     for c in l.all.iter().chain(l.any.iter()).flat_map(|c| c.conds.iter()) {
         let limit = match c {
@@ -1298,7 +1330,13 @@ fn add_zone_threshold_values(rule: &CRule, level: u8, zone: &ZoneSlot, plan: &Pl
 }
 
 /// CAP template values for a per-sensor finding (see `config/cap_templates.toml` for what each event expects).
-fn sensor_values(plan: &Plan, rule: &CRule, sensor: &SensorSlot, inputs: &Inputs<'_>, value: f64) -> BTreeMap<String, String> {
+fn sensor_values(
+    plan: &Plan,
+    rule: &CRule,
+    sensor: &SensorSlot,
+    inputs: &Inputs<'_>,
+    value: f64,
+) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
     v.insert("device_id".to_string(), sensor.id.to_string());
     v.insert("station".to_string(), sensor.id.to_string());

@@ -17,8 +17,8 @@ pub mod cap;
 pub mod cell_broadcast;
 pub mod dissemination;
 pub mod engine;
-pub mod journal;
 pub mod inbound;
+pub mod journal;
 pub mod message;
 pub mod rules;
 

@@ -397,7 +397,8 @@ impl RuleSet {
             if !seen.insert(rule.id.as_str()) {
                 return fail("duplicate rule id".into());
             }
-            if rule.event.is_empty() || !rule.event.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            if rule.event.is_empty()
+                || !rule.event.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             {
                 return fail("`event` must be lower-case ASCII letters, digits or '_' (a CAP template key)".into());
             }
@@ -409,7 +410,10 @@ impl RuleSet {
             let set = windows.entry(metric).or_default();
             set.extend(rule.levels.iter().flat_map(|l| l.any.iter().chain(l.all.iter())).filter_map(|c| c.window));
             if set.len() > 8 {
-                return Err((rule.id.clone(), format!("more than 8 distinct windows over `{metric}` across all rules")));
+                return Err((
+                    rule.id.clone(),
+                    format!("more than 8 distinct windows over `{metric}` across all rules"),
+                ));
             }
         }
         check_cycles(&self.rules)
@@ -432,7 +436,10 @@ fn validate_rule(rule: &Rule, settings: &EngineSettings, by_id: &HashMap<&str, &
         return Err(format!("`levels`: at most {MAX_LEVELS} levels"));
     }
     if rule.min_duration.is_some() && rule.kind != Threshold {
-        return Err(format!("`min_duration` is only for threshold rules ({} rules decide at once)", kind_name(rule.kind)));
+        return Err(format!(
+            "`min_duration` is only for threshold rules ({} rules decide at once)",
+            kind_name(rule.kind)
+        ));
     }
     if let Some(m) = rule.clear_margin {
         if !(0.0..1.0).contains(&m) {
@@ -506,7 +513,9 @@ fn validate_rule(rule: &Rule, settings: &EngineSettings, by_id: &HashMap<&str, &
                 validate_condition(rule, c, settings, by_id, &at)?;
                 if let Some(s) = c.speed_below {
                     if speed_limit.is_some_and(|p| p != s) {
-                        return Err(format!("{at}.speed_below`: one stop speed per rule (the vehicle's stop is tracked once)"));
+                        return Err(format!(
+                            "{at}.speed_below`: one stop speed per rule (the vehicle's stop is tracked once)"
+                        ));
                     }
                     speed_limit = Some(s);
                 }
@@ -706,7 +715,10 @@ fn check_cycles(rules: &[Rule]) -> Result<(), (String, String)> {
         }
         if mark[i] == 1 {
             let names: Vec<&str> = path.iter().map(|&p| rules[p].id.as_str()).collect();
-            return Err((rules[i].id.clone(), format!("rules read each other in a cycle: {} → {}", names.join(" → "), rules[i].id)));
+            return Err((
+                rules[i].id.clone(),
+                format!("rules read each other in a cycle: {} → {}", names.join(" → "), rules[i].id),
+            ));
         }
         mark[i] = 1;
         path.push(i);
@@ -792,7 +804,8 @@ mod tests {
     fn default_rules_load() {
         let text = include_str!("../../config/rules.toml");
         let rules = load(text).unwrap();
-        for id in ["heavy-rain", "river-level", "tilt-rate", "wire-trip", "debris-flow", "hazmat-restricted", "sensor-silent"]
+        for id in
+            ["heavy-rain", "river-level", "tilt-rate", "wire-trip", "debris-flow", "hazmat-restricted", "sensor-silent"]
         {
             assert!(rules.get(id).is_some(), "{id}");
         }
@@ -851,7 +864,8 @@ any = [{ window = "1h", at_least = 80 }]
         let e = load(&format!("{BASE}{}{}", composite("c1", "c2"), composite("c2", "c1"))).unwrap_err();
         assert!(e.contains("cycle"), "{e}");
         assert!(load(&format!("{BASE}{}", composite("c1", "r1"))).is_ok());
-        let e = load(&format!("{BASE}{}", composite("c1", "r1").replace("rule = \"r1\"", "rule = \"r1\", level = 3"))).unwrap_err();
+        let e = load(&format!("{BASE}{}", composite("c1", "r1").replace("rule = \"r1\"", "rule = \"r1\", level = 3")))
+            .unwrap_err();
         assert!(e.contains("level` 3: rule `r1` has 1 levels"), "{e}");
     }
 

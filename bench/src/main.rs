@@ -62,7 +62,10 @@ impl Row {
             Some(false) => "NOT met",
             None => "-",
         };
-        format!("{}\t{:.1}\t{}\t{peer}\t{peer_figure}\t{ratio}\t{}\t{met}", self.name, self.figure, self.unit, self.target)
+        format!(
+            "{}\t{:.1}\t{}\t{peer}\t{peer_figure}\t{ratio}\t{}\t{met}",
+            self.name, self.figure, self.unit, self.target
+        )
     }
 }
 

@@ -103,7 +103,8 @@ fn bare_rumqttd() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
         external_auth: None,
         dynamic_filters: true,
     };
-    let settings = ServerSettings { name: "bare".into(), listen: addr, tls: None, next_connection_delay_ms: 0, connections };
+    let settings =
+        ServerSettings { name: "bare".into(), listen: addr, tls: None, next_connection_delay_ms: 0, connections };
     let config = Config {
         router: RouterConfig {
             max_connections: 1000,
@@ -148,7 +149,13 @@ fn bare_rumqttd() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
 async fn mosquitto_relay(cli: &Cli) -> anyhow::Result<f64> {
     let addr = free_addr();
     let conf = std::env::temp_dir().join(format!("dc-bench-mosquitto-{}.conf", addr.port()));
-    std::fs::write(&conf, format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n", addr.port()))?;
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n",
+            addr.port()
+        ),
+    )?;
     let mut child = Command::new("mosquitto")
         .args(["-c", &conf.display().to_string()])
         .stdout(Stdio::null())

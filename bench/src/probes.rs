@@ -72,7 +72,12 @@ pub async fn latency(cli: &Cli) -> anyhow::Result<Vec<Row>> {
             ts += 1;
             let start = Instant::now();
             probe
-                .publish("sensors/RF0001/readings", rumqttc::QoS::AtLeastOnce, false, format!(r#"{{"ts":{ts},"values":{{"flood_depth_cm":{depth}}}}}"#))
+                .publish(
+                    "sensors/RF0001/readings",
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    format!(r#"{{"ts":{ts},"values":{{"flood_depth_cm":{depth}}}}}"#),
+                )
                 .await?;
             let deadline = start + Duration::from_secs(5);
             loop {
@@ -93,7 +98,8 @@ pub async fn latency(cli: &Cli) -> anyhow::Result<Vec<Row>> {
             l.abort();
         }
         samples.sort_by(f64::total_cmp);
-        let (p50, p99, max) = (percentile(&samples, 0.5), percentile(&samples, 0.99), samples.last().copied().unwrap_or(f64::NAN));
+        let (p50, p99, max) =
+            (percentile(&samples, 0.5), percentile(&samples, 0.99), samples.last().copied().unwrap_or(f64::NAN));
         println!("latency at {background:.0} readings/s: {} of {probes} probes, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms", samples.len());
         rows.push(Row {
             name: format!("alert latency p99 @ {}k readings/s (p50 {p50:.2}, max {max:.2} ms)", background / 1000.0),
@@ -129,7 +135,11 @@ pub async fn fanout(cli: &Cli) -> anyhow::Result<Vec<Row>> {
             let addr: std::net::SocketAddr = url.trim_start_matches("ws://").split('/').next()?.parse().ok()?;
             let stream = socket.connect(addr).await.ok()?;
             let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.ok()?;
-            ws.send(Message::Text(r#"{"type":"subscribe","places":[{"lat":23.5185,"lon":120.928}],"lang":"zh-TW"}"#.into())).await.ok()?;
+            ws.send(Message::Text(
+                r#"{"type":"subscribe","places":[{"lat":23.5185,"lon":120.928}],"lang":"zh-TW"}"#.into(),
+            ))
+            .await
+            .ok()?;
             ws.next().await?.ok()?; // subscribed
             drop(permit);
             ready.add_permits(1);
@@ -161,7 +171,12 @@ pub async fn fanout(cli: &Cli) -> anyhow::Result<Vec<Row>> {
     let (probe, task) = mqtt_client(&server, "RG0001").await?;
     let start = Instant::now();
     probe
-        .publish("sensors/RG0001/readings", rumqttc::QoS::AtLeastOnce, false, format!(r#"{{"ts":{},"values":{{"rain_mm":120}}}}"#, now_ms()))
+        .publish(
+            "sensors/RG0001/readings",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            format!(r#"{{"ts":{},"values":{{"rain_mm":120}}}}"#, now_ms()),
+        )
         .await?;
     let mut times = Vec::with_capacity(connected);
     while times.len() < connected {
@@ -225,10 +240,17 @@ pub async fn flood(cli: &Cli) -> anyhow::Result<Vec<Row>> {
     let first_min = samples.iter().take(60).copied().max().unwrap_or(0);
     let last = samples.last().copied().unwrap_or(0);
     let peak = samples.iter().copied().max().unwrap_or(0);
-    println!("flood: {:.0} msgs/s acked; RSS after warm-up {first_min} KiB, peak {peak} KiB, end {last} KiB", summary.rate());
+    println!(
+        "flood: {:.0} msgs/s acked; RSS after warm-up {first_min} KiB, peak {peak} KiB, end {last} KiB",
+        summary.rate()
+    );
     println!("flood RSS samples (KiB, 1/s): {samples:?}");
     Ok(vec![Row {
-        name: format!("RSS growth through a {} s flood at {:.0} msgs/s (peak {peak} KiB)", duration.as_secs(), summary.rate()),
+        name: format!(
+            "RSS growth through a {} s flood at {:.0} msgs/s (peak {peak} KiB)",
+            duration.as_secs(),
+            summary.rate()
+        ),
         figure: (last as f64 - first_min as f64) / 1024.0,
         unit: "MiB",
         peer: None,

@@ -70,14 +70,17 @@ impl Drop for Server {
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n")
+        .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
@@ -94,7 +97,9 @@ pub fn demo_devices() -> Vec<(String, Option<String>)> {
         .map(|devices| {
             devices
                 .iter()
-                .filter_map(|d| Some((d.get("id")?.as_str()?.to_string(), d.get("password")?.as_str().map(str::to_string))))
+                .filter_map(|d| {
+                    Some((d.get("id")?.as_str()?.to_string(), d.get("password")?.as_str().map(str::to_string)))
+                })
                 // Sensors that report battery_v (every kind but the river gauge, detectors and trucks in the demo file).
                 .filter(|(id, _)| ["RG", "TM", "EX", "WS", "SM", "RF"].iter().any(|p| id.starts_with(p)))
                 .collect()

@@ -21,11 +21,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max: max.max(initial),
-            attempt: 0,
-        }
+        Backoff { initial, max: max.max(initial), attempt: 0 }
     }
 
     /// Delay before the next attempt; each call counts one more failure.
@@ -85,9 +81,6 @@ mod tests {
             })
             .collect();
         let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
-        assert!(
-            distinct.len() > 10,
-            "jitter should give different delays: {delays:?}"
-        );
+        assert!(distinct.len() > 10, "jitter should give different delays: {delays:?}");
     }
 }

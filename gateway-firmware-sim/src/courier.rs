@@ -148,11 +148,7 @@ impl Courier {
 
     /// Room on the wire for another message (load mode generates only when there is).
     pub fn has_window(&self) -> bool {
-        self.is_connected()
-            && self
-                .link
-                .as_ref()
-                .is_some_and(|l| l.outstanding() < self.cfg.link.max_inflight as usize)
+        self.is_connected() && self.link.as_ref().is_some_and(|l| l.outstanding() < self.cfg.link.max_inflight as usize)
     }
 
     pub fn buffered(&self) -> usize {
@@ -260,9 +256,7 @@ impl Courier {
         self.stats.acked += 1;
         self.stats.readings_acked += p.readings as u64;
         self.stats.bytes_acked += p.payload.len() as u64;
-        self.stats
-            .latencies_us
-            .push(latency.as_micros().min(u32::MAX as u128) as u32);
+        self.stats.latencies_us.push(latency.as_micros().min(u32::MAX as u128) as u32);
         self.live.acked.fetch_add(1, Ordering::Relaxed);
         self.live.pending.fetch_sub(1, Ordering::Relaxed);
     }

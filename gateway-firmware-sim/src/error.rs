@@ -39,10 +39,7 @@ pub enum SimError {
 
     /// Options given to a run make no sense (zero connections, a negative rate).
     #[error("option {option}: {reason}")]
-    Option {
-        option: &'static str,
-        reason: String,
-    },
+    Option { option: &'static str, reason: String },
 
     /// The MQTT client could not be set up (not a connection failure: those are retried, counted and reported).
     #[error("mqtt: {0}")]
@@ -51,11 +48,7 @@ pub enum SimError {
 
 impl SimError {
     pub(crate) fn invalid(origin: &str, key: impl Into<String>, reason: impl Into<String>) -> Self {
-        SimError::Invalid {
-            origin: origin.to_string(),
-            key: key.into(),
-            reason: reason.into(),
-        }
+        SimError::Invalid { origin: origin.to_string(), key: key.into(), reason: reason.into() }
     }
 
     /// Turn a TOML parser error into one that names the file and the line, because the parser only knows byte offsets.
@@ -64,12 +57,7 @@ impl SimError {
             Some(span) => line_col(text, span.start),
             None => (0, 0),
         };
-        SimError::Syntax {
-            origin: origin.to_string(),
-            line,
-            column,
-            message: err.message().trim().to_string(),
-        }
+        SimError::Syntax { origin: origin.to_string(), line, column, message: err.message().trim().to_string() }
     }
 }
 
@@ -77,11 +65,6 @@ impl SimError {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
     (line, column)
 }

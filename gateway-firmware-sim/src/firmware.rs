@@ -55,10 +55,7 @@ pub fn courier_config(plan: &DevicePlan, fw: &Firmware, stage: &Stage) -> Courie
             client_id: id.clone(),
             credentials: plan.device.password.clone().map(|p| (id.clone(), p)),
             keep_alive: fw.keep_alive,
-            will: Some((
-                format!("sensors/{id}/status"),
-                r#"{"online":false}"#.to_string(),
-            )),
+            will: Some((format!("sensors/{id}/status"), r#"{"online":false}"#.to_string())),
             max_inflight: fw.max_inflight,
             max_packet_size: 256 * 1024,
         },
@@ -77,12 +74,7 @@ enum Wake {
 }
 
 /// Play one device's script to the end.
-pub async fn run_device(
-    plan: DevicePlan,
-    fw: &Firmware,
-    stage: &Stage,
-    live: Arc<Live>,
-) -> DeviceReport {
+pub async fn run_device(plan: DevicePlan, fw: &Firmware, stage: &Stage, live: Arc<Live>) -> DeviceReport {
     let mut report = DeviceReport {
         id: plan.device.id.clone(),
         skew_ms: plan.skew_ms,

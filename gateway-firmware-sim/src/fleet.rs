@@ -105,10 +105,10 @@ impl Fleet {
         devices_toml: &str,
         devices_origin: &str,
     ) -> Result<Self, SimError> {
-        let sensors: SensorsFile = toml::from_str(sensors_toml)
-            .map_err(|e| SimError::from_toml(sensors_origin, sensors_toml, e))?;
-        let creds: DevicesFile = toml::from_str(devices_toml)
-            .map_err(|e| SimError::from_toml(devices_origin, devices_toml, e))?;
+        let sensors: SensorsFile =
+            toml::from_str(sensors_toml).map_err(|e| SimError::from_toml(sensors_origin, sensors_toml, e))?;
+        let creds: DevicesFile =
+            toml::from_str(devices_toml).map_err(|e| SimError::from_toml(devices_origin, devices_toml, e))?;
 
         let mut passwords = BTreeMap::new();
         for (i, d) in creds.device.into_iter().enumerate() {
@@ -142,11 +142,7 @@ impl Fleet {
                 return Err(SimError::invalid(
                     sensors_origin,
                     key("kind"),
-                    format!(
-                        "`{}` is not a sensor kind (expected one of {})",
-                        s.kind,
-                        SENSOR_KINDS.join(", ")
-                    ),
+                    format!("`{}` is not a sensor kind (expected one of {})", s.kind, SENSOR_KINDS.join(", ")),
                 ));
             }
             if !(-90.0..=90.0).contains(&s.lat) || !(-180.0..=180.0).contains(&s.lon) {
@@ -157,11 +153,7 @@ impl Fleet {
                 ));
             }
             if s.interval_s == 0 {
-                return Err(SimError::invalid(
-                    sensors_origin,
-                    key("interval_s"),
-                    "must be at least 1 second",
-                ));
+                return Err(SimError::invalid(sensors_origin, key("interval_s"), "must be at least 1 second"));
             }
             let mobile = s.mobile.unwrap_or(s.kind == "hazmat_gps");
             let device = Device {
@@ -176,11 +168,7 @@ impl Fleet {
                 zone: s.zone,
             };
             if devices.insert(s.id.clone(), device).is_some() {
-                return Err(SimError::invalid(
-                    sensors_origin,
-                    key("id"),
-                    format!("`{}` is listed twice", s.id),
-                ));
+                return Err(SimError::invalid(sensors_origin, key("id"), format!("`{}` is listed twice", s.id)));
             }
         }
         Ok(Fleet { devices })
@@ -253,19 +241,11 @@ metrics = ["speed_kmh"]
     fn bad_ids_and_kinds_name_the_key() {
         let bad = SENSORS.replace("RG0001", "RG-0001");
         let err = Fleet::from_files(&bad, "").unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "sensors.toml: sensor[0].id: `RG-0001` is not 1-32 ASCII letters and digits"
-        );
+        assert_eq!(err, "sensors.toml: sensor[0].id: `RG-0001` is not 1-32 ASCII letters and digits");
         let bad = SENSORS.replace("rain_gauge", "rain_gage");
         let err = Fleet::from_files(&bad, "").unwrap_err().to_string();
-        assert!(
-            err.starts_with("sensors.toml: sensor[0].kind: `rain_gage` is not a sensor kind"),
-            "{err}"
-        );
-        let err = Fleet::from_files(SENSORS, "[[device]]\nid = \"X\"\n")
-            .unwrap_err()
-            .to_string();
+        assert!(err.starts_with("sensors.toml: sensor[0].kind: `rain_gage` is not a sensor kind"), "{err}");
+        let err = Fleet::from_files(SENSORS, "[[device]]\nid = \"X\"\n").unwrap_err().to_string();
         assert!(err.starts_with("devices.toml: line 1"), "{err}");
         assert!(err.contains("missing field `password`"), "{err}");
     }

@@ -81,12 +81,7 @@ impl<T> Link<T> {
             opts.set_credentials(u.clone(), p.clone());
         }
         if let Some((topic, payload)) = &cfg.will {
-            opts.set_last_will(LastWill::new(
-                topic.clone(),
-                payload.clone(),
-                QoS::AtLeastOnce,
-                false,
-            ));
+            opts.set_last_will(LastWill::new(topic.clone(), payload.clone(), QoS::AtLeastOnce, false));
         }
         let (client, mut eventloop) = AsyncClient::new(opts, cfg.max_inflight as usize + 16);
         let (tx, events) = mpsc::unbounded_channel();
@@ -107,11 +102,7 @@ impl<T> Link<T> {
                 }
             }
         });
-        let qos = if qos == 0 {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
-        };
+        let qos = if qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
         Link {
             client,
             events,
@@ -133,11 +124,7 @@ impl<T> Link<T> {
     pub fn submit(&mut self, topic: &str, payload: Vec<u8>, item: T) -> Result<(), T> {
         match self.client.try_publish(topic, self.qos, false, payload) {
             Ok(()) => {
-                self.submitted.push_back(InFlight {
-                    item,
-                    seq: self.next_seq,
-                    since: Instant::now(),
-                });
+                self.submitted.push_back(InFlight { item, seq: self.next_seq, since: Instant::now() });
                 self.next_seq += 1;
                 Ok(())
             }
@@ -147,10 +134,7 @@ impl<T> Link<T> {
 
     /// Next event from the task (cancel-safe: an mpsc receive).
     pub async fn recv(&mut self) -> LinkEvent {
-        self.events
-            .recv()
-            .await
-            .unwrap_or_else(|| LinkEvent::Closed("event loop ended".into()))
+        self.events.recv().await.unwrap_or_else(|| LinkEvent::Closed("event loop ended".into()))
     }
 
     /// Book-keeping for `Sent`: returns an item that is complete already (QoS 0 counts as delivered once written).
@@ -165,19 +149,12 @@ impl<T> Link<T> {
 
     /// Book-keeping for `Acked`: the acknowledged item and its ack latency.
     pub fn on_acked(&mut self, pkid: u16) -> Option<(T, Duration)> {
-        self.inflight
-            .remove(&pkid)
-            .map(|f| (f.item, f.since.elapsed()))
+        self.inflight.remove(&pkid).map(|f| (f.item, f.since.elapsed()))
     }
 
     /// Take every unacknowledged item, in send order, leaving the link empty.
     pub fn take_unacked(&mut self) -> Vec<T> {
-        let mut all: Vec<InFlight<T>> = self
-            .inflight
-            .drain()
-            .map(|(_, f)| f)
-            .chain(self.submitted.drain(..))
-            .collect();
+        let mut all: Vec<InFlight<T>> = self.inflight.drain().map(|(_, f)| f).chain(self.submitted.drain(..)).collect();
         all.sort_by_key(|f| f.seq);
         all.into_iter().map(|f| f.item).collect()
     }

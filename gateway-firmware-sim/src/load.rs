@@ -110,11 +110,7 @@ impl LoadSummary {
 
 impl fmt::Display for LoadSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = if self.target_rate > 0.0 {
-            format!("{:.0} msg/s", self.target_rate)
-        } else {
-            "unlimited".into()
-        };
+        let target = if self.target_rate > 0.0 { format!("{:.0} msg/s", self.target_rate) } else { "unlimited".into() };
         writeln!(
             f,
             "load: {} connections ({} connected), target {target}, {}",
@@ -122,11 +118,7 @@ impl fmt::Display for LoadSummary {
             self.connected,
             format_duration(self.duration)
         )?;
-        writeln!(
-            f,
-            "  sent     {} ({} resent) of {} generated",
-            self.sent, self.resent, self.generated
-        )?;
+        writeln!(f, "  sent     {} ({} resent) of {} generated", self.sent, self.resent, self.generated)?;
         writeln!(
             f,
             "  acked    {} ({:.1} msg/s, {:.1} readings/s, {:.1} KiB/s)",
@@ -142,18 +134,10 @@ impl fmt::Display for LoadSummary {
             write!(f, "\n  error    {e}")?;
         }
         if self.missing > 0 {
-            write!(
-                f,
-                "\n  MISSING  {} messages never acknowledged",
-                self.missing
-            )?;
+            write!(f, "\n  MISSING  {} messages never acknowledged", self.missing)?;
         }
         if self.connected < self.connections {
-            write!(
-                f,
-                "\n  MISSING  {} connections never connected",
-                self.connections - self.connected
-            )?;
+            write!(f, "\n  MISSING  {} connections never connected", self.connections - self.connected)?;
         }
         Ok(())
     }
@@ -162,43 +146,24 @@ impl fmt::Display for LoadSummary {
 /// One load message: `batch` reading sets, padded to `size` bytes.
 pub fn load_payload(batch: usize, size: usize, ts: i64, n: u64) -> String {
     let set = |i: usize| json!({"ts": ts, "values": {"battery_v": 3.7 + ((n as usize + i) % 50) as f64 / 100.0}});
-    let mut v = if batch <= 1 {
-        set(0)
-    } else {
-        json!((0..batch).map(set).collect::<Vec<_>>())
-    };
+    let mut v = if batch <= 1 { set(0) } else { json!((0..batch).map(set).collect::<Vec<_>>()) };
     let natural = v.to_string();
     // `,"pad":""` adds 9 bytes around the padding itself.
     if size > natural.len() + 9 {
         let pad = "x".repeat(size - natural.len() - 9);
-        let target = if let Some(a) = v.as_array_mut() {
-            a.last_mut().expect("batch >= 2")
-        } else {
-            &mut v
-        };
-        target
-            .as_object_mut()
-            .expect("object")
-            .insert("pad".into(), json!(pad));
+        let target = if let Some(a) = v.as_array_mut() { a.last_mut().expect("batch >= 2") } else { &mut v };
+        target.as_object_mut().expect("object").insert("pad".into(), json!(pad));
     }
     v.to_string()
 }
 
 fn check(opts: &LoadOptions) -> Result<(), SimError> {
-    let bad = |option, reason: &str| {
-        Err(SimError::Option {
-            option,
-            reason: reason.to_string(),
-        })
-    };
+    let bad = |option, reason: &str| Err(SimError::Option { option, reason: reason.to_string() });
     if opts.connections == 0 {
         return bad("connections", "must be at least 1");
     }
     if !(opts.rate.is_finite() && opts.rate >= 0.0) {
-        return bad(
-            "rate",
-            "must be zero (unlimited) or a positive number of messages per second",
-        );
+        return bad("rate", "must be zero (unlimited) or a positive number of messages per second");
     }
     if opts.batch == 0 {
         return bad("batch", "must be at least 1 reading set per message");
@@ -226,8 +191,8 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadSummary, SimError> {
     let end = start + opts.duration;
     let per_conn = opts.rate / opts.connections as f64;
     let total = (opts.rate > 0.0).then(|| (opts.rate * opts.duration.as_secs_f64()).ceil() as u64);
-    let progress = (!opts.quiet && opts.duration >= MIN_RUN_FOR_BAR)
-        .then(|| Progress::start(total, live.clone(), "acked"));
+    let progress =
+        (!opts.quiet && opts.duration >= MIN_RUN_FOR_BAR).then(|| Progress::start(total, live.clone(), "acked"));
 
     let mut tasks = JoinSet::new();
     for n in 0..opts.connections {
@@ -250,10 +215,7 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadSummary, SimError> {
                 client_id,
                 credentials: password.map(|p| (id.clone(), p)),
                 keep_alive: Duration::from_secs(10),
-                will: Some((
-                    format!("sensors/{id}/status"),
-                    r#"{"online":false}"#.to_string(),
-                )),
+                will: Some((format!("sensors/{id}/status"), r#"{"online":false}"#.to_string())),
                 max_inflight: opts.max_inflight,
                 max_packet_size: size,
             },
@@ -264,23 +226,14 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadSummary, SimError> {
             seed: n as u64,
         };
         let topic: Arc<str> = format!("sensors/{id}/readings").into();
-        let (live, batch, size, drain) = (
-            live.clone(),
-            opts.batch,
-            opts.message_size,
-            opts.drain_timeout,
-        );
+        let (live, batch, size, drain) = (live.clone(), opts.batch, opts.message_size, opts.drain_timeout);
         tasks.spawn(async move {
             let mut courier = Courier::new(cfg, live);
             let mut generated = 0u64;
             loop {
                 let now = Instant::now();
                 if now < end {
-                    let due = if per_conn > 0.0 {
-                        (now - start).as_secs_f64() * per_conn
-                    } else {
-                        f64::INFINITY
-                    };
+                    let due = if per_conn > 0.0 { (now - start).as_secs_f64() * per_conn } else { f64::INFINITY };
                     while (generated as f64) < due && courier.has_window() {
                         let payload = load_payload(batch, size, now_ms(), generated);
                         courier.enqueue(Parcel {

@@ -20,16 +20,8 @@ pub struct Outbox<T> {
 
 impl<T> Outbox<T> {
     pub fn new(capacity: usize) -> Self {
-        assert!(
-            capacity > 0,
-            "an outbox needs room for at least one message"
-        );
-        Outbox {
-            queue: VecDeque::new(),
-            capacity,
-            dropped: 0,
-            peak: 0,
-        }
+        assert!(capacity > 0, "an outbox needs room for at least one message");
+        Outbox { queue: VecDeque::new(), capacity, dropped: 0, peak: 0 }
     }
 
     /// Add the newest message; returns the one dropped to make room, if any.

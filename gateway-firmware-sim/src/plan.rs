@@ -71,13 +71,7 @@ impl Plan {
             .devices
             .iter()
             .flat_map(|d| d.steps.iter())
-            .filter_map(|(_, s)| {
-                if let Step::Publish(m) = s {
-                    Some(m)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|(_, s)| if let Step::Publish(m) = s { Some(m) } else { None })
             .collect();
         all.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.device.cmp(&b.device)));
         all
@@ -92,16 +86,13 @@ impl Plan {
 /// Stable 64-bit FNV-1a: mixes the device id into the seed. (std's hasher is not promised to stay the same across Rust
 /// releases, and determinism across machines is the point.)
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Decimals a metric is reported with, like real loggers (a tipping bucket does not report micrometres).
 fn decimals(metric: &str) -> i32 {
     match metric {
-        "rain_mm" | "displacement_mm" | "soil_moisture_pct" | "occupancy_pct" | "pga_gal"
-        | "pm25_ugm3" => 1,
+        "rain_mm" | "displacement_mm" | "soil_moisture_pct" | "occupancy_pct" | "pga_gal" | "pm25_ugm3" => 1,
         "water_level_m" | "battery_v" | "vibration_mm_s" => 2,
         "tilt_deg" => 4,
         "speed_kmh" | "flow_veh_h" | "flood_depth_cm" | "un_number" => 0,
@@ -130,12 +121,7 @@ fn num(x: f64, d: i32) -> Json {
 }
 
 /// Build the script of every device the scenario names. `start_ts_ms` is the Unix time of scenario offset 0.
-pub fn plan(
-    fleet: &Fleet,
-    scenario: &Scenario,
-    seed: u64,
-    start_ts_ms: i64,
-) -> Result<Plan, SimError> {
+pub fn plan(fleet: &Fleet, scenario: &Scenario, seed: u64, start_ts_ms: i64) -> Result<Plan, SimError> {
     scenario.check_fleet(fleet)?;
     let fw = &scenario.firmware;
     let mut devices = Vec::new();
@@ -145,15 +131,10 @@ pub fn plan(
 
         // Fixed per-device draws first, in a fixed order, so adding a track does not change another device's skew.
         let skew_max = fw.clock_skew.as_millis() as i64;
-        let skew_ms = if skew_max > 0 {
-            rng.gen_range(-skew_max..=skew_max)
-        } else {
-            0
-        };
+        let skew_ms = if skew_max > 0 { rng.gen_range(-skew_max..=skew_max) } else { 0 };
         let interval = Duration::from_secs(device.interval_s);
         let phase = Duration::from_millis(rng.gen_range(0..interval.as_millis() as u64));
-        let hb_phase =
-            Duration::from_millis(rng.gen_range(0..fw.heartbeat.as_millis().max(1) as u64));
+        let hb_phase = Duration::from_millis(rng.gen_range(0..fw.heartbeat.as_millis().max(1) as u64));
         let battery_start = if fw.battery_v.0 < fw.battery_v.1 {
             rng.gen_range(fw.battery_v.0..=fw.battery_v.1)
         } else {
@@ -163,15 +144,10 @@ pub fn plan(
 
         let tracks: Vec<_> = scenario.tracks.iter().filter(|t| t.device == id).collect();
         let route = scenario.routes.iter().find(|r| r.device == id);
-        let silent_at = scenario
-            .events
-            .iter()
-            .filter(|e| e.device == id && e.action == Action::Silent)
-            .map(|e| e.at)
-            .min();
+        let silent_at =
+            scenario.events.iter().filter(|e| e.device == id && e.action == Action::Silent).map(|e| e.at).min();
         let alive = |t: Duration| silent_at.is_none_or(|s| t < s);
-        let battery =
-            |t: Duration| battery_start - fw.battery_drain_v_per_h * t.as_secs_f64() / 3600.0;
+        let battery = |t: Duration| battery_start - fw.battery_drain_v_per_h * t.as_secs_f64() / 3600.0;
         let ts = |t: Duration| start_ts_ms + t.as_millis() as i64 + skew_ms;
 
         let mut steps: Vec<(Duration, u8, Step)> = Vec::new();
@@ -210,24 +186,19 @@ pub fn plan(
                     };
                     values.insert(tr.metric.clone(), v);
                 }
-                if device.metrics.iter().any(|m| m == "battery_v")
-                    && !values.contains_key("battery_v")
-                {
+                if device.metrics.iter().any(|m| m == "battery_v") && !values.contains_key("battery_v") {
                     values.insert("battery_v".into(), num(battery(t), 2));
                 }
                 let mut payload = Map::new();
                 payload.insert("ts".into(), json!(ts(t)));
                 payload.insert("values".into(), Json::Object(values));
                 if device.mobile {
-                    let (lat, lon) = route
-                        .map(|r| position(&r.points, t))
-                        .unwrap_or((device.lat, device.lon));
+                    let (lat, lon) = route.map(|r| position(&r.points, t)).unwrap_or((device.lat, device.lon));
                     payload.insert("lat".into(), num(lat, 5));
                     payload.insert("lon".into(), num(lon, 5));
                 }
                 let payload = Json::Object(payload).to_string();
-                let duplicate =
-                    fw.duplicate_probability > 0.0 && rng.gen_bool(fw.duplicate_probability);
+                let duplicate = fw.duplicate_probability > 0.0 && rng.gen_bool(fw.duplicate_probability);
                 let msg = PlannedMessage {
                     at: t,
                     device: id.clone(),
@@ -236,10 +207,7 @@ pub fn plan(
                     kind: MessageKind::Reading,
                 };
                 if duplicate {
-                    let dup = PlannedMessage {
-                        kind: MessageKind::Duplicate,
-                        ..msg.clone()
-                    };
+                    let dup = PlannedMessage { kind: MessageKind::Duplicate, ..msg.clone() };
                     steps.push((t, 2, Step::Publish(msg)));
                     steps.push((t, 3, Step::Publish(dup)));
                 } else {
@@ -253,8 +221,7 @@ pub fn plan(
         let mut t = hb_phase;
         while t <= scenario.span && alive(t) {
             let rssi = (rssi_base + rng.gen_range(-3.0..=3.0)).round() as i64;
-            let payload = json!({"ts": ts(t), "battery_v": round(battery(t), 2), "rssi_dbm": rssi})
-                .to_string();
+            let payload = json!({"ts": ts(t), "battery_v": round(battery(t), 2), "rssi_dbm": rssi}).to_string();
             steps.push((
                 t,
                 4,
@@ -282,11 +249,7 @@ pub fn plan(
         // Control steps sort before messages of the same instant: a reading due as the link drops is buffered.
         steps.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
         let steps = steps.into_iter().map(|(t, _, s)| (t, s)).collect();
-        devices.push(DevicePlan {
-            device,
-            skew_ms,
-            steps,
-        });
+        devices.push(DevicePlan { device, skew_ms, steps });
     }
     Ok(Plan { devices })
 }

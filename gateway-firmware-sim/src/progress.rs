@@ -23,11 +23,9 @@ impl Progress {
     pub fn start(total: Option<u64>, live: Arc<Live>, label: &'static str) -> Self {
         let bar = match total {
             Some(n) => ProgressBar::new(n).with_style(
-                ProgressStyle::with_template(
-                    "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} {prefix} {msg}",
-                )
-                .expect("static template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} {prefix} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
             ),
             None => ProgressBar::new_spinner().with_style(
                 ProgressStyle::with_template("{spinner} {elapsed_precise} {pos} {prefix} {msg}")

@@ -61,10 +61,7 @@ impl RunOptions {
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// What a run did. `planned == acked + dropped + buffered` always holds.
@@ -124,13 +121,7 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "scenario {}: {} devices, {} wall",
-            self.scenario,
-            self.devices,
-            format_duration(self.elapsed)
-        )?;
+        writeln!(f, "scenario {}: {} devices, {} wall", self.scenario, self.devices, format_duration(self.elapsed))?;
         writeln!(
             f,
             "  planned  {} ({} readings, {} duplicates, {} status)",
@@ -138,11 +129,7 @@ impl fmt::Display for Summary {
         )?;
         writeln!(f, "  sent     {} ({} resent)", self.sent, self.resent)?;
         writeln!(f, "  acked    {} ({:.1} msg/s)", self.acked, self.rate())?;
-        writeln!(
-            f,
-            "  buffered {} at end (peak {} on one device)",
-            self.buffered, self.peak_buffered
-        )?;
+        writeln!(f, "  buffered {} at end (peak {} on one device)", self.buffered, self.peak_buffered)?;
         writeln!(f, "  dropped  {}", self.dropped)?;
         writeln!(
             f,
@@ -154,11 +141,7 @@ impl fmt::Display for Summary {
             write!(f, "\n  error    {e}")?;
         }
         if !self.is_complete() {
-            write!(
-                f,
-                "\n  MISSING  {} messages never acknowledged",
-                self.missing()
-            )?;
+            write!(f, "\n  MISSING  {} messages never acknowledged", self.missing())?;
         }
         Ok(())
     }
@@ -166,46 +149,24 @@ impl fmt::Display for Summary {
 
 /// Play a scenario against a broker: one MQTT connection per device named by the scenario. Returns when every device
 /// has finished (script done and delivered, or drain timeout). Dropping the future stops every device.
-pub async fn run_scenario(
-    fleet: &Fleet,
-    scenario: &Scenario,
-    opts: &RunOptions,
-) -> Result<Summary, SimError> {
-    let compression = if opts.compression > 0.0 {
-        opts.compression
-    } else {
-        scenario.compression
-    };
+pub async fn run_scenario(fleet: &Fleet, scenario: &Scenario, opts: &RunOptions) -> Result<Summary, SimError> {
+    let compression = if opts.compression > 0.0 { opts.compression } else { scenario.compression };
     if !compression.is_finite() {
-        return Err(SimError::Option {
-            option: "compression",
-            reason: format!("{compression} is not a number"),
-        });
+        return Err(SimError::Option { option: "compression", reason: format!("{compression} is not a number") });
     }
     let plan = plan(fleet, scenario, opts.seed, opts.start_ts_ms)?;
     let planned: u64 = plan
         .devices
         .iter()
-        .map(|d| {
-            d.steps
-                .iter()
-                .filter(|(_, s)| matches!(s, crate::plan::Step::Publish(_)))
-                .count() as u64
-        })
+        .map(|d| d.steps.iter().filter(|(_, s)| matches!(s, crate::plan::Step::Publish(_))).count() as u64)
         .sum();
 
     let live = Arc::new(Live::default());
     let started = Instant::now();
-    let stage = Stage {
-        host: opts.host.clone(),
-        port: opts.port,
-        wall_start: started,
-        compression,
-        seed: opts.seed,
-    };
+    let stage = Stage { host: opts.host.clone(), port: opts.port, wall_start: started, compression, seed: opts.seed };
     let wall = scenario.wall_duration(compression);
-    let progress = (!opts.quiet && wall >= MIN_RUN_FOR_BAR)
-        .then(|| Progress::start(Some(planned), live.clone(), "acked"));
+    let progress =
+        (!opts.quiet && wall >= MIN_RUN_FOR_BAR).then(|| Progress::start(Some(planned), live.clone(), "acked"));
 
     let mut tasks = JoinSet::new();
     let fw = Arc::new(scenario.firmware.clone());

@@ -278,13 +278,9 @@ impl Check<'_> {
             toml::Value::String(s) => parse_duration(s).map_err(|r| self.err(key, r)),
             toml::Value::Integer(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
             toml::Value::Float(f) if *f >= 0.0 && f.is_finite() => Ok(Duration::from_secs_f64(*f)),
-            other => Err(self.err(
-                key,
-                format!(
-                    "expected a duration such as \"90s\" or \"6h\", found {}",
-                    describe(other)
-                ),
-            )),
+            other => {
+                Err(self.err(key, format!("expected a duration such as \"90s\" or \"6h\", found {}", describe(other))))
+            }
         }
     }
 
@@ -293,11 +289,7 @@ impl Check<'_> {
         if d > span {
             return Err(self.err(
                 key,
-                format!(
-                    "time {} is after the end of the scenario ({})",
-                    format_duration(d),
-                    format_duration(span)
-                ),
+                format!("time {} is after the end of the scenario ({})", format_duration(d), format_duration(span)),
             ));
         }
         Ok(d)
@@ -307,10 +299,7 @@ impl Check<'_> {
         if valid_device_id(id) {
             Ok(())
         } else {
-            Err(self.err(
-                key,
-                format!("`{id}` is not a device id (1-32 ASCII letters and digits)"),
-            ))
+            Err(self.err(key, format!("`{id}` is not a device id (1-32 ASCII letters and digits)")))
         }
     }
 
@@ -327,11 +316,7 @@ impl Check<'_> {
         match prev {
             Some(p) if t <= p => Err(self.err(
                 key,
-                format!(
-                    "time {} is not after the previous point's {}",
-                    format_duration(t),
-                    format_duration(p)
-                ),
+                format!("time {} is not after the previous point's {}", format_duration(t), format_duration(p)),
             )),
             _ => Ok(()),
         }
@@ -353,8 +338,7 @@ fn describe(v: &toml::Value) -> String {
 impl Scenario {
     /// Parse and validate a scenario. `origin` (usually the file name) starts every error message.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, SimError> {
-        let raw: RawFile =
-            toml::from_str(text).map_err(|e| SimError::from_toml(origin, text, e))?;
+        let raw: RawFile = toml::from_str(text).map_err(|e| SimError::from_toml(origin, text, e))?;
         let c = Check { origin };
 
         let h = raw.scenario;
@@ -368,10 +352,7 @@ impl Scenario {
         if !(h.compression.is_finite() && h.compression > 0.0) {
             return Err(c.err(
                 "scenario.compression",
-                format!(
-                    "must be a positive number of scenario seconds per wall second, found {}",
-                    h.compression
-                ),
+                format!("must be a positive number of scenario seconds per wall second, found {}", h.compression),
             ));
         }
 
@@ -384,21 +365,11 @@ impl Scenario {
             if !METRICS.contains(&t.metric.as_str()) {
                 return Err(c.err(
                     key("metric"),
-                    format!(
-                        "`{}` is not a metric (expected one of {})",
-                        t.metric,
-                        METRICS.join(", ")
-                    ),
+                    format!("`{}` is not a metric (expected one of {})", t.metric, METRICS.join(", ")),
                 ));
             }
-            if tracks
-                .iter()
-                .any(|o: &Track| o.device == t.device && o.metric == t.metric)
-            {
-                return Err(c.err(
-                    key("metric"),
-                    format!("{} already has a track for `{}`", t.device, t.metric),
-                ));
+            if tracks.iter().any(|o: &Track| o.device == t.device && o.metric == t.metric) {
+                return Err(c.err(key("metric"), format!("{} already has a track for `{}`", t.device, t.metric)));
             }
             let is_bool = t.metric == "wire_intact";
             let increment = INCREMENT_METRICS.contains(&t.metric.as_str());
@@ -410,22 +381,19 @@ impl Scenario {
                 Some("step") => Mode::Step,
                 Some("rate") => Mode::Rate,
                 Some(other) => {
-                    return Err(c.err(
-                        key("mode"),
-                        format!("`{other}` is not a mode (expected linear, step or rate)"),
-                    ))
+                    return Err(c.err(key("mode"), format!("`{other}` is not a mode (expected linear, step or rate)")))
                 }
             };
             if is_bool && mode != Mode::Step {
-                return Err(c.err(
-                    key("mode"),
-                    "`wire_intact` is a switch: use mode = \"step\" with true/false points",
-                ));
+                return Err(c.err(key("mode"), "`wire_intact` is a switch: use mode = \"step\" with true/false points"));
             }
             if increment && mode != Mode::Rate {
                 return Err(c.err(
                     key("mode"),
-                    format!("`{}` is an increment since the previous report: use mode = \"rate\" with points per hour", t.metric),
+                    format!(
+                        "`{}` is an increment since the previous report: use mode = \"rate\" with points per hour",
+                        t.metric
+                    ),
                 ));
             }
             if !(t.noise.is_finite() && t.noise >= 0.0) {
@@ -444,25 +412,14 @@ impl Scenario {
                 let pk = format!("track[{i}].points[{j}]");
                 let pair = match p {
                     toml::Value::Array(a) if a.len() == 2 => a,
-                    other => {
-                        return Err(c.err(
-                            pk,
-                            format!("expected [time, value], found {}", describe(other)),
-                        ))
-                    }
+                    other => return Err(c.err(pk, format!("expected [time, value], found {}", describe(other)))),
                 };
                 let at = c.offset(&pk, &pair[0], span)?;
                 c.rising(&pk, points.last().map(|(t, _)| *t), at)?;
                 let value = match (&pair[1], is_bool) {
                     (toml::Value::Boolean(b), true) => Value::Bool(*b),
                     (other, true) => {
-                        return Err(c.err(
-                            pk,
-                            format!(
-                                "`wire_intact` takes true or false, found {}",
-                                describe(other)
-                            ),
-                        ))
+                        return Err(c.err(pk, format!("`wire_intact` takes true or false, found {}", describe(other))))
                     }
                     (v, false) => {
                         let n = c.number(&pk, v)?;
@@ -489,44 +446,27 @@ impl Scenario {
         for (i, r) in raw.route.into_iter().enumerate() {
             c.device(&format!("route[{i}].device"), &r.device)?;
             if routes.iter().any(|o| o.device == r.device) {
-                return Err(c.err(
-                    format!("route[{i}].device"),
-                    format!("{} already has a route", r.device),
-                ));
+                return Err(c.err(format!("route[{i}].device"), format!("{} already has a route", r.device)));
             }
             if r.points.is_empty() {
-                return Err(c.err(
-                    format!("route[{i}].points"),
-                    "needs at least one [time, lat, lon] point",
-                ));
+                return Err(c.err(format!("route[{i}].points"), "needs at least one [time, lat, lon] point"));
             }
             let mut points = Vec::with_capacity(r.points.len());
             for (j, p) in r.points.iter().enumerate() {
                 let pk = format!("route[{i}].points[{j}]");
                 let triple = match p {
                     toml::Value::Array(a) if a.len() == 3 => a,
-                    other => {
-                        return Err(c.err(
-                            pk,
-                            format!("expected [time, lat, lon], found {}", describe(other)),
-                        ))
-                    }
+                    other => return Err(c.err(pk, format!("expected [time, lat, lon], found {}", describe(other)))),
                 };
                 let at = c.offset(&pk, &triple[0], span)?;
                 c.rising(&pk, points.last().map(|(t, _, _)| *t), at)?;
                 let (lat, lon) = (c.number(&pk, &triple[1])?, c.number(&pk, &triple[2])?);
                 if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
-                    return Err(c.err(
-                        pk,
-                        format!("position {lat},{lon} is not on Earth (lat first, then lon)"),
-                    ));
+                    return Err(c.err(pk, format!("position {lat},{lon} is not on Earth (lat first, then lon)")));
                 }
                 points.push((at, lat, lon));
             }
-            routes.push(Route {
-                device: r.device,
-                points,
-            });
+            routes.push(Route { device: r.device, points });
         }
 
         let mut events = Vec::with_capacity(raw.event.len());
@@ -540,40 +480,23 @@ impl Scenario {
                     if until <= at {
                         return Err(c.err(
                             key("until"),
-                            format!(
-                                "{} is not after `at` ({})",
-                                format_duration(until),
-                                format_duration(at)
-                            ),
+                            format!("{} is not after `at` ({})", format_duration(until), format_duration(at)),
                         ));
                     }
                     Action::Offline { until }
                 }
                 ("offline", None) => {
-                    return Err(c.err(
-                        key("until"),
-                        "an offline event needs `until` (when the link comes back)",
-                    ))
+                    return Err(c.err(key("until"), "an offline event needs `until` (when the link comes back)"))
                 }
                 ("silent", None) => Action::Silent,
                 ("silent", Some(_)) => {
-                    return Err(c.err(
-                        key("until"),
-                        "a silent device never comes back: remove `until`",
-                    ))
+                    return Err(c.err(key("until"), "a silent device never comes back: remove `until`"))
                 }
                 (other, _) => {
-                    return Err(c.err(
-                        key("action"),
-                        format!("`{other}` is not an action (expected offline or silent)"),
-                    ))
+                    return Err(c.err(key("action"), format!("`{other}` is not an action (expected offline or silent)")))
                 }
             };
-            events.push(Event {
-                at,
-                device: e.device,
-                action,
-            });
+            events.push(Event { at, device: e.device, action });
         }
 
         Ok(Scenario {
@@ -592,20 +515,15 @@ impl Scenario {
 
     fn firmware(c: &Check, f: RawFirmware) -> Result<Firmware, SimError> {
         let mut fw = Firmware::default();
-        let dur =
-            |key: &str, v: &Option<toml::Value>, into: &mut Duration| -> Result<(), SimError> {
-                if let Some(v) = v {
-                    *into = c.duration(&format!("firmware.{key}"), v)?;
-                }
-                Ok(())
-            };
+        let dur = |key: &str, v: &Option<toml::Value>, into: &mut Duration| -> Result<(), SimError> {
+            if let Some(v) = v {
+                *into = c.duration(&format!("firmware.{key}"), v)?;
+            }
+            Ok(())
+        };
         dur("heartbeat", &f.heartbeat, &mut fw.heartbeat)?;
         dur("clock_skew", &f.clock_skew, &mut fw.clock_skew)?;
-        dur(
-            "backoff_initial",
-            &f.backoff_initial,
-            &mut fw.backoff_initial,
-        )?;
+        dur("backoff_initial", &f.backoff_initial, &mut fw.backoff_initial)?;
         dur("backoff_max", &f.backoff_max, &mut fw.backoff_max)?;
         dur("keep_alive", &f.keep_alive, &mut fw.keep_alive)?;
         dur("drain_timeout", &f.drain_timeout, &mut fw.drain_timeout)?;
@@ -619,26 +537,17 @@ impl Scenario {
             ));
         }
         if fw.keep_alive < Duration::from_secs(1) {
-            return Err(c.err(
-                "firmware.keep_alive",
-                "must be at least 1s (MQTT keep-alive is in whole seconds)",
-            ));
+            return Err(c.err("firmware.keep_alive", "must be at least 1s (MQTT keep-alive is in whole seconds)"));
         }
         if let Some(b) = f.buffer {
             if !(1..=10_000_000).contains(&b) {
-                return Err(c.err(
-                    "firmware.buffer",
-                    format!("must be between 1 and 10000000 messages, found {b}"),
-                ));
+                return Err(c.err("firmware.buffer", format!("must be between 1 and 10000000 messages, found {b}")));
             }
             fw.buffer = b as usize;
         }
         if let Some(m) = f.max_inflight {
             if !(1..=u16::MAX as i64).contains(&m) {
-                return Err(c.err(
-                    "firmware.max_inflight",
-                    format!("must be between 1 and 65535, found {m}"),
-                ));
+                return Err(c.err("firmware.max_inflight", format!("must be between 1 and 65535, found {m}")));
             }
             fw.max_inflight = m as u16;
         }
@@ -650,10 +559,7 @@ impl Scenario {
         }
         if let Some(p) = f.duplicate_probability {
             if !(0.0..=1.0).contains(&p) {
-                return Err(c.err(
-                    "firmware.duplicate_probability",
-                    format!("must be between 0 and 1, found {p}"),
-                ));
+                return Err(c.err("firmware.duplicate_probability", format!("must be between 0 and 1, found {p}")));
             }
             fw.duplicate_probability = p;
         }
@@ -702,25 +608,13 @@ impl Scenario {
     /// Check the scenario against the devices that exist: every device is in the registry, every track's metric is one
     /// the sensor reports, routes belong to mobile units.
     pub fn check_fleet(&self, fleet: &Fleet) -> Result<(), SimError> {
-        let c = Check {
-            origin: &self.origin,
-        };
-        let known = || {
-            fleet
-                .devices()
-                .map(|d| d.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let c = Check { origin: &self.origin };
+        let known = || fleet.devices().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", ");
         for (i, t) in self.tracks.iter().enumerate() {
             let Some(d) = fleet.device(&t.device) else {
                 return Err(c.err(
                     format!("track[{i}].device"),
-                    format!(
-                        "`{}` is not in the sensor registry (known: {})",
-                        t.device,
-                        known()
-                    ),
+                    format!("`{}` is not in the sensor registry (known: {})", t.device, known()),
                 ));
             };
             if !d.metrics.is_empty() && !d.metrics.contains(&t.metric) {
@@ -740,20 +634,13 @@ impl Scenario {
             let Some(d) = fleet.device(&r.device) else {
                 return Err(c.err(
                     format!("route[{i}].device"),
-                    format!(
-                        "`{}` is not in the sensor registry (known: {})",
-                        r.device,
-                        known()
-                    ),
+                    format!("`{}` is not in the sensor registry (known: {})", r.device, known()),
                 ));
             };
             if !d.mobile {
                 return Err(c.err(
                     format!("route[{i}].device"),
-                    format!(
-                        "{} is a fixed {}; only mobile units have routes",
-                        d.id, d.kind
-                    ),
+                    format!("{} is a fixed {}; only mobile units have routes", d.id, d.kind),
                 ));
             }
         }
@@ -761,11 +648,7 @@ impl Scenario {
             if fleet.device(&e.device).is_none() {
                 return Err(c.err(
                     format!("event[{i}].device"),
-                    format!(
-                        "`{}` is not in the sensor registry (known: {})",
-                        e.device,
-                        known()
-                    ),
+                    format!("`{}` is not in the sensor registry (known: {})", e.device, known()),
                 ));
             }
         }
@@ -797,10 +680,7 @@ pub(crate) fn sample(points: &[(Duration, Value)], mode: Mode, t: Duration) -> V
 /// points (so rain before the first point falls at the first point's rate, and a negative `t` integrates backwards).
 pub(crate) fn cumulative(points: &[(Duration, Value)], t_h: f64) -> f64 {
     let num = |v: Value| if let Value::Number(n) = v { n } else { 0.0 };
-    let pts: Vec<(f64, f64)> = points
-        .iter()
-        .map(|(t, v)| (t.as_secs_f64() / 3600.0, num(*v)))
-        .collect();
+    let pts: Vec<(f64, f64)> = points.iter().map(|(t, v)| (t.as_secs_f64() / 3600.0, num(*v))).collect();
     let (first_t, first_v) = pts[0];
     // Area from 0 to first point (flat at first value), signed so that t < first_t works too.
     let mut area = 0.0;
@@ -833,9 +713,7 @@ mod tests {
     use super::*;
 
     fn pts(v: &[(u64, f64)]) -> Vec<(Duration, Value)> {
-        v.iter()
-            .map(|(h, x)| (Duration::from_secs(h * 3600), Value::Number(*x)))
-            .collect()
+        v.iter().map(|(h, x)| (Duration::from_secs(h * 3600), Value::Number(*x))).collect()
     }
 
     #[test]
@@ -854,16 +732,10 @@ mod tests {
         let p = pts(&[(0, 0.0), (2, 10.0), (4, 10.0)]);
         assert!((cumulative(&p, 2.0) - 10.0).abs() < 1e-9);
         assert!((cumulative(&p, 4.0) - 30.0).abs() < 1e-9);
-        assert!(
-            (cumulative(&p, 5.0) - 40.0).abs() < 1e-9,
-            "flat after the last point"
-        );
+        assert!((cumulative(&p, 5.0) - 40.0).abs() < 1e-9, "flat after the last point");
         assert!((cumulative(&p, 1.0) - 2.5).abs() < 1e-9);
         let q = pts(&[(1, 6.0)]);
         assert!((cumulative(&q, 3.0) - 18.0).abs() < 1e-9);
-        assert!(
-            (cumulative(&q, -0.5) + 3.0).abs() < 1e-9,
-            "before the start, rain falls at the first rate"
-        );
+        assert!((cumulative(&q, -0.5) + 3.0).abs() < 1e-9, "before the start, rain falls at the first rate");
     }
 }

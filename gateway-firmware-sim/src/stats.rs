@@ -26,12 +26,7 @@ impl LatencyStats {
             let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
             Duration::from_micros(samples[rank - 1] as u64)
         };
-        LatencyStats {
-            count: samples.len() as u64,
-            p50: at(0.50),
-            p99: at(0.99),
-            max: at(1.0),
-        }
+        LatencyStats { count: samples.len() as u64, p50: at(0.50), p99: at(0.99), max: at(1.0) }
     }
 }
 
@@ -44,13 +39,7 @@ impl fmt::Display for LatencyStats {
         if self.count == 0 {
             return write!(f, "no samples");
         }
-        write!(
-            f,
-            "p50 {}, p99 {}, max {}",
-            ms(self.p50),
-            ms(self.p99),
-            ms(self.max)
-        )
+        write!(f, "p50 {}, p99 {}, max {}", ms(self.p50), ms(self.p99), ms(self.max))
     }
 }
 
@@ -68,9 +57,6 @@ mod tests {
         assert_eq!(s.max, Duration::from_micros(100));
         assert_eq!(LatencyStats::from_micros(&mut []), LatencyStats::default());
         let one = LatencyStats::from_micros(&mut [7]);
-        assert_eq!(
-            (one.p50, one.p99),
-            (Duration::from_micros(7), Duration::from_micros(7))
-        );
+        assert_eq!((one.p50, one.p99), (Duration::from_micros(7), Duration::from_micros(7)));
     }
 }

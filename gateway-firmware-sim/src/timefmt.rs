@@ -10,27 +10,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     if let Ok(secs) = s.parse::<f64>() {
-        return secs_to_duration(secs)
-            .ok_or_else(|| format!("`{s}` is not a non-negative number of seconds"));
+        return secs_to_duration(secs).ok_or_else(|| format!("`{s}` is not a non-negative number of seconds"));
     }
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!(
-                "`{s}` is not a duration (expected e.g. 90s, 15m, 6h, 1h30m, 1d)"
-            ));
+            return Err(format!("`{s}` is not a duration (expected e.g. 90s, 15m, 6h, 1h30m, 1d)"));
         }
-        let value: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("`{s}`: bad number `{}`", &rest[..num_len]))?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| format!("`{s}`: bad number `{}`", &rest[..num_len]))?;
         rest = rest[num_len..].trim_start();
-        let unit_len = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,
@@ -38,11 +29,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             "d" => 86400.0,
             "" => return Err(format!("`{s}`: number without a unit (use s, m, h or d)")),
-            other => {
-                return Err(format!(
-                    "`{s}`: unknown unit `{other}` (use ms, s, m, h or d)"
-                ))
-            }
+            other => return Err(format!("`{s}`: unknown unit `{other}` (use ms, s, m, h or d)")),
         };
         total += value * factor;
         rest = rest[unit_len..].trim_start();
@@ -51,9 +38,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn secs_to_duration(secs: f64) -> Option<Duration> {
-    (0.0..1e12)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
+    (0.0..1e12).contains(&secs).then(|| Duration::from_secs_f64(secs))
 }
 
 /// Short human form for summaries and errors: `1h30m`, `45s`, `250ms`.
@@ -97,19 +82,13 @@ mod tests {
 
     #[test]
     fn rejects_nonsense_with_reason() {
-        assert!(parse_duration("5x")
-            .unwrap_err()
-            .contains("unknown unit `x`"));
+        assert!(parse_duration("5x").unwrap_err().contains("unknown unit `x`"));
         assert!(parse_duration("h").unwrap_err().contains("not a duration"));
         assert!(parse_duration("-3").unwrap_err().contains("non-negative"));
         assert!(parse_duration("12").is_ok());
-        assert!(parse_duration("3 4h")
-            .unwrap_err()
-            .contains("number without a unit"));
+        assert!(parse_duration("3 4h").unwrap_err().contains("number without a unit"));
         assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("2 hours")
-            .unwrap_err()
-            .contains("unknown unit `hours`"));
+        assert!(parse_duration("2 hours").unwrap_err().contains("unknown unit `hours`"));
     }
 
     #[test]

@@ -58,30 +58,17 @@ async fn full_buffer_drops_the_oldest_and_counts_exactly() {
     }
     assert_eq!(c.buffered(), 4);
     let d = c.finish().await;
-    assert_eq!(
-        (d.queued, d.acked, d.dropped, d.left, d.sent),
-        (10, 0, 6, 4, 0)
-    );
+    assert_eq!((d.queued, d.acked, d.dropped, d.left, d.sent), (10, 0, 6, 4, 0));
     assert_eq!(d.peak_buffered, 4);
     assert!(d.connect_failures >= 1 && d.connects == 0);
-    assert!(
-        d.last_error.is_some(),
-        "the reason of the last failure is kept for the summary"
-    );
+    assert!(d.last_error.is_some(), "the reason of the last failure is kept for the summary");
     assert_eq!(live.dropped.load(std::sync::atomic::Ordering::Relaxed), 6);
-    assert_eq!(
-        live.pending.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "every message is accounted for"
-    );
+    assert_eq!(live.pending.load(std::sync::atomic::Ordering::Relaxed), 0, "every message is accounted for");
 }
 
 #[tokio::test(start_paused = true)]
 async fn reconnect_delays_grow_exponentially_with_jitter_up_to_the_cap() {
-    let mut c = Courier::new(
-        config(dead_port(), 10, 1000, 8000),
-        Arc::new(Live::default()),
-    );
+    let mut c = Courier::new(config(dead_port(), 10, 1000, 8000), Arc::new(Live::default()));
     let mut closed_at = None;
     let mut delays = Vec::new();
     while delays.len() < 7 {
@@ -110,18 +97,12 @@ async fn reconnect_delays_grow_exponentially_with_jitter_up_to_the_cap() {
         );
     }
     let distinct: std::collections::BTreeSet<_> = delays[3..].iter().collect();
-    assert!(
-        distinct.len() > 1,
-        "jitter: capped delays still differ {delays:?}"
-    );
+    assert!(distinct.len() > 1, "jitter: capped delays still differ {delays:?}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn no_attempts_while_the_link_is_down_and_an_immediate_one_when_it_returns() {
-    let mut c = Courier::new(
-        config(dead_port(), 10, 1000, 8000),
-        Arc::new(Live::default()),
-    );
+    let mut c = Courier::new(config(dead_port(), 10, 1000, 8000), Arc::new(Live::default()));
     // Fail a few times so the backoff is long.
     let mut failures = 0;
     while failures < 4 {
@@ -133,19 +114,12 @@ async fn no_attempts_while_the_link_is_down_and_an_immediate_one_when_it_returns
     }
     c.link_lost();
     c.enqueue(parcel(1));
-    assert!(
-        timeout(Duration::from_secs(3600), c.wait()).await.is_err(),
-        "a device without a link must not try"
-    );
+    assert!(timeout(Duration::from_secs(3600), c.wait()).await.is_err(), "a device without a link must not try");
     c.link_restored();
     let t = Instant::now();
     let w = c.wait().await;
     assert!(matches!(w, Wake::ReconnectDue));
-    assert_eq!(
-        Instant::now(),
-        t,
-        "the link is back: connect now, not after the old backoff"
-    );
+    assert_eq!(Instant::now(), t, "the link is back: connect now, not after the old backoff");
     let d = c.finish().await;
     assert_eq!((d.queued, d.left, d.dropped), (1, 1, 0));
 }
@@ -186,30 +160,17 @@ points = [["0h", 5.0]]
         "dead.toml",
     )
     .unwrap();
-    let opts = RunOptions {
-        port: dead_port(),
-        quiet: true,
-        ..RunOptions::for_scenario(&scenario)
-    };
+    let opts = RunOptions { port: dead_port(), quiet: true, ..RunOptions::for_scenario(&scenario) };
     let started = Instant::now();
-    let s = run_scenario(&one_gauge_fleet(), &scenario, &opts)
-        .await
-        .unwrap();
+    let s = run_scenario(&one_gauge_fleet(), &scenario, &opts).await.unwrap();
     assert_eq!(s.readings, 60, "one reading a minute for an hour");
     assert_eq!(s.planned, 61, "plus one heartbeat");
     assert_eq!((s.acked, s.buffered, s.dropped), (0, 25, 36));
     assert_eq!(s.missing(), 61);
     assert!(!s.is_complete());
     assert!(s.errors[0].starts_with("RG0001: "), "{:?}", s.errors);
-    assert!(
-        s.to_string()
-            .contains("MISSING  61 messages never acknowledged"),
-        "{s}"
-    );
+    assert!(s.to_string().contains("MISSING  61 messages never acknowledged"), "{s}");
     // The last reading is due 59-60 s into the run (1 h at 60x, from a random phase), then the 20 s drain timeout.
     let took = Instant::now() - started;
-    assert!(
-        took >= Duration::from_secs(79) && took <= Duration::from_secs(81),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_secs(79) && took <= Duration::from_secs(81), "{took:?}");
 }

@@ -8,18 +8,11 @@ use gateway_firmware_sim::plan::{MessageKind, Step};
 use gateway_firmware_sim::{plan, Fleet, Scenario};
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
+    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap()
 }
 
 fn fixture_fleet() -> Fleet {
@@ -38,21 +31,14 @@ fn scenario_file(name: &str) -> Scenario {
 }
 
 /// (scenario hours, value) of one metric of one device, from the plan.
-fn series(
-    fleet: &Fleet,
-    s: &Scenario,
-    device: &str,
-    metric: &str,
-) -> Vec<(f64, serde_json::Value)> {
+fn series(fleet: &Fleet, s: &Scenario, device: &str, metric: &str) -> Vec<(f64, serde_json::Value)> {
     let p = plan(fleet, s, s.seed, 0).unwrap();
     p.messages()
         .into_iter()
         .filter(|m| m.device == device && m.kind == MessageKind::Reading)
         .filter_map(|m| {
             let v: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
-            v["values"]
-                .get(metric)
-                .map(|x| (m.at.as_secs_f64() / 3600.0, x.clone()))
+            v["values"].get(metric).map(|x| (m.at.as_secs_f64() / 3600.0, x.clone()))
         })
         .collect()
 }
@@ -74,21 +60,11 @@ fn shipped_scenarios_validate_against_the_registry() {
 fn typhoon_rain_at_rg0001_passes_every_cwa_level_in_order() {
     let fleet = config_fleet();
     let s = scenario_file("typhoon.toml");
-    let rain: Vec<(f64, f64)> = series(&fleet, &s, "RG0001", "rain_mm")
-        .into_iter()
-        .map(|(h, v)| (h, v.as_f64().unwrap()))
-        .collect();
-    let window = |end: f64, hours: f64| {
-        rain.iter()
-            .filter(|(h, _)| *h > end - hours && *h <= end)
-            .map(|(_, v)| v)
-            .sum::<f64>()
-    };
-    let first = |hours: f64, mm: f64| {
-        rain.iter()
-            .map(|(h, _)| *h)
-            .find(|&h| window(h, hours) >= mm)
-    };
+    let rain: Vec<(f64, f64)> =
+        series(&fleet, &s, "RG0001", "rain_mm").into_iter().map(|(h, v)| (h, v.as_f64().unwrap())).collect();
+    let window =
+        |end: f64, hours: f64| rain.iter().filter(|(h, _)| *h > end - hours && *h <= end).map(|(_, v)| v).sum::<f64>();
+    let first = |hours: f64, mm: f64| rain.iter().map(|(h, _)| *h).find(|&h| window(h, hours) >= mm);
     let heavy_24 = first(24.0, 80.0).expect("大雨 80 mm/24 h");
     let heavy_1 = first(1.0, 40.0).expect("大雨 40 mm/1 h");
     let torrential_3 = first(3.0, 100.0).expect("豪雨 100 mm/3 h");
@@ -97,10 +73,7 @@ fn typhoon_rain_at_rg0001_passes_every_cwa_level_in_order() {
     let super_extreme = first(24.0, 500.0).expect("超大豪雨 500 mm/24 h");
     assert!(heavy_24 < heavy_1 && heavy_1 <= torrential_3 && torrential_3 < torrential_24);
     assert!(torrential_24 < extreme && extreme < super_extreme && super_extreme < 24.0);
-    assert!(
-        heavy_24 > 6.0,
-        "the alert should come in the storm, not at once ({heavy_24} h)"
-    );
+    assert!(heavy_24 > 6.0, "the alert should come in the storm, not at once ({heavy_24} h)");
 }
 
 #[test]
@@ -111,29 +84,17 @@ fn typhoon_tells_the_rest_of_its_story() {
 
     // Wire sensor: intact, then broken from 19h30m.
     let wire = series(&fleet, &s, "WS0001", "wire_intact");
-    assert!(wire
-        .iter()
-        .all(|(h, v)| v.as_bool().unwrap() == (*h < 19.5)));
+    assert!(wire.iter().all(|(h, v)| v.as_bool().unwrap() == (*h < 19.5)));
 
     // Tilt rate: above 0.01 deg/h by 15 h, above 0.1 deg/h between 17 and 19 h.
     let tilt = series(&fleet, &s, "TM0001", "tilt_deg");
-    let at = |h: f64| {
-        tilt.iter()
-            .find(|(t, _)| *t >= h)
-            .map(|(_, v)| num(v))
-            .unwrap()
-    };
+    let at = |h: f64| tilt.iter().find(|(t, _)| *t >= h).map(|(_, v)| num(v)).unwrap();
     assert!((at(15.5) - at(14.5)) >= 0.008, "precaution rate");
     assert!((at(18.5) - at(17.5)) >= 0.1, "warning rate");
 
     // Extensometer above 10 mm/h between 18 and 20 h.
     let ex = series(&fleet, &s, "EX0001", "displacement_mm");
-    let ex_at = |h: f64| {
-        ex.iter()
-            .find(|(t, _)| *t >= h)
-            .map(|(_, v)| num(v))
-            .unwrap()
-    };
+    let ex_at = |h: f64| ex.iter().find(|(t, _)| *t >= h).map(|(_, v)| num(v)).unwrap();
     assert!(ex_at(19.5) - ex_at(18.5) > 10.0);
 
     // River passes 4, 5 and 6 m.
@@ -143,28 +104,15 @@ fn typhoon_tells_the_rest_of_its_story() {
 
     // Freeway: traffic at a stop and the road flooded by 18 h.
     let speed = series(&fleet, &s, "VD0001", "speed_kmh");
-    assert!(speed
-        .iter()
-        .filter(|(h, _)| *h >= 18.0)
-        .all(|(_, v)| num(v) <= 2.0));
-    assert!(speed
-        .iter()
-        .filter(|(h, _)| *h < 12.0)
-        .all(|(_, v)| num(v) >= 80.0));
+    assert!(speed.iter().filter(|(h, _)| *h >= 18.0).all(|(_, v)| num(v) <= 2.0));
+    assert!(speed.iter().filter(|(h, _)| *h < 12.0).all(|(_, v)| num(v) >= 80.0));
     let flood = series(&fleet, &s, "RF0001", "flood_depth_cm");
-    assert!(flood
-        .iter()
-        .filter(|(h, _)| *h >= 18.0 && *h <= 21.0)
-        .all(|(_, v)| num(v) >= 40.0));
+    assert!(flood.iter().filter(|(h, _)| *h >= 18.0 && *h <= 21.0).all(|(_, v)| num(v) >= 40.0));
 
     // Soil moisture probe dies at 20 h: nothing from it afterwards, readings or heartbeats.
     let p = plan(&fleet, &s, s.seed, 0).unwrap();
-    let last_sm = p
-        .messages()
-        .iter()
-        .filter(|m| m.device == "SM0001")
-        .map(|m| m.at.as_secs_f64() / 3600.0)
-        .fold(0.0, f64::max);
+    let last_sm =
+        p.messages().iter().filter(|m| m.device == "SM0001").map(|m| m.at.as_secs_f64() / 3600.0).fold(0.0, f64::max);
     assert!(last_sm < 20.0 && last_sm > 19.0, "{last_sm}");
 
     // Hazmat truck passes within ~100 m of AQ0001 (inside the Mailiao restricted zone) and carries its position.
@@ -183,10 +131,7 @@ fn typhoon_tells_the_rest_of_its_story() {
 
     // The river gauge's link drops and comes back.
     let rv = p.devices.iter().find(|d| d.device.id == "RV0001").unwrap();
-    assert!(
-        rv.steps.iter().any(|(_, s)| *s == Step::LinkDown)
-            && rv.steps.iter().any(|(_, s)| *s == Step::LinkUp)
-    );
+    assert!(rv.steps.iter().any(|(_, s)| *s == Step::LinkDown) && rv.steps.iter().any(|(_, s)| *s == Step::LinkUp));
 }
 
 #[test]
@@ -199,10 +144,7 @@ fn payloads_follow_the_interface() {
         let v: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
         let ts = v["ts"].as_i64().unwrap();
         let skew = (ts - start - m.at.as_millis() as i64).abs();
-        assert!(
-            skew <= 2000,
-            "ts is scenario time plus at most the configured skew ({skew} ms)"
-        );
+        assert!(skew <= 2000, "ts is scenario time plus at most the configured skew ({skew} ms)");
         match m.kind {
             MessageKind::Status => {
                 assert_eq!(m.topic, format!("sensors/{}/status", m.device));
@@ -212,19 +154,11 @@ fn payloads_follow_the_interface() {
                 assert_eq!(m.topic, format!("sensors/{}/readings", m.device));
                 assert!(v["values"].as_object().is_some_and(|o| !o.is_empty()));
                 let mobile = fleet.device(&m.device).unwrap().mobile;
-                assert_eq!(
-                    v.get("lat").is_some(),
-                    mobile,
-                    "lat/lon only for mobile devices: {}",
-                    m.payload
-                );
+                assert_eq!(v.get("lat").is_some(), mobile, "lat/lon only for mobile devices: {}", m.payload);
             }
         }
     }
-    assert!(
-        p.count(MessageKind::Duplicate) > 0,
-        "the typhoon's firmware sends the occasional duplicate"
-    );
+    assert!(p.count(MessageKind::Duplicate) > 0, "the typhoon's firmware sends the occasional duplicate");
 }
 
 #[test]
@@ -239,22 +173,14 @@ fn same_seed_same_messages_other_seed_other_messages() {
     // Same number of readings per device whatever the seed: only values, phases, skew and duplicates move.
     let per_device = |p: &gateway_firmware_sim::Plan| {
         let mut m = BTreeMap::new();
-        for msg in p
-            .messages()
-            .iter()
-            .filter(|m| m.kind == MessageKind::Reading)
-        {
+        for msg in p.messages().iter().filter(|m| m.kind == MessageKind::Reading) {
             *m.entry(msg.device.clone()).or_insert(0) += 1;
         }
         m
     };
     let (pa, pc) = (per_device(&a), per_device(&c));
     for (dev, n) in &pa {
-        assert!(
-            (*n as i64 - pc[dev] as i64).abs() <= 1,
-            "{dev}: {n} vs {}",
-            pc[dev]
-        );
+        assert!((*n as i64 - pc[dev] as i64).abs() <= 1, "{dev}: {n} vs {}", pc[dev]);
     }
 }
 
@@ -275,17 +201,11 @@ fn bad(replace: &str, with: &str) -> String {
 #[test]
 fn bad_scenarios_name_file_key_and_reason() {
     assert_eq!(
-        bad(
-            r#"points = [["0h", 10.0], ["2h", 60.0]]"#,
-            r#"points = [["0h", 10.0], ["3h", 60.0]]"#
-        ),
+        bad(r#"points = [["0h", 10.0], ["2h", 60.0]]"#, r#"points = [["0h", 10.0], ["3h", 60.0]]"#),
         "bad.toml: track[0].points[1]: time 3h is after the end of the scenario (2h)"
     );
     assert_eq!(
-        bad(
-            r#"points = [["0h", 10.0], ["2h", 60.0]]"#,
-            r#"points = [["1h", 10.0], ["1h", 60.0]]"#
-        ),
+        bad(r#"points = [["0h", 10.0], ["2h", 60.0]]"#, r#"points = [["1h", 10.0], ["1h", 60.0]]"#),
         "bad.toml: track[0].points[1]: time 1h is not after the previous point's 1h"
     );
     assert_eq!(
@@ -302,10 +222,7 @@ flood_depth_cm, battery_v, un_number)"
         bad(r#"["1h15m", false]"#, r#"["1h15m", 0]"#),
         "bad.toml: track[1].points[1]: `wire_intact` takes true or false, found the integer 0"
     );
-    assert_eq!(
-        bad(r#"until = "1h""#, r#"until = "20m""#),
-        "bad.toml: event[1].until: 20m is not after `at` (30m)"
-    );
+    assert_eq!(bad(r#"until = "1h""#, r#"until = "20m""#), "bad.toml: event[1].until: 20m is not after `at` (30m)");
     assert_eq!(
         bad(r#"action = "silent""#, r#"action = "explode""#),
         "bad.toml: event[0].action: `explode` is not an action (expected offline or silent)"
@@ -314,7 +231,10 @@ flood_depth_cm, battery_v, un_number)"
         bad(r#"span = "2h""#, r#"span = "2 hours""#),
         "bad.toml: scenario.span: `2 hours`: unknown unit `hours` (use ms, s, m, h or d)"
     );
-    assert_eq!(bad("compression = 1800.0", "compression = 0.0"), "bad.toml: scenario.compression: must be a positive number of scenario seconds per wall second, found 0");
+    assert_eq!(
+        bad("compression = 1800.0", "compression = 0.0"),
+        "bad.toml: scenario.compression: must be a positive number of scenario seconds per wall second, found 0"
+    );
     assert_eq!(
         bad(r#"device = "RG0001""#, r#"device = "RG-0001""#),
         "bad.toml: track[0].device: `RG-0001` is not a device id (1-32 ASCII letters and digits)"
@@ -336,24 +256,15 @@ flood_depth_cm, battery_v, un_number)"
         "bad.toml: track[2].metric: SM0001 (soil_moisture) does not report `tilt_deg` (it reports soil_moisture_pct, battery_v)"
     );
     assert_eq!(
-        bad(
-            "[[route]]\ndevice = \"HZ0001\"",
-            "[[route]]\ndevice = \"RG0001\""
-        ),
+        bad("[[route]]\ndevice = \"HZ0001\"", "[[route]]\ndevice = \"RG0001\""),
         "bad.toml: route[0].device: RG0001 is a fixed rain_gauge; only mobile units have routes"
     );
 
     // Syntax and typos: the parser's words, with file and line.
     let typo = bad("heartbeat = \"20m\"", "heartbeet = \"20m\"");
-    assert!(
-        typo.starts_with("bad.toml: line 9, column 1: unknown field `heartbeet`, expected one of"),
-        "{typo}"
-    );
+    assert!(typo.starts_with("bad.toml: line 9, column 1: unknown field `heartbeet`, expected one of"), "{typo}");
     let syntax = bad("seed = 42", "seed = ");
-    assert!(
-        syntax.starts_with("bad.toml: line 6, column 8: "),
-        "{syntax}"
-    );
+    assert!(syntax.starts_with("bad.toml: line 6, column 8: "), "{syntax}");
     let missing = bad("span = \"2h\"\n", "");
     assert!(missing.contains("missing field `span`"), "{missing}");
 }

@@ -76,8 +76,7 @@ fn benches(c: &mut Criterion) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let index = GeoIndex::new(Resolution::Nine);
 
-    let points: Vec<(f64, f64)> =
-        (0..10_000).map(|_| (21.9 + rng.next() * 3.4, 120.0 + rng.next() * 2.0)).collect();
+    let points: Vec<(f64, f64)> = (0..10_000).map(|_| (21.9 + rng.next() * 3.4, 120.0 + rng.next() * 2.0)).collect();
     let mut g = c.benchmark_group("cell_at");
     g.throughput(Throughput::Elements(points.len() as u64));
     g.bench_function("latlng_to_cell_res9_x10k", |b| {
@@ -125,12 +124,16 @@ fn benches(c: &mut Criterion) {
         app.farthest_overshoot_m,
         app.tighter
     );
-    c.bench_function("sites_for_2000km2_of_3000", |b| b.iter(|| black_box(with_sites.cell_sites_for_area(&area, None).len())));
+    c.bench_function("sites_for_2000km2_of_3000", |b| {
+        b.iter(|| black_box(with_sites.cell_sites_for_area(&area, None).len()))
+    });
     c.bench_function("geotarget_cell_broadcast_2000km2_3000_sites", |b| {
         b.iter(|| black_box(with_sites.geotarget(&area, TargetingStrategy::CellBroadcast { mnc: None }).ok()))
     });
     c.bench_function("geotarget_app_h3_res9_2000km2", |b| {
-        b.iter(|| black_box(with_sites.geotarget(&area, TargetingStrategy::AppH3 { resolution: Resolution::Nine }).ok()))
+        b.iter(|| {
+            black_box(with_sites.geotarget(&area, TargetingStrategy::AppH3 { resolution: Resolution::Nine }).ok())
+        })
     });
     let shenmu_like = blob(2_000.0, &mut rng);
     let small = index.alert_area(shenmu_like).expect("valid");

@@ -2,10 +2,10 @@
 
 use crate::{
     cover::CellCover,
+    error::SiteError,
     error::{GeoError, ZoneError, ZoneProblem},
     projection::haversine_m,
     sensor::{Sensor, SensorIndex},
-    error::SiteError,
     site::{parse_sites, CellSite, Ecgi, SiteIndex},
     zone::{check_polygons, parse_feature, Zone},
 };
@@ -275,8 +275,7 @@ impl GeoIndex {
         // distorted places, so this k is safe everywhere. The exact distance filter then trims the disk.
         let edge = self.resolution.edge_length_m() * 0.5;
         let k_f = (radius_m / (3f64.sqrt() * edge)).ceil() + 1.0;
-        let candidates: Vec<&Sensor> = if k_f > 1000.0 || grid_disk_size(k_f as u32) > self.sensors.by_id.len() as u64
-        {
+        let candidates: Vec<&Sensor> = if k_f > 1000.0 || grid_disk_size(k_f as u32) > self.sensors.by_id.len() as u64 {
             self.sensors().collect()
         } else {
             me.cell.grid_disk_safe(k_f as u32).flat_map(|c| self.sensors.in_cell(c)).collect()
@@ -333,9 +332,7 @@ pub fn cell_at(lat: f64, lon: f64, resolution: Resolution) -> Result<CellIndex, 
     if !(lat.is_finite() && lon.is_finite() && (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)) {
         return Err(GeoError::CoordinateOutOfRange { lat, lon });
     }
-    LatLng::new(lat, lon)
-        .map(|ll| ll.to_cell(resolution))
-        .map_err(|_| GeoError::CoordinateOutOfRange { lat, lon })
+    LatLng::new(lat, lon).map(|ll| ll.to_cell(resolution)).map_err(|_| GeoError::CoordinateOutOfRange { lat, lon })
 }
 
 /// Number of cells in a k-disk: 1 + 3k(k+1).

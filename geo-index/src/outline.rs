@@ -218,7 +218,8 @@ fn cut_corners_outwards(mut ring: Vec<Coord<f64>>, budget: usize) -> Vec<Coord<f
             let a = ring[i];
             let b = ring[(i + 1) % n];
             let nb = ring[(i + 2) % n];
-            let meeting = outward_meeting_point(pa, a, b, nb).filter(|x| (x.x - centre.x).hypot(x.y - centre.y) <= reach);
+            let meeting =
+                outward_meeting_point(pa, a, b, nb).filter(|x| (x.x - centre.x).hypot(x.y - centre.y) <= reach);
             if let Some(x) = meeting {
                 let area = cross(a, x, b).abs() / 2.0;
                 if best.is_none_or(|(best_area, _, _)| area < best_area) {
@@ -271,11 +272,7 @@ fn bounding_shape(ring: &[Coord<f64>], budget: usize) -> Vec<Coord<f64>> {
     }
     // Triangle with base 3w and height 2h holds the w×h box (at height h it is still 1.5w wide).
     let (w, h) = (x1 - x0, y1 - y0);
-    vec![
-        Coord { x: x0 - w, y: y0 },
-        Coord { x: x1 + w, y: y0 },
-        Coord { x: (x0 + x1) / 2.0, y: y1 + h },
-    ]
+    vec![Coord { x: x0 - w, y: y0 }, Coord { x: x1 + w, y: y0 }, Coord { x: (x0 + x1) / 2.0, y: y1 + h }]
 }
 
 /// Mitered outward offset of a CCW ring by `delta` (degrees).

@@ -141,7 +141,8 @@ pub(crate) fn parse_sites(
     on_error: LoadPolicy,
     existing: &HashMap<Ecgi, u32, RandomState>,
 ) -> Result<(Vec<CellSite>, Vec<SiteError>), GeoError> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).comment(Some(b'#')).from_reader(csv_text.as_bytes());
+    let mut reader =
+        csv::ReaderBuilder::new().trim(csv::Trim::All).comment(Some(b'#')).from_reader(csv_text.as_bytes());
     let headers = reader.headers().map_err(|e| GeoError::SiteHeader(e.to_string()))?.clone();
     let missing: Vec<&str> = COLUMNS.iter().copied().filter(|c| !headers.iter().any(|h| h == *c)).collect();
     if !missing.is_empty() {
@@ -220,7 +221,8 @@ fn build_site(row: Row, resolution: Resolution) -> Result<CellSite, (String, Sit
     let ecgi = Ecgi { mcc: 466, mnc, mnc_digits: mnc_digits as u8, eci: eci as u32 };
     let (footprint, arc_step_deg) = sector(lat, lon, row.azimuth_deg, row.beamwidth_deg, row.range_m);
     let cells = footprint_cells(&footprint, resolution).map_err(|e| (ecgi.to_string(), SiteProblem::Malformed(e)))?;
-    let bbox = footprint.bounding_rect().unwrap_or_else(|| Rect::new(Coord { x: lon, y: lat }, Coord { x: lon, y: lat }));
+    let bbox =
+        footprint.bounding_rect().unwrap_or_else(|| Rect::new(Coord { x: lon, y: lat }, Coord { x: lon, y: lat }));
     let site_cell = crate::index::cell_at(lat, lon, resolution)
         .map_err(|_| (ecgi.to_string(), SiteProblem::CoordinateOutOfRange { lat, lon }))?;
     Ok(CellSite {

@@ -160,10 +160,7 @@ impl GeoIndex {
     /// The cell sites whose footprint intersects the area (optionally of one carrier), in load order: the cell
     /// list for a cell-broadcast warning area.
     pub fn cell_sites_for_area(&self, area: &AlertArea, mnc: Option<u16>) -> Vec<&CellSite> {
-        self.targeted_site_ids(area, mnc)
-            .into_iter()
-            .filter_map(|i| self.sites.sites.get(i as usize))
-            .collect()
+        self.targeted_site_ids(area, mnc).into_iter().filter_map(|i| self.sites.sites.get(i as usize)).collect()
     }
 
     /// Site positions (sorted) whose footprint intersects the area: bounding boxes reject most sites, the
@@ -213,7 +210,8 @@ impl GeoIndex {
 
         // One pass over the targeted footprints' cells: which area cells have their centre in a footprint, which
         // outside cells are reached, and which sites reach beyond the area (only those can overshoot).
-        let mut reached_in: HashSet<CellIndex, RandomState> = HashSet::with_capacity_and_hasher(area.cover.len(), RandomState::new());
+        let mut reached_in: HashSet<CellIndex, RandomState> =
+            HashSet::with_capacity_and_hasher(area.cover.len(), RandomState::new());
         let mut reached_out: HashSet<CellIndex, RandomState> = HashSet::default();
         let mut crossing: Vec<u32> = Vec::new();
         for &i in &ids {
@@ -283,7 +281,8 @@ impl GeoIndex {
             }
         }
 
-        let mut sites: Vec<Ecgi> = ids.iter().filter_map(|i| self.sites.sites.get(*i as usize)).map(|s| s.ecgi).collect();
+        let mut sites: Vec<Ecgi> =
+            ids.iter().filter_map(|i| self.sites.sites.get(*i as usize)).map(|s| s.ecgi).collect();
         sites.sort_unstable();
         uncovered.sort_unstable();
         let meets_wea = covered_share >= 1.0 && farthest <= WEA_MAX_OVERSHOOT_M;
@@ -409,12 +408,10 @@ impl Ruler {
     /// Distance from a lon/lat point to the area's boundary.
     fn distance(&self, c: Coord<f64>) -> f64 {
         let p = self.proj.to_local(c);
-        self.edges
-            .nearest_neighbor(&Point(p))
-            .map_or(0.0, |l| {
-                use geo::{Distance, Euclidean};
-                Euclidean.distance(l.geom(), &Point(p))
-            })
+        self.edges.nearest_neighbor(&Point(p)).map_or(0.0, |l| {
+            use geo::{Distance, Euclidean};
+            Euclidean.distance(l.geom(), &Point(p))
+        })
     }
 
     /// The point of the area's boundary nearest to a lon/lat point (the point itself if there is no boundary).

@@ -185,10 +185,9 @@ pub(crate) fn parse_geometry(geometry: &Value, width_m: Option<f64>) -> Result<M
         "Polygon" => MultiPolygon(vec![parse_polygon(coords)?]),
         "MultiPolygon" => MultiPolygon(array(coords)?.iter().map(parse_polygon).collect::<Result<_, _>>()?),
         "LineString" => buffer_lines(MultiLineString(vec![parse_line(coords)?]), width_m)?,
-        "MultiLineString" => buffer_lines(
-            MultiLineString(array(coords)?.iter().map(parse_line).collect::<Result<_, _>>()?),
-            width_m,
-        )?,
+        "MultiLineString" => {
+            buffer_lines(MultiLineString(array(coords)?.iter().map(parse_line).collect::<Result<_, _>>()?), width_m)?
+        }
         other => return Err(ZoneProblem::UnsupportedGeometry(other.to_owned())),
     };
     if mp.0.is_empty() {

@@ -23,15 +23,22 @@ fn collection(features: Vec<serde_json::Value>) -> String {
 fn bad_zones() -> String {
     collection(vec![
         feature("good", "township", square(120.9, 23.5), json!({"geocode": "1000812"})),
-        feature("bowtie", "restricted",
+        feature(
+            "bowtie",
+            "restricted",
             json!({"type": "Polygon", "coordinates": [[[120.0, 23.0], [120.1, 23.1], [120.1, 23.0], [120.0, 23.1], [120.0, 23.0]]]}),
-            json!({})),
+            json!({}),
+        ),
         feature("empty", "restricted", json!({"type": "Polygon", "coordinates": []}), json!({})),
         feature("far", "restricted", square(200.0, 23.5), json!({})),
         feature("unknown-geocode", "township", square(120.9, 23.5), json!({"geocode": "99999"})),
         feature("malformed-geocode", "township", square(120.9, 23.5), json!({"geocode": "10008x"})),
-        feature("road-without-width", "road_segment",
-            json!({"type": "LineString", "coordinates": [[120.6, 23.7], [120.7, 23.8]]}), json!({})),
+        feature(
+            "road-without-width",
+            "road_segment",
+            json!({"type": "LineString", "coordinates": [[120.6, 23.7], [120.7, 23.8]]}),
+            json!({}),
+        ),
         feature("bad-kind", "volcano", square(120.9, 23.5), json!({})),
         feature("good", "township", square(120.9, 23.5), json!({})),
         feature("bad-threshold", "debris_flow", square(120.9, 23.5), json!({"thresholds": {"rain_24h_mm": "lots"}})),
@@ -46,7 +53,10 @@ fn every_bad_zone_is_named_with_its_reason() {
     let problems = index.load_zones(&bad_zones(), LoadPolicy::SkipInvalid).expect("a FeatureCollection");
     let named: Vec<(&str, &ZoneProblem)> = problems.iter().map(|p| (p.zone_id.as_str(), &p.reason)).collect();
     assert_eq!(index.zones().map(|z| z.id.as_str()).collect::<Vec<_>>(), ["good"]);
-    assert!(matches!(named[0], ("bowtie", ZoneProblem::InvalidPolygon(why)) if why.contains("self-intersection")), "{named:?}");
+    assert!(
+        matches!(named[0], ("bowtie", ZoneProblem::InvalidPolygon(why)) if why.contains("self-intersection")),
+        "{named:?}"
+    );
     assert!(matches!(named[1], ("empty", ZoneProblem::EmptyGeometry)));
     assert!(matches!(named[2], ("far", ZoneProblem::CoordinateOutOfRange { .. })));
     assert!(matches!(named[3], ("unknown-geocode", ZoneProblem::BadGeocode { why: "unknown county code", .. })));
@@ -119,7 +129,8 @@ Hex,466,01,0x3EA,10,23.5,120.9,90,65,1500
 ";
     let mut index = GeoIndex::new(Resolution::Nine);
     let problems = index.load_cell_sites(csv, LoadPolicy::SkipInvalid).expect("has a header");
-    let got: Vec<(String, u64, SiteProblem)> = problems.iter().map(|p| (p.site.clone(), p.line, p.reason.clone())).collect();
+    let got: Vec<(String, u64, SiteProblem)> =
+        problems.iter().map(|p| (p.site.clone(), p.line, p.reason.clone())).collect();
     assert_eq!(got[0], ("310-260-1002".into(), 3, SiteProblem::NotTaiwan(310)));
     assert_eq!(got[1], ("466-92-268435456".into(), 4, SiteProblem::BadEci(268_435_456)));
     assert_eq!(got[2], ("466-92-1003".into(), 5, SiteProblem::BadTac(70_000)));
@@ -137,5 +148,7 @@ Hex,466,01,0x3EA,10,23.5,120.9,90,65,1500
     let mut strict = GeoIndex::new(Resolution::Nine);
     assert!(matches!(strict.load_cell_sites(csv, LoadPolicy::StopOnFirst), Err(GeoError::Site(e)) if e.line == 3));
     assert_eq!(strict.cell_sites().count(), 0);
-    assert!(matches!(strict.load_cell_sites("carrier,mcc\nX,466\n", LoadPolicy::SkipInvalid), Err(GeoError::SiteHeader(m)) if m.contains("eci")));
+    assert!(
+        matches!(strict.load_cell_sites("carrier,mcc\nX,466\n", LoadPolicy::SkipInvalid), Err(GeoError::SiteHeader(m)) if m.contains("eci"))
+    );
 }

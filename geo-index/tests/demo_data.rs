@@ -53,8 +53,12 @@ fn demo_sites_cover_every_demo_zone_for_every_carrier() {
             if report.covered_share < 1.0 {
                 for c in &report.uncovered_cells {
                     let ll = geo_index::LatLng::from(*c);
-                    eprintln!("{id}/{mnc}: uncovered {c} centre {},{} in zone: {}", ll.lat(), ll.lng(),
-                        index.zones_containing(ll.lat(), ll.lng()).iter().any(|z| &z.id == id));
+                    eprintln!(
+                        "{id}/{mnc}: uncovered {c} centre {},{} in zone: {}",
+                        ll.lat(),
+                        ll.lng(),
+                        index.zones_containing(ll.lat(), ll.lng()).iter().any(|z| &z.id == id)
+                    );
                 }
             }
             assert_eq!(report.covered_share, 1.0, "{id} / {mnc}: {:?}", report.uncovered_cells.len());

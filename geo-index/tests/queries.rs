@@ -54,7 +54,8 @@ fn sensors_follow_zones_as_they_move() {
     index.load_zones(ZONES, LoadPolicy::StopOnFirst).expect("loads");
     index.upsert_sensor("rain-shenmu", 23.5185, 120.9280).expect("valid");
     index.upsert_sensor("truck-7", 23.7860, 120.6870).expect("valid");
-    let in_shenmu: Vec<&str> = index.sensors_in_zone("dfa-xinyi-shenmu").expect("zone").iter().map(|s| s.id.as_str()).collect();
+    let in_shenmu: Vec<&str> =
+        index.sensors_in_zone("dfa-xinyi-shenmu").expect("zone").iter().map(|s| s.id.as_str()).collect();
     assert_eq!(in_shenmu, ["rain-shenmu"]);
     assert!(index.zones_of_sensor("truck-7").expect("known").iter().any(|z| z.id == "fwy3-nantou"));
     index.upsert_sensor("truck-7", 23.7900, 120.1900).expect("valid");

@@ -41,7 +41,10 @@ fn main() {
         return;
     }
     let payload = payload();
-    println!("payload: {} bytes, QoS 1, {clients} rumqttc publishers, {secs} s measured after 2 s warm-up", payload.len());
+    println!(
+        "payload: {} bytes, QoS 1, {clients} rumqttc publishers, {secs} s measured after 2 s warm-up",
+        payload.len()
+    );
     let ours = runtime.block_on(measure_front_door(&server, clients, secs));
     server.stop();
     println!(
@@ -110,7 +113,11 @@ fn serve(clients: usize) {
     let now_ms = NOW_TS.parse::<i64>().expect("ts") + 1000;
     let count = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&count);
-    let config = BrokerConfig { v4_listen: Some("127.0.0.1:0".parse().expect("addr")), v5_listen: None, ..BrokerConfig::default() };
+    let config = BrokerConfig {
+        v4_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        v5_listen: None,
+        ..BrokerConfig::default()
+    };
     let front_door = start_front_door(&config, devices, move |msg| {
         let out = ingest.process(&msg, now_ms);
         counter.fetch_add(out.readings.len() as u64, Ordering::Relaxed);
@@ -141,7 +148,9 @@ fn serve(clients: usize) {
 fn rss_kb(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -232,7 +241,13 @@ struct Measured {
 }
 
 /// Starts `clients` QoS 1 publishers on `port`, publishing as fast as their in-flight window allows until `stop`.
-async fn publishers(port: u16, clients: usize, topic: impl Fn(usize) -> String, login: bool, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+async fn publishers(
+    port: u16,
+    clients: usize,
+    topic: impl Fn(usize) -> String,
+    login: bool,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let payload = payload();
     let mut tasks = Vec::new();
     for i in 0..clients {
@@ -268,7 +283,8 @@ async fn publishers(port: u16, clients: usize, topic: impl Fn(usize) -> String, 
 
 async fn measure_front_door(server: &Server, clients: usize, secs: u64) -> Measured {
     let stop = Arc::new(AtomicBool::new(false));
-    let tasks = publishers(server.port, clients, |i| format!("sensors/{}/readings", device(i)), true, Arc::clone(&stop)).await;
+    let tasks =
+        publishers(server.port, clients, |i| format!("sensors/{}/readings", device(i)), true, Arc::clone(&stop)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (t0, s0) = (Instant::now(), server.sample());
     tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -293,7 +309,8 @@ async fn measure_front_door(server: &Server, clients: usize, secs: u64) -> Measu
 async fn soak_run(server: &Server, clients: usize, secs: u64) {
     println!("soak: {clients} QoS 1 publishers for {secs} s; server RSS sampled every 10 s");
     let stop = Arc::new(AtomicBool::new(false));
-    let tasks = publishers(server.port, clients, |i| format!("sensors/{}/readings", device(i)), true, Arc::clone(&stop)).await;
+    let tasks =
+        publishers(server.port, clients, |i| format!("sensors/{}/readings", device(i)), true, Arc::clone(&stop)).await;
     let started = Instant::now();
     let mut last = (Instant::now(), server.sample());
     while started.elapsed() < Duration::from_secs(secs) {
@@ -317,7 +334,8 @@ async fn soak_run(server: &Server, clients: usize, secs: u64) {
 }
 
 async fn measure_mosquitto(clients: usize, secs: u64, sub_qos: rumqttc::QoS) -> Result<Measured, String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let conf = dir.path().join("mosquitto.conf");
     std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))

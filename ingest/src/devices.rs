@@ -361,7 +361,12 @@ impl DeviceStore {
 
     /// Registers a device's new certificate (creating the device if needed, and lifting a revocation: provisioning
     /// is the operator's explicit decision). The previous certificate goes on the revocation list.
-    pub fn register_certificate(&self, device_id: &str, fingerprint: Fingerprint, now_ms: i64) -> Result<(), IngestError> {
+    pub fn register_certificate(
+        &self,
+        device_id: &str,
+        fingerprint: Fingerprint,
+        now_ms: i64,
+    ) -> Result<(), IngestError> {
         check_id(device_id)?;
         self.mutate(|data| {
             let record = data.devices.entry(device_id.to_string()).or_default();
@@ -386,8 +391,10 @@ impl DeviceStore {
                 data.devices.get_mut(device_id).ok_or_else(|| IngestError::NoSuchDevice(device_id.to_string()))?;
             record.revoked = true;
             if let Some(fp) = record.cert_sha256.clone() {
-                data.revoked_certs
-                    .insert(fp, RevokedCert { device: device_id.to_string(), revoked_ms: now_ms, why: "revoked".into() });
+                data.revoked_certs.insert(
+                    fp,
+                    RevokedCert { device: device_id.to_string(), revoked_ms: now_ms, why: "revoked".into() },
+                );
             }
             Ok(())
         })
@@ -466,7 +473,8 @@ fn read_store_file(path: &Path) -> Result<StoreFile, IngestError> {
     let file: StoreFile =
         serde_json::from_str(&text).map_err(|e| IngestError::Config { file: path.into(), message: e.to_string() })?;
     for (id, record) in &file.devices {
-        let err = |message: &str| IngestError::Device { file: path.into(), device: id.clone(), message: message.into() };
+        let err =
+            |message: &str| IngestError::Device { file: path.into(), device: id.clone(), message: message.into() };
         if !is_valid_device_id(id) {
             return Err(err("id must be 1-32 ASCII letters or digits"));
         }
@@ -527,7 +535,13 @@ mod argon2_thread {
         rx.recv().ok()
     }
 
-    fn compute(argon: &Argon2<'_>, password: &[u8], salt: &[u8], out: &mut [u8], work: &mut Vec<Block>) -> Result<(), String> {
+    fn compute(
+        argon: &Argon2<'_>,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+        work: &mut Vec<Block>,
+    ) -> Result<(), String> {
         let blocks = argon.params().block_count();
         if work.len() < blocks {
             work.resize(blocks, Block::default());
@@ -660,7 +674,8 @@ mod tests {
     fn refuses_ambiguous_entries() {
         let e = DeviceStore::from_toml("[[device]]\nid = \"A1\"\n", Path::new("devices.toml")).unwrap_err();
         assert!(e.to_string().contains("A1"), "{e}");
-        let e = DeviceStore::from_toml("[[device]]\nid = \"A-1\"\npassword = \"x\"\n", Path::new("d.toml")).unwrap_err();
+        let e =
+            DeviceStore::from_toml("[[device]]\nid = \"A-1\"\npassword = \"x\"\n", Path::new("d.toml")).unwrap_err();
         assert!(e.to_string().contains("A-1"), "{e}");
     }
 
@@ -703,7 +718,10 @@ mod tests {
         let store = DeviceStore::open(&dir.path().join("devices.json")).unwrap();
         store.set_password("RG0001", "stored").unwrap();
         let added = store
-            .merge_toml("[[device]]\nid = \"RG0001\"\npassword = \"demo\"\n[[device]]\nid = \"RG0002\"\npassword = \"demo2\"\n", Path::new("d.toml"))
+            .merge_toml(
+                "[[device]]\nid = \"RG0001\"\npassword = \"demo\"\n[[device]]\nid = \"RG0002\"\npassword = \"demo2\"\n",
+                Path::new("d.toml"),
+            )
             .unwrap();
         assert_eq!(added, 1);
         assert_eq!(store.verify("RG0001", "stored"), Ok(()));

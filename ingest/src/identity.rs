@@ -294,7 +294,14 @@ pub fn provision_with(
     store.set_password(device_id, &password)?;
     store.register_certificate(device_id, issued.fingerprint, now_ms)?;
     tracing::info!(device = device_id, fingerprint = %issued.fingerprint, "device provisioned");
-    Ok(Provisioned { device_id: device_id.to_string(), cert_path, key_path, ca_path, fingerprint: issued.fingerprint, password })
+    Ok(Provisioned {
+        device_id: device_id.to_string(),
+        cert_path,
+        key_path,
+        ca_path,
+        fingerprint: issued.fingerprint,
+        password,
+    })
 }
 
 /// `disaster-cloud device revoke <device-id>`: the device can no longer connect on any listener; a running server

@@ -99,9 +99,18 @@ pub static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
     for action in ["publish", "subscribe", "will"] {
         m.forbidden.with_label_values(&[action]);
     }
-    for why in
-        ["disconnect", "closed", "io_error", "keep_alive", "taken_over", "revoked", "malformed", "protocol", "too_large", "shutdown"]
-    {
+    for why in [
+        "disconnect",
+        "closed",
+        "io_error",
+        "keep_alive",
+        "taken_over",
+        "revoked",
+        "malformed",
+        "protocol",
+        "too_large",
+        "shutdown",
+    ] {
         m.disconnects.with_label_values(&[why]);
     }
     m

@@ -113,8 +113,7 @@ pub(crate) fn check_envelope(payload: &[u8], limits: Limits) -> Result<&str, Rej
             format!("{} bytes, limit {}", payload.len(), limits.max_payload_bytes),
         ));
     }
-    std::str::from_utf8(payload)
-        .map_err(|e| Rejection::new(RejectReason::InvalidUtf8, e.to_string()))
+    std::str::from_utf8(payload).map_err(|e| Rejection::new(RejectReason::InvalidUtf8, e.to_string()))
 }
 
 fn first_byte(text: &str) -> Option<u8> {
@@ -169,11 +168,8 @@ fn decode_native(text: &str) -> Result<DecodedSet, Rejection> {
         Some(TsWire::Float(f)) => Timestamp::Unreadable(format!("ts {f} is not whole milliseconds")),
         Some(TsWire::Text(s)) => parse_rfc3339_ms(&s),
     };
-    let values = set
-        .values
-        .into_iter()
-        .map(|(name, v)| DecodedValue { name, value: wire_value(&v), unit: None })
-        .collect();
+    let values =
+        set.values.into_iter().map(|(name, v)| DecodedValue { name, value: wire_value(&v), unit: None }).collect();
     let position = (set.lat.is_some() || set.lon.is_some()).then_some((set.lat, set.lon));
     Ok(DecodedSet { ts, values, position })
 }
@@ -329,8 +325,9 @@ mod tests {
 
     #[test]
     fn native_batch_keeps_good_elements() {
-        let sets = decode(r#"[{"ts":1,"values":{"rain_mm":1}}, {"ts":2,"values":"oops"}, {"ts":3,"values":{"rain_mm":3}}]"#)
-            .unwrap();
+        let sets =
+            decode(r#"[{"ts":1,"values":{"rain_mm":1}}, {"ts":2,"values":"oops"}, {"ts":3,"values":{"rain_mm":3}}]"#)
+                .unwrap();
         assert!(sets[0].is_ok());
         assert_eq!(sets[1].as_ref().unwrap_err().reason, RejectReason::WrongShape);
         assert!(sets[2].is_ok());

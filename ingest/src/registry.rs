@@ -145,7 +145,11 @@ impl SensorRegistry {
                 message,
             })?;
             if registry.sensors.contains_key(&sensor.id) {
-                return Err(IngestError::Sensor { file: file.into(), sensor: sensor.id, message: "duplicate id".into() });
+                return Err(IngestError::Sensor {
+                    file: file.into(),
+                    sensor: sensor.id,
+                    message: "duplicate id".into(),
+                });
             }
             registry.sensors.insert(sensor.id.clone(), sensor);
         }

@@ -52,9 +52,7 @@ pub fn validate_set(
             return;
         }
         None => None,
-        Some((Some(lat), Some(lon)))
-            if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
-        {
+        Some((Some(lat), Some(lon))) if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) => {
             Some(Position { lat, lon })
         }
         Some((lat, lon)) => {

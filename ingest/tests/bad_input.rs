@@ -70,7 +70,13 @@ struct Case {
     accepted: usize,
 }
 
-fn case(name: &'static str, topic: &'static str, payload: impl Into<Vec<u8>>, reasons: &[RejectReason], accepted: usize) -> Case {
+fn case(
+    name: &'static str,
+    topic: &'static str,
+    payload: impl Into<Vec<u8>>,
+    reasons: &[RejectReason],
+    accepted: usize,
+) -> Case {
     Case { name, topic, payload: payload.into(), reasons: reasons.to_vec(), accepted }
 }
 
@@ -83,7 +89,8 @@ fn catalogue() -> Vec<Case> {
     let mut oversized = GOOD.as_bytes().to_vec();
     oversized.resize(64 * 1024 + 1, b' ');
     let huge_batch = format!("[{}]", vec![GOOD; 1001].join(","));
-    let huge_value_array = format!(r#"[{GOOD},{{"ts":1764122400000,"values":{{"rain_mm":[{}]}}}}]"#, vec!["1"; 10_000].join(","));
+    let huge_value_array =
+        format!(r#"[{GOOD},{{"ts":1764122400000,"values":{{"rain_mm":[{}]}}}}]"#, vec!["1"; 10_000].join(","));
     let long_name = format!(r#"{{"ts":1764122400000,"values":{{"rain_mm":1,"{}":2}}}}"#, "x".repeat(10_000));
     let future = format!(r#"{{"ts":{},"values":{{"rain_mm":1}}}}"#, NOW + 3_600_000);
     let old = format!(r#"{{"ts":{},"values":{{"rain_mm":1}}}}"#, NOW - 30 * 86_400_000);
@@ -115,11 +122,35 @@ fn catalogue() -> Vec<Case> {
         case("empty values", RAIN, batch(&[GOOD, r#"{"values":{}}"#]), &[Empty], 1),
         case("values is an array", RAIN, batch(&[GOOD, r#"{"values":[1,2]}"#]), &[WrongShape], 1),
         case("ts is a boolean", RAIN, batch(&[GOOD, r#"{"ts":true,"values":{"rain_mm":1}}"#]), &[WrongShape], 1),
-        case("lat is a string", RAIN, batch(&[GOOD, r#"{"values":{"rain_mm":1},"lat":"23.5","lon":120.9}"#]), &[WrongShape], 1),
+        case(
+            "lat is a string",
+            RAIN,
+            batch(&[GOOD, r#"{"values":{"rain_mm":1},"lat":"23.5","lon":120.9}"#]),
+            &[WrongShape],
+            1,
+        ),
         case("unreadable ts", RAIN, batch(&[GOOD, r#"{"ts":"yesterday","values":{"rain_mm":1}}"#]), &[BadTimestamp], 1),
-        case("ts without offset", RAIN, batch(&[GOOD, r#"{"ts":"2025-11-26T10:00:00","values":{"rain_mm":1}}"#]), &[BadTimestamp], 1),
-        case("fractional ms", RAIN, batch(&[GOOD, r#"{"ts":1764122400000.5,"values":{"rain_mm":1}}"#]), &[BadTimestamp], 1),
-        case("ts beyond i64", RAIN, batch(&[GOOD, r#"{"ts":99999999999999999999,"values":{"rain_mm":1}}"#]), &[BadTimestamp], 1),
+        case(
+            "ts without offset",
+            RAIN,
+            batch(&[GOOD, r#"{"ts":"2025-11-26T10:00:00","values":{"rain_mm":1}}"#]),
+            &[BadTimestamp],
+            1,
+        ),
+        case(
+            "fractional ms",
+            RAIN,
+            batch(&[GOOD, r#"{"ts":1764122400000.5,"values":{"rain_mm":1}}"#]),
+            &[BadTimestamp],
+            1,
+        ),
+        case(
+            "ts beyond i64",
+            RAIN,
+            batch(&[GOOD, r#"{"ts":99999999999999999999,"values":{"rain_mm":1}}"#]),
+            &[BadTimestamp],
+            1,
+        ),
         case("an hour in the future", RAIN, batch(&[GOOD, &future]), &[FromFuture], 1),
         case("30 days old", RAIN, batch(&[GOOD, &old]), &[TooOld], 1),
         case("partial position", RAIN, batch(&[GOOD, r#"{"values":{"rain_mm":1},"lat":23.5}"#]), &[BadPosition], 1),
@@ -150,7 +181,13 @@ fn catalogue() -> Vec<Case> {
         ),
         case("negative rain", RAIN, r#"{"values":{"rain_mm":-5,"battery_v":3.7}}"#, &[OutOfRange], 1),
         case("1e300 mm of rain", RAIN, r#"{"values":{"rain_mm":1e300,"battery_v":3.7}}"#, &[OutOfRange], 1),
-        case("UN number 0", TRUCK, r#"{"values":{"un_number":0,"speed_kmh":50},"lat":23.7,"lon":120.4}"#, &[OutOfRange], 1),
+        case(
+            "UN number 0",
+            TRUCK,
+            r#"{"values":{"un_number":0,"speed_kmh":50},"lat":23.7,"lon":120.4}"#,
+            &[OutOfRange],
+            1,
+        ),
         // --- SenML ---
         case(
             "SenML infinity via base value",
@@ -166,15 +203,45 @@ fn catalogue() -> Vec<Case> {
             &[BadTimestamp],
             1,
         ),
-        case("SenML wrong unit", RAIN, r#"[{"n":"rain_mm","u":"in","v":1},{"n":"battery_v","u":"V","v":3.7}]"#, &[UnitMismatch], 1),
-        case("SenML two values in a record", RAIN, r#"[{"n":"rain_mm","v":1,"vb":true},{"n":"battery_v","v":3.7}]"#, &[WrongShape], 1),
+        case(
+            "SenML wrong unit",
+            RAIN,
+            r#"[{"n":"rain_mm","u":"in","v":1},{"n":"battery_v","u":"V","v":3.7}]"#,
+            &[UnitMismatch],
+            1,
+        ),
+        case(
+            "SenML two values in a record",
+            RAIN,
+            r#"[{"n":"rain_mm","v":1,"vb":true},{"n":"battery_v","v":3.7}]"#,
+            &[WrongShape],
+            1,
+        ),
         case("SenML record without a value", RAIN, r#"[{"n":"battery_v","v":3.7},{"n":"rain_mm"}]"#, &[WrongShape], 1),
-        case("SenML version 99", RAIN, r#"[{"n":"battery_v","v":3.7},{"bver":99,"n":"rain_mm","v":1}]"#, &[WrongShape], 1),
-        case("SenML string value", RAIN, r#"[{"n":"rain_mm","vs":"heavy"},{"n":"battery_v","v":3.7}]"#, &[WrongType], 1),
+        case(
+            "SenML version 99",
+            RAIN,
+            r#"[{"n":"battery_v","v":3.7},{"bver":99,"n":"rain_mm","v":1}]"#,
+            &[WrongShape],
+            1,
+        ),
+        case(
+            "SenML string value",
+            RAIN,
+            r#"[{"n":"rain_mm","vs":"heavy"},{"n":"battery_v","v":3.7}]"#,
+            &[WrongType],
+            1,
+        ),
         case("SenML record not an object", RAIN, r#"[{"n":"battery_v","v":3.7},17]"#, &[WrongShape], 1),
         // --- status and last will ---
         case("status with a string flag", "sensors/RG0001/status", r#"{"online":"yes"}"#, &[WrongShape], 0),
-        case("status with unknown field", "sensors/RG0001/status", r#"{"online":false,"mood":"sad"}"#, &[WrongShape], 0),
+        case(
+            "status with unknown field",
+            "sensors/RG0001/status",
+            r#"{"online":false,"mood":"sad"}"#,
+            &[WrongShape],
+            0,
+        ),
         case("status battery of 900 V", "sensors/RG0001/status", r#"{"battery_v":900}"#, &[OutOfRange], 0),
         case("truncated status", "sensors/RG0001/status", r#"{"online": fal"#, &[MalformedJson], 0),
     ]
@@ -223,13 +290,22 @@ fn every_malformed_input_is_refused_for_its_reason_and_the_good_data_survives() 
             failures.push(format!("{}: {} refusals counted, expected {}", case.name, out.rejected, case.reasons.len()));
         }
         if out.readings.len() != case.accepted {
-            failures.push(format!("{}: {} readings accepted, expected {}", case.name, out.readings.len(), case.accepted));
+            failures.push(format!(
+                "{}: {} readings accepted, expected {}",
+                case.name,
+                out.readings.len(),
+                case.accepted
+            ));
         }
         for (i, reason) in RejectReason::ALL.iter().enumerate() {
             let delta = counter(*reason) - before[i];
             let want = case.reasons.iter().filter(|r| *r == reason).count() as u64;
             if delta != want {
-                failures.push(format!("{}: counter {} moved by {delta}, expected {want}", case.name, reason.as_label()));
+                failures.push(format!(
+                    "{}: counter {} moved by {delta}, expected {want}",
+                    case.name,
+                    reason.as_label()
+                ));
             }
         }
         // Every dead letter keeps the raw payload (bounded) for the operator.
@@ -260,7 +336,10 @@ fn the_catalogue_covers_every_reason() {
 fn dead_letters_stay_bounded_under_a_flood_of_garbage() {
     let _turn = COUNTERS.lock();
     let registry = SensorRegistry::from_toml(SENSORS, Path::new("sensors.toml")).unwrap();
-    let ingest = Ingest::new(Arc::new(RwLock::new(registry)), IngestConfig { dead_letter_capacity: 50, ..IngestConfig::default() });
+    let ingest = Ingest::new(
+        Arc::new(RwLock::new(registry)),
+        IngestConfig { dead_letter_capacity: 50, ..IngestConfig::default() },
+    );
     let big = vec![b'{'; 60 * 1024];
     for _ in 0..500 {
         ingest.process(&message(RAIN, &big), NOW);

@@ -39,9 +39,7 @@ async fn unknown_device_is_refused_with_a_connack_code_on_every_listener() {
         let refused = Client::connect(&h, door, ClientOpts::new("x", Auth::Nothing)).await.err();
         assert!(matches!(refused, Some(ConnectFailure::Failed(_))), "{door:?}: {refused:?}");
     }
-    let metric = |reason: &str| {
-        ingest::metrics::METRICS.logins_refused.with_label_values(&[reason]).get()
-    };
+    let metric = |reason: &str| ingest::metrics::METRICS.logins_refused.with_label_values(&[reason]).get();
     assert!(metric("unknown_device") >= 4);
     assert!(metric("unknown_certificate") >= 2);
     assert!(metric("tls_handshake") >= 2);
@@ -71,7 +69,12 @@ async fn a_device_publishing_as_another_device_gets_nothing_into_the_pipeline() 
     let h = Harness::start();
     for door in Door::ALL {
         let mut a = Client::connect(&h, door, ClientOpts::new(&format!("a-{door:?}"), h.auth(door, A))).await.unwrap();
-        for forged in [readings(B), format!("/tenants/{B}/sensors/{B}/readings"), format!("/tenants/{A}/sensors/{B}/readings"), "sensors/+/x".replace('+', "ALL")] {
+        for forged in [
+            readings(B),
+            format!("/tenants/{B}/sensors/{B}/readings"),
+            format!("/tenants/{A}/sensors/{B}/readings"),
+            "sensors/+/x".replace('+', "ALL"),
+        ] {
             a.publish(&forged, common::reading(99.0)).await;
             // Acknowledged (closing would make a QoS 1 client resend forever); v5 says "not authorized".
             let reason = a.puback().await;
@@ -109,7 +112,10 @@ async fn a_device_subscribing_to_everything_receives_no_other_devices_data() {
         // The subscription does work for what is A's: a command to A arrives.
         assert_eq!(h.front_door.send_command(A, &format!("devices/{A}/commands/reboot"), "now").unwrap(), 1);
         let (topic, payload) = a.publish_received(Duration::from_secs(5)).await.expect("A's command");
-        assert_eq!((topic.as_str(), payload.as_slice()), (format!("devices/{A}/commands/reboot").as_str(), &b"now"[..]));
+        assert_eq!(
+            (topic.as_str(), payload.as_slice()),
+            (format!("devices/{A}/commands/reboot").as_str(), &b"now"[..])
+        );
         h.drain(Duration::from_millis(100));
     }
     assert!(h.front_door.send_command(A, &format!("devices/{B}/x"), "no").is_err());
@@ -160,7 +166,8 @@ async fn a_stalled_connection_is_dropped_at_the_connect_deadline() {
     let mut silent = tokio::net::TcpStream::connect(h.addr(Door::V4Tls)).await.unwrap();
     silent.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
     let mut byte = [0u8; 1];
-    let closed = tokio::time::timeout(Duration::from_secs(3), tokio::io::AsyncReadExt::read(&mut silent, &mut byte)).await;
+    let closed =
+        tokio::time::timeout(Duration::from_secs(3), tokio::io::AsyncReadExt::read(&mut silent, &mut byte)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "closed by the server: {closed:?}");
     // The socket closes as the deadline fires; the counter follows a moment later.
     let counted = async {
@@ -301,7 +308,12 @@ async fn revoking_a_device_closes_its_sessions_and_refuses_it_everywhere() {
     // Provisioning again issues a new certificate and lifts the revocation; the old certificate stays refused.
     let fresh = ingest::identity::provision(h.dir.path(), C).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let again = Client::connect(&h, Door::V4Tls, ClientOpts::new("t3", Auth::Cert { cert: fresh.cert_path.clone(), key: fresh.key_path.clone() })).await;
+    let again = Client::connect(
+        &h,
+        Door::V4Tls,
+        ClientOpts::new("t3", Auth::Cert { cert: fresh.cert_path.clone(), key: fresh.key_path.clone() }),
+    )
+    .await;
     assert!(again.is_ok(), "{:?}", again.err());
 }
 
@@ -340,7 +352,9 @@ async fn qos2_is_delivered_once() {
 async fn garbage_after_connect_closes_only_that_connection() {
     let h = Harness::start();
     let mut good = Client::connect(&h, Door::V4, ClientOpts::new("good", h.auth(Door::V4, A))).await.unwrap();
-    for garbage in [&[0xF0, 0x00][..], &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F], &[0x20, 0x02, 0, 0], b"GET / HTTP/1.1\r\n\r\n"] {
+    for garbage in
+        [&[0xF0, 0x00][..], &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F], &[0x20, 0x02, 0, 0], b"GET / HTTP/1.1\r\n\r\n"]
+    {
         let mut raw = Raw::open(&h, Door::V4, None).await.unwrap();
         assert_eq!(raw.connect("bad", Some((B, &h.password(B))), 30, None).await, Some(0));
         raw.send(garbage).await.unwrap();
@@ -372,12 +386,16 @@ async fn a_crowd_of_new_connections_does_not_starve_readings_already_flowing() {
                 let tls = tls.clone();
                 tasks.push(tokio::spawn(async move {
                     let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return };
-                    let packet = common::connect_packet(door.v5(), &format!("crowd{i}"), Some((B, "wrong-password")), 30, None);
+                    let packet =
+                        common::connect_packet(door.v5(), &format!("crowd{i}"), Some((B, "wrong-password")), 30, None);
                     if door.tls() {
                         let connector = tokio_rustls::TlsConnector::from(tls);
-                        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap().to_owned();
+                        let name =
+                            tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap().to_owned();
                         if let Ok(mut s) = connector.connect(name, stream).await {
-                            let _ = s.write_all(&common::connect_packet(door.v5(), &format!("crowd{i}"), None, 30, None)).await;
+                            let _ = s
+                                .write_all(&common::connect_packet(door.v5(), &format!("crowd{i}"), None, 30, None))
+                                .await;
                             tokio::time::sleep(Duration::from_secs(3)).await;
                         }
                     } else if i % 3 == 0 {
@@ -454,9 +472,12 @@ async fn mosquitto_clients_plain_and_tls() {
         let out = std::process::Command::new("mosquitto_pub")
             .args(["-h", "localhost", "-p", &h.addr(door).port().to_string()])
             .args(["-V", if door.v5() { "mqttv5" } else { "mqttv311" }])
-            .arg("--cafile").arg(h.data.ca_cert())
-            .arg("--cert").arg(&p.cert_path)
-            .arg("--key").arg(&p.key_path)
+            .arg("--cafile")
+            .arg(h.data.ca_cert())
+            .arg("--cert")
+            .arg(&p.cert_path)
+            .arg("--key")
+            .arg(&p.key_path)
             .args(["-q", "1", "-t", &readings(A), "-m", r#"{"values":{"rain_mm":2}}"#])
             .output()
             .expect("mosquitto_pub runs");

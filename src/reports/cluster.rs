@@ -253,7 +253,8 @@ impl Cluster {
     /// published. `photo_url` and `cap_url` turn a photo name and an alert id into public URLs.
     pub fn open_data_feature(&self, photo_url: impl Fn(&str) -> String, cap_url: impl Fn(&str) -> String) -> Value {
         let (lat, lon) = self.public_point();
-        let photos: Vec<String> = if self.publish_photos { self.photos.iter().map(|p| photo_url(p)).collect() } else { Vec::new() };
+        let photos: Vec<String> =
+            if self.publish_photos { self.photos.iter().map(|p| photo_url(p)).collect() } else { Vec::new() };
         json!({
             "type": "Feature", "id": self.id(),
             "geometry": {"type": "Point", "coordinates": [round(lon), round(lat)]},
@@ -409,8 +410,13 @@ impl ClusterBook {
 
     /// Marks a cluster as true. Verifying again updates the summary and the photo choice; a dismissed cluster can
     /// be verified after all (operators correct themselves).
-    pub fn verify(&mut self, id: &str, at_ms: i64, summary: Option<String>, publish_photos: Option<bool>)
-        -> Result<&Cluster, ClusterError> {
+    pub fn verify(
+        &mut self,
+        id: &str,
+        at_ms: i64,
+        summary: Option<String>,
+        publish_photos: Option<bool>,
+    ) -> Result<&Cluster, ClusterError> {
         let cluster = self.get_mut(id)?;
         let summary = summary.or_else(|| cluster.decision.as_ref().and_then(|d| d.summary.clone()));
         cluster.state = ClusterState::Verified;

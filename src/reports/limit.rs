@@ -38,7 +38,9 @@ impl RateLimiter {
         let burst = f64::from(self.policy.burst);
         match self.buckets.get(key) {
             // A clock that steps back refills nothing rather than draining the bucket.
-            Some(b) => (b.tokens + (now_ms - b.last_ms).max(0) as f64 / self.policy.refill_every_ms.max(1) as f64).min(burst),
+            Some(b) => {
+                (b.tokens + (now_ms - b.last_ms).max(0) as f64 / self.policy.refill_every_ms.max(1) as f64).min(burst)
+            }
             None => burst,
         }
     }

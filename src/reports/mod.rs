@@ -33,7 +33,9 @@ pub mod nearby;
 pub mod photo;
 pub mod report;
 
-pub use cluster::{Cluster, ClusterBook, ClusterError, ClusterPolicy, ClusterState, Flag, NewReport, CLUSTER_RESOLUTION};
+pub use cluster::{
+    Cluster, ClusterBook, ClusterError, ClusterPolicy, ClusterState, Flag, NewReport, CLUSTER_RESOLUTION,
+};
 pub use limit::{BucketPolicy, RateLimiter};
 pub use nearby::ZoneProximity;
 pub use photo::{Photo, PhotoError, PhotoKind, PhotoStore};
@@ -83,7 +85,9 @@ impl Default for ReportPolicy {
 pub fn photo_dir(data_dir: Option<&Path>) -> PathBuf {
     match data_dir {
         Some(dir) => dir.join("reports").join("photos"),
-        None => std::env::temp_dir().join(format!("disaster-cloud-{}", std::process::id())).join("reports").join("photos"),
+        None => {
+            std::env::temp_dir().join(format!("disaster-cloud-{}", std::process::id())).join("reports").join("photos")
+        }
     }
 }
 
@@ -145,7 +149,10 @@ impl ReportBook {
         let address = address.map(address_key);
         let mut limits = self.limits.lock();
         let (clients, addresses) = &mut *limits;
-        let refused = |scope, wait_ms: i64| Refusal::RateLimited { scope, retry_after_s: (wait_ms.max(0) as u64).div_ceil(1000).max(1) };
+        let refused = |scope, wait_ms: i64| Refusal::RateLimited {
+            scope,
+            retry_after_s: (wait_ms.max(0) as u64).div_ceil(1000).max(1),
+        };
         if let Some(wait) = client.and_then(|c| clients.wait_ms(c, now_ms)) {
             return Err(refused(LimitScope::Client, wait));
         }
@@ -169,8 +176,14 @@ impl ReportBook {
 
     /// Flags and clusters a checked report. `reporter` is the client id, or the address when there is none; only
     /// its keyed hash is kept.
-    pub fn record(&self, geo: &GeoIndex, input: &ReportInput, photo: Option<String>, reporter: &str, now_ms: i64)
-        -> Result<Recorded, Refusal> {
+    pub fn record(
+        &self,
+        geo: &GeoIndex,
+        input: &ReportInput,
+        photo: Option<String>,
+        reporter: &str,
+        now_ms: i64,
+    ) -> Result<Recorded, Refusal> {
         let cell = geo_index::cell_at(input.lat, input.lon, CLUSTER_RESOLUTION)
             .map_err(|e| Refusal::field_error("position", "bad_position", e.to_string()))?;
         let zones: Vec<String> = geo.zones_containing(input.lat, input.lon).into_iter().map(|z| z.id.clone()).collect();
@@ -232,7 +245,11 @@ mod tests {
     use super::*;
 
     fn book() -> ReportBook {
-        ReportBook::new(&GeoIndex::new(geo_index::Resolution::Nine), PathBuf::from("/nonexistent"), ReportPolicy::default())
+        ReportBook::new(
+            &GeoIndex::new(geo_index::Resolution::Nine),
+            PathBuf::from("/nonexistent"),
+            ReportPolicy::default(),
+        )
     }
 
     #[test]
@@ -255,14 +272,19 @@ mod tests {
 
     #[test]
     fn ipv6_neighbours_share_a_bucket() {
-        assert_eq!(address_key("2001:db8:1:2::5".parse().unwrap()), address_key("2001:db8:1:2:ffff::9".parse().unwrap()));
+        assert_eq!(
+            address_key("2001:db8:1:2::5".parse().unwrap()),
+            address_key("2001:db8:1:2:ffff::9".parse().unwrap())
+        );
         assert_eq!(address_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
     }
 
     #[test]
     fn far_reports_are_flagged() {
         let book = book();
-        let input = parse_report(br#"{"lat":22.75,"lon":121.15,"category":"fire","ts":0}"#, 0, &ReportPolicy::default()).unwrap();
+        let input =
+            parse_report(br#"{"lat":22.75,"lon":121.15,"category":"fire","ts":0}"#, 0, &ReportPolicy::default())
+                .unwrap();
         let geo = GeoIndex::new(geo_index::Resolution::Nine);
         let recorded = book.record(&geo, &input, None, "x", 2 * 3600 * 1000).unwrap();
         assert_eq!(recorded.flags, vec![Flag::FarFromZones, Flag::Late]);

@@ -73,7 +73,10 @@ impl Photo {
     /// tolerated because browsers and some base64 tools write them.
     pub fn from_base64(text: &str, max_bytes: usize) -> Result<Photo, PhotoError> {
         let text = match text.strip_prefix("data:") {
-            Some(rest) => rest.split_once(',').map(|(_, data)| data).ok_or(PhotoError::Encoding("a data URL without data".into()))?,
+            Some(rest) => rest
+                .split_once(',')
+                .map(|(_, data)| data)
+                .ok_or(PhotoError::Encoding("a data URL without data".into()))?,
             None => text,
         };
         // Refuse by size before decoding: 4 base64 characters carry 3 bytes.
@@ -89,7 +92,8 @@ impl Photo {
         };
         let engine = base64::engine::GeneralPurpose::new(
             &base64::alphabet::STANDARD,
-            base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
         );
         let bytes = engine.decode(text).map_err(|e| PhotoError::Encoding(e.to_string()))?;
         if bytes.len() > max_bytes {
@@ -286,7 +290,8 @@ pub(crate) mod tests {
         assert!(matches!(Photo::from_base64("!!!!", 100), Err(PhotoError::Encoding(_))));
         let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 1000]);
         assert_eq!(Photo::from_base64(&big, 999).unwrap_err(), PhotoError::TooLarge { limit: 999 });
-        let url = format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(jpeg_with_exif()));
+        let url =
+            format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(jpeg_with_exif()));
         assert!(Photo::from_base64(&url, 10_000).is_ok());
     }
 

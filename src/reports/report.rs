@@ -181,7 +181,9 @@ pub fn parse_report(body: &[u8], now_ms: i64, policy: &ReportPolicy) -> Result<R
         ));
     }
     let category = match map.get("category") {
-        Some(Value::String(s)) => Category::parse(s).ok_or_else(|| bad_category(&format!("`{}` is not a category", short(s, 40))))?,
+        Some(Value::String(s)) => {
+            Category::parse(s).ok_or_else(|| bad_category(&format!("`{}` is not a category", short(s, 40))))?
+        }
         Some(_) => return Err(bad_category("must be a string")),
         None => return Err(bad_category("required")),
     };
@@ -228,10 +230,18 @@ pub fn check_text(raw: &str) -> Result<String, Refusal> {
     let text = raw.replace("\r\n", "\n").trim().to_string();
     let chars = text.chars().count();
     if chars > MAX_TEXT_CHARS {
-        return Err(Refusal::field_error("text", "text_too_long", format!("{chars} characters; at most {MAX_TEXT_CHARS}")));
+        return Err(Refusal::field_error(
+            "text",
+            "text_too_long",
+            format!("{chars} characters; at most {MAX_TEXT_CHARS}"),
+        ));
     }
     if let Some(c) = text.chars().find(|&c| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c)) {
-        return Err(Refusal::field_error("text", "bad_text", format!("control character U+{:04X} is not allowed", c as u32)));
+        return Err(Refusal::field_error(
+            "text",
+            "bad_text",
+            format!("control character U+{:04X} is not allowed", c as u32),
+        ));
     }
     if looks_like_markup(&text) {
         return Err(Refusal::field_error("text", "markup_in_text", "plain text only: remove the HTML tags"));
@@ -245,7 +255,9 @@ fn is_bidi_control(c: char) -> bool {
 
 /// `<` followed by a letter, `/`, `!` or `?` starts a tag, a comment or a processing instruction in HTML.
 fn looks_like_markup(text: &str) -> bool {
-    text.as_bytes().windows(2).any(|w| w[0] == b'<' && (w[1].is_ascii_alphabetic() || matches!(w[1], b'/' | b'!' | b'?')))
+    text.as_bytes()
+        .windows(2)
+        .any(|w| w[0] == b'<' && (w[1].is_ascii_alphabetic() || matches!(w[1], b'/' | b'!' | b'?')))
 }
 
 /// A report may describe the recent past (a phone that was offline) but not the future beyond clock skew.
@@ -299,8 +311,13 @@ mod tests {
 
     #[test]
     fn a_good_report_parses() {
-        let r = parse(r#"{"lat":23.52,"lon":120.93,"category":"road_blocked","text":" tree down\r\n","ts":1764122300000}"#).unwrap();
-        assert_eq!((r.category, r.text.as_str(), r.observed_ms), (Category::RoadBlocked, "tree down", Some(1_764_122_300_000)));
+        let r =
+            parse(r#"{"lat":23.52,"lon":120.93,"category":"road_blocked","text":" tree down\r\n","ts":1764122300000}"#)
+                .unwrap();
+        assert_eq!(
+            (r.category, r.text.as_str(), r.observed_ms),
+            (Category::RoadBlocked, "tree down", Some(1_764_122_300_000))
+        );
         let r = parse(r#"{"lat":23.52,"lon":120.93,"category":"fire","ts":"2025-11-26T09:55:00+08:00"}"#).unwrap();
         assert_eq!(r.observed_ms, Some(1_764_122_100_000));
     }
@@ -311,7 +328,10 @@ mod tests {
         assert_eq!(reason(r#"{"lat":"x","lon":120,"category":"fire"}"#), ("bad_position", Some("lat".into())));
         assert_eq!(reason(r#"{"lat":23,"lon":181,"category":"fire"}"#), ("bad_position", Some("lon".into())));
         assert_eq!(reason(r#"{"lon":120,"category":"fire"}"#), ("bad_position", Some("lat".into())));
-        assert_eq!(reason(r#"{"lat":35.68,"lon":139.69,"category":"fire"}"#), ("outside_taiwan", Some("position".into())));
+        assert_eq!(
+            reason(r#"{"lat":35.68,"lon":139.69,"category":"fire"}"#),
+            ("outside_taiwan", Some("position".into()))
+        );
         assert_eq!(reason(r#"{"lat":23,"lon":120,"category":"alien"}"#), ("bad_category", Some("category".into())));
         assert_eq!(reason(r#"{"lat":23,"lon":120,"category":"fire","x":1}"#), ("unknown_field", Some("x".into())));
         assert_eq!(reason(r#"{"lat":23,"lon":120,"category":"fire","ts":9999999999999}"#).0, "bad_ts");
@@ -323,8 +343,14 @@ mod tests {
 
     #[test]
     fn markup_is_refused_but_a_less_than_sign_is_text() {
-        assert_eq!(reason(r#"{"lat":23,"lon":120,"category":"fire","text":"<script>alert(1)</script>"}"#).0, "markup_in_text");
-        assert_eq!(reason(r#"{"lat":23,"lon":120,"category":"fire","text":"hi <img src=x onerror=alert(1)>"}"#).0, "markup_in_text");
+        assert_eq!(
+            reason(r#"{"lat":23,"lon":120,"category":"fire","text":"<script>alert(1)</script>"}"#).0,
+            "markup_in_text"
+        );
+        assert_eq!(
+            reason(r#"{"lat":23,"lon":120,"category":"fire","text":"hi <img src=x onerror=alert(1)>"}"#).0,
+            "markup_in_text"
+        );
         assert_eq!(reason(r#"{"lat":23,"lon":120,"category":"fire","text":"a\u202Eb"}"#).0, "bad_text");
         let r = parse(r#"{"lat":23,"lon":120,"category":"flooding","text":"depth < 1 m & \"rising\" <3"}"#).unwrap();
         assert_eq!(r.text, "depth < 1 m & \"rising\" <3");

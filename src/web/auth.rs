@@ -37,7 +37,8 @@ impl TokenSet {
     pub fn new(entries: &[TokenEntry], env_admin: Option<&str>) -> Result<Self, String> {
         let mut set = TokenSet::default();
         for e in entries {
-            let bytes = decode_hex32(&e.sha256).ok_or_else(|| format!("operator_tokens `{}`: sha256 must be 64 hex digits", e.name))?;
+            let bytes = decode_hex32(&e.sha256)
+                .ok_or_else(|| format!("operator_tokens `{}`: sha256 must be 64 hex digits", e.name))?;
             set.entries.push((e.name.clone(), e.scope, bytes));
         }
         if let Some(token) = env_admin {

@@ -73,7 +73,10 @@ fn parse_subscribe(app: &App, text: &str) -> Result<(Subscription, Vec<Seen>), (
     let sub: Subscribe =
         serde_json::from_str(text).map_err(|e| refuse("malformed", format!("subscribe frame: {e}")))?;
     if sub.kind != "subscribe" {
-        return Err(refuse("malformed", format!("unknown message type `{}`", sub.kind.chars().take(32).collect::<String>())));
+        return Err(refuse(
+            "malformed",
+            format!("unknown message type `{}`", sub.kind.chars().take(32).collect::<String>()),
+        ));
     }
     if sub.places.is_empty() || sub.places.len() > MAX_PLACES {
         return Err(refuse("too_many_places", format!("give 1 to {MAX_PLACES} places, not {}", sub.places.len())));
@@ -180,7 +183,11 @@ async fn replay(app: &App, socket: &mut WebSocket, sub: &Subscription, seen: &[S
                 let newer = seen.get(a.id.as_str()).is_none_or(|v| a.version > *v);
                 newer && (a.state.is_active() || seen.contains_key(a.id.as_str()))
             })
-            .filter_map(|a| AlertBroadcast::new(app.alert_message(a), a.is_public()).citizen_frame(&sub.zones, sub.lang).map(str::to_string))
+            .filter_map(|a| {
+                AlertBroadcast::new(app.alert_message(a), a.is_public())
+                    .citizen_frame(&sub.zones, sub.lang)
+                    .map(str::to_string)
+            })
             .collect()
     };
     // Public warnings from partner agencies covering these places, still active.
@@ -192,7 +199,9 @@ async fn replay(app: &App, socket: &mut WebSocket, sub: &Subscription, seen: &[S
                 .active()
                 .into_iter()
                 .filter(|a| seen.get(a.id.as_str()).is_none_or(|v| a.version > *v))
-                .filter_map(|a| crate::external::broadcast(&a, "raised").citizen_frame(&sub.zones, sub.lang).map(str::to_string))
+                .filter_map(|a| {
+                    crate::external::broadcast(&a, "raised").citizen_frame(&sub.zones, sub.lang).map(str::to_string)
+                })
                 .collect()
         })
         .unwrap_or_default();

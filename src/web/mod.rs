@@ -145,10 +145,8 @@ fn authorise(app: &App, headers: &HeaderMap, query: &TokenQuery) -> Result<auth:
 
 /// Checks the operator token and that its scope covers `needed`.
 fn require(app: &App, headers: &HeaderMap, query: &TokenQuery, needed: auth::Scope) -> Result<auth::Scope, AppError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let given = bearer.or(query.token.as_deref()).ok_or(AppError::Unauthenticated)?;
     let (_, scope) = app.tokens.check(given).ok_or(AppError::Unauthenticated)?;
     if scope >= needed {
@@ -245,7 +243,10 @@ pub fn alert_command(app: &App, id: &str, action: &str, actor: &str) -> Result<s
             "cancel" => book.cancel_by(id, actor, None, now_ms()),
             "approve" => book.approve(id, actor, now_ms()),
             other => {
-                return Err(AppError::BadRequest(format!("unknown action `{}`: use ack, approve or cancel", short(other, 40))))
+                return Err(AppError::BadRequest(format!(
+                    "unknown action `{}`: use ack, approve or cancel",
+                    short(other, 40)
+                )))
             }
         }
     };
@@ -433,8 +434,12 @@ async fn sensor_history(
 ) -> Result<impl IntoResponse, AppError> {
     let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     require(&app, &headers, &TokenQuery { token: q.token.clone() }, auth::Scope::Read)?;
-    let metric = ingest::Metric::from_name(&q.metric)
-        .ok_or_else(|| AppError::BadRequest(format!("`metric`: `{}` is not in the vocabulary", q.metric.chars().take(40).collect::<String>())))?;
+    let metric = ingest::Metric::from_name(&q.metric).ok_or_else(|| {
+        AppError::BadRequest(format!(
+            "`metric`: `{}` is not in the vocabulary",
+            q.metric.chars().take(40).collect::<String>()
+        ))
+    })?;
     if app.registry().read().get(&id).is_none() {
         return Err(AppError::NotFound(format!("no sensor `{}`", id.chars().take(40).collect::<String>())));
     }
@@ -451,7 +456,9 @@ async fn sensor_history(
         .await
         .map_err(|_| AppError::Internal("history query failed".into()))?
         .map_err(|e| match e {
-            store::StoreError::BadQuery(_) | store::StoreError::TooManyPoints { .. } => AppError::BadRequest(e.to_string()),
+            store::StoreError::BadQuery(_) | store::StoreError::TooManyPoints { .. } => {
+                AppError::BadRequest(e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "history query");
                 AppError::Internal("history query failed".into())
@@ -472,25 +479,41 @@ async fn cap_feed(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Res
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     Ok((
-        [(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8".to_string()), (header::ETAG, etag),
-         (header::CACHE_CONTROL, "public, max-age=30".to_string())],
+        [
+            (header::CONTENT_TYPE, "application/atom+xml; charset=utf-8".to_string()),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, "public, max-age=30".to_string()),
+        ],
         d.atom_feed(),
     )
         .into_response())
 }
 
 /// `GET /cap/{identifier}.xml`: one released CAP message (messages held by an approval gate are not public).
-async fn cap_message(State(app): State<Arc<App>>, headers: HeaderMap, Path(file): Path<String>) -> Result<Response, AppError> {
+async fn cap_message(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+) -> Result<Response, AppError> {
     let d = dissemination(&app)?;
-    let id = file.strip_suffix(".xml").ok_or_else(|| AppError::NotFound("CAP messages are /cap/{identifier}.xml".into()))?;
-    let xml = d.cap_xml(id).ok_or_else(|| AppError::NotFound(format!("no CAP message `{}`", id.chars().take(80).collect::<String>())))?;
+    let id =
+        file.strip_suffix(".xml").ok_or_else(|| AppError::NotFound("CAP messages are /cap/{identifier}.xml".into()))?;
+    let xml = d
+        .cap_xml(id)
+        .ok_or_else(|| AppError::NotFound(format!("no CAP message `{}`", id.chars().take(80).collect::<String>())))?;
     // Messages never change once written: the identifier is a strong validator.
     let etag = format!("\"{}\"", id);
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    Ok(([(header::CONTENT_TYPE, "application/cap+xml; charset=utf-8".to_string()), (header::ETAG, etag),
-         (header::CACHE_CONTROL, "public, max-age=86400".to_string())], xml)
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/cap+xml; charset=utf-8".to_string()),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, "public, max-age=86400".to_string()),
+        ],
+        xml,
+    )
         .into_response())
 }
 
@@ -530,7 +553,11 @@ async fn open_sensors(State(app): State<Arc<App>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/geo+json")], Json(json!({"type": "FeatureCollection", "features": features})))
 }
 
-async fn list_subscribers(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<TokenQuery>) -> Result<impl IntoResponse, AppError> {
+async fn list_subscribers(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<impl IntoResponse, AppError> {
     authorise(&app, &headers, &query)?;
     Ok(Json(json!({ "subscribers": dissemination(&app)?.subscribers() })))
 }
@@ -544,7 +571,8 @@ async fn add_subscriber(
     require(&app, &headers, &query, auth::Scope::Admin)?;
     let d = dissemination(&app)?;
     let text = std::str::from_utf8(&body).map_err(|_| AppError::BadRequest("body: not UTF-8".into()))?;
-    let input = alerting::dissemination::SubscriberInput::from_json(text).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let input =
+        alerting::dissemination::SubscriberInput::from_json(text).map_err(|e| AppError::BadRequest(e.to_string()))?;
     let status = d.add_subscriber(input).map_err(|e| AppError::BadRequest(e.to_string()))?;
     Ok((StatusCode::CREATED, Json(json!({ "subscriber": status }))))
 }
@@ -570,14 +598,23 @@ async fn replay_delivery(
     Ok(Json(json!({ "replayed": queued })))
 }
 
-async fn list_broadcasts(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<TokenQuery>) -> Result<impl IntoResponse, AppError> {
+async fn list_broadcasts(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<impl IntoResponse, AppError> {
     authorise(&app, &headers, &query)?;
     Ok(Json(json!({ "broadcasts": dissemination(&app)?.broadcasts() })))
 }
 
 /// The demo's stand-ins for an agency's webhook receiver and the carriers' CBCs: they keep what arrives (newest 200)
 /// so that the demo shows deliveries end to end. Not part of a production deployment's contract.
-async fn demo_receiver(State(app): State<Arc<App>>, Path(receiver): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+async fn demo_receiver(
+    State(app): State<Arc<App>>,
+    Path(receiver): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
     let signature = headers.get("x-dc-signature").and_then(|v| v.to_str().ok()).map(str::to_string);
     let text = String::from_utf8_lossy(&body);
     let mut got = app.demo_received.lock();
@@ -588,7 +625,11 @@ async fn demo_receiver(State(app): State<Arc<App>>, Path(receiver): Path<String>
     StatusCode::NO_CONTENT
 }
 
-async fn demo_received(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<TokenQuery>) -> Result<impl IntoResponse, AppError> {
+async fn demo_received(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<impl IntoResponse, AppError> {
     authorise(&app, &headers, &query)?;
     Ok(Json(json!({ "received": *app.demo_received.lock() })))
 }

@@ -63,7 +63,9 @@ impl IntoResponse for ReportError {
     fn into_response(self) -> Response {
         match self {
             ReportError::App(e) => e.into_response(),
-            ReportError::Cluster(ClusterError::NotFound(id)) => AppError::NotFound(format!("no report cluster `{id}`")).into_response(),
+            ReportError::Cluster(ClusterError::NotFound(id)) => {
+                AppError::NotFound(format!("no report cluster `{id}`")).into_response()
+            }
             ReportError::Cluster(e @ ClusterError::Conflict { .. }) => {
                 safe_json(StatusCode::CONFLICT, &json!({"error": "conflict", "message": e.to_string()}))
             }
@@ -133,7 +135,8 @@ fn push_to_operators(app: &App, frame: &Value) {
 
 /// The client id: the app's `X-Client-Id`, or its `X-App-Token` (accepted, not yet checked against issued tokens).
 fn client_id(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
-    let Some((name, value)) = ["x-client-id", "x-app-token"].iter().find_map(|n| headers.get(*n).map(|v| (*n, v))) else {
+    let Some((name, value)) = ["x-client-id", "x-app-token"].iter().find_map(|n| headers.get(*n).map(|v| (*n, v)))
+    else {
         return Ok(None);
     };
     let bad = || Refusal::field_error(name, "bad_client_id", "1 to 128 visible ASCII characters");
@@ -145,8 +148,12 @@ fn client_id(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
 }
 
 /// `POST /api/v1/reports`.
-pub async fn submit(State(app): State<Arc<App>>, PeerAddr(peer): PeerAddr, headers: HeaderMap, body: Body)
-    -> Result<Response, ReportError> {
+pub async fn submit(
+    State(app): State<Arc<App>>,
+    PeerAddr(peer): PeerAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ReportError> {
     let now = now_ms();
     let client = client_id(&headers)?;
     app.reports.admit(client.as_deref(), peer.map(|p| p.ip()), now)?;
@@ -157,7 +164,8 @@ pub async fn submit(State(app): State<Arc<App>>, PeerAddr(peer): PeerAddr, heade
         return Err(Refusal::ContentType(content_type.chars().take(60).collect()).into());
     }
     let limit = app.reports.policy().max_body_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Refusal::TooLarge { limit }.into());
     }
@@ -222,13 +230,19 @@ pub struct ClustersQuery {
 const MAX_LISTED: usize = 500;
 
 /// `GET /api/v1/reports/clusters`.
-pub async fn list_clusters(State(app): State<Arc<App>>, headers: HeaderMap, Query(query): Query<ClustersQuery>)
-    -> Result<Response, ReportError> {
+pub async fn list_clusters(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(query): Query<ClustersQuery>,
+) -> Result<Response, ReportError> {
     authorise(&app, &headers, &TokenQuery { token: query.token.clone() })?;
     let state = match query.state.as_deref() {
         None | Some("") | Some("all") => None,
         Some(s) => Some(ClusterState::parse(s).ok_or_else(|| {
-            AppError::BadRequest(format!("state `{}`: use open, verified, dismissed or all", s.chars().take(20).collect::<String>()))
+            AppError::BadRequest(format!(
+                "state `{}`: use open, verified, dismissed or all",
+                s.chars().take(20).collect::<String>()
+            ))
         })?),
     };
     let clusters: Vec<Value> = app.reports.with_clusters(|book| {
@@ -269,16 +283,25 @@ pub async fn cluster_action(
     let frame = match action.as_str() {
         "verify" => {
             let summary = match args.summary {
-                Some(s) => Some(crate::reports::report::check_text(&s).map_err(|e| AppError::BadRequest(format!("summary: {e}")))?),
+                Some(s) => Some(
+                    crate::reports::report::check_text(&s)
+                        .map_err(|e| AppError::BadRequest(format!("summary: {e}")))?,
+                ),
                 None => None,
             };
-            app.reports.with_clusters(|book| book.verify(&id, now, summary, args.publish_photos).map(|c| c.operator_view("verified")))?
+            app.reports.with_clusters(|book| {
+                book.verify(&id, now, summary, args.publish_photos).map(|c| c.operator_view("verified"))
+            })?
         }
         "dismiss" => app.reports.with_clusters(|book| book.dismiss(&id, now).map(|c| c.operator_view("dismissed")))?,
         "attach" => {
             let alert_id = args.alert_id.ok_or_else(|| AppError::BadRequest("body: `alert_id` is required".into()))?;
             if app.book.lock().get(&alert_id).is_none() {
-                return Err(AppError::NotFound(format!("no alert `{}`", alert_id.chars().take(80).collect::<String>())).into());
+                return Err(AppError::NotFound(format!(
+                    "no alert `{}`",
+                    alert_id.chars().take(80).collect::<String>()
+                ))
+                .into());
             }
             app.reports.with_clusters(|book| book.attach(&id, &alert_id).map(|c| c.operator_view("attached")))?
         }
@@ -299,7 +322,12 @@ pub async fn open_data(State(app): State<Arc<App>>) -> Response {
         book.iter_recent()
             .into_iter()
             .filter(|c| c.state == ClusterState::Verified)
-            .map(|c| c.open_data_feature(|p| format!("{base}/opendata/reports/photos/{p}"), |a| format!("{base}/cap/{a}.xml")))
+            .map(|c| {
+                c.open_data_feature(
+                    |p| format!("{base}/opendata/reports/photos/{p}"),
+                    |a| format!("{base}/cap/{a}.xml"),
+                )
+            })
             .collect()
     });
     let mut response = safe_json(StatusCode::OK, &json!({"type": "FeatureCollection", "features": features}));
@@ -322,8 +350,7 @@ pub async fn operator_photo(
 /// `GET /opendata/reports/photos/{name}`: only photos of verified clusters whose photos an operator published.
 pub async fn public_photo(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Response, ReportError> {
     let published = app.reports.with_clusters(|book| {
-        book.iter()
-            .any(|c| c.state == ClusterState::Verified && c.publish_photos && c.photos.contains(&name))
+        book.iter().any(|c| c.state == ClusterState::Verified && c.publish_photos && c.photos.contains(&name))
     });
     if !published {
         return Err(AppError::NotFound("no such published photo".into()).into());

@@ -151,7 +151,11 @@ impl Operator {
     }
 
     /// Waits for an alert message matching `pred`.
-    pub async fn alert_where(&mut self, within: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+    pub async fn alert_where(
+        &mut self,
+        within: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -168,7 +172,13 @@ pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<(u1
     http_request(addr, "GET", path, token, None)
 }
 
-pub fn http_request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Option<(u16, String)> {
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
@@ -188,7 +198,9 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, token: Option<&s
         }
         if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let length = head.lines().find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
             if length.is_some_and(|len| raw.len() >= end + 4 + len) {
                 break;
             }
@@ -197,7 +209,8 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, token: Option<&s
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
     Some((status, body))
 }
 
@@ -296,7 +309,8 @@ impl Citizen {
 
     /// Subscribes and waits for the `subscribed` acknowledgement.
     pub async fn subscribe(&mut self, places: serde_json::Value, lang: &str, last_seen: serde_json::Value) {
-        self.send(serde_json::json!({"type": "subscribe", "places": places, "lang": lang, "last_seen": last_seen})).await;
+        self.send(serde_json::json!({"type": "subscribe", "places": places, "lang": lang, "last_seen": last_seen}))
+            .await;
         let ack = self.next_json(Duration::from_secs(5)).await.expect("an acknowledgement");
         assert_eq!(ack["type"], "subscribed", "{ack}");
     }

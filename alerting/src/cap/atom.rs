@@ -47,11 +47,7 @@ pub struct AtomEntry {
 impl AtomEntry {
     /// An entry for `alert`, texts taken from its info in `language` (or the first info).
     pub fn from_alert(alert: &CapAlert, language: &str) -> AtomEntry {
-        let info = alert
-            .infos
-            .iter()
-            .find(|i| i.language == language)
-            .or(alert.infos.first());
+        let info = alert.infos.iter().find(|i| i.language == language).or(alert.infos.first());
         let title = info
             .and_then(|i| i.headline.clone())
             .or_else(|| info.map(|i| i.event.clone()))
@@ -61,9 +57,7 @@ impl AtomEntry {
             title,
             updated: alert.sent,
             summary: info.and_then(|i| i.description.clone()),
-            author: info
-                .and_then(|i| i.sender_name.clone())
-                .unwrap_or_else(|| alert.sender.clone()),
+            author: info.and_then(|i| i.sender_name.clone()).unwrap_or_else(|| alert.sender.clone()),
         }
     }
 }
@@ -72,9 +66,7 @@ impl AtomEntry {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AtomError {
     /// Base URL must be absolute http(s) without query or fragment.
-    #[error(
-        "base URL `{0}` must be an absolute http:// or https:// URL without query or fragment"
-    )]
+    #[error("base URL `{0}` must be an absolute http:// or https:// URL without query or fragment")]
     BadBaseUrl(String),
     /// Text with characters XML cannot carry.
     #[error(transparent)]
@@ -99,29 +91,20 @@ pub fn encode_path_segment(s: &str) -> String {
 
 /// The absolute URL of one CAP message.
 pub fn cap_url(base_url: &str, identifier: &str) -> String {
-    format!(
-        "{}/cap/{}.xml",
-        base_url.trim_end_matches('/'),
-        encode_path_segment(identifier)
-    )
+    format!("{}/cap/{}.xml", base_url.trim_end_matches('/'), encode_path_segment(identifier))
 }
 
 /// Writes the feed document.
 pub fn write_atom(feed: &AtomFeed) -> Result<String, AtomError> {
     let base = feed.base_url.trim_end_matches('/');
-    let scheme_ok = base
-        .strip_prefix("https://")
-        .or_else(|| base.strip_prefix("http://"))
-        .is_some_and(|rest| !rest.is_empty());
+    let scheme_ok =
+        base.strip_prefix("https://").or_else(|| base.strip_prefix("http://")).is_some_and(|rest| !rest.is_empty());
     if !scheme_ok || base.contains(['?', '#', ' ', '"', '<', '>']) {
         return Err(AtomError::BadBaseUrl(feed.base_url.clone()));
     }
     // Atom dates are RFC 3339; CAP's form (offset, no fraction) is a valid RFC 3339 date-time, so one format serves.
     let time = |at: &str, t: OffsetDateTime| {
-        format_cap_time(t).map_err(|source| AtomError::Time {
-            at: at.to_string(),
-            source,
-        })
+        format_cap_time(t).map_err(|source| AtomError::Time { at: at.to_string(), source })
     };
     check_text("feed/title", &feed.title)?;
     check_text("feed/author", &feed.author)?;
@@ -132,14 +115,7 @@ pub fn write_atom(feed: &AtomFeed) -> Result<String, AtomError> {
     x.leaf("id", &self_url);
     x.leaf("title", &feed.title);
     x.leaf("updated", &time("feed/updated", feed.updated)?);
-    x.empty(
-        "link",
-        &[
-            ("rel", "self"),
-            ("type", "application/atom+xml"),
-            ("href", &self_url),
-        ],
-    );
+    x.empty("link", &[("rel", "self"), ("type", "application/atom+xml"), ("href", &self_url)]);
     x.open("author");
     x.leaf("name", &feed.author);
     x.close("author");
@@ -160,14 +136,7 @@ pub fn write_atom(feed: &AtomFeed) -> Result<String, AtomError> {
         x.open("author");
         x.leaf("name", &e.author);
         x.close("author");
-        x.empty(
-            "link",
-            &[
-                ("rel", "alternate"),
-                ("type", CAP_MEDIA_TYPE),
-                ("href", &url),
-            ],
-        );
+        x.empty("link", &[("rel", "alternate"), ("type", CAP_MEDIA_TYPE), ("href", &url)]);
         if let Some(s) = &e.summary {
             x.leaf("summary", s);
         }
@@ -183,13 +152,7 @@ mod tests {
 
     #[test]
     fn percent_encodes_identifiers() {
-        assert_eq!(
-            cap_url("https://a.tw/", "TW-DC-1"),
-            "https://a.tw/cap/TW-DC-1.xml"
-        );
-        assert_eq!(
-            encode_path_segment("a/b?c#d%:颱"),
-            "a%2Fb%3Fc%23d%25%3A%E9%A2%B1"
-        );
+        assert_eq!(cap_url("https://a.tw/", "TW-DC-1"), "https://a.tw/cap/TW-DC-1.xml");
+        assert_eq!(encode_path_segment("a/b?c#d%:颱"), "a%2Fb%3Fc%23d%25%3A%E9%A2%B1");
     }
 }

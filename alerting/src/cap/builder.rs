@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 
 use super::geometry::{Circle, Polygon};
 use super::message::{
-    CapAlert, CapArea, CapInfo, Certainty, InvalidMessage, MsgType, Reference, ResponseType, Scope,
-    Severity, Status, Urgency, ValuePair, TW_EVENT_CODE_NAME, TW_GEOCODE_NAME,
+    CapAlert, CapArea, CapInfo, Certainty, InvalidMessage, MsgType, Reference, ResponseType, Scope, Severity, Status,
+    Urgency, ValuePair, TW_EVENT_CODE_NAME, TW_GEOCODE_NAME,
 };
 use super::templates::{fill, FillError, TemplateError, Templates};
 use super::times::{whole_seconds, TAIWAN_OFFSET};
@@ -30,18 +30,12 @@ pub struct Localized {
 impl Localized {
     /// Shorthand.
     pub fn new(zh_tw: impl Into<String>, en: impl Into<String>) -> Self {
-        Localized {
-            zh_tw: zh_tw.into(),
-            en: en.into(),
-        }
+        Localized { zh_tw: zh_tw.into(), en: en.into() }
     }
 
     /// The text for a language tag.
     pub fn get(&self, language: &str) -> &str {
-        if language
-            .get(..2)
-            .is_some_and(|p| p.eq_ignore_ascii_case("zh"))
-        {
+        if language.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("zh")) {
             &self.zh_tw
         } else {
             &self.en
@@ -128,31 +122,19 @@ pub enum BuildError {
 
 /// Local time as people read it in a text: `2026-11-26 18:00`.
 fn human_time(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute()
-    )
+    format!("{:04}-{:02}-{:02} {:02}:{:02}", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute())
 }
 
 /// Builds the complete message: zh-TW info first, then the other languages of the templates file.
 pub fn build_alert(input: &CapInput, templates: &Templates) -> Result<CapAlert, BuildError> {
     if matches!(input.msg_type, MsgType::Update | MsgType::Cancel) && input.references.is_empty() {
-        return Err(BuildError::MissingReferences {
-            msg_type: input.msg_type,
-        });
+        return Err(BuildError::MissingReferences { msg_type: input.msg_type });
     }
     if input.areas.is_empty() {
         return Err(BuildError::NoArea);
     }
-    if let Some(bad) = input
-        .areas
-        .iter()
-        .flat_map(|a| &a.geocodes)
-        .find(|g| g.is_empty() || !g.bytes().all(|b| b.is_ascii_digit()))
+    if let Some(bad) =
+        input.areas.iter().flat_map(|a| &a.geocodes).find(|g| g.is_empty() || !g.bytes().all(|b| b.is_ascii_digit()))
     {
         return Err(BuildError::BadGeocode(bad.clone()));
     }
@@ -166,29 +148,19 @@ pub fn build_alert(input: &CapInput, templates: &Templates) -> Result<CapAlert, 
 
     let mut infos = Vec::with_capacity(templates.languages().len());
     for language in templates.languages() {
-        let lang_texts =
-            templates
-                .language(language)
-                .ok_or_else(|| TemplateError::MissingLanguage {
-                    event_type: input.event_type.clone(),
-                    language: language.clone(),
-                })?;
-        let texts = template
-            .texts
-            .get(language)
-            .ok_or_else(|| TemplateError::MissingLanguage {
-                event_type: input.event_type.clone(),
-                language: language.clone(),
-            })?;
+        let lang_texts = templates.language(language).ok_or_else(|| TemplateError::MissingLanguage {
+            event_type: input.event_type.clone(),
+            language: language.clone(),
+        })?;
+        let texts = template.texts.get(language).ok_or_else(|| TemplateError::MissingLanguage {
+            event_type: input.event_type.clone(),
+            language: language.clone(),
+        })?;
         let area_names: Vec<&str> = input.areas.iter().map(|a| a.desc.get(language)).collect();
         let mut builtins: BTreeMap<&str, String> = BTreeMap::new();
         builtins.insert("area", area_names.join(&lang_texts.list_separator));
         builtins.insert("sent", human_time(sent));
-        for (key, t) in [
-            ("effective", effective.or(Some(sent))),
-            ("onset", onset),
-            ("expires", expires),
-        ] {
+        for (key, t) in [("effective", effective.or(Some(sent))), ("onset", onset), ("expires", expires)] {
             if let Some(t) = t {
                 builtins.insert(key, human_time(t));
             }
@@ -219,29 +191,24 @@ pub fn build_alert(input: &CapInput, templates: &Templates) -> Result<CapAlert, 
         };
         let event = render("event", &texts.event, &builtins)?;
         builtins.insert("event", event.clone());
-        let (headline, description, instruction, response_types) =
-            if input.msg_type == MsgType::Cancel {
-                let c = &lang_texts.cancel;
-                (
-                    render("cancel.headline", &c.headline, &builtins)?,
-                    render("cancel.description", &c.description, &builtins)?,
-                    render("cancel.instruction", &c.instruction, &builtins)?,
-                    vec![ResponseType::AllClear],
-                )
-            } else {
-                (
-                    render("headline", &texts.headline, &builtins)?,
-                    render("description", &texts.description, &builtins)?,
-                    render("instruction", &texts.instruction, &builtins)?,
-                    template.response_types.clone(),
-                )
-            };
+        let (headline, description, instruction, response_types) = if input.msg_type == MsgType::Cancel {
+            let c = &lang_texts.cancel;
+            (
+                render("cancel.headline", &c.headline, &builtins)?,
+                render("cancel.description", &c.description, &builtins)?,
+                render("cancel.instruction", &c.instruction, &builtins)?,
+                vec![ResponseType::AllClear],
+            )
+        } else {
+            (
+                render("headline", &texts.headline, &builtins)?,
+                render("description", &texts.description, &builtins)?,
+                render("instruction", &texts.instruction, &builtins)?,
+                template.response_types.clone(),
+            )
+        };
         // A drill or test must never read as real, whichever part of the message a consumer shows.
-        let prefix = lang_texts
-            .status_prefix
-            .get(&input.status)
-            .map(String::as_str)
-            .unwrap_or("");
+        let prefix = lang_texts.status_prefix.get(&input.status).map(String::as_str).unwrap_or("");
         let areas = input
             .areas
             .iter()
@@ -249,11 +216,7 @@ pub fn build_alert(input: &CapInput, templates: &Templates) -> Result<CapAlert, 
                 area_desc: a.desc.get(language).to_string(),
                 polygons: a.polygons.clone(),
                 circles: a.circles.clone(),
-                geocodes: a
-                    .geocodes
-                    .iter()
-                    .map(|g| ValuePair::new(TW_GEOCODE_NAME, g.clone()))
-                    .collect(),
+                geocodes: a.geocodes.iter().map(|g| ValuePair::new(TW_GEOCODE_NAME, g.clone())).collect(),
                 altitude: None,
                 ceiling: None,
             })
@@ -286,10 +249,7 @@ pub fn build_alert(input: &CapInput, templates: &Templates) -> Result<CapAlert, 
         });
     }
 
-    let note = input
-        .note
-        .clone()
-        .or_else(|| templates.status_note(input.status).map(str::to_string));
+    let note = input.note.clone().or_else(|| templates.status_note(input.status).map(str::to_string));
     let alert = CapAlert {
         identifier: input.identifier.clone(),
         sender: input.sender.clone(),
@@ -302,14 +262,7 @@ pub fn build_alert(input: &CapInput, templates: &Templates) -> Result<CapAlert, 
         addresses: None,
         codes: Vec::new(),
         note,
-        references: input
-            .references
-            .iter()
-            .map(|r| Reference {
-                sent: local(r.sent),
-                ..r.clone()
-            })
-            .collect(),
+        references: input.references.iter().map(|r| Reference { sent: local(r.sent), ..r.clone() }).collect(),
         incidents: input.incidents.clone(),
         infos,
     };

@@ -90,10 +90,7 @@ impl Polygon {
     /// Builds a polygon from `(lat, lon)` pairs, closing the ring if the last point is not the first (geo-index and
     /// GeoJSON producers differ on that). Needs at least 3 distinct corners.
     pub fn from_ring(points: impl IntoIterator<Item = (f64, f64)>) -> Result<Self, GeometryError> {
-        let mut ring = points
-            .into_iter()
-            .map(|(lat, lon)| Point::checked(lat, lon))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut ring = points.into_iter().map(|(lat, lon)| Point::checked(lat, lon)).collect::<Result<Vec<_>, _>>()?;
         if let (Some(first), Some(last)) = (ring.first().copied(), ring.last().copied()) {
             if first != last {
                 ring.push(first);
@@ -104,10 +101,7 @@ impl Polygon {
 
     /// Reads a CAP `polygon` string strictly: it must already be closed (CAP §3.2.4).
     pub fn parse(text: &str) -> Result<Self, GeometryError> {
-        let ring = text
-            .split_whitespace()
-            .map(Point::parse)
-            .collect::<Result<Vec<_>, _>>()?;
+        let ring = text.split_whitespace().map(Point::parse).collect::<Result<Vec<_>, _>>()?;
         Self::closed(ring)
     }
 
@@ -117,10 +111,7 @@ impl Polygon {
         }
         let (first, last) = (ring[0], ring[ring.len() - 1]);
         if first != last {
-            return Err(GeometryError::NotClosed {
-                first: first.to_string(),
-                last: last.to_string(),
-            });
+            return Err(GeometryError::NotClosed { first: first.to_string(), last: last.to_string() });
         }
         Ok(Polygon(ring))
     }
@@ -189,50 +180,26 @@ mod tests {
     fn from_ring_closes_and_keeps_closed() {
         let open = Polygon::from_ring([(23.0, 120.0), (23.0, 121.0), (24.0, 121.0)]).unwrap();
         assert_eq!(open.to_string(), "23,120 23,121 24,121 23,120");
-        let closed =
-            Polygon::from_ring([(23.0, 120.0), (23.0, 121.0), (24.0, 121.0), (23.0, 120.0)])
-                .unwrap();
+        let closed = Polygon::from_ring([(23.0, 120.0), (23.0, 121.0), (24.0, 121.0), (23.0, 120.0)]).unwrap();
         assert_eq!(open, closed);
     }
 
     #[test]
     fn parse_requires_closure_and_four_pairs() {
         assert!(Polygon::parse("23.5,120.1 23.5,121 24,121 23.5,120.1").is_ok());
-        assert!(matches!(
-            Polygon::parse("23.5,120.1 23.5,121 24,121 24,120"),
-            Err(GeometryError::NotClosed { .. })
-        ));
-        assert_eq!(
-            Polygon::parse("23,120 23,121 23,120"),
-            Err(GeometryError::TooFewPoints(3))
-        );
+        assert!(matches!(Polygon::parse("23.5,120.1 23.5,121 24,121 24,120"), Err(GeometryError::NotClosed { .. })));
+        assert_eq!(Polygon::parse("23,120 23,121 23,120"), Err(GeometryError::TooFewPoints(3)));
         assert_eq!(Polygon::parse(""), Err(GeometryError::TooFewPoints(0)));
-        assert!(matches!(
-            Polygon::from_ring([(23.0, 120.0), (23.0, 121.0)]),
-            Err(GeometryError::TooFewPoints(3))
-        ));
+        assert!(matches!(Polygon::from_ring([(23.0, 120.0), (23.0, 121.0)]), Err(GeometryError::TooFewPoints(3))));
     }
 
     #[test]
     fn parse_rejects_bad_coordinates() {
-        assert!(matches!(
-            Polygon::parse("91,120 23,121 24,121 91,120"),
-            Err(GeometryError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            Polygon::parse("23,181 23,121 24,121 23,181"),
-            Err(GeometryError::OutOfRange { .. })
-        ));
-        for bad in [
-            "23;120 1,2 3,4 23;120",
-            "NaN,1 1,2 3,4 NaN,1",
-            "1e1,1 1,2 3,4 1e1,1",
-            "23,120,5 1,2 3,4 23,120,5",
-        ] {
-            assert!(
-                matches!(Polygon::parse(bad), Err(GeometryError::BadPair(_))),
-                "{bad}"
-            );
+        assert!(matches!(Polygon::parse("91,120 23,121 24,121 91,120"), Err(GeometryError::OutOfRange { .. })));
+        assert!(matches!(Polygon::parse("23,181 23,121 24,121 23,181"), Err(GeometryError::OutOfRange { .. })));
+        for bad in ["23;120 1,2 3,4 23;120", "NaN,1 1,2 3,4 NaN,1", "1e1,1 1,2 3,4 1e1,1", "23,120,5 1,2 3,4 23,120,5"]
+        {
+            assert!(matches!(Polygon::parse(bad), Err(GeometryError::BadPair(_))), "{bad}");
         }
         assert!(Polygon::from_ring([(f64::NAN, 1.0), (1.0, 2.0), (3.0, 4.0)]).is_err());
     }

@@ -103,10 +103,7 @@ pub struct ValuePair {
 impl ValuePair {
     /// Shorthand for building pairs.
     pub fn new(value_name: impl Into<String>, value: impl Into<String>) -> Self {
-        ValuePair {
-            value_name: value_name.into(),
-            value: value.into(),
-        }
+        ValuePair { value_name: value_name.into(), value: value.into() }
     }
 }
 
@@ -245,9 +242,7 @@ pub enum InvalidMessage {
     #[error("{at}: contains control character U+{code:04X}, which XML cannot carry")]
     ControlChar { at: String, code: u32 },
     /// identifier/sender (and the parts of a reference) may not contain spaces, commas, `<` or `&`.
-    #[error(
-        "{at}: `{value}` must be non-empty without whitespace, commas, `<` or `&` (CAP §3.2.1)"
-    )]
+    #[error("{at}: `{value}` must be non-empty without whitespace, commas, `<` or `&` (CAP §3.2.1)")]
     BadIdentifier { at: String, value: String },
     /// A time that CAP's format cannot carry.
     #[error("{at}: {source}")]
@@ -282,10 +277,7 @@ pub(crate) fn is_xml_char(c: char) -> bool {
 
 pub(crate) fn check_text(at: &str, s: &str) -> Result<(), InvalidMessage> {
     match s.chars().find(|c| !is_xml_char(*c)) {
-        Some(c) => Err(InvalidMessage::ControlChar {
-            at: at.to_string(),
-            code: u32::from(c),
-        }),
+        Some(c) => Err(InvalidMessage::ControlChar { at: at.to_string(), code: u32::from(c) }),
         None => Ok(()),
     }
 }
@@ -297,14 +289,8 @@ fn check_opt_text(at: &str, s: &Option<String>) -> Result<(), InvalidMessage> {
 /// CAP §3.2.1: identifier and sender "MUST NOT include spaces, commas or restricted characters (< and &)".
 pub(crate) fn check_identifier(at: &str, s: &str) -> Result<(), InvalidMessage> {
     check_text(at, s)?;
-    if s.is_empty()
-        || s.chars()
-            .any(|c| c.is_whitespace() || matches!(c, ',' | '<' | '&'))
-    {
-        return Err(InvalidMessage::BadIdentifier {
-            at: at.to_string(),
-            value: s.to_string(),
-        });
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || matches!(c, ',' | '<' | '&')) {
+        return Err(InvalidMessage::BadIdentifier { at: at.to_string(), value: s.to_string() });
     }
     Ok(())
 }
@@ -312,11 +298,9 @@ pub(crate) fn check_identifier(at: &str, s: &str) -> Result<(), InvalidMessage> 
 /// xs:language: `[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*`.
 pub(crate) fn is_language_tag(s: &str) -> bool {
     let mut parts = s.split('-');
-    let first_ok = parts
-        .next()
-        .is_some_and(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()));
-    first_ok
-        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+    let first_ok =
+        parts.next().is_some_and(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()));
+    first_ok && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// xs:anyURI as schema validators check it: after escaping characters a URI cannot hold (non-ASCII, space,
@@ -324,20 +308,13 @@ pub(crate) fn is_language_tag(s: &str) -> bool {
 /// make a message schema-invalid, and inbound ones are held to what the XSD says.
 pub(crate) fn is_uri_reference(s: &str) -> bool {
     fn escaped(c: char) -> bool {
-        !c.is_ascii()
-            || matches!(
-                c,
-                ' ' | '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`'
-            )
+        !c.is_ascii() || matches!(c, ' ' | '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
     }
     fn unreserved(c: char) -> bool {
         c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~') || escaped(c)
     }
     fn sub_delim(c: char) -> bool {
-        matches!(
-            c,
-            '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';' | '='
-        )
+        matches!(c, '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';' | '=')
     }
     /// Every char passes `ok` or starts a `%XX` escape.
     fn chars_ok(part: &str, ok: fn(char) -> bool) -> bool {
@@ -345,8 +322,7 @@ pub(crate) fn is_uri_reference(s: &str) -> bool {
         while let Some(c) = it.next() {
             if c == '%' {
                 let hex = (it.next(), it.next());
-                if !matches!(hex, (Some(a), Some(b)) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit())
-                {
+                if !matches!(hex, (Some(a), Some(b)) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit()) {
                     return false;
                 }
             } else if c.is_ascii_control() || !ok(c) {
@@ -385,9 +361,7 @@ pub(crate) fn is_uri_reference(s: &str) -> bool {
         Some(after) => {
             let (authority, path) = after.find('/').map_or((after, ""), |i| after.split_at(i));
             let host_port = match authority.rsplit_once('@') {
-                Some((userinfo, _))
-                    if !chars_ok(userinfo, |c| unreserved(c) || sub_delim(c) || c == ':') =>
-                {
+                Some((userinfo, _)) if !chars_ok(userinfo, |c| unreserved(c) || sub_delim(c) || c == ':') => {
                     return false
                 }
                 Some((_, host_port)) => host_port,
@@ -395,26 +369,17 @@ pub(crate) fn is_uri_reference(s: &str) -> bool {
             };
             let (host, port) = if host_port.starts_with('[') {
                 match host_port.find(']') {
-                    Some(i) => (
-                        &host_port[..=i],
-                        host_port[i + 1..]
-                            .strip_prefix(':')
-                            .unwrap_or(&host_port[i + 1..]),
-                    ),
+                    Some(i) => (&host_port[..=i], host_port[i + 1..].strip_prefix(':').unwrap_or(&host_port[i + 1..])),
                     None => return false,
                 }
             } else {
                 host_port.split_once(':').unwrap_or((host_port, ""))
             };
-            let host_ok =
-                if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-                    !inner.is_empty()
-                        && inner
-                            .chars()
-                            .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'))
-                } else {
-                    chars_ok(host, |c| unreserved(c) || sub_delim(c))
-                };
+            let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                !inner.is_empty() && inner.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'))
+            } else {
+                chars_ok(host, |c| unreserved(c) || sub_delim(c))
+            };
             if !host_ok || !port.chars().all(|c| c.is_ascii_digit()) {
                 return false;
             }
@@ -427,21 +392,13 @@ pub(crate) fn is_uri_reference(s: &str) -> bool {
 
 fn check_uri(at: &str, s: &Option<String>) -> Result<(), InvalidMessage> {
     match s {
-        Some(v) if !is_uri_reference(v) => Err(InvalidMessage::BadUri {
-            at: at.to_string(),
-            value: v.clone(),
-        }),
+        Some(v) if !is_uri_reference(v) => Err(InvalidMessage::BadUri { at: at.to_string(), value: v.clone() }),
         _ => Ok(()),
     }
 }
 
 fn check_time(at: &str, t: OffsetDateTime) -> Result<(), InvalidMessage> {
-    format_cap_time(t)
-        .map(|_| ())
-        .map_err(|source| InvalidMessage::Time {
-            at: at.to_string(),
-            source,
-        })
+    format_cap_time(t).map(|_| ()).map_err(|source| InvalidMessage::Time { at: at.to_string(), source })
 }
 
 fn check_opt_time(at: &str, t: Option<OffsetDateTime>) -> Result<(), InvalidMessage> {
@@ -460,11 +417,7 @@ impl CapAlert {
     /// This message as a `references` entry, for the Update or Cancel that follows it. `(sender, identifier, sent)`
     /// is also what makes a CAP message unique, so inbound de-duplication can key on it.
     pub fn as_reference(&self) -> Reference {
-        Reference {
-            sender: self.sender.clone(),
-            identifier: self.identifier.clone(),
-            sent: self.sent,
-        }
+        Reference { sender: self.sender.clone(), identifier: self.identifier.clone(), sent: self.sent }
     }
 
     /// Checks every CAP rule the writer relies on. The writer calls it, so an invalid message is never written;
@@ -477,16 +430,10 @@ impl CapAlert {
         check_opt_text("alert/restriction", &self.restriction)?;
         check_opt_text("alert/addresses", &self.addresses)?;
         if self.scope == Scope::Restricted && self.restriction.is_none() {
-            return Err(InvalidMessage::ScopeNeeds {
-                scope: self.scope,
-                needs: "restriction",
-            });
+            return Err(InvalidMessage::ScopeNeeds { scope: self.scope, needs: "restriction" });
         }
         if self.scope == Scope::Private && self.addresses.is_none() {
-            return Err(InvalidMessage::ScopeNeeds {
-                scope: self.scope,
-                needs: "addresses",
-            });
+            return Err(InvalidMessage::ScopeNeeds { scope: self.scope, needs: "addresses" });
         }
         for (i, code) in self.codes.iter().enumerate() {
             check_text(&format!("alert/code[{i}]"), code)?;
@@ -509,10 +456,7 @@ impl CapAlert {
 impl CapInfo {
     fn validate(&self, at: &str) -> Result<(), InvalidMessage> {
         if !is_language_tag(&self.language) {
-            return Err(InvalidMessage::BadLanguage {
-                at: format!("{at}/language"),
-                value: self.language.clone(),
-            });
+            return Err(InvalidMessage::BadLanguage { at: format!("{at}/language"), value: self.language.clone() });
         }
         if self.categories.is_empty() {
             return Err(InvalidMessage::NoCategory { at: at.to_string() });
@@ -550,9 +494,7 @@ impl CapInfo {
             check_pairs(&format!("{at}/geocode"), &area.geocodes)?;
             for (name, v) in [("altitude", area.altitude), ("ceiling", area.ceiling)] {
                 if v.is_some_and(|v| !v.is_finite()) {
-                    return Err(InvalidMessage::BadNumber {
-                        at: format!("{at}/{name}"),
-                    });
+                    return Err(InvalidMessage::BadNumber { at: format!("{at}/{name}") });
                 }
             }
             if area.ceiling.is_some() && area.altitude.is_none() {
@@ -575,10 +517,7 @@ mod tests {
         assert_eq!(Status::parse("actual"), None);
         assert_eq!(Category::ALL.len(), 12);
         assert_eq!(ResponseType::ALL.len(), 9);
-        assert_eq!(
-            serde_json::to_string(&Severity::Extreme).unwrap(),
-            "\"Extreme\""
-        );
+        assert_eq!(serde_json::to_string(&Severity::Extreme).unwrap(), "\"Extreme\"");
     }
 
     #[test]
@@ -613,19 +552,9 @@ mod tests {
         ] {
             assert!(is_uri_reference(ok), "{ok}");
         }
-        for bad in [
-            "%zz",
-            "a%4",
-            "a#b#c",
-            ":",
-            "1a:b",
-            "-:x",
-            "a[b]",
-            "x?[a]",
-            "http://a]b/",
-            "http://a:xx/",
-            "a\u{1}b",
-        ] {
+        for bad in
+            ["%zz", "a%4", "a#b#c", ":", "1a:b", "-:x", "a[b]", "x?[a]", "http://a]b/", "http://a:xx/", "a\u{1}b"]
+        {
             assert!(!is_uri_reference(bad), "{bad}");
         }
     }
@@ -635,10 +564,7 @@ mod tests {
         assert!(check_text("x", "line\nnext\ttab\r").is_ok());
         assert_eq!(
             check_text("alert/note", "bell\u{7}"),
-            Err(InvalidMessage::ControlChar {
-                at: "alert/note".into(),
-                code: 7
-            })
+            Err(InvalidMessage::ControlChar { at: "alert/note".into(), code: 7 })
         );
         assert!(check_text("x", "\u{FFFE}").is_err());
     }

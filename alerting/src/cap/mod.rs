@@ -34,9 +34,8 @@ pub use atom::{cap_url, write_atom, AtomEntry, AtomError, AtomFeed};
 pub use builder::{build_alert, AreaInput, BuildError, CapInput, Localized};
 pub use geometry::{Circle, GeometryError, Point, Polygon};
 pub use message::{
-    CapAlert, CapArea, CapInfo, CapResource, Category, Certainty, InvalidMessage, MsgType,
-    Reference, ResponseType, Scope, Severity, Status, Urgency, ValuePair, CAP_NAMESPACE,
-    TW_EVENT_CODE_NAME, TW_GEOCODE_NAME,
+    CapAlert, CapArea, CapInfo, CapResource, Category, Certainty, InvalidMessage, MsgType, Reference, ResponseType,
+    Scope, Severity, Status, Urgency, ValuePair, CAP_NAMESPACE, TW_EVENT_CODE_NAME, TW_GEOCODE_NAME,
 };
 pub use parse::{parse_alert, parse_alert_with, ParseError, ParseLimits};
 pub use templates::{TemplateError, Templates};

@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 
 use super::geometry::{Circle, GeometryError, Polygon};
 use super::message::{
-    is_xml_char, CapAlert, CapArea, CapInfo, CapResource, Category, Certainty, InvalidMessage,
-    MsgType, Reference, ResponseType, Scope, Severity, Status, Urgency, ValuePair, CAP_NAMESPACE,
+    is_xml_char, CapAlert, CapArea, CapInfo, CapResource, Category, Certainty, InvalidMessage, MsgType, Reference,
+    ResponseType, Scope, Severity, Status, Urgency, ValuePair, CAP_NAMESPACE,
 };
 use super::times::{parse_cap_time, TimeError};
 
@@ -33,10 +33,7 @@ pub struct ParseLimits {
 
 impl Default for ParseLimits {
     fn default() -> Self {
-        ParseLimits {
-            max_bytes: 1024 * 1024,
-            max_depth: 32,
-        }
+        ParseLimits { max_bytes: 1024 * 1024, max_depth: 32 }
     }
 }
 
@@ -53,9 +50,7 @@ pub enum ParseError {
     #[error("invalid XML at byte {position}: {message}")]
     InvalidXml { position: u64, message: String },
     /// The root is not `alert` in the CAP 1.2 namespace (a CAP 1.1 message lands here too).
-    #[error(
-        "root element is `{found}` in namespace `{namespace}`, expected `alert` in {CAP_NAMESPACE}"
-    )]
+    #[error("root element is `{found}` in namespace `{namespace}`, expected `alert` in {CAP_NAMESPACE}")]
     NotCap { found: String, namespace: String },
     /// A required element is absent.
     #[error("{at}: required element <{element}> is missing")]
@@ -71,11 +66,7 @@ pub enum ParseError {
     BadContent { at: String, what: &'static str },
     /// A value outside its enumeration; `element` is the element name.
     #[error("{at}: `{value}` is not a valid <{element}> value")]
-    BadEnum {
-        at: String,
-        element: &'static str,
-        value: String,
-    },
+    BadEnum { at: String, element: &'static str, value: String },
     /// A time with `Z`, without an offset, with fractions, or malformed.
     #[error("{at}: {source}")]
     Time { at: String, source: TimeError },
@@ -119,10 +110,7 @@ pub fn parse_alert(xml: &[u8]) -> Result<CapAlert, ParseError> {
 /// Parses one CAP 1.2 `alert` document.
 pub fn parse_alert_with(xml: &[u8], limits: &ParseLimits) -> Result<CapAlert, ParseError> {
     if xml.len() > limits.max_bytes {
-        return Err(ParseError::TooLarge {
-            size: xml.len(),
-            limit: limits.max_bytes,
-        });
+        return Err(ParseError::TooLarge { size: xml.len(), limit: limits.max_bytes });
     }
     let text = std::str::from_utf8(xml).map_err(|e| ParseError::InvalidXml {
         position: e.valid_up_to() as u64,
@@ -131,10 +119,7 @@ pub fn parse_alert_with(xml: &[u8], limits: &ParseLimits) -> Result<CapAlert, Pa
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let root = build_tree(text, limits)?;
     if root.ns != Ns::Cap || root.name != "alert" {
-        return Err(ParseError::NotCap {
-            found: root.name,
-            namespace: root.namespace,
-        });
+        return Err(ParseError::NotCap { found: root.name, namespace: root.namespace });
     }
     let alert = read_alert(&root)?;
     alert.validate()?;
@@ -155,9 +140,7 @@ fn build_tree(text: &str, limits: &ParseLimits) -> Result<Node, ParseError> {
     loop {
         let position = reader.buffer_position();
         let bad = |message: String| ParseError::InvalidXml { position, message };
-        let (ns, event) = reader
-            .read_resolved_event()
-            .map_err(|e| bad(e.to_string()))?;
+        let (ns, event) = reader.read_resolved_event().map_err(|e| bad(e.to_string()))?;
         let (ns, namespace) = match ns {
             ResolveResult::Bound(n) => {
                 let uri = String::from_utf8_lossy(n.as_ref()).into_owned();
@@ -170,10 +153,7 @@ fn build_tree(text: &str, limits: &ParseLimits) -> Result<Node, ParseError> {
             }
             ResolveResult::Unbound => (Ns::Other, String::new()),
             ResolveResult::Unknown(prefix) => {
-                return Err(bad(format!(
-                    "undeclared namespace prefix `{}`",
-                    String::from_utf8_lossy(&prefix)
-                )))
+                return Err(bad(format!("undeclared namespace prefix `{}`", String::from_utf8_lossy(&prefix))))
             }
         };
         match event {
@@ -186,18 +166,10 @@ fn build_tree(text: &str, limits: &ParseLimits) -> Result<Node, ParseError> {
                     return Err(bad("content after the root element".into()));
                 }
                 if stack.len() >= limits.max_depth {
-                    return Err(ParseError::TooDeep {
-                        limit: limits.max_depth,
-                    });
+                    return Err(ParseError::TooDeep { limit: limits.max_depth });
                 }
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                let node = Node {
-                    ns,
-                    name,
-                    namespace,
-                    children: Vec::new(),
-                    text: String::new(),
-                };
+                let node = Node { ns, name, namespace, children: Vec::new(), text: String::new() };
                 if matches!(event, Event::Empty(_)) {
                     attach(&mut stack, &mut root, node);
                 } else {
@@ -234,10 +206,7 @@ fn build_tree(text: &str, limits: &ParseLimits) -> Result<Node, ParseError> {
                 if let Some(enc) = d.encoding() {
                     let enc = enc.map_err(|e| bad(e.to_string()))?;
                     if !enc.eq_ignore_ascii_case(b"utf-8") {
-                        return Err(bad(format!(
-                            "encoding `{}` is not supported",
-                            String::from_utf8_lossy(&enc)
-                        )));
+                        return Err(bad(format!("encoding `{}` is not supported", String::from_utf8_lossy(&enc))));
                     }
                 }
             }
@@ -253,10 +222,7 @@ fn build_tree(text: &str, limits: &ParseLimits) -> Result<Node, ParseError> {
             message: "document ends inside an element".into(),
         });
     }
-    root.ok_or(ParseError::InvalidXml {
-        position: 0,
-        message: "no root element".into(),
-    })
+    root.ok_or(ParseError::InvalidXml { position: 0, message: "no root element".into() })
 }
 
 fn attach(stack: &mut [Node], root: &mut Option<Node>, node: Node) {
@@ -268,10 +234,7 @@ fn attach(stack: &mut [Node], root: &mut Option<Node>, node: Node) {
 
 fn push_text(stack: &mut [Node], s: &str) -> Result<(), String> {
     if let Some(c) = s.chars().find(|c| !is_xml_char(*c)) {
-        return Err(format!(
-            "character U+{:04X} is not allowed in XML",
-            u32::from(c)
-        ));
+        return Err(format!("character U+{:04X} is not allowed in XML", u32::from(c)));
     }
     match stack.last_mut() {
         Some(node) => node.text.push_str(s),
@@ -292,18 +255,11 @@ struct Seq<'a> {
 impl<'a> Seq<'a> {
     fn new(at: String, node: &'a Node) -> Result<Self, ParseError> {
         if !node.text.trim().is_empty() {
-            return Err(ParseError::BadContent {
-                at,
-                what: "text is not allowed here, only elements",
-            });
+            return Err(ParseError::BadContent { at, what: "text is not allowed here, only elements" });
         }
         // XML signatures (the XSD's `<any namespace="…xmldsig#">`) are skipped among <alert>'s children; anywhere
         // else they are unexpected elements like any other.
-        let nodes = node
-            .children
-            .iter()
-            .filter(|n| !(n.ns == Ns::Dsig && node.name == "alert"))
-            .collect();
+        let nodes = node.children.iter().filter(|n| !(n.ns == Ns::Dsig && node.name == "alert")).collect();
         Ok(Seq { at, nodes, pos: 0 })
     }
 
@@ -315,9 +271,7 @@ impl<'a> Seq<'a> {
     }
 
     fn peek_is(&self, name: &str) -> bool {
-        self.nodes
-            .get(self.pos)
-            .is_some_and(|n| n.ns == Ns::Cap && n.name == name)
+        self.nodes.get(self.pos).is_some_and(|n| n.ns == Ns::Cap && n.name == name)
     }
 
     fn opt(&mut self, name: &str) -> Option<&'a Node> {
@@ -333,19 +287,11 @@ impl<'a> Seq<'a> {
         if let Some(n) = self.opt(name) {
             return Ok(n);
         }
-        let later = self.nodes[self.pos..]
-            .iter()
-            .any(|n| n.ns == Ns::Cap && n.name == name);
+        let later = self.nodes[self.pos..].iter().any(|n| n.ns == Ns::Cap && n.name == name);
         if later {
-            Err(ParseError::OutOfOrder {
-                at: self.at.clone(),
-                element: name.to_string(),
-            })
+            Err(ParseError::OutOfOrder { at: self.at.clone(), element: name.to_string() })
         } else {
-            Err(ParseError::Missing {
-                at: self.at.clone(),
-                element: name,
-            })
+            Err(ParseError::Missing { at: self.at.clone(), element: name })
         }
     }
 
@@ -361,24 +307,12 @@ impl<'a> Seq<'a> {
         match self.nodes.get(self.pos) {
             None => Ok(()),
             Some(n) => {
-                let earlier = self.nodes[..self.pos]
-                    .iter()
-                    .any(|m| m.ns == n.ns && m.name == n.name);
-                let element = if n.ns == Ns::Cap {
-                    n.name.clone()
-                } else {
-                    format!("{{{}}}{}", n.namespace, n.name)
-                };
+                let earlier = self.nodes[..self.pos].iter().any(|m| m.ns == n.ns && m.name == n.name);
+                let element = if n.ns == Ns::Cap { n.name.clone() } else { format!("{{{}}}{}", n.namespace, n.name) };
                 if n.ns == Ns::Cap && !earlier && KNOWN_ELEMENTS.contains(&n.name.as_str()) {
-                    Err(ParseError::OutOfOrder {
-                        at: self.at,
-                        element,
-                    })
+                    Err(ParseError::OutOfOrder { at: self.at, element })
                 } else {
-                    Err(ParseError::Unexpected {
-                        at: self.at,
-                        element,
-                    })
+                    Err(ParseError::Unexpected { at: self.at, element })
                 }
             }
         }
@@ -449,19 +383,10 @@ fn text_of(at: &str, node: &Node) -> Result<String, ParseError> {
     Ok(node.text.clone())
 }
 
-fn enum_of<T>(
-    at: String,
-    node: &Node,
-    element: &'static str,
-    parse: fn(&str) -> Option<T>,
-) -> Result<T, ParseError> {
+fn enum_of<T>(at: String, node: &Node, element: &'static str, parse: fn(&str) -> Option<T>) -> Result<T, ParseError> {
     let text = text_of(&at, node)?;
     // Lenient on surrounding whitespace (pretty-printers add it); strict on the spelling.
-    parse(text.trim()).ok_or(ParseError::BadEnum {
-        at,
-        element,
-        value: text,
-    })
+    parse(text.trim()).ok_or(ParseError::BadEnum { at, element, value: text })
 }
 
 fn time_of(at: String, node: &Node) -> Result<OffsetDateTime, ParseError> {
@@ -474,48 +399,19 @@ fn read_alert(root: &Node) -> Result<CapAlert, ParseError> {
     let identifier = text_of("alert/identifier", s.req("identifier")?)?;
     let sender = text_of("alert/sender", s.req("sender")?)?;
     let sent = time_of("alert/sent".into(), s.req("sent")?)?;
-    let status = enum_of(
-        "alert/status".into(),
-        s.req("status")?,
-        "status",
-        Status::parse,
-    )?;
-    let msg_type = enum_of(
-        "alert/msgType".into(),
-        s.req("msgType")?,
-        "msgType",
-        MsgType::parse,
-    )?;
-    let source = s
-        .opt("source")
-        .map(|n| text_of("alert/source", n))
-        .transpose()?;
+    let status = enum_of("alert/status".into(), s.req("status")?, "status", Status::parse)?;
+    let msg_type = enum_of("alert/msgType".into(), s.req("msgType")?, "msgType", MsgType::parse)?;
+    let source = s.opt("source").map(|n| text_of("alert/source", n)).transpose()?;
     let scope = enum_of("alert/scope".into(), s.req("scope")?, "scope", Scope::parse)?;
-    let restriction = s
-        .opt("restriction")
-        .map(|n| text_of("alert/restriction", n))
-        .transpose()?;
-    let addresses = s
-        .opt("addresses")
-        .map(|n| text_of("alert/addresses", n))
-        .transpose()?;
-    let codes = s
-        .many("code")
-        .into_iter()
-        .map(|n| text_of("alert/code", n))
-        .collect::<Result<_, _>>()?;
-    let note = s
-        .opt("note")
-        .map(|n| text_of("alert/note", n))
-        .transpose()?;
+    let restriction = s.opt("restriction").map(|n| text_of("alert/restriction", n)).transpose()?;
+    let addresses = s.opt("addresses").map(|n| text_of("alert/addresses", n)).transpose()?;
+    let codes = s.many("code").into_iter().map(|n| text_of("alert/code", n)).collect::<Result<_, _>>()?;
+    let note = s.opt("note").map(|n| text_of("alert/note", n)).transpose()?;
     let references = match s.opt("references") {
         Some(n) => parse_references(&text_of("alert/references", n)?)?,
         None => Vec::new(),
     };
-    let incidents = s
-        .opt("incidents")
-        .map(|n| text_of("alert/incidents", n))
-        .transpose()?;
+    let incidents = s.opt("incidents").map(|n| text_of("alert/incidents", n)).transpose()?;
     let infos = s
         .many("info")
         .into_iter()
@@ -546,27 +442,17 @@ fn read_alert(root: &Node) -> Result<CapAlert, ParseError> {
 pub fn parse_references(text: &str) -> Result<Vec<Reference>, ParseError> {
     text.split_whitespace()
         .map(|triple| {
-            let bad = || ParseError::BadReference {
-                value: triple.to_string(),
-            };
+            let bad = || ParseError::BadReference { value: triple.to_string() };
             let mut parts = triple.splitn(3, ',');
-            let (Some(sender), Some(identifier), Some(sent)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(sender), Some(identifier), Some(sent)) = (parts.next(), parts.next(), parts.next()) else {
                 return Err(bad());
             };
             if sender.is_empty() || identifier.is_empty() {
                 return Err(bad());
             }
-            let sent = parse_cap_time(sent).map_err(|source| ParseError::Time {
-                at: "alert/references".into(),
-                source,
-            })?;
-            Ok(Reference {
-                sender: sender.to_string(),
-                identifier: identifier.to_string(),
-                sent,
-            })
+            let sent =
+                parse_cap_time(sent).map_err(|source| ParseError::Time { at: "alert/references".into(), source })?;
+            Ok(Reference { sender: sender.to_string(), identifier: identifier.to_string(), sent })
         })
         .collect()
 }
@@ -598,9 +484,7 @@ fn opt_time(s: &mut Seq<'_>, name: &'static str) -> Result<Option<OffsetDateTime
 fn read_info(at: String, node: &Node) -> Result<CapInfo, ParseError> {
     let mut s = Seq::new(at.clone(), node)?;
     // CAP: "If not present, an implicit default value of 'en-US' SHALL be assumed."
-    let language = opt_text(&mut s, "language")?
-        .map(|l| l.trim().to_string())
-        .unwrap_or_else(|| "en-US".into());
+    let language = opt_text(&mut s, "language")?.map(|l| l.trim().to_string()).unwrap_or_else(|| "en-US".into());
     let categories: Vec<Category> = s
         .many("category")
         .into_iter()
@@ -613,33 +497,11 @@ fn read_info(at: String, node: &Node) -> Result<CapInfo, ParseError> {
     let response_types = s
         .many("responseType")
         .into_iter()
-        .map(|n| {
-            enum_of(
-                format!("{at}/responseType"),
-                n,
-                "responseType",
-                ResponseType::parse,
-            )
-        })
+        .map(|n| enum_of(format!("{at}/responseType"), n, "responseType", ResponseType::parse))
         .collect::<Result<_, _>>()?;
-    let urgency = enum_of(
-        format!("{at}/urgency"),
-        s.req("urgency")?,
-        "urgency",
-        Urgency::parse,
-    )?;
-    let severity = enum_of(
-        format!("{at}/severity"),
-        s.req("severity")?,
-        "severity",
-        Severity::parse,
-    )?;
-    let certainty = enum_of(
-        format!("{at}/certainty"),
-        s.req("certainty")?,
-        "certainty",
-        Certainty::parse,
-    )?;
+    let urgency = enum_of(format!("{at}/urgency"), s.req("urgency")?, "urgency", Urgency::parse)?;
+    let severity = enum_of(format!("{at}/severity"), s.req("severity")?, "severity", Severity::parse)?;
+    let certainty = enum_of(format!("{at}/certainty"), s.req("certainty")?, "certainty", Certainty::parse)?;
     let audience = opt_text(&mut s, "audience")?;
     let event_codes = read_pairs(&mut s, "eventCode")?;
     let effective = opt_time(&mut s, "effective")?;
@@ -695,24 +557,18 @@ fn read_resource(at: String, node: &Node) -> Result<CapResource, ParseError> {
     let resource_desc = text_of(&format!("{at}/resourceDesc"), s.req("resourceDesc")?)?;
     let mime_type = text_of(&format!("{at}/mimeType"), s.req("mimeType")?)?;
     let size = match opt_text(&mut s, "size")? {
-        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| ParseError::BadNumber {
-            at: format!("{at}/size"),
-            value: v.clone(),
-        })?),
+        Some(v) => Some(
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| ParseError::BadNumber { at: format!("{at}/size"), value: v.clone() })?,
+        ),
         None => None,
     };
     let uri = opt_text(&mut s, "uri")?;
     let deref_uri = opt_text(&mut s, "derefUri")?;
     let digest = opt_text(&mut s, "digest")?;
     s.finish()?;
-    Ok(CapResource {
-        resource_desc,
-        mime_type,
-        size,
-        uri,
-        deref_uri,
-        digest,
-    })
+    Ok(CapResource { resource_desc, mime_type, size, uri, deref_uri, digest })
 }
 
 fn read_area(at: String, node: &Node) -> Result<CapArea, ParseError> {
@@ -750,12 +606,5 @@ fn read_area(at: String, node: &Node) -> Result<CapArea, ParseError> {
     let altitude = decimal("altitude")?;
     let ceiling = decimal("ceiling")?;
     s.finish()?;
-    Ok(CapArea {
-        area_desc,
-        polygons,
-        circles,
-        geocodes,
-        altitude,
-        ceiling,
-    })
+    Ok(CapArea { area_desc, polygons, circles, geocodes, altitude, ceiling })
 }

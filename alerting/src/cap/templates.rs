@@ -52,19 +52,14 @@ pub enum TemplateError {
     #[error("templates file: {table} has no entry for status {status}")]
     MissingStatusText { table: String, status: Status },
     /// A key in `status_prefix`/`status_note` that is not a non-Actual CAP status.
-    #[error(
-        "templates file: {table} has key `{key}`, expected one of Exercise, System, Test, Draft"
-    )]
+    #[error("templates file: {table} has key `{key}`, expected one of Exercise, System, Test, Draft")]
     BadStatusKey { table: String, key: String },
     /// Asked for an event type that the file does not define.
     #[error("no templates for event type `{event_type}`")]
     UnknownEventType { event_type: String },
     /// An event type lacks one of the file's languages.
     #[error("event `{event_type}`: no texts for language `{language}`")]
-    MissingLanguage {
-        event_type: String,
-        language: String,
-    },
+    MissingLanguage { event_type: String, language: String },
     /// A key under `[event.X]` that is neither a known field nor a listed language.
     #[error("event `{event_type}`: unknown key `{key}`")]
     UnknownKey { event_type: String, key: String },
@@ -73,28 +68,13 @@ pub enum TemplateError {
     BadField { event_type: String, message: String },
     /// A category or response type not spelled as CAP spells it.
     #[error("event `{event_type}`: `{value}` is not a CAP {field} value")]
-    BadEnum {
-        event_type: String,
-        field: &'static str,
-        value: String,
-    },
+    BadEnum { event_type: String, field: &'static str, value: String },
     /// `{` without `}` or a stray `}`.
     #[error("event `{event_type}` ({language}) {field}: unbalanced brace in template")]
-    Unbalanced {
-        event_type: String,
-        language: String,
-        field: &'static str,
-    },
+    Unbalanced { event_type: String, language: String, field: &'static str },
     /// A placeholder with no value: the event type, language, field and placeholder are named.
-    #[error(
-        "event `{event_type}` ({language}) {field}: no value for placeholder {{{placeholder}}}"
-    )]
-    UnknownPlaceholder {
-        event_type: String,
-        language: String,
-        field: &'static str,
-        placeholder: String,
-    },
+    #[error("event `{event_type}` ({language}) {field}: no value for placeholder {{{placeholder}}}")]
+    UnknownPlaceholder { event_type: String, language: String, field: &'static str, placeholder: String },
 }
 
 /// headline / description / instruction, for one event type (or for cancellations) in one language.
@@ -176,37 +156,21 @@ struct RawLanguage {
     cancel: TextSet,
 }
 
-const NON_ACTUAL: [Status; 4] = [
-    Status::Exercise,
-    Status::System,
-    Status::Test,
-    Status::Draft,
-];
+const NON_ACTUAL: [Status; 4] = [Status::Exercise, Status::System, Status::Test, Status::Draft];
 
-fn status_map(
-    table: &str,
-    raw: BTreeMap<String, String>,
-) -> Result<BTreeMap<Status, String>, TemplateError> {
+fn status_map(table: &str, raw: BTreeMap<String, String>) -> Result<BTreeMap<Status, String>, TemplateError> {
     let mut out = BTreeMap::new();
     for (key, text) in raw {
         match Status::parse(&key) {
             Some(s) if s != Status::Actual => {
                 out.insert(s, text);
             }
-            _ => {
-                return Err(TemplateError::BadStatusKey {
-                    table: table.to_string(),
-                    key,
-                })
-            }
+            _ => return Err(TemplateError::BadStatusKey { table: table.to_string(), key }),
         }
     }
     for status in NON_ACTUAL {
         if !out.contains_key(&status) {
-            return Err(TemplateError::MissingStatusText {
-                table: table.to_string(),
-                status,
-            });
+            return Err(TemplateError::MissingStatusText { table: table.to_string(), status });
         }
     }
     Ok(out)
@@ -218,22 +182,15 @@ fn enum_list<T>(
     key: &'static str,
     parse: fn(&str) -> Option<T>,
 ) -> Result<Vec<T>, TemplateError> {
-    let bad_field = |message: String| TemplateError::BadField {
-        event_type: event_type.to_string(),
-        message,
-    };
+    let bad_field = |message: String| TemplateError::BadField { event_type: event_type.to_string(), message };
     let Some(value) = table.remove(key) else {
         return Err(bad_field(format!("missing `{key}`")));
     };
-    let items = value
-        .as_array()
-        .ok_or_else(|| bad_field(format!("`{key}` must be a list of strings")))?;
+    let items = value.as_array().ok_or_else(|| bad_field(format!("`{key}` must be a list of strings")))?;
     items
         .iter()
         .map(|item| {
-            let s = item
-                .as_str()
-                .ok_or_else(|| bad_field(format!("`{key}` must be a list of strings")))?;
+            let s = item.as_str().ok_or_else(|| bad_field(format!("`{key}` must be a list of strings")))?;
             parse(s).ok_or_else(|| TemplateError::BadEnum {
                 event_type: event_type.to_string(),
                 field: key,
@@ -246,8 +203,7 @@ fn enum_list<T>(
 impl Templates {
     /// Loads and checks a templates file's text.
     pub fn from_toml_str(text: &str) -> Result<Self, TemplateError> {
-        let raw: RawFile =
-            toml::from_str(text).map_err(|e| TemplateError::Toml(e.message().to_string()))?;
+        let raw: RawFile = toml::from_str(text).map_err(|e| TemplateError::Toml(e.message().to_string()))?;
         let mut seen = std::collections::BTreeSet::new();
         if raw.languages.is_empty() || !raw.languages.iter().all(|l| seen.insert(l.clone())) {
             return Err(TemplateError::NoLanguages);
@@ -257,12 +213,9 @@ impl Templates {
         let mut raw_languages = raw.language;
         for lang in &raw.languages {
             let Some(r) = raw_languages.remove(lang) else {
-                return Err(TemplateError::MissingLanguageTable {
-                    language: lang.clone(),
-                });
+                return Err(TemplateError::MissingLanguageTable { language: lang.clone() });
             };
-            let status_prefix =
-                status_map(&format!("[language.{lang}.status_prefix]"), r.status_prefix)?;
+            let status_prefix = status_map(&format!("[language.{lang}.status_prefix]"), r.status_prefix)?;
             for (field, t) in [
                 ("cancel.headline", &r.cancel.headline),
                 ("cancel.description", &r.cancel.description),
@@ -283,9 +236,7 @@ impl Templates {
             language.insert(lang.clone(), texts);
         }
         if let Some(extra) = raw_languages.into_keys().next() {
-            return Err(TemplateError::Toml(format!(
-                "[language.{extra}] is not listed in `languages`"
-            )));
+            return Err(TemplateError::Toml(format!("[language.{extra}] is not listed in `languages`")));
         }
 
         let mut events = BTreeMap::new();
@@ -297,12 +248,7 @@ impl Templates {
                     message: "`category` needs at least one value".into(),
                 });
             }
-            let response_types = enum_list(
-                &event_type,
-                &mut table,
-                "response_type",
-                ResponseType::parse,
-            )?;
+            let response_types = enum_list(&event_type, &mut table, "response_type", ResponseType::parse)?;
             let event_code = match table.remove("event_code") {
                 Some(toml::Value::String(s)) if !s.is_empty() => s,
                 _ => {
@@ -320,13 +266,10 @@ impl Templates {
                         language: lang.clone(),
                     });
                 };
-                let text: EventText =
-                    value
-                        .try_into()
-                        .map_err(|e: toml::de::Error| TemplateError::BadField {
-                            event_type: event_type.clone(),
-                            message: format!("[event.{event_type}.{lang}]: {}", e.message()),
-                        })?;
+                let text: EventText = value.try_into().map_err(|e: toml::de::Error| TemplateError::BadField {
+                    event_type: event_type.clone(),
+                    message: format!("[event.{event_type}.{lang}]: {}", e.message()),
+                })?;
                 for (field, t) in [
                     ("event", &text.event),
                     ("headline", &text.headline),
@@ -342,27 +285,11 @@ impl Templates {
                 texts.insert(lang.clone(), text);
             }
             if let Some(key) = table.keys().next() {
-                return Err(TemplateError::UnknownKey {
-                    event_type: event_type.clone(),
-                    key: key.clone(),
-                });
+                return Err(TemplateError::UnknownKey { event_type: event_type.clone(), key: key.clone() });
             }
-            events.insert(
-                event_type,
-                EventTemplate {
-                    categories,
-                    response_types,
-                    event_code,
-                    texts,
-                },
-            );
+            events.insert(event_type, EventTemplate { categories, response_types, event_code, texts });
         }
-        Ok(Templates {
-            languages: raw.languages,
-            language,
-            status_note,
-            events,
-        })
+        Ok(Templates { languages: raw.languages, language, status_note, events })
     }
 
     /// Languages in the order their `info` blocks are written.
@@ -379,9 +306,7 @@ impl Templates {
     pub fn event(&self, event_type: &str) -> Result<&EventTemplate, TemplateError> {
         self.events
             .get(event_type)
-            .ok_or_else(|| TemplateError::UnknownEventType {
-                event_type: event_type.to_string(),
-            })
+            .ok_or_else(|| TemplateError::UnknownEventType { event_type: event_type.to_string() })
     }
 
     /// Language-wide texts for a listed language.
@@ -397,11 +322,9 @@ impl Templates {
 
 /// `Ok` when every `{` is closed by a `}` before the next `{`, and `{{`/`}}` are the only other braces.
 fn check_braces(template: &str) -> Result<(), ()> {
-    fill(template, &mut |_| Some(String::new()))
-        .map(|_| ())
-        .map_err(|e| match e {
-            FillError::Unbalanced | FillError::Missing(_) => (),
-        })
+    fill(template, &mut |_| Some(String::new())).map(|_| ()).map_err(|e| match e {
+        FillError::Unbalanced | FillError::Missing(_) => (),
+    })
 }
 
 /// Why [`fill`] stopped.
@@ -412,10 +335,7 @@ pub(crate) enum FillError {
 }
 
 /// Replaces `{name}` with `lookup(name)`; `{{` and `}}` are literal braces.
-pub(crate) fn fill(
-    template: &str,
-    lookup: &mut dyn FnMut(&str) -> Option<String>,
-) -> Result<String, FillError> {
+pub(crate) fn fill(template: &str, lookup: &mut dyn FnMut(&str) -> Option<String>) -> Result<String, FillError> {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
     while let Some(i) = rest.find(['{', '}']) {
@@ -485,16 +405,8 @@ instruction = "Take care"
         let t = Templates::from_toml_str(SMALL).unwrap();
         assert_eq!(t.languages(), ["zh-TW", "en-US"]);
         assert_eq!(t.event("heavy_rain").unwrap().categories, [Category::Met]);
-        assert_eq!(
-            t.language("en-US").unwrap().status_prefix[&Status::Exercise],
-            "[Drill] "
-        );
-        assert_eq!(
-            t.event("tsunami"),
-            Err(TemplateError::UnknownEventType {
-                event_type: "tsunami".into()
-            })
-        );
+        assert_eq!(t.language("en-US").unwrap().status_prefix[&Status::Exercise], "[Drill] ");
+        assert_eq!(t.event("tsunami"), Err(TemplateError::UnknownEventType { event_type: "tsunami".into() }));
     }
 
     #[test]
@@ -509,69 +421,29 @@ instruction = "Take care"
 
     #[test]
     fn bad_values_are_named() {
+        let err = Templates::from_toml_str(&SMALL.replace("[\"Met\"]", "[\"Weather\"]")).unwrap_err();
+        assert!(matches!(&err, TemplateError::BadEnum { value, field: "category", .. } if value == "Weather"), "{err}");
+        let err = Templates::from_toml_str(&SMALL.replace("headline = \"{area}豪雨\"", "headline = \"{area豪雨\""))
+            .unwrap_err();
+        assert!(matches!(&err, TemplateError::Unbalanced { field: "headline", .. }), "{err}");
         let err =
-            Templates::from_toml_str(&SMALL.replace("[\"Met\"]", "[\"Weather\"]")).unwrap_err();
-        assert!(
-            matches!(&err, TemplateError::BadEnum { value, field: "category", .. } if value == "Weather"),
-            "{err}"
-        );
+            Templates::from_toml_str(&SMALL.replace("instruction = \"注意\"", "instruction = \"注意\"\nextra = 1"))
+                .unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
         let err = Templates::from_toml_str(
-            &SMALL.replace("headline = \"{area}豪雨\"", "headline = \"{area豪雨\""),
+            &SMALL.replace("event_code = \"rainfall\"", "event_code = \"rainfall\"\ncolour = 1"),
         )
         .unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                TemplateError::Unbalanced {
-                    field: "headline",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        let err = Templates::from_toml_str(&SMALL.replace(
-            "instruction = \"注意\"",
-            "instruction = \"注意\"\nextra = 1",
-        ))
-        .unwrap_err();
-        assert!(err.to_string().contains("extra"), "{err}");
-        let err = Templates::from_toml_str(&SMALL.replace(
-            "event_code = \"rainfall\"",
-            "event_code = \"rainfall\"\ncolour = 1",
-        ))
-        .unwrap_err();
-        assert_eq!(
-            err,
-            TemplateError::UnknownKey {
-                event_type: "heavy_rain".into(),
-                key: "colour".into()
-            }
-        );
-        let err =
-            Templates::from_toml_str(&SMALL.replace("Draft = \"草稿 draft\"\n", "")).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                TemplateError::MissingStatusText {
-                    status: Status::Draft,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert_eq!(err, TemplateError::UnknownKey { event_type: "heavy_rain".into(), key: "colour".into() });
+        let err = Templates::from_toml_str(&SMALL.replace("Draft = \"草稿 draft\"\n", "")).unwrap_err();
+        assert!(matches!(err, TemplateError::MissingStatusText { status: Status::Draft, .. }), "{err}");
     }
 
     #[test]
     fn fill_placeholders() {
         let mut values = |k: &str| (k == "zone").then(|| "信義鄉".to_string());
-        assert_eq!(
-            fill("{zone}：{{x}} }}", &mut values),
-            Ok("信義鄉：{x} }".into())
-        );
-        assert_eq!(
-            fill("{nope}", &mut values),
-            Err(FillError::Missing("nope".into()))
-        );
+        assert_eq!(fill("{zone}：{{x}} }}", &mut values), Ok("信義鄉：{x} }".into()));
+        assert_eq!(fill("{nope}", &mut values), Err(FillError::Missing("nope".into())));
         assert_eq!(fill("{zone", &mut values), Err(FillError::Unbalanced));
         assert_eq!(fill("zone}", &mut values), Err(FillError::Unbalanced));
         assert_eq!(fill("{}", &mut values), Err(FillError::Unbalanced));

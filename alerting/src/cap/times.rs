@@ -75,10 +75,7 @@ pub fn parse_cap_time(raw: &str) -> Result<OffsetDateTime, TimeError> {
         if !part.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        Some(
-            part.iter()
-                .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')),
-        )
+        Some(part.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0')))
     };
     let punct_ok = b[4] == b'-'
         && b[7] == b'-'
@@ -97,26 +94,19 @@ pub fn parse_cap_time(raw: &str) -> Result<OffsetDateTime, TimeError> {
         digits(20, 2),
         digits(23, 2),
     );
-    let (Some(year), Some(month), Some(day), Some(hour), Some(min), Some(sec), Some(oh), Some(om)) =
-        fields
-    else {
+    let (Some(year), Some(month), Some(day), Some(hour), Some(min), Some(sec), Some(oh), Some(om)) = fields else {
         return Err(err(TimeError::Malformed));
     };
     if !punct_ok || oh * 60 + om > 14 * 60 || om > 59 {
         return Err(err(TimeError::Malformed));
     }
-    let month = u8::try_from(month)
-        .ok()
-        .and_then(|m| Month::try_from(m).ok())
-        .ok_or_else(|| err(TimeError::Malformed))?;
+    let month =
+        u8::try_from(month).ok().and_then(|m| Month::try_from(m).ok()).ok_or_else(|| err(TimeError::Malformed))?;
     // The digit counts above bound every field, so these narrowing casts cannot truncate.
-    let date = Date::from_calendar_date(year as i32, month, day as u8)
-        .map_err(|_| err(TimeError::Malformed))?;
-    let clock =
-        Time::from_hms(hour as u8, min as u8, sec as u8).map_err(|_| err(TimeError::Malformed))?;
+    let date = Date::from_calendar_date(year as i32, month, day as u8).map_err(|_| err(TimeError::Malformed))?;
+    let clock = Time::from_hms(hour as u8, min as u8, sec as u8).map_err(|_| err(TimeError::Malformed))?;
     let sign: i8 = if b[19] == b'-' { -1 } else { 1 };
-    let offset = UtcOffset::from_hms(sign * oh as i8, sign * om as i8, 0)
-        .map_err(|_| err(TimeError::Malformed))?;
+    let offset = UtcOffset::from_hms(sign * oh as i8, sign * om as i8, 0).map_err(|_| err(TimeError::Malformed))?;
     Ok(PrimitiveDateTime::new(date, clock).assume_offset(offset))
 }
 
@@ -152,42 +142,18 @@ mod tests {
 
     #[test]
     fn rejects_unwritable() {
-        assert!(matches!(
-            format_cap_time(datetime!(2026-01-01 00:00 +00:00:30)),
-            Err(TimeError::OutOfRange(_))
-        ));
-        assert!(matches!(
-            format_cap_time(datetime!(2026-01-01 00:00 +15)),
-            Err(TimeError::OutOfRange(_))
-        ));
+        assert!(matches!(format_cap_time(datetime!(2026-01-01 00:00 +00:00:30)), Err(TimeError::OutOfRange(_))));
+        assert!(matches!(format_cap_time(datetime!(2026-01-01 00:00 +15)), Err(TimeError::OutOfRange(_))));
     }
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!(
-            parse_cap_time("2026-11-26T18:00:00+08:00").unwrap(),
-            datetime!(2026-11-26 18:00 +8)
-        );
-        assert_eq!(
-            parse_cap_time(" 2026-11-26T10:00:00-00:00\n").unwrap(),
-            datetime!(2026-11-26 10:00 UTC)
-        );
-        assert_eq!(
-            parse_cap_time("2026-11-26T10:00:00+00:00").unwrap(),
-            datetime!(2026-11-26 10:00 UTC)
-        );
-        assert!(matches!(
-            parse_cap_time("2026-11-26T10:00:00Z"),
-            Err(TimeError::Zulu(_))
-        ));
-        assert!(matches!(
-            parse_cap_time("2026-11-26T10:00:00"),
-            Err(TimeError::NoOffset(_))
-        ));
-        assert!(matches!(
-            parse_cap_time("2026-11-26T10:00:00.5+08:00"),
-            Err(TimeError::Fractional(_))
-        ));
+        assert_eq!(parse_cap_time("2026-11-26T18:00:00+08:00").unwrap(), datetime!(2026-11-26 18:00 +8));
+        assert_eq!(parse_cap_time(" 2026-11-26T10:00:00-00:00\n").unwrap(), datetime!(2026-11-26 10:00 UTC));
+        assert_eq!(parse_cap_time("2026-11-26T10:00:00+00:00").unwrap(), datetime!(2026-11-26 10:00 UTC));
+        assert!(matches!(parse_cap_time("2026-11-26T10:00:00Z"), Err(TimeError::Zulu(_))));
+        assert!(matches!(parse_cap_time("2026-11-26T10:00:00"), Err(TimeError::NoOffset(_))));
+        assert!(matches!(parse_cap_time("2026-11-26T10:00:00.5+08:00"), Err(TimeError::Fractional(_))));
         for bad in [
             "2026-02-30T10:00:00+08:00",
             "2026-11-26T24:00:00+08:00",

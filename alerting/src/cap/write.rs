@@ -37,10 +37,7 @@ pub(crate) struct XmlOut {
 
 impl XmlOut {
     pub(crate) fn new() -> Self {
-        XmlOut {
-            buf: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"),
-            depth: 0,
-        }
+        XmlOut { buf: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"), depth: 0 }
     }
 
     fn indent(&mut self) {
@@ -149,11 +146,8 @@ pub fn write_alert(alert: &CapAlert) -> Result<String, InvalidMessage> {
     }
     x.opt_leaf("note", alert.note.as_deref());
     if !alert.references.is_empty() {
-        let refs: Vec<String> = alert
-            .references
-            .iter()
-            .map(|r| format!("{},{},{}", r.sender, r.identifier, time_text(r.sent)))
-            .collect();
+        let refs: Vec<String> =
+            alert.references.iter().map(|r| format!("{},{},{}", r.sender, r.identifier, time_text(r.sent))).collect();
         x.leaf("references", &refs.join(" "));
     }
     x.opt_leaf("incidents", alert.incidents.as_deref());
@@ -234,10 +228,7 @@ mod tests {
 
     #[test]
     fn escapes_all_five_and_cr() {
-        assert_eq!(
-            escape(r#"A&B <c> "d" 'e'"#),
-            "A&amp;B &lt;c&gt; &quot;d&quot; &apos;e&apos;"
-        );
+        assert_eq!(escape(r#"A&B <c> "d" 'e'"#), "A&amp;B &lt;c&gt; &quot;d&quot; &apos;e&apos;");
         assert_eq!(escape("一\r\n二"), "一&#13;\n二");
         assert_eq!(escape("]]>"), "]]&gt;");
     }

@@ -144,10 +144,6 @@ mod tests {
         let mut w = BitWriter::new();
         open_type(&mut w, &vec![1; 16384]);
         let v = w.finish();
-        assert_eq!(
-            (v[0], v[16385], v.len()),
-            (0xC1, 0, 16386),
-            "a zero-length tail ends the fragments"
-        );
+        assert_eq!((v[0], v[16385], v.len()), (0xC1, 0, 16386), "a zero-length tail ends the fragments");
     }
 }

@@ -57,9 +57,7 @@ impl Coding {
     /// (which are the same septets in the GSM default alphabet as in ASCII).
     pub fn ucs2_with_language(language: &str) -> Result<Coding, CbsError> {
         match language.as_bytes() {
-            [a, b] if a.is_ascii_lowercase() && b.is_ascii_lowercase() => {
-                Ok(Coding::Ucs2WithLanguage([*a, *b]))
-            }
+            [a, b] if a.is_ascii_lowercase() && b.is_ascii_lowercase() => Ok(Coding::Ucs2WithLanguage([*a, *b])),
             _ => Err(CbsError::Language(language.to_string())),
         }
     }
@@ -94,18 +92,10 @@ impl Alphabet {
             0x40..=0x7F if dcs & 0x20 == 0 => match (dcs >> 2) & 0b11 {
                 0b00 => Alphabet::Gsm7,
                 0b10 => Alphabet::Ucs2,
-                _ => {
-                    return Err(CbsError::Malformed(format!(
-                        "DCS {dcs:#04x}: 8-bit data is not text"
-                    )))
-                }
+                _ => return Err(CbsError::Malformed(format!("DCS {dcs:#04x}: 8-bit data is not text"))),
             },
             0xF0..=0xFF if dcs & 0x04 == 0 => Alphabet::Gsm7,
-            _ => {
-                return Err(CbsError::Malformed(format!(
-                    "DCS {dcs:#04x} is not a text coding we decode"
-                )))
-            }
+            _ => return Err(CbsError::Malformed(format!("DCS {dcs:#04x} is not a text coding we decode"))),
         })
     }
 }
@@ -123,10 +113,7 @@ mod tests {
         assert!(Coding::ucs2_with_language("zho").is_err());
         assert_eq!(Alphabet::from_dcs(0x0F).unwrap(), Alphabet::Gsm7);
         assert_eq!(Alphabet::from_dcs(0x48).unwrap(), Alphabet::Ucs2);
-        assert_eq!(
-            Alphabet::from_dcs(0x11).unwrap(),
-            Alphabet::Ucs2WithLanguage
-        );
+        assert_eq!(Alphabet::from_dcs(0x11).unwrap(), Alphabet::Ucs2WithLanguage);
         assert!(Alphabet::from_dcs(0x44).is_err());
         assert!(Alphabet::from_dcs(0x68).is_err(), "compressed");
     }
@@ -135,10 +122,6 @@ mod tests {
     fn coding_choice() {
         assert_eq!(Coding::for_text("Heavy rain [Drill] {x} €5"), Coding::Gsm7);
         assert_eq!(Coding::for_text("豪雨特報"), Coding::Ucs2);
-        assert_eq!(
-            Coding::for_text("naïve"),
-            Coding::Ucs2,
-            "ï is not in the GSM alphabet"
-        );
+        assert_eq!(Coding::for_text("naïve"), Coding::Ucs2, "ï is not in the GSM alphabet");
     }
 }

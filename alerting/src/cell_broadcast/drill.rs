@@ -45,26 +45,11 @@ mod tests {
 
     #[test]
     fn prefixes() {
-        assert_eq!(
-            broadcast_text(BroadcastMode::Drill, Language::Chinese, "豪雨特報"),
-            "[演練]豪雨特報"
-        );
-        assert_eq!(
-            broadcast_text(BroadcastMode::Drill, Language::English, "Heavy rain"),
-            "[Drill] Heavy rain"
-        );
-        assert_eq!(
-            broadcast_text(BroadcastMode::Test, Language::English, "Monthly test"),
-            "[Test] Monthly test"
-        );
-        assert_eq!(
-            broadcast_text(BroadcastMode::Actual, Language::Chinese, "豪雨特報"),
-            "豪雨特報"
-        );
+        assert_eq!(broadcast_text(BroadcastMode::Drill, Language::Chinese, "豪雨特報"), "[演練]豪雨特報");
+        assert_eq!(broadcast_text(BroadcastMode::Drill, Language::English, "Heavy rain"), "[Drill] Heavy rain");
+        assert_eq!(broadcast_text(BroadcastMode::Test, Language::English, "Monthly test"), "[Test] Monthly test");
+        assert_eq!(broadcast_text(BroadcastMode::Actual, Language::Chinese, "豪雨特報"), "豪雨特報");
         let once = broadcast_text(BroadcastMode::Drill, Language::Chinese, "地震");
-        assert_eq!(
-            broadcast_text(BroadcastMode::Drill, Language::Chinese, &once),
-            once
-        );
+        assert_eq!(broadcast_text(BroadcastMode::Drill, Language::Chinese, &once), once);
     }
 }

@@ -81,10 +81,7 @@ pub fn encode_char(c: char) -> Option<GsmChar> {
     if let Some(i) = DEFAULT.iter().position(|&d| d == c) {
         return Some(GsmChar::Basic(i as u8));
     }
-    EXTENSION
-        .iter()
-        .find(|&&(_, e)| e == c)
-        .map(|&(s, _)| GsmChar::Extended(s))
+    EXTENSION.iter().find(|&&(_, e)| e == c).map(|&(s, _)| GsmChar::Extended(s))
 }
 
 /// Whether every character of `text` is in the default alphabet or its extension table.
@@ -94,9 +91,7 @@ pub fn fits(text: &str) -> bool {
 
 /// Septets `text` needs (escape pairs count 2), or `None` when it does not fit GSM 7-bit.
 pub fn septet_count(text: &str) -> Option<usize> {
-    text.chars()
-        .map(|c| encode_char(c).map(GsmChar::septets))
-        .sum()
+    text.chars().map(|c| encode_char(c).map(GsmChar::septets)).sum()
 }
 
 /// Text → septets, or the first character (and its index) that does not fit.
@@ -116,10 +111,7 @@ pub fn septets_to_string(septets: &[u8]) -> String {
     while let Some(s) = it.next() {
         if s == ESCAPE {
             if let Some(e) = it.next() {
-                let ext = EXTENSION
-                    .iter()
-                    .find(|&&(code, _)| code == e)
-                    .map(|&(_, c)| c);
+                let ext = EXTENSION.iter().find(|&&(code, _)| code == e).map(|&(_, c)| c);
                 out.push(ext.unwrap_or(DEFAULT[e as usize]));
             }
         } else {

@@ -29,9 +29,8 @@ pub fn warning_message_content(pages: &[CbsPage]) -> Vec<u8> {
 /// Decode the LTE form back to text with our own decoder (each page's useful octets only).
 pub fn decode_warning_message_content(dcs: u8, content: &[u8]) -> Result<String, CbsError> {
     let alphabet = Alphabet::from_dcs(dcs)?;
-    let (&n, rest) = content
-        .split_first()
-        .ok_or_else(|| CbsError::Malformed("empty warning message content".into()))?;
+    let (&n, rest) =
+        content.split_first().ok_or_else(|| CbsError::Malformed("empty warning message content".into()))?;
     let n = usize::from(n);
     if n == 0 || n > MAX_PAGES {
         return Err(CbsError::Malformed(format!("{n} pages; 1..=15 allowed")));
@@ -47,9 +46,7 @@ pub fn decode_warning_message_content(dcs: u8, content: &[u8]) -> Result<String,
     for page in rest.chunks_exact(LTE_PAGE_OCTETS) {
         let useful = usize::from(page[CONTENT_OCTETS]);
         if useful == 0 || useful > CONTENT_OCTETS {
-            return Err(CbsError::Malformed(format!(
-                "useful length {useful}; 1..=82 allowed"
-            )));
+            return Err(CbsError::Malformed(format!("useful length {useful}; 1..=82 allowed")));
         }
         text.push_str(&decode_content(alphabet, &page[..useful])?.1);
     }
@@ -63,23 +60,14 @@ mod tests {
 
     #[test]
     fn layout_is_count_then_82_plus_length() {
-        let cb = encode_with_coding(
-            4383,
-            SerialNumber::from_u16(0x4170),
-            Coding::Gsm7,
-            &"a".repeat(100),
-        )
-        .unwrap();
+        let cb = encode_with_coding(4383, SerialNumber::from_u16(0x4170), Coding::Gsm7, &"a".repeat(100)).unwrap();
         let wmc = warning_message_content(&cb.pages);
         assert_eq!(wmc, cb.warning_message_content());
         assert_eq!(wmc.len(), 1 + 2 * 83);
         assert_eq!(wmc[0], 2);
         assert_eq!(wmc[83], 82, "page 1 is full: ceil(93 * 7 / 8)");
         assert_eq!(wmc[166], 7, "7 septets → 7 octets");
-        assert_eq!(
-            decode_warning_message_content(0x0F, &wmc).unwrap(),
-            "a".repeat(100)
-        );
+        assert_eq!(decode_warning_message_content(0x0F, &wmc).unwrap(), "a".repeat(100));
     }
 
     #[test]

@@ -50,9 +50,7 @@ pub use dcs::Coding;
 pub use drill::BroadcastMode;
 pub use pages::{CONTENT_OCTETS, MAX_PAGES, PAGE_OCTETS};
 pub use pws::{paired_message_id, Language, PwsClass};
-pub use sbcap::{
-    stop_warning_request, write_replace_warning_request, Ecgi, Plmn, Schedule, Tai, WarningArea,
-};
+pub use sbcap::{stop_warning_request, write_replace_warning_request, Ecgi, Plmn, Schedule, Tai, WarningArea};
 pub use serial::{GeoScope, SerialNumber};
 
 /// Why a broadcast could not be encoded. One enum for the module: every variant is a fact an
@@ -62,22 +60,13 @@ pub use serial::{GeoScope, SerialNumber};
 pub enum CbsError {
     #[error("the warning text is empty")]
     EmptyText,
-    #[error("the text needs {pages} pages ({length} {unit}); a cell broadcast carries at most 15 pages ({limit} {unit})")]
-    TooLong {
-        length: usize,
-        limit: usize,
-        pages: usize,
-        unit: &'static str,
-    },
-    #[error("character {ch:?} at position {position} cannot be sent in {coding}")]
-    Unencodable {
-        ch: char,
-        position: usize,
-        coding: &'static str,
-    },
     #[error(
-        "emergency level {0} is out of range 0..=8 (message identifiers 4371–4379 / 4384–4392)"
+        "the text needs {pages} pages ({length} {unit}); a cell broadcast carries at most 15 pages ({limit} {unit})"
     )]
+    TooLong { length: usize, limit: usize, pages: usize, unit: &'static str },
+    #[error("character {ch:?} at position {position} cannot be sent in {coding}")]
+    Unencodable { ch: char, position: usize, coding: &'static str },
+    #[error("emergency level {0} is out of range 0..=8 (message identifiers 4371–4379 / 4384–4392)")]
     EmergencyLevel(u8),
     #[error("message code {0} does not fit in 10 bits (0..=1023)")]
     MessageCode(u16),
@@ -98,10 +87,7 @@ pub enum CbsError {
     #[error("repetition period {0} s is above the 4095 s a CBC may send (TS 29.168)")]
     RepetitionPeriod(u16),
     #[error("{number_of_broadcasts} broadcasts with repetition period {repetition_period_s} s is not a valid schedule (period 0 allows exactly 1)")]
-    Schedule {
-        repetition_period_s: u16,
-        number_of_broadcasts: u16,
-    },
+    Schedule { repetition_period_s: u16, number_of_broadcasts: u16 },
 }
 
 /// One 88-octet page and how many of its 82 content octets are text (not CR padding).
@@ -182,11 +168,5 @@ pub fn encode_with_coding(
             useful_len: c.useful_len,
         })
         .collect();
-    Ok(CellBroadcast {
-        message_id,
-        serial,
-        coding,
-        dcs,
-        pages,
-    })
+    Ok(CellBroadcast { message_id, serial, coding, dcs, pages })
 }

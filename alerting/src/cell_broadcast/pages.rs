@@ -58,15 +58,9 @@ fn paginate_gsm7(text: &str) -> Result<Vec<PageContent>, CbsError> {
     let mut pages: Vec<Vec<u8>> = vec![Vec::with_capacity(GSM7_PER_PAGE)];
     let mut total = 0;
     for (position, ch) in text.chars().enumerate() {
-        let g = gsm7::encode_char(ch).ok_or(CbsError::Unencodable {
-            ch,
-            position,
-            coding: "GSM 7-bit",
-        })?;
+        let g = gsm7::encode_char(ch).ok_or(CbsError::Unencodable { ch, position, coding: "GSM 7-bit" })?;
         total += g.septets();
-        let fits = pages
-            .last()
-            .is_some_and(|p| p.len() + g.septets() <= GSM7_PER_PAGE);
+        let fits = pages.last().is_some_and(|p| p.len() + g.septets() <= GSM7_PER_PAGE);
         if !fits {
             pages.push(Vec::with_capacity(GSM7_PER_PAGE));
         }
@@ -93,28 +87,17 @@ fn paginate_gsm7(text: &str) -> Result<Vec<PageContent>, CbsError> {
             let packed = gsm7::pack(&septets);
             let mut octets = [0u8; CONTENT_OCTETS];
             octets.copy_from_slice(&packed);
-            PageContent {
-                octets,
-                useful_len: useful as u8,
-            }
+            PageContent { octets, useful_len: useful as u8 }
         })
         .collect())
 }
 
 fn paginate_ucs2(text: &str, language: Option<[u8; 2]>) -> Result<Vec<PageContent>, CbsError> {
-    let per_page = if language.is_some() {
-        UCS2_WITH_LANGUAGE_PER_PAGE
-    } else {
-        UCS2_PER_PAGE
-    };
+    let per_page = if language.is_some() { UCS2_WITH_LANGUAGE_PER_PAGE } else { UCS2_PER_PAGE };
     let mut units = Vec::with_capacity(text.len());
     for (position, ch) in text.chars().enumerate() {
         // UCS-2 has no surrogate pairs: a character beyond U+FFFF cannot be sent exactly.
-        let u = u16::try_from(u32::from(ch)).map_err(|_| CbsError::Unencodable {
-            ch,
-            position,
-            coding: "UCS-2",
-        })?;
+        let u = u16::try_from(u32::from(ch)).map_err(|_| CbsError::Unencodable { ch, position, coding: "UCS-2" })?;
         units.push(u);
     }
     let pages = units.len().div_ceil(per_page);
@@ -145,10 +128,7 @@ fn paginate_ucs2(text: &str, language: Option<[u8; 2]>) -> Result<Vec<PageConten
                 octets[at..at + 2].copy_from_slice(&u.to_be_bytes());
                 at += 2;
             }
-            PageContent {
-                octets,
-                useful_len: useful as u8,
-            }
+            PageContent { octets, useful_len: useful as u8 }
         })
         .collect())
 }
@@ -191,10 +171,7 @@ pub struct DecodedMessage {
 /// Decode the text of one page's content (or the useful part of it, for the LTE form).
 /// Returns the language indication (if the alphabet has one) and the text, trailing CRs
 /// removed: CR is the padding, and TS 23.038 makes a trailing CR display like none.
-pub fn decode_content(
-    alphabet: Alphabet,
-    content: &[u8],
-) -> Result<(Option<String>, String), CbsError> {
+pub fn decode_content(alphabet: Alphabet, content: &[u8]) -> Result<(Option<String>, String), CbsError> {
     let (language, mut text) = match alphabet {
         Alphabet::Gsm7 | Alphabet::Gsm7WithLanguage => {
             let s = gsm7::septets_to_string(&gsm7::unpack(content, content.len() * 8 / 7));
@@ -208,9 +185,9 @@ pub fn decode_content(
         }
         Alphabet::Ucs2 => (None, ucs2_to_string(content)?),
         Alphabet::Ucs2WithLanguage => {
-            let head = content.get(..2).ok_or_else(|| {
-                CbsError::Malformed("DCS 0x11 page shorter than its language indication".into())
-            })?;
+            let head = content
+                .get(..2)
+                .ok_or_else(|| CbsError::Malformed("DCS 0x11 page shorter than its language indication".into()))?;
             let lang = gsm7::septets_to_string(&gsm7::unpack(head, 2));
             (Some(lang), ucs2_to_string(&content[2..])?)
         }
@@ -225,9 +202,8 @@ fn ucs2_to_string(octets: &[u8]) -> Result<String, CbsError> {
         .chunks_exact(2)
         .map(|p| {
             let u = u16::from_be_bytes([p[0], p[1]]);
-            char::from_u32(u32::from(u)).ok_or_else(|| {
-                CbsError::Malformed(format!("UCS-2 unit {u:#06x} is a lone surrogate"))
-            })
+            char::from_u32(u32::from(u))
+                .ok_or_else(|| CbsError::Malformed(format!("UCS-2 unit {u:#06x} is a lone surrogate")))
         })
         .collect()
 }
@@ -235,14 +211,10 @@ fn ucs2_to_string(octets: &[u8]) -> Result<String, CbsError> {
 /// Decode a whole message from its 88-octet pages (in order). Checks that the pages agree on
 /// serial number, identifier and DCS, and that they are numbered 1..=n of n.
 pub fn decode_pages(pages: &[[u8; PAGE_OCTETS]]) -> Result<DecodedMessage, CbsError> {
-    let first = pages
-        .first()
-        .ok_or_else(|| CbsError::Malformed("no pages".into()))?;
+    let first = pages.first().ok_or_else(|| CbsError::Malformed("no pages".into()))?;
     let total = pages.len();
     if total > MAX_PAGES {
-        return Err(CbsError::Malformed(format!(
-            "{total} pages; at most {MAX_PAGES}"
-        )));
+        return Err(CbsError::Malformed(format!("{total} pages; at most {MAX_PAGES}")));
     }
     let header = &first[..5];
     let alphabet = Alphabet::from_dcs(first[4])?;
@@ -250,10 +222,7 @@ pub fn decode_pages(pages: &[[u8; PAGE_OCTETS]]) -> Result<DecodedMessage, CbsEr
     let mut language = None;
     for (i, page) in pages.iter().enumerate() {
         if &page[..5] != header {
-            return Err(CbsError::Malformed(format!(
-                "page {} has a different serial, identifier or DCS",
-                i + 1
-            )));
+            return Err(CbsError::Malformed(format!("page {} has a different serial, identifier or DCS", i + 1)));
         }
         let expected = page_parameter(i as u8 + 1, total as u8);
         if page[5] != expected {
@@ -294,10 +263,7 @@ mod tests {
         let s = gsm_page_septets(&pages[0]);
         assert_eq!(&s[..11], &gsm7::to_septets("Hello World").unwrap()[..]);
         assert!(s[11..].iter().all(|&x| x == gsm7::CR));
-        assert_eq!(
-            pages[0].octets[81], 0,
-            "the 5 bits after septet 93 are zero"
-        );
+        assert_eq!(pages[0].octets[81], 0, "the 5 bits after septet 93 are zero");
     }
 
     #[test]
@@ -307,22 +273,9 @@ mod tests {
         assert_eq!(p7[0].useful_len, 7);
         assert_eq!(p8[0].useful_len, 7);
         // Within the useful 7 octets, the 8th septet is CR for 7 characters and '@' for 8.
-        assert_eq!(
-            decode_content(Alphabet::Gsm7, &p7[0].octets[..7])
-                .unwrap()
-                .1,
-            "ABCDEFG"
-        );
-        assert_eq!(
-            decode_content(Alphabet::Gsm7, &p8[0].octets[..7])
-                .unwrap()
-                .1,
-            "ABCDEFG@"
-        );
-        assert_eq!(
-            decode_content(Alphabet::Gsm7, &p8[0].octets).unwrap().1,
-            "ABCDEFG@"
-        );
+        assert_eq!(decode_content(Alphabet::Gsm7, &p7[0].octets[..7]).unwrap().1, "ABCDEFG");
+        assert_eq!(decode_content(Alphabet::Gsm7, &p8[0].octets[..7]).unwrap().1, "ABCDEFG@");
+        assert_eq!(decode_content(Alphabet::Gsm7, &p8[0].octets).unwrap().1, "ABCDEFG@");
     }
 
     #[test]
@@ -379,41 +332,14 @@ mod tests {
     #[test]
     fn too_long_is_an_error_with_length_and_limit() {
         let err = paginate(&"a".repeat(15 * 93 + 1), Coding::Gsm7).unwrap_err();
-        assert_eq!(
-            err,
-            CbsError::TooLong {
-                length: 1396,
-                limit: 1395,
-                pages: 16,
-                unit: "GSM 7-bit septets"
-            }
-        );
+        assert_eq!(err, CbsError::TooLong { length: 1396, limit: 1395, pages: 16, unit: "GSM 7-bit septets" });
         assert!(paginate(&"a".repeat(15 * 93), Coding::Gsm7).is_ok());
         let err = paginate(&"雨".repeat(616), Coding::Ucs2).unwrap_err();
-        assert_eq!(
-            err,
-            CbsError::TooLong {
-                length: 616,
-                limit: 615,
-                pages: 16,
-                unit: "UCS-2 characters"
-            }
-        );
+        assert_eq!(err, CbsError::TooLong { length: 616, limit: 615, pages: 16, unit: "UCS-2 characters" });
         assert!(paginate(&"雨".repeat(615), Coding::Ucs2).is_ok());
         // Escape pairs that cannot straddle pages cost capacity: 697 pairs + 1 septet.
         let err = paginate(&format!("{}a", "€".repeat(697)), Coding::Gsm7).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                CbsError::TooLong {
-                    length: 1395,
-                    limit: 1395,
-                    pages: 16,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, CbsError::TooLong { length: 1395, limit: 1395, pages: 16, .. }), "{err}");
         assert!(err.to_string().contains("1395"));
     }
 
@@ -421,19 +347,11 @@ mod tests {
     fn unencodable_characters_are_errors() {
         assert_eq!(
             paginate("ab雨", Coding::Gsm7).unwrap_err(),
-            CbsError::Unencodable {
-                ch: '雨',
-                position: 2,
-                coding: "GSM 7-bit"
-            }
+            CbsError::Unencodable { ch: '雨', position: 2, coding: "GSM 7-bit" }
         );
         assert_eq!(
             paginate("𥕢", Coding::Ucs2).unwrap_err(),
-            CbsError::Unencodable {
-                ch: '𥕢',
-                position: 0,
-                coding: "UCS-2"
-            }
+            CbsError::Unencodable { ch: '𥕢', position: 0, coding: "UCS-2" }
         );
         assert_eq!(paginate("", Coding::Ucs2).unwrap_err(), CbsError::EmptyText);
     }

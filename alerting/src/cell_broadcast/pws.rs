@@ -54,9 +54,7 @@ impl PwsClass {
     pub fn message_id(self, language: Language) -> Result<u16, CbsError> {
         let (zh, en) = match self {
             PwsClass::Presidential => (4370, 4383),
-            PwsClass::Emergency(n) if n <= MAX_EMERGENCY => {
-                (4371 + u16::from(n), 4384 + u16::from(n))
-            }
+            PwsClass::Emergency(n) if n <= MAX_EMERGENCY => (4371 + u16::from(n), 4384 + u16::from(n)),
             PwsClass::Emergency(n) => return Err(CbsError::EmergencyLevel(n)),
             PwsClass::Alert => (911, 919),
             PwsClass::MonthlyTest => (4380, 4393),
@@ -108,10 +106,7 @@ mod tests {
         assert_eq!(PwsClass::Emergency(8).message_id(Chinese), Ok(4379));
         assert_eq!(PwsClass::Emergency(0).message_id(English), Ok(4384));
         assert_eq!(PwsClass::Emergency(8).message_id(English), Ok(4392));
-        assert_eq!(
-            PwsClass::Emergency(9).message_id(Chinese),
-            Err(CbsError::EmergencyLevel(9))
-        );
+        assert_eq!(PwsClass::Emergency(9).message_id(Chinese), Err(CbsError::EmergencyLevel(9)));
         assert_eq!(PwsClass::Alert.message_id(Chinese), Ok(911));
         assert_eq!(PwsClass::Alert.message_id(English), Ok(919));
         assert_eq!(PwsClass::MonthlyTest.message_id(Chinese), Ok(4380));
@@ -120,10 +115,7 @@ mod tests {
 
     #[test]
     fn every_identifier_round_trips_and_pairs() {
-        let ids = [4370u16, 4383, 911, 919, 4380, 4393]
-            .into_iter()
-            .chain(4371..=4379)
-            .chain(4384..=4392);
+        let ids = [4370u16, 4383, 911, 919, 4380, 4393].into_iter().chain(4371..=4379).chain(4384..=4392);
         for id in ids {
             let (class, lang) = PwsClass::from_message_id(id).unwrap();
             assert_eq!(class.message_id(lang), Ok(id));

@@ -53,15 +53,9 @@ impl Plmn {
     /// MNC 2 or 3.
     pub fn new(mcc: &str, mnc: &str) -> Result<Plmn, CbsError> {
         let bad = || CbsError::Plmn(format!("{mcc}-{mnc}"));
-        let digits = |s: &str| -> Option<Vec<u8>> {
-            s.bytes()
-                .map(|b| b.is_ascii_digit().then(|| b - b'0'))
-                .collect()
-        };
+        let digits = |s: &str| -> Option<Vec<u8>> { s.bytes().map(|b| b.is_ascii_digit().then(|| b - b'0')).collect() };
         let m = digits(mcc).filter(|d| d.len() == 3).ok_or_else(bad)?;
-        let n = digits(mnc)
-            .filter(|d| d.len() == 2 || d.len() == 3)
-            .ok_or_else(bad)?;
+        let n = digits(mnc).filter(|d| d.len() == 2 || d.len() == 3).ok_or_else(bad)?;
         // TBCD: low nibble first; a 2-digit MNC puts filler 0xF where its third digit goes.
         let n3 = n.get(2).copied().unwrap_or(0xF);
         Ok(Plmn([m[1] << 4 | m[0], n3 << 4 | m[2], n[1] << 4 | n[0]]))
@@ -116,39 +110,22 @@ pub fn write_replace_warning_request(
     area: &WarningArea,
     schedule: Schedule,
 ) -> Result<Vec<u8>, CbsError> {
-    let Schedule {
-        repetition_period_s: period,
-        number_of_broadcasts: count,
-    } = schedule;
+    let Schedule { repetition_period_s: period, number_of_broadcasts: count } = schedule;
     // `CellBroadcast` has public fields; a hand-built one could hold a page count that the
     // 1-octet page total or the 9600-octet IE bound would silently truncate.
     if broadcast.pages.is_empty() || broadcast.pages.len() > MAX_PAGES {
-        return Err(CbsError::Malformed(format!(
-            "{} pages; a broadcast has 1..=15",
-            broadcast.pages.len()
-        )));
+        return Err(CbsError::Malformed(format!("{} pages; a broadcast has 1..=15", broadcast.pages.len())));
     }
     if period > MAX_REPETITION_PERIOD {
         return Err(CbsError::RepetitionPeriod(period));
     }
     // TS 29.168 §4.4.5: (0, 0) means "no broadcast" and n > 1 without a period is invalid.
     if period == 0 && count != 1 {
-        return Err(CbsError::Schedule {
-            repetition_period_s: period,
-            number_of_broadcasts: count,
-        });
+        return Err(CbsError::Schedule { repetition_period_s: period, number_of_broadcasts: count });
     }
     let mut ies = vec![
-        (
-            ID_MESSAGE_IDENTIFIER,
-            Criticality::Reject,
-            bits16(broadcast.message_id),
-        ),
-        (
-            ID_SERIAL_NUMBER,
-            Criticality::Reject,
-            bits16(broadcast.serial.to_u16()),
-        ),
+        (ID_MESSAGE_IDENTIFIER, Criticality::Reject, bits16(broadcast.message_id)),
+        (ID_SERIAL_NUMBER, Criticality::Reject, bits16(broadcast.serial.to_u16())),
     ];
     if let Some(v) = warning_area_list(area)? {
         ies.push((ID_WARNING_AREA_LIST, Criticality::Ignore, v));
@@ -158,16 +135,8 @@ pub fn write_replace_warning_request(
     ies.push((ID_REPETITION_PERIOD, Criticality::Reject, w.finish()));
     let mut w = BitWriter::new();
     w.constrained(u64::from(count), 0, 65535);
-    ies.push((
-        ID_NUMBER_OF_BROADCASTS_REQUESTED,
-        Criticality::Reject,
-        w.finish(),
-    ));
-    ies.push((
-        ID_DATA_CODING_SCHEME,
-        Criticality::Ignore,
-        vec![broadcast.dcs],
-    ));
+    ies.push((ID_NUMBER_OF_BROADCASTS_REQUESTED, Criticality::Reject, w.finish()));
+    ies.push((ID_DATA_CODING_SCHEME, Criticality::Ignore, vec![broadcast.dcs]));
     // OCTET STRING (SIZE (1..9600)): length − 1 as a 2-octet constrained number, then octets.
     let content = broadcast.warning_message_content();
     let mut w = BitWriter::new();
@@ -175,32 +144,16 @@ pub fn write_replace_warning_request(
     w.octets(&content);
     ies.push((ID_WARNING_MESSAGE_CONTENT, Criticality::Ignore, w.finish()));
     // ENUMERATED {true}: zero bits, so the complete encoding is one zero octet.
-    ies.push((
-        ID_CONCURRENT_WARNING_MESSAGE_INDICATOR,
-        Criticality::Reject,
-        BitWriter::new().finish(),
-    ));
+    ies.push((ID_CONCURRENT_WARNING_MESSAGE_INDICATOR, Criticality::Reject, BitWriter::new().finish()));
     Ok(pdu(PROC_WRITE_REPLACE_WARNING, &ies))
 }
 
 /// Stop-Warning-Request: cancel the broadcast with this identifier and serial number over
 /// `area` (the CBS "kill").
-pub fn stop_warning_request(
-    message_id: u16,
-    serial: SerialNumber,
-    area: &WarningArea,
-) -> Result<Vec<u8>, CbsError> {
+pub fn stop_warning_request(message_id: u16, serial: SerialNumber, area: &WarningArea) -> Result<Vec<u8>, CbsError> {
     let mut ies = vec![
-        (
-            ID_MESSAGE_IDENTIFIER,
-            Criticality::Reject,
-            bits16(message_id),
-        ),
-        (
-            ID_SERIAL_NUMBER,
-            Criticality::Reject,
-            bits16(serial.to_u16()),
-        ),
+        (ID_MESSAGE_IDENTIFIER, Criticality::Reject, bits16(message_id)),
+        (ID_SERIAL_NUMBER, Criticality::Reject, bits16(serial.to_u16())),
     ];
     if let Some(v) = warning_area_list(area)? {
         ies.push((ID_WARNING_AREA_LIST, Criticality::Ignore, v));
@@ -253,10 +206,7 @@ fn warning_area_list(area: &WarningArea) -> Result<Option<Vec<u8>>, CbsError> {
         return Err(CbsError::EmptyWarningArea);
     }
     if count > MAX_AREA_ENTRIES {
-        return Err(CbsError::TooManyAreas {
-            count,
-            limit: MAX_AREA_ENTRIES,
-        });
+        return Err(CbsError::TooManyAreas { count, limit: MAX_AREA_ENTRIES });
     }
     // Warning-Area-List ::= CHOICE { cell-ID-List, tracking-Area-List-for-Warning,
     // emergency-Area-ID-List, ... }: extension bit, 2-bit index; each list is
@@ -307,10 +257,7 @@ mod tests {
     fn plmn_tbcd() {
         assert_eq!(Plmn::new("466", "92").unwrap().octets(), [0x64, 0xF6, 0x29]);
         assert_eq!(Plmn::new("466", "01").unwrap().octets(), [0x64, 0xF6, 0x10]);
-        assert_eq!(
-            Plmn::new("310", "260").unwrap().octets(),
-            [0x13, 0x00, 0x62]
-        );
+        assert_eq!(Plmn::new("310", "260").unwrap().octets(), [0x13, 0x00, 0x62]);
         assert!(Plmn::new("46", "92").is_err());
         assert!(Plmn::new("466", "9").is_err());
         assert!(Plmn::new("466", "9a").is_err());
@@ -320,10 +267,7 @@ mod tests {
     fn stop_warning_request_bytes() {
         let serial = SerialNumber::from_u16(0x4170);
         let plmn = Plmn::new("466", "92").unwrap();
-        let area = WarningArea::Cells(vec![Ecgi {
-            plmn,
-            cell_id: 0x0ABCDEF,
-        }]);
+        let area = WarningArea::Cells(vec![Ecgi { plmn, cell_id: 0x0ABCDEF }]);
         let pdu = stop_warning_request(4370, serial, &area).unwrap();
         let expected: Vec<u8> = vec![
             0x00, 0x01, 0x00, // CHOICE initiatingMessage, procedure 1, criticality reject
@@ -342,50 +286,22 @@ mod tests {
     fn bad_areas_and_schedules_are_errors() {
         let serial = SerialNumber::from_u16(0x4170);
         let plmn = Plmn::new("466", "92").unwrap();
-        assert_eq!(
-            stop_warning_request(4370, serial, &WarningArea::Cells(vec![])),
-            Err(CbsError::EmptyWarningArea)
-        );
-        let big = WarningArea::Cells(vec![Ecgi {
-            plmn,
-            cell_id: 1 << 28,
-        }]);
-        assert_eq!(
-            stop_warning_request(4370, serial, &big),
-            Err(CbsError::CellId(1 << 28))
-        );
+        assert_eq!(stop_warning_request(4370, serial, &WarningArea::Cells(vec![])), Err(CbsError::EmptyWarningArea));
+        let big = WarningArea::Cells(vec![Ecgi { plmn, cell_id: 1 << 28 }]);
+        assert_eq!(stop_warning_request(4370, serial, &big), Err(CbsError::CellId(1 << 28)));
         let many = WarningArea::TrackingAreas(vec![Tai { plmn, tac: 1 }; 65536]);
-        assert!(matches!(
-            stop_warning_request(4370, serial, &many),
-            Err(CbsError::TooManyAreas { count: 65536, .. })
-        ));
-        let cb = super::super::encode_broadcast(
-            super::super::PwsClass::Alert,
-            super::super::Language::English,
-            serial,
-            "x",
-        )
-        .unwrap();
-        let s = |p, n| Schedule {
-            repetition_period_s: p,
-            number_of_broadcasts: n,
-        };
+        assert!(matches!(stop_warning_request(4370, serial, &many), Err(CbsError::TooManyAreas { count: 65536, .. })));
+        let cb =
+            super::super::encode_broadcast(super::super::PwsClass::Alert, super::super::Language::English, serial, "x")
+                .unwrap();
+        let s = |p, n| Schedule { repetition_period_s: p, number_of_broadcasts: n };
         let area = WarningArea::WholeNetwork;
-        assert_eq!(
-            write_replace_warning_request(&cb, &area, s(4096, 1)),
-            Err(CbsError::RepetitionPeriod(4096))
-        );
+        assert_eq!(write_replace_warning_request(&cb, &area, s(4096, 1)), Err(CbsError::RepetitionPeriod(4096)));
         assert!(write_replace_warning_request(&cb, &area, s(0, 0)).is_err());
         assert!(write_replace_warning_request(&cb, &area, s(0, 2)).is_err());
         assert!(write_replace_warning_request(&cb, &area, s(0, 1)).is_ok());
         assert!(write_replace_warning_request(&cb, &area, s(60, 0)).is_ok());
-        let empty = CellBroadcast {
-            pages: vec![],
-            ..cb.clone()
-        };
-        assert!(matches!(
-            write_replace_warning_request(&empty, &area, s(60, 0)),
-            Err(CbsError::Malformed(_))
-        ));
+        let empty = CellBroadcast { pages: vec![], ..cb.clone() };
+        assert!(matches!(write_replace_warning_request(&empty, &area, s(60, 0)), Err(CbsError::Malformed(_))));
     }
 }

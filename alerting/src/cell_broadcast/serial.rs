@@ -53,22 +53,14 @@ impl SerialNumber {
     pub const MAX_UPDATE_NUMBER: u8 = 0xF;
 
     /// A serial number, or an error naming the field that does not fit its bits.
-    pub fn new(
-        geo_scope: GeoScope,
-        message_code: u16,
-        update_number: u8,
-    ) -> Result<Self, CbsError> {
+    pub fn new(geo_scope: GeoScope, message_code: u16, update_number: u8) -> Result<Self, CbsError> {
         if message_code > Self::MAX_MESSAGE_CODE {
             return Err(CbsError::MessageCode(message_code));
         }
         if update_number > Self::MAX_UPDATE_NUMBER {
             return Err(CbsError::UpdateNumber(update_number));
         }
-        Ok(SerialNumber {
-            geo_scope,
-            message_code,
-            update_number,
-        })
+        Ok(SerialNumber { geo_scope, message_code, update_number })
     }
 
     pub fn geo_scope(self) -> GeoScope {
@@ -86,10 +78,7 @@ impl SerialNumber {
     /// The same alert, one update later. The update number wraps 15 → 0 as TS 23.041 allows:
     /// handsets compare for inequality, so 0 after 15 still reads as new.
     pub fn next_update(self) -> Self {
-        SerialNumber {
-            update_number: (self.update_number + 1) & 0xF,
-            ..self
-        }
+        SerialNumber { update_number: (self.update_number + 1) & 0xF, ..self }
     }
 
     /// The 16-bit wire value.
@@ -121,14 +110,8 @@ mod tests {
 
     #[test]
     fn out_of_range_fields_are_errors() {
-        assert_eq!(
-            SerialNumber::new(GeoScope::Plmn, 1024, 0),
-            Err(CbsError::MessageCode(1024))
-        );
-        assert_eq!(
-            SerialNumber::new(GeoScope::Plmn, 0, 16),
-            Err(CbsError::UpdateNumber(16))
-        );
+        assert_eq!(SerialNumber::new(GeoScope::Plmn, 1024, 0), Err(CbsError::MessageCode(1024)));
+        assert_eq!(SerialNumber::new(GeoScope::Plmn, 0, 16), Err(CbsError::UpdateNumber(16)));
         assert!(SerialNumber::new(GeoScope::CellNormal, 1023, 15).is_ok());
     }
 

@@ -25,18 +25,15 @@ use super::config::{Carrier, PolicyClass, PolicyRule};
 use super::messages::StoredMessage;
 use super::view::{AlertView, ViewMode};
 use crate::cell_broadcast::{
-    drill, encode_broadcast, stop_warning_request, write_replace_warning_request, BroadcastMode,
-    CbsError, CellBroadcast, Ecgi, GeoScope, Language, Plmn, PwsClass, Schedule, SerialNumber,
-    WarningArea,
+    drill, encode_broadcast, stop_warning_request, write_replace_warning_request, BroadcastMode, CbsError,
+    CellBroadcast, Ecgi, GeoScope, Language, Plmn, PwsClass, Schedule, SerialNumber, WarningArea,
 };
 
 /// The class for an alert: the first matching policy rule; Test mode moves it to the monthly-test channel.
 pub(crate) fn class_for(view: &AlertView, policy: &[PolicyRule]) -> Option<PwsClass> {
     let rule = policy.iter().find(|r| {
         r.event.as_ref().is_none_or(|e| *e == view.event)
-            && r.level.as_ref().is_none_or(|l| {
-                l.eq_ignore_ascii_case(&view.level_name_en) || *l == view.level_name_zh
-            })
+            && r.level.as_ref().is_none_or(|l| l.eq_ignore_ascii_case(&view.level_name_en) || *l == view.level_name_zh)
             && r.min_severity.is_none_or(|min| view.severity <= min)
     })?;
     let class = match rule.class {
@@ -45,11 +42,7 @@ pub(crate) fn class_for(view: &AlertView, policy: &[PolicyRule]) -> Option<PwsCl
         // Refused when the config is loaded; kept out here too so no path can produce it.
         PolicyClass::None | PolicyClass::Presidential => return None,
     };
-    Some(if view.mode == ViewMode::Test {
-        PwsClass::MonthlyTest
-    } else {
-        class
-    })
+    Some(if view.mode == ViewMode::Test { PwsClass::MonthlyTest } else { class })
 }
 
 fn class_label(class: PwsClass) -> String {
@@ -215,11 +208,7 @@ fn channel_text(msg: &StoredMessage, language: Language) -> String {
         Language::Chinese => (&t.headline_zh, &t.instruction_zh),
         Language::English => (&t.headline_en, &t.instruction_en),
     };
-    let text = if instruction.is_empty() {
-        headline.clone()
-    } else {
-        format!("{headline}\n{instruction}")
-    };
+    let text = if instruction.is_empty() { headline.clone() } else { format!("{headline}\n{instruction}") };
     drill::broadcast_text(broadcast_mode(msg.view.mode), language, &text)
 }
 
@@ -234,20 +223,10 @@ type CarrierCells = Result<(Vec<Ecgi>, Vec<String>), String>;
 fn target(ctx: &BroadcastContext<'_>, zone: &str) -> Vec<CarrierCells> {
     let area = match ctx.geo.alert_area_of_zones(&[zone]) {
         Ok(a) => a,
-        Err(e) => {
-            return ctx
-                .carriers
-                .iter()
-                .map(|_| Err(format!("targeting: {e}")))
-                .collect()
-        }
+        Err(e) => return ctx.carriers.iter().map(|_| Err(format!("targeting: {e}"))).collect(),
     };
-    let mut sites: Vec<geo_index::Ecgi> = ctx
-        .geo
-        .cell_sites_for_area(&area, None)
-        .into_iter()
-        .map(|s| s.ecgi)
-        .collect();
+    let mut sites: Vec<geo_index::Ecgi> =
+        ctx.geo.cell_sites_for_area(&area, None).into_iter().map(|s| s.ecgi).collect();
     // Sorted, as geo-index's targeting report lists them, so envelopes are deterministic.
     sites.sort();
     let mut plmns: HashMap<(u16, u16, u8), Option<Plmn>> = HashMap::new();
@@ -257,17 +236,12 @@ fn target(ctx: &BroadcastContext<'_>, zone: &str) -> Vec<CarrierCells> {
             let mut cells = Vec::new();
             let mut names = Vec::new();
             for s in sites.iter().filter(|s| s.mnc == c.mnc) {
-                let plmn = *plmns
-                    .entry((s.mcc, s.mnc, s.mnc_digits))
-                    .or_insert_with(|| {
-                        let mnc = format!("{:0w$}", s.mnc, w = usize::from(s.mnc_digits.max(2)));
-                        Plmn::new(&format!("{:03}", s.mcc), &mnc).ok()
-                    });
-                let plmn = plmn.ok_or_else(|| format!("cell {s}: PLMN is not 3+2/3 digits"))?;
-                cells.push(Ecgi {
-                    plmn,
-                    cell_id: s.eci,
+                let plmn = *plmns.entry((s.mcc, s.mnc, s.mnc_digits)).or_insert_with(|| {
+                    let mnc = format!("{:0w$}", s.mnc, w = usize::from(s.mnc_digits.max(2)));
+                    Plmn::new(&format!("{:03}", s.mcc), &mnc).ok()
                 });
+                let plmn = plmn.ok_or_else(|| format!("cell {s}: PLMN is not 3+2/3 digits"))?;
+                cells.push(Ecgi { plmn, cell_id: s.eci });
                 names.push(s.to_string());
             }
             if cells.is_empty() {
@@ -281,14 +255,8 @@ fn target(ctx: &BroadcastContext<'_>, zone: &str) -> Vec<CarrierCells> {
 
 /// The targeting report of one carrier's cells for a zone (the same cells [`target`] picked: geo-index selects
 /// them with the same test).
-pub(crate) fn targeting_report(
-    geo: &GeoIndex,
-    zone: &str,
-    mnc: u16,
-) -> Result<TargetingSummary, String> {
-    let area = geo
-        .alert_area_of_zones(&[zone])
-        .map_err(|e| e.to_string())?;
+pub(crate) fn targeting_report(geo: &GeoIndex, zone: &str, mnc: u16) -> Result<TargetingSummary, String> {
+    let area = geo.alert_area_of_zones(&[zone]).map_err(|e| e.to_string())?;
     geo.geotarget(&area, TargetingStrategy::CellBroadcast { mnc: Some(mnc) })
         .map(|r| TargetingSummary::from(&r))
         .map_err(|e| e.to_string())
@@ -374,12 +342,7 @@ pub(crate) fn plan(
         };
         record.message_ids[i] = message_id;
         if kind == BroadcastKind::Stop {
-            channels.push(Channel {
-                language,
-                broadcast: None,
-                message_id,
-                text: String::new(),
-            });
+            channels.push(Channel { language, broadcast: None, message_id, text: String::new() });
             continue;
         }
         let text = channel_text(msg, language);
@@ -387,12 +350,7 @@ pub(crate) fn plan(
             Ok(b) => {
                 record.texts.push(text.clone());
                 record.pages.push(b.pages.len());
-                channels.push(Channel {
-                    language,
-                    broadcast: Some(b),
-                    message_id,
-                    text,
-                });
+                channels.push(Channel { language, broadcast: Some(b), message_id, text });
             }
             Err(e) => {
                 let why = encode_error(&e, language, &text);
@@ -458,12 +416,7 @@ pub(crate) fn plan(
             if let Some(b) = &ch.broadcast {
                 v["dcs"] = b.dcs.into();
                 v["text"] = ch.text.clone().into();
-                v["pages_hex"] = b
-                    .pages
-                    .iter()
-                    .map(|p| hex(&p.bytes))
-                    .collect::<Vec<_>>()
-                    .into();
+                v["pages_hex"] = b.pages.iter().map(|p| hex(&p.bytes)).collect::<Vec<_>>().into();
                 v["lte_content_hex"] = hex(&b.warning_message_content()).into();
             }
             pws.push(v);
@@ -494,11 +447,7 @@ pub(crate) fn plan(
         let id = next_id();
         entry.delivery_id = Some(id);
         entry.status = CarrierStatus::Pending;
-        envelopes.push(Envelope {
-            id,
-            carrier: carrier.name.clone(),
-            body: body.to_string(),
-        });
+        envelopes.push(Envelope { id, carrier: carrier.name.clone(), body: body.to_string() });
         record.carriers.push(entry);
     }
     (record, envelopes)

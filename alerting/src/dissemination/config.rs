@@ -113,10 +113,7 @@ pub struct JournalSettings {
 
 impl Default for JournalSettings {
     fn default() -> Self {
-        JournalSettings {
-            fsync: true,
-            delivery_log: 500,
-        }
+        JournalSettings { fsync: true, delivery_log: 500 }
     }
 }
 
@@ -146,31 +143,19 @@ pub struct Retry {
 impl RetrySettings {
     fn resolve(&self, default: Retry) -> Retry {
         Retry {
-            request_timeout: self
-                .request_timeout_ms
-                .map_or(default.request_timeout, Duration::from_millis),
+            request_timeout: self.request_timeout_ms.map_or(default.request_timeout, Duration::from_millis),
             max_attempts: self.max_attempts.unwrap_or(default.max_attempts),
-            backoff_initial: self
-                .backoff_initial_ms
-                .map_or(default.backoff_initial, Duration::from_millis),
-            backoff_max: self
-                .backoff_max_ms
-                .map_or(default.backoff_max, Duration::from_millis),
+            backoff_initial: self.backoff_initial_ms.map_or(default.backoff_initial, Duration::from_millis),
+            backoff_max: self.backoff_max_ms.map_or(default.backoff_max, Duration::from_millis),
         }
     }
 
     fn check(&self, table: &str) -> Result<(), FieldError> {
         if self.max_attempts == Some(0) {
-            return Err(FieldError::new(
-                format!("{table}.max_attempts"),
-                "at least 1",
-            ));
+            return Err(FieldError::new(format!("{table}.max_attempts"), "at least 1"));
         }
         if self.request_timeout_ms == Some(0) {
-            return Err(FieldError::new(
-                format!("{table}.request_timeout_ms"),
-                "at least 1",
-            ));
+            return Err(FieldError::new(format!("{table}.request_timeout_ms"), "at least 1"));
         }
         Ok(())
     }
@@ -350,20 +335,10 @@ fn secret_from(
 ) -> Result<String, FieldError> {
     match (value, env) {
         (Some(v), None) => Ok(v.clone()),
-        (None, Some(var)) => lookup(var).ok_or_else(|| {
-            FieldError::new(
-                format!("{field}_env"),
-                format!("environment variable `{var}` is not set"),
-            )
-        }),
-        (Some(_), Some(_)) => Err(FieldError::new(
-            field,
-            format!("give `{field}` or `{field}_env`, not both"),
-        )),
-        (None, None) => Err(FieldError::new(
-            field,
-            format!("required (`{field}` or `{field}_env`)"),
-        )),
+        (None, Some(var)) => lookup(var)
+            .ok_or_else(|| FieldError::new(format!("{field}_env"), format!("environment variable `{var}` is not set"))),
+        (Some(_), Some(_)) => Err(FieldError::new(field, format!("give `{field}` or `{field}_env`, not both"))),
+        (None, None) => Err(FieldError::new(field, format!("required (`{field}` or `{field}_env`)"))),
     }
 }
 
@@ -387,16 +362,8 @@ impl DisseminationConfig {
         templates: &Templates,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Resolved, FieldError> {
-        if self.sender.is_empty()
-            || self
-                .sender
-                .chars()
-                .any(|c| c.is_whitespace() || matches!(c, ',' | '<' | '&'))
-        {
-            return Err(FieldError::new(
-                "sender",
-                "non-empty, without spaces, commas, `<` or `&` (CAP §3.2.1)",
-            ));
+        if self.sender.is_empty() || self.sender.chars().any(|c| c.is_whitespace() || matches!(c, ',' | '<' | '&')) {
+            return Err(FieldError::new("sender", "non-empty, without spaces, commas, `<` or `&` (CAP §3.2.1)"));
         }
         if self.cap.max_polygon_vertices < 4 {
             return Err(FieldError::new("cap.max_polygon_vertices", "at least 4"));
@@ -416,8 +383,7 @@ impl DisseminationConfig {
 
         let mut subscribers = Vec::new();
         for (i, s) in self.subscribers.iter().enumerate() {
-            let at =
-                |e: FieldError| FieldError::new(format!("subscriber[{i}].{}", e.field), e.message);
+            let at = |e: FieldError| FieldError::new(format!("subscriber[{i}].{}", e.field), e.message);
             let secret = secret_from("secret", &s.secret, &s.secret_env, env).map_err(at)?;
             let input = SubscriberInput {
                 name: s.name.clone(),
@@ -431,10 +397,7 @@ impl DisseminationConfig {
             subscribers.push(input);
         }
         if let Some(d) = duplicates(subscribers.iter().map(|s| s.name.as_str())) {
-            return Err(FieldError::new(
-                "subscriber.name",
-                format!("`{d}` appears twice"),
-            ));
+            return Err(FieldError::new("subscriber.name", format!("`{d}` appears twice")));
         }
 
         let cb = &self.cell_broadcast;
@@ -445,10 +408,7 @@ impl DisseminationConfig {
             ));
         }
         if cb.repetition_period_s > crate::cell_broadcast::sbcap::MAX_REPETITION_PERIOD {
-            return Err(FieldError::new(
-                "cell_broadcast.repetition_period_s",
-                "at most 4095",
-            ));
+            return Err(FieldError::new("cell_broadcast.repetition_period_s", "at most 4095"));
         }
         let geo_scope = match cb.geo_scope.as_str() {
             "cell_normal" => GeoScope::CellNormal,
@@ -475,18 +435,13 @@ impl DisseminationConfig {
                 PolicyClass::Emergency => {
                     PwsClass::Emergency(rule.emergency_level)
                         .message_id(crate::cell_broadcast::Language::Chinese)
-                        .map_err(|e| {
-                            FieldError::new(format!("{at}.emergency_level"), e.to_string())
-                        })?;
+                        .map_err(|e| FieldError::new(format!("{at}.emergency_level"), e.to_string()))?;
                 }
                 PolicyClass::Alert | PolicyClass::None => {}
             }
             if let Some(e) = &rule.event {
                 if templates.event(e).is_err() {
-                    return Err(FieldError::new(
-                        format!("{at}.event"),
-                        format!("unknown event type `{e}`"),
-                    ));
+                    return Err(FieldError::new(format!("{at}.event"), format!("unknown event type `{e}`")));
                 }
             }
         }
@@ -494,29 +449,17 @@ impl DisseminationConfig {
         let mut carriers = Vec::new();
         for (i, c) in self.carriers.iter().enumerate() {
             let at = |field: &str| format!("carrier[{i}].{field}");
-            validate_name(&c.name.replace(' ', "-"))
-                .map_err(|e| FieldError::new(at("name"), e.message))?;
+            validate_name(&c.name.replace(' ', "-")).map_err(|e| FieldError::new(at("name"), e.message))?;
             // Checked here so a typo fails at start; the cells' own PLMNs go into the PDUs.
             Plmn::new(&c.mcc, &c.mnc).map_err(|e| FieldError::new(at("mnc"), e.to_string()))?;
-            let mnc: u16 = c
-                .mnc
-                .parse()
-                .map_err(|_| FieldError::new(at("mnc"), "digits"))?;
+            let mnc: u16 = c.mnc.parse().map_err(|_| FieldError::new(at("mnc"), "digits"))?;
             validate_url(&at("cbc_url"), &c.cbc_url)?;
             let token = secret_from("token", &c.token, &c.token_env, env)
                 .map_err(|e| FieldError::new(at(&e.field), e.message))?;
-            carriers.push(Carrier {
-                name: c.name.clone(),
-                mnc,
-                cbc_url: c.cbc_url.clone(),
-                token,
-            });
+            carriers.push(Carrier { name: c.name.clone(), mnc, cbc_url: c.cbc_url.clone(), token });
         }
         if let Some(d) = duplicates(carriers.iter().map(|c| c.name.as_str())) {
-            return Err(FieldError::new(
-                "carrier.name",
-                format!("`{d}` appears twice"),
-            ));
+            return Err(FieldError::new("carrier.name", format!("`{d}` appears twice")));
         }
 
         Ok(Resolved {

@@ -19,19 +19,14 @@ use super::Inner;
 const DETAIL_BYTES: usize = 512;
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Wait before attempt `failed + 1`: `initial · 2^(failed−1)` capped at `max`, then scaled by a random factor in
 /// [0.5, 1] ("equal jitter") so receivers coming back up are not hit by every sender at the same instant.
 pub(crate) fn backoff(retry: &Retry, failed: u32) -> Duration {
     let exp = failed.saturating_sub(1).min(30);
-    let base = retry
-        .backoff_initial
-        .saturating_mul(1u32 << exp)
-        .min(retry.backoff_max);
+    let base = retry.backoff_initial.saturating_mul(1u32 << exp).min(retry.backoff_max);
     base.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
 }
 
@@ -41,20 +36,12 @@ struct Answer {
     body: String,
 }
 
-async fn send(
-    client: &reqwest::Client,
-    job: &Job,
-    body: Vec<u8>,
-    timeout: Duration,
-) -> Result<Answer, String> {
+async fn send(client: &reqwest::Client, job: &Job, body: Vec<u8>, timeout: Duration) -> Result<Answer, String> {
     let mut req = client
         .post(&job.url)
         .timeout(timeout)
         .header(CONTENT_TYPE, job.content_type)
-        .header(
-            USER_AGENT,
-            concat!("disaster-cloud/", env!("CARGO_PKG_VERSION")),
-        )
+        .header(USER_AGENT, concat!("disaster-cloud/", env!("CARGO_PKG_VERSION")))
         // Receivers de-duplicate on this (delivery is at-least-once) …
         .header("X-DC-Delivery", job.id.to_string())
         // … and can tell a drill from the real thing without parsing the body.
@@ -64,10 +51,7 @@ async fn send(
     req = match &job.auth {
         Auth::Signature(secret) => {
             let t = now_ms() / 1000;
-            req.header(
-                SIGNATURE_HEADER,
-                signature_header(secret.as_bytes(), t, &body),
-            )
+            req.header(SIGNATURE_HEADER, signature_header(secret.as_bytes(), t, &body))
         }
         Auth::Bearer(token) => req.header(AUTHORIZATION, format!("Bearer {token}")),
     };
@@ -83,10 +67,7 @@ async fn send(
         }
     }
     kept.truncate(DETAIL_BYTES);
-    Ok(Answer {
-        status,
-        body: String::from_utf8_lossy(&kept).into_owned(),
-    })
+    Ok(Answer { status, body: String::from_utf8_lossy(&kept).into_owned() })
 }
 
 fn describe(e: reqwest::Error) -> String {
@@ -118,22 +99,11 @@ impl Inner {
 
     /// Journals and applies one attempt's outcome; returns how long to wait before the next try of the same
     /// delivery (None: it is finished, go on with the next).
-    fn finish_attempt(
-        &self,
-        job: &Job,
-        result: Result<Answer, String>,
-        elapsed: Duration,
-    ) -> Option<Duration> {
+    fn finish_attempt(&self, job: &Job, result: Result<Answer, String>, elapsed: Duration) -> Option<Duration> {
         let retry = self.retry_of(&job.target);
         let (ok, http_status, detail) = match result {
-            Ok(a) if (200..300).contains(&a.status) => {
-                (true, Some(a.status), (!a.body.is_empty()).then_some(a.body))
-            }
-            Ok(a) => (
-                false,
-                Some(a.status),
-                Some(format!("HTTP {}: {}", a.status, a.body)),
-            ),
+            Ok(a) if (200..300).contains(&a.status) => (true, Some(a.status), (!a.body.is_empty()).then_some(a.body)),
+            Ok(a) => (false, Some(a.status), Some(format!("HTTP {}: {}", a.status, a.body))),
             Err(e) => (false, None, Some(e)),
         };
         let outcome = if ok {
@@ -221,20 +191,11 @@ mod tests {
         };
         for _ in 0..100 {
             let d1 = backoff(&r, 1);
-            assert!(
-                d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
-                "{d1:?}"
-            );
+            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
             let d3 = backoff(&r, 3);
-            assert!(
-                d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400),
-                "{d3:?}"
-            );
+            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400), "{d3:?}");
             let d20 = backoff(&r, 20);
-            assert!(
-                d20 >= Duration::from_millis(500) && d20 <= Duration::from_millis(1000),
-                "{d20:?}"
-            );
+            assert!(d20 >= Duration::from_millis(500) && d20 <= Duration::from_millis(1000), "{d20:?}");
         }
     }
 }

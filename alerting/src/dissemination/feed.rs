@@ -17,12 +17,7 @@ pub(crate) fn render(state: &State, settings: &FeedSettings, base_url: &str) -> 
     let mut active = Vec::new();
     let mut ended = Vec::new();
     for alert in state.alerts.values() {
-        let latest = alert
-            .messages
-            .iter()
-            .rev()
-            .map(|&i| &state.messages[i])
-            .find(|m| m.released);
+        let latest = alert.messages.iter().rev().map(|&i| &state.messages[i]).find(|m| m.released);
         if let Some(m) = latest {
             if m.msg_type == MsgType::Cancel {
                 ended.push(m);
@@ -32,11 +27,8 @@ pub(crate) fn render(state: &State, settings: &FeedSettings, base_url: &str) -> 
         }
     }
     // Newest first; identifiers break ties so the order (and the ETag) is stable.
-    let newest_first = |a: &&super::messages::StoredMessage,
-                        b: &&super::messages::StoredMessage| {
-        b.sent_ms
-            .cmp(&a.sent_ms)
-            .then_with(|| b.identifier.cmp(&a.identifier))
+    let newest_first = |a: &&super::messages::StoredMessage, b: &&super::messages::StoredMessage| {
+        b.sent_ms.cmp(&a.sent_ms).then_with(|| b.identifier.cmp(&a.identifier))
     };
     ended.sort_by(newest_first);
     ended.truncate(settings.recent);
@@ -57,9 +49,7 @@ pub(crate) fn render(state: &State, settings: &FeedSettings, base_url: &str) -> 
         base_url: base_url.to_string(),
         title: settings.title.clone(),
         // An empty feed still needs a date; the epoch keeps it (and its ETag) the same across restarts.
-        updated: entries
-            .first()
-            .map_or(OffsetDateTime::UNIX_EPOCH, |e| e.updated),
+        updated: entries.first().map_or(OffsetDateTime::UNIX_EPOCH, |e| e.updated),
         author: settings.author.clone(),
         entries,
     };
@@ -71,9 +61,6 @@ pub(crate) fn render(state: &State, settings: &FeedSettings, base_url: &str) -> 
             String::new()
         }
     };
-    let etag = format!(
-        "\"{}\"",
-        &hex(digest::digest(&digest::SHA256, xml.as_bytes()).as_ref())[..32]
-    );
+    let etag = format!("\"{}\"", &hex(digest::digest(&digest::SHA256, xml.as_bytes()).as_ref())[..32]);
     (xml, etag)
 }

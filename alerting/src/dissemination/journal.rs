@@ -115,10 +115,7 @@ pub(crate) struct Journal {
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DisseminationError + '_ {
-    move |source| DisseminationError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| DisseminationError::Io { path: path.to_path_buf(), source }
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -142,10 +139,7 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let lines: Vec<String> = BufReader::new(file)
-            .lines()
-            .collect::<Result<_, _>>()
-            .map_err(io_err(&path))?;
+        let lines: Vec<String> = BufReader::new(file).lines().collect::<Result<_, _>>().map_err(io_err(&path))?;
         let mut records = Vec::with_capacity(lines.len());
         let last = lines.len().saturating_sub(1);
         for (i, line) in lines.iter().enumerate() {
@@ -157,24 +151,14 @@ impl Journal {
                 Err(e) if i == last => {
                     tracing::warn!(path = %path.display(), line = i + 1, error = %e, "dropping torn last journal line");
                 }
-                Err(e) => {
-                    return Err(DisseminationError::Journal {
-                        path,
-                        line: i + 1,
-                        message: e.to_string(),
-                    })
-                }
+                Err(e) => return Err(DisseminationError::Journal { path, line: i + 1, message: e.to_string() }),
             }
         }
         Ok(records)
     }
 
     /// Replaces the journal with `records` (atomically: temporary file, fsync, rename) and opens it for appending.
-    pub fn rewrite(
-        dir: &Path,
-        records: &[Record],
-        fsync: bool,
-    ) -> Result<Journal, DisseminationError> {
+    pub fn rewrite(dir: &Path, records: &[Record], fsync: bool) -> Result<Journal, DisseminationError> {
         let path = dir.join(JOURNAL_FILE);
         let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
         {
@@ -197,11 +181,7 @@ impl Journal {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
-        Ok(Journal {
-            file: open_append(&path).map_err(io_err(&path))?,
-            path,
-            fsync,
-        })
+        Ok(Journal { file: open_append(&path).map_err(io_err(&path))?, path, fsync })
     }
 
     /// Appends one record; `durable` asks for an fsync before returning (when the config allows it).
@@ -213,9 +193,7 @@ impl Journal {
         })?;
         line.push('\n');
         // One write call per line: with O_APPEND a line is never interleaved, and a crash tears at most the last.
-        self.file
-            .write_all(line.as_bytes())
-            .map_err(io_err(&self.path))?;
+        self.file.write_all(line.as_bytes()).map_err(io_err(&self.path))?;
         if durable && self.fsync {
             self.file.sync_data().map_err(io_err(&self.path))?;
         }

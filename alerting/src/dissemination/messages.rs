@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use super::config::Resolved;
 use super::view::AlertView;
 use crate::cap::{
-    build_alert, write_alert, AreaInput, BuildError, CapAlert, CapInput, GeometryError,
-    InvalidMessage, Localized, MsgType, Polygon, Reference, Status, Templates, TAIWAN_OFFSET,
+    build_alert, write_alert, AreaInput, BuildError, CapAlert, CapInput, GeometryError, InvalidMessage, Localized,
+    MsgType, Polygon, Reference, Status, Templates, TAIWAN_OFFSET,
 };
 
 /// Why no CAP message could be made for a change. Logged and counted; the change is still journaled.
@@ -20,20 +20,13 @@ pub enum MessageError {
     #[error("alert {alert}: zone `{zone}` is not in the geo index")]
     UnknownZone { alert: String, zone: String },
     #[error("alert {alert}: zone `{zone}` outline: {source}")]
-    Polygon {
-        alert: String,
-        zone: String,
-        source: GeometryError,
-    },
+    Polygon { alert: String, zone: String, source: GeometryError },
     #[error("alert {alert}: time {ms} ms is out of range")]
     Time { alert: String, ms: i64 },
     #[error("alert {alert}: {source}")]
     Build { alert: String, source: BuildError },
     #[error("alert {alert}: {source}")]
-    Write {
-        alert: String,
-        source: InvalidMessage,
-    },
+    Write { alert: String, source: InvalidMessage },
 }
 
 /// The broadcast texts of one message (headline + instruction per language), taken from its CAP infos so the
@@ -84,9 +77,7 @@ impl StoredMessage {
 }
 
 fn time_of(ms: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .map(|t| t.to_offset(TAIWAN_OFFSET))
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok().map(|t| t.to_offset(TAIWAN_OFFSET))
 }
 
 /// An alert id made safe for a CAP identifier (no whitespace, `,`, `<`, `&`; we also keep out `/`, `?`, `#`, `%`
@@ -94,13 +85,7 @@ fn time_of(ms: i64) -> Option<OffsetDateTime> {
 pub(crate) fn identifier_base(alert_id: &str) -> String {
     let s: String = alert_id
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') { c } else { '_' })
         .collect();
     if s.is_empty() {
         "alert".into()
@@ -141,25 +126,13 @@ const BUILTIN_PLACEHOLDERS: [&str; 6] = ["event", "area", "sent", "effective", "
 
 /// Template values for a view: the rule's own values win; then `value` and `level` (per language), the alert's
 /// value under its event type's value placeholders, and `missing_value` for anything a template still needs.
-pub(crate) fn template_values(
-    view: &AlertView,
-    cfg: &Resolved,
-    templates: &Templates,
-) -> BTreeMap<String, String> {
+pub(crate) fn template_values(view: &AlertView, cfg: &Resolved, templates: &Templates) -> BTreeMap<String, String> {
     let mut values = view.values.clone();
     let value = format_value(view.value);
-    values
-        .entry("value".into())
-        .or_insert_with(|| value.clone());
+    values.entry("value".into()).or_insert_with(|| value.clone());
     for lang in templates.languages() {
-        let name = if lang.starts_with("zh") {
-            &view.level_name_zh
-        } else {
-            &view.level_name_en
-        };
-        values
-            .entry(format!("level@{lang}"))
-            .or_insert_with(|| name.clone());
+        let name = if lang.starts_with("zh") { &view.level_name_zh } else { &view.level_name_en };
+        values.entry(format!("level@{lang}")).or_insert_with(|| name.clone());
     }
     if let Some(names) = cfg.value_placeholders.get(&view.event) {
         for n in names {
@@ -169,23 +142,14 @@ pub(crate) fn template_values(
     let mut needed = Vec::new();
     if let Ok(t) = templates.event(&view.event) {
         for texts in t.texts.values() {
-            for s in [
-                &texts.event,
-                &texts.headline,
-                &texts.description,
-                &texts.instruction,
-            ] {
+            for s in [&texts.event, &texts.headline, &texts.description, &texts.instruction] {
                 placeholders(s, &mut needed);
             }
         }
     }
     for lang in templates.languages() {
         if let Some(l) = templates.language(lang) {
-            for s in [
-                &l.cancel.headline,
-                &l.cancel.description,
-                &l.cancel.instruction,
-            ] {
+            for s in [&l.cancel.headline, &l.cancel.description, &l.cancel.instruction] {
                 placeholders(s, &mut needed);
             }
         }
@@ -194,10 +158,7 @@ pub(crate) fn template_values(
         if BUILTIN_PLACEHOLDERS.contains(&name.as_str()) || values.contains_key(&name) {
             continue;
         }
-        let localized = templates
-            .languages()
-            .iter()
-            .all(|l| values.contains_key(&format!("{name}@{l}")));
+        let localized = templates.languages().iter().all(|l| values.contains_key(&format!("{name}@{l}")));
         if !localized {
             tracing::debug!(event = %view.event, placeholder = %name, "template placeholder without a value");
             values.insert(name, cfg.cap.missing_value.clone());
@@ -227,30 +188,16 @@ pub(crate) fn build_message(
     let zone = ctx
         .geo
         .zone(&view.area_id)
-        .ok_or_else(|| MessageError::UnknownZone {
-            alert: alert.clone(),
-            zone: view.area_id.clone(),
-        })?;
+        .ok_or_else(|| MessageError::UnknownZone { alert: alert.clone(), zone: view.area_id.clone() })?;
     let polygons = zone
         .cap_polygons(ctx.cfg.cap.max_polygon_vertices)
         .iter()
         .map(|p| Polygon::parse(p))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| MessageError::Polygon {
-            alert: alert.clone(),
-            zone: zone.id.clone(),
-            source,
-        })?;
-    let geocodes = zone
-        .geocode
-        .iter()
-        .filter(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
-        .cloned()
-        .collect();
-    let sent = time_of(view.updated_ms).ok_or(MessageError::Time {
-        alert: alert.clone(),
-        ms: view.updated_ms,
-    })?;
+        .map_err(|source| MessageError::Polygon { alert: alert.clone(), zone: zone.id.clone(), source })?;
+    let geocodes =
+        zone.geocode.iter().filter(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit())).cloned().collect();
+    let sent = time_of(view.updated_ms).ok_or(MessageError::Time { alert: alert.clone(), ms: view.updated_ms })?;
     let expires = (msg_type != MsgType::Cancel && ctx.cfg.cap.expires_minutes > 0)
         .then(|| sent + time::Duration::minutes(i64::from(ctx.cfg.cap.expires_minutes)));
     let base = ctx.base_url.trim_end_matches('/');
@@ -270,47 +217,25 @@ pub(crate) fn build_message(
         onset: None,
         expires,
         areas: vec![AreaInput {
-            desc: Localized::new(
-                zone.name.clone(),
-                zone.name_en.clone().unwrap_or_else(|| zone.name.clone()),
-            ),
+            desc: Localized::new(zone.name.clone(), zone.name_en.clone().unwrap_or_else(|| zone.name.clone())),
             polygons,
             circles: Vec::new(),
             geocodes,
         }],
         // The public map, opened on this alert: people who follow the link see the area and the latest state.
-        web: Some(format!(
-            "{base}/?alert={}",
-            crate::cap::atom::encode_path_segment(&view.id)
-        )),
+        web: Some(format!("{base}/?alert={}", crate::cap::atom::encode_path_segment(&view.id))),
         incidents: Some(identifier_base(&view.id)),
         values: template_values(view, ctx.cfg, ctx.templates),
         parameters: Vec::new(),
     };
-    let cap = build_alert(&input, ctx.templates).map_err(|source| MessageError::Build {
-        alert: alert.clone(),
-        source,
-    })?;
-    let xml = write_alert(&cap).map_err(|source| MessageError::Write {
-        alert: alert.clone(),
-        source,
-    })?;
+    let cap =
+        build_alert(&input, ctx.templates).map_err(|source| MessageError::Build { alert: alert.clone(), source })?;
+    let xml = write_alert(&cap).map_err(|source| MessageError::Write { alert: alert.clone(), source })?;
     Ok(stored(view, identifier, &cap, xml, released))
 }
 
-fn stored(
-    view: &AlertView,
-    identifier: String,
-    cap: &CapAlert,
-    xml: String,
-    released: bool,
-) -> StoredMessage {
-    let info = |zh: bool| {
-        cap.infos
-            .iter()
-            .find(|i| i.language.starts_with("zh") == zh)
-            .or(cap.infos.first())
-    };
+fn stored(view: &AlertView, identifier: String, cap: &CapAlert, xml: String, released: bool) -> StoredMessage {
+    let info = |zh: bool| cap.infos.iter().find(|i| i.language.starts_with("zh") == zh).or(cap.infos.first());
     let (zh, en) = (info(true), info(false));
     let text = |i: Option<&crate::cap::CapInfo>, f: fn(&crate::cap::CapInfo) -> Option<&String>| {
         i.and_then(f).cloned().unwrap_or_default()

@@ -51,15 +51,11 @@ use std::time::Duration;
 use geo_index::GeoIndex;
 use tokio::sync::{watch, Notify};
 
-pub use broadcast::{
-    BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, TargetingSummary,
-};
+pub use broadcast::{BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, TargetingSummary};
 pub use config::DisseminationConfig;
 pub use outbox::{DeliveryRecord, DeliveryStatus};
 pub use signature::{signature_header, verify_signature, SIGNATURE_HEADER};
-pub use subscriber::{
-    Audience, FieldError, Filters, Format, Source, SubscriberInput, SubscriberStatus,
-};
+pub use subscriber::{Audience, FieldError, Filters, Format, Source, SubscriberInput, SubscriberStatus};
 pub use view::{AlertView, ViewMode, ViewState};
 
 use crate::cap::Templates;
@@ -77,17 +73,10 @@ pub enum DisseminationError {
     #[error("public base URL `{0}` must be an absolute http:// or https:// URL without query or fragment")]
     BaseUrl(String),
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// A journal line that cannot be read (not the torn last line, which is dropped).
     #[error("{path}: line {line}: {message}")]
-    Journal {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Journal { path: PathBuf, line: usize, message: String },
     #[error("HTTP client: {0}")]
     Client(String),
     #[error("starting the delivery runtime: {0}")]
@@ -140,10 +129,7 @@ impl Inner {
         if let Err(e) = w.append(record, durable) {
             // Delivering without the journal beats not delivering: the warning goes out, and the error is loud.
             tracing::error!(error = %e, "dissemination journal write failed");
-            metrics::METRICS
-                .errors
-                .with_label_values(&["journal"])
-                .inc();
+            metrics::METRICS.errors.with_label_values(&["journal"]).inc();
         }
     }
 
@@ -182,24 +168,15 @@ impl Dissemination {
         let cfg = config.resolve(&geo, &templates, &|k| std::env::var(k).ok())?;
 
         let records = Journal::read(data_dir)?;
-        let mut state = State {
-            log_len: cfg.journal.delivery_log,
-            ..State::default()
-        };
+        let mut state = State { log_len: cfg.journal.delivery_log, ..State::default() };
         for sub in &cfg.subscribers {
             state.targets.insert(
                 sub.name.clone(),
-                Target::new(TargetKind::Webhook {
-                    sub: sub.clone(),
-                    source: Source::Config,
-                }),
+                Target::new(TargetKind::Webhook { sub: sub.clone(), source: Source::Config }),
             );
         }
         for c in &cfg.carriers {
-            state.targets.insert(
-                cbc_target(&c.name),
-                Target::new(TargetKind::Cbc { carrier: c.clone() }),
-            );
+            state.targets.insert(cbc_target(&c.name), Target::new(TargetKind::Cbc { carrier: c.clone() }));
         }
         for r in &records {
             state.apply(r, false);
@@ -239,9 +216,7 @@ impl Dissemination {
             .map_err(DisseminationError::Runtime)?;
         let handle = handle_rx
             .recv()
-            .map_err(|_| {
-                DisseminationError::Runtime(std::io::Error::other("runtime thread ended"))
-            })?
+            .map_err(|_| DisseminationError::Runtime(std::io::Error::other("runtime thread ended")))?
             .map_err(DisseminationError::Runtime)?;
 
         let workers: Vec<(String, Arc<Notify>)> = state
@@ -259,12 +234,7 @@ impl Dissemination {
             state: Mutex::new(state),
             client,
         });
-        let d = Dissemination {
-            inner,
-            handle,
-            stop,
-            thread: Mutex::new(Some(thread)),
-        };
+        let d = Dissemination { inner, handle, stop, thread: Mutex::new(Some(thread)) };
         for (name, notify) in workers {
             d.spawn_worker(name, notify);
         }
@@ -275,12 +245,7 @@ impl Dissemination {
     }
 
     fn spawn_worker(&self, target: String, notify: Arc<Notify>) {
-        self.handle.spawn(delivery::run_target(
-            self.inner.clone(),
-            target,
-            notify,
-            self.stop.subscribe(),
-        ));
+        self.handle.spawn(delivery::run_target(self.inner.clone(), target, notify, self.stop.subscribe()));
     }
 
     /// One alert change: builds its CAP message, journals it with its deliveries and broadcasts (fsync), then
@@ -339,30 +304,14 @@ impl Dissemination {
             for (broadcast, zone, carriers) in reports {
                 for (carrier, name) in carriers {
                     // By name: the carrier list may have changed since the broadcast (a restart with a new config).
-                    let Some(mnc) = inner
-                        .cfg
-                        .carriers
-                        .iter()
-                        .find(|c| c.name == name)
-                        .map(|c| c.mnc)
-                    else {
+                    let Some(mnc) = inner.cfg.carriers.iter().find(|c| c.name == name).map(|c| c.mnc) else {
                         continue;
                     };
                     match broadcast::targeting_report(&inner.geo, &zone, mnc) {
-                        Ok(summary) => inner.commit(
-                            &Record::Targeting {
-                                broadcast,
-                                carrier,
-                                summary,
-                            },
-                            false,
-                        ),
+                        Ok(summary) => inner.commit(&Record::Targeting { broadcast, carrier, summary }, false),
                         Err(e) => {
                             tracing::warn!(zone = %zone, error = %e, "no targeting report");
-                            metrics::METRICS
-                                .errors
-                                .with_label_values(&["targeting"])
-                                .inc();
+                            metrics::METRICS.errors.with_label_values(&["targeting"]).inc();
                         }
                     }
                 }
@@ -386,10 +335,7 @@ impl Dissemination {
     }
 
     /// Every message of an alert, oldest first: (identifier, msgType, status, released).
-    pub fn messages_of(
-        &self,
-        alert_id: &str,
-    ) -> Vec<(String, crate::cap::MsgType, crate::cap::Status, bool)> {
+    pub fn messages_of(&self, alert_id: &str) -> Vec<(String, crate::cap::MsgType, crate::cap::Status, bool)> {
         let st = lock(&self.inner.state);
         st.alerts.get(alert_id).map_or_else(Vec::new, |a| {
             a.messages
@@ -428,9 +374,7 @@ impl Dissemination {
         st.targets
             .iter()
             .filter_map(|(name, t)| match &t.kind {
-                TargetKind::Webhook { sub, source } => {
-                    Some(subscriber_status(name, t, sub, *source))
-                }
+                TargetKind::Webhook { sub, source } => Some(subscriber_status(name, t, sub, *source)),
                 _ => None,
             })
             .collect()
@@ -446,17 +390,11 @@ impl Dissemination {
                 return Err(FieldError::new("name", format!("`{name}` already exists")));
             }
         }
-        let record = Record::Subscriber {
-            subscriber: input,
-            at_ms: now_ms(),
-        };
+        let record = Record::Subscriber { subscriber: input, at_ms: now_ms() };
         self.inner.commit(&record, true);
         let (status, notify) = {
             let st = lock(&self.inner.state);
-            let t = st
-                .targets
-                .get(&name)
-                .ok_or_else(|| FieldError::new("name", "was not added"))?;
+            let t = st.targets.get(&name).ok_or_else(|| FieldError::new("name", "was not added"))?;
             let TargetKind::Webhook { sub, source } = &t.kind else {
                 return Err(FieldError::new("name", format!("`{name}` already exists")));
             };
@@ -479,24 +417,16 @@ impl Dissemination {
         let record = {
             let st = lock(&inner.state);
             match st.targets.get(target).map(|t| &t.kind) {
-                None | Some(TargetKind::Orphan) => {
-                    return Err(ReplayError::UnknownTarget(target.to_string()))
-                }
+                None | Some(TargetKind::Orphan) => return Err(ReplayError::UnknownTarget(target.to_string())),
                 Some(_) => {}
             }
             let d = st
                 .deliveries
                 .get(&delivery_id)
                 .filter(|d| d.record.target == target)
-                .ok_or_else(|| ReplayError::UnknownDelivery {
-                    target: target.to_string(),
-                    id: delivery_id,
-                })?;
+                .ok_or_else(|| ReplayError::UnknownDelivery { target: target.to_string(), id: delivery_id })?;
             if d.record.status != DeliveryStatus::DeadLetter {
-                return Err(ReplayError::NotDeadLetter {
-                    id: delivery_id,
-                    status: d.record.status,
-                });
+                return Err(ReplayError::NotDeadLetter { id: delivery_id, status: d.record.status });
             }
             Record::Enqueue {
                 delivery: NewDelivery {
@@ -509,9 +439,7 @@ impl Dissemination {
                 },
             }
         };
-        let Record::Enqueue { delivery } = &record else {
-            unreachable!("built above")
-        };
+        let Record::Enqueue { delivery } = &record else { unreachable!("built above") };
         let new_id = delivery.id;
         inner.write(&mut w, &record, true);
         let wake = lock(&inner.state).apply(&record, true);
@@ -525,21 +453,11 @@ impl Dissemination {
     /// Every cell broadcast, newest first: class, serial, texts, per carrier the cells, targeting figures and
     /// the CBC's ack or failure.
     pub fn broadcasts(&self) -> Vec<BroadcastRecord> {
-        lock(&self.inner.state)
-            .broadcasts
-            .iter()
-            .rev()
-            .cloned()
-            .collect()
+        lock(&self.inner.state).broadcasts.iter().rev().cloned().collect()
     }
 }
 
-fn subscriber_status(
-    name: &str,
-    t: &Target,
-    sub: &SubscriberInput,
-    source: Source,
-) -> SubscriberStatus {
+fn subscriber_status(name: &str, t: &Target, sub: &SubscriberInput, source: Source) -> SubscriberStatus {
     SubscriberStatus {
         name: name.to_string(),
         url: sub.url.clone(),
@@ -584,19 +502,9 @@ impl Drop for Dissemination {
         // The gauges are process-wide: take this instance's share out (a restart in-process re-adds it).
         let st = lock(&self.inner.state);
         for (name, t) in &st.targets {
-            let ch = if name.starts_with(outbox::CBC_PREFIX) {
-                "cbc"
-            } else {
-                "webhook"
-            };
-            metrics::METRICS
-                .queue_depth
-                .with_label_values(&[ch])
-                .sub(t.queue.len() as i64);
-            metrics::METRICS
-                .dead_letters
-                .with_label_values(&[ch])
-                .sub(t.dead.len() as i64);
+            let ch = if name.starts_with(outbox::CBC_PREFIX) { "cbc" } else { "webhook" };
+            metrics::METRICS.queue_depth.with_label_values(&[ch]).sub(t.queue.len() as i64);
+            metrics::METRICS.dead_letters.with_label_values(&[ch]).sub(t.dead.len() as i64);
         }
     }
 }

@@ -13,9 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::broadcast::{
-    self, class_for, BroadcastContext, BroadcastKind, BroadcastRecord, CarrierStatus,
-};
+use super::broadcast::{self, class_for, BroadcastContext, BroadcastKind, BroadcastRecord, CarrierStatus};
 use super::config::Carrier;
 use super::journal::{AttemptRecord, ChangeRecord, NewDelivery, Outcome, Record};
 use super::messages::{build_message, identifier_base, MessageContext, StoredMessage};
@@ -208,10 +206,7 @@ impl State {
                 if let Some(old) = delivery.replay_of {
                     if let Some(d) = self.deliveries.get_mut(&old) {
                         if d.record.status == DeliveryStatus::DeadLetter {
-                            METRICS
-                                .dead_letters
-                                .with_label_values(&[channel(&d.record.target)])
-                                .dec();
+                            METRICS.dead_letters.with_label_values(&[channel(&d.record.target)]).dec();
                         }
                         d.record.status = DeliveryStatus::Replayed;
                         d.record.replayed_as = Some(delivery.id);
@@ -222,11 +217,7 @@ impl State {
                     }
                     if let Some(&(b, c)) = self.broadcast_of.get(&old) {
                         self.broadcast_of.insert(delivery.id, (b, c));
-                        if let Some(cb) = self
-                            .broadcasts
-                            .get_mut(b)
-                            .and_then(|r| r.carriers.get_mut(c))
-                        {
+                        if let Some(cb) = self.broadcasts.get_mut(b).and_then(|r| r.carriers.get_mut(c)) {
                             cb.delivery_id = Some(delivery.id);
                             cb.status = CarrierStatus::Pending;
                         }
@@ -234,44 +225,28 @@ impl State {
                 }
             }
             Record::Attempt(a) => self.apply_attempt(a, live),
-            Record::Targeting {
-                broadcast,
-                carrier,
-                summary,
-            } => {
-                if let Some(c) = self
-                    .broadcasts
-                    .get_mut(*broadcast)
-                    .and_then(|b| b.carriers.get_mut(*carrier))
-                {
+            Record::Targeting { broadcast, carrier, summary } => {
+                if let Some(c) = self.broadcasts.get_mut(*broadcast).and_then(|b| b.carriers.get_mut(*carrier)) {
                     c.targeting = Some(summary.clone());
                 }
             }
             Record::Subscriber { subscriber, .. } => {
                 // The config wins over a runtime entry of the same name (an operator can move one into the file).
-                self.targets
-                    .entry(subscriber.name.clone())
-                    .or_insert_with(|| {
-                        Target::new(TargetKind::Webhook {
-                            sub: subscriber.clone(),
-                            source: Source::Runtime,
-                        })
-                    });
+                self.targets.entry(subscriber.name.clone()).or_insert_with(|| {
+                    Target::new(TargetKind::Webhook { sub: subscriber.clone(), source: Source::Runtime })
+                });
             }
         }
         wake
     }
 
     fn apply_change(&mut self, c: &ChangeRecord, live: bool, wake: &mut Vec<Arc<Notify>>) {
-        let alert = self
-            .alerts
-            .entry(c.view.id.clone())
-            .or_insert_with(|| AlertHistory {
-                messages: Vec::new(),
-                last_view: c.view.clone(),
-                reached: BTreeSet::new(),
-                cbc: None,
-            });
+        let alert = self.alerts.entry(c.view.id.clone()).or_insert_with(|| AlertHistory {
+            messages: Vec::new(),
+            last_view: c.view.clone(),
+            reached: BTreeSet::new(),
+            cbc: None,
+        });
         alert.last_view = c.view.clone();
         let mut feed_changed = !c.released.is_empty();
         if let Some(m) = &c.message {
@@ -280,10 +255,7 @@ impl State {
             alert.messages.push(idx);
             feed_changed |= m.released;
             if live {
-                METRICS
-                    .cap_messages
-                    .with_label_values(&[m.status.as_str(), m.msg_type.as_str()])
-                    .inc();
+                METRICS.cap_messages.with_label_values(&[m.status.as_str(), m.msg_type.as_str()]).inc();
             }
             self.messages.push(m.clone());
         }
@@ -338,10 +310,7 @@ impl State {
         let (alert_id, version) = match self.by_identifier.get(&d.identifier) {
             Some(&i) => {
                 if d.replay_of.is_none() {
-                    self.msg_targets
-                        .entry(i)
-                        .or_default()
-                        .insert(d.target.clone());
+                    self.msg_targets.entry(i).or_default().insert(d.target.clone());
                 }
                 let m = &self.messages[i];
                 (m.alert_id.clone(), m.version)
@@ -359,10 +328,7 @@ impl State {
         });
         target.queue.push_back(d.id);
         wake.push(target.notify.clone());
-        METRICS
-            .queue_depth
-            .with_label_values(&[channel(&d.target)])
-            .inc();
+        METRICS.queue_depth.with_label_values(&[channel(&d.target)]).inc();
         self.deliveries.insert(
             d.id,
             Delivery {
@@ -425,10 +391,7 @@ impl State {
                     t.stats.last_success_ms = Some(a.at_ms);
                     t.stats.last_error = None;
                     if let (true, Some(q)) = (live, queued_at) {
-                        METRICS
-                            .delivery_latency
-                            .with_label_values(&[ch])
-                            .observe(q.elapsed().as_secs_f64());
+                        METRICS.delivery_latency.with_label_values(&[ch]).observe(q.elapsed().as_secs_f64());
                     }
                 } else {
                     d.record.status = DeliveryStatus::DeadLetter;
@@ -445,11 +408,7 @@ impl State {
             }
         }
         if let Some(&(b, c)) = self.broadcast_of.get(&a.id) {
-            if let Some(cb) = self
-                .broadcasts
-                .get_mut(b)
-                .and_then(|r| r.carriers.get_mut(c))
-            {
+            if let Some(cb) = self.broadcasts.get_mut(b).and_then(|r| r.carriers.get_mut(c)) {
                 cb.attempts = a.attempt;
                 cb.http_status = a.http_status;
                 cb.detail = a.detail.clone();
@@ -474,12 +433,10 @@ impl State {
                 return None;
             }
         }
-        let msgs: Vec<(usize, &StoredMessage)> = history
-            .map(|h| h.messages.iter().map(|&i| (i, &self.messages[i])).collect())
-            .unwrap_or_default();
+        let msgs: Vec<(usize, &StoredMessage)> =
+            history.map(|h| h.messages.iter().map(|&i| (i, &self.messages[i])).collect()).unwrap_or_default();
         let latest = msgs.last().map(|(_, m)| *m);
-        let repeated =
-            latest.is_some_and(|m| m.version == view.version && m.view.same_content(view));
+        let repeated = latest.is_some_and(|m| m.version == view.version && m.view.same_content(view));
         let mut record = ChangeRecord {
             view: view.clone(),
             message: None,
@@ -489,11 +446,7 @@ impl State {
             error: None,
         };
         if view.public_release {
-            record.released = msgs
-                .iter()
-                .filter(|(_, m)| !m.released)
-                .map(|(_, m)| m.identifier.clone())
-                .collect();
+            record.released = msgs.iter().filter(|(_, m)| !m.released).map(|(_, m)| m.identifier.clone()).collect();
         }
         if !repeated {
             if msgs.is_empty() && view.state.is_end() {
@@ -506,10 +459,7 @@ impl State {
                 } else {
                     MsgType::Update
                 };
-                let references = msgs
-                    .iter()
-                    .map(|(_, m)| m.reference(&ctx.message.cfg.sender))
-                    .collect();
+                let references = msgs.iter().map(|(_, m)| m.reference(&ctx.message.cfg.sender)).collect();
                 let base = format!("{}.{}", identifier_base(&view.id), view.version);
                 let mut identifier = base.clone();
                 let mut n = 1;
@@ -517,14 +467,7 @@ impl State {
                     identifier = format!("{base}-{n}");
                     n += 1;
                 }
-                match build_message(
-                    &ctx.message,
-                    view,
-                    identifier,
-                    msg_type,
-                    references,
-                    view.public_release,
-                ) {
+                match build_message(&ctx.message, view, identifier, msg_type, references, view.public_release) {
                     Ok(m) => record.message = Some(m),
                     Err(e) => {
                         tracing::error!(error = %e, "no CAP message for alert change");
@@ -552,8 +495,7 @@ impl State {
             };
             let mut reached = history.is_some_and(|h| h.reached.contains(name));
             for (i, m) in &msgs {
-                if !record.released.contains(&m.identifier)
-                    || self.msg_targets.get(i).is_some_and(|t| t.contains(name))
+                if !record.released.contains(&m.identifier) || self.msg_targets.get(i).is_some_and(|t| t.contains(name))
                 {
                     continue;
                 }
@@ -604,47 +546,38 @@ impl State {
         take_id: &mut dyn FnMut() -> u64,
     ) -> (Vec<NewDelivery>, Vec<BroadcastRecord>) {
         let mut out = (Vec::new(), Vec::new());
-        let wanted = if msg.msg_type == MsgType::Cancel {
-            None
-        } else {
-            class_for(&msg.view, ctx.policy)
-        };
+        let wanted = if msg.msg_type == MsgType::Cancel { None } else { class_for(&msg.view, ctx.policy) };
         let active = on_air.filter(|c| c.active);
-        let push =
-            |out: &mut (Vec<NewDelivery>, Vec<BroadcastRecord>),
-             (r, envelopes): (BroadcastRecord, Vec<broadcast::Envelope>)| {
-                if let Some(e) = &r.error {
-                    tracing::error!(alert = %r.alert_id, error = %e, "cell broadcast not sent");
-                    METRICS
-                        .errors
-                        .with_label_values(&["broadcast_encode"])
-                        .inc();
+        let push = |out: &mut (Vec<NewDelivery>, Vec<BroadcastRecord>),
+                    (r, envelopes): (BroadcastRecord, Vec<broadcast::Envelope>)| {
+            if let Some(e) = &r.error {
+                tracing::error!(alert = %r.alert_id, error = %e, "cell broadcast not sent");
+                METRICS.errors.with_label_values(&["broadcast_encode"]).inc();
+            }
+            for c in r.carriers.iter().filter(|c| c.delivery_id.is_none()) {
+                if let Some(d) = &c.detail {
+                    tracing::warn!(alert = %r.alert_id, carrier = %c.carrier, detail = %d, "carrier gets no broadcast");
+                    METRICS.errors.with_label_values(&["targeting"]).inc();
                 }
-                for c in r.carriers.iter().filter(|c| c.delivery_id.is_none()) {
-                    if let Some(d) = &c.detail {
-                        tracing::warn!(alert = %r.alert_id, carrier = %c.carrier, detail = %d, "carrier gets no broadcast");
-                        METRICS.errors.with_label_values(&["targeting"]).inc();
-                    }
-                }
-                for e in envelopes {
-                    out.0.push(NewDelivery {
-                        id: e.id,
-                        target: cbc_target(&e.carrier),
-                        identifier: r.identifier.clone(),
-                        replay_of: None,
-                        envelope: Some(e.body),
-                        at_ms: ctx.now_ms,
-                    });
-                }
-                out.1.push(r);
-            };
+            }
+            for e in envelopes {
+                out.0.push(NewDelivery {
+                    id: e.id,
+                    target: cbc_target(&e.carrier),
+                    identifier: r.identifier.clone(),
+                    replay_of: None,
+                    envelope: Some(e.body),
+                    at_ms: ctx.now_ms,
+                });
+            }
+            out.1.push(r);
+        };
         let stop = |c: CbcAlert, take_id: &mut dyn FnMut() -> u64| {
             broadcast::plan(
                 &ctx.broadcast,
                 msg,
                 BroadcastKind::Stop,
-                PwsClass::from_message_id(c.message_ids[0])
-                    .map_or(PwsClass::Alert, |(class, _)| class),
+                PwsClass::from_message_id(c.message_ids[0]).map_or(PwsClass::Alert, |(class, _)| class),
                 Some(c.message_ids),
                 c.serial,
                 false,
@@ -682,10 +615,7 @@ impl State {
             (None, Some(class)) => {
                 let Some(code) = self.allocate_code() else {
                     tracing::error!(alert = %msg.alert_id, "all 1024 message codes are on the air; broadcast not sent");
-                    METRICS
-                        .errors
-                        .with_label_values(&["broadcast_encode"])
-                        .inc();
+                    METRICS.errors.with_label_values(&["broadcast_encode"]).inc();
                     return out;
                 };
                 let Ok(serial) = SerialNumber::new(ctx.geo_scope, code, 0) else {
@@ -725,10 +655,7 @@ impl State {
                     .filter(|(_, c)| c.delivery_id.is_some() && c.targeting.is_none())
                     .map(|(ci, c)| (ci, c.carrier.clone()))
                     .collect();
-                let zone = self
-                    .by_identifier
-                    .get(&b.identifier)
-                    .map(|&m| self.messages[m].view.area_id.clone())?;
+                let zone = self.by_identifier.get(&b.identifier).map(|&m| self.messages[m].view.area_id.clone())?;
                 (!carriers.is_empty()).then_some((i, zone, carriers))
             })
             .collect()
@@ -736,11 +663,8 @@ impl State {
 
     /// The next message code after the last one handed out that no broadcast on the air uses.
     fn allocate_code(&self) -> Option<u16> {
-        let on_air: BTreeSet<u16> = self
-            .alerts
-            .values()
-            .filter_map(|a| a.cbc.filter(|c| c.active).map(|c| c.message_code))
-            .collect();
+        let on_air: BTreeSet<u16> =
+            self.alerts.values().filter_map(|a| a.cbc.filter(|c| c.active).map(|c| c.message_code)).collect();
         let start = self.last_code.map_or(0, |c| c + 1);
         (0..=SerialNumber::MAX_MESSAGE_CODE)
             .map(|i| (start + i) % (SerialNumber::MAX_MESSAGE_CODE + 1))
@@ -752,10 +676,7 @@ impl State {
         let t = self.targets.get(target)?;
         let &id = t.queue.front()?;
         let d = self.deliveries.get(&id)?;
-        let msg = self
-            .by_identifier
-            .get(&d.record.identifier)
-            .map(|&i| &self.messages[i]);
+        let msg = self.by_identifier.get(&d.record.identifier).map(|&i| &self.messages[i]);
         let status = msg.map_or("Actual", |m| m.status.as_str());
         let missing = || format!("CAP message {} is not in the journal", d.record.identifier);
         let (url, content_type, auth, body) = match &t.kind {
@@ -769,21 +690,13 @@ impl State {
                     Format::Cap => "application/cap+xml",
                     Format::Json => "application/json",
                 };
-                (
-                    sub.url.clone(),
-                    ct,
-                    Auth::Signature(sub.secret.clone()),
-                    body,
-                )
+                (sub.url.clone(), ct, Auth::Signature(sub.secret.clone()), body)
             }
             TargetKind::Cbc { carrier } => (
                 carrier.cbc_url.clone(),
                 "application/json",
                 Auth::Bearer(carrier.token.clone()),
-                d.envelope
-                    .as_ref()
-                    .map(|e| e.as_bytes().to_vec())
-                    .ok_or_else(|| "CBC envelope missing".to_string()),
+                d.envelope.as_ref().map(|e| e.as_bytes().to_vec()).ok_or_else(|| "CBC envelope missing".to_string()),
             ),
             TargetKind::Orphan => return None,
         };

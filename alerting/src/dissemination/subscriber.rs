@@ -19,10 +19,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
+        FieldError { field: field.into(), message: message.into() }
     }
 }
 
@@ -72,12 +69,7 @@ pub struct Filters {
 
 impl Default for Filters {
     fn default() -> Self {
-        Filters {
-            zones: Vec::new(),
-            events: Vec::new(),
-            min_severity: None,
-            modes: default_modes(),
-        }
+        Filters { zones: Vec::new(), events: Vec::new(), min_severity: None, modes: default_modes() }
     }
 }
 
@@ -108,12 +100,7 @@ impl SubscriberInput {
         serde_json::from_str(body).map_err(|e| {
             let text = e.to_string();
             // serde names unknown and missing fields in backquotes; use that as the field when present.
-            let field = text
-                .split('`')
-                .nth(1)
-                .filter(|f| !f.is_empty())
-                .unwrap_or("body")
-                .to_string();
+            let field = text.split('`').nth(1).filter(|f| !f.is_empty()).unwrap_or("body").to_string();
             FieldError::new(field, text)
         })
     }
@@ -126,32 +113,20 @@ impl SubscriberInput {
             return Err(FieldError::new("secret", "required"));
         }
         if self.secret.len() < MIN_SECRET_BYTES {
-            return Err(FieldError::new(
-                "secret",
-                format!("at least {MIN_SECRET_BYTES} bytes"),
-            ));
+            return Err(FieldError::new("secret", format!("at least {MIN_SECRET_BYTES} bytes")));
         }
         for (i, z) in self.filters.zones.iter().enumerate() {
             if geo.zone(z).is_none() {
-                return Err(FieldError::new(
-                    format!("filters.zones[{i}]"),
-                    format!("unknown zone `{z}`"),
-                ));
+                return Err(FieldError::new(format!("filters.zones[{i}]"), format!("unknown zone `{z}`")));
             }
         }
         for (i, e) in self.filters.events.iter().enumerate() {
             if templates.event(e).is_err() {
-                return Err(FieldError::new(
-                    format!("filters.events[{i}]"),
-                    format!("unknown event type `{e}`"),
-                ));
+                return Err(FieldError::new(format!("filters.events[{i}]"), format!("unknown event type `{e}`")));
             }
         }
         if self.filters.modes.is_empty() {
-            return Err(FieldError::new(
-                "filters.modes",
-                "at least one of Actual, Exercise, Test",
-            ));
+            return Err(FieldError::new("filters.modes", "at least one of Actual, Exercise, Test"));
         }
         Ok(())
     }
@@ -160,23 +135,17 @@ impl SubscriberInput {
 pub(crate) fn validate_name(name: &str) -> Result<(), FieldError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
-        Err(FieldError::new(
-            "name",
-            "1–64 characters: letters, digits, `-`, `_`, `.`",
-        ))
+        Err(FieldError::new("name", "1–64 characters: letters, digits, `-`, `_`, `.`"))
     }
 }
 
 /// An absolute http(s) URL with a host and no user info (a password in a URL ends up in logs).
 pub(crate) fn validate_url(field: &str, url: &str) -> Result<(), FieldError> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| FieldError::new(field, format!("not a URL: {e}")))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| FieldError::new(field, format!("not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(FieldError::new(field, "must be http:// or https://"));
     }
@@ -184,10 +153,7 @@ pub(crate) fn validate_url(field: &str, url: &str) -> Result<(), FieldError> {
         return Err(FieldError::new(field, "has no host"));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(FieldError::new(
-            field,
-            "must not carry credentials; use the secret",
-        ));
+        return Err(FieldError::new(field, "must not carry credentials; use the secret"));
     }
     Ok(())
 }
@@ -195,12 +161,7 @@ pub(crate) fn validate_url(field: &str, url: &str) -> Result<(), FieldError> {
 /// Whether `sub` takes this change. `reached`: it already took an earlier message of the same alert, and then it
 /// also takes the rest (an Update or Cancel must follow its Alert even if the severity dropped below the filter).
 /// The mode filter and the approval gate hold whatever came before.
-pub(crate) fn wants(
-    sub: &SubscriberInput,
-    view: &AlertView,
-    released: bool,
-    reached: bool,
-) -> bool {
+pub(crate) fn wants(sub: &SubscriberInput, view: &AlertView, released: bool, reached: bool) -> bool {
     if !sub.filters.modes.contains(&view.mode) {
         return false;
     }

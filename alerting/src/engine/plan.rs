@@ -46,17 +46,37 @@ pub(crate) enum CLimit {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cond {
     /// Accumulated sum over the series' window `w` (index into `SeriesPlan::windows`).
-    Window { w: u8, cmp: Cmp, limit: CLimit },
-    Latest { cmp: Cmp, limit: CLimit },
-    Rate { cmp: Cmp, limit: CLimit },
+    Window {
+        w: u8,
+        cmp: Cmp,
+        limit: CLimit,
+    },
+    Latest {
+        cmp: Cmp,
+        limit: CLimit,
+    },
+    Rate {
+        cmp: Cmp,
+        limit: CLimit,
+    },
     /// At least `sensors` contributors of `rule` at level ≥ `level` in the same zone.
-    Area { rule: u16, level: u8, sensors: u32 },
-    Forecast { limit: CLimit },
+    Area {
+        rule: u16,
+        level: u8,
+        sensors: u32,
+    },
+    Forecast {
+        limit: CLimit,
+    },
     ZoneKind(ZoneKind),
     /// The vehicle has been below the rule's `speed_below` inside the zone for this long.
-    Stopped { for_ms: i64 },
+    Stopped {
+        for_ms: i64,
+    },
     /// Silent for more than this many expected intervals.
-    Silent { missed: f64 },
+    Silent {
+        missed: f64,
+    },
 }
 
 /// One condition of the file; it may compile to several conditions that must all hold (geofence: zone AND stopped).
@@ -201,7 +221,9 @@ impl Plan {
             for (i, level) in rule.levels.iter().enumerate() {
                 let mut compile_list = |list: &[Condition]| -> Vec<Clause> {
                     list.iter()
-                        .map(|c| compile_condition(rule, c, &series, &index, &mut threshold_keys, &mut reads, bucket_ms))
+                        .map(|c| {
+                            compile_condition(rule, c, &series, &index, &mut threshold_keys, &mut reads, bucket_ms)
+                        })
                         .collect()
                 };
                 let all = compile_list(&level.all);
@@ -360,9 +382,13 @@ fn compile_condition(
             }
             if let Some(kind) = c.zone_kind {
                 conds.push(Cond::ZoneKind(kind));
-                text.push(format!("in a {} zone", serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()));
+                text.push(format!(
+                    "in a {} zone",
+                    serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                ));
             }
-            let target = c.rule.as_ref().or(if rule.kind == RuleKind::Correlation { rule.source.as_ref() } else { None });
+            let target =
+                c.rule.as_ref().or(if rule.kind == RuleKind::Correlation { rule.source.as_ref() } else { None });
             if let Some(name) = target {
                 if let Some(&r) = index.get(name.as_str()) {
                     let level = c.level.unwrap_or(0) as u8;

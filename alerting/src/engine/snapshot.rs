@@ -12,7 +12,7 @@ use ingest::{Metric, SensorKind};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{self, NONE};
-use super::state::{AreaSlot, Series, SensorSlot, AREA_MEMBER, NO_TS};
+use super::state::{AreaSlot, SensorSlot, Series, AREA_MEMBER, NO_TS};
 use super::{area_key, key_parts, set_member, EngineCounters, RuleEngine};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,7 +156,11 @@ impl RuleEngine {
                         values: self
                             .areas
                             .get(&area_key(slot.rule, slot.zone))
-                            .and_then(|a| a.members.iter().find(|m| self.sensors.get(m.sensor as usize).is_some_and(|x| x.id == s.id)))
+                            .and_then(|a| {
+                                a.members
+                                    .iter()
+                                    .find(|m| self.sensors.get(m.sensor as usize).is_some_and(|x| x.id == s.id))
+                            })
                             .map(|m| m.values.clone())
                             .unwrap_or_default(),
                     })
@@ -256,7 +260,10 @@ impl RuleEngine {
                 let rule = &self.plan.rules[r as usize];
                 let Some(&z) = self.zone_index.get(l.zone.as_str()) else { continue };
                 let zone = &self.zones[z as usize];
-                if !rule.kind.is_per_sensor() || !rule.admits_sensor(&slot.id, slot.kind) || !rule.admits(r, zone.kind, &zone.scoped) {
+                if !rule.kind.is_per_sensor()
+                    || !rule.admits_sensor(&slot.id, slot.kind)
+                    || !rule.admits(r, zone.kind, &zone.scoped)
+                {
                     report.dropped_levels += usize::from(l.level.is_some());
                     continue;
                 }
@@ -294,7 +301,8 @@ impl RuleEngine {
             let sensor = &self.sensors[index as usize];
             for a in &sensor.slots {
                 if a.level != NONE {
-                    let v = values.iter().find(|(k, _)| *k == (a.rule, a.zone)).map(|(_, v)| v.clone()).unwrap_or_default();
+                    let v =
+                        values.iter().find(|(k, _)| *k == (a.rule, a.zone)).map(|(_, v)| v.clone()).unwrap_or_default();
                     set_member(&mut self.areas, area_key(a.rule, a.zone), index, a.level, v, Vec::new());
                 }
             }

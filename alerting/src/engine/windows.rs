@@ -137,7 +137,9 @@ impl Buckets {
             return Vec::new();
         }
         let len = self.ring.len() as i64;
-        (self.head - len + 1..=self.head).filter_map(|b| Some((b, self.ring[self.slot(b)])).filter(|e| e.1 > 0)).collect()
+        (self.head - len + 1..=self.head)
+            .filter_map(|b| Some((b, self.ring[self.slot(b)])).filter(|e| e.1 > 0))
+            .collect()
     }
 
     /// Heap bytes.
@@ -221,7 +223,10 @@ impl RateRing {
         let mut i = s.partition_point(|(t, _)| *t < t1.saturating_sub(window));
         // After a gap in reports (a link drop, a restart from an older snapshot) the oldest sample inside the window
         // may be too recent; the one just before the window, if not too old, still gives an honest average rate.
-        if i > 0 && s.get(i).is_some_and(|x| t1.saturating_sub(x.0) < min_span) && t1.saturating_sub(s[i - 1].0) <= 2 * window {
+        if i > 0
+            && s.get(i).is_some_and(|x| t1.saturating_sub(x.0) < min_span)
+            && t1.saturating_sub(s[i - 1].0) <= 2 * window
+        {
             i -= 1;
         }
         let &(t0, v0) = s.get(i)?;

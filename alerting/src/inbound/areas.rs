@@ -110,19 +110,13 @@ pub fn place(alert: &CapAlert, geo: &GeoIndex) -> Result<Placement, Rejection> {
     let geometry = if !shape.0.is_empty() {
         multipolygon_to_geojson(&shape)
     } else if !zone_ids.is_empty() {
-        let parts = zone_ids
-            .iter()
-            .filter_map(|id| geo.zone(id))
-            .flat_map(|z| z.geometry.0.iter().cloned())
-            .collect();
+        let parts = zone_ids.iter().filter_map(|id| geo.zone(id)).flat_map(|z| z.geometry.0.iter().cloned()).collect();
         multipolygon_to_geojson(&MultiPolygon(parts))
     } else if unresolved.is_empty() {
         // Areas with a description only: nothing a map or a rule can use.
         return Err(Rejection::NoArea);
     } else {
-        return Err(Rejection::UnknownGeocode {
-            codes: unresolved.into_iter().collect(),
-        });
+        return Err(Rejection::UnknownGeocode { codes: unresolved.into_iter().collect() });
     };
     Ok(Placement {
         zone_ids: zone_ids.into_iter().collect(),
@@ -144,14 +138,7 @@ pub fn geocode_covers(warning: &str, zone: &str, zone_is_area: bool) -> bool {
 }
 
 fn polygon_to_geo(p: &Polygon) -> GeoPolygon<f64> {
-    let ring: Vec<Coord<f64>> = p
-        .points()
-        .iter()
-        .map(|pt| Coord {
-            x: pt.lon,
-            y: pt.lat,
-        })
-        .collect();
+    let ring: Vec<Coord<f64>> = p.points().iter().map(|pt| Coord { x: pt.lon, y: pt.lat }).collect();
     GeoPolygon::new(LineString(ring), Vec::new())
 }
 
@@ -163,14 +150,10 @@ pub fn circle_to_geo(c: &Circle) -> GeoPolygon<f64> {
         .map(|i| {
             let bearing = std::f64::consts::TAU * i as f64 / CIRCLE_VERTICES as f64;
             let lat2 = (lat1.sin() * r.cos() + lat1.cos() * r.sin() * bearing.cos()).asin();
-            let lon2 = lon1
-                + (bearing.sin() * r.sin() * lat1.cos()).atan2(r.cos() - lat1.sin() * lat2.sin());
+            let lon2 = lon1 + (bearing.sin() * r.sin() * lat1.cos()).atan2(r.cos() - lat1.sin() * lat2.sin());
             // Back into -180..180 so circles near the antimeridian stay valid GeoJSON.
             let lon = (lon2.to_degrees() + 540.0).rem_euclid(360.0) - 180.0;
-            Coord {
-                x: lon,
-                y: lat2.to_degrees(),
-            }
+            Coord { x: lon, y: lat2.to_degrees() }
         })
         .collect();
     ring.push(ring[0]);
@@ -184,22 +167,10 @@ mod tests {
     #[test]
     fn geocodes_cover_downwards_and_parts_of_townships() {
         assert!(geocode_covers("1000812", "1000812", false));
-        assert!(
-            geocode_covers("10008", "1000812", false),
-            "county warning, township zone"
-        );
-        assert!(
-            !geocode_covers("1000812", "10008", false),
-            "a county-tagged zone may lie elsewhere"
-        );
-        assert!(
-            geocode_covers("1000812", "10008", true),
-            "a township is part of a county-wide zone"
-        );
-        assert!(
-            geocode_covers("1000812026", "1000812", true),
-            "a village of a township zone"
-        );
+        assert!(geocode_covers("10008", "1000812", false), "county warning, township zone");
+        assert!(!geocode_covers("1000812", "10008", false), "a county-tagged zone may lie elsewhere");
+        assert!(geocode_covers("1000812", "10008", true), "a township is part of a county-wide zone");
+        assert!(geocode_covers("1000812026", "1000812", true), "a village of a township zone");
         assert!(!geocode_covers("1000812026", "1000812", false));
         assert!(!geocode_covers("1000813", "1000812", true));
         assert!(!geocode_covers("1", "1000812", false));
@@ -222,9 +193,6 @@ mod tests {
             assert!((d - 5.0).abs() < 0.01, "vertex {pt:?} at {d} km");
         }
         let point = circle_to_geo(&Circle::new(23.5, 120.9, 0.0).expect("valid circle"));
-        assert!(
-            point.exterior().0.iter().any(|c| c.y != 23.5),
-            "radius 0 still has extent"
-        );
+        assert!(point.exterior().0.iter().any(|c| c.y != 23.5), "radius 0 still has extent");
     }
 }

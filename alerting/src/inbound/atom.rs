@@ -60,14 +60,11 @@ pub fn read_feed(text: &str) -> Result<Vec<FeedEntry>, AtomReadError> {
                         let mut link = Link::default();
                         for attr in e.attributes() {
                             let attr = attr.map_err(|err| bad(err.to_string()))?;
-                            let value =
-                                attr.unescape_value().map_err(|err| bad(err.to_string()))?;
+                            let value = attr.unescape_value().map_err(|err| bad(err.to_string()))?;
                             match attr.key.local_name().as_ref() {
                                 b"href" => link.href = Some(value.trim().to_string()),
                                 b"rel" => link.rel = Some(value.trim().to_string()),
-                                b"type" => {
-                                    link.media_type = Some(value.trim().to_ascii_lowercase())
-                                }
+                                b"type" => link.media_type = Some(value.trim().to_ascii_lowercase()),
                                 _ => {}
                             }
                         }
@@ -160,9 +157,7 @@ struct Partial {
 impl Partial {
     fn finish(self) -> Option<FeedEntry> {
         let is_cap = |l: &&Link| {
-            l.media_type.as_deref().is_some_and(|t| {
-                t == "application/cap+xml" || t.starts_with("application/cap+xml;")
-            })
+            l.media_type.as_deref().is_some_and(|t| t == "application/cap+xml" || t.starts_with("application/cap+xml;"))
         };
         // Atom: a link without rel is rel="alternate".
         let is_alternate = |l: &&Link| l.rel.as_deref().is_none_or(|r| r == "alternate");
@@ -174,11 +169,7 @@ impl Partial {
             .and_then(|l| l.href.clone())
             .filter(|h| !h.is_empty());
         let id = self.id.filter(|s| !s.is_empty()).or_else(|| link.clone())?;
-        Some(FeedEntry {
-            id,
-            updated: self.updated.unwrap_or_default(),
-            link,
-        })
+        Some(FeedEntry { id, updated: self.updated.unwrap_or_default(), link })
     }
 }
 
@@ -224,18 +215,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_feeds() {
-        assert!(matches!(
-            read_feed("<rss/>"),
-            Err(AtomReadError::NotAtom(_))
-        ));
-        assert!(matches!(
-            read_feed("<feed><entry>"),
-            Err(AtomReadError::Xml { .. })
-        ));
-        assert!(matches!(
-            read_feed("<!DOCTYPE feed [<!ENTITY a \"b\">]><feed/>"),
-            Err(AtomReadError::Xml { .. })
-        ));
+        assert!(matches!(read_feed("<rss/>"), Err(AtomReadError::NotAtom(_))));
+        assert!(matches!(read_feed("<feed><entry>"), Err(AtomReadError::Xml { .. })));
+        assert!(matches!(read_feed("<!DOCTYPE feed [<!ENTITY a \"b\">]><feed/>"), Err(AtomReadError::Xml { .. })));
         assert!(matches!(read_feed(""), Err(AtomReadError::NotAtom(_))));
     }
 }

@@ -47,13 +47,7 @@ impl Credential {
     }
 
     /// Checks this source's credential against the request. `window_s` bounds the signature timestamp.
-    pub fn verify(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_ms: i64,
-        window_s: u64,
-    ) -> Result<(), PushError> {
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_ms: i64, window_s: u64) -> Result<(), PushError> {
         match self {
             Credential::Token(expected) => {
                 let given = bearer(headers).ok_or(PushError::Unsigned)?;
@@ -66,9 +60,7 @@ impl Credential {
             }
             Credential::Hmac(key) => {
                 let header = headers.get(SIGNATURE_HEADER).ok_or(PushError::Unsigned)?;
-                let header = header
-                    .to_str()
-                    .map_err(|_| PushError::BadSignature("header is not ASCII"))?;
+                let header = header.to_str().map_err(|_| PushError::BadSignature("header is not ASCII"))?;
                 let (t, macs) = parse_signature(header)?;
                 let now = now_ms.div_euclid(1000);
                 if now.abs_diff(t) > window_s {
@@ -91,16 +83,9 @@ impl Credential {
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive, per RFC 7235).
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .trim();
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// `t=<secs>,v1=<hex>[,v1=<hex>…]`; unknown keys are skipped so a future `v2` does not break v1 receivers.
@@ -109,18 +94,14 @@ fn parse_signature(header: &str) -> Result<(i64, Vec<Vec<u8>>), PushError> {
     let mut macs = Vec::new();
     for part in header.split(',') {
         let Some((k, v)) = part.trim().split_once('=') else {
-            return Err(PushError::BadSignature(
-                "expected `t=<unix seconds>,v1=<hex>`",
-            ));
+            return Err(PushError::BadSignature("expected `t=<unix seconds>,v1=<hex>`"));
         };
         match k.trim() {
             "t" => {
                 let secs = v.trim().parse::<i64>();
                 t = Some(secs.map_err(|_| PushError::BadSignature("`t` is not Unix seconds"))?);
             }
-            "v1" => {
-                macs.push(hex_decode(v.trim()).ok_or(PushError::BadSignature("`v1` is not hex"))?)
-            }
+            "v1" => macs.push(hex_decode(v.trim()).ok_or(PushError::BadSignature("`v1` is not hex"))?),
             _ => {}
         }
     }
@@ -141,10 +122,7 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     };
-    s.as_bytes()
-        .chunks(2)
-        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
-        .collect()
+    s.as_bytes().chunks(2).map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?)).collect()
 }
 
 /// Constant-time equality (for equal lengths; lengths are not secret here: both sides are fixed-size digests).
@@ -167,58 +145,19 @@ mod tests {
     #[test]
     fn bearer_tokens() {
         let c = Credential::token("s3cret-token");
-        assert_eq!(
-            c.verify(
-                &headers(&[("authorization", "Bearer s3cret-token")]),
-                b"",
-                0,
-                300
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            c.verify(
-                &headers(&[("authorization", "bearer  s3cret-token ")]),
-                b"",
-                0,
-                300
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            c.verify(&headers(&[("authorization", "Bearer s3cret")]), b"", 0, 300),
-            Err(PushError::BadToken)
-        );
-        assert_eq!(
-            c.verify(&headers(&[("authorization", "Basic eDp5")]), b"", 0, 300),
-            Err(PushError::Unsigned)
-        );
-        assert_eq!(
-            c.verify(&HeaderMap::new(), b"", 0, 300),
-            Err(PushError::Unsigned)
-        );
+        assert_eq!(c.verify(&headers(&[("authorization", "Bearer s3cret-token")]), b"", 0, 300), Ok(()));
+        assert_eq!(c.verify(&headers(&[("authorization", "bearer  s3cret-token ")]), b"", 0, 300), Ok(()));
+        assert_eq!(c.verify(&headers(&[("authorization", "Bearer s3cret")]), b"", 0, 300), Err(PushError::BadToken));
+        assert_eq!(c.verify(&headers(&[("authorization", "Basic eDp5")]), b"", 0, 300), Err(PushError::Unsigned));
+        assert_eq!(c.verify(&HeaderMap::new(), b"", 0, 300), Err(PushError::Unsigned));
     }
 
     #[test]
     fn signature_header_forms() {
         assert!(parse_signature("t=1,v1=00ff").is_ok());
-        assert_eq!(
-            parse_signature("t=1, v1=00ff ,v1=ab, v0=zz").map(|(_, m)| m.len()),
-            Ok(2)
-        );
-        for bad in [
-            "",
-            "t=1",
-            "v1=00",
-            "t=x,v1=00",
-            "t=1,v1=0",
-            "t=1,v1=zz",
-            "garbage",
-        ] {
-            assert!(
-                matches!(parse_signature(bad), Err(PushError::BadSignature(_))),
-                "{bad}"
-            );
+        assert_eq!(parse_signature("t=1, v1=00ff ,v1=ab, v0=zz").map(|(_, m)| m.len()), Ok(2));
+        for bad in ["", "t=1", "v1=00", "t=x,v1=00", "t=1,v1=0", "t=1,v1=zz", "garbage"] {
+            assert!(matches!(parse_signature(bad), Err(PushError::BadSignature(_))), "{bad}");
         }
     }
 

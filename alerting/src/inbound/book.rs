@@ -15,9 +15,7 @@ use crate::cap::{CapAlert, MsgType, Reference};
 
 use super::areas::place;
 use super::error::Rejection;
-use super::external::{
-    build, unix_ms, ExternalAlert, ExternalEvent, ExternalFilter, Ignored, PushOutcome,
-};
+use super::external::{build, unix_ms, ExternalAlert, ExternalEvent, ExternalFilter, Ignored, PushOutcome};
 
 /// What identifies a CAP message (CAP §3.2.1: identifier is unique per sender; `sent` tells re-issues apart).
 /// `sent` is compared as an instant, so `+08:00` and `-00:00` spellings of one time are one message.
@@ -30,19 +28,11 @@ struct MsgKey {
 
 impl MsgKey {
     fn of(cap: &CapAlert) -> Self {
-        MsgKey {
-            sender: cap.sender.clone(),
-            identifier: cap.identifier.clone(),
-            sent_s: cap.sent.unix_timestamp(),
-        }
+        MsgKey { sender: cap.sender.clone(), identifier: cap.identifier.clone(), sent_s: cap.sent.unix_timestamp() }
     }
 
     fn of_ref(r: &Reference) -> Self {
-        MsgKey {
-            sender: r.sender.clone(),
-            identifier: r.identifier.clone(),
-            sent_s: r.sent.unix_timestamp(),
-        }
+        MsgKey { sender: r.sender.clone(), identifier: r.identifier.clone(), sent_s: r.sent.unix_timestamp() }
     }
 }
 
@@ -98,13 +88,7 @@ pub(crate) struct Book {
 
 impl Book {
     pub fn new(settings: BookSettings) -> Self {
-        Book {
-            settings,
-            chains: HashMap::new(),
-            by_key: HashMap::new(),
-            seen: HashMap::new(),
-            closed: HashMap::new(),
-        }
+        Book { settings, chains: HashMap::new(), by_key: HashMap::new(), seen: HashMap::new(), closed: HashMap::new() }
     }
 
     /// Takes one parsed message. `Err` changes nothing; `Ok` says what changed and the events to announce.
@@ -116,9 +100,7 @@ impl Book {
         now_ms: i64,
     ) -> Result<Applied, Rejection> {
         if !source.senders.is_empty() && !source.senders.contains(&cap.sender) {
-            return Err(Rejection::SenderNotAllowed {
-                sender: cap.sender.clone(),
-            });
+            return Err(Rejection::SenderNotAllowed { sender: cap.sender.clone() });
         }
         let key = MsgKey::of(cap);
         if self.seen.contains_key(&key) {
@@ -129,12 +111,8 @@ impl Book {
             return Ok(self.remember(key, now_ms, ignored(Ignored::Superseded)));
         }
         match self.closed.get(&key) {
-            Some((Closed::Cancelled, _)) => {
-                return Ok(self.remember(key, now_ms, ignored(Ignored::AfterCancel)))
-            }
-            Some((Closed::Expired, _)) => {
-                return Ok(self.remember(key, now_ms, ignored(Ignored::Superseded)))
-            }
+            Some((Closed::Cancelled, _)) => return Ok(self.remember(key, now_ms, ignored(Ignored::AfterCancel))),
+            Some((Closed::Expired, _)) => return Ok(self.remember(key, now_ms, ignored(Ignored::Superseded))),
             None => {}
         }
         if matches!(cap.msg_type, MsgType::Ack | MsgType::Error) {
@@ -169,43 +147,22 @@ impl Book {
                 return Ok(self.remember(key, now_ms, ignored(Ignored::CancelOfUnknown)));
             };
             // A Cancel older than the alert's current Update cancels a version the sender has already replaced.
-            if targets.iter().all(|id| {
-                self.chains
-                    .get(id)
-                    .is_some_and(|c| c.alert.sent_ms > sent_ms)
-            }) {
+            if targets.iter().all(|id| self.chains.get(id).is_some_and(|c| c.alert.sent_ms > sent_ms)) {
                 return Ok(self.remember(key, now_ms, ignored(Ignored::Superseded)));
             }
             let mut events = Vec::new();
             for id in &targets {
                 if let Some(alert) = self.close(id, Closed::Cancelled, now_ms) {
-                    events.push(ExternalEvent::Cancelled {
-                        alert,
-                        by: cap.identifier.clone(),
-                    });
+                    events.push(ExternalEvent::Cancelled { alert, by: cap.identifier.clone() });
                 }
             }
             self.closed.insert(key.clone(), (Closed::Cancelled, now_ms));
-            return Ok(self.remember(
-                key,
-                now_ms,
-                Applied {
-                    outcome: PushOutcome::Cancelled { id: first },
-                    events,
-                },
-            ));
+            return Ok(self.remember(key, now_ms, Applied { outcome: PushOutcome::Cancelled { id: first }, events }));
         }
 
         // Alert or Update: validate the place first, so a rejection leaves everything untouched.
         let placement = place(cap, geo)?;
-        let mut alert = build(
-            cap,
-            placement,
-            source.name,
-            source.public,
-            self.settings.default_lifetime_ms,
-            now_ms,
-        );
+        let mut alert = build(cap, placement, source.name, source.public, self.settings.default_lifetime_ms, now_ms);
         if alert.expires_ms <= now_ms {
             return Ok(self.remember(key, now_ms, ignored(Ignored::Expired)));
         }
@@ -221,16 +178,12 @@ impl Book {
 
         let Some(chain_id) = continues else {
             if cap.msg_type == MsgType::Update
-                && ref_keys
-                    .iter()
-                    .any(|k| matches!(self.closed.get(k), Some((Closed::Cancelled, _))))
+                && ref_keys.iter().any(|k| matches!(self.closed.get(k), Some((Closed::Cancelled, _))))
             {
                 return Ok(self.remember(key, now_ms, ignored(Ignored::AfterCancel)));
             }
             if self.chains.len() >= self.settings.max_active {
-                return Err(Rejection::Capacity {
-                    max: self.settings.max_active,
-                });
+                return Err(Rejection::Capacity { max: self.settings.max_active });
             }
             // An Update of a message we never saw is the warning's current state: raise it, under the id of the
             // earliest message it names so the id matches what a receiver of the whole chain would use.
@@ -243,29 +196,15 @@ impl Book {
                 .unwrap_or(own_id);
             alert.id = id.clone();
             let mut keys = vec![key.clone()];
-            keys.extend(
-                ref_keys
-                    .iter()
-                    .filter(|k| !self.closed.contains_key(k))
-                    .cloned(),
-            );
+            keys.extend(ref_keys.iter().filter(|k| !self.closed.contains_key(k)).cloned());
             for k in &keys {
                 self.by_key.insert(k.clone(), id.clone());
             }
-            self.chains.insert(
-                id.clone(),
-                Chain {
-                    alert: alert.clone(),
-                    keys,
-                },
-            );
+            self.chains.insert(id.clone(), Chain { alert: alert.clone(), keys });
             return Ok(self.remember(
                 key,
                 now_ms,
-                Applied {
-                    outcome: PushOutcome::Raised { id },
-                    events: vec![ExternalEvent::Raised(alert)],
-                },
+                Applied { outcome: PushOutcome::Raised { id }, events: vec![ExternalEvent::Raised(alert)] },
             ));
         };
 
@@ -280,20 +219,12 @@ impl Book {
         alert.version = current.alert.version.saturating_add(1);
         let mut events = Vec::new();
         let mut merged_keys = vec![key.clone()];
-        merged_keys.extend(
-            ref_keys
-                .iter()
-                .filter(|k| !self.closed.contains_key(k))
-                .cloned(),
-        );
+        merged_keys.extend(ref_keys.iter().filter(|k| !self.closed.contains_key(k)).cloned());
         // An Update naming several active alerts merges them: the others end, superseded by this one.
         for other in targets.iter().filter(|id| **id != chain_id) {
             if let Some(chain) = self.chains.remove(other) {
                 merged_keys.extend(chain.keys);
-                events.push(ExternalEvent::Cancelled {
-                    alert: chain.alert,
-                    by: cap.identifier.clone(),
-                });
+                events.push(ExternalEvent::Cancelled { alert: chain.alert, by: cap.identifier.clone() });
             }
         }
         for k in &merged_keys {
@@ -308,14 +239,7 @@ impl Book {
             }
         }
         events.insert(0, ExternalEvent::Updated(alert));
-        Ok(self.remember(
-            key,
-            now_ms,
-            Applied {
-                outcome: PushOutcome::Updated { id: chain_id },
-                events,
-            },
-        ))
+        Ok(self.remember(key, now_ms, Applied { outcome: PushOutcome::Updated { id: chain_id }, events }))
     }
 
     /// Ends the alerts whose `expires` has passed and forgets keys older than `remember_ms`.
@@ -356,9 +280,7 @@ impl Book {
             let a = &c.alert;
             a.effective_ms <= at_ms
                 && at_ms < a.expires_ms
-                && a.zone_ids
-                    .binary_search_by(|z| z.as_str().cmp(zone_id))
-                    .is_ok()
+                && a.zone_ids.binary_search_by(|z| z.as_str().cmp(zone_id)).is_ok()
                 && filter.accepts(a)
         })
     }
@@ -379,8 +301,5 @@ impl Book {
 }
 
 fn ignored(why: Ignored) -> Applied {
-    Applied {
-        outcome: PushOutcome::Ignored { why },
-        events: Vec::new(),
-    }
+    Applied { outcome: PushOutcome::Ignored { why }, events: Vec::new() }
 }

@@ -158,14 +158,9 @@ impl Default for InboundConfig {
 impl InboundConfig {
     /// Reads and checks the TOML text of `file` (the path is only used in messages).
     pub fn from_toml(text: &str, file: &Path) -> Result<Self, InboundError> {
-        let config: InboundConfig = toml::from_str(text).map_err(|e| InboundError::Config {
-            file: file.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        config.validate().map_err(|message| InboundError::Config {
-            file: file.to_path_buf(),
-            message,
-        })?;
+        let config: InboundConfig = toml::from_str(text)
+            .map_err(|e| InboundError::Config { file: file.to_path_buf(), message: e.to_string() })?;
+        config.validate().map_err(|message| InboundError::Config { file: file.to_path_buf(), message })?;
         Ok(config)
     }
 
@@ -178,17 +173,12 @@ impl InboundConfig {
             return Err("default_lifetime_s and remember_s must be > 0".into());
         }
         let mut names = HashSet::new();
-        let all_names = self
-            .feeds
-            .iter()
-            .map(|f| ("feed", &f.name))
-            .chain(self.pushes.iter().map(|p| ("push", &p.name)));
+        let all_names =
+            self.feeds.iter().map(|f| ("feed", &f.name)).chain(self.pushes.iter().map(|p| ("push", &p.name)));
         for (table, name) in all_names {
             if name.is_empty()
                 || name.len() > 64
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+                || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             {
                 return Err(format!(
                     "[[{table}]] name `{name}`: 1-64 characters of a-z, 0-9, `-`, `_` (it is a metrics label)"
@@ -216,14 +206,10 @@ impl InboundConfig {
         }
         for p in &self.pushes {
             let at = |key: &str| format!("[[push]] `{}`: {key}", p.name);
-            let credentials = [&p.token, &p.token_env, &p.hmac_secret, &p.hmac_secret_env]
-                .iter()
-                .filter(|c| c.is_some())
-                .count();
+            let credentials =
+                [&p.token, &p.token_env, &p.hmac_secret, &p.hmac_secret_env].iter().filter(|c| c.is_some()).count();
             if credentials != 1 {
-                return Err(at(
-                    "exactly one of token, token_env, hmac_secret, hmac_secret_env is required",
-                ));
+                return Err(at("exactly one of token, token_env, hmac_secret, hmac_secret_env is required"));
             }
             if p.max_bytes == 0 || p.signature_window_s == 0 {
                 return Err(at("max_bytes and signature_window_s must be > 0"));

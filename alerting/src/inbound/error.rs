@@ -44,14 +44,8 @@ pub enum Rejection {
     #[error("sender `{sender}` is not allowed for this source")]
     SenderNotAllowed { sender: String },
     /// An Update or Cancel of an active alert from a different sender: only the issuer may change its alert.
-    #[error(
-        "message from `{sender}` references `{referenced_sender}`'s active alert {identifier}"
-    )]
-    ForeignReference {
-        sender: String,
-        referenced_sender: String,
-        identifier: String,
-    },
+    #[error("message from `{sender}` references `{referenced_sender}`'s active alert {identifier}")]
+    ForeignReference { sender: String, referenced_sender: String, identifier: String },
     /// As many external alerts are active as `max_active` allows.
     #[error("{max} external alerts are already active")]
     Capacity { max: usize },
@@ -102,9 +96,7 @@ pub enum PushError {
     #[error("unknown push source `{0}`")]
     UnknownSource(String),
     /// No `Authorization: Bearer` and no `X-DC-Signature` header (or none the source accepts).
-    #[error(
-        "missing credentials: send `Authorization: Bearer <token>` or `X-DC-Signature: t=…,v1=…`"
-    )]
+    #[error("missing credentials: send `Authorization: Bearer <token>` or `X-DC-Signature: t=…,v1=…`")]
     Unsigned,
     /// A bearer token that matches no source (or not the named one).
     #[error("bearer token not accepted")]
@@ -122,13 +114,8 @@ pub enum PushError {
 
 impl PushError {
     /// Authentication labels, for pre-registering metrics.
-    pub const AUTH_LABELS: &'static [&'static str] = &[
-        "unknown_source",
-        "unsigned",
-        "bad_token",
-        "bad_signature",
-        "stale_signature",
-    ];
+    pub const AUTH_LABELS: &'static [&'static str] =
+        &["unknown_source", "unsigned", "bad_token", "bad_signature", "stale_signature"];
 
     /// Metrics label and the reason named in the response.
     pub fn reason(&self) -> &'static str {
@@ -153,9 +140,7 @@ impl PushError {
             PushError::Rejected(r) => match r {
                 Rejection::TooLarge { .. } => 413,
                 Rejection::InvalidXml(_) => 400,
-                Rejection::InvalidCap(_) | Rejection::UnknownGeocode { .. } | Rejection::NoArea => {
-                    422
-                }
+                Rejection::InvalidCap(_) | Rejection::UnknownGeocode { .. } | Rejection::NoArea => 422,
                 Rejection::SenderNotAllowed { .. } | Rejection::ForeignReference { .. } => 403,
                 // Not the sender's fault, and worth retrying later: the one non-4xx answer.
                 Rejection::Capacity { .. } => 503,

@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use crate::cap::{
-    format_cap_time, CapAlert, CapInfo, Category, Certainty, MsgType, Scope, Severity, Status,
-    Urgency, TW_EVENT_CODE_NAME,
+    format_cap_time, CapAlert, CapInfo, Category, Certainty, MsgType, Scope, Severity, Status, Urgency,
+    TW_EVENT_CODE_NAME,
 };
 
 use super::areas::Placement;
@@ -214,24 +214,17 @@ impl Default for ExternalFilter {
 impl ExternalFilter {
     /// Any Actual alert with this event code.
     pub fn event_code(code: impl Into<String>) -> Self {
-        ExternalFilter {
-            event_codes: vec![code.into()],
-            ..ExternalFilter::default()
-        }
+        ExternalFilter { event_codes: vec![code.into()], ..ExternalFilter::default() }
     }
 
     /// Whether `alert` passes the filter (time and zone are checked by the caller).
     pub fn accepts(&self, alert: &ExternalAlert) -> bool {
         let code_ok = self.event_codes.is_empty()
-            || alert
-                .event_code
-                .as_ref()
-                .is_some_and(|c| self.event_codes.iter().any(|f| f == c));
+            || alert.event_code.as_ref().is_some_and(|c| self.event_codes.iter().any(|f| f == c));
         let source_ok = self.sources.is_empty() || self.sources.contains(&alert.source);
         // The derived order is the XSD's (Extreme first), so "at least as severe" is `<=`, and Unknown is last.
-        let severity_ok = self
-            .min_severity
-            .is_none_or(|min| alert.severity != Severity::Unknown && alert.severity <= min);
+        let severity_ok =
+            self.min_severity.is_none_or(|min| alert.severity != Severity::Unknown && alert.severity <= min);
         code_ok && source_ok && severity_ok && self.statuses.contains(&alert.status)
     }
 }
@@ -249,24 +242,10 @@ pub(crate) fn build(
     let en = find_info(cap, "en");
     let primary = zh.or(cap.infos.first());
     let sent_ms = unix_ms(cap.sent);
-    let latest_expires = cap
-        .infos
-        .iter()
-        .filter_map(|i| i.expires)
-        .max_by_key(|t| unix_ms(*t));
-    let effective_ms = cap
-        .infos
-        .iter()
-        .filter_map(|i| i.effective)
-        .map(unix_ms)
-        .min()
-        .unwrap_or(sent_ms);
-    let expires_ms = latest_expires
-        .map(unix_ms)
-        .unwrap_or(sent_ms.saturating_add(default_lifetime_ms));
-    let text = |info: Option<&CapInfo>, f: fn(&CapInfo) -> &Option<String>| {
-        info.and_then(|i| f(i).clone())
-    };
+    let latest_expires = cap.infos.iter().filter_map(|i| i.expires).max_by_key(|t| unix_ms(*t));
+    let effective_ms = cap.infos.iter().filter_map(|i| i.effective).map(unix_ms).min().unwrap_or(sent_ms);
+    let expires_ms = latest_expires.map(unix_ms).unwrap_or(sent_ms.saturating_add(default_lifetime_ms));
+    let text = |info: Option<&CapInfo>, f: fn(&CapInfo) -> &Option<String>| info.and_then(|i| f(i).clone());
     ExternalAlert {
         id: String::new(),
         version: 1,
@@ -298,9 +277,7 @@ pub(crate) fn build(
         instruction_zh: text(zh, |i| &i.instruction),
         instruction_en: text(en, |i| &i.instruction),
         web: text(primary, |i| &i.web),
-        area_desc: primary
-            .map(|i| i.areas.iter().map(|a| a.area_desc.clone()).collect())
-            .unwrap_or_default(),
+        area_desc: primary.map(|i| i.areas.iter().map(|a| a.area_desc.clone()).collect()).unwrap_or_default(),
         effective_ms,
         expires: latest_expires.and_then(|t| format_cap_time(t).ok()),
         expires_ms,

@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 use super::error::{PushError, Rejection};
@@ -57,20 +57,15 @@ pub static METRICS: LazyLock<InboundMetrics> = LazyLock::new(|| InboundMetrics {
         &["source"]
     )
     .expect("metric registers"),
-    polls: register_int_counter_vec!(
-        "dc_inbound_polls_total",
-        "Feed polls by result",
-        &["source", "result"]
-    )
-    .expect("metric registers"),
+    polls: register_int_counter_vec!("dc_inbound_polls_total", "Feed polls by result", &["source", "result"])
+        .expect("metric registers"),
     feed_failures: register_int_gauge_vec!(
         "dc_inbound_feed_consecutive_failures",
         "Consecutive failed polls of a feed (0 when healthy)",
         &["source"]
     )
     .expect("metric registers"),
-    active: register_int_gauge!("dc_inbound_active_alerts", "External alerts active now")
-        .expect("metric registers"),
+    active: register_int_gauge!("dc_inbound_active_alerts", "External alerts active now").expect("metric registers"),
     events_dropped: register_int_counter!(
         "dc_inbound_events_dropped_total",
         "External alert events dropped because their receiver lagged"

@@ -128,28 +128,19 @@ impl Inbound {
         clock: Clock,
     ) -> Result<(Inbound, mpsc::Receiver<ExternalEvent>), InboundError> {
         config.validate().map_err(InboundError::Invalid)?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            InboundError::Invalid("Inbound::start must be called inside a tokio runtime".into())
-        })?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| InboundError::Invalid("Inbound::start must be called inside a tokio runtime".into()))?;
         let mut pushes = Vec::new();
         for p in &config.pushes {
             let credential = resolve_credential(p)?;
-            pushes.push(PushEntry {
-                cfg: p.clone(),
-                credential,
-            });
+            pushes.push(PushEntry { cfg: p.clone(), credential });
             metrics::preregister(&p.name, false);
         }
         for reason in PushError::AUTH_LABELS {
-            METRICS
-                .rejected
-                .with_label_values(&[UNKNOWN_SOURCE, reason]);
+            METRICS.rejected.with_label_values(&[UNKNOWN_SOURCE, reason]);
         }
         let client = reqwest::Client::builder()
-            .user_agent(concat!(
-                "disaster-cloud-inbound/",
-                env!("CARGO_PKG_VERSION")
-            ))
+            .user_agent(concat!("disaster-cloud-inbound/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| InboundError::Client(e.to_string()))?;
         let (tx, rx) = mpsc::channel(config.event_buffer);
@@ -158,20 +149,13 @@ impl Inbound {
             remember_ms: ms(config.remember_s),
             max_active: config.max_active,
         };
-        let shared = Arc::new(Shared {
-            geo,
-            book: RwLock::new(Book::new(settings)),
-            events: tx,
-            pushes,
-            clock,
-        });
+        let shared = Arc::new(Shared { geo, book: RwLock::new(Book::new(settings)), events: tx, pushes, clock });
 
         let mut feeds = HashMap::new();
         let mut tasks = Vec::new();
         for f in &config.feeds {
             metrics::preregister(&f.name, true);
-            let poller =
-                FeedPoller::new(f.clone(), client.clone()).map_err(InboundError::Invalid)?;
+            let poller = FeedPoller::new(f.clone(), client.clone()).map_err(InboundError::Invalid)?;
             let poller = Arc::new(tokio::sync::Mutex::new(poller));
             feeds.insert(f.name.clone(), poller.clone());
             let shared = shared.clone();
@@ -197,14 +181,7 @@ impl Inbound {
                 tick_shared.tick((tick_shared.clock)());
             }
         }));
-        Ok((
-            Inbound {
-                shared,
-                feeds,
-                tasks,
-            },
-            rx,
-        ))
+        Ok((Inbound { shared, feeds, tasks }, rx))
     }
 
     /// The body of `POST /api/v1/cap/inbound`. `source` is the `?source=` name when the route has one; without it
@@ -229,30 +206,17 @@ impl Inbound {
         };
         let label = source.unwrap_or(UNKNOWN_SOURCE);
         if candidates.is_empty() {
-            return Err(count_push_error(
-                label,
-                PushError::UnknownSource("(no push source configured)".into()),
-            ));
+            return Err(count_push_error(label, PushError::UnknownSource("(no push source configured)".into())));
         }
-        let limit = candidates
-            .iter()
-            .map(|p| p.cfg.max_bytes)
-            .max()
-            .unwrap_or(0);
+        let limit = candidates.iter().map(|p| p.cfg.max_bytes).max().unwrap_or(0);
         if body.len() > limit {
-            let e = PushError::Rejected(Rejection::TooLarge {
-                size: body.len(),
-                limit,
-            });
+            let e = PushError::Rejected(Rejection::TooLarge { size: body.len(), limit });
             return Err(count_push_error(label, e));
         }
         let mut refusal: Option<PushError> = None;
         let mut chosen = None;
         for p in &candidates {
-            match p
-                .credential
-                .verify(headers, body, now_ms, p.cfg.signature_window_s)
-            {
+            match p.credential.verify(headers, body, now_ms, p.cfg.signature_window_s) {
                 Ok(()) => {
                     chosen = Some(*p);
                     break;
@@ -266,28 +230,16 @@ impl Inbound {
             }
         }
         let Some(p) = chosen else {
-            return Err(count_push_error(
-                label,
-                refusal.unwrap_or(PushError::Unsigned),
-            ));
+            return Err(count_push_error(label, refusal.unwrap_or(PushError::Unsigned)));
         };
         let name = p.cfg.name.as_str();
         if body.len() > p.cfg.max_bytes {
-            let r = Rejection::TooLarge {
-                size: body.len(),
-                limit: p.cfg.max_bytes,
-            };
+            let r = Rejection::TooLarge { size: body.len(), limit: p.cfg.max_bytes };
             self.shared.count_rejection(name, &r, "push");
             return Err(r.into());
         }
-        let meta = SourceMeta {
-            name,
-            public: p.cfg.public,
-            senders: &p.cfg.senders,
-        };
-        self.shared
-            .receive_at(body, meta, p.cfg.max_bytes, "push", now_ms)
-            .map_err(PushError::Rejected)
+        let meta = SourceMeta { name, public: p.cfg.public, senders: &p.cfg.senders };
+        self.shared.receive_at(body, meta, p.cfg.max_bytes, "push", now_ms).map_err(PushError::Rejected)
     }
 
     /// Active external alerts, newest first: the operators' snapshot.
@@ -302,26 +254,19 @@ impl Inbound {
 
     /// Polls feed `name` now, in turn with its background loop (tests, an operator's "refresh" button).
     pub async fn poll_now(&self, name: &str) -> Result<PollReport, PollError> {
-        let poller = self
-            .feeds
-            .get(name)
-            .ok_or_else(|| PollError::UnknownFeed(name.to_string()))?;
+        let poller = self.feeds.get(name).ok_or_else(|| PollError::UnknownFeed(name.to_string()))?;
         let mut p = poller.lock().await;
         p.poll_once(&self.shared).await
     }
 
     /// The handle composite rules use; see the module docs.
     pub fn coverage(&self) -> ExternalCoverage {
-        ExternalCoverage {
-            shared: self.shared.clone(),
-        }
+        ExternalCoverage { shared: self.shared.clone() }
     }
 
     /// Same as [`ExternalCoverage::zone_covered_by`].
     pub fn zone_covered_by(&self, zone_id: &str, filter: &ExternalFilter, at_ms: i64) -> bool {
-        self.shared
-            .read_book()
-            .zone_covered_by(zone_id, filter, at_ms)
+        self.shared.read_book().zone_covered_by(zone_id, filter, at_ms)
     }
 }
 
@@ -344,9 +289,7 @@ impl ExternalCoverage {
     /// time): `effective ≤ at_ms < expires`, and the zone is among the alert's `zone_ids` (geocode match, or
     /// polygon/circle overlap). With the default filter only `Actual` alerts count.
     pub fn zone_covered_by(&self, zone_id: &str, filter: &ExternalFilter, at_ms: i64) -> bool {
-        self.shared
-            .read_book()
-            .zone_covered_by(zone_id, filter, at_ms)
+        self.shared.read_book().zone_covered_by(zone_id, filter, at_ms)
     }
 
     /// Active external alerts, newest first.
@@ -373,14 +316,7 @@ impl Shared {
     }
 
     pub(crate) fn feed_meta<'a>(&self, cfg: &'a FeedSource) -> (SourceMeta<'a>, usize) {
-        (
-            SourceMeta {
-                name: &cfg.name,
-                public: cfg.public,
-                senders: &cfg.senders,
-            },
-            cfg.max_bytes,
-        )
+        (SourceMeta { name: &cfg.name, public: cfg.public, senders: &cfg.senders }, cfg.max_bytes)
     }
 
     /// Polled messages: the clock's time.
@@ -402,10 +338,7 @@ impl Shared {
         what: &str,
         now_ms: i64,
     ) -> Result<PushOutcome, Rejection> {
-        let limits = ParseLimits {
-            max_bytes,
-            max_depth: MAX_DEPTH,
-        };
+        let limits = ParseLimits { max_bytes, max_depth: MAX_DEPTH };
         let cap = match parse_alert_with(bytes, &limits) {
             Ok(cap) => cap,
             Err(e) => {
@@ -419,17 +352,11 @@ impl Shared {
             Ok(applied) => {
                 match &applied.outcome {
                     PushOutcome::Ignored { why } => {
-                        METRICS
-                            .ignored
-                            .with_label_values(&[meta.name, why.label()])
-                            .inc();
+                        METRICS.ignored.with_label_values(&[meta.name, why.label()]).inc();
                         tracing::debug!(source = meta.name, identifier = %cap.identifier, why = why.label(), "inbound CAP ignored");
                     }
                     outcome => {
-                        METRICS
-                            .accepted
-                            .with_label_values(&[meta.name, outcome.label()])
-                            .inc();
+                        METRICS.accepted.with_label_values(&[meta.name, outcome.label()]).inc();
                         tracing::info!(source = meta.name, identifier = %cap.identifier, sender = %cap.sender, change = outcome.label(), "inbound CAP taken");
                     }
                 }
@@ -437,9 +364,7 @@ impl Shared {
                 for event in applied.events {
                     self.announce(event);
                 }
-                METRICS
-                    .active
-                    .set(i64::try_from(book.len()).unwrap_or(i64::MAX));
+                METRICS.active.set(i64::try_from(book.len()).unwrap_or(i64::MAX));
                 Ok(applied.outcome)
             }
             Err(r) => {
@@ -454,15 +379,10 @@ impl Shared {
         let events = book.tick(now_ms);
         let n = events.len();
         for event in events {
-            METRICS
-                .expired
-                .with_label_values(&[&event.alert().source])
-                .inc();
+            METRICS.expired.with_label_values(&[&event.alert().source]).inc();
             self.announce(event);
         }
-        METRICS
-            .active
-            .set(i64::try_from(book.len()).unwrap_or(i64::MAX));
+        METRICS.active.set(i64::try_from(book.len()).unwrap_or(i64::MAX));
         n
     }
 
@@ -477,19 +397,13 @@ impl Shared {
     }
 
     pub(crate) fn count_rejection(&self, source: &str, r: &Rejection, what: &str) {
-        METRICS
-            .rejected
-            .with_label_values(&[source, r.reason()])
-            .inc();
+        METRICS.rejected.with_label_values(&[source, r.reason()]).inc();
         tracing::warn!(source, what, reason = r.reason(), error = %r, "inbound CAP rejected");
     }
 }
 
 fn count_push_error(label: &str, e: PushError) -> PushError {
-    METRICS
-        .rejected
-        .with_label_values(&[label, e.reason()])
-        .inc();
+    METRICS.rejected.with_label_values(&[label, e.reason()]).inc();
     tracing::warn!(source = label, reason = e.reason(), error = %e, "inbound push refused");
     e
 }
@@ -499,10 +413,7 @@ fn resolve_credential(p: &PushSource) -> Result<Credential, InboundError> {
         std::env::var(var)
             .ok()
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| InboundError::Secret {
-                source_name: p.name.clone(),
-                var: var.clone(),
-            })
+            .ok_or_else(|| InboundError::Secret { source_name: p.name.clone(), var: var.clone() })
     };
     let empty = || InboundError::Invalid(format!("[[push]] `{}`: the credential is empty", p.name));
     match (&p.token, &p.token_env, &p.hmac_secret, &p.hmac_secret_env) {
@@ -519,7 +430,5 @@ fn ms(seconds: u64) -> i64 {
 }
 
 fn system_now_ms() -> i64 {
-    time::OffsetDateTime::now_utc()
-        .unix_timestamp_nanos()
-        .div_euclid(1_000_000) as i64
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos().div_euclid(1_000_000) as i64
 }

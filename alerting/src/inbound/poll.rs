@@ -44,14 +44,8 @@ pub enum PollError {
 
 impl PollError {
     /// Labels of feed-level failures, and of the two per-entry failures (`fetch_failed`, `no_link`).
-    pub const LABELS: &'static [&'static str] = &[
-        "feed_unreachable",
-        "feed_status",
-        "feed_too_large",
-        "feed_invalid",
-        "fetch_failed",
-        "no_link",
-    ];
+    pub const LABELS: &'static [&'static str] =
+        &["feed_unreachable", "feed_status", "feed_too_large", "feed_invalid", "fetch_failed", "no_link"];
 
     pub fn reason(&self) -> &'static str {
         match self {
@@ -98,11 +92,7 @@ pub(crate) struct FeedPoller {
 
 enum Fetched {
     NotModified,
-    Body {
-        bytes: Vec<u8>,
-        etag: Option<HeaderValue>,
-        last_modified: Option<HeaderValue>,
-    },
+    Body { bytes: Vec<u8>, etag: Option<HeaderValue>, last_modified: Option<HeaderValue> },
 }
 
 enum FetchError {
@@ -114,15 +104,7 @@ enum FetchError {
 impl FeedPoller {
     pub fn new(cfg: FeedSource, client: reqwest::Client) -> Result<Self, String> {
         let url = reqwest::Url::parse(&cfg.url).map_err(|e| format!("feed `{}`: {e}", cfg.name))?;
-        Ok(FeedPoller {
-            cfg,
-            url,
-            client,
-            etag: None,
-            last_modified: None,
-            done: HashMap::new(),
-            failures: 0,
-        })
+        Ok(FeedPoller { cfg, url, client, etag: None, last_modified: None, done: HashMap::new(), failures: 0 })
     }
 
     /// The wait before the next poll: the interval when healthy, doubling per consecutive failure up to the cap.
@@ -145,17 +127,11 @@ impl FeedPoller {
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
                 METRICS.polls.with_label_values(&[name, "error"]).inc();
-                METRICS
-                    .rejected
-                    .with_label_values(&[name, e.reason()])
-                    .inc();
+                METRICS.rejected.with_label_values(&[name, e.reason()]).inc();
                 tracing::warn!(source = name, failures = self.failures, error = %e, "inbound feed poll failed");
             }
         }
-        METRICS
-            .feed_failures
-            .with_label_values(&[name])
-            .set(i64::from(self.failures));
+        METRICS.feed_failures.with_label_values(&[name]).set(i64::from(self.failures));
         result
     }
 
@@ -167,41 +143,22 @@ impl FeedPoller {
         if let Some(v) = &self.last_modified {
             conditional.push((IF_MODIFIED_SINCE, v.clone()));
         }
-        let fetched = self
-            .fetch(self.url.clone(), self.cfg.max_feed_bytes, conditional)
-            .await
-            .map_err(|e| match e {
+        let fetched =
+            self.fetch(self.url.clone(), self.cfg.max_feed_bytes, conditional).await.map_err(|e| match e {
                 FetchError::Unreachable(m) => PollError::Unreachable(m),
                 FetchError::Status(s) => PollError::Status(s),
-                FetchError::TooLarge { .. } => PollError::TooLarge {
-                    limit: self.cfg.max_feed_bytes,
-                },
+                FetchError::TooLarge { .. } => PollError::TooLarge { limit: self.cfg.max_feed_bytes },
             })?;
         let (bytes, etag, last_modified) = match fetched {
-            Fetched::NotModified => {
-                return Ok(PollReport {
-                    not_modified: true,
-                    ..PollReport::default()
-                })
-            }
-            Fetched::Body {
-                bytes,
-                etag,
-                last_modified,
-            } => (bytes, etag, last_modified),
+            Fetched::NotModified => return Ok(PollReport { not_modified: true, ..PollReport::default() }),
+            Fetched::Body { bytes, etag, last_modified } => (bytes, etag, last_modified),
         };
         let text = std::str::from_utf8(&bytes).map_err(|e| {
-            PollError::Invalid(AtomReadError::Xml {
-                position: e.valid_up_to() as u64,
-                message: "not UTF-8".into(),
-            })
+            PollError::Invalid(AtomReadError::Xml { position: e.valid_up_to() as u64, message: "not UTF-8".into() })
         })?;
         let entries = read_feed(text.strip_prefix('\u{FEFF}').unwrap_or(text))?;
 
-        let mut report = PollReport {
-            entries: entries.len(),
-            ..PollReport::default()
-        };
+        let mut report = PollReport { entries: entries.len(), ..PollReport::default() };
         for entry in oldest_first(entries.clone()) {
             if self.done.get(&entry.id) == Some(&entry.updated) {
                 continue;
@@ -214,8 +171,7 @@ impl FeedPoller {
             }
         }
         // Forget entries that left the feed, so the memory is bounded by the feed's size.
-        self.done
-            .retain(|id, _| entries.iter().any(|e| e.id == *id));
+        self.done.retain(|id, _| entries.iter().any(|e| e.id == *id));
         // Validators are kept only when the feed was read and every entry processed: after a broken feed or a
         // failed document fetch, the next poll must get the full feed (a 304 would hide the entry to retry).
         if report.fetch_failed == 0 {
@@ -228,12 +184,7 @@ impl FeedPoller {
         Ok(report)
     }
 
-    async fn process_entry(
-        &self,
-        entry: &FeedEntry,
-        shared: &Shared,
-        report: &mut PollReport,
-    ) -> EntryResult {
+    async fn process_entry(&self, entry: &FeedEntry, shared: &Shared, report: &mut PollReport) -> EntryResult {
         let name = self.cfg.name.as_str();
         let url = entry
             .link
@@ -247,27 +198,16 @@ impl FeedPoller {
             return EntryResult::Done;
         };
         report.fetched += 1;
-        let bytes = match self
-            .fetch(url.clone(), self.cfg.max_bytes, Vec::new())
-            .await
-        {
+        let bytes = match self.fetch(url.clone(), self.cfg.max_bytes, Vec::new()).await {
             Ok(Fetched::Body { bytes, .. }) => bytes,
-            Ok(Fetched::NotModified)
-            | Err(FetchError::Unreachable(_))
-            | Err(FetchError::Status(_)) => {
+            Ok(Fetched::NotModified) | Err(FetchError::Unreachable(_)) | Err(FetchError::Status(_)) => {
                 report.fetch_failed += 1;
-                METRICS
-                    .rejected
-                    .with_label_values(&[name, "fetch_failed"])
-                    .inc();
+                METRICS.rejected.with_label_values(&[name, "fetch_failed"]).inc();
                 tracing::warn!(source = name, entry = %entry.id, %url, "inbound CAP document could not be fetched; retrying next poll");
                 return EntryResult::Retry;
             }
             Err(FetchError::TooLarge { size }) => {
-                let r = Rejection::TooLarge {
-                    size,
-                    limit: self.cfg.max_bytes,
-                };
+                let r = Rejection::TooLarge { size, limit: self.cfg.max_bytes };
                 shared.count_rejection(name, &r, &entry.id);
                 report.rejected += 1;
                 return EntryResult::Done;
@@ -288,10 +228,7 @@ impl FeedPoller {
         limit: usize,
         headers: Vec<(http::HeaderName, HeaderValue)>,
     ) -> Result<Fetched, FetchError> {
-        let mut req = self
-            .client
-            .get(url)
-            .timeout(Duration::from_secs(self.cfg.timeout_s));
+        let mut req = self.client.get(url).timeout(Duration::from_secs(self.cfg.timeout_s));
         for (k, v) in headers {
             req = req.header(k, v);
         }
@@ -308,25 +245,17 @@ impl FeedPoller {
         // Content-Length is a claim; the loop below enforces the bound on what actually arrives.
         if let Some(len) = resp.content_length() {
             if len > limit as u64 {
-                return Err(FetchError::TooLarge {
-                    size: usize::try_from(len).unwrap_or(usize::MAX),
-                });
+                return Err(FetchError::TooLarge { size: usize::try_from(len).unwrap_or(usize::MAX) });
             }
         }
         let mut bytes = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
             if bytes.len() + chunk.len() > limit {
-                return Err(FetchError::TooLarge {
-                    size: bytes.len() + chunk.len(),
-                });
+                return Err(FetchError::TooLarge { size: bytes.len() + chunk.len() });
             }
             bytes.extend_from_slice(&chunk);
         }
-        Ok(Fetched::Body {
-            bytes,
-            etag,
-            last_modified,
-        })
+        Ok(Fetched::Body { bytes, etag, last_modified })
     }
 }
 
@@ -341,11 +270,7 @@ enum EntryResult {
 /// not parse keep their (reversed) document position relative to each other.
 fn oldest_first(mut entries: Vec<FeedEntry>) -> Vec<FeedEntry> {
     entries.reverse();
-    entries.sort_by_key(|e| {
-        OffsetDateTime::parse(&e.updated, &Rfc3339)
-            .ok()
-            .map(|t| t.unix_timestamp())
-    });
+    entries.sort_by_key(|e| OffsetDateTime::parse(&e.updated, &Rfc3339).ok().map(|t| t.unix_timestamp()));
     entries
 }
 

@@ -166,7 +166,12 @@ fn torn_last_line_is_cut_and_a_complete_one_kept() {
     let path = dir.join(journal::BOOK_JOURNAL);
     let len = std::fs::metadata(&path).unwrap().len();
     // A crash in the middle of writing the next line.
-    std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(br#"{"type":"transition","seq":99"#).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(br#"{"type":"transition","seq":99"#)
+        .unwrap();
     let (book, restored) = AlertBook::open(&dir, "TW-DC").unwrap();
     assert_eq!(restored.truncated_bytes, 29);
     assert_eq!(book.all().map(|a| format!("{a:?}")).collect::<Vec<_>>(), expected);
@@ -300,5 +305,8 @@ fn snapshot_round_trip_continues_identically() {
         step(&mut b, s);
     }
     assert_eq!(format!("{:?}", a.findings), format!("{:?}", b.findings));
-    assert_eq!(serde_json::to_string(&a.engine.snapshot()).unwrap(), serde_json::to_string(&b.engine.snapshot()).unwrap());
+    assert_eq!(
+        serde_json::to_string(&a.engine.snapshot()).unwrap(),
+        serde_json::to_string(&b.engine.snapshot()).unwrap()
+    );
 }

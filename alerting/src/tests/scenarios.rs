@@ -135,7 +135,10 @@ fn landslide_tilt_extensometer_and_wire() {
     // The broken wire stays broken: its alert stays until the wire is repaired (reads intact).
     assert_eq!(h.book.active().map(|a| a.rule_id.as_str()).collect::<Vec<_>>(), ["wire-trip"]);
     let repaired = h.read("WS0001", T0 + 23 * HOUR, Metric::WireIntact, 1.0);
-    assert_eq!(repaired.iter().map(line).collect::<Vec<_>>(), ["23:00 Cleared wire-trip@dfa-xinyi-shenmu 土石流鋼索斷線 v2"]);
+    assert_eq!(
+        repaired.iter().map(line).collect::<Vec<_>>(),
+        ["23:00 Cleared wire-trip@dfa-xinyi-shenmu 土石流鋼索斷線 v2"]
+    );
 }
 
 /// k of n: one tilt meter is a signal for operators; a second one agreeing in the same area confirms it (public).
@@ -279,7 +282,8 @@ fn hazmat_route_into_a_restricted_zone_and_a_flooded_road() {
         "10:10 Cleared hazmat-hazard-area@fwy3-nantou 危險物品車輛進入災害警戒區 v4",
     ];
     assert_eq!(log, expected, "\n{}", log.join("\n"));
-    let stopped = h.changes.iter().find(|a| a.rule_id == "hazmat-hazard-area" && a.change == Change::Escalated).unwrap();
+    let stopped =
+        h.changes.iter().find(|a| a.rule_id == "hazmat-hazard-area" && a.change == Change::Escalated).unwrap();
     assert_eq!(stopped.values.get("un_number").map(String::as_str), Some("1203"));
 }
 
@@ -304,7 +308,10 @@ fn silent_sensor_inside_an_active_hazard_area() {
     let alert = h.changes.iter().find(|a| a.rule_id == "sensor-silent").unwrap();
     assert_eq!(alert.values.get("device_id").map(String::as_str), Some("SM0001"));
     let back = h.read("SM0001", T0 + 2 * HOUR + 5 * MIN, Metric::SoilMoisturePct, 41.0);
-    assert_eq!(back.iter().map(line).collect::<Vec<_>>(), ["02:05 Cleared sensor-silent@dfa-xinyi-shenmu 警戒區內感測器失聯 v2"]);
+    assert_eq!(
+        back.iter().map(line).collect::<Vec<_>>(),
+        ["02:05 Cleared sensor-silent@dfa-xinyi-shenmu 警戒區內感測器失聯 v2"]
+    );
 
     // The river gauge falls silent in calm weather: plain level; a hazard there then escalates it at a tick.
     let mut h = Harness::new();
@@ -321,11 +328,17 @@ fn silent_sensor_inside_an_active_hazard_area() {
 fn forecast_yellow_then_observed_red_with_approval() {
     let mut h = Harness::new();
     let yellow = h.forecast(SHENMU, 300.0, T0);
-    assert_eq!(yellow.iter().map(line).collect::<Vec<_>>(), ["00:00 Raised debris-flow@dfa-xinyi-shenmu 土石流黃色警戒 v1"]);
+    assert_eq!(
+        yellow.iter().map(line).collect::<Vec<_>>(),
+        ["00:00 Raised debris-flow@dfa-xinyi-shenmu 土石流黃色警戒 v1"]
+    );
     assert_eq!(yellow[0].values.get("forecast_rain_24h_mm").map(String::as_str), Some("300.0"));
     // A forecast below the threshold withdraws it (hysteresis 10%: 220 < 225).
     let cleared = h.forecast(SHENMU, 220.0, T0 + HOUR);
-    assert_eq!(cleared.iter().map(line).collect::<Vec<_>>(), ["01:00 Cleared debris-flow@dfa-xinyi-shenmu 土石流黃色警戒 v2"]);
+    assert_eq!(
+        cleared.iter().map(line).collect::<Vec<_>>(),
+        ["01:00 Cleared debris-flow@dfa-xinyi-shenmu 土石流黃色警戒 v2"]
+    );
     let mut out = Vec::new();
     assert!(h.engine.post_forecast("nowhere", 1.0, T0, &mut out).is_err());
     assert!(h.engine.post_forecast(SHENMU, f64::NAN, T0, &mut out).is_err());

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use gateway_firmware_sim::timefmt::parse_duration;
-use gateway_firmware_sim::{
-    plan, run_load, run_scenario, Fleet, LoadOptions, RunOptions, Scenario, SimError,
-};
+use gateway_firmware_sim::{plan, run_load, run_scenario, Fleet, LoadOptions, RunOptions, Scenario, SimError};
 use serde_json::json;
 
 /// Exit code when a run finished but some messages were never acknowledged.
@@ -161,20 +159,12 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 }
 
 fn read(path: &Path) -> Result<String, SimError> {
-    std::fs::read_to_string(path).map_err(|source| SimError::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| SimError::Io { path: path.display().to_string(), source })
 }
 
 fn load_fleet(args: &FleetArgs) -> Result<Fleet, SimError> {
     let (s, d) = (read(&args.sensors)?, read(&args.devices)?);
-    Fleet::from_files_named(
-        &s,
-        &args.sensors.display().to_string(),
-        &d,
-        &args.devices.display().to_string(),
-    )
+    Fleet::from_files_named(&s, &args.sensors.display().to_string(), &d, &args.devices.display().to_string())
 }
 
 fn load_scenario(path: &Path) -> Result<Scenario, SimError> {
@@ -183,29 +173,20 @@ fn load_scenario(path: &Path) -> Result<Scenario, SimError> {
 
 /// `--start`: Unix ms, RFC 3339, `now`, `now-<duration>`.
 fn parse_start(text: &str) -> Result<i64, SimError> {
-    let bad = |reason: String| SimError::Option {
-        option: "start",
-        reason,
-    };
+    let bad = |reason: String| SimError::Option { option: "start", reason };
     let now = gateway_firmware_sim::now_ms();
     if text == "now" {
         return Ok(now);
     }
     if let Some(rest) = text.strip_prefix("now-") {
-        return parse_duration(rest)
-            .map(|d| now - d.as_millis() as i64)
-            .map_err(bad);
+        return parse_duration(rest).map(|d| now - d.as_millis() as i64).map_err(bad);
     }
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|e| {
-            bad(format!(
-                "`{text}` is not Unix milliseconds, RFC 3339, `now` or `now-<duration>`: {e}"
-            ))
-        })
+        .map_err(|e| bad(format!("`{text}` is not Unix milliseconds, RFC 3339, `now` or `now-<duration>`: {e}")))
 }
 
 async fn scenario(args: ScenarioArgs) -> Result<ExitCode, SimError> {
@@ -245,13 +226,11 @@ async fn scenario(args: ScenarioArgs) -> Result<ExitCode, SimError> {
             "playing {} ({} devices, {} wall) against {}:{}, seed {}",
             scenario.name,
             scenario.device_ids().len(),
-            gateway_firmware_sim::timefmt::format_duration(scenario.wall_duration(
-                if opts.compression > 0.0 {
-                    opts.compression
-                } else {
-                    scenario.compression
-                }
-            )),
+            gateway_firmware_sim::timefmt::format_duration(scenario.wall_duration(if opts.compression > 0.0 {
+                opts.compression
+            } else {
+                scenario.compression
+            })),
             opts.host,
             opts.port,
             opts.seed
@@ -274,11 +253,7 @@ async fn scenario(args: ScenarioArgs) -> Result<ExitCode, SimError> {
     } else {
         println!("{s}");
     }
-    Ok(if s.is_complete() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_MISSING)
-    })
+    Ok(if s.is_complete() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISSING) })
 }
 
 async fn load(args: LoadArgs) -> Result<ExitCode, SimError> {
@@ -292,19 +267,12 @@ async fn load(args: LoadArgs) -> Result<ExitCode, SimError> {
                 column: 0,
                 message: e.message().to_string(),
             })?;
-            let list = parsed
-                .get("device")
-                .and_then(|d| d.as_array())
-                .cloned()
-                .unwrap_or_default();
+            let list = parsed.get("device").and_then(|d| d.as_array()).cloned().unwrap_or_default();
             let creds: Vec<(String, Option<String>)> = list
                 .iter()
                 .filter_map(|d| {
                     let id = d.get("id")?.as_str()?.to_string();
-                    Some((
-                        id,
-                        d.get("password").and_then(|p| p.as_str()).map(String::from),
-                    ))
+                    Some((id, d.get("password").and_then(|p| p.as_str()).map(String::from)))
                 })
                 .collect();
             if creds.is_empty() {
@@ -348,11 +316,7 @@ async fn load(args: LoadArgs) -> Result<ExitCode, SimError> {
     } else {
         println!("{s}");
     }
-    Ok(if s.is_complete() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_MISSING)
-    })
+    Ok(if s.is_complete() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISSING) })
 }
 
 fn validate(args: ValidateArgs) -> Result<ExitCode, SimError> {
@@ -379,19 +343,13 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, SimError> {
             }
         }
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -204,12 +204,20 @@ impl Codec {
 
     /// PUBACK; v5 says "not authorized" for a dropped publish, v4 has no way to say it.
     pub fn puback(&self, pkid: u16, authorized: bool, buf: &mut BytesMut) {
-        let reason = if authorized || self.version() == Version::V4 { PubAckReason::Success } else { PubAckReason::NotAuthorized };
+        let reason = if authorized || self.version() == Version::V4 {
+            PubAckReason::Success
+        } else {
+            PubAckReason::NotAuthorized
+        };
         self.write(Packet::PubAck(PubAck { pkid, reason }, None), buf);
     }
 
     pub fn pubrec(&self, pkid: u16, authorized: bool, buf: &mut BytesMut) {
-        let reason = if authorized || self.version() == Version::V4 { PubRecReason::Success } else { PubRecReason::NotAuthorized };
+        let reason = if authorized || self.version() == Version::V4 {
+            PubRecReason::Success
+        } else {
+            PubRecReason::NotAuthorized
+        };
         self.write(Packet::PubRec(PubRec { pkid, reason }, None), buf);
     }
 
@@ -324,7 +332,11 @@ mod tests {
     fn refused_suback_is_0x80_on_v4() {
         let mut buf = BytesMut::new();
         let codec = Codec::new(Version::V4);
-        codec.suback(7, vec![codec.sub_refused(false), SubscribeReasonCode::Success(rumqttd::protocol::QoS::AtMostOnce)], &mut buf);
+        codec.suback(
+            7,
+            vec![codec.sub_refused(false), SubscribeReasonCode::Success(rumqttd::protocol::QoS::AtMostOnce)],
+            &mut buf,
+        );
         assert_eq!(&buf[..], &[0x90, 4, 0, 7, 0x80, 0x00]);
     }
 }

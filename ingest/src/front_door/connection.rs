@@ -282,7 +282,13 @@ async fn log_in(
 }
 
 /// Counts and logs a refusal and, where the client can understand one, answers with a CONNACK code.
-async fn refuse(refusal: Refusal, socket: Option<(Io, Codec)>, peer: SocketAddr, listener: &Listener, name: Option<&str>) {
+async fn refuse(
+    refusal: Refusal,
+    socket: Option<(Io, Codec)>,
+    peer: SocketAddr,
+    listener: &Listener,
+    name: Option<&str>,
+) {
     METRICS.logins_refused.with_label_values(&[refusal.as_label()]).inc();
     let claimed = name.map(truncate).unwrap_or_default();
     tracing::warn!(device = %claimed, reason = refusal.as_label(), listener = listener.name, %peer, "MQTT connection refused");

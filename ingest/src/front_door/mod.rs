@@ -203,7 +203,8 @@ impl FrontDoor {
     ) -> Result<FrontDoor, IngestError> {
         let mut bound = Vec::new();
         let mut addrs = ListenAddrs::default();
-        for (addr, name, slot) in [(config.v4_listen, "v4-plain", &mut addrs.v4), (config.v5_listen, "v5-plain", &mut addrs.v5)]
+        for (addr, name, slot) in
+            [(config.v4_listen, "v4-plain", &mut addrs.v4), (config.v5_listen, "v5-plain", &mut addrs.v5)]
         {
             if let Some(addr) = addr {
                 let l = bind(addr)?;
@@ -213,9 +214,10 @@ impl FrontDoor {
         }
         if config.v4_tls_listen.is_some() || config.v5_tls_listen.is_some() {
             let acceptor = tls_acceptor(config, &devices)?;
-            for (addr, name, slot) in
-                [(config.v4_tls_listen, "v4-tls", &mut addrs.v4_tls), (config.v5_tls_listen, "v5-tls", &mut addrs.v5_tls)]
-            {
+            for (addr, name, slot) in [
+                (config.v4_tls_listen, "v4-tls", &mut addrs.v4_tls),
+                (config.v5_tls_listen, "v5-tls", &mut addrs.v5_tls),
+            ] {
                 if let Some(addr) = addr {
                     let l = bind(addr)?;
                     *slot = l.local_addr().ok();
@@ -246,8 +248,8 @@ impl FrontDoor {
             for (std_listener, listener) in bound {
                 let name = listener.name;
                 let listener_addr = std_listener.local_addr().ok();
-                let tokio_listener = TcpListener::from_std(std_listener)
-                    .map_err(|e| IngestError::Broker(format!("{name}: {e}")))?;
+                let tokio_listener =
+                    TcpListener::from_std(std_listener).map_err(|e| IngestError::Broker(format!("{name}: {e}")))?;
                 tracing::info!(listener = name, addr = ?listener_addr, "MQTT listening");
                 runtime.spawn(accept_loop(tokio_listener, Arc::new(listener), Arc::clone(&shared)));
             }
@@ -350,7 +352,8 @@ async fn housekeeping(shared: Arc<Shared>) {
         let generation = shared.devices.generation();
         if generation != seen {
             seen = generation;
-            let closed = shared.sessions.sweep(|device, credential| shared.devices.session_still_valid(device, credential));
+            let closed =
+                shared.sessions.sweep(|device, credential| shared.devices.session_still_valid(device, credential));
             if closed > 0 {
                 tracing::info!(sessions = closed, "closing sessions the device store no longer allows");
             }

@@ -103,9 +103,8 @@ pub fn acceptor(
         .map_err(named(server_cert))?;
     let key = PrivateKeyDer::from_pem_file(server_key).map_err(named(server_key))?;
     let provider = provider();
-    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-        .build()
-        .map_err(tls_err)?;
+    let webpki =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider)).build().map_err(tls_err)?;
     let verifier = Arc::new(RevocationCheck { inner: webpki, devices });
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -44,16 +44,28 @@ impl Door {
 
     /// The CONNACK code for a refused password login.
     pub fn bad_credentials(self) -> u8 {
-        if self.v5() { 0x86 } else { 4 }
+        if self.v5() {
+            0x86
+        } else {
+            4
+        }
     }
 
     pub fn not_authorized(self) -> u8 {
-        if self.v5() { 0x87 } else { 5 }
+        if self.v5() {
+            0x87
+        } else {
+            5
+        }
     }
 
     /// What a refused subscription looks like on the wire.
     pub fn sub_refused(self) -> u8 {
-        if self.v5() { 0x87 } else { 0x80 }
+        if self.v5() {
+            0x87
+        } else {
+            0x80
+        }
     }
 }
 
@@ -163,7 +175,8 @@ pub fn client_tls(ca: &std::path::Path, client_auth: Option<(&PathBuf, &PathBuf)
         .with_root_certificates(roots);
     let config = match client_auth {
         Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert).expect("cert").collect::<Result<Vec<_>, _>>().expect("certs");
+            let chain =
+                CertificateDer::pem_file_iter(cert).expect("cert").collect::<Result<Vec<_>, _>>().expect("certs");
             let key = PrivateKeyDer::from_pem_file(key).expect("key");
             builder.with_client_auth_cert(chain, key).expect("client auth")
         }
@@ -185,8 +198,14 @@ pub fn reading(value: f64) -> String {
 
 #[derive(Debug, Clone)]
 pub enum Auth {
-    Password { username: String, password: String },
-    Cert { cert: PathBuf, key: PathBuf },
+    Password {
+        username: String,
+        password: String,
+    },
+    Cert {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     /// Neither (or, on TLS, no client certificate).
     Nothing,
 }
@@ -195,9 +214,15 @@ pub enum Auth {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ev {
     ConnAck(u8),
-    PubAck { pkid: u16, reason: u8 },
+    PubAck {
+        pkid: u16,
+        reason: u8,
+    },
     SubAck(Vec<u8>),
-    Publish { topic: String, payload: Vec<u8> },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+    },
     /// The connection failed or closed (rumqttc's error text).
     Closed(String),
 }
@@ -372,10 +397,7 @@ impl Client {
                                     })
                                     .collect(),
                             ),
-                            P::Publish(p) => Ev::Publish {
-                                topic: p.topic.clone(),
-                                payload: p.payload.to_vec(),
-                            },
+                            P::Publish(p) => Ev::Publish { topic: p.topic.clone(), payload: p.payload.to_vec() },
                             _ => continue,
                         },
                         Ok(_) => continue,

@@ -20,10 +20,7 @@ fn sample_feed() -> AtomFeed {
         title: "災害應變雲端平台 警報 & alerts".into(),
         updated: datetime!(2026-11-26 10:00 UTC),
         author: "Disaster Relief Cloud".into(),
-        entries: vec![
-            AtomEntry::from_alert(&drill, "zh-TW"),
-            AtomEntry::from_alert(&alert, "zh-TW"),
-        ],
+        entries: vec![AtomEntry::from_alert(&drill, "zh-TW"), AtomEntry::from_alert(&alert, "zh-TW")],
     }
 }
 
@@ -43,19 +40,11 @@ fn elements(xml: &str) -> Vec<(String, String)> {
                     .attributes()
                     .map(|a| {
                         let a = a.expect("attribute");
-                        format!(
-                            "{}={}",
-                            String::from_utf8_lossy(a.key.as_ref()),
-                            a.unescape_value().expect("value")
-                        )
+                        format!("{}={}", String::from_utf8_lossy(a.key.as_ref()), a.unescape_value().expect("value"))
                     })
                     .collect();
                 out.push((
-                    format!(
-                        "{}/{}",
-                        path.join("/"),
-                        String::from_utf8_lossy(e.name().as_ref())
-                    ),
+                    format!("{}/{}", path.join("/"), String::from_utf8_lossy(e.name().as_ref())),
                     attrs.join(" "),
                 ));
             }
@@ -88,20 +77,12 @@ fn elements(xml: &str) -> Vec<(String, String)> {
 fn feed_links_each_cap_file() {
     let xml = write_atom(&sample_feed()).expect("feed");
     let els = elements(&xml);
-    let get = |p: &str| {
-        els.iter()
-            .filter(|(k, _)| k == p)
-            .map(|(_, v)| v.trim().to_string())
-            .collect::<Vec<_>>()
-    };
+    let get = |p: &str| els.iter().filter(|(k, _)| k == p).map(|(_, v)| v.trim().to_string()).collect::<Vec<_>>();
     assert_eq!(get("feed/id"), ["https://alerts.example.tw/cap/feed.atom"]);
     assert_eq!(get("feed/title"), ["災害應變雲端平台 警報 & alerts"]);
     assert_eq!(get("feed/updated"), ["2026-11-26T10:00:00-00:00"]);
     assert_eq!(get("feed/author/name"), ["Disaster Relief Cloud"]);
-    assert_eq!(
-        get("feed/link"),
-        ["rel=self type=application/atom+xml href=https://alerts.example.tw/cap/feed.atom"]
-    );
+    assert_eq!(get("feed/link"), ["rel=self type=application/atom+xml href=https://alerts.example.tw/cap/feed.atom"]);
     assert_eq!(
         get("feed/entry/link"),
         [
@@ -109,25 +90,12 @@ fn feed_links_each_cap_file() {
             "rel=alternate type=application/cap+xml href=https://alerts.example.tw/cap/TW-DC-20261126-0001.xml",
         ]
     );
-    assert_eq!(
-        get("feed/entry/id")[1],
-        "https://alerts.example.tw/cap/TW-DC-20261126-0001.xml"
-    );
-    assert_eq!(
-        get("feed/entry/updated"),
-        ["2026-11-26T18:00:00+08:00", "2026-11-26T18:00:00+08:00"]
-    );
+    assert_eq!(get("feed/entry/id")[1], "https://alerts.example.tw/cap/TW-DC-20261126-0001.xml");
+    assert_eq!(get("feed/entry/updated"), ["2026-11-26T18:00:00+08:00", "2026-11-26T18:00:00+08:00"]);
     let titles = get("feed/entry/title");
-    assert!(
-        titles[0].starts_with("[演練]"),
-        "drill entry must say so: {}",
-        titles[0]
-    );
+    assert!(titles[0].starts_with("[演練]"), "drill entry must say so: {}", titles[0]);
     assert_eq!(titles[1], "南投縣信義鄉神木村土石流紅色警戒");
-    assert_eq!(
-        get("feed/entry/author/name"),
-        ["災害應變雲端平台", "災害應變雲端平台"]
-    );
+    assert_eq!(get("feed/entry/author/name"), ["災害應變雲端平台", "災害應變雲端平台"]);
     assert_eq!(get("feed/entry/summary").len(), 2);
     assert!(xml.contains("<feed xmlns=\"http://www.w3.org/2005/Atom\">"));
     assert!(!xml.contains("Z</updated>"));
@@ -141,46 +109,24 @@ fn feed_is_well_formed_for_xmllint() {
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run xmllint ({e}); install Debian's libxml2-utils (see the test setup script)"));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(xml.as_bytes())
-        .expect("write");
+        .unwrap_or_else(|e| {
+            panic!("cannot run xmllint ({e}); install Debian's libxml2-utils (see the test setup script)")
+        });
+    child.stdin.take().expect("stdin").write_all(xml.as_bytes()).expect("write");
     let out = child.wait_with_output().expect("xmllint");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn feed_rejects_bad_input() {
     let mut feed = sample_feed();
-    for bad in [
-        "alerts.example.tw",
-        "ftp://x",
-        "https://",
-        "https://x/?q=1",
-        "https://x/#f",
-    ] {
+    for bad in ["alerts.example.tw", "ftp://x", "https://", "https://x/?q=1", "https://x/#f"] {
         feed.base_url = bad.into();
-        assert!(
-            matches!(write_atom(&feed), Err(AtomError::BadBaseUrl(_))),
-            "{bad}"
-        );
+        assert!(matches!(write_atom(&feed), Err(AtomError::BadBaseUrl(_))), "{bad}");
     }
     let mut feed = sample_feed();
     feed.entries[0].title.push('\u{1b}');
-    assert!(matches!(
-        write_atom(&feed),
-        Err(AtomError::Invalid(InvalidMessage::ControlChar {
-            code: 0x1b,
-            ..
-        }))
-    ));
+    assert!(matches!(write_atom(&feed), Err(AtomError::Invalid(InvalidMessage::ControlChar { code: 0x1b, .. }))));
     let mut feed = sample_feed();
     feed.entries.clear();
     assert!(write_atom(&feed).is_ok(), "an empty feed is valid Atom");

@@ -55,17 +55,9 @@ pub(crate) fn all_values() -> BTreeMap<String, String> {
 
 pub(crate) fn shenmu_area() -> AreaInput {
     AreaInput {
-        desc: Localized::new(
-            "南投縣信義鄉神木村",
-            "Shenmu Village, Xinyi Township, Nantou County",
-        ),
-        polygons: vec![Polygon::from_ring([
-            (23.52, 120.88),
-            (23.52, 120.95),
-            (23.57, 120.95),
-            (23.57, 120.88),
-        ])
-        .expect("valid ring")],
+        desc: Localized::new("南投縣信義鄉神木村", "Shenmu Village, Xinyi Township, Nantou County"),
+        polygons: vec![Polygon::from_ring([(23.52, 120.88), (23.52, 120.95), (23.57, 120.95), (23.57, 120.88)])
+            .expect("valid ring")],
         circles: vec![],
         geocodes: vec!["1000813".into()],
     }

@@ -19,7 +19,8 @@ fn text() -> impl Strategy<Value = String> {
 /// XSD property below also checks that check against libxml2.
 fn uri() -> impl Strategy<Value = Option<String>> {
     prop_oneof![
-        "https://[a-z]{1,10}\\.tw(:[0-9]{2,4})?/[a-zA-Z0-9颱風/._-]{0,20}(\\?[a-z]=[0-9]{1,3}(&[a-z]=[0-9]{1,3})?)?".prop_map(Some),
+        "https://[a-z]{1,10}\\.tw(:[0-9]{2,4})?/[a-zA-Z0-9颱風/._-]{0,20}(\\?[a-z]=[0-9]{1,3}(&[a-z]=[0-9]{1,3})?)?"
+            .prop_map(Some),
         "([a-z][a-z0-9+.-]{0,5}:)?(//[a-z0-9.:@\\[\\]]{0,12})?[a-zA-Z0-9/?#%:@!$&'()*+,;=._~颱 \\[\\]-]{0,30}"
             .prop_map(|s| is_uri_reference(&s).then_some(s)),
     ]
@@ -33,9 +34,7 @@ fn cap_time() -> impl Strategy<Value = OffsetDateTime> {
     // Years 1900-2200; offsets in whole minutes within ±14:00, including zero (written -00:00).
     (-2_208_988_800i64..7_258_118_400i64, -840i32..=840).prop_map(|(secs, minutes)| {
         let offset = UtcOffset::from_whole_seconds(minutes * 60).unwrap_or(UtcOffset::UTC);
-        OffsetDateTime::from_unix_timestamp(secs)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-            .to_offset(offset)
+        OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH).to_offset(offset)
     })
 }
 
@@ -56,8 +55,7 @@ fn polygon() -> impl Strategy<Value = Polygon> {
 }
 
 fn circle() -> impl Strategy<Value = Circle> {
-    (point(), 0.0f64..500.0)
-        .prop_filter_map("circle", |((lat, lon), r)| Circle::new(lat, lon, r).ok())
+    (point(), 0.0f64..500.0).prop_filter_map("circle", |((lat, lon), r)| Circle::new(lat, lon, r).ok())
 }
 
 fn area() -> impl Strategy<Value = CapArea> {
@@ -70,37 +68,27 @@ fn area() -> impl Strategy<Value = CapArea> {
         0.0f64..1e4,
         any::<bool>(),
     )
-        .prop_map(
-            |(area_desc, polygons, circles, geocodes, altitude, extra, with_ceiling)| CapArea {
-                area_desc,
-                polygons,
-                circles,
-                geocodes,
-                altitude,
-                ceiling: altitude.filter(|_| with_ceiling).map(|a| a + extra),
-            },
-        )
+        .prop_map(|(area_desc, polygons, circles, geocodes, altitude, extra, with_ceiling)| CapArea {
+            area_desc,
+            polygons,
+            circles,
+            geocodes,
+            altitude,
+            ceiling: altitude.filter(|_| with_ceiling).map(|a| a + extra),
+        })
 }
 
 fn resource() -> impl Strategy<Value = CapResource> {
-    (
-        text(),
-        text(),
-        option::of(any::<u64>()),
-        uri(),
-        option::of(text()),
-        option::of(text()),
+    (text(), text(), option::of(any::<u64>()), uri(), option::of(text()), option::of(text())).prop_map(
+        |(resource_desc, mime_type, size, uri, deref_uri, digest)| CapResource {
+            resource_desc,
+            mime_type,
+            size,
+            uri,
+            deref_uri,
+            digest,
+        },
     )
-        .prop_map(
-            |(resource_desc, mime_type, size, uri, deref_uri, digest)| CapResource {
-                resource_desc,
-                mime_type,
-                size,
-                uri,
-                deref_uri,
-                digest,
-            },
-        )
 }
 
 fn info() -> impl Strategy<Value = CapInfo> {
@@ -114,19 +102,10 @@ fn info() -> impl Strategy<Value = CapInfo> {
         pick(Certainty::ALL),
         option::of(text()),
         vec(pair(), 0..3),
-        (
-            option::of(cap_time()),
-            option::of(cap_time()),
-            option::of(cap_time()),
-        ),
+        (option::of(cap_time()), option::of(cap_time()), option::of(cap_time())),
     );
     let tail = (
-        (
-            option::of(text()),
-            option::of(text()),
-            option::of(text()),
-            option::of(text()),
-        ),
+        (option::of(text()), option::of(text()), option::of(text()), option::of(text())),
         (uri(), option::of(text())),
         vec(pair(), 0..3),
         vec(resource(), 0..2),
@@ -134,25 +113,8 @@ fn info() -> impl Strategy<Value = CapInfo> {
     );
     (head, tail).prop_map(
         |(
-            (
-                language,
-                categories,
-                event,
-                response_types,
-                urgency,
-                severity,
-                certainty,
-                audience,
-                event_codes,
-                times,
-            ),
-            (
-                (sender_name, headline, description, instruction),
-                (web, contact),
-                parameters,
-                resources,
-                areas,
-            ),
+            (language, categories, event, response_types, urgency, severity, certainty, audience, event_codes, times),
+            ((sender_name, headline, description, instruction), (web, contact), parameters, resources, areas),
         )| CapInfo {
             language: language.to_string(),
             categories,
@@ -180,35 +142,14 @@ fn info() -> impl Strategy<Value = CapInfo> {
 }
 
 fn reference() -> impl Strategy<Value = Reference> {
-    (ident(), ident(), cap_time()).prop_map(|(sender, identifier, sent)| Reference {
-        sender,
-        identifier,
-        sent,
-    })
+    (ident(), ident(), cap_time()).prop_map(|(sender, identifier, sent)| Reference { sender, identifier, sent })
 }
 
 fn alert() -> impl Strategy<Value = CapAlert> {
     (
-        (
-            ident(),
-            ident(),
-            cap_time(),
-            pick(Status::ALL),
-            pick(MsgType::ALL),
-            option::of(text()),
-            pick(Scope::ALL),
-        ),
-        (
-            option::of(text()),
-            option::of(text()),
-            vec(text(), 0..3),
-            option::of(text()),
-        ),
-        (
-            vec(reference(), 0..3),
-            option::of(text()),
-            vec(info(), 0..3),
-        ),
+        (ident(), ident(), cap_time(), pick(Status::ALL), pick(MsgType::ALL), option::of(text()), pick(Scope::ALL)),
+        (option::of(text()), option::of(text()), vec(text(), 0..3), option::of(text())),
+        (vec(reference(), 0..3), option::of(text()), vec(info(), 0..3)),
     )
         .prop_map(
             |(
@@ -223,16 +164,8 @@ fn alert() -> impl Strategy<Value = CapAlert> {
                 msg_type,
                 source,
                 // The scope rules need these present; fill them rather than filter most cases away.
-                restriction: if scope == Scope::Restricted {
-                    restriction.or(Some(String::new()))
-                } else {
-                    restriction
-                },
-                addresses: if scope == Scope::Private {
-                    addresses.or(Some(String::new()))
-                } else {
-                    addresses
-                },
+                restriction: if scope == Scope::Restricted { restriction.or(Some(String::new())) } else { restriction },
+                addresses: if scope == Scope::Private { addresses.or(Some(String::new())) } else { addresses },
                 scope,
                 codes,
                 note,

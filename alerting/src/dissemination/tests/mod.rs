@@ -46,10 +46,8 @@ pub(crate) fn geo() -> Arc<GeoIndex> {
     static GEO: std::sync::OnceLock<Arc<GeoIndex>> = std::sync::OnceLock::new();
     GEO.get_or_init(|| {
         let mut g = GeoIndex::new(Resolution::Nine);
-        g.load_zones(ZONES, LoadPolicy::StopOnFirst)
-            .expect("zones load");
-        g.load_cell_sites(SITES, LoadPolicy::StopOnFirst)
-            .expect("sites load");
+        g.load_zones(ZONES, LoadPolicy::StopOnFirst).expect("zones load");
+        g.load_cell_sites(SITES, LoadPolicy::StopOnFirst).expect("sites load");
         Arc::new(g)
     })
     .clone()
@@ -63,11 +61,7 @@ pub(crate) fn view(id: &str, version: u32) -> AlertView {
     AlertView {
         id: id.into(),
         version,
-        state: if version == 1 {
-            ViewState::Raised
-        } else {
-            ViewState::Updated
-        },
+        state: if version == 1 { ViewState::Raised } else { ViewState::Updated },
         mode: ViewMode::Actual,
         event: "debris_flow".into(),
         severity: Severity::Extreme,
@@ -153,11 +147,7 @@ pub(crate) fn start(config: DisseminationConfig, dir: &Path) -> Dissemination {
     start_with(config, dir, templates())
 }
 
-pub(crate) fn start_with(
-    config: DisseminationConfig,
-    dir: &Path,
-    templates: Templates,
-) -> Dissemination {
+pub(crate) fn start_with(config: DisseminationConfig, dir: &Path, templates: Templates) -> Dissemination {
     match Dissemination::start(config, dir, geo(), templates, BASE_URL.into()) {
         Ok(d) => d,
         Err(e) => panic!("dissemination starts: {e}"),
@@ -185,10 +175,7 @@ pub(crate) struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -212,24 +199,13 @@ pub(crate) struct Receiver {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn record(
-    State(s): State<ReceiverState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
+async fn record(State(s): State<ReceiverState>, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
     let behaviour = *s.behaviour.lock().unwrap();
     let status = match behaviour {
         Behaviour::Answer(n) => Some(n),
         Behaviour::Hang => None,
     };
-    s.got.lock().unwrap().push(Received {
-        path: uri.path().to_string(),
-        headers,
-        body,
-        at: Instant::now(),
-        status,
-    });
+    s.got.lock().unwrap().push(Received { path: uri.path().to_string(), headers, body, at: Instant::now(), status });
     match status {
         Some(n) => (StatusCode::from_u16(n).unwrap_or(StatusCode::OK), "ack").into_response(),
         None => {
@@ -245,26 +221,17 @@ impl Receiver {
     }
 
     pub async fn start_on(addr: SocketAddr) -> Receiver {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind receiver");
         let addr = listener.local_addr().unwrap();
         let state = ReceiverState {
             got: Arc::new(Mutex::new(Vec::new())),
             behaviour: Arc::new(Mutex::new(Behaviour::Answer(200))),
         };
-        let app = axum::Router::new()
-            .fallback(axum::routing::post(record))
-            .with_state(state.clone());
+        let app = axum::Router::new().fallback(axum::routing::post(record)).with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Receiver {
-            addr,
-            got: state.got,
-            behaviour: state.behaviour,
-            task,
-        }
+        Receiver { addr, got: state.got, behaviour: state.behaviour, task }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -281,10 +248,7 @@ impl Receiver {
 
     /// Requests answered 2xx on `path`, in arrival order.
     pub fn delivered(&self, path: &str) -> Vec<Received> {
-        self.all()
-            .into_iter()
-            .filter(|r| r.path == path && r.status.is_some_and(|s| (200..300).contains(&s)))
-            .collect()
+        self.all().into_iter().filter(|r| r.path == path && r.status.is_some_and(|s| (200..300).contains(&s))).collect()
     }
 }
 
@@ -314,8 +278,5 @@ pub(crate) async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut()
 /// CAP identifiers of the deliveries, first occurrence of each delivery id only (delivery is at-least-once).
 pub(crate) fn identifiers(got: &[Received]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
-    got.iter()
-        .filter(|r| seen.insert(r.delivery()))
-        .map(|r| r.header("X-DC-Message").to_string())
-        .collect()
+    got.iter().filter(|r| seen.insert(r.delivery())).map(|r| r.header("X-DC-Message").to_string()).collect()
 }

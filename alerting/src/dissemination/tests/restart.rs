@@ -18,10 +18,7 @@ async fn restart_with_pending_deliveries_delivers_everything_in_order() {
     d.alert_changed(&view("RS1", 1));
     d.alert_changed(&rain_view("RS2", 1, "township-jiaxian"));
     d.alert_changed(&view("RS1", 2));
-    wait_for(LONG, "a failed attempt", || {
-        d.delivery_log("a").iter().any(|r| r.attempts >= 2)
-    })
-    .await;
+    wait_for(LONG, "a failed attempt", || d.delivery_log("a").iter().any(|r| r.attempts >= 2)).await;
     d.alert_changed(&ended(view("RS1", 3), ViewState::Cleared));
     d.alert_changed(&rain_view("RS2", 2, "township-jiaxian"));
     assert_eq!(d.subscribers().iter().map(|s| s.queued).sum::<usize>(), 10);
@@ -40,40 +37,21 @@ async fn restart_with_pending_deliveries_delivers_everything_in_order() {
     // Exactly once here: nothing was in flight when the first run stopped.
     assert_eq!(rx.delivered("/a").len(), 5);
     for r in rx.delivered("/a") {
-        assert!(super::tools::signature_ok(
-            SECRET,
-            r.header("X-DC-Signature"),
-            &r.body
-        ));
+        assert!(super::tools::signature_ok(SECRET, r.header("X-DC-Signature"), &r.body));
     }
     // The attempts of the first run are remembered.
-    let first = d
-        .delivery_log("a")
-        .into_iter()
-        .find(|r| r.identifier == "RS1.1")
-        .unwrap();
+    let first = d.delivery_log("a").into_iter().find(|r| r.identifier == "RS1.1").unwrap();
     assert!(first.attempts >= 3, "{first:?}");
 
     // Messages survive too: CAP files, the feed, references, and the next message continues the history.
     assert!(d.cap_xml("RS1.1").is_some());
     let cancel = d.cap_xml("RS1.3").unwrap();
     assert!(cancel.contains("<msgType>Cancel</msgType>"));
-    assert!(
-        cancel.contains("RS1.1,") && cancel.contains("RS1.2,"),
-        "references both earlier messages"
-    );
-    assert_eq!(
-        d.alert_changed(&rain_view("RS2", 3, "township-jiaxian"))
-            .as_deref(),
-        Some("RS2.3")
-    );
+    assert!(cancel.contains("RS1.1,") && cancel.contains("RS1.2,"), "references both earlier messages");
+    assert_eq!(d.alert_changed(&rain_view("RS2", 3, "township-jiaxian")).as_deref(), Some("RS2.3"));
     assert!(d.atom_feed().contains("RS2.3.xml"));
-    wait_for(LONG, "new message after restart", || {
-        d.subscribers()
-            .iter()
-            .all(|s| s.queued == 0 && s.delivered == 6)
-    })
-    .await;
+    wait_for(LONG, "new message after restart", || d.subscribers().iter().all(|s| s.queued == 0 && s.delivered == 6))
+        .await;
     drop(d);
 
     // A third start finds nothing left to send.
@@ -102,8 +80,5 @@ async fn a_torn_last_journal_line_is_dropped_and_a_bad_middle_line_is_an_error()
     let err = Dissemination::start(config(""), dir.path(), geo(), templates(), BASE_URL.into())
         .err()
         .expect("bad middle line refused");
-    assert!(
-        matches!(err, DisseminationError::Journal { line: 1, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, DisseminationError::Journal { line: 1, .. }), "{err}");
 }

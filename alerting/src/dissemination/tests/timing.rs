@@ -24,11 +24,8 @@ async fn new_alert_reaches_60_subscribers_p99_under_1s() {
     let mut extra = String::new();
     for i in 0..SUBSCRIBERS {
         let rx = Receiver::start().await;
-        extra += &subscriber_toml(
-            &format!("s{i}"),
-            &rx.url("/hook"),
-            if i % 2 == 0 { "" } else { "format = \"json\"" },
-        );
+        extra +=
+            &subscriber_toml(&format!("s{i}"), &rx.url("/hook"), if i % 2 == 0 { "" } else { "format = \"json\"" });
         receivers.push(rx);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -37,8 +34,7 @@ async fn new_alert_reaches_60_subscribers_p99_under_1s() {
     let mut call = Vec::with_capacity(ALERTS);
     for n in 0..ALERTS {
         let t0 = Instant::now();
-        d.alert_changed(&view(&format!("T{n}"), 1))
-            .expect("message");
+        d.alert_changed(&view(&format!("T{n}"), 1)).expect("message");
         call.push(t0.elapsed());
         wait_for(Duration::from_secs(30), "all subscribers", || {
             receivers.iter().all(|r| r.delivered("/hook").len() > n)
@@ -50,11 +46,7 @@ async fn new_alert_reaches_60_subscribers_p99_under_1s() {
     }
     latencies.sort();
     call.sort();
-    let (p50, p99, max) = (
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        *latencies.last().unwrap(),
-    );
+    let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), *latencies.last().unwrap());
     println!(
         "TIMING webhooks: {ALERTS} alerts × {SUBSCRIBERS} subscribers ({} deliveries): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; alert_changed p50 {:.2} ms (build: {})",
         latencies.len(),
@@ -92,19 +84,14 @@ fn county_index() -> GeoIndex {
             let i = i % 24;
             let a = f64::from(i) / 24.0 * std::f64::consts::TAU;
             let r = 25_200.0 * (0.93 + 0.14 * (f64::from(i) * 1.7).sin().abs());
-            format!(
-                "[{},{}]",
-                LON0 + r * a.cos() / M_LON,
-                LAT0 + r * a.sin() / M_LAT
-            )
+            format!("[{},{}]", LON0 + r * a.cos() / M_LON, LAT0 + r * a.sin() / M_LAT)
         })
         .collect();
     let zones = format!(
         r#"{{"type":"FeatureCollection","features":[{{"type":"Feature","properties":{{"id":"county","name":"測試縣","name_en":"Test County","kind":"township","geocode":"10008"}},"geometry":{{"type":"Polygon","coordinates":[[{}]]}}}}]}}"#,
         ring.join(",")
     );
-    let mut csv =
-        String::from("carrier,mcc,mnc,eci,tac,lat,lon,azimuth_deg,beamwidth_deg,range_m\n");
+    let mut csv = String::from("carrier,mcc,mnc,eci,tac,lat,lon,azimuth_deg,beamwidth_deg,range_m\n");
     for site in 0..1000 {
         let (x, y) = ((rng.next() - 0.5) * 70_000.0, (rng.next() - 0.5) * 70_000.0);
         let rot = rng.next() * 120.0;
@@ -121,10 +108,8 @@ fn county_index() -> GeoIndex {
         }
     }
     let mut g = GeoIndex::new(Resolution::Nine);
-    g.load_zones(&zones, LoadPolicy::StopOnFirst)
-        .expect("county zone");
-    g.load_cell_sites(&csv, LoadPolicy::StopOnFirst)
-        .expect("sites");
+    g.load_zones(&zones, LoadPolicy::StopOnFirst).expect("county zone");
+    g.load_cell_sites(&csv, LoadPolicy::StopOnFirst).expect("sites");
     g
 }
 
@@ -134,25 +119,9 @@ fn county_sized_broadcast_encode_and_target_under_10ms() {
     let area_km2 = geo.zone("county").unwrap().area_km2;
     let cfg = config("").resolve(&geo, &templates(), &|_| None).unwrap();
     let t = templates();
-    let ctx = MessageContext {
-        cfg: &cfg,
-        geo: &geo,
-        templates: &t,
-        base_url: BASE_URL,
-    };
-    let v = AlertView {
-        area_id: "county".into(),
-        ..view("COUNTY", 1)
-    };
-    let msg = build_message(
-        &ctx,
-        &v,
-        "COUNTY.1".into(),
-        MsgType::Alert,
-        Vec::new(),
-        true,
-    )
-    .expect("message");
+    let ctx = MessageContext { cfg: &cfg, geo: &geo, templates: &t, base_url: BASE_URL };
+    let v = AlertView { area_id: "county".into(), ..view("COUNTY", 1) };
+    let msg = build_message(&ctx, &v, "COUNTY.1".into(), MsgType::Alert, Vec::new(), true).expect("message");
     let carriers: Vec<Carrier> = [("CHT", "92"), ("TWM", "97"), ("FET", "01")]
         .iter()
         .map(|(name, mnc)| Carrier {
@@ -165,10 +134,7 @@ fn county_sized_broadcast_encode_and_target_under_10ms() {
     let bctx = BroadcastContext {
         geo: &geo,
         carriers: &carriers,
-        schedule: Schedule {
-            repetition_period_s: 60,
-            number_of_broadcasts: 0,
-        },
+        schedule: Schedule { repetition_period_s: 60, number_of_broadcasts: 0 },
     };
     let serial = SerialNumber::new(GeoScope::CellNormal, 7, 0).unwrap();
     let run = || {
@@ -177,16 +143,7 @@ fn county_sized_broadcast_encode_and_target_under_10ms() {
             id += 1;
             id
         };
-        plan(
-            &bctx,
-            &msg,
-            BroadcastKind::WriteReplace,
-            PwsClass::Emergency(0),
-            None,
-            serial,
-            true,
-            &mut next,
-        )
+        plan(&bctx, &msg, BroadcastKind::WriteReplace, PwsClass::Emergency(0), None, serial, true, &mut next)
     };
     let (record, envelopes) = run();
     assert!(record.error.is_none(), "{:?}", record.error);
@@ -220,10 +177,7 @@ fn county_sized_broadcast_encode_and_target_under_10ms() {
         reports[0].farthest_overshoot_m,
         if cfg!(debug_assertions) { "debug" } else { "release" },
     );
-    assert!(
-        (1500.0..2500.0).contains(&area_km2),
-        "county-sized: {area_km2}"
-    );
+    assert!((1500.0..2500.0).contains(&area_km2), "county-sized: {area_km2}");
     if !cfg!(debug_assertions) {
         assert!(p50 < Duration::from_millis(10), "p50 {p50:?}");
     }

