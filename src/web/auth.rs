@@ -107,3 +107,44 @@ mod tests {
         assert!(TokenSet::new(&[entry], None).unwrap_err().contains("bob"));
     }
 }
+
+/// What a handler needs: `Operator<Read>` (or `Operate`, `Admin`) in its arguments authenticates the request and checks
+/// the scope before the handler runs, so no handler can forget to.
+pub struct Operator<S: Needs> {
+    pub scope: Scope,
+    _needs: std::marker::PhantomData<S>,
+}
+
+/// The scope a handler needs, as a type.
+pub trait Needs: Send + Sync {
+    const SCOPE: Scope;
+}
+
+pub struct Read;
+pub struct Operate;
+pub struct Admin;
+
+impl Needs for Read {
+    const SCOPE: Scope = Scope::Read;
+}
+impl Needs for Operate {
+    const SCOPE: Scope = Scope::Operate;
+}
+impl Needs for Admin {
+    const SCOPE: Scope = Scope::Admin;
+}
+
+impl<S: Needs> axum::extract::FromRequestParts<std::sync::Arc<crate::server::App>> for Operator<S> {
+    type Rejection = super::AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &std::sync::Arc<crate::server::App>,
+    ) -> Result<Self, Self::Rejection> {
+        // `?token=` for browser websockets, which cannot set headers; any other query parameters are the handler's.
+        let query =
+            axum::extract::Query::<super::TokenQuery>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+        let scope = super::require(app, &parts.headers, &query, S::SCOPE)?;
+        Ok(Operator { scope, _needs: std::marker::PhantomData })
+    }
+}

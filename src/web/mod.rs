@@ -200,12 +200,10 @@ pub fn snapshot(app: &App) -> serde_json::Value {
 
 async fn operator_socket(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Read>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     // Authenticate before looking at the upgrade, so that a tokenless probe learns nothing but 401.
-    authorise(&app, &headers, &query)?;
     match ws {
         Ok(ws) => Ok(ws.on_upgrade(move |socket| operator::session(app, socket))),
         Err(rejection) => Ok(rejection.into_response()),
@@ -214,21 +212,17 @@ async fn operator_socket(
 
 async fn list_alerts(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Read>,
 ) -> Result<impl IntoResponse, AppError> {
-    authorise(&app, &headers, &query)?;
     let alerts: Vec<_> = app.book.lock().all().map(|a| app.alert_message(a)).collect();
     Ok(Json(json!({ "alerts": alerts })))
 }
 
 async fn alert_action(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Operate>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, AppError> {
-    require(&app, &headers, &query, auth::Scope::Operate)?;
     Ok(Json(alert_command(&app, &id, &action, "operator-api")?))
 }
 
@@ -265,20 +259,16 @@ pub fn alert_command(app: &App, id: &str, action: &str, actor: &str) -> Result<s
 
 async fn list_sensors(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Read>,
 ) -> Result<impl IntoResponse, AppError> {
-    authorise(&app, &headers, &query)?;
     let sensors: Vec<_> = app.registry().read().iter().cloned().collect();
     Ok(Json(json!({ "sensors": sensors })))
 }
 
 async fn list_dead_letters(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Read>,
 ) -> Result<impl IntoResponse, AppError> {
-    authorise(&app, &headers, &query)?;
     Ok(Json(json!({ "dead_letters": app.ingest.dead_letters() })))
 }
 
@@ -288,11 +278,9 @@ const MAX_HEXES: usize = 4000;
 /// The H3 cells of a zone as a GeoJSON MultiPolygon, for shading hazard areas on the map.
 async fn zone_cells(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Read>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    authorise(&app, &headers, &query)?;
     let zone = app
         .geo
         .zone(&id)
@@ -366,11 +354,9 @@ fn sensor_body(body: &[u8]) -> Result<ingest::Sensor, AppError> {
 
 async fn add_sensor(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Admin>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, AppError> {
-    require(&app, &headers, &query, auth::Scope::Admin)?;
     let sensor = sensor_body(&body)?;
     app.registry().write().add(sensor.clone())?;
     Ok((StatusCode::CREATED, Json(json!({ "sensor": sensor }))))
@@ -378,12 +364,10 @@ async fn add_sensor(
 
 async fn update_sensor(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Admin>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, AppError> {
-    require(&app, &headers, &query, auth::Scope::Admin)?;
     let sensor = sensor_body(&body)?;
     if sensor.id != id {
         return Err(AppError::BadRequest(format!("`id`: body says `{}`, path says `{}`", sensor.id, id)));
@@ -394,11 +378,9 @@ async fn update_sensor(
 
 async fn retire_sensor(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Admin>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    require(&app, &headers, &query, auth::Scope::Admin)?;
     app.registry().write().retire(&id)?;
     Ok(Json(json!({ "retired": id })))
 }
@@ -555,20 +537,16 @@ async fn open_sensors(State(app): State<Arc<App>>) -> impl IntoResponse {
 
 async fn list_subscribers(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Read>,
 ) -> Result<impl IntoResponse, AppError> {
-    authorise(&app, &headers, &query)?;
     Ok(Json(json!({ "subscribers": dissemination(&app)?.subscribers() })))
 }
 
 async fn add_subscriber(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Admin>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, AppError> {
-    require(&app, &headers, &query, auth::Scope::Admin)?;
     let d = dissemination(&app)?;
     let text = std::str::from_utf8(&body).map_err(|_| AppError::BadRequest("body: not UTF-8".into()))?;
     let input =
@@ -579,31 +557,25 @@ async fn add_subscriber(
 
 async fn subscriber_log(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Read>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    authorise(&app, &headers, &query)?;
     Ok(Json(json!({ "deliveries": dissemination(&app)?.delivery_log(&name) })))
 }
 
 async fn replay_delivery(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Operate>,
     Path((name, id)): Path<(String, u64)>,
 ) -> Result<impl IntoResponse, AppError> {
-    require(&app, &headers, &query, auth::Scope::Operate)?;
     let queued = dissemination(&app)?.replay(&name, id).map_err(|e| AppError::BadRequest(e.to_string()))?;
     Ok(Json(json!({ "replayed": queued })))
 }
 
 async fn list_broadcasts(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Read>,
 ) -> Result<impl IntoResponse, AppError> {
-    authorise(&app, &headers, &query)?;
     Ok(Json(json!({ "broadcasts": dissemination(&app)?.broadcasts() })))
 }
 
@@ -627,9 +599,7 @@ async fn demo_receiver(
 
 async fn demo_received(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: auth::Operator<auth::Read>,
 ) -> Result<impl IntoResponse, AppError> {
-    authorise(&app, &headers, &query)?;
     Ok(Json(json!({ "received": *app.demo_received.lock() })))
 }
