@@ -155,6 +155,8 @@ impl<'a> CitizenAlert<'a> {
 /// Everything the web side reads; shared behind an `Arc`.
 pub struct App {
     pub geo: Arc<GeoIndex>,
+    /// The rule engine, shared by the ingest link thread, the housekeeping tick and operators' forecasts.
+    pub engine: Arc<Mutex<RuleEngine>>,
     /// Every validated reading, for operators' history (`None` only without a data dir).
     pub store: Option<Arc<store::ReadingStore>>,
     /// The InfluxDB v2 sink, when configured.
@@ -426,6 +428,7 @@ pub async fn start(
     };
     let app = Arc::new(App {
         geo,
+        engine: Arc::clone(&engine),
         dissemination,
         demo_received: Mutex::new(Vec::new()),
         store,

@@ -39,6 +39,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/sensors/{id}/readings", get(sensor_history))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/zones/{id}/cells", get(zone_cells))
+        .route("/api/v1/zones/{id}/forecast", post(post_forecast))
         .route("/api/v1/cap/inbound", post(inbound_cap))
         .route("/cap/feed.atom", get(cap_feed))
         .route("/cap/{file}", get(cap_message))
@@ -602,4 +603,38 @@ async fn demo_received(
     _operator: auth::Operator<auth::Read>,
 ) -> Result<impl IntoResponse, AppError> {
     Ok(Json(json!({ "received": *app.demo_received.lock() })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Forecast {
+    /// Forecast rainfall (mm) for the zone, compared with its debris-flow threshold (SWCB yellow).
+    value: f64,
+    /// When the forecast was issued (Unix ms); default now.
+    ts: Option<i64>,
+}
+
+/// `POST /api/v1/zones/{id}/forecast` `{"value": 320}`: an operator (or an agency's feed) posts a forecast; rules that
+/// take forecasts (debris-flow yellow) act on it at once.
+async fn post_forecast(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Operate>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    let forecast: Forecast =
+        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("forecast: {e}")))?;
+    let mut findings = Vec::new();
+    app.engine.lock().post_forecast(&id, forecast.value, forecast.ts.unwrap_or_else(now_ms), &mut findings).map_err(
+        |e| match e {
+            alerting::engine::ForecastError::UnknownZone(_) => AppError::NotFound(e.to_string()),
+            alerting::engine::ForecastError::BadValue(_) => AppError::BadRequest(e.to_string()),
+        },
+    )?;
+    let changed = app.book.lock().apply_all(findings, app.mode);
+    for alert in &changed {
+        app.publish(alert);
+    }
+    let ids: Vec<_> = changed.iter().map(|a| json!({"id": a.id, "version": a.version, "event": a.event})).collect();
+    Ok(Json(json!({ "zone": id, "alerts": ids })))
 }
