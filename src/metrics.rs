@@ -2,7 +2,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_int_counter_vec, register_int_gauge, Encoder, IntCounterVec, IntGauge, TextEncoder};
+use prometheus::{
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, Encoder, IntCounterVec, IntGauge,
+    IntGaugeVec, TextEncoder,
+};
 
 pub static ALERT_TRANSITIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("dc_alert_transitions_total", "Alert lifecycle transitions, by new state", &["state"])
@@ -50,6 +53,33 @@ pub static REPORTS_FLAGGED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("dc_reports_flagged_total", "Citizen reports accepted with a flag, by flag", &["flag"])
         .expect("metric registers")
 });
+
+/// Rule-engine and alert-book counters, copied from the engine every housekeeping tick (10 s).
+pub static RULES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "dc_rules_readings",
+        "Rule engine: readings evaluated, and late, duplicate or clamped ones, by kind (cumulative)",
+        &["kind"]
+    )
+    .expect("metric registers")
+});
+
+pub static ALERT_JOURNAL_ERRORS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("dc_alert_journal_errors", "Alert transitions the journal could not record (cumulative)")
+        .expect("metric registers")
+});
+
+pub fn record_rules(engine: &alerting::engine::EngineCounters, book: &alerting::alert::BookCounters) {
+    let set = |kind: &str, v: u64| RULES.with_label_values(&[kind]).set(v as i64);
+    set("evaluated", engine.evaluated);
+    set("late_dropped", engine.late_dropped);
+    set("late_placed", engine.late_placed);
+    set("outside_windows", engine.outside_windows);
+    set("duplicates", engine.duplicates);
+    set("clamped", engine.clamped);
+    set("missing_zone_thresholds", engine.missing_zone_thresholds);
+    ALERT_JOURNAL_ERRORS.set(book.journal_errors as i64);
+}
 
 pub fn init() {
     for state in ["raised", "updated", "cleared", "cancelled"] {

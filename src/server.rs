@@ -529,7 +529,11 @@ async fn rules_housekeeping(app: Arc<App>, engine: Arc<Mutex<RuleEngine>>, dir: 
         tick.tick().await;
         ticks += 1;
         let mut findings = Vec::new();
-        engine.lock().tick(now_ms(), &mut findings);
+        {
+            let mut engine = engine.lock();
+            engine.tick(now_ms(), &mut findings);
+            crate::metrics::record_rules(&engine.counters, &app.book.lock().counters);
+        }
         if !findings.is_empty() {
             let changed = app.book.lock().apply_all(findings, app.mode);
             for alert in &changed {
