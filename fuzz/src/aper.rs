@@ -29,7 +29,7 @@ impl<'a> BitReader<'a> {
 
     /// Skips to the next octet boundary; the skipped padding bits must be zero.
     pub fn align(&mut self) -> Option<()> {
-        while self.bit % 8 != 0 {
+        while !self.bit.is_multiple_of(8) {
             if self.bits(1)? != 0 {
                 return None;
             }

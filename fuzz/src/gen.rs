@@ -34,9 +34,54 @@ pub fn many<T>(u: &mut Unstructured, max: usize, mut f: impl FnMut(&mut Unstruct
 /// Characters that need care in XML and in our text checks: markup, quotes, CJK, every kind of whitespace
 /// (including the ones `str::trim` knows and XML does not), BOM, emoji.
 const CAP_CHARS: &[char] = &[
-    'a', 'Z', '0', ' ', '&', '<', '>', '"', '\'', ']', '[', '{', '}', ':', ';', '/', '.', ',', '!', '?', '#', '%', '=',
-    '+', '-', '\t', '\r', '\n', '颱', '風', '豪', '雨', '、', '，', '。', '°', 'µ', '🌧', '\u{85}', '\u{A0}',
-    '\u{2028}', '\u{3000}', '\u{FEFF}', '\u{FFFD}', '\u{E000}', '\u{10FFFF}', '\u{7F}', '\u{9F}',
+    'a',
+    'Z',
+    '0',
+    ' ',
+    '&',
+    '<',
+    '>',
+    '"',
+    '\'',
+    ']',
+    '[',
+    '{',
+    '}',
+    ':',
+    ';',
+    '/',
+    '.',
+    ',',
+    '!',
+    '?',
+    '#',
+    '%',
+    '=',
+    '+',
+    '-',
+    '\t',
+    '\r',
+    '\n',
+    '颱',
+    '風',
+    '豪',
+    '雨',
+    '、',
+    '，',
+    '。',
+    '°',
+    'µ',
+    '🌧',
+    '\u{85}',
+    '\u{A0}',
+    '\u{2028}',
+    '\u{3000}',
+    '\u{FEFF}',
+    '\u{FFFD}',
+    '\u{E000}',
+    '\u{10FFFF}',
+    '\u{7F}',
+    '\u{9F}',
 ];
 
 /// Text for CAP fields: mostly palette characters, one in sixteen anything.
@@ -125,7 +170,11 @@ pub fn uri(u: &mut Unstructured) -> Result<Option<String>> {
 }
 
 fn altitude(u: &mut Unstructured) -> Result<f64> {
-    Ok(if u.ratio(1u8, 8)? { u.arbitrary::<f64>()? } else { f64::from(u.int_in_range(-10_000_000i32..=100_000_000)?) / 1e3 })
+    Ok(if u.ratio(1u8, 8)? {
+        u.arbitrary::<f64>()?
+    } else {
+        f64::from(u.int_in_range(-10_000_000i32..=100_000_000)?) / 1e3
+    })
 }
 
 fn area(u: &mut Unstructured) -> Result<CapArea> {
@@ -279,7 +328,11 @@ pub fn cap_input(u: &mut Unstructured, event_types: &[String]) -> Result<CapInpu
         msg_type: pick(u, MsgType::ALL)?,
         references: many(u, 3, reference)?,
         note: opt(u, cap_text)?,
-        event_type: if u.ratio(1u8, 16)? || event_types.is_empty() { cap_text(u)? } else { u.choose(event_types)?.clone() },
+        event_type: if u.ratio(1u8, 16)? || event_types.is_empty() {
+            cap_text(u)?
+        } else {
+            u.choose(event_types)?.clone()
+        },
         urgency: pick(u, Urgency::ALL)?,
         severity: pick(u, Severity::ALL)?,
         certainty: pick(u, Certainty::ALL)?,
@@ -335,7 +388,8 @@ pub fn serial(u: &mut Unstructured) -> Result<SerialNumber> {
         return Ok(SerialNumber::from_u16(u.arbitrary()?));
     }
     let scope = pick(u, &[GeoScope::CellImmediate, GeoScope::Plmn, GeoScope::Area, GeoScope::CellNormal])?;
-    Ok(SerialNumber::new(scope, u.int_in_range(0..=1023)?, u.int_in_range(0..=15)?).unwrap_or(SerialNumber::from_u16(0)))
+    Ok(SerialNumber::new(scope, u.int_in_range(0..=1023)?, u.int_in_range(0..=15)?)
+        .unwrap_or(SerialNumber::from_u16(0)))
 }
 
 fn plmn(u: &mut Unstructured) -> Result<Plmn> {
@@ -378,7 +432,8 @@ pub fn warning_area(u: &mut Unstructured) -> Result<WarningArea> {
             WarningArea::Cells(fill(seed, total))
         }
         2 => {
-            let seed = (0..distinct).map(|_| Ok(Tai { plmn: plmn(u)?, tac: u.arbitrary()? })).collect::<Result<Vec<_>>>()?;
+            let seed =
+                (0..distinct).map(|_| Ok(Tai { plmn: plmn(u)?, tac: u.arbitrary()? })).collect::<Result<Vec<_>>>()?;
             WarningArea::TrackingAreas(fill(seed, total))
         }
         _ => {

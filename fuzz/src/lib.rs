@@ -17,8 +17,11 @@ pub mod aper;
 pub mod gen;
 pub mod targets;
 
+/// A target body: raw fuzzer input in, panic on a broken property.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its binary and corpus folder.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("ingest_topic", targets::ingest_topic),
     ("ingest_payload", targets::ingest_payload),
     ("ingest_process", targets::ingest_process),

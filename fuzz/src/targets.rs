@@ -94,8 +94,8 @@ fn registry() -> Arc<RwLock<SensorRegistry>> {
     REGISTRY
         .get_or_init(|| {
             let text = include_str!("../../config/sensors.toml");
-            let registry = SensorRegistry::from_toml(text, Path::new("config/sensors.toml"))
-                .expect("config/sensors.toml loads");
+            let registry =
+                SensorRegistry::from_toml(text, Path::new("config/sensors.toml")).expect("config/sensors.toml loads");
             Arc::new(RwLock::new(registry))
         })
         .clone()
@@ -233,8 +233,8 @@ fn check_broadcast(cb: &CellBroadcast, text: &str) {
     assert_eq!(cb.dcs, cb.coding.dcs());
     // CR is the padding character, so trailing CRs cannot survive by design (see the CBS property tests).
     let expected = text.trim_end_matches('\r');
-    let decoded = pages::decode_pages(&cb.page_bytes())
-        .unwrap_or_else(|e| panic!("our pages do not decode: {e}; text {text:?}"));
+    let decoded =
+        pages::decode_pages(&cb.page_bytes()).unwrap_or_else(|e| panic!("our pages do not decode: {e}; text {text:?}"));
     assert!(
         same_cbs_text(&decoded.text, expected),
         "88-octet pages changed the text (F2 if only CRs); coding {:?}\n decoded: {:?}\nexpected: {expected:?}",
@@ -307,9 +307,12 @@ pub fn alerting_cbs_decode(data: &[u8]) {
     }
 }
 
+/// One protocol IE as read back: (id, criticality, value).
+type Ie = (u64, u64, Vec<u8>);
+
 /// Walks a PDU written by `sbcap`: the SBC-AP-PDU header, the open type around the request, the IE container, and
 /// each IE's open type. Returns `(procedure, [(id, criticality, value)])`, or the step that did not add up.
-fn read_sbcap(pdu: &[u8]) -> Result<(u64, Vec<(u64, u64, Vec<u8>)>), &'static str> {
+fn read_sbcap(pdu: &[u8]) -> Result<(u64, Vec<Ie>), &'static str> {
     let mut r = BitReader::new(pdu);
     if r.bits(3) != Some(0) {
         return Err("PDU: extension bit / initiatingMessage index");
@@ -401,12 +404,7 @@ fn read_area(value: &[u8]) -> Option<WarningArea> {
 }
 
 /// Checks the IEs common to both requests and returns the rest.
-fn check_common_ies<'a>(
-    ies: &'a [(u64, u64, Vec<u8>)],
-    message_id: u16,
-    serial: u16,
-    area: &WarningArea,
-) -> &'a [(u64, u64, Vec<u8>)] {
+fn check_common_ies<'a>(ies: &'a [Ie], message_id: u16, serial: u16, area: &WarningArea) -> &'a [Ie] {
     assert!(ies.len() >= 2, "fewer than 2 IEs");
     assert_eq!((ies[0].0, ies[0].1, &ies[0].2[..]), (5, 0, &message_id.to_be_bytes()[..]), "Message-Identifier");
     assert_eq!((ies[1].0, ies[1].1, &ies[1].2[..]), (11, 0, &serial.to_be_bytes()[..]), "Serial-Number");
@@ -529,7 +527,10 @@ pub fn alerting_sbcap_encode(data: &[u8]) {
         let back = lte::decode_warning_message_content(cb.dcs, &content_ie[2..])
             .unwrap_or_else(|e| panic!("warning message content does not decode: {e}"));
         let expected = text.trim_end_matches('\r');
-        assert!(same_cbs_text(&back, expected), "SBc-AP content changed the text\n decoded: {back:?}\nexpected: {expected:?}");
+        assert!(
+            same_cbs_text(&back, expected),
+            "SBc-AP content changed the text\n decoded: {back:?}\nexpected: {expected:?}"
+        );
     }
 }
 

@@ -23,7 +23,10 @@ fn replay(folder: &str, expect_panic: bool) -> usize {
     for (name, target) in disaster_cloud_fuzz::TARGETS {
         for file in files(&root.join(name)) {
             let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if file_name.starts_with('.') || file_name.ends_with(".md") || (expect_panic && !file_name.starts_with("crash-")) {
+            if file_name.starts_with('.')
+                || file_name.ends_with(".md")
+                || (expect_panic && !file_name.starts_with("crash-"))
+            {
                 continue;
             }
             let data = std::fs::read(&file).expect("readable corpus file");
@@ -51,7 +54,10 @@ fn corpus_replays_without_a_crash() {
 #[test]
 #[ignore = "replays the open findings in artifacts/; each still crashing is what `pass` means here"]
 fn known_findings_still_crash() {
-    assert!(disaster_cloud_fuzz::targets::strict(), "run with FUZZ_STRICT=1: the targets relax the known findings otherwise");
+    assert!(
+        disaster_cloud_fuzz::targets::strict(),
+        "run with FUZZ_STRICT=1: the targets relax the known findings otherwise"
+    );
     let n = replay("artifacts", true);
     eprintln!("replayed {n} artifacts");
 }

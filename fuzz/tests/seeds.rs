@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use alerting::cap::{
-    build_alert, write_alert, AreaInput, CapInput, Certainty, Localized, MsgType, Polygon, Severity, Status,
-    Templates, Urgency,
+    build_alert, write_alert, AreaInput, CapInput, Certainty, Localized, MsgType, Polygon, Severity, Status, Templates,
+    Urgency,
 };
-use alerting::cell_broadcast::{encode_broadcast, drill, BroadcastMode, Language, PwsClass, SerialNumber, GeoScope};
+use alerting::cell_broadcast::{drill, encode_broadcast, BroadcastMode, GeoScope, Language, PwsClass, SerialNumber};
 use time::macros::datetime;
 
 fn corpus(target: &str) -> std::path::PathBuf {
@@ -99,7 +99,11 @@ fn write_cap_seeds() {
 fn write_cbs_seeds() {
     let dir = corpus("alerting_cbs_decode");
     let serial = SerialNumber::new(GeoScope::Plmn, 23, 1).expect("serial");
-    let zh = drill::broadcast_text(BroadcastMode::Drill, Language::Chinese, "豪雨特報：南投縣信義鄉神木村土石流紅色警戒，請立即撤離。");
+    let zh = drill::broadcast_text(
+        BroadcastMode::Drill,
+        Language::Chinese,
+        "豪雨特報：南投縣信義鄉神木村土石流紅色警戒，請立即撤離。",
+    );
     let en = "Debris flow RED alert: Shenmu Village, Xinyi Township. Evacuate now! [ref] {1} €5 @home ~".repeat(2);
     for (name, cb) in [
         ("zh", encode_broadcast(PwsClass::Alert, Language::Chinese, serial, &zh).expect("zh")),

@@ -89,7 +89,13 @@ pub fn decode_readings(
             if looks_native(elements[0]) {
                 Ok(elements.into_iter().map(|raw| decode_native(raw.get())).collect())
             } else {
-                Ok(decode_senml_pack(&elements, now_ms))
+                // A pack of base records or of a position alone carries no reading: refuse it as empty rather than
+                // letting the publish vanish without a refusal (fuzzing finding F1).
+                let records = decode_senml_pack(&elements, now_ms);
+                if records.is_empty() {
+                    return Err(Rejection::new(RejectReason::Empty, "SenML pack holds no value records"));
+                }
+                Ok(records)
             }
         }
         Some(b'{') => {
@@ -364,6 +370,13 @@ mod tests {
     fn senml_relative_time_is_relative_to_now() {
         let sets = decode(r#"[{"n":"rain_mm","v":1,"t":-60}]"#).unwrap();
         assert_eq!(sets[0].as_ref().unwrap().ts, Timestamp::Millis(NOW - 60_000));
+    }
+
+    #[test]
+    fn senml_packs_without_readings_are_refused_as_empty() {
+        for pack in [r#"[{"bn":"urn:dev:ow:RG0001:"}]"#, r#"[{"n":"lat","v":23.7},{"n":"lon","v":120.4}]"#] {
+            assert_eq!(decode(pack).unwrap_err().reason, RejectReason::Empty, "{pack}");
+        }
     }
 
     #[test]

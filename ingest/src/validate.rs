@@ -39,11 +39,17 @@ pub fn validate_set(
         }
     };
     if ts_ms > now_ms + cfg.max_future_ms {
-        rejected.push(Rejection::new(RejectReason::FromFuture, format!("ts {ts_ms} is {} ms ahead", ts_ms - now_ms)));
+        rejected.push(Rejection::new(
+            RejectReason::FromFuture,
+            format!("ts {ts_ms} is {} ms ahead", ts_ms.saturating_sub(now_ms)),
+        ));
         return;
     }
     if ts_ms < now_ms - cfg.max_age_ms {
-        rejected.push(Rejection::new(RejectReason::TooOld, format!("ts {ts_ms} is {} ms old", now_ms - ts_ms)));
+        rejected.push(Rejection::new(
+            RejectReason::TooOld,
+            format!("ts {ts_ms} is {} ms old", now_ms.saturating_sub(ts_ms)),
+        ));
         return;
     }
     let position = match set.position {

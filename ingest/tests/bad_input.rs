@@ -153,6 +153,14 @@ fn catalogue() -> Vec<Case> {
         ),
         case("an hour in the future", RAIN, batch(&[GOOD, &future]), &[FromFuture], 1),
         case("30 days old", RAIN, batch(&[GOOD, &old]), &[TooOld], 1),
+        // Fuzzing finding F5: the age in the refusal's message must not overflow.
+        case(
+            "ts at i64::MIN",
+            RAIN,
+            batch(&[GOOD, r#"{"ts":-9223372036854775808,"values":{"rain_mm":1}}"#]),
+            &[TooOld],
+            1,
+        ),
         case("partial position", RAIN, batch(&[GOOD, r#"{"values":{"rain_mm":1},"lat":23.5}"#]), &[BadPosition], 1),
         case("latitude 91", RAIN, batch(&[GOOD, r#"{"values":{"rain_mm":1},"lat":91,"lon":120}"#]), &[BadPosition], 1),
         case(

@@ -59,7 +59,24 @@ impl Server {
         Self::launch(&["demo", "--no-scenario"], &["--data-dir", data_dir.to_str().unwrap()])
     }
 
+    /// Starts the binary on free ports. A port picked free can be taken by another test before the server binds it;
+    /// the server then exits with "Address already in use", and we try again on other ports.
     fn launch(command: &[&str], extra: &[&str]) -> Server {
+        for _ in 0..4 {
+            let mut server = Self::launch_once(command, extra);
+            match server.wait_ready() {
+                Ok(()) => return server,
+                Err(log) if log.contains("Address already in use") => {
+                    let _ = server.child.kill();
+                    continue;
+                }
+                Err(log) => panic!("server not ready in 90 s; log:\n{log}"),
+            }
+        }
+        panic!("no free ports after 4 attempts");
+    }
+
+    fn launch_once(command: &[&str], extra: &[&str]) -> Server {
         let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mqtt5: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -82,23 +99,25 @@ impl Server {
             .stderr(log_file)
             .spawn()
             .expect("the binary starts");
-        let server = Server { child, mqtt, mqtt5, http, data_dir, log };
-        server.wait_ready();
-        server
+        Server { child, mqtt, mqtt5, http, data_dir, log }
     }
 
-    fn wait_ready(&self) {
+    /// Ready, or the log when the server exited or did not come up in time.
+    fn wait_ready(&mut self) -> Result<(), String> {
         // Generous: on a busy 2-core machine a debug build's start (argon2 hashes of the demo devices) can be slow.
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
             if http_get(self.http, "/healthz", None).is_some_and(|(s, _)| s == 200)
                 && TcpStream::connect(self.mqtt).is_ok()
             {
-                return;
+                return Ok(());
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                return Err(self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("server not ready in 90 s; log:\n{}", self.log());
+        Err(self.log())
     }
 
     pub fn log(&self) -> String {
