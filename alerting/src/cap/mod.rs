@@ -28,7 +28,7 @@ pub mod times;
 pub mod write;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use atom::{cap_url, write_atom, AtomEntry, AtomError, AtomFeed};
 pub use builder::{build_alert, AreaInput, BuildError, CapInput, Localized};

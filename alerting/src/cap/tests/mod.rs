@@ -10,7 +10,8 @@ mod builder;
 mod feed;
 mod parse_errors;
 mod roundtrip;
-mod xsd;
+/// The CAP XSD lookup and setup hint, shared with the dissemination and inbound tests.
+pub(crate) mod xsd;
 
 use std::collections::BTreeMap;
 

