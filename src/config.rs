@@ -61,6 +61,13 @@ pub struct HttpConfig {
     pub sensor_update_ms: u64,
     /// Tile URL template for the operators' map background, with {z} {x} {y}; empty for none.
     pub map_tile_url: String,
+    /// A websocket client that sends nothing (not even a pong to our pings) for this long is dropped.
+    #[serde(default = "default_ws_idle_timeout_s")]
+    pub ws_idle_timeout_s: u64,
+}
+
+fn default_ws_idle_timeout_s() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +141,9 @@ impl Config {
         }
         if self.http.sensor_update_ms < 50 {
             return Err(invalid("http.sensor_update_ms", "must be at least 50"));
+        }
+        if !(1..=3600).contains(&self.http.ws_idle_timeout_s) {
+            return Err(invalid("http.ws_idle_timeout_s", "must be between 1 and 3600 seconds"));
         }
         if self.ingest.max_batch == 0 {
             return Err(invalid("ingest.max_batch", "must be at least 1"));

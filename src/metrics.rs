@@ -28,8 +28,9 @@ pub static CITIZEN_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static WS_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "dc_ws_dropped_total",
-        "Websocket clients dropped for falling behind, by channel",
-        &["channel"]
+        "Websocket clients dropped, by channel and reason (lagged: a whole broadcast buffer behind; send_timeout: \
+         a frame not taken in time; unresponsive: nothing heard, not even a pong, for the idle timeout)",
+        &["channel", "reason"]
     )
     .expect("metric registers")
 });
@@ -87,8 +88,11 @@ pub fn init() {
     }
     LazyLock::force(&OPERATOR_SOCKETS);
     LazyLock::force(&CITIZEN_SOCKETS);
-    WS_DROPPED.with_label_values(&["operator"]);
-    WS_DROPPED.with_label_values(&["citizen"]);
+    for channel in ["operator", "citizen"] {
+        for reason in ["lagged", "send_timeout", "unresponsive"] {
+            WS_DROPPED.with_label_values(&[channel, reason]);
+        }
+    }
     for reason in ["malformed", "too_many_places", "bad_place"] {
         CITIZEN_REFUSED.with_label_values(&[reason]);
     }

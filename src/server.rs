@@ -43,6 +43,17 @@ pub struct SensorLive {
     pub last_seen_ms: Option<i64>,
     pub online: Option<bool>,
     pub battery_v: Option<f64>,
+    /// Where a mobile sensor (hazmat truck) last said it was; fixed sensors stay where the registry puts them.
+    pub position: Option<(f64, f64)>,
+}
+
+/// A frame for the operators' map that sits at one place (a sensor update, a report cluster), so that an operator
+/// socket filtered to a bounding box or region can skip it without parsing it. `at` is `(lat, lon)`; `None` passes
+/// every filter.
+#[derive(Debug, Clone)]
+pub struct MapDelta {
+    pub at: Option<(f64, f64)>,
+    pub frame: String,
 }
 
 /// One alert change, serialised once per audience so that fan-out to many sockets costs no JSON work per socket.
@@ -174,7 +185,7 @@ pub struct App {
     /// and are dropped by their connection task.
     pub alerts_tx: broadcast::Sender<Arc<AlertBroadcast>>,
     /// Coalesced sensor updates for operators (one frame per changed sensor per tick).
-    pub sensors_tx: broadcast::Sender<Arc<String>>,
+    pub sensors_tx: broadcast::Sender<Arc<MapDelta>>,
     /// Sensors whose live state changed since the last tick.
     pub dirty_sensors: Mutex<std::collections::HashSet<String>>,
     /// Operator tokens (hashed, scoped).
@@ -182,6 +193,8 @@ pub struct App {
     pub public_url: String,
     /// Background map tiles for the operators' map (`{z}/{x}/{y}` template; empty for none).
     pub tile_url: String,
+    /// Websocket clients silent for this long are dropped (`web::liveness`).
+    pub ws_idle_timeout: std::time::Duration,
     pub mode: Mode,
     /// Citizen reports: rate limits, clusters, photo store (issue 11; `reports/`, `web/reports.rs`).
     pub reports: crate::reports::ReportBook,
@@ -227,6 +240,9 @@ impl App {
             }
             entry.last_seen_ms = Some(entry.last_seen_ms.unwrap_or(i64::MIN).max(r.ts_ms));
             entry.online = Some(true);
+            if let Some(p) = r.position {
+                entry.position = Some((p.lat, p.lon));
+            }
         }
     }
 
@@ -443,6 +459,7 @@ pub async fn start(
         tokens,
         public_url: cfg.http.public_url.trim_end_matches('/').to_string(),
         tile_url: cfg.http.map_tile_url.clone(),
+        ws_idle_timeout: std::time::Duration::from_secs(cfg.http.ws_idle_timeout_s),
         mode: cfg.alerting.mode,
         reports,
     });
@@ -569,11 +586,14 @@ async fn coalesce_sensor_updates(app: Arc<App>, every: std::time::Duration) {
             continue;
         }
         let live = app.live.read();
+        let registry = app.registry().read();
         for id in changed {
             if let Some(state) = live.get(&id) {
+                let at = state.position.or_else(|| registry.get(&id).map(|s| (s.lat, s.lon)));
                 let frame = serde_json::json!({"type": "sensor", "id": id, "latest": state.latest,
-                    "last_seen_ms": state.last_seen_ms, "online": state.online, "battery_v": state.battery_v});
-                let _ = app.sensors_tx.send(Arc::new(frame.to_string()));
+                    "last_seen_ms": state.last_seen_ms, "online": state.online, "battery_v": state.battery_v,
+                    "position": state.position.map(|(lat, lon)| serde_json::json!({"lat": lat, "lon": lon}))});
+                let _ = app.sensors_tx.send(Arc::new(MapDelta { at, frame: frame.to_string() }));
             }
         }
     }

@@ -59,6 +59,15 @@ pub struct AlertMessage {
     pub value: f64,
     pub sensors: Vec<String>,
     pub acknowledged_by: Option<String>,
+    /// Operators' notes, oldest first (operators' channel and API; citizens' frames do not carry them).
+    pub comments: Vec<CommentMessage>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommentMessage {
+    pub by: String,
+    pub at: String,
+    pub text: String,
 }
 
 /// What an alert message needs to know about the alert's area.
@@ -106,6 +115,15 @@ impl AlertMessage {
             value: alert.value,
             sensors: alert.sensors.keys().cloned().collect(),
             acknowledged_by: alert.acknowledged_by.clone(),
+            comments: alert
+                .comments
+                .iter()
+                .map(|c| CommentMessage {
+                    by: c.by.clone(),
+                    at: format_time(c.at_ms, TAIWAN_OFFSET),
+                    text: c.text.clone(),
+                })
+                .collect(),
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::metrics::{CITIZEN_REFUSED, CITIZEN_SOCKETS, WS_DROPPED};
 use crate::server::{AlertBroadcast, App, Lang};
+use crate::web::liveness::{Liveness, Probe};
 
 /// Most places one phone may watch (home, work, family); bounds per-connection work and memory.
 pub const MAX_PLACES: usize = 10;
@@ -108,9 +109,22 @@ async fn session(app: Arc<App>, mut socket: WebSocket) {
     CITIZEN_SOCKETS.inc();
     let mut alerts = app.alerts_tx.subscribe();
     let mut subscription: Option<Subscription> = None;
+    let mut liveness = Liveness::new(app.ws_idle_timeout);
     loop {
         tokio::select! {
-            incoming = socket.recv() => match incoming {
+            probe = liveness.tick() => match probe {
+                Probe::Ping => {
+                    if !crate::web::operator::ping(&mut socket).await {
+                        WS_DROPPED.with_label_values(&["citizen", "send_timeout"]).inc();
+                        break;
+                    }
+                }
+                Probe::Dead => {
+                    WS_DROPPED.with_label_values(&["citizen", "unresponsive"]).inc();
+                    break;
+                }
+            },
+            incoming = socket.recv() => { liveness.heard(); match incoming {
                 Some(Ok(Message::Text(text))) => {
                     match parse_subscribe(&app, &text) {
                         Ok((sub, seen)) => {
@@ -140,19 +154,19 @@ async fn session(app: Arc<App>, mut socket: WebSocket) {
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
-            },
+            }},
             next = alerts.recv() => match next {
                 Ok(alert) => {
                     let Some(sub) = &subscription else { continue };
                     let Some(frame) = alert.citizen_frame(&sub.zones, sub.lang) else { continue };
                     if !send(&mut socket, frame.to_string()).await {
-                        WS_DROPPED.with_label_values(&["citizen"]).inc();
+                        WS_DROPPED.with_label_values(&["citizen", "send_timeout"]).inc();
                         break;
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
                     // Behind by a whole buffer: it would miss alerts silently. Drop it; on reconnect it replays.
-                    WS_DROPPED.with_label_values(&["citizen"]).inc();
+                    WS_DROPPED.with_label_values(&["citizen", "lagged"]).inc();
                     break;
                 }
                 Err(RecvError::Closed) => break,

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
@@ -20,6 +21,7 @@ use crate::server::{now_ms, App};
 
 pub mod auth;
 pub mod citizen;
+pub mod liveness;
 pub mod operator;
 pub mod reports;
 
@@ -32,6 +34,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render()) }))
         .route("/ws/operator", get(operator_socket))
         .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/{id}/comment", post(comment_alert))
         .route("/api/v1/alerts/{id}/{action}", post(alert_action))
         .route("/api/v1/sensors", get(list_sensors).post(add_sensor))
         .route("/api/v1/sensors/{id}", axum::routing::put(update_sensor))
@@ -199,14 +202,24 @@ pub fn snapshot(app: &App) -> serde_json::Value {
             "tile_url": app.tile_url })
 }
 
+/// Narrows an operator socket to part of the map: `bbox=min_lon,min_lat,max_lon,max_lat`, `zones=a,b`.
+#[derive(Debug, Deserialize)]
+struct MapFilterQuery {
+    bbox: Option<String>,
+    zones: Option<String>,
+}
+
 async fn operator_socket(
     State(app): State<Arc<App>>,
-    _operator: auth::Operator<auth::Read>,
+    operator: auth::Operator<auth::Read>,
+    Query(query): Query<MapFilterQuery>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
     // Authenticate before looking at the upgrade, so that a tokenless probe learns nothing but 401.
+    let filter = operator::Filter::from_query(&app, query.bbox.as_deref(), query.zones.as_deref())
+        .map_err(AppError::BadRequest)?;
     match ws {
-        Ok(ws) => Ok(ws.on_upgrade(move |socket| operator::session(app, socket))),
+        Ok(ws) => Ok(ws.on_upgrade(move |socket| operator::session(app, socket, operator.scope, filter))),
         Err(rejection) => Ok(rejection.into_response()),
     }
 }
@@ -224,22 +237,46 @@ async fn alert_action(
     _operator: auth::Operator<auth::Operate>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(alert_command(&app, &id, &action, "operator-api")?))
+    Ok(Json(alert_command(&app, &id, &action, None, "operator-api")?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    text: String,
+}
+
+/// `POST /api/v1/alerts/{id}/comment` with `{"text": "…"}`: a note in the alert's journal, seen by every operator.
+async fn comment_alert(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Operate>,
+    Path(id): Path<String>,
+    body: Result<Json<CommentBody>, JsonRejection>,
+) -> Result<impl IntoResponse, AppError> {
+    let Json(body) = body.map_err(|e| AppError::BadRequest(format!("comment body: {}", e.body_text())))?;
+    Ok(Json(alert_command(&app, &id, "comment", Some(&body.text), "operator-api")?))
 }
 
 /// An operator's lifecycle command, shared by the HTTP API and the operator socket.
-pub fn alert_command(app: &App, id: &str, action: &str, actor: &str) -> Result<serde_json::Value, AppError> {
+pub fn alert_command(
+    app: &App,
+    id: &str,
+    action: &str,
+    text: Option<&str>,
+    actor: &str,
+) -> Result<serde_json::Value, AppError> {
     use alerting::alert::BookError;
     let short = |s: &str, n: usize| s.chars().take(n).collect::<String>();
     let result = {
         let mut book = app.book.lock();
         match action {
             "ack" => book.acknowledge_by(id, actor, now_ms()),
-            "cancel" => book.cancel_by(id, actor, None, now_ms()),
+            "cancel" => book.cancel_by(id, actor, text, now_ms()),
+            "comment" => book.comment(id, actor, text.unwrap_or_default(), now_ms()),
             "approve" => book.approve(id, actor, now_ms()),
             other => {
                 return Err(AppError::BadRequest(format!(
-                    "unknown action `{}`: use ack, approve or cancel",
+                    "unknown action `{}`: use ack, comment, approve or cancel",
                     short(other, 40)
                 )))
             }

@@ -1,72 +1,282 @@
 //! The operators' channel, `/ws/operator`: a snapshot on connect, then every alert change and coalesced sensor
-//! updates; commands (ack, approve, cancel) over the same socket.
+//! updates; commands (ack, comment, approve, cancel) over the same socket. A connection may be narrowed to a bounding
+//! box and/or a set of zones (a region), at connect time (`?bbox=…&zones=…`) or later with a `filter` message; the
+//! snapshot and every delta are then cut to what lies there.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
+use geo::{BoundingRect, Intersects};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::metrics::{OPERATOR_SOCKETS, WS_DROPPED};
-use crate::server::App;
+use crate::server::{AlertBroadcast, App};
+use crate::web::auth::Scope;
+use crate::web::liveness::{Liveness, Probe};
 use crate::web::{alert_command, snapshot};
+
+/// A map that has not taken a frame for this long has stopped reading: drop it rather than hold its backlog.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most zones one filter may name.
+const MAX_FILTER_ZONES: usize = 200;
 
 #[derive(Debug, Deserialize)]
 struct Command {
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
     id: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    bbox: Option<Vec<f64>>,
+    #[serde(default)]
+    zones: Option<Vec<String>>,
 }
 
-pub async fn session(app: Arc<App>, mut socket: WebSocket) {
+/// What part of the country one operator socket shows. The empty filter shows everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `[min_lon, min_lat, max_lon, max_lat]`.
+    bbox: Option<geo::Rect<f64>>,
+    /// A region as zone ids: points inside one of them, and those zones, pass.
+    zones: Option<HashSet<String>>,
+    /// The zones that pass, worked out once so that matching an alert is a set lookup.
+    passing_zones: HashSet<String>,
+}
+
+impl Filter {
+    /// `bbox`: four numbers; `zones`: known zone ids. Either, both (an item must pass both) or neither.
+    pub fn new(app: &App, bbox: Option<&[f64]>, zones: Option<&[String]>) -> Result<Self, String> {
+        let bbox = match bbox {
+            None => None,
+            Some(&[min_lon, min_lat, max_lon, max_lat]) => {
+                let finite = [min_lon, min_lat, max_lon, max_lat].iter().all(|v| v.is_finite());
+                let ordered = min_lon <= max_lon && min_lat <= max_lat;
+                let in_range = (-180.0..=180.0).contains(&min_lon)
+                    && (-180.0..=180.0).contains(&max_lon)
+                    && (-90.0..=90.0).contains(&min_lat)
+                    && (-90.0..=90.0).contains(&max_lat);
+                if !(finite && ordered && in_range) {
+                    return Err("bbox: give min_lon,min_lat,max_lon,max_lat in degrees, min before max".into());
+                }
+                Some(geo::Rect::new(geo::coord! { x: min_lon, y: min_lat }, geo::coord! { x: max_lon, y: max_lat }))
+            }
+            Some(other) => return Err(format!("bbox: give 4 numbers, not {}", other.len())),
+        };
+        let zones = match zones {
+            None => None,
+            Some(ids) if ids.len() > MAX_FILTER_ZONES => {
+                return Err(format!("zones: at most {MAX_FILTER_ZONES}, not {}", ids.len()))
+            }
+            Some(ids) => {
+                if let Some(unknown) = ids.iter().find(|id| app.geo.zone(id).is_none()) {
+                    return Err(format!("zones: no zone `{}`", unknown.chars().take(80).collect::<String>()));
+                }
+                Some(ids.iter().cloned().collect::<HashSet<_>>())
+            }
+        };
+        let passing_zones = app
+            .geo
+            .zones()
+            .filter(|z| zones.as_ref().is_none_or(|ids| ids.contains(&z.id)))
+            .filter(|z| {
+                bbox.is_none_or(|b| {
+                    z.geometry.bounding_rect().is_some_and(|r| r.intersects(&b) && z.geometry.intersects(&b))
+                })
+            })
+            .map(|z| z.id.clone())
+            .collect();
+        Ok(Self { bbox, zones, passing_zones })
+    }
+
+    /// `bbox=min_lon,min_lat,max_lon,max_lat` and `zones=a,b` as given in the socket's query string.
+    pub fn from_query(app: &App, bbox: Option<&str>, zones: Option<&str>) -> Result<Self, String> {
+        let bbox = match bbox {
+            None => None,
+            Some(text) => Some(
+                text.split(',')
+                    .map(|v| v.trim().parse::<f64>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| "bbox: give min_lon,min_lat,max_lon,max_lat as numbers".to_string())?,
+            ),
+        };
+        let zones: Option<Vec<String>> =
+            zones.map(|z| z.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect());
+        Self::new(app, bbox.as_deref(), zones.as_deref())
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.bbox.is_none() && self.zones.is_none()
+    }
+
+    pub fn point(&self, app: &App, lat: f64, lon: f64) -> bool {
+        if let Some(b) = &self.bbox {
+            if !b.intersects(&geo::coord! { x: lon, y: lat }) {
+                return false;
+            }
+        }
+        match &self.zones {
+            None => true,
+            Some(ids) => app.geo.zones_containing(lat, lon).iter().any(|z| ids.contains(&z.id)),
+        }
+    }
+
+    pub fn zone(&self, id: &str) -> bool {
+        self.is_open() || self.passing_zones.contains(id)
+    }
+
+    /// An alert's area: a zone passes by its geometry, an H3 cell by its centre. An area we cannot place is shown:
+    /// an operator must not miss a hazard because of a map filter.
+    pub fn area(&self, app: &App, area_id: &str) -> bool {
+        if self.is_open() || self.passing_zones.contains(area_id) || app.geo.zone(area_id).is_some() {
+            return self.zone(area_id);
+        }
+        match area_id.parse::<geo_index::CellIndex>() {
+            Ok(cell) => {
+                let centre = geo_index::LatLng::from(cell);
+                self.point(app, centre.lat(), centre.lng())
+            }
+            Err(_) => true,
+        }
+    }
+
+    fn alert(&self, app: &App, alert: &AlertBroadcast) -> bool {
+        self.is_open() || alert.area_ids.is_empty() || alert.area_ids.iter().any(|a| self.area(app, a))
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        json!({
+            "bbox": self.bbox.map(|b| [b.min().x, b.min().y, b.max().x, b.max().y]),
+            "zones": self.zones.as_ref().map(|z| { let mut v: Vec<_> = z.iter().collect(); v.sort(); v }),
+        })
+    }
+}
+
+/// The snapshot cut to `filter`, as the first frame and as the answer to a `filter` message.
+fn filtered_snapshot(app: &App, filter: &Filter) -> String {
+    let mut snap = snapshot(app);
+    if !filter.is_open() {
+        let keep = |list: &mut serde_json::Value, pass: &dyn Fn(&serde_json::Value) -> bool| {
+            if let Some(items) = list.as_array_mut() {
+                items.retain(|v| pass(v));
+            }
+        };
+        let at = |v: &serde_json::Value, lat: &str, lon: &str| v[lat].as_f64().zip(v[lon].as_f64());
+        keep(&mut snap["sensors"], &|s| {
+            let position = at(&s["position"], "lat", "lon").or_else(|| at(s, "lat", "lon"));
+            position.is_some_and(|(lat, lon)| filter.point(app, lat, lon))
+        });
+        keep(&mut snap["zones"], &|z| z["id"].as_str().is_some_and(|id| filter.zone(id)));
+        keep(&mut snap["alerts"], &|a| a["area_id"].as_str().is_none_or(|id| filter.area(app, id)));
+        keep(&mut snap["external_alerts"], &|a| match a["zones"].as_array() {
+            Some(zones) if !zones.is_empty() => zones.iter().filter_map(|z| z.as_str()).any(|z| filter.zone(z)),
+            _ => true,
+        });
+        keep(&mut snap["reports"], &|r| at(r, "lat", "lon").is_none_or(|(lat, lon)| filter.point(app, lat, lon)));
+    }
+    snap["filter"] = filter.describe();
+    snap.to_string()
+}
+
+async fn send(socket: &mut WebSocket, text: String) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await, Ok(Ok(())))
+}
+
+pub(crate) async fn ping(socket: &mut WebSocket) -> bool {
+    matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Default::default()))).await, Ok(Ok(())))
+}
+
+pub async fn session(app: Arc<App>, mut socket: WebSocket, scope: Scope, mut filter: Filter) {
     OPERATOR_SOCKETS.inc();
     // Subscribe before the snapshot so that nothing falls between the two.
     let mut alerts = app.alerts_tx.subscribe();
     let mut sensors = app.sensors_tx.subscribe();
-    let first = snapshot(&app).to_string();
-    if socket.send(Message::Text(first.into())).await.is_ok() {
+    let first = filtered_snapshot(&app, &filter);
+    let mut liveness = Liveness::new(app.ws_idle_timeout);
+    if send(&mut socket, first).await {
         loop {
             let frame: Option<String> = tokio::select! {
                 next = alerts.recv() => match next {
-                    Ok(alert) => Some(alert.operator.clone()),
+                    Ok(alert) => filter.alert(&app, &alert).then(|| alert.operator.clone()),
                     Err(RecvError::Lagged(_)) => {
                         // A client this far behind would show a wrong map; drop it and let it reload the snapshot.
-                        WS_DROPPED.with_label_values(&["operator"]).inc();
+                        WS_DROPPED.with_label_values(&["operator", "lagged"]).inc();
                         break;
                     }
                     Err(RecvError::Closed) => break,
                 },
                 next = sensors.recv() => match next {
-                    Ok(update) => Some(update.to_string()),
+                    Ok(delta) => delta
+                        .at
+                        .is_none_or(|(lat, lon)| filter.point(&app, lat, lon))
+                        .then(|| delta.frame.clone()),
                     // Sensor frames are coalesced state: missing some is harmless, the next one carries the latest.
                     Err(RecvError::Lagged(_)) => None,
                     Err(RecvError::Closed) => break,
                 },
-                incoming = socket.recv() => match incoming {
-                    Some(Ok(Message::Text(text))) => Some(command(&app, &text)),
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => None,
+                incoming = socket.recv() => {
+                    liveness.heard();
+                    match incoming {
+                        Some(Ok(Message::Text(text))) => Some(command(&app, scope, &text, &mut filter)),
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => None,
+                    }
+                },
+                probe = liveness.tick() => match probe {
+                    Probe::Ping => {
+                        if !ping(&mut socket).await {
+                            WS_DROPPED.with_label_values(&["operator", "send_timeout"]).inc();
+                            break;
+                        }
+                        None
+                    }
+                    Probe::Dead => {
+                        WS_DROPPED.with_label_values(&["operator", "unresponsive"]).inc();
+                        break;
+                    }
                 },
             };
             if let Some(frame) = frame {
-                if socket.send(Message::Text(frame.into())).await.is_err() {
+                if !send(&mut socket, frame).await {
+                    // Not taking frames: its backlog must not grow, nor hold anyone else up.
+                    WS_DROPPED.with_label_values(&["operator", "send_timeout"]).inc();
                     break;
                 }
             }
         }
     }
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(None))).await;
     OPERATOR_SOCKETS.dec();
 }
 
-/// `{"type":"ack"|"approve"|"cancel","id":"…"}` → the same effect as the HTTP API; replies with a result frame.
-fn command(app: &App, text: &str) -> String {
+/// `{"type":"ack"|"approve"|"cancel","id":"…"}`, `{"type":"comment","id":"…","text":"…"}` → the same effect as the
+/// HTTP API, with the token's scope checked the same way; `{"type":"filter","bbox":[…],"zones":[…]}` narrows the
+/// socket (no field: everything) and answers with a new snapshot. Replies with a result frame.
+fn command(app: &App, scope: Scope, text: &str, filter: &mut Filter) -> String {
     let cmd: Command = match serde_json::from_str(text) {
         Ok(c) => c,
         Err(e) => return json!({"type": "error", "reason": "malformed", "message": e.to_string()}).to_string(),
     };
-    match alert_command(app, &cmd.id, &cmd.kind, "operator-socket") {
+    if cmd.kind == "filter" {
+        return match Filter::new(app, cmd.bbox.as_deref(), cmd.zones.as_deref()) {
+            Ok(new) => {
+                *filter = new;
+                filtered_snapshot(app, filter)
+            }
+            Err(message) => json!({"type": "error", "reason": "bad_filter", "message": message}).to_string(),
+        };
+    }
+    if scope < Scope::Operate {
+        return json!({"type": "error", "reason": "forbidden", "command": cmd.kind,
+                      "message": "this token may watch, not act: the operate scope is needed"})
+        .to_string();
+    }
+    match alert_command(app, &cmd.id, &cmd.kind, cmd.text.as_deref(), "operator-socket") {
         Ok(message) => json!({"type": "result", "ok": true, "command": cmd.kind, "alert": message}).to_string(),
         Err(e) => json!({"type": "error", "reason": e.reason(), "message": e.to_string()}).to_string(),
     }

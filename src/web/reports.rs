@@ -129,7 +129,9 @@ fn safe_json(status: StatusCode, value: &Value) -> Response {
 /// Sends a cluster frame to every operator socket (nobody connected is normal).
 fn push_to_operators(app: &App, frame: &Value) {
     if app.sensors_tx.receiver_count() > 0 {
-        let _ = app.sensors_tx.send(Arc::new(escape_json(&frame.to_string())));
+        let at = frame["lat"].as_f64().zip(frame["lon"].as_f64());
+        let delta = crate::server::MapDelta { at, frame: escape_json(&frame.to_string()) };
+        let _ = app.sensors_tx.send(Arc::new(delta));
     }
 }
 

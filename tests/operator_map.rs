@@ -1,0 +1,295 @@
+//! The operators' socket narrowed to part of the map (bounding box, region of zones), commands over it checked against
+//! the token's scope, operators' comments, and clients that stop reading dropped while the others keep receiving.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    device_password, http_get, http_request, now_ms, raise_heavy_rain, Citizen, Device, Server, SHENMU, TOKEN,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// Around Shenmu village (the debris-flow gauges); the river gauge, the freeway and Taipei lie outside.
+const SHENMU_BOX: &str = "120.90,23.50,120.95,23.54";
+/// Around Keelung and Taipei: no demo sensor lies there.
+const NORTH_BOX: &str = "121.40,24.90,121.80,25.20";
+
+async fn connect(server: &Server, query: &str, token: &str) -> Ws {
+    let mut request = format!("ws://{}/ws/operator{query}", server.http).into_client_request().unwrap();
+    request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.expect("operator websocket connects").0
+}
+
+async fn next_json(ws: &mut Ws, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.ok()??.ok()?;
+        if let Message::Text(text) = msg {
+            return serde_json::from_str(&text).ok();
+        }
+    }
+}
+
+/// Frames of `kind` arriving within `within`.
+async fn collect(ws: &mut Ws, kind: &str, within: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut out = Vec::new();
+    while let Some(frame) = next_json(ws, deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+        if frame["type"] == kind {
+            out.push(frame);
+        }
+    }
+    out
+}
+
+async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(Message::Text(frame.to_string().into())).await.expect("frame sent");
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = list.as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn an_operator_socket_filtered_to_a_box_sees_only_what_lies_there() {
+    let server = Server::start();
+    let mut shenmu = connect(&server, &format!("?bbox={SHENMU_BOX}"), TOKEN).await;
+    let snap = next_json(&mut shenmu, WAIT).await.expect("a snapshot");
+    assert_eq!(snap["type"], "snapshot");
+    assert_eq!(
+        ids(&snap["sensors"]),
+        ["EX0001", "RG0001", "RG0002", "SM0001", "TM0001", "WS0001"],
+        "{}",
+        snap["sensors"]
+    );
+    let zones = ids(&snap["zones"]);
+    assert!(zones.contains(&"dfa-xinyi-shenmu".to_string()), "{zones:?}");
+    assert!(!zones.contains(&"reach-keelung-neihu".to_string()), "{zones:?}");
+    assert_eq!(snap["filter"]["bbox"], json!([120.90, 23.50, 120.95, 23.54]));
+
+    let mut north = connect(&server, &format!("?bbox={NORTH_BOX}"), TOKEN).await;
+    let snap = next_json(&mut north, WAIT).await.expect("a snapshot");
+    assert_eq!(snap["sensors"], json!([]), "no demo sensor lies around Taipei");
+    assert!(ids(&snap["zones"]).contains(&"reach-keelung-neihu".to_string()));
+
+    // Sensor deltas: a gauge inside the box and the river gauge outside it both report.
+    let ts = now_ms();
+    for id in ["RG0002", "RV0001"] {
+        let mut device = Device::connect(server.mqtt, id, &device_password(id)).await.unwrap();
+        let values = if id == "RV0001" { r#"{"level_m":1.2}"# } else { r#"{"rain_mm":0.5}"# };
+        device.publish(&format!("sensors/{id}/readings"), format!(r#"{{"ts":{ts},"values":{values}}}"#)).await;
+        device.wait_acks(1).await;
+    }
+    let updates = collect(&mut shenmu, "sensor", Duration::from_millis(2500)).await;
+    let seen: Vec<_> = updates.iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert!(seen.contains(&"RG0002"), "the gauge inside the box is shown: {seen:?}");
+    assert!(!seen.contains(&"RV0001"), "the river gauge outside the box is not: {seen:?}");
+
+    // An alert at Shenmu reaches the Shenmu map only.
+    raise_heavy_rain(&server, 120.0, now_ms()).await;
+    let alert = collect(&mut shenmu, "alert", Duration::from_secs(3)).await;
+    assert!(alert.iter().any(|a| a["area_id"] == "dfa-xinyi-shenmu"), "{alert:?}");
+    let elsewhere = collect(&mut north, "alert", Duration::from_secs(2)).await;
+    assert!(elsewhere.is_empty(), "Taipei's map must not get a Shenmu alert: {elsewhere:?}");
+
+    // Re-aiming the northern map at the Shenmu region answers with that region's snapshot, alert included.
+    send(&mut north, json!({"type": "filter", "zones": ["dfa-xinyi-shenmu"]})).await;
+    let snap = next_json(&mut north, WAIT).await.expect("a new snapshot");
+    assert_eq!(snap["type"], "snapshot", "{snap}");
+    assert_eq!(snap["filter"]["zones"], json!(["dfa-xinyi-shenmu"]));
+    assert!(snap["alerts"].as_array().unwrap().iter().any(|a| a["area_id"] == "dfa-xinyi-shenmu"), "{snap}");
+    assert!(ids(&snap["sensors"]).contains(&"RG0001".to_string()));
+    assert!(!ids(&snap["sensors"]).contains(&"RV0001".to_string()));
+    // An empty filter shows everything again.
+    send(&mut north, json!({"type": "filter"})).await;
+    let snap = next_json(&mut north, WAIT).await.expect("a new snapshot");
+    assert_eq!(snap["sensors"].as_array().unwrap().len(), 11, "{}", snap["sensors"]);
+}
+
+#[tokio::test]
+async fn bad_filters_are_refused_with_the_reason() {
+    let server = Server::start();
+    for (query, needle) in [
+        ("?bbox=120,23,121", "4 numbers"),
+        ("?bbox=121,23,120,24", "min before max"),
+        ("?bbox=120,23,121,NaN", "min before max"),
+        ("?bbox=a,b,c,d", "numbers"),
+        ("?zones=nowhere", "nowhere"),
+    ] {
+        let (status, body) = http_get(server.http, &format!("/ws/operator{query}"), Some(TOKEN)).unwrap();
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(needle), "{query}: {body}");
+    }
+    // No token: 401 before the filter is even looked at.
+    let (status, _) = http_get(server.http, "/ws/operator?bbox=1", None).unwrap();
+    assert_eq!(status, 401);
+
+    let mut ws = connect(&server, "", TOKEN).await;
+    next_json(&mut ws, WAIT).await.expect("a snapshot");
+    send(&mut ws, json!({"type": "filter", "bbox": [1, 2, 3]})).await;
+    let error = next_json(&mut ws, WAIT).await.expect("an error frame");
+    assert_eq!((error["type"].as_str(), error["reason"].as_str()), (Some("error"), Some("bad_filter")), "{error}");
+    send(&mut ws, json!({"type": "filter", "zones": vec!["x"; 201]})).await;
+    let error = next_json(&mut ws, WAIT).await.expect("an error frame");
+    assert_eq!(error["reason"], "bad_filter", "{error}");
+    // The socket survives and takes a good filter.
+    send(&mut ws, json!({"type": "filter", "bbox": [120.9, 23.5, 120.95, 23.54]})).await;
+    let snap = next_json(&mut ws, WAIT).await.expect("a snapshot");
+    assert_eq!(snap["type"], "snapshot", "{snap}");
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_read_token_watches_over_the_socket_but_does_not_act_and_comments_are_kept() {
+    let config = common::config_copy("socket-scopes", |t| {
+        format!(
+            "{t}\n[[operator_tokens]]\nname = \"viewer\"\nscope = \"read\"\nsha256 = \"{}\"\n",
+            sha256_hex("socket-viewer-token")
+        )
+    });
+    let server = Server::serve(&config);
+    let mut admin = server.operator().await;
+    raise_heavy_rain(&server, 120.0, now_ms()).await;
+    let alert = admin.alert_where(WAIT, |a| a["area_id"] == "dfa-xinyi-shenmu").await.expect("an alert");
+    let id = alert["id"].as_str().unwrap().to_string();
+
+    let mut viewer = connect(&server, "", "socket-viewer-token").await;
+    next_json(&mut viewer, WAIT).await.expect("a snapshot");
+    for kind in ["ack", "approve", "cancel", "comment"] {
+        send(&mut viewer, json!({"type": kind, "id": id, "text": "from a viewer"})).await;
+        let reply = next_json(&mut viewer, WAIT).await.expect("a reply");
+        assert_eq!((reply["type"].as_str(), reply["reason"].as_str()), (Some("error"), Some("forbidden")), "{reply}");
+    }
+    let (_, body) = http_get(server.http, "/api/v1/alerts", Some(TOKEN)).unwrap();
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let stored = list["alerts"].as_array().unwrap().iter().find(|a| a["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(stored["acknowledged_by"], Value::Null, "the viewer's ack had no effect: {stored}");
+    assert_eq!(stored["state"], "raised", "the viewer's cancel had no effect: {stored}");
+    assert_eq!(stored["comments"], json!([]));
+
+    // An admin comments over HTTP and over the socket; both are kept and shown to every operator.
+    let (status, body) = http_request(
+        server.http,
+        "POST",
+        &format!("/api/v1/alerts/{id}/comment"),
+        Some(TOKEN),
+        Some(r#"{"text": "police closed the bridge"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_request(
+        server.http,
+        "POST",
+        &format!("/api/v1/alerts/{id}/comment"),
+        Some(TOKEN),
+        Some(r#"{"txt": "typo"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = http_request(
+        server.http,
+        "POST",
+        &format!("/api/v1/alerts/{id}/comment"),
+        Some("socket-viewer-token"),
+        Some(r#"{"text": "x"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 403);
+    let mut admin_ws = connect(&server, "", TOKEN).await;
+    next_json(&mut admin_ws, WAIT).await.expect("a snapshot");
+    send(&mut admin_ws, json!({"type": "comment", "id": id, "text": "evacuation bus sent"})).await;
+    let reply = collect(&mut admin_ws, "result", Duration::from_secs(3)).await;
+    assert_eq!(reply.len(), 1, "{reply:?}");
+    let texts: Vec<_> =
+        reply[0]["alert"]["comments"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["police closed the bridge", "evacuation bus sent"]);
+    let seen = collect(&mut viewer, "alert", Duration::from_secs(3)).await;
+    let commented = seen.iter().filter(|a| a["id"] == id.as_str()).filter_map(|a| a["comments"].as_array()).last();
+    assert_eq!(commented.map(|c| c.len()), Some(2), "the viewer sees both comments: {seen:?}");
+}
+
+#[tokio::test]
+async fn clients_that_stop_reading_are_dropped_while_others_keep_receiving() {
+    let config = common::config_copy("idle-timeout", |t| t.replace("ws_idle_timeout_s = 60", "ws_idle_timeout_s = 2"));
+    let server = Server::serve(&config);
+    // Two clients that connect, subscribe, then never read again (their pongs are never sent).
+    let mut stalled_citizen = Citizen::connect(&server).await;
+    stalled_citizen.subscribe(json!([{"lat": SHENMU.0, "lon": SHENMU.1}]), "en", json!([])).await;
+    let mut stalled_operator = connect(&server, "", TOKEN).await;
+    next_json(&mut stalled_operator, WAIT).await.expect("a snapshot");
+
+    // A citizen and an operator that keep reading, in their own tasks.
+    let mut live_citizen = Citizen::connect(&server).await;
+    live_citizen.subscribe(json!([{"lat": SHENMU.0, "lon": SHENMU.1}]), "en", json!([])).await;
+    let (citizen_tx, mut citizen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let citizen_task = tokio::spawn(async move {
+        while let Some(frame) = live_citizen.next_json(Duration::from_secs(60)).await {
+            let _ = citizen_tx.send(frame);
+        }
+    });
+    let mut live_operator = connect(&server, "", TOKEN).await;
+    next_json(&mut live_operator, WAIT).await.expect("a snapshot");
+    let (operator_tx, mut operator_rx) = tokio::sync::mpsc::unbounded_channel();
+    let operator_task = tokio::spawn(async move {
+        while let Some(frame) = next_json(&mut live_operator, Duration::from_secs(60)).await {
+            let _ = operator_tx.send(frame);
+        }
+    });
+
+    let dropped =
+        |channel: &str| server.metric(&format!("dc_ws_dropped_total{{channel=\"{channel}\",reason=\"unresponsive\"}}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while (dropped("citizen") < 1.0 || dropped("operator") < 1.0) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(dropped("citizen"), 1.0, "the stalled citizen, and only it, is dropped");
+    assert_eq!(dropped("operator"), 1.0, "the stalled operator, and only it, is dropped");
+
+    // The readers are still connected and get the next alert at once.
+    raise_heavy_rain(&server, 120.0, now_ms()).await;
+    let until = tokio::time::Instant::now() + WAIT;
+    let got = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>| {
+        let mut found = false;
+        while let Ok(frame) = rx.try_recv() {
+            found |= frame["type"] == "alert";
+        }
+        found
+    };
+    let (mut citizen_got, mut operator_got) = (false, false);
+    while !(citizen_got && operator_got) && tokio::time::Instant::now() < until {
+        citizen_got |= got(&mut citizen_rx);
+        operator_got |= got(&mut operator_rx);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(citizen_got && operator_got, "readers still served: citizen {citizen_got}, operator {operator_got}");
+
+    // The server let go of the stalled sockets: only the readers are counted as open, and the stalled operator's
+    // stream ends once it reads again.
+    assert_eq!(server.metric("dc_ws_citizen_connections"), 1.0);
+    assert_eq!(server.metric("dc_ws_operator_connections"), 1.0);
+    let end = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(msg)) = stalled_operator.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stalled operator's stream ends");
+    drop(stalled_citizen);
+    citizen_task.abort();
+    operator_task.abort();
+}
