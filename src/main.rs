@@ -238,6 +238,10 @@ async fn serve_http(app: Arc<server::App>, http: tokio::net::TcpListener) -> any
     let addr = http.local_addr()?;
     tracing::info!(%addr, "HTTP listening");
     // Peer addresses feed per-address rate limits (citizen reports, public feeds).
+    // Alert frames are small and latency is the point: no Nagle delay waiting for the client's delayed ACK (~40 ms).
+    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(http, web::router(app).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
