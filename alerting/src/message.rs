@@ -59,6 +59,9 @@ pub struct AlertMessage {
     pub value: f64,
     pub sensors: Vec<String>,
     pub acknowledged_by: Option<String>,
+    /// Clusters of citizen reports behind the alert (`rc-…` ids; operators' map), absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<String>,
 }
 
 /// What an alert message needs to know about the alert's area.
@@ -106,6 +109,7 @@ impl AlertMessage {
             value: alert.value,
             sensors: alert.sensors.keys().cloned().collect(),
             acknowledged_by: alert.acknowledged_by.clone(),
+            reports: alert.reports.iter().map(|r| r.cluster.clone()).collect(),
         }
     }
 }
