@@ -347,9 +347,8 @@ pub async fn start(
     ));
     let (alerts_tx, _) = broadcast::channel(4096);
     let (sensors_tx, _) = broadcast::channel(4096);
-    let reports =
-        crate::reports::ReportBook::open(&geo, data_dir.as_deref(), crate::reports::ReportPolicy::default())
-            .context("opening the citizen report clusters")?;
+    let reports = crate::reports::ReportBook::open(&geo, data_dir.as_deref(), crate::reports::ReportPolicy::default())
+        .context("opening the citizen report clusters")?;
     let geo = Arc::new(geo);
     let (inbound, inbound_events) = match &files.inbound {
         Some((text, path)) => {

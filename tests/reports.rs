@@ -623,7 +623,11 @@ fn assert_valid_cap(xml: &str, name: &str) {
         .args(["--noout", "--schema", &cap_xsd(), file.to_str().unwrap()])
         .output()
         .expect("xmllint (Debian libxml2-utils; scripts/test installs it)");
-    assert!(out.status.success(), "CAP message fails the OASIS schema:\n{}\n{xml}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "CAP message fails the OASIS schema:\n{}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Polls the public Atom feed until its entry for `alert_id` appears; returns the entry's CAP path.
@@ -664,7 +668,10 @@ async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed
         cluster = answer["cluster"].as_str().unwrap().to_string();
     }
     let frame = report_frame(&mut op, |f| f["count"] == 4).await;
-    assert_eq!((frame["id"].as_str(), frame["reporters"].as_u64(), frame["duplicates"].as_u64()), (Some(cluster.as_str()), Some(3), Some(1)));
+    assert_eq!(
+        (frame["id"].as_str(), frame["reporters"].as_u64(), frame["duplicates"].as_u64()),
+        (Some(cluster.as_str()), Some(3), Some(1))
+    );
     let raise = format!("/api/v1/reports/clusters/{cluster}/raise");
 
     // Only verified clusters raise alerts, and only with a severity an operator chose among CAP's.
@@ -721,7 +728,11 @@ async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed
     let (status, body) = operator(&server, "POST", &raise, Some(json!({"severity": "Extreme"})));
     assert_eq!(status, 409, "{body}");
     assert!(body.to_string().contains(&alert_id), "{body}");
-    let (_, second) = post_report(&server, Some("villager-4"), &report((23.5290, 120.9170), "flooding", "the bridge road is flooded"));
+    let (_, second) = post_report(
+        &server,
+        Some("villager-4"),
+        &report((23.5290, 120.9170), "flooding", "the bridge road is flooded"),
+    );
     let second = second["cluster"].as_str().unwrap().to_string();
     assert_ne!(second, cluster);
     operator(&server, "POST", &format!("/api/v1/reports/clusters/{second}/verify"), None);
@@ -772,8 +783,12 @@ async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed
 
     // Open data links the clusters to the alert's CAP.
     let data = open_data(&server);
-    let linked: Vec<&Value> =
-        data["features"].as_array().unwrap().iter().filter(|f| f["properties"]["alert_id"] == alert_id.as_str()).collect();
+    let linked: Vec<&Value> = data["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["properties"]["alert_id"] == alert_id.as_str())
+        .collect();
     assert_eq!(linked.len(), 2, "{data}");
 }
 
@@ -787,7 +802,10 @@ fn clusters_and_decisions_survive_a_restart() {
     }
     let (_, landslide) = post_report(&server, Some("phone-9"), &report(XIAOLIN, "landslide", "mud on the road"));
     let (_, far) = post_report(&server, Some("phone-8"), &report(TAITUNG, "fire", "smoke"));
-    let flood = clusters(&server).into_iter().find(|c| c["category"] == "flooding").unwrap()["id"].as_str().unwrap().to_string();
+    let flood = clusters(&server).into_iter().find(|c| c["category"] == "flooding").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let landslide = landslide["cluster"].as_str().unwrap().to_string();
     let far = far["cluster"].as_str().unwrap().to_string();
     let action = |server: &Server, id: &str, what: &str, body: Option<Value>| {
@@ -808,9 +826,15 @@ fn clusters_and_decisions_survive_a_restart() {
     let after = clusters(&server);
     assert_eq!(after, before, "every cluster with its decisions, as it was");
     let by_id = |id: &str| after.iter().find(|c| c["id"] == id).cloned().unwrap();
-    assert_eq!((by_id(&flood)["state"].as_str(), by_id(&flood)["alert_id"].as_str()), (Some("verified"), Some(alert_id.as_str())));
+    assert_eq!(
+        (by_id(&flood)["state"].as_str(), by_id(&flood)["alert_id"].as_str()),
+        (Some("verified"), Some(alert_id.as_str()))
+    );
     assert_eq!(by_id(&landslide)["state"], "dismissed");
-    assert_eq!((by_id(&far)["state"].as_str(), by_id(&far)["flags"][0].as_str()), (Some("open"), Some("far_from_zones")));
+    assert_eq!(
+        (by_id(&far)["state"].as_str(), by_id(&far)["flags"][0].as_str()),
+        (Some("open"), Some("far_from_zones"))
+    );
 
     // Clustering goes on: a report by the verified cluster joins it; one by the dismissed cluster starts another,
     // with an id never used before. The cluster still has its alert: raising again is refused.
@@ -819,7 +843,12 @@ fn clusters_and_decisions_survive_a_restart() {
     let (_, fresh) = post_report(&server, Some("phone-4"), &report(XIAOLIN, "landslide", "more mud"));
     let fresh = fresh["cluster"].as_str().unwrap().to_string();
     assert!(![&flood, &landslide, &far].contains(&&fresh), "{fresh}");
-    let (status, body) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{flood}/raise"), Some(json!({"severity": "Severe"})));
+    let (status, body) = operator(
+        &server,
+        "POST",
+        &format!("/api/v1/reports/clusters/{flood}/raise"),
+        Some(json!({"severity": "Severe"})),
+    );
     assert_eq!(status, 409, "{body}");
     let features = open_data(&server)["features"].clone();
     assert_eq!(features[0]["properties"]["alert_id"], alert_id.as_str(), "{features}");
@@ -853,7 +882,11 @@ async fn reports_over_the_citizen_socket_are_checked_like_http_and_never_close_i
     good["id"] = json!("app-report-1");
     citizen.send(good).await;
     let accepted = report_answer(&mut citizen).await;
-    assert_eq!((accepted["type"].as_str(), accepted["id"].as_str()), (Some("report_accepted"), Some("app-report-1")), "{accepted}");
+    assert_eq!(
+        (accepted["type"].as_str(), accepted["id"].as_str()),
+        (Some("report_accepted"), Some("app-report-1")),
+        "{accepted}"
+    );
     let cluster = accepted["cluster"].as_str().expect("the cluster").to_string();
     assert_eq!((accepted["new_cluster"].as_bool(), accepted["count"].as_u64()), (Some(true), Some(1)));
     let frame = report_frame(&mut op, |f| f["id"] == cluster.as_str()).await;
@@ -883,11 +916,16 @@ async fn reports_over_the_citizen_socket_are_checked_like_http_and_never_close_i
     };
     let cases: Vec<(&str, Value, &str, Option<&str>)> = vec![
         ("lat not a number", with("lat", json!("north")), "bad_position", Some("lat")),
-        ("no lon", {
-            let mut r = ws_report(SHENMU, "flooding", "x");
-            r.as_object_mut().unwrap().remove("lon");
-            r
-        }, "bad_position", Some("lon")),
+        (
+            "no lon",
+            {
+                let mut r = ws_report(SHENMU, "flooding", "x");
+                r.as_object_mut().unwrap().remove("lon");
+                r
+            },
+            "bad_position",
+            Some("lon"),
+        ),
         ("Tokyo", with("lat", json!(35.68)), "outside_taiwan", Some("position")),
         ("unknown category", with("category", json!("alien_landing")), "bad_category", Some("category")),
         ("unknown field", with("severity", json!("high")), "unknown_field", Some("severity")),
@@ -905,7 +943,11 @@ async fn reports_over_the_citizen_socket_are_checked_like_http_and_never_close_i
         let before = server.metric(&format!("dc_reports_refused_total{{reason=\"{reason}\"}}"));
         citizen.send(frame).await;
         let answer = report_answer(&mut citizen).await;
-        assert_eq!((answer["type"].as_str(), answer["reason"].as_str()), (Some("report_rejected"), Some(reason)), "{what}: {answer}");
+        assert_eq!(
+            (answer["type"].as_str(), answer["reason"].as_str()),
+            (Some("report_rejected"), Some(reason)),
+            "{what}: {answer}"
+        );
         assert_eq!(answer["field"].as_str(), field, "{what}: {answer}");
         assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {answer}");
         let after = server.metric(&format!("dc_reports_refused_total{{reason=\"{reason}\"}}"));

@@ -1399,7 +1399,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut book, _) = AlertBook::open(dir.path(), "dc").unwrap();
         let a = book.raise_from_report(report_raise("rc-1", true), Mode::Actual, "op1", 10).unwrap();
-        assert_eq!((a.state, a.change, a.public_release, a.version), (AlertState::Raised, Change::Raised, PublicRelease::Pending, 1));
+        assert_eq!(
+            (a.state, a.change, a.public_release, a.version),
+            (AlertState::Raised, Change::Raised, PublicRelease::Pending, 1)
+        );
         assert!(!a.is_public() && a.sensors.is_empty());
         assert_eq!(a.reports[0].cluster, "rc-1");
         // One alert per hazard: a second cluster of the same kind in the same area is attached, not raised.

@@ -99,7 +99,8 @@ impl ClusterJournal {
         };
 
         let journal_path = dir.join(JOURNAL);
-        let file = OpenOptions::new().create(true).read(true).append(true).open(&journal_path).map_err(io(&journal_path))?;
+        let file =
+            OpenOptions::new().create(true).read(true).append(true).open(&journal_path).map_err(io(&journal_path))?;
         let mut reader = BufReader::new(&file);
         let mut line = Vec::new();
         let mut complete_bytes = 0u64;
@@ -139,8 +140,13 @@ impl ClusterJournal {
             file.set_len(complete_bytes).map_err(io(&journal_path))?;
         }
         restored.clusters = book.len();
-        let mut journal =
-            ClusterJournal { dir: dir.to_path_buf(), file, next_seq: last_seq + 1, bytes: complete_bytes, compact_at: 0 };
+        let mut journal = ClusterJournal {
+            dir: dir.to_path_buf(),
+            file,
+            next_seq: last_seq + 1,
+            bytes: complete_bytes,
+            compact_at: 0,
+        };
         journal.compact(&book)?;
         Ok((book, journal, restored))
     }
@@ -244,7 +250,16 @@ mod tests {
         change(&mut book, &mut journal, report(23.5186, 2, 10));
         let b = change(&mut book, &mut journal, report(23.0, 3, 20));
         let c = change(&mut book, &mut journal, report(22.9, 4, 30));
-        change(&mut book, &mut journal, ClusterEvent::Verify { id: a.clone(), at_ms: 40, summary: Some("knee-deep".into()), publish_photos: Some(true) });
+        change(
+            &mut book,
+            &mut journal,
+            ClusterEvent::Verify {
+                id: a.clone(),
+                at_ms: 40,
+                summary: Some("knee-deep".into()),
+                publish_photos: Some(true),
+            },
+        );
         change(&mut book, &mut journal, ClusterEvent::Attach { id: a.clone(), alert_id: "TW-DC-1".into() });
         change(&mut book, &mut journal, ClusterEvent::Dismiss { id: b.clone(), at_ms: 50 });
         let before = views(&book);

@@ -162,8 +162,13 @@ impl ReportBook {
         let clusters = match data_dir {
             Some(_) => {
                 let (book, journal, restored) = ClusterJournal::open(&dir, policy.clusters)?;
-                tracing::info!(clusters = restored.clusters, replayed = restored.replayed, skipped = restored.skipped,
-                    truncated = restored.truncated_bytes, "report clusters restored");
+                tracing::info!(
+                    clusters = restored.clusters,
+                    replayed = restored.replayed,
+                    skipped = restored.skipped,
+                    truncated = restored.truncated_bytes,
+                    "report clusters restored"
+                );
                 Clusters { book, journal: Some(journal) }
             }
             None => Clusters { book: ClusterBook::new(policy.clusters), journal: None },

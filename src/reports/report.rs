@@ -192,7 +192,11 @@ pub fn parse_report(body: &[u8], now_ms: i64, policy: &ReportPolicy) -> Result<R
 }
 
 /// Checks a report's fields (the body's object, or a websocket frame's without its own fields).
-pub fn parse_report_fields(map: &Map<String, Value>, now_ms: i64, policy: &ReportPolicy) -> Result<ReportInput, Refusal> {
+pub fn parse_report_fields(
+    map: &Map<String, Value>,
+    now_ms: i64,
+    policy: &ReportPolicy,
+) -> Result<ReportInput, Refusal> {
     if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(Refusal::field_error(
             &short(unknown, 40),

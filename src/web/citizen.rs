@@ -207,51 +207,44 @@ async fn session(app: Arc<App>, mut socket: WebSocket, reporter: Reporter) {
     CITIZEN_SOCKETS.dec();
 }
 
-/// One `{"type":"report",…}` frame → `report_accepted` or `report_rejected`, in the order and with the checks and
-/// counters of `POST /api/v1/reports`: client id, rate limits, fields, photo.
+/// One `{"type":"report",…}` frame → `report_accepted` or `report_rejected`, with the app's `id` echoed.
 async fn report(app: &Arc<App>, reporter: &Reporter, mut frame: Map<String, Value>) -> Value {
     frame.remove("type");
-    let reference = frame.remove("id");
-    let client = frame.remove("client_id");
-    let now = now_ms();
-    let outcome = async {
-        let reference = match reference {
-            None | Some(Value::Null) => Value::Null,
-            Some(Value::String(s)) if (1..=64).contains(&s.chars().count()) => Value::String(s),
-            Some(_) => {
-                return Err((Value::Null, Refusal::field_error("id", "malformed", "a string of 1 to 64 characters").into()))
-            }
-        };
-        let client = match client {
-            None | Some(Value::Null) => reporter.client.clone(),
-            Some(Value::String(s)) => check_client_id("client_id", &s).map(Some),
-            Some(_) => check_client_id("client_id", "").map(Some),
-        }
-        .map_err(|e| (reference.clone(), ReportError::from(e)))?;
-        let checked = async {
-            app.reports.admit(client.as_deref(), reporter.peer, now)?;
-            let input = parse_report_fields(&frame, now, app.reports.policy())?;
-            crate::web::reports::record(app, &input, client, reporter.peer, now).await
-        };
-        checked.await.map(|answer| (reference.clone(), answer)).map_err(|e: ReportError| (reference, e))
+    let reference = match frame.remove("id") {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(Value::String(s)) if (1..=64).contains(&s.chars().count()) => Ok(Value::String(s)),
+        Some(_) => Err(Refusal::field_error("id", "malformed", "a string of 1 to 64 characters").into()),
     };
-    match outcome.await {
-        Ok((reference, mut answer)) => {
-            if let Value::Object(map) = &mut answer {
-                map.insert("type".into(), "report_accepted".into());
-                map.insert("id".into(), reference);
-            }
-            answer
-        }
-        Err((reference, e)) => {
-            let mut rejected = e.rejected();
-            if let Value::Object(map) = &mut rejected {
-                map.insert("type".into(), "report_rejected".into());
-                map.insert("id".into(), reference);
-            }
-            rejected
-        }
+    let (reference, outcome) = match reference {
+        Ok(reference) => (reference, check_and_record(app, reporter, frame).await),
+        Err(e) => (Value::Null, Err(e)),
+    };
+    let (kind, mut answer) = match outcome {
+        Ok(answer) => ("report_accepted", answer),
+        Err(e) => ("report_rejected", e.rejected()),
+    };
+    if let Value::Object(map) = &mut answer {
+        map.insert("type".into(), kind.into());
+        map.insert("id".into(), reference);
     }
+    answer
+}
+
+/// The checks, their order and the counters of `POST /api/v1/reports`: client id, rate limits, fields, photo.
+async fn check_and_record(
+    app: &Arc<App>,
+    reporter: &Reporter,
+    mut frame: Map<String, Value>,
+) -> Result<Value, ReportError> {
+    let now = now_ms();
+    let client = match frame.remove("client_id") {
+        None | Some(Value::Null) => reporter.client.clone()?,
+        Some(Value::String(s)) => Some(check_client_id("client_id", &s)?),
+        Some(_) => Some(check_client_id("client_id", "")?),
+    };
+    app.reports.admit(client.as_deref(), reporter.peer, now)?;
+    let input = parse_report_fields(&frame, now, app.reports.policy())?;
+    crate::web::reports::record(app, &input, client, reporter.peer, now).await
 }
 
 impl Subscription {

@@ -483,8 +483,11 @@ fn raise(app: &Arc<App>, id: &str, args: RaiseBody, now: i64) -> Result<(Value, 
         // The engine's lock is taken and released before the alert book's, as everywhere else.
         let approval_required = app.engine.lock().rules().needs_approval(event, severity);
         let raise = report_raise(app, cluster, zone, severity, approval_required);
-        let alert =
-            app.book.lock().raise_from_report(raise, app.mode, ACTOR, now).map_err(|e| book_error(e, cluster.id().as_str()))?;
+        let alert = app
+            .book
+            .lock()
+            .raise_from_report(raise, app.mode, ACTOR, now)
+            .map_err(|e| book_error(e, cluster.id().as_str()))?;
         let alert_id = alert.id.clone();
         raised = Some(alert);
         Ok(alert_id)
@@ -524,7 +527,13 @@ fn alert_zone(app: &App, cluster: &Cluster, wanted: Option<&str>) -> Result<Stri
 
 /// What the alert book needs to raise an alert from a cluster. One hazard per (category, zone): a second cluster
 /// of the same kind in the same zone is attached to the first one's alert.
-fn report_raise(app: &App, cluster: &Cluster, zone: String, severity: Severity, approval_required: bool) -> ReportRaise {
+fn report_raise(
+    app: &App,
+    cluster: &Cluster,
+    zone: String,
+    severity: Severity,
+    approval_required: bool,
+) -> ReportRaise {
     let (zh, en) = cluster.category.words();
     let report = cluster.report_ref(|p| photo_url(app, p));
     let values = BTreeMap::from([

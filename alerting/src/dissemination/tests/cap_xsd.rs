@@ -112,7 +112,10 @@ async fn every_message_validates_against_the_xsd() {
         "{reports}"
     );
     assert!(reports.contains("cluster=rc-2;"), "{reports}");
-    assert!(reports.contains("<mimeType>image/jpeg</mimeType>") && reports.contains("/opendata/reports/photos/abab"), "{reports}");
+    assert!(
+        reports.contains("<mimeType>image/jpeg</mimeType>") && reports.contains("/opendata/reports/photos/abab"),
+        "{reports}"
+    );
     assert!(reports.contains("&lt;30 cm&gt; &amp; rising"), "the operator's summary in the texts, escaped: {reports}");
     let all_values = d.cap_xml("E0.1").unwrap();
     assert!(!all_values.contains('{'), "no unfilled placeholder");
