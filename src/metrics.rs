@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, Encoder, IntCounterVec, IntGauge,
-    IntGaugeVec, TextEncoder,
+    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, Encoder, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
 
 pub static ALERT_TRANSITIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -55,6 +55,23 @@ pub static REPORTS_FLAGGED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("metric registers")
 });
 
+pub static REPORTS_JOURNAL_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "dc_reports_journal_errors_total",
+        "Changes to citizen-report clusters the data dir's journal could not record (kept in memory)"
+    )
+    .expect("metric registers")
+});
+
+pub static REPORTS_LINKED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "dc_reports_alert_links_total",
+        "Verified report clusters linked to alerts, by action (raised: a new alert; attached: an existing one)",
+        &["action"]
+    )
+    .expect("metric registers")
+});
+
 /// Rule-engine and alert-book counters, copied from the engine every housekeeping tick (10 s).
 pub static RULES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
@@ -93,7 +110,7 @@ pub fn init() {
             WS_DROPPED.with_label_values(&[channel, reason]);
         }
     }
-    for reason in ["malformed", "too_many_places", "bad_place"] {
+    for reason in ["malformed", "too_many_places", "bad_place", "too_large"] {
         CITIZEN_REFUSED.with_label_values(&[reason]);
     }
     for reason in ["unauthenticated", "forbidden", "not_found", "bad_request"] {
@@ -107,6 +124,10 @@ pub fn init() {
     }
     for flag in crate::reports::Flag::ALL {
         REPORTS_FLAGGED.with_label_values(&[flag.name()]);
+    }
+    LazyLock::force(&REPORTS_JOURNAL_ERRORS);
+    for action in ["raised", "attached"] {
+        REPORTS_LINKED.with_label_values(&[action]);
     }
 }
 

@@ -286,6 +286,7 @@ fn alert_view(alert: &Alert) -> alerting::dissemination::AlertView {
         updated_ms: alert.updated_ms,
         public_release: alert.is_public(),
         values: alert.values.clone(),
+        reports: alert.reports.clone(),
     }
 }
 
@@ -362,11 +363,8 @@ pub async fn start(
     ));
     let (alerts_tx, _) = broadcast::channel(4096);
     let (sensors_tx, _) = broadcast::channel(4096);
-    let reports = crate::reports::ReportBook::new(
-        &geo,
-        crate::reports::photo_dir(data_dir.as_deref()),
-        crate::reports::ReportPolicy::default(),
-    );
+    let reports = crate::reports::ReportBook::open(&geo, data_dir.as_deref(), crate::reports::ReportPolicy::default())
+        .context("opening the citizen report clusters")?;
     let geo = Arc::new(geo);
     let (inbound, inbound_events) = match &files.inbound {
         Some((text, path)) => {

@@ -609,3 +609,376 @@ async fn a_verified_cluster_attached_to_an_alert_reaches_the_operators() {
     assert_eq!(feature["properties"]["alert_id"], alert_id.as_str());
     assert!(feature["properties"]["cap"].as_str().unwrap().ends_with(&format!("/cap/{alert_id}.xml")), "{feature}");
 }
+
+/// The CAP 1.2 schema: `CAP_XSD` (scripts/test sets it), else the copy the project keeps beside its brief.
+fn cap_xsd() -> String {
+    std::env::var("CAP_XSD").unwrap_or_else(|_| "/work/shared/standards/CAP-v1.2.xsd".to_string())
+}
+
+/// `xmllint --noout --schema`: the CAP message is valid, or the test fails with xmllint's reasons.
+fn assert_valid_cap(xml: &str, name: &str) {
+    let file = std::env::temp_dir().join(format!("dc-report-cap-{}-{name}.xml", std::process::id()));
+    std::fs::write(&file, xml).unwrap();
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema", &cap_xsd(), file.to_str().unwrap()])
+        .output()
+        .expect("xmllint (Debian libxml2-utils; scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "CAP message fails the OASIS schema:\n{}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls the public Atom feed until its entry for `alert_id` appears; returns the entry's CAP path.
+async fn feed_entry(server: &Server, alert_id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, feed) = raw(server.http, "GET", "/cap/feed.atom", &[], Vec::new());
+        assert_eq!(status, 200, "{feed}");
+        let needle = format!("/cap/{alert_id}.");
+        if let Some(start) = feed.find(&needle) {
+            let end = start + feed[start..].find(".xml").expect("a .xml link") + 4;
+            return feed[start..end].to_string();
+        }
+        assert!(Instant::now() < deadline, "no feed entry for {alert_id}: {feed}\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed() {
+    let server = Server::start();
+    let mut op = server.operator().await;
+
+    // Citizens around Shenmu: near-duplicates (one phone sending the same words twice, neighbours a few metres
+    // apart) make one cluster.
+    let mut with_photo = report(SHENMU, "flooding", "water up to the knees by the temple");
+    with_photo["photo"] = json!(b64(&jpeg_with_exif()));
+    let sent = [
+        ("villager-1", with_photo),
+        ("villager-1", report(SHENMU, "flooding", "water up to the knees by the temple")),
+        ("villager-2", report((SHENMU.0 + 0.0003, SHENMU.1 - 0.0002), "flooding", "road under water")),
+        ("villager-3", report((SHENMU.0 - 0.0002, SHENMU.1 + 0.0003), "flooding", "cars stuck, water rising")),
+    ];
+    let mut cluster = String::new();
+    for (client, body) in &sent {
+        let (status, answer) = post_report(&server, Some(client), body);
+        assert_eq!(status, 201, "{answer}");
+        cluster = answer["cluster"].as_str().unwrap().to_string();
+    }
+    let frame = report_frame(&mut op, |f| f["count"] == 4).await;
+    assert_eq!(
+        (frame["id"].as_str(), frame["reporters"].as_u64(), frame["duplicates"].as_u64()),
+        (Some(cluster.as_str()), Some(3), Some(1))
+    );
+    let raise = format!("/api/v1/reports/clusters/{cluster}/raise");
+
+    // Only verified clusters raise alerts, and only with a severity an operator chose among CAP's.
+    let (status, body) = operator(&server, "POST", &raise, Some(json!({"severity": "Severe"})));
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = operator(
+        &server,
+        "POST",
+        &format!("/api/v1/reports/clusters/{cluster}/verify"),
+        Some(json!({"summary": "Flooding confirmed by the village chief", "publish_photos": true})),
+    );
+    assert_eq!(status, 200, "{body}");
+    for (bad, needle) in [
+        (json!({}), "severity"),
+        (json!({"severity": "Unknown"}), "severity"),
+        (json!({"severity": "severe"}), "severity"),
+        (json!({"severity": "Severe", "zone": "dfa-jiaxian-xiaolin"}), "zone"),
+        (json!({"severity": "Severe", "level": 3}), "level"),
+    ] {
+        let (status, body) = operator(&server, "POST", &raise, Some(bad.clone()));
+        assert_eq!(status, 400, "{bad} → {body}");
+        assert!(body.to_string().contains(needle), "{bad} → {body}");
+    }
+    let auth = [("Authorization", "Bearer nope")];
+    assert_eq!(raw(server.http, "POST", &raise, &auth, b"{\"severity\":\"Severe\"}".to_vec()).0, 401);
+
+    let (status, answer) = operator(&server, "POST", &raise, Some(json!({"severity": "Severe"})));
+    assert_eq!(status, 201, "{answer}");
+    let alert = answer["alert"].clone();
+    let alert_id = alert["id"].as_str().expect("the new alert").to_string();
+    assert_eq!(
+        (alert["event"].as_str(), alert["area_id"].as_str(), alert["severity"].as_str(), alert["state"].as_str()),
+        (Some("reported_flooding"), Some("dfa-xinyi-shenmu"), Some("Severe"), Some("raised")),
+        "the smallest zone around the reports: {alert}"
+    );
+    assert_eq!((answer["event"].as_str(), answer["alert_id"].as_str()), (Some("raised"), Some(alert_id.as_str())));
+
+    // Operators see the alert, with the cluster behind it, and the cluster linked to it (in either order: they
+    // travel on two channels).
+    let (mut seen, mut linked) = (None, None);
+    while seen.is_none() || linked.is_none() {
+        let frame = op.next_json(WAIT).await.expect("the alert and the cluster on the operator socket");
+        if frame["type"] == "alert" && frame["id"] == alert_id.as_str() {
+            seen = Some(frame);
+        } else if frame["type"] == "report" && frame["event"] == "raised" {
+            linked = Some(frame);
+        }
+    }
+    let (seen, linked) = (seen.unwrap(), linked.unwrap());
+    assert_eq!((seen["state"].as_str(), seen["reports"].clone()), (Some("raised"), json!([cluster])), "{seen}");
+    assert_eq!((linked["id"].as_str(), linked["alert_id"].as_str()), (Some(cluster.as_str()), Some(alert_id.as_str())));
+
+    // One alert per cluster; a second cluster of the same kind in the same zone joins the first alert.
+    let (status, body) = operator(&server, "POST", &raise, Some(json!({"severity": "Extreme"})));
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains(&alert_id), "{body}");
+    let (_, second) = post_report(
+        &server,
+        Some("villager-4"),
+        &report((23.5290, 120.9170), "flooding", "the bridge road is flooded"),
+    );
+    let second = second["cluster"].as_str().unwrap().to_string();
+    assert_ne!(second, cluster);
+    operator(&server, "POST", &format!("/api/v1/reports/clusters/{second}/verify"), None);
+    let (status, body) = operator(
+        &server,
+        "POST",
+        &format!("/api/v1/reports/clusters/{second}/raise"),
+        Some(json!({"severity": "Severe", "zone": "dfa-xinyi-shenmu"})),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains(&alert_id), "names the alert to attach to: {body}");
+    let (status, body) = operator(
+        &server,
+        "POST",
+        &format!("/api/v1/reports/clusters/{second}/attach"),
+        Some(json!({"alert_id": alert_id})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let updated = op.alert_where(WAIT, |a| a["id"] == alert_id.as_str() && a["version"] == 2).await.expect("version 2");
+    assert_eq!(updated["reports"], json!([cluster, second]));
+
+    // The approval gate holds it from the public until an operator approves.
+    let (_, _, feed) = raw(server.http, "GET", "/cap/feed.atom", &[], Vec::new());
+    assert!(!feed.contains(&alert_id), "held alerts are not public: {feed}");
+    let (status, body) = operator(&server, "POST", &format!("/api/v1/alerts/{alert_id}/approve"), None);
+    assert_eq!(status, 200, "{body}");
+    let path = feed_entry(&server, &alert_id).await;
+    let (status, _, xml) = raw(server.http, "GET", &path, &[], Vec::new());
+    assert_eq!(status, 200, "{path}: {xml}");
+    assert_valid_cap(&xml, &alert_id);
+    assert!(xml.contains("<status>Actual</status>") && xml.contains("<msgType>Update</msgType>"), "{xml}");
+    assert!(xml.contains("<value>reported_flooding</value>"), "{xml}");
+    assert!(xml.contains("Flooding confirmed by the village chief"), "the operator's words: {xml}");
+    for c in [&cluster, &second] {
+        assert!(xml.contains(&format!("<value>cluster={c};category=flooding;")), "cluster {c} in the CAP: {xml}");
+    }
+    assert!(xml.contains("<mimeType>image/jpeg</mimeType>") && xml.contains("/opendata/reports/photos/"), "{xml}");
+    for private in ["villager", "temple", "cars stuck"] {
+        assert!(!xml.contains(private), "the CAP message leaks `{private}`: {xml}");
+    }
+    // The first version (the raise) is public now too, and valid.
+    let (status, _, first) = raw(server.http, "GET", &format!("/cap/{alert_id}.1.xml"), &[], Vec::new());
+    assert_eq!(status, 200, "{first}");
+    assert_valid_cap(&first, &format!("{alert_id}-1"));
+    assert!(first.contains("<msgType>Alert</msgType>") && first.contains(&format!("cluster={cluster};")), "{first}");
+    assert!(server.metric("dc_reports_alert_links_total{action=\"raised\"}") >= 1.0);
+    assert!(server.metric("dc_reports_alert_links_total{action=\"attached\"}") >= 1.0);
+
+    // Open data links the clusters to the alert's CAP.
+    let data = open_data(&server);
+    let linked: Vec<&Value> = data["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["properties"]["alert_id"] == alert_id.as_str())
+        .collect();
+    assert_eq!(linked.len(), 2, "{data}");
+}
+
+#[test]
+fn clusters_and_decisions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path());
+    for (i, text) in ["water in the street", "the street is a river"].iter().enumerate() {
+        let (status, body) = post_report(&server, Some(&format!("phone-{i}")), &report(SHENMU, "flooding", text));
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, landslide) = post_report(&server, Some("phone-9"), &report(XIAOLIN, "landslide", "mud on the road"));
+    let (_, far) = post_report(&server, Some("phone-8"), &report(TAITUNG, "fire", "smoke"));
+    let flood = clusters(&server).into_iter().find(|c| c["category"] == "flooding").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let landslide = landslide["cluster"].as_str().unwrap().to_string();
+    let far = far["cluster"].as_str().unwrap().to_string();
+    let action = |server: &Server, id: &str, what: &str, body: Option<Value>| {
+        let (status, answer) = operator(server, "POST", &format!("/api/v1/reports/clusters/{id}/{what}"), body);
+        assert!(status == 200 || status == 201, "{what} {id}: {status} {answer}");
+        answer
+    };
+    action(&server, &flood, "verify", Some(json!({"summary": "Main street flooded"})));
+    let raised = action(&server, &flood, "raise", Some(json!({"severity": "Moderate"})));
+    let alert_id = raised["alert_id"].as_str().unwrap().to_string();
+    action(&server, &landslide, "dismiss", None);
+    let before = clusters(&server);
+    assert_eq!(before.len(), 3);
+
+    // kill -9, then the same data dir.
+    drop(server);
+    server = Server::start_in(dir.path());
+    let after = clusters(&server);
+    assert_eq!(after, before, "every cluster with its decisions, as it was");
+    let by_id = |id: &str| after.iter().find(|c| c["id"] == id).cloned().unwrap();
+    assert_eq!(
+        (by_id(&flood)["state"].as_str(), by_id(&flood)["alert_id"].as_str()),
+        (Some("verified"), Some(alert_id.as_str()))
+    );
+    assert_eq!(by_id(&landslide)["state"], "dismissed");
+    assert_eq!(
+        (by_id(&far)["state"].as_str(), by_id(&far)["flags"][0].as_str()),
+        (Some("open"), Some("far_from_zones"))
+    );
+
+    // Clustering goes on: a report by the verified cluster joins it; one by the dismissed cluster starts another,
+    // with an id never used before. The cluster still has its alert: raising again is refused.
+    let (_, joined) = post_report(&server, Some("phone-3"), &report(SHENMU, "flooding", "still flooded"));
+    assert_eq!((joined["cluster"].as_str(), joined["count"].as_u64()), (Some(flood.as_str()), Some(3)));
+    let (_, fresh) = post_report(&server, Some("phone-4"), &report(XIAOLIN, "landslide", "more mud"));
+    let fresh = fresh["cluster"].as_str().unwrap().to_string();
+    assert!(![&flood, &landslide, &far].contains(&&fresh), "{fresh}");
+    let (status, body) = operator(
+        &server,
+        "POST",
+        &format!("/api/v1/reports/clusters/{flood}/raise"),
+        Some(json!({"severity": "Severe"})),
+    );
+    assert_eq!(status, 409, "{body}");
+    let features = open_data(&server)["features"].clone();
+    assert_eq!(features[0]["properties"]["alert_id"], alert_id.as_str(), "{features}");
+}
+
+/// The next answer to a report (or an error frame) on a citizen socket, skipping alerts.
+async fn report_answer(citizen: &mut common::Citizen) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = citizen.next_json(left).await.expect("an answer within 10 s (the socket is still open)");
+        if frame["type"] != "alert" {
+            return frame;
+        }
+    }
+}
+
+fn ws_report(at: (f64, f64), category: &str, text: &str) -> Value {
+    json!({"type": "report", "lat": at.0, "lon": at.1, "category": category, "text": text})
+}
+
+#[tokio::test]
+async fn reports_over_the_citizen_socket_are_checked_like_http_and_never_close_it() {
+    let server = Server::start();
+    let mut op = server.operator().await;
+    let mut citizen = common::Citizen::connect(&server).await;
+    citizen.subscribe(json!([{"lat": SHENMU.0, "lon": SHENMU.1}]), "en", json!([])).await;
+
+    // A good report, with the app's own id echoed.
+    let mut good = ws_report(SHENMU, "road_blocked", "tree across the road < 1 km from the school");
+    good["id"] = json!("app-report-1");
+    citizen.send(good).await;
+    let accepted = report_answer(&mut citizen).await;
+    assert_eq!(
+        (accepted["type"].as_str(), accepted["id"].as_str()),
+        (Some("report_accepted"), Some("app-report-1")),
+        "{accepted}"
+    );
+    let cluster = accepted["cluster"].as_str().expect("the cluster").to_string();
+    assert_eq!((accepted["new_cluster"].as_bool(), accepted["count"].as_u64()), (Some(true), Some(1)));
+    let frame = report_frame(&mut op, |f| f["id"] == cluster.as_str()).await;
+    assert_eq!(frame["reports"][0]["text"], "tree across the road < 1 km from the school");
+
+    // With a photo (stored without its metadata) and a client id; it joins the same cluster.
+    let mut photo = ws_report(SHENMU, "road_blocked", "photo of the tree");
+    photo["photo"] = json!(format!("data:image/jpeg;base64,{}", b64(&jpeg_with_exif())));
+    photo["client_id"] = json!("app-7f3a");
+    citizen.send(photo).await;
+    let accepted = report_answer(&mut citizen).await;
+    assert_eq!(accepted["type"], "report_accepted", "{accepted}");
+    assert_eq!((accepted["cluster"].as_str(), accepted["count"].as_u64()), (Some(cluster.as_str()), Some(2)));
+    let name = accepted["photo"].as_str().expect("the stored photo").to_string();
+    let stored = std::fs::read(server.data_dir.join("reports").join("photos").join(&name)).unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains("GPS"));
+
+    let big_photo = {
+        let mut jpeg = jpeg_with_exif();
+        jpeg.resize(2 * 1024 * 1024 + 1, 0);
+        b64(&jpeg)
+    };
+    let with = |field: &str, value: Value| {
+        let mut r = ws_report(SHENMU, "flooding", "water");
+        r[field] = value;
+        r
+    };
+    let cases: Vec<(&str, Value, &str, Option<&str>)> = vec![
+        ("lat not a number", with("lat", json!("north")), "bad_position", Some("lat")),
+        (
+            "no lon",
+            {
+                let mut r = ws_report(SHENMU, "flooding", "x");
+                r.as_object_mut().unwrap().remove("lon");
+                r
+            },
+            "bad_position",
+            Some("lon"),
+        ),
+        ("Tokyo", with("lat", json!(35.68)), "outside_taiwan", Some("position")),
+        ("unknown category", with("category", json!("alien_landing")), "bad_category", Some("category")),
+        ("unknown field", with("severity", json!("high")), "unknown_field", Some("severity")),
+        ("text too long", with("text", json!("水".repeat(501))), "text_too_long", Some("text")),
+        ("markup", with("text", json!("<script>alert(1)</script>")), "markup_in_text", Some("text")),
+        ("bidi override", with("text", json!("abc\u{202E}def")), "bad_text", Some("text")),
+        ("future ts", with("ts", json!(now_ms() + 3_600_000)), "bad_ts", Some("ts")),
+        ("photo too large", with("photo", json!(big_photo)), "photo_too_large", Some("photo")),
+        ("photo not base64", with("photo", json!("not base64 at all!")), "photo_encoding", Some("photo")),
+        ("photo a GIF", with("photo", json!(b64(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"))), "photo_type", Some("photo")),
+        ("id not a string", with("id", json!(42)), "malformed", Some("id")),
+        ("bad client id", with("client_id", json!("has spaces in it")), "bad_client_id", Some("client_id")),
+    ];
+    for (what, frame, reason, field) in cases {
+        let before = server.metric(&format!("dc_reports_refused_total{{reason=\"{reason}\"}}"));
+        citizen.send(frame).await;
+        let answer = report_answer(&mut citizen).await;
+        assert_eq!(
+            (answer["type"].as_str(), answer["reason"].as_str()),
+            (Some("report_rejected"), Some(reason)),
+            "{what}: {answer}"
+        );
+        assert_eq!(answer["field"].as_str(), field, "{what}: {answer}");
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {answer}");
+        let after = server.metric(&format!("dc_reports_refused_total{{reason=\"{reason}\"}}"));
+        assert_eq!(after, before + 1.0, "{what}: counted");
+    }
+
+    // One app flooding: limited per client id, with when to try again.
+    let mut last = Value::Null;
+    for i in 0..6 {
+        let mut r = ws_report(XIAOLIN, "other", &format!("spam {i}"));
+        r["client_id"] = json!("flooding-app");
+        citizen.send(r).await;
+        last = report_answer(&mut citizen).await;
+    }
+    assert_eq!((last["reason"].as_str(), last["field"].as_str()), (Some("rate_limited_client"), None), "{last}");
+    assert!(last["retry_after_s"].as_u64().is_some_and(|s| s > 0), "{last}");
+
+    // Not JSON at all: the channel's error frame, as before.
+    citizen.send_text("{\"type\": \"report\", ").await;
+    let error = report_answer(&mut citizen).await;
+    assert_eq!((error["type"].as_str(), error["reason"].as_str()), (Some("error"), Some("malformed")), "{error}");
+
+    // The socket and its subscription are intact: an alert for the subscribed place still arrives.
+    raise_heavy_rain(&server, 120.0, now_ms()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = citizen.next_json(left).await.expect("the alert reaches the citizen after the bad reports");
+        if frame["type"] == "alert" {
+            assert_eq!(frame["event"], "heavy_rain", "{frame}");
+            break;
+        }
+    }
+}

@@ -14,6 +14,11 @@
 //! broadcast, public CAP, citizens' app) take an alert only when [`Alert::is_public`] says so. Nothing but
 //! [`Mode::Actual`] may be presented to the public as real: see [`Alert::is_public_real`].
 //!
+//! Citizen reports: an operator can raise an alert from a verified cluster of citizen reports
+//! ([`AlertBook::raise_from_report`]) or attach a cluster to an alert ([`Command::AttachReport`]); the alert keeps a
+//! [`ReportRef`] per cluster, which its CAP messages carry. Such an alert has no rule contributions: the rules never
+//! clear it (an operator cancels it) and the engine never adopts it after a restart.
+//!
 //! Durability: a book opened with [`AlertBook::open`] writes every transition to an append-only JSON-lines journal
 //! (see `journal.rs`) before it returns, and rebuilds itself from a checkpoint plus the journal's tail after a restart.
 
@@ -150,6 +155,8 @@ pub enum Change {
     Acknowledged,
     Commented,
     Approved,
+    /// An operator attached a verified cluster of citizen reports.
+    ReportAttached,
     Cleared,
     Cancelled,
 }
@@ -234,6 +241,50 @@ pub struct Comment {
     pub text: String,
 }
 
+/// A verified cluster of citizen reports behind an alert, as it stood when an operator raised the alert from it or
+/// attached it. Public data only (it goes into CAP): no texts, no reporters, no exact positions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportRef {
+    /// The cluster's id (`rc-12`).
+    pub cluster: String,
+    /// What people reported: `flooding`, `landslide`, `road_blocked`, `building_damage`, `fire`, `people_trapped`,
+    /// `other`.
+    pub category: String,
+    /// Reports in the cluster, and distinct reporters among them.
+    pub reports: u32,
+    pub reporters: u32,
+    /// The cluster's H3 cell (resolution 8) and its centre: a few hundred metres coarse on purpose.
+    pub cell: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    /// When an operator verified the cluster.
+    pub verified_ms: i64,
+    /// The operator's public wording.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Public URLs of the photos an operator published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub photos: Vec<String>,
+}
+
+/// What an operator raises from a verified cluster of citizen reports ([`AlertBook::raise_from_report`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRaise {
+    /// The hazard's rule id (no rule of `rules.toml` has it): one active alert per (rule id, area, mode), so a second
+    /// cluster of the same kind in the same area is attached to the first one's alert, not raised again.
+    pub rule_id: String,
+    pub event: String,
+    pub area_id: String,
+    pub level: LevelInfo,
+    /// Whether the approval gate holds it (`[[approval]]` of the rules file, for `event` at the chosen severity).
+    pub approval_required: bool,
+    pub report: ReportRef,
+    /// Values for CAP templates.
+    pub values: BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Stable id, also the CAP `identifier` stem.
@@ -270,6 +321,9 @@ pub struct Alert {
     /// CAP template values from the latest finding.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,
+    /// Verified clusters of citizen reports behind the alert (raised from the first, or attached by operators).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<ReportRef>,
 }
 
 impl Alert {
@@ -327,6 +381,8 @@ pub enum Cause {
     Rule { rule: String, contributor: String, condition: Option<String>, value: f64, trigger: Trigger, ts_ms: i64 },
     /// An operator command.
     Operator { action: String, text: Option<String> },
+    /// An operator raised the alert from a verified cluster of citizen reports.
+    Report { cluster: String },
 }
 
 /// An operator's command on an alert.
@@ -339,6 +395,9 @@ pub enum Command {
     Cancel {
         reason: Option<String>,
     },
+    /// Attach a verified cluster of citizen reports (again: its numbers are refreshed). The new version's CAP
+    /// message carries it.
+    AttachReport(ReportRef),
 }
 
 impl Command {
@@ -348,6 +407,7 @@ impl Command {
             Command::Comment(_) => "comment",
             Command::Approve => "approve",
             Command::Cancel { .. } => "cancel",
+            Command::AttachReport(_) => "attach_report",
         }
     }
 }
@@ -363,6 +423,11 @@ pub enum BookError {
     NothingToApprove(String),
     #[error("comment: {0}")]
     BadComment(&'static str),
+    /// The hazard already has an active alert: attach to it instead of raising another.
+    #[error("alert `{0}` is already active for this hazard and area")]
+    HazardActive(String),
+    #[error("alert `{0}` already has {MAX_REPORTS} clusters of citizen reports")]
+    TooManyReports(String),
     /// The journal could not record the command, so it was not applied (the operator may retry).
     #[error(transparent)]
     Journal(#[from] JournalError),
@@ -399,6 +464,8 @@ const AREA: &str = "";
 const MAX_COMMENT_CHARS: usize = 2000;
 /// Comments kept per alert; past that the journal still has them but the alert refuses more.
 const MAX_COMMENTS: usize = 200;
+/// Report clusters per alert: each is a CAP parameter, and a CAP message should stay small.
+const MAX_REPORTS: usize = 50;
 
 /// The alerts, active and recent, with the index that keeps one alert per hazard.
 #[derive(Debug)]
@@ -677,6 +744,7 @@ impl AlertBook {
             cancelled_by: None,
             comments: Vec::new(),
             values: f.values.clone(),
+            reports: Vec::new(),
         };
         note_release(&mut alert);
         self.active.insert(key, id.clone());
@@ -737,6 +805,20 @@ impl AlertBook {
                 alert.cancelled_by = Some(actor.to_string());
                 text = reason.clone();
             }
+            Command::AttachReport(report) => {
+                if !active {
+                    return Err(BookError::NotActive(id.to_string()));
+                }
+                match alert.reports.iter().position(|r| r.cluster == report.cluster) {
+                    Some(i) => alert.reports[i] = report.clone(),
+                    None if alert.reports.len() >= MAX_REPORTS => {
+                        return Err(BookError::TooManyReports(id.to_string()))
+                    }
+                    None => alert.reports.push(report.clone()),
+                }
+                alert.change = Change::ReportAttached;
+                text = Some(report.cluster.clone());
+            }
         }
         alert.version += 1;
         // Operator actions happen on the wall clock; never let an alert's time run backwards because the rules run
@@ -774,6 +856,75 @@ impl AlertBook {
         self.counters.transitions += 1;
         self.prune();
         Ok(alert)
+    }
+
+    /// Raises an alert from a verified cluster of citizen reports: journaled (fsync) before it returns, like an
+    /// operator command, and refused if the journal cannot record it. The alert has no contributions, so no rule
+    /// finding changes it; operators acknowledge, approve and cancel it like any other.
+    pub fn raise_from_report(
+        &mut self,
+        raise: ReportRaise,
+        mode: Mode,
+        actor: &str,
+        at_ms: i64,
+    ) -> Result<Alert, BookError> {
+        let key = HazardKey { rule_id: raise.rule_id.clone(), area_id: raise.area_id.clone(), mode };
+        if let Some(existing) = self.active.get(&key) {
+            return Err(BookError::HazardActive(existing.clone()));
+        }
+        let seq = self.next_seq + 1;
+        let id = format!("{}-{}-{:06}", self.id_prefix, at_ms, seq);
+        let cluster = raise.report.cluster.clone();
+        let mut alert = Alert {
+            id: id.clone(),
+            version: 1,
+            state: AlertState::Raised,
+            change: Change::Raised,
+            mode,
+            rule_id: raise.rule_id,
+            event: raise.event,
+            area_id: raise.area_id,
+            level: raise.level,
+            value: f64::from(raise.report.reports),
+            raised_ms: at_ms,
+            updated_ms: at_ms,
+            sensors: BTreeMap::new(),
+            acknowledged_by: None,
+            public_release: if raise.approval_required { PublicRelease::Pending } else { PublicRelease::NotRequired },
+            released: false,
+            approved_severity: None,
+            approved_by: None,
+            cancelled_by: None,
+            comments: Vec::new(),
+            values: raise.values,
+            reports: vec![raise.report],
+        };
+        note_release(&mut alert);
+        self.write_record(&Record::Transition {
+            seq: 0,
+            at_ms,
+            recorded_ms: journal::wall_ms(),
+            actor: actor.to_string(),
+            cause: Cause::Report { cluster },
+            alert: alert.clone(),
+            contributions: BTreeMap::new(),
+            suppressed: None,
+            next_seq: seq,
+        })?;
+        if let Some(j) = &mut self.journal {
+            j.sync()?;
+        }
+        self.next_seq = seq;
+        self.active.insert(key, id.clone());
+        self.contributions.insert(id.clone(), BTreeMap::new());
+        self.alerts.insert(id, alert.clone());
+        self.counters.transitions += 1;
+        Ok(alert)
+    }
+
+    /// Attaches a verified cluster of citizen reports to an active alert (a new version).
+    pub fn attach_report(&mut self, id: &str, report: ReportRef, actor: &str, at_ms: i64) -> Result<Alert, BookError> {
+        self.command(id, Command::AttachReport(report), actor, at_ms)
     }
 
     /// Releases a held alert to the public channels.
@@ -1212,6 +1363,73 @@ mod tests {
         assert_eq!(c.comments, vec![Comment { by: "op2".into(), at_ms: 3, text: "road closed by police".into() }]);
         assert!(matches!(book.comment(&a.id, "op2", "   ", 4), Err(BookError::BadComment(_))));
         assert!(matches!(book.comment("nope", "op2", "x", 4), Err(BookError::NotFound(_))));
+    }
+
+    fn report_ref(cluster: &str, reports: u32) -> ReportRef {
+        ReportRef {
+            cluster: cluster.into(),
+            category: "flooding".into(),
+            reports,
+            reporters: reports,
+            cell: "88283082a3fffff".into(),
+            lat: 23.5,
+            lon: 120.9,
+            first_seen_ms: 1,
+            last_seen_ms: 2,
+            verified_ms: 3,
+            summary: Some("water knee-deep on the main road".into()),
+            photos: Vec::new(),
+        }
+    }
+
+    fn report_raise(cluster: &str, approval_required: bool) -> ReportRaise {
+        ReportRaise {
+            rule_id: "citizen-report-flooding".into(),
+            event: "reported_flooding".into(),
+            area_id: "zone1".into(),
+            level: level(1),
+            approval_required,
+            report: report_ref(cluster, 3),
+            values: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn an_alert_raised_from_reports_lives_the_same_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut book, _) = AlertBook::open(dir.path(), "dc").unwrap();
+        let a = book.raise_from_report(report_raise("rc-1", true), Mode::Actual, "op1", 10).unwrap();
+        assert_eq!(
+            (a.state, a.change, a.public_release, a.version),
+            (AlertState::Raised, Change::Raised, PublicRelease::Pending, 1)
+        );
+        assert!(!a.is_public() && a.sensors.is_empty());
+        assert_eq!(a.reports[0].cluster, "rc-1");
+        // One alert per hazard: a second cluster of the same kind in the same area is attached, not raised.
+        assert!(matches!(
+            book.raise_from_report(report_raise("rc-2", true), Mode::Actual, "op1", 11),
+            Err(BookError::HazardActive(id)) if id == a.id
+        ));
+        let b = book.attach_report(&a.id, report_ref("rc-2", 5), "op1", 12).unwrap();
+        assert_eq!((b.version, b.change, b.reports.len()), (2, Change::ReportAttached, 2));
+        // Attaching again refreshes the numbers without a duplicate.
+        let c = book.attach_report(&a.id, report_ref("rc-2", 7), "op1", 13).unwrap();
+        assert_eq!((c.reports.len(), c.reports[1].reports), (2, 7));
+        let approved = book.approve(&a.id, "chief", 14).unwrap();
+        assert!(approved.is_public());
+        // The rules know nothing of it: a restart keeps it, and the engine is not asked to adopt anything.
+        drop(book);
+        let (mut book, restored) = AlertBook::open(dir.path(), "dc").unwrap();
+        assert_eq!(restored.active, 1);
+        assert_eq!(book.get(&a.id).unwrap(), &approved);
+        assert!(book.contributions(Mode::Actual).is_empty());
+        let cancelled = book.cancel_by(&a.id, "op1", None, 15).unwrap();
+        assert_eq!(cancelled.state, AlertState::Cancelled);
+        assert!(matches!(book.attach_report(&a.id, report_ref("rc-3", 1), "op1", 16), Err(BookError::NotActive(_))));
+        // Nothing suppressed: the same hazard can be raised again at once.
+        let again = book.raise_from_report(report_raise("rc-3", false), Mode::Actual, "op1", 17).unwrap();
+        assert_ne!(again.id, a.id);
+        assert!(again.is_public());
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct AlertMessage {
     pub acknowledged_by: Option<String>,
     /// Operators' notes, oldest first (operators' channel and API; citizens' frames do not carry them).
     pub comments: Vec<CommentMessage>,
+    /// Clusters of citizen reports behind the alert (`rc-…` ids; operators' map), absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +127,7 @@ impl AlertMessage {
                     text: c.text.clone(),
                 })
                 .collect(),
+            reports: alert.reports.iter().map(|r| r.cluster.clone()).collect(),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use alerting::message::{format_time, TAIWAN_OFFSET};
 use geo_index::{CellIndex, LatLng, Resolution};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::report::Category;
@@ -24,7 +24,7 @@ use super::report::Category;
 pub const CLUSTER_RESOLUTION: Resolution = Resolution::Eight;
 
 /// Why a report deserves a second look; set per report, and on a cluster when any of its reports has it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Flag {
     /// No zone within the configured radius: nothing we watch is there, so it may be a mistake or a prank.
@@ -44,7 +44,7 @@ impl Flag {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterState {
     Open,
@@ -82,11 +82,12 @@ impl Default for ClusterPolicy {
 }
 
 /// A checked, flagged report, ready to be clustered.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewReport {
     pub lat: f64,
     pub lon: f64,
     /// The report's cell at [`CLUSTER_RESOLUTION`].
+    #[serde(with = "cell_text")]
     pub cell: CellIndex,
     pub category: Category,
     pub text: String,
@@ -101,7 +102,7 @@ pub struct NewReport {
 }
 
 /// One report as operators read it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     received_ms: i64,
     observed_ms: Option<i64>,
@@ -113,7 +114,7 @@ struct Entry {
 }
 
 /// An operator's judgement.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decision {
     pub at_ms: i64,
     /// Operator-written public wording (open data shows this, never the citizens' texts).
@@ -124,11 +125,12 @@ pub struct Decision {
 const MAX_REMEMBERED: usize = 4096;
 const MAX_ZONES: usize = 16;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cluster {
     pub seq: u64,
     pub category: Category,
     /// The cell of the first report; the cluster's public position is this cell's centre.
+    #[serde(with = "cell_text")]
     pub anchor: CellIndex,
     pub state: ClusterState,
     /// Every report that joined, duplicates included.
@@ -270,8 +272,66 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// What an alert keeps of a verified cluster (it goes into CAP): public data only, like the open-data feature.
+    /// `photo_url` turns a photo name into its public URL; photos only when the operator published them.
+    pub fn report_ref(&self, photo_url: impl Fn(&str) -> String) -> alerting::alert::ReportRef {
+        let (lat, lon) = self.public_point();
+        alerting::alert::ReportRef {
+            cluster: self.id(),
+            category: self.category.name().to_string(),
+            reports: self.count,
+            reporters: u32::try_from(self.reporters()).unwrap_or(u32::MAX),
+            cell: self.anchor.to_string(),
+            lat: round(lat),
+            lon: round(lon),
+            first_seen_ms: self.first_ms,
+            last_seen_ms: self.last_ms,
+            verified_ms: self.decision.as_ref().map_or(self.last_ms, |d| d.at_ms),
+            summary: self.decision.as_ref().and_then(|d| d.summary.clone()),
+            photos: if self.publish_photos { self.photos.iter().map(|p| photo_url(p)).collect() } else { Vec::new() },
+        }
+    }
+}
+
 fn time(ms: i64) -> String {
     format_time(ms, TAIWAN_OFFSET)
+}
+
+/// Cells as their H3 text form in the data dir (`88283082a3fffff`): readable, and checked when read back.
+mod cell_text {
+    use geo_index::CellIndex;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(cell: &CellIndex, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(cell)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CellIndex, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|_| serde::de::Error::custom(format!("`{text}` is not an H3 cell")))
+    }
+}
+
+/// One change to the book: what the data dir's journal records, and what [`ClusterBook::apply`] replays. Every
+/// change goes through `apply`, live or replayed, so a restart rebuilds exactly the book that was.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClusterEvent {
+    Report(NewReport),
+    Verify { id: String, at_ms: i64, summary: Option<String>, publish_photos: Option<bool> },
+    Dismiss { id: String, at_ms: i64 },
+    Attach { id: String, alert_id: String },
+}
+
+/// Everything a [`ClusterBook`] holds, for its snapshot in the data dir: `C` is `&Cluster` when writing, `Cluster`
+/// when reading.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BookState<C> {
+    pub next_seq: u64,
+    pub clusters: Vec<C>,
+    /// (anchor cell, category, cluster seq): the clusters new reports may join.
+    pub joinable: Vec<(String, Category, u64)>,
 }
 
 /// Five decimals: about a metre, more than any phone's fix is worth.
@@ -303,7 +363,7 @@ impl ClusterBook {
     }
 
     /// Adds a report; returns its cluster and whether the cluster is new.
-    pub fn add(&mut self, r: NewReport) -> (&Cluster, bool) {
+    fn add(&mut self, r: NewReport) -> (&Cluster, bool) {
         let target = self.joinable(&r);
         let (seq, new) = match target {
             Some(seq) => (seq, false),
@@ -383,6 +443,40 @@ impl ClusterBook {
         self.clusters.get(&parse_id(id)?)
     }
 
+    /// Applies one change; returns the cluster it touched and whether that cluster is new.
+    pub fn apply(&mut self, event: ClusterEvent) -> Result<(&Cluster, bool), ClusterError> {
+        match event {
+            ClusterEvent::Report(r) => Ok(self.add(r)),
+            ClusterEvent::Verify { id, at_ms, summary, publish_photos } => {
+                Ok((self.verify(&id, at_ms, summary, publish_photos)?, false))
+            }
+            ClusterEvent::Dismiss { id, at_ms } => Ok((self.dismiss(&id, at_ms)?, false)),
+            ClusterEvent::Attach { id, alert_id } => Ok((self.attach(&id, &alert_id)?, false)),
+        }
+    }
+
+    /// The whole book, borrowed, for a snapshot.
+    pub fn state(&self) -> BookState<&Cluster> {
+        let mut joinable: Vec<(String, Category, u64)> =
+            self.by_cell.iter().map(|((cell, category), seq)| (cell.to_string(), *category, *seq)).collect();
+        joinable.sort_by_key(|j| j.2);
+        BookState { next_seq: self.next_seq, clusters: self.clusters.values().collect(), joinable }
+    }
+
+    /// A book from a snapshot. A joinable entry naming an unknown cell or cluster is dropped (the cluster then only
+    /// takes no new reports).
+    pub fn from_state(policy: ClusterPolicy, state: BookState<Cluster>) -> Self {
+        let clusters: BTreeMap<u64, Cluster> = state.clusters.into_iter().map(|c| (c.seq, c)).collect();
+        let by_cell = state
+            .joinable
+            .into_iter()
+            .filter(|(_, _, seq)| clusters.contains_key(seq))
+            .filter_map(|(cell, category, seq)| Some(((cell.parse().ok()?, category), seq)))
+            .collect();
+        let next_seq = state.next_seq.max(clusters.keys().next_back().map_or(1, |s| s + 1));
+        Self { policy, clusters, by_cell, next_seq }
+    }
+
     fn get_mut(&mut self, id: &str) -> Result<&mut Cluster, ClusterError> {
         let seq = parse_id(id).ok_or_else(|| ClusterError::NotFound(id.chars().take(40).collect()))?;
         self.clusters.get_mut(&seq).ok_or_else(|| ClusterError::NotFound(id.chars().take(40).collect()))
@@ -410,7 +504,7 @@ impl ClusterBook {
 
     /// Marks a cluster as true. Verifying again updates the summary and the photo choice; a dismissed cluster can
     /// be verified after all (operators correct themselves).
-    pub fn verify(
+    fn verify(
         &mut self,
         id: &str,
         at_ms: i64,
@@ -428,7 +522,7 @@ impl ClusterBook {
     }
 
     /// Marks a cluster as not true (or not useful). It takes no more reports and leaves open data.
-    pub fn dismiss(&mut self, id: &str, at_ms: i64) -> Result<&Cluster, ClusterError> {
+    fn dismiss(&mut self, id: &str, at_ms: i64) -> Result<&Cluster, ClusterError> {
         let cluster = self.get_mut(id)?;
         cluster.state = ClusterState::Dismissed;
         cluster.decision = Some(Decision { at_ms, summary: None });
@@ -439,7 +533,7 @@ impl ClusterBook {
     }
 
     /// Links a verified cluster to an alert (the caller checks the alert exists).
-    pub fn attach(&mut self, id: &str, alert_id: &str) -> Result<&Cluster, ClusterError> {
+    fn attach(&mut self, id: &str, alert_id: &str) -> Result<&Cluster, ClusterError> {
         let cluster = self.get_mut(id)?;
         if cluster.state != ClusterState::Verified {
             return Err(ClusterError::Conflict {

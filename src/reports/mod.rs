@@ -1,8 +1,9 @@
 //! Citizen reports: what people see on the ground, collected, filtered and shared, so that people's eyes join the
 //! sensors (issue 11).
 //!
-//! Pure logic, time passed in: validation, rate limits, flags, clustering, operator decisions and the views of
-//! them. The only I/O is the photo store. The HTTP edge is `web/reports.rs`.
+//! Logic with time passed in: validation, rate limits, flags, clustering, operator decisions and the views of
+//! them. The I/O is the photo store and the clusters' journal. The edges are `web/reports.rs` (HTTP) and
+//! `web/citizen.rs` (reports over the citizen websocket).
 //!
 //! ## Layout
 //! - `report.rs` — [`ReportInput`], [`Category`], [`parse_report`]: a report body checked field by field;
@@ -10,36 +11,43 @@
 //! - `limit.rs` — [`RateLimiter`]: token buckets per client id and per address.
 //! - `nearby.rs` — [`ZoneProximity`]: is any zone within a radius (the `far_from_zones` flag).
 //! - `cluster.rs` — [`ClusterBook`], [`Cluster`]: grouping by H3 cell, category and time window; verify, dismiss,
-//!   attach to an alert; the operators' frame and the open-data feature.
+//!   attach to an alert; the operators' frame, the open-data feature and what an alert keeps ([`ReportRef`]);
+//!   [`ClusterEvent`], the one way the book changes.
+//! - `journal.rs` — [`ClusterJournal`]: the clusters in the data dir (snapshot + journal of changes).
 //! - `photo.rs` — [`Photo`], [`PhotoStore`]: base64 → JPEG/PNG by magic bytes, metadata stripped, stored as
 //!   `<sha256>.<ext>`.
 //!
 //! ## Flow of one report
 //! [`ReportBook::admit`] (rate limits, before the body is even read) → [`parse_report`] → photo saved →
-//! [`ReportBook::record`] (zones, flags, cluster) → the cluster's frame goes to the operators.
+//! [`ReportBook::record`] (zones, flags, cluster, journal) → the cluster's frame goes to the operators.
 //!
-//! Clusters live in memory: a restart forgets them (photos stay on disk).
+//! Operators' decisions ([`ReportBook::verify`], [`ReportBook::dismiss`], [`ReportBook::link`] to an alert they
+//! raise or attach to) are journaled and synced before they are answered; a restart keeps every cluster.
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use geo_index::GeoIndex;
 use parking_lot::Mutex;
 
 pub mod cluster;
+pub mod journal;
 pub mod limit;
 pub mod nearby;
 pub mod photo;
 pub mod report;
 
+pub use alerting::alert::ReportRef;
 pub use cluster::{
-    Cluster, ClusterBook, ClusterError, ClusterPolicy, ClusterState, Flag, NewReport, CLUSTER_RESOLUTION,
+    Cluster, ClusterBook, ClusterError, ClusterEvent, ClusterPolicy, ClusterState, Flag, NewReport, CLUSTER_RESOLUTION,
 };
+pub use journal::{ClusterJournal, JournalError, Restored};
 pub use limit::{BucketPolicy, RateLimiter};
 pub use nearby::ZoneProximity;
 pub use photo::{Photo, PhotoError, PhotoKind, PhotoStore};
-pub use report::{parse_report, Category, LimitScope, Refusal, ReportInput, REFUSAL_REASONS};
+pub use report::{parse_report, parse_report_fields, Category, LimitScope, Refusal, ReportInput, REFUSAL_REASONS};
 
 /// Every limit of the report intake in one place.
 #[derive(Debug, Clone)]
@@ -80,14 +88,12 @@ impl Default for ReportPolicy {
     }
 }
 
-/// Where photos go: `<data_dir>/reports/photos`, or a per-process temporary folder when there is no data dir
-/// (the demo without `--data-dir`).
-pub fn photo_dir(data_dir: Option<&Path>) -> PathBuf {
+/// `<data_dir>/reports`: photos (`photos/`) and the clusters' journal; a per-process temporary folder without a
+/// data dir.
+fn reports_dir(data_dir: Option<&Path>) -> PathBuf {
     match data_dir {
-        Some(dir) => dir.join("reports").join("photos"),
-        None => {
-            std::env::temp_dir().join(format!("disaster-cloud-{}", std::process::id())).join("reports").join("photos")
-        }
+        Some(dir) => dir.join("reports"),
+        None => std::env::temp_dir().join(format!("disaster-cloud-{}", std::process::id())).join("reports"),
     }
 }
 
@@ -114,11 +120,63 @@ pub struct ReportBook {
     hasher: std::collections::hash_map::RandomState,
     /// Per client, per address. One lock for both so a report takes from both or from neither.
     limits: Mutex<(RateLimiter, RateLimiter)>,
-    clusters: Mutex<ClusterBook>,
+    /// The clusters and their journal under one lock, so the journal's order is the order of the changes.
+    clusters: Mutex<Clusters>,
+    /// Set while a compaction runs on the blocking pool, so that only one does.
+    compacting: AtomicBool,
+}
+
+struct Clusters {
+    book: ClusterBook,
+    /// None without a data dir (tests): the clusters live in memory only.
+    journal: Option<ClusterJournal>,
+}
+
+impl Clusters {
+    /// Applies a change and journals it. A journal that cannot be written does not refuse the change (a report or a
+    /// decision must not be lost to a full disk while the process runs); it is logged and counted.
+    fn change(&mut self, event: ClusterEvent, durable: bool) -> Result<(&Cluster, bool), ClusterError> {
+        let line = self.journal.as_ref().map(|j| j.encode(&event));
+        let (cluster, new) = self.book.apply(event)?;
+        if let (Some(journal), Some(line)) = (&mut self.journal, line) {
+            if let Err(e) = journal.write(&line, durable) {
+                crate::metrics::REPORTS_JOURNAL_ERRORS.inc();
+                tracing::error!(error = %e, "report journal: change kept in memory only");
+            }
+        }
+        Ok((cluster, new))
+    }
 }
 
 impl ReportBook {
+    /// A book whose clusters live in memory only.
     pub fn new(geo: &GeoIndex, photo_dir: PathBuf, policy: ReportPolicy) -> Self {
+        let clusters = Clusters { book: ClusterBook::new(policy.clusters), journal: None };
+        Self::with(geo, photo_dir, policy, clusters)
+    }
+
+    /// The book of a data dir: photos in `<data_dir>/reports/photos`, clusters restored from and journaled to
+    /// `<data_dir>/reports`. Without a data dir, a temporary photo folder and clusters in memory.
+    pub fn open(geo: &GeoIndex, data_dir: Option<&Path>, policy: ReportPolicy) -> Result<Self, JournalError> {
+        let dir = reports_dir(data_dir);
+        let clusters = match data_dir {
+            Some(_) => {
+                let (book, journal, restored) = ClusterJournal::open(&dir, policy.clusters)?;
+                tracing::info!(
+                    clusters = restored.clusters,
+                    replayed = restored.replayed,
+                    skipped = restored.skipped,
+                    truncated = restored.truncated_bytes,
+                    "report clusters restored"
+                );
+                Clusters { book, journal: Some(journal) }
+            }
+            None => Clusters { book: ClusterBook::new(policy.clusters), journal: None },
+        };
+        Ok(Self::with(geo, dir.join("photos"), policy, clusters))
+    }
+
+    fn with(geo: &GeoIndex, photo_dir: PathBuf, policy: ReportPolicy, clusters: Clusters) -> Self {
         let limits = (
             RateLimiter::new(policy.client, policy.max_tracked_keys),
             RateLimiter::new(policy.address, policy.max_tracked_keys),
@@ -128,7 +186,8 @@ impl ReportBook {
             photos: PhotoStore::new(photo_dir),
             hasher: Default::default(),
             limits: Mutex::new(limits),
-            clusters: Mutex::new(ClusterBook::new(policy.clusters)),
+            clusters: Mutex::new(clusters),
+            compacting: AtomicBool::new(false),
             policy,
         }
     }
@@ -207,8 +266,11 @@ impl ReportBook {
             zones,
             flags: flags.clone(),
         };
-        let mut book = self.clusters.lock();
-        let (cluster, new_cluster) = book.add(report);
+        let mut clusters = self.clusters.lock();
+        let (cluster, new_cluster) = clusters.change(ClusterEvent::Report(report), false).map_err(|e| {
+            // Adding a report cannot fail; kept as an error rather than a panic.
+            Refusal::Malformed(e.to_string())
+        })?;
         Ok(Recorded {
             cluster_id: cluster.id(),
             new_cluster,
@@ -219,9 +281,74 @@ impl ReportBook {
         })
     }
 
+    /// Marks a cluster as true (journaled and synced); returns its operators' frame.
+    pub fn verify(
+        &self,
+        id: &str,
+        at_ms: i64,
+        summary: Option<String>,
+        publish_photos: Option<bool>,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let event = ClusterEvent::Verify { id: id.to_string(), at_ms, summary, publish_photos };
+        Ok(self.clusters.lock().change(event, true)?.0.operator_view("verified"))
+    }
+
+    /// Marks a cluster as not true (journaled and synced); returns its operators' frame.
+    pub fn dismiss(&self, id: &str, at_ms: i64) -> Result<serde_json::Value, ClusterError> {
+        let event = ClusterEvent::Dismiss { id: id.to_string(), at_ms };
+        Ok(self.clusters.lock().change(event, true)?.0.operator_view("dismissed"))
+    }
+
+    /// Links a verified cluster to the alert `choose` names — one it raises from the cluster or attaches the cluster
+    /// to. `choose` runs under the clusters' lock, so no other decision on the cluster slips between its checks and
+    /// the link; it may take the alert book's lock (never the other way round). Returns the cluster's operators'
+    /// frame with `event` (`raised`, `attached`).
+    pub fn link<E: From<ClusterError>>(
+        &self,
+        id: &str,
+        event: &str,
+        choose: impl FnOnce(&Cluster) -> Result<String, E>,
+    ) -> Result<serde_json::Value, E> {
+        let mut clusters = self.clusters.lock();
+        let cluster = clusters.book.get(id).ok_or_else(|| ClusterError::NotFound(id.chars().take(40).collect()))?;
+        if cluster.state != ClusterState::Verified {
+            return Err(ClusterError::Conflict {
+                id: cluster.id(),
+                state: cluster.state,
+                why: "verify the cluster before linking it to an alert",
+            }
+            .into());
+        }
+        let alert_id = choose(cluster)?;
+        let change = ClusterEvent::Attach { id: id.to_string(), alert_id };
+        Ok(clusters.change(change, true)?.0.operator_view(event))
+    }
+
     /// Runs `f` on the clusters under their lock (keep it short: reports wait for it).
-    pub fn with_clusters<R>(&self, f: impl FnOnce(&mut ClusterBook) -> R) -> R {
-        f(&mut self.clusters.lock())
+    pub fn with_clusters<R>(&self, f: impl FnOnce(&ClusterBook) -> R) -> R {
+        f(&self.clusters.lock().book)
+    }
+
+    /// Whether the journal has grown enough to be compacted (then call [`ReportBook::compact`] off the async
+    /// workers). True for one caller at a time.
+    pub fn compaction_due(&self) -> bool {
+        let due = self.clusters.lock().journal.as_ref().is_some_and(ClusterJournal::compaction_due);
+        due && !self.compacting.swap(true, Ordering::AcqRel)
+    }
+
+    /// Writes a snapshot of the clusters and empties the journal (blocking file I/O, under the clusters' lock).
+    pub fn compact(&self) {
+        {
+            let mut clusters = self.clusters.lock();
+            let Clusters { book, journal } = &mut *clusters;
+            if let Some(journal) = journal {
+                if let Err(e) = journal.compact(book) {
+                    crate::metrics::REPORTS_JOURNAL_ERRORS.inc();
+                    tracing::error!(error = %e, "report journal: compaction failed");
+                }
+            }
+        }
+        self.compacting.store(false, Ordering::Release);
     }
 }
 

@@ -52,6 +52,33 @@ impl Category {
     pub fn parse(text: &str) -> Option<Category> {
         Category::ALL.into_iter().find(|c| c.name() == text)
     }
+
+    /// The event type (the CAP templates' key, `config/cap_templates.toml`) of an alert raised from a verified
+    /// cluster of this category.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Category::Flooding => "reported_flooding",
+            Category::Landslide => "reported_landslide",
+            Category::RoadBlocked => "reported_road_blocked",
+            Category::BuildingDamage => "reported_building_damage",
+            Category::Fire => "reported_fire",
+            Category::PeopleTrapped => "reported_people_trapped",
+            Category::Other => "reported_other",
+        }
+    }
+
+    /// What people call it, in Traditional Chinese and in English: the alert's level name.
+    pub fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Category::Flooding => ("淹水", "flooding"),
+            Category::Landslide => ("坍方落石", "landslide"),
+            Category::RoadBlocked => ("道路阻斷", "road blocked"),
+            Category::BuildingDamage => ("建物損壞", "building damage"),
+            Category::Fire => ("火災", "fire"),
+            Category::PeopleTrapped => ("民眾受困", "people trapped"),
+            Category::Other => ("災情", "incident"),
+        }
+    }
 }
 
 /// Taiwan, Penghu, Kinmen, Matsu, Lanyu and Pratas (Dongsha) in one box: anything outside cannot be a report of ours.
@@ -161,6 +188,15 @@ const FIELDS: [&str; 6] = ["lat", "lon", "category", "text", "ts", "photo"];
 /// Reads and checks a report body. `now_ms` bounds `ts`; the policy gives the photo limit and the accepted age.
 pub fn parse_report(body: &[u8], now_ms: i64, policy: &ReportPolicy) -> Result<ReportInput, Refusal> {
     let map: Map<String, Value> = serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
+    parse_report_fields(&map, now_ms, policy)
+}
+
+/// Checks a report's fields (the body's object, or a websocket frame's without its own fields).
+pub fn parse_report_fields(
+    map: &Map<String, Value>,
+    now_ms: i64,
+    policy: &ReportPolicy,
+) -> Result<ReportInput, Refusal> {
     if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(Refusal::field_error(
             &short(unknown, 40),
@@ -168,8 +204,8 @@ pub fn parse_report(body: &[u8], now_ms: i64, policy: &ReportPolicy) -> Result<R
             format!("unknown field; a report has {}", FIELDS.join(", ")),
         ));
     }
-    let lat = coordinate(&map, "lat", 90.0)?;
-    let lon = coordinate(&map, "lon", 180.0)?;
+    let lat = coordinate(map, "lat", 90.0)?;
+    let lon = coordinate(map, "lon", 180.0)?;
     if !(TAIWAN_LAT.0..=TAIWAN_LAT.1).contains(&lat) || !(TAIWAN_LON.0..=TAIWAN_LON.1).contains(&lon) {
         return Err(Refusal::field_error(
             "position",

@@ -3,6 +3,11 @@
 //!
 //! Places are resolved to zone ids once, at subscribe time, with the exact zone geometry (`geo-index`), so matching an
 //! alert against a connection is one set lookup however many connections there are.
+//!
+//! Citizens may also send reports on the same socket (`{"type":"report",…}`, the fields of `POST /api/v1/reports`
+//! plus an optional `id` of the app's own that the answer echoes and an optional `client_id`). The same checks,
+//! limits and counters apply; the answer is `report_accepted` or `report_rejected`, and a refused report never
+//! closes the socket nor holds up the alerts on it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -10,29 +15,52 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::metrics::{CITIZEN_REFUSED, CITIZEN_SOCKETS, WS_DROPPED};
-use crate::server::{AlertBroadcast, App, Lang};
+use crate::reports::{parse_report_fields, Refusal};
+use crate::server::{now_ms, AlertBroadcast, App, Lang};
 use crate::web::liveness::{Liveness, Probe};
+use crate::web::reports::{check_client_id, client_id, PeerAddr, ReportError};
 
 /// Most places one phone may watch (home, work, family); bounds per-connection work and memory.
 pub const MAX_PLACES: usize = 10;
-/// A subscribe frame larger than this is refused unread.
+/// A subscribe frame larger than this is refused unparsed.
 const MAX_FRAME_BYTES: usize = 8 * 1024;
+/// A report frame may be this much larger than the report body limit of `POST /api/v1/reports`, for its `type`,
+/// `id` and `client_id`. A frame larger than that closes the socket (close code 1009, message too big): the one
+/// refusal that does, as an oversized body ends an HTTP request.
+const REPORT_FRAME_OVERHEAD: usize = 1024;
 /// A client whose socket does not take a frame within this long has stopped reading: drop it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn socket(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
-    // Small buffers: tens of thousands of idle phones must fit in memory (target ≤ 16 KiB each).
+pub async fn socket(
+    State(app): State<Arc<App>>,
+    PeerAddr(peer): PeerAddr,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Reports carry photos, so a message may be as large as a report body; buffers grow only while one arrives, so
+    // tens of thousands of idle phones still fit in memory (target ≤ 16 KiB each).
+    let max = app.reports.policy().max_body_bytes + REPORT_FRAME_OVERHEAD;
+    let reporter = Reporter { peer: peer.map(|p| p.ip()), client: client_id(&headers) };
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| session(app, socket))
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| session(app, socket, reporter))
+}
+
+/// Who sends the reports of one connection: for rate limits, and (hashed) to count distinct reporters.
+struct Reporter {
+    peer: Option<std::net::IpAddr>,
+    /// The upgrade request's `X-Client-Id` / `X-App-Token` (native apps can set headers; browsers send `client_id`
+    /// in the report instead). A bad header refuses each report, as it refuses each HTTP report.
+    client: Result<Option<String>, Refusal>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,7 +133,7 @@ async fn send(socket: &mut WebSocket, text: String) -> bool {
     matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await, Ok(Ok(())))
 }
 
-async fn session(app: Arc<App>, mut socket: WebSocket) {
+async fn session(app: Arc<App>, mut socket: WebSocket, reporter: Reporter) {
     CITIZEN_SOCKETS.inc();
     let mut alerts = app.alerts_tx.subscribe();
     let mut subscription: Option<Subscription> = None;
@@ -126,6 +154,23 @@ async fn session(app: Arc<App>, mut socket: WebSocket) {
             },
             incoming = socket.recv() => { liveness.heard(); match incoming {
                 Some(Ok(Message::Text(text))) => {
+                    let object = serde_json::from_str::<Map<String, Value>>(&text).ok();
+                    if let Some(frame) = object.filter(|o| o.get("type").and_then(Value::as_str) == Some("report")) {
+                        let answer = report(&app, &reporter, frame).await;
+                        if !send(&mut socket, answer.to_string()).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    if text.len() > MAX_FRAME_BYTES {
+                        let (reason, message) =
+                            refuse("too_large", format!("a subscribe frame has at most {MAX_FRAME_BYTES} bytes"));
+                        let frame = json!({"type": "error", "reason": reason, "message": message});
+                        if !send(&mut socket, frame.to_string()).await {
+                            break;
+                        }
+                        continue;
+                    }
                     match parse_subscribe(&app, &text) {
                         Ok((sub, seen)) => {
                             let ack = json!({"type": "subscribed", "zones": sub.zones.len(), "lang": sub.lang_tag()});
@@ -174,6 +219,46 @@ async fn session(app: Arc<App>, mut socket: WebSocket) {
         }
     }
     CITIZEN_SOCKETS.dec();
+}
+
+/// One `{"type":"report",…}` frame → `report_accepted` or `report_rejected`, with the app's `id` echoed.
+async fn report(app: &Arc<App>, reporter: &Reporter, mut frame: Map<String, Value>) -> Value {
+    frame.remove("type");
+    let reference = match frame.remove("id") {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(Value::String(s)) if (1..=64).contains(&s.chars().count()) => Ok(Value::String(s)),
+        Some(_) => Err(Refusal::field_error("id", "malformed", "a string of 1 to 64 characters").into()),
+    };
+    let (reference, outcome) = match reference {
+        Ok(reference) => (reference, check_and_record(app, reporter, frame).await),
+        Err(e) => (Value::Null, Err(e)),
+    };
+    let (kind, mut answer) = match outcome {
+        Ok(answer) => ("report_accepted", answer),
+        Err(e) => ("report_rejected", e.rejected()),
+    };
+    if let Value::Object(map) = &mut answer {
+        map.insert("type".into(), kind.into());
+        map.insert("id".into(), reference);
+    }
+    answer
+}
+
+/// The checks, their order and the counters of `POST /api/v1/reports`: client id, rate limits, fields, photo.
+async fn check_and_record(
+    app: &Arc<App>,
+    reporter: &Reporter,
+    mut frame: Map<String, Value>,
+) -> Result<Value, ReportError> {
+    let now = now_ms();
+    let client = match frame.remove("client_id") {
+        None | Some(Value::Null) => reporter.client.clone()?,
+        Some(Value::String(s)) => Some(check_client_id("client_id", &s)?),
+        Some(_) => Some(check_client_id("client_id", "")?),
+    };
+    app.reports.admit(client.as_deref(), reporter.peer, now)?;
+    let input = parse_report_fields(&frame, now, app.reports.policy())?;
+    crate::web::reports::record(app, &input, client, reporter.peer, now).await
 }
 
 impl Subscription {

@@ -141,13 +141,8 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
-/// Operators authenticate with `Authorization: Bearer <token>` or, where a browser websocket cannot set headers,
-/// `?token=`.
-fn authorise(app: &App, headers: &HeaderMap, query: &TokenQuery) -> Result<auth::Scope, AppError> {
-    require(app, headers, query, auth::Scope::Read)
-}
-
-/// Checks the operator token and that its scope covers `needed`.
+/// Checks the operator token and that its scope covers `needed`. Operators authenticate with
+/// `Authorization: Bearer <token>` or, where a browser websocket cannot set headers, `?token=`.
 fn require(app: &App, headers: &HeaderMap, query: &TokenQuery, needed: auth::Scope) -> Result<auth::Scope, AppError> {
     let bearer =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
@@ -284,7 +279,10 @@ pub fn alert_command(
     };
     let alert = result.map_err(|e| match e {
         BookError::NotFound(_) => AppError::NotFound(format!("no alert `{}`", short(id, 80))),
-        BookError::NotActive(_) | BookError::NothingToApprove(_) => AppError::Conflict(e.to_string()),
+        BookError::NotActive(_)
+        | BookError::NothingToApprove(_)
+        | BookError::HazardActive(_)
+        | BookError::TooManyReports(_) => AppError::Conflict(e.to_string()),
         BookError::BadComment(_) => AppError::BadRequest(e.to_string()),
         BookError::Journal(_) => {
             tracing::error!(error = %e, "alert journal");

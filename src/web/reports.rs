@@ -5,7 +5,10 @@
 //!   the report joined; refusals are `4xx` with `{"error": reason, "field": …, "message": …}`.
 //! - `GET /api/v1/reports/clusters?state=open|verified|dismissed` — operators: the clusters, newest first.
 //! - `POST /api/v1/reports/clusters/{id}/verify` (optional `{"summary": "…", "publish_photos": true}`),
-//!   `…/dismiss`, `…/attach` (`{"alert_id": "…"}`) — operators with the `operate` scope (the rest: `read`).
+//!   `…/dismiss`, `…/attach` (`{"alert_id": "…"}`: a verified cluster joins an active alert, whose next CAP message
+//!   lists it), `…/raise` (`{"severity": "Severe", "zone": "…"}`: a verified cluster raises a new alert, `201`) —
+//!   operators with the `operate` scope (the rest: `read`). A cluster is linked to one active alert at a time
+//!   (`409` otherwise).
 //! - `GET /api/v1/reports/photos/{name}` — operators; `GET /opendata/reports/photos/{name}` — anyone, only photos an
 //!   operator published with a verified cluster.
 //! - `GET /opendata/reports.geojson` — anyone: verified clusters, without texts, people or exact positions.
@@ -15,8 +18,9 @@
 //! Report text is plain text. All JSON from here escapes `<`, `>` and `&` (as `\u003c`…), so that even a page that
 //! wrongly parses a response as HTML finds no tag in it; and responses say `nosniff`.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -28,11 +32,14 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::metrics::{REPORTS_ACCEPTED, REPORTS_FLAGGED, REPORTS_REFUSED};
-use crate::reports::{parse_report, ClusterError, ClusterState, Refusal};
+use alerting::alert::{BookError, Certainty, LevelInfo, ReportRaise, Severity, Urgency};
+use alerting::Alert;
+
+use crate::metrics::{REPORTS_ACCEPTED, REPORTS_FLAGGED, REPORTS_LINKED, REPORTS_REFUSED};
+use crate::reports::{parse_report, Cluster, ClusterError, ClusterState, Refusal, ReportInput};
 use crate::server::{now_ms, App};
-use crate::web::auth::Scope;
-use crate::web::{authorise, require, AppError, TokenQuery};
+use crate::web::auth::{Operate, Operator, Read};
+use crate::web::AppError;
 
 /// The peer's address when the server runs with connection info
 /// (`into_make_service_with_connect_info::<SocketAddr>()`); `None` otherwise, and then only per-client limits apply.
@@ -98,6 +105,30 @@ impl IntoResponse for ReportError {
     }
 }
 
+impl ReportError {
+    /// A refused report as the citizen websocket answers it (`reason`, `field`, `message`, `retry_after_s`),
+    /// counted like the HTTP refusal.
+    pub fn rejected(&self) -> Value {
+        match self {
+            ReportError::Refused(refusal) => {
+                REPORTS_REFUSED.with_label_values(&[refusal.reason()]).inc();
+                let retry = match refusal {
+                    Refusal::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+                    _ => None,
+                };
+                json!({"reason": refusal.reason(), "field": refusal.field(), "message": refusal.to_string(),
+                       "retry_after_s": retry})
+            }
+            ReportError::Storage => {
+                REPORTS_REFUSED.with_label_values(&["storage"]).inc();
+                json!({"reason": "storage", "field": null, "message": "the photo could not be stored; try again later"})
+            }
+            // Operator-side errors; a report never meets them.
+            other => json!({"reason": "internal", "field": null, "message": other.to_string()}),
+        }
+    }
+}
+
 /// JSON with `<`, `>` and `&` escaped. Those three characters can only occur inside JSON strings, so replacing them
 /// with their `\u` escapes keeps the document's meaning exactly.
 pub fn escape_json(text: &str) -> String {
@@ -127,7 +158,7 @@ fn safe_json(status: StatusCode, value: &Value) -> Response {
 }
 
 /// Sends a cluster frame to every operator socket (nobody connected is normal).
-fn push_to_operators(app: &App, frame: &Value) {
+pub fn push_to_operators(app: &App, frame: &Value) {
     if app.sensors_tx.receiver_count() > 0 {
         let at = frame["lat"].as_f64().zip(frame["lon"].as_f64());
         let delta = crate::server::MapDelta { at, frame: escape_json(&frame.to_string()) };
@@ -136,17 +167,25 @@ fn push_to_operators(app: &App, frame: &Value) {
 }
 
 /// The client id: the app's `X-Client-Id`, or its `X-App-Token` (accepted, not yet checked against issued tokens).
-fn client_id(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+pub fn client_id(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     let Some((name, value)) = ["x-client-id", "x-app-token"].iter().find_map(|n| headers.get(*n).map(|v| (*n, v)))
     else {
         return Ok(None);
     };
-    let bad = || Refusal::field_error(name, "bad_client_id", "1 to 128 visible ASCII characters");
-    let text = value.to_str().map_err(|_| bad())?;
+    let text = value.to_str().map_err(|_| bad_client_id(name))?;
+    check_client_id(name, text).map(Some)
+}
+
+/// 1 to 128 visible ASCII characters: a random app id, never anything a person typed.
+pub fn check_client_id(field: &str, text: &str) -> Result<String, Refusal> {
     if text.is_empty() || text.len() > 128 || !text.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(bad());
+        return Err(bad_client_id(field));
     }
-    Ok(Some(text.to_string()))
+    Ok(text.to_string())
+}
+
+fn bad_client_id(field: &str) -> Refusal {
+    Refusal::field_error(field, "bad_client_id", "1 to 128 visible ASCII characters")
 }
 
 /// `POST /api/v1/reports`.
@@ -158,7 +197,8 @@ pub async fn submit(
 ) -> Result<Response, ReportError> {
     let now = now_ms();
     let client = client_id(&headers)?;
-    app.reports.admit(client.as_deref(), peer.map(|p| p.ip()), now)?;
+    let peer = peer.map(|p| p.ip());
+    app.reports.admit(client.as_deref(), peer, now)?;
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
@@ -174,10 +214,22 @@ pub async fn submit(
     let bytes = read_limited(body, limit).await?;
     let input = parse_report(&bytes, now, app.reports.policy())?;
     drop(bytes);
+    let answer = record(&app, &input, client, peer, now).await?;
+    Ok(safe_json(StatusCode::CREATED, &answer))
+}
 
+/// A checked report, from HTTP or the citizen websocket: its photo stored, then flagged, clustered (and journaled),
+/// counted and sent to the operators. Returns the answer for the citizen.
+pub async fn record(
+    app: &Arc<App>,
+    input: &ReportInput,
+    client: Option<String>,
+    peer: Option<IpAddr>,
+    now: i64,
+) -> Result<Value, ReportError> {
     let photo = match &input.photo {
         Some(photo) => {
-            let worker = Arc::clone(&app);
+            let worker = Arc::clone(app);
             let photo = photo.clone();
             let saved = tokio::task::spawn_blocking(move || worker.reports.save_photo(&photo)).await;
             match saved {
@@ -191,21 +243,24 @@ pub async fn submit(
         }
         None => None,
     };
-    let reporter = client.or_else(|| peer.map(|p| p.ip().to_string())).unwrap_or_else(|| "anonymous".into());
-    let recorded = app.reports.record(&app.geo, &input, photo.clone(), &reporter, now)?;
+    let reporter = client.or_else(|| peer.map(|p| p.to_string())).unwrap_or_else(|| "anonymous".into());
+    let recorded = app.reports.record(&app.geo, input, photo.clone(), &reporter, now)?;
     REPORTS_ACCEPTED.with_label_values(&[input.category.name()]).inc();
     for flag in &recorded.flags {
         REPORTS_FLAGGED.with_label_values(&[flag.name()]).inc();
     }
     tracing::info!(cluster = %recorded.cluster_id, category = input.category.name(), count = recorded.count,
         flags = ?recorded.flags, "citizen report");
-    push_to_operators(&app, &recorded.frame);
-    let body = json!({
+    push_to_operators(app, &recorded.frame);
+    if app.reports.compaction_due() {
+        let worker = Arc::clone(app);
+        tokio::task::spawn_blocking(move || worker.reports.compact());
+    }
+    Ok(json!({
         "cluster": recorded.cluster_id, "new_cluster": recorded.new_cluster, "count": recorded.count,
         "state": recorded.state, "category": input.category, "text": input.text, "photo": photo,
         "flags": recorded.flags.iter().map(|f| f.name()).collect::<Vec<_>>(),
-    });
-    Ok(safe_json(StatusCode::CREATED, &body))
+    }))
 }
 
 /// Reads the body up to `limit` bytes; one byte more is a refusal, however the body is framed.
@@ -224,7 +279,6 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Refusal> {
 
 #[derive(Debug, Deserialize, Default)]
 pub struct ClustersQuery {
-    token: Option<String>,
     state: Option<String>,
 }
 
@@ -234,10 +288,9 @@ const MAX_LISTED: usize = 500;
 /// `GET /api/v1/reports/clusters`.
 pub async fn list_clusters(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _operator: Operator<Read>,
     Query(query): Query<ClustersQuery>,
 ) -> Result<Response, ReportError> {
-    authorise(&app, &headers, &TokenQuery { token: query.token.clone() })?;
     let state = match query.state.as_deref() {
         None | Some("") | Some("all") => None,
         Some(s) => Some(ClusterState::parse(s).ok_or_else(|| {
@@ -260,30 +313,53 @@ pub async fn list_clusters(
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ActionBody {
+struct VerifyBody {
     summary: Option<String>,
     publish_photos: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DismissBody {}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AttachBody {
     alert_id: Option<String>,
 }
 
-/// `POST /api/v1/reports/clusters/{id}/{verify|dismiss|attach}`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RaiseBody {
+    /// CAP severity: Minor, Moderate, Severe or Extreme.
+    severity: Option<String>,
+    /// One of the zones the cluster lies in; default the smallest of them.
+    zone: Option<String>,
+}
+
+/// An action's JSON body; an empty body is the action's defaults.
+fn action_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, AppError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("body: {e}")))
+}
+
+/// Who the alert journal names for decisions taken over this API.
+const ACTOR: &str = "operator-api";
+
+/// `POST /api/v1/reports/clusters/{id}/{verify|dismiss|attach|raise}`. Judging reports changes what the public
+/// sees: the `operate` scope, like alert approval.
 pub async fn cluster_action(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: Operator<Operate>,
     Path((id, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ReportError> {
-    // Judging reports changes what the public sees: the `operate` scope, like alert approval.
-    require(&app, &headers, &query, Scope::Operate)?;
-    let args: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ActionBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("body: {e}")))?
-    };
     let now = now_ms();
-    let frame = match action.as_str() {
+    let (status, frame, alert) = match action.as_str() {
         "verify" => {
+            let args: VerifyBody = action_body(&body)?;
             let summary = match args.summary {
                 Some(s) => Some(
                     crate::reports::report::check_text(&s)
@@ -291,30 +367,203 @@ pub async fn cluster_action(
                 ),
                 None => None,
             };
-            app.reports.with_clusters(|book| {
-                book.verify(&id, now, summary, args.publish_photos).map(|c| c.operator_view("verified"))
-            })?
+            (StatusCode::OK, app.reports.verify(&id, now, summary, args.publish_photos)?, None)
         }
-        "dismiss" => app.reports.with_clusters(|book| book.dismiss(&id, now).map(|c| c.operator_view("dismissed")))?,
+        "dismiss" => {
+            let _: DismissBody = action_body(&body)?;
+            (StatusCode::OK, app.reports.dismiss(&id, now)?, None)
+        }
         "attach" => {
+            let args: AttachBody = action_body(&body)?;
             let alert_id = args.alert_id.ok_or_else(|| AppError::BadRequest("body: `alert_id` is required".into()))?;
-            if app.book.lock().get(&alert_id).is_none() {
-                return Err(AppError::NotFound(format!(
-                    "no alert `{}`",
-                    alert_id.chars().take(80).collect::<String>()
-                ))
-                .into());
-            }
-            app.reports.with_clusters(|book| book.attach(&id, &alert_id).map(|c| c.operator_view("attached")))?
+            let (frame, alert) = attach(&app, &id, &alert_id, now)?;
+            (StatusCode::OK, frame, Some(alert))
+        }
+        "raise" => {
+            let args: RaiseBody = action_body(&body)?;
+            let (frame, alert) = raise(&app, &id, args, now)?;
+            (StatusCode::CREATED, frame, Some(alert))
         }
         other => {
             let other: String = other.chars().take(40).collect();
-            return Err(AppError::BadRequest(format!("unknown action `{other}`: use verify, dismiss or attach")).into());
+            return Err(AppError::BadRequest(format!(
+                "unknown action `{other}`: use verify, dismiss, attach or raise"
+            ))
+            .into());
         }
     };
-    tracing::info!(cluster = %id, action = %action, "report cluster decision");
+    tracing::info!(cluster = %id, action = %action, alert = ?alert.as_ref().map(|a| &a.id), "report cluster decision");
     push_to_operators(&app, &frame);
-    Ok(safe_json(StatusCode::OK, &frame))
+    let Some(alert) = alert else {
+        return Ok(safe_json(status, &frame));
+    };
+    REPORTS_LINKED.with_label_values(&[if action == "raise" { "raised" } else { "attached" }]).inc();
+    // After the locks: publishing journals the CAP message and wakes the deliveries.
+    app.publish(&alert);
+    let mut answer = frame;
+    if let Value::Object(map) = &mut answer {
+        map.insert("alert".into(), serde_json::to_value(app.alert_message(&alert)).unwrap_or_default());
+    }
+    Ok(safe_json(status, &answer))
+}
+
+/// The active alert a cluster is linked to, if any: a cluster belongs to one alert at a time.
+fn active_link(app: &App, cluster: &Cluster) -> Option<String> {
+    let id = cluster.alert_id.as_deref()?;
+    app.book.lock().get(id).filter(|a| a.state.is_active()).map(|a| a.id.clone())
+}
+
+fn already_linked(cluster: &Cluster, alert_id: &str) -> ReportError {
+    AppError::Conflict(format!("cluster `{}` is already linked to the active alert `{alert_id}`", cluster.id())).into()
+}
+
+fn book_error(e: BookError, alert_id: &str) -> ReportError {
+    let short: String = alert_id.chars().take(80).collect();
+    match e {
+        BookError::NotFound(_) => AppError::NotFound(format!("no alert `{short}`")).into(),
+        BookError::HazardActive(existing) => AppError::Conflict(format!(
+            "alert `{existing}` already warns of this in this zone: attach the cluster to it \
+             (POST …/attach {{\"alert_id\": \"{existing}\"}})"
+        ))
+        .into(),
+        BookError::Journal(_) => {
+            tracing::error!(error = %e, "alert journal");
+            AppError::Internal("the alert journal could not be written".into()).into()
+        }
+        other => AppError::Conflict(other.to_string()).into(),
+    }
+}
+
+/// A verified cluster joins an active alert: a new version of the alert, whose CAP message lists the cluster.
+fn attach(app: &Arc<App>, id: &str, alert_id: &str, now: i64) -> Result<(Value, Alert), ReportError> {
+    let mut attached = None;
+    let frame = app.reports.link(id, "attached", |cluster| {
+        if let Some(linked) = active_link(app, cluster) {
+            return Err(already_linked(cluster, &linked));
+        }
+        let report = cluster.report_ref(|p| photo_url(app, p));
+        let alert = app.book.lock().attach_report(alert_id, report, ACTOR, now).map_err(|e| book_error(e, alert_id))?;
+        attached = Some(alert);
+        Ok(alert_id.to_string())
+    })?;
+    let alert = attached.ok_or_else(|| AppError::Internal("attach: no alert".into()))?;
+    Ok((frame, alert))
+}
+
+/// A verified cluster raises a new alert through the usual lifecycle: the approval gate of the rules file, then
+/// operators acknowledge, approve and cancel it like any other.
+fn raise(app: &Arc<App>, id: &str, args: RaiseBody, now: i64) -> Result<(Value, Alert), ReportError> {
+    let severity = match args.severity.as_deref() {
+        Some("Minor") => Severity::Minor,
+        Some("Moderate") => Severity::Moderate,
+        Some("Severe") => Severity::Severe,
+        Some("Extreme") => Severity::Extreme,
+        Some(other) => {
+            let other: String = other.chars().take(20).collect();
+            return Err(AppError::BadRequest(format!(
+                "`severity`: `{other}` is not one of Minor, Moderate, Severe, Extreme"
+            ))
+            .into());
+        }
+        None => {
+            return Err(AppError::BadRequest("`severity` is required: Minor, Moderate, Severe or Extreme".into()).into())
+        }
+    };
+    let mut raised = None;
+    let frame = app.reports.link(id, "raised", |cluster| {
+        if let Some(linked) = active_link(app, cluster) {
+            return Err(already_linked(cluster, &linked));
+        }
+        let zone = alert_zone(app, cluster, args.zone.as_deref())?;
+        let event = cluster.category.event_type();
+        if app.dissemination.as_ref().is_some_and(|d| !d.has_event_type(event)) {
+            return Err(AppError::Internal(format!(
+                "the CAP templates have no event `{event}`: add it to the cap_templates file"
+            ))
+            .into());
+        }
+        // The engine's lock is taken and released before the alert book's, as everywhere else.
+        let approval_required = app.engine.lock().rules().needs_approval(event, severity);
+        let raise = report_raise(app, cluster, zone, severity, approval_required);
+        let alert = app
+            .book
+            .lock()
+            .raise_from_report(raise, app.mode, ACTOR, now)
+            .map_err(|e| book_error(e, cluster.id().as_str()))?;
+        let alert_id = alert.id.clone();
+        raised = Some(alert);
+        Ok(alert_id)
+    })?;
+    let alert = raised.ok_or_else(|| AppError::Internal("raise: no alert".into()))?;
+    Ok((frame, alert))
+}
+
+/// The zone an alert raised from `cluster` covers: the one asked for, which must contain some of the cluster's
+/// reports, or else the smallest that does (the warning should reach those near the reports, not a whole county).
+fn alert_zone(app: &App, cluster: &Cluster, wanted: Option<&str>) -> Result<String, ReportError> {
+    let zones: Vec<&geo_index::Zone> = cluster.zones.iter().filter_map(|z| app.geo.zone(z)).collect();
+    if zones.is_empty() {
+        return Err(AppError::Conflict(format!(
+            "cluster `{}` lies in no zone, so an alert has no area to warn; attach it to an alert instead",
+            cluster.id()
+        ))
+        .into());
+    }
+    match wanted {
+        Some(z) => zones.iter().find(|zone| zone.id == z).map(|zone| zone.id.clone()).ok_or_else(|| {
+            let known: Vec<&str> = zones.iter().map(|zone| zone.id.as_str()).collect();
+            AppError::BadRequest(format!(
+                "`zone`: `{}` does not contain the cluster's reports; use one of {}",
+                z.chars().take(80).collect::<String>(),
+                known.join(", ")
+            ))
+            .into()
+        }),
+        None => Ok(zones
+            .iter()
+            .min_by(|a, b| a.area_km2.total_cmp(&b.area_km2))
+            .map(|zone| zone.id.clone())
+            .unwrap_or_default()),
+    }
+}
+
+/// What the alert book needs to raise an alert from a cluster. One hazard per (category, zone): a second cluster
+/// of the same kind in the same zone is attached to the first one's alert.
+fn report_raise(
+    app: &App,
+    cluster: &Cluster,
+    zone: String,
+    severity: Severity,
+    approval_required: bool,
+) -> ReportRaise {
+    let (zh, en) = cluster.category.words();
+    let report = cluster.report_ref(|p| photo_url(app, p));
+    let values = BTreeMap::from([
+        ("reports".to_string(), report.reports.to_string()),
+        ("reporters".to_string(), report.reporters.to_string()),
+        ("summary".to_string(), report.summary.clone().unwrap_or_default()),
+    ]);
+    ReportRaise {
+        rule_id: format!("citizen-report-{}", cluster.category.name()),
+        event: cluster.category.event_type().to_string(),
+        area_id: zone,
+        level: LevelInfo {
+            index: 0,
+            name: format!("民眾通報{zh}"),
+            name_en: format!("Citizen reports: {en}"),
+            severity,
+            urgency: Urgency::Immediate,
+            certainty: Certainty::Observed,
+            condition: format!("verified cluster {} of {} reports", report.cluster, report.reports),
+        },
+        approval_required,
+        report,
+        values,
+    }
+}
+
+fn photo_url(app: &App, name: &str) -> String {
+    format!("{}/opendata/reports/photos/{name}", app.public_url)
 }
 
 /// `GET /opendata/reports.geojson`: verified clusters only.
@@ -341,11 +590,9 @@ pub async fn open_data(State(app): State<Arc<App>>) -> Response {
 /// `GET /api/v1/reports/photos/{name}`: any stored photo, for operators.
 pub async fn operator_photo(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
+    _operator: Operator<Read>,
     Path(name): Path<String>,
 ) -> Result<Response, ReportError> {
-    authorise(&app, &headers, &query)?;
     send_photo(&app, &name).await
 }
 

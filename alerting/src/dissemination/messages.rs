@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::config::Resolved;
-use super::view::AlertView;
+use super::view::{AlertView, ReportRef};
 use crate::cap::{
-    build_alert, write_alert, AreaInput, BuildError, CapAlert, CapInput, GeometryError, InvalidMessage, Localized,
-    MsgType, Polygon, Reference, Status, Templates, TAIWAN_OFFSET,
+    build_alert, write_alert, AreaInput, BuildError, CapAlert, CapInput, CapResource, GeometryError, InvalidMessage,
+    Localized, MsgType, Polygon, Reference, Status, Templates, ValuePair, TAIWAN_OFFSET,
 };
+use crate::cap::{format_cap_time, times::whole_seconds};
 
 /// Why no CAP message could be made for a change. Logged and counted; the change is still journaled.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -226,12 +227,70 @@ pub(crate) fn build_message(
         web: Some(format!("{base}/?alert={}", crate::cap::atom::encode_path_segment(&view.id))),
         incidents: Some(identifier_base(&view.id)),
         values: template_values(view, ctx.cfg, ctx.templates),
-        parameters: Vec::new(),
+        parameters: view.reports.iter().map(report_parameter).collect(),
     };
-    let cap =
+    let mut cap =
         build_alert(&input, ctx.templates).map_err(|source| MessageError::Build { alert: alert.clone(), source })?;
+    let photos: Vec<CapResource> = view.reports.iter().flat_map(report_photos).collect();
+    for info in &mut cap.infos {
+        info.resources.extend(photos.iter().cloned());
+    }
     let xml = write_alert(&cap).map_err(|source| MessageError::Write { alert: alert.clone(), source })?;
     Ok(stored(view, identifier, &cap, xml, released))
+}
+
+/// valueName of the parameter that describes one verified cluster of citizen reports behind an alert.
+pub const CITIZEN_REPORTS_PARAMETER: &str = "disaster-cloud:citizen_reports";
+
+/// One cluster as one CAP parameter, `key=value` pairs joined by `;` (no key or value contains `;` or `=`):
+/// `cluster=rc-3;category=flooding;reports=5;reporters=4;point=23.51850,120.92800;cell=88…;verified=…+08:00`.
+/// The operator's summary is not repeated here: the alert's own texts carry it when it was raised from reports.
+fn report_parameter(r: &ReportRef) -> ValuePair {
+    let verified = time_of(r.verified_ms).and_then(|t| format_cap_time(whole_seconds(t)).ok());
+    let mut value = format!(
+        "cluster={};category={};reports={};reporters={};point={:.5},{:.5};cell={}",
+        clean(&r.cluster),
+        clean(&r.category),
+        r.reports,
+        r.reporters,
+        r.lat,
+        r.lon,
+        clean(&r.cell)
+    );
+    if let Some(verified) = verified {
+        value.push_str(&format!(";verified={verified}"));
+    }
+    ValuePair::new(CITIZEN_REPORTS_PARAMETER, value)
+}
+
+/// Identifiers from the report side, kept to what cannot break the `key=value;…` form.
+fn clean(s: &str) -> String {
+    s.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).take(64).collect()
+}
+
+/// Photos an operator published with a cluster, as CAP resources (type by file extension: the report side stores
+/// only JPEG and PNG, named by their hash).
+fn report_photos(r: &ReportRef) -> Vec<CapResource> {
+    r.photos
+        .iter()
+        .filter_map(|uri| {
+            let mime = if uri.ends_with(".jpg") {
+                "image/jpeg"
+            } else if uri.ends_with(".png") {
+                "image/png"
+            } else {
+                return None;
+            };
+            Some(CapResource {
+                resource_desc: format!("citizen report photo ({})", clean(&r.cluster)),
+                mime_type: mime.into(),
+                size: None,
+                uri: Some(uri.clone()),
+                deref_uri: None,
+                digest: None,
+            })
+        })
+        .collect()
 }
 
 fn stored(view: &AlertView, identifier: String, cap: &CapAlert, xml: String, released: bool) -> StoredMessage {

@@ -319,6 +319,11 @@ impl Dissemination {
         });
     }
 
+    /// Whether the CAP templates have texts for `event` (an alert of another event gets no CAP message).
+    pub fn has_event_type(&self, event: &str) -> bool {
+        self.inner.templates.event(event).is_ok()
+    }
+
     /// A released CAP message, for `GET /cap/{identifier}.xml` (held messages are not public).
     pub fn cap_xml(&self, identifier: &str) -> Option<String> {
         let st = lock(&self.inner.state);

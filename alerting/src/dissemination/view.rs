@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::alert::ReportRef;
 use crate::cap::{Certainty, Severity, Status, Urgency};
 
 /// Where an alert is in its lifecycle. `Cleared` and `Cancelled` both end it (CAP `Cancel`).
@@ -104,6 +105,10 @@ pub struct AlertView {
     /// Extra template values from the rule (`rain_1h_mm`, `station@zh-TW`, …); they win over derived ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,
+    /// Verified clusters of citizen reports behind the alert: CAP parameters (`disaster-cloud:citizen_reports`) and,
+    /// for photos an operator published, CAP resources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<ReportRef>,
 }
 
 impl AlertView {
@@ -120,5 +125,6 @@ impl AlertView {
             && self.area_id == other.area_id
             && self.value.to_bits() == other.value.to_bits()
             && self.values == other.values
+            && self.reports == other.reports
     }
 }

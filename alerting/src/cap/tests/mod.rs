@@ -48,6 +48,9 @@ pub(crate) fn all_values() -> BTreeMap<String, String> {
         ("silent_min", "30"),
         ("aqi", "215"),
         ("pm25_ugm3", "150.4"),
+        ("reports", "5"),
+        ("reporters", "4"),
+        ("summary", "水深及膝 knee-deep"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

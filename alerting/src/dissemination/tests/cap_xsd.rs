@@ -30,6 +30,32 @@ async fn every_message_validates_against_the_xsd() {
     push(d.alert_changed(&view("AGAIN", 1)));
     push(d.alert_changed(&ended(view("AGAIN", 2), ViewState::Cancelled)));
     push(d.alert_changed(&view("AGAIN", 3)));
+    // Clusters of citizen reports behind an alert: one parameter each, published photos as resources.
+    let report = |cluster: &str, photos: Vec<String>| crate::alert::ReportRef {
+        cluster: cluster.into(),
+        category: "flooding".into(),
+        reports: 5,
+        reporters: 4,
+        cell: "884f1a0a6dfffff".into(),
+        lat: 23.518_51,
+        lon: 120.928_02,
+        first_seen_ms: 1_764_122_000_000,
+        last_seen_ms: 1_764_122_300_000,
+        verified_ms: 1_764_122_350_000,
+        summary: Some("水深 <30 cm> & rising".into()),
+        photos,
+    };
+    let with_reports = AlertView {
+        event: "reported_flooding".into(),
+        values: BTreeMap::from([("summary".to_string(), "水深 <30 cm> & rising".to_string())]),
+        reports: vec![
+            report("rc-1", vec![format!("{BASE_URL}/opendata/reports/photos/{}.jpg", "ab".repeat(32))]),
+            report("rc-2", Vec::new()),
+        ],
+        ..view("REPORTS", 1)
+    };
+    let reports_id = d.alert_changed(&with_reports).expect("message made");
+    push(Some(reports_id.clone()));
     let escapes = AlertView {
         values: [
             ("station@zh-TW", "玉峰橋 <A&B> \"站\""),
@@ -76,6 +102,21 @@ async fn every_message_validates_against_the_xsd() {
     let escaped = d.operator_cap_xml(identifiers.last().unwrap()).unwrap();
     assert!(escaped.contains("&lt;A&amp;B&gt;"));
     assert!(identifiers.last().unwrap().starts_with("weird_id_with_spaces_amp."));
+    let reports = d.cap_xml(&reports_id).unwrap();
+    assert!(reports.contains("<valueName>disaster-cloud:citizen_reports</valueName>"), "{reports}");
+    assert!(
+        reports.contains(
+            "cluster=rc-1;category=flooding;reports=5;reporters=4;point=23.51851,120.92802;cell=884f1a0a6dfffff;\
+             verified=2025-11-26T09:59:10+08:00"
+        ),
+        "{reports}"
+    );
+    assert!(reports.contains("cluster=rc-2;"), "{reports}");
+    assert!(
+        reports.contains("<mimeType>image/jpeg</mimeType>") && reports.contains("/opendata/reports/photos/abab"),
+        "{reports}"
+    );
+    assert!(reports.contains("&lt;30 cm&gt; &amp; rising"), "the operator's summary in the texts, escaped: {reports}");
     let all_values = d.cap_xml("E0.1").unwrap();
     assert!(!all_values.contains('{'), "no unfilled placeholder");
 }

@@ -75,6 +75,7 @@ pub(crate) fn view(id: &str, version: u32) -> AlertView {
         updated_ms: 1_764_122_400_000 + i64::from(version) * 60_000,
         public_release: true,
         values: BTreeMap::from([("threshold_mm".to_string(), "250".to_string())]),
+        reports: Vec::new(),
     }
 }
 
