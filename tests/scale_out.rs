@@ -339,31 +339,6 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
     assert!(got.iter().all(|f| f["id"] != nantou_id.as_str()), "{got:?}");
     assert!(got.last().unwrap()["headline"].as_str().unwrap().contains("Extremely heavy rain"), "{got:?}");
 
-    // A worker killed with SIGKILL: what is published meanwhile waits on the broker under its persistent session.
-    nantou.kill9();
-    let forwarded = writer.metric("dc_cluster_routed_total{outcome=\"forwarded\"}");
-    rain(&device, "RG0001", 400.0, now_ms()).await;
-    let deadline = Instant::now() + WAIT;
-    while writer.metric("dc_cluster_routed_total{outcome=\"forwarded\"}") <= forwarded {
-        assert!(Instant::now() < deadline, "the writer never forwarded the reading");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    nantou.restart();
-    // Restored from its journal, it escalates the same alert: a new version of the same id, never a second alert.
-    let more = frames_until(&mut shenmu, "the escalation", |f| {
-        f["id"] == nantou_id.as_str() && f["version"].as_u64() > Some(1)
-    })
-    .await;
-    shenmu_frames.extend(more);
-    let (_, latest) = watch
-        .until("escalated", |t, v| t == &format!("alerts/10008/{nantou_id}") && v["version"].as_u64() > Some(1))
-        .await;
-    assert_eq!((latest["state"].as_str(), latest["worker"].as_str()), (Some("updated"), Some("nantou")), "{latest}");
-    let after = nantou.alerts();
-    let heavy: Vec<_> = heavy_rain_in(&after, "dfa-xinyi-shenmu");
-    assert_eq!(heavy.len(), 1, "one heavy-rain alert for Shenmu after the restart: {after:?}");
-    assert_eq!(heavy[0]["id"], nantou_id.as_str());
-
     // Cancelling on the owning worker updates the retained message and reaches the citizen.
     let (status, body) =
         http_request(kaohsiung.http, "POST", &format!("/api/v1/alerts/{kaohsiung_id}/cancel"), Some(TOKEN), None)
@@ -385,6 +360,40 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
     }
     let (_, snapshot) = Operator::connect_with_snapshot(fanout.http).await;
     assert!(snapshot["alerts"].as_array().unwrap().iter().any(|a| a["id"] == nantou_id.as_str()), "{snapshot}");
+
+    // A worker killed with SIGKILL once its rule windows are on disk (the engine snapshot, every minute): what is
+    // published meanwhile waits on the broker under its persistent session.
+    let snapshot_file = nantou.data_dir.join("alerts").join("engine.snapshot.json");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !snapshot_file.exists() {
+        assert!(Instant::now() < deadline, "no engine snapshot in 90 s:\n{}", nantou.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    nantou.kill9();
+    let forwarded = writer.metric("dc_cluster_routed_total{outcome=\"forwarded\"}");
+    rain(&device, "RG0001", 400.0, now_ms()).await;
+    let deadline = Instant::now() + WAIT;
+    while writer.metric("dc_cluster_routed_total{outcome=\"forwarded\"}") <= forwarded {
+        assert!(Instant::now() < deadline, "the writer never forwarded the reading");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nantou.restart();
+    // Restored from its journal and windows (120 + 400 mm in 24 h: 超大豪雨; without the 120 it would be 大豪雨), it
+    // escalates the same alert: a new version of the same id, never a second alert.
+    let more = frames_until(&mut shenmu, "the escalation", |f| {
+        f["id"] == nantou_id.as_str() && f["version"].as_u64() > Some(1)
+    })
+    .await;
+    shenmu_frames.extend(more);
+    let (_, latest) = watch
+        .until("escalated", |t, v| t == &format!("alerts/10008/{nantou_id}") && v["version"].as_u64() > Some(1))
+        .await;
+    assert_eq!((latest["state"].as_str(), latest["worker"].as_str()), (Some("updated"), Some("nantou")), "{latest}");
+    assert_eq!(latest["level"], "超大豪雨", "the 24 h window lost the reading before the kill: {latest}");
+    let after = nantou.alerts();
+    let heavy: Vec<_> = heavy_rain_in(&after, "dfa-xinyi-shenmu");
+    assert_eq!(heavy.len(), 1, "one heavy-rain alert for Shenmu after the restart: {after:?}");
+    assert_eq!(heavy[0]["id"], nantou_id.as_str());
 
     // Nothing twice: every (id, version) reached the Shenmu citizen once, and Taipei got nothing at all.
     while let Some(f) = shenmu.next_json(Duration::from_secs(2)).await {
