@@ -259,8 +259,10 @@ impl Cluster {
             }
             Role::Fanout => {
                 let app = Arc::clone(app);
+                let retention_ms = self.closed_retention_ms;
                 upstream::consume(upstream, vec!["alerts/+/+".into()], false, "alerts-link", move |msg| {
-                    if let Some(change) = app.cluster_alerts.apply(&msg.topic, &msg.payload) {
+                    let now = now_ms();
+                    if let Some(change) = app.cluster_alerts.apply(&msg.topic, &msg.payload, now, now - retention_ms) {
                         let _ = app.alerts_tx.send(change);
                     }
                 })?;
@@ -527,6 +529,9 @@ struct Remote {
     /// The payload as received (with `worker`, `region`, `public`): what operators see.
     operator: serde_json::Value,
     broadcast: Arc<AlertBroadcast>,
+    /// When we learnt that it ended: forgotten `closed_retention_h` later, like the worker's retained message (whose
+    /// removal we may miss while disconnected).
+    ended_ms: Option<i64>,
 }
 
 /// A fan-out node's picture of the cluster's alerts: the newest version of each, from `alerts/{region}/{id}`.
@@ -538,8 +543,15 @@ pub struct RemoteAlerts {
 impl RemoteAlerts {
     /// Folds one message in; returns the change to broadcast when it is news (a version newer than what we hold).
     /// Replays of versions already seen — a worker's resend after a restart, retained messages after our own
-    /// reconnect — return `None`, so no citizen sees an alert twice.
-    pub fn apply(&self, topic: &str, payload: &[u8]) -> Option<Arc<AlertBroadcast>> {
+    /// reconnect — return `None`, so no citizen sees an alert twice. Ended alerts older than `forget_ended_before_ms`
+    /// are dropped on the way.
+    pub fn apply(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now_ms: i64,
+        forget_ended_before_ms: i64,
+    ) -> Option<Arc<AlertBroadcast>> {
         let outcome = |o: &str| ALERTS_RECEIVED.with_label_values(&[o]).inc();
         let malformed = |why: String| {
             outcome("malformed");
@@ -599,7 +611,9 @@ impl RemoteAlerts {
         let mut broadcast = AlertBroadcast::new(message, public);
         broadcast.operator = String::from_utf8_lossy(payload).into_owned();
         let broadcast = Arc::new(broadcast);
-        alerts.insert(id.to_string(), Remote { operator, broadcast: Arc::clone(&broadcast) });
+        let ended_ms = (!broadcast.is_active).then_some(now_ms);
+        alerts.insert(id.to_string(), Remote { operator, broadcast: Arc::clone(&broadcast), ended_ms });
+        alerts.retain(|_, r| r.ended_ms.is_none_or(|t| t >= forget_ended_before_ms));
         outcome("applied");
         Some(broadcast)
     }
@@ -633,6 +647,7 @@ impl RemoteAlerts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn resolve(section: &str, overrides: Overrides) -> Result<Option<Cluster>, ClusterError> {
         let section: UpstreamSection = toml::from_str(section).unwrap();
@@ -742,17 +757,17 @@ mod tests {
         let remote = RemoteAlerts::default();
         let zones: HashSet<String> = ["dfa-xinyi-shenmu".to_string()].into();
         let t = "alerts/10008/A1";
-        let first = remote.apply(t, sample("A1", 1, "raised").as_bytes()).expect("news");
+        let first = remote.apply(t, sample("A1", 1, "raised").as_bytes(), 1_000, 0).expect("news");
         assert!(first.citizen_frame(&zones, Lang::En).unwrap().contains("Extremely heavy rain"));
         assert!(first.operator.contains("\"worker\":\"w1\""), "{}", first.operator);
         // A resend of the same version (a restarted worker) and an older one are not news.
-        assert!(remote.apply(t, sample("A1", 1, "raised").as_bytes()).is_none());
-        assert!(remote.apply(t, sample("A1", 2, "updated").as_bytes()).is_some());
-        assert!(remote.apply(t, sample("A1", 1, "raised").as_bytes()).is_none());
+        assert!(remote.apply(t, sample("A1", 1, "raised").as_bytes(), 1_000, 0).is_none());
+        assert!(remote.apply(t, sample("A1", 2, "updated").as_bytes(), 1_000, 0).is_some());
+        assert!(remote.apply(t, sample("A1", 1, "raised").as_bytes(), 1_000, 0).is_none());
         // Bad messages are refused, and what we hold survives them.
-        assert!(remote.apply(t, b"{not json").is_none());
-        assert!(remote.apply("alerts/10008/A2", sample("A1", 3, "updated").as_bytes()).is_none());
-        assert!(remote.apply("alerts/A1", sample("A1", 3, "updated").as_bytes()).is_none());
+        assert!(remote.apply(t, b"{not json", 1_000, 0).is_none());
+        assert!(remote.apply("alerts/10008/A2", sample("A1", 3, "updated").as_bytes(), 1_000, 0).is_none());
+        assert!(remote.apply("alerts/A1", sample("A1", 3, "updated").as_bytes(), 1_000, 0).is_none());
         assert_eq!(remote.active_operator().len(), 1);
         assert_eq!(remote.active_operator()[0]["version"], 2);
         let seen: HashMap<&str, u32> = [("A1", 1)].into();
@@ -760,10 +775,15 @@ mod tests {
         let seen: HashMap<&str, u32> = [("A1", 2)].into();
         assert!(remote.citizen_replay(&zones, Lang::ZhTw, &seen).is_empty());
         // An ended alert: replayed only to whoever saw it; an empty retained message removes it.
-        assert!(remote.apply(t, sample("A1", 3, "cleared").as_bytes()).is_some());
+        assert!(remote.apply(t, sample("A1", 3, "cleared").as_bytes(), 1_000, 0).is_some());
         assert!(remote.citizen_replay(&zones, Lang::ZhTw, &HashMap::new()).is_empty());
         assert_eq!(remote.citizen_replay(&zones, Lang::ZhTw, &seen).len(), 1);
-        assert!(remote.apply(t, b"").is_none());
+        assert!(remote.apply(t, b"", 1_000, 0).is_none());
         assert!(remote.all_operator().is_empty());
+        // An ended alert whose removal we missed is forgotten after the retention.
+        assert!(remote.apply(t, sample("A1", 4, "cleared").as_bytes(), 1_000, 0).is_some());
+        assert!(remote.apply("alerts/10008/A9", sample("A9", 1, "raised").as_bytes(), 5_000, 2_000).is_some());
+        let left: Vec<_> = remote.all_operator().iter().map(|a| a["id"].clone()).collect();
+        assert_eq!(left, [json!("A9")]);
     }
 }

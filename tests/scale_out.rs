@@ -254,10 +254,7 @@ fn heavy_rain_in<'a>(alerts: &'a [Value], zone: &str) -> Vec<&'a Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fanout() {
     let broker = Mosquitto::start();
-    let config = config_copy("scale-out", |text| {
-        // Neither outbound deliveries nor partner feeds are under test; they would only slow five processes down.
-        text.replace("dissemination = \"dissemination.toml\"\n", "").replace("inbound = \"inbound.toml\"\n", "")
-    });
+    let config = test_config("scale-out");
     let sensors = config.with_file_name("sensors.toml");
     let mut text = std::fs::read_to_string(&sensors).unwrap();
     text.push_str(&format!(
@@ -407,4 +404,81 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
         shenmu_frames.iter().filter(|f| f["event"] == "heavy_rain").map(|f| f["id"].clone()).collect();
     assert_eq!(heavy_ids.len(), 1, "{shenmu_frames:?}");
     assert!(taipei.next_json(Duration::from_secs(1)).await.is_none(), "Taipei must receive nothing");
+}
+
+/// The config both tests run with: the demo's, without outbound deliveries and partner feeds (not under test here;
+/// they would only slow the processes down).
+fn test_config(name: &str) -> PathBuf {
+    config_copy(name, |text| {
+        text.replace("dissemination = \"dissemination.toml\"\n", "").replace("inbound = \"inbound.toml\"\n", "")
+    })
+}
+
+/// The `dc_ingest_*` samples that describe what the pipeline made of its input.
+fn ingest_counters(metrics: &str) -> Vec<String> {
+    metrics
+        .lines()
+        .filter(|l| {
+            [
+                "dc_ingest_payloads_total",
+                "dc_ingest_readings_",
+                "dc_ingest_status_messages_total",
+                "dc_ingest_dead_letters",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_behind_the_broker_counts_exactly_like_the_front_door() {
+    let broker = Mosquitto::start();
+    let config = test_config("scale-out-single");
+    let embedded = common::Server::serve(&config);
+    let dir = std::env::temp_dir().join(format!("dc-scale-out-single-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // No regions: one worker consumes the device topics directly.
+    let worker = Node::start(&config, &dir.join("solo"), &["--upstream", &broker.url(), "--client-id", "solo"]);
+
+    let ts = now_ms();
+    let publishes = [
+        ("readings", format!(r#"{{"ts":{ts},"values":{{"rain_mm":3}}}}"#)),
+        ("readings", "{not json".to_string()),
+        ("readings", r#"{"values":{"rain_mm":-5}}"#.to_string()),
+        ("readings", r#"{"values":{"foo_mm":1}}"#.to_string()),
+        ("readings", format!(r#"[{{"ts":{ts},"values":{{"rain_mm":1}}}},{{"values":{{"rain_mm":"x"}}}}]"#)),
+        ("readings", format!(r#"[{{"bn":"urn:dev:RG0001:","bt":{},"n":"rain_mm","u":"mm","v":2}}]"#, ts / 1000)),
+        ("status", r#"{"battery_v":3.7}"#.to_string()),
+    ];
+    let mut device =
+        common::Device::connect(embedded.mqtt, "RG0001", &common::device_password("RG0001")).await.unwrap();
+    let (upstream_device, _) = mqtt_client(&broker, "RG0001").await;
+    for (leaf, payload) in &publishes {
+        device.publish(&format!("sensors/RG0001/{leaf}"), payload.clone()).await;
+        upstream_device
+            .publish(format!("sensors/RG0001/{leaf}"), QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+    }
+    device.wait_acks(publishes.len()).await;
+    let deadline = Instant::now() + WAIT;
+    while worker.metric("dc_ingest_payloads_total") < publishes.len() as f64 {
+        assert!(Instant::now() < deadline, "the worker did not consume every publish:\n{}", worker.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let front_door = ingest_counters(&embedded.get("/metrics").1);
+    let upstream = ingest_counters(&http_get(worker.http, "/metrics", Some(TOKEN)).unwrap().1);
+    assert!(front_door.iter().any(|l| l.starts_with("dc_ingest_readings_accepted_total 3")), "{front_door:#?}");
+    assert!(front_door.iter().any(|l| l.contains("malformed_json\"} 1")), "{front_door:#?}");
+    assert_eq!(upstream, front_door, "same input, same counters");
+    let reasons = |body: String| -> Vec<String> {
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["dead_letters"].as_array().unwrap().iter().map(|d| d["reason"].as_str().unwrap().to_string()).collect()
+    };
+    let theirs = reasons(embedded.get("/api/v1/dead-letters").1);
+    assert_eq!(theirs.len(), 4, "{theirs:?}");
+    assert_eq!(reasons(http_get(worker.http, "/api/v1/dead-letters", Some(TOKEN)).unwrap().1), theirs);
 }
