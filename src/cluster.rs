@@ -7,7 +7,7 @@
 //!   worker and that area's rule windows stay whole. Without `regions` it consumes the device topics directly (one
 //!   worker behind the broker). It publishes every alert change to `alerts/{region}/{alert id}` (retained, QoS 1).
 //! - **writer** (`--role writer`): stateless. Consumes the device topics through a shared subscription
-//!   (`$share/{share_group}/sensors/+/+`, so any number of writers split the load), validates with the same
+//!   (`$share/{share_group}/sensors/+/readings|status`, so any number of writers split the load), validates with the same
 //!   `Ingest::process`, writes readings to the InfluxDB sink, and forwards each accepted publish to the region topic of
 //!   every region its readings fall in. No rules.
 //! - **fanout** (`--role fanout`): no ingest, no rules. Subscribes to `alerts/+/+`, keeps the latest version of each
@@ -185,6 +185,8 @@ impl Cluster {
                 if self.role == Role::Writer {
                     // Routing places every zone in a region: all of them need a geocode.
                     zone_regions(&files.zones.0, &files.zones.1.display().to_string())?;
+                    // Partners' alerts are for operators and citizens, whom a writer does not serve.
+                    files.inbound = None;
                 }
                 files.rules.0 = without_rules(&files.rules.0)
                     .map_err(|message| ClusterError::Zones { file: files.rules.1.display().to_string(), message })?;
