@@ -346,7 +346,7 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
     })
     .await;
     assert!(got.iter().all(|f| f["id"] != nantou_id.as_str()), "{got:?}");
-    watch.until("cancelled", |t, v| t == &kaohsiung_topic && v["state"] == "cancelled").await;
+    watch.until("cancelled", |t, v| t == kaohsiung_topic && v["state"] == "cancelled").await;
 
     // A malformed message on the alert topics is refused and counted; the picture survives it.
     device.publish(format!("alerts/10008/{nantou_id}"), QoS::AtLeastOnce, false, "garbage").await.unwrap();
@@ -383,7 +383,7 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
     .await;
     shenmu_frames.extend(more);
     let (_, latest) = watch
-        .until("escalated", |t, v| t == &format!("alerts/10008/{nantou_id}") && v["version"].as_u64() > Some(1))
+        .until("escalated", |t, v| *t == format!("alerts/10008/{nantou_id}") && v["version"].as_u64() > Some(1))
         .await;
     assert_eq!((latest["state"].as_str(), latest["worker"].as_str()), (Some("updated"), Some("nantou")), "{latest}");
     assert_eq!(latest["level"], "超大豪雨", "the 24 h window lost the reading before the kill: {latest}");
