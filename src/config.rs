@@ -35,6 +35,9 @@ pub struct Config {
     /// The InfluxDB v2 sink; absent: no sink.
     #[serde(default)]
     pub influx: Option<store::InfluxConfig>,
+    /// An external MQTT broker (cluster) instead of the front door, and this process's role there (`cluster.rs`).
+    #[serde(default)]
+    pub upstream: Option<crate::cluster::UpstreamSection>,
     /// Operator tokens by hash and scope (`disaster-cloud token new` makes one); DC_OPERATOR_TOKEN adds an admin token.
     #[serde(default)]
     pub operator_tokens: Vec<crate::web::auth::TokenEntry>,

@@ -6,8 +6,11 @@
 //! - [`web`]: the HTTP edge — operator and citizen websockets, the operator API, feeds, `/metrics`, the web pages.
 //! - [`reports`]: citizen reports — validation, rate limits, clustering, flags, the photo store (pure logic).
 //! - [`external`]: alerts from partner agencies (inbound CAP) onto the operator and citizen channels.
+//! - [`cluster`]: scale-out on an external MQTT cluster — worker, writer and fan-out roles, regions, alerts on the
+//!   broker (`docs/SCALING.md`).
 //! - [`metrics`]: process-level Prometheus metrics and the `/metrics` encoder.
 
+pub mod cluster;
 pub mod config;
 pub mod external;
 pub mod metrics;

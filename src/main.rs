@@ -31,6 +31,8 @@ enum Command {
         config: PathBuf,
         #[command(flatten)]
         common: CommonArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Device identities: X.509 certificates from the deployment CA and passwords for the plain listeners.
     ///
@@ -113,6 +115,23 @@ struct CommonArgs {
     operator_token: Option<String>,
 }
 
+/// Scale-out on an existing MQTT cluster (docs/SCALING.md); each flag overrides the config's `[upstream]` key.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Consume from this broker (mqtt://host:port) instead of running the front door.
+    #[arg(long, env = "DC_UPSTREAM")]
+    upstream: Option<String>,
+    /// What this process does on the cluster.
+    #[arg(long, env = "DC_ROLE", value_parser = ["worker", "writer", "fanout"])]
+    role: Option<String>,
+    /// The MQTT client id: unique per process, stable across its restarts.
+    #[arg(long, env = "DC_UPSTREAM_CLIENT_ID")]
+    client_id: Option<String>,
+    /// A region this worker owns (a county code such as 10008); repeat or separate with commas.
+    #[arg(long = "region", env = "DC_REGIONS", value_delimiter = ',')]
+    regions: Vec<String>,
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn")))
@@ -154,8 +173,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve { config, common } => {
+        Command::Serve { config, common, cluster } => {
             let files = ConfigFiles::from_path(&config)?;
+            let overrides = disaster_cloud::cluster::Overrides {
+                url: cluster.upstream,
+                role: cluster.role,
+                client_id: cluster.client_id,
+                regions: cluster.regions,
+            };
+            let cluster = disaster_cloud::cluster::Cluster::resolve(
+                files.main.upstream.as_ref(),
+                overrides,
+                &config.display().to_string(),
+            )?;
             let tokens = web::auth::TokenSet::new(&files.main.operator_tokens, common.operator_token.as_deref())
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
             anyhow::ensure!(
@@ -165,7 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let listen = listen(&files, &common);
             let data_dir = common.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
-            let (app, http) = server::start(files, &listen, tokens, Some(data_dir)).await?;
+            let (app, http) = server::start_with(files, &listen, tokens, Some(data_dir), cluster).await?;
             serve_http(app, http).await
         }
         Command::Demo { no_scenario, scenario, common } => {

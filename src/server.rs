@@ -198,6 +198,8 @@ pub struct App {
     pub mode: Mode,
     /// Citizen reports: rate limits, clusters, photo store (issue 11; `reports/`, `web/reports.rs`).
     pub reports: crate::reports::ReportBook,
+    /// Alerts of the cluster's workers, on a fan-out node (empty elsewhere; `cluster.rs`).
+    pub cluster_alerts: crate::cluster::RemoteAlerts,
 }
 
 impl App {
@@ -310,6 +312,20 @@ pub async fn start(
     tokens: crate::web::auth::TokenSet,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<(Arc<App>, tokio::net::TcpListener)> {
+    start_with(files, listen, tokens, data_dir, None).await
+}
+
+/// [`start`], or with `cluster` a role on an external MQTT broker instead of the front door (`cluster.rs`).
+pub async fn start_with(
+    mut files: ConfigFiles,
+    listen: &Listen,
+    tokens: crate::web::auth::TokenSet,
+    data_dir: Option<PathBuf>,
+    cluster: Option<crate::cluster::Cluster>,
+) -> anyhow::Result<(Arc<App>, tokio::net::TcpListener)> {
+    if let Some(cluster) = &cluster {
+        cluster.prepare(&mut files)?;
+    }
     let cfg = &files.main;
     if let Some(dir) = &data_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
@@ -460,6 +476,7 @@ pub async fn start(
         ws_idle_timeout: std::time::Duration::from_secs(cfg.http.ws_idle_timeout_s),
         mode: cfg.alerting.mode,
         reports,
+        cluster_alerts: Default::default(),
     });
 
     // Bind HTTP before the broker so that a busy port fails the start before anything runs.
@@ -484,7 +501,7 @@ pub async fn start(
         max_connections: cfg.mqtt.max_connections,
         ..BrokerConfig::default()
     };
-    ingest::broker::start(&broker_config, Arc::new(devices), move |msg| {
+    let on_message = move |msg: ingest::RawMessage| {
         let app = &pipeline_app;
         let processed = app.ingest.process(&msg, now_ms());
         if let Some(status) = &processed.status {
@@ -523,7 +540,11 @@ pub async fn start(
         for alert in &changed {
             app.publish(alert);
         }
-    })?;
+    };
+    match &cluster {
+        None => ingest::broker::start(&broker_config, Arc::new(devices), on_message)?,
+        Some(cluster) => cluster.attach(&app, on_message)?,
+    }
     if let Some(events) = inbound_events {
         tokio::spawn(crate::external::forward(Arc::clone(&app), events));
     }

@@ -66,7 +66,7 @@ pub struct AlertMessage {
     pub reports: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CommentMessage {
     pub by: String,
     pub at: String,

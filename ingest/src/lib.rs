@@ -18,6 +18,8 @@
 //!   with operators' add / update / retire persisted to `<data dir>/sensors.json`.
 //! - [`pipeline`]: [`Ingest`], which turns raw MQTT publishes into readings, counts every rejection by reason and keeps
 //!   rejected payloads in a bounded dead-letter store.
+//! - [`upstream`]: an external MQTT broker (cluster) as the source of readings instead of the front door: a
+//!   consumer (rumqttc, QoS 1, acknowledged after the pipeline callback) and a publisher; region topics.
 //! - [`metrics`]: the Prometheus counters and gauges of this crate.
 //! - [`persist`]: atomic file writes and lock files for the data dir.
 //! - [`error`]: typed errors; [`RejectReason`] is the small enum on the hot path.
@@ -34,6 +36,7 @@ pub mod pipeline;
 pub mod reading;
 pub mod registry;
 pub mod topic;
+pub mod upstream;
 pub mod validate;
 
 pub use error::{IngestError, RejectReason};

@@ -304,7 +304,9 @@ async fn replay(app: &App, socket: &mut WebSocket, sub: &Subscription, seen: &[S
                 .collect()
         })
         .unwrap_or_default();
-    let frames = frames.into_iter().chain(external);
+    // On a fan-out node: the cluster's alerts.
+    let cluster = app.cluster_alerts.citizen_replay(&sub.zones, sub.lang, &seen);
+    let frames = frames.into_iter().chain(external).chain(cluster);
     for frame in frames {
         if !send(socket, frame).await {
             return false;

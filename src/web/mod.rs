@@ -164,7 +164,8 @@ async fn citizen_page() -> Html<&'static str> {
 }
 
 pub fn snapshot(app: &App) -> serde_json::Value {
-    let alerts: Vec<_> = app.book.lock().active().map(|a| app.alert_message(a)).collect();
+    let mut alerts: Vec<_> = app.book.lock().active().map(|a| json!(app.alert_message(a))).collect();
+    alerts.extend(app.cluster_alerts.active_operator());
     let live = app.live.read();
     let sensors: Vec<_> = app
         .registry()
@@ -223,7 +224,8 @@ async fn list_alerts(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Read>,
 ) -> Result<impl IntoResponse, AppError> {
-    let alerts: Vec<_> = app.book.lock().all().map(|a| app.alert_message(a)).collect();
+    let mut alerts: Vec<_> = app.book.lock().all().map(|a| json!(app.alert_message(a))).collect();
+    alerts.extend(app.cluster_alerts.all_operator());
     Ok(Json(json!({ "alerts": alerts })))
 }
 

@@ -137,13 +137,26 @@ impl Server {
     }
 
     pub async fn operator(&self) -> Operator {
-        let mut request = format!("ws://{}/ws/operator", self.http).into_client_request().unwrap();
+        Operator::connect(self.http).await
+    }
+}
+
+impl Operator {
+    /// An operator socket to any of our HTTP listeners, past its snapshot.
+    pub async fn connect(http: SocketAddr) -> Operator {
+        let (op, snapshot) = Self::connect_with_snapshot(http).await;
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        op
+    }
+
+    /// An operator socket and the snapshot it opened with.
+    pub async fn connect_with_snapshot(http: SocketAddr) -> (Operator, serde_json::Value) {
+        let mut request = format!("ws://{http}/ws/operator").into_client_request().unwrap();
         request.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
         let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("operator websocket connects");
         let mut op = Operator { ws };
         let snapshot = op.next_json(Duration::from_secs(10)).await.expect("a snapshot first");
-        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
-        op
+        (op, snapshot)
     }
 }
 
@@ -310,7 +323,11 @@ pub struct Citizen {
 
 impl Citizen {
     pub async fn connect(server: &Server) -> Citizen {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/citizen", server.http))
+        Self::connect_to(server.http).await
+    }
+
+    pub async fn connect_to(http: SocketAddr) -> Citizen {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws/citizen"))
             .await
             .expect("citizen websocket connects");
         Citizen { ws }
