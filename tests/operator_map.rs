@@ -147,17 +147,12 @@ async fn bad_filters_are_refused_with_the_reason() {
     assert_eq!(snap["type"], "snapshot", "{snap}");
 }
 
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[tokio::test]
 async fn a_read_token_watches_over_the_socket_but_does_not_act_and_comments_are_kept() {
     let config = common::config_copy("socket-scopes", |t| {
         format!(
             "{t}\n[[operator_tokens]]\nname = \"viewer\"\nscope = \"read\"\nsha256 = \"{}\"\n",
-            sha256_hex("socket-viewer-token")
+            common::sha256_hex("socket-viewer-token")
         )
     });
     let server = Server::serve(&config);

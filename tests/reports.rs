@@ -610,26 +610,6 @@ async fn a_verified_cluster_attached_to_an_alert_reaches_the_operators() {
     assert!(feature["properties"]["cap"].as_str().unwrap().ends_with(&format!("/cap/{alert_id}.xml")), "{feature}");
 }
 
-/// The CAP 1.2 schema: `CAP_XSD` (scripts/test sets it), else the copy the project keeps beside its brief.
-fn cap_xsd() -> String {
-    std::env::var("CAP_XSD").unwrap_or_else(|_| "/work/shared/standards/CAP-v1.2.xsd".to_string())
-}
-
-/// `xmllint --noout --schema`: the CAP message is valid, or the test fails with xmllint's reasons.
-fn assert_valid_cap(xml: &str, name: &str) {
-    let file = std::env::temp_dir().join(format!("dc-report-cap-{}-{name}.xml", std::process::id()));
-    std::fs::write(&file, xml).unwrap();
-    let out = std::process::Command::new("xmllint")
-        .args(["--noout", "--schema", &cap_xsd(), file.to_str().unwrap()])
-        .output()
-        .expect("xmllint (Debian libxml2-utils; scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "CAP message fails the OASIS schema:\n{}\n{xml}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Polls the public Atom feed until its entry for `alert_id` appears; returns the entry's CAP path.
 async fn feed_entry(server: &Server, alert_id: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -762,7 +742,7 @@ async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed
     let path = feed_entry(&server, &alert_id).await;
     let (status, _, xml) = raw(server.http, "GET", &path, &[], Vec::new());
     assert_eq!(status, 200, "{path}: {xml}");
-    assert_valid_cap(&xml, &alert_id);
+    common::assert_valid_cap(&xml, &alert_id);
     assert!(xml.contains("<status>Actual</status>") && xml.contains("<msgType>Update</msgType>"), "{xml}");
     assert!(xml.contains("<value>reported_flooding</value>"), "{xml}");
     assert!(xml.contains("Flooding confirmed by the village chief"), "the operator's words: {xml}");
@@ -776,7 +756,7 @@ async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed
     // The first version (the raise) is public now too, and valid.
     let (status, _, first) = raw(server.http, "GET", &format!("/cap/{alert_id}.1.xml"), &[], Vec::new());
     assert_eq!(status, 200, "{first}");
-    assert_valid_cap(&first, &format!("{alert_id}-1"));
+    common::assert_valid_cap(&first, &format!("{alert_id}-1"));
     assert!(first.contains("<msgType>Alert</msgType>") && first.contains(&format!("cluster={cluster};")), "{first}");
     assert!(server.metric("dc_reports_alert_links_total{action=\"raised\"}") >= 1.0);
     assert!(server.metric("dc_reports_alert_links_total{action=\"attached\"}") >= 1.0);

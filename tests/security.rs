@@ -4,17 +4,12 @@ mod common;
 
 use common::{http_get, http_request, Server, TOKEN};
 
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[tokio::test]
 async fn a_read_token_reads_but_cannot_operate() {
     let config = common::config_copy("scopes", |t| {
         format!(
             "{t}\n[[operator_tokens]]\nname = \"viewer\"\nscope = \"read\"\nsha256 = \"{}\"\n",
-            sha256_hex("viewer-token")
+            common::sha256_hex("viewer-token")
         )
     });
     let server = Server::serve(&config);

