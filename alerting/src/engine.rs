@@ -1615,6 +1615,115 @@ mod tests {
         e.tick(i64::MAX, &mut out);
     }
 
+    /// A partner agency's warning over `zones`, in force from `effective_ms` for six hours.
+    fn warning(source: &str, code: &str, zones: &[&str], status: crate::cap::Status, effective_ms: i64) -> ExternalAlert {
+        use crate::cap::{Category, Certainty, MsgType, Scope, Severity, Urgency};
+        ExternalAlert {
+            id: format!("ext:{source}@example.tw:{code}"),
+            version: 1,
+            source: source.into(),
+            identifier: code.into(),
+            sender: format!("{source}@example.tw"),
+            sent: String::new(),
+            sent_ms: effective_ms,
+            status,
+            msg_type: MsgType::Alert,
+            scope: Scope::Public,
+            event: "土石流".into(),
+            event_code: Some(code.into()),
+            categories: vec![Category::Geo],
+            severity: Severity::Moderate,
+            urgency: Urgency::Expected,
+            certainty: Certainty::Likely,
+            sender_name: Some("水保署".into()),
+            headline_zh: None,
+            headline_en: None,
+            description_zh: None,
+            description_en: None,
+            instruction_zh: None,
+            instruction_en: None,
+            web: None,
+            area_desc: Vec::new(),
+            effective_ms,
+            expires: None,
+            expires_ms: effective_ms + 6 * 3_600_000,
+            zone_ids: zones.iter().map(|z| z.to_string()).collect(),
+            geocodes: Vec::new(),
+            unresolved_geocodes: Vec::new(),
+            geometry: serde_json::Value::Null,
+            public: true,
+            received_ms: effective_ms,
+        }
+    }
+
+    fn debris(out: &mut Vec<Finding>) -> Vec<Finding> {
+        let found = out.iter().filter(|f| f.rule_id == "debris-flow").cloned().collect();
+        out.clear();
+        found
+    }
+
+    #[test]
+    fn the_slope_agencys_warning_gives_yellow_and_our_rain_confirms_red() {
+        use crate::cap::Status;
+        let mut e = engine();
+        e.install_zone("dfa", Some(ZoneKind::DebrisFlow), BTreeMap::from([("rain_1h_mm".to_string(), 60.0)]));
+        let mut out = Vec::new();
+        let t0 = 1_764_122_400_000;
+        // An exercise, another agency, another event, or a warning not yet in force: nothing.
+        let not_yet = [
+            warning("swcb", "debrisFlow", &["dfa"], Status::Exercise, t0),
+            warning("wra", "debrisFlow", &["dfa"], Status::Actual, t0),
+            warning("swcb", "landslide", &["dfa"], Status::Actual, t0),
+            warning("swcb", "debrisFlow", &["elsewhere"], Status::Actual, t0),
+            warning("swcb", "debrisFlow", &["dfa"], Status::Actual, t0 + 3_600_000),
+        ];
+        e.set_external(&not_yet, t0, &mut out);
+        assert!(debris(&mut out).is_empty());
+        // The slope agency's warning alone: yellow, with its texts and the source named.
+        let swcb = warning("swcb", "debrisFlow", &["dfa"], Status::Actual, t0);
+        e.set_external(std::slice::from_ref(&swcb), t0, &mut out);
+        let f = debris(&mut out);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].level.as_ref().map(|l| l.index), Some(0));
+        assert_eq!(f[0].trigger, Trigger::External);
+        assert_eq!(f[0].values.get("external_source").map(String::as_str), Some("swcb"));
+        assert_eq!(f[0].values.get(crate::rules::TEMPLATE_VALUE).map(String::as_str), Some("yellow"));
+        // Told again, nothing changed: nothing to say.
+        e.set_external(std::slice::from_ref(&swcb), t0 + 1000, &mut out);
+        assert!(debris(&mut out).is_empty());
+        // Our rain reaches the area's threshold as well: red.
+        e.evaluate(&rain(t0 + 10 * MIN, 65.0), &gauge(), &ZONE, &mut out);
+        let f = debris(&mut out);
+        assert_eq!(f.last().and_then(|f| f.level.as_ref()).map(|l| l.index), Some(1), "{f:?}");
+        assert_eq!(f.last().unwrap().values.get(crate::rules::TEMPLATE_VALUE).map(String::as_str), Some("red"));
+        // A reload keeps both the windows and the warning: still red, nothing announced.
+        let rules = RuleSet::from_toml(include_str!("../../config/rules.toml"), Path::new("rules.toml")).unwrap();
+        e.reload(rules, &mut out);
+        assert!(debris(&mut out).is_empty(), "reload changed nothing");
+        assert_eq!(e.area_level("debris-flow", "dfa"), Some(1));
+        // The warning ends (cancelled or expired): back to yellow on our rain alone.
+        e.set_external(&[], t0 + 20 * MIN, &mut out);
+        let f = debris(&mut out);
+        assert_eq!(f.last().and_then(|f| f.level.as_ref()).map(|l| l.index), Some(0), "{f:?}");
+    }
+
+    #[test]
+    fn a_warning_counts_once_it_is_in_force_and_until_it_expires() {
+        use crate::cap::Status;
+        let mut e = engine();
+        e.install_zone("dfa", Some(ZoneKind::DebrisFlow), BTreeMap::new());
+        let mut out = Vec::new();
+        let t0 = 1_764_122_400_000;
+        let later = warning("swcb", "debrisFlow", &["dfa"], Status::Actual, t0 + 60_000);
+        e.set_external(std::slice::from_ref(&later), t0, &mut out);
+        assert!(debris(&mut out).is_empty());
+        e.set_external(std::slice::from_ref(&later), t0 + 60_000, &mut out);
+        assert_eq!(debris(&mut out).len(), 1);
+        e.set_external(std::slice::from_ref(&later), later.expires_ms, &mut out);
+        let f = debris(&mut out);
+        assert!(f.len() == 1 && f[0].level.is_none(), "{f:?}");
+    }
+
     #[test]
     fn rain_gauge_state_fits_in_one_kib() {
         let mut e = engine();

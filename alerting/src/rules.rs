@@ -1025,6 +1025,64 @@ any = [{ window = "1h", at_least = 80 }]
         assert!(e.contains("level` 3: rule `r1` has 1 levels"), "{e}");
     }
 
+    fn composite_reading(condition: &str) -> String {
+        format!(
+            "{BASE}[[rule]]\nid = \"c1\"\nkind = \"composite\"\nevent = \"debris_flow\"\n[[rule.levels]]\nname = \"a\"\nname_en = \"a\"\nseverity = \"Severe\"\ntemplate = \"yellow\"\nany = [{condition}]\n"
+        )
+    }
+
+    #[test]
+    fn external_conditions_are_checked_field_by_field() {
+        let good = load(&composite_reading(r#"{ external = { source = "swcb", event_code = "debrisFlow", category = "Geo", min_severity = "Moderate" } }"#)).unwrap();
+        let c = &good.get("c1").unwrap().levels[0].any[0];
+        let filter = c.external.as_ref().unwrap().filter();
+        assert_eq!(filter.sources, ["swcb"]);
+        assert_eq!(filter.event_codes, ["debrisFlow"]);
+        assert_eq!(filter.categories, [crate::cap::Category::Geo]);
+        assert_eq!(filter.statuses, [crate::cap::Status::Actual], "an agency's drill never trips a real rule");
+        for (condition, needle) in [
+            (r#"{ external = { source = "SWCB!" } }"#, "c1`: `levels[0].any[0].external.source` `SWCB!`"),
+            (r#"{ external = { source = "swcb", category = "Weather" } }"#, "levels[0].any[0].external.category` `Weather`"),
+            (r#"{ external = { source = "swcb", min_severity = "Unknown" } }"#, "levels[0].any[0].external.min_severity`"),
+            (r#"{ external = { source = "swcb", event_code = "debris flow" } }"#, "levels[0].any[0].external.event_code`"),
+            (r#"{ external = { source = "swcb" }, rule = "r1" }"#, "give one of `rule`, `forecast = true` or `external`"),
+            (r#"{ external = { source = "swcb" }, level = 0 }"#, "do not go with `external`"),
+            (r#"{ external = { sourse = "swcb" } }"#, "sourse"),
+        ] {
+            let e = load(&composite_reading(condition)).unwrap_err();
+            assert!(e.contains(needle), "{condition}: {e}");
+        }
+        // Only composite rules read other sources.
+        let e = load(&BASE.replace("at_least = 80 }", "at_least = 80, external = { source = \"swcb\" } }")).unwrap_err();
+        assert!(e.contains("levels[0].any[0].external` is not used by accumulation rules"), "{e}");
+        let e = load(&composite_reading(r#"{ rule = "r1" }"#).replace("template = \"yellow\"", "template = \"Yellow!\""))
+            .unwrap_err();
+        assert!(e.contains("levels[0].template` `Yellow!`"), "{e}");
+    }
+
+    #[test]
+    fn names_from_other_files_are_checked_in_context() {
+        let set = load(&composite_reading(r#"{ external = { source = "swcb" } }"#)).unwrap();
+        let templates = crate::cap::Templates::from_toml_str(include_str!("../../config/cap_templates.toml")).unwrap();
+        let file = Path::new("rules.toml");
+        let sources = ["swcb".to_string(), "wra".to_string()];
+        let ok = RuleContext { inbound_sources: &sources, templates: Some(&templates) };
+        set.check_context(&ok, file).unwrap();
+        let e = set.check_context(&RuleContext { inbound_sources: &sources[1..], ..ok }, file).unwrap_err().to_string();
+        assert!(
+            e.contains("rules.toml: rule `c1`: `levels[0].any[0].external.source`: no inbound source `swcb`; the inbound sources are wra"),
+            "{e}"
+        );
+        let e = set.check_context(&RuleContext { inbound_sources: &[], ..ok }, file).unwrap_err().to_string();
+        assert!(e.contains("inbound CAP is not configured"), "{e}");
+        let orange = load(&composite_reading(r#"{ rule = "r1" }"#).replace("\"yellow\"", "\"orange\"")).unwrap();
+        let e = orange.check_context(&ok, file).unwrap_err().to_string();
+        assert!(e.contains("rule `c1`: `levels[0].template`: the CAP templates have no [event.debris_flow.level.orange]"), "{e}");
+        // Without CAP messages (no dissemination) template names are not checked.
+        orange.check_context(&RuleContext { templates: None, ..ok }, file).unwrap();
+        assert_eq!(set.external_sources().collect::<Vec<_>>(), ["swcb"]);
+    }
+
     #[test]
     fn levels_must_not_decrease_in_severity() {
         let text = format!("{BASE}[[rule.levels]]\nname = \"y\"\nname_en = \"y\"\nseverity = \"Minor\"\nany = [{{ window = \"3h\", at_least = 100 }}]\n");
