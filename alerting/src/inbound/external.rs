@@ -1,7 +1,7 @@
 //! The external alert as the rest of the system sees it, the events that announce its changes, what a push answers,
 //! and the filter composite rules use to ask "is zone Z under an external warning of kind X?".
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cap::{
     format_cap_time, CapAlert, CapInfo, Category, Certainty, MsgType, Scope, Severity, Status, Urgency,
@@ -11,7 +11,7 @@ use crate::cap::{
 use super::areas::Placement;
 
 /// One partner agency's warning, as it stands after following its Updates.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExternalAlert {
     /// Stable across Updates: `ext:{sender}:{identifier}` of the first message of the chain. Operators' clients key
     /// their map layer on it.
