@@ -7,10 +7,13 @@
 //! - [`reports`]: citizen reports — validation, rate limits, clustering, flags, the photo store (pure logic).
 //! - [`external`]: alerts from partner agencies (inbound CAP) onto the operator and citizen channels.
 //! - [`metrics`]: process-level Prometheus metrics and the `/metrics` encoder.
+//! - [`rules_admin`]: the running rule set — reload (API, SIGHUP) keeping windows, and the catch-up from the readings
+//!   store after a restart.
 
 pub mod config;
 pub mod external;
 pub mod metrics;
 pub mod reports;
+pub mod rules_admin;
 pub mod server;
 pub mod web;

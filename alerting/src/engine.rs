@@ -957,6 +957,21 @@ impl RuleEngine {
             .collect()
     }
 
+    /// How far back readings still shape the rules' state: the longest accumulation window or rate history, plus
+    /// the lateness bound. A catch-up after a restart need not replay anything older.
+    pub fn memory_ms(&self) -> i64 {
+        let bucket = self.plan.bucket_ms;
+        let longest = self
+            .plan
+            .series
+            .iter()
+            .map(|sp| (sp.buckets as i64).saturating_mul(bucket).max(sp.rate_keep))
+            .chain(self.plan.rules.iter().map(|r| r.min_duration))
+            .max()
+            .unwrap_or(0);
+        longest.saturating_add(self.max_lateness_ms)
+    }
+
     pub fn sensor_count(&self) -> usize {
         self.sensors.len()
     }
