@@ -102,8 +102,9 @@ pub fn reload(app: &App, cause: &str) -> Result<ReloadSummary, ReloadError> {
     let source = &app.rules_source;
     let _one_at_a_time = source.lock.lock();
     let loaded = match &source.path {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| ReloadError::Read { file: path.display().to_string(), source: e }),
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| ReloadError::Read { file: path.display().to_string(), source: e })
+        }
         None => Ok(crate::config::embedded::RULES.to_string()),
     }
     .and_then(|text| Ok(source.load(&text)?));
@@ -150,12 +151,7 @@ pub fn reload(app: &App, cause: &str) -> Result<ReloadSummary, ReloadError> {
 fn diff(old: &RuleSet, new: &RuleSet, file: &std::path::Path) -> ReloadSummary {
     let old_ids: BTreeSet<&str> = old.rules.iter().map(|r| r.id.as_str()).collect();
     let new_ids: BTreeSet<&str> = new.rules.iter().map(|r| r.id.as_str()).collect();
-    let changed = new
-        .rules
-        .iter()
-        .filter(|r| old.get(&r.id).is_some_and(|o| o != *r))
-        .map(|r| r.id.clone())
-        .collect();
+    let changed = new.rules.iter().filter(|r| old.get(&r.id).is_some_and(|o| o != *r)).map(|r| r.id.clone()).collect();
     ReloadSummary {
         file: file.display().to_string(),
         rules: new.rules.len(),

@@ -1631,7 +1631,13 @@ mod tests {
     }
 
     /// A partner agency's warning over `zones`, in force from `effective_ms` for six hours.
-    fn warning(source: &str, code: &str, zones: &[&str], status: crate::cap::Status, effective_ms: i64) -> ExternalAlert {
+    fn warning(
+        source: &str,
+        code: &str,
+        zones: &[&str],
+        status: crate::cap::Status,
+        effective_ms: i64,
+    ) -> ExternalAlert {
         use crate::cap::{Category, Certainty, MsgType, Scope, Severity, Urgency};
         ExternalAlert {
             id: format!("ext:{source}@example.tw:{code}"),

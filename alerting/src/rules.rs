@@ -805,7 +805,8 @@ impl RuleSet {
     /// source, and every level `template` exists for the rule's event in the CAP templates. The error names the
     /// file, the rule and the field, like the load errors.
     pub fn check_context(&self, ctx: &RuleContext<'_>, file: &Path) -> Result<(), AlertingError> {
-        let fail = |rule: &Rule, message: String| AlertingError::Rule { file: file.into(), rule: rule.id.clone(), message };
+        let fail =
+            |rule: &Rule, message: String| AlertingError::Rule { file: file.into(), rule: rule.id.clone(), message };
         for rule in &self.rules {
             for (i, level) in rule.levels.iter().enumerate() {
                 for (list, conditions) in [("any", &level.any), ("all", &level.all)] {
@@ -1042,10 +1043,22 @@ any = [{ window = "1h", at_least = 80 }]
         assert_eq!(filter.statuses, [crate::cap::Status::Actual], "an agency's drill never trips a real rule");
         for (condition, needle) in [
             (r#"{ external = { source = "SWCB!" } }"#, "c1`: `levels[0].any[0].external.source` `SWCB!`"),
-            (r#"{ external = { source = "swcb", category = "Weather" } }"#, "levels[0].any[0].external.category` `Weather`"),
-            (r#"{ external = { source = "swcb", min_severity = "Unknown" } }"#, "levels[0].any[0].external.min_severity`"),
-            (r#"{ external = { source = "swcb", event_code = "debris flow" } }"#, "levels[0].any[0].external.event_code`"),
-            (r#"{ external = { source = "swcb" }, rule = "r1" }"#, "give one of `rule`, `forecast = true` or `external`"),
+            (
+                r#"{ external = { source = "swcb", category = "Weather" } }"#,
+                "levels[0].any[0].external.category` `Weather`",
+            ),
+            (
+                r#"{ external = { source = "swcb", min_severity = "Unknown" } }"#,
+                "levels[0].any[0].external.min_severity`",
+            ),
+            (
+                r#"{ external = { source = "swcb", event_code = "debris flow" } }"#,
+                "levels[0].any[0].external.event_code`",
+            ),
+            (
+                r#"{ external = { source = "swcb" }, rule = "r1" }"#,
+                "give one of `rule`, `forecast = true` or `external`",
+            ),
             (r#"{ external = { source = "swcb" }, level = 0 }"#, "do not go with `external`"),
             (r#"{ external = { sourse = "swcb" } }"#, "sourse"),
         ] {
@@ -1053,10 +1066,12 @@ any = [{ window = "1h", at_least = 80 }]
             assert!(e.contains(needle), "{condition}: {e}");
         }
         // Only composite rules read other sources.
-        let e = load(&BASE.replace("at_least = 80 }", "at_least = 80, external = { source = \"swcb\" } }")).unwrap_err();
+        let e =
+            load(&BASE.replace("at_least = 80 }", "at_least = 80, external = { source = \"swcb\" } }")).unwrap_err();
         assert!(e.contains("levels[0].any[0].external` is not used by accumulation rules"), "{e}");
-        let e = load(&composite_reading(r#"{ rule = "r1" }"#).replace("template = \"yellow\"", "template = \"Yellow!\""))
-            .unwrap_err();
+        let e =
+            load(&composite_reading(r#"{ rule = "r1" }"#).replace("template = \"yellow\"", "template = \"Yellow!\""))
+                .unwrap_err();
         assert!(e.contains("levels[0].template` `Yellow!`"), "{e}");
     }
 
@@ -1077,7 +1092,10 @@ any = [{ window = "1h", at_least = 80 }]
         assert!(e.contains("inbound CAP is not configured"), "{e}");
         let orange = load(&composite_reading(r#"{ rule = "r1" }"#).replace("\"yellow\"", "\"orange\"")).unwrap();
         let e = orange.check_context(&ok, file).unwrap_err().to_string();
-        assert!(e.contains("rule `c1`: `levels[0].template`: the CAP templates have no [event.debris_flow.level.orange]"), "{e}");
+        assert!(
+            e.contains("rule `c1`: `levels[0].template`: the CAP templates have no [event.debris_flow.level.orange]"),
+            "{e}"
+        );
         // Without CAP messages (no dissemination) template names are not checked.
         orange.check_context(&RuleContext { templates: None, ..ok }, file).unwrap();
         assert_eq!(set.external_sources().collect::<Vec<_>>(), ["swcb"]);

@@ -157,8 +157,9 @@ pub fn build_alert(input: &CapInput, templates: &Templates) -> Result<CapAlert, 
         })?;
         if let Some(level) = &input.level {
             if !template.levels.contains_key(level) {
-                return Err(TemplateError::UnknownLevel { event_type: input.event_type.clone(), level: level.clone() }
-                    .into());
+                return Err(
+                    TemplateError::UnknownLevel { event_type: input.event_type.clone(), level: level.clone() }.into()
+                );
             }
         }
         let texts = template.texts_for(input.level.as_deref(), language).ok_or_else(|| {

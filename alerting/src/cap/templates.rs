@@ -35,7 +35,6 @@
 //! `{name}` is a placeholder; `{{` and `}}` are literal braces. Per-level texts exist because one event type can
 //! have levels that must read differently: a debris-flow *yellow* alert must not say 紅色 (red).
 
-
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -384,9 +383,9 @@ fn level_texts(
                     language: lang.clone(),
                 });
             };
-            let raw: LevelText = value
-                .try_into()
-                .map_err(|e: toml::de::Error| bad(format!("[event.{event_type}.level.{key}.{lang}]: {}", e.message())))?;
+            let raw: LevelText = value.try_into().map_err(|e: toml::de::Error| {
+                bad(format!("[event.{event_type}.level.{key}.{lang}]: {}", e.message()))
+            })?;
             let text = EventText {
                 event: raw.event.or_else(|| base.get(lang).map(|t| t.event.clone())).unwrap_or_default(),
                 headline: raw.headline,

@@ -231,7 +231,8 @@ impl Plan {
                 let mut compile_list = |list: &[Condition]| -> Vec<Clause> {
                     list.iter()
                         .map(|c| {
-                            let mut out = Compiled { keys: &mut threshold_keys, reads: &mut reads, externals: &mut externals };
+                            let mut out =
+                                Compiled { keys: &mut threshold_keys, reads: &mut reads, externals: &mut externals };
                             compile_condition(rule, c, &series, &index, &mut out, bucket_ms)
                         })
                         .collect()

@@ -152,7 +152,8 @@ pub fn readings_after(
     let mut series = Vec::new();
     {
         let mut stmt = conn.prepare_cached("SELECT id, sensor_id, metric FROM series")?;
-        let rows = stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
+        let rows =
+            stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
         for row in rows {
             let (id, sensor, metric) = row?;
             // A metric this build no longer knows cannot feed the rules.

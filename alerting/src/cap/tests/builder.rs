@@ -53,7 +53,10 @@ fn shipped_rule_levels_read_their_own_colour() {
     .unwrap_or_else(|e| panic!("{e}"));
     let t = templates();
     rules
-        .check_context(&crate::rules::RuleContext { inbound_sources: &["swcb".into()], templates: Some(&t) }, "r".as_ref())
+        .check_context(
+            &crate::rules::RuleContext { inbound_sources: &["swcb".into()], templates: Some(&t) },
+            "r".as_ref(),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     let colours = [("黃色", "yellow"), ("紅色", "red")];
     let mut checked = 0;
