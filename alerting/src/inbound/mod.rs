@@ -40,12 +40,12 @@
 //! - Operators' snapshot: `inbound.active()`; deltas: forward `events` (each names `source` and `public`).
 //! - Citizens: forward only alerts with `public == true`, naming `source`/`sender_name`.
 //!
-//! # For the rules engineer (composite rules)
-//! [`Inbound::coverage`] returns an [`ExternalCoverage`] (cheap to clone, `Send + Sync`). In the engine, for a
-//! condition like "SWCB debris-flow warning covers the zone", call
-//! `coverage.zone_covered_by(zone_id, &ExternalFilter::event_code("debrisFlow"), reading_ts_ms)`: true while an
-//! active, Actual external alert of that event code covers the zone and `effective ≤ reading_ts < expires`.
-//! It takes a read lock on a small map; no I/O, no await.
+//! # Composite rules
+//! Rules read external alerts through `external` conditions (`crate::rules::ExternalCondition`, compiled to an
+//! [`ExternalFilter`]). The rule engine stays free of I/O and locks: the server hands it [`Inbound::active`] after
+//! every event and every few seconds (`RuleEngine::set_external`), and the engine re-evaluates the zones whose
+//! coverage changed. [`ExternalCoverage`] answers the same question ("is zone Z under an active, Actual warning of
+//! this kind, `effective ≤ t < expires`?") for other callers.
 
 pub mod areas;
 pub mod atom;
