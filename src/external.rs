@@ -31,7 +31,8 @@ pub async fn forward(app: Arc<App>, mut events: mpsc::Receiver<ExternalEvent>) {
 fn rules_follow(app: &App) {
     let Some(inbound) = &app.inbound else { return };
     let mut findings = Vec::new();
-    app.engine.lock().set_external(&inbound.active(), crate::server::now_ms(), &mut findings);
+    let active = inbound.active();
+    app.engine.lock().set_external(active, crate::server::now_ms(), &mut findings);
     if findings.is_empty() {
         return;
     }

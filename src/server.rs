@@ -436,7 +436,7 @@ pub async fn start(
     engine.adopt_levels(&book, cfg.alerting.mode, &mut adopted);
     // Restored partner warnings, after the book's levels: a composite already raised on one stays as it is.
     if let Some(inbound) = &inbound {
-        engine.set_external(&inbound.active(), now_ms(), &mut adopted);
+        engine.set_external(inbound.active(), now_ms(), &mut adopted);
     }
     let restored_changes = book.apply_all(adopted.drain(..), cfg.alerting.mode);
     let engine = Arc::new(Mutex::new(engine));
@@ -579,7 +579,7 @@ async fn rules_housekeeping(app: Arc<App>, engine: Arc<Mutex<RuleEngine>>, dir: 
             engine.tick(now_ms(), &mut findings);
             // A partner warning can come into force after it arrives, and expire between inbound events.
             if let Some(inbound) = &app.inbound {
-                engine.set_external(&inbound.active(), now_ms(), &mut findings);
+                engine.set_external(inbound.active(), now_ms(), &mut findings);
             }
             crate::metrics::record_rules(&engine.counters, &app.book.lock().counters);
         }

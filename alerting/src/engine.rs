@@ -569,8 +569,8 @@ impl RuleEngine {
     /// `now_ms`. Composite rules with `external` conditions are re-evaluated where coverage began or ended. Call it
     /// after every inbound change and now and then (a warning can become effective later than it arrives); a call
     /// that changes nothing costs one pass over the warnings.
-    pub fn set_external(&mut self, alerts: &[ExternalAlert], now_ms: i64, out: &mut Vec<Finding>) {
-        self.external_alerts = alerts.to_vec();
+    pub fn set_external(&mut self, alerts: Vec<ExternalAlert>, now_ms: i64, out: &mut Vec<Finding>) {
+        self.external_alerts = alerts;
         self.external_at_ms = now_ms;
         if self.rematch_external() {
             self.clock_ms = self.clock_ms.max(now_ms);
@@ -1698,11 +1698,11 @@ mod tests {
             warning("swcb", "debrisFlow", &["elsewhere"], Status::Actual, t0),
             warning("swcb", "debrisFlow", &["dfa"], Status::Actual, t0 + 3_600_000),
         ];
-        e.set_external(&not_yet, t0, &mut out);
+        e.set_external(not_yet.to_vec(), t0, &mut out);
         assert!(debris(&mut out).is_empty());
         // The slope agency's warning alone: yellow, with its texts and the source named.
         let swcb = warning("swcb", "debrisFlow", &["dfa"], Status::Actual, t0);
-        e.set_external(std::slice::from_ref(&swcb), t0, &mut out);
+        e.set_external(vec![swcb.clone()], t0, &mut out);
         let f = debris(&mut out);
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].level.as_ref().map(|l| l.index), Some(0));
@@ -1710,7 +1710,7 @@ mod tests {
         assert_eq!(f[0].values.get("external_source").map(String::as_str), Some("swcb"));
         assert_eq!(f[0].values.get(crate::rules::TEMPLATE_VALUE).map(String::as_str), Some("yellow"));
         // Told again, nothing changed: nothing to say.
-        e.set_external(std::slice::from_ref(&swcb), t0 + 1000, &mut out);
+        e.set_external(vec![swcb.clone()], t0 + 1000, &mut out);
         assert!(debris(&mut out).is_empty());
         // Our rain reaches the area's threshold as well: red.
         e.evaluate(&rain(t0 + 10 * MIN, 65.0), &gauge(), &ZONE, &mut out);
@@ -1723,7 +1723,7 @@ mod tests {
         assert!(debris(&mut out).is_empty(), "reload changed nothing");
         assert_eq!(e.area_level("debris-flow", "dfa"), Some(1));
         // The warning ends (cancelled or expired): back to yellow on our rain alone.
-        e.set_external(&[], t0 + 20 * MIN, &mut out);
+        e.set_external(Vec::new(), t0 + 20 * MIN, &mut out);
         let f = debris(&mut out);
         assert_eq!(f.last().and_then(|f| f.level.as_ref()).map(|l| l.index), Some(0), "{f:?}");
     }
@@ -1736,11 +1736,11 @@ mod tests {
         let mut out = Vec::new();
         let t0 = 1_764_122_400_000;
         let later = warning("swcb", "debrisFlow", &["dfa"], Status::Actual, t0 + 60_000);
-        e.set_external(std::slice::from_ref(&later), t0, &mut out);
+        e.set_external(vec![later.clone()], t0, &mut out);
         assert!(debris(&mut out).is_empty());
-        e.set_external(std::slice::from_ref(&later), t0 + 60_000, &mut out);
+        e.set_external(vec![later.clone()], t0 + 60_000, &mut out);
         assert_eq!(debris(&mut out).len(), 1);
-        e.set_external(std::slice::from_ref(&later), later.expires_ms, &mut out);
+        e.set_external(vec![later.clone()], later.expires_ms, &mut out);
         let f = debris(&mut out);
         assert!(f.len() == 1 && f[0].level.is_none(), "{f:?}");
     }
