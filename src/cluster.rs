@@ -518,6 +518,8 @@ struct WireAlert {
     sensors: Vec<String>,
     acknowledged_by: Option<String>,
     #[serde(default)]
+    rule: String,
+    #[serde(default)]
     comments: Vec<CommentMessage>,
     #[serde(default)]
     reports: Vec<String>,
@@ -613,6 +615,7 @@ impl RemoteAlerts {
             value: wire.value,
             sensors: wire.sensors,
             acknowledged_by: wire.acknowledged_by,
+            rule: wire.rule,
             comments: wire.comments,
             reports: wire.reports,
         };

@@ -174,6 +174,8 @@ pub struct ConfigFiles {
     pub cap_templates: (String, PathBuf),
     pub cell_sites: Option<(String, PathBuf)>,
     pub dissemination: Option<(String, PathBuf)>,
+    /// The compiled-in defaults (`demo`) rather than files: a rules reload re-checks the embedded text.
+    pub embedded: bool,
 }
 
 impl ConfigFiles {
@@ -189,6 +191,7 @@ impl ConfigFiles {
             cap_templates: (embedded::CAP_TEMPLATES.into(), name(&main.files.cap_templates)),
             cell_sites: main.files.cell_sites.as_ref().map(|p| (embedded::CELL_SITES.to_string(), name(p))),
             dissemination: main.files.dissemination.as_ref().map(|p| (embedded::DISSEMINATION.to_string(), name(p))),
+            embedded: true,
             main,
         })
     }
@@ -212,6 +215,7 @@ impl ConfigFiles {
             cap_templates: load(&main.files.cap_templates)?,
             cell_sites: main.files.cell_sites.as_deref().map(load).transpose()?,
             dissemination: main.files.dissemination.as_deref().map(load).transpose()?,
+            embedded: false,
             main,
         })
     }

@@ -1,6 +1,7 @@
 //! Alerts from partner agencies (inbound CAP, `alerting::inbound`) onto our channels.
 //!
-//! Operators see every external alert, marked with its source and status. Citizens receive one only when the source
+//! Operators see every external alert, marked with its source and status. Every change is also handed to the rule
+//! engine (`RuleEngine::set_external`), so composite rules that take partner warnings as conditions follow them. Citizens receive one only when the source
 //! is configured public and the message is Actual with scope Public (`ExternalAlert::public`), with the source named.
 
 use std::sync::Arc;
@@ -22,6 +23,22 @@ pub async fn forward(app: Arc<App>, mut events: mpsc::Receiver<ExternalEvent>) {
         };
         tracing::info!(id = %alert.id, source = %alert.source, state, public = alert.public, "external alert");
         let _ = app.alerts_tx.send(Arc::new(broadcast(alert, state)));
+        rules_follow(&app);
+    }
+}
+
+/// Composite rules with `external` conditions follow the warnings now active (raised, updated, ended).
+fn rules_follow(app: &App) {
+    let Some(inbound) = &app.inbound else { return };
+    let mut findings = Vec::new();
+    let active = inbound.active();
+    app.engine.lock().set_external(active, crate::server::now_ms(), &mut findings);
+    if findings.is_empty() {
+        return;
+    }
+    let changed = app.book.lock().apply_all(findings, app.mode);
+    for alert in &changed {
+        app.publish(alert);
     }
 }
 

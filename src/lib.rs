@@ -9,11 +9,14 @@
 //! - [`cluster`]: scale-out on an external MQTT cluster — worker, writer and fan-out roles, regions, alerts on the
 //!   broker (`docs/SCALING.md`).
 //! - [`metrics`]: process-level Prometheus metrics and the `/metrics` encoder.
+//! - [`rules_admin`]: the running rule set — reload (API, SIGHUP) keeping windows, and the catch-up from the readings
+//!   store after a restart.
 
 pub mod cluster;
 pub mod config;
 pub mod external;
 pub mod metrics;
 pub mod reports;
+pub mod rules_admin;
 pub mod server;
 pub mod web;

@@ -82,6 +82,21 @@ pub static RULES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+/// Rule reloads (`POST /api/v1/rules/reload`, SIGHUP), by result.
+pub static RULE_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("dc_rules_reloads_total", "Rule reloads (API or SIGHUP), by result", &["result"])
+        .expect("metric registers")
+});
+
+/// Readings replayed from the store into the rule engine at start (what its last snapshot missed).
+pub static RULES_CAUGHT_UP: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "dc_rules_catch_up_readings",
+        "Readings replayed from the readings store into the rule engine at the last start"
+    )
+    .expect("metric registers")
+});
+
 pub static ALERT_JOURNAL_ERRORS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("dc_alert_journal_errors", "Alert transitions the journal could not record (cumulative)")
         .expect("metric registers")
@@ -103,6 +118,10 @@ pub fn init() {
     for state in ["raised", "updated", "cleared", "cancelled"] {
         ALERT_TRANSITIONS.with_label_values(&[state]);
     }
+    for result in ["ok", "failed"] {
+        RULE_RELOADS.with_label_values(&[result]);
+    }
+    LazyLock::force(&RULES_CAUGHT_UP);
     LazyLock::force(&OPERATOR_SOCKETS);
     LazyLock::force(&CITIZEN_SOCKETS);
     for channel in ["operator", "citizen"] {

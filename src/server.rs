@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use alerting::message::{AlertMessage, AreaInfo};
-use alerting::{Alert, AlertBook, Mode, RuleEngine, RuleSet, ZoneRef};
+use alerting::{Alert, AlertBook, Mode, RuleEngine, ZoneRef};
 use anyhow::Context;
 use geo_index::{GeoIndex, LoadPolicy, Resolution};
 use ingest::broker::BrokerConfig;
@@ -200,6 +200,8 @@ pub struct App {
     pub reports: crate::reports::ReportBook,
     /// Alerts of the cluster's workers, on a fan-out node (empty elsewhere; `cluster.rs`).
     pub cluster_alerts: crate::cluster::RemoteAlerts,
+    /// Where a rules reload reads from and what it checks against (`rules_admin`).
+    pub rules_source: crate::rules_admin::RulesSource,
 }
 
 impl App {
@@ -357,7 +359,28 @@ pub async fn start_with(
         }
         None => (DeviceStore::from_toml(&files.devices.0, &files.devices.1)?, registry),
     };
-    let rules = RuleSet::from_toml(&files.rules.0, &files.rules.1)?;
+    let templates = match &files.dissemination {
+        Some(_) => Some(
+            alerting::cap::Templates::from_toml_str(&files.cap_templates.0)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", files.cap_templates.1.display()))?,
+        ),
+        None => None,
+    };
+    let inbound_config = match &files.inbound {
+        Some((text, path)) => Some(alerting::inbound::InboundConfig::from_toml(text, path)?),
+        None => None,
+    };
+    let inbound_sources: Vec<String> = inbound_config
+        .iter()
+        .flat_map(|c| c.feeds.iter().map(|f| f.name.clone()).chain(c.pushes.iter().map(|p| p.name.clone())))
+        .collect();
+    let rules_source = crate::rules_admin::RulesSource::new(
+        (!files.embedded).then(|| files.rules.1.clone()),
+        files.rules.1.clone(),
+        inbound_sources,
+        templates,
+    );
+    let rules = rules_source.load(&files.rules.0)?;
     tracing::info!(
         zones = geo.zones().count(),
         sensors = registry.len(),
@@ -382,10 +405,13 @@ pub async fn start_with(
     let reports = crate::reports::ReportBook::open(&geo, data_dir.as_deref(), crate::reports::ReportPolicy::default())
         .context("opening the citizen report clusters")?;
     let geo = Arc::new(geo);
-    let (inbound, inbound_events) = match &files.inbound {
-        Some((text, path)) => {
-            let config = alerting::inbound::InboundConfig::from_toml(text, path)?;
-            let (inbound, events) = alerting::inbound::Inbound::start(config, Arc::clone(&geo))?;
+    // Partner agencies' warnings are kept in the data dir, so they (and what was cancelled) survive a restart.
+    let (inbound, inbound_events) = match inbound_config {
+        Some(config) => {
+            let (inbound, events) = match &data_dir {
+                Some(dir) => alerting::inbound::Inbound::start_in(config, Arc::clone(&geo), &dir.join("inbound"))?,
+                None => alerting::inbound::Inbound::start(config, Arc::clone(&geo))?,
+            };
             (Some(inbound), Some(events))
         }
         None => (None, None),
@@ -396,16 +422,34 @@ pub async fn start_with(
     for warning in engine.set_zones(geo.zones()) {
         tracing::warn!(%warning, "rules and zones");
     }
+    let store = match &data_dir {
+        Some(dir) => {
+            Some(Arc::new(store::ReadingStore::open(dir, cfg.store.clone()).context("opening the readings store")?))
+        }
+        None => None,
+    };
     let alerts_dir = data_dir.as_ref().map(|d| d.join("alerts"));
     let book = match &alerts_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let (book, restored) =
                 AlertBook::open(dir, cfg.alerting.id_prefix.clone()).context("opening the alert journal")?;
-            if let Some(snapshot) =
-                alerting::journal::load_engine_snapshot(dir).context("reading the rules snapshot")?
-            {
+            let snapshot = alerting::journal::load_engine_snapshot(dir).context("reading the rules snapshot")?;
+            let newest = snapshot.as_ref().map(crate::rules_admin::snapshot_newest).unwrap_or_default();
+            if let Some(snapshot) = snapshot {
                 engine.restore(snapshot, Some(now_ms()));
+            }
+            // What the snapshot missed (readings up to a crash) is in the readings store: windows continue.
+            if let Some(store) = &store {
+                let replayed = crate::rules_admin::catch_up(
+                    &mut engine,
+                    &newest,
+                    store,
+                    &ingest.registry().read(),
+                    &geo,
+                    now_ms(),
+                );
+                tracing::info!(readings = replayed, "rule windows caught up from the readings store");
             }
             tracing::info!(
                 records = restored.records,
@@ -420,14 +464,12 @@ pub async fn start_with(
     let mut book = book;
     let mut adopted = Vec::new();
     engine.adopt_levels(&book, cfg.alerting.mode, &mut adopted);
+    // Restored partner warnings, after the book's levels: a composite already raised on one stays as it is.
+    if let Some(inbound) = &inbound {
+        engine.set_external(inbound.active(), now_ms(), &mut adopted);
+    }
     let restored_changes = book.apply_all(adopted.drain(..), cfg.alerting.mode);
     let engine = Arc::new(Mutex::new(engine));
-    let store = match &data_dir {
-        Some(dir) => {
-            Some(Arc::new(store::ReadingStore::open(dir, cfg.store.clone()).context("opening the readings store")?))
-        }
-        None => None,
-    };
     let influx = match (&cfg.influx, &data_dir) {
         (Some(influx), Some(dir)) => Some(
             store::InfluxSink::start(influx.clone(), &dir.join("influx-spool"), ingest.registry().read().iter())
@@ -477,6 +519,7 @@ pub async fn start_with(
         mode: cfg.alerting.mode,
         reports,
         cluster_alerts: Default::default(),
+        rules_source,
     });
 
     // Bind HTTP before the broker so that a busy port fails the start before anything runs.
@@ -488,6 +531,8 @@ pub async fn start_with(
         app.publish(alert);
     }
     tokio::spawn(rules_housekeeping(Arc::clone(&app), Arc::clone(&engine), alerts_dir.clone()));
+    #[cfg(unix)]
+    tokio::spawn(crate::rules_admin::reload_on_sighup(Arc::clone(&app)));
     let pipeline_engine = Arc::clone(&engine);
     let pipeline_app = Arc::clone(&app);
     let mut findings = Vec::new();
@@ -568,6 +613,10 @@ async fn rules_housekeeping(app: Arc<App>, engine: Arc<Mutex<RuleEngine>>, dir: 
         {
             let mut engine = engine.lock();
             engine.tick(now_ms(), &mut findings);
+            // A partner warning can come into force after it arrives, and expire between inbound events.
+            if let Some(inbound) = &app.inbound {
+                engine.set_external(inbound.active(), now_ms(), &mut findings);
+            }
             crate::metrics::record_rules(&engine.counters, &app.book.lock().counters);
         }
         if !findings.is_empty() {

@@ -194,6 +194,8 @@ pub enum Trigger {
     Tick,
     Forecast,
     Reload,
+    /// A partner agency's warning (inbound CAP) began or ended over the zone.
+    External,
 }
 
 /// A change of level reported by the rule engine for one contributor (a sensor, or the zone itself for zone-wide

@@ -6,8 +6,8 @@
 //!
 //! Layout:
 //! - `engine.rs` (this file): [`RuleEngine`] — per-reading evaluation, `tick` (deadman, forecast expiry),
-//!   `post_forecast`, zone-wide rules (correlation, composite) settled after every step, `reload`, adopting levels
-//!   from the alert book after a restart.
+//!   `post_forecast`, `set_external` (partner agencies' warnings), zone-wide rules (correlation, composite) settled
+//!   after every step, `reload`, adopting levels from the alert book after a restart.
 //! - `engine/plan.rs`: the rule set compiled for evaluation (rules by metric, resolved conditions, series layout).
 //! - `engine/windows.rs`: fixed-size series state — accumulation buckets, rate samples, duplicate filter.
 //! - `engine/state.rs`: per-sensor, per-zone and per-area state, and its size accounting.
@@ -38,13 +38,14 @@ use geo_index::ZoneKind;
 use ingest::{Metric, Reading, Sensor};
 
 use crate::alert::{AlertBook, Finding, LevelInfo, Mode, Trigger};
+use crate::inbound::ExternalAlert;
 use crate::rules::{Direction, Margin, RuleKind, RuleSet};
 
 pub use snapshot::{EngineSnapshot, RestoreReport};
 pub use state::StateBytes;
 pub use windows::{Buckets, Dedup, Placement, RateRing};
 
-use plan::{CLimit, CRule, Clause, Cmp, Cond, Plan, FORECAST, NONE};
+use plan::{CLimit, CRule, Clause, Cmp, Cond, Plan, EXTERNAL, FORECAST, NONE};
 use state::{AreaAgg, AreaSlot, Member, SensorSlot, Series, ZoneSlot, AREA_MEMBER, NO_TS};
 
 /// A zone the reading's position falls in, as the caller's geo index found it.
@@ -85,6 +86,14 @@ pub enum ForecastError {
 
 type AreaMap = HashMap<u64, AreaAgg, ahash::RandomState>;
 
+/// The external warning behind an `external` condition in a zone (its values go into the composite's finding).
+#[derive(Debug, Clone, PartialEq)]
+struct ExternalHit {
+    id: String,
+    source: String,
+    sender_name: Option<String>,
+}
+
 fn area_key(rule: u16, zone: u32) -> u64 {
     (u64::from(rule) << 32) | u64::from(zone)
 }
@@ -104,6 +113,12 @@ pub struct RuleEngine {
     areas: AreaMap,
     /// Per zone: the latest forecast posted and its time.
     forecasts: BTreeMap<u32, (f64, i64)>,
+    /// Partner agencies' active warnings as last given to `set_external` (kept so a reload can re-match them), and
+    /// the time they were matched at.
+    external_alerts: Vec<ExternalAlert>,
+    external_at_ms: i64,
+    /// (index into `Plan::externals`, zone) → the warning that satisfies that `external` condition there.
+    external_cover: BTreeMap<(u16, u32), ExternalHit>,
     /// Levels from the alert book not yet matched to engine state: (rule id, zone id, contributor) → level.
     adopted: HashMap<(String, String, String), u8>,
     /// (rule, zone) areas changed in the current step; zone-wide rules reading them are re-evaluated.
@@ -142,6 +157,8 @@ struct Ctx<'a> {
     zone_idx: u32,
     areas: &'a AreaMap,
     forecast: Option<f64>,
+    /// Which `external` conditions hold where (zone-wide rules only; empty for per-sensor ones).
+    external: &'a BTreeMap<(u16, u32), ExternalHit>,
     /// How long the vehicle has been stopped inside this zone.
     stopped_ms: Option<i64>,
 }
@@ -156,6 +173,9 @@ impl RuleEngine {
             zone_index: HashMap::default(),
             areas: AreaMap::default(),
             forecasts: BTreeMap::new(),
+            external_alerts: Vec::new(),
+            external_at_ms: NO_TS,
+            external_cover: BTreeMap::new(),
             adopted: HashMap::new(),
             touched: Vec::new(),
             max_lateness_ms: max_lateness_ms.max(0),
@@ -545,6 +565,56 @@ impl RuleEngine {
         Ok(())
     }
 
+    /// Tells the engine the partner agencies' warnings now active (inbound CAP: `Inbound::active()`), as of
+    /// `now_ms`. Composite rules with `external` conditions are re-evaluated where coverage began or ended. Call it
+    /// after every inbound change and now and then (a warning can become effective later than it arrives); a call
+    /// that changes nothing costs one pass over the warnings.
+    pub fn set_external(&mut self, alerts: Vec<ExternalAlert>, now_ms: i64, out: &mut Vec<Finding>) {
+        self.external_alerts = alerts;
+        self.external_at_ms = now_ms;
+        if self.rematch_external() {
+            self.clock_ms = self.clock_ms.max(now_ms);
+            self.settle(Trigger::External, false, out);
+        }
+    }
+
+    /// Matches the kept warnings against the plan's `external` filters; marks zones whose coverage changed.
+    fn rematch_external(&mut self) -> bool {
+        let now = self.external_at_ms;
+        let mut cover: BTreeMap<(u16, u32), ExternalHit> = BTreeMap::new();
+        for (idx, filter) in self.plan.externals.iter().enumerate() {
+            for a in &self.external_alerts {
+                if !(a.effective_ms <= now && now < a.expires_ms && filter.accepts(a)) {
+                    continue;
+                }
+                for zone in &a.zone_ids {
+                    let Some(&z) = self.zone_index.get(zone.as_str()) else { continue };
+                    cover.entry((idx as u16, z)).or_insert_with(|| ExternalHit {
+                        id: a.id.clone(),
+                        source: a.source.clone(),
+                        sender_name: a.sender_name.clone(),
+                    });
+                }
+            }
+        }
+        let mut changed: BTreeSet<u32> = BTreeSet::new();
+        for (key, hit) in &cover {
+            if self.external_cover.get(key) != Some(hit) {
+                changed.insert(key.1);
+            }
+        }
+        for key in self.external_cover.keys() {
+            if !cover.contains_key(key) {
+                changed.insert(key.1);
+            }
+        }
+        self.external_cover = cover;
+        for &z in &changed {
+            self.touched.push((EXTERNAL, z));
+        }
+        !changed.is_empty()
+    }
+
     /// Re-evaluates zone-wide rules (correlation, composite) in the zones touched since the last settle, in
     /// dependency order, so each sees its inputs' final state. `all`: every zone with any state (after a reload).
     fn settle(&mut self, trigger: Trigger, all: bool, out: &mut Vec<Finding>) {
@@ -554,6 +624,7 @@ impl RuleEngine {
         let everywhere: Vec<u32> = if all {
             let mut zones: BTreeSet<u32> = self.areas.keys().map(|&k| key_parts(k).1).collect();
             zones.extend(self.forecasts.keys());
+            zones.extend(self.external_cover.keys().map(|(_, z)| *z));
             zones.into_iter().collect()
         } else {
             Vec::new()
@@ -597,6 +668,7 @@ impl RuleEngine {
             zone_idx: z,
             areas: &self.areas,
             forecast: self.forecasts.get(&z).map(|f| f.0),
+            external: &self.external_cover,
             stopped_ms: None,
         };
         let decision = decide(&ctx, current, &mut self.counters);
@@ -609,7 +681,7 @@ impl RuleEngine {
         let mut values: BTreeMap<String, String> = BTreeMap::new();
         let mut inputs: Vec<&Member> = Vec::new();
         for &r in &rule.reads {
-            if r == FORECAST {
+            if r == FORECAST || r == EXTERNAL {
                 continue;
             }
             if let Some(agg) = self.areas.get(&area_key(r, z)) {
@@ -627,6 +699,13 @@ impl RuleEngine {
         }
         if let (Some(f), Some(name)) = (ctx.forecast, forecast_key(rule, &self.plan)) {
             values.insert(format!("forecast_{name}"), format!("{f:.1}"));
+        }
+        if let Some(hit) = external_hit(rule, next, z, &self.external_cover) {
+            values.insert("external_source".into(), hit.source.clone());
+            values.insert("external_id".into(), hit.id.clone());
+            if let Some(name) = &hit.sender_name {
+                values.insert("external_sender".into(), name.clone());
+            }
         }
         add_zone_threshold_values(rule, next, zone, &self.plan, &mut values);
         let info = level_info(rule, next, &decision);
@@ -680,6 +759,10 @@ impl RuleEngine {
         next.restore(snapshot, None);
         next.counters = counters;
         next.clock_ms = clock;
+        next.external_alerts = std::mem::take(&mut self.external_alerts);
+        next.external_at_ms = self.external_at_ms;
+        next.rematch_external();
+        next.touched.clear();
         *self = next;
         let after: BTreeSet<(String, String, String)> =
             self.level_listing().into_iter().map(|(r, _, z, s)| (r, z, s)).collect();
@@ -874,6 +957,21 @@ impl RuleEngine {
             .collect()
     }
 
+    /// How far back readings still shape the rules' state: the longest accumulation window or rate history, plus
+    /// the lateness bound. A catch-up after a restart need not replay anything older.
+    pub fn memory_ms(&self) -> i64 {
+        let bucket = self.plan.bucket_ms;
+        let longest = self
+            .plan
+            .series
+            .iter()
+            .map(|sp| (sp.buckets as i64).saturating_mul(bucket).max(sp.rate_keep))
+            .chain(self.plan.rules.iter().map(|r| r.min_duration))
+            .max()
+            .unwrap_or(0);
+        longest.saturating_add(self.max_lateness_ms)
+    }
+
     pub fn sensor_count(&self) -> usize {
         self.sensors.len()
     }
@@ -938,7 +1036,17 @@ fn step_slot(
         }
     }
     let stopped_ms = (rule.speed_below.is_some() && slot.since_ms != NO_TS).then(|| now.saturating_sub(slot.since_ms));
-    let ctx = Ctx { inputs: Some(inputs), rule, zone, zone_idx: z, areas, forecast: None, stopped_ms };
+    let no_external = BTreeMap::new();
+    let ctx = Ctx {
+        inputs: Some(inputs),
+        rule,
+        zone,
+        zone_idx: z,
+        areas,
+        forecast: None,
+        external: &no_external,
+        stopped_ms,
+    };
     let mut decision = decide(&ctx, slot.level, counters);
     if rule.kind == RuleKind::Rate && inputs.rate.is_none() {
         // Too little history for a rate (first readings, a gap): unknown is not "safe", so the level stays.
@@ -1256,6 +1364,7 @@ fn cond_holds(cond: &Cond, ctx: &Ctx<'_>, relax: bool, counters: &mut EngineCoun
             let holds = resolve(limit, ctx, counters).is_some_and(|l| compare(v, Cmp::AtLeast, l, margin, relax));
             (holds, Some(v))
         }
+        Cond::External { idx } => (ctx.external.contains_key(&(idx, ctx.zone_idx)), None),
         Cond::ZoneKind(kind) => (ctx.zone.kind == Some(kind), None),
         Cond::Stopped { for_ms } => (ctx.stopped_ms.is_some_and(|d| d >= for_ms), None),
         Cond::Silent { missed } => match ctx.inputs.and_then(|i| i.silent) {
@@ -1288,6 +1397,20 @@ fn level_info(rule: &CRule, level: u8, decision: &Decision<'_>) -> Option<LevelI
         _ => l.any.first().or(l.all.first()).map(|c| format!("{} (held)", c.text)).unwrap_or_default(),
     };
     Some(info)
+}
+
+/// The warning behind the first `external` condition of the rule's `level` that holds in zone `z`.
+fn external_hit<'a>(
+    rule: &CRule,
+    level: u8,
+    z: u32,
+    cover: &'a BTreeMap<(u16, u32), ExternalHit>,
+) -> Option<&'a ExternalHit> {
+    let l = next_level(rule, level)?;
+    l.all.iter().chain(l.any.iter()).flat_map(|c| c.conds.iter()).find_map(|c| match c {
+        Cond::External { idx } => cover.get(&(*idx, z)),
+        _ => None,
+    })
 }
 
 /// Name of the zone threshold a rule's forecast conditions compare with (for the `forecast_<name>` value).
@@ -1505,6 +1628,121 @@ mod tests {
         assert!(matches!(e.post_forecast("nowhere", 1.0, 0, &mut out), Err(ForecastError::UnknownZone(_))));
         assert!(e.post_forecast("dfa", 1.0, i64::MIN, &mut out).is_ok());
         e.tick(i64::MAX, &mut out);
+    }
+
+    /// A partner agency's warning over `zones`, in force from `effective_ms` for six hours.
+    fn warning(
+        source: &str,
+        code: &str,
+        zones: &[&str],
+        status: crate::cap::Status,
+        effective_ms: i64,
+    ) -> ExternalAlert {
+        use crate::cap::{Category, Certainty, MsgType, Scope, Severity, Urgency};
+        ExternalAlert {
+            id: format!("ext:{source}@example.tw:{code}"),
+            version: 1,
+            source: source.into(),
+            identifier: code.into(),
+            sender: format!("{source}@example.tw"),
+            sent: String::new(),
+            sent_ms: effective_ms,
+            status,
+            msg_type: MsgType::Alert,
+            scope: Scope::Public,
+            event: "土石流".into(),
+            event_code: Some(code.into()),
+            categories: vec![Category::Geo],
+            severity: Severity::Moderate,
+            urgency: Urgency::Expected,
+            certainty: Certainty::Likely,
+            sender_name: Some("水保署".into()),
+            headline_zh: None,
+            headline_en: None,
+            description_zh: None,
+            description_en: None,
+            instruction_zh: None,
+            instruction_en: None,
+            web: None,
+            area_desc: Vec::new(),
+            effective_ms,
+            expires: None,
+            expires_ms: effective_ms + 6 * 3_600_000,
+            zone_ids: zones.iter().map(|z| z.to_string()).collect(),
+            geocodes: Vec::new(),
+            unresolved_geocodes: Vec::new(),
+            geometry: serde_json::Value::Null,
+            public: true,
+            received_ms: effective_ms,
+        }
+    }
+
+    fn debris(out: &mut Vec<Finding>) -> Vec<Finding> {
+        let found = out.iter().filter(|f| f.rule_id == "debris-flow").cloned().collect();
+        out.clear();
+        found
+    }
+
+    #[test]
+    fn the_slope_agencys_warning_gives_yellow_and_our_rain_confirms_red() {
+        use crate::cap::Status;
+        let mut e = engine();
+        e.install_zone("dfa", Some(ZoneKind::DebrisFlow), BTreeMap::from([("rain_1h_mm".to_string(), 60.0)]));
+        let mut out = Vec::new();
+        let t0 = 1_764_122_400_000;
+        // An exercise, another agency, another event, or a warning not yet in force: nothing.
+        let not_yet = [
+            warning("swcb", "debrisFlow", &["dfa"], Status::Exercise, t0),
+            warning("wra", "debrisFlow", &["dfa"], Status::Actual, t0),
+            warning("swcb", "landslide", &["dfa"], Status::Actual, t0),
+            warning("swcb", "debrisFlow", &["elsewhere"], Status::Actual, t0),
+            warning("swcb", "debrisFlow", &["dfa"], Status::Actual, t0 + 3_600_000),
+        ];
+        e.set_external(not_yet.to_vec(), t0, &mut out);
+        assert!(debris(&mut out).is_empty());
+        // The slope agency's warning alone: yellow, with its texts and the source named.
+        let swcb = warning("swcb", "debrisFlow", &["dfa"], Status::Actual, t0);
+        e.set_external(vec![swcb.clone()], t0, &mut out);
+        let f = debris(&mut out);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].level.as_ref().map(|l| l.index), Some(0));
+        assert_eq!(f[0].trigger, Trigger::External);
+        assert_eq!(f[0].values.get("external_source").map(String::as_str), Some("swcb"));
+        assert_eq!(f[0].values.get(crate::rules::TEMPLATE_VALUE).map(String::as_str), Some("yellow"));
+        // Told again, nothing changed: nothing to say.
+        e.set_external(vec![swcb.clone()], t0 + 1000, &mut out);
+        assert!(debris(&mut out).is_empty());
+        // Our rain reaches the area's threshold as well: red.
+        e.evaluate(&rain(t0 + 10 * MIN, 65.0), &gauge(), &ZONE, &mut out);
+        let f = debris(&mut out);
+        assert_eq!(f.last().and_then(|f| f.level.as_ref()).map(|l| l.index), Some(1), "{f:?}");
+        assert_eq!(f.last().unwrap().values.get(crate::rules::TEMPLATE_VALUE).map(String::as_str), Some("red"));
+        // A reload keeps both the windows and the warning: still red, nothing announced.
+        let rules = RuleSet::from_toml(include_str!("../../config/rules.toml"), Path::new("rules.toml")).unwrap();
+        e.reload(rules, &mut out);
+        assert!(debris(&mut out).is_empty(), "reload changed nothing");
+        assert_eq!(e.area_level("debris-flow", "dfa"), Some(1));
+        // The warning ends (cancelled or expired): back to yellow on our rain alone.
+        e.set_external(Vec::new(), t0 + 20 * MIN, &mut out);
+        let f = debris(&mut out);
+        assert_eq!(f.last().and_then(|f| f.level.as_ref()).map(|l| l.index), Some(0), "{f:?}");
+    }
+
+    #[test]
+    fn a_warning_counts_once_it_is_in_force_and_until_it_expires() {
+        use crate::cap::Status;
+        let mut e = engine();
+        e.install_zone("dfa", Some(ZoneKind::DebrisFlow), BTreeMap::new());
+        let mut out = Vec::new();
+        let t0 = 1_764_122_400_000;
+        let later = warning("swcb", "debrisFlow", &["dfa"], Status::Actual, t0 + 60_000);
+        e.set_external(vec![later.clone()], t0, &mut out);
+        assert!(debris(&mut out).is_empty());
+        e.set_external(vec![later.clone()], t0 + 60_000, &mut out);
+        assert_eq!(debris(&mut out).len(), 1);
+        e.set_external(vec![later.clone()], later.expires_ms, &mut out);
+        let f = debris(&mut out);
+        assert!(f.len() == 1 && f[0].level.is_none(), "{f:?}");
     }
 
     #[test]

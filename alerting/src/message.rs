@@ -44,6 +44,9 @@ pub struct AlertMessage {
     pub state: AlertState,
     pub mode: Mode,
     pub event: String,
+    /// The rule that raised it (several rules can share an event type, e.g. operators' rain signals and the public
+    /// debris-flow alert).
+    pub rule: String,
     pub severity: Severity,
     pub urgency: Urgency,
     pub certainty: Certainty,
@@ -103,6 +106,7 @@ impl AlertMessage {
             state: alert.state,
             mode: alert.mode,
             event: alert.event.clone(),
+            rule: alert.rule_id.clone(),
             severity: alert.level.severity,
             urgency: alert.level.urgency,
             certainty: alert.level.certainty,

@@ -10,7 +10,7 @@
 //! | `rate` | change of `metric` per hour over the rule's `window` | `at_least` (units per hour) |
 //! | `trip` | a digital value (wire sensors) | `equals` (or `at_most`/`at_least`); fires at once |
 //! | `correlation` | how many sensors of rule `source` agree in a zone | `sensors` (k) + `level` |
-//! | `composite` | other rules' state in the same zone, posted forecasts | `rule` (+ `level`, `sensors`), `forecast` + `at_least` |
+//! | `composite` | other rules' state in the same zone, posted forecasts, partner agencies' warnings | `rule` (+ `level`, `sensors`), `forecast` + `at_least`, `external` |
 //! | `geofence` | where a mobile sensor is | `zone_kind`, `rule` (+ `level`), `speed_below` + `stopped_for` |
 //! | `deadman` | how long a sensor has been silent (driven by `RuleEngine::tick`) | `missed` (+ `rule`, `level`) |
 //!
@@ -18,6 +18,11 @@
 //! (`at_least`, `at_most`) is a number or `"zone.<name>"`: the value of the zone's `thresholds` map in
 //! `config/zones.geojson` (debris-flow rainfall thresholds differ per area). Errors name the file, the rule and the
 //! field (`levels[1].any[0].window`).
+//!
+//! An `external` condition holds while an active warning of a partner agency (inbound CAP, `crate::inbound`) from the
+//! named source covers the zone: `{ external = { source = "swcb", event_code = "debrisFlow" } }`. Which sources exist
+//! and which per-level CAP texts (`template`) exist is known only beside the other config files, so
+//! [`RuleSet::check_context`] checks those names once everything is loaded (at start and on every reload).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -29,6 +34,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::alert::{Certainty, Severity, Urgency};
 use crate::AlertingError;
+
+/// The alert value that carries a level's `template` (the per-level CAP texts) to dissemination.
+pub const TEMPLATE_VALUE: &str = "cap_template";
 
 /// At most this many levels per rule: level indices fit the engine's one-byte level slots.
 pub const MAX_LEVELS: usize = 8;
@@ -181,6 +189,40 @@ pub struct Condition {
     /// Deadman: silent for more than this many expected intervals (`interval_s` of the sensor registry).
     #[serde(default)]
     pub missed: Option<f64>,
+    /// Composite: a partner agency's warning (inbound CAP) covers the zone.
+    #[serde(default)]
+    pub external: Option<ExternalCondition>,
+}
+
+/// "An active warning from inbound source `source` covers this zone", optionally narrowed. Only Actual messages
+/// count: an agency's exercise must not trip a real rule.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalCondition {
+    /// A `[[feed]]` or `[[push]]` name of `config/inbound.toml`.
+    pub source: String,
+    /// Taiwan CAP profile event code (`debrisFlow`, `rainfall`, `highWater`, …); absent: any.
+    #[serde(default)]
+    pub event_code: Option<String>,
+    /// CAP category (`Geo`, `Met`, …) of the warning's primary info; absent: any.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// At least this CAP severity (`Minor` < `Moderate` < `Severe` < `Extreme`); absent: any.
+    #[serde(default)]
+    pub min_severity: Option<String>,
+}
+
+impl ExternalCondition {
+    /// The inbound filter this condition stands for (validated names; unknown ones would have failed the load).
+    pub fn filter(&self) -> crate::inbound::ExternalFilter {
+        crate::inbound::ExternalFilter {
+            event_codes: self.event_code.iter().cloned().collect(),
+            sources: vec![self.source.clone()],
+            categories: self.category.as_deref().and_then(crate::cap::Category::parse).into_iter().collect(),
+            min_severity: self.min_severity.as_deref().and_then(crate::cap::Severity::parse),
+            ..crate::inbound::ExternalFilter::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -203,6 +245,10 @@ pub struct Level {
     /// Extra CAP template values for this level (e.g. `warning_level = "2"` for river_level texts).
     #[serde(default)]
     pub values: BTreeMap<String, String>,
+    /// Which per-level texts of the event's CAP template this level uses (`[event.<event>.level.<template>]` in
+    /// `config/cap_templates.toml`): debris-flow yellow and red read differently. Absent: the event's own texts.
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -500,6 +546,11 @@ fn validate_rule(rule: &Rule, settings: &EngineSettings, by_id: &HashMap<&str, &
         if level.name.trim().is_empty() || level.name_en.trim().is_empty() {
             return Err(format!("`levels[{i}]`: `name` and `name_en` must not be empty"));
         }
+        if let Some(key) = &level.template {
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+                return Err(format!("`levels[{i}].template` `{key}` must be lower-case ASCII letters, digits or '_'"));
+            }
+        }
         // A deadman level is about silence: `missed` in an `all` condition, or in every `any` condition.
         if rule.kind == Deadman
             && !level.all.iter().any(|c| c.missed.is_some())
@@ -555,11 +606,11 @@ fn validate_condition(
         Rate => &["at_least"],
         Trip => &["equals", "at_least", "at_most"],
         Correlation => &["sensors", "level", "rule"],
-        Composite => &["rule", "level", "sensors", "forecast", "at_least"],
+        Composite => &["rule", "level", "sensors", "forecast", "at_least", "external"],
         Geofence => &["zone_kind", "rule", "level", "speed_below", "stopped_for"],
         Deadman => &["missed", "rule", "level"],
     };
-    let present: [(&str, bool); 12] = [
+    let present: [(&str, bool); 13] = [
         ("window", c.window.is_some()),
         ("at_least", c.at_least.is_some()),
         ("at_most", c.at_most.is_some()),
@@ -572,6 +623,7 @@ fn validate_condition(
         ("speed_below", c.speed_below.is_some()),
         ("stopped_for", c.stopped_for.is_some()),
         ("missed", c.missed.is_some()),
+        ("external", c.external.is_some()),
     ];
     for (name, is) in present {
         if is && !allowed.contains(&name) {
@@ -636,13 +688,13 @@ fn validate_condition(
                 }
             }
         }
-        Composite => match (&c.rule, c.forecast) {
-            (Some(_), None) => {
+        Composite => match (&c.rule, c.forecast, &c.external) {
+            (Some(_), None, None) => {
                 if c.at_least.is_some() {
                     return Err(format!("{at}.at_least` is for forecast conditions; use `level` with `rule`"));
                 }
             }
-            (None, Some(true)) => {
+            (None, Some(true), None) => {
                 if c.at_least.is_none() {
                     return Err(format!("{at}.at_least` is required with `forecast`"));
                 }
@@ -650,8 +702,14 @@ fn validate_condition(
                     return Err(format!("{at}`: `level` and `sensors` go with `rule`, not `forecast`"));
                 }
             }
-            (None, Some(false)) => return Err(format!("{at}.forecast` = false means nothing; leave it out")),
-            _ => return Err(format!("{at}`: give `rule` or `forecast = true`")),
+            (None, Some(false), None) => return Err(format!("{at}.forecast` = false means nothing; leave it out")),
+            (None, None, Some(external)) => {
+                if c.at_least.is_some() || c.level.is_some() || c.sensors.is_some() {
+                    return Err(format!("{at}`: `at_least`, `level` and `sensors` do not go with `external`"));
+                }
+                validate_external(external, at)?;
+            }
+            _ => return Err(format!("{at}`: give one of `rule`, `forecast = true` or `external`")),
         },
         Geofence => {
             if c.zone_kind.is_none() && c.rule.is_none() {
@@ -696,6 +754,105 @@ fn validate_condition(
         }
     }
     Ok(())
+}
+
+/// The fields of an `external` condition, each named in the error (`levels[0].any[2].external.source`).
+fn validate_external(e: &ExternalCondition, at: &str) -> Result<(), String> {
+    let source_ok = !e.source.is_empty()
+        && e.source.len() <= 64
+        && e.source.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !source_ok {
+        return Err(format!(
+            "{at}.external.source` `{}` must be an inbound source name (1-64 of a-z, 0-9, `-`, `_`)",
+            e.source
+        ));
+    }
+    if let Some(code) = &e.event_code {
+        if code.is_empty() || code.len() > 64 || code.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            return Err(format!("{at}.external.event_code` must be a CAP event code without spaces"));
+        }
+    }
+    if let Some(category) = &e.category {
+        if crate::cap::Category::parse(category).is_none() {
+            let all: Vec<&str> = crate::cap::Category::ALL.iter().map(|c| c.as_str()).collect();
+            return Err(format!("{at}.external.category` `{category}` is not a CAP category ({})", all.join(", ")));
+        }
+    }
+    if let Some(severity) = &e.min_severity {
+        match crate::cap::Severity::parse(severity) {
+            Some(s) if s != crate::cap::Severity::Unknown => {}
+            _ => {
+                return Err(format!(
+                    "{at}.external.min_severity` `{severity}` must be Minor, Moderate, Severe or Extreme"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names a rule file may use that are defined in other files: checked by [`RuleSet::check_context`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuleContext<'a> {
+    /// Source names of `config/inbound.toml` (`[[feed]]` and `[[push]]`); empty when inbound CAP is off.
+    pub inbound_sources: &'a [String],
+    /// The CAP templates, when CAP messages are built (dissemination on); `None` skips the `template` check.
+    pub templates: Option<&'a crate::cap::Templates>,
+}
+
+impl RuleSet {
+    /// Checks the names a rule borrows from other config files: every `external.source` is a configured inbound
+    /// source, and every level `template` exists for the rule's event in the CAP templates. The error names the
+    /// file, the rule and the field, like the load errors.
+    pub fn check_context(&self, ctx: &RuleContext<'_>, file: &Path) -> Result<(), AlertingError> {
+        let fail =
+            |rule: &Rule, message: String| AlertingError::Rule { file: file.into(), rule: rule.id.clone(), message };
+        for rule in &self.rules {
+            for (i, level) in rule.levels.iter().enumerate() {
+                for (list, conditions) in [("any", &level.any), ("all", &level.all)] {
+                    for (j, c) in conditions.iter().enumerate() {
+                        let Some(external) = &c.external else { continue };
+                        if !ctx.inbound_sources.contains(&external.source) {
+                            let known = if ctx.inbound_sources.is_empty() {
+                                "inbound CAP is not configured (`files.inbound`)".to_string()
+                            } else {
+                                format!("the inbound sources are {}", ctx.inbound_sources.join(", "))
+                            };
+                            return Err(fail(
+                                rule,
+                                format!(
+                                    "`levels[{i}].{list}[{j}].external.source`: no inbound source `{}`; {known}",
+                                    external.source
+                                ),
+                            ));
+                        }
+                    }
+                }
+                if let (Some(key), Some(templates)) = (&level.template, ctx.templates) {
+                    let found = templates.event(&rule.event).ok().is_some_and(|t| t.levels.contains_key(key));
+                    if !found {
+                        return Err(fail(
+                            rule,
+                            format!(
+                                "`levels[{i}].template`: the CAP templates have no [event.{}.level.{key}]",
+                                rule.event
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The inbound source names the rules' `external` conditions read.
+    pub fn external_sources(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.levels.iter())
+            .flat_map(|l| l.any.iter().chain(l.all.iter()))
+            .filter_map(|c| c.external.as_ref().map(|e| e.source.as_str()))
+    }
 }
 
 /// Composite and correlation rules read other rules' zone state; a cycle would have no evaluation order.
@@ -867,6 +1024,81 @@ any = [{ window = "1h", at_least = 80 }]
         let e = load(&format!("{BASE}{}", composite("c1", "r1").replace("rule = \"r1\"", "rule = \"r1\", level = 3")))
             .unwrap_err();
         assert!(e.contains("level` 3: rule `r1` has 1 levels"), "{e}");
+    }
+
+    fn composite_reading(condition: &str) -> String {
+        format!(
+            "{BASE}[[rule]]\nid = \"c1\"\nkind = \"composite\"\nevent = \"debris_flow\"\n[[rule.levels]]\nname = \"a\"\nname_en = \"a\"\nseverity = \"Severe\"\ntemplate = \"yellow\"\nany = [{condition}]\n"
+        )
+    }
+
+    #[test]
+    fn external_conditions_are_checked_field_by_field() {
+        let good = load(&composite_reading(r#"{ external = { source = "swcb", event_code = "debrisFlow", category = "Geo", min_severity = "Moderate" } }"#)).unwrap();
+        let c = &good.get("c1").unwrap().levels[0].any[0];
+        let filter = c.external.as_ref().unwrap().filter();
+        assert_eq!(filter.sources, ["swcb"]);
+        assert_eq!(filter.event_codes, ["debrisFlow"]);
+        assert_eq!(filter.categories, [crate::cap::Category::Geo]);
+        assert_eq!(filter.statuses, [crate::cap::Status::Actual], "an agency's drill never trips a real rule");
+        for (condition, needle) in [
+            (r#"{ external = { source = "SWCB!" } }"#, "c1`: `levels[0].any[0].external.source` `SWCB!`"),
+            (
+                r#"{ external = { source = "swcb", category = "Weather" } }"#,
+                "levels[0].any[0].external.category` `Weather`",
+            ),
+            (
+                r#"{ external = { source = "swcb", min_severity = "Unknown" } }"#,
+                "levels[0].any[0].external.min_severity`",
+            ),
+            (
+                r#"{ external = { source = "swcb", event_code = "debris flow" } }"#,
+                "levels[0].any[0].external.event_code`",
+            ),
+            (
+                r#"{ external = { source = "swcb" }, rule = "r1" }"#,
+                "give one of `rule`, `forecast = true` or `external`",
+            ),
+            (r#"{ external = { source = "swcb" }, level = 0 }"#, "do not go with `external`"),
+            (r#"{ external = { sourse = "swcb" } }"#, "sourse"),
+        ] {
+            let e = load(&composite_reading(condition)).unwrap_err();
+            assert!(e.contains(needle), "{condition}: {e}");
+        }
+        // Only composite rules read other sources.
+        let e =
+            load(&BASE.replace("at_least = 80 }", "at_least = 80, external = { source = \"swcb\" } }")).unwrap_err();
+        assert!(e.contains("levels[0].any[0].external` is not used by accumulation rules"), "{e}");
+        let e =
+            load(&composite_reading(r#"{ rule = "r1" }"#).replace("template = \"yellow\"", "template = \"Yellow!\""))
+                .unwrap_err();
+        assert!(e.contains("levels[0].template` `Yellow!`"), "{e}");
+    }
+
+    #[test]
+    fn names_from_other_files_are_checked_in_context() {
+        let set = load(&composite_reading(r#"{ external = { source = "swcb" } }"#)).unwrap();
+        let templates = crate::cap::Templates::from_toml_str(include_str!("../../config/cap_templates.toml")).unwrap();
+        let file = Path::new("rules.toml");
+        let sources = ["swcb".to_string(), "wra".to_string()];
+        let ok = RuleContext { inbound_sources: &sources, templates: Some(&templates) };
+        set.check_context(&ok, file).unwrap();
+        let e = set.check_context(&RuleContext { inbound_sources: &sources[1..], ..ok }, file).unwrap_err().to_string();
+        assert!(
+            e.contains("rules.toml: rule `c1`: `levels[0].any[0].external.source`: no inbound source `swcb`; the inbound sources are wra"),
+            "{e}"
+        );
+        let e = set.check_context(&RuleContext { inbound_sources: &[], ..ok }, file).unwrap_err().to_string();
+        assert!(e.contains("inbound CAP is not configured"), "{e}");
+        let orange = load(&composite_reading(r#"{ rule = "r1" }"#).replace("\"yellow\"", "\"orange\"")).unwrap();
+        let e = orange.check_context(&ok, file).unwrap_err().to_string();
+        assert!(
+            e.contains("rule `c1`: `levels[0].template`: the CAP templates have no [event.debris_flow.level.orange]"),
+            "{e}"
+        );
+        // Without CAP messages (no dissemination) template names are not checked.
+        orange.check_context(&RuleContext { templates: None, ..ok }, file).unwrap();
+        assert_eq!(set.external_sources().collect::<Vec<_>>(), ["swcb"]);
     }
 
     #[test]

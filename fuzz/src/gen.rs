@@ -333,6 +333,7 @@ pub fn cap_input(u: &mut Unstructured, event_types: &[String]) -> Result<CapInpu
         } else {
             u.choose(event_types)?.clone()
         },
+        level: opt(u, ident)?,
         urgency: pick(u, Urgency::ALL)?,
         severity: pick(u, Severity::ALL)?,
         certainty: pick(u, Certainty::ALL)?,

@@ -56,6 +56,7 @@ fn write_cap_seeds() {
         references: vec![],
         note: None,
         event_type: "debris_flow".into(),
+        level: None,
         urgency: Urgency::Immediate,
         severity: Severity::Severe,
         certainty: Certainty::Observed,

@@ -24,6 +24,7 @@ pub mod citizen;
 pub mod liveness;
 pub mod operator;
 pub mod reports;
+pub mod rules;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -43,6 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/zones/{id}/cells", get(zone_cells))
         .route("/api/v1/zones/{id}/forecast", post(post_forecast))
+        .route("/api/v1/rules/reload", post(rules::reload))
         .route("/api/v1/cap/inbound", post(inbound_cap))
         .route("/cap/feed.atom", get(cap_feed))
         .route("/cap/{file}", get(cap_message))

@@ -164,6 +164,36 @@ fn a_restart_keeps_the_data_and_the_series_ids() {
 }
 
 #[test]
+fn readings_after_per_series_cutoffs_in_event_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ReadingStore::open(dir.path(), StoreConfig::default()).unwrap();
+    let mut batch = Vec::new();
+    for i in 0..10 {
+        batch.push(reading("RG0001", Metric::RainMm, T0 + i * 60_000, i as f64));
+        batch.push(reading("RG0002", Metric::RainMm, T0 + i * 60_000 + 1, 10.0 + i as f64));
+        batch.push(reading("RG0001", Metric::BatteryV, T0 + i * 60_000, 12.0));
+    }
+    store.append(&batch);
+    store.flush().unwrap();
+    // RG0001 rain after its 7th reading, RG0002 rain from the start, battery skipped.
+    let after = |sensor: &str, metric: Metric| match (sensor, metric) {
+        ("RG0001", Metric::RainMm) => Some(T0 + 6 * 60_000),
+        ("RG0002", Metric::RainMm) => Some(i64::MIN),
+        _ => None,
+    };
+    let got = store.readings_after(&after, 100).unwrap();
+    let keys: Vec<(&str, i64)> = got.iter().map(|r| (r.sensor_id.as_str(), r.ts_ms)).collect();
+    assert_eq!(keys.len(), 13, "{keys:?}");
+    assert!(keys.windows(2).all(|w| w[0].1 <= w[1].1), "event-time order: {keys:?}");
+    assert_eq!(keys.iter().filter(|(s, _)| *s == "RG0001").count(), 3);
+    assert_eq!(keys[0], ("RG0002", T0 + 1));
+    assert!(got.iter().all(|r| r.metric == Metric::RainMm && r.position.is_none()));
+    // The limit keeps the oldest.
+    let capped = store.readings_after(&after, 2).unwrap();
+    assert_eq!(capped.iter().map(|r| r.ts_ms).collect::<Vec<_>>(), [T0 + 1, T0 + 60_000 + 1]);
+}
+
+#[test]
 fn a_bad_config_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let e = ReadingStore::open(dir.path(), StoreConfig { retention_days: 0, ..StoreConfig::default() });

@@ -59,6 +59,22 @@ impl Server {
         Self::launch(&["demo", "--no-scenario"], &["--data-dir", data_dir.to_str().unwrap()])
     }
 
+    /// `serve --config <file>` keeping its state in `data_dir` (for restart tests).
+    pub fn serve_in(config: &std::path::Path, data_dir: &std::path::Path) -> Server {
+        Self::launch(&["serve", "--config", config.to_str().unwrap()], &["--data-dir", data_dir.to_str().unwrap()])
+    }
+
+    /// Ends the process with SIGKILL (no shutdown step runs: what is on disk is all a restart gets).
+    pub fn kill(self) {
+        drop(self);
+    }
+
+    /// Sends a signal by name (`HUP`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args(["-s", name, &self.child.id().to_string()]).status().expect("kill(1)");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
     /// Starts the binary on free ports. A port picked free can be taken by another test before the server binds it;
     /// the server then exits with "Address already in use", and we try again on other ports.
     fn launch(command: &[&str], extra: &[&str]) -> Server {
@@ -99,6 +115,13 @@ impl Server {
             .stderr(log_file)
             .spawn()
             .expect("the binary starts");
+        // A given --data-dir is where the state is.
+        let data_dir = extra
+            .iter()
+            .position(|a| *a == "--data-dir")
+            .and_then(|i| extra.get(i + 1))
+            .map(PathBuf::from)
+            .unwrap_or(data_dir);
         Server { child, mqtt, mqtt5, http, data_dir, log }
     }
 
@@ -134,6 +157,16 @@ impl Server {
         body.lines()
             .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
             .unwrap_or_else(|| panic!("metric {sample} not found"))
+    }
+
+    /// The operators' snapshot frame (a fresh connection's first frame).
+    pub async fn snapshot(&self) -> serde_json::Value {
+        let mut request = format!("ws://{}/ws/operator", self.http).into_client_request().unwrap();
+        request.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("operator websocket connects");
+        let snapshot = Operator { ws }.next_json(Duration::from_secs(10)).await.expect("a snapshot first");
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        snapshot
     }
 
     pub async fn operator(&self) -> Operator {
@@ -211,12 +244,24 @@ pub fn http_request(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Option<(u16, String)> {
+    let auth: Vec<(&str, String)> = token.map(|t| ("Authorization", format!("Bearer {t}"))).into_iter().collect();
+    http_request_with(addr, method, path, &auth, body)
+}
+
+/// [`http_request`] with any request headers (signatures, content types).
+pub fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<&str>,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let body = body.unwrap_or("");
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).ok()?;

@@ -75,6 +75,9 @@ pub struct CapInput {
     pub note: Option<String>,
     /// Templates key: heavy_rain, debris_flow, river_level, landslide, road_flood, hazmat_geofence, sensor_silent, …
     pub event_type: String,
+    /// Per-level texts of the event type to use (`[event.X.level.<key>]`, from the rule level's `template`);
+    /// `None`: the event type's own texts.
+    pub level: Option<String>,
     /// CAP urgency.
     pub urgency: Urgency,
     /// CAP severity.
@@ -152,9 +155,15 @@ pub fn build_alert(input: &CapInput, templates: &Templates) -> Result<CapAlert, 
             event_type: input.event_type.clone(),
             language: language.clone(),
         })?;
-        let texts = template.texts.get(language).ok_or_else(|| TemplateError::MissingLanguage {
-            event_type: input.event_type.clone(),
-            language: language.clone(),
+        if let Some(level) = &input.level {
+            if !template.levels.contains_key(level) {
+                return Err(
+                    TemplateError::UnknownLevel { event_type: input.event_type.clone(), level: level.clone() }.into()
+                );
+            }
+        }
+        let texts = template.texts_for(input.level.as_deref(), language).ok_or_else(|| {
+            TemplateError::MissingLanguage { event_type: input.event_type.clone(), language: language.clone() }
         })?;
         let area_names: Vec<&str> = input.areas.iter().map(|a| a.desc.get(language)).collect();
         let mut builtins: BTreeMap<&str, String> = BTreeMap::new();

@@ -27,8 +27,13 @@
 //! headline = "…{area}…"
 //! description = "…{rain_24h_mm}…"
 //! instruction = "…"
+//! [event.debris_flow.level.yellow.zh-TW]  # optional per-level texts, chosen by a rule level's `template`
+//! headline = "…"                           # event, headline, description, instruction as above; `event` may
+//! description = "…"                        # be left out (the event type's own name is used)
+//! instruction = "…"
 //! ```
-//! `{name}` is a placeholder; `{{` and `}}` are literal braces.
+//! `{name}` is a placeholder; `{{` and `}}` are literal braces. Per-level texts exist because one event type can
+//! have levels that must read differently: a debris-flow *yellow* alert must not say 紅色 (red).
 
 use std::collections::BTreeMap;
 
@@ -69,6 +74,9 @@ pub enum TemplateError {
     /// A category or response type not spelled as CAP spells it.
     #[error("event `{event_type}`: `{value}` is not a CAP {field} value")]
     BadEnum { event_type: String, field: &'static str, value: String },
+    /// A message asked for per-level texts the event type does not define.
+    #[error("event `{event_type}`: no texts for level `{level}` ([event.{event_type}.level.{level}])")]
+    UnknownLevel { event_type: String, level: String },
     /// `{` without `}` or a stray `}`.
     #[error("event `{event_type}` ({language}) {field}: unbalanced brace in template")]
     Unbalanced { event_type: String, language: String, field: &'static str },
@@ -127,6 +135,30 @@ pub struct EventTemplate {
     pub event_code: String,
     /// Texts keyed by language tag.
     pub texts: BTreeMap<String, EventText>,
+    /// Per-level texts (`[event.X.level.<key>.<language>]`), keyed by level key, then language tag; every
+    /// language of the file is present.
+    pub levels: BTreeMap<String, BTreeMap<String, EventText>>,
+}
+
+impl EventTemplate {
+    /// The texts for `language`, of level `level` when given.
+    pub fn texts_for(&self, level: Option<&str>, language: &str) -> Option<&EventText> {
+        match level {
+            Some(key) => self.levels.get(key)?.get(language),
+            None => self.texts.get(language),
+        }
+    }
+}
+
+/// Per-level texts may leave out `event`: the level is still the same kind of event.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LevelText {
+    #[serde(default)]
+    event: Option<String>,
+    headline: String,
+    description: String,
+    instruction: String,
 }
 
 /// All templates, checked. Build once at start-up and share.
@@ -284,10 +316,14 @@ impl Templates {
                 }
                 texts.insert(lang.clone(), text);
             }
+            let levels = match table.remove("level") {
+                None => BTreeMap::new(),
+                Some(value) => level_texts(&event_type, value, &raw.languages, &texts)?,
+            };
             if let Some(key) = table.keys().next() {
                 return Err(TemplateError::UnknownKey { event_type: event_type.clone(), key: key.clone() });
             }
-            events.insert(event_type, EventTemplate { categories, response_types, event_code, texts });
+            events.insert(event_type, EventTemplate { categories, response_types, event_code, texts, levels });
         }
         Ok(Templates { languages: raw.languages, language, status_note, events })
     }
@@ -318,6 +354,67 @@ impl Templates {
     pub fn status_note(&self, status: Status) -> Option<&str> {
         self.status_note.get(&status).map(String::as_str)
     }
+}
+
+/// `[event.X.level]`: per-level texts, each level in every language, braces balanced.
+fn level_texts(
+    event_type: &str,
+    value: toml::Value,
+    languages: &[String],
+    base: &BTreeMap<String, EventText>,
+) -> Result<BTreeMap<String, BTreeMap<String, EventText>>, TemplateError> {
+    let bad = |message: String| TemplateError::BadField { event_type: event_type.to_string(), message };
+    let toml::Value::Table(levels) = value else {
+        return Err(bad("`level` must be a table of level keys ([event.X.level.<key>.<language>])".into()));
+    };
+    let mut out = BTreeMap::new();
+    for (key, value) in levels {
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(bad(format!("level key `{key}`: lower-case ASCII letters, digits or '_'")));
+        }
+        let toml::Value::Table(mut by_lang) = value else {
+            return Err(bad(format!("[event.{event_type}.level.{key}] must be a table of languages")));
+        };
+        let mut texts = BTreeMap::new();
+        for lang in languages {
+            let Some(value) = by_lang.remove(lang) else {
+                return Err(TemplateError::MissingLanguage {
+                    event_type: format!("{event_type}.level.{key}"),
+                    language: lang.clone(),
+                });
+            };
+            let raw: LevelText = value.try_into().map_err(|e: toml::de::Error| {
+                bad(format!("[event.{event_type}.level.{key}.{lang}]: {}", e.message()))
+            })?;
+            let text = EventText {
+                event: raw.event.or_else(|| base.get(lang).map(|t| t.event.clone())).unwrap_or_default(),
+                headline: raw.headline,
+                description: raw.description,
+                instruction: raw.instruction,
+            };
+            for (field, t) in [
+                ("event", &text.event),
+                ("headline", &text.headline),
+                ("description", &text.description),
+                ("instruction", &text.instruction),
+            ] {
+                check_braces(t).map_err(|()| TemplateError::Unbalanced {
+                    event_type: format!("{event_type}.level.{key}"),
+                    language: lang.clone(),
+                    field,
+                })?;
+            }
+            texts.insert(lang.clone(), text);
+        }
+        if let Some(extra) = by_lang.keys().next() {
+            return Err(TemplateError::UnknownKey {
+                event_type: format!("{event_type}.level.{key}"),
+                key: extra.clone(),
+            });
+        }
+        out.insert(key, texts);
+    }
+    Ok(out)
 }
 
 /// `Ok` when every `{` is closed by a `}` before the next `{`, and `{{`/`}}` are the only other braces.

@@ -168,6 +168,19 @@ pub(crate) fn template_values(view: &AlertView, cfg: &Resolved, templates: &Temp
     values
 }
 
+/// The per-level texts the alert's rule level asked for (`template` in the rules), if the templates have them. An
+/// alert raised under texts that a later templates file dropped falls back to the event's own texts rather than
+/// failing its message (start and reload check that current rules only name existing ones).
+fn level_texts(view: &AlertView, templates: &Templates) -> Option<String> {
+    let key = view.values.get(crate::rules::TEMPLATE_VALUE)?;
+    if templates.event(&view.event).is_ok_and(|t| t.levels.contains_key(key)) {
+        Some(key.clone())
+    } else {
+        tracing::warn!(event = %view.event, level = %key, "no per-level CAP texts; using the event's own texts");
+        None
+    }
+}
+
 /// Everything a message needs besides the view.
 pub(crate) struct MessageContext<'a> {
     pub cfg: &'a Resolved,
@@ -211,6 +224,7 @@ pub(crate) fn build_message(
         references,
         note: None,
         event_type: view.event.clone(),
+        level: level_texts(view, ctx.templates),
         urgency: view.urgency,
         severity: view.severity,
         certainty: view.certainty,

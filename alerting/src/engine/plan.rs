@@ -14,6 +14,8 @@ use crate::rules::{duration_text, Condition, Direction, Limit, Margin, Publish, 
 pub(crate) const NONE: u8 = u8::MAX;
 /// Pseudo rule index in `touched`: a forecast for the zone changed.
 pub(crate) const FORECAST: u16 = u16::MAX;
+/// Pseudo rule index in `touched`: partner agencies' warnings over the zone changed.
+pub(crate) const EXTERNAL: u16 = u16::MAX - 1;
 /// At most this many distinct accumulation windows per metric (sums are computed into a fixed array).
 pub(crate) const MAX_WINDOWS: usize = 8;
 
@@ -68,6 +70,10 @@ pub(crate) enum Cond {
     Forecast {
         limit: CLimit,
     },
+    /// A partner agency's warning passing `Plan::externals[idx]` covers the zone.
+    External {
+        idx: u16,
+    },
     ZoneKind(ZoneKind),
     /// The vehicle has been below the rule's `speed_below` inside the zone for this long.
     Stopped {
@@ -117,7 +123,7 @@ pub(crate) struct CRule {
     pub direction: Direction,
     pub speed_below: Option<f64>,
     pub publish: Publish,
-    /// Rules (and `FORECAST`) whose zone state this rule reads.
+    /// Rules (and `FORECAST`, `EXTERNAL`) whose zone state this rule reads.
     pub reads: Vec<u16>,
 }
 
@@ -172,6 +178,8 @@ pub(crate) struct Plan {
     /// Zone threshold names used by `"zone.<name>"` limits.
     pub threshold_keys: Vec<String>,
     pub forecast_valid_ms: i64,
+    /// The distinct filters of `external` conditions; `Cond::External` indexes them.
+    pub externals: Vec<crate::inbound::ExternalFilter>,
 }
 
 impl Plan {
@@ -182,6 +190,7 @@ impl Plan {
         let index: BTreeMap<&str, u16> = set.rules.iter().enumerate().map(|(i, r)| (r.id.as_str(), i as u16)).collect();
         let mut series = vec![SeriesPlan::default(); Metric::ALL.len()];
         let mut threshold_keys: Vec<String> = Vec::new();
+        let mut externals: Vec<crate::inbound::ExternalFilter> = Vec::new();
 
         // Series layout first: windows per metric.
         for rule in &set.rules {
@@ -222,7 +231,9 @@ impl Plan {
                 let mut compile_list = |list: &[Condition]| -> Vec<Clause> {
                     list.iter()
                         .map(|c| {
-                            compile_condition(rule, c, &series, &index, &mut threshold_keys, &mut reads, bucket_ms)
+                            let mut out =
+                                Compiled { keys: &mut threshold_keys, reads: &mut reads, externals: &mut externals };
+                            compile_condition(rule, c, &series, &index, &mut out, bucket_ms)
                         })
                         .collect()
                 };
@@ -240,7 +251,7 @@ impl Plan {
                         certainty: level.certainty,
                         condition: String::new(),
                     },
-                    values: level.values.clone(),
+                    values: level_values(level),
                     approval: set.needs_approval(&rule.event, level.severity),
                 });
             }
@@ -293,12 +304,29 @@ impl Plan {
             series,
             bucket_ms,
             threshold_keys,
+            externals,
         }
     }
 
     pub fn rule_index(&self, id: &str) -> Option<u16> {
         self.rules.iter().position(|r| r.id == id).map(|i| i as u16)
     }
+}
+
+/// A level's CAP values, with its template choice among them so that it travels with the alert to dissemination.
+fn level_values(level: &crate::rules::Level) -> BTreeMap<String, String> {
+    let mut values = level.values.clone();
+    if let Some(t) = &level.template {
+        values.insert(crate::rules::TEMPLATE_VALUE.to_string(), t.clone());
+    }
+    values
+}
+
+/// Where compiled conditions register what they need.
+struct Compiled<'a> {
+    keys: &'a mut Vec<String>,
+    reads: &'a mut Vec<u16>,
+    externals: &'a mut Vec<crate::inbound::ExternalFilter>,
 }
 
 fn conditions(rule: &Rule) -> impl Iterator<Item = &Condition> {
@@ -349,10 +377,10 @@ fn compile_condition(
     c: &Condition,
     series: &[SeriesPlan],
     index: &BTreeMap<&str, u16>,
-    keys: &mut Vec<String>,
-    reads: &mut Vec<u16>,
+    out: &mut Compiled<'_>,
     bucket_ms: i64,
 ) -> Clause {
+    let (keys, reads, externals) = (&mut *out.keys, &mut *out.reads, &mut *out.externals);
     let mut conds = Vec::new();
     let mut text = Vec::new();
     let metric_name = rule.metric.map(|m| m.name()).unwrap_or("");
@@ -406,6 +434,17 @@ fn compile_condition(
                 reads.push(FORECAST);
                 text.push(format!("forecast ≥ {}", limit_text(c)));
             }
+            if let Some(external) = &c.external {
+                let filter = external.filter();
+                let idx = externals.iter().position(|f| *f == filter).unwrap_or_else(|| {
+                    externals.push(filter);
+                    externals.len() - 1
+                });
+                conds.push(Cond::External { idx: idx as u16 });
+                reads.push(EXTERNAL);
+                let what = external.event_code.as_deref().map(|c| format!(" {c}")).unwrap_or_default();
+                text.push(format!("{}{what} warning covers the zone", external.source));
+            }
             if c.speed_below.is_some() {
                 let for_ms = c.stopped_for.unwrap_or(0) as i64;
                 conds.push(Cond::Stopped { for_ms });
@@ -430,7 +469,7 @@ fn topological(rules: &[CRule]) -> Vec<u16> {
         }
         done[i] = true;
         for &r in &rules[i].reads {
-            if r != FORECAST && (r as usize) < rules.len() && !rules[r as usize].kind.is_per_sensor() {
+            if r != FORECAST && r != EXTERNAL && (r as usize) < rules.len() && !rules[r as usize].kind.is_per_sensor() {
                 visit(r as usize, rules, done, order, depth + 1);
             }
         }

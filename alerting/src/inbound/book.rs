@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use geo_index::GeoIndex;
+use serde::{Deserialize, Serialize};
 
 use crate::cap::{CapAlert, MsgType, Reference};
 
@@ -19,7 +20,7 @@ use super::external::{build, unix_ms, ExternalAlert, ExternalEvent, ExternalFilt
 
 /// What identifies a CAP message (CAP §3.2.1: identifier is unique per sender; `sent` tells re-issues apart).
 /// `sent` is compared as an instant, so `+08:00` and `-00:00` spellings of one time are one message.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct MsgKey {
     sender: String,
     identifier: String,
@@ -37,7 +38,8 @@ impl MsgKey {
 }
 
 /// How a chain ended, remembered so late messages of it are not mistaken for new warnings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum Closed {
     Cancelled,
     Expired,
@@ -86,9 +88,55 @@ pub(crate) struct Book {
     closed: HashMap<MsgKey, (Closed, i64)>,
 }
 
+/// The whole book in a serialisable form (`inbound/book.json` in the data dir), so that partner agencies' warnings,
+/// what was seen and what was cancelled survive a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct BookState {
+    format: u32,
+    chains: Vec<ChainState>,
+    seen: Vec<(MsgKey, i64)>,
+    closed: Vec<(MsgKey, Closed, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ChainState {
+    alert: ExternalAlert,
+    keys: Vec<MsgKey>,
+}
+
 impl Book {
     pub fn new(settings: BookSettings) -> Self {
         Book { settings, chains: HashMap::new(), by_key: HashMap::new(), seen: HashMap::new(), closed: HashMap::new() }
+    }
+
+    /// Everything the book holds, ordered so that the same book always serialises the same.
+    pub fn state(&self) -> BookState {
+        let mut chains: Vec<ChainState> =
+            self.chains.values().map(|c| ChainState { alert: c.alert.clone(), keys: c.keys.clone() }).collect();
+        chains.sort_by(|a, b| a.alert.id.cmp(&b.alert.id));
+        let order = |k: &MsgKey| (k.sender.clone(), k.identifier.clone(), k.sent_s);
+        let mut seen: Vec<(MsgKey, i64)> = self.seen.iter().map(|(k, t)| (k.clone(), *t)).collect();
+        seen.sort_by_key(|(k, _)| order(k));
+        let mut closed: Vec<(MsgKey, Closed, i64)> =
+            self.closed.iter().map(|(k, (how, t))| (k.clone(), *how, *t)).collect();
+        closed.sort_by_key(|(k, _, _)| order(k));
+        BookState { format: 1, chains, seen, closed }
+    }
+
+    /// A book holding `state` under (possibly changed) settings. Chains keep their message keys, so an Update or
+    /// Cancel arriving after the restart still finds its warning through `references`. Expiry is the caller's next
+    /// `tick`, which also forgets keys older than `remember_ms`.
+    pub fn restore(settings: BookSettings, state: BookState) -> Self {
+        let mut book = Book::new(settings);
+        for chain in state.chains {
+            for k in &chain.keys {
+                book.by_key.insert(k.clone(), chain.alert.id.clone());
+            }
+            book.chains.insert(chain.alert.id.clone(), Chain { alert: chain.alert, keys: chain.keys });
+        }
+        book.seen.extend(state.seen);
+        book.closed.extend(state.closed.into_iter().map(|(k, how, t)| (k, (how, t))));
+        book
     }
 
     /// Takes one parsed message. `Err` changes nothing; `Ok` says what changed and the events to announce.

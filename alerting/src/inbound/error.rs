@@ -20,6 +20,9 @@ pub enum InboundError {
     /// The HTTP client could not be built (TLS roots).
     #[error("inbound HTTP client: {0}")]
     Client(String),
+    /// The saved external alerts in the data dir could not be read.
+    #[error("inbound state: {0}")]
+    State(String),
 }
 
 /// Why a CAP message was not taken, whether pushed or polled. Each leaves the state untouched.

@@ -1,7 +1,7 @@
 //! The external alert as the rest of the system sees it, the events that announce its changes, what a push answers,
 //! and the filter composite rules use to ask "is zone Z under an external warning of kind X?".
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cap::{
     format_cap_time, CapAlert, CapInfo, Category, Certainty, MsgType, Scope, Severity, Status, Urgency,
@@ -11,7 +11,7 @@ use crate::cap::{
 use super::areas::Placement;
 
 /// One partner agency's warning, as it stands after following its Updates.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExternalAlert {
     /// Stable across Updates: `ext:{sender}:{identifier}` of the first message of the chain. Operators' clients key
     /// their map layer on it.
@@ -193,6 +193,8 @@ pub struct ExternalFilter {
     pub event_codes: Vec<String>,
     /// Source names from the inbound config; empty accepts any.
     pub sources: Vec<String>,
+    /// CAP categories, one of which the alert must carry; empty accepts any.
+    pub categories: Vec<Category>,
     /// At least this severe (Extreme > Severe > Moderate > Minor); `Unknown` severity never satisfies it.
     pub min_severity: Option<Severity>,
     /// Statuses that count. Default `[Actual]`: an exercise must not trip a real rule. A drill instance running
@@ -205,6 +207,7 @@ impl Default for ExternalFilter {
         ExternalFilter {
             event_codes: Vec::new(),
             sources: Vec::new(),
+            categories: Vec::new(),
             min_severity: None,
             statuses: vec![Status::Actual],
         }
@@ -222,10 +225,11 @@ impl ExternalFilter {
         let code_ok = self.event_codes.is_empty()
             || alert.event_code.as_ref().is_some_and(|c| self.event_codes.iter().any(|f| f == c));
         let source_ok = self.sources.is_empty() || self.sources.contains(&alert.source);
+        let category_ok = self.categories.is_empty() || self.categories.iter().any(|c| alert.categories.contains(c));
         // The derived order is the XSD's (Extreme first), so "at least as severe" is `<=`, and Unknown is last.
         let severity_ok =
             self.min_severity.is_none_or(|min| alert.severity != Severity::Unknown && alert.severity <= min);
-        code_ok && source_ok && severity_ok && self.statuses.contains(&alert.status)
+        code_ok && source_ok && category_ok && severity_ok && self.statuses.contains(&alert.status)
     }
 }
 

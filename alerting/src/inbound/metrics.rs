@@ -29,6 +29,8 @@ pub struct InboundMetrics {
     pub active: IntGauge,
     /// Events dropped because the receiver of the event channel fell behind by `event_buffer`.
     pub events_dropped: IntCounter,
+    /// Times the external alerts could not be saved to the data dir (they are still held in memory).
+    pub save_errors: IntCounter,
 }
 
 pub static METRICS: LazyLock<InboundMetrics> = LazyLock::new(|| InboundMetrics {
@@ -69,6 +71,11 @@ pub static METRICS: LazyLock<InboundMetrics> = LazyLock::new(|| InboundMetrics {
     events_dropped: register_int_counter!(
         "dc_inbound_events_dropped_total",
         "External alert events dropped because their receiver lagged"
+    )
+    .expect("metric registers"),
+    save_errors: register_int_counter!(
+        "dc_inbound_save_errors_total",
+        "Times the external alerts could not be saved to the data dir"
     )
     .expect("metric registers"),
 });

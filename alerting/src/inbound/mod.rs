@@ -9,7 +9,9 @@
 //! - [`config`]: [`InboundConfig`] from `config/inbound.toml`: `[[feed]]` and `[[push]]` sources, bounds.
 //! - [`external`]: [`ExternalAlert`], [`ExternalEvent`], [`PushOutcome`], [`Ignored`], [`ExternalFilter`].
 //! - `book.rs` (private): the active set and the CAP rules that change it — duplicates, Update/Cancel through
-//!   `references`, expiry. Pure: time is an argument.
+//!   `references`, expiry. Pure: time is an argument. With a data dir ([`Inbound::start_in`]) the whole book is
+//!   saved to `<dir>/book.json` after every change and restored at start, so warnings, duplicates and cancellations
+//!   survive a restart (kill -9 included: the file is replaced atomically).
 //! - [`areas`]: geocodes → zones, polygons and circles → zones and GeoJSON.
 //! - [`auth`]: bearer tokens and the `X-DC-Signature` HMAC-SHA256 scheme (documented there).
 //! - [`atom`]: reading an Atom feed's entries and their CAP links.
@@ -38,12 +40,12 @@
 //! - Operators' snapshot: `inbound.active()`; deltas: forward `events` (each names `source` and `public`).
 //! - Citizens: forward only alerts with `public == true`, naming `source`/`sender_name`.
 //!
-//! # For the rules engineer (composite rules)
-//! [`Inbound::coverage`] returns an [`ExternalCoverage`] (cheap to clone, `Send + Sync`). In the engine, for a
-//! condition like "SWCB debris-flow warning covers the zone", call
-//! `coverage.zone_covered_by(zone_id, &ExternalFilter::event_code("debrisFlow"), reading_ts_ms)`: true while an
-//! active, Actual external alert of that event code covers the zone and `effective ≤ reading_ts < expires`.
-//! It takes a read lock on a small map; no I/O, no await.
+//! # Composite rules
+//! Rules read external alerts through `external` conditions (`crate::rules::ExternalCondition`, compiled to an
+//! [`ExternalFilter`]). The rule engine stays free of I/O and locks: the server hands it [`Inbound::active`] after
+//! every event and every few seconds (`RuleEngine::set_external`), and the engine re-evaluates the zones whose
+//! coverage changed. [`ExternalCoverage`] answers the same question ("is zone Z under an active, Actual warning of
+//! this kind, `effective ≤ t < expires`?") for other callers.
 
 pub mod areas;
 pub mod atom;
@@ -105,7 +107,12 @@ pub(crate) struct Shared {
     events: mpsc::Sender<ExternalEvent>,
     pushes: Vec<PushEntry>,
     clock: Clock,
+    /// Where the book is saved (`book.json`); `None`: memory only.
+    dir: Option<std::path::PathBuf>,
 }
+
+/// The file in the inbound data dir that holds the book.
+pub const BOOK_FILE: &str = "book.json";
 
 struct PushEntry {
     cfg: PushSource,
@@ -121,11 +128,31 @@ impl Inbound {
         Self::start_with_clock(config, geo, Arc::new(system_now_ms))
     }
 
+    /// [`Inbound::start`] keeping the external alerts in `dir` (created if missing): restored now, saved after
+    /// every change. Alerts that expired while we were down end at the first tick (their `Expired` events follow).
+    pub fn start_in(
+        config: InboundConfig,
+        geo: Arc<GeoIndex>,
+        dir: &std::path::Path,
+    ) -> Result<(Inbound, mpsc::Receiver<ExternalEvent>), InboundError> {
+        Self::start_with(config, geo, Arc::new(system_now_ms), Some(dir))
+    }
+
     /// [`Inbound::start`] with a clock of the caller's choosing (tests, replays).
     pub fn start_with_clock(
         config: InboundConfig,
         geo: Arc<GeoIndex>,
         clock: Clock,
+    ) -> Result<(Inbound, mpsc::Receiver<ExternalEvent>), InboundError> {
+        Self::start_with(config, geo, clock, None)
+    }
+
+    /// The general form: a clock, and optionally a data dir.
+    pub fn start_with(
+        config: InboundConfig,
+        geo: Arc<GeoIndex>,
+        clock: Clock,
+        dir: Option<&std::path::Path>,
     ) -> Result<(Inbound, mpsc::Receiver<ExternalEvent>), InboundError> {
         config.validate().map_err(InboundError::Invalid)?;
         let runtime = tokio::runtime::Handle::try_current()
@@ -149,7 +176,31 @@ impl Inbound {
             remember_ms: ms(config.remember_s),
             max_active: config.max_active,
         };
-        let shared = Arc::new(Shared { geo, book: RwLock::new(Book::new(settings)), events: tx, pushes, clock });
+        let book = match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| InboundError::State(format!("creating {}: {e}", dir.display())))?;
+                match crate::journal::read_json::<book::BookState>(&dir.join(BOOK_FILE)) {
+                    Ok(Some(state)) => {
+                        let book = Book::restore(settings, state);
+                        tracing::info!(active = book.len(), dir = %dir.display(), "external alerts restored");
+                        book
+                    }
+                    Ok(None) => Book::new(settings),
+                    Err(e) => return Err(InboundError::State(e.to_string())),
+                }
+            }
+            None => Book::new(settings),
+        };
+        METRICS.active.set(i64::try_from(book.len()).unwrap_or(i64::MAX));
+        let shared = Arc::new(Shared {
+            geo,
+            book: RwLock::new(book),
+            events: tx,
+            pushes,
+            clock,
+            dir: dir.map(std::path::Path::to_path_buf),
+        });
 
         let mut feeds = HashMap::new();
         let mut tasks = Vec::new();
@@ -360,6 +411,9 @@ impl Shared {
                         tracing::info!(source = meta.name, identifier = %cap.identifier, sender = %cap.sender, change = outcome.label(), "inbound CAP taken");
                     }
                 }
+                if !matches!(applied.outcome, PushOutcome::Ignored { why: Ignored::Duplicate }) {
+                    self.save(&book);
+                }
                 // Sent under the lock so that events from concurrent pushes and polls arrive in the book's order.
                 for event in applied.events {
                     self.announce(event);
@@ -378,12 +432,25 @@ impl Shared {
         let mut book = self.write_book();
         let events = book.tick(now_ms);
         let n = events.len();
+        if n > 0 {
+            self.save(&book);
+        }
         for event in events {
             METRICS.expired.with_label_values(&[&event.alert().source]).inc();
             self.announce(event);
         }
         METRICS.active.set(i64::try_from(book.len()).unwrap_or(i64::MAX));
         n
+    }
+
+    /// Saves the book (under its lock, so saves happen in the book's order). A failure is logged and counted; the
+    /// book in memory stays right and the next change tries again.
+    fn save(&self, book: &Book) {
+        let Some(dir) = &self.dir else { return };
+        if let Err(e) = crate::journal::write_json_atomic(dir, BOOK_FILE, &book.state()) {
+            METRICS.save_errors.inc();
+            tracing::error!(error = %e, "external alerts not saved");
+        }
     }
 
     fn announce(&self, event: ExternalEvent) {

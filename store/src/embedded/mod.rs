@@ -153,6 +153,19 @@ impl ReadingStore {
         query::history(&conn, sensor_id, metric, from_ms, to_ms, step_ms, self.config.max_points)
     }
 
+    /// Every committed reading of each series after that series' cutoff, in event-time order, at most `limit`:
+    /// `after(sensor_id, metric)` gives the cutoff (readings with a later timestamp come back) or `None` to skip
+    /// the series. The rule engine replays these after a restart to refill the windows its last snapshot missed.
+    /// Positions of mobile units are not stored, so their readings come back without one.
+    pub fn readings_after(
+        &self,
+        after: &dyn Fn(&str, Metric) -> Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Reading>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        query::readings_after(&conn, after, limit)
+    }
+
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             written: self.counters.written.load(Ordering::Relaxed),

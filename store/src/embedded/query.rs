@@ -140,3 +140,39 @@ pub fn history(
     };
     Ok(History { sensor_id: sensor_id.to_owned(), metric, from_ms, to_ms, step_ms, samples })
 }
+
+/// Readings of every series after that series' cutoff (`after(sensor, metric)`: readings with `ts > cutoff` come
+/// back; `None` skips the series), in event-time order, at most `limit` (the oldest are kept). One range scan per
+/// series on the (series, ts) key. For the rule engine's catch-up after a restart.
+pub fn readings_after(
+    conn: &Connection,
+    after: &dyn Fn(&str, Metric) -> Option<i64>,
+    limit: usize,
+) -> Result<Vec<ingest::Reading>, StoreError> {
+    let mut series = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached("SELECT id, sensor_id, metric FROM series")?;
+        let rows =
+            stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)))?;
+        for row in rows {
+            let (id, sensor, metric) = row?;
+            // A metric this build no longer knows cannot feed the rules.
+            let Some(metric) = Metric::from_name(&metric) else { continue };
+            if let Some(cutoff) = after(&sensor, metric) {
+                series.push((id, sensor, metric, cutoff));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare_cached("SELECT ts, value FROM readings WHERE series = ?1 AND ts > ?2 ORDER BY ts")?;
+    for (id, sensor, metric, cutoff) in series {
+        let rows = stmt.query_map(params![id, cutoff], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, f64>(1)?)))?;
+        for row in rows {
+            let (ts_ms, value) = row?;
+            out.push(ingest::Reading { sensor_id: sensor.clone(), ts_ms, metric, value, position: None });
+        }
+    }
+    out.sort_by(|a, b| (a.ts_ms, &a.sensor_id).cmp(&(b.ts_ms, &b.sensor_id)));
+    out.truncate(limit);
+    Ok(out)
+}

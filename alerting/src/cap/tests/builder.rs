@@ -22,7 +22,7 @@ fn shipped_templates_cover_required_event_types() {
 
 #[test]
 fn taiwan_conventions() {
-    let a = build(&sample_input());
+    let a = build(&CapInput { level: Some("red".into()), ..sample_input() });
     assert_eq!(a.scope, Scope::Public);
     assert_eq!(a.infos.len(), 2);
     assert_eq!(a.infos[0].language, "zh-TW", "zh-TW info first");
@@ -40,6 +40,67 @@ fn taiwan_conventions() {
     assert_eq!(a.sent, datetime!(2026-11-26 18:00:00 +8));
     assert_eq!(a.sent.offset(), TAIWAN_OFFSET);
     assert_eq!(format_cap_time(a.sent).as_deref(), Ok("2026-11-26T18:00:00+08:00"));
+}
+
+/// The debris-flow yellow alert once said 紅色 (red): one text served every level. Every level of the shipped rules
+/// whose name carries a colour must build a CAP message whose headlines say that colour and no other.
+#[test]
+fn shipped_rule_levels_read_their_own_colour() {
+    let rules = crate::RuleSet::from_toml(
+        include_str!("../../../../config/rules.toml"),
+        std::path::Path::new("config/rules.toml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = templates();
+    rules
+        .check_context(
+            &crate::rules::RuleContext { inbound_sources: &["swcb".into()], templates: Some(&t) },
+            "r".as_ref(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let colours = [("黃色", "yellow"), ("紅色", "red")];
+    let mut checked = 0;
+    for rule in &rules.rules {
+        for level in &rule.levels {
+            let Some((zh, en)) = colours.iter().find(|(zh, _)| level.name.contains(zh)) else { continue };
+            let mut input = sample_input();
+            input.event_type = rule.event.clone();
+            input.level = level.template.clone();
+            let a = build(&input);
+            let headline_zh = a.infos[0].headline.clone().unwrap_or_default();
+            let headline_en = a.infos[1].headline.clone().unwrap_or_default().to_lowercase();
+            assert!(headline_zh.contains(zh), "{} `{}`: {headline_zh}", rule.id, level.name);
+            assert!(headline_en.contains(en), "{} `{}`: {headline_en}", rule.id, level.name);
+            for (other_zh, other_en) in colours.iter().filter(|(z, _)| z != zh) {
+                assert!(!headline_zh.contains(other_zh), "{} `{}`: {headline_zh}", rule.id, level.name);
+                assert!(!headline_en.contains(other_en), "{} `{}`: {headline_en}", rule.id, level.name);
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "the shipped debris-flow yellow and red levels");
+    // Without a level text the event's own texts name no colour (operators' rain and wire signals use them).
+    let mut input = sample_input();
+    input.level = None;
+    let headline = build(&input).infos[0].headline.clone().unwrap_or_default();
+    assert!(!headline.contains("紅色") && !headline.contains("黃色"), "{headline}");
+}
+
+#[test]
+fn per_level_texts_are_checked() {
+    let base = super::TEMPLATES_TOML;
+    let mut input = sample_input();
+    input.level = Some("orange".into());
+    let err = build_alert(&input, &templates()).unwrap_err();
+    assert!(err.to_string().contains("orange") && err.to_string().contains("debris_flow"), "{err}");
+    // A level text in one language only: refused at load, naming the event, level and language.
+    let one_language = base.replace("[event.debris_flow.level.yellow.en-US]", "[event.debris_flow.level.yellow.en-GB]");
+    let err = Templates::from_toml_str(&one_language).unwrap_err().to_string();
+    assert!(err.contains("debris_flow.level.yellow") && err.contains("en-US"), "{err}");
+    let typo = base.replacen("headline = \"{area}土石流黃色警戒\"", "headlin = \"x\"", 1);
+    assert_ne!(typo, base);
+    let err = Templates::from_toml_str(&typo).unwrap_err().to_string();
+    assert!(err.contains("level.yellow") && err.contains("headlin"), "{err}");
 }
 
 #[test]

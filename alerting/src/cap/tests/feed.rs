@@ -10,7 +10,7 @@ use time::macros::datetime;
 use super::*;
 
 fn sample_feed() -> AtomFeed {
-    let alert = build(&sample_input());
+    let alert = build(&CapInput { level: Some("red".into()), ..sample_input() });
     let mut drill_input = sample_input();
     drill_input.identifier = "TW-DC/drill#2".into();
     drill_input.status = Status::Exercise;

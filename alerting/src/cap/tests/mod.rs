@@ -77,6 +77,7 @@ pub(crate) fn sample_input() -> CapInput {
         references: vec![],
         note: None,
         event_type: "debris_flow".into(),
+        level: None,
         urgency: Urgency::Immediate,
         severity: Severity::Severe,
         certainty: Certainty::Observed,

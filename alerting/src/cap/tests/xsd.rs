@@ -215,10 +215,15 @@ fn long_texts_needing_escapes_validate() {
 fn every_event_type_validates() {
     let templates = templates();
     let mut count = 0;
-    for event_type in templates.event_types() {
+    let variants = templates.event_types().flat_map(|e| {
+        let levels = templates.event(e).map(|t| t.levels.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        std::iter::once((e, None)).chain(levels.into_iter().map(move |l| (e, Some(l))))
+    });
+    for (event_type, level) in variants {
         for msg_type in [MsgType::Alert, MsgType::Cancel] {
             let mut input = sample_input();
             input.event_type = event_type.to_string();
+            input.level = level.clone();
             input.msg_type = msg_type;
             if msg_type == MsgType::Cancel {
                 input.references = vec![Reference {

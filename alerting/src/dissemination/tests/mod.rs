@@ -74,7 +74,10 @@ pub(crate) fn view(id: &str, version: u32) -> AlertView {
         raised_ms: 1_764_122_400_000,
         updated_ms: 1_764_122_400_000 + i64::from(version) * 60_000,
         public_release: true,
-        values: BTreeMap::from([("threshold_mm".to_string(), "250".to_string())]),
+        values: BTreeMap::from([
+            ("threshold_mm".to_string(), "250".to_string()),
+            (crate::rules::TEMPLATE_VALUE.to_string(), "red".to_string()),
+        ]),
         reports: Vec::new(),
     }
 }

@@ -6,6 +6,7 @@
 //!   sequence, 304s, backoff and recovery, bad entries counted and skipped.
 //! - `push`: tokens, HMAC signatures (signed with the `hmac` crate, independent of the `ring` code under test),
 //!   stale and missing signatures, oversized bodies, invalid XML and CAP, unknown geocodes, foreign senders.
+//! - `restart`: the book saved in a data dir and restored: warnings, duplicates, cancels, expiry while down.
 //! - `fixtures`: Taiwan-shaped CAP samples (`fixtures/*.xml`) validated against the OASIS CAP 1.2 XSD with
 //!   `xmllint`, then pushed and placed.
 
@@ -13,6 +14,7 @@ mod book;
 mod feed;
 mod fixtures;
 mod push;
+mod restart;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,0 +1,35 @@
+//! `POST /api/v1/rules/reload` (admin scope): re-read the rules file and swap it in, keeping windows and levels.
+//!
+//! 200 with what changed (`rules_admin::ReloadSummary`); 400 `invalid_rules` with the loader's message naming the file,
+//! the rule and the field (and `rule` on its own), the running rules untouched; 500 `rules_unreadable` when the file
+//! cannot be read at all.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::{auth, AppError};
+use crate::metrics::HTTP_REFUSED;
+use crate::rules_admin::{self, ReloadError};
+use crate::server::App;
+
+pub async fn reload(State(app): State<Arc<App>>, _operator: auth::Operator<auth::Admin>) -> Response {
+    // File I/O and the engine lock: off the async workers.
+    let outcome = tokio::task::spawn_blocking(move || rules_admin::reload(&app, "api")).await;
+    match outcome {
+        Ok(Ok(summary)) => (StatusCode::OK, Json(summary)).into_response(),
+        Ok(Err(e)) => {
+            let (status, reason) = match &e {
+                ReloadError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_rules"),
+                ReloadError::Read { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "rules_unreadable"),
+            };
+            HTTP_REFUSED.with_label_values(&[reason]).inc();
+            (status, Json(json!({ "error": reason, "message": e.to_string(), "rule": e.rule() }))).into_response()
+        }
+        Err(_) => AppError::Internal("the reload did not finish".into()).into_response(),
+    }
+}
