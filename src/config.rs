@@ -87,6 +87,26 @@ pub struct FilesConfig {
 #[serde(deny_unknown_fields)]
 pub struct GeoConfig {
     pub h3_resolution: u8,
+    /// Most H3 cells one zone may need at `h3_resolution`; a bigger zone (a mistyped coordinate) is refused at load.
+    #[serde(default = "default_max_zone_cells")]
+    pub max_zone_cells: u64,
+    /// Most H3 cells one cell site's footprint may need; a bigger one (a `range_m` typo) is refused at load.
+    #[serde(default = "default_max_site_cells")]
+    pub max_site_cells: u64,
+}
+
+fn default_max_zone_cells() -> u64 {
+    geo_index::GeoLimits::default().max_zone_cells
+}
+
+fn default_max_site_cells() -> u64 {
+    geo_index::GeoLimits::default().max_site_cells
+}
+
+impl GeoConfig {
+    pub fn limits(&self) -> geo_index::GeoLimits {
+        geo_index::GeoLimits { max_zone_cells: self.max_zone_cells, max_site_cells: self.max_site_cells }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,5 +248,15 @@ mod tests {
         let text = embedded::MAIN.replace("mode = \"Actual\"", "mode = \"Real\"");
         let e = Config::parse(&text, "x.toml").unwrap_err().to_string();
         assert!(e.contains("Real"), "{e}");
+    }
+
+    #[test]
+    fn geo_size_limits_default_when_absent() {
+        let text = embedded::MAIN.replace("max_zone_cells = 200000\n", "").replace("max_site_cells = 100000\n", "");
+        assert!(!text.contains("max_zone_cells ="));
+        let config = Config::parse(&text, "x.toml").unwrap();
+        assert_eq!(config.geo.limits(), geo_index::GeoLimits::default());
+        let text = embedded::MAIN.replace("max_site_cells = 100000", "max_site_cells = 5");
+        assert_eq!(Config::parse(&text, "x.toml").unwrap().geo.limits().max_site_cells, 5);
     }
 }

@@ -298,10 +298,10 @@ pub async fn start(
         std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
     }
     let resolution = Resolution::try_from(cfg.geo.h3_resolution).context("geo.h3_resolution")?;
-    let mut geo = GeoIndex::new(resolution);
+    let mut geo = GeoIndex::with_limits(resolution, cfg.geo.limits());
     let problems = geo
         .load_zones(&files.zones.0, LoadPolicy::StopOnFirst)
-        .with_context(|| format!("{}", files.zones.1.display()))?;
+        .with_context(|| format!("{} (size limit: geo.max_zone_cells)", files.zones.1.display()))?;
     for p in &problems {
         tracing::warn!(file = %files.zones.1.display(), problem = %p, "zone skipped");
     }
