@@ -38,6 +38,33 @@ pub struct Config {
     /// Operator tokens by hash and scope (`disaster-cloud token new` makes one); DC_OPERATOR_TOKEN adds an admin token.
     #[serde(default)]
     pub operator_tokens: Vec<crate::web::auth::TokenEntry>,
+    /// The server certificate of every TLS listener (MQTT and HTTPS).
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// The one server certificate the MQTT TLS listeners and HTTPS serve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Names (DNS or IP) the certificate issued by the deployment CA (`<data dir>/pki/`) is valid for.
+    #[serde(default = "default_server_names")]
+    pub server_names: Vec<String>,
+    /// Your own certificate chain and key (PEM, relative to the config file) instead of one from the deployment CA.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self { server_names: default_server_names(), cert: None, key: None }
+    }
+}
+
+fn default_server_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +75,9 @@ pub struct MqttConfig {
     /// TLS with device client certificates from the deployment CA (in the data dir).
     pub v4_tls_listen: Option<SocketAddr>,
     pub v5_tls_listen: Option<SocketAddr>,
+    /// The TLS listeners on or off as a whole (flag `--mqtt-tls[=false]`); on by default, at the addresses above.
+    #[serde(default = "yes")]
+    pub tls: bool,
     pub broker_max_payload_bytes: usize,
     pub max_connections: usize,
 }
@@ -61,6 +91,27 @@ pub struct HttpConfig {
     pub sensor_update_ms: u64,
     /// Tile URL template for the operators' map background, with {z} {x} {y}; empty for none.
     pub map_tile_url: String,
+    /// HTTPS and WSS instead of HTTP and WS on `listen` (flag `--http-tls`), with the `[tls]` certificate.
+    #[serde(default)]
+    pub tls: bool,
+    /// Per client address, requests to the public read-only endpoints (`/`, `/app`, `/cap/*`, `/opendata/*`,
+    /// `/metrics`) allowed at once, and refilled per second; beyond them: 429 with Retry-After.
+    #[serde(default = "default_public_burst")]
+    pub public_burst: u32,
+    #[serde(default = "default_public_per_s")]
+    pub public_per_s: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_public_burst() -> u32 {
+    120
+}
+
+fn default_public_per_s() -> u32 {
+    20
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,6 +217,18 @@ impl Config {
         if !self.http.public_url.starts_with("http://") && !self.http.public_url.starts_with("https://") {
             return Err(invalid("http.public_url", "must start with http:// or https://"));
         }
+        if self.http.public_burst == 0 || self.http.public_per_s == 0 {
+            return Err(invalid("http.public_burst / http.public_per_s", "must be at least 1"));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(invalid(
+                "tls.cert / tls.key",
+                "give both (your own certificate) or neither (the deployment CA's)",
+            ));
+        }
+        if self.tls.server_names.is_empty() && self.tls.cert.is_none() {
+            return Err(invalid("tls.server_names", "needs at least one DNS name or IP address"));
+        }
         Ok(())
     }
 }
@@ -204,8 +267,10 @@ impl ConfigFiles {
         let read = |p: &Path| {
             std::fs::read_to_string(p).map_err(|source| ConfigError::Read { file: p.display().to_string(), source })
         };
-        let main = Config::parse(&read(path)?, &path.display().to_string())?;
+        let mut main = Config::parse(&read(path)?, &path.display().to_string())?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        main.tls.cert = main.tls.cert.map(|p| dir.join(p));
+        main.tls.key = main.tls.key.map(|p| dir.join(p));
         let load = |p: &Path| -> Result<(String, PathBuf), ConfigError> {
             let full = dir.join(p);
             Ok((read(&full)?, full))

@@ -92,7 +92,7 @@ pub fn init() {
     for reason in ["malformed", "too_many_places", "bad_place"] {
         CITIZEN_REFUSED.with_label_values(&[reason]);
     }
-    for reason in ["unauthenticated", "forbidden", "not_found", "bad_request"] {
+    for reason in ["unauthenticated", "forbidden", "not_found", "bad_request", "rate_limited"] {
         HTTP_REFUSED.with_label_values(&[reason]);
     }
     for category in crate::reports::Category::ALL {

@@ -185,6 +185,10 @@ pub struct App {
     pub mode: Mode,
     /// Citizen reports: rate limits, clusters, photo store (issue 11; `reports/`, `web/reports.rs`).
     pub reports: crate::reports::ReportBook,
+    /// HTTPS on the HTTP port (`http.tls`): the acceptor with the deployment's server certificate (`web/tls.rs`).
+    pub http_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Per-address limits of the public read-only endpoints (`web/public.rs`).
+    pub public_limit: crate::web::public::PublicLimit,
 }
 
 impl App {
@@ -445,6 +449,8 @@ pub async fn start(
         tile_url: cfg.http.map_tile_url.clone(),
         mode: cfg.alerting.mode,
         reports,
+        http_tls: crate::web::tls::acceptor(cfg, data_dir.as_deref())?,
+        public_limit: crate::web::public::PublicLimit::new(cfg.http.public_burst, cfg.http.public_per_s),
     });
 
     // Bind HTTP before the broker so that a busy port fails the start before anything runs.
@@ -467,6 +473,9 @@ pub async fn start(
         data_dir: data_dir.clone(),
         max_payload_bytes: cfg.mqtt.broker_max_payload_bytes,
         max_connections: cfg.mqtt.max_connections,
+        tls_server_names: cfg.tls.server_names.clone(),
+        tls_cert: cfg.tls.cert.clone(),
+        tls_key: cfg.tls.key.clone(),
         ..BrokerConfig::default()
     };
     ingest::broker::start(&broker_config, Arc::new(devices), move |msg| {

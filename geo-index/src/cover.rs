@@ -224,22 +224,20 @@ struct PointInArea {
 
 impl PointInArea {
     fn new(mp: &MultiPolygon<f64>) -> Self {
-        let edges: Vec<(u32, Coord<f64>, Coord<f64>)> = mp
-            .0
-            .iter()
-            .enumerate()
-            .flat_map(|(part, p)| {
-                std::iter::once(p.exterior())
-                    .chain(p.interiors())
-                    .flat_map(LineString::lines)
-                    .map(move |l| (part as u32, l.start, l.end))
-            })
-            .filter(|(_, a, b)| a.y != b.y)
-            .collect();
-        let (min_y, max_y) =
-            edges.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, a, b)| {
-                (lo.min(a.y).min(b.y), hi.max(a.y).max(b.y))
-            });
+        let edges: Vec<(u32, Coord<f64>, Coord<f64>)> =
+            mp.0.iter()
+                .enumerate()
+                .flat_map(|(part, p)| {
+                    std::iter::once(p.exterior())
+                        .chain(p.interiors())
+                        .flat_map(LineString::lines)
+                        .map(move |l| (part as u32, l.start, l.end))
+                })
+                .filter(|(_, a, b)| a.y != b.y)
+                .collect();
+        let (min_y, max_y) = edges.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, a, b)| {
+            (lo.min(a.y).min(b.y), hi.max(a.y).max(b.y))
+        });
         let count = edges.len().clamp(1, 1 << 16);
         let span = max_y - min_y;
         let scale = if span > 0.0 { count as f64 / span } else { 0.0 };
@@ -356,8 +354,13 @@ mod tests {
         let (footprint, _) = crate::site::sector(23.5, 120.9, 0.0, 360.0, 100_000.0);
         let mp = MultiPolygon(vec![footprint]);
         let cover = CellCover::tile(&mp, Resolution::Nine).expect("valid");
-        let expected = std::f64::consts::PI * 100.0 * 100.0 / LatLng::new(23.5, 120.9).unwrap().to_cell(Resolution::Nine).area_km2();
-        assert!((cover.len() as f64 - expected).abs() / expected < 0.02, "{} cells, ~{expected:.0} expected", cover.len());
+        let expected = std::f64::consts::PI * 100.0 * 100.0
+            / LatLng::new(23.5, 120.9).unwrap().to_cell(Resolution::Nine).area_km2();
+        assert!(
+            (cover.len() as f64 - expected).abs() / expected < 0.02,
+            "{} cells, ~{expected:.0} expected",
+            cover.len()
+        );
         assert!(cover.len() as u64 <= CellCover::estimated_cells(&mp, Resolution::Nine));
         assert_eq!(centroid_reference(&mp, Resolution::Seven).len(), {
             let c7 = CellCover::tile(&mp, Resolution::Seven).expect("valid");

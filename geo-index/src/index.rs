@@ -330,7 +330,8 @@ impl GeoIndex {
     /// (`MCC-MNC-ECI`) and the CSV line; the policy works as for [`GeoIndex::load_zones`]. A footprint that would
     /// need more H3 cells than [`GeoLimits::max_site_cells`] is a problem ([`SiteProblem::FootprintTooLarge`]).
     pub fn load_cell_sites(&mut self, csv_text: &str, on_error: LoadPolicy) -> Result<Vec<SiteError>, GeoError> {
-        let (sites, problems) = parse_sites(csv_text, self.resolution, self.limits.max_site_cells, on_error, &self.sites.by_ecgi)?;
+        let (sites, problems) =
+            parse_sites(csv_text, self.resolution, self.limits.max_site_cells, on_error, &self.sites.by_ecgi)?;
         for site in sites {
             self.sites.insert(site);
         }

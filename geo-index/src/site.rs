@@ -165,7 +165,11 @@ pub(crate) fn parse_sites(
                     line,
                     reason: SiteProblem::Malformed(e.to_string()),
                 })?;
-                let site = build_site(row, resolution, max_cells).map_err(|(site, reason)| SiteError { site, line, reason })?;
+                let site = build_site(row, resolution, max_cells).map_err(|(site, reason)| SiteError {
+                    site,
+                    line,
+                    reason,
+                })?;
                 if existing.contains_key(&site.ecgi) || !seen.insert(site.ecgi) {
                     return Err(SiteError { site: site.ecgi.to_string(), line, reason: SiteProblem::DuplicateEcgi });
                 }
@@ -224,11 +228,16 @@ fn build_site(row: Row, resolution: Resolution, max_cells: u64) -> Result<CellSi
     let footprint_area = geo::MultiPolygon(vec![footprint.clone()]);
     let cells = CellCover::estimated_cells(&footprint_area, resolution);
     if cells > max_cells {
-        let reason =
-            SiteProblem::FootprintTooLarge { range_m: row.range_m, cells, limit: max_cells, resolution: resolution.into() };
+        let reason = SiteProblem::FootprintTooLarge {
+            range_m: row.range_m,
+            cells,
+            limit: max_cells,
+            resolution: resolution.into(),
+        };
         return Err((ecgi.to_string(), reason));
     }
-    let cells = footprint_cells(&footprint_area, resolution).map_err(|e| (ecgi.to_string(), SiteProblem::Malformed(e)))?;
+    let cells =
+        footprint_cells(&footprint_area, resolution).map_err(|e| (ecgi.to_string(), SiteProblem::Malformed(e)))?;
     let bbox =
         footprint.bounding_rect().unwrap_or_else(|| Rect::new(Coord { x: lon, y: lat }, Coord { x: lon, y: lat }));
     let site_cell = crate::index::cell_at(lat, lon, resolution)

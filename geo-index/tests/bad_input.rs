@@ -212,7 +212,10 @@ Sea,466,92,2002,10,23.5,120.9,90,120,30000
         ref other => panic!("{other:?}"),
     }
     let text = problems[0].to_string();
-    assert!(text.starts_with("cell site 466-92-2001 (line 2): range_m 100000 m: the footprint would need about "), "{text}");
+    assert!(
+        text.starts_with("cell site 466-92-2001 (line 2): range_m 100000 m: the footprint would need about "),
+        "{text}"
+    );
     // The same row fits at resolution 7 (49× fewer cells).
     let mut coarse = GeoIndex::new(Resolution::Seven);
     assert!(coarse.load_cell_sites(csv, LoadPolicy::SkipInvalid).expect("header").is_empty());

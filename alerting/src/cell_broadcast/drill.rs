@@ -61,7 +61,8 @@ mod tests {
         let out = broadcast_text(BroadcastMode::Actual, Language::English, text);
         assert_eq!(out, "Heavy rain\nMove to higher ground\nNow\n");
         let serial = super::super::SerialNumber::from_u16(1);
-        let cb = super::super::encode_broadcast(super::super::PwsClass::Alert, Language::English, serial, &out).unwrap();
+        let cb =
+            super::super::encode_broadcast(super::super::PwsClass::Alert, Language::English, serial, &out).unwrap();
         assert_eq!(super::super::pages::decode_pages(&cb.page_bytes()).unwrap().text, out);
     }
 }
