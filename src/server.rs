@@ -529,7 +529,8 @@ pub async fn start(
 }
 
 /// Time-driven rules (deadman, forecast expiry) and durability: a tick every 10 s, the engine's window snapshot every
-/// minute, a checkpoint of the alert journal every hour.
+/// minute, a checkpoint of the alert journal every hour — and at every tick while a journal write has failed (a full
+/// disk), so that the transitions kept in memory become durable as soon as space returns.
 async fn rules_housekeeping(app: Arc<App>, engine: Arc<Mutex<RuleEngine>>, dir: Option<PathBuf>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -559,7 +560,7 @@ async fn rules_housekeeping(app: Arc<App>, engine: Arc<Mutex<RuleEngine>>, dir: 
                 tracing::error!("could not save the rules snapshot");
             }
         }
-        if ticks % 360 == 0 {
+        if ticks % 360 == 0 || app.book.lock().needs_checkpoint() {
             if let Err(e) = app.book.lock().checkpoint() {
                 tracing::error!(error = %e, "could not checkpoint the alert journal");
             }

@@ -56,6 +56,17 @@ impl Server {
         Self::launch(&["serve", "--config", config.to_str().unwrap()], &[])
     }
 
+    /// `serve --config <file>` keeping its state in `data_dir` (for restart and failure tests).
+    pub fn serve_in(config: &std::path::Path, data_dir: &std::path::Path) -> Server {
+        Self::launch(&["serve", "--config", config.to_str().unwrap()], &["--data-dir", data_dir.to_str().unwrap()])
+    }
+
+    /// Kills the process with SIGKILL (no shutdown code runs) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// `demo --no-scenario` keeping its state in `data_dir` (for restart tests).
     pub fn start_in(data_dir: &std::path::Path) -> Server {
         Self::launch(&["demo", "--no-scenario"], &["--data-dir", data_dir.to_str().unwrap()])
