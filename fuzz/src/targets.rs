@@ -224,7 +224,11 @@ fn check_broadcast(cb: &CellBroadcast, text: &str) {
     }
     let lte = lte::decode_warning_message_content(cb.dcs, &cb.warning_message_content())
         .unwrap_or_else(|e| panic!("our LTE content does not decode: {e}; text {text:?}"));
-    assert!(lte == expected, "LTE content changed the text; coding {:?}\n decoded: {lte:?}\nexpected: {expected:?}", cb.coding);
+    assert!(
+        lte == expected,
+        "LTE content changed the text; coding {:?}\n decoded: {lte:?}\nexpected: {expected:?}",
+        cb.coding
+    );
 }
 
 /// `cell_broadcast::encode_broadcast` (and `encode_with_coding` for UCS-2 with and without a language) → our page
