@@ -41,6 +41,33 @@ pub struct Config {
     /// Operator tokens by hash and scope (`disaster-cloud token new` makes one); DC_OPERATOR_TOKEN adds an admin token.
     #[serde(default)]
     pub operator_tokens: Vec<crate::web::auth::TokenEntry>,
+    /// The server certificate of every TLS listener (MQTT and HTTPS).
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// The one server certificate the MQTT TLS listeners and HTTPS serve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Names (DNS or IP) the certificate issued by the deployment CA (`<data dir>/pki/`) is valid for.
+    #[serde(default = "default_server_names")]
+    pub server_names: Vec<String>,
+    /// Your own certificate chain and key (PEM, relative to the config file) instead of one from the deployment CA.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self { server_names: default_server_names(), cert: None, key: None }
+    }
+}
+
+fn default_server_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +78,9 @@ pub struct MqttConfig {
     /// TLS with device client certificates from the deployment CA (in the data dir).
     pub v4_tls_listen: Option<SocketAddr>,
     pub v5_tls_listen: Option<SocketAddr>,
+    /// The TLS listeners on or off as a whole (flag `--mqtt-tls[=false]`); on by default, at the addresses above.
+    #[serde(default = "yes")]
+    pub tls: bool,
     pub broker_max_payload_bytes: usize,
     pub max_connections: usize,
 }
@@ -67,10 +97,31 @@ pub struct HttpConfig {
     /// A websocket client that sends nothing (not even a pong to our pings) for this long is dropped.
     #[serde(default = "default_ws_idle_timeout_s")]
     pub ws_idle_timeout_s: u64,
+    /// HTTPS and WSS instead of HTTP and WS on `listen` (flag `--http-tls`), with the `[tls]` certificate.
+    #[serde(default)]
+    pub tls: bool,
+    /// Per client address, requests to the public read-only endpoints (`/`, `/app`, `/cap/*`, `/opendata/*`,
+    /// `/metrics`) allowed at once, and refilled per second; beyond them: 429 with Retry-After.
+    #[serde(default = "default_public_burst")]
+    pub public_burst: u32,
+    #[serde(default = "default_public_per_s")]
+    pub public_per_s: u32,
 }
 
 fn default_ws_idle_timeout_s() -> u64 {
     60
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_public_burst() -> u32 {
+    120
+}
+
+fn default_public_per_s() -> u32 {
+    20
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +148,26 @@ pub struct FilesConfig {
 #[serde(deny_unknown_fields)]
 pub struct GeoConfig {
     pub h3_resolution: u8,
+    /// Most H3 cells one zone may need at `h3_resolution`; a bigger zone (a mistyped coordinate) is refused at load.
+    #[serde(default = "default_max_zone_cells")]
+    pub max_zone_cells: u64,
+    /// Most H3 cells one cell site's footprint may need; a bigger one (a `range_m` typo) is refused at load.
+    #[serde(default = "default_max_site_cells")]
+    pub max_site_cells: u64,
+}
+
+fn default_max_zone_cells() -> u64 {
+    geo_index::GeoLimits::default().max_zone_cells
+}
+
+fn default_max_site_cells() -> u64 {
+    geo_index::GeoLimits::default().max_site_cells
+}
+
+impl GeoConfig {
+    pub fn limits(&self) -> geo_index::GeoLimits {
+        geo_index::GeoLimits { max_zone_cells: self.max_zone_cells, max_site_cells: self.max_site_cells }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +230,18 @@ impl Config {
         if !self.http.public_url.starts_with("http://") && !self.http.public_url.starts_with("https://") {
             return Err(invalid("http.public_url", "must start with http:// or https://"));
         }
+        if self.http.public_burst == 0 || self.http.public_per_s == 0 {
+            return Err(invalid("http.public_burst / http.public_per_s", "must be at least 1"));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(invalid(
+                "tls.cert / tls.key",
+                "give both (your own certificate) or neither (the deployment CA's)",
+            ));
+        }
+        if self.tls.server_names.is_empty() && self.tls.cert.is_none() {
+            return Err(invalid("tls.server_names", "needs at least one DNS name or IP address"));
+        }
         Ok(())
     }
 }
@@ -200,8 +283,10 @@ impl ConfigFiles {
         let read = |p: &Path| {
             std::fs::read_to_string(p).map_err(|source| ConfigError::Read { file: p.display().to_string(), source })
         };
-        let main = Config::parse(&read(path)?, &path.display().to_string())?;
+        let mut main = Config::parse(&read(path)?, &path.display().to_string())?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        main.tls.cert = main.tls.cert.map(|p| dir.join(p));
+        main.tls.key = main.tls.key.map(|p| dir.join(p));
         let load = |p: &Path| -> Result<(String, PathBuf), ConfigError> {
             let full = dir.join(p);
             Ok((read(&full)?, full))
@@ -245,5 +330,15 @@ mod tests {
         let text = embedded::MAIN.replace("mode = \"Actual\"", "mode = \"Real\"");
         let e = Config::parse(&text, "x.toml").unwrap_err().to_string();
         assert!(e.contains("Real"), "{e}");
+    }
+
+    #[test]
+    fn geo_size_limits_default_when_absent() {
+        let text = embedded::MAIN.replace("max_zone_cells = 200000\n", "").replace("max_site_cells = 100000\n", "");
+        assert!(!text.contains("max_zone_cells ="));
+        let config = Config::parse(&text, "x.toml").unwrap();
+        assert_eq!(config.geo.limits(), geo_index::GeoLimits::default());
+        let text = embedded::MAIN.replace("max_site_cells = 100000", "max_site_cells = 5");
+        assert_eq!(Config::parse(&text, "x.toml").unwrap().geo.limits().max_site_cells, 5);
     }
 }

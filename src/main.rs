@@ -110,6 +110,13 @@ struct CommonArgs {
     /// HTTP listen address (map, websockets, APIs, /metrics), overriding http.listen.
     #[arg(long, env = "DC_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
+    /// HTTPS and WSS instead of HTTP and WS on the HTTP port, with the [tls] certificate (deployment CA by default);
+    /// overrides http.tls (`--http-tls=false` turns it off).
+    #[arg(long, env = "DC_HTTP_TLS", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    http_tls: Option<bool>,
+    /// The MQTT TLS listeners (device certificates) on or off; overrides mqtt.tls (`--mqtt-tls=false` turns them off).
+    #[arg(long, env = "DC_MQTT_TLS", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    mqtt_tls: Option<bool>,
     /// The operators' bearer token. `serve` requires it; `demo` makes one up and prints it when not given.
     #[arg(long, env = "DC_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
@@ -174,7 +181,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { config, common, cluster } => {
-            let files = ConfigFiles::from_path(&config)?;
+            let mut files = ConfigFiles::from_path(&config)?;
+            apply_tls_flags(&mut files, &common)?;
             let overrides = disaster_cloud::cluster::Overrides {
                 url: cluster.upstream,
                 role: cluster.role,
@@ -200,8 +208,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { no_scenario, scenario, common } => {
             let mut files = ConfigFiles::embedded()?;
+            apply_tls_flags(&mut files, &common)?;
             // The demo's links (CAP feed, demo webhook and CBC receivers) point at wherever it actually listens.
-            files.main.http.public_url = format!("http://{}", common.http_listen.unwrap_or(files.main.http.listen));
+            let scheme = if files.main.http.tls { "https" } else { "http" };
+            files.main.http.public_url = format!("{scheme}://{}", common.http_listen.unwrap_or(files.main.http.listen));
             let token = common.operator_token.clone().unwrap_or_else(random_token);
             let tokens = web::auth::TokenSet::new(&files.main.operator_tokens, Some(&token))
                 .map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
@@ -211,8 +221,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join(format!("disaster-cloud-demo-{}", std::process::id())));
+            let tls = files.main.http.tls;
             let (app, http) = server::start(files, &listen, tokens, Some(data_dir)).await?;
-            print_demo_banner(&listen, &token);
+            print_demo_banner(&listen, &token, tls);
             if !no_scenario {
                 let (text, origin) = match &scenario {
                     Some(path) => (
@@ -253,31 +264,39 @@ fn spawn_scenario(text: &str, origin: &str, mqtt: SocketAddr) -> anyhow::Result<
     Ok(())
 }
 
+/// `--http-tls` / `--mqtt-tls` override `http.tls` / `mqtt.tls`: TLS on or off with one flag each.
+fn apply_tls_flags(files: &mut ConfigFiles, common: &CommonArgs) -> anyhow::Result<()> {
+    let cfg = &mut files.main;
+    cfg.http.tls = common.http_tls.unwrap_or(cfg.http.tls);
+    cfg.mqtt.tls = common.mqtt_tls.unwrap_or(cfg.mqtt.tls);
+    let addresses = [common.mqtt_tls_listen, common.mqtt5_tls_listen, cfg.mqtt.v4_tls_listen, cfg.mqtt.v5_tls_listen];
+    anyhow::ensure!(
+        common.mqtt_tls != Some(true) || addresses.iter().any(Option::is_some),
+        "--mqtt-tls needs a listen address: mqtt.v4_tls_listen / mqtt.v5_tls_listen, or --mqtt-tls-listen"
+    );
+    Ok(())
+}
+
 fn listen(files: &ConfigFiles, common: &CommonArgs) -> Listen {
     let cfg = &files.main;
+    let tls = |flag: Option<SocketAddr>, config: Option<SocketAddr>| flag.or(config).filter(|_| cfg.mqtt.tls);
     Listen {
         mqtt_v4: common.mqtt_listen.or(cfg.mqtt.v4_listen),
         mqtt_v5: common.mqtt5_listen.or(cfg.mqtt.v5_listen),
-        mqtt_v4_tls: common.mqtt_tls_listen.or(cfg.mqtt.v4_tls_listen),
-        mqtt_v5_tls: common.mqtt5_tls_listen.or(cfg.mqtt.v5_tls_listen),
+        mqtt_v4_tls: tls(common.mqtt_tls_listen, cfg.mqtt.v4_tls_listen),
+        mqtt_v5_tls: tls(common.mqtt5_tls_listen, cfg.mqtt.v5_tls_listen),
         http: common.http_listen.unwrap_or(cfg.http.listen),
     }
 }
 
 async fn serve_http(app: Arc<server::App>, http: tokio::net::TcpListener) -> anyhow::Result<()> {
     let addr = http.local_addr()?;
-    tracing::info!(%addr, "HTTP listening");
-    // Peer addresses feed per-address rate limits (citizen reports, public feeds).
-    // Alert frames are small and latency is the point: no Nagle delay waiting for the client's delayed ACK (~40 ms).
-    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(http, web::router(app).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("HTTP server")
+    tracing::info!(%addr, tls = app.http_tls.is_some(), "HTTP listening");
+    web::serve(app, http, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .context("HTTP server")
 }
 
 fn random_token() -> String {
@@ -287,16 +306,17 @@ fn random_token() -> String {
 }
 
 /// The demo's "where to look": URLs, the token, and one ready-to-run publish that raises an alert.
-fn print_demo_banner(listen: &Listen, token: &str) {
+fn print_demo_banner(listen: &Listen, token: &str, tls: bool) {
     let http = listen.http;
+    let (web, ws) = if tls { ("https", "wss") } else { ("http", "ws") };
     let (device, password) = demo_gauge_credentials();
     let mqtt = listen.mqtt_v4.map(|a| (a.ip().to_string(), a.port())).unwrap_or(("127.0.0.1".into(), 1883));
     println!();
     println!("disaster-cloud demo is running.");
-    println!("  live map (operators):  http://{http}/?token={token}");
-    println!("  operator websocket:    ws://{http}/ws/operator  (Authorization: Bearer {token}, or ?token={token})");
-    println!("  CAP feed:              http://{http}/cap/feed.atom");
-    println!("  metrics:               http://{http}/metrics");
+    println!("  live map (operators):  {web}://{http}/?token={token}");
+    println!("  operator websocket:    {ws}://{http}/ws/operator  (Authorization: Bearer {token}, or ?token={token})");
+    println!("  CAP feed:              {web}://{http}/cap/feed.atom");
+    println!("  metrics:               {web}://{http}/metrics");
     println!("  operator token:        {token}");
     println!("Raise a heavy-rain alert with the rain gauge {device} in the Shenmu debris-flow area:");
     println!(

@@ -102,6 +102,14 @@ pub static ALERT_JOURNAL_ERRORS: LazyLock<IntGauge> = LazyLock::new(|| {
         .expect("metric registers")
 });
 
+pub static ALERT_JOURNAL_RECOVERIES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "dc_alert_journal_recoveries",
+        "Checkpoints that made transitions the journal had missed durable (cumulative)"
+    )
+    .expect("metric registers")
+});
+
 pub fn record_rules(engine: &alerting::engine::EngineCounters, book: &alerting::alert::BookCounters) {
     let set = |kind: &str, v: u64| RULES.with_label_values(&[kind]).set(v as i64);
     set("evaluated", engine.evaluated);
@@ -112,6 +120,7 @@ pub fn record_rules(engine: &alerting::engine::EngineCounters, book: &alerting::
     set("clamped", engine.clamped);
     set("missing_zone_thresholds", engine.missing_zone_thresholds);
     ALERT_JOURNAL_ERRORS.set(book.journal_errors as i64);
+    ALERT_JOURNAL_RECOVERIES.set(book.journal_recoveries as i64);
 }
 
 pub fn init() {
@@ -132,7 +141,7 @@ pub fn init() {
     for reason in ["malformed", "too_many_places", "bad_place", "too_large"] {
         CITIZEN_REFUSED.with_label_values(&[reason]);
     }
-    for reason in ["unauthenticated", "forbidden", "not_found", "bad_request"] {
+    for reason in ["unauthenticated", "forbidden", "not_found", "bad_request", "rate_limited"] {
         HTTP_REFUSED.with_label_values(&[reason]);
     }
     for category in crate::reports::Category::ALL {

@@ -202,6 +202,10 @@ pub struct App {
     pub cluster_alerts: crate::cluster::RemoteAlerts,
     /// Where a rules reload reads from and what it checks against (`rules_admin`).
     pub rules_source: crate::rules_admin::RulesSource,
+    /// HTTPS on the HTTP port (`http.tls`): the acceptor with the deployment's server certificate (`web/tls.rs`).
+    pub http_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Per-address limits of the public read-only endpoints (`web/public.rs`).
+    pub public_limit: crate::web::public::PublicLimit,
 }
 
 impl App {
@@ -333,10 +337,10 @@ pub async fn start_with(
         std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
     }
     let resolution = Resolution::try_from(cfg.geo.h3_resolution).context("geo.h3_resolution")?;
-    let mut geo = GeoIndex::new(resolution);
+    let mut geo = GeoIndex::with_limits(resolution, cfg.geo.limits());
     let problems = geo
         .load_zones(&files.zones.0, LoadPolicy::StopOnFirst)
-        .with_context(|| format!("{}", files.zones.1.display()))?;
+        .with_context(|| format!("{} (size limit: geo.max_zone_cells)", files.zones.1.display()))?;
     for p in &problems {
         tracing::warn!(file = %files.zones.1.display(), problem = %p, "zone skipped");
     }
@@ -520,6 +524,8 @@ pub async fn start_with(
         reports,
         cluster_alerts: Default::default(),
         rules_source,
+        http_tls: crate::web::tls::acceptor(cfg, data_dir.as_deref())?,
+        public_limit: crate::web::public::PublicLimit::new(cfg.http.public_burst, cfg.http.public_per_s),
     });
 
     // Bind HTTP before the broker so that a busy port fails the start before anything runs.
@@ -544,6 +550,9 @@ pub async fn start_with(
         data_dir: data_dir.clone(),
         max_payload_bytes: cfg.mqtt.broker_max_payload_bytes,
         max_connections: cfg.mqtt.max_connections,
+        tls_server_names: cfg.tls.server_names.clone(),
+        tls_cert: cfg.tls.cert.clone(),
+        tls_key: cfg.tls.key.clone(),
         ..BrokerConfig::default()
     };
     let on_message = move |msg: ingest::RawMessage| {
@@ -601,7 +610,8 @@ pub async fn start_with(
 }
 
 /// Time-driven rules (deadman, forecast expiry) and durability: a tick every 10 s, the engine's window snapshot every
-/// minute, a checkpoint of the alert journal every hour.
+/// minute, a checkpoint of the alert journal every hour — and at every tick while a journal write has failed (a full
+/// disk), so that the transitions kept in memory become durable as soon as space returns.
 async fn rules_housekeeping(app: Arc<App>, engine: Arc<Mutex<RuleEngine>>, dir: Option<PathBuf>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -635,7 +645,7 @@ async fn rules_housekeeping(app: Arc<App>, engine: Arc<Mutex<RuleEngine>>, dir: 
                 tracing::error!("could not save the rules snapshot");
             }
         }
-        if ticks % 360 == 0 {
+        if ticks % 360 == 0 || app.book.lock().needs_checkpoint() {
             if let Err(e) = app.book.lock().checkpoint() {
                 tracing::error!(error = %e, "could not checkpoint the alert journal");
             }

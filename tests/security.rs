@@ -61,3 +61,59 @@ async fn security_headers_and_cors_on_public_feeds_only() {
     let feed = head("/opendata/reports.geojson");
     assert!(feed.contains("access-control-allow-origin: *"), "{feed}");
 }
+
+/// The public read-only endpoints are rate-limited per address (`http.public_burst`, `http.public_per_s`): past the
+/// burst a 429 with Retry-After and the security headers, counted; `/healthz` and operator endpoints are not limited.
+#[tokio::test]
+async fn public_endpoints_are_rate_limited_per_address() {
+    let config = common::config_copy("public-rate", |t| {
+        t.replace("public_burst = 120", "public_burst = 3").replace("public_per_s = 20", "public_per_s = 1")
+    });
+    let server = Server::serve(&config);
+    let raw = |path: &str| {
+        let mut s = std::net::TcpStream::connect(server.http).unwrap();
+        use std::io::{Read, Write};
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    for _ in 0..3 {
+        let (status, _) = http_get(server.http, "/opendata/alerts.geojson", None).unwrap();
+        assert_eq!(status, 200);
+    }
+    let refused = raw("/cap/feed.atom");
+    let head = refused.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 429"), "{refused}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(refused.contains("rate_limited"), "{refused}");
+    // Not limited: health checks, operators, and public endpoints asked with an operator token.
+    for _ in 0..5 {
+        assert_eq!(http_get(server.http, "/healthz", None).unwrap().0, 200);
+        assert_eq!(http_get(server.http, "/api/v1/alerts", Some(TOKEN)).unwrap().0, 200);
+        assert_eq!(http_get(server.http, "/cap/feed.atom", Some(TOKEN)).unwrap().0, 200);
+    }
+    assert_eq!(
+        http_get(server.http, "/cap/feed.atom", Some("wrong-token")).unwrap().0,
+        429,
+        "a wrong token is no pass"
+    );
+    // One token a second comes back: /metrics (itself public, so limited) answers again and shows the refusal.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let metrics = loop {
+        let (status, body) = http_get(server.http, "/metrics", None).unwrap();
+        if status == 200 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "still limited after 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("dc_http_refused_total{reason=\"rate_limited\"}").and_then(|v| v.trim().parse().ok())
+        })
+        .expect("the rate_limited sample");
+    assert!(refused >= 1.0, "{refused}");
+}

@@ -456,6 +456,8 @@ pub struct BookCounters {
     pub transitions: u64,
     /// Rule transitions kept in memory although the journal could not record them (disk full, I/O error).
     pub journal_errors: u64,
+    /// Checkpoints that made such transitions durable after all (the journal works again).
+    pub journal_recoveries: u64,
     /// Findings absorbed by a cancelled hazard.
     pub suppressed: u64,
 }
@@ -487,6 +489,8 @@ pub struct AlertBook {
     id_prefix: String,
     /// None for an in-memory book (tests, `demo` without a data dir).
     journal: Option<Journal>,
+    /// Some change since the last checkpoint is not in the journal (a write failed): see [`AlertBook::needs_checkpoint`].
+    unjournaled: bool,
     pub counters: BookCounters,
 }
 
@@ -503,6 +507,7 @@ impl AlertBook {
             next_seq: 0,
             id_prefix: id_prefix.into(),
             journal: None,
+            unjournaled: false,
             counters: BookCounters::default(),
         }
     }
@@ -569,7 +574,18 @@ impl AlertBook {
             suppressed: self.suppressed.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             closed: self.closed.iter().cloned().collect(),
         };
-        journal::write_json_atomic(journal.dir(), journal::BOOK_CHECKPOINT, &cp)
+        journal::write_json_atomic(journal.dir(), journal::BOOK_CHECKPOINT, &cp)?;
+        if std::mem::take(&mut self.unjournaled) {
+            self.counters.journal_recoveries += 1;
+            tracing::info!("alert journal: checkpoint written; the transitions the journal missed are durable now");
+        }
+        Ok(())
+    }
+
+    /// Whether a journal write failed since the last checkpoint: those transitions live only in memory until a
+    /// checkpoint succeeds, so the caller should checkpoint soon (and again, until it works).
+    pub fn needs_checkpoint(&self) -> bool {
+        self.unjournaled
     }
 
     /// How many closed alerts stay in memory (default 10 000); older ones remain in the journal.
@@ -997,6 +1013,7 @@ impl AlertBook {
         if let Some(j) = &mut self.journal {
             if let Err(e) = j.sync() {
                 self.counters.journal_errors += 1;
+                self.unjournaled = true;
                 tracing::error!(error = %e, "alert journal: fsync failed; transitions kept in memory");
             }
         }
@@ -1023,6 +1040,7 @@ impl AlertBook {
         };
         if let Err(e) = self.write_record(&record) {
             self.counters.journal_errors += 1;
+            self.unjournaled = true;
             tracing::error!(error = %e, id = %alert.id, "alert journal: write failed; transition kept in memory");
         }
     }
@@ -1031,6 +1049,7 @@ impl AlertBook {
         let record = Record::Suppression { seq: 0, at_ms, recorded_ms: journal::wall_ms(), key, suppressed };
         if let Err(e) = self.write_record(&record) {
             self.counters.journal_errors += 1;
+            self.unjournaled = true;
             tracing::error!(error = %e, "alert journal: write failed");
         }
     }

@@ -76,6 +76,8 @@ pub struct Journal {
     tail_start: Option<u64>,
     /// Whether something was appended since the last fsync.
     dirty: bool,
+    /// A failed append left bytes past `offset` that could not be cut off yet (see [`Journal::append`]).
+    torn: bool,
 }
 
 impl Journal {
@@ -119,6 +121,7 @@ impl Journal {
             seq: 0,
             tail_start,
             dirty: false,
+            torn: false,
         };
         Ok((journal, replay))
     }
@@ -156,12 +159,23 @@ impl Journal {
 
     /// Appends one record (no newline inside: JSON from serde never has one) in a single write, so a crash leaves at
     /// most one torn line at the end.
+    ///
+    /// A write that fails part-way (a full disk takes what fits) is cut back to the last complete line: left in
+    /// place, the next append would continue that fragment and make one unreadable line of the two records. If the
+    /// cut fails too, it is retried before the next append, which is refused until it succeeds.
     pub fn append(&mut self, record: &[u8]) -> Result<(), JournalError> {
         debug_assert!(!record.contains(&b'\n'));
+        if self.torn {
+            self.file.set_len(self.offset).map_err(io(&self.path))?;
+            self.torn = false;
+        }
         let mut line = Vec::with_capacity(record.len() + 1);
         line.extend_from_slice(record);
         line.push(b'\n');
-        self.file.write_all(&line).map_err(io(&self.path))?;
+        if let Err(e) = self.file.write_all(&line) {
+            self.torn = self.file.set_len(self.offset).is_err();
+            return Err(io(&self.path)(e));
+        }
         self.offset += line.len() as u64;
         self.dirty = true;
         Ok(())
@@ -192,10 +206,14 @@ pub fn write_json_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> Res
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let bytes = serde_json::to_vec(value).map_err(|e| JournalError::Encode(e.to_string()))?;
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(&bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // A partial temporary file on a full disk would only hold on to the space the retry needs.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
     }
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     // The rename is durable only once the directory entry is.

@@ -4,8 +4,8 @@
 //!
 //! The reproducers of open findings (`artifacts/<target>/crash-*`) are replayed by the ignored test
 //! `known_findings_still_crash`, which needs the full checks: `FUZZ_STRICT=1 cargo test --test replay -- --ignored`.
-//! Once a finding is fixed its file stops crashing, the test says which, and the file moves to `corpus/`. The
-//! `slow-*` reproducers (findings F3, F4) are not panics; replay them with the fuzz binary (see README.md).
+//! Once a finding is fixed its file stops crashing, the test says which, and the file moves to `corpus/` (as
+//! `fixed-*`, where the normal replay keeps it passing).
 
 use std::path::{Path, PathBuf};
 

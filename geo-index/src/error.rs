@@ -49,6 +49,11 @@ pub enum ZoneProblem {
     BadProperty { name: &'static str, why: String },
     #[error("zone cannot be indexed on H3: {0}")]
     Tiling(String),
+    #[error(
+        "its area would need about {cells} H3 cells at resolution {resolution}, more than the limit of {limit} \
+         (a mistyped coordinate? otherwise split the zone or raise the limit)"
+    )]
+    TooManyCells { cells: u64, limit: u64, resolution: u8 },
 }
 
 /// Why one cell site of a CSV table was rejected.
@@ -78,12 +83,17 @@ pub enum SiteProblem {
     BadTac(u64),
     #[error("coordinate out of range: lat {lat}, lon {lon}")]
     CoordinateOutOfRange { lat: f64, lon: f64 },
-    #[error("azimuth {0} is outside 0..360 degrees")]
+    #[error("azimuth_deg {0} is outside 0..360 degrees")]
     BadAzimuth(f64),
-    #[error("beam width {0} is outside (0, 360] degrees")]
+    #[error("beamwidth_deg {0} is outside (0, 360] degrees")]
     BadBeamwidth(f64),
-    #[error("range {0} m is outside (0, 100000] m")]
+    #[error("range_m {0} m is outside (0, 100000] m")]
     BadRange(f64),
+    #[error(
+        "range_m {range_m} m: the footprint would need about {cells} H3 cells at resolution {resolution}, more than \
+         the limit of {limit} per site (check range_m, or raise the limit)"
+    )]
+    FootprintTooLarge { range_m: f64, cells: u64, limit: u64, resolution: u8 },
     #[error("duplicate ECGI (an earlier row has the same one)")]
     DuplicateEcgi,
 }

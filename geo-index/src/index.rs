@@ -26,11 +26,33 @@ pub enum LoadPolicy {
     StopOnFirst,
 }
 
+/// How big one zone or one cell-site footprint may be, in H3 cells at the index resolution. Tiling time and memory
+/// grow with the cell count (about 1 µs and 40 bytes a cell), so one mistyped coordinate in a config file could
+/// otherwise stall start-up for minutes (findings F3 and F4 of `fuzz/README.md`). The check runs on an estimate
+/// ([`CellCover::estimated_cells`]) before any tiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeoLimits {
+    /// Most cells one zone may need. The default, 200,000, is about 21,000 km² at resolution 9: four times
+    /// Taiwan's largest county, so only a typo or a deliberately huge zone reaches it.
+    pub max_zone_cells: u64,
+    /// Most cells one cell-site footprint may need. The default, 100,000, is about an omni cell of 58 km radius at
+    /// resolution 9 (real LTE cells in Taiwan reach a few km, sea-facing ones tens of km).
+    pub max_site_cells: u64,
+}
+
+impl Default for GeoLimits {
+    fn default() -> Self {
+        Self { max_zone_cells: 200_000, max_site_cells: 100_000 }
+    }
+}
+
 /// Zones, sensors and 4G cell sites indexed on H3 at one resolution.
 #[derive(Debug, Clone)]
 pub struct GeoIndex {
     /// Resolution of every cell in the index (9 ≈ 0.1 km² cells, ≈174 m edges, is the usual choice).
     resolution: Resolution,
+    /// Size limits checked when zones and cell sites are loaded.
+    limits: GeoLimits,
     /// Zones in load order; a removed zone leaves `None` so slot numbers in `zone_cells` stay valid.
     zones: Vec<Option<Zone>>,
     /// Zone id → slot in `zones`.
@@ -45,10 +67,16 @@ pub struct GeoIndex {
 }
 
 impl GeoIndex {
-    /// An empty index whose cells are all at `resolution`.
+    /// An empty index whose cells are all at `resolution`, with the default [`GeoLimits`].
     pub fn new(resolution: Resolution) -> Self {
+        Self::with_limits(resolution, GeoLimits::default())
+    }
+
+    /// An empty index with explicit size limits for zones and cell-site footprints.
+    pub fn with_limits(resolution: Resolution, limits: GeoLimits) -> Self {
         Self {
             resolution,
+            limits,
             zones: Vec::new(),
             zone_ids: HashMap::default(),
             zone_cells: HashMap::default(),
@@ -60,6 +88,11 @@ impl GeoIndex {
     /// The resolution of the index's cells.
     pub fn resolution(&self) -> Resolution {
         self.resolution
+    }
+
+    /// The size limits zones and cell sites are loaded with.
+    pub fn limits(&self) -> GeoLimits {
+        self.limits
     }
 
     /// The H3 cell of a point at the index resolution.
@@ -74,7 +107,8 @@ impl GeoIndex {
     /// With [`LoadPolicy::SkipInvalid`] the good zones are added and the problems of the others are returned, each
     /// naming the zone id (or `#n` for a feature without one) and the reason. With [`LoadPolicy::StopOnFirst`]
     /// nothing is added and the first problem is the error. A zone whose id is already loaded is a problem
-    /// ([`ZoneProblem::DuplicateId`]); remove it first to replace it.
+    /// ([`ZoneProblem::DuplicateId`]); remove it first to replace it. A zone that would need more H3 cells than
+    /// [`GeoLimits::max_zone_cells`] is a problem ([`ZoneProblem::TooManyCells`]), found before tiling it.
     pub fn load_zones(&mut self, geojson_text: &str, on_error: LoadPolicy) -> Result<Vec<ZoneError>, GeoError> {
         let doc: Value = serde_json::from_str(geojson_text).map_err(|e| GeoError::GeoJson(e.to_string()))?;
         if doc.get("type").and_then(Value::as_str) != Some("FeatureCollection") {
@@ -85,7 +119,7 @@ impl GeoIndex {
         let mut accepted: Vec<Zone> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for (index, feature) in features.iter().enumerate() {
-            let parsed = parse_feature(feature, index, self.resolution).and_then(|zone| {
+            let parsed = parse_feature(feature, index, self.resolution, self.limits.max_zone_cells).and_then(|zone| {
                 if self.zone_ids.contains_key(&zone.id) || !seen.insert(zone.id.clone()) {
                     Err(ZoneError { zone_id: zone.id, reason: ZoneProblem::DuplicateId })
                 } else {
@@ -293,9 +327,11 @@ impl GeoIndex {
     // ---------------------------------------------------------------- cell sites
 
     /// Parses a CSV table of 4G cells (see `site.rs` for the columns) and adds them. Problems name the site
-    /// (`MCC-MNC-ECI`) and the CSV line; the policy works as for [`GeoIndex::load_zones`].
+    /// (`MCC-MNC-ECI`) and the CSV line; the policy works as for [`GeoIndex::load_zones`]. A footprint that would
+    /// need more H3 cells than [`GeoLimits::max_site_cells`] is a problem ([`SiteProblem::FootprintTooLarge`]).
     pub fn load_cell_sites(&mut self, csv_text: &str, on_error: LoadPolicy) -> Result<Vec<SiteError>, GeoError> {
-        let (sites, problems) = parse_sites(csv_text, self.resolution, on_error, &self.sites.by_ecgi)?;
+        let (sites, problems) =
+            parse_sites(csv_text, self.resolution, self.limits.max_site_cells, on_error, &self.sites.by_ecgi)?;
         for site in sites {
             self.sites.insert(site);
         }

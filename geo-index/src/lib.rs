@@ -7,7 +7,8 @@
 //!
 //! ## Layout
 //! - `index.rs` — [`GeoIndex`]: the one object holding zones, sensors and cell sites at one H3 resolution, and the
-//!   point/zone/polygon/k-ring/neighbour queries; [`LoadPolicy`].
+//!   point/zone/polygon/k-ring/neighbour queries; [`LoadPolicy`]; [`GeoLimits`] (most H3 cells a zone or a cell
+//!   site's footprint may need).
 //! - `zone.rs` — [`Zone`], [`ZoneKind`]: parsing zones from GeoJSON (properties, geometry checks, buffering of road
 //!   and river centre lines), GeoJSON output.
 //! - `cover.rs` — [`CellCover`]: an area's H3 cells, each flagged interior or edge. **Why the `Covers` containment
@@ -61,7 +62,7 @@ pub use cover::CellCover;
 pub use error::{GeoError, SiteError, SiteProblem, ZoneError, ZoneProblem};
 pub use geocode::{parse_geocode, Geocode, GeocodeLevel};
 pub use h3o::{CellIndex, LatLng, Resolution};
-pub use index::{cell_at, GeoIndex, LoadPolicy};
+pub use index::{cell_at, GeoIndex, GeoLimits, LoadPolicy};
 pub use outline::parse_cap_polygon;
 pub use sensor::Sensor;
 pub use site::{CellSite, Ecgi};

@@ -138,6 +138,7 @@ const COLUMNS: [&str; 10] =
 pub(crate) fn parse_sites(
     csv_text: &str,
     resolution: Resolution,
+    max_cells: u64,
     on_error: LoadPolicy,
     existing: &HashMap<Ecgi, u32, RandomState>,
 ) -> Result<(Vec<CellSite>, Vec<SiteError>), GeoError> {
@@ -164,7 +165,11 @@ pub(crate) fn parse_sites(
                     line,
                     reason: SiteProblem::Malformed(e.to_string()),
                 })?;
-                let site = build_site(row, resolution).map_err(|(site, reason)| SiteError { site, line, reason })?;
+                let site = build_site(row, resolution, max_cells).map_err(|(site, reason)| SiteError {
+                    site,
+                    line,
+                    reason,
+                })?;
                 if existing.contains_key(&site.ecgi) || !seen.insert(site.ecgi) {
                     return Err(SiteError { site: site.ecgi.to_string(), line, reason: SiteProblem::DuplicateEcgi });
                 }
@@ -187,7 +192,7 @@ fn parse_int(text: &str) -> Option<u64> {
 }
 
 /// Checks a row and builds its footprint; the error carries the best name we have for the site.
-fn build_site(row: Row, resolution: Resolution) -> Result<CellSite, (String, SiteProblem)> {
+fn build_site(row: Row, resolution: Resolution, max_cells: u64) -> Result<CellSite, (String, SiteProblem)> {
     let name = format!("{}-{}-{}", row.mcc, row.mnc, row.eci);
     let fail = |reason| (name.clone(), reason);
     let mcc = parse_int(&row.mcc).ok_or_else(|| fail(SiteProblem::Malformed(format!("mcc {:?}", row.mcc))))?;
@@ -220,7 +225,19 @@ fn build_site(row: Row, resolution: Resolution) -> Result<CellSite, (String, Sit
     }
     let ecgi = Ecgi { mcc: 466, mnc, mnc_digits: mnc_digits as u8, eci: eci as u32 };
     let (footprint, arc_step_deg) = sector(lat, lon, row.azimuth_deg, row.beamwidth_deg, row.range_m);
-    let cells = footprint_cells(&footprint, resolution).map_err(|e| (ecgi.to_string(), SiteProblem::Malformed(e)))?;
+    let footprint_area = geo::MultiPolygon(vec![footprint.clone()]);
+    let cells = CellCover::estimated_cells(&footprint_area, resolution);
+    if cells > max_cells {
+        let reason = SiteProblem::FootprintTooLarge {
+            range_m: row.range_m,
+            cells,
+            limit: max_cells,
+            resolution: resolution.into(),
+        };
+        return Err((ecgi.to_string(), reason));
+    }
+    let cells =
+        footprint_cells(&footprint_area, resolution).map_err(|e| (ecgi.to_string(), SiteProblem::Malformed(e)))?;
     let bbox =
         footprint.bounding_rect().unwrap_or_else(|| Rect::new(Coord { x: lon, y: lat }, Coord { x: lon, y: lat }));
     let site_cell = crate::index::cell_at(lat, lon, resolution)
@@ -265,7 +282,10 @@ pub(crate) fn sector(lat: f64, lon: f64, azimuth_deg: f64, beamwidth_deg: f64, r
 }
 
 /// Cells touching the footprint, with "centre inside" (both from the tiler, see `cover.rs`).
-fn footprint_cells(footprint: &Polygon<f64>, resolution: Resolution) -> Result<Vec<(CellIndex, bool)>, String> {
-    let cover = CellCover::tile(&geo::MultiPolygon(vec![footprint.clone()]), resolution)?;
+fn footprint_cells(
+    footprint: &geo::MultiPolygon<f64>,
+    resolution: Resolution,
+) -> Result<Vec<(CellIndex, bool)>, String> {
+    let cover = CellCover::tile(footprint, resolution)?;
     Ok(cover.flagged().map(|(cell, _, centre_in)| (cell, centre_in)).collect())
 }

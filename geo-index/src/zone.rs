@@ -101,7 +101,13 @@ pub fn multipolygon_to_geojson(mp: &MultiPolygon<f64>) -> Value {
 }
 
 /// Parses one feature into a zone. `index` is the feature's position, used to name it when it has no id.
-pub(crate) fn parse_feature(feature: &Value, index: usize, resolution: Resolution) -> Result<Zone, ZoneError> {
+/// A zone that would need more than `max_cells` H3 cells is refused before it is tiled.
+pub(crate) fn parse_feature(
+    feature: &Value,
+    index: usize,
+    resolution: Resolution,
+    max_cells: u64,
+) -> Result<Zone, ZoneError> {
     let props = feature.get("properties").and_then(Value::as_object);
     // The id is needed before anything else so that every later error can name the zone.
     let id = props
@@ -133,6 +139,10 @@ pub(crate) fn parse_feature(feature: &Value, index: usize, resolution: Resolutio
 
     let geometry = feature.get("geometry").filter(|g| !g.is_null()).ok_or_else(|| fail(ZoneProblem::NoGeometry))?;
     let geometry = parse_geometry(geometry, width_m).map_err(fail)?;
+    let cells = CellCover::estimated_cells(&geometry, resolution);
+    if cells > max_cells {
+        return Err(fail(ZoneProblem::TooManyCells { cells, limit: max_cells, resolution: u8::from(resolution) }));
+    }
     let cover = CellCover::tile(&geometry, resolution).map_err(|e| fail(ZoneProblem::Tiling(e)))?;
     if cover.is_empty() {
         return Err(fail(ZoneProblem::Tiling("no H3 cell covers the geometry".into())));

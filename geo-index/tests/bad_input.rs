@@ -152,3 +152,72 @@ Hex,466,01,0x3EA,10,23.5,120.9,90,65,1500
         matches!(strict.load_cell_sites("carrier,mcc\nX,466\n", LoadPolicy::SkipInvalid), Err(GeoError::SiteHeader(m)) if m.contains("eci"))
     );
 }
+
+/// Finding F3 of `fuzz/README.md`: a zone too big to index (here a mistyped latitude, 23.7 → 46.7, and a 3°×3°
+/// square) is refused before tiling, named, with its estimated cell count and the limit; the good zone beside it
+/// loads.
+#[test]
+fn a_zone_needing_too_many_cells_is_refused_by_name_and_count() {
+    let spike = json!({"type": "Polygon", "coordinates": [[[120.90, 23.50], [120.95, 23.50], [120.95, 46.70], [120.90, 23.55], [120.90, 23.50]]]});
+    let big = json!({"type": "Polygon", "coordinates": [[[120.0, 22.0], [123.0, 22.0], [123.0, 25.0], [120.0, 25.0], [120.0, 22.0]]]});
+    let text = collection(vec![
+        feature("typo", "township", spike, json!({})),
+        feature("good", "township", square(120.9, 23.5), json!({})),
+        feature("big", "debris_flow", big, json!({})),
+    ]);
+    let limits = geo_index::GeoLimits { max_zone_cells: 20_000, ..Default::default() };
+    let mut index = GeoIndex::with_limits(Resolution::Nine, limits);
+    let problems = index.load_zones(&text, LoadPolicy::SkipInvalid).expect("a FeatureCollection");
+    assert_eq!(index.zones().map(|z| z.id.as_str()).collect::<Vec<_>>(), ["good"]);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    for (problem, id, at_least) in [(&problems[0], "typo", 20_000), (&problems[1], "big", 900_000)] {
+        assert_eq!(problem.zone_id, id);
+        match problem.reason {
+            ZoneProblem::TooManyCells { cells, limit, resolution } => {
+                assert!(cells > at_least, "{id}: {cells}");
+                assert_eq!((limit, resolution), (20_000, 9));
+            }
+            ref other => panic!("{id}: {other:?}"),
+        }
+        let text = problem.to_string();
+        assert!(text.starts_with(&format!("zone {id}: its area would need about ")) && text.contains("limit of 20000"));
+    }
+    // The default limit still refuses the 3°×3° square (about a million cells at resolution 9).
+    let mut index = GeoIndex::new(Resolution::Nine);
+    let err = index.load_zones(&text, LoadPolicy::StopOnFirst).expect_err("refused");
+    assert!(matches!(&err, GeoError::Zone(e) if e.zone_id == "big"), "{err}");
+    assert_eq!(index.zones().count(), 0);
+}
+
+/// Finding F4: a cell site whose footprint would need more cells than the limit is refused with its ECGI, line,
+/// the field and the count. With the default limit a 100 km omni cell (about 300,000 cells at resolution 9) is
+/// refused and a 30 km one loads.
+#[test]
+fn a_footprint_too_large_is_refused_naming_the_site_and_range_m() {
+    let csv = "\
+carrier,mcc,mnc,eci,tac,lat,lon,azimuth_deg,beamwidth_deg,range_m
+Huge,466,92,2001,10,23.5,120.9,0,360,100000
+Sea,466,92,2002,10,23.5,120.9,90,120,30000
+";
+    let mut index = GeoIndex::new(Resolution::Nine);
+    let problems = index.load_cell_sites(csv, LoadPolicy::SkipInvalid).expect("has a header");
+    assert_eq!(index.cell_sites().map(|s| s.ecgi.to_string()).collect::<Vec<_>>(), ["466-92-2002"]);
+    assert_eq!(problems.len(), 1);
+    assert_eq!((problems[0].site.as_str(), problems[0].line), ("466-92-2001", 2));
+    match problems[0].reason {
+        SiteProblem::FootprintTooLarge { range_m, cells, limit, resolution } => {
+            assert_eq!((range_m, limit, resolution), (100_000.0, 100_000, 9));
+            assert!(cells > 250_000, "{cells}");
+        }
+        ref other => panic!("{other:?}"),
+    }
+    let text = problems[0].to_string();
+    assert!(
+        text.starts_with("cell site 466-92-2001 (line 2): range_m 100000 m: the footprint would need about "),
+        "{text}"
+    );
+    // The same row fits at resolution 7 (49× fewer cells).
+    let mut coarse = GeoIndex::new(Resolution::Seven);
+    assert!(coarse.load_cell_sites(csv, LoadPolicy::SkipInvalid).expect("header").is_empty());
+    assert_eq!(coarse.cell_sites().count(), 2);
+}

@@ -3,7 +3,8 @@
 //! Each deployment makes its own CA on first use (`<data dir>/pki/ca.pem` + `ca.key`, ECDSA P-256). It signs
 //! - device certificates: subject `CN = O = <device id>` (the O is what rumqttd-style tenant isolation keys on, so it
 //!   is never empty: device ids are 1–32 letters and digits), extended key usage clientAuth;
-//! - the TLS listeners' server certificate (`pki/server.pem`), for the names in `BrokerConfig::tls_server_names`.
+//! - the TLS server certificate (`pki/server.pem`) for the names in `BrokerConfig::tls_server_names`, shared by the
+//!   MQTT TLS listeners and the HTTPS listener of the binary ([`server_certificate`]).
 //!
 //! [`provision`] issues a device's key and certificate into `pki/devices/<id>/` (with a copy of the CA certificate
 //! and a fresh password for the plain listeners) and registers the certificate's fingerprint in the device store;
@@ -242,6 +243,25 @@ impl DeploymentCa {
             tracing::info!(path = %cert.display(), names = ?names, "TLS server certificate issued");
         }
         Ok((cert, key))
+    }
+}
+
+/// The server certificate and key (PEM files) every TLS listener of a deployment serves: the operator's own pair when
+/// both are given, otherwise one issued by the deployment CA in `data_dir` for `names` (made, with the CA, on first use;
+/// reissued when the names change). One pair for MQTT and HTTPS, so devices and browsers trust the same CA.
+pub fn server_certificate(
+    data_dir: &Path,
+    names: &[String],
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<(PathBuf, PathBuf), IngestError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok((cert.to_path_buf(), key.to_path_buf())),
+        (None, None) => {
+            let dir = DataDir::new(data_dir);
+            DeploymentCa::load_or_create(&dir)?.ensure_server_cert(&dir, names)
+        }
+        _ => Err(IngestError::Broker("give both a TLS certificate and its key, or neither".into())),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP edge: websockets, the operator API, `/metrics`, `/healthz` and the map page.
+//! The HTTP edge: websockets, the operator API, `/metrics`, `/healthz` and the map page; [`serve`] runs it over
+//! plain HTTP or, with `http.tls`, HTTPS (`tls.rs`); `public.rs` rate-limits the public read-only endpoints.
 //!
 //! One [`AppError`] turns every refusal into a status code and a JSON body that names the problem, so handlers use
 //! `?` and clients never see internals.
@@ -23,11 +24,40 @@ pub mod auth;
 pub mod citizen;
 pub mod liveness;
 pub mod operator;
+pub mod public;
 pub mod reports;
 pub mod rules;
+pub mod tls;
+
+/// Serves the router on `http` until `shutdown` resolves: HTTPS and WSS when the app has a TLS acceptor (`http.tls`),
+/// plain HTTP otherwise. Peer addresses reach the handlers either way (rate limits).
+pub async fn serve(
+    app: Arc<App>,
+    http: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    use std::net::SocketAddr;
+    let service = router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
+    match app.http_tls.clone() {
+        // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` works for a listener of ours.
+        Some(acceptor) => {
+            let listener = tls::HttpsListener::new(http, acceptor)?.tap_io(|_| {});
+            axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+        }
+        // Alert frames are small and latency is the point: no Nagle delay waiting for the client's delayed ACK
+        // (~40 ms a frame otherwise).
+        None => {
+            let listener = http.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+        }
+    }
+}
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", get(index))
         .route("/app", get(citizen_page))
         .route("/ws/citizen", get(citizen::socket))
@@ -63,8 +93,21 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/opendata/reports.geojson", get(reports::open_data))
         .route("/opendata/reports/photos/{name}", get(reports::public_photo))
         .fallback(|| async { AppError::NotFound("no such path".into()) })
-        .layer(axum::middleware::from_fn(security_headers))
-        .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), public::limit))
+        .layer(axum::middleware::from_fn(security_headers));
+    // Browsers that saw us over HTTPS once refuse plain HTTP to us for a year (only sent over HTTPS, as RFC 6797 asks).
+    let router = if app.http_tls.is_some() {
+        router.layer(axum::middleware::from_fn(|request: axum::extract::Request, next: axum::middleware::Next| async {
+            let mut response = next.run(request).await;
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, axum::http::HeaderValue::from_static("max-age=31536000"));
+            response
+        }))
+    } else {
+        router
+    };
+    router.with_state(app)
 }
 
 /// Security headers on every response; CORS only on the public read-only feeds, which partners' pages may fetch.

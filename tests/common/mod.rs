@@ -34,6 +34,8 @@ pub struct Server {
     child: Child,
     pub mqtt: SocketAddr,
     pub mqtt5: SocketAddr,
+    /// The MQTT 3.1.1 TLS listener's address as passed (`--mqtt-tls-listen`); listening unless `--mqtt-tls=false`.
+    pub mqtt_tls: SocketAddr,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
     log: PathBuf,
@@ -96,6 +98,7 @@ impl Server {
         let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mqtt5: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mqtt_tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let base = std::env::temp_dir().join(format!("dc-e2e-{}-{}", std::process::id(), http.port()));
         let data_dir = base.join("data");
         std::fs::create_dir_all(&base).unwrap();
@@ -104,7 +107,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
             .args(command)
             .args(["--mqtt-listen", &mqtt.to_string(), "--mqtt5-listen", &mqtt5.to_string()])
-            .args(["--mqtt-tls-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--mqtt-tls-listen", &mqtt_tls.to_string()])
             .args(["--mqtt5-tls-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--http-listen", &http.to_string()])
             .args(if extra.contains(&"--data-dir") { vec![] } else { vec!["--data-dir", data_dir.to_str().unwrap()] })
@@ -122,7 +125,7 @@ impl Server {
             .and_then(|i| extra.get(i + 1))
             .map(PathBuf::from)
             .unwrap_or(data_dir);
-        Server { child, mqtt, mqtt5, http, data_dir, log }
+        Server { child, mqtt, mqtt5, mqtt_tls, http, data_dir, log }
     }
 
     /// Ready, or the log when the server exited or did not come up in time.
@@ -130,7 +133,9 @@ impl Server {
         // Generous: on a busy 2-core machine a debug build's start (argon2 hashes of the demo devices) can be slow.
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
-            if http_get(self.http, "/healthz", None).is_some_and(|(s, _)| s == 200)
+            // Over HTTPS (`--http-tls`) a plain request gets the "use https://" 400, which also says it is up.
+            if http_get(self.http, "/healthz", None)
+                .is_some_and(|(s, b)| s == 200 || (s == 400 && b.contains("https://")))
                 && TcpStream::connect(self.mqtt).is_ok()
             {
                 return Ok(());

@@ -27,13 +27,15 @@ pub fn prefix(mode: BroadcastMode, language: Language) -> &'static str {
     }
 }
 
-/// The text to broadcast: `text` unchanged for `Actual`, otherwise with the mode's prefix.
-/// Adding is idempotent: text that already starts with the prefix is not prefixed twice
-/// (an update re-sent from stored text keeps one label).
+/// The text to broadcast: `text` for `Actual`, otherwise with the mode's prefix; line breaks
+/// written as LF (CRLF and lone CR become LF: CR is the page padding of cell broadcast, which
+/// the encoder refuses in text, see `pages.rs`). Adding is idempotent: text that already starts
+/// with the prefix is not prefixed twice (an update re-sent from stored text keeps one label).
 pub fn broadcast_text(mode: BroadcastMode, language: Language, text: &str) -> String {
+    let text = if text.contains('\r') { text.replace("\r\n", "\n").replace('\r', "\n") } else { text.to_string() };
     let p = prefix(mode, language);
     if p.is_empty() || text.starts_with(p) {
-        text.to_string()
+        text
     } else {
         format!("{p}{text}")
     }
@@ -51,5 +53,16 @@ mod tests {
         assert_eq!(broadcast_text(BroadcastMode::Actual, Language::Chinese, "豪雨特報"), "豪雨特報");
         let once = broadcast_text(BroadcastMode::Drill, Language::Chinese, "地震");
         assert_eq!(broadcast_text(BroadcastMode::Drill, Language::Chinese, &once), once);
+    }
+
+    #[test]
+    fn line_breaks_become_lf_so_the_encoder_takes_them() {
+        let text = "Heavy rain\r\nMove to higher ground\rNow\n";
+        let out = broadcast_text(BroadcastMode::Actual, Language::English, text);
+        assert_eq!(out, "Heavy rain\nMove to higher ground\nNow\n");
+        let serial = super::super::SerialNumber::from_u16(1);
+        let cb =
+            super::super::encode_broadcast(super::super::PwsClass::Alert, Language::English, serial, &out).unwrap();
+        assert_eq!(super::super::pages::decode_pages(&cb.page_bytes()).unwrap().text, out);
     }
 }

@@ -66,6 +66,11 @@ pub enum CbsError {
     TooLong { length: usize, limit: usize, pages: usize, unit: &'static str },
     #[error("character {ch:?} at position {position} cannot be sent in {coding}")]
     Unencodable { ch: char, position: usize, coding: &'static str },
+    #[error(
+        "carriage return (CR) at position {position}: CR is the padding of every cell-broadcast page (TS 23.038), so a \
+         receiver cannot tell it from padding; write line breaks as LF (\\n)"
+    )]
+    CarriageReturn { position: usize },
     #[error("emergency level {0} is out of range 0..=8 (message identifiers 4371–4379 / 4384–4392)")]
     EmergencyLevel(u8),
     #[error("message code {0} does not fit in 10 bits (0..=1023)")]
@@ -137,8 +142,8 @@ impl CellBroadcast {
 /// character fits it, UCS-2 (DCS `0x48`, see [`dcs`] for why not `0x11`) otherwise.
 ///
 /// `text` is sent as given: build it with [`drill::broadcast_text`] so non-real modes carry
-/// their prefix. Errors: emergency level out of range, empty text, characters outside UCS-2,
-/// text longer than 15 pages.
+/// their prefix and line breaks are LF. Errors: emergency level out of range, empty text, a CR
+/// (see [`pages::paginate`]), characters outside UCS-2, text longer than 15 pages.
 pub fn encode_broadcast(
     class: PwsClass,
     language: Language,

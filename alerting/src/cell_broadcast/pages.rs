@@ -8,6 +8,19 @@
 //! The page parameter is the page number in the high nibble and the total in the low one.
 //! Content is 93 GSM septets or 41 UCS-2 characters, padded with CR. An escape pair or a
 //! UCS-2 character is never split across pages: each page is decoded on its own.
+//!
+//! ## Why a CR in the text is refused
+//! TS 23.038 pads every CBS page with CR (§6.1.2.3) and, for the 7 spare bits of a GSM 7-bit
+//! message, fills them with CR too, noting that a receiver cannot tell a wanted final CR from
+//! that padding (it treats `<CR><CR>` like `<CR>`). The 88-octet page carries no text length, so
+//! a CR that ends a page's text — the last character of the message, or the last slot of any
+//! page — is indistinguishable from padding, and our decoder (like a handset) drops it:
+//! `"aaaa…a\r" + "b"` with the CR on position 41 of a UCS-2 page came back without it (finding F2
+//! of `fuzz/README.md`). Moving such CRs to the next page fails for runs of CRs longer than a
+//! page, and substituting LF silently changes the text. So [`paginate`] refuses CR anywhere
+//! ([`CbsError::CarriageReturn`]) and whatever it accepts decodes back exactly; the one function
+//! every broadcast's text passes through, [`super::drill::broadcast_text`], writes line breaks
+//! as LF (GSM 0x0A / U+000A), so alert texts with CRLF line ends still go out.
 
 use super::dcs::{Alphabet, Coding};
 use super::serial::SerialNumber;
@@ -38,12 +51,16 @@ pub struct PageContent {
 
 /// Split `text` into page contents in `coding`.
 ///
-/// Errors: empty text; a character the coding cannot carry (GSM 7-bit: outside both tables;
-/// UCS-2: outside the Basic Multilingual Plane); more than 15 pages, reported with the length
-/// in the coding's units and the 15-page limit, so the operator can shorten the text.
+/// Errors: empty text; a CR anywhere (it is the padding, see the module doc); a character the
+/// coding cannot carry (GSM 7-bit: outside both tables; UCS-2: outside the Basic Multilingual
+/// Plane); more than 15 pages, reported with the length in the coding's units and the 15-page
+/// limit, so the operator can shorten the text. Accepted text decodes back exactly.
 pub fn paginate(text: &str, coding: Coding) -> Result<Vec<PageContent>, CbsError> {
     if text.is_empty() {
         return Err(CbsError::EmptyText);
+    }
+    if let Some(position) = text.chars().position(|c| c == '\r') {
+        return Err(CbsError::CarriageReturn { position });
     }
     match coding {
         Coding::Gsm7 => paginate_gsm7(text),
@@ -164,13 +181,14 @@ pub struct DecodedMessage {
     pub dcs: u8,
     /// The ISO 639 code of DCS 0x10/0x11 messages (from the first page).
     pub language: Option<String>,
-    /// The text with each page's CR padding removed.
+    /// The text with each page's CR padding (all trailing CRs) removed.
     pub text: String,
 }
 
 /// Decode the text of one page's content (or the useful part of it, for the LTE form).
 /// Returns the language indication (if the alphabet has one) and the text, trailing CRs
-/// removed: CR is the padding, and TS 23.038 makes a trailing CR display like none.
+/// removed: CR is the padding, and TS 23.038 makes a trailing CR display like none. (Our
+/// encoder never puts a CR in the text, so for its pages this is exact.)
 pub fn decode_content(alphabet: Alphabet, content: &[u8]) -> Result<(Option<String>, String), CbsError> {
     let (language, mut text) = match alphabet {
         Alphabet::Gsm7 | Alphabet::Gsm7WithLanguage => {
@@ -354,6 +372,27 @@ mod tests {
             CbsError::Unencodable { ch: '𥕢', position: 0, coding: "UCS-2" }
         );
         assert_eq!(paginate("", Coding::Ucs2).unwrap_err(), CbsError::EmptyText);
+    }
+
+    /// Finding F2: a CR on the last slot of a non-final page (here position 41 of a UCS-2 page) was
+    /// taken for padding and lost. CR is now refused wherever it is, with its position.
+    #[test]
+    fn carriage_return_is_refused_with_its_position() {
+        let f2 = format!("{}\r{}", "a".repeat(40), "b");
+        for coding in [Coding::Ucs2, Coding::Gsm7, Coding::Ucs2WithLanguage(*b"en")] {
+            assert_eq!(paginate(&f2, coding).unwrap_err(), CbsError::CarriageReturn { position: 40 });
+        }
+        assert_eq!(paginate("end\r", Coding::Gsm7).unwrap_err(), CbsError::CarriageReturn { position: 3 });
+        assert_eq!(paginate("\r", Coding::Ucs2).unwrap_err(), CbsError::CarriageReturn { position: 0 });
+        assert!(CbsError::CarriageReturn { position: 7 }.to_string().contains("position 7"));
+        // LF is the line break: it lands on the same slot and comes back.
+        let lf = f2.replace('\r', "\n");
+        for coding in [Coding::Ucs2, Coding::Gsm7] {
+            let pages = paginate(&lf, coding).unwrap();
+            let alphabet = Alphabet::from_dcs(coding.dcs()).unwrap();
+            let text: String = pages.iter().map(|p| decode_content(alphabet, &p.octets).unwrap().1).collect();
+            assert_eq!(text, lf);
+        }
     }
 
     #[test]

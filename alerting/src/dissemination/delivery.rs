@@ -18,6 +18,9 @@ use super::Inner;
 /// Most response bytes kept as a CBC's acknowledgement or a receiver's error text.
 const DETAIL_BYTES: usize = 512;
 
+/// The detail of an attempt that hit the request timeout.
+const TIMED_OUT: &str = "timed out";
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -72,7 +75,7 @@ async fn send(client: &reqwest::Client, job: &Job, body: Vec<u8>, timeout: Durat
 
 fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
-        "timed out".into()
+        TIMED_OUT.into()
     } else if e.is_connect() {
         format!("connect failed: {}", root_cause(&e))
     } else {
@@ -168,6 +171,11 @@ pub(crate) async fn run_target(
             }
             Err(e) => Err(e),
         };
+        if matches!(&result, Err(e) if e == TIMED_OUT) {
+            let channel = if target.starts_with(CBC_PREFIX) { "cbc" } else { "webhook" };
+            super::metrics::METRICS.timeouts.with_label_values(&[channel]).inc();
+            tracing::warn!(target_name = %target, delivery = job.id, ?timeout, "delivery timed out");
+        }
         if let Some(wait) = inner.finish_attempt(&job, result, started.elapsed()) {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}

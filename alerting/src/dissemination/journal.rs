@@ -11,6 +11,12 @@
 //!
 //! On start the file is compacted (rewritten to a temporary file, fsynced, renamed): attempts shrink to the last
 //! one per delivery; messages, deliveries and subscribers stay.
+//!
+//! A full disk: a line that cannot be written is cut back out of the file (a fragment left there would merge with
+//! the next line into one unreadable line, and the next start would refuse the journal) and kept in memory, in
+//! order, ahead of anything newer; [`Journal::flush`] writes the backlog as soon as the disk takes it again (on the
+//! next append, and every few seconds from the retry task in `mod.rs`). Past [`MAX_BACKLOG`] lines, attempt
+//! outcomes are no longer kept (losing one only means a resend); alert changes always are.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -107,11 +113,20 @@ pub(crate) struct AttemptRecord {
     pub elapsed_ms: u64,
 }
 
+/// Lines kept in memory while the disk refuses them before attempt outcomes are dropped.
+pub(crate) const MAX_BACKLOG: usize = 100_000;
+
 /// The open journal file.
 pub(crate) struct Journal {
     file: File,
     path: PathBuf,
     fsync: bool,
+    /// Bytes of complete lines in the file: a failed write is cut back to this.
+    len: u64,
+    /// A failed write's fragment could not be cut off yet; nothing is appended until it is.
+    torn: bool,
+    /// Lines not written yet (the disk refused them), oldest first.
+    backlog: std::collections::VecDeque<String>,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DisseminationError + '_ {
@@ -181,7 +196,39 @@ impl Journal {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
-        Ok(Journal { file: open_append(&path).map_err(io_err(&path))?, path, fsync })
+        let file = open_append(&path).map_err(io_err(&path))?;
+        let len = file.metadata().map_err(io_err(&path))?.len();
+        Ok(Journal { file, path, fsync, len, torn: false, backlog: Default::default() })
+    }
+
+    /// Lines waiting for the disk.
+    pub fn backlog(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Writes the backlog, oldest first, and fsyncs when `durable`. Stops at the first failure (the rest stays
+    /// queued, the fragment of the failed line is cut off).
+    pub fn flush(&mut self, durable: bool) -> Result<(), DisseminationError> {
+        if self.torn {
+            self.file.set_len(self.len).map_err(io_err(&self.path))?;
+            self.torn = false;
+        }
+        let had_backlog = self.backlog.len() > 1;
+        while let Some(line) = self.backlog.front() {
+            if let Err(e) = self.file.write_all(line.as_bytes()) {
+                self.torn = self.file.set_len(self.len).is_err();
+                return Err(io_err(&self.path)(e));
+            }
+            self.len += line.len() as u64;
+            self.backlog.pop_front();
+        }
+        if (durable || had_backlog) && self.fsync {
+            self.file.sync_data().map_err(io_err(&self.path))?;
+        }
+        if had_backlog {
+            tracing::info!(path = %self.path.display(), "dissemination journal: the lines the disk refused are written");
+        }
+        Ok(())
     }
 
     /// Appends one record; `durable` asks for an fsync before returning (when the config allows it).
@@ -192,11 +239,14 @@ impl Journal {
             message: e.to_string(),
         })?;
         line.push('\n');
-        // One write call per line: with O_APPEND a line is never interleaved, and a crash tears at most the last.
-        self.file.write_all(line.as_bytes()).map_err(io_err(&self.path))?;
-        if durable && self.fsync {
-            self.file.sync_data().map_err(io_err(&self.path))?;
+        if self.backlog.len() >= MAX_BACKLOG && matches!(record, Record::Attempt(_)) {
+            return Err(DisseminationError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other("journal backlog full: attempt outcome not kept"),
+            });
         }
-        Ok(())
+        // One write call per line: with O_APPEND a line is never interleaved, and a crash tears at most the last.
+        self.backlog.push_back(line);
+        self.flush(durable)
     }
 }

@@ -4,7 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec, IntCounterVec, IntGaugeVec,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, HistogramVec,
+    IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 pub struct DisseminationMetrics {
@@ -21,6 +22,11 @@ pub struct DisseminationMetrics {
     pub errors: IntCounterVec,
     /// Seconds from queueing to a successful delivery, by channel (the "reaches subscribers within 1 s" figure).
     pub delivery_latency: HistogramVec,
+    /// Attempts that hit the request timeout (a receiver that accepts and never answers), by channel. Each is
+    /// also a `retry` or `dead_letter` in `deliveries`.
+    pub timeouts: IntCounterVec,
+    /// Journal lines a full disk refused, kept in memory until it takes them (see `journal.rs`).
+    pub journal_backlog: IntGauge,
 }
 
 pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
@@ -63,6 +69,17 @@ pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
             vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0]
         )
         .expect("metric registers"),
+        timeouts: register_int_counter_vec!(
+            "dc_dissemination_timeouts_total",
+            "Delivery attempts that hit the request timeout, by channel",
+            &["channel"]
+        )
+        .expect("metric registers"),
+        journal_backlog: register_int_gauge!(
+            "dc_dissemination_journal_backlog",
+            "Dissemination journal lines waiting for the disk (it refused them)"
+        )
+        .expect("metric registers"),
     };
     for channel in ["webhook", "cbc"] {
         for result in ["delivered", "retry", "dead_letter"] {
@@ -71,6 +88,7 @@ pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
         m.queue_depth.with_label_values(&[channel]);
         m.dead_letters.with_label_values(&[channel]);
         m.delivery_latency.with_label_values(&[channel]);
+        m.timeouts.with_label_values(&[channel]);
     }
     for kind in ["cap_build", "journal", "broadcast_encode", "targeting"] {
         m.errors.with_label_values(&[kind]);

@@ -127,10 +127,12 @@ impl Inner {
 
     fn write(&self, w: &mut Journal, record: &Record, durable: bool) {
         if let Err(e) = w.append(record, durable) {
-            // Delivering without the journal beats not delivering: the warning goes out, and the error is loud.
-            tracing::error!(error = %e, "dissemination journal write failed");
+            // Delivering without the journal beats not delivering: the warning goes out, and the error is loud. The
+            // line waits in the journal's backlog for the disk (see `journal.rs`).
+            tracing::error!(error = %e, backlog = w.backlog(), "dissemination journal write failed");
             metrics::METRICS.errors.with_label_values(&["journal"]).inc();
         }
+        metrics::METRICS.journal_backlog.set(w.backlog() as i64);
     }
 
     fn next_job(&self, target: &str) -> Option<outbox::Job> {
@@ -238,6 +240,7 @@ impl Dissemination {
         for (name, notify) in workers {
             d.spawn_worker(name, notify);
         }
+        d.handle.spawn(journal_retry(d.inner.clone(), d.stop.subscribe()));
         // Reports a crash kept from being written.
         let missing = lock(&d.inner.state).missing_reports(0);
         d.spawn_reports(missing);
@@ -459,6 +462,27 @@ impl Dissemination {
     /// the CBC's ack or failure.
     pub fn broadcasts(&self) -> Vec<BroadcastRecord> {
         lock(&self.inner.state).broadcasts.iter().rev().cloned().collect()
+    }
+}
+
+/// How often lines a full disk refused are tried again when no new change comes to push them.
+const JOURNAL_RETRY: Duration = Duration::from_secs(5);
+
+/// Writes the journal's backlog as soon as the disk takes it, even in a quiet hour with nothing new to journal.
+async fn journal_retry(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(JOURNAL_RETRY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let mut w = lock(&inner.writer);
+        if w.backlog() > 0 {
+            if let Err(e) = w.flush(true) {
+                tracing::debug!(error = %e, backlog = w.backlog(), "dissemination journal: the disk still refuses");
+            }
+            metrics::METRICS.journal_backlog.set(w.backlog() as i64);
+        }
     }
 }
 

@@ -304,13 +304,15 @@ fn tls_acceptor(config: &BrokerConfig, devices: &Arc<DeviceStore>) -> Result<Tls
     let Some(dir) = &config.data_dir else {
         return Err(IngestError::Broker("the TLS listeners need `data_dir` (it holds the deployment CA)".into()));
     };
+    let (cert, key) = crate::identity::server_certificate(
+        dir,
+        &config.tls_server_names,
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+    )?;
     let dir = DataDir::new(dir);
-    let ca = DeploymentCa::load_or_create(&dir)?;
-    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        (None, None) => ca.ensure_server_cert(&dir, &config.tls_server_names)?,
-        _ => return Err(IngestError::Broker("give both `tls_cert` and `tls_key`, or neither".into())),
-    };
+    // The CA exists now either way: device certificates chain to it, whoever signed the server's.
+    DeploymentCa::load_or_create(&dir)?;
     tls::acceptor(&dir.ca_cert(), &cert, &key, Arc::clone(devices))
 }
 

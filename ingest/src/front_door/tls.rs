@@ -1,5 +1,6 @@
 //! TLS for the 8883/8884 listeners: rustls (ring provider) requiring a client certificate from the deployment CA,
-//! with the device store's revocation list checked during the handshake.
+//! with the device store's revocation list checked during the handshake. Also [`https_acceptor`], the same server
+//! certificate without client certificates, for the binary's HTTPS listener.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -83,6 +84,36 @@ impl ClientCertVerifier for RevocationCheck {
     }
 }
 
+fn server_chain(
+    server_cert: &Path,
+    server_key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), IngestError> {
+    let named = |path: &Path| {
+        let path = path.display().to_string();
+        move |e: tokio_rustls::rustls::pki_types::pem::Error| tls_err(format!("{path}: {e}"))
+    };
+    let chain = CertificateDer::pem_file_iter(server_cert)
+        .map_err(named(server_cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(named(server_cert))?;
+    let key = PrivateKeyDer::from_pem_file(server_key).map_err(named(server_key))?;
+    Ok((chain, key))
+}
+
+/// An acceptor for HTTPS (and WSS): the server's chain and key, no client certificates (operators authenticate with
+/// tokens, citizens are anonymous), HTTP/1.1 by ALPN (websocket upgrades need it).
+pub fn https_acceptor(server_cert: &Path, server_key: &Path) -> Result<TlsAcceptor, IngestError> {
+    let (chain, key) = server_chain(server_cert, server_key)?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(tls_err)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 /// Builds the acceptor from PEM files: the CA that signs device certificates, and the server's chain and key.
 pub fn acceptor(
     ca_cert: &Path,
@@ -97,11 +128,7 @@ pub fn acceptor(
     for cert in CertificateDer::pem_file_iter(ca_cert).map_err(named(ca_cert))? {
         roots.add(cert.map_err(named(ca_cert))?).map_err(tls_err)?;
     }
-    let chain = CertificateDer::pem_file_iter(server_cert)
-        .map_err(named(server_cert))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(named(server_cert))?;
-    let key = PrivateKeyDer::from_pem_file(server_key).map_err(named(server_key))?;
+    let (chain, key) = server_chain(server_cert, server_key)?;
     let provider = provider();
     let webpki =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider)).build().map_err(tls_err)?;

@@ -7,7 +7,8 @@ use proptest::prelude::*;
 
 /// Characters from every class the encoder treats differently: GSM basic (including '@',
 /// which packs as zero bits), GSM extension (escape pairs), Latin outside GSM (forces UCS-2),
-/// and CJK. CR is left out: it is the padding, so a trailing CR cannot round-trip by design.
+/// and CJK. CR is left out: it is the padding, which the encoder refuses in text (see
+/// `carriage_return_is_refused_and_lf_round_trips_at_page_ends`).
 fn text_char() -> impl Strategy<Value = char> {
     prop_oneof![
         4 => prop::sample::select(vec!['a', 'Z', '0', ' ', '@', '$', '£', 'é', 'Δ', '\n', '.', '_']),
@@ -38,6 +39,52 @@ proptest! {
                 let lte = lte::decode_warning_message_content(cb.dcs, &cb.warning_message_content())
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(&lte, &text);
+            }
+            Err(CbsError::TooLong { pages, .. }) => prop_assert!(pages > 15),
+            Err(e) => prop_assert!(false, "unexpected error {}", e),
+        }
+    }
+
+    /// Finding F2: a CR that ended a page's text was lost. Put a line break at the last slot of a
+    /// page (or anywhere): as CR it is refused with its position, as LF the text round-trips
+    /// exactly through both decoders, whatever the coding.
+    #[test]
+    fn carriage_return_is_refused_and_lf_round_trips_at_page_ends(
+        chars in prop::collection::vec(text_char(), 1..600),
+        page_end in any::<bool>(),
+        at in any::<prop::sample::Index>(),
+        coding in prop_oneof![Just(Coding::Gsm7), Just(Coding::Ucs2), Just(Coding::Ucs2WithLanguage(*b"zh"))],
+    ) {
+        let text: String = chars.into_iter().collect();
+        let coding = if coding == Coding::Gsm7 && gsm7::to_septets(&text).is_err() { Coding::Ucs2 } else { coding };
+        let per_page = match coding {
+            Coding::Gsm7 => pages::GSM7_PER_PAGE,
+            Coding::Ucs2 => pages::UCS2_PER_PAGE,
+            Coding::Ucs2WithLanguage(_) => pages::UCS2_WITH_LANGUAGE_PER_PAGE,
+        };
+        let n = text.chars().count();
+        // The last slot of some page (exact for UCS-2; for GSM 7-bit escape pairs may shift it), or anywhere.
+        let position = if page_end && n >= per_page {
+            (at.index(n / per_page) + 1) * per_page - 1
+        } else {
+            at.index(n + 1)
+        };
+        let with = |brk: char| -> String {
+            let mut v: Vec<char> = text.chars().collect();
+            v.insert(position, brk);
+            v.into_iter().collect()
+        };
+        let serial = SerialNumber::from_u16(0x4170);
+        let cr = with('\r');
+        prop_assert_eq!(encode_with_coding(4370, serial, coding, &cr), Err(CbsError::CarriageReturn { position }));
+        let lf = with('\n');
+        match encode_with_coding(4370, serial, coding, &lf) {
+            Ok(cb) => {
+                let decoded = pages::decode_pages(&cb.page_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&decoded.text, &lf);
+                let lte = lte::decode_warning_message_content(cb.dcs, &cb.warning_message_content())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&lte, &lf);
             }
             Err(CbsError::TooLong { pages, .. }) => prop_assert!(pages > 15),
             Err(e) => prop_assert!(false, "unexpected error {}", e),

@@ -1,0 +1,115 @@
+//! Rate limits of the public read-only endpoints: per client address, a token bucket (`http.public_burst` requests at
+//! once, `http.public_per_s` more per second); beyond it `429 Too Many Requests` with `Retry-After`, counted as
+//! `dc_http_refused_total{reason="rate_limited"}`.
+//!
+//! Limited: `/`, `/app` (the pages), `/cap/*` (CAP feed and messages), `/opendata/*`, `/metrics` — what anyone may
+//! fetch and what costs us work per request. Not limited: `/healthz` (load balancers poll it), the citizen websocket
+//! (a carrier's NAT puts thousands of phones behind one address, and after an outage they all reconnect at once; its
+//! frames, places and queue are bounded in `citizen.rs`), citizen reports (their own per-client and per-address limits
+//! in `reports/`), everything that needs an operator token, and requests to the public endpoints that carry a valid
+//! operator token (`Authorization: Bearer`: operators' tools and a Prometheus scraper with a `read` token).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::metrics::HTTP_REFUSED;
+use crate::reports::{BucketPolicy, RateLimiter};
+use crate::server::{now_ms, App};
+
+/// Addresses tracked at once; past it, the fully refilled buckets are forgotten first (see `RateLimiter`).
+const MAX_TRACKED_ADDRESSES: usize = 100_000;
+
+/// The buckets of the public endpoints, one per client IP address.
+pub struct PublicLimit {
+    limiter: Mutex<RateLimiter>,
+}
+
+impl PublicLimit {
+    pub fn new(burst: u32, per_s: u32) -> Self {
+        let policy = BucketPolicy { burst: burst.max(1), refill_every_ms: (1000 / i64::from(per_s.max(1))).max(1) };
+        Self { limiter: Mutex::new(RateLimiter::new(policy, MAX_TRACKED_ADDRESSES)) }
+    }
+
+    /// `None` when `ip` may have one more request now (and takes it), otherwise the seconds to wait.
+    fn admit(&self, ip: &str, now_ms: i64) -> Option<u64> {
+        let mut limiter = self.limiter.lock();
+        match limiter.wait_ms(ip, now_ms) {
+            Some(wait_ms) => Some((wait_ms.max(0) as u64).div_ceil(1000).max(1)),
+            None => {
+                limiter.take(ip, now_ms);
+                None
+            }
+        }
+    }
+}
+
+/// Whether `path` is one of the limited public endpoints.
+fn limited(path: &str) -> bool {
+    matches!(path, "/" | "/app" | "/metrics") || path.starts_with("/cap/") || path.starts_with("/opendata/")
+}
+
+/// The middleware. Without a peer address (a server run without connection info) nothing is limited.
+pub async fn limit(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if !limited(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(|token| app.tokens.check(token).is_some()) {
+        return next.run(request).await;
+    }
+    let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
+        return next.run(request).await;
+    };
+    match app.public_limit.admit(&peer.ip().to_string(), now_ms()) {
+        None => next.run(request).await,
+        Some(retry_after_s) => {
+            HTTP_REFUSED.with_label_values(&["rate_limited"]).inc();
+            let body = json!({"error": "rate_limited", "message": format!(
+                "too many requests from your address to the public endpoints; retry in {retry_after_s} s")});
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_one_per_refill_per_address() {
+        let limit = PublicLimit::new(3, 2);
+        for _ in 0..3 {
+            assert_eq!(limit.admit("10.0.0.1", 0), None);
+        }
+        assert_eq!(limit.admit("10.0.0.1", 0), Some(1), "the 4th at once waits (500 ms → 1 s)");
+        assert_eq!(limit.admit("10.0.0.2", 0), None, "another address has its own bucket");
+        assert_eq!(limit.admit("10.0.0.1", 500), None, "one more after 1/per_s");
+        assert!(limit.admit("10.0.0.1", 500).is_some());
+    }
+
+    #[test]
+    fn which_paths_are_limited() {
+        for path in ["/", "/app", "/metrics", "/cap/feed.atom", "/cap/x.xml", "/opendata/alerts.geojson"] {
+            assert!(limited(path), "{path}");
+        }
+        for path in ["/healthz", "/ws/citizen", "/api/v1/reports", "/api/v1/alerts", "/ws/operator"] {
+            assert!(!limited(path), "{path}");
+        }
+    }
+}
