@@ -406,12 +406,10 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
     assert!(taipei.next_json(Duration::from_secs(1)).await.is_none(), "Taipei must receive nothing");
 }
 
-/// The config both tests run with: the demo's, without outbound deliveries and partner feeds (not under test here;
-/// they would only slow the processes down).
+/// The config both tests run with: the demo's, without outbound deliveries (not under test here; they would only
+/// slow the processes down). Partner sources stay: the shipped debris-flow rule names the slope agency's.
 fn test_config(name: &str) -> PathBuf {
-    config_copy(name, |text| {
-        text.replace("dissemination = \"dissemination.toml\"\n", "").replace("inbound = \"inbound.toml\"\n", "")
-    })
+    config_copy(name, |text| text.replace("dissemination = \"dissemination.toml\"\n", ""))
 }
 
 /// The `dc_ingest_*` samples that describe what the pipeline made of its input.
