@@ -40,6 +40,7 @@ fn input() -> CapInput {
         references: vec![],
         note: None,
         event_type: "debris_flow".into(),
+        level: Some("red".into()),
         urgency: Urgency::Immediate,
         severity: Severity::Severe,
         certainty: Certainty::Observed,
