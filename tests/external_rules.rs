@@ -14,33 +14,12 @@ const SWCB_YELLOW: &str = include_str!("../alerting/src/inbound/tests/fixtures/s
 const SWCB_SECRET: &str = "demo-swcb-secret";
 const SHENMU: &str = "dfa-xinyi-shenmu";
 
-/// CAP time `offset_s` from now, in Taiwan time.
-fn cap_time(offset_s: i64) -> String {
-    let t = now_ms() / 1000 + offset_s + 8 * 3600;
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+08:00", secs / 3600, secs / 60 % 60, secs % 60)
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// The SWCB yellow fixture, sent a minute ago, expiring `expires_in_s` from now, with its own identifier.
 fn swcb_warning(identifier: &str, expires_in_s: i64) -> (String, String) {
-    let sent = cap_time(-60);
+    let sent = common::cap_time(-60);
     let xml = SWCB_YELLOW
         .replace("2026-11-26T19:00:00+08:00", &sent)
-        .replace("2026-11-27T07:00:00+08:00", &cap_time(expires_in_s))
+        .replace("2026-11-27T07:00:00+08:00", &common::cap_time(expires_in_s))
         .replace("SWCB-DebrisFlow-Yellow-20261126190000-1000812", identifier);
     (xml, sent)
 }

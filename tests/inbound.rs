@@ -12,30 +12,10 @@ const SWCB_YELLOW: &str = include_str!("../alerting/src/inbound/tests/fixtures/s
 
 /// The fixture with its times moved around now (it must be neither expired nor from the future).
 fn fresh(xml: &str, identifier_suffix: &str) -> String {
-    let fmt = |offset_s: i64| {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
-            + offset_s
-            + 8 * 3600;
-        let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-        let (y, m, d) = civil_from_days(days);
-        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+08:00", secs / 3600, secs / 60 % 60, secs % 60)
-    };
+    let fmt = common::cap_time;
     xml.replace("2026-11-26T19:00:00+08:00", &fmt(-60))
         .replace("2026-11-27T07:00:00+08:00", &fmt(6 * 3600))
         .replace("-1000812</identifier>", &format!("-1000812-{identifier_suffix}</identifier>"))
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 fn config(name: &str) -> std::path::PathBuf {

@@ -472,3 +472,8 @@ pub fn assert_valid_cap(xml: &str, name: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A CAP time `offset_s` from now, in Taiwan time (`2026-11-26T18:00:00+08:00`), written by the server's own formatter.
+pub fn cap_time(offset_s: i64) -> String {
+    alerting::message::format_time(now_ms() + offset_s * 1000, alerting::message::TAIWAN_OFFSET)
+}
