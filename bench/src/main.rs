@@ -6,12 +6,14 @@
 //! - `latency`: publish → operator websocket frame, p50/p99/max, with background load of 0, 10k and 50k readings/s.
 //! - `fanout`: N citizen websocket connections held, one alert to all, p50/p99 delivery, server RSS per connection.
 //! - `flood`: server RSS sampled every second through a flood at the maximum rate.
+//! - `soak` (only when named; an hour): mixed load with RSS, open files and queue depths sampled (`soak.rs`).
 //!
 //! Run through `scripts/bench`, which builds in release mode and installs the peers.
 
 mod peers;
 mod probes;
 mod server;
+mod soak;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use clap::Parser;
 /// End-to-end benchmarks with peers in the same run. Example: dc-bench --quick ingest latency
 #[derive(Debug, Parser)]
 pub struct Cli {
-    /// Which benchmarks (ingest, latency, fanout, flood); all when none given.
+    /// Which benchmarks (ingest, latency, fanout, flood, soak); all but soak when none given.
     benches: Vec<String>,
     /// A few seconds each: checks that nothing is broken, not a measurement.
     #[arg(long)]
@@ -35,6 +37,22 @@ pub struct Cli {
     /// Publishing connections for `ingest` and `flood`.
     #[arg(long, default_value_t = 4)]
     publishers: usize,
+    /// Length of `soak`.
+    #[arg(long, default_value_t = 60)]
+    soak_minutes: u64,
+    /// Readings per second from the soak's stations.
+    #[arg(long, default_value_t = 5000.0)]
+    soak_rate: f64,
+    /// Citizen sockets open at any time during the soak (each comes and goes).
+    #[arg(long, default_value_t = 5000)]
+    soak_citizens: usize,
+    /// Parts of the soak's load to leave out, to find which one a growth comes from: load, typhoon, floods, operator,
+    /// citizens, influx (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    soak_skip: Vec<String>,
+    /// Where the soak writes its samples (CSV, one row per 10 s).
+    #[arg(long, default_value = "target/soak.csv")]
+    soak_csv: PathBuf,
     /// Where to append the result rows (tab-separated: name, figure, unit, peer, peer figure, ratio, target, met).
     #[arg(long)]
     results: Option<PathBuf>,
@@ -85,7 +103,8 @@ fn main() -> anyhow::Result<()> {
                 "latency" => probes::latency(&cli).await,
                 "fanout" => probes::fanout(&cli).await,
                 "flood" => probes::flood(&cli).await,
-                other => anyhow::bail!("unknown benchmark `{other}` (ingest, latency, fanout, flood)"),
+                "soak" => soak::soak(&cli).await,
+                other => anyhow::bail!("unknown benchmark `{other}` (ingest, latency, fanout, flood, soak)"),
             }
         });
         match result {

@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,14 +16,28 @@ pub struct Server {
     child: Child,
     pub mqtt: SocketAddr,
     pub http: SocketAddr,
+    /// The server's data dir, removed when the server is dropped.
+    pub data: PathBuf,
 }
 
 impl Server {
-    pub fn start(binary: &std::path::Path) -> anyhow::Result<Server> {
+    /// `demo` on its embedded configuration, without the scenario.
+    pub fn start(binary: &Path) -> anyhow::Result<Server> {
+        Server::launch(binary, &["demo", "--no-scenario"], Duration::from_secs(30))
+    }
+
+    /// `serve` on a configuration file (the soak's, with its own sensors, receivers and time-series server).
+    pub fn serve(binary: &Path, config: &Path, ready_within: Duration) -> anyhow::Result<Server> {
+        let config = config.display().to_string();
+        Server::launch(binary, &["serve", "--config", &config], ready_within)
+    }
+
+    fn launch(binary: &Path, command: &[&str], ready_within: Duration) -> anyhow::Result<Server> {
         let (mqtt, mqtt5, http) = (free_addr(), free_addr(), free_addr());
         let data = std::env::temp_dir().join(format!("dc-bench-{}-{}", std::process::id(), http.port()));
         let child = Command::new(binary)
-            .args(["demo", "--no-scenario", "--mqtt-listen", &mqtt.to_string(), "--mqtt5-listen", &mqtt5.to_string()])
+            .args(command)
+            .args(["--mqtt-listen", &mqtt.to_string(), "--mqtt5-listen", &mqtt5.to_string()])
             .args(["--http-listen", &http.to_string(), "--data-dir", &data.display().to_string()])
             .args(["--mqtt-tls-listen", &free_addr().to_string(), "--mqtt5-tls-listen", &free_addr().to_string()])
             .env("DC_OPERATOR_TOKEN", TOKEN)
@@ -31,8 +46,8 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| anyhow::anyhow!("starting {}: {e} (run scripts/bench, which builds it)", binary.display()))?;
-        let server = Server { child, mqtt, http };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let server = Server { child, mqtt, http, data };
+        let deadline = Instant::now() + ready_within;
         while Instant::now() < deadline {
             if get(http, "/healthz").is_some() && TcpStream::connect(mqtt).is_ok() {
                 return Ok(server);
@@ -64,6 +79,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
@@ -76,15 +92,25 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The body of a 200 answer to an operator's GET.
 pub fn get(addr: SocketAddr, path: &str) -> Option<String> {
+    request(addr, "GET", path).and_then(|(status, body)| (status == 200).then_some(body))
+}
+
+/// An operator's request without a body: (status, body).
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n")
-        .ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
 }
 
 /// The demo's device credentials, for publishers that must log in.
