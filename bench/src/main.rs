@@ -50,6 +50,10 @@ pub struct Cli {
     /// citizens, influx (comma-separated).
     #[arg(long, value_delimiter = ',')]
     soak_skip: Vec<String>,
+    /// SQLite page cache of the soak's server (`store.cache_mib`); the default fills in ~10 min of the soak, a small
+    /// one shows sooner whether anything else grows.
+    #[arg(long)]
+    soak_cache_mib: Option<u32>,
     /// Where the soak writes its samples (CSV, one row per 10 s).
     #[arg(long, default_value = "target/soak.csv")]
     soak_csv: PathBuf,

@@ -70,7 +70,7 @@ pub async fn soak(cli: &Cli) -> anyhow::Result<Vec<Row>> {
     let receiver = start_receiver(Arc::clone(&tally)).await?;
     let skip = |part: &str| cli.soak_skip.iter().any(|s| s == part);
     let vm = if skip("influx") { None } else { Some(VictoriaMetrics::start(&work.join("vm"))?) };
-    let config = soak_config(&work.join("config"), receiver, vm.as_ref().map(|vm| vm.addr))?;
+    let config = soak_config(&work.join("config"), receiver, vm.as_ref().map(|vm| vm.addr), cli.soak_cache_mib)?;
     // 100 stations' passwords are hashed (argon2) at start: allow for it.
     let server = Server::serve(&cli.server, &config, Duration::from_secs(180))?;
     println!(
@@ -301,7 +301,12 @@ fn stations() -> Vec<(String, String)> {
 
 /// A copy of `config/` with the soak's stations and flood sensor, its receiver for webhooks and CBCs, and the
 /// InfluxDB sink to VictoriaMetrics. Returns the main file.
-fn soak_config(dir: &Path, receiver: SocketAddr, vm: Option<SocketAddr>) -> anyhow::Result<PathBuf> {
+fn soak_config(
+    dir: &Path,
+    receiver: SocketAddr,
+    vm: Option<SocketAddr>,
+    cache_mib: Option<u32>,
+) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
     for entry in std::fs::read_dir(&source)? {
@@ -344,11 +349,14 @@ fn soak_config(dir: &Path, receiver: SocketAddr, vm: Option<SocketAddr>) -> anyh
     std::fs::write(&path, text)?;
 
     let main = dir.join("disaster-cloud.toml");
-    if let Some(vm) = vm {
-        let mut text = std::fs::read_to_string(&main)?;
-        write!(text, "\n[influx]\nurl = \"http://{vm}\"\norg = \"soak\"\nbucket = \"readings\"\ntoken = \"soak\"\n")?;
-        std::fs::write(&main, text)?;
+    let mut text = std::fs::read_to_string(&main)?;
+    if let Some(mib) = cache_mib {
+        text = text.replace("[store]\n", &format!("[store]\ncache_mib = {mib}\n"));
     }
+    if let Some(vm) = vm {
+        write!(text, "\n[influx]\nurl = \"http://{vm}\"\norg = \"soak\"\nbucket = \"readings\"\ntoken = \"soak\"\n")?;
+    }
+    std::fs::write(&main, text)?;
     Ok(main)
 }
 
