@@ -390,12 +390,13 @@ impl State {
     /// needs or a broadcast on the air. Bodies kept, of those alerts: the latest message, the latest released
     /// one (feed), held ones (their release sends them), and any a delivery needs or the archive refused.
     pub fn prune(&mut self) {
-        let pinned: HashSet<String> = self
+        // Borrows only `targets` and `deliveries`: the fields changed below are others.
+        let pinned: HashSet<&str> = self
             .targets
             .values()
             .flat_map(|t| t.queue.iter().chain(&t.dead))
             .filter_map(|id| self.deliveries.get(id))
-            .map(|d| d.record.identifier.clone())
+            .map(|d| d.record.identifier.as_str())
             .collect();
         let mut ended_released = Vec::new();
         let mut ended_held = Vec::new();
@@ -403,7 +404,7 @@ impl State {
         for (id, h) in &self.alerts {
             let in_play = !h.last_view.state.is_end()
                 || h.cbc.is_some_and(|c| c.active)
-                || h.messages.iter().any(|m| pinned.contains(&m.identifier));
+                || h.messages.iter().any(|m| pinned.contains(m.identifier.as_str()));
             if in_play {
                 continue;
             }
@@ -449,7 +450,7 @@ impl State {
         }
         let (alerts, by_identifier, unarchived) = (&self.alerts, &self.by_identifier, &self.unarchived);
         self.messages.retain(|identifier, _| {
-            if pinned.contains(identifier) || unarchived.contains(identifier) {
+            if pinned.contains(identifier.as_str()) || unarchived.contains(identifier) {
                 return true;
             }
             let Some((alert, pos)) = by_identifier.get(identifier) else {
