@@ -524,10 +524,7 @@ fn subscriber_status(name: &str, t: &Target, sub: &SubscriberInput, source: Sour
 /// their deliveries alone (slim `Enqueue` lines naming alert and version, no envelope: all are finished), their
 /// messages being in the CAP archive; their broadcasts and targeting reports go. Also returns the broadcasts'
 /// new indices (old → new) and how many there are, for [`State::renumber_broadcasts`].
-fn compact(
-    records: Vec<Record>,
-    state: &State,
-) -> (Vec<Record>, std::collections::BTreeMap<usize, usize>, usize) {
+fn compact(records: Vec<Record>, state: &State) -> (Vec<Record>, std::collections::BTreeMap<usize, usize>, usize) {
     let mut last = std::collections::HashMap::new();
     for (i, r) in records.iter().enumerate() {
         if let Record::Attempt(a) = r {
@@ -548,10 +545,9 @@ fn compact(
                     forgotten.insert(m.identifier.clone(), (c.view.id.clone(), m.version));
                 }
                 for mut d in c.deliveries {
-                    let live = state
-                        .deliveries
-                        .get(&d.id)
-                        .is_some_and(|x| matches!(x.record.status, DeliveryStatus::Pending | DeliveryStatus::DeadLetter));
+                    let live = state.deliveries.get(&d.id).is_some_and(|x| {
+                        matches!(x.record.status, DeliveryStatus::Pending | DeliveryStatus::DeadLetter)
+                    });
                     if !live {
                         d.envelope = None;
                     }

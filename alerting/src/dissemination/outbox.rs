@@ -18,10 +18,10 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::archive::CapArchive;
 use super::broadcast::{self, class_for, BroadcastContext, BroadcastKind, BroadcastRecord, CarrierStatus};
 use super::config::Carrier;
 use super::journal::{AttemptRecord, ChangeRecord, NewDelivery, Outcome, Record};
-use super::archive::CapArchive;
 use super::messages::{build_message, identifier_base, reference, MessageContext, StoredMessage};
 use super::metrics::METRICS;
 use super::subscriber::{wants, Format, Source, SubscriberInput, TargetStats};
@@ -619,8 +619,8 @@ impl State {
         let msgs: &[MessageMeta] = history.map_or(&[], |h| &h.messages);
         let latest_meta = msgs.last();
         let latest = latest_meta.and_then(|m| self.messages.get(&m.identifier));
-        let repeated = latest_meta.is_some_and(|m| m.version == view.version)
-            && latest.is_some_and(|m| m.view.same_content(view));
+        let repeated =
+            latest_meta.is_some_and(|m| m.version == view.version) && latest.is_some_and(|m| m.view.same_content(view));
         let mut record = ChangeRecord {
             view: view.clone(),
             message: None,
