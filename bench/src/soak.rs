@@ -36,7 +36,9 @@ const FLOOD_PASSWORD: &str = "soak-flood-password";
 const PLACES: [(f64, f64); 3] = [(23.5185, 120.928), (24.045, 120.553), (25.04, 121.56)];
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Gauges of `/metrics` sampled, in CSV order.
-const GAUGES: [&str; 9] = [
+/// The first 7 are queues that must drain; 7 and 8 are connections (open files); the rest are sizes that must
+/// stay bounded.
+const GAUGES: [&str; 11] = [
     "dc_ingest_queue_batches",
     "dc_ingest_lag_ms",
     "dc_store_queue_readings",
@@ -46,6 +48,8 @@ const GAUGES: [&str; 9] = [
     "dc_dissemination_journal_backlog",
     "dc_ws_citizen_connections",
     "dc_ws_operator_connections",
+    "dc_dissemination_messages_in_memory",
+    "dc_dissemination_alerts_in_memory",
 ];
 
 /// What the soak's own clients counted.
@@ -276,6 +280,18 @@ fn verdict(samples: &[Sample], last: &Sample) -> Vec<Row> {
                 met: Some(last.gauges[i] == 0.0),
             });
         }
+    }
+    for (i, gauge) in GAUGES.iter().enumerate().skip(9) {
+        let max = samples.iter().map(|s| s.gauges[i]).fold(0.0, f64::max);
+        println!("soak: {gauge}: max {max}, after the run {}", last.gauges[i]);
+        rows.push(Row {
+            name: format!("soak {gauge} after the run (max during it {max})"),
+            figure: last.gauges[i],
+            unit: "",
+            peer: None,
+            target: "bounded by config".into(),
+            met: None,
+        });
     }
     rows
 }

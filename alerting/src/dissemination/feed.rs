@@ -17,7 +17,8 @@ pub(crate) fn render(state: &State, settings: &FeedSettings, base_url: &str) -> 
     let mut active = Vec::new();
     let mut ended = Vec::new();
     for alert in state.alerts.values() {
-        let latest = alert.messages.iter().rev().map(|&i| &state.messages[i]).find(|m| m.released);
+        // The latest released message's body is always kept in memory (`State::prune`).
+        let latest = alert.messages.iter().rev().find(|m| m.released).and_then(|m| state.messages.get(&m.identifier));
         if let Some(m) = latest {
             if m.msg_type == MsgType::Cancel {
                 ended.push(m);

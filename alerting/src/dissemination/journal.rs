@@ -10,7 +10,9 @@
 //! while an earlier one of the same target is not, which is what keeps per-target order across restarts.
 //!
 //! On start the file is compacted (rewritten to a temporary file, fsynced, renamed): attempts shrink to the last
-//! one per delivery; messages, deliveries and subscribers stay.
+//! one per delivery; deliveries and subscribers stay; the changes of alerts memory forgot (ended, out of the feed,
+//! nothing pending: see `State::prune`) go, their messages being in the CAP archive, and their deliveries stay as
+//! slim `enqueue` lines (no envelope) so delivery logs and counts survive.
 //!
 //! A full disk: a line that cannot be written is cut back out of the file (a fragment left there would merge with
 //! the next line into one unreadable line, and the next start would refuse the journal) and kept in memory, in
@@ -85,6 +87,12 @@ pub(crate) struct NewDelivery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envelope: Option<String>,
     pub at_ms: i64,
+    /// Alert and version of the message, written only when compaction dropped the message's own change record
+    /// (its alert was forgotten; the message is in the CAP archive) so the delivery log still names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 /// How an attempt ended.

@@ -64,16 +64,17 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
-    pub(crate) fn reference(&self, sender: &str) -> Reference {
-        Reference {
-            sender: sender.to_string(),
-            identifier: self.identifier.clone(),
-            sent: time_of(self.sent_ms).unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        }
-    }
-
     pub(crate) fn sent(&self) -> OffsetDateTime {
         time_of(self.sent_ms).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+/// The CAP `<references>` entry of an earlier message (`sender,identifier,sent`).
+pub(crate) fn reference(sender: &str, identifier: &str, sent_ms: i64) -> Reference {
+    Reference {
+        sender: sender.to_string(),
+        identifier: identifier.to_string(),
+        sent: time_of(sent_ms).unwrap_or(OffsetDateTime::UNIX_EPOCH),
     }
 }
 

@@ -18,7 +18,7 @@ pub struct DisseminationMetrics {
     /// CAP messages made, by `status` and `msg_type`.
     pub cap_messages: IntCounterVec,
     /// Things that went wrong outside a delivery, by `kind` (`cap_build`, `journal`, `broadcast_encode`,
-    /// `targeting`).
+    /// `targeting`, `cap_archive`).
     pub errors: IntCounterVec,
     /// Seconds from queueing to a successful delivery, by channel (the "reaches subscribers within 1 s" figure).
     pub delivery_latency: HistogramVec,
@@ -27,6 +27,10 @@ pub struct DisseminationMetrics {
     pub timeouts: IntCounterVec,
     /// Journal lines a full disk refused, kept in memory until it takes them (see `journal.rs`).
     pub journal_backlog: IntGauge,
+    /// CAP message bodies held in memory (the rest are in the CAP archive); bounded by configuration.
+    pub messages_in_memory: IntGauge,
+    /// Alerts whose history is held in memory (active, in the feed, or still needed by a delivery or broadcast).
+    pub alerts_in_memory: IntGauge,
 }
 
 pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
@@ -80,6 +84,16 @@ pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
             "Dissemination journal lines waiting for the disk (it refused them)"
         )
         .expect("metric registers"),
+        messages_in_memory: register_int_gauge!(
+            "dc_dissemination_messages_in_memory",
+            "CAP message bodies held in memory (the others are served from the CAP archive)"
+        )
+        .expect("metric registers"),
+        alerts_in_memory: register_int_gauge!(
+            "dc_dissemination_alerts_in_memory",
+            "Alerts whose dissemination history is held in memory"
+        )
+        .expect("metric registers"),
     };
     for channel in ["webhook", "cbc"] {
         for result in ["delivered", "retry", "dead_letter"] {
@@ -90,7 +104,7 @@ pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
         m.delivery_latency.with_label_values(&[channel]);
         m.timeouts.with_label_values(&[channel]);
     }
-    for kind in ["cap_build", "journal", "broadcast_encode", "targeting"] {
+    for kind in ["cap_build", "journal", "broadcast_encode", "targeting", "cap_archive"] {
         m.errors.with_label_values(&[kind]);
     }
     m

@@ -15,6 +15,7 @@
 //! | [`signature`] | `X-DC-Signature: t=…,v1=<HMAC-SHA256>` |
 //! | [`broadcast`] | PWS class policy, serial numbers, texts, per-carrier targeting, CBC envelopes |
 //! | `journal.rs` | the append-only journal in `data_dir` (durability, restart, compaction) |
+//! | `archive.rs` | the CAP archive `data_dir/cap/<identifier>.xml`: released messages memory no longer holds |
 //! | `outbox.rs` | state rebuilt from the journal: per-target ordered outboxes, dead letters, delivery logs, planning |
 //! | `delivery.rs` | one worker task per target: HTTP with timeout, exponential backoff with jitter |
 //! | [`metrics`] | Prometheus metrics |
@@ -29,6 +30,7 @@
 //! subscribers) only — not in the feed, not at `cap_xml`, not to public subscribers, nothing to CBCs. The change
 //! that releases it sends the held messages in order.
 
+mod archive;
 pub mod broadcast;
 pub mod config;
 mod delivery;
@@ -170,7 +172,12 @@ impl Dissemination {
         let cfg = config.resolve(&geo, &templates, &|k| std::env::var(k).ok())?;
 
         let records = Journal::read(data_dir)?;
-        let mut state = State { log_len: cfg.journal.delivery_log, ..State::default() };
+        let mut state = State {
+            log_len: cfg.journal.delivery_log,
+            feed_recent: cfg.feed.recent,
+            archive: Some(archive::CapArchive::new(data_dir.join(archive::ARCHIVE_DIR), cfg.journal.fsync)),
+            ..State::default()
+        };
         for sub in &cfg.subscribers {
             state.targets.insert(
                 sub.name.clone(),
@@ -183,7 +190,10 @@ impl Dissemination {
         for r in &records {
             state.apply(r, false);
         }
-        let journal = Journal::rewrite(data_dir, &compact(records), cfg.journal.fsync)?;
+        state.prune();
+        let (records, broadcasts, count) = compact(records, &state);
+        state.renumber_broadcasts(&broadcasts, count);
+        let journal = Journal::rewrite(data_dir, &records, cfg.journal.fsync)?;
 
         let client = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(60))
@@ -286,7 +296,7 @@ impl Dissemination {
         inner.write(&mut w, &record, true);
         let (wake, reports) = {
             let mut st = lock(&inner.state);
-            let first_new = st.broadcasts.len();
+            let first_new = st.broadcast_count;
             (st.apply(&record, true), st.missing_reports(first_new))
         };
         drop(w);
@@ -327,32 +337,37 @@ impl Dissemination {
         self.inner.templates.event(event).is_ok()
     }
 
-    /// A released CAP message, for `GET /cap/{identifier}.xml` (held messages are not public).
+    /// A released CAP message, for `GET /cap/{identifier}.xml` (held messages are not public): from memory, or
+    /// from the CAP archive once memory let it go (only released messages are ever written there).
     pub fn cap_xml(&self, identifier: &str) -> Option<String> {
-        let st = lock(&self.inner.state);
-        let &i = st.by_identifier.get(identifier)?;
-        let m = &st.messages[i];
-        m.released.then(|| m.xml.clone())
+        let archive = {
+            let st = lock(&self.inner.state);
+            if let Some(m) = st.messages.get(identifier) {
+                return m.released.then(|| m.xml.clone());
+            }
+            st.archive.clone()?
+        };
+        // Read without the lock: a slow disk must not stall alert changes.
+        archive.read(identifier)
     }
 
-    /// Any CAP message, held or not, for operators.
+    /// Any CAP message, held or not, for operators (held messages of alerts memory forgot are gone).
     pub fn operator_cap_xml(&self, identifier: &str) -> Option<String> {
-        let st = lock(&self.inner.state);
-        let &i = st.by_identifier.get(identifier)?;
-        Some(st.messages[i].xml.clone())
+        let archive = {
+            let st = lock(&self.inner.state);
+            if let Some(m) = st.messages.get(identifier) {
+                return Some(m.xml.clone());
+            }
+            st.archive.clone()?
+        };
+        archive.read(identifier)
     }
 
-    /// Every message of an alert, oldest first: (identifier, msgType, status, released).
+    /// Every message of an alert still in memory, oldest first: (identifier, msgType, status, released).
     pub fn messages_of(&self, alert_id: &str) -> Vec<(String, crate::cap::MsgType, crate::cap::Status, bool)> {
         let st = lock(&self.inner.state);
         st.alerts.get(alert_id).map_or_else(Vec::new, |a| {
-            a.messages
-                .iter()
-                .map(|&i| {
-                    let m = &st.messages[i];
-                    (m.identifier.clone(), m.msg_type, m.status, m.released)
-                })
-                .collect()
+            a.messages.iter().map(|m| (m.identifier.clone(), m.msg_type, m.status, m.released)).collect()
         })
     }
 
@@ -444,6 +459,8 @@ impl Dissemination {
                     replay_of: Some(delivery_id),
                     envelope: d.envelope.as_deref().map(str::to_string),
                     at_ms: now_ms(),
+                    alert_id: None,
+                    version: None,
                 },
             }
         };
@@ -458,10 +475,10 @@ impl Dissemination {
         Ok(new_id)
     }
 
-    /// Every cell broadcast, newest first: class, serial, texts, per carrier the cells, targeting figures and
-    /// the CBC's ack or failure.
+    /// Every cell broadcast of the alerts in memory, newest first: class, serial, texts, per carrier the cells,
+    /// targeting figures and the CBC's ack or failure.
     pub fn broadcasts(&self) -> Vec<BroadcastRecord> {
-        lock(&self.inner.state).broadcasts.iter().rev().cloned().collect()
+        lock(&self.inner.state).broadcasts.values().rev().cloned().collect()
     }
 }
 
@@ -502,24 +519,67 @@ fn subscriber_status(name: &str, t: &Target, sub: &SubscriberInput, source: Sour
     }
 }
 
-/// The journal as rewritten on start: everything but attempts, and of attempts only the last per delivery
-/// (it carries the delivery's outcome and attempt count).
-fn compact(records: Vec<Record>) -> Vec<Record> {
+/// The journal as rewritten on start from the records replayed into `state`: of attempts only the last per
+/// delivery (it carries the delivery's outcome and attempt count); the changes of alerts `state` forgot become
+/// their deliveries alone (slim `Enqueue` lines naming alert and version, no envelope: all are finished), their
+/// messages being in the CAP archive; their broadcasts and targeting reports go. Also returns the broadcasts'
+/// new indices (old → new) and how many there are, for [`State::renumber_broadcasts`].
+fn compact(records: Vec<Record>, state: &State) -> (Vec<Record>, std::collections::BTreeMap<usize, usize>, usize) {
     let mut last = std::collections::HashMap::new();
     for (i, r) in records.iter().enumerate() {
         if let Record::Attempt(a) = r {
             last.insert(a.id, i);
         }
     }
-    records
-        .into_iter()
-        .enumerate()
-        .filter(|(i, r)| match r {
-            Record::Attempt(a) => last.get(&a.id) == Some(i),
-            _ => true,
-        })
-        .map(|(_, r)| r)
-        .collect()
+    let mut renumbered = std::collections::BTreeMap::new();
+    let (mut old_b, mut new_b) = (0, 0);
+    // Identifier → (alert, version) of the forgotten alerts' messages, for their deliveries.
+    let mut forgotten = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(records.len());
+    for (i, r) in records.into_iter().enumerate() {
+        match r {
+            Record::Attempt(a) if last.get(&a.id) != Some(&i) => {}
+            Record::Change(c) if !state.alerts.contains_key(&c.view.id) => {
+                old_b += c.broadcasts.len();
+                if let Some(m) = &c.message {
+                    forgotten.insert(m.identifier.clone(), (c.view.id.clone(), m.version));
+                }
+                for mut d in c.deliveries {
+                    let live = state.deliveries.get(&d.id).is_some_and(|x| {
+                        matches!(x.record.status, DeliveryStatus::Pending | DeliveryStatus::DeadLetter)
+                    });
+                    if !live {
+                        d.envelope = None;
+                    }
+                    d.alert_id = Some(c.view.id.clone());
+                    d.version = forgotten.get(&d.identifier).map(|(_, v)| *v);
+                    out.push(Record::Enqueue { delivery: d });
+                }
+            }
+            Record::Enqueue { mut delivery } => {
+                if let Some((alert, version)) = forgotten.get(&delivery.identifier) {
+                    delivery.alert_id = Some(alert.clone());
+                    delivery.version = Some(*version);
+                }
+                out.push(Record::Enqueue { delivery });
+            }
+            Record::Change(c) => {
+                for _ in &c.broadcasts {
+                    renumbered.insert(old_b, new_b);
+                    old_b += 1;
+                    new_b += 1;
+                }
+                out.push(Record::Change(c));
+            }
+            Record::Targeting { broadcast, carrier, summary } => {
+                if let Some(&b) = renumbered.get(&broadcast) {
+                    out.push(Record::Targeting { broadcast: b, carrier, summary });
+                }
+            }
+            r => out.push(r),
+        }
+    }
+    (out, renumbered, new_b)
 }
 
 impl Drop for Dissemination {

@@ -5,22 +5,28 @@
 //! [`ChangeRecord`] (the CAP message, who gets it, which broadcasts) without changing anything; [`State::apply`]
 //! changes the state from any journal record. The live path is plan → journal → apply and the start-up path is
 //! read → apply, so the two cannot drift apart.
+//!
+//! Memory is bounded by configuration, not uptime: after each change and each finished delivery [`State::prune`]
+//! forgets the alerts no longer in play (ended, out of the feed's `recent`, no pending delivery or dead letter, no
+//! broadcast on the air) with their messages and broadcasts, and keeps of the other alerts' older messages only
+//! what `<references>` needs ([`MessageMeta`]). Released messages are served from the CAP archive once forgotten.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::archive::CapArchive;
 use super::broadcast::{self, class_for, BroadcastContext, BroadcastKind, BroadcastRecord, CarrierStatus};
 use super::config::Carrier;
 use super::journal::{AttemptRecord, ChangeRecord, NewDelivery, Outcome, Record};
-use super::messages::{build_message, identifier_base, MessageContext, StoredMessage};
+use super::messages::{build_message, identifier_base, reference, MessageContext, StoredMessage};
 use super::metrics::METRICS;
 use super::subscriber::{wants, Format, Source, SubscriberInput, TargetStats};
 use super::view::AlertView;
-use crate::cap::MsgType;
+use crate::cap::{MsgType, Status};
 use crate::cell_broadcast::{PwsClass, SerialNumber};
 
 /// Target names of carriers start with this; subscriber names cannot contain `:`.
@@ -130,14 +136,41 @@ pub(crate) struct CbcAlert {
     pub active: bool,
 }
 
+/// What memory keeps of every message of an alert still in memory, body or not: enough for `<references>`,
+/// `messages_of`, and to find the body (in `State::messages` or the CAP archive).
+#[derive(Debug, Clone)]
+pub(crate) struct MessageMeta {
+    pub identifier: String,
+    pub version: u32,
+    pub msg_type: MsgType,
+    pub status: Status,
+    pub sent_ms: i64,
+    pub released: bool,
+}
+
+impl MessageMeta {
+    fn of(m: &StoredMessage) -> MessageMeta {
+        MessageMeta {
+            identifier: m.identifier.clone(),
+            version: m.version,
+            msg_type: m.msg_type,
+            status: m.status,
+            sent_ms: m.sent_ms,
+            released: m.released,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct AlertHistory {
-    /// Indices into `State::messages`, oldest first.
-    pub messages: Vec<usize>,
+    /// Every message of the alert, oldest first (positions are stable: `State::by_identifier` holds them).
+    pub messages: Vec<MessageMeta>,
     pub last_view: AlertView,
     /// Webhook targets that took a message of this alert: they take the rest of it.
     pub reached: BTreeSet<String>,
     pub cbc: Option<CbcAlert>,
+    /// Keys of this alert's broadcasts in `State::broadcasts`.
+    pub broadcasts: Vec<usize>,
 }
 
 /// A targeting report to compute: broadcast index, zone, and the carriers (index, name) still without one.
@@ -176,22 +209,33 @@ pub(crate) enum Auth {
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub messages: Vec<StoredMessage>,
-    pub by_identifier: HashMap<String, usize>,
-    /// Targets already given a message (not counting replays), so a release does not send it twice.
-    pub msg_targets: HashMap<usize, BTreeSet<String>>,
+    /// Message bodies still in memory, by identifier (see `prune` for which).
+    pub messages: HashMap<String, StoredMessage>,
+    /// Every message of the alerts in memory → (alert id, position in its `AlertHistory::messages`).
+    pub by_identifier: HashMap<String, (String, usize)>,
+    /// Targets already given a held message (not counting replays), so its release does not send it twice.
+    pub msg_targets: HashMap<String, BTreeSet<String>>,
     pub alerts: HashMap<String, AlertHistory>,
     pub targets: BTreeMap<String, Target>,
     pub deliveries: HashMap<u64, Delivery>,
     pub next_id: u64,
     /// Last message code handed out (the allocator goes round 0..=1023 skipping codes on the air).
     pub last_code: Option<u16>,
-    pub broadcasts: Vec<BroadcastRecord>,
+    /// Broadcasts of the alerts in memory, by their index in journal order (`Record::Targeting` names them so).
+    pub broadcasts: BTreeMap<usize, BroadcastRecord>,
+    /// Broadcasts ever applied: the next one's index.
+    pub broadcast_count: usize,
     /// Delivery id → (broadcast index, carrier index).
     pub broadcast_of: HashMap<u64, (usize, usize)>,
     /// Rendered feed and its ETag; dropped whenever a released message changes.
     pub feed_cache: Option<(String, String)>,
     pub log_len: usize,
+    /// The feed's `recent`: ended alerts kept in memory (and in the feed).
+    pub feed_recent: usize,
+    /// Where released messages go (None: nowhere, they are forgotten with their alert).
+    pub archive: Option<CapArchive>,
+    /// Released messages the archive refused (disk full): their bodies stay in memory until it takes them.
+    pub unarchived: BTreeSet<String>,
 }
 
 impl State {
@@ -217,16 +261,21 @@ impl State {
                     }
                     if let Some(&(b, c)) = self.broadcast_of.get(&old) {
                         self.broadcast_of.insert(delivery.id, (b, c));
-                        if let Some(cb) = self.broadcasts.get_mut(b).and_then(|r| r.carriers.get_mut(c)) {
+                        if let Some(cb) = self.broadcasts.get_mut(&b).and_then(|r| r.carriers.get_mut(c)) {
                             cb.delivery_id = Some(delivery.id);
                             cb.status = CarrierStatus::Pending;
                         }
                     }
                 }
             }
-            Record::Attempt(a) => self.apply_attempt(a, live),
+            Record::Attempt(a) => {
+                self.apply_attempt(a, live);
+                if a.outcome == Outcome::Delivered {
+                    self.prune();
+                }
+            }
             Record::Targeting { broadcast, carrier, summary } => {
-                if let Some(c) = self.broadcasts.get_mut(*broadcast).and_then(|b| b.carriers.get_mut(*carrier)) {
+                if let Some(c) = self.broadcasts.get_mut(broadcast).and_then(|b| b.carriers.get_mut(*carrier)) {
                     c.targeting = Some(summary.clone());
                 }
             }
@@ -246,22 +295,31 @@ impl State {
             last_view: c.view.clone(),
             reached: BTreeSet::new(),
             cbc: None,
+            broadcasts: Vec::new(),
         });
         alert.last_view = c.view.clone();
         let mut feed_changed = !c.released.is_empty();
         if let Some(m) = &c.message {
-            let idx = self.messages.len();
-            self.by_identifier.insert(m.identifier.clone(), idx);
-            alert.messages.push(idx);
+            self.by_identifier.insert(m.identifier.clone(), (c.view.id.clone(), alert.messages.len()));
+            alert.messages.push(MessageMeta::of(m));
             feed_changed |= m.released;
             if live {
                 METRICS.cap_messages.with_label_values(&[m.status.as_str(), m.msg_type.as_str()]).inc();
             }
-            self.messages.push(m.clone());
+            self.messages.insert(m.identifier.clone(), m.clone());
+            if m.released {
+                self.archive(&m.identifier);
+            }
         }
         for id in &c.released {
-            if let Some(&i) = self.by_identifier.get(id) {
-                self.messages[i].released = true;
+            if let Some((a, pos)) = self.by_identifier.get(id) {
+                if let Some(meta) = self.alerts.get_mut(a).and_then(|h| h.messages.get_mut(*pos)) {
+                    meta.released = true;
+                }
+            }
+            if let Some(m) = self.messages.get_mut(id) {
+                m.released = true;
+                self.archive(id);
             }
         }
         for r in &c.broadcasts {
@@ -289,13 +347,15 @@ impl State {
                     self.last_code = Some(r.message_code);
                 }
             }
-            let b = self.broadcasts.len();
+            let b = self.broadcast_count;
+            self.broadcast_count += 1;
+            alert.broadcasts.push(b);
             for (ci, cb) in r.carriers.iter().enumerate() {
                 if let Some(id) = cb.delivery_id {
                     self.broadcast_of.insert(id, (b, ci));
                 }
             }
-            self.broadcasts.push(r.clone());
+            self.broadcasts.insert(b, r.clone());
         }
         for d in &c.deliveries {
             self.add_delivery(d, live, wake);
@@ -303,19 +363,142 @@ impl State {
         if feed_changed {
             self.feed_cache = None;
         }
+        self.prune();
+    }
+
+    /// Writes a released message to the CAP archive; a refusal is logged, counted, and the body stays in memory.
+    fn archive(&mut self, identifier: &str) {
+        let (Some(archive), Some(m)) = (&self.archive, self.messages.get(identifier)) else {
+            return;
+        };
+        match archive.write(identifier, &m.xml) {
+            Ok(()) => {
+                self.unarchived.remove(identifier);
+            }
+            Err(e) => {
+                if self.unarchived.insert(identifier.to_string()) {
+                    tracing::error!(identifier, dir = %archive.dir().display(), error = %e, "CAP archive write failed; the message stays in memory");
+                    METRICS.errors.with_label_values(&["cap_archive"]).inc();
+                }
+            }
+        }
+    }
+
+    /// Forgets what is out of play; see the module doc. Alerts kept: active ones, those in the feed (active by
+    /// their latest released message, or among its `recent` ended ones), the `recent` latest ended ones never
+    /// released (an operator may still look at them), and any with a message a pending delivery or a dead letter
+    /// needs or a broadcast on the air. Bodies kept, of those alerts: the latest message, the latest released
+    /// one (feed), held ones (their release sends them), and any a delivery needs or the archive refused.
+    pub fn prune(&mut self) {
+        // Borrows only `targets` and `deliveries`: the fields changed below are others.
+        let pinned: HashSet<&str> = self
+            .targets
+            .values()
+            .flat_map(|t| t.queue.iter().chain(&t.dead))
+            .filter_map(|id| self.deliveries.get(id))
+            .map(|d| d.record.identifier.as_str())
+            .collect();
+        let mut ended_released = Vec::new();
+        let mut ended_held = Vec::new();
+        let mut forget = Vec::new();
+        for (id, h) in &self.alerts {
+            let in_play = !h.last_view.state.is_end()
+                || h.cbc.is_some_and(|c| c.active)
+                || h.messages.iter().any(|m| pinned.contains(m.identifier.as_str()));
+            if in_play {
+                continue;
+            }
+            match h.messages.iter().rev().find(|m| m.released) {
+                Some(m) if m.msg_type != MsgType::Cancel => {} // in the feed as active
+                Some(m) => ended_released.push((m.sent_ms, m.identifier.as_str(), id.as_str())),
+                None => ended_held.push((h.messages.last().map_or(0, |m| m.sent_ms), "", id.as_str())),
+            }
+        }
+        for mut ended in [ended_released, ended_held] {
+            if ended.len() > self.feed_recent {
+                // The feed's order: newest first, identifiers breaking ties.
+                ended.sort_unstable_by(|a, b| b.cmp(a));
+                forget.extend(ended.drain(self.feed_recent..).map(|(_, _, id)| id.to_string()));
+            }
+        }
+        let mut dropped_broadcasts = false;
+        for id in forget {
+            let Some(h) = self.alerts.remove(&id) else {
+                continue;
+            };
+            for m in &h.messages {
+                self.by_identifier.remove(&m.identifier);
+            }
+            for b in &h.broadcasts {
+                dropped_broadcasts |= self.broadcasts.remove(b).is_some();
+            }
+        }
+        if dropped_broadcasts {
+            let broadcasts = &self.broadcasts;
+            self.broadcast_of.retain(|_, (b, _)| broadcasts.contains_key(b));
+        }
+
+        // Bodies the archive refused: try again a few at a time (each prune), keep them until it takes them.
+        let retry: Vec<String> = self.unarchived.iter().take(8).cloned().collect();
+        for id in retry {
+            if let (Some(archive), Some(m)) = (&self.archive, self.messages.get(&id)) {
+                if archive.write(&id, &m.xml).is_ok() {
+                    tracing::info!(identifier = %id, "CAP archive took the message it refused");
+                    self.unarchived.remove(&id);
+                }
+            }
+        }
+        let (alerts, by_identifier, unarchived) = (&self.alerts, &self.by_identifier, &self.unarchived);
+        self.messages.retain(|identifier, _| {
+            if pinned.contains(identifier.as_str()) || unarchived.contains(identifier) {
+                return true;
+            }
+            let Some((alert, pos)) = by_identifier.get(identifier) else {
+                return false;
+            };
+            let Some(h) = alerts.get(alert) else {
+                return false;
+            };
+            let latest_released = h.messages.iter().rposition(|m| m.released);
+            h.messages.get(*pos).is_some_and(|m| !m.released)
+                || *pos + 1 == h.messages.len()
+                || latest_released == Some(*pos)
+        });
+        let messages = &self.messages;
+        self.msg_targets.retain(|identifier, _| messages.contains_key(identifier));
+        METRICS.messages_in_memory.set(self.messages.len() as i64);
+        METRICS.alerts_in_memory.set(self.alerts.len() as i64);
+    }
+
+    /// Gives the broadcasts the indices a compacted journal gives them (`old → new`; those missing are gone).
+    pub fn renumber_broadcasts(&mut self, map: &BTreeMap<usize, usize>, count: usize) {
+        self.broadcasts =
+            std::mem::take(&mut self.broadcasts).into_iter().filter_map(|(b, r)| Some((*map.get(&b)?, r))).collect();
+        self.broadcast_of = std::mem::take(&mut self.broadcast_of)
+            .into_iter()
+            .filter_map(|(d, (b, c))| Some((d, (*map.get(&b)?, c))))
+            .collect();
+        for h in self.alerts.values_mut() {
+            h.broadcasts = h.broadcasts.iter().filter_map(|b| map.get(b).copied()).collect();
+        }
+        self.broadcast_count = count;
     }
 
     fn add_delivery(&mut self, d: &NewDelivery, live: bool, wake: &mut Vec<Arc<Notify>>) {
         self.next_id = self.next_id.max(d.id + 1);
-        let (alert_id, version) = match self.by_identifier.get(&d.identifier) {
-            Some(&i) => {
-                if d.replay_of.is_none() {
-                    self.msg_targets.entry(i).or_default().insert(d.target.clone());
+        let meta = self
+            .by_identifier
+            .get(&d.identifier)
+            .and_then(|(a, pos)| Some((a, self.alerts.get(a)?.messages.get(*pos)?)));
+        let (alert_id, version) = match meta {
+            Some((a, m)) => {
+                if d.replay_of.is_none() && !m.released {
+                    self.msg_targets.entry(d.identifier.clone()).or_default().insert(d.target.clone());
                 }
-                let m = &self.messages[i];
-                (m.alert_id.clone(), m.version)
+                (a.clone(), m.version)
             }
-            None => (String::new(), 0),
+            // The message's alert was forgotten (a compacted journal says whose it was).
+            None => (d.alert_id.clone().unwrap_or_default(), d.version.unwrap_or(0)),
         };
         if !d.target.starts_with(CBC_PREFIX) {
             if let Some(a) = self.alerts.get_mut(&alert_id) {
@@ -408,7 +591,7 @@ impl State {
             }
         }
         if let Some(&(b, c)) = self.broadcast_of.get(&a.id) {
-            if let Some(cb) = self.broadcasts.get_mut(b).and_then(|r| r.carriers.get_mut(c)) {
+            if let Some(cb) = self.broadcasts.get_mut(&b).and_then(|r| r.carriers.get_mut(c)) {
                 cb.attempts = a.attempt;
                 cb.http_status = a.http_status;
                 cb.detail = a.detail.clone();
@@ -433,10 +616,11 @@ impl State {
                 return None;
             }
         }
-        let msgs: Vec<(usize, &StoredMessage)> =
-            history.map(|h| h.messages.iter().map(|&i| (i, &self.messages[i])).collect()).unwrap_or_default();
-        let latest = msgs.last().map(|(_, m)| *m);
-        let repeated = latest.is_some_and(|m| m.version == view.version && m.view.same_content(view));
+        let msgs: &[MessageMeta] = history.map_or(&[], |h| &h.messages);
+        let latest_meta = msgs.last();
+        let latest = latest_meta.and_then(|m| self.messages.get(&m.identifier));
+        let repeated =
+            latest_meta.is_some_and(|m| m.version == view.version) && latest.is_some_and(|m| m.view.same_content(view));
         let mut record = ChangeRecord {
             view: view.clone(),
             message: None,
@@ -446,7 +630,7 @@ impl State {
             error: None,
         };
         if view.public_release {
-            record.released = msgs.iter().filter(|(_, m)| !m.released).map(|(_, m)| m.identifier.clone()).collect();
+            record.released = msgs.iter().filter(|m| !m.released).map(|m| m.identifier.clone()).collect();
         }
         if !repeated {
             if msgs.is_empty() && view.state.is_end() {
@@ -454,16 +638,21 @@ impl State {
             } else {
                 let msg_type = if view.state.is_end() {
                     MsgType::Cancel
-                } else if latest.is_none_or(|m| m.msg_type == MsgType::Cancel) {
+                } else if latest_meta.is_none_or(|m| m.msg_type == MsgType::Cancel) {
                     MsgType::Alert
                 } else {
                     MsgType::Update
                 };
-                let references = msgs.iter().map(|(_, m)| m.reference(&ctx.message.cfg.sender)).collect();
+                let sender = &ctx.message.cfg.sender;
+                let references = msgs.iter().map(|m| reference(sender, &m.identifier, m.sent_ms)).collect();
                 let base = format!("{}.{}", identifier_base(&view.id), view.version);
                 let mut identifier = base.clone();
                 let mut n = 1;
-                while self.by_identifier.contains_key(&identifier) {
+                // A forgotten alert's messages are only in the archive; an identifier is never used twice.
+                while self.by_identifier.contains_key(&identifier)
+                    || self.messages.contains_key(&identifier)
+                    || self.archive.as_ref().is_some_and(|a| a.contains(&identifier))
+                {
                     identifier = format!("{base}-{n}");
                     n += 1;
                 }
@@ -494,11 +683,16 @@ impl State {
                 continue;
             };
             let mut reached = history.is_some_and(|h| h.reached.contains(name));
-            for (i, m) in &msgs {
-                if !record.released.contains(&m.identifier) || self.msg_targets.get(i).is_some_and(|t| t.contains(name))
+            for meta in msgs {
+                if !record.released.contains(&meta.identifier)
+                    || self.msg_targets.get(&meta.identifier).is_some_and(|t| t.contains(name))
                 {
                     continue;
                 }
+                // Held messages keep their bodies while their alert is in memory.
+                let Some(m) = self.messages.get(&meta.identifier) else {
+                    continue;
+                };
                 if wants(sub, &m.view, true, reached) {
                     reached = true;
                     record.deliveries.push(NewDelivery {
@@ -508,6 +702,8 @@ impl State {
                         replay_of: None,
                         envelope: None,
                         at_ms: ctx.now_ms,
+                        alert_id: None,
+                        version: None,
                     });
                 }
             }
@@ -520,6 +716,8 @@ impl State {
                         replay_of: None,
                         envelope: None,
                         at_ms: ctx.now_ms,
+                        alert_id: None,
+                        version: None,
                     });
                 }
             }
@@ -568,6 +766,8 @@ impl State {
                     replay_of: None,
                     envelope: Some(e.body),
                     at_ms: ctx.now_ms,
+                    alert_id: None,
+                    version: None,
                 });
             }
             out.1.push(r);
@@ -643,11 +843,9 @@ impl State {
     /// from `from` on whose sent carriers (index, name) have no report yet.
     pub fn missing_reports(&self, from: usize) -> Vec<ReportJob> {
         self.broadcasts
-            .iter()
-            .enumerate()
-            .skip(from)
+            .range(from..)
             .filter(|(_, b)| b.kind == BroadcastKind::WriteReplace)
-            .filter_map(|(i, b)| {
+            .filter_map(|(&i, b)| {
                 let carriers: Vec<(usize, String)> = b
                     .carriers
                     .iter()
@@ -655,7 +853,10 @@ impl State {
                     .filter(|(_, c)| c.delivery_id.is_some() && c.targeting.is_none())
                     .map(|(ci, c)| (ci, c.carrier.clone()))
                     .collect();
-                let zone = self.by_identifier.get(&b.identifier).map(|&m| self.messages[m].view.area_id.clone())?;
+                let zone = match self.messages.get(&b.identifier) {
+                    Some(m) => m.view.area_id.clone(),
+                    None => self.alerts.get(&b.alert_id)?.last_view.area_id.clone(),
+                };
                 (!carriers.is_empty()).then_some((i, zone, carriers))
             })
             .collect()
@@ -676,7 +877,7 @@ impl State {
         let t = self.targets.get(target)?;
         let &id = t.queue.front()?;
         let d = self.deliveries.get(&id)?;
-        let msg = self.by_identifier.get(&d.record.identifier).map(|&i| &self.messages[i]);
+        let msg = self.messages.get(&d.record.identifier);
         let status = msg.map_or("Actual", |m| m.status.as_str());
         let missing = || format!("CAP message {} is not in the journal", d.record.identifier);
         let (url, content_type, auth, body) = match &t.kind {

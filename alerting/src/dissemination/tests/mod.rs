@@ -3,12 +3,14 @@
 //!
 //! - `webhooks`: signatures, down-then-up, dead letters and replay, Actual-only, hanging receivers, approval gate,
 //!   operator API validation.
+//! - `bounded`: memory bounded over hundreds of alert versions, the CAP archive, refused archive writes.
 //! - `restart`: dropped with deliveries pending, restarted on the same `data_dir`.
 //! - `cbc`: envelopes, serial numbers, stop on cancel, too-long texts, tshark on pages and the PDU.
 //! - `cap_xsd`: every CAP message made validates against the XSD; the feed and its ETag.
 //! - `config_file`: the shipped `config/dissemination.toml` and config errors.
 //! - `timing`: 60 subscribers p99, county-sized broadcast encode + target (figures printed).
 
+mod bounded;
 mod cap_xsd;
 mod cbc;
 mod config_file;
