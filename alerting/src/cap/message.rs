@@ -367,13 +367,23 @@ pub(crate) fn is_uri_reference(s: &str) -> bool {
                 Some((_, host_port)) => host_port,
                 None => authority,
             };
+            // RFC 3986 allows an empty port after the colon (`http://a:`); libxml2, which xmllint validates with,
+            // refuses it, so we do too.
             let (host, port) = if host_port.starts_with('[') {
                 match host_port.find(']') {
-                    Some(i) => (&host_port[..=i], host_port[i + 1..].strip_prefix(':').unwrap_or(&host_port[i + 1..])),
+                    Some(i) => match host_port[i + 1..].strip_prefix(':') {
+                        Some("") => return false,
+                        Some(port) => (&host_port[..=i], port),
+                        None => (&host_port[..=i], &host_port[i + 1..]),
+                    },
                     None => return false,
                 }
             } else {
-                host_port.split_once(':').unwrap_or((host_port, ""))
+                match host_port.split_once(':') {
+                    Some((_, "")) => return false,
+                    Some(split) => split,
+                    None => (host_port, ""),
+                }
             };
             let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
                 !inner.is_empty() && inner.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'))
@@ -552,9 +562,22 @@ mod tests {
         ] {
             assert!(is_uri_reference(ok), "{ok}");
         }
-        for bad in
-            ["%zz", "a%4", "a#b#c", ":", "1a:b", "-:x", "a[b]", "x?[a]", "http://a]b/", "http://a:xx/", "a\u{1}b"]
-        {
+        for bad in [
+            "%zz",
+            "a%4",
+            "a#b#c",
+            ":",
+            "1a:b",
+            "-:x",
+            "a[b]",
+            "x?[a]",
+            "http://a]b/",
+            "http://a:xx/",
+            "a\u{1}b",
+            "http://a:",
+            "r-0w://@z7c~:",
+            "http://[::1]:/",
+        ] {
             assert!(!is_uri_reference(bad), "{bad}");
         }
     }

@@ -161,6 +161,18 @@ impl MessageMeta {
     }
 }
 
+/// Most earlier messages an Update or Cancel lists in `<references>`: the alert's first message and the most recent
+/// others. CAP 1.2 leaves the count to the sender; listing every earlier one made the message of an alert updated
+/// thousands of times (a flapping sensor) grow without bound, in memory and on every webhook. The first message
+/// ties the thread to where it began and the recent ones to where a receiver left it.
+pub(crate) const MAX_REFERENCES: usize = 32;
+
+/// The earlier messages a new message of the alert references (see [`MAX_REFERENCES`]).
+pub(crate) fn referenced(messages: &[MessageMeta]) -> impl Iterator<Item = &MessageMeta> {
+    let recent_from = messages.len().saturating_sub(MAX_REFERENCES - 1).max(1);
+    messages.iter().take(1).chain(messages.iter().skip(recent_from))
+}
+
 #[derive(Debug)]
 pub(crate) struct AlertHistory {
     /// Every message of the alert, oldest first (positions are stable: `State::by_identifier` holds them).
@@ -644,7 +656,7 @@ impl State {
                     MsgType::Update
                 };
                 let sender = &ctx.message.cfg.sender;
-                let references = msgs.iter().map(|m| reference(sender, &m.identifier, m.sent_ms)).collect();
+                let references = referenced(msgs).map(|m| reference(sender, &m.identifier, m.sent_ms)).collect();
                 let base = format!("{}.{}", identifier_base(&view.id), view.version);
                 let mut identifier = base.clone();
                 let mut n = 1;

@@ -1,6 +1,6 @@
 //! Memory bounded by configuration, not uptime: hundreds of alert versions through raise/update/clear, the
 //! in-memory messages and alerts stay under a bound, old released messages come from the CAP archive, the
-//! references of a long-lived alert stay whole, held messages of forgotten alerts stay private, and a restart
+//! references of a long-lived alert stay bounded, held messages of forgotten alerts stay private, and a restart
 //! (replay + compaction) keeps all of that.
 
 use std::time::Duration;
@@ -80,15 +80,21 @@ async fn many_alert_lifecycles_keep_memory_bounded_and_old_messages_served() {
     assert_eq!(d.operator_cap_xml("A5.1"), None);
     assert!(!dir.path().join("cap").join("A5.1.xml").exists());
 
-    // LONG's latest Update references every earlier message, with each one's own `sent`.
+    // LONG's latest Update references its first message and the most recent others, each with its own `sent`;
+    // the ones in between are left out (`MAX_REFERENCES`), though still served.
     let check_references = |d: &Dissemination, version: u32| {
         let xml = d.cap_xml(&format!("LONG.{version}")).expect("latest LONG served");
         assert!(xml.contains("<msgType>Update</msgType>"));
         let refs = &xml[xml.find("<references>").expect("references")..xml.find("</references>").unwrap()];
-        assert_eq!(refs.matches(",LONG.").count(), version as usize - 1);
-        for k in [1, 2, version / 2, version - 1] {
+        assert_eq!(refs.matches(",LONG.").count(), outbox::MAX_REFERENCES);
+        let oldest_recent = version - (outbox::MAX_REFERENCES as u32 - 1);
+        for k in [1, oldest_recent, version - 1] {
             let earlier = d.cap_xml(&format!("LONG.{k}")).expect("earlier LONG served");
             assert!(refs.contains(&format!(",LONG.{k},{}", sent_of(&earlier))), "reference to LONG.{k}");
+        }
+        for k in [2, oldest_recent - 1] {
+            assert!(!refs.contains(&format!(",LONG.{k},")), "LONG.{k} is between the first and the recent ones");
+            assert!(d.cap_xml(&format!("LONG.{k}")).is_some(), "LONG.{k} is still served");
         }
     };
     check_references(&d, long_version);
