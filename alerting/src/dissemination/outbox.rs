@@ -167,6 +167,11 @@ impl MessageMeta {
 /// ties the thread to where it began and the recent ones to where a receiver left it.
 pub(crate) const MAX_REFERENCES: usize = 32;
 
+/// Held (unreleased) message bodies kept per alert, newest first: a release sends and publishes these. An alert that
+/// stays held, or is for operators only, through thousands of versions (a flapping sensor's `sensor_silent`) kept
+/// every body before — the growth the hour-long soak found.
+const MAX_HELD_BODIES: usize = MAX_REFERENCES;
+
 /// The earlier messages a new message of the alert references (see [`MAX_REFERENCES`]).
 pub(crate) fn referenced(messages: &[MessageMeta]) -> impl Iterator<Item = &MessageMeta> {
     let recent_from = messages.len().saturating_sub(MAX_REFERENCES - 1).max(1);
@@ -400,7 +405,8 @@ impl State {
     /// their latest released message, or among its `recent` ended ones), the `recent` latest ended ones never
     /// released (an operator may still look at them), and any with a message a pending delivery or a dead letter
     /// needs or a broadcast on the air. Bodies kept, of those alerts: the latest message, the latest released
-    /// one (feed), held ones (their release sends them), and any a delivery needs or the archive refused.
+    /// one (feed), the [`MAX_HELD_BODIES`] most recent held ones (their release sends them), and any a delivery
+    /// needs or the archive refused.
     pub fn prune(&mut self) {
         // Borrows only `targets` and `deliveries`: the fields changed below are others.
         let pinned: HashSet<&str> = self
@@ -472,7 +478,8 @@ impl State {
                 return false;
             };
             let latest_released = h.messages.iter().rposition(|m| m.released);
-            h.messages.get(*pos).is_some_and(|m| !m.released)
+            let held_and_recent = *pos + MAX_HELD_BODIES >= h.messages.len();
+            h.messages.get(*pos).is_some_and(|m| !m.released) && held_and_recent
                 || *pos + 1 == h.messages.len()
                 || latest_released == Some(*pos)
         });

@@ -147,3 +147,31 @@ async fn a_refused_archive_write_is_counted_and_keeps_the_message() {
     drop(st);
     assert!(d.cap_xml("DF.1").is_some_and(|x| x.contains("<identifier>DF.1</identifier>")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_held_through_many_versions_keeps_only_its_recent_bodies() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(config(&subscriber_toml("a", &format!("http://{}/a", rx.addr), "")), dir.path());
+    let versions = 3 * outbox::MAX_REFERENCES as u32;
+    for version in 1..=versions {
+        let mut v = rain_view("HELD", version, "township-jiaxian");
+        v.public_release = false;
+        v.updated_ms = 1_764_122_400_000 + i64::from(version) * 1000;
+        d.alert_changed(&v);
+    }
+    let (messages, _) = counts(&d);
+    assert!(messages <= outbox::MAX_REFERENCES + 1, "{messages} held bodies in memory");
+    assert!(d.operator_cap_xml(&format!("HELD.{versions}")).is_some(), "the latest held one: operators see it");
+    assert_eq!(d.operator_cap_xml("HELD.1"), None, "the oldest held bodies are gone");
+    assert_eq!(d.messages_of("HELD").len(), versions as usize, "every version is still listed");
+
+    // The approval releases what is kept: the latest is public and archived, with bounded references.
+    let mut approved = rain_view("HELD", versions + 1, "township-jiaxian");
+    approved.updated_ms = 1_764_122_400_000 + i64::from(versions + 1) * 1000;
+    d.alert_changed(&approved);
+    let xml = d.cap_xml(&format!("HELD.{}", versions + 1)).expect("released");
+    assert_eq!(xml.matches(",HELD.").count(), outbox::MAX_REFERENCES);
+    assert!(d.cap_xml(&format!("HELD.{versions}")).is_some(), "a recent held one is released with it");
+    assert!(dir.path().join("cap").join(format!("HELD.{versions}.xml")).is_file());
+}
