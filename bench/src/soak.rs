@@ -78,10 +78,11 @@ pub async fn soak(cli: &Cli) -> anyhow::Result<Vec<Row>> {
     // 100 stations' passwords are hashed (argon2) at start: allow for it.
     let server = Server::serve(&cli.server, &config, Duration::from_secs(180))?;
     println!(
-        "soak: {} min, {} readings/s from {SOAK_STATIONS} stations, {} citizens churning, typhoon over the whole run",
+        "soak: {} min, {} readings/s from {SOAK_STATIONS} stations, {} citizens churning, typhoon over the whole run{}",
         duration.as_secs() / 60,
         cli.soak_rate,
-        cli.soak_citizens
+        cli.soak_citizens,
+        if cli.soak_skip.is_empty() { String::new() } else { format!("; without {}", cli.soak_skip.join(", ")) }
     );
 
     let start = Instant::now();
