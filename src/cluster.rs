@@ -20,8 +20,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use alerting::alert::{Certainty, Severity, Urgency};
 use alerting::message::{AlertMessage, CommentMessage, Headlines};
+use alerting::types::{Certainty, Severity, Urgency};
 use alerting::{Alert, AlertState, Mode};
 use bytes::Bytes;
 use ingest::pipeline::Processed;

@@ -1,4 +1,4 @@
-//! Alerts from partner agencies (inbound CAP, `alerting::inbound`) onto our channels.
+//! Alerts from partner agencies (inbound CAP, the `inbound` crate) onto our channels.
 //!
 //! Operators see every external alert, marked with its source and status. Every change is also handed to the rule
 //! engine (`RuleEngine::set_external`), so composite rules that take partner warnings as conditions follow them. Citizens receive one only when the source
@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use alerting::inbound::{ExternalAlert, ExternalEvent};
+use alerting::types::ExternalAlert;
+use inbound::ExternalEvent;
 use serde_json::json;
 use tokio::sync::mpsc;
 

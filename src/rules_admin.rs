@@ -32,7 +32,7 @@ pub struct RulesSource {
     display: PathBuf,
     inbound_sources: Vec<String>,
     /// The CAP templates when CAP messages are built; per-level texts the rules name must exist in them.
-    templates: Option<alerting::cap::Templates>,
+    templates: Option<encoders::cap::Templates>,
     /// One reload at a time: the API and SIGHUP may ask together.
     lock: Mutex<()>,
 }
@@ -42,7 +42,7 @@ impl RulesSource {
         path: Option<PathBuf>,
         display: PathBuf,
         inbound_sources: Vec<String>,
-        templates: Option<alerting::cap::Templates>,
+        templates: Option<encoders::cap::Templates>,
     ) -> Self {
         Self { path, display, inbound_sources, templates, lock: Mutex::new(()) }
     }

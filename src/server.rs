@@ -122,9 +122,9 @@ pub struct CitizenAlert<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<&'static str>,
     pub event: &'a str,
-    pub severity: alerting::alert::Severity,
-    pub urgency: alerting::alert::Urgency,
-    pub certainty: alerting::alert::Certainty,
+    pub severity: alerting::types::Severity,
+    pub urgency: alerting::types::Urgency,
+    pub certainty: alerting::types::Certainty,
     pub headline: &'a str,
     pub lang: &'static str,
     pub area: &'a serde_json::Value,
@@ -173,11 +173,11 @@ pub struct App {
     /// The InfluxDB v2 sink, when configured.
     pub influx: Option<store::InfluxSink>,
     /// CAP per transition, the feed, webhooks and cell broadcast, when configured.
-    pub dissemination: Option<alerting::dissemination::Dissemination>,
+    pub dissemination: Option<dissemination::Dissemination>,
     /// Demo receivers (`/demo/webhook…`, `/demo/cbc/…`): what they got, for the demo and its tests.
     pub demo_received: Mutex<Vec<serde_json::Value>>,
     /// Alerts from partner agencies (inbound CAP), when configured.
-    pub inbound: Option<alerting::inbound::Inbound>,
+    pub inbound: Option<inbound::Inbound>,
     pub ingest: Arc<Ingest>,
     pub book: Mutex<AlertBook>,
     pub live: RwLock<BTreeMap<String, SensorLive>>,
@@ -266,8 +266,8 @@ impl App {
 }
 
 /// The dissemination side's view of an alert (it does not depend on the rule engine's types).
-fn alert_view(alert: &Alert) -> alerting::dissemination::AlertView {
-    use alerting::dissemination::{AlertView, ViewMode, ViewState};
+fn alert_view(alert: &Alert) -> dissemination::AlertView {
+    use dissemination::{AlertView, ViewMode, ViewState};
     AlertView {
         id: alert.id.clone(),
         version: alert.version,
@@ -365,13 +365,13 @@ pub async fn start_with(
     };
     let templates = match &files.dissemination {
         Some(_) => Some(
-            alerting::cap::Templates::from_toml_str(&files.cap_templates.0)
+            encoders::cap::Templates::from_toml_str(&files.cap_templates.0)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", files.cap_templates.1.display()))?,
         ),
         None => None,
     };
     let inbound_config = match &files.inbound {
-        Some((text, path)) => Some(alerting::inbound::InboundConfig::from_toml(text, path)?),
+        Some((text, path)) => Some(inbound::InboundConfig::from_toml(text, path)?),
         None => None,
     };
     let inbound_sources: Vec<String> = inbound_config
@@ -413,8 +413,8 @@ pub async fn start_with(
     let (inbound, inbound_events) = match inbound_config {
         Some(config) => {
             let (inbound, events) = match &data_dir {
-                Some(dir) => alerting::inbound::Inbound::start_in(config, Arc::clone(&geo), &dir.join("inbound"))?,
-                None => alerting::inbound::Inbound::start(config, Arc::clone(&geo))?,
+                Some(dir) => inbound::Inbound::start_in(config, Arc::clone(&geo), &dir.join("inbound"))?,
+                None => inbound::Inbound::start(config, Arc::clone(&geo))?,
             };
             (Some(inbound), Some(events))
         }
@@ -438,7 +438,7 @@ pub async fn start_with(
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let (book, restored) =
                 AlertBook::open(dir, cfg.alerting.id_prefix.clone()).context("opening the alert journal")?;
-            let snapshot = alerting::journal::load_engine_snapshot(dir).context("reading the rules snapshot")?;
+            let snapshot = alerting::engine::load_engine_snapshot(dir).context("reading the rules snapshot")?;
             let newest = snapshot.as_ref().map(crate::rules_admin::snapshot_newest).unwrap_or_default();
             if let Some(snapshot) = snapshot {
                 engine.restore(snapshot, Some(now_ms()));
@@ -484,13 +484,13 @@ pub async fn start_with(
     };
     let dissemination = match (&files.dissemination, &data_dir) {
         (Some((text, path)), Some(dir)) => {
-            let templates = alerting::cap::Templates::from_toml_str(&files.cap_templates.0)
+            let templates = encoders::cap::Templates::from_toml_str(&files.cap_templates.0)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", files.cap_templates.1.display()))?;
             let text = text.replace("{public_url}", cfg.http.public_url.trim_end_matches('/'));
-            let config = alerting::dissemination::DisseminationConfig::from_toml_str(&text)
+            let config = dissemination::DisseminationConfig::from_toml_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             Some(
-                alerting::dissemination::Dissemination::start(
+                dissemination::Dissemination::start(
                     config,
                     &dir.join("dissemination"),
                     Arc::clone(&geo),
@@ -640,7 +640,7 @@ async fn rules_housekeeping(app: Arc<App>, engine: Arc<Mutex<RuleEngine>>, dir: 
             let snapshot = engine.lock().snapshot();
             let dir = dir.clone();
             let saved =
-                tokio::task::spawn_blocking(move || alerting::journal::save_engine_snapshot(&dir, &snapshot)).await;
+                tokio::task::spawn_blocking(move || alerting::engine::save_engine_snapshot(&dir, &snapshot)).await;
             if !matches!(saved, Ok(Ok(()))) {
                 tracing::error!("could not save the rules snapshot");
             }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::{device_password, http_request_with, now_ms, Device, Operator, Server};
 use serde_json::Value;
 
-const SWCB_YELLOW: &str = include_str!("../alerting/src/inbound/tests/fixtures/swcb_debris_flow_yellow.xml");
+const SWCB_YELLOW: &str = include_str!("../inbound/src/tests/fixtures/swcb_debris_flow_yellow.xml");
 /// The demo's secret for the `swcb` push source (config/inbound.toml).
 const SWCB_SECRET: &str = "demo-swcb-secret";
 const SHENMU: &str = "dfa-xinyi-shenmu";
@@ -36,7 +36,7 @@ fn swcb_cancel(identifier: &str, sent: &str) -> String {
 
 /// POSTs a CAP message signed as the slope agency; (status, JSON answer).
 fn push_signed(server: &Server, xml: &str, secret: &str) -> (u16, Value) {
-    let signature = alerting::dissemination::signature_header(secret.as_bytes(), now_ms() / 1000, xml.as_bytes());
+    let signature = dissemination::signature_header(secret.as_bytes(), now_ms() / 1000, xml.as_bytes());
     let headers = [("X-DC-Signature", signature), ("Content-Type", "application/cap+xml".to_string())];
     let (status, body) = http_request_with(server.http, "POST", "/api/v1/cap/inbound", &headers, Some(xml)).unwrap();
     (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON: {body}")))

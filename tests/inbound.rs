@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{http_request, Citizen, Server, SHENMU, TAIPEI};
 use serde_json::json;
 
-const SWCB_YELLOW: &str = include_str!("../alerting/src/inbound/tests/fixtures/swcb_debris_flow_yellow.xml");
+const SWCB_YELLOW: &str = include_str!("../inbound/src/tests/fixtures/swcb_debris_flow_yellow.xml");
 
 /// The fixture with its times moved around now (it must be neither expired nor from the future).
 fn fresh(xml: &str, identifier_suffix: &str) -> String {

@@ -28,104 +28,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{self, Journal, JournalError};
-use crate::rules::Publish;
-
-/// CAP 1.2 `severity` (the spec's spelling is the serialised form). Ordered by danger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Severity {
-    Unknown,
-    Minor,
-    Moderate,
-    Severe,
-    Extreme,
-}
-
-/// CAP 1.2 `urgency`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Urgency {
-    Immediate,
-    Expected,
-    Future,
-    Past,
-    Unknown,
-}
-
-impl Urgency {
-    pub fn immediate() -> Self {
-        Urgency::Immediate
-    }
-}
-
-/// CAP 1.2 `certainty`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Certainty {
-    Observed,
-    Likely,
-    Possible,
-    Unlikely,
-    Unknown,
-}
-
-impl Certainty {
-    pub fn observed() -> Self {
-        Certainty::Observed
-    }
-}
-
-impl From<Severity> for crate::cap::Severity {
-    fn from(s: Severity) -> Self {
-        match s {
-            Severity::Unknown => crate::cap::Severity::Unknown,
-            Severity::Minor => crate::cap::Severity::Minor,
-            Severity::Moderate => crate::cap::Severity::Moderate,
-            Severity::Severe => crate::cap::Severity::Severe,
-            Severity::Extreme => crate::cap::Severity::Extreme,
-        }
-    }
-}
-
-impl From<Urgency> for crate::cap::Urgency {
-    fn from(u: Urgency) -> Self {
-        match u {
-            Urgency::Immediate => crate::cap::Urgency::Immediate,
-            Urgency::Expected => crate::cap::Urgency::Expected,
-            Urgency::Future => crate::cap::Urgency::Future,
-            Urgency::Past => crate::cap::Urgency::Past,
-            Urgency::Unknown => crate::cap::Urgency::Unknown,
-        }
-    }
-}
-
-impl From<Certainty> for crate::cap::Certainty {
-    fn from(c: Certainty) -> Self {
-        match c {
-            Certainty::Observed => crate::cap::Certainty::Observed,
-            Certainty::Likely => crate::cap::Certainty::Likely,
-            Certainty::Possible => crate::cap::Certainty::Possible,
-            Certainty::Unlikely => crate::cap::Certainty::Unlikely,
-            Certainty::Unknown => crate::cap::Certainty::Unknown,
-        }
-    }
-}
-
-/// Whether an alert is real. Only `Actual` may ever reach the public as real; drills run the same path as `Exercise`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
-pub enum Mode {
-    #[default]
-    Actual,
-    Exercise,
-    Test,
-}
-
-impl From<Mode> for crate::cap::Status {
-    fn from(m: Mode) -> Self {
-        match m {
-            Mode::Actual => crate::cap::Status::Actual,
-            Mode::Exercise => crate::cap::Status::Exercise,
-            Mode::Test => crate::cap::Status::Test,
-        }
-    }
-}
+// The boundary types, re-exported where they always were (`alerting::alert::Severity`, …).
+pub use crate::types::{Certainty, Finding, LevelInfo, Mode, Publish, Severity, Trigger, Urgency};
 
 /// The `state` of websocket messages (`INTERFACE.md`). Finer detail is in [`Alert::change`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,11 +67,11 @@ pub enum Change {
 
 impl Change {
     /// The CAP `msgType` a message for this transition carries.
-    pub fn cap_msg_type(self) -> crate::cap::MsgType {
+    pub fn cap_msg_type(self) -> encoders::cap::MsgType {
         match self {
-            Change::Raised => crate::cap::MsgType::Alert,
-            Change::Cleared | Change::Cancelled => crate::cap::MsgType::Cancel,
-            _ => crate::cap::MsgType::Update,
+            Change::Raised => encoders::cap::MsgType::Alert,
+            Change::Cleared | Change::Cancelled => encoders::cap::MsgType::Cancel,
+            _ => encoders::cap::MsgType::Update,
         }
     }
 }
@@ -184,55 +88,6 @@ pub enum PublicRelease {
     Approved,
     /// The rule is for operators only (`publish = "operators"`); an operator may still approve it for the public.
     Withheld,
-}
-
-/// Which engine step produced a finding (journaled as part of the cause).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    Reading,
-    Tick,
-    Forecast,
-    Reload,
-    /// A partner agency's warning (inbound CAP) began or ended over the zone.
-    External,
-}
-
-/// A change of level reported by the rule engine for one contributor (a sensor, or the zone itself for zone-wide
-/// rules) of one hazard. `level: None` means the contributor cleared.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finding {
-    pub rule_id: String,
-    pub event: String,
-    pub area_id: String,
-    /// The sensor for per-sensor rules; empty for zone-wide rules (composite, correlation), see `evidence`.
-    pub sensor_id: String,
-    pub level: Option<LevelInfo>,
-    /// The measured quantity that decided (a window sum, the latest value, a rate), for texts and operators.
-    pub value: f64,
-    /// Event time of the reading (or tick/forecast time) that caused the change.
-    pub ts_ms: i64,
-    /// Who may see the rule's alerts.
-    pub publish: Publish,
-    /// Whether this level's class waits for an operator before public release (`[[approval]]`).
-    pub approval_required: bool,
-    /// Zone-wide rules: the sensors whose state supports the finding.
-    pub evidence: Vec<String>,
-    /// Values for CAP templates (`rain_24h_mm`, `water_level_m`, `vehicle`, …).
-    pub values: BTreeMap<String, String>,
-    pub trigger: Trigger,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LevelInfo {
-    pub index: usize,
-    pub name: String,
-    pub name_en: String,
-    pub severity: Severity,
-    pub urgency: Urgency,
-    pub certainty: Certainty,
-    /// Which condition held, e.g. "24h ≥ 200".
-    pub condition: String,
 }
 
 /// An operator's note on an alert.

@@ -37,11 +37,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use geo_index::ZoneKind;
 use ingest::{Metric, Reading, Sensor};
 
-use crate::alert::{AlertBook, Finding, LevelInfo, Mode, Trigger};
-use crate::inbound::ExternalAlert;
+use crate::alert::AlertBook;
 use crate::rules::{Direction, Margin, RuleKind, RuleSet};
+use crate::types::{ExternalAlert, Finding, LevelInfo, Mode, Publish, Trigger};
 
-pub use snapshot::{EngineSnapshot, RestoreReport};
+pub use snapshot::{load_engine_snapshot, save_engine_snapshot, EngineSnapshot, RestoreReport};
 pub use state::StateBytes;
 pub use windows::{Buckets, Dedup, Placement, RateRing};
 
@@ -777,7 +777,7 @@ impl RuleEngine {
                     level: None,
                     value: 0.0,
                     ts_ms: self.clock_ms,
-                    publish: crate::rules::Publish::Public,
+                    publish: Publish::Public,
                     approval_required: false,
                     evidence: Vec::new(),
                     values: BTreeMap::new(),
@@ -886,7 +886,7 @@ impl RuleEngine {
                     level: None,
                     value: 0.0,
                     ts_ms: self.clock_ms.max(0),
-                    publish: crate::rules::Publish::Public,
+                    publish: Publish::Public,
                     approval_required: false,
                     evidence: Vec::new(),
                     values: BTreeMap::new(),
@@ -1635,10 +1635,10 @@ mod tests {
         source: &str,
         code: &str,
         zones: &[&str],
-        status: crate::cap::Status,
+        status: encoders::cap::Status,
         effective_ms: i64,
     ) -> ExternalAlert {
-        use crate::cap::{Category, Certainty, MsgType, Scope, Severity, Urgency};
+        use encoders::cap::{Category, Certainty, MsgType, Scope, Severity, Urgency};
         ExternalAlert {
             id: format!("ext:{source}@example.tw:{code}"),
             version: 1,
@@ -1685,7 +1685,7 @@ mod tests {
 
     #[test]
     fn the_slope_agencys_warning_gives_yellow_and_our_rain_confirms_red() {
-        use crate::cap::Status;
+        use encoders::cap::Status;
         let mut e = engine();
         e.install_zone("dfa", Some(ZoneKind::DebrisFlow), BTreeMap::from([("rain_1h_mm".to_string(), 60.0)]));
         let mut out = Vec::new();
@@ -1730,7 +1730,7 @@ mod tests {
 
     #[test]
     fn a_warning_counts_once_it_is_in_force_and_until_it_expires() {
-        use crate::cap::Status;
+        use encoders::cap::Status;
         let mut e = engine();
         e.install_zone("dfa", Some(ZoneKind::DebrisFlow), BTreeMap::new());
         let mut out = Vec::new();

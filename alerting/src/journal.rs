@@ -5,8 +5,9 @@
 //!   the transition is returned to the caller. Never rewritten: it is the audit trail operators read history from.
 //! - `alerts.checkpoint.json` — the whole alert book and the journal offset it covers, so a restart replays only the
 //!   tail.
-//! - `engine.snapshot.json` — the rule engine's windows and levels ([`crate::engine::EngineSnapshot`]), written by
-//!   the caller now and then and at shutdown.
+//! - `engine.snapshot.json` — the rule engine's windows and levels (`engine::EngineSnapshot`), written by
+//!   the caller now and then and at shutdown through `engine::save_engine_snapshot` (this module knows nothing of the
+//!   engine, so it can sit under the alert book without a cycle).
 //!
 //! Why JSON lines rather than SQLite: the journal is written a few times a second at the worst of a typhoon (alert
 //! transitions, not readings), so it needs no index; an append plus `fdatasync` is the whole durability story, a torn
@@ -21,8 +22,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-
-use crate::engine::EngineSnapshot;
 
 pub const BOOK_JOURNAL: &str = "alerts.journal.jsonl";
 pub const BOOK_CHECKPOINT: &str = "alerts.checkpoint.json";
@@ -230,17 +229,6 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, JournalE
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(JournalError::Io { path: path.into(), source: e }),
     }
-}
-
-/// Saves the engine's state (call every minute or so and at shutdown; readings since the last save are what a crash
-/// loses from the windows — levels are not lost, the alert journal has them).
-pub fn save_engine_snapshot(dir: &Path, snapshot: &EngineSnapshot) -> Result<(), JournalError> {
-    write_json_atomic(dir, ENGINE_SNAPSHOT, snapshot)
-}
-
-/// Loads the engine's state saved by [`save_engine_snapshot`], if any.
-pub fn load_engine_snapshot(dir: &Path) -> Result<Option<EngineSnapshot>, JournalError> {
-    read_json(&dir.join(ENGINE_SNAPSHOT))
 }
 
 #[cfg(test)]

@@ -1,40 +1,36 @@
-//! `alerting`: from validated readings to alerts, and from alerts to the channels that carry them.
+//! `alerting`: the transform from validated readings to alerts — rules, the rule engine, the alert book and its
+//! journal — and the alert's websocket form. Pure but for the data dir the book and the engine snapshot are written
+//! to; the encoders (`encoders`), the sinks (`dissemination`) and the partner agencies' source (`inbound`) are crates
+//! of their own that build on this one.
 //!
 //! Layout:
+//! - [`types`]: the boundary types that cross modules — `Severity`, `Urgency`, `Certainty`, `Mode`, `Publish`,
+//!   `Finding`, `Trigger`, `LevelInfo`, `ExternalAlert`, `ExternalFilter`, `AlertingError`. Declared first and
+//!   depending on no other module, so the modules below import each other in one direction only:
+//!   `types` ← `rules` ← `engine` → `alert` → `journal`, and `message` → `alert`.
 //! - [`rules`]: rule declarations from `config/rules.toml` (eight kinds: threshold, accumulation, rate, trip,
 //!   correlation, composite, geofence, deadman), validated on load with errors naming the rule and the field.
-//! - [`engine`]: the rule engine — event-time windows, rates and levels per sensor, zone-wide rules, `tick` and
-//!   forecasts, producing [`alert::Finding`]s; `engine/` holds its plan, window structures, state and snapshots.
+//! - [`engine`]: the rule engine — event-time windows, rates and levels per sensor, zone-wide rules, `tick`,
+//!   forecasts and partner agencies' warnings, producing [`Finding`]s; `engine/` holds its plan, window structures,
+//!   state and snapshots (and saving and loading them in the data dir).
 //! - [`alert`]: alerts and their lifecycle; [`alert::AlertBook`] keeps exactly one alert per hazard (rule × area ×
 //!   mode), with operator commands, the approval gate and public-release flag.
-//! - [`journal`]: the data dir — the append-only alert journal, checkpoints and engine snapshots.
+//! - [`journal`]: the data dir's files — the append-only alert journal, checkpoints, atomically replaced JSON files.
 //! - [`message`]: the websocket/JSON form of an alert (`INTERFACE.md`).
-//! - [`cap`]: CAP 1.2 messages, templates and the Atom feed.
-//! - [`cell_broadcast`]: Taiwan PWS cell broadcast in 3GPP formats (CBS pages, SBc-AP PDUs).
+//! - `tests/`: scenario replays, restarts and reloads, and properties of the engine and the book together.
+//! - `benches/rules.rs`: criterion benchmark of rule evaluation (`BENCHMARKS.md`).
 
 pub mod alert;
-pub mod cap;
-pub mod cell_broadcast;
-pub mod dissemination;
 pub mod engine;
-pub mod inbound;
 pub mod journal;
 pub mod message;
 pub mod rules;
+pub mod types;
 
 #[cfg(test)]
 mod tests;
 
-pub use alert::{Alert, AlertBook, AlertState, BookError, Change, Command, Finding, Mode, PublicRelease, Restored};
+pub use alert::{Alert, AlertBook, AlertState, BookError, Change, Command, PublicRelease, Restored};
 pub use engine::{EngineSnapshot, ForecastError, RuleEngine, ZoneRef};
 pub use rules::RuleSet;
-
-use std::path::PathBuf;
-
-#[derive(Debug, thiserror::Error)]
-pub enum AlertingError {
-    #[error("{file}: {message}")]
-    Config { file: PathBuf, message: String },
-    #[error("{file}: rule `{rule}`: {message}")]
-    Rule { file: PathBuf, rule: String, message: String },
-}
+pub use types::{AlertingError, Finding, Mode};

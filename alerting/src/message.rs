@@ -4,7 +4,8 @@ use serde::Serialize;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::alert::{Alert, AlertState, Certainty, Mode, Severity, Urgency};
+use crate::alert::{Alert, AlertState};
+use crate::types::{Certainty, Mode, Severity, Urgency};
 
 /// Taiwan time. CAP and our messages write times with an explicit offset, never `Z`.
 pub const TAIWAN_OFFSET: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {

@@ -19,7 +19,7 @@
 //! `config/zones.geojson` (debris-flow rainfall thresholds differ per area). Errors name the file, the rule and the
 //! field (`levels[1].any[0].window`).
 //!
-//! An `external` condition holds while an active warning of a partner agency (inbound CAP, `crate::inbound`) from the
+//! An `external` condition holds while an active warning of a partner agency (inbound CAP, the `inbound` crate) from the
 //! named source covers the zone: `{ external = { source = "swcb", event_code = "debrisFlow" } }`. Which sources exist
 //! and which per-level CAP texts (`template`) exist is known only beside the other config files, so
 //! [`RuleSet::check_context`] checks those names once everything is loaded (at start and on every reload).
@@ -32,8 +32,8 @@ use geo_index::ZoneKind;
 use ingest::{Metric, SensorKind};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::alert::{Certainty, Severity, Urgency};
-use crate::AlertingError;
+pub use crate::types::Publish;
+use crate::types::{AlertingError, Certainty, ExternalFilter, Severity, Urgency};
 
 /// The alert value that carries a level's `template` (the per-level CAP texts) to dissemination.
 pub const TEMPLATE_VALUE: &str = "cap_template";
@@ -75,19 +75,6 @@ impl RuleKind {
     fn needs_metric(self) -> bool {
         matches!(self, RuleKind::Threshold | RuleKind::Accumulation | RuleKind::Rate | RuleKind::Trip)
     }
-}
-
-/// Who sees the alerts of a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Publish {
-    /// Operators at once; the public channels too (subject to the approval gate).
-    #[default]
-    Public,
-    /// Operators only, unless an operator approves it for the public. For single-sensor signals that should not
-    /// warn the public on their own (a tilt meter can be knocked by a falling tree); a correlation or composite rule
-    /// built on them carries the public warning.
-    Operators,
 }
 
 /// Which way a rate counts.
@@ -214,13 +201,13 @@ pub struct ExternalCondition {
 
 impl ExternalCondition {
     /// The inbound filter this condition stands for (validated names; unknown ones would have failed the load).
-    pub fn filter(&self) -> crate::inbound::ExternalFilter {
-        crate::inbound::ExternalFilter {
+    pub fn filter(&self) -> ExternalFilter {
+        ExternalFilter {
             event_codes: self.event_code.iter().cloned().collect(),
             sources: vec![self.source.clone()],
-            categories: self.category.as_deref().and_then(crate::cap::Category::parse).into_iter().collect(),
-            min_severity: self.min_severity.as_deref().and_then(crate::cap::Severity::parse),
-            ..crate::inbound::ExternalFilter::default()
+            categories: self.category.as_deref().and_then(encoders::cap::Category::parse).into_iter().collect(),
+            min_severity: self.min_severity.as_deref().and_then(encoders::cap::Severity::parse),
+            ..ExternalFilter::default()
         }
     }
 }
@@ -773,14 +760,14 @@ fn validate_external(e: &ExternalCondition, at: &str) -> Result<(), String> {
         }
     }
     if let Some(category) = &e.category {
-        if crate::cap::Category::parse(category).is_none() {
-            let all: Vec<&str> = crate::cap::Category::ALL.iter().map(|c| c.as_str()).collect();
+        if encoders::cap::Category::parse(category).is_none() {
+            let all: Vec<&str> = encoders::cap::Category::ALL.iter().map(|c| c.as_str()).collect();
             return Err(format!("{at}.external.category` `{category}` is not a CAP category ({})", all.join(", ")));
         }
     }
     if let Some(severity) = &e.min_severity {
-        match crate::cap::Severity::parse(severity) {
-            Some(s) if s != crate::cap::Severity::Unknown => {}
+        match encoders::cap::Severity::parse(severity) {
+            Some(s) if s != encoders::cap::Severity::Unknown => {}
             _ => {
                 return Err(format!(
                     "{at}.external.min_severity` `{severity}` must be Minor, Moderate, Severe or Extreme"
@@ -797,7 +784,7 @@ pub struct RuleContext<'a> {
     /// Source names of `config/inbound.toml` (`[[feed]]` and `[[push]]`); empty when inbound CAP is off.
     pub inbound_sources: &'a [String],
     /// The CAP templates, when CAP messages are built (dissemination on); `None` skips the `template` check.
-    pub templates: Option<&'a crate::cap::Templates>,
+    pub templates: Option<&'a encoders::cap::Templates>,
 }
 
 impl RuleSet {
@@ -1039,8 +1026,8 @@ any = [{ window = "1h", at_least = 80 }]
         let filter = c.external.as_ref().unwrap().filter();
         assert_eq!(filter.sources, ["swcb"]);
         assert_eq!(filter.event_codes, ["debrisFlow"]);
-        assert_eq!(filter.categories, [crate::cap::Category::Geo]);
-        assert_eq!(filter.statuses, [crate::cap::Status::Actual], "an agency's drill never trips a real rule");
+        assert_eq!(filter.categories, [encoders::cap::Category::Geo]);
+        assert_eq!(filter.statuses, [encoders::cap::Status::Actual], "an agency's drill never trips a real rule");
         for (condition, needle) in [
             (r#"{ external = { source = "SWCB!" } }"#, "c1`: `levels[0].any[0].external.source` `SWCB!`"),
             (
@@ -1078,7 +1065,8 @@ any = [{ window = "1h", at_least = 80 }]
     #[test]
     fn names_from_other_files_are_checked_in_context() {
         let set = load(&composite_reading(r#"{ external = { source = "swcb" } }"#)).unwrap();
-        let templates = crate::cap::Templates::from_toml_str(include_str!("../../config/cap_templates.toml")).unwrap();
+        let templates =
+            encoders::cap::Templates::from_toml_str(include_str!("../../config/cap_templates.toml")).unwrap();
         let file = Path::new("rules.toml");
         let sources = ["swcb".to_string(), "wra".to_string()];
         let ok = RuleContext { inbound_sources: &sources, templates: Some(&templates) };

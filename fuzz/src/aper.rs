@@ -1,4 +1,4 @@
-//! Just enough of an aligned-PER reader (X.691) to walk the SBc-AP PDUs that `alerting::cell_broadcast::sbcap`
+//! Just enough of an aligned-PER reader (X.691) to walk the SBc-AP PDUs that `encoders::cell_broadcast::sbcap`
 //! writes: bits, alignment, and open-type length determinants including 16K fragments. Every read returns `None`
 //! past the end, so a PDU whose lengths disagree with its content is a `None`, which the target turns into a failure
 //! naming the step.

@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use alerting::cap::{
+use encoders::cap::{
     AreaInput, CapAlert, CapArea, CapInfo, CapInput, CapResource, Category, Certainty, Circle, Localized, MsgType,
     Polygon, Reference, ResponseType, Scope, Severity, Status, Urgency, ValuePair,
 };
-use alerting::cell_broadcast::{Ecgi, GeoScope, Language, Plmn, PwsClass, SerialNumber, Tai, WarningArea};
+use encoders::cell_broadcast::{Ecgi, GeoScope, Language, Plmn, PwsClass, SerialNumber, Tai, WarningArea};
 use arbitrary::{Result, Unstructured};
 use time::{OffsetDateTime, UtcOffset};
 
@@ -264,7 +264,7 @@ pub fn cap_alert(u: &mut Unstructured) -> Result<CapAlert> {
     })
 }
 
-/// Placeholder values every shipped template needs (as in `alerting/src/cap/tests/mod.rs`), some replaced by
+/// Placeholder values every shipped template needs (as in `encoders/src/cap/tests/mod.rs`), some replaced by
 /// fuzzed text.
 fn template_values(u: &mut Unstructured) -> Result<BTreeMap<String, String>> {
     let mut values: BTreeMap<String, String> = [

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use alerting::cap::{self, CapAlert, ParseLimits, Templates};
-use alerting::cell_broadcast::dcs::Alphabet;
-use alerting::cell_broadcast::{
+use encoders::cap::{self, CapAlert, ParseLimits, Templates};
+use encoders::cell_broadcast::dcs::Alphabet;
+use encoders::cell_broadcast::{
     self as cbs, lte, pages, CbsError, CellBroadcast, Coding, Schedule, WarningArea, PAGE_OCTETS,
 };
 use arbitrary::Unstructured;
@@ -326,7 +326,7 @@ fn read_sbcap(pdu: &[u8]) -> Result<(u64, Vec<Ie>), &'static str> {
 
 /// Decodes a Warning-Area-List IE value back to the area it was written from.
 fn read_area(value: &[u8]) -> Option<WarningArea> {
-    use alerting::cell_broadcast::{Ecgi, Plmn, Tai};
+    use encoders::cell_broadcast::{Ecgi, Plmn, Tai};
     let mut r = BitReader::new(value);
     if r.bits(1)? != 0 {
         return None;

@@ -1,15 +1,15 @@
 //! Writes the seed inputs that are easier to make with our own encoders than by hand: CAP messages as the builder
-//! writes them (the same inputs as `alerting/src/cap/tests/mod.rs`), cell-broadcast pages and LTE contents.
+//! writes them (the same inputs as `encoders/src/cap/tests/mod.rs`), cell-broadcast pages and LTE contents.
 //! Ignored by default; regenerate with `cargo test --test seeds -- --ignored` (then re-minimise, see README.md).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use alerting::cap::{
+use encoders::cap::{
     build_alert, write_alert, AreaInput, CapInput, Certainty, Localized, MsgType, Polygon, Severity, Status, Templates,
     Urgency,
 };
-use alerting::cell_broadcast::{drill, encode_broadcast, BroadcastMode, GeoScope, Language, PwsClass, SerialNumber};
+use encoders::cell_broadcast::{drill, encode_broadcast, BroadcastMode, GeoScope, Language, PwsClass, SerialNumber};
 use time::macros::datetime;
 
 fn corpus(target: &str) -> std::path::PathBuf {

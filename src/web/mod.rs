@@ -532,7 +532,7 @@ async fn sensor_history(
     Ok(Json(history))
 }
 
-fn dissemination(app: &App) -> Result<&alerting::dissemination::Dissemination, AppError> {
+fn dissemination(app: &App) -> Result<&dissemination::Dissemination, AppError> {
     app.dissemination.as_ref().ok_or_else(|| AppError::NotFound("dissemination is not configured".into()))
 }
 
@@ -632,8 +632,7 @@ async fn add_subscriber(
 ) -> Result<impl IntoResponse, AppError> {
     let d = dissemination(&app)?;
     let text = std::str::from_utf8(&body).map_err(|_| AppError::BadRequest("body: not UTF-8".into()))?;
-    let input =
-        alerting::dissemination::SubscriberInput::from_json(text).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let input = dissemination::SubscriberInput::from_json(text).map_err(|e| AppError::BadRequest(e.to_string()))?;
     let status = d.add_subscriber(input).map_err(|e| AppError::BadRequest(e.to_string()))?;
     Ok((StatusCode::CREATED, Json(json!({ "subscriber": status }))))
 }

@@ -32,7 +32,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use alerting::alert::{BookError, Certainty, LevelInfo, ReportRaise, Severity, Urgency};
+use alerting::alert::{BookError, ReportRaise};
+use alerting::types::{Certainty, LevelInfo, Severity, Urgency};
 use alerting::Alert;
 
 use crate::metrics::{REPORTS_ACCEPTED, REPORTS_FLAGGED, REPORTS_LINKED, REPORTS_REFUSED};

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use geo_index::ZoneKind;
 use ingest::{Metric, SensorKind};
 
-use crate::alert::LevelInfo;
-use crate::rules::{duration_text, Condition, Direction, Limit, Margin, Publish, Rule, RuleKind, RuleSet};
+use crate::rules::{duration_text, Condition, Direction, Limit, Margin, Rule, RuleKind, RuleSet};
+use crate::types::{ExternalFilter, LevelInfo, Publish};
 
 /// "No level" in one-byte level slots.
 pub(crate) const NONE: u8 = u8::MAX;
@@ -179,7 +179,7 @@ pub(crate) struct Plan {
     pub threshold_keys: Vec<String>,
     pub forecast_valid_ms: i64,
     /// The distinct filters of `external` conditions; `Cond::External` indexes them.
-    pub externals: Vec<crate::inbound::ExternalFilter>,
+    pub externals: Vec<ExternalFilter>,
 }
 
 impl Plan {
@@ -190,7 +190,7 @@ impl Plan {
         let index: BTreeMap<&str, u16> = set.rules.iter().enumerate().map(|(i, r)| (r.id.as_str(), i as u16)).collect();
         let mut series = vec![SeriesPlan::default(); Metric::ALL.len()];
         let mut threshold_keys: Vec<String> = Vec::new();
-        let mut externals: Vec<crate::inbound::ExternalFilter> = Vec::new();
+        let mut externals: Vec<ExternalFilter> = Vec::new();
 
         // Series layout first: windows per metric.
         for rule in &set.rules {
@@ -326,7 +326,7 @@ fn level_values(level: &crate::rules::Level) -> BTreeMap<String, String> {
 struct Compiled<'a> {
     keys: &'a mut Vec<String>,
     reads: &'a mut Vec<u16>,
-    externals: &'a mut Vec<crate::inbound::ExternalFilter>,
+    externals: &'a mut Vec<ExternalFilter>,
 }
 
 fn conditions(rule: &Rule) -> impl Iterator<Item = &Condition> {

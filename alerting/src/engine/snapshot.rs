@@ -6,6 +6,7 @@
 //! its start).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use geo_index::ZoneKind;
 use ingest::{Metric, SensorKind};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::plan::{self, NONE};
 use super::state::{AreaSlot, SensorSlot, Series, AREA_MEMBER, NO_TS};
 use super::{area_key, key_parts, set_member, EngineCounters, RuleEngine};
+use crate::journal::{self, JournalError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineSnapshot {
@@ -116,8 +118,20 @@ fn level_opt(l: u8) -> Option<u8> {
     (l != NONE).then_some(l)
 }
 
+/// Saves the engine's state to `engine.snapshot.json` in `dir` (call every minute or so and at shutdown; readings
+/// since the last save are what a crash loses from the windows — levels are not lost, the alert journal has them).
+/// Written atomically by the journal's file helpers; it lives here so the journal need not know the engine.
+pub fn save_engine_snapshot(dir: &Path, snapshot: &EngineSnapshot) -> Result<(), JournalError> {
+    journal::write_json_atomic(dir, journal::ENGINE_SNAPSHOT, snapshot)
+}
+
+/// Loads the engine's state saved by [`save_engine_snapshot`], if any.
+pub fn load_engine_snapshot(dir: &Path) -> Result<Option<EngineSnapshot>, JournalError> {
+    journal::read_json(&dir.join(journal::ENGINE_SNAPSHOT))
+}
+
 impl RuleEngine {
-    /// The engine's state (windows, levels, forecasts, counters). Save it with `journal::save_engine_snapshot`.
+    /// The engine's state (windows, levels, forecasts, counters). Save it with [`save_engine_snapshot`].
     pub fn snapshot(&self) -> EngineSnapshot {
         let zone_id = |z: u32| self.zones[z as usize].id.to_string();
         let sensors = self

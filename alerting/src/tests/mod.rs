@@ -1,10 +1,12 @@
 //! Cross-module tests of the rule engine and the alert book, on the project's real configuration (rules, zones,
 //! sensors): scenario replays asserting exact alert sequences (`scenarios.rs`), restarts — journal replay, torn
-//! lines, snapshots — and reloads (`restart.rs`), and properties against naive recomputation (`properties.rs`).
+//! lines, snapshots — and reloads (`restart.rs`), properties against naive recomputation (`properties.rs`), and the shipped rules' levels
+//! against the shipped CAP templates (`templates.rs`).
 
 mod properties;
 mod restart;
 mod scenarios;
+mod templates;
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +14,10 @@ use geo_index::{GeoIndex, LoadPolicy, Resolution};
 use ingest::reading::Position;
 use ingest::{Metric, Reading, Sensor, SensorKind, SensorRegistry};
 
-use crate::alert::{Alert, AlertBook, Finding, Mode};
+use crate::alert::{Alert, AlertBook};
 use crate::engine::{RuleEngine, ZoneRef};
 use crate::rules::RuleSet;
+use crate::types::{Finding, Mode};
 
 pub(crate) const MIN: i64 = 60_000;
 pub(crate) const HOUR: i64 = 3_600_000;

