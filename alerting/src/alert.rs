@@ -28,8 +28,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{self, Journal, JournalError};
+use crate::types::Publish;
 // The boundary types, re-exported where they always were (`alerting::alert::Severity`, …).
-pub use crate::types::{Certainty, Finding, LevelInfo, Mode, Publish, Severity, Trigger, Urgency};
+pub use crate::types::{Certainty, Finding, LevelInfo, Mode, Severity, Trigger, Urgency};
 
 /// The `state` of websocket messages (`INTERFACE.md`). Finer detail is in [`Alert::change`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,9 +5,9 @@
 //!
 //! Layout:
 //! - [`types`]: the boundary types that cross modules — `Severity`, `Urgency`, `Certainty`, `Mode`, `Publish`,
-//!   `Finding`, `Trigger`, `LevelInfo`, `ExternalAlert`, `ExternalFilter`, `AlertingError`. Declared first and
-//!   depending on no other module, so the modules below import each other in one direction only:
-//!   `types` ← `rules` ← `engine` → `alert` → `journal`, and `message` → `alert`.
+//!   `Finding`, `Trigger`, `LevelInfo`, `ExternalAlert`, `ExternalFilter`, `AlertingError`. It imports no other
+//!   module, and every module imports only modules that come before it in the order `types`, `journal`, `rules`,
+//!   `alert`, `engine`, `message`: no import cycles.
 //! - [`rules`]: rule declarations from `config/rules.toml` (eight kinds: threshold, accumulation, rate, trip,
 //!   correlation, composite, geofence, deadman), validated on load with errors naming the rule and the field.
 //! - [`engine`]: the rule engine — event-time windows, rates and levels per sensor, zone-wide rules, `tick`,
@@ -17,7 +17,8 @@
 //!   mode), with operator commands, the approval gate and public-release flag.
 //! - [`journal`]: the data dir's files — the append-only alert journal, checkpoints, atomically replaced JSON files.
 //! - [`message`]: the websocket/JSON form of an alert (`INTERFACE.md`).
-//! - `tests/`: scenario replays, restarts and reloads, and properties of the engine and the book together.
+//! - `tests/`: scenario replays, restarts and reloads, properties of the engine and the book together, and the
+//!   shipped rules' levels against the shipped CAP templates.
 //! - `benches/rules.rs`: criterion benchmark of rule evaluation (`BENCHMARKS.md`).
 
 pub mod alert;

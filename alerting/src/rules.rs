@@ -19,9 +19,9 @@
 //! `config/zones.geojson` (debris-flow rainfall thresholds differ per area). Errors name the file, the rule and the
 //! field (`levels[1].any[0].window`).
 //!
-//! An `external` condition holds while an active warning of a partner agency (inbound CAP, the `inbound` crate) from the
-//! named source covers the zone: `{ external = { source = "swcb", event_code = "debrisFlow" } }`. Which sources exist
-//! and which per-level CAP texts (`template`) exist is known only beside the other config files, so
+//! An `external` condition holds while an active warning of a partner agency (inbound CAP, the `inbound` crate) from
+//! the named source covers the zone: `{ external = { source = "swcb", event_code = "debrisFlow" } }`. Which sources
+//! exist and which per-level CAP texts (`template`) exist is known only beside the other config files, so
 //! [`RuleSet::check_context`] checks those names once everything is loaded (at start and on every reload).
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -1,7 +1,7 @@
 //! The types that cross alerting's modules, declared before the machinery that uses them: what the rules say
 //! (severity, urgency, certainty, who may see an alert), what the engine reports (findings and their triggers and
 //! levels), which mode an alert runs in, and the partner agencies' warnings the engine reads (external alerts and the
-//! filters composite rules put on them). `rules`, `engine`, `alert` and `journal` depend on this module and it
+//! filters composite rules put on them). `rules`, `engine`, `alert` and `message` depend on this module and it
 //! depends on none of them, so the modules of the crate form no import cycle.
 //!
 //! The CAP 1.2 vocabulary of the messages themselves (`encoders::cap::Severity`, …) is the encoders' own; ours

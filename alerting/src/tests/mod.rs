@@ -1,7 +1,7 @@
 //! Cross-module tests of the rule engine and the alert book, on the project's real configuration (rules, zones,
 //! sensors): scenario replays asserting exact alert sequences (`scenarios.rs`), restarts — journal replay, torn
-//! lines, snapshots — and reloads (`restart.rs`), properties against naive recomputation (`properties.rs`), and the shipped rules' levels
-//! against the shipped CAP templates (`templates.rs`).
+//! lines, snapshots — and reloads (`restart.rs`), properties against naive recomputation (`properties.rs`), and the
+//! shipped rules' levels against the shipped CAP templates (`templates.rs`).
 
 mod properties;
 mod restart;
