@@ -381,35 +381,16 @@ impl AlertBook {
             book.load_checkpoint(cp);
             restored.from_checkpoint = true;
         }
-        let (journal, replay) = Journal::open(&dir.join(journal::BOOK_JOURNAL), offset)?;
-        let mut journal = journal;
-        for line in &replay.lines {
-            match serde_json::from_slice::<Record>(&line.bytes) {
-                Ok(record) => {
-                    book.replay(record);
-                    restored.records += 1;
-                }
-                Err(e) => {
-                    tracing::error!(offset = line.offset, error = %e, "alert journal: unreadable line skipped");
-                    restored.skipped.push(line.offset);
-                }
-            }
+        // Unreadable lines are skipped (and reported); a torn last line is cut off; a last record that lost only its
+        // newline was written in full and may already have been broadcast, so it is kept (see `journal.rs`).
+        let (journal, replay) = Journal::open::<Record>(&dir.join(journal::BOOK_JOURNAL), offset)?;
+        for entry in replay.records {
+            book.replay(entry.record);
+            restored.records += 1;
         }
-        // A last line without its newline is a write that a crash interrupted. If it still parses it was written in
-        // full (only the newline is missing) and may already have been broadcast, so keep it; otherwise cut it off.
-        if let Some(tail) = replay.tail {
-            match serde_json::from_slice::<Record>(&tail.bytes) {
-                Ok(record) => {
-                    book.replay(record);
-                    restored.records += 1;
-                    journal.complete_tail()?;
-                }
-                Err(_) => {
-                    restored.truncated_bytes = tail.bytes.len() as u64;
-                    tracing::warn!(bytes = tail.bytes.len(), "alert journal: torn last line cut off");
-                    journal.truncate_tail()?;
-                }
-            }
+        restored.skipped.extend(replay.skipped.iter().map(|s| s.offset));
+        if let Some(torn) = replay.torn {
+            restored.truncated_bytes = torn.bytes;
         }
         book.journal = Some(journal);
         restored.active = book.active.len();
@@ -917,8 +898,7 @@ impl AlertBook {
         match &mut record {
             Record::Transition { seq: s, .. } | Record::Suppression { seq: s, .. } => *s = seq,
         }
-        let line = serde_json::to_vec(&record).map_err(|e| JournalError::Encode(e.to_string()))?;
-        journal.append(&line)
+        journal.append(&record)
     }
 
     /// Applies one journal record during restore: the record carries the alert as it was after the transition, so

@@ -1,5 +1,6 @@
-//! The CAP archive: every released CAP message as `<data_dir>/cap/<identifier>.xml`, written once (temporary
-//! file, rename) when the message is released. Memory keeps only the messages still in play (active alerts, the
+//! The CAP archive: every released CAP message as `<data_dir>/cap/<identifier>.xml`, written once (`durable`'s
+//! atomic replace: temporary file, rename, and the fsyncs when the journal's `fsync` is on) when the message is
+//! released. Memory keeps only the messages still in play (active alerts, the
 //! feed's recent ones, anything a delivery or a broadcast still needs); `GET /cap/{identifier}.xml` answers the
 //! rest from here. Held messages are never written, so nothing here is ever non-public.
 //!
@@ -7,8 +8,6 @@
 //! A write the disk refuses is logged and counted (`dc_dissemination_errors_total{kind="cap_archive"}`); the
 //! message then stays in memory and the write is tried again (see `State::prune`).
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Folder inside the dissemination `data_dir`.
@@ -59,27 +58,14 @@ impl CapArchive {
         if path.is_file() {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join(format!(".{identifier}.xml.tmp"));
-        let written = write_file(&tmp, xml.as_bytes(), self.fsync).and_then(|()| std::fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        // The error names the file and the step that failed; callers log and count it.
+        durable::replace(&path, xml.as_bytes(), durable::Replace::DURABLE.sync(self.fsync))
+            .map_err(std::io::Error::other)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-}
-
-fn write_file(path: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
-    let mut f = File::create(path)?;
-    f.write_all(bytes)?;
-    if fsync {
-        f.sync_data()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

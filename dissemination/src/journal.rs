@@ -20,9 +20,7 @@
 //! next append, and every few seconds from the retry task in `mod.rs`). Past [`MAX_BACKLOG`] lines, attempt
 //! outcomes are no longer kept (losing one only means a resend); alert changes always are.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -126,87 +124,39 @@ pub(crate) const MAX_BACKLOG: usize = 100_000;
 
 /// The open journal file.
 pub(crate) struct Journal {
-    file: File,
-    path: PathBuf,
+    /// The file (`durable`: one record per line, a failed write cut back out, the torn last line dropped on read).
+    file: durable::Journal,
     fsync: bool,
-    /// Bytes of complete lines in the file: a failed write is cut back to this.
-    len: u64,
-    /// A failed write's fragment could not be cut off yet; nothing is appended until it is.
-    torn: bool,
-    /// Lines not written yet (the disk refused them), oldest first.
-    backlog: std::collections::VecDeque<String>,
+    /// Lines not written yet (the disk refused them), oldest first, without their newline.
+    backlog: std::collections::VecDeque<Vec<u8>>,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DisseminationError + '_ {
     move |source| DisseminationError::Io { path: path.to_path_buf(), source }
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.create(true).append(true);
-    // The journal holds runtime subscribers' secrets: owner-only.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(path)
-}
-
 impl Journal {
-    /// Reads every record of `dir`'s journal (creating the folder and file as needed). A torn last line — a crash
-    /// mid-write — is dropped with a warning; a bad line elsewhere is an error naming it, because skipping it
-    /// could forget a message or re-send a whole outbox.
+    /// Reads every record of `dir`'s journal (creating the folder as needed). A torn last line — a crash mid-write,
+    /// even one cut inside a multi-byte character — is dropped with a warning; a bad line elsewhere is an error
+    /// naming it, because skipping it could forget a message or re-send a whole outbox.
     pub fn read(dir: &Path) -> Result<Vec<Record>, DisseminationError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(JOURNAL_FILE);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        let lines: Vec<String> = BufReader::new(file).lines().collect::<Result<_, _>>().map_err(io_err(&path))?;
-        let mut records = Vec::with_capacity(lines.len());
-        let last = lines.len().saturating_sub(1);
-        for (i, line) in lines.iter().enumerate() {
-            if line.trim().is_empty() {
-                continue;
+        match durable::Journal::read::<Record>(&path, durable::Open::new(durable::BadLines::Refuse)) {
+            Ok(replay) => Ok(replay.records.into_iter().map(|e| e.record).collect()),
+            Err(durable::Error::BadLine { path, line, message, .. }) => {
+                Err(DisseminationError::Journal { path, line, message })
             }
-            match serde_json::from_str::<Record>(line) {
-                Ok(r) => records.push(r),
-                Err(e) if i == last => {
-                    tracing::warn!(path = %path.display(), line = i + 1, error = %e, "dropping torn last journal line");
-                }
-                Err(e) => return Err(DisseminationError::Journal { path, line: i + 1, message: e.to_string() }),
-            }
+            Err(e) => Err(e.into()),
         }
-        Ok(records)
     }
 
-    /// Replaces the journal with `records` (atomically: temporary file, fsync, rename) and opens it for appending.
+    /// Replaces the journal with `records` (atomically: temporary file, fsync, rename, directory fsync) and opens
+    /// it for appending. Owner-only: the journal holds runtime subscribers' secrets.
     pub fn rewrite(dir: &Path, records: &[Record], fsync: bool) -> Result<Journal, DisseminationError> {
-        let path = dir.join(JOURNAL_FILE);
-        let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
-        {
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::io::BufWriter::new(open_append(&tmp).map_err(io_err(&tmp))?);
-            for r in records {
-                let line = serde_json::to_string(r).map_err(|e| DisseminationError::Journal {
-                    path: tmp.clone(),
-                    line: 0,
-                    message: e.to_string(),
-                })?;
-                f.write_all(line.as_bytes()).map_err(io_err(&tmp))?;
-                f.write_all(b"\n").map_err(io_err(&tmp))?;
-            }
-            let f = f.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
-            f.sync_all().map_err(io_err(&tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        // The rename itself is durable only once the folder is synced.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        let file = open_append(&path).map_err(io_err(&path))?;
-        let len = file.metadata().map_err(io_err(&path))?.len();
-        Ok(Journal { file, path, fsync, len, torn: false, backlog: Default::default() })
+        let how = durable::Replace::DURABLE.private(true);
+        let file = durable::Journal::replace(&dir.join(JOURNAL_FILE), records, how)?;
+        Ok(Journal { file, fsync, backlog: Default::default() })
     }
 
     /// Lines waiting for the disk.
@@ -217,39 +167,30 @@ impl Journal {
     /// Writes the backlog, oldest first, and fsyncs when `durable`. Stops at the first failure (the rest stays
     /// queued, the fragment of the failed line is cut off).
     pub fn flush(&mut self, durable: bool) -> Result<(), DisseminationError> {
-        if self.torn {
-            self.file.set_len(self.len).map_err(io_err(&self.path))?;
-            self.torn = false;
-        }
         let had_backlog = self.backlog.len() > 1;
         while let Some(line) = self.backlog.front() {
-            if let Err(e) = self.file.write_all(line.as_bytes()) {
-                self.torn = self.file.set_len(self.len).is_err();
-                return Err(io_err(&self.path)(e));
-            }
-            self.len += line.len() as u64;
+            self.file.append(line, false)?;
             self.backlog.pop_front();
         }
         if (durable || had_backlog) && self.fsync {
-            self.file.sync_data().map_err(io_err(&self.path))?;
+            self.file.sync()?;
         }
         if had_backlog {
-            tracing::info!(path = %self.path.display(), "dissemination journal: the lines the disk refused are written");
+            tracing::info!(path = %self.file.path().display(), "dissemination journal: the lines the disk refused are written");
         }
         Ok(())
     }
 
     /// Appends one record; `durable` asks for an fsync before returning (when the config allows it).
     pub fn append(&mut self, record: &Record, durable: bool) -> Result<(), DisseminationError> {
-        let mut line = serde_json::to_string(record).map_err(|e| DisseminationError::Journal {
-            path: self.path.clone(),
+        let line = serde_json::to_vec(record).map_err(|e| DisseminationError::Journal {
+            path: self.file.path().to_path_buf(),
             line: 0,
             message: e.to_string(),
         })?;
-        line.push('\n');
         if self.backlog.len() >= MAX_BACKLOG && matches!(record, Record::Attempt(_)) {
             return Err(DisseminationError::Io {
-                path: self.path.clone(),
+                path: self.file.path().to_path_buf(),
                 source: std::io::Error::other("journal backlog full: attempt outcome not kept"),
             });
         }

@@ -80,6 +80,9 @@ pub enum DisseminationError {
     /// A journal line that cannot be read (not the torn last line, which is dropped).
     #[error("{path}: line {line}: {message}")]
     Journal { path: PathBuf, line: usize, message: String },
+    /// The journal's or the archive's file layer (`durable`): names the file and the operation.
+    #[error(transparent)]
+    Durable(#[from] durable::Error),
     #[error("HTTP client: {0}")]
     Client(String),
     #[error("starting the delivery runtime: {0}")]

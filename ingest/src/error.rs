@@ -113,6 +113,9 @@ pub enum IngestError {
     Hash(String),
     #[error("io on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// The data dir's file layer (`durable`): names the file and the operation.
+    #[error(transparent)]
+    Durable(#[from] durable::Error),
     #[error("no device `{0}` in the device store")]
     NoSuchDevice(String),
     #[error("device id `{0}` is not 1-32 ASCII letters or digits")]

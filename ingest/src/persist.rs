@@ -1,10 +1,9 @@
-//! Small files in the data dir: written atomically (temp file, fsync, rename) and guarded by a lock file, so that a
-//! crash never leaves half a file and the CLI (`device provision` in another process) never interleaves with the
-//! server's own writes.
+//! Small files in the data dir: written atomically (`durable`: temp file, fsync, rename, directory fsync) and
+//! guarded by a lock file, so that a crash never leaves half a file and the CLI (`device provision` in another
+//! process) never interleaves with the server's own writes.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::IngestError;
 
@@ -12,37 +11,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IngestError + '_ {
     move |source| IngestError::Io { path: path.to_path_buf(), source }
 }
 
-/// Replaces `path` with `bytes` so that readers see either the old or the new file, never a mix.
+/// Replaces `path` with `bytes` so that readers see either the old or the new file, never a mix; `private` files
+/// (keys, password hashes) are owner-only from the moment they exist. A failed directory fsync is an error: the
+/// caller (a provisioning CLI, a revocation) must not report a change as saved when a power cut could undo it.
 pub fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> Result<(), IngestError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let tmp = temp_name(path);
-    {
-        let mut options = OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        if private {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        #[cfg(not(unix))]
-        let _ = private;
-        let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(bytes).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    // The rename is durable only once the directory entry is; failure here is not worth failing the write for.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-fn temp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
+    Ok(durable::replace(path, bytes, durable::Replace::DURABLE.private(private))?)
 }
 
 /// An exclusive advisory lock on `<path>.lock`, held until dropped.
@@ -110,5 +83,17 @@ mod tests {
         }
         assert_eq!(read_optional(&dir.path().join("missing")).unwrap(), None);
         let _lock = FileLock::acquire(&path).unwrap();
+    }
+
+    /// The rename happened but the directory entry may not be durable: the write must not look saved (it used to be
+    /// ignored here). A directory that refuses fsync cannot be made in a test (root opens any folder, and special
+    /// file systems need mounts), so the failure is injected into `durable`'s directory fsync.
+    #[test]
+    fn a_failed_directory_fsync_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("devices.json");
+        durable::fault::fail_next_dir_sync();
+        let e = write_atomically(&path, b"{}", true).unwrap_err();
+        assert!(e.to_string().contains("fsync directory"), "{e}");
     }
 }

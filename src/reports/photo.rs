@@ -6,7 +6,6 @@
 //! number in EXIF, and published photos must carry no personal data. (A side effect: the EXIF orientation goes too,
 //! so a photo taken sideways may show sideways.)
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -208,18 +207,15 @@ impl PhotoStore {
     }
 
     /// Writes the photo unless a file of that name (so of that content) is already there. The write goes to a
-    /// temporary name first and is renamed into place, so a reader never sees half a photo.
+    /// temporary name first (one per write, so two uploads of the same photo do not share it), is synced and renamed
+    /// into place (`durable`), so a reader never sees half a photo and a report that names it survives a power cut
+    /// with it. The error names the file and the step that failed.
     pub fn save(&self, photo: &Photo) -> std::io::Result<()> {
         let path = self.dir.join(photo.name());
         if path.exists() {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join(format!(".{}.{}.tmp", photo.name(), std::process::id()));
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&photo.bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        durable::replace(&path, &photo.bytes, durable::Replace::DURABLE).map_err(std::io::Error::other)
     }
 
     /// The path of a stored photo by name, or `None` when the name is not one of ours (which also keeps `..` and

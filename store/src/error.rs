@@ -15,6 +15,10 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// The data dir's file layer (`durable`, the spool cursor): names the file and the operation.
+    #[error(transparent)]
+    Durable(#[from] durable::Error),
+
     /// SQLite refused an operation (corrupt file, disk full, schema from a newer version…).
     #[error("readings database: {0}")]
     Sqlite(#[from] rusqlite::Error),
