@@ -37,7 +37,7 @@ pub struct Config {
     pub influx: Option<store::InfluxConfig>,
     /// An external MQTT broker (cluster) instead of the front door, and this process's role there (`cluster.rs`).
     #[serde(default)]
-    pub upstream: Option<crate::cluster::UpstreamSection>,
+    pub upstream: Option<crate::scale_out::UpstreamSection>,
     /// Operator tokens by hash and scope (`disaster-cloud token new` makes one); DC_OPERATOR_TOKEN adds an admin token.
     #[serde(default)]
     pub operator_tokens: Vec<crate::web::auth::TokenEntry>,

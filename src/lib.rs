@@ -6,17 +6,17 @@
 //! - [`web`]: the HTTP edge — operator and citizen websockets, the operator API, feeds, `/metrics`, the web pages.
 //! - [`reports`]: citizen reports — validation, rate limits, clustering, flags, the photo store (pure logic).
 //! - [`external`]: alerts from partner agencies (inbound CAP) onto the operator and citizen channels.
-//! - [`cluster`]: scale-out on an external MQTT cluster — worker, writer and fan-out roles, regions, alerts on the
+//! - [`scale_out`]: scale-out on an external MQTT cluster — worker, writer and fan-out roles, regions, alerts on the
 //!   broker (`docs/SCALING.md`).
 //! - [`metrics`]: process-level Prometheus metrics and the `/metrics` encoder.
 //! - [`rules_admin`]: the running rule set — reload (API, SIGHUP) keeping windows, and the catch-up from the readings
 //!   store after a restart.
 
-pub mod cluster;
 pub mod config;
 pub mod external;
 pub mod metrics;
 pub mod reports;
 pub mod rules_admin;
+pub mod scale_out;
 pub mod server;
 pub mod web;

@@ -183,13 +183,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, common, cluster } => {
             let mut files = ConfigFiles::from_path(&config)?;
             apply_tls_flags(&mut files, &common)?;
-            let overrides = disaster_cloud::cluster::Overrides {
+            let overrides = disaster_cloud::scale_out::Overrides {
                 url: cluster.upstream,
                 role: cluster.role,
                 client_id: cluster.client_id,
                 regions: cluster.regions,
             };
-            let cluster = disaster_cloud::cluster::Cluster::resolve(
+            let cluster = disaster_cloud::scale_out::Cluster::resolve(
                 files.main.upstream.as_ref(),
                 overrides,
                 &config.display().to_string(),

@@ -199,7 +199,7 @@ pub struct App {
     /// Citizen reports: rate limits, clusters, photo store (issue 11; `reports/`, `web/reports.rs`).
     pub reports: crate::reports::ReportBook,
     /// Alerts of the cluster's workers, on a fan-out node (empty elsewhere; `cluster.rs`).
-    pub cluster_alerts: crate::cluster::RemoteAlerts,
+    pub cluster_alerts: crate::scale_out::RemoteAlerts,
     /// Where a rules reload reads from and what it checks against (`rules_admin`).
     pub rules_source: crate::rules_admin::RulesSource,
     /// HTTPS on the HTTP port (`http.tls`): the acceptor with the deployment's server certificate (`web/tls.rs`).
@@ -327,7 +327,7 @@ pub async fn start_with(
     listen: &Listen,
     tokens: crate::web::auth::TokenSet,
     data_dir: Option<PathBuf>,
-    cluster: Option<crate::cluster::Cluster>,
+    cluster: Option<crate::scale_out::Cluster>,
 ) -> anyhow::Result<(Arc<App>, tokio::net::TcpListener)> {
     if let Some(cluster) = &cluster {
         cluster.prepare(&mut files)?;
