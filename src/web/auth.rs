@@ -134,12 +134,12 @@ impl Needs for Admin {
     const SCOPE: Scope = Scope::Admin;
 }
 
-impl<S: Needs> axum::extract::FromRequestParts<std::sync::Arc<crate::server::App>> for Operator<S> {
+impl<S: Needs> axum::extract::FromRequestParts<std::sync::Arc<crate::app::App>> for Operator<S> {
     type Rejection = super::AppError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        app: &std::sync::Arc<crate::server::App>,
+        app: &std::sync::Arc<crate::app::App>,
     ) -> Result<Self, Self::Rejection> {
         // `?token=` for browser websockets, which cannot set headers; any other query parameters are the handler's.
         let query =
