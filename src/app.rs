@@ -43,7 +43,7 @@ pub struct App {
     /// Citizen reports: rate limits, clusters, photo store (issue 11; `reports/`, `web/reports.rs`).
     pub reports: crate::reports::ReportBook,
     /// The cluster workers' alerts, on a fan-out node (empty elsewhere; `scale_out/remote_alerts.rs`).
-    pub remote_alerts: crate::scale_out::RemoteAlerts,
+    pub remote_alerts: crate::scale_out::remote_alerts::RemoteAlerts,
     /// What the HTTP edge needs to know about itself: tokens, URLs, TLS, limits.
     pub web: WebSettings,
 }

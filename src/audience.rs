@@ -79,7 +79,8 @@ pub enum Lang {
 /// What a citizen's app receives: the INTERFACE alert frame with the headline in the subscribed language, and a
 /// label that no app can miss when the alert is a drill or a test.
 ///
-/// The fields are the wire frame (`docs/API.md`); those without a note are the alert's own, copied from the operators' frame.
+/// The fields are the wire frame (`docs/API.md`); those without a note are the alert's own, copied from the
+/// operators' frame.
 #[derive(Debug, Serialize)]
 pub struct CitizenAlert<'a> {
     #[serde(rename = "type")]

@@ -32,7 +32,7 @@ use crate::config::{ConfigFiles, UpstreamSection};
 use crate::hot_path::HotPath;
 
 mod region;
-mod remote_alerts;
+pub mod remote_alerts;
 mod worker;
 mod writer;
 

@@ -216,6 +216,21 @@ pub(crate) fn require(
     }
 }
 
+/// `auth::Operator<Read>` (or `Operate`, `Admin`) in a handler's arguments: the token checked before the handler runs.
+impl<S: auth::Needs> axum::extract::FromRequestParts<Arc<App>> for auth::Operator<S> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        // `?token=` for browser websockets, which cannot set headers; any other query parameters are the handler's.
+        let query = axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+        let scope = require(app, &parts.headers, &query, S::SCOPE)?;
+        Ok(auth::Operator { scope, _needs: std::marker::PhantomData })
+    }
+}
+
 async fn index() -> Html<&'static str> {
     Html(include_str!("../../web/index.html"))
 }

@@ -13,7 +13,7 @@
 //!   operator published with a verified cluster.
 //! - `GET /opendata/reports.geojson` — anyone: verified clusters, without texts, people or exact positions.
 //!
-//! Every change to a cluster goes to the operator websockets as `{"type":"report",…}` through `App::sensors_tx`.
+//! Every change to a cluster goes to the operator websockets as `{"type":"report",…}` through `App::channels.map`.
 //!
 //! Report text is plain text. All JSON from here escapes `<`, `>` and `&` (as `\u003c`…), so that even a page that
 //! wrongly parses a response as HTML finds no tag in it; and responses say `nosniff`.
