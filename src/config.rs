@@ -35,15 +35,40 @@ pub struct Config {
     /// The InfluxDB v2 sink; absent: no sink.
     #[serde(default)]
     pub influx: Option<store::InfluxConfig>,
-    /// An external MQTT broker (cluster) instead of the front door, and this process's role there (`cluster.rs`).
+    /// An external MQTT broker (cluster) instead of the front door, and this process's role there (`scale_out/`).
     #[serde(default)]
-    pub upstream: Option<crate::cluster::UpstreamSection>,
+    pub upstream: Option<UpstreamSection>,
     /// Operator tokens by hash and scope (`disaster-cloud token new` makes one); DC_OPERATOR_TOKEN adds an admin token.
     #[serde(default)]
     pub operator_tokens: Vec<crate::web::auth::TokenEntry>,
     /// The server certificate of every TLS listener (MQTT and HTTPS).
     #[serde(default)]
     pub tls: TlsSection,
+}
+
+/// `[upstream]`: an external MQTT cluster instead of the front door, and this process's role on it. `serve
+/// --upstream/--role/--client-id/--region` override its keys; `scale_out::ClusterRole::resolve` checks the lot.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// `mqtt://host:port` of the cluster's internal listener.
+    pub url: Option<String>,
+    /// Unique per process and stable across its restarts (the broker keeps a worker's queue under it).
+    pub client_id: Option<String>,
+    /// The broker's login for this process, both or neither.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// `worker` (default), `writer` or `fanout`.
+    pub role: Option<String>,
+    /// A worker's regions (county codes, e.g. "10008"); empty: all readings, from the device topics.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Writers' shared-subscription group.
+    pub share_group: Option<String>,
+    /// MQTT keep-alive towards the broker, 5..=3600 s.
+    pub keep_alive_s: Option<u64>,
+    /// How long an ended (cleared, cancelled) alert stays retained on the broker before it is removed; default 24 h.
+    pub closed_retention_h: Option<u32>,
 }
 
 /// The one server certificate the MQTT TLS listeners and HTTPS serve.

@@ -11,7 +11,9 @@ use inbound::ExternalEvent;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::server::{AlertBroadcast, App};
+use crate::app::App;
+use crate::audience::AlertBroadcast;
+use crate::clock::now_ms;
 
 /// Forwards inbound events to the websocket channels until the inbound side stops.
 pub async fn forward(app: Arc<App>, mut events: mpsc::Receiver<ExternalEvent>) {
@@ -23,24 +25,21 @@ pub async fn forward(app: Arc<App>, mut events: mpsc::Receiver<ExternalEvent>) {
             ExternalEvent::Expired { alert } => (alert, "cleared"),
         };
         tracing::info!(id = %alert.id, source = %alert.source, state, public = alert.public, "external alert");
-        let _ = app.alerts_tx.send(Arc::new(broadcast(alert, state)));
+        let _ = app.channels.alerts.send(Arc::new(broadcast(alert, state)));
         rules_follow(&app);
     }
 }
 
 /// Composite rules with `external` conditions follow the warnings now active (raised, updated, ended).
 fn rules_follow(app: &App) {
-    let Some(inbound) = &app.inbound else { return };
+    let Some(inbound) = &app.partners.inbound else { return };
     let mut findings = Vec::new();
     let active = inbound.active();
-    app.engine.lock().set_external(active, crate::server::now_ms(), &mut findings);
+    app.alerts.engine.lock().set_external(active, now_ms(), &mut findings);
     if findings.is_empty() {
         return;
     }
-    let changed = app.book.lock().apply_all(findings, app.mode);
-    for alert in &changed {
-        app.publish(alert);
-    }
+    app.apply_findings(findings);
 }
 
 /// One external alert change, rendered for operators and (when public) for citizens.

@@ -183,13 +183,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, common, cluster } => {
             let mut files = ConfigFiles::from_path(&config)?;
             apply_tls_flags(&mut files, &common)?;
-            let overrides = disaster_cloud::cluster::Overrides {
+            let overrides = disaster_cloud::scale_out::Overrides {
                 url: cluster.upstream,
                 role: cluster.role,
                 client_id: cluster.client_id,
                 regions: cluster.regions,
             };
-            let cluster = disaster_cloud::cluster::Cluster::resolve(
+            let role = disaster_cloud::scale_out::ClusterRole::resolve(
                 files.main.upstream.as_ref(),
                 overrides,
                 &config.display().to_string(),
@@ -203,7 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let listen = listen(&files, &common);
             let data_dir = common.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
-            let (app, http) = server::start_with(files, &listen, tokens, Some(data_dir), cluster).await?;
+            let (app, http) = server::start_with(files, &listen, tokens, Some(data_dir), role).await?;
             serve_http(app, http).await
         }
         Command::Demo { no_scenario, scenario, common } => {
@@ -289,9 +289,9 @@ fn listen(files: &ConfigFiles, common: &CommonArgs) -> Listen {
     }
 }
 
-async fn serve_http(app: Arc<server::App>, http: tokio::net::TcpListener) -> anyhow::Result<()> {
+async fn serve_http(app: Arc<disaster_cloud::app::App>, http: tokio::net::TcpListener) -> anyhow::Result<()> {
     let addr = http.local_addr()?;
-    tracing::info!(%addr, tls = app.http_tls.is_some(), "HTTP listening");
+    tracing::info!(%addr, tls = app.web.http_tls.is_some(), "HTTP listening");
     web::serve(app, http, async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -12,17 +12,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use alerting::rules::RuleContext;
-use alerting::{AlertingError, EngineSnapshot, RuleEngine, RuleSet, ZoneRef};
+use alerting::{Alert, AlertingError, EngineSnapshot, Finding, RuleEngine, RuleSet, ZoneRef};
 use geo_index::GeoIndex;
 use ingest::{Metric, SensorRegistry};
 use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::metrics::{RULES_CAUGHT_UP, RULE_RELOADS};
-use crate::server::App;
 
 /// Where the rules come from and what they are checked against; one per server.
 pub struct RulesSource {
@@ -96,10 +94,16 @@ impl ReloadError {
     }
 }
 
-/// Re-reads the rules file and swaps it in, keeping windows and levels; `cause` names who asked (for the log). On
-/// error nothing changes.
-pub fn reload(app: &App, cause: &str) -> Result<ReloadSummary, ReloadError> {
-    let source = &app.rules_source;
+/// Re-reads the rules file and swaps it into `engine`, keeping windows and levels; `cause` names who asked (for the
+/// log). The findings the new rules make at once go to `apply` (the alert book, then the channels: `App::reload_rules`
+/// passes `App::apply_findings`), which returns the alert changes. On error nothing changes.
+pub fn reload(
+    source: &RulesSource,
+    engine: &Mutex<RuleEngine>,
+    geo: &GeoIndex,
+    cause: &str,
+    apply: impl FnOnce(Vec<Finding>) -> Vec<Alert>,
+) -> Result<ReloadSummary, ReloadError> {
     let _one_at_a_time = source.lock.lock();
     let loaded = match &source.path {
         Some(path) => {
@@ -118,15 +122,12 @@ pub fn reload(app: &App, cause: &str) -> Result<ReloadSummary, ReloadError> {
     };
     let mut findings = Vec::new();
     let (mut summary, warnings) = {
-        let mut engine = app.engine.lock();
+        let mut engine = engine.lock();
         let summary = diff(engine.rules(), &rules, &source.display);
         engine.reload(rules, &mut findings);
-        (summary, engine.set_zones(app.geo.zones()))
+        (summary, engine.set_zones(geo.zones()))
     };
-    let changed = app.book.lock().apply_all(findings, app.mode);
-    for alert in &changed {
-        app.publish(alert);
-    }
+    let changed = apply(findings);
     summary.alerts = changed
         .iter()
         .map(|a| serde_json::json!({"id": a.id, "version": a.version, "state": a.state, "rule": a.rule_id}))
@@ -164,9 +165,10 @@ fn diff(old: &RuleSet, new: &RuleSet, file: &std::path::Path) -> ReloadSummary {
     }
 }
 
-/// Reloads the rules on every SIGHUP until the process ends (the operators' `kill -HUP`).
+/// Calls `reload` (`App::reload_rules`) with the cause "SIGHUP" on every SIGHUP until the process ends (the operators'
+/// `kill -HUP`).
 #[cfg(unix)]
-pub async fn reload_on_sighup(app: Arc<App>) {
+pub async fn reload_on_sighup(reload: impl Fn(&str) + Clone + Send + 'static) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -176,9 +178,9 @@ pub async fn reload_on_sighup(app: Arc<App>) {
         }
     };
     while hangups.recv().await.is_some() {
-        let app = Arc::clone(&app);
+        let reload = reload.clone();
         // File I/O and the engine lock: off the async workers. The outcome is logged and counted inside.
-        let _ = tokio::task::spawn_blocking(move || reload(&app, "SIGHUP")).await;
+        let _ = tokio::task::spawn_blocking(move || reload("SIGHUP")).await;
     }
 }
 

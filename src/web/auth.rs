@@ -110,9 +110,14 @@ mod tests {
 
 /// What a handler needs: `Operator<Read>` (or `Operate`, `Admin`) in its arguments authenticates the request and checks
 /// the scope before the handler runs, so no handler can forget to.
+///
+/// The extractor itself (`FromRequestParts`) is in `web/mod.rs` beside the token check, so that this file needs
+/// nothing of the server and `config.rs` and `App` can hold its types without a cycle.
 pub struct Operator<S: Needs> {
+    /// The token's scope, at least `S::SCOPE`: a handler may allow more to those who have more.
     pub scope: Scope,
-    _needs: std::marker::PhantomData<S>,
+    /// `S`, the scope the handler asked for, lives only in the type.
+    pub(super) _needs: std::marker::PhantomData<S>,
 }
 
 /// The scope a handler needs, as a type.
@@ -132,19 +137,4 @@ impl Needs for Operate {
 }
 impl Needs for Admin {
     const SCOPE: Scope = Scope::Admin;
-}
-
-impl<S: Needs> axum::extract::FromRequestParts<std::sync::Arc<crate::server::App>> for Operator<S> {
-    type Rejection = super::AppError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        app: &std::sync::Arc<crate::server::App>,
-    ) -> Result<Self, Self::Rejection> {
-        // `?token=` for browser websockets, which cannot set headers; any other query parameters are the handler's.
-        let query =
-            axum::extract::Query::<super::TokenQuery>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
-        let scope = super::require(app, &parts.headers, &query, S::SCOPE)?;
-        Ok(Operator { scope, _needs: std::marker::PhantomData })
-    }
 }

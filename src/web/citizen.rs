@@ -21,9 +21,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::app::App;
+use crate::audience::{AlertBroadcast, Lang};
+use crate::clock::now_ms;
 use crate::metrics::{CITIZEN_REFUSED, CITIZEN_SOCKETS, WS_DROPPED};
 use crate::reports::{parse_report_fields, Refusal};
-use crate::server::{now_ms, AlertBroadcast, App, Lang};
 use crate::web::liveness::{Liveness, Probe};
 use crate::web::reports::{check_client_id, client_id, PeerAddr, ReportError};
 
@@ -135,9 +137,9 @@ async fn send(socket: &mut WebSocket, text: String) -> bool {
 
 async fn session(app: Arc<App>, mut socket: WebSocket, reporter: Reporter) {
     CITIZEN_SOCKETS.inc();
-    let mut alerts = app.alerts_tx.subscribe();
+    let mut alerts = app.channels.alerts.subscribe();
     let mut subscription: Option<Subscription> = None;
-    let mut liveness = Liveness::new(app.ws_idle_timeout);
+    let mut liveness = Liveness::new(app.web.ws_idle_timeout);
     loop {
         tokio::select! {
             probe = liveness.tick() => match probe {
@@ -275,7 +277,7 @@ impl Subscription {
 async fn replay(app: &App, socket: &mut WebSocket, sub: &Subscription, seen: &[Seen]) -> bool {
     let seen: HashMap<&str, u32> = seen.iter().map(|s| (s.id.as_str(), s.version)).collect();
     let frames: Vec<String> = {
-        let book = app.book.lock();
+        let book = app.alerts.book.lock();
         book.all()
             .filter(|a| sub.zones.contains(&a.area_id))
             .filter(|a| {
@@ -291,6 +293,7 @@ async fn replay(app: &App, socket: &mut WebSocket, sub: &Subscription, seen: &[S
     };
     // Public warnings from partner agencies covering these places, still active.
     let external: Vec<String> = app
+        .partners
         .inbound
         .as_ref()
         .map(|inbound| {
@@ -305,7 +308,7 @@ async fn replay(app: &App, socket: &mut WebSocket, sub: &Subscription, seen: &[S
         })
         .unwrap_or_default();
     // On a fan-out node: the cluster's alerts.
-    let cluster = app.cluster_alerts.citizen_replay(&sub.zones, sub.lang, &seen);
+    let cluster = app.remote_alerts.citizen_replay(&sub.zones, sub.lang, &seen);
     let frames = frames.into_iter().chain(external).chain(cluster);
     for frame in frames {
         if !send(socket, frame).await {

@@ -7,17 +7,22 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
 use geo::{BoundingRect, Intersects};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::app::App;
+use crate::audience::{AlertBroadcast, MapDelta};
 use crate::metrics::{OPERATOR_SOCKETS, WS_DROPPED};
-use crate::server::{AlertBroadcast, App};
+use crate::web::alerts::alert_command;
 use crate::web::auth::Scope;
 use crate::web::liveness::{Liveness, Probe};
-use crate::web::{alert_command, snapshot};
+use crate::web::{auth, AppError};
 
 /// A map that has not taken a frame for this long has stopped reading: drop it rather than hold its backlog.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -194,10 +199,10 @@ pub(crate) async fn ping(socket: &mut WebSocket) -> bool {
 pub async fn session(app: Arc<App>, mut socket: WebSocket, scope: Scope, mut filter: Filter) {
     OPERATOR_SOCKETS.inc();
     // Subscribe before the snapshot so that nothing falls between the two.
-    let mut alerts = app.alerts_tx.subscribe();
-    let mut sensors = app.sensors_tx.subscribe();
+    let mut alerts = app.channels.alerts.subscribe();
+    let mut sensors = app.channels.map.subscribe();
     let first = filtered_snapshot(&app, &filter);
-    let mut liveness = Liveness::new(app.ws_idle_timeout);
+    let mut liveness = Liveness::new(app.web.ws_idle_timeout);
     if send(&mut socket, first).await {
         loop {
             let frame: Option<String> = tokio::select! {
@@ -279,5 +284,86 @@ fn command(app: &App, scope: Scope, text: &str, filter: &mut Filter) -> String {
     match alert_command(app, &cmd.id, &cmd.kind, cmd.text.as_deref(), "operator-socket") {
         Ok(message) => json!({"type": "result", "ok": true, "command": cmd.kind, "alert": message}).to_string(),
         Err(e) => json!({"type": "error", "reason": e.reason(), "message": e.to_string()}).to_string(),
+    }
+}
+
+pub fn snapshot(app: &App) -> serde_json::Value {
+    let mut alerts: Vec<_> = app.alerts.book.lock().active().map(|a| json!(app.alert_message(a))).collect();
+    alerts.extend(app.remote_alerts.active_operator());
+    let live = app.live.sensors.read();
+    let sensors: Vec<_> = app
+        .registry()
+        .read()
+        .iter()
+        .map(|s| {
+            let l = live.get(&s.id);
+            json!({
+                "id": s.id, "kind": s.kind, "lat": s.lat, "lon": s.lon, "agency": s.agency, "retired": s.retired,
+                "latest": l.map(|l| &l.latest), "last_seen_ms": l.and_then(|l| l.last_seen_ms),
+                "status": match l.and_then(|l| l.online) { Some(false) => "offline", Some(true) => "online", None => "unknown" },
+            })
+        })
+        .collect();
+    let zones: Vec<_> = app
+        .geo
+        .zones()
+        .map(|z| json!({"id": z.id, "name": z.name, "name_en": z.name_en, "kind": z.kind, "geocode": z.geocode, "area": z.geojson_geometry()}))
+        .collect();
+    let external: Vec<_> = app.partners.inbound.as_ref().map(|i| i.active()).unwrap_or_default();
+    let reports: Vec<_> = app.reports.with_clusters(|book| {
+        book.iter_recent()
+            .into_iter()
+            .filter(|c| c.state != crate::reports::ClusterState::Dismissed)
+            .map(|c| c.operator_view("snapshot"))
+            .collect()
+    });
+    json!({ "type": "snapshot", "alerts": alerts, "external_alerts": external, "reports": reports, "sensors": sensors,
+            "zones": zones, "mode": app.alerts.mode,
+            "tile_url": app.web.tile_url })
+}
+
+/// Narrows an operator socket to part of the map: `bbox=min_lon,min_lat,max_lon,max_lat`, `zones=a,b`.
+#[derive(Debug, Deserialize)]
+pub struct MapFilterQuery {
+    bbox: Option<String>,
+    zones: Option<String>,
+}
+
+pub async fn socket(
+    State(app): State<Arc<App>>,
+    operator: auth::Operator<auth::Read>,
+    Query(query): Query<MapFilterQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    // Authenticate before looking at the upgrade, so that a tokenless probe learns nothing but 401.
+    let filter =
+        Filter::from_query(&app, query.bbox.as_deref(), query.zones.as_deref()).map_err(AppError::BadRequest)?;
+    match ws {
+        Ok(ws) => Ok(ws.on_upgrade(move |socket| session(app, socket, operator.scope, filter))),
+        Err(rejection) => Ok(rejection.into_response()),
+    }
+}
+
+/// Sends at most one update per sensor per `every`, however fast it reports: a busy map stays readable and cheap.
+pub async fn coalesce_sensor_updates(app: Arc<App>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let changed: Vec<String> = app.live.dirty.lock().drain().collect();
+        if changed.is_empty() || app.channels.map.receiver_count() == 0 {
+            continue;
+        }
+        let live = app.live.sensors.read();
+        let registry = app.registry().read();
+        for id in changed {
+            if let Some(state) = live.get(&id) {
+                let at = state.position.or_else(|| registry.get(&id).map(|s| (s.lat, s.lon)));
+                let frame = serde_json::json!({"type": "sensor", "id": id, "latest": state.latest,
+                    "last_seen_ms": state.last_seen_ms, "online": state.online, "battery_v": state.battery_v,
+                    "position": state.position.map(|(lat, lon)| serde_json::json!({"lat": lat, "lon": lon}))});
+                let _ = app.channels.map.send(Arc::new(MapDelta { at, frame: frame.to_string() }));
+            }
+        }
     }
 }

@@ -20,9 +20,10 @@ use axum::Json;
 use parking_lot::Mutex;
 use serde_json::json;
 
+use crate::app::App;
+use crate::clock::now_ms;
 use crate::metrics::HTTP_REFUSED;
 use crate::reports::{BucketPolicy, RateLimiter};
-use crate::server::{now_ms, App};
 
 /// Addresses tracked at once; past it, the fully refilled buckets are forgotten first (see `RateLimiter`).
 const MAX_TRACKED_ADDRESSES: usize = 100_000;
@@ -66,13 +67,13 @@ pub async fn limit(State(app): State<Arc<App>>, request: Request, next: Next) ->
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer.is_some_and(|token| app.tokens.check(token).is_some()) {
+    if bearer.is_some_and(|token| app.web.tokens.check(token).is_some()) {
         return next.run(request).await;
     }
     let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
         return next.run(request).await;
     };
-    match app.public_limit.admit(&peer.ip().to_string(), now_ms()) {
+    match app.web.public_limit.admit(&peer.ip().to_string(), now_ms()) {
         None => next.run(request).await,
         Some(retry_after_s) => {
             HTTP_REFUSED.with_label_values(&["rate_limited"]).inc();

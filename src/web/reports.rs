@@ -13,7 +13,7 @@
 //!   operator published with a verified cluster.
 //! - `GET /opendata/reports.geojson` — anyone: verified clusters, without texts, people or exact positions.
 //!
-//! Every change to a cluster goes to the operator websockets as `{"type":"report",…}` through `App::sensors_tx`.
+//! Every change to a cluster goes to the operator websockets as `{"type":"report",…}` through `App::channels.map`.
 //!
 //! Report text is plain text. All JSON from here escapes `<`, `>` and `&` (as `\u003c`…), so that even a page that
 //! wrongly parses a response as HTML finds no tag in it; and responses say `nosniff`.
@@ -36,9 +36,10 @@ use alerting::alert::{BookError, ReportRaise};
 use alerting::types::{Certainty, LevelInfo, Severity, Urgency};
 use alerting::Alert;
 
+use crate::app::App;
+use crate::clock::now_ms;
 use crate::metrics::{REPORTS_ACCEPTED, REPORTS_FLAGGED, REPORTS_LINKED, REPORTS_REFUSED};
 use crate::reports::{parse_report, Cluster, ClusterError, ClusterState, Refusal, ReportInput};
-use crate::server::{now_ms, App};
 use crate::web::auth::{Operate, Operator, Read};
 use crate::web::AppError;
 
@@ -160,10 +161,10 @@ fn safe_json(status: StatusCode, value: &Value) -> Response {
 
 /// Sends a cluster frame to every operator socket (nobody connected is normal).
 pub fn push_to_operators(app: &App, frame: &Value) {
-    if app.sensors_tx.receiver_count() > 0 {
+    if app.channels.map.receiver_count() > 0 {
         let at = frame["lat"].as_f64().zip(frame["lon"].as_f64());
-        let delta = crate::server::MapDelta { at, frame: escape_json(&frame.to_string()) };
-        let _ = app.sensors_tx.send(Arc::new(delta));
+        let delta = crate::audience::MapDelta { at, frame: escape_json(&frame.to_string()) };
+        let _ = app.channels.map.send(Arc::new(delta));
     }
 }
 
@@ -411,7 +412,7 @@ pub async fn cluster_action(
 /// The active alert a cluster is linked to, if any: a cluster belongs to one alert at a time.
 fn active_link(app: &App, cluster: &Cluster) -> Option<String> {
     let id = cluster.alert_id.as_deref()?;
-    app.book.lock().get(id).filter(|a| a.state.is_active()).map(|a| a.id.clone())
+    app.alerts.book.lock().get(id).filter(|a| a.state.is_active()).map(|a| a.id.clone())
 }
 
 fn already_linked(cluster: &Cluster, alert_id: &str) -> ReportError {
@@ -443,7 +444,8 @@ fn attach(app: &Arc<App>, id: &str, alert_id: &str, now: i64) -> Result<(Value, 
             return Err(already_linked(cluster, &linked));
         }
         let report = cluster.report_ref(|p| photo_url(app, p));
-        let alert = app.book.lock().attach_report(alert_id, report, ACTOR, now).map_err(|e| book_error(e, alert_id))?;
+        let alert =
+            app.alerts.book.lock().attach_report(alert_id, report, ACTOR, now).map_err(|e| book_error(e, alert_id))?;
         attached = Some(alert);
         Ok(alert_id.to_string())
     })?;
@@ -477,19 +479,20 @@ fn raise(app: &Arc<App>, id: &str, args: RaiseBody, now: i64) -> Result<(Value, 
         }
         let zone = alert_zone(app, cluster, args.zone.as_deref())?;
         let event = cluster.category.event_type();
-        if app.dissemination.as_ref().is_some_and(|d| !d.has_event_type(event)) {
+        if app.partners.dissemination.as_ref().is_some_and(|d| !d.has_event_type(event)) {
             return Err(AppError::Internal(format!(
                 "the CAP templates have no event `{event}`: add it to the cap_templates file"
             ))
             .into());
         }
         // The engine's lock is taken and released before the alert book's, as everywhere else.
-        let approval_required = app.engine.lock().rules().needs_approval(event, severity);
+        let approval_required = app.alerts.engine.lock().rules().needs_approval(event, severity);
         let raise = report_raise(app, cluster, zone, severity, approval_required);
         let alert = app
+            .alerts
             .book
             .lock()
-            .raise_from_report(raise, app.mode, ACTOR, now)
+            .raise_from_report(raise, app.alerts.mode, ACTOR, now)
             .map_err(|e| book_error(e, cluster.id().as_str()))?;
         let alert_id = alert.id.clone();
         raised = Some(alert);
@@ -564,12 +567,12 @@ fn report_raise(
 }
 
 fn photo_url(app: &App, name: &str) -> String {
-    format!("{}/opendata/reports/photos/{name}", app.public_url)
+    format!("{}/opendata/reports/photos/{name}", app.web.public_url)
 }
 
 /// `GET /opendata/reports.geojson`: verified clusters only.
 pub async fn open_data(State(app): State<Arc<App>>) -> Response {
-    let base = app.public_url.clone();
+    let base = app.web.public_url.clone();
     let features: Vec<Value> = app.reports.with_clusters(|book| {
         book.iter_recent()
             .into_iter()

@@ -13,13 +13,13 @@ use axum::Json;
 use serde_json::json;
 
 use super::{auth, AppError};
+use crate::app::App;
 use crate::metrics::HTTP_REFUSED;
-use crate::rules_admin::{self, ReloadError};
-use crate::server::App;
+use crate::rules_admin::ReloadError;
 
 pub async fn reload(State(app): State<Arc<App>>, _operator: auth::Operator<auth::Admin>) -> Response {
     // File I/O and the engine lock: off the async workers.
-    let outcome = tokio::task::spawn_blocking(move || rules_admin::reload(&app, "api")).await;
+    let outcome = tokio::task::spawn_blocking(move || app.reload_rules("api")).await;
     match outcome {
         Ok(Ok(summary)) => (StatusCode::OK, Json(summary)).into_response(),
         Ok(Err(e)) => {

@@ -1,0 +1,256 @@
+//! The shared state of a running server, [`App`] (axum's `AppState`): built once by `server.rs`, shared behind an
+//! `Arc` by the hot path (`hot_path.rs`), the web edge (`web/`), partner agencies' alerts (`external.rs`), the rules
+//! reload (`rules_admin.rs`) and the scale-out roles (`scale_out/`).
+//!
+//! Fields are grouped by feature: what alerts are made of ([`Alerts`]), where readings go ([`Readings`]), the
+//! operators' live map ([`LiveSensors`]), the websocket fan-out ([`Channels`]), partner agencies and carriers
+//! ([`Partners`]) and the HTTP edge's settings ([`WebSettings`]).
+//!
+//! [`App::publish`] is the one way an alert change leaves the alert book: rendered once per audience, broadcast to
+//! the sockets, handed to dissemination.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use alerting::message::{AlertMessage, AreaInfo};
+use alerting::{Alert, AlertBook, Mode, RuleEngine};
+use geo_index::GeoIndex;
+use ingest::pipeline::DeviceStatus;
+use ingest::{Ingest, Reading, SensorRegistry};
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::audience::{AlertBroadcast, MapDelta};
+
+/// Everything the server's tasks and handlers share; one per process, behind an `Arc`.
+pub struct App {
+    /// Zones (and cell sites) on H3: the hot path places readings in zones, the web places citizens, filters and
+    /// alerts on the map, the scale-out roles find regions.
+    pub geo: Arc<GeoIndex>,
+    /// Decode and validate (the front of the hot path), and the sensor registry and dead letters the API shows.
+    pub ingest: Arc<Ingest>,
+    /// The rule engine and the alert book, and what they run under.
+    pub alerts: Alerts,
+    /// Where validated readings are kept besides the rules (history, InfluxDB).
+    pub readings: Readings,
+    /// The latest each sensor told us, for the operators' map.
+    pub live: LiveSensors,
+    /// Alert changes and map updates on their way to the websockets.
+    pub channels: Channels,
+    /// Partner agencies and carriers: what we send them, what they send us.
+    pub partners: Partners,
+    /// Citizen reports: rate limits, clusters, photo store (issue 11; `reports/`, `web/reports.rs`).
+    pub reports: crate::reports::ReportBook,
+    /// The cluster workers' alerts, on a fan-out node (empty elsewhere; `scale_out/remote_alerts.rs`).
+    pub remote_alerts: crate::scale_out::remote_alerts::RemoteAlerts,
+    /// What the HTTP edge needs to know about itself: tokens, URLs, TLS, limits.
+    pub web: WebSettings,
+}
+
+/// What alerts are made of: the rules, the book they fold into, and how to reload the rules.
+pub struct Alerts {
+    /// The rule engine, shared by the ingest link thread, the housekeeping tick, operators' forecasts and the rules
+    /// reload. Lock order: the engine is released before the book is taken.
+    pub engine: Arc<Mutex<RuleEngine>>,
+    /// One alert per hazard (rule × area), journaled; every change goes out through [`App::publish`].
+    pub book: Mutex<AlertBook>,
+    /// Actual, Exercise or Test (`alerting.mode`): every alert this process makes carries it.
+    pub mode: Mode,
+    /// Where a rules reload reads from and what it checks against (`rules_admin`).
+    pub rules_source: crate::rules_admin::RulesSource,
+}
+
+/// Where validated readings go besides the rules. Neither blocks the hot path: past their bounded queues readings are
+/// dropped and counted.
+pub struct Readings {
+    /// Every validated reading, for operators' history and the rules' catch-up (`None` only without a data dir).
+    pub store: Option<Arc<store::ReadingStore>>,
+    /// The InfluxDB v2 sink, when configured.
+    pub influx: Option<store::InfluxSink>,
+}
+
+/// The latest a sensor told us, for the operators' snapshot.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SensorLive {
+    /// Per metric name: the newest `(event time ms, value)`.
+    pub latest: BTreeMap<String, (i64, f64)>,
+    /// The newest event time of any of its readings.
+    pub last_seen_ms: Option<i64>,
+    /// From its status messages (and `true` on any reading); `None` until we know.
+    pub online: Option<bool>,
+    /// From its status messages: the map flags gateways about to go silent.
+    pub battery_v: Option<f64>,
+    /// Where a mobile sensor (hazmat truck) last said it was; fixed sensors stay where the registry puts them.
+    pub position: Option<(f64, f64)>,
+}
+
+/// The operators' live map: what each sensor last said, and which changed since the last coalesced update.
+#[derive(Default)]
+pub struct LiveSensors {
+    /// Per sensor id, for the operators' snapshot and the open-data sensors.
+    pub sensors: RwLock<BTreeMap<String, SensorLive>>,
+    /// Sensors whose live state changed since the last tick (`web::operator::coalesce_sensor_updates`).
+    pub dirty: Mutex<HashSet<String>>,
+}
+
+impl LiveSensors {
+    /// Folds a batch of validated readings in (the hot path, before the rules).
+    pub fn record_readings(&self, readings: &[Reading]) {
+        let mut live = self.sensors.write();
+        let mut dirty = self.dirty.lock();
+        for r in readings {
+            if !dirty.contains(&r.sensor_id) {
+                dirty.insert(r.sensor_id.clone());
+            }
+            let entry = live.entry(r.sensor_id.clone()).or_default();
+            let slot = entry.latest.entry(r.metric.name().to_string()).or_insert((i64::MIN, 0.0));
+            if r.ts_ms >= slot.0 {
+                *slot = (r.ts_ms, r.value);
+            }
+            entry.last_seen_ms = Some(entry.last_seen_ms.unwrap_or(i64::MIN).max(r.ts_ms));
+            entry.online = Some(true);
+            if let Some(p) = r.position {
+                entry.position = Some((p.lat, p.lon));
+            }
+        }
+    }
+
+    /// Folds a device's status message in (online, battery).
+    pub fn record_status(&self, status: &DeviceStatus) {
+        self.dirty.lock().insert(status.device_id.clone());
+        let mut live = self.sensors.write();
+        let entry = live.entry(status.device_id.clone()).or_default();
+        entry.online = Some(status.online);
+        if status.battery_v.is_some() {
+            entry.battery_v = status.battery_v;
+        }
+    }
+}
+
+/// The websocket fan-out. Slow receivers lag and are dropped by their connection task, never waited for.
+pub struct Channels {
+    /// Alert changes, rendered once for every channel and language (operators, citizens, the cluster publisher).
+    pub alerts: broadcast::Sender<Arc<AlertBroadcast>>,
+    /// Frames for the operators' map that sit at one place: coalesced sensor updates, report clusters.
+    pub map: broadcast::Sender<Arc<MapDelta>>,
+}
+
+/// Partner agencies and carriers.
+pub struct Partners {
+    /// CAP per transition, the feed, webhooks and cell broadcast, when configured.
+    pub dissemination: Option<dissemination::Dissemination>,
+    /// Alerts from partner agencies (inbound CAP), when configured.
+    pub inbound: Option<inbound::Inbound>,
+    /// Demo receivers (`/demo/webhook…`, `/demo/cbc/…`): what they got, for the demo and its tests.
+    pub demo_received: Mutex<Vec<serde_json::Value>>,
+}
+
+/// The HTTP edge's settings and its own state.
+pub struct WebSettings {
+    /// Operator tokens (hashed, scoped).
+    pub tokens: crate::web::auth::TokenSet,
+    /// Our address as the public sees it (`http.public_url`, no trailing `/`): links in CAP, feeds, photos.
+    pub public_url: String,
+    /// Background map tiles for the operators' map (`{z}/{x}/{y}` template; empty for none).
+    pub tile_url: String,
+    /// Websocket clients silent for this long are dropped (`web::liveness`).
+    pub ws_idle_timeout: std::time::Duration,
+    /// HTTPS on the HTTP port (`http.tls`): the acceptor with the deployment's server certificate (`web/tls.rs`).
+    pub http_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Per-address limits of the public read-only endpoints (`web/public.rs`).
+    pub public_limit: crate::web::public::PublicLimit,
+}
+
+impl App {
+    /// The sensor registry (operators change it at run time; the hot path reads it).
+    pub fn registry(&self) -> &Arc<RwLock<SensorRegistry>> {
+        self.ingest.registry()
+    }
+
+    /// The operators' frame of an alert, with its zone's names and shape.
+    pub fn alert_message(&self, alert: &Alert) -> AlertMessage {
+        let zone = self.geo.zone(&alert.area_id);
+        let area = AreaInfo {
+            name: zone.map(|z| z.name.as_str()).unwrap_or(&alert.area_id),
+            name_en: zone.and_then(|z| z.name_en.as_deref()).unwrap_or(&alert.area_id),
+            geometry: zone.map(|z| z.geojson_geometry()).unwrap_or(serde_json::Value::Null),
+        };
+        AlertMessage::new(alert, area)
+    }
+
+    /// Sends an alert change everywhere it goes: logged and counted, rendered once per audience and broadcast to the
+    /// websockets, handed to dissemination.
+    pub fn publish(&self, alert: &Alert) {
+        let message = Arc::new(AlertBroadcast::new(self.alert_message(alert), alert.is_public()));
+        tracing::info!(id = %alert.id, version = alert.version, state = ?alert.state, event = %alert.event, area = %alert.area_id, level = %alert.level.name_en, "alert");
+        crate::metrics::ALERT_TRANSITIONS.with_label_values(&[state_label(alert)]).inc();
+        // No receivers is normal (no operator connected).
+        let _ = self.channels.alerts.send(message);
+        if let Some(d) = &self.partners.dissemination {
+            d.alert_changed(&alert_view(alert));
+        }
+    }
+
+    /// Reloads the rules file into the engine, keeping windows and levels (`rules_admin::reload`); the API and SIGHUP
+    /// ask. On error the running rules stay.
+    pub fn reload_rules(
+        &self,
+        cause: &str,
+    ) -> Result<crate::rules_admin::ReloadSummary, crate::rules_admin::ReloadError> {
+        crate::rules_admin::reload(&self.alerts.rules_source, &self.alerts.engine, &self.geo, cause, |findings| {
+            self.apply_findings(findings)
+        })
+    }
+
+    /// Folds findings into the alert book (one journal fsync for the lot) and publishes every change.
+    pub fn apply_findings(&self, findings: impl IntoIterator<Item = alerting::Finding>) -> Vec<Alert> {
+        let changed = self.alerts.book.lock().apply_all(findings, self.alerts.mode);
+        for alert in &changed {
+            self.publish(alert);
+        }
+        changed
+    }
+}
+
+/// The dissemination side's view of an alert (it does not depend on the rule engine's types).
+fn alert_view(alert: &Alert) -> dissemination::AlertView {
+    use dissemination::{AlertView, ViewMode, ViewState};
+    AlertView {
+        id: alert.id.clone(),
+        version: alert.version,
+        state: match alert.state {
+            alerting::AlertState::Raised => ViewState::Raised,
+            alerting::AlertState::Updated => ViewState::Updated,
+            alerting::AlertState::Cleared => ViewState::Cleared,
+            alerting::AlertState::Cancelled => ViewState::Cancelled,
+        },
+        mode: match alert.mode {
+            Mode::Actual => ViewMode::Actual,
+            Mode::Exercise => ViewMode::Exercise,
+            Mode::Test => ViewMode::Test,
+        },
+        event: alert.event.clone(),
+        severity: alert.level.severity.into(),
+        urgency: alert.level.urgency.into(),
+        certainty: alert.level.certainty.into(),
+        level_name_zh: alert.level.name.clone(),
+        level_name_en: alert.level.name_en.clone(),
+        area_id: alert.area_id.clone(),
+        value: alert.value,
+        raised_ms: alert.raised_ms,
+        updated_ms: alert.updated_ms,
+        public_release: alert.is_public(),
+        values: alert.values.clone(),
+        reports: alert.reports.clone(),
+    }
+}
+
+fn state_label(alert: &Alert) -> &'static str {
+    match alert.state {
+        alerting::AlertState::Raised => "raised",
+        alerting::AlertState::Updated => "updated",
+        alerting::AlertState::Cleared => "cleared",
+        alerting::AlertState::Cancelled => "cancelled",
+    }
+}

@@ -1,0 +1,362 @@
+//! Scale-out on an existing MQTT cluster (issue 14; `docs/SCALING.md`): the roles a process can play when readings
+//! come from an external broker instead of our front door, and their wiring.
+//!
+//! - **worker** (`serve --upstream …`): the whole embedded pipeline — `Ingest::process`, store, rules, alert book,
+//!   dissemination, web — fed by the broker. With `regions`, it owns those regions: it subscribes to
+//!   `region/{r}/sensors/+/+` for each and loads only their zones, so every reading of an area reaches exactly one
+//!   worker and that area's rule windows stay whole. Without `regions` it consumes the device topics directly (one
+//!   worker behind the broker). It publishes every alert change to `alerts/{region}/{alert id}` (retained, QoS 1).
+//! - **writer** (`--role writer`): stateless. Consumes the device topics through a shared subscription
+//!   (`$share/{share_group}/sensors/+/readings|status`, so any number of writers split the load), validates with the same
+//!   `Ingest::process`, writes readings to the InfluxDB sink, and forwards each accepted publish to the region topic of
+//!   every region its readings fall in. No rules.
+//! - **fanout** (`--role fanout`): no ingest, no rules. Subscribes to `alerts/+/+`, keeps the latest version of each
+//!   alert ([`RemoteAlerts`], built from the broker's retained messages at start) and serves `/ws/citizen` and
+//!   `/ws/operator` from it, so citizens' connections scale apart from the workers.
+//!
+//! A region is a county: the first five digits of a zone's Taiwan_Geocode_103 `geocode` (`10008` Nantou County).
+//!
+//! Layout: this file resolves a process's role ([`ClusterRole`], from `[upstream]` in `config.rs` and the command
+//! line), adapts the configuration to it and starts its links; `region.rs` maps zones to regions; `worker.rs`
+//! publishes a worker's alerts; `writer.rs` validates and routes; `remote_alerts.rs` is a fan-out node's book of the
+//! workers' alerts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest::upstream::{self, Publisher, UpstreamConfig};
+
+use crate::app::App;
+use crate::clock::now_ms;
+use crate::config::{ConfigFiles, UpstreamSection};
+use crate::hot_path::HotPath;
+
+mod region;
+pub mod remote_alerts;
+mod worker;
+mod writer;
+
+pub use region::zone_region;
+pub use remote_alerts::RemoteAlerts;
+
+/// What the command line says about the cluster; each field overrides the config file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub url: Option<String>,
+    pub role: Option<String>,
+    pub client_id: Option<String>,
+    pub regions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Worker,
+    Writer,
+    Fanout,
+}
+
+impl Role {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "worker" => Some(Role::Worker),
+            "writer" => Some(Role::Writer),
+            "fanout" => Some(Role::Fanout),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleOutError {
+    #[error("{file}: `upstream.{key}`: {message}")]
+    Config { file: String, key: &'static str, message: String },
+    #[error("{file}: {message}")]
+    Zones { file: String, message: String },
+    #[error("{0}")]
+    Upstream(#[from] ingest::IngestError),
+}
+
+/// A resolved role on the MQTT cluster: config file and command line merged and checked.
+#[derive(Debug, Clone)]
+pub struct ClusterRole {
+    pub role: Role,
+    pub upstream: UpstreamConfig,
+    pub regions: Vec<String>,
+    pub share_group: String,
+    pub closed_retention_ms: i64,
+}
+
+impl ClusterRole {
+    /// `None`: no upstream anywhere, the embedded front door (the default).
+    pub fn resolve(
+        section: Option<&UpstreamSection>,
+        overrides: Overrides,
+        file: &str,
+    ) -> Result<Option<Self>, ScaleOutError> {
+        let empty = UpstreamSection::default();
+        let section = section.unwrap_or(&empty);
+        let invalid = |key: &'static str, message: String| ScaleOutError::Config { file: file.into(), key, message };
+        let Some(url) = overrides.url.or_else(|| section.url.clone()) else {
+            if overrides.role.is_some() || section.role.is_some() || section.client_id.is_some() {
+                return Err(invalid(
+                    "url",
+                    "a cluster role needs the upstream broker: `--upstream mqtt://host:port`".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let role_text = overrides.role.or_else(|| section.role.clone()).unwrap_or_else(|| "worker".into());
+        let role = Role::parse(&role_text)
+            .ok_or_else(|| invalid("role", format!("`{role_text}` is not worker, writer or fanout")))?;
+        let client_id = overrides.client_id.or_else(|| section.client_id.clone()).ok_or_else(|| {
+            invalid("client_id", "required: unique per process, stable across restarts (`--client-id`)".into())
+        })?;
+        let mut upstream = UpstreamConfig::from_url(&url, &client_id).map_err(|e| invalid("url", e.to_string()))?;
+        match (&section.username, &section.password) {
+            (Some(u), Some(p)) => upstream.credentials = Some((u.clone(), p.clone())),
+            (None, None) => {}
+            _ => return Err(invalid("username", "give both username and password, or neither".into())),
+        }
+        if let Some(s) = section.keep_alive_s {
+            if !(5..=3600).contains(&s) {
+                return Err(invalid("keep_alive_s", "must be 5..=3600".into()));
+            }
+            upstream.keep_alive = Duration::from_secs(s);
+        }
+        let regions = if overrides.regions.is_empty() { section.regions.clone() } else { overrides.regions };
+        for r in &regions {
+            let county = geo_index::parse_geocode(r).ok().filter(|g| g.level == geo_index::GeocodeLevel::County);
+            if county.is_none() {
+                return Err(invalid("regions", format!("`{r}` is not a county code (Taiwan_Geocode_103, 5 digits)")));
+            }
+        }
+        if !regions.is_empty() && role != Role::Worker {
+            return Err(invalid("regions", format!("only workers own regions, not a {role_text}")));
+        }
+        let share_group = section.share_group.clone().unwrap_or_else(|| "dc-writers".into());
+        if !upstream::is_valid_region(&share_group) {
+            return Err(invalid("share_group", "must be 1-32 ASCII letters, digits or '-'".into()));
+        }
+        let retention_h = section.closed_retention_h.unwrap_or(24);
+        if retention_h == 0 {
+            return Err(invalid("closed_retention_h", "must be at least 1".into()));
+        }
+        Ok(Some(ClusterRole {
+            role,
+            upstream,
+            regions,
+            share_group,
+            closed_retention_ms: i64::from(retention_h) * 3_600_000,
+        }))
+    }
+
+    /// Adapts the configuration to the role before the app is built: a worker with regions keeps only their zones
+    /// (so it never raises an alert for another worker's area, even for a sensor near a border whose readings reach
+    /// both) and names its alerts after itself (ids stay unique across workers, and say who raised them); writers
+    /// and fan-out nodes run no rules and disseminate nothing.
+    pub fn prepare(&self, files: &mut ConfigFiles) -> Result<(), ScaleOutError> {
+        match self.role {
+            Role::Worker => {
+                if !self.regions.is_empty() {
+                    files.zones.0 = self.own_zones(&files.zones.0, &files.zones.1.display().to_string())?;
+                }
+                files.main.alerting.id_prefix =
+                    format!("{}-{}", files.main.alerting.id_prefix, self.upstream.client_id);
+            }
+            Role::Writer | Role::Fanout => {
+                if self.role == Role::Writer {
+                    // Routing places every zone in a region: all of them need a geocode.
+                    region::zone_regions(&files.zones.0, &files.zones.1.display().to_string())?;
+                    // Partners' alerts are for operators and citizens, whom a writer does not serve.
+                    files.inbound = None;
+                }
+                files.rules.0 = without_rules(&files.rules.0)
+                    .map_err(|message| ScaleOutError::Zones { file: files.rules.1.display().to_string(), message })?;
+                files.dissemination = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn own_zones(&self, geojson: &str, file: &str) -> Result<String, ScaleOutError> {
+        let regions = region::zone_regions(geojson, file)?;
+        let mut doc: serde_json::Value = serde_json::from_str(geojson)
+            .map_err(|e| ScaleOutError::Zones { file: file.into(), message: e.to_string() })?;
+        if let Some(features) = doc.get_mut("features").and_then(|f| f.as_array_mut()) {
+            let mut i = 0;
+            features.retain(|_| {
+                let keep = self.regions.contains(&regions[i].1);
+                i += 1;
+                keep
+            });
+        }
+        for r in &self.regions {
+            if !regions.iter().any(|(_, region)| region == r) {
+                return Err(ScaleOutError::Zones {
+                    file: file.into(),
+                    message: format!("region `{r}` owns no zone (no zone's geocode starts with it)"),
+                });
+            }
+        }
+        Ok(doc.to_string())
+    }
+
+    /// Starts the role's links to the broker. A worker runs `hot_path` as is; writers and fan-out nodes have none.
+    pub fn attach(&self, app: &Arc<App>, mut hot_path: HotPath) -> Result<(), ScaleOutError> {
+        let upstream = &self.upstream;
+        touch_metrics();
+        match self.role {
+            Role::Worker => {
+                let filters = if self.regions.is_empty() {
+                    vec!["sensors/+/readings".to_string(), "sensors/+/status".to_string()]
+                } else {
+                    self.regions.iter().map(|r| format!("region/{r}/sensors/+/+")).collect()
+                };
+                let publisher = Publisher::start(upstream)?;
+                tokio::spawn(worker::publish_alerts(
+                    Arc::clone(app),
+                    publisher,
+                    upstream.client_id.clone(),
+                    self.closed_retention_ms,
+                ));
+                // The pipeline sees the device topic, as on the front door.
+                upstream::consume(upstream, filters, true, "ingest-link", move |mut msg| {
+                    if let (Some(_), topic) = upstream::device_topic(&msg.topic) {
+                        msg.topic = topic.to_string();
+                    }
+                    hot_path.process(msg);
+                })?;
+            }
+            Role::Writer => {
+                let group = &self.share_group;
+                let filters =
+                    vec![format!("$share/{group}/sensors/+/readings"), format!("$share/{group}/sensors/+/status")];
+                let publisher = Publisher::start(upstream)?;
+                let app = Arc::clone(app);
+                upstream::consume(upstream, filters, true, "ingest-link", move |msg| {
+                    writer::write_and_route(&app, &publisher, msg)
+                })?;
+            }
+            Role::Fanout => {
+                let app = Arc::clone(app);
+                let retention_ms = self.closed_retention_ms;
+                upstream::consume(upstream, vec!["alerts/+/+".into()], false, "alerts-link", move |msg| {
+                    let now = now_ms();
+                    if let Some(change) = app.remote_alerts.apply(&msg.topic, &msg.payload, now, now - retention_ms) {
+                        let _ = app.channels.alerts.send(change);
+                    }
+                })?;
+            }
+        }
+        tracing::info!(role = ?self.role, regions = ?self.regions, broker = %format!("{}:{}", upstream.host, upstream.port), client_id = %upstream.client_id, "cluster role started");
+        Ok(())
+    }
+}
+
+/// The rules file without its rules (engine settings and approval classes stay valid).
+fn without_rules(text: &str) -> Result<String, String> {
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    doc.remove("rule");
+    toml::to_string(&doc).map_err(|e| e.to_string())
+}
+
+fn touch_metrics() {
+    for kind in ["change", "resend", "removed"] {
+        worker::ALERTS_PUBLISHED.with_label_values(&[kind]);
+    }
+    for outcome in ["applied", "stale", "removed", "malformed"] {
+        remote_alerts::ALERTS_RECEIVED.with_label_values(&[outcome]);
+    }
+    for outcome in ["forwarded", "no_region", "refused"] {
+        writer::ROUTED.with_label_values(&[outcome]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamSection;
+
+    fn resolve(section: &str, overrides: Overrides) -> Result<Option<ClusterRole>, ScaleOutError> {
+        let section: UpstreamSection = toml::from_str(section).unwrap();
+        ClusterRole::resolve(Some(&section), overrides, "x.toml")
+    }
+
+    #[test]
+    fn no_upstream_is_the_embedded_mode() {
+        assert!(ClusterRole::resolve(None, Overrides::default(), "x.toml").unwrap().is_none());
+    }
+
+    #[test]
+    fn command_line_overrides_the_file() {
+        let c = resolve(
+            "url = \"mqtt://b:1883\"\nclient_id = \"a\"\nregions = [\"10008\"]",
+            Overrides {
+                url: Some("mqtt://c:1884".into()),
+                client_id: Some("w2".into()),
+                regions: vec!["64000".into()],
+                role: None,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.role, c.upstream.host.as_str(), c.upstream.port), (Role::Worker, "c", 1884));
+        assert_eq!((c.upstream.client_id.as_str(), c.regions.as_slice()), ("w2", ["64000".to_string()].as_slice()));
+    }
+
+    #[test]
+    fn bad_settings_name_the_key_and_the_reason() {
+        let cases = [
+            ("url = \"mqtt://b\"", "client_id", "required"),
+            ("url = \"mqtt://b\"\nclient_id = \"w\"\nrole = \"boss\"", "role", "boss"),
+            ("url = \"mqtt://b\"\nclient_id = \"w\"\nregions = [\"99999\"]", "regions", "county code"),
+            (
+                "url = \"mqtt://b\"\nclient_id = \"w\"\nrole = \"fanout\"\nregions = [\"10008\"]",
+                "regions",
+                "only workers",
+            ),
+            ("url = \"mqtt://b\"\nclient_id = \"w\"\nusername = \"u\"", "username", "both"),
+            ("url = \"mqtts://b\"\nclient_id = \"w\"", "url", "TLS"),
+            ("role = \"fanout\"", "url", "--upstream"),
+            ("url = \"mqtt://b\"\nclient_id = \"w\"\nshare_group = \"a/b\"", "share_group", "letters"),
+        ];
+        for (text, key, why) in cases {
+            let e = resolve(text, Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains("x.toml") && e.contains(&format!("upstream.{key}")) && e.contains(why), "{text}: {e}");
+        }
+        let e = toml::from_str::<UpstreamSection>("regoins = []").unwrap_err().to_string();
+        assert!(e.contains("regoins"), "{e}");
+    }
+
+    #[test]
+    fn workers_keep_only_their_zones_and_name_alerts_after_themselves() {
+        let mut files = ConfigFiles::embedded().unwrap();
+        let all = region::zone_regions(&files.zones.0, "zones").unwrap().len();
+        let c = resolve("url = \"mqtt://b\"\nclient_id = \"kao\"\nregions = [\"64000\"]", Overrides::default())
+            .unwrap()
+            .unwrap();
+        c.prepare(&mut files).unwrap();
+        let kept = region::zone_regions(&files.zones.0, "zones").unwrap();
+        assert!(!kept.is_empty() && kept.len() < all, "{kept:?}");
+        assert!(kept.iter().all(|(_, r)| r == "64000"), "{kept:?}");
+        assert!(files.main.alerting.id_prefix.ends_with("-kao"), "{}", files.main.alerting.id_prefix);
+
+        let mut files = ConfigFiles::embedded().unwrap();
+        let c = resolve("url = \"mqtt://b\"\nclient_id = \"w\"\nregions = [\"10020\"]", Overrides::default())
+            .unwrap()
+            .unwrap();
+        let e = c.prepare(&mut files).unwrap_err().to_string();
+        assert!(e.contains("10020") && e.contains("owns no zone"), "{e}");
+    }
+
+    #[test]
+    fn writers_and_fanouts_run_no_rules() {
+        let mut files = ConfigFiles::embedded().unwrap();
+        let c =
+            resolve("url = \"mqtt://b\"\nclient_id = \"f\"\nrole = \"fanout\"", Overrides::default()).unwrap().unwrap();
+        c.prepare(&mut files).unwrap();
+        let rules = alerting::RuleSet::from_toml(&files.rules.0, &files.rules.1).unwrap();
+        assert!(rules.rules.is_empty());
+        assert!(files.dissemination.is_none());
+    }
+}

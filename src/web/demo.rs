@@ -1,0 +1,38 @@
+//! The demo's receivers, `/demo/{receiver}`: stand-ins for an agency's webhook and the carriers' CBCs, so that the
+//! demo (and its tests) show deliveries end to end. Not part of a production deployment's contract.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use super::{auth, AppError};
+use crate::app::App;
+
+/// The demo's stand-ins for an agency's webhook receiver and the carriers' CBCs: they keep what arrives (newest 200)
+/// so that the demo shows deliveries end to end. Not part of a production deployment's contract.
+pub async fn receive(
+    State(app): State<Arc<App>>,
+    Path(receiver): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let signature = headers.get("x-dc-signature").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let text = String::from_utf8_lossy(&body);
+    let mut got = app.partners.demo_received.lock();
+    if got.len() >= 200 {
+        got.remove(0);
+    }
+    got.push(json!({"receiver": receiver, "bytes": body.len(), "signature": signature, "body": text.chars().take(32 * 1024).collect::<String>()}));
+    StatusCode::NO_CONTENT
+}
+
+pub async fn received(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Read>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok(Json(json!({ "received": *app.partners.demo_received.lock() })))
+}

@@ -1,0 +1,107 @@
+//! Dissemination: the public CAP feed and messages (`GET /cap/feed.atom`, `GET /cap/{identifier}.xml`), and for
+//! operators the webhook subscribers, their delivery logs and replays, and the cell broadcasts
+//! (`/api/v1/subscribers…`, `GET /api/v1/broadcasts`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::{auth, AppError};
+use crate::app::App;
+
+fn dissemination(app: &App) -> Result<&dissemination::Dissemination, AppError> {
+    app.partners.dissemination.as_ref().ok_or_else(|| AppError::NotFound("dissemination is not configured".into()))
+}
+
+/// `GET /cap/feed.atom`: public, cacheable (ETag / If-None-Match).
+pub async fn cap_feed(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, AppError> {
+    let d = dissemination(&app)?;
+    let etag = d.feed_etag();
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/atom+xml; charset=utf-8".to_string()),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, "public, max-age=30".to_string()),
+        ],
+        d.atom_feed(),
+    )
+        .into_response())
+}
+
+/// `GET /cap/{identifier}.xml`: one released CAP message (messages held by an approval gate are not public).
+pub async fn cap_message(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+) -> Result<Response, AppError> {
+    let d = dissemination(&app)?;
+    let id =
+        file.strip_suffix(".xml").ok_or_else(|| AppError::NotFound("CAP messages are /cap/{identifier}.xml".into()))?;
+    let xml = d
+        .cap_xml(id)
+        .ok_or_else(|| AppError::NotFound(format!("no CAP message `{}`", id.chars().take(80).collect::<String>())))?;
+    // Messages never change once written: the identifier is a strong validator.
+    let etag = format!("\"{}\"", id);
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/cap+xml; charset=utf-8".to_string()),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, "public, max-age=86400".to_string()),
+        ],
+        xml,
+    )
+        .into_response())
+}
+
+pub async fn list_subscribers(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Read>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok(Json(json!({ "subscribers": dissemination(&app)?.subscribers() })))
+}
+
+pub async fn add_subscriber(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Admin>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    let d = dissemination(&app)?;
+    let text = std::str::from_utf8(&body).map_err(|_| AppError::BadRequest("body: not UTF-8".into()))?;
+    let input = dissemination::SubscriberInput::from_json(text).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let status = d.add_subscriber(input).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(json!({ "subscriber": status }))))
+}
+
+pub async fn subscriber_log(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Read>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok(Json(json!({ "deliveries": dissemination(&app)?.delivery_log(&name) })))
+}
+
+pub async fn replay_delivery(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Operate>,
+    Path((name, id)): Path<(String, u64)>,
+) -> Result<impl IntoResponse, AppError> {
+    let queued = dissemination(&app)?.replay(&name, id).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    Ok(Json(json!({ "replayed": queued })))
+}
+
+pub async fn list_broadcasts(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Read>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok(Json(json!({ "broadcasts": dissemination(&app)?.broadcasts() })))
+}

@@ -1,0 +1,48 @@
+//! Open data for anyone: `GET /opendata/alerts.geojson` (active public alerts with their areas) and
+//! `GET /opendata/sensors.geojson` (sensors with their latest values). Verified report clusters: `reports.rs`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use crate::app::App;
+
+pub async fn alerts(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let features: Vec<_> = app
+        .alerts
+        .book
+        .lock()
+        .active()
+        .filter(|a| a.is_public())
+        .map(|a| {
+            let m = app.alert_message(a);
+            json!({"type": "Feature", "id": m.id, "geometry": m.area, "properties": {
+                "event": m.event, "state": m.state, "mode": m.mode, "severity": m.severity, "urgency": m.urgency,
+                "certainty": m.certainty, "headline_zh": m.headlines.zh_tw, "headline_en": m.headlines.en,
+                "sent": m.sent, "version": m.version, "area": m.area_name}})
+        })
+        .collect();
+    ([(header::CONTENT_TYPE, "application/geo+json")], Json(json!({"type": "FeatureCollection", "features": features})))
+}
+
+/// `GET /opendata/sensors.geojson`: sensors with their latest values.
+pub async fn sensors(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let live = app.live.sensors.read();
+    let features: Vec<_> = app
+        .registry()
+        .read()
+        .iter()
+        .filter(|s| !s.retired)
+        .map(|s| {
+            let l = live.get(&s.id);
+            json!({"type": "Feature", "id": s.id, "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]},
+                   "properties": {"kind": s.kind, "agency": s.agency, "latest": l.map(|l| &l.latest),
+                                  "last_seen_ms": l.and_then(|l| l.last_seen_ms)}})
+        })
+        .collect();
+    ([(header::CONTENT_TYPE, "application/geo+json")], Json(json!({"type": "FeatureCollection", "features": features})))
+}

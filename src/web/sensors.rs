@@ -1,0 +1,149 @@
+//! Sensors: the registry (`GET/POST /api/v1/sensors`, `PUT /api/v1/sensors/{id}`, `POST …/{id}/retire`), a sensor's
+//! history from the readings store (`GET …/{id}/readings`) and the refused payloads (`GET /api/v1/dead-letters`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{auth, AppError};
+use super::{require, TokenQuery};
+use crate::app::App;
+use crate::clock::now_ms;
+
+pub async fn list(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Read>,
+) -> Result<impl IntoResponse, AppError> {
+    let sensors: Vec<_> = app.registry().read().iter().cloned().collect();
+    Ok(Json(json!({ "sensors": sensors })))
+}
+
+pub async fn dead_letters(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Read>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok(Json(json!({ "dead_letters": app.ingest.dead_letters() })))
+}
+
+impl From<ingest::registry::RegistryError> for AppError {
+    fn from(e: ingest::registry::RegistryError) -> Self {
+        use ingest::registry::RegistryError as E;
+        match e {
+            E::Exists(_) => AppError::Conflict(e.to_string()),
+            E::NotFound(_) => AppError::NotFound(e.to_string()),
+            E::Invalid { .. } => AppError::BadRequest(e.to_string()),
+            E::Persist(_) => {
+                tracing::error!(error = %e, "sensor registry not saved");
+                AppError::Internal("the registry could not be saved".into())
+            }
+        }
+    }
+}
+
+/// A sensor as operators send it: the registry's own shape, every field checked (unknown fields refused).
+fn sensor_body(body: &[u8]) -> Result<ingest::Sensor, AppError> {
+    serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("sensor: {e}")))
+}
+
+pub async fn add(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Admin>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    let sensor = sensor_body(&body)?;
+    app.registry().write().add(sensor.clone())?;
+    Ok((StatusCode::CREATED, Json(json!({ "sensor": sensor }))))
+}
+
+pub async fn update(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Admin>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    let sensor = sensor_body(&body)?;
+    if sensor.id != id {
+        return Err(AppError::BadRequest(format!("`id`: body says `{}`, path says `{}`", sensor.id, id)));
+    }
+    app.registry().write().update(sensor.clone())?;
+    Ok(Json(json!({ "sensor": sensor })))
+}
+
+pub async fn retire(
+    State(app): State<Arc<App>>,
+    _operator: auth::Operator<auth::Admin>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    app.registry().write().retire(&id)?;
+    Ok(Json(json!({ "retired": id })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    token: Option<String>,
+    metric: String,
+    /// Unix milliseconds or RFC 3339; default: 24 h before `to`.
+    from: Option<String>,
+    /// Unix milliseconds or RFC 3339; default: now.
+    to: Option<String>,
+    /// Bucket width in milliseconds (min/max/mean/sum per bucket); absent: raw points.
+    step: Option<i64>,
+}
+
+fn parse_instant(text: &str, field: &str) -> Result<i64, AppError> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| AppError::BadRequest(format!("`{field}`: expected Unix milliseconds or RFC 3339 with an offset")))
+}
+
+/// `GET /api/v1/sensors/{id}/readings?metric=&from=&to=&step=`: a sensor's history from the embedded store.
+pub async fn history(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, AppError> {
+    let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    require(&app, &headers, &TokenQuery { token: q.token.clone() }, auth::Scope::Read)?;
+    let metric = ingest::Metric::from_name(&q.metric).ok_or_else(|| {
+        AppError::BadRequest(format!(
+            "`metric`: `{}` is not in the vocabulary",
+            q.metric.chars().take(40).collect::<String>()
+        ))
+    })?;
+    if app.registry().read().get(&id).is_none() {
+        return Err(AppError::NotFound(format!("no sensor `{}`", id.chars().take(40).collect::<String>())));
+    }
+    let to = q.to.as_deref().map(|t| parse_instant(t, "to")).transpose()?.unwrap_or_else(now_ms);
+    let from = q.from.as_deref().map(|t| parse_instant(t, "from")).transpose()?.unwrap_or(to - 86_400_000);
+    if from >= to {
+        return Err(AppError::BadRequest("`from` must be before `to`".into()));
+    }
+    if q.step.is_some_and(|s| s <= 0) {
+        return Err(AppError::BadRequest("`step` must be a positive number of milliseconds".into()));
+    }
+    let store =
+        app.readings.store.clone().ok_or_else(|| AppError::NotFound("no readings store (no data dir)".into()))?;
+    let history = tokio::task::spawn_blocking(move || store.history(&id, metric, from, to, q.step))
+        .await
+        .map_err(|_| AppError::Internal("history query failed".into()))?
+        .map_err(|e| match e {
+            store::StoreError::BadQuery(_) | store::StoreError::TooManyPoints { .. } => {
+                AppError::BadRequest(e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "history query");
+                AppError::Internal("history query failed".into())
+            }
+        })?;
+    Ok(Json(history))
+}
