@@ -94,7 +94,7 @@ pub async fn housekeeping(app: Arc<App>, dir: Option<PathBuf>) {
             app.apply_findings(findings);
         }
         let Some(dir) = &dir else { continue };
-        if ticks % 6 == 0 {
+        if ticks.is_multiple_of(6) {
             let snapshot = app.alerts.engine.lock().snapshot();
             let dir = dir.clone();
             let saved =
@@ -103,7 +103,7 @@ pub async fn housekeeping(app: Arc<App>, dir: Option<PathBuf>) {
                 tracing::error!("could not save the rules snapshot");
             }
         }
-        if ticks % 360 == 0 || app.alerts.book.lock().needs_checkpoint() {
+        if ticks.is_multiple_of(360) || app.alerts.book.lock().needs_checkpoint() {
             if let Err(e) = app.alerts.book.lock().checkpoint() {
                 tracing::error!(error = %e, "could not checkpoint the alert journal");
             }

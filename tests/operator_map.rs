@@ -218,7 +218,7 @@ async fn a_read_token_watches_over_the_socket_but_does_not_act_and_comments_are_
         reply[0]["alert"]["comments"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
     assert_eq!(texts, ["police closed the bridge", "evacuation bus sent"]);
     let seen = collect(&mut viewer, "alert", Duration::from_secs(3)).await;
-    let commented = seen.iter().filter(|a| a["id"] == id.as_str()).filter_map(|a| a["comments"].as_array()).last();
+    let commented = seen.iter().filter(|a| a["id"] == id.as_str()).filter_map(|a| a["comments"].as_array()).next_back();
     assert_eq!(commented.map(|c| c.len()), Some(2), "the viewer sees both comments: {seen:?}");
 }
 

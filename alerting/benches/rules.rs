@@ -142,6 +142,7 @@ fn rules() -> RuleSet {
 }
 
 /// CPU time consumed by this thread.
+#[allow(unsafe_code)] // libc has no safe wrapper for the per-thread CPU clock.
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec into the pointer we own; CLOCK_THREAD_CPUTIME_ID is always valid.
@@ -209,8 +210,8 @@ fn value(i: usize, c: i64, metric: Metric) -> f64 {
         Metric::WaterLevelM => {
             3.0 + 3.0 * (((c + i as i64) % 400) as f64 / 400.0 * std::f64::consts::TAU).sin().abs() + 0.02 * noise
         }
-        Metric::TiltDeg => 0.1 + c as f64 * if i % 50 == 0 { 0.02 } else { 0.0005 } + 0.0005 * noise,
-        Metric::DisplacementMm => c as f64 * if i % 40 == 0 { 2.0 } else { 0.01 },
+        Metric::TiltDeg => 0.1 + c as f64 * if i.is_multiple_of(50) { 0.02 } else { 0.0005 } + 0.0005 * noise,
+        Metric::DisplacementMm => c as f64 * if i.is_multiple_of(40) { 2.0 } else { 0.01 },
         Metric::WireIntact => {
             if noise < 0.001 {
                 0.0

@@ -906,7 +906,7 @@ pub mod duration_text {
     /// The shortest exact text for a duration ("24h", "90s").
     pub fn format(ms: u64) -> String {
         for (scale, unit) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")] {
-            if ms >= scale && ms % scale == 0 {
+            if ms >= scale && ms.is_multiple_of(scale) {
                 // Hours read better than days for rain windows ("24h").
                 if unit == "d" && ms <= 2 * 86_400_000 {
                     continue;

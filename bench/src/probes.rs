@@ -14,6 +14,7 @@ use crate::{span, Cli, Row};
 /// Tens of thousands of sockets need more descriptors than the machine's default (1024, or a hard limit such as 20,000
 /// that 20k citizens plus the server's own files exceed); children inherit the raised limit. As root the hard limit
 /// can be raised too; otherwise the soft limit goes as high as the hard one allows.
+#[allow(unsafe_code)] // getrlimit/setrlimit have no safe wrapper in std or libc.
 pub fn raise_fd_limit(want: u64) {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
@@ -37,7 +38,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn mqtt_client(server: &Server, id: &str) -> anyhow::Result<(rumqttc::AsyncClient, tokio::task::JoinHandle<()>)> {
     let password = demo_devices().into_iter().find(|(d, _)| d == id).and_then(|(_, p)| p).unwrap_or_default();
-    let mut opts = rumqttc::MqttOptions::new(format!("{id}"), server.mqtt.ip().to_string(), server.mqtt.port());
+    let mut opts = rumqttc::MqttOptions::new(id.to_string(), server.mqtt.ip().to_string(), server.mqtt.port());
     opts.set_credentials(id, password);
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
     let task = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
@@ -124,6 +125,7 @@ pub async fn latency(cli: &Cli) -> anyhow::Result<Vec<Row>> {
 
 /// N citizen connections, one alert to all.
 /// The soft open-file limit of this process (after `raise_fd_limit`); the server inherits it.
+#[allow(unsafe_code)] // getrlimit has no safe wrapper in std or libc.
 fn fd_limit() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct we pass.

@@ -126,7 +126,7 @@ pub async fn soak(cli: &Cli) -> anyhow::Result<Vec<Row>> {
         let sample = Sample::take(&server, start, &tally);
         csv.push_str(&sample.csv_line());
         std::fs::write(&csv_path, &csv)?;
-        if samples.len() % 30 == 0 || cli.quick {
+        if samples.len().is_multiple_of(30) || cli.quick {
             println!("{}", sample.progress());
         }
         samples.push(sample);

@@ -86,8 +86,7 @@ fn cell_broadcast(c: &mut Criterion) {
     );
     let serial = SerialNumber::new(GeoScope::Plmn, 23, 0).expect("serial");
     let plmn = Plmn::new("466", "92").expect("plmn");
-    let county =
-        WarningArea::Cells((0..2000u32).map(|i| Ecgi { plmn: plmn.clone(), cell_id: 0x0AB_0000 + i }).collect());
+    let county = WarningArea::Cells((0..2000u32).map(|i| Ecgi { plmn, cell_id: 0x0AB_0000 + i }).collect());
     let schedule = Schedule { repetition_period_s: 60, number_of_broadcasts: 0 };
     let mut group = c.benchmark_group("cell_broadcast");
     group.throughput(Throughput::Elements(1));

@@ -239,9 +239,12 @@ struct PointInArea {
     min_y: f64,
     /// Strips per degree of latitude.
     scale: f64,
-    /// Per strip: edges `(part, x1, y1, x2, y2)`, grouped by part.
-    strips: Vec<Vec<(u32, f64, f64, f64, f64)>>,
+    /// Per strip: its edges, grouped by part.
+    strips: Vec<Vec<StripEdge>>,
 }
+
+/// One polygon edge in a strip: `(part, x1, y1, x2, y2)`.
+type StripEdge = (u32, f64, f64, f64, f64);
 
 impl PointInArea {
     fn new(mp: &MultiPolygon<f64>) -> Self {
@@ -262,7 +265,7 @@ impl PointInArea {
         let count = edges.len().clamp(1, 1 << 16);
         let span = max_y - min_y;
         let scale = if span > 0.0 { count as f64 / span } else { 0.0 };
-        let mut strips: Vec<Vec<(u32, f64, f64, f64, f64)>> = vec![Vec::new(); count];
+        let mut strips: Vec<Vec<StripEdge>> = vec![Vec::new(); count];
         for (part, a, b) in edges {
             let lo = ((a.y.min(b.y) - min_y) * scale) as usize;
             let hi = (((a.y.max(b.y) - min_y) * scale) as usize).min(count - 1);

@@ -87,27 +87,6 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scoped_tokens_by_hash() {
-        let entry = TokenEntry { name: "alice".into(), scope: Scope::Read, sha256: hex(&digest("alice-token")) };
-        let set = TokenSet::new(&[entry], Some("root-token")).unwrap();
-        assert_eq!(set.check("alice-token"), Some(("alice", Scope::Read)));
-        assert_eq!(set.check("root-token"), Some(("env", Scope::Admin)));
-        assert_eq!(set.check("nope"), None);
-        assert!(Scope::Admin > Scope::Operate && Scope::Operate > Scope::Read);
-    }
-
-    #[test]
-    fn bad_hash_names_the_token() {
-        let entry = TokenEntry { name: "bob".into(), scope: Scope::Read, sha256: "xyz".into() };
-        assert!(TokenSet::new(&[entry], None).unwrap_err().contains("bob"));
-    }
-}
-
 /// What a handler needs: `Operator<Read>` (or `Operate`, `Admin`) in its arguments authenticates the request and checks
 /// the scope before the handler runs, so no handler can forget to.
 ///
@@ -137,4 +116,25 @@ impl Needs for Operate {
 }
 impl Needs for Admin {
     const SCOPE: Scope = Scope::Admin;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoped_tokens_by_hash() {
+        let entry = TokenEntry { name: "alice".into(), scope: Scope::Read, sha256: hex(&digest("alice-token")) };
+        let set = TokenSet::new(&[entry], Some("root-token")).unwrap();
+        assert_eq!(set.check("alice-token"), Some(("alice", Scope::Read)));
+        assert_eq!(set.check("root-token"), Some(("env", Scope::Admin)));
+        assert_eq!(set.check("nope"), None);
+        assert!(Scope::Admin > Scope::Operate && Scope::Operate > Scope::Read);
+    }
+
+    #[test]
+    fn bad_hash_names_the_token() {
+        let entry = TokenEntry { name: "bob".into(), scope: Scope::Read, sha256: "xyz".into() };
+        assert!(TokenSet::new(&[entry], None).unwrap_err().contains("bob"));
+    }
 }
