@@ -376,14 +376,20 @@ impl AlertBook {
         let mut restored = Restored::default();
         let checkpoint: Option<Checkpoint> = journal::read_json(&dir.join(journal::BOOK_CHECKPOINT))?;
         let mut offset = 0;
+        let mut journal_seq = 0;
         if let Some(cp) = checkpoint {
             offset = cp.journal_offset;
+            journal_seq = cp.journal_seq;
             book.load_checkpoint(cp);
             restored.from_checkpoint = true;
         }
         // Unreadable lines are skipped (and reported); a torn last line is cut off; a last record that lost only its
         // newline was written in full and may already have been broadcast, so it is kept (see `journal.rs`).
-        let (journal, replay) = Journal::open::<Record>(&dir.join(journal::BOOK_JOURNAL), offset)?;
+        let (mut journal, replay) = Journal::open::<Record>(&dir.join(journal::BOOK_JOURNAL), offset)?;
+        journal.observe_seq(journal_seq);
+        // The journal is in place before the replay, so every replayed record's sequence number is observed and the
+        // next record continues the sequence instead of starting again from 1.
+        book.journal = Some(journal);
         for entry in replay.records {
             book.replay(entry.record);
             restored.records += 1;
@@ -392,7 +398,6 @@ impl AlertBook {
         if let Some(torn) = replay.torn {
             restored.truncated_bytes = torn.bytes;
         }
-        book.journal = Some(journal);
         restored.active = book.active.len();
         Ok((book, restored))
     }
@@ -405,6 +410,7 @@ impl AlertBook {
         let cp = Checkpoint {
             format: 1,
             journal_offset: journal.offset(),
+            journal_seq: journal.seq(),
             next_seq: self.next_seq,
             alerts: self.alerts.values().cloned().collect(),
             contributions: self.contributions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -1072,6 +1078,10 @@ enum Record {
 struct Checkpoint {
     format: u32,
     journal_offset: u64,
+    /// The last journal record's sequence number at `journal_offset`: the records it covers are not replayed, so
+    /// the sequence resumes from here (0 in checkpoints written before it was kept).
+    #[serde(default)]
+    journal_seq: u64,
     next_seq: u64,
     alerts: Vec<Alert>,
     contributions: Vec<(String, BTreeMap<String, Contribution>)>,

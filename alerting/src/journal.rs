@@ -71,6 +71,11 @@ impl Journal {
         self.seq
     }
 
+    /// The highest record sequence number written or replayed so far.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Keeps the sequence ahead of replayed records.
     pub fn observe_seq(&mut self, seq: u64) {
         self.seq = self.seq.max(seq);

@@ -195,6 +195,37 @@ fn torn_last_line_is_cut_and_a_complete_one_kept() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The sequence numbers of the journal's records.
+fn journal_seqs(dir: &Path) -> Vec<u64> {
+    std::fs::read_to_string(dir.join(journal::BOOK_JOURNAL))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .collect()
+}
+
+/// Record sequence numbers keep rising across restarts, from a full replay and from a checkpoint alike (they used to
+/// start again from 1 after every restart, so the audit trail's order could not be read from them).
+#[test]
+fn journal_sequence_continues_across_restarts() {
+    let dir = temp_dir("sequence");
+    let _ = sample_book(&dir);
+    let (book, _) = AlertBook::open(&dir, "TW-DC").unwrap();
+    let mut h = Harness::with(default_rules(), book);
+    let id = h.book.all().next().unwrap().id.clone();
+    h.book.comment(&id, "op1", "after a restart", T0 + 21 * HOUR).unwrap();
+    h.book.checkpoint().unwrap();
+    drop(h);
+    let (mut book, restored) = AlertBook::open(&dir, "TW-DC").unwrap();
+    assert!(restored.from_checkpoint && restored.records == 0, "everything is in the checkpoint");
+    book.comment(&id, "op1", "after a checkpoint", T0 + 22 * HOUR).unwrap();
+    drop(book);
+    let seqs = journal_seqs(&dir);
+    assert!(seqs.len() > 3);
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "one rising sequence: {seqs:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn checkpoint_plus_tail_equals_full_replay() {
     let dir = temp_dir("checkpoint");
