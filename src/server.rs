@@ -62,13 +62,72 @@ pub async fn start_with(
         role.prepare(&mut files)?;
     }
     let cfg = &files.main;
-    if let Some(dir) = &data_dir {
+    let Built { app, devices, inbound_events, alerts_dir, restored_changes } =
+        build(&files, tokens, data_dir.as_deref())?;
+
+    // Bind HTTP before the broker so that a busy port fails the start before anything runs.
+    let http = tokio::net::TcpListener::bind(listen.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", listen.http))?;
+
+    for alert in &restored_changes {
+        app.publish(alert);
+    }
+    tokio::spawn(crate::hot_path::housekeeping(Arc::clone(&app), alerts_dir.clone()));
+    #[cfg(unix)]
+    tokio::spawn(crate::rules_admin::reload_on_sighup({
+        let app = Arc::clone(&app);
+        move |cause: &str| {
+            let _ = app.reload_rules(cause);
+        }
+    }));
+    let mut hot_path = HotPath::new(Arc::clone(&app));
+    match &role {
+        None => ingest::broker::start(
+            &broker_config(cfg, listen, data_dir.clone()),
+            Arc::new(devices),
+            move |msg: ingest::RawMessage| hot_path.process(msg),
+        )?,
+        Some(role) => role.attach(&app, hot_path)?,
+    }
+    if let Some(events) = inbound_events {
+        tokio::spawn(crate::external::forward(Arc::clone(&app), events));
+    }
+    tokio::spawn(crate::web::operator::coalesce_sensor_updates(
+        Arc::clone(&app),
+        std::time::Duration::from_millis(cfg.http.sensor_update_ms),
+    ));
+    Ok((app, http))
+}
+
+/// What [`build`] makes: the app, and what the tasks [`start_with`] spawns need from the build.
+pub struct Built {
+    pub app: Arc<App>,
+    /// The front door's device store (credentials, revocations), for the broker.
+    devices: DeviceStore,
+    /// Partner agencies' events, for `external::forward`.
+    inbound_events: Option<tokio::sync::mpsc::Receiver<inbound::ExternalEvent>>,
+    /// The alert journal's folder, for the housekeeping tick's snapshots.
+    alerts_dir: Option<PathBuf>,
+    /// Changes the restore made, published once the tasks run.
+    restored_changes: Vec<Alert>,
+}
+
+/// Builds the app from config files (and a cluster role's changes to them): every part, but no listener bound and no
+/// task spawned — [`start_with`] does those. The HTTP tests (`web/tests/`) drive its router as it is.
+pub fn build(
+    files: &ConfigFiles,
+    tokens: crate::web::auth::TokenSet,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<Built> {
+    let cfg = &files.main;
+    if let Some(dir) = data_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
     }
-    let geo = load_geo(&files)?;
-    let (devices, registry) = load_devices_and_sensors(&files, data_dir.as_deref())?;
+    let geo = load_geo(files)?;
+    let (devices, registry) = load_devices_and_sensors(files, data_dir)?;
     let templates = match &files.dissemination {
-        Some(_) => Some(cap_templates(&files)?),
+        Some(_) => Some(cap_templates(files)?),
         None => None,
     };
     let inbound_config = match &files.inbound {
@@ -107,13 +166,13 @@ pub async fn start_with(
     ));
     let (alerts_tx, _) = broadcast::channel(4096);
     let (map_tx, _) = broadcast::channel(4096);
-    let reports = crate::reports::ReportBook::open(&geo, data_dir.as_deref(), crate::reports::ReportPolicy::default())
+    let reports = crate::reports::ReportBook::open(&geo, data_dir, crate::reports::ReportPolicy::default())
         .context("opening the citizen report clusters")?;
     let geo = Arc::new(geo);
     // Partner agencies' warnings are kept in the data dir, so they (and what was cancelled) survive a restart.
     let (inbound, inbound_events) = match inbound_config {
         Some(config) => {
-            let (inbound, events) = match &data_dir {
+            let (inbound, events) = match data_dir {
                 Some(dir) => inbound::Inbound::start_in(config, Arc::clone(&geo), &dir.join("inbound"))?,
                 None => inbound::Inbound::start(config, Arc::clone(&geo))?,
             };
@@ -126,7 +185,7 @@ pub async fn start_with(
     for warning in engine.set_zones(geo.zones()) {
         tracing::warn!(%warning, "rules and zones");
     }
-    let store = match &data_dir {
+    let store = match data_dir {
         Some(dir) => {
             Some(Arc::new(store::ReadingStore::open(dir, cfg.store.clone()).context("opening the readings store")?))
         }
@@ -134,7 +193,7 @@ pub async fn start_with(
     };
     let (book, restored_changes) =
         restore_alerts(cfg, alerts_dir.as_deref(), &mut engine, store.as_deref(), &ingest, &geo, inbound.as_ref())?;
-    let influx = match (&cfg.influx, &data_dir) {
+    let influx = match (&cfg.influx, data_dir) {
         (Some(influx), Some(dir)) => Some(
             store::InfluxSink::start(influx.clone(), &dir.join("influx-spool"), ingest.registry().read().iter())
                 .context("starting the InfluxDB sink")?,
@@ -142,7 +201,7 @@ pub async fn start_with(
         (Some(_), None) => anyhow::bail!("[influx] needs a data dir for its spool"),
         _ => None,
     };
-    let dissemination = start_dissemination(&files, data_dir.as_deref(), &geo)?;
+    let dissemination = start_dissemination(files, data_dir, &geo)?;
     let app = Arc::new(App {
         geo,
         ingest: Arc::clone(&ingest),
@@ -163,44 +222,11 @@ pub async fn start_with(
             public_url: cfg.http.public_url.trim_end_matches('/').to_string(),
             tile_url: cfg.http.map_tile_url.clone(),
             ws_idle_timeout: std::time::Duration::from_secs(cfg.http.ws_idle_timeout_s),
-            http_tls: crate::web::tls::acceptor(cfg, data_dir.as_deref())?,
+            http_tls: crate::web::tls::acceptor(cfg, data_dir)?,
             public_limit: crate::web::public::PublicLimit::new(cfg.http.public_burst, cfg.http.public_per_s),
         },
     });
-
-    // Bind HTTP before the broker so that a busy port fails the start before anything runs.
-    let http = tokio::net::TcpListener::bind(listen.http)
-        .await
-        .with_context(|| format!("cannot listen on {}", listen.http))?;
-
-    for alert in &restored_changes {
-        app.publish(alert);
-    }
-    tokio::spawn(crate::hot_path::housekeeping(Arc::clone(&app), alerts_dir.clone()));
-    #[cfg(unix)]
-    tokio::spawn(crate::rules_admin::reload_on_sighup({
-        let app = Arc::clone(&app);
-        move |cause: &str| {
-            let _ = app.reload_rules(cause);
-        }
-    }));
-    let mut hot_path = HotPath::new(Arc::clone(&app));
-    match &role {
-        None => ingest::broker::start(
-            &broker_config(cfg, listen, data_dir.clone()),
-            Arc::new(devices),
-            move |msg: ingest::RawMessage| hot_path.process(msg),
-        )?,
-        Some(role) => role.attach(&app, hot_path)?,
-    }
-    if let Some(events) = inbound_events {
-        tokio::spawn(crate::external::forward(Arc::clone(&app), events));
-    }
-    tokio::spawn(crate::web::operator::coalesce_sensor_updates(
-        Arc::clone(&app),
-        std::time::Duration::from_millis(cfg.http.sensor_update_ms),
-    ));
-    Ok((app, http))
+    Ok(Built { app, devices, inbound_events, alerts_dir, restored_changes })
 }
 
 /// The zones (and cell sites, when configured) on H3.
