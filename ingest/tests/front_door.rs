@@ -705,3 +705,22 @@ async fn a_login_waiting_past_the_connect_deadline_is_told_the_server_is_busy() 
     }
     assert!(busy > 0, "some logins were still queued at the deadline");
 }
+
+/// A device opening more sessions than `max_sessions_per_device` (fresh client ids, as a device whose old connection
+/// has not timed out yet) gets in; its oldest session is closed (MQTT 5: DISCONNECT 0x97), the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_session_cap_the_oldest_session_of_a_device_is_closed() {
+    let h = Harness::start_with(|c| c.max_sessions_per_device = 4);
+    let mut sessions = Vec::new();
+    for i in 0..5 {
+        let mut raw = Raw::open(&h, Door::V5, None).await.unwrap();
+        assert_eq!(raw.connect(&format!("s{i}"), Some((A, &h.password(A))), 30, None).await, Some(0), "s{i}");
+        sessions.push(raw);
+    }
+    let (first, body) = sessions[0].read(Duration::from_secs(5)).await.expect("a DISCONNECT for the oldest");
+    assert_eq!((first, body.first().copied()), (0xE0, Some(0x97)), "quota exceeded");
+    for (i, raw) in sessions.iter_mut().enumerate().skip(1) {
+        assert_eq!(raw.publish_qos1(&readings(A), common::reading(1.0).as_bytes(), 1).await, Some(0), "s{i}");
+    }
+    assert_eq!(h.front_door.sessions(), 4);
+}
