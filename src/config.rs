@@ -108,6 +108,34 @@ pub struct MqttConfig {
     pub tls: bool,
     pub broker_max_payload_bytes: usize,
     pub max_connections: usize,
+    /// Sessions one device may have open at once (different client ids); a further one closes its oldest.
+    #[serde(default = "default_max_sessions_per_device")]
+    pub max_sessions_per_device: usize,
+    /// Logins of one device id waiting for the password check at once; more are refused "server busy".
+    #[serde(default = "default_max_pending_logins_per_device")]
+    pub max_pending_logins_per_device: usize,
+    /// Failed logins (unknown device, wrong password) one address (IPv6: a /64) may have at once, and seconds until
+    /// one more is allowed; past them its logins are refused before any check.
+    #[serde(default = "default_failed_login_burst")]
+    pub failed_login_burst: u32,
+    #[serde(default = "default_failed_login_refill_s")]
+    pub failed_login_refill_s: u64,
+}
+
+fn default_max_sessions_per_device() -> usize {
+    ingest::broker::BrokerConfig::default().max_sessions_per_device
+}
+
+fn default_max_pending_logins_per_device() -> usize {
+    ingest::broker::BrokerConfig::default().max_pending_logins_per_device
+}
+
+fn default_failed_login_burst() -> u32 {
+    ingest::broker::BrokerConfig::default().failed_login_burst
+}
+
+fn default_failed_login_refill_s() -> u64 {
+    ingest::broker::BrokerConfig::default().failed_login_refill.as_secs()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +265,17 @@ impl Config {
         }
         if self.ingest.max_payload_bytes == 0 || self.ingest.max_payload_bytes > self.mqtt.broker_max_payload_bytes {
             return Err(invalid("ingest.max_payload_bytes", "must be between 1 and mqtt.broker_max_payload_bytes"));
+        }
+        if self.mqtt.max_sessions_per_device == 0
+            || self.mqtt.max_pending_logins_per_device == 0
+            || self.mqtt.failed_login_burst == 0
+            || self.mqtt.failed_login_refill_s == 0
+        {
+            return Err(invalid(
+                "mqtt.max_sessions_per_device / max_pending_logins_per_device / failed_login_burst / \
+                 failed_login_refill_s",
+                "must be at least 1",
+            ));
         }
         if self.http.sensor_update_ms < 50 {
             return Err(invalid("http.sensor_update_ms", "must be at least 50"));

@@ -323,8 +323,13 @@ fn text_is_plain_text_and_never_comes_back_as_html() {
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["text"], text, "stored and returned exactly, as text");
 
-    let (_, head, listing) =
-        raw(server.http, "GET", &format!("/api/v1/reports/clusters?token={TOKEN}"), &[], Vec::new());
+    let (_, head, listing) = raw(
+        server.http,
+        "GET",
+        "/api/v1/reports/clusters",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        Vec::new(),
+    );
     assert!(head.contains("content-type: application/json"), "{head}");
     assert!(!listing.contains('<') && !listing.contains('>'), "{listing}");
     let listing: Value = serde_json::from_str(&listing).unwrap();
@@ -487,8 +492,13 @@ fn verified_clusters_become_open_data_without_personal_data() {
     let hash: String = sha2::Sha256::digest(&stored).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(format!("{hash}.jpg"), name);
     // Operators can see it; the public cannot, yet.
-    let (status, head, _) =
-        raw(server.http, "GET", &format!("/api/v1/reports/photos/{name}?token={TOKEN}"), &[], Vec::new());
+    let (status, head, _) = raw(
+        server.http,
+        "GET",
+        &format!("/api/v1/reports/photos/{name}"),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        Vec::new(),
+    );
     assert_eq!(status, 200);
     assert!(head.contains("content-type: image/jpeg") && head.contains("nosniff"), "{head}");
     let public = format!("/opendata/reports/photos/{name}");

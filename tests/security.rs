@@ -117,3 +117,150 @@ async fn public_endpoints_are_rate_limited_per_address() {
         .expect("the rate_limited sample");
     assert!(refused >= 1.0, "{refused}");
 }
+
+/// Every file under `dir` named `name` (the alert journal's folder is the server's business).
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends a command on the operator socket and returns its result (or error) frame, past any deltas.
+async fn socket_command(ws: &mut Ws, command: serde_json::Value) -> serde_json::Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::Text(command.to_string().into())).await.unwrap();
+    loop {
+        let Some(Ok(message)) = ws.next().await else { panic!("the operator socket closed") };
+        let Message::Text(text) = message else { continue };
+        let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if matches!(frame["type"].as_str(), Some("result" | "error")) {
+            return frame;
+        }
+    }
+}
+
+/// The audit trail names the operator token that took each decision — over the HTTP API and over the operator
+/// socket — in the alert and cluster journals and in what operators see, and a restart keeps the names.
+#[tokio::test]
+async fn the_audit_trail_names_the_token_that_decided() {
+    use serde_json::{json, Value};
+
+    let config = common::config_copy("audit", |t| {
+        format!(
+            "{t}\n[[operator_tokens]]\nname = \"duty-officer-1\"\nscope = \"operate\"\nsha256 = \"{}\"\n\
+             [[operator_tokens]]\nname = \"duty-officer-2\"\nscope = \"operate\"\nsha256 = \"{}\"\n",
+            common::sha256_hex("officer-1-token"),
+            common::sha256_hex("officer-2-token")
+        )
+    });
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::serve_in(&config, data.path());
+    let post = |path: &str, token: &str, body: Value| {
+        let (status, body) = http_request(server.http, "POST", path, Some(token), Some(&body.to_string())).unwrap();
+        (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::String(body)))
+    };
+
+    // A citizen's report, verified and raised by officer 1 (HTTP): an alert held for approval.
+    let report = json!({"lat": common::SHENMU.0, "lon": common::SHENMU.1, "category": "flooding",
+                        "text": "water over the road"});
+    let (status, answer) =
+        http_request(server.http, "POST", "/api/v1/reports", None, Some(&report.to_string())).unwrap();
+    assert_eq!(status, 201, "{answer}");
+    let cluster = serde_json::from_str::<Value>(&answer).unwrap()["cluster"].as_str().unwrap().to_string();
+    let (status, verified) = post(&format!("/api/v1/reports/clusters/{cluster}/verify"), "officer-1-token", json!({}));
+    assert_eq!((status, verified["decided_by"].as_str()), (200, Some("duty-officer-1")), "{verified}");
+    let (status, raised) =
+        post(&format!("/api/v1/reports/clusters/{cluster}/raise"), "officer-1-token", json!({"severity": "Severe"}));
+    assert_eq!(status, 201, "{raised}");
+    let alert_id = raised["alert"]["id"].as_str().unwrap().to_string();
+
+    // Officer 2 approves and comments over the operator socket (a browser's `?token=`), officer 1 acknowledges over
+    // HTTP.
+    let url = format!("ws://{}/ws/operator?token=officer-2-token", server.http);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("the socket takes ?token=");
+    let approved = socket_command(&mut ws, json!({"type": "approve", "id": alert_id})).await;
+    assert_eq!(approved["ok"], true, "{approved}");
+    let commented =
+        socket_command(&mut ws, json!({"type": "comment", "id": alert_id, "text": "sirens on in Shenmu"})).await;
+    assert_eq!(commented["ok"], true, "{commented}");
+    let (status, acked) = post(&format!("/api/v1/alerts/{alert_id}/ack"), "officer-1-token", json!({}));
+    assert_eq!(status, 200, "{acked}");
+
+    let names = |alert: &Value| {
+        (
+            alert["approved_by"].as_str().map(str::to_string),
+            alert["acknowledged_by"].as_str().map(str::to_string),
+            alert["comments"][0]["by"].as_str().map(str::to_string),
+        )
+    };
+    let expected = (Some("duty-officer-2".into()), Some("duty-officer-1".into()), Some("duty-officer-2".into()));
+    let listed = |server: &Server| {
+        let (_, body) = http_get(server.http, "/api/v1/alerts", Some("officer-1-token")).unwrap();
+        let list: Value = serde_json::from_str(&body).unwrap();
+        list["alerts"].as_array().unwrap().iter().find(|a| a["id"] == alert_id.as_str()).cloned().unwrap()
+    };
+    assert_eq!(names(&listed(&server)), expected, "{}", listed(&server));
+
+    // The journal lines name them too, and no line says only which channel it came by.
+    let journal =
+        std::fs::read_to_string(find_file(data.path(), "alerts.journal.jsonl").expect("alert journal")).unwrap();
+    let actors: Vec<String> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["alert"]["id"] == alert_id.as_str())
+        .map(|l| format!("{}:{}", l["cause"]["action"].as_str().unwrap_or("raise"), l["actor"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        actors,
+        ["raise:duty-officer-1", "approve:duty-officer-2", "comment:duty-officer-2", "acknowledge:duty-officer-1"],
+        "{journal}"
+    );
+    assert!(!journal.contains("operator-api") && !journal.contains("operator-socket"), "{journal}");
+
+    // After a restart: the same names, from the journals.
+    drop(ws);
+    drop(server);
+    let server = Server::serve_in(&config, data.path());
+    assert_eq!(names(&listed(&server)), expected);
+    let (_, body) = http_get(server.http, "/api/v1/reports/clusters", Some("officer-2-token")).unwrap();
+    assert!(body.contains(r#""decided_by":"duty-officer-1""#), "{body}");
+}
+
+/// `?token=` authenticates the operator websocket (a browser cannot set headers there) and nothing else: a token in
+/// any other URL is refused, so that it does not spread into proxy logs and browser histories.
+#[test]
+fn a_token_in_the_url_counts_only_for_the_websocket_upgrade() {
+    let server = Server::start();
+    assert_eq!(http_get(server.http, &format!("/api/v1/alerts?token={TOKEN}"), None).unwrap().0, 401);
+    assert_eq!(http_get(server.http, &format!("/api/v1/reports/clusters?token={TOKEN}"), None).unwrap().0, 401);
+    let (status, body) =
+        http_request(server.http, "POST", &format!("/api/v1/alerts/x/cancel?token={TOKEN}"), None, None).unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(http_get(server.http, "/api/v1/sensors/RG0001/readings?metric=rain_mm", Some(TOKEN)).unwrap().0, 200);
+    assert_eq!(
+        http_get(server.http, &format!("/api/v1/sensors/RG0001/readings?metric=rain_mm&token={TOKEN}"), None)
+            .unwrap()
+            .0,
+        401
+    );
+    // The socket's path without an upgrade is no way around it either.
+    assert_eq!(http_get(server.http, &format!("/ws/operator?token={TOKEN}"), None).unwrap().0, 401);
+    // With the header, as before.
+    assert_eq!(http_get(server.http, "/api/v1/alerts", Some(TOKEN)).unwrap().0, 200);
+    // And the websocket upgrade itself takes it (a browser's map).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let url = format!("ws://{}/ws/operator?token={TOKEN}", server.http);
+    runtime.block_on(async { tokio_tungstenite::connect_async(url).await.expect("the upgrade takes ?token=") });
+}

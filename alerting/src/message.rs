@@ -63,6 +63,10 @@ pub struct AlertMessage {
     pub value: f64,
     pub sensors: Vec<String>,
     pub acknowledged_by: Option<String>,
+    /// The operator token that released it to the public (the approval gate), if one did.
+    pub approved_by: Option<String>,
+    /// The operator token that cancelled it, if one did.
+    pub cancelled_by: Option<String>,
     /// Operators' notes, oldest first (operators' channel and API; citizens' frames do not carry them).
     pub comments: Vec<CommentMessage>,
     /// Clusters of citizen reports behind the alert (`rc-…` ids; operators' map), absent when there are none.
@@ -123,6 +127,8 @@ impl AlertMessage {
             value: alert.value,
             sensors: alert.sensors.keys().cloned().collect(),
             acknowledged_by: alert.acknowledged_by.clone(),
+            approved_by: alert.approved_by.clone(),
+            cancelled_by: alert.cancelled_by.clone(),
             comments: alert
                 .comments
                 .iter()

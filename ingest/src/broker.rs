@@ -39,8 +39,21 @@ pub struct BrokerConfig {
     pub max_payload_bytes: usize,
     /// Connections open at once; further ones are closed on accept and counted (`reason="overloaded"`).
     pub max_connections: usize,
-    /// Deadline for the TLS handshake plus the CONNECT packet.
+    /// Deadline for the TLS handshake, the CONNECT packet and the login (password checks included: a login still
+    /// waiting for the argon2 thread then is refused "server busy").
     pub connect_timeout: Duration,
+    /// Failed logins (unknown device, wrong password) an address (IPv6: a /64) may have at once; past it its logins
+    /// are refused before any check (`reason="login_throttled"`) until the bucket refills.
+    pub failed_login_burst: u32,
+    /// One more failed login allowed per this long.
+    pub failed_login_refill: Duration,
+    /// Logins of one device id waiting for the argon2 check at once; more are refused "server busy"
+    /// (`reason="busy"`), so that a flood aimed at one device cannot take every device's turn.
+    pub max_pending_logins_per_device: usize,
+    /// Sessions one device may have open at once (different client ids; the same client id takes its old session
+    /// over). A further session closes the device's oldest (v5: DISCONNECT 0x97), so a device reconnecting with
+    /// fresh client ids is never locked out by its own half-dead sessions.
+    pub max_sessions_per_device: usize,
     /// Capacity of the queue into the pipeline, in batches (one batch = the publishes of one socket read).
     pub queue_batches: usize,
     /// Worker threads of the front door's own tokio runtime. (argon2 password checks run on one thread of their
@@ -63,6 +76,12 @@ impl Default for BrokerConfig {
             max_payload_bytes: 256 * 1024,
             max_connections: 20_000,
             connect_timeout: Duration::from_secs(10),
+            // Ten wrong passwords at once, then one a minute: a device with a typo is told at once, a guesser gets
+            // ~1,400 tries a day per address instead of ~40 a second.
+            failed_login_burst: 10,
+            failed_login_refill: Duration::from_secs(60),
+            max_pending_logins_per_device: 2,
+            max_sessions_per_device: 4,
             queue_batches: 1024,
             io_threads: 2,
         }

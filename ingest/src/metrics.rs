@@ -33,7 +33,7 @@ pub struct IngestMetrics {
     pub network_out: IntCounter,
     /// Batches waiting in the queue between the front door and the pipeline (sampled each second).
     pub queue_batches: IntGauge,
-    /// Sessions ended, by why (`disconnect`, `closed`, `keep_alive`, `taken_over`, `revoked`, `malformed`, …).
+    /// Sessions ended, by why (`disconnect`, `closed`, `keep_alive`, `taken_over`, `too_many_sessions`, `revoked`, `malformed`, …).
     pub disconnects: IntCounterVec,
     /// Last wills handed to the pipeline.
     pub wills: IntCounter,
@@ -105,6 +105,7 @@ pub static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
         "io_error",
         "keep_alive",
         "taken_over",
+        "too_many_sessions",
         "revoked",
         "malformed",
         "protocol",

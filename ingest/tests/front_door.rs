@@ -499,3 +499,228 @@ async fn mosquitto_clients_plain_and_tls() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains(B), "mosquitto_sub on # saw B's data: {stdout}");
 }
+
+/// One wrong-password CONNECT from `from` (a loopback address of the attacker's): the CONNACK code, `None` if the
+/// connection closed (or stayed silent) without one.
+async fn wrong_password_connect(addr: std::net::SocketAddr, from: [u8; 4], i: usize) -> Option<u8> {
+    use tokio::io::AsyncReadExt;
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(std::net::SocketAddr::from((from, 0))).ok()?;
+    let mut stream = socket.connect(addr).await.ok()?;
+    let packet = common::connect_packet(false, &format!("guess{i}"), Some((A, "not-the-password")), 30, None);
+    stream.write_all(&packet).await.ok()?;
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(20), stream.read_exact(&mut connack)).await.ok()?.ok()?;
+    (connack[0] == 0x20).then_some(connack[3])
+}
+
+/// 5,000 wrong-password CONNECTs for a real device id, from four addresses, 100 at a time, while 100 real devices
+/// log in for the first time (an argon2 check each) and publish: every real device gets in within the connect
+/// deadline's reach, and every reading it got a PUBACK for reaches the pipeline. The flood's logins for the one device
+/// id hold at most two places in the argon2 queue (the rest: CONNACK 3, counted as `busy`), and its addresses are
+/// throttled once they have failed a few times (CONNACK 5, `login_throttled`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_flood_does_not_keep_real_devices_out() {
+    const FLOOD: usize = 5_000;
+    const DEVICES: usize = 100;
+    const READINGS: u16 = 5;
+    let h = Harness::start();
+    let devices: Vec<(String, String)> =
+        (0..DEVICES).map(|i| (format!("FL{i:04}"), format!("field-password-{i}-{}", i * 7919))).collect();
+    {
+        let store = std::sync::Arc::clone(&h.devices);
+        let list = devices.clone();
+        tokio::task::spawn_blocking(move || {
+            for (id, password) in &list {
+                store.set_password(id, password).expect("device added");
+            }
+        })
+        .await
+        .unwrap();
+    }
+    let refused_before = ["busy", "login_throttled"]
+        .map(|r| ingest::metrics::METRICS.logins_refused.with_label_values(&[r]).get())
+        .iter()
+        .sum::<u64>();
+    let addr = h.addr(Door::V4);
+
+    let flood = tokio::spawn(async move {
+        let at_once = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
+        let mut tasks = Vec::with_capacity(FLOOD);
+        for i in 0..FLOOD {
+            let permit = std::sync::Arc::clone(&at_once).acquire_owned().await.unwrap();
+            let from = [127, 0, 0, 2 + (i % 4) as u8];
+            tasks.push(tokio::spawn(async move {
+                let code = wrong_password_connect(addr, from, i).await;
+                drop(permit);
+                code
+            }));
+        }
+        let mut codes = std::collections::BTreeMap::<Option<u8>, usize>::new();
+        for t in tasks {
+            *codes.entry(t.await.unwrap()).or_default() += 1;
+        }
+        codes
+    });
+    // The flood is under way before the devices come.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let give_up = started + Duration::from_secs(45);
+    let mut fleet = Vec::new();
+    for (n, (id, password)) in devices.iter().cloned().enumerate() {
+        let h_addr = addr;
+        fleet.push(tokio::spawn(async move {
+            // Spread over a second, as devices coming back after an outage are.
+            tokio::time::sleep(Duration::from_millis(10 * n as u64)).await;
+            let mut tries = 0;
+            let mut device = loop {
+                tries += 1;
+                assert!(Instant::now() < give_up, "{id} could not log in within 45 s ({tries} tries)");
+                let Ok(stream) = tokio::net::TcpStream::connect(h_addr).await else { continue };
+                let mut raw = Raw::from_stream(stream, false);
+                match raw.connect(&id, Some((&id, &password)), 30, None).await {
+                    Some(0) => break raw,
+                    // "Server busy" or no answer in time: a device tries again shortly, as firmware does.
+                    Some(3) | None => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Some(other) => panic!("{id} refused with CONNACK {other}"),
+                }
+            };
+            let mut acked = 0u16;
+            for pkid in 1..=READINGS {
+                let payload = common::reading(f64::from(pkid));
+                if device.publish_qos1(&readings(&id), payload.as_bytes(), pkid).await == Some(0) {
+                    acked += 1;
+                }
+            }
+            (id, acked, tries)
+        }));
+    }
+    let mut acked = std::collections::HashMap::new();
+    let mut most_tries = 0;
+    for d in fleet {
+        let (id, n, tries) = d.await.unwrap();
+        most_tries = most_tries.max(tries);
+        acked.insert(id, n);
+    }
+    let fleet_took = started.elapsed();
+    let codes = flood.await.unwrap();
+    eprintln!(
+        "flood answers {codes:?}; {DEVICES} devices in and published after {fleet_took:?} (at most {most_tries} tries)"
+    );
+
+    assert_eq!(codes.values().sum::<usize>(), FLOOD);
+    assert_eq!(codes.get(&Some(0)), None, "no wrong password got in");
+    // Each wrong password that was checked cost an argon2 run; the rest were refused before one: busy (the device
+    // id had two logins waiting already) or throttled (the address had failed too often).
+    let checked = codes.get(&Some(4)).copied().unwrap_or(0);
+    assert!(checked <= 4 * 10 + 10, "the flood cost {checked} password checks: {codes:?}");
+    assert_eq!(codes.get(&None), None, "every attempt got an answer: {codes:?}");
+    let refused_early = ["busy", "login_throttled"]
+        .map(|r| ingest::metrics::METRICS.logins_refused.with_label_values(&[r]).get())
+        .iter()
+        .sum::<u64>();
+    assert!(refused_early - refused_before >= (FLOOD - checked) as u64, "counted: {refused_early}");
+
+    // Every acknowledged reading reached the pipeline.
+    assert!(acked.values().all(|n| *n == READINGS), "every publish acknowledged: {acked:?}");
+    let arrived = h.drain(Duration::from_millis(500));
+    for (id, n) in &acked {
+        let topic = readings(id);
+        let got = arrived.iter().filter(|m| m.topic == topic).count();
+        assert_eq!(got, usize::from(*n), "{id}: {n} PUBACKed, {got} arrived");
+    }
+
+    // The attacked device itself logs in from its own address once the flood is over.
+    let mut real = Raw::open(&h, Door::V4, None).await.unwrap();
+    assert_eq!(real.connect("real-a", Some((A, &h.password(A))), 30, None).await, Some(0));
+}
+
+/// An address that failed `failed_login_burst` logins is refused before any check — right passwords included, so
+/// that it cannot test guesses against the remembered-password cache — until its bucket refills; other addresses are
+/// not affected, and the refusal is counted. MQTT 5 clients read 0x9F (connection rate exceeded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_keeps_failing_is_throttled_others_are_not() {
+    let h = Harness::start_with(|c| {
+        c.failed_login_burst = 3;
+        c.failed_login_refill = Duration::from_secs(3600);
+    });
+    // A right login first, so that A's password is remembered (the cheap check a throttled address must not reach).
+    let mut warm = Raw::open(&h, Door::V4, None).await.unwrap();
+    assert_eq!(warm.connect("warm", Some((A, &h.password(A))), 30, None).await, Some(0));
+    let before = ingest::metrics::METRICS.logins_refused.with_label_values(&["login_throttled"]).get();
+    let from = |last: u8, door: Door| {
+        let addr = h.addr(door);
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(std::net::SocketAddr::from(([127, 0, 0, last], 0))).unwrap();
+            Raw::from_stream(socket.connect(addr).await.unwrap(), door.v5())
+        }
+    };
+    for (i, device) in [A, B, "NOSUCH1"].into_iter().enumerate() {
+        let mut raw = from(7, Door::V4).await;
+        assert_eq!(raw.connect(&format!("g{i}"), Some((device, "wrong")), 30, None).await, Some(4), "{device}");
+    }
+    let mut raw = from(7, Door::V4).await;
+    assert_eq!(raw.connect("g3", Some((A, "wrong")), 30, None).await, Some(5), "throttled");
+    let mut raw = from(7, Door::V4).await;
+    assert_eq!(raw.connect("g4", Some((A, &h.password(A))), 30, None).await, Some(5), "even the right password");
+    let mut raw = from(7, Door::V5).await;
+    assert_eq!(raw.connect("g5", Some((B, &h.password(B))), 30, None).await, Some(0x9F), "MQTT 5's code");
+    // Another address, the same devices: in.
+    let mut raw = from(8, Door::V4).await;
+    assert_eq!(raw.connect("ok", Some((B, &h.password(B))), 30, None).await, Some(0));
+    let after = ingest::metrics::METRICS.logins_refused.with_label_values(&["login_throttled"]).get();
+    assert!(after - before >= 3, "counted: {before} → {after}");
+}
+
+/// The connect deadline covers the wait for a password check: a login queued behind others that does not reach
+/// argon2 in time is refused "server busy" (CONNACK 3) at the deadline instead of holding its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_waiting_past_the_connect_deadline_is_told_the_server_is_busy() {
+    let h = Harness::start_with(|c| {
+        c.connect_timeout = Duration::from_millis(300);
+        c.max_pending_logins_per_device = 1000;
+        c.failed_login_burst = 100_000;
+    });
+    // Many first logins at once (each an argon2 check) for three devices: the queue is longer than 300 ms.
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let device = [A, B, C][i % 3];
+        let (addr, password) = (h.addr(Door::V4), h.password(device));
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut raw = Raw::from_stream(stream, false);
+            let code = raw.connect(&format!("q{i}"), Some((device, &password)), 30, None).await;
+            (code, started.elapsed())
+        }));
+    }
+    let mut busy = 0;
+    for t in tasks {
+        let (code, took) = t.await.unwrap();
+        assert!(matches!(code, Some(0) | Some(3)), "{code:?}");
+        assert!(took < Duration::from_secs(3), "an answer by the deadline (plus one check), not {took:?}");
+        busy += usize::from(code == Some(3));
+    }
+    assert!(busy > 0, "some logins were still queued at the deadline");
+}
+
+/// A device opening more sessions than `max_sessions_per_device` (fresh client ids, as a device whose old connection
+/// has not timed out yet) gets in; its oldest session is closed (MQTT 5: DISCONNECT 0x97), the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_session_cap_the_oldest_session_of_a_device_is_closed() {
+    let h = Harness::start_with(|c| c.max_sessions_per_device = 4);
+    let mut sessions = Vec::new();
+    for i in 0..5 {
+        let mut raw = Raw::open(&h, Door::V5, None).await.unwrap();
+        assert_eq!(raw.connect(&format!("s{i}"), Some((A, &h.password(A))), 30, None).await, Some(0), "s{i}");
+        sessions.push(raw);
+    }
+    let (first, body) = sessions[0].read(Duration::from_secs(5)).await.expect("a DISCONNECT for the oldest");
+    assert_eq!((first, body.first().copied()), (0xE0, Some(0x97)), "quota exceeded");
+    for (i, raw) in sessions.iter_mut().enumerate().skip(1) {
+        assert_eq!(raw.publish_qos1(&readings(A), common::reading(1.0).as_bytes(), 1).await, Some(0), "s{i}");
+    }
+    assert_eq!(h.front_door.sessions(), 4);
+}

@@ -119,6 +119,10 @@ pub struct Decision {
     pub at_ms: i64,
     /// Operator-written public wording (open data shows this, never the citizens' texts).
     pub summary: Option<String>,
+    /// The operator token's name that took the decision (operators see it; open data does not). Absent in books
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// Most distinct reporters and duplicate fingerprints remembered per cluster: bounds memory under a flood.
@@ -248,6 +252,7 @@ impl Cluster {
             "publish_photos": self.publish_photos, "alert_id": self.alert_id,
             "summary": self.decision.as_ref().and_then(|d| d.summary.as_deref()),
             "decided_at": self.decision.as_ref().map(|d| time(d.at_ms)),
+            "decided_by": self.decision.as_ref().and_then(|d| d.by.as_deref()),
         })
     }
 
@@ -319,9 +324,25 @@ mod cell_text {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClusterEvent {
     Report(NewReport),
-    Verify { id: String, at_ms: i64, summary: Option<String>, publish_photos: Option<bool> },
-    Dismiss { id: String, at_ms: i64 },
-    Attach { id: String, alert_id: String },
+    /// `by`: the operator token's name (absent in journals written before it was recorded).
+    Verify {
+        id: String,
+        at_ms: i64,
+        summary: Option<String>,
+        publish_photos: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    Dismiss {
+        id: String,
+        at_ms: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    Attach {
+        id: String,
+        alert_id: String,
+    },
 }
 
 /// Everything a [`ClusterBook`] holds, for its snapshot in the data dir: `C` is `&Cluster` when writing, `Cluster`
@@ -447,10 +468,10 @@ impl ClusterBook {
     pub fn apply(&mut self, event: ClusterEvent) -> Result<(&Cluster, bool), ClusterError> {
         match event {
             ClusterEvent::Report(r) => Ok(self.add(r)),
-            ClusterEvent::Verify { id, at_ms, summary, publish_photos } => {
-                Ok((self.verify(&id, at_ms, summary, publish_photos)?, false))
+            ClusterEvent::Verify { id, at_ms, summary, publish_photos, by } => {
+                Ok((self.verify(&id, at_ms, summary, publish_photos, by)?, false))
             }
-            ClusterEvent::Dismiss { id, at_ms } => Ok((self.dismiss(&id, at_ms)?, false)),
+            ClusterEvent::Dismiss { id, at_ms, by } => Ok((self.dismiss(&id, at_ms, by)?, false)),
             ClusterEvent::Attach { id, alert_id } => Ok((self.attach(&id, &alert_id)?, false)),
         }
     }
@@ -510,11 +531,12 @@ impl ClusterBook {
         at_ms: i64,
         summary: Option<String>,
         publish_photos: Option<bool>,
+        by: Option<String>,
     ) -> Result<&Cluster, ClusterError> {
         let cluster = self.get_mut(id)?;
         let summary = summary.or_else(|| cluster.decision.as_ref().and_then(|d| d.summary.clone()));
         cluster.state = ClusterState::Verified;
-        cluster.decision = Some(Decision { at_ms, summary });
+        cluster.decision = Some(Decision { at_ms, summary, by });
         if let Some(publish) = publish_photos {
             cluster.publish_photos = publish;
         }
@@ -522,10 +544,10 @@ impl ClusterBook {
     }
 
     /// Marks a cluster as not true (or not useful). It takes no more reports and leaves open data.
-    fn dismiss(&mut self, id: &str, at_ms: i64) -> Result<&Cluster, ClusterError> {
+    fn dismiss(&mut self, id: &str, at_ms: i64, by: Option<String>) -> Result<&Cluster, ClusterError> {
         let cluster = self.get_mut(id)?;
         cluster.state = ClusterState::Dismissed;
-        cluster.decision = Some(Decision { at_ms, summary: None });
+        cluster.decision = Some(Decision { at_ms, summary: None, by });
         cluster.publish_photos = false;
         let seq = cluster.seq;
         self.by_cell.retain(|_, s| *s != seq);
@@ -618,15 +640,15 @@ mod tests {
         let mut book = ClusterBook::new(ClusterPolicy::default());
         let id = book.add(report(23.5185, 120.9280, Category::Fire, 1, 0)).0.id();
         assert!(matches!(book.attach(&id, "a-1"), Err(ClusterError::Conflict { .. })));
-        book.verify(&id, 5, Some("Fire confirmed".into()), None).unwrap();
+        book.verify(&id, 5, Some("Fire confirmed".into()), None, None).unwrap();
         assert_eq!(book.attach(&id, "a-1").unwrap().alert_id.as_deref(), Some("a-1"));
         let feature = book.get(&id).unwrap().open_data_feature(|p| p.to_string(), |a| format!("/cap/{a}.xml"));
         assert_eq!(feature["properties"]["cap"], "/cap/a-1.xml");
         assert!(!feature.to_string().contains("seen by"), "no citizen text in open data: {feature}");
-        book.dismiss(&id, 6).unwrap();
+        book.dismiss(&id, 6, None).unwrap();
         let (c, new) = book.add(report(23.5185, 120.9280, Category::Fire, 2, 10));
         assert!(new && c.id() != id, "a dismissed cluster takes no more reports");
-        assert!(matches!(book.verify("rc-999", 0, None, None), Err(ClusterError::NotFound(_))));
+        assert!(matches!(book.verify("rc-999", 0, None, None, None), Err(ClusterError::NotFound(_))));
         assert!(book.get("nonsense").is_none());
     }
 

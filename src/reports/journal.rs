@@ -204,16 +204,18 @@ mod tests {
                 at_ms: 40,
                 summary: Some("knee-deep".into()),
                 publish_photos: Some(true),
+                by: Some("duty-officer-1".into()),
             },
         );
         change(&mut book, &mut journal, ClusterEvent::Attach { id: a.clone(), alert_id: "TW-DC-1".into() });
-        change(&mut book, &mut journal, ClusterEvent::Dismiss { id: b.clone(), at_ms: 50 });
+        change(&mut book, &mut journal, ClusterEvent::Dismiss { id: b.clone(), at_ms: 50, by: None });
         let before = views(&book);
         drop((book, journal));
 
         let (mut book, mut journal, restored) = ClusterJournal::open(dir.path(), policy).unwrap();
         assert_eq!((restored.clusters, restored.replayed, restored.skipped), (3, 7, 0));
         assert_eq!(views(&book), before);
+        assert_eq!(before.iter().find(|v| v["id"] == a.as_str()).unwrap()["decided_by"], "duty-officer-1");
         // Clustering goes on where it stopped: a report next to the verified cluster joins it, one next to the
         // dismissed one opens a new cluster, and no id is reused.
         let joined = change(&mut book, &mut journal, report(23.5185, 5, 60));
@@ -285,5 +287,17 @@ mod tests {
         // snapshot taken at the next compaction would have held it.
         assert!(!texts.contains("says 2"), "{texts}");
         drop((book, journal));
+    }
+
+    #[test]
+    fn decisions_journaled_before_names_were_recorded_still_load() {
+        let old: Line<ClusterEvent> = serde_json::from_str(
+            r#"{"seq":4,"event":{"type":"verify","id":"rc-1","at_ms":40,"summary":null,"publish_photos":null}}"#,
+        )
+        .unwrap();
+        assert!(matches!(old.event, ClusterEvent::Verify { by: None, .. }), "{:?}", old.event);
+        let old: Line<ClusterEvent> =
+            serde_json::from_str(r#"{"seq":5,"event":{"type":"dismiss","id":"rc-2","at_ms":50}}"#).unwrap();
+        assert!(matches!(old.event, ClusterEvent::Dismiss { by: None, .. }), "{:?}", old.event);
     }
 }

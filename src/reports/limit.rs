@@ -1,10 +1,29 @@
 //! Token buckets, one per key (a client id or an address). Time is passed in, so tests need no clock.
+//! [`address_key`] is the one way an address becomes a key, for the report limits and the public endpoints' limit
+//! (`web/public.rs`) alike.
 //!
 //! A bucket holds at most `burst` tokens and gains one every `refill_every_ms`; a report takes one. Memory is
 //! bounded: past `max_keys` buckets, the ones that have refilled completely (which behave exactly like a new
 //! bucket) are forgotten first, then the least recently used half.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// The key of an address's bucket: an IPv4 address, or an IPv6 /64 (what one subscriber is given, so rotating
+/// addresses inside it does not escape a limit). An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack
+/// listener reports for IPv4 clients) is its IPv4 address.
+pub fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
 
 /// How generous one kind of bucket is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,6 +118,17 @@ mod tests {
         limiter.take("a", 1000);
         assert_eq!(limiter.wait_ms("a", 1000), Some(1000));
         assert_eq!(limiter.wait_ms("a", 100_000), None);
+    }
+
+    #[test]
+    fn ipv6_neighbours_share_a_key_ipv4_mapped_is_ipv4() {
+        let key = |text: &str| address_key(text.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::5"), key("2001:db8:1:2:ffff::9"));
+        assert_eq!(key("2001:db8:1:2::5"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:2::5"), key("2001:db8:1:3::5"), "the next /64 is someone else");
+        assert_eq!(key("::ffff:10.0.0.1"), "10.0.0.1");
+        assert_eq!(key("10.0.0.1"), "10.0.0.1");
+        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
     }
 
     #[test]

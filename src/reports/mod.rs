@@ -44,7 +44,7 @@ pub use cluster::{
     Cluster, ClusterBook, ClusterError, ClusterEvent, ClusterPolicy, ClusterState, Flag, NewReport, CLUSTER_RESOLUTION,
 };
 pub use journal::{ClusterJournal, JournalError, Restored};
-pub use limit::{BucketPolicy, RateLimiter};
+pub use limit::{address_key, BucketPolicy, RateLimiter};
 pub use nearby::ZoneProximity;
 pub use photo::{Photo, PhotoError, PhotoKind, PhotoStore};
 pub use report::{parse_report, parse_report_fields, Category, LimitScope, Refusal, ReportInput, REFUSAL_REASONS};
@@ -288,14 +288,16 @@ impl ReportBook {
         at_ms: i64,
         summary: Option<String>,
         publish_photos: Option<bool>,
+        by: &str,
     ) -> Result<serde_json::Value, ClusterError> {
-        let event = ClusterEvent::Verify { id: id.to_string(), at_ms, summary, publish_photos };
+        let by = Some(by.to_string());
+        let event = ClusterEvent::Verify { id: id.to_string(), at_ms, summary, publish_photos, by };
         Ok(self.clusters.lock().change(event, true)?.0.operator_view("verified"))
     }
 
     /// Marks a cluster as not true (journaled and synced); returns its operators' frame.
-    pub fn dismiss(&self, id: &str, at_ms: i64) -> Result<serde_json::Value, ClusterError> {
-        let event = ClusterEvent::Dismiss { id: id.to_string(), at_ms };
+    pub fn dismiss(&self, id: &str, at_ms: i64, by: &str) -> Result<serde_json::Value, ClusterError> {
+        let event = ClusterEvent::Dismiss { id: id.to_string(), at_ms, by: Some(by.to_string()) };
         Ok(self.clusters.lock().change(event, true)?.0.operator_view("dismissed"))
     }
 
@@ -352,21 +354,6 @@ impl ReportBook {
     }
 }
 
-/// One bucket per IPv4 address, and per IPv6 /64 (what one subscriber is given, so rotating addresses inside it
-/// does not escape the limit).
-fn address_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,11 +386,15 @@ mod tests {
 
     #[test]
     fn ipv6_neighbours_share_a_bucket() {
-        assert_eq!(
-            address_key("2001:db8:1:2::5".parse().unwrap()),
-            address_key("2001:db8:1:2:ffff::9".parse().unwrap())
-        );
-        assert_eq!(address_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
+        let book = book();
+        let burst = book.policy().address.burst;
+        let one: IpAddr = "2001:db8:1:2::5".parse().unwrap();
+        for i in 0..burst {
+            book.admit(Some(&format!("phone-{i}")), Some(one), 0).unwrap();
+        }
+        let neighbour: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(book.admit(Some("phone-x"), Some(neighbour), 0).unwrap_err().reason(), "rate_limited_address");
+        assert!(book.admit(Some("phone-y"), Some("2001:db8:1:3::5".parse().unwrap()), 0).is_ok());
     }
 
     #[test]

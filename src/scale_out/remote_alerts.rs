@@ -45,6 +45,11 @@ struct WireAlert {
     value: f64,
     sensors: Vec<String>,
     acknowledged_by: Option<String>,
+    /// Absent from workers that predate it.
+    #[serde(default)]
+    approved_by: Option<String>,
+    #[serde(default)]
+    cancelled_by: Option<String>,
     #[serde(default)]
     rule: String,
     #[serde(default)]
@@ -143,6 +148,8 @@ impl RemoteAlerts {
             value: wire.value,
             sensors: wire.sensors,
             acknowledged_by: wire.acknowledged_by,
+            approved_by: wire.approved_by,
+            cancelled_by: wire.cancelled_by,
             rule: wire.rule,
             comments: wire.comments,
             reports: wire.reports,

@@ -26,10 +26,10 @@ pub async fn list(
 
 pub async fn action(
     State(app): State<Arc<App>>,
-    _operator: auth::Operator<auth::Operate>,
+    operator: auth::Operator<auth::Operate>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(alert_command(&app, &id, &action, None, "operator-api")?))
+    Ok(Json(alert_command(&app, &id, &action, None, &operator.name)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,15 +41,16 @@ pub struct CommentBody {
 /// `POST /api/v1/alerts/{id}/comment` with `{"text": "…"}`: a note in the alert's journal, seen by every operator.
 pub async fn comment(
     State(app): State<Arc<App>>,
-    _operator: auth::Operator<auth::Operate>,
+    operator: auth::Operator<auth::Operate>,
     Path(id): Path<String>,
     body: Result<Json<CommentBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, AppError> {
     let Json(body) = body.map_err(|e| AppError::BadRequest(format!("comment body: {}", e.body_text())))?;
-    Ok(Json(alert_command(&app, &id, "comment", Some(&body.text), "operator-api")?))
+    Ok(Json(alert_command(&app, &id, "comment", Some(&body.text), &operator.name)?))
 }
 
-/// An operator's lifecycle command, shared by the HTTP API and the operator socket.
+/// An operator's lifecycle command, shared by the HTTP API and the operator socket. `actor` is the operator token's
+/// name: the alert journal records it as who acknowledged, approved, cancelled or commented.
 pub fn alert_command(
     app: &App,
     id: &str,

@@ -93,6 +93,9 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 /// The extractor itself (`FromRequestParts`) is in `web/mod.rs` beside the token check, so that this file needs
 /// nothing of the server and `config.rs` and `App` can hold its types without a cycle.
 pub struct Operator<S: Needs> {
+    /// The token's name (`[[operator_tokens]] name`, "env" for `DC_OPERATOR_TOKEN`): who the audit trail names for
+    /// what this request does.
+    pub name: String,
     /// The token's scope, at least `S::SCOPE`: a handler may allow more to those who have more.
     pub scope: Scope,
     /// `S`, the scope the handler asked for, lives only in the type.

@@ -209,23 +209,36 @@ pub struct TokenQuery {
     pub(crate) token: Option<String>,
 }
 
-/// Checks the operator token and that its scope covers `needed`. Operators authenticate with
-/// `Authorization: Bearer <token>` or, where a browser websocket cannot set headers, `?token=`.
+/// Checks the operator token and that its scope covers `needed`; returns the token's name (for the audit trail) and
+/// scope. Operators authenticate with `Authorization: Bearer <token>` or, on a websocket upgrade only (a browser
+/// cannot set headers there), `?token=`: `query` is `None` on every other route, so that tokens do not end up in the
+/// URLs that proxies, logs and browser histories keep.
 pub(crate) fn require(
     app: &App,
     headers: &HeaderMap,
-    query: &TokenQuery,
+    query: Option<&TokenQuery>,
     needed: auth::Scope,
-) -> Result<auth::Scope, AppError> {
+) -> Result<(String, auth::Scope), AppError> {
     let bearer =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let given = bearer.or(query.token.as_deref()).ok_or(AppError::Unauthenticated)?;
-    let (_, scope) = app.web.tokens.check(given).ok_or(AppError::Unauthenticated)?;
+    let given = bearer.or(query.and_then(|q| q.token.as_deref())).ok_or(AppError::Unauthenticated)?;
+    let (name, scope) = app.web.tokens.check(given).ok_or(AppError::Unauthenticated)?;
     if scope >= needed {
-        Ok(scope)
+        Ok((name.to_string(), scope))
     } else {
         Err(AppError::Forbidden(needed))
     }
+}
+
+/// A websocket upgrade to one of our sockets (`/ws/…`, `Upgrade: websocket`): the one request where `?token=` counts.
+fn websocket_upgrade(parts: &axum::http::request::Parts) -> bool {
+    parts.method == axum::http::Method::GET
+        && parts.uri.path().starts_with("/ws/")
+        && parts
+            .headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// `auth::Operator<Read>` (or `Operate`, `Admin`) in a handler's arguments: the token checked before the handler runs.
@@ -236,10 +249,11 @@ impl<S: auth::Needs> axum::extract::FromRequestParts<Arc<App>> for auth::Operato
         parts: &mut axum::http::request::Parts,
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
-        // `?token=` for browser websockets, which cannot set headers; any other query parameters are the handler's.
-        let query = axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
-        let scope = require(app, &parts.headers, &query, S::SCOPE)?;
-        Ok(auth::Operator { scope, _needs: std::marker::PhantomData })
+        // `?token=` only for browser websockets; any other query parameters are the handler's.
+        let query = websocket_upgrade(parts)
+            .then(|| axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default());
+        let (name, scope) = require(app, &parts.headers, query.as_ref(), S::SCOPE)?;
+        Ok(auth::Operator { name, scope, _needs: std::marker::PhantomData })
     }
 }
 

@@ -196,7 +196,8 @@ pub(crate) async fn ping(socket: &mut WebSocket) -> bool {
     matches!(tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Default::default()))).await, Ok(Ok(())))
 }
 
-pub async fn session(app: Arc<App>, mut socket: WebSocket, scope: Scope, mut filter: Filter) {
+/// `operator` names the token (the audit trail's actor for commands sent on this socket), `scope` is what it may do.
+pub async fn session(app: Arc<App>, mut socket: WebSocket, operator: String, scope: Scope, mut filter: Filter) {
     OPERATOR_SOCKETS.inc();
     // Subscribe before the snapshot so that nothing falls between the two.
     let mut alerts = app.channels.alerts.subscribe();
@@ -227,7 +228,7 @@ pub async fn session(app: Arc<App>, mut socket: WebSocket, scope: Scope, mut fil
                 incoming = socket.recv() => {
                     liveness.heard();
                     match incoming {
-                        Some(Ok(Message::Text(text))) => Some(command(&app, scope, &text, &mut filter)),
+                        Some(Ok(Message::Text(text))) => Some(command(&app, &operator, scope, &text, &mut filter)),
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                         Some(Ok(_)) => None,
                     }
@@ -261,8 +262,9 @@ pub async fn session(app: Arc<App>, mut socket: WebSocket, scope: Scope, mut fil
 
 /// `{"type":"ack"|"approve"|"cancel","id":"…"}`, `{"type":"comment","id":"…","text":"…"}` → the same effect as the
 /// HTTP API, with the token's scope checked the same way; `{"type":"filter","bbox":[…],"zones":[…]}` narrows the
-/// socket (no field: everything) and answers with a new snapshot. Replies with a result frame.
-fn command(app: &App, scope: Scope, text: &str, filter: &mut Filter) -> String {
+/// socket (no field: everything) and answers with a new snapshot. Replies with a result frame. The alert journal names
+/// `operator`, the socket's token.
+fn command(app: &App, operator: &str, scope: Scope, text: &str, filter: &mut Filter) -> String {
     let cmd: Command = match serde_json::from_str(text) {
         Ok(c) => c,
         Err(e) => return json!({"type": "error", "reason": "malformed", "message": e.to_string()}).to_string(),
@@ -281,7 +283,7 @@ fn command(app: &App, scope: Scope, text: &str, filter: &mut Filter) -> String {
                       "message": "this token may watch, not act: the operate scope is needed"})
         .to_string();
     }
-    match alert_command(app, &cmd.id, &cmd.kind, cmd.text.as_deref(), "operator-socket") {
+    match alert_command(app, &cmd.id, &cmd.kind, cmd.text.as_deref(), operator) {
         Ok(message) => json!({"type": "result", "ok": true, "command": cmd.kind, "alert": message}).to_string(),
         Err(e) => json!({"type": "error", "reason": e.reason(), "message": e.to_string()}).to_string(),
     }
@@ -339,7 +341,7 @@ pub async fn socket(
     let filter =
         Filter::from_query(&app, query.bbox.as_deref(), query.zones.as_deref()).map_err(AppError::BadRequest)?;
     match ws {
-        Ok(ws) => Ok(ws.on_upgrade(move |socket| session(app, socket, operator.scope, filter))),
+        Ok(ws) => Ok(ws.on_upgrade(move |socket| session(app, socket, operator.name, operator.scope, filter))),
         Err(rejection) => Ok(rejection.into_response()),
     }
 }

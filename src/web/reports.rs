@@ -347,17 +347,16 @@ fn action_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<
     serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("body: {e}")))
 }
 
-/// Who the alert journal names for decisions taken over this API.
-const ACTOR: &str = "operator-api";
-
 /// `POST /api/v1/reports/clusters/{id}/{verify|dismiss|attach|raise}`. Judging reports changes what the public
 /// sees: the `operate` scope, like alert approval.
 pub async fn cluster_action(
     State(app): State<Arc<App>>,
-    _operator: Operator<Operate>,
+    operator: Operator<Operate>,
     Path((id, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ReportError> {
+    // Who the cluster and alert journals name for this decision.
+    let by = operator.name.as_str();
     let now = now_ms();
     let (status, frame, alert) = match action.as_str() {
         "verify" => {
@@ -369,21 +368,21 @@ pub async fn cluster_action(
                 ),
                 None => None,
             };
-            (StatusCode::OK, app.reports.verify(&id, now, summary, args.publish_photos)?, None)
+            (StatusCode::OK, app.reports.verify(&id, now, summary, args.publish_photos, by)?, None)
         }
         "dismiss" => {
             let _: DismissBody = action_body(&body)?;
-            (StatusCode::OK, app.reports.dismiss(&id, now)?, None)
+            (StatusCode::OK, app.reports.dismiss(&id, now, by)?, None)
         }
         "attach" => {
             let args: AttachBody = action_body(&body)?;
             let alert_id = args.alert_id.ok_or_else(|| AppError::BadRequest("body: `alert_id` is required".into()))?;
-            let (frame, alert) = attach(&app, &id, &alert_id, now)?;
+            let (frame, alert) = attach(&app, &id, &alert_id, by, now)?;
             (StatusCode::OK, frame, Some(alert))
         }
         "raise" => {
             let args: RaiseBody = action_body(&body)?;
-            let (frame, alert) = raise(&app, &id, args, now)?;
+            let (frame, alert) = raise(&app, &id, args, by, now)?;
             (StatusCode::CREATED, frame, Some(alert))
         }
         other => {
@@ -394,7 +393,7 @@ pub async fn cluster_action(
             .into());
         }
     };
-    tracing::info!(cluster = %id, action = %action, alert = ?alert.as_ref().map(|a| &a.id), "report cluster decision");
+    tracing::info!(cluster = %id, action = %action, operator = %by, alert = ?alert.as_ref().map(|a| &a.id), "report cluster decision");
     push_to_operators(&app, &frame);
     let Some(alert) = alert else {
         return Ok(safe_json(status, &frame));
@@ -437,7 +436,7 @@ fn book_error(e: BookError, alert_id: &str) -> ReportError {
 }
 
 /// A verified cluster joins an active alert: a new version of the alert, whose CAP message lists the cluster.
-fn attach(app: &Arc<App>, id: &str, alert_id: &str, now: i64) -> Result<(Value, Alert), ReportError> {
+fn attach(app: &Arc<App>, id: &str, alert_id: &str, by: &str, now: i64) -> Result<(Value, Alert), ReportError> {
     let mut attached = None;
     let frame = app.reports.link(id, "attached", |cluster| {
         if let Some(linked) = active_link(app, cluster) {
@@ -445,7 +444,7 @@ fn attach(app: &Arc<App>, id: &str, alert_id: &str, now: i64) -> Result<(Value, 
         }
         let report = cluster.report_ref(|p| photo_url(app, p));
         let alert =
-            app.alerts.book.lock().attach_report(alert_id, report, ACTOR, now).map_err(|e| book_error(e, alert_id))?;
+            app.alerts.book.lock().attach_report(alert_id, report, by, now).map_err(|e| book_error(e, alert_id))?;
         attached = Some(alert);
         Ok(alert_id.to_string())
     })?;
@@ -455,7 +454,7 @@ fn attach(app: &Arc<App>, id: &str, alert_id: &str, now: i64) -> Result<(Value, 
 
 /// A verified cluster raises a new alert through the usual lifecycle: the approval gate of the rules file, then
 /// operators acknowledge, approve and cancel it like any other.
-fn raise(app: &Arc<App>, id: &str, args: RaiseBody, now: i64) -> Result<(Value, Alert), ReportError> {
+fn raise(app: &Arc<App>, id: &str, args: RaiseBody, by: &str, now: i64) -> Result<(Value, Alert), ReportError> {
     let severity = match args.severity.as_deref() {
         Some("Minor") => Severity::Minor,
         Some("Moderate") => Severity::Moderate,
@@ -492,7 +491,7 @@ fn raise(app: &Arc<App>, id: &str, args: RaiseBody, now: i64) -> Result<(Value, 
             .alerts
             .book
             .lock()
-            .raise_from_report(raise, app.alerts.mode, ACTOR, now)
+            .raise_from_report(raise, app.alerts.mode, by, now)
             .map_err(|e| book_error(e, cluster.id().as_str()))?;
         let alert_id = alert.id.clone();
         raised = Some(alert);

@@ -85,9 +85,6 @@ pub async fn retire(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// `?token=`, already checked by `auth::Operator`; listed so that unknown parameters can be refused.
-    #[allow(dead_code)]
-    token: Option<String>,
     metric: String,
     /// Unix milliseconds or RFC 3339; default: 24 h before `to`.
     from: Option<String>,

@@ -112,6 +112,11 @@ pub enum ConnackCode {
     BadCredentials,
     NotAuthorized,
     BadAuthMethod,
+    /// Try again later: v4 3 ("server unavailable", its nearest), v5 0x89 ("server busy").
+    ServerBusy,
+    /// Too many failed logins from the client's address: v4 5 ("not authorized", v4 has no rate code), v5 0x9F
+    /// ("connection rate exceeded").
+    RateExceeded,
 }
 
 impl ConnackCode {
@@ -129,6 +134,10 @@ impl ConnackCode {
             (ConnackCode::NotAuthorized, _) => R::NotAuthorized,
             (ConnackCode::BadAuthMethod, Version::V4) => R::NotAuthorized,
             (ConnackCode::BadAuthMethod, Version::V5) => R::BadAuthenticationMethod,
+            (ConnackCode::ServerBusy, Version::V4) => R::ServiceUnavailable,
+            (ConnackCode::ServerBusy, Version::V5) => R::ServerBusy,
+            (ConnackCode::RateExceeded, Version::V4) => R::NotAuthorized,
+            (ConnackCode::RateExceeded, Version::V5) => R::ConnectionRateExceeded,
         }
     }
 
@@ -138,15 +147,17 @@ impl ConnackCode {
             (ConnackCode::Accepted, _) => 0,
             (ConnackCode::UnsupportedVersion, Version::V4) => 1,
             (ConnackCode::ClientIdRejected, Version::V4) => 2,
-            (ConnackCode::ServerUnavailable, Version::V4) => 3,
+            (ConnackCode::ServerUnavailable | ConnackCode::ServerBusy, Version::V4) => 3,
             (ConnackCode::BadCredentials, Version::V4) => 4,
-            (ConnackCode::NotAuthorized | ConnackCode::BadAuthMethod, Version::V4) => 5,
+            (ConnackCode::NotAuthorized | ConnackCode::BadAuthMethod | ConnackCode::RateExceeded, Version::V4) => 5,
             (ConnackCode::UnsupportedVersion, Version::V5) => 0x84,
             (ConnackCode::ClientIdRejected, Version::V5) => 0x85,
             (ConnackCode::ServerUnavailable, Version::V5) => 0x88,
             (ConnackCode::BadCredentials, Version::V5) => 0x86,
             (ConnackCode::NotAuthorized, Version::V5) => 0x87,
             (ConnackCode::BadAuthMethod, Version::V5) => 0x8C,
+            (ConnackCode::ServerBusy, Version::V5) => 0x89,
+            (ConnackCode::RateExceeded, Version::V5) => 0x9F,
         }
     }
 }
@@ -265,6 +276,7 @@ pub mod reason {
     pub const NOT_AUTHORIZED: u8 = 0x87;
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     pub const SESSION_TAKEN_OVER: u8 = 0x8E;
+    pub const QUOTA_EXCEEDED: u8 = 0x97;
     pub const PROTOCOL_ERROR: u8 = 0x82;
     pub const MALFORMED_PACKET: u8 = 0x81;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
@@ -316,6 +328,8 @@ mod tests {
             (ConnackCode::BadCredentials, 4, 0x86),
             (ConnackCode::NotAuthorized, 5, 0x87),
             (ConnackCode::UnsupportedVersion, 1, 0x84),
+            (ConnackCode::ServerBusy, 3, 0x89),
+            (ConnackCode::RateExceeded, 5, 0x9F),
         ] {
             let mut buf = BytesMut::new();
             Codec::new(Version::V4).connack(code, None, &mut buf);

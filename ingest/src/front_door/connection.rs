@@ -2,8 +2,11 @@
 //!
 //! 1. **Open** (under one deadline): TLS handshake on the TLS listeners, then the CONNECT frame. A silent socket or a
 //!    stalled handshake only ever holds its own task.
-//! 2. **Log in**: the client certificate (TLS) or username + password (plain), and the last will's topic. A refusal
-//!    is answered with a CONNACK return code before the socket closes.
+//! 2. **Log in** (under the same deadline): the client certificate (TLS) or username + password (plain; the address's
+//!    failed logins and the device's waiting logins limited by [`super::throttle`]), and the last will's topic. A
+//!    refusal is answered with a CONNACK return code before the socket closes; a password check that has not begun
+//!    by the deadline is refused "server busy", so a queue of logins cannot hold a connection longer than a slow
+//!    handshake could.
 //! 3. **Session**: PUBLISHes allowed by [`acl`] are batched per read and handed to the pipeline's bounded queue; their
 //!    PUBACKs go out only once the batch is queued. Forbidden publishes are acknowledged (v5: "not authorized"),
 //!    dropped and counted. SUBSCRIBE is limited to the device's own command topics. On an abnormal end the last will
@@ -31,7 +34,7 @@ use super::acl::{self, FilterVerdict};
 use super::codec::{self, reason, Codec, ConnackCode, Sniff, Version};
 use super::sessions::{Command, KickReason, Registration};
 use super::{Listener, Refusal, Shared};
-use crate::devices::{Credential, FastCheck, Fingerprint};
+use crate::devices::{Credential, FastCheck, Fingerprint, LoginRefusal};
 use crate::metrics::METRICS;
 use crate::pipeline::RawMessage;
 
@@ -123,10 +126,16 @@ pub async fn serve(
     };
     let Opened { io, codec, rest, connect, properties, will, login } = opened;
 
-    let (device_id, credential) = match log_in(&io, login, &shared).await {
-        Ok(ok) => ok,
-        Err((refusal, name)) => {
+    let (device_id, credential) = match tokio::time::timeout_at(deadline, log_in(&io, login, peer, &shared)).await {
+        Ok(Ok(ok)) => ok,
+        Ok(Err((refusal, name))) => {
             refuse(refusal, Some((io, codec)), peer, &listener, name.as_deref()).await;
+            return;
+        }
+        // Still waiting for a password check: the client may try again; the check, if it had begun, finishes on the
+        // argon2 thread holding its slot (see `log_in`), so abandoning it frees nothing that is still in use.
+        Err(_) => {
+            refuse(Refusal::Busy, Some((io, codec)), peer, &listener, None).await;
             return;
         }
     };
@@ -244,6 +253,7 @@ async fn open(stream: TcpStream, listener: &Listener, shared: &Shared) -> Result
 async fn log_in(
     io: &Io,
     login: Option<Login>,
+    peer: SocketAddr,
     shared: &Shared,
 ) -> Result<(String, Credential), (Refusal, Option<String>)> {
     if let Io::Tls(tls) = io {
@@ -258,26 +268,49 @@ async fn log_in(
         };
     }
     let Some(Login { username, password }) = login else { return Err((Refusal::NoCredentials, None)) };
+    let ip = peer.ip();
+    // Before any check, the remembered-password one included: a throttled address must not test guesses at all.
+    if !shared.failed_logins.lock().admits(ip, std::time::Instant::now()) {
+        return Err((Refusal::LoginThrottled, Some(username)));
+    }
     let verdict = match shared.devices.check_fast(&username, &password) {
         FastCheck::Accepted => Ok(()),
         FastCheck::Refused(r) => Err(r),
         FastCheck::NeedsHash => {
+            // A flood aimed at one device id holds at most a few places in the queue below.
+            let Some(pending) = shared.pending_logins.enter(&username) else {
+                return Err((Refusal::Busy, Some(username)));
+            };
             // argon2 is slow on purpose and runs on one dedicated thread (`devices`): a crowd of new logins queues
             // here, one blocking thread waiting at a time, instead of taking the cores from sessions already
             // sending readings.
-            let Ok(_slot) = Arc::clone(&shared.auth_slots).acquire_owned().await else {
+            let Ok(slot) = Arc::clone(&shared.auth_slots).acquire_owned().await else {
                 return Err((Refusal::Overloaded, Some(username)));
             };
+            // Logins from one address admitted together wait here while the first of them fail: look again.
+            if !shared.failed_logins.lock().admits(ip, std::time::Instant::now()) {
+                return Err((Refusal::LoginThrottled, Some(username)));
+            }
             let devices = Arc::clone(&shared.devices);
             let (user, pass) = (username.clone(), password);
-            tokio::task::spawn_blocking(move || devices.verify(&user, &pass))
-                .await
-                .unwrap_or(Err(crate::devices::LoginRefusal::BadPassword))
+            // The slot and the place go with the check: if the connect deadline abandons this login, the check still
+            // runs to its end on the argon2 thread, and until then it counts against both limits.
+            tokio::task::spawn_blocking(move || {
+                let _held = (slot, pending);
+                devices.verify(&user, &pass)
+            })
+            .await
+            .unwrap_or(Err(crate::devices::LoginRefusal::BadPassword))
         }
     };
     match verdict {
         Ok(()) => Ok((username, Credential::Password)),
-        Err(r) => Err((r.into(), Some(username))),
+        Err(r) => {
+            if matches!(r, LoginRefusal::UnknownDevice | LoginRefusal::BadPassword) {
+                shared.failed_logins.lock().take(ip, std::time::Instant::now());
+            }
+            Err((r.into(), Some(username)))
+        }
     }
 }
 
@@ -388,6 +421,7 @@ impl Session {
                         KickReason::TakenOver => ("taken_over", reason::SESSION_TAKEN_OVER),
                         KickReason::Revoked => ("revoked", reason::NOT_AUTHORIZED),
                         KickReason::Shutdown => ("shutdown", reason::SERVER_SHUTTING_DOWN),
+                        KickReason::TooMany => ("too_many_sessions", reason::QUOTA_EXCEEDED),
                     };
                     tracing::info!(device = %self.device_id, why = label, "session closed by the server");
                     self.goodbye(code).await;

@@ -6,7 +6,8 @@
 //! - [`connection`]: one task per connection — TLS handshake and CONNECT under one deadline, login, the session loop.
 //! - [`codec`]: framing on rumqttd's public v4/v5 codecs, plus the few raw-frame reads they do not offer.
 //! - [`acl`]: what a device may publish and subscribe to.
-//! - [`sessions`]: live sessions (takeover, revocation, commands to devices).
+//! - [`sessions`]: live sessions (takeover, the per-device cap, revocation, commands to devices).
+//! - [`throttle`]: failed password logins per address, logins waiting for argon2 per device id.
 //! - [`tls`]: rustls with client certificates from the deployment CA and the revocation list.
 //!
 //! The accept loop only accepts: everything that can wait on a peer runs in the connection's own task, so a silent
@@ -16,6 +17,7 @@ pub mod acl;
 pub mod codec;
 mod connection;
 pub mod sessions;
+pub mod throttle;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -35,6 +38,7 @@ use crate::pipeline::RawMessage;
 use crate::IngestError;
 use codec::ConnackCode;
 use sessions::{Command, KickReason, Sessions};
+use throttle::{FailedLogins, FailurePolicy, PendingLogins};
 
 /// Why a connection was refused; the `reason` label of `dc_ingest_connections_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +51,13 @@ pub enum Refusal {
     NoCredentials,
     /// The TLS handshake failed: no client certificate, not from our CA, revoked, or not TLS at all.
     TlsHandshake,
-    /// No complete TLS handshake + CONNECT within the connect timeout.
+    /// No complete TLS handshake + CONNECT (and, for passwords, their check) within the connect timeout.
     Timeout,
+    /// Too many failed password logins from the client's address (IPv6: its /64) lately.
+    LoginThrottled,
+    /// The device id has `max_pending_logins_per_device` logins waiting for a password check already, or the check
+    /// did not start before the connect deadline.
+    Busy,
     /// Not MQTT, or a malformed CONNECT.
     Protocol,
     /// An MQTT protocol level we do not speak (MQTT 3.1): CONNACK return code 1.
@@ -64,7 +73,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::UnknownDevice,
         Refusal::BadPassword,
         Refusal::Revoked,
@@ -72,6 +81,8 @@ impl Refusal {
         Refusal::NoCredentials,
         Refusal::TlsHandshake,
         Refusal::Timeout,
+        Refusal::LoginThrottled,
+        Refusal::Busy,
         Refusal::Protocol,
         Refusal::UnsupportedVersion,
         Refusal::ClientIdRejected,
@@ -89,6 +100,8 @@ impl Refusal {
             Refusal::NoCredentials => "no_credentials",
             Refusal::TlsHandshake => "tls_handshake",
             Refusal::Timeout => "timeout",
+            Refusal::LoginThrottled => "login_throttled",
+            Refusal::Busy => "busy",
             Refusal::Protocol => "protocol",
             Refusal::UnsupportedVersion => "unsupported_version",
             Refusal::ClientIdRejected => "client_id_rejected",
@@ -109,6 +122,8 @@ impl Refusal {
             Refusal::ClientIdRejected => Some(ConnackCode::ClientIdRejected),
             Refusal::BadAuthMethod => Some(ConnackCode::BadAuthMethod),
             Refusal::Overloaded => Some(ConnackCode::ServerUnavailable),
+            Refusal::LoginThrottled => Some(ConnackCode::RateExceeded),
+            Refusal::Busy => Some(ConnackCode::ServerBusy),
             // Sent before the CONNECT is decoded (return code 1) or not at all.
             Refusal::UnsupportedVersion | Refusal::TlsHandshake | Refusal::Timeout | Refusal::Protocol => None,
         }
@@ -135,7 +150,7 @@ pub(crate) struct Listener {
 }
 
 pub(crate) struct Settings {
-    /// Deadline for the TLS handshake plus the CONNECT frame.
+    /// Deadline for the TLS handshake, the CONNECT frame and the login (the wait for a password check included).
     connect_timeout: Duration,
     /// Largest packet accepted; bigger ones close the connection (v5: DISCONNECT 0x95).
     max_packet: usize,
@@ -150,6 +165,10 @@ pub(crate) struct Shared {
     pipeline: mpsc::Sender<Vec<RawMessage>>,
     /// Logins waiting for the argon2 thread at once (each holds a blocking thread while it waits).
     auth_slots: Arc<Semaphore>,
+    /// Failed logins per address ([`throttle`]).
+    failed_logins: Mutex<FailedLogins>,
+    /// Logins waiting for a password check, per device id ([`throttle`]).
+    pending_logins: Arc<PendingLogins>,
     /// Connections open at once (`max_connections`).
     connection_slots: Arc<Semaphore>,
 }
@@ -185,6 +204,9 @@ pub enum CommandError {
 
 /// argon2 runs on one thread anyway; a couple of waiters keep it busy without parking many blocking threads.
 const AUTH_WAITERS: usize = 2;
+
+/// Addresses whose failed logins are remembered at once; past it the fully refilled ones are forgotten first.
+const MAX_THROTTLED_NETWORKS: usize = 100_000;
 
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, IngestError> {
     let listener =
@@ -238,9 +260,14 @@ impl FrontDoor {
                 max_packet: config.max_payload_bytes.saturating_add(1024),
             },
             devices,
-            sessions: Sessions::default(),
+            sessions: Sessions::new(config.max_sessions_per_device),
             pipeline,
             auth_slots: Arc::new(Semaphore::new(AUTH_WAITERS)),
+            failed_logins: Mutex::new(FailedLogins::new(
+                FailurePolicy { burst: config.failed_login_burst, refill: config.failed_login_refill },
+                MAX_THROTTLED_NETWORKS,
+            )),
+            pending_logins: PendingLogins::new(config.max_pending_logins_per_device),
             connection_slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
         });
         {

@@ -1,5 +1,6 @@
 //! The live sessions: who is connected, so that the front door can take over a session (same device and client
-//! id reconnecting), close the sessions of a revoked device, and deliver commands to a device's subscriptions.
+//! id reconnecting), keep each device to `max_sessions_per_device` sessions, close the sessions of a revoked device,
+//! and deliver commands to a device's subscriptions.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -20,6 +21,8 @@ pub enum KickReason {
     /// The device was revoked (or its certificate replaced) while connected.
     Revoked = 2,
     Shutdown = 3,
+    /// The device opened more sessions than `max_sessions_per_device`: its oldest is closed.
+    TooMany = 4,
 }
 
 /// A one-shot signal to a connection task. `Notify` keeps the wake-up if the task is busy when it is sent.
@@ -40,6 +43,7 @@ impl Kick {
         match self.reason.load(Ordering::Acquire) {
             1 => KickReason::TakenOver,
             2 => KickReason::Revoked,
+            4 => KickReason::TooMany,
             _ => KickReason::Shutdown,
         }
     }
@@ -73,17 +77,37 @@ pub struct Registration {
     pub filters: Arc<Mutex<Vec<String>>>,
 }
 
-#[derive(Default)]
 pub struct Sessions {
+    /// Oldest first per device.
     by_device: Mutex<HashMap<String, Vec<Entry>>>,
+    /// Sessions one device may have at once.
+    max_per_device: usize,
     next_id: AtomicU64,
     /// Kept beside the map so that the gauge costs nothing per connect (a reconnect storm of 20k devices would
     /// otherwise sum the map 20k times).
     open: AtomicUsize,
 }
 
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::new(4)
+    }
+}
+
 impl Sessions {
+    pub fn new(max_per_device: usize) -> Self {
+        Self {
+            by_device: Mutex::default(),
+            max_per_device: max_per_device.max(1),
+            next_id: AtomicU64::default(),
+            open: AtomicUsize::default(),
+        }
+    }
+
     /// Registers a session; an older session of the same device and client id is taken over (closed, no will).
+    /// Past `max_per_device` sessions, the device's oldest is closed: the newest is the one most likely alive (a
+    /// device that reconnects with a fresh client id while its old connection has not timed out yet), and a leaked
+    /// credential cannot pile up sessions.
     pub fn register(&self, device_id: &str, client_id: &str, credential: Credential) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kick = Arc::new(Kick::default());
@@ -99,6 +123,11 @@ impl Sessions {
             }
             !same
         });
+        while entries.len() >= self.max_per_device {
+            let oldest = entries.remove(0);
+            // Counted when its task ends (`dc_ingest_disconnects_total{why="too_many_sessions"}`).
+            oldest.kick.send(KickReason::TooMany);
+        }
         let taken_over = before - entries.len();
         entries.push(Entry {
             id,
@@ -203,5 +232,19 @@ mod tests {
         let _b = sessions.register("B1", "b", Credential::Password);
         assert_eq!(sessions.sweep(|device, _| device != "A1"), 1);
         assert_eq!(a.kick.wait().await, KickReason::Revoked);
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_the_oldest_session_of_the_device_closes() {
+        let sessions = Sessions::new(2);
+        let first = sessions.register("RG0001", "c1", Credential::Password);
+        let _second = sessions.register("RG0001", "c2", Credential::Password);
+        let _other = sessions.register("RG0002", "c1", Credential::Password);
+        let _third = sessions.register("RG0001", "c3", Credential::Password);
+        assert_eq!(first.kick.wait().await, KickReason::TooMany);
+        assert_eq!(sessions.count(), 3, "two of RG0001, one of RG0002");
+        // A reconnect with a known client id takes its own session over and closes no other.
+        let _again = sessions.register("RG0001", "c3", Credential::Password);
+        assert_eq!(sessions.count(), 3);
     }
 }

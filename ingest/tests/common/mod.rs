@@ -607,6 +607,12 @@ pub fn subscribe_packet(v5: bool, pkid: u16, filters: &[&str]) -> Vec<u8> {
 }
 
 impl Raw {
+    /// A raw client on a socket the test opened itself (from a chosen address, say).
+    pub fn from_stream(stream: TcpStream, v5: bool) -> Raw {
+        let _ = stream.set_nodelay(true);
+        Raw { io: Box::new(stream), buf: Vec::new(), v5 }
+    }
+
     pub async fn open(h: &Harness, door: Door, client_cert: Option<&str>) -> std::io::Result<Raw> {
         let stream = TcpStream::connect(h.addr(door)).await?;
         stream.set_nodelay(true)?;
