@@ -674,7 +674,8 @@ impl State {
             id
         };
 
-        // Webhooks: held messages being released first (in order), then the new one.
+        // Targets that take messages (webhooks; see `Endpoint::wants`): held messages being released first (in
+        // order), then the new one.
         for (name, target) in &self.targets {
             let Some(endpoint) = &target.endpoint else {
                 continue;
@@ -720,7 +721,8 @@ impl State {
             }
         }
 
-        // Cell broadcast: bring the air in line with the alert's latest released message. Nothing while held.
+        // Cell broadcast (`cbc::plan_broadcasts`): bring the air in line with the alert's latest released message.
+        // Nothing while held.
         let on_air = history.and_then(|h| h.cbc);
         let latest_now = record.message.as_ref().or(latest);
         if ctx.cbc.enabled && view.public_release && !ctx.broadcast.carriers.is_empty() {
