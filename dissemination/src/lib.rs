@@ -320,27 +320,13 @@ impl Dissemination {
     }
 
     /// Computes targeting reports on the runtime's blocking pool: operators read them, CBCs do not wait for them.
-    fn spawn_reports(&self, reports: Vec<outbox::ReportJob>) {
+    fn spawn_reports(&self, reports: Vec<channel::cbc::ReportJob>) {
         if reports.is_empty() {
             return;
         }
         let inner = self.inner.clone();
         self.handle.spawn_blocking(move || {
-            for (broadcast, zone, carriers) in reports {
-                for (carrier, name) in carriers {
-                    // By name: the carrier list may have changed since the broadcast (a restart with a new config).
-                    let Some(mnc) = inner.cfg.cbc.carriers.iter().find(|c| c.name == name).map(|c| c.mnc) else {
-                        continue;
-                    };
-                    match broadcast::targeting_report(&inner.geo, &zone, mnc) {
-                        Ok(summary) => inner.commit(&Record::Targeting { broadcast, carrier, summary }, false),
-                        Err(e) => {
-                            tracing::warn!(zone = %zone, error = %e, "no targeting report");
-                            metrics::METRICS.errors.with_label_values(&["targeting"]).inc();
-                        }
-                    }
-                }
-            }
+            channel::cbc::targeting_reports(&inner.geo, &inner.cfg.cbc.carriers, reports, |r| inner.commit(&r, false))
         });
     }
 

@@ -174,9 +174,6 @@ pub(crate) struct AlertHistory {
     pub broadcasts: Vec<usize>,
 }
 
-/// A targeting report to compute: broadcast index, zone, and the carriers (index, name) still without one.
-pub(crate) type ReportJob = (usize, String, Vec<(usize, String)>);
-
 /// Everything planning needs besides the state.
 pub(crate) struct PlanContext<'a> {
     pub message: MessageContext<'a>,
@@ -733,29 +730,6 @@ impl State {
             }
         }
         Some(record)
-    }
-
-    /// Targeting reports still to compute: (broadcast index, zone, carrier indices) of write-replace broadcasts
-    /// from `from` on whose sent carriers (index, name) have no report yet.
-    pub fn missing_reports(&self, from: usize) -> Vec<ReportJob> {
-        self.broadcasts
-            .range(from..)
-            .filter(|(_, b)| b.kind == BroadcastKind::WriteReplace)
-            .filter_map(|(&i, b)| {
-                let carriers: Vec<(usize, String)> = b
-                    .carriers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.delivery_id.is_some() && c.targeting.is_none())
-                    .map(|(ci, c)| (ci, c.carrier.clone()))
-                    .collect();
-                let zone = match self.messages.get(&b.identifier) {
-                    Some(m) => m.view.area_id.clone(),
-                    None => self.alerts.get(&b.alert_id)?.last_view.area_id.clone(),
-                };
-                (!carriers.is_empty()).then_some((i, zone, carriers))
-            })
-            .collect()
     }
 
     /// The head of a target's outbox, ready to send at `now_ms`.

@@ -3,10 +3,10 @@
 //! it sends, the content type, the authentication, its config section and its planning; the outbox around it
 //! (journal, strict order, retries, dead letters, delivery logs) is the same for every channel.
 //!
-//! This file is the one place that lists the channels: [`Channel`] names them and [`Endpoint`] holds a target's
+//! This file is the one place that lists the channels: `Channel` names them and `Endpoint` holds a target's
 //! data, one variant each. Every `match` on them is here and exhaustive, so a new variant makes the compiler
-//! point at each line that needs it. What a channel is decided by is its target's [`Endpoint`] variant; its
-//! name prefix (`cbc:`) exists only as the stable external name ([`Channel::target_name`]).
+//! point at each line that needs it. What a channel is decided by is its target's `Endpoint` variant; its
+//! name prefix (`cbc:`) exists only as the stable external name (`Channel::target_name`).
 
 pub mod cbc;
 pub mod webhook;

@@ -128,10 +128,14 @@ async fn carrier_deliveries_keep_their_cbc_names_across_restarts() {
 
     let d = start(cfg.clone(), dir.path());
     d.alert_changed(&view("NM", 1));
-    let dead = |d: &Dissemination| {
-        d.delivery_log(cht).into_iter().find(|r| r.status == DeliveryStatus::DeadLetter).map(|r| r.id)
+    let dead_at = |d: &Dissemination, target: &str| {
+        d.delivery_log(target).into_iter().find(|r| r.status == DeliveryStatus::DeadLetter).map(|r| r.id)
     };
-    wait_for(LONG, "a dead letter at Chunghwa", || dead(&d).is_some()).await;
+    let dead = |d: &Dissemination| dead_at(d, cht);
+    wait_for(LONG, "a dead letter at each carrier", || {
+        [cht, "cbc:Taiwan Mobile", "cbc:FarEasTone"].iter().all(|t| dead_at(&d, t).is_some())
+    })
+    .await;
     let id = dead(&d).unwrap();
     assert_eq!(d.delivery_log(cht)[0].target, cht);
     assert!(d.delivery_log("Chunghwa Telecom").is_empty(), "carriers are not called by their bare name");
@@ -155,11 +159,7 @@ async fn carrier_deliveries_keep_their_cbc_names_across_restarts() {
     // Restarted without carriers: the log stays readable, nothing is sent, nothing can be replayed.
     let d = start(config(""), dir.path());
     assert!(d.delivery_log(cht).iter().any(|r| r.id == again && r.status == DeliveryStatus::Delivered));
-    let twm_dead = d
-        .delivery_log("cbc:Taiwan Mobile")
-        .into_iter()
-        .find(|r| r.status == DeliveryStatus::DeadLetter)
-        .expect("Taiwan Mobile's dead letter kept");
-    assert_eq!(d.replay("cbc:Taiwan Mobile", twm_dead.id), Err(ReplayError::UnknownTarget("cbc:Taiwan Mobile".into())));
+    let twm_dead = dead_at(&d, "cbc:Taiwan Mobile").expect("Taiwan Mobile's dead letter kept");
+    assert_eq!(d.replay("cbc:Taiwan Mobile", twm_dead), Err(ReplayError::UnknownTarget("cbc:Taiwan Mobile".into())));
     assert!(d.subscribers().is_empty(), "a carrier no longer configured does not turn into a subscriber");
 }

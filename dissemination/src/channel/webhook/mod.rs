@@ -3,7 +3,7 @@
 //!
 //! | file | what lives there |
 //! |---|---|
-//! | `mod.rs` | the target ([`Webhook`]), its request (body, content type, signature), its config section |
+//! | `mod.rs` | the target (`Webhook`), its request (body, content type, signature), its config section |
 //! | [`subscriber`] | subscribers: input, validation naming the field, filters, status |
 //! | [`signature`] | `X-DC-Signature: t=…,v1=<HMAC-SHA256>` |
 
