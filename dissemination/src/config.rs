@@ -4,17 +4,18 @@
 //! The shipped file documents every key; the defaults here are the safe ones (Actual-only subscribers, no
 //! Presidential class from policy, no broadcast for an alert the policy does not name).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use geo_index::GeoIndex;
 use serde::Deserialize;
 
-use super::subscriber::{
-    duplicates, validate_name, validate_url, Audience, FieldError, Filters, Format, SubscriberInput,
-};
-use encoders::cap::{Severity, Templates};
-use encoders::cell_broadcast::{GeoScope, Plmn, PwsClass, Schedule};
+use crate::channel::{cbc, webhook};
+use encoders::cap::Templates;
+
+// The channels' sections, where they were before the channels had rooms of their own.
+pub use crate::channel::cbc::{CarrierConfig, CellBroadcastConfig, PolicyClass, PolicyRule};
+pub use crate::channel::webhook::SubscriberConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,11 +33,11 @@ pub struct DisseminationConfig {
     #[serde(default)]
     pub webhooks: RetrySettings,
     #[serde(default, rename = "subscriber")]
-    pub subscribers: Vec<SubscriberConfig>,
+    pub subscribers: Vec<webhook::SubscriberConfig>,
     #[serde(default)]
-    pub cell_broadcast: CellBroadcastConfig,
+    pub cell_broadcast: cbc::CellBroadcastConfig,
     #[serde(default, rename = "carrier")]
-    pub carriers: Vec<CarrierConfig>,
+    pub carriers: Vec<cbc::CarrierConfig>,
 }
 
 /// How CAP messages are built from alert views.
@@ -141,7 +142,7 @@ pub struct Retry {
 }
 
 impl RetrySettings {
-    fn resolve(&self, default: Retry) -> Retry {
+    pub(crate) fn resolve(&self, default: Retry) -> Retry {
         Retry {
             request_timeout: self.request_timeout_ms.map_or(default.request_timeout, Duration::from_millis),
             max_attempts: self.max_attempts.unwrap_or(default.max_attempts),
@@ -150,7 +151,7 @@ impl RetrySettings {
         }
     }
 
-    fn check(&self, table: &str) -> Result<(), FieldError> {
+    pub(crate) fn check(&self, table: &str) -> Result<(), FieldError> {
         if self.max_attempts == Some(0) {
             return Err(FieldError::new(format!("{table}.max_attempts"), "at least 1"));
         }
@@ -161,154 +162,6 @@ impl RetrySettings {
     }
 }
 
-/// Webhooks: partners' receivers can be slow or down for hours; back off up to 5 minutes, give up after ~8.
-const WEBHOOK_RETRY: Retry = Retry {
-    request_timeout: Duration::from_secs(5),
-    max_attempts: 8,
-    backoff_initial: Duration::from_secs(1),
-    backoff_max: Duration::from_secs(300),
-};
-
-/// CBCs: a warning is worth seconds; retry fast and long (Taiwan's budget is 4–10 s from issue to phones).
-const CBC_RETRY: Retry = Retry {
-    request_timeout: Duration::from_secs(10),
-    max_attempts: 20,
-    backoff_initial: Duration::from_millis(500),
-    backoff_max: Duration::from_secs(30),
-};
-
-/// A subscriber in the file: like the API's [`SubscriberInput`], but the secret may come from the environment.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubscriberConfig {
-    pub name: String,
-    pub url: String,
-    /// The HMAC key itself…
-    pub secret: Option<String>,
-    /// …or the environment variable holding it (keeps keys out of the file).
-    pub secret_env: Option<String>,
-    #[serde(default)]
-    pub format: Format,
-    #[serde(default)]
-    pub audience: Audience,
-    #[serde(default)]
-    pub filters: Filters,
-}
-
-/// Cell broadcast settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CellBroadcastConfig {
-    /// Off: no envelopes to CBCs (CAP and webhooks are unaffected).
-    pub enabled: bool,
-    /// Seconds between repetitions in the cells (SBc-AP Repetition-Period, 1..=4095).
-    pub repetition_period_s: u16,
-    /// Broadcasts requested; 0 = until stopped.
-    pub number_of_broadcasts: u16,
-    /// Serial-number geographic scope: `cell_normal` (default), `cell_immediate`, `plmn`, `area`.
-    pub geo_scope: String,
-    pub retry: RetrySettings,
-    /// Which alerts go out in which class; first match wins; none matching: no broadcast. Absent: the defaults
-    /// (debris flow red → Emergency, heavy rain → Alert, severity Extreme → Emergency).
-    pub policy: Option<Vec<PolicyRule>>,
-}
-
-impl Default for CellBroadcastConfig {
-    fn default() -> Self {
-        CellBroadcastConfig {
-            enabled: true,
-            repetition_period_s: 60,
-            number_of_broadcasts: 0,
-            geo_scope: "cell_normal".into(),
-            retry: RetrySettings::default(),
-            policy: None,
-        }
-    }
-}
-
-/// The class a policy rule gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyClass {
-    /// 緊急警報 4371+n / 4384+n (`emergency_level` = n).
-    Emergency,
-    /// 警訊通知 911 / 919.
-    Alert,
-    /// Explicitly not broadcast (to exempt something a later rule would catch).
-    None,
-    /// 國家級警報: refused when the file is loaded. Only the President's office may order it; no sensor rule may.
-    Presidential,
-}
-
-/// One policy rule; every condition given must hold.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyRule {
-    /// Event type.
-    pub event: Option<String>,
-    /// Level name, matched against the alert's English (case-insensitive) or Chinese level name.
-    pub level: Option<String>,
-    /// Alert severity at least this.
-    pub min_severity: Option<Severity>,
-    pub class: PolicyClass,
-    /// Emergency channel offset 0..=8 (4371..=4379).
-    #[serde(default)]
-    pub emergency_level: u8,
-}
-
-pub(crate) fn default_policy() -> Vec<PolicyRule> {
-    vec![
-        PolicyRule {
-            event: Some("debris_flow".into()),
-            level: Some("red".into()),
-            min_severity: None,
-            class: PolicyClass::Emergency,
-            emergency_level: 0,
-        },
-        PolicyRule {
-            event: Some("heavy_rain".into()),
-            level: None,
-            min_severity: None,
-            class: PolicyClass::Alert,
-            emergency_level: 0,
-        },
-        PolicyRule {
-            event: None,
-            level: None,
-            min_severity: Some(Severity::Extreme),
-            class: PolicyClass::Emergency,
-            emergency_level: 0,
-        },
-    ]
-}
-
-/// One carrier's Cell Broadcast Centre adapter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CarrierConfig {
-    /// As operators read it; also the target name `cbc:<name>` in logs and metrics.
-    pub name: String,
-    /// Mobile country code, 3 digits (466).
-    pub mcc: String,
-    /// Mobile network code as the carrier writes it (`92`, `97`, `01`); selects its cell sites in geo-index.
-    pub mnc: String,
-    /// The CBC adapter's HTTP(S) endpoint receiving JSON envelopes.
-    pub cbc_url: String,
-    /// Bearer token…
-    pub token: Option<String>,
-    /// …or the environment variable holding it.
-    pub token_env: Option<String>,
-}
-
-/// A carrier ready to use.
-#[derive(Debug, Clone)]
-pub(crate) struct Carrier {
-    pub name: String,
-    pub mnc: u16,
-    pub cbc_url: String,
-    pub token: String,
-}
-
 /// The file's settings, checked and with secrets resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
@@ -317,17 +170,14 @@ pub(crate) struct Resolved {
     pub value_placeholders: BTreeMap<String, Vec<String>>,
     pub feed: FeedSettings,
     pub journal: JournalSettings,
-    pub webhook_retry: Retry,
-    pub subscribers: Vec<SubscriberInput>,
-    pub cbc_enabled: bool,
-    pub cbc_retry: Retry,
-    pub schedule: Schedule,
-    pub geo_scope: GeoScope,
-    pub policy: Vec<PolicyRule>,
-    pub carriers: Vec<Carrier>,
+    /// `[webhooks]` and `[[subscriber]]`.
+    pub webhook: webhook::Settings,
+    /// `[cell_broadcast]` and `[[carrier]]`.
+    pub cbc: cbc::Settings,
 }
 
-fn secret_from(
+/// A secret given in the file or, by name, in the environment: `<field>` or `<field>_env`, exactly one.
+pub(crate) fn secret_from(
     field: &str,
     value: &Option<String>,
     env: &Option<String>,
@@ -378,89 +228,8 @@ impl DisseminationConfig {
             }
             value_placeholders.insert(event.clone(), names.clone());
         }
-        self.webhooks.check("webhooks")?;
-        self.cell_broadcast.retry.check("cell_broadcast.retry")?;
-
-        let mut subscribers = Vec::new();
-        for (i, s) in self.subscribers.iter().enumerate() {
-            let at = |e: FieldError| FieldError::new(format!("subscriber[{i}].{}", e.field), e.message);
-            let secret = secret_from("secret", &s.secret, &s.secret_env, env).map_err(at)?;
-            let input = SubscriberInput {
-                name: s.name.clone(),
-                url: s.url.clone(),
-                secret,
-                format: s.format,
-                audience: s.audience,
-                filters: s.filters.clone(),
-            };
-            input.validate(geo, templates).map_err(at)?;
-            subscribers.push(input);
-        }
-        if let Some(d) = duplicates(subscribers.iter().map(|s| s.name.as_str())) {
-            return Err(FieldError::new("subscriber.name", format!("`{d}` appears twice")));
-        }
-
-        let cb = &self.cell_broadcast;
-        if cb.repetition_period_s == 0 && cb.number_of_broadcasts != 1 {
-            return Err(FieldError::new(
-                "cell_broadcast.repetition_period_s",
-                "0 (no repetition) needs number_of_broadcasts = 1",
-            ));
-        }
-        if cb.repetition_period_s > encoders::cell_broadcast::sbcap::MAX_REPETITION_PERIOD {
-            return Err(FieldError::new("cell_broadcast.repetition_period_s", "at most 4095"));
-        }
-        let geo_scope = match cb.geo_scope.as_str() {
-            "cell_normal" => GeoScope::CellNormal,
-            "cell_immediate" => GeoScope::CellImmediate,
-            "plmn" => GeoScope::Plmn,
-            "area" => GeoScope::Area,
-            other => {
-                return Err(FieldError::new(
-                    "cell_broadcast.geo_scope",
-                    format!("`{other}`: expected cell_normal, cell_immediate, plmn or area"),
-                ))
-            }
-        };
-        let policy = cb.policy.clone().unwrap_or_else(default_policy);
-        for (i, rule) in policy.iter().enumerate() {
-            let at = format!("cell_broadcast.policy[{i}]");
-            match rule.class {
-                PolicyClass::Presidential => {
-                    return Err(FieldError::new(
-                        format!("{at}.class"),
-                        "presidential alerts are never issued by policy",
-                    ))
-                }
-                PolicyClass::Emergency => {
-                    PwsClass::Emergency(rule.emergency_level)
-                        .message_id(encoders::cell_broadcast::Language::Chinese)
-                        .map_err(|e| FieldError::new(format!("{at}.emergency_level"), e.to_string()))?;
-                }
-                PolicyClass::Alert | PolicyClass::None => {}
-            }
-            if let Some(e) = &rule.event {
-                if templates.event(e).is_err() {
-                    return Err(FieldError::new(format!("{at}.event"), format!("unknown event type `{e}`")));
-                }
-            }
-        }
-
-        let mut carriers = Vec::new();
-        for (i, c) in self.carriers.iter().enumerate() {
-            let at = |field: &str| format!("carrier[{i}].{field}");
-            validate_name(&c.name.replace(' ', "-")).map_err(|e| FieldError::new(at("name"), e.message))?;
-            // Checked here so a typo fails at start; the cells' own PLMNs go into the PDUs.
-            Plmn::new(&c.mcc, &c.mnc).map_err(|e| FieldError::new(at("mnc"), e.to_string()))?;
-            let mnc: u16 = c.mnc.parse().map_err(|_| FieldError::new(at("mnc"), "digits"))?;
-            validate_url(&at("cbc_url"), &c.cbc_url)?;
-            let token = secret_from("token", &c.token, &c.token_env, env)
-                .map_err(|e| FieldError::new(at(&e.field), e.message))?;
-            carriers.push(Carrier { name: c.name.clone(), mnc, cbc_url: c.cbc_url.clone(), token });
-        }
-        if let Some(d) = duplicates(carriers.iter().map(|c| c.name.as_str())) {
-            return Err(FieldError::new("carrier.name", format!("`{d}` appears twice")));
-        }
+        let webhook = webhook::Settings::resolve(&self.webhooks, &self.subscribers, geo, templates, env)?;
+        let cbc = cbc::Settings::resolve(&self.cell_broadcast, &self.carriers, templates, env)?;
 
         Ok(Resolved {
             sender: self.sender.clone(),
@@ -468,17 +237,59 @@ impl DisseminationConfig {
             value_placeholders,
             feed: self.feed.clone(),
             journal: self.journal.clone(),
-            webhook_retry: self.webhooks.resolve(WEBHOOK_RETRY),
-            subscribers,
-            cbc_enabled: cb.enabled,
-            cbc_retry: cb.retry.resolve(CBC_RETRY),
-            schedule: Schedule {
-                repetition_period_s: cb.repetition_period_s,
-                number_of_broadcasts: cb.number_of_broadcasts,
-            },
-            geo_scope,
-            policy,
-            carriers,
+            webhook,
+            cbc,
         })
     }
+}
+
+/// A bad field in a subscriber (or config) entry: `field` is the path a client sent (`filters.zones[1]`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+pub(crate) fn validate_name(name: &str) -> Result<(), FieldError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new("name", "1–64 characters: letters, digits, `-`, `_`, `.`"))
+    }
+}
+
+/// An absolute http(s) URL with a host and no user info (a password in a URL ends up in logs).
+pub(crate) fn validate_url(field: &str, url: &str) -> Result<(), FieldError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| FieldError::new(field, format!("not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(FieldError::new(field, "must be http:// or https://"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(FieldError::new(field, "has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(FieldError::new(field, "must not carry credentials; use the secret"));
+    }
+    Ok(())
+}
+
+/// The first name given twice, for config checks.
+pub(crate) fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut seen = BTreeSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            return Some(n.to_string());
+        }
+    }
+    None
 }

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use tokio::sync::{watch, Notify};
 
 use super::config::Retry;
 use super::journal::{AttemptRecord, Outcome, Record};
-use super::outbox::{Auth, Job, CBC_PREFIX};
-use super::signature::{signature_header, SIGNATURE_HEADER};
+use super::outbox::Job;
 use super::Inner;
 
 /// Most response bytes kept as a CBC's acknowledgement or a receiver's error text.
@@ -21,6 +20,7 @@ const DETAIL_BYTES: usize = 512;
 /// The detail of an attempt that hit the request timeout.
 const TIMED_OUT: &str = "timed out";
 
+/// The crate's one clock (everything inside takes time as input).
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -41,9 +41,9 @@ struct Answer {
 
 async fn send(client: &reqwest::Client, job: &Job, body: Vec<u8>, timeout: Duration) -> Result<Answer, String> {
     let mut req = client
-        .post(&job.url)
+        .post(&job.request.url)
         .timeout(timeout)
-        .header(CONTENT_TYPE, job.content_type)
+        .header(CONTENT_TYPE, job.request.content_type)
         .header(USER_AGENT, concat!("disaster-cloud/", env!("CARGO_PKG_VERSION")))
         // Receivers de-duplicate on this (delivery is at-least-once) …
         .header("X-DC-Delivery", job.id.to_string())
@@ -51,13 +51,10 @@ async fn send(client: &reqwest::Client, job: &Job, body: Vec<u8>, timeout: Durat
         .header("X-DC-Status", job.status)
         .header("X-DC-Message", job.identifier.as_str())
         .header("X-DC-Attempt", job.attempt.to_string());
-    req = match &job.auth {
-        Auth::Signature(secret) => {
-            let t = now_ms() / 1000;
-            req.header(SIGNATURE_HEADER, signature_header(secret.as_bytes(), t, &body))
-        }
-        Auth::Bearer(token) => req.header(AUTHORIZATION, format!("Bearer {token}")),
-    };
+    // The channel's own authentication (signature, bearer token).
+    for (name, value) in &job.request.auth {
+        req = req.header(*name, value.as_str());
+    }
     let mut resp = req.body(body).send().await.map_err(describe)?;
     let status = resp.status().as_u16();
     let mut kept = Vec::new();
@@ -92,18 +89,14 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Inner {
-    fn retry_of(&self, target: &str) -> Retry {
-        if target.starts_with(CBC_PREFIX) {
-            self.cfg.cbc_retry
-        } else {
-            self.cfg.webhook_retry
-        }
+    fn retry_of(&self, job: &Job) -> Retry {
+        job.channel.retry(&self.cfg)
     }
 
     /// Journals and applies one attempt's outcome; returns how long to wait before the next try of the same
     /// delivery (None: it is finished, go on with the next).
     fn finish_attempt(&self, job: &Job, result: Result<Answer, String>, elapsed: Duration) -> Option<Duration> {
-        let retry = self.retry_of(&job.target);
+        let retry = self.retry_of(job);
         let (ok, http_status, detail) = match result {
             Ok(a) if (200..300).contains(&a.status) => (true, Some(a.status), (!a.body.is_empty()).then_some(a.body)),
             Ok(a) => (false, Some(a.status), Some(format!("HTTP {}: {}", a.status, a.body))),
@@ -160,9 +153,9 @@ pub(crate) async fn run_target(
                 _ = stop.changed() => return,
             }
         };
-        let timeout = inner.retry_of(&target).request_timeout;
+        let timeout = inner.retry_of(&job).request_timeout;
         let started = Instant::now();
-        let result = match job.body.clone() {
+        let result = match job.request.body.clone() {
             Ok(body) => {
                 tokio::select! {
                     r = send(&inner.client, &job, body, timeout) => r,
@@ -172,8 +165,7 @@ pub(crate) async fn run_target(
             Err(e) => Err(e),
         };
         if matches!(&result, Err(e) if e == TIMED_OUT) {
-            let channel = if target.starts_with(CBC_PREFIX) { "cbc" } else { "webhook" };
-            super::metrics::METRICS.timeouts.with_label_values(&[channel]).inc();
+            super::metrics::METRICS.timeouts.with_label_values(&[job.channel.label()]).inc();
             tracing::warn!(target_name = %target, delivery = job.id, ?timeout, "delivery timed out");
         }
         if let Some(wait) = inner.finish_attempt(&job, result, started.elapsed()) {

@@ -7,8 +7,8 @@
 use ring::digest;
 use time::OffsetDateTime;
 
-use super::broadcast::hex;
 use super::config::FeedSettings;
+use super::hex;
 use super::outbox::State;
 use encoders::cap::{write_atom, AtomEntry, AtomFeed, MsgType};
 

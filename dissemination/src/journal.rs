@@ -24,9 +24,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::broadcast::{BroadcastRecord, TargetingSummary};
+use super::channel::cbc::broadcast::{BroadcastRecord, TargetingSummary};
+use super::channel::webhook::subscriber::SubscriberInput;
 use super::messages::StoredMessage;
-use super::subscriber::SubscriberInput;
 use super::view::AlertView;
 use super::DisseminationError;
 
@@ -75,7 +75,7 @@ pub(crate) struct ChangeRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct NewDelivery {
     pub id: u64,
-    /// Subscriber name, or `cbc:<carrier>`.
+    /// The target's name: a subscriber's, or `cbc:<carrier>` (`Channel::target_name`).
     pub target: String,
     /// The CAP message delivered.
     pub identifier: String,

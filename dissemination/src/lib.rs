@@ -9,16 +9,18 @@
 //! |---|---|
 //! | `lib.rs` | [`Dissemination`] (the API the binary calls), its worker runtime, the error types |
 //! | [`view`] | [`AlertView`]: the alert change as dissemination sees it (decoupled from the rule engine) |
-//! | [`config`] | `config/dissemination.toml`: sender, feed, subscribers, retry, PWS class policy, carriers |
+//! | [`config`] | `config/dissemination.toml`: sender, CAP, feed, journal; shared checks ([`FieldError`]) |
 //! | [`messages`] | AlertView → CAP message (builder, templates, zone polygons and geocodes), `StoredMessage` |
 //! | [`feed`] | the public Atom feed of active and recent alerts, and its ETag |
-//! | [`subscriber`] | webhook subscribers: input, validation naming the field, filters, status |
-//! | [`signature`] | `X-DC-Signature: t=…,v1=<HMAC-SHA256>` |
-//! | [`broadcast`] | PWS class policy, serial numbers, texts, per-carrier targeting, CBC envelopes |
+//! | [`channel`] | the outbound channels, one room each; `Channel` and `Endpoint` list them, in one place |
+//! | [`channel::webhook`] | webhook target, CAP/JSON body, `X-DC-Signature`, `[webhooks]` and `[[subscriber]]` |
+//! | ↳ [`subscriber`], [`signature`] | subscribers (input, validation naming the field, filters, status); the HMAC |
+//! | [`channel::cbc`] | carrier target, envelope, bearer token, `[cell_broadcast]` and `[[carrier]]`, on-air planning |
+//! | ↳ [`broadcast`] | one broadcast: PWS class policy, serial numbers, texts, per-carrier targeting, envelopes |
 //! | `journal.rs` | the append-only journal in `data_dir` (durability, restart, compaction) |
 //! | `archive.rs` | the CAP archive `data_dir/cap/<identifier>.xml`: released messages memory no longer holds |
 //! | `outbox.rs` | state rebuilt from the journal: per-target ordered outboxes, dead letters, delivery logs, planning |
-//! | `delivery.rs` | one worker task per target: HTTP with timeout, exponential backoff with jitter |
+//! | `delivery.rs` | one worker task per target: HTTP with timeout, exponential backoff with jitter; the clock |
 //! | [`metrics`] | Prometheus metrics |
 //! | `tests/` | real HTTP receivers on 127.0.0.1, restarts, tshark and xmllint checks, timing |
 //!
@@ -30,9 +32,20 @@
 //! Approval gate: while `view.public_release` is false the message is kept for operators (and internal
 //! subscribers) only — not in the feed, not at `cap_xml`, not to public subscribers, nothing to CBCs. The change
 //! that releases it sends the held messages in order.
+//!
+//! # Adding a channel
+//! Say LINE: a room `channel/line.rs` (or a folder when it grows) holding its target type (what the config gives
+//! of one account), its `request` (body, content type, authentication headers; the worker adds the `X-DC-*`
+//! headers and does timeouts, retries and dead letters), its `wants` (which messages it takes, as a webhook's
+//! filters), its config section (a `Deserialize` struct with `deny_unknown_fields`, and a `Settings::resolve`
+//! naming the bad key) and its tests. Then in `channel/mod.rs` a variant in [`channel`]'s `Channel` and in
+//! `Endpoint`, and `Channel::ALL`: the compiler points at each `match` there that needs its arm (label,
+//! retry, channel, target name, wants, request); its targets join the chain in `configured`. Last, its section in [`DisseminationConfig`] and `config::Resolved`. The
+//! outbox, journal, metrics and replay need nothing: a target's channel is its `Endpoint` variant, and its name
+//! (`line:<account>`, from the label) is only how HTTP responses, metrics and the journal spell it.
 
 mod archive;
-pub mod broadcast;
+pub mod channel;
 pub mod config;
 mod delivery;
 pub mod feed;
@@ -40,9 +53,11 @@ mod journal;
 pub mod messages;
 pub mod metrics;
 mod outbox;
-pub mod signature;
-pub mod subscriber;
 pub mod view;
+
+// Paths from before the channels had rooms of their own.
+pub use channel::cbc::broadcast;
+pub use channel::webhook::{signature, subscriber};
 
 #[cfg(test)]
 mod tests;
@@ -55,17 +70,18 @@ use geo_index::GeoIndex;
 use tokio::sync::{watch, Notify};
 
 pub use broadcast::{BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, TargetingSummary};
-pub use config::DisseminationConfig;
+pub use config::{DisseminationConfig, FieldError};
 pub use outbox::{DeliveryRecord, DeliveryStatus};
 pub use signature::{signature_header, verify_signature, SIGNATURE_HEADER};
-pub use subscriber::{Audience, FieldError, Filters, Format, Source, SubscriberInput, SubscriberStatus};
+pub use subscriber::{Audience, Filters, Format, Source, SubscriberInput, SubscriberStatus};
 pub use view::{AlertView, ViewMode, ViewState};
 
+use channel::Endpoint;
 use config::Resolved;
 use delivery::now_ms;
 use encoders::cap::Templates;
 use journal::{Journal, NewDelivery, Record};
-use outbox::{cbc_target, PlanContext, State, Target, TargetKind};
+use outbox::{PlanContext, State, Target};
 
 /// Why dissemination could not start.
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +158,7 @@ impl Inner {
     }
 
     fn next_job(&self, target: &str) -> Option<outbox::Job> {
-        lock(&self.state).next_job(target, &self.base_url)
+        lock(&self.state).next_job(target, &self.base_url, now_ms())
     }
 }
 
@@ -182,14 +198,8 @@ impl Dissemination {
             archive: Some(archive::CapArchive::new(data_dir.join(archive::ARCHIVE_DIR), cfg.journal.fsync)),
             ..State::default()
         };
-        for sub in &cfg.subscribers {
-            state.targets.insert(
-                sub.name.clone(),
-                Target::new(TargetKind::Webhook { sub: sub.clone(), source: Source::Config }),
-            );
-        }
-        for c in &cfg.carriers {
-            state.targets.insert(cbc_target(&c.name), Target::new(TargetKind::Cbc { carrier: c.clone() }));
+        for endpoint in channel::configured(&cfg) {
+            state.targets.insert(endpoint.target_name(), Target::new(endpoint));
         }
         for r in &records {
             state.apply(r, false);
@@ -238,7 +248,7 @@ impl Dissemination {
         let workers: Vec<(String, Arc<Notify>)> = state
             .targets
             .iter()
-            .filter(|(_, t)| !matches!(t.kind, TargetKind::Orphan))
+            .filter(|(_, t)| t.endpoint.is_some())
             .map(|(n, t)| (n.clone(), t.notify.clone()))
             .collect();
         let inner = Arc::new(Inner {
@@ -285,12 +295,10 @@ impl Dissemination {
                 },
                 broadcast: broadcast::BroadcastContext {
                     geo: &inner.geo,
-                    carriers: &inner.cfg.carriers,
-                    schedule: inner.cfg.schedule,
+                    carriers: &inner.cfg.cbc.carriers,
+                    schedule: inner.cfg.cbc.schedule,
                 },
-                cbc_enabled: inner.cfg.cbc_enabled,
-                policy: &inner.cfg.policy,
-                geo_scope: inner.cfg.geo_scope,
+                cbc: &inner.cfg.cbc,
                 now_ms: now_ms(),
             };
             st.plan_change(&ctx, alert)?
@@ -312,27 +320,13 @@ impl Dissemination {
     }
 
     /// Computes targeting reports on the runtime's blocking pool: operators read them, CBCs do not wait for them.
-    fn spawn_reports(&self, reports: Vec<outbox::ReportJob>) {
+    fn spawn_reports(&self, reports: Vec<channel::cbc::ReportJob>) {
         if reports.is_empty() {
             return;
         }
         let inner = self.inner.clone();
         self.handle.spawn_blocking(move || {
-            for (broadcast, zone, carriers) in reports {
-                for (carrier, name) in carriers {
-                    // By name: the carrier list may have changed since the broadcast (a restart with a new config).
-                    let Some(mnc) = inner.cfg.carriers.iter().find(|c| c.name == name).map(|c| c.mnc) else {
-                        continue;
-                    };
-                    match broadcast::targeting_report(&inner.geo, &zone, mnc) {
-                        Ok(summary) => inner.commit(&Record::Targeting { broadcast, carrier, summary }, false),
-                        Err(e) => {
-                            tracing::warn!(zone = %zone, error = %e, "no targeting report");
-                            metrics::METRICS.errors.with_label_values(&["targeting"]).inc();
-                        }
-                    }
-                }
-            }
+            channel::cbc::targeting_reports(&inner.geo, &inner.cfg.cbc.carriers, reports, |r| inner.commit(&r, false))
         });
     }
 
@@ -400,8 +394,8 @@ impl Dissemination {
         let st = lock(&self.inner.state);
         st.targets
             .iter()
-            .filter_map(|(name, t)| match &t.kind {
-                TargetKind::Webhook { sub, source } => Some(subscriber_status(name, t, sub, *source)),
+            .filter_map(|(name, t)| match &t.endpoint {
+                Some(Endpoint::Webhook(w)) => Some(w.status(name, t)),
                 _ => None,
             })
             .collect()
@@ -422,10 +416,10 @@ impl Dissemination {
         let (status, notify) = {
             let st = lock(&self.inner.state);
             let t = st.targets.get(&name).ok_or_else(|| FieldError::new("name", "was not added"))?;
-            let TargetKind::Webhook { sub, source } = &t.kind else {
+            let Some(Endpoint::Webhook(w)) = &t.endpoint else {
                 return Err(FieldError::new("name", format!("`{name}` already exists")));
             };
-            (subscriber_status(&name, t, sub, *source), t.notify.clone())
+            (w.status(&name, t), t.notify.clone())
         };
         self.spawn_worker(name, notify);
         Ok(status)
@@ -443,9 +437,8 @@ impl Dissemination {
         let mut w = lock(&inner.writer);
         let record = {
             let st = lock(&inner.state);
-            match st.targets.get(target).map(|t| &t.kind) {
-                None | Some(TargetKind::Orphan) => return Err(ReplayError::UnknownTarget(target.to_string())),
-                Some(_) => {}
+            if st.targets.get(target).and_then(|t| t.endpoint.as_ref()).is_none() {
+                return Err(ReplayError::UnknownTarget(target.to_string()));
             }
             let d = st
                 .deliveries
@@ -504,22 +497,6 @@ async fn journal_retry(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             }
             metrics::METRICS.journal_backlog.set(w.backlog() as i64);
         }
-    }
-}
-
-fn subscriber_status(name: &str, t: &Target, sub: &SubscriberInput, source: Source) -> SubscriberStatus {
-    SubscriberStatus {
-        name: name.to_string(),
-        url: sub.url.clone(),
-        format: sub.format,
-        audience: sub.audience,
-        filters: sub.filters.clone(),
-        source,
-        queued: t.queue.len(),
-        delivered: t.stats.delivered,
-        dead_letters: t.dead.len(),
-        last_success_ms: t.stats.last_success_ms,
-        last_error: t.stats.last_error.clone(),
     }
 }
 
@@ -594,10 +571,21 @@ impl Drop for Dissemination {
         }
         // The gauges are process-wide: take this instance's share out (a restart in-process re-adds it).
         let st = lock(&self.inner.state);
-        for (name, t) in &st.targets {
-            let ch = if name.starts_with(outbox::CBC_PREFIX) { "cbc" } else { "webhook" };
+        for t in st.targets.values() {
+            let ch = t.channel.label();
             metrics::METRICS.queue_depth.with_label_values(&[ch]).sub(t.queue.len() as i64);
             metrics::METRICS.dead_letters.with_label_values(&[ch]).sub(t.dead.len() as i64);
         }
     }
+}
+
+/// Lower-case hex, as envelopes, signatures and ETags write bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
 }

@@ -8,6 +8,8 @@ use prometheus::{
     IntCounterVec, IntGauge, IntGaugeVec,
 };
 
+use super::channel::Channel;
+
 pub struct DisseminationMetrics {
     /// Delivery attempts by `channel` (`webhook`, `cbc`) and `result` (`delivered`, `retry`, `dead_letter`).
     pub deliveries: IntCounterVec,
@@ -95,7 +97,7 @@ pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
         )
         .expect("metric registers"),
     };
-    for channel in ["webhook", "cbc"] {
+    for channel in Channel::ALL.map(Channel::label) {
         for result in ["delivered", "retry", "dead_letter"] {
             m.deliveries.with_label_values(&[channel, result]);
         }

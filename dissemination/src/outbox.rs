@@ -19,49 +19,24 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::archive::CapArchive;
-use super::broadcast::{self, class_for, BroadcastContext, BroadcastKind, BroadcastRecord, CarrierStatus};
-use super::config::Carrier;
+use super::channel::cbc::broadcast::{BroadcastContext, BroadcastKind, BroadcastRecord, CarrierStatus};
+use super::channel::cbc::{self, CbcAlert};
+use super::channel::webhook::Webhook;
+use super::channel::{Channel, Endpoint, Payload, Request};
 use super::journal::{AttemptRecord, ChangeRecord, NewDelivery, Outcome, Record};
 use super::messages::{build_message, identifier_base, reference, MessageContext, StoredMessage};
 use super::metrics::METRICS;
-use super::subscriber::{wants, Format, Source, SubscriberInput, TargetStats};
 use super::view::AlertView;
 use encoders::cap::{MsgType, Status};
-use encoders::cell_broadcast::{PwsClass, SerialNumber};
-
-/// Target names of carriers start with this; subscriber names cannot contain `:`.
-pub(crate) const CBC_PREFIX: &str = "cbc:";
-
-pub(crate) fn cbc_target(carrier: &str) -> String {
-    format!("{CBC_PREFIX}{carrier}")
-}
-
-fn channel(target: &str) -> &'static str {
-    if target.starts_with(CBC_PREFIX) {
-        "cbc"
-    } else {
-        "webhook"
-    }
-}
-
-/// What a target delivers to.
-#[derive(Debug, Clone)]
-pub(crate) enum TargetKind {
-    Webhook {
-        sub: SubscriberInput,
-        source: Source,
-    },
-    Cbc {
-        carrier: Carrier,
-    },
-    /// In the journal but no longer configured: kept (and reported in logs), not delivered.
-    Orphan,
-}
+use encoders::cell_broadcast::SerialNumber;
 
 /// One subscriber's or carrier's outbox.
 #[derive(Debug)]
 pub(crate) struct Target {
-    pub kind: TargetKind,
+    /// Where it delivers to; None: in the journal but no longer configured (kept, reported in logs, not sent).
+    pub endpoint: Option<Endpoint>,
+    /// The endpoint's channel, or for a target no longer configured the one its name says.
+    pub channel: Channel,
     /// Pending deliveries, oldest first; only the head is ever in flight (strict order).
     pub queue: VecDeque<u64>,
     pub dead: Vec<u64>,
@@ -73,9 +48,19 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub fn new(kind: TargetKind) -> Target {
+    pub fn new(endpoint: Endpoint) -> Target {
+        Target::with(endpoint.channel(), Some(endpoint))
+    }
+
+    /// A target the journal names that the config no longer has.
+    pub fn orphan(name: &str) -> Target {
+        Target::with(Channel::of_target_name(name), None)
+    }
+
+    fn with(channel: Channel, endpoint: Option<Endpoint>) -> Target {
         Target {
-            kind,
+            endpoint,
+            channel,
             queue: VecDeque::new(),
             dead: Vec::new(),
             done: VecDeque::new(),
@@ -83,6 +68,14 @@ impl Target {
             notify: Arc::new(Notify::new()),
         }
     }
+}
+
+/// Counts kept per target (a subscriber's status shows them).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TargetStats {
+    pub delivered: u64,
+    pub last_success_ms: Option<i64>,
+    pub last_error: Option<String>,
 }
 
 /// Where a delivery stands.
@@ -121,19 +114,10 @@ pub struct DeliveryRecord {
 pub(crate) struct Delivery {
     pub record: DeliveryRecord,
     pub envelope: Option<Arc<str>>,
+    /// Its target's channel (the metrics label).
+    pub channel: Channel,
     /// When it was queued in this process (for the latency histogram; None when loaded from the journal).
     pub queued_at: Option<Instant>,
-}
-
-/// A CBC broadcast that is (or was) on the air for an alert.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct CbcAlert {
-    pub message_code: u16,
-    pub update_number: u8,
-    pub message_ids: [u16; 2],
-    pub serial: SerialNumber,
-    /// Broadcasting (written and not stopped).
-    pub active: bool,
 }
 
 /// What memory keeps of every message of an alert still in memory, body or not: enough for `<references>`,
@@ -190,16 +174,11 @@ pub(crate) struct AlertHistory {
     pub broadcasts: Vec<usize>,
 }
 
-/// A targeting report to compute: broadcast index, zone, and the carriers (index, name) still without one.
-pub(crate) type ReportJob = (usize, String, Vec<(usize, String)>);
-
 /// Everything planning needs besides the state.
 pub(crate) struct PlanContext<'a> {
     pub message: MessageContext<'a>,
     pub broadcast: BroadcastContext<'a>,
-    pub cbc_enabled: bool,
-    pub policy: &'a [super::config::PolicyRule],
-    pub geo_scope: encoders::cell_broadcast::GeoScope,
+    pub cbc: &'a cbc::Settings,
     pub now_ms: i64,
 }
 
@@ -208,20 +187,13 @@ pub(crate) struct PlanContext<'a> {
 pub(crate) struct Job {
     pub id: u64,
     pub target: String,
-    pub url: String,
-    pub body: Result<Vec<u8>, String>,
-    pub content_type: &'static str,
-    pub auth: Auth,
+    pub channel: Channel,
+    /// What the target's channel sends.
+    pub request: Request,
     pub identifier: String,
     pub status: &'static str,
     /// Number of this attempt (1 = first).
     pub attempt: u32,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) enum Auth {
-    Signature(String),
-    Bearer(String),
 }
 
 #[derive(Debug, Default)]
@@ -267,7 +239,7 @@ impl State {
                 if let Some(old) = delivery.replay_of {
                     if let Some(d) = self.deliveries.get_mut(&old) {
                         if d.record.status == DeliveryStatus::DeadLetter {
-                            METRICS.dead_letters.with_label_values(&[channel(&d.record.target)]).dec();
+                            METRICS.dead_letters.with_label_values(&[d.channel.label()]).dec();
                         }
                         d.record.status = DeliveryStatus::Replayed;
                         d.record.replayed_as = Some(delivery.id);
@@ -298,9 +270,9 @@ impl State {
             }
             Record::Subscriber { subscriber, .. } => {
                 // The config wins over a runtime entry of the same name (an operator can move one into the file).
-                self.targets.entry(subscriber.name.clone()).or_insert_with(|| {
-                    Target::new(TargetKind::Webhook { sub: subscriber.clone(), source: Source::Runtime })
-                });
+                self.targets
+                    .entry(subscriber.name.clone())
+                    .or_insert_with(|| Target::new(Endpoint::Webhook(Webhook::runtime(subscriber))));
             }
         }
         wake
@@ -519,18 +491,20 @@ impl State {
             // The message's alert was forgotten (a compacted journal says whose it was).
             None => (d.alert_id.clone().unwrap_or_default(), d.version.unwrap_or(0)),
         };
-        if !d.target.starts_with(CBC_PREFIX) {
+        let target = self.targets.entry(d.target.clone()).or_insert_with(|| {
+            tracing::warn!(target_name = %d.target, "journal has deliveries for a target no longer configured; kept, not sent");
+            Target::orphan(&d.target)
+        });
+        // Carriers' envelopes follow the air, not who took what (see `cbc`).
+        if target.channel != Channel::Cbc {
             if let Some(a) = self.alerts.get_mut(&alert_id) {
                 a.reached.insert(d.target.clone());
             }
         }
-        let target = self.targets.entry(d.target.clone()).or_insert_with(|| {
-            tracing::warn!(target_name = %d.target, "journal has deliveries for a target no longer configured; kept, not sent");
-            Target::new(TargetKind::Orphan)
-        });
         target.queue.push_back(d.id);
         wake.push(target.notify.clone());
-        METRICS.queue_depth.with_label_values(&[channel(&d.target)]).inc();
+        let channel = target.channel;
+        METRICS.queue_depth.with_label_values(&[channel.label()]).inc();
         self.deliveries.insert(
             d.id,
             Delivery {
@@ -550,16 +524,17 @@ impl State {
                     replayed_as: None,
                 },
                 envelope: d.envelope.as_deref().map(Arc::from),
+                channel,
                 queued_at: live.then(Instant::now),
             },
         );
     }
 
     fn apply_attempt(&mut self, a: &AttemptRecord, live: bool) {
-        let ch = channel(&a.target);
         let Some(d) = self.deliveries.get_mut(&a.id) else {
             return;
         };
+        let ch = d.channel.label();
         if d.record.status != DeliveryStatus::Pending {
             return;
         }
@@ -696,9 +671,10 @@ impl State {
             id
         };
 
-        // Webhooks: held messages being released first (in order), then the new one.
+        // Targets that take messages (webhooks; see `Endpoint::wants`): held messages being released first (in
+        // order), then the new one.
         for (name, target) in &self.targets {
-            let TargetKind::Webhook { sub, .. } = &target.kind else {
+            let Some(endpoint) = &target.endpoint else {
                 continue;
             };
             let mut reached = history.is_some_and(|h| h.reached.contains(name));
@@ -712,7 +688,7 @@ impl State {
                 let Some(m) = self.messages.get(&meta.identifier) else {
                     continue;
                 };
-                if wants(sub, &m.view, true, reached) {
+                if endpoint.wants(&m.view, true, reached) {
                     reached = true;
                     record.deliveries.push(NewDelivery {
                         id: take_id(),
@@ -727,7 +703,7 @@ impl State {
                 }
             }
             if let Some(m) = &record.message {
-                if wants(sub, view, m.released, reached) {
+                if endpoint.wants(view, m.released, reached) {
                     record.deliveries.push(NewDelivery {
                         id: take_id(),
                         target: name.clone(),
@@ -742,10 +718,11 @@ impl State {
             }
         }
 
-        // Cell broadcast: bring the air in line with the alert's latest released message. Nothing while held.
+        // Cell broadcast (`cbc::plan_broadcasts`): bring the air in line with the alert's latest released message.
+        // Nothing while held.
         let on_air = history.and_then(|h| h.cbc);
         let latest_now = record.message.as_ref().or(latest);
-        if ctx.cbc_enabled && view.public_release && !ctx.broadcast.carriers.is_empty() {
+        if ctx.cbc.enabled && view.public_release && !ctx.broadcast.carriers.is_empty() {
             if let Some(msg) = latest_now {
                 let (deliveries, broadcasts) = self.plan_broadcasts(ctx, msg, on_air, &mut take_id);
                 record.deliveries.extend(deliveries);
@@ -755,180 +732,21 @@ impl State {
         Some(record)
     }
 
-    fn plan_broadcasts(
-        &self,
-        ctx: &PlanContext<'_>,
-        msg: &StoredMessage,
-        on_air: Option<CbcAlert>,
-        take_id: &mut dyn FnMut() -> u64,
-    ) -> (Vec<NewDelivery>, Vec<BroadcastRecord>) {
-        let mut out = (Vec::new(), Vec::new());
-        let wanted = if msg.msg_type == MsgType::Cancel { None } else { class_for(&msg.view, ctx.policy) };
-        let active = on_air.filter(|c| c.active);
-        let push = |out: &mut (Vec<NewDelivery>, Vec<BroadcastRecord>),
-                    (r, envelopes): (BroadcastRecord, Vec<broadcast::Envelope>)| {
-            if let Some(e) = &r.error {
-                tracing::error!(alert = %r.alert_id, error = %e, "cell broadcast not sent");
-                METRICS.errors.with_label_values(&["broadcast_encode"]).inc();
-            }
-            for c in r.carriers.iter().filter(|c| c.delivery_id.is_none()) {
-                if let Some(d) = &c.detail {
-                    tracing::warn!(alert = %r.alert_id, carrier = %c.carrier, detail = %d, "carrier gets no broadcast");
-                    METRICS.errors.with_label_values(&["targeting"]).inc();
-                }
-            }
-            for e in envelopes {
-                out.0.push(NewDelivery {
-                    id: e.id,
-                    target: cbc_target(&e.carrier),
-                    identifier: r.identifier.clone(),
-                    replay_of: None,
-                    envelope: Some(e.body),
-                    at_ms: ctx.now_ms,
-                    alert_id: None,
-                    version: None,
-                });
-            }
-            out.1.push(r);
-        };
-        let stop = |c: CbcAlert, take_id: &mut dyn FnMut() -> u64| {
-            broadcast::plan(
-                &ctx.broadcast,
-                msg,
-                BroadcastKind::Stop,
-                PwsClass::from_message_id(c.message_ids[0]).map_or(PwsClass::Alert, |(class, _)| class),
-                Some(c.message_ids),
-                c.serial,
-                false,
-                take_id,
-            )
-        };
-        match (active, wanted) {
-            (None, None) => {}
-            (Some(c), None) => push(&mut out, stop(c, take_id)),
-            (Some(c), Some(class)) => {
-                let ids = [
-                    class.message_id(encoders::cell_broadcast::Language::Chinese),
-                    class.message_id(encoders::cell_broadcast::Language::English),
-                ];
-                let same_channels = matches!(ids, [Ok(a), Ok(b)] if [a, b] == c.message_ids);
-                if !same_channels {
-                    // A class change (e.g. Alert → Emergency) moves channels: end the old one first, in order.
-                    push(&mut out, stop(c, take_id));
-                }
-                let serial = c.serial.next_update();
-                push(
-                    &mut out,
-                    broadcast::plan(
-                        &ctx.broadcast,
-                        msg,
-                        BroadcastKind::WriteReplace,
-                        class,
-                        None,
-                        serial,
-                        false,
-                        take_id,
-                    ),
-                );
-            }
-            (None, Some(class)) => {
-                let Some(code) = self.allocate_code() else {
-                    tracing::error!(alert = %msg.alert_id, "all 1024 message codes are on the air; broadcast not sent");
-                    METRICS.errors.with_label_values(&["broadcast_encode"]).inc();
-                    return out;
-                };
-                let Ok(serial) = SerialNumber::new(ctx.geo_scope, code, 0) else {
-                    return out;
-                };
-                push(
-                    &mut out,
-                    broadcast::plan(
-                        &ctx.broadcast,
-                        msg,
-                        BroadcastKind::WriteReplace,
-                        class,
-                        None,
-                        serial,
-                        true,
-                        take_id,
-                    ),
-                );
-            }
-        }
-        out
-    }
-
-    /// Targeting reports still to compute: (broadcast index, zone, carrier indices) of write-replace broadcasts
-    /// from `from` on whose sent carriers (index, name) have no report yet.
-    pub fn missing_reports(&self, from: usize) -> Vec<ReportJob> {
-        self.broadcasts
-            .range(from..)
-            .filter(|(_, b)| b.kind == BroadcastKind::WriteReplace)
-            .filter_map(|(&i, b)| {
-                let carriers: Vec<(usize, String)> = b
-                    .carriers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.delivery_id.is_some() && c.targeting.is_none())
-                    .map(|(ci, c)| (ci, c.carrier.clone()))
-                    .collect();
-                let zone = match self.messages.get(&b.identifier) {
-                    Some(m) => m.view.area_id.clone(),
-                    None => self.alerts.get(&b.alert_id)?.last_view.area_id.clone(),
-                };
-                (!carriers.is_empty()).then_some((i, zone, carriers))
-            })
-            .collect()
-    }
-
-    /// The next message code after the last one handed out that no broadcast on the air uses.
-    fn allocate_code(&self) -> Option<u16> {
-        let on_air: BTreeSet<u16> =
-            self.alerts.values().filter_map(|a| a.cbc.filter(|c| c.active).map(|c| c.message_code)).collect();
-        let start = self.last_code.map_or(0, |c| c + 1);
-        (0..=SerialNumber::MAX_MESSAGE_CODE)
-            .map(|i| (start + i) % (SerialNumber::MAX_MESSAGE_CODE + 1))
-            .find(|c| !on_air.contains(c))
-    }
-
-    /// The head of a target's outbox, ready to send.
-    pub fn next_job(&self, target: &str, base_url: &str) -> Option<Job> {
+    /// The head of a target's outbox, ready to send at `now_ms`.
+    pub fn next_job(&self, target: &str, base_url: &str, now_ms: i64) -> Option<Job> {
         let t = self.targets.get(target)?;
+        let endpoint = t.endpoint.as_ref()?;
         let &id = t.queue.front()?;
         let d = self.deliveries.get(&id)?;
         let msg = self.messages.get(&d.record.identifier);
-        let status = msg.map_or("Actual", |m| m.status.as_str());
-        let missing = || format!("CAP message {} is not in the journal", d.record.identifier);
-        let (url, content_type, auth, body) = match &t.kind {
-            TargetKind::Webhook { sub, .. } => {
-                let body = match (msg, sub.format) {
-                    (Some(m), Format::Cap) => Ok(m.xml.clone().into_bytes()),
-                    (Some(m), Format::Json) => Ok(json_body(m, base_url).into_bytes()),
-                    (None, _) => Err(missing()),
-                };
-                let ct = match sub.format {
-                    Format::Cap => "application/cap+xml",
-                    Format::Json => "application/json",
-                };
-                (sub.url.clone(), ct, Auth::Signature(sub.secret.clone()), body)
-            }
-            TargetKind::Cbc { carrier } => (
-                carrier.cbc_url.clone(),
-                "application/json",
-                Auth::Bearer(carrier.token.clone()),
-                d.envelope.as_ref().map(|e| e.as_bytes().to_vec()).ok_or_else(|| "CBC envelope missing".to_string()),
-            ),
-            TargetKind::Orphan => return None,
-        };
+        let payload = Payload { identifier: &d.record.identifier, message: msg, envelope: d.envelope.as_deref() };
         Some(Job {
             id,
             target: target.to_string(),
-            url,
-            body,
-            content_type,
-            auth,
+            channel: t.channel,
+            request: endpoint.request(&payload, base_url, now_ms),
             identifier: d.record.identifier.clone(),
-            status,
+            status: msg.map_or("Actual", |m| m.status.as_str()),
             attempt: d.record.attempts + 1,
         })
     }
@@ -949,24 +767,4 @@ impl State {
         out.dedup_by_key(|d| d.id);
         out
     }
-}
-
-/// The JSON webhook body: the alert view and where its CAP message is.
-pub(crate) fn json_body(m: &StoredMessage, base_url: &str) -> String {
-    // The view was stored when the message was made; a held message sent on release is released now.
-    let mut view = m.view.clone();
-    view.public_release = m.released;
-    serde_json::json!({
-        "type": "alert",
-        "alert": view,
-        "cap": {
-            "identifier": m.identifier,
-            "url": encoders::cap::cap_url(base_url, &m.identifier),
-            "msg_type": m.msg_type,
-            "status": m.status,
-            "sent_ms": m.sent_ms,
-        },
-        "headline": {"zh-TW": m.texts.headline_zh, "en": m.texts.headline_en},
-    })
-    .to_string()
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::tools::{tshark_fields, unhex, Dissector};
 use super::*;
 use crate::broadcast::class_for;
-use crate::config::default_policy;
+use crate::channel::cbc::default_policy;
 use encoders::cell_broadcast::{lte, pages, PwsClass};
 
 const LONG: Duration = Duration::from_secs(20);

@@ -1,7 +1,7 @@
 //! The shipped `config/dissemination.toml` and the errors a bad file gets.
 
 use super::*;
-use crate::config::{default_policy, PolicyClass};
+use crate::channel::cbc::{default_policy, PolicyClass};
 
 fn resolve(text: &str) -> Result<config::Resolved, FieldError> {
     let cfg = DisseminationConfig::from_toml_str(text)?;
@@ -12,13 +12,13 @@ fn resolve(text: &str) -> Result<config::Resolved, FieldError> {
 fn shipped_file_loads_and_matches_the_defaults() {
     let r = resolve(&SHIPPED_CONFIG.replace("{public_url}", "http://127.0.0.1:8080"))
         .unwrap_or_else(|e| panic!("config/dissemination.toml: {e}"));
-    assert_eq!(r.subscribers.len(), 2);
-    assert_eq!(r.subscribers[0].filters.modes, [ViewMode::Actual]);
-    assert_eq!(r.carriers.len(), 3);
-    assert_eq!(r.carriers[2].mnc, 1, "FarEasTone's 01");
-    assert_eq!(r.policy, default_policy(), "the file spells out exactly the built-in policy");
-    assert_eq!(r.webhook_retry.max_attempts, 8);
-    assert_eq!(r.schedule.repetition_period_s, 60);
+    assert_eq!(r.webhook.subscribers.len(), 2);
+    assert_eq!(r.webhook.subscribers[0].filters.modes, [ViewMode::Actual]);
+    assert_eq!(r.cbc.carriers.len(), 3);
+    assert_eq!(r.cbc.carriers[2].mnc, 1, "FarEasTone's 01");
+    assert_eq!(r.cbc.policy, default_policy(), "the file spells out exactly the built-in policy");
+    assert_eq!(r.webhook.retry.max_attempts, 8);
+    assert_eq!(r.cbc.schedule.repetition_period_s, 60);
 }
 
 #[test]
@@ -50,7 +50,7 @@ fn errors_name_the_key() {
     let e = resolve(&policy("class = \"alert\"\nevent = \"tsunami\"")).unwrap_err();
     assert_eq!(e.field, "cell_broadcast.policy[0].event");
     let r = resolve(&policy("class = \"none\"\nevent = \"heavy_rain\"")).unwrap();
-    assert_eq!(r.policy[0].class, PolicyClass::None);
+    assert_eq!(r.cbc.policy[0].class, PolicyClass::None);
 
     let carrier = |extra: &str| format!("{base}[[carrier]]\nname = \"C\"\nmcc = \"466\"\n{extra}\n");
     assert_eq!(

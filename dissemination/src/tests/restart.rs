@@ -113,3 +113,53 @@ async fn a_torn_last_journal_line_is_dropped_and_a_bad_middle_line_is_an_error()
         .expect("bad middle line refused");
     assert!(matches!(err, DisseminationError::Journal { line: 1, .. }), "{err}");
 }
+
+/// The names a carrier's deliveries go by (`cbc:<carrier>`) are a contract: HTTP responses show them, and journals
+/// on disk hold them. A restart reads them back to the same carrier; one no longer configured keeps its log,
+/// is not sent, and cannot be replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carrier_deliveries_keep_their_cbc_names_across_restarts() {
+    let rx = Receiver::start().await;
+    rx.set(Behaviour::Answer(503));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&carriers_toml(&rx.url("")));
+    cfg.cell_broadcast.retry.max_attempts = Some(2);
+    let cht = "cbc:Chunghwa Telecom";
+
+    let d = start(cfg.clone(), dir.path());
+    d.alert_changed(&view("NM", 1));
+    let dead_at = |d: &Dissemination, target: &str| {
+        d.delivery_log(target).into_iter().find(|r| r.status == DeliveryStatus::DeadLetter).map(|r| r.id)
+    };
+    let dead = |d: &Dissemination| dead_at(d, cht);
+    wait_for(LONG, "a dead letter at each carrier", || {
+        [cht, "cbc:Taiwan Mobile", "cbc:FarEasTone"].iter().all(|t| dead_at(&d, t).is_some())
+    })
+    .await;
+    let id = dead(&d).unwrap();
+    assert_eq!(d.delivery_log(cht)[0].target, cht);
+    assert!(d.delivery_log("Chunghwa Telecom").is_empty(), "carriers are not called by their bare name");
+    assert!(d.subscribers().is_empty(), "carriers are not subscribers");
+    drop(d);
+    let journal = std::fs::read_to_string(dir.path().join(crate::journal::JOURNAL_FILE)).unwrap();
+    assert!(journal.contains(r#""target":"cbc:Chunghwa Telecom""#), "the name on disk");
+
+    // Restarted with the carrier: its dead letter is there under the same name, and replays to its CBC.
+    let d = start(cfg, dir.path());
+    assert_eq!(dead(&d), Some(id));
+    rx.set(Behaviour::Answer(200));
+    let again = d.replay(cht, id).expect("replay a carrier's dead letter");
+    wait_for(LONG, "the replay acked", || {
+        d.delivery_log(cht).iter().any(|r| r.id == again && r.status == DeliveryStatus::Delivered)
+    })
+    .await;
+    assert!(rx.delivered("/cbc/cht").iter().any(|r| r.delivery() == again));
+    drop(d);
+
+    // Restarted without carriers: the log stays readable, nothing is sent, nothing can be replayed.
+    let d = start(config(""), dir.path());
+    assert!(d.delivery_log(cht).iter().any(|r| r.id == again && r.status == DeliveryStatus::Delivered));
+    let twm_dead = dead_at(&d, "cbc:Taiwan Mobile").expect("Taiwan Mobile's dead letter kept");
+    assert_eq!(d.replay("cbc:Taiwan Mobile", twm_dead), Err(ReplayError::UnknownTarget("cbc:Taiwan Mobile".into())));
+    assert!(d.subscribers().is_empty(), "a carrier no longer configured does not turn into a subscriber");
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::broadcast::{plan, BroadcastContext};
-use crate::config::Carrier;
+use crate::channel::cbc::Carrier;
 use crate::messages::{build_message, MessageContext};
 use encoders::cap::MsgType;
 use encoders::cell_broadcast::{GeoScope, PwsClass, Schedule, SerialNumber};

@@ -1,27 +1,12 @@
 //! Webhook subscribers (agencies, media): who they are, what they asked for, and the checks that keep a bad entry
 //! out (each failure names the field, so the operator API can answer 4xx with it).
 
-use std::collections::BTreeSet;
-
 use geo_index::GeoIndex;
 use serde::{Deserialize, Serialize};
 
-use super::view::{AlertView, ViewMode};
+use crate::config::{validate_name, validate_url, FieldError};
+use crate::view::{AlertView, ViewMode};
 use encoders::cap::{Severity, Templates};
-
-/// A bad field in a subscriber (or config) entry: `field` is the path a client sent (`filters.zones[1]`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
-    }
-}
 
 /// Body format of a webhook delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -132,32 +117,6 @@ impl SubscriberInput {
     }
 }
 
-pub(crate) fn validate_name(name: &str) -> Result<(), FieldError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(FieldError::new("name", "1–64 characters: letters, digits, `-`, `_`, `.`"))
-    }
-}
-
-/// An absolute http(s) URL with a host and no user info (a password in a URL ends up in logs).
-pub(crate) fn validate_url(field: &str, url: &str) -> Result<(), FieldError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| FieldError::new(field, format!("not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(FieldError::new(field, "must be http:// or https://"));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(FieldError::new(field, "has no host"));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(FieldError::new(field, "must not carry credentials; use the secret"));
-    }
-    Ok(())
-}
-
 /// Whether `sub` takes this change. `reached`: it already took an earlier message of the same alert, and then it
 /// also takes the rest (an Update or Cancel must follow its Alert even if the severity dropped below the filter).
 /// The mode filter and the approval gate hold whatever came before.
@@ -204,23 +163,4 @@ pub struct SubscriberStatus {
     pub last_success_ms: Option<i64>,
     /// The last failure's text, cleared by a success.
     pub last_error: Option<String>,
-}
-
-/// Counts kept per target for [`SubscriberStatus`].
-#[derive(Debug, Clone, Default)]
-pub(crate) struct TargetStats {
-    pub delivered: u64,
-    pub last_success_ms: Option<i64>,
-    pub last_error: Option<String>,
-}
-
-/// Severity, event and zone names are validated separately; this helper lists duplicates for config checks.
-pub(crate) fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
-    let mut seen = BTreeSet::new();
-    for n in names {
-        if !seen.insert(n) {
-            return Some(n.to_string());
-        }
-    }
-    None
 }

@@ -21,9 +21,10 @@ use std::collections::HashMap;
 use geo_index::{GeoIndex, TargetingReport, TargetingStrategy};
 use serde::{Deserialize, Serialize};
 
-use super::config::{Carrier, PolicyClass, PolicyRule};
-use super::messages::StoredMessage;
-use super::view::{AlertView, ViewMode};
+use super::{Carrier, PolicyClass, PolicyRule};
+use crate::hex;
+use crate::messages::StoredMessage;
+use crate::view::{AlertView, ViewMode};
 use encoders::cell_broadcast::{
     drill, encode_broadcast, stop_warning_request, write_replace_warning_request, BroadcastMode, CbsError,
     CellBroadcast, Ecgi, GeoScope, Language, Plmn, PwsClass, Schedule, SerialNumber, WarningArea,
@@ -61,16 +62,6 @@ fn scope_label(scope: GeoScope) -> &'static str {
         GeoScope::Area => "area",
         GeoScope::CellNormal => "cell_normal",
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
 }
 
 /// Write-replace (start or update) or stop.

@@ -6,7 +6,7 @@
 
 use ring::hmac;
 
-use super::broadcast::hex;
+use crate::hex;
 
 /// The header name.
 pub const SIGNATURE_HEADER: &str = "X-DC-Signature";

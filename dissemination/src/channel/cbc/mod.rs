@@ -1,0 +1,437 @@
+//! The cell broadcast channel: each carrier's Cell Broadcast Centre adapter receives a JSON envelope per
+//! broadcast (SBc-AP PDUs, CBS pages, the cells), `Authorization: Bearer <token>`. What goes on the air follows
+//! the alert's latest released message: a write-replace when it starts or changes, a stop when it ends or moves
+//! class, nothing while it is held.
+//!
+//! | file | what lives there |
+//! |---|---|
+//! | `mod.rs` | the target (`Carrier`), its request, its config section, planning against what is on the air |
+//! | [`broadcast`] | one broadcast: PWS class policy, serial numbers, texts, per-carrier targeting, envelopes |
+
+pub mod broadcast;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use geo_index::GeoIndex;
+use serde::Deserialize;
+
+use self::broadcast::{class_for, BroadcastKind, BroadcastRecord, Envelope};
+use super::{Channel, Payload, Request};
+use crate::config::{duplicates, secret_from, validate_name, validate_url, FieldError, Retry, RetrySettings};
+use crate::journal::{NewDelivery, Record};
+use crate::messages::StoredMessage;
+use crate::metrics::METRICS;
+use crate::outbox::{PlanContext, State};
+use encoders::cap::{MsgType, Severity, Templates};
+use encoders::cell_broadcast::{GeoScope, Plmn, PwsClass, Schedule, SerialNumber};
+
+/// A carrier's CBC, ready to use: the target of the channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Carrier {
+    pub name: String,
+    pub mnc: u16,
+    pub cbc_url: String,
+    pub token: String,
+}
+
+impl Carrier {
+    /// The envelope journaled with the delivery, as planned (a broadcast is not re-planned when sent).
+    pub fn request(&self, payload: &Payload<'_>) -> Request {
+        Request {
+            url: self.cbc_url.clone(),
+            body: payload.envelope.map(|e| e.as_bytes().to_vec()).ok_or_else(|| "CBC envelope missing".to_string()),
+            content_type: "application/json",
+            auth: vec![("Authorization", format!("Bearer {}", self.token))],
+        }
+    }
+}
+
+/// CBCs: a warning is worth seconds; retry fast and long (Taiwan's budget is 4–10 s from issue to phones).
+const CBC_RETRY: Retry = Retry {
+    request_timeout: Duration::from_secs(10),
+    max_attempts: 20,
+    backoff_initial: Duration::from_millis(500),
+    backoff_max: Duration::from_secs(30),
+};
+
+/// `[cell_broadcast]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CellBroadcastConfig {
+    /// Off: no envelopes to CBCs (CAP and webhooks are unaffected).
+    pub enabled: bool,
+    /// Seconds between repetitions in the cells (SBc-AP Repetition-Period, 1..=4095).
+    pub repetition_period_s: u16,
+    /// Broadcasts requested; 0 = until stopped.
+    pub number_of_broadcasts: u16,
+    /// Serial-number geographic scope: `cell_normal` (default), `cell_immediate`, `plmn`, `area`.
+    pub geo_scope: String,
+    pub retry: RetrySettings,
+    /// Which alerts go out in which class; first match wins; none matching: no broadcast. Absent: the defaults
+    /// (debris flow red → Emergency, heavy rain → Alert, severity Extreme → Emergency).
+    pub policy: Option<Vec<PolicyRule>>,
+}
+
+impl Default for CellBroadcastConfig {
+    fn default() -> Self {
+        CellBroadcastConfig {
+            enabled: true,
+            repetition_period_s: 60,
+            number_of_broadcasts: 0,
+            geo_scope: "cell_normal".into(),
+            retry: RetrySettings::default(),
+            policy: None,
+        }
+    }
+}
+
+/// The class a policy rule gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyClass {
+    /// 緊急警報 4371+n / 4384+n (`emergency_level` = n).
+    Emergency,
+    /// 警訊通知 911 / 919.
+    Alert,
+    /// Explicitly not broadcast (to exempt something a later rule would catch).
+    None,
+    /// 國家級警報: refused when the file is loaded. Only the President's office may order it; no sensor rule may.
+    Presidential,
+}
+
+/// One policy rule; every condition given must hold.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    /// Event type.
+    pub event: Option<String>,
+    /// Level name, matched against the alert's English (case-insensitive) or Chinese level name.
+    pub level: Option<String>,
+    /// Alert severity at least this.
+    pub min_severity: Option<Severity>,
+    pub class: PolicyClass,
+    /// Emergency channel offset 0..=8 (4371..=4379).
+    #[serde(default)]
+    pub emergency_level: u8,
+}
+
+pub(crate) fn default_policy() -> Vec<PolicyRule> {
+    vec![
+        PolicyRule {
+            event: Some("debris_flow".into()),
+            level: Some("red".into()),
+            min_severity: None,
+            class: PolicyClass::Emergency,
+            emergency_level: 0,
+        },
+        PolicyRule {
+            event: Some("heavy_rain".into()),
+            level: None,
+            min_severity: None,
+            class: PolicyClass::Alert,
+            emergency_level: 0,
+        },
+        PolicyRule {
+            event: None,
+            level: None,
+            min_severity: Some(Severity::Extreme),
+            class: PolicyClass::Emergency,
+            emergency_level: 0,
+        },
+    ]
+}
+
+/// A `[[carrier]]`: one carrier's Cell Broadcast Centre adapter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierConfig {
+    /// As operators read it; the target name is `cbc:<name>` (`Channel::target_name`).
+    pub name: String,
+    /// Mobile country code, 3 digits (466).
+    pub mcc: String,
+    /// Mobile network code as the carrier writes it (`92`, `97`, `01`); selects its cell sites in geo-index.
+    pub mnc: String,
+    /// The CBC adapter's HTTP(S) endpoint receiving JSON envelopes.
+    pub cbc_url: String,
+    /// Bearer token…
+    pub token: Option<String>,
+    /// …or the environment variable holding it.
+    pub token_env: Option<String>,
+}
+
+/// The channel's settings, checked and with tokens resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Off: no envelopes to CBCs (CAP and webhooks are unaffected).
+    pub enabled: bool,
+    pub retry: Retry,
+    pub schedule: Schedule,
+    pub geo_scope: GeoScope,
+    pub policy: Vec<PolicyRule>,
+    pub carriers: Vec<Carrier>,
+}
+
+impl Settings {
+    /// Checks `[cell_broadcast]` and every `[[carrier]]` (policy events against the templates).
+    pub fn resolve(
+        cb: &CellBroadcastConfig,
+        carriers: &[CarrierConfig],
+        templates: &Templates,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, FieldError> {
+        cb.retry.check("cell_broadcast.retry")?;
+        if cb.repetition_period_s == 0 && cb.number_of_broadcasts != 1 {
+            return Err(FieldError::new(
+                "cell_broadcast.repetition_period_s",
+                "0 (no repetition) needs number_of_broadcasts = 1",
+            ));
+        }
+        if cb.repetition_period_s > encoders::cell_broadcast::sbcap::MAX_REPETITION_PERIOD {
+            return Err(FieldError::new("cell_broadcast.repetition_period_s", "at most 4095"));
+        }
+        let geo_scope = match cb.geo_scope.as_str() {
+            "cell_normal" => GeoScope::CellNormal,
+            "cell_immediate" => GeoScope::CellImmediate,
+            "plmn" => GeoScope::Plmn,
+            "area" => GeoScope::Area,
+            other => {
+                return Err(FieldError::new(
+                    "cell_broadcast.geo_scope",
+                    format!("`{other}`: expected cell_normal, cell_immediate, plmn or area"),
+                ))
+            }
+        };
+        let policy = cb.policy.clone().unwrap_or_else(default_policy);
+        for (i, rule) in policy.iter().enumerate() {
+            let at = format!("cell_broadcast.policy[{i}]");
+            match rule.class {
+                PolicyClass::Presidential => {
+                    return Err(FieldError::new(
+                        format!("{at}.class"),
+                        "presidential alerts are never issued by policy",
+                    ))
+                }
+                PolicyClass::Emergency => {
+                    PwsClass::Emergency(rule.emergency_level)
+                        .message_id(encoders::cell_broadcast::Language::Chinese)
+                        .map_err(|e| FieldError::new(format!("{at}.emergency_level"), e.to_string()))?;
+                }
+                PolicyClass::Alert | PolicyClass::None => {}
+            }
+            if let Some(e) = &rule.event {
+                if templates.event(e).is_err() {
+                    return Err(FieldError::new(format!("{at}.event"), format!("unknown event type `{e}`")));
+                }
+            }
+        }
+
+        let mut resolved = Vec::new();
+        for (i, c) in carriers.iter().enumerate() {
+            let at = |field: &str| format!("carrier[{i}].{field}");
+            validate_name(&c.name.replace(' ', "-")).map_err(|e| FieldError::new(at("name"), e.message))?;
+            // Checked here so a typo fails at start; the cells' own PLMNs go into the PDUs.
+            Plmn::new(&c.mcc, &c.mnc).map_err(|e| FieldError::new(at("mnc"), e.to_string()))?;
+            let mnc: u16 = c.mnc.parse().map_err(|_| FieldError::new(at("mnc"), "digits"))?;
+            validate_url(&at("cbc_url"), &c.cbc_url)?;
+            let token = secret_from("token", &c.token, &c.token_env, env)
+                .map_err(|e| FieldError::new(at(&e.field), e.message))?;
+            resolved.push(Carrier { name: c.name.clone(), mnc, cbc_url: c.cbc_url.clone(), token });
+        }
+        if let Some(d) = duplicates(resolved.iter().map(|c| c.name.as_str())) {
+            return Err(FieldError::new("carrier.name", format!("`{d}` appears twice")));
+        }
+
+        Ok(Settings {
+            enabled: cb.enabled,
+            retry: cb.retry.resolve(CBC_RETRY),
+            schedule: Schedule {
+                repetition_period_s: cb.repetition_period_s,
+                number_of_broadcasts: cb.number_of_broadcasts,
+            },
+            geo_scope,
+            policy,
+            carriers: resolved,
+        })
+    }
+}
+
+/// A CBC broadcast that is (or was) on the air for an alert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CbcAlert {
+    pub message_code: u16,
+    pub update_number: u8,
+    pub message_ids: [u16; 2],
+    pub serial: SerialNumber,
+    /// Broadcasting (written and not stopped).
+    pub active: bool,
+}
+
+/// Planning against what is on the air (the state is the outbox's; the decisions are this channel's).
+impl State {
+    /// Brings the air in line with the alert's latest released message `msg`: the broadcasts (and their
+    /// envelopes, one delivery per carrier) that start, update, move or stop what `on_air` says is broadcasting.
+    pub(crate) fn plan_broadcasts(
+        &self,
+        ctx: &PlanContext<'_>,
+        msg: &StoredMessage,
+        on_air: Option<CbcAlert>,
+        take_id: &mut dyn FnMut() -> u64,
+    ) -> (Vec<NewDelivery>, Vec<BroadcastRecord>) {
+        let mut out = (Vec::new(), Vec::new());
+        let wanted = if msg.msg_type == MsgType::Cancel { None } else { class_for(&msg.view, &ctx.cbc.policy) };
+        let active = on_air.filter(|c| c.active);
+        let push = |out: &mut (Vec<NewDelivery>, Vec<BroadcastRecord>),
+                    (r, envelopes): (BroadcastRecord, Vec<Envelope>)| {
+            if let Some(e) = &r.error {
+                tracing::error!(alert = %r.alert_id, error = %e, "cell broadcast not sent");
+                METRICS.errors.with_label_values(&["broadcast_encode"]).inc();
+            }
+            for c in r.carriers.iter().filter(|c| c.delivery_id.is_none()) {
+                if let Some(d) = &c.detail {
+                    tracing::warn!(alert = %r.alert_id, carrier = %c.carrier, detail = %d, "carrier gets no broadcast");
+                    METRICS.errors.with_label_values(&["targeting"]).inc();
+                }
+            }
+            for e in envelopes {
+                out.0.push(NewDelivery {
+                    id: e.id,
+                    target: Channel::Cbc.target_name(&e.carrier),
+                    identifier: r.identifier.clone(),
+                    replay_of: None,
+                    envelope: Some(e.body),
+                    at_ms: ctx.now_ms,
+                    alert_id: None,
+                    version: None,
+                });
+            }
+            out.1.push(r);
+        };
+        let stop = |c: CbcAlert, take_id: &mut dyn FnMut() -> u64| {
+            broadcast::plan(
+                &ctx.broadcast,
+                msg,
+                BroadcastKind::Stop,
+                PwsClass::from_message_id(c.message_ids[0]).map_or(PwsClass::Alert, |(class, _)| class),
+                Some(c.message_ids),
+                c.serial,
+                false,
+                take_id,
+            )
+        };
+        match (active, wanted) {
+            (None, None) => {}
+            (Some(c), None) => push(&mut out, stop(c, take_id)),
+            (Some(c), Some(class)) => {
+                let ids = [
+                    class.message_id(encoders::cell_broadcast::Language::Chinese),
+                    class.message_id(encoders::cell_broadcast::Language::English),
+                ];
+                let same_channels = matches!(ids, [Ok(a), Ok(b)] if [a, b] == c.message_ids);
+                if !same_channels {
+                    // A class change (e.g. Alert → Emergency) moves channels: end the old one first, in order.
+                    push(&mut out, stop(c, take_id));
+                }
+                let serial = c.serial.next_update();
+                push(
+                    &mut out,
+                    broadcast::plan(
+                        &ctx.broadcast,
+                        msg,
+                        BroadcastKind::WriteReplace,
+                        class,
+                        None,
+                        serial,
+                        false,
+                        take_id,
+                    ),
+                );
+            }
+            (None, Some(class)) => {
+                let Some(code) = self.allocate_code() else {
+                    tracing::error!(alert = %msg.alert_id, "all 1024 message codes are on the air; broadcast not sent");
+                    METRICS.errors.with_label_values(&["broadcast_encode"]).inc();
+                    return out;
+                };
+                let Ok(serial) = SerialNumber::new(ctx.cbc.geo_scope, code, 0) else {
+                    return out;
+                };
+                push(
+                    &mut out,
+                    broadcast::plan(
+                        &ctx.broadcast,
+                        msg,
+                        BroadcastKind::WriteReplace,
+                        class,
+                        None,
+                        serial,
+                        true,
+                        take_id,
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// The next message code after the last one handed out that no broadcast on the air uses.
+    fn allocate_code(&self) -> Option<u16> {
+        let on_air: BTreeSet<u16> =
+            self.alerts.values().filter_map(|a| a.cbc.filter(|c| c.active).map(|c| c.message_code)).collect();
+        let start = self.last_code.map_or(0, |c| c + 1);
+        (0..=SerialNumber::MAX_MESSAGE_CODE)
+            .map(|i| (start + i) % (SerialNumber::MAX_MESSAGE_CODE + 1))
+            .find(|c| !on_air.contains(c))
+    }
+
+    /// Targeting reports still to compute: (broadcast index, zone, carrier indices) of write-replace broadcasts
+    /// from `from` on whose sent carriers (index, name) have no report yet.
+    pub fn missing_reports(&self, from: usize) -> Vec<ReportJob> {
+        self.broadcasts
+            .range(from..)
+            .filter(|(_, b)| b.kind == BroadcastKind::WriteReplace)
+            .filter_map(|(&i, b)| {
+                let carriers: Vec<(usize, String)> = b
+                    .carriers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.delivery_id.is_some() && c.targeting.is_none())
+                    .map(|(ci, c)| (ci, c.carrier.clone()))
+                    .collect();
+                let zone = match self.messages.get(&b.identifier) {
+                    Some(m) => m.view.area_id.clone(),
+                    None => self.alerts.get(&b.alert_id)?.last_view.area_id.clone(),
+                };
+                (!carriers.is_empty()).then_some((i, zone, carriers))
+            })
+            .collect()
+    }
+}
+
+/// A targeting report to compute: broadcast index, zone, and the carriers (index, name) still without one.
+pub(crate) type ReportJob = (usize, String, Vec<(usize, String)>);
+
+/// Computes targeting reports (~10 ms per carrier for a county: on a blocking thread, after the envelopes went)
+/// and hands each to `commit` as its journal record.
+pub(crate) fn targeting_reports(
+    geo: &GeoIndex,
+    carriers: &[Carrier],
+    reports: Vec<ReportJob>,
+    mut commit: impl FnMut(Record),
+) {
+    for (broadcast, zone, targets) in reports {
+        for (carrier, name) in targets {
+            // By name: the carrier list may have changed since the broadcast (a restart with a new config).
+            let Some(mnc) = carriers.iter().find(|c| c.name == name).map(|c| c.mnc) else {
+                continue;
+            };
+            match broadcast::targeting_report(geo, &zone, mnc) {
+                Ok(summary) => commit(Record::Targeting { broadcast, carrier, summary }),
+                Err(e) => {
+                    tracing::warn!(zone = %zone, error = %e, "no targeting report");
+                    METRICS.errors.with_label_values(&["targeting"]).inc();
+                }
+            }
+        }
+    }
+}
