@@ -122,9 +122,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Copies a JPEG's segments up to the first scan, leaving out the ones that carry metadata (APP1 EXIF/XMP, APP13
-/// IPTC, the other application segments, comments); keeps JFIF (APP0), ICC colour profiles (APP2) and Adobe's
-/// colour-transform flag (APP14), without which colours come out wrong. Everything from the scan on is copied as is.
+/// Copies a JPEG's segments up to its end-of-image marker (EOI), leaving out the ones that carry metadata (APP1
+/// EXIF/XMP, APP13 IPTC, the other application segments, comments) wherever they are — before the first scan or
+/// between the scans of a progressive or multi-scan image; keeps JFIF (APP0), ICC colour profiles (APP2) and
+/// Adobe's colour-transform flag (APP14), without which colours come out wrong. A scan's entropy-coded data is
+/// copied as is up to the next marker (`FF 00` is a stuffed data byte, `FF D0`–`FF D7` restart markers belong to the
+/// scan). Whatever follows EOI is dropped: a file can carry anything there (a second image, a ZIP, the phone's
+/// depth map or location) and no decoder looks at it, so nobody would notice it being published.
 fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, PhotoError> {
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&bytes[..2]);
@@ -154,18 +158,36 @@ fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, PhotoError> {
                 if len < 2 || pos + len > bytes.len() {
                     return Err(PhotoError::Corrupt("JPEG segment longer than the file"));
                 }
-                if marker == 0xDA {
-                    out.push(0xFF);
-                    out.extend_from_slice(&bytes[pos - 1..]);
-                    return Ok(out);
-                }
                 let keep = !matches!(marker, 0xE1 | 0xE3..=0xED | 0xEF | 0xFE);
                 if keep {
                     out.extend_from_slice(&[0xFF, marker]);
                     out.extend_from_slice(&bytes[pos..pos + len]);
                 }
                 pos += len;
+                if marker == 0xDA {
+                    let end = scan_end(bytes, pos).ok_or(PhotoError::Corrupt("JPEG ends inside a scan"))?;
+                    out.extend_from_slice(&bytes[pos..end]);
+                    pos = end;
+                }
             }
+        }
+    }
+}
+
+/// Where the entropy-coded data that starts at `from` ends: the first `FF` that starts a marker other than a
+/// restart marker (`FF 00` is a stuffed data byte). `None` when the file ends first.
+fn scan_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut pos = from;
+    loop {
+        pos += bytes.get(pos..)?.iter().position(|&b| b == 0xFF)?;
+        // Fill bytes may precede a marker: look at the first byte after the run of FFs.
+        let mut next = pos + 1;
+        while bytes.get(next) == Some(&0xFF) {
+            next += 1;
+        }
+        match bytes.get(next)? {
+            0x00 | 0xD0..=0xD7 => pos = next + 1,
+            _ => return Some(pos),
         }
     }
 }
@@ -258,6 +280,42 @@ pub(crate) mod tests {
         assert!(!text.contains("GPS") && !text.contains("home"), "{:?}", photo.bytes);
         assert!(photo.bytes.ends_with(&[0x12, 0x34, 0x56, 0xFF, 0xD9]));
         assert_eq!(photo.sha256.len(), 64);
+    }
+
+    /// Issue 22 item 12: the cleaning used to copy everything from the first scan to the end of the file, so
+    /// metadata between the scans of a progressive JPEG and anything appended after EOI were published.
+    #[test]
+    fn metadata_between_scans_and_bytes_after_the_end_are_removed() {
+        let segment = |marker: u8, data: &[u8]| {
+            let mut s = vec![0xFF, marker];
+            s.extend_from_slice(&u16::try_from(data.len() + 2).unwrap().to_be_bytes());
+            s.extend_from_slice(data);
+            s
+        };
+        // Entropy-coded data with a stuffed FF 00 and a restart marker, which belong to the scan.
+        let scan1 = [0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56];
+        let scan2 = [0x78, 0xFF, 0xFF, 0xD1, 0x9A];
+        let mut kept = vec![0xFF, 0xD8];
+        kept.extend(segment(0xDB, &[0x00, 0x01]));
+        kept.extend(segment(0xC2, &[8, 0, 1, 0, 1, 1, 1, 0x11, 0]));
+        kept.extend(segment(0xDA, &[1, 1, 0, 0, 0, 0]));
+        kept.extend_from_slice(&scan1);
+        let mut jpeg = kept.clone();
+        // Between the scans: a comment and an EXIF segment (dropped), a Huffman table (kept).
+        jpeg.extend(segment(0xFE, b"home: No. 5, Lane 3"));
+        jpeg.extend(segment(0xE1, b"Exif\0\0GPS 23.5185N 120.9280E"));
+        let mut tail = segment(0xC4, &[0x00; 17]);
+        tail.extend(segment(0xDA, &[1, 1, 0, 0, 0, 0]));
+        tail.extend_from_slice(&scan2);
+        tail.extend_from_slice(&[0xFF, 0xD9]);
+        jpeg.extend_from_slice(&tail);
+        kept.extend_from_slice(&tail);
+        jpeg.extend_from_slice(b"PK\x03\x04 appended archive with the phone's location");
+
+        let photo = Photo::from_bytes(&jpeg).unwrap();
+        assert_eq!(photo.bytes, kept, "only the image, up to EOI");
+        // A JPEG that never reaches EOI is not an image we publish.
+        assert!(matches!(Photo::from_bytes(&kept[..kept.len() - 2]), Err(PhotoError::Corrupt(_))));
     }
 
     #[test]
