@@ -44,6 +44,9 @@ pub struct Config {
     /// The server certificate of every TLS listener (MQTT and HTTPS).
     #[serde(default)]
     pub tls: TlsSection,
+    /// Citizen reports: photo quota, clusters kept, caps on new clusters.
+    #[serde(default)]
+    pub reports: crate::reports::ReportsConfig,
 }
 
 /// `[upstream]`: an external MQTT cluster instead of the front door, and this process's role on it. `serve
@@ -263,6 +266,9 @@ impl Config {
                 "tls.cert / tls.key",
                 "give both (your own certificate) or neither (the deployment CA's)",
             ));
+        }
+        if let Err((key, why)) = self.reports.check() {
+            return Err(invalid(key, why));
         }
         if self.tls.server_names.is_empty() && self.tls.cert.is_none() {
             return Err(invalid("tls.server_names", "needs at least one DNS name or IP address"));

@@ -6,9 +6,11 @@
 //! number in EXIF, and published photos must carry no personal data. (A side effect: the EXIF orientation goes too,
 //! so a photo taken sideways may show sideways.)
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 /// The image types we accept.
@@ -213,36 +215,174 @@ fn strip_png(bytes: &[u8]) -> Result<Vec<u8>, PhotoError> {
     }
 }
 
-/// Where photos are kept: one folder, file names are content hashes.
-#[derive(Debug, Clone)]
+/// Why a photo was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// The photo would take the store past its byte quota (`reports.photo_quota_bytes`).
+    #[error("the photo store is full ({used} of {quota} bytes)")]
+    Quota { used: u64, quota: u64 },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Where photos are kept: one folder, file names are content hashes, and a byte quota over the lot.
+///
+/// The folder shares its disk with the journals (alerts, clusters, dissemination): without a bound, anonymous
+/// reports at the per-address rate limit could fill it in hours and every journal would stop. The store counts the
+/// bytes of every photo it holds (scanned at start) and refuses a new photo past the quota; a report without a photo
+/// is not affected. Photos are deleted when no cluster refers to them any more ([`super::ClusterBook::take_released`])
+/// and no report being recorded holds them.
+///
+/// Names move through three states under one lock: held (a report is between saving and recording it), kept (a
+/// cluster refers to it; the store only knows it is not held), doomed (to be deleted by the next
+/// [`PhotoStore::delete_doomed`]). A save of a doomed photo takes it back, so a file is only ever unlinked under the
+/// lock, after checking nobody took it back.
+#[derive(Debug)]
 pub struct PhotoStore {
     dir: PathBuf,
+    quota_bytes: u64,
+    state: Mutex<StoreState>,
+}
+
+#[derive(Debug, Default)]
+struct StoreState {
+    /// Bytes of every photo in `files`, including photos being written.
+    used: u64,
+    files: HashMap<String, StoredPhoto>,
+}
+
+#[derive(Debug)]
+struct StoredPhoto {
+    bytes: u64,
+    /// Reports between saving this photo and recording it.
+    holds: u32,
+    doomed: bool,
 }
 
 impl PhotoStore {
-    pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+    /// A store over `dir` (which need not exist yet): counts the photos already there, and removes the temporary
+    /// files of writes a crash interrupted.
+    pub fn open(dir: PathBuf, quota_bytes: u64) -> std::io::Result<Self> {
+        let mut state = StoreState::default();
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') && name.ends_with(".tmp") {
+                        let _ = std::fs::remove_file(entry.path());
+                        continue;
+                    }
+                    if PhotoStore::valid_name(&name).is_none() {
+                        continue;
+                    }
+                    let bytes = entry.metadata()?.len();
+                    state.used += bytes;
+                    state.files.insert(name, StoredPhoto { bytes, holds: 0, doomed: false });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+        }
+        crate::metrics::REPORTS_PHOTO_BYTES.set(i64::try_from(state.used).unwrap_or(i64::MAX));
+        crate::metrics::REPORTS_PHOTO_QUOTA.set(i64::try_from(quota_bytes).unwrap_or(i64::MAX));
+        Ok(Self { dir, quota_bytes, state: Mutex::new(state) })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Writes the photo unless a file of that name (so of that content) is already there. The write goes to a
-    /// temporary name first (one per write, so two uploads of the same photo do not share it), is synced and renamed
-    /// into place (`durable`), so a reader never sees half a photo and a report that names it survives a power cut
-    /// with it. The error names the file and the step that failed.
-    pub fn save(&self, photo: &Photo) -> std::io::Result<()> {
-        let path = self.dir.join(photo.name());
+    /// Bytes held by stored photos (and photos being written).
+    pub fn used_bytes(&self) -> u64 {
+        self.state.lock().used
+    }
+
+    /// Every stored photo's name.
+    pub fn names(&self) -> Vec<String> {
+        self.state.lock().files.keys().cloned().collect()
+    }
+
+    /// Stores the photo and holds it for the report being recorded: the caller must [`PhotoStore::release`] it once
+    /// the report is recorded or refused. Refused when the photo is new and would take the store past its quota.
+    ///
+    /// The write goes to a temporary name first (one per write, so two uploads of the same photo do not share it), is
+    /// synced and renamed into place (`durable`), so a reader never sees half a photo and a report that names it
+    /// survives a power cut with it. The error names the file and the step that failed; the photo is then still
+    /// held (release it like any other).
+    pub fn save(&self, photo: &Photo) -> Result<(), SaveError> {
+        let name = photo.name();
+        {
+            let mut state = self.state.lock();
+            let len = photo.bytes.len() as u64;
+            match state.files.get_mut(&name) {
+                Some(stored) => {
+                    stored.holds += 1;
+                    stored.doomed = false;
+                }
+                None => {
+                    if state.used.saturating_add(len) > self.quota_bytes {
+                        return Err(SaveError::Quota { used: state.used, quota: self.quota_bytes });
+                    }
+                    state.used += len;
+                    state.files.insert(name.clone(), StoredPhoto { bytes: len, holds: 1, doomed: false });
+                    crate::metrics::REPORTS_PHOTO_BYTES.set(i64::try_from(state.used).unwrap_or(i64::MAX));
+                }
+            }
+        }
+        let path = self.dir.join(&name);
         if path.exists() {
             return Ok(());
         }
-        durable::replace(&path, &photo.bytes, durable::Replace::DURABLE).map_err(std::io::Error::other)
+        durable::replace(&path, &photo.bytes, durable::Replace::DURABLE).map_err(|e| std::io::Error::other(e).into())
     }
 
-    /// The path of a stored photo by name, or `None` when the name is not one of ours (which also keeps `..` and
-    /// other path tricks out).
-    pub fn path_of(&self, name: &str) -> Option<(PathBuf, PhotoKind)> {
+    /// Ends a hold from [`PhotoStore::save`], and marks for deletion every photo of `candidates` (and the released
+    /// one) that nobody holds and `referenced` says no cluster refers to. Returns whether any is now doomed.
+    pub fn release(&self, held: Option<&str>, candidates: Vec<String>, referenced: impl Fn(&str) -> bool) -> bool {
+        let mut state = self.state.lock();
+        if let Some(stored) = held.and_then(|name| state.files.get_mut(name)) {
+            stored.holds = stored.holds.saturating_sub(1);
+        }
+        let mut any = false;
+        for name in held.map(str::to_string).into_iter().chain(candidates) {
+            if let Some(stored) = state.files.get_mut(&name) {
+                if stored.holds == 0 && !referenced(&name) {
+                    stored.doomed = true;
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+
+    /// Deletes the doomed photos nobody took back (blocking file I/O, under the store's lock so that no save of the
+    /// same photo can slip between the check and the unlink). Returns how many files went.
+    pub fn delete_doomed(&self) -> usize {
+        let mut state = self.state.lock();
+        let doomed: Vec<String> =
+            state.files.iter().filter(|(_, s)| s.doomed && s.holds == 0).map(|(n, _)| n.clone()).collect();
+        let mut deleted = 0;
+        for name in doomed {
+            match std::fs::remove_file(self.dir.join(&name)) {
+                Ok(()) => deleted += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    // Kept doomed: the next collection tries again; counted in the meantime.
+                    tracing::error!(photo = %name, error = %e, "report photo not deleted");
+                    continue;
+                }
+            }
+            if let Some(stored) = state.files.remove(&name) {
+                state.used = state.used.saturating_sub(stored.bytes);
+            }
+        }
+        crate::metrics::REPORTS_PHOTO_BYTES.set(i64::try_from(state.used).unwrap_or(i64::MAX));
+        crate::metrics::REPORTS_PHOTOS_DELETED.inc_by(deleted as u64);
+        deleted
+    }
+
+    fn valid_name(name: &str) -> Option<PhotoKind> {
         let (hash, ext) = name.split_once('.')?;
         let kind = match ext {
             "jpg" => PhotoKind::Jpeg,
@@ -250,7 +390,13 @@ impl PhotoStore {
             _ => return None,
         };
         let hex_ok = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        hex_ok.then(|| (self.dir.join(name), kind))
+        hex_ok.then_some(kind)
+    }
+
+    /// The path of a stored photo by name, or `None` when the name is not one of ours (which also keeps `..` and
+    /// other path tricks out).
+    pub fn path_of(&self, name: &str) -> Option<(PathBuf, PhotoKind)> {
+        Self::valid_name(name).map(|kind| (self.dir.join(name), kind))
     }
 }
 
@@ -351,7 +497,7 @@ pub(crate) mod tests {
 
     #[test]
     fn only_our_names_map_to_paths() {
-        let store = PhotoStore::new(PathBuf::from("/tmp/x"));
+        let store = PhotoStore::open(PathBuf::from("/nonexistent/x"), 1).unwrap();
         assert!(store.path_of(&format!("{}.jpg", "a".repeat(64))).is_some());
         assert!(store.path_of("../../etc/passwd").is_none());
         assert!(store.path_of(&format!("{}.svg", "a".repeat(64))).is_none());
