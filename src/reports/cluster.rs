@@ -553,13 +553,9 @@ impl ClusterBook {
             .filter_map(|(cell, category, seq)| Some(((cell.parse().ok()?, category), seq)))
             .collect();
         let next_seq = state.next_seq.max(clusters.keys().next_back().map_or(1, |s| s + 1));
-        let mut book =
-            Self { policy, clusters, by_cell, next_seq, photo_refs: HashMap::new(), released: Vec::new() };
-        let names: Vec<BTreeSet<String>> = book
-            .clusters
-            .values()
-            .map(|c| c.photo_names().into_iter().map(str::to_string).collect())
-            .collect();
+        let mut book = Self { policy, clusters, by_cell, next_seq, photo_refs: HashMap::new(), released: Vec::new() };
+        let names: Vec<BTreeSet<String>> =
+            book.clusters.values().map(|c| c.photo_names().into_iter().map(str::to_string).collect()).collect();
         for names in &names {
             book.count_photos(&names.iter().map(String::as_str).collect(), 1);
         }
@@ -717,6 +713,81 @@ mod tests {
         assert!(new && c.id() != id, "a dismissed cluster takes no more reports");
         assert!(matches!(book.verify("rc-999", 0, None, None), Err(ClusterError::NotFound(_))));
         assert!(book.get("nonsense").is_none());
+    }
+
+    /// Issue 22 item 3: at the limit the least recent clusters were dropped "unverified first", but a tenth at a
+    /// time, so a book holding mostly verified clusters lost verified ones to a flood; and a linked cluster an
+    /// operator later dismissed (the alert still cites it) went like any other.
+    #[test]
+    fn a_flood_never_evicts_verified_or_alert_linked_clusters() {
+        let policy = ClusterPolicy { max_clusters: 20, ..ClusterPolicy::default() };
+        let mut book = ClusterBook::new(policy);
+        let mut kept = Vec::new();
+        for i in 0..19 {
+            let id = book.add(report(22.0 + f64::from(i) * 0.03, 121.0, Category::Flooding, 1, i64::from(i))).0.id();
+            book.verify(&id, 100, None, None).unwrap();
+            kept.push(id);
+        }
+        book.attach(&kept[0], "TW-DC-1").unwrap();
+        book.dismiss(&kept[0], 101).unwrap();
+        assert!(book.has_room());
+        for i in 0..500 {
+            let (lat, lon) = (24.0 + f64::from(i / 25) * 0.03, 120.0 + f64::from(i % 25) * 0.03);
+            let (c, new) = book.add(report(lat, lon, Category::Other, 2, 1000 + i64::from(i)));
+            assert!(new && !c.is_protected());
+        }
+        for id in &kept {
+            assert!(book.get(id).is_some(), "{id} was evicted");
+        }
+        assert!(book.len() <= 20, "{}", book.len());
+        // With every place taken by a protected cluster there is no room: the report book refuses new places.
+        let last = book.iter_recent()[0].id();
+        book.verify(&last, 2000, None, None).unwrap();
+        assert!(!book.has_room());
+        let next = report(25.0, 121.5, Category::Fire, 3, 3000);
+        assert!(book.would_open(&next));
+        let joining = report(25.0 + 0.0001, 121.5, Category::Fire, 3, 3000);
+        book.add(next);
+        assert!(!book.would_open(&joining), "a report joining a cluster needs no room");
+    }
+
+    /// Photos are released when no cluster refers to them any more: dropped with an evicted cluster, or scrolled out
+    /// of a cluster's recent reports without being among its kept photos; never while another cluster has them.
+    #[test]
+    fn photos_are_released_with_the_last_cluster_that_refers_to_them() {
+        let policy = ClusterPolicy {
+            max_clusters: 10,
+            recent_per_cluster: 2,
+            photos_per_cluster: 1,
+            ..ClusterPolicy::default()
+        };
+        let mut book = ClusterBook::new(policy);
+        let with_photo = |lat: f64, reporter: u64, at: i64, photo: &str| NewReport {
+            photo: Some(photo.to_string()),
+            ..report(lat, 121.0, Category::Flooding, reporter, at)
+        };
+        book.add(with_photo(22.0, 1, 0, "a.jpg"));
+        book.add(with_photo(22.0, 2, 1, "b.jpg"));
+        book.add(with_photo(22.5, 3, 2, "a.jpg"));
+        assert!(book.references("a.jpg") && book.references("b.jpg"));
+        assert!(book.take_released().is_empty());
+        // Two more reports push b.jpg (not a kept photo: the cluster keeps one, a.jpg) out of the recent list.
+        book.add(report(22.0, 121.0, Category::Flooding, 4, 3));
+        book.add(report(22.0, 121.0, Category::Flooding, 5, 4));
+        assert_eq!(book.take_released(), vec!["b.jpg".to_string()]);
+        assert!(book.references("a.jpg"));
+        // A flood of new places evicts both clusters; a.jpg goes with the second.
+        let mut released = Vec::new();
+        for i in 0..10 {
+            book.add(report(24.0 + f64::from(i) * 0.03, 120.5, Category::Other, 9, 10 + i64::from(i)));
+            released.extend(book.take_released());
+        }
+        assert_eq!(released, vec!["a.jpg".to_string()]);
+        assert!(!book.references("a.jpg"));
+        // A book read back from a snapshot counts the same references.
+        let state = serde_json::to_string(&book.state()).unwrap();
+        let again = ClusterBook::from_state(policy, serde_json::from_str(&state).unwrap());
+        assert_eq!(again.photo_refs, book.photo_refs);
     }
 
     #[test]

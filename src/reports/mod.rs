@@ -259,7 +259,12 @@ impl ReportBook {
 
     /// The book over restored clusters. Photos no cluster refers to (their cluster was dropped before photos were
     /// collected, or the process died between saving a photo and recording its report) are deleted here.
-    fn with(geo: &GeoIndex, photo_dir: PathBuf, policy: ReportPolicy, mut clusters: Clusters) -> Result<Self, JournalError> {
+    fn with(
+        geo: &GeoIndex,
+        photo_dir: PathBuf,
+        policy: ReportPolicy,
+        mut clusters: Clusters,
+    ) -> Result<Self, JournalError> {
         let limits = (
             RateLimiter::new(policy.client, policy.max_tracked_keys),
             RateLimiter::new(policy.address, policy.max_tracked_keys),
@@ -401,14 +406,15 @@ impl ReportBook {
         };
         let held = report.photo.clone();
         let mut clusters = self.clusters.lock();
-        let recorded = self.cluster_report(&mut clusters, report, address, now_ms).map(|(cluster, new_cluster)| Recorded {
-            cluster_id: cluster.id(),
-            new_cluster,
-            count: cluster.count,
-            state: cluster.state,
-            flags,
-            frame: cluster.operator_view(if new_cluster { "new" } else { "updated" }),
-        });
+        let recorded =
+            self.cluster_report(&mut clusters, report, address, now_ms).map(|(cluster, new_cluster)| Recorded {
+                cluster_id: cluster.id(),
+                new_cluster,
+                count: cluster.count,
+                state: cluster.state,
+                flags,
+                frame: cluster.operator_view(if new_cluster { "new" } else { "updated" }),
+            });
         self.settle(&mut clusters, held.as_deref());
         recorded
     }
@@ -579,6 +585,102 @@ mod tests {
             address_key("2001:db8:1:2:ffff::9".parse().unwrap())
         );
         assert_eq!(address_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
+    }
+
+    fn input(lat: f64, photo: Option<Photo>) -> ReportInput {
+        ReportInput { lat, lon: 121.0, category: Category::Other, text: String::new(), observed_ms: None, photo }
+    }
+
+    /// Issue 22 item 3: nothing bounded how many clusters one address or one area could open.
+    #[test]
+    fn new_clusters_are_capped_per_address_and_per_zone() {
+        let policy = ReportPolicy {
+            new_clusters_per_address: BucketPolicy { burst: 3, refill_every_ms: 60_000 },
+            new_clusters_per_zone: BucketPolicy { burst: 5, refill_every_ms: 60_000 },
+            ..ReportPolicy::default()
+        };
+        let geo = GeoIndex::new(geo_index::Resolution::Nine);
+        let book = ReportBook::new(&geo, PathBuf::from("/nonexistent"), policy).unwrap();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for i in 0..3 {
+            book.record(&geo, &input(22.0 + f64::from(i) * 0.03, None), None, "a", Some(a), 0).unwrap();
+        }
+        let e = book.record(&geo, &input(23.0, None), None, "a", Some(a), 0).unwrap_err();
+        assert_eq!(e.reason(), "new_clusters_address");
+        assert!(matches!(e, Refusal::NewClusters { retry_after_s: 60, .. }), "{e:?}");
+        // Joining a cluster is never capped.
+        assert!(!book.record(&geo, &input(22.0, None), None, "a", Some(a), 0).unwrap().new_cluster);
+        // Another address may open places, until the area (here: no zone) has had its five.
+        book.record(&geo, &input(23.0, None), None, "b", Some(b), 0).unwrap();
+        book.record(&geo, &input(23.03, None), None, "b", Some(b), 0).unwrap();
+        let e = book.record(&geo, &input(23.06, None), None, "b", Some(b), 0).unwrap_err();
+        assert_eq!(e.reason(), "new_clusters_zone");
+        // Refused reports took nothing: after a refill, the address opens its next place.
+        assert!(book.record(&geo, &input(23.06, None), None, "a", Some(a), 60_000).is_ok());
+    }
+
+    fn photo(seed: u8) -> Photo {
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x03, 0x01];
+        jpeg.extend(std::iter::repeat_n(seed, 1000));
+        jpeg.extend_from_slice(&[0xFF, 0xD9]);
+        Photo::from_bytes(&jpeg).unwrap()
+    }
+
+    /// Issue 22 item 2: photos had no bound and were never deleted.
+    #[test]
+    fn photos_stay_within_the_quota_and_go_with_their_clusters() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = photo(1).bytes.len() as u64;
+        let policy = ReportPolicy {
+            photo_quota_bytes: 2 * size + size / 2,
+            clusters: ClusterPolicy { max_clusters: 10, ..ClusterPolicy::default() },
+            ..ReportPolicy::default()
+        };
+        let geo = GeoIndex::new(geo_index::Resolution::Nine);
+        let book = ReportBook::open(&geo, Some(dir.path()), policy.clone()).unwrap();
+        let photos = dir.path().join("reports").join("photos");
+        let send = |lat: f64, photo: Option<Photo>, at: i64| -> Result<Recorded, Refusal> {
+            let name = match &photo {
+                Some(p) => Some(book.save_photo(p).map_err(|_| Refusal::Full(Capacity::Photos))?),
+                None => None,
+            };
+            let recorded = book.record(&geo, &input(lat, photo), name, "x", None, at);
+            if book.garbage_due() {
+                book.collect_garbage();
+            }
+            recorded
+        };
+        send(22.0, Some(photo(1)), 0).unwrap();
+        send(22.03, Some(photo(2)), 1).unwrap();
+        assert_eq!(send(22.06, Some(photo(3)), 2).unwrap_err().reason(), "photo_quota");
+        assert!(!photos.join(photo(3).name()).exists());
+        // Without its photo the report is taken; the same photo again costs nothing.
+        send(22.06, None, 3).unwrap();
+        send(22.09, Some(photo(2)), 4).unwrap();
+        assert_eq!(book.photos().used_bytes(), 2 * size);
+        // New places push the first clusters out, and their photos with them once no cluster refers to them.
+        for i in 0..6 {
+            send(23.0 + f64::from(i) * 0.03, None, 10 + i64::from(i)).unwrap();
+        }
+        assert!(photos.join(photo(1).name()).exists() && photos.join(photo(2).name()).exists());
+        send(24.0, None, 20).unwrap();
+        assert!(!photos.join(photo(1).name()).exists(), "the first cluster's photo went with it");
+        send(24.03, None, 21).unwrap();
+        assert!(photos.join(photo(2).name()).exists(), "another cluster still has it");
+        send(24.06, None, 22).unwrap();
+        send(24.09, None, 23).unwrap();
+        assert!(!photos.join(photo(2).name()).exists());
+        assert_eq!(book.photos().used_bytes(), 0);
+        send(24.12, Some(photo(3)), 24).unwrap();
+
+        // A photo left behind by a crash (saved, its report never recorded) is deleted at the next start; the
+        // photos clusters refer to stay.
+        book.save_photo(&photo(4)).unwrap();
+        drop(book);
+        let book = ReportBook::open(&geo, Some(dir.path()), policy).unwrap();
+        assert!(!photos.join(photo(4).name()).exists());
+        assert!(photos.join(photo(3).name()).exists());
+        assert_eq!(book.photos().used_bytes(), size);
     }
 
     #[test]

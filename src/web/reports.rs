@@ -39,9 +39,7 @@ use alerting::Alert;
 use crate::app::App;
 use crate::clock::now_ms;
 use crate::metrics::{REPORTS_ACCEPTED, REPORTS_FLAGGED, REPORTS_LINKED, REPORTS_REFUSED};
-use crate::reports::{
-    parse_report, Capacity, Cluster, ClusterError, ClusterState, Refusal, ReportInput, SaveError,
-};
+use crate::reports::{parse_report, Capacity, Cluster, ClusterError, ClusterState, Refusal, ReportInput, SaveError};
 use crate::web::auth::{Operate, Operator, Read};
 use crate::web::AppError;
 
@@ -100,7 +98,8 @@ impl IntoResponse for ReportError {
                 };
                 let body = json!({"error": refusal.reason(), "field": refusal.field(), "message": refusal.to_string()});
                 let mut response = safe_json(status, &body);
-                if let Refusal::RateLimited { retry_after_s, .. } | Refusal::NewClusters { retry_after_s, .. } = refusal {
+                if let Refusal::RateLimited { retry_after_s, .. } | Refusal::NewClusters { retry_after_s, .. } = refusal
+                {
                     if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
                         response.headers_mut().insert(header::RETRY_AFTER, v);
                     }
