@@ -364,6 +364,22 @@ mod tests {
     }
 
     #[test]
+    fn report_limits_default_when_absent_and_name_their_key() {
+        let config = Config::parse(embedded::MAIN, "x.toml").unwrap();
+        assert_eq!(config.reports, crate::reports::ReportsConfig::default());
+        let text = format!("{}\n[reports]\nphoto_quota_bytes = 5000\nmax_clusters = 50\n", embedded::MAIN);
+        let config = Config::parse(&text, "x.toml").unwrap();
+        let policy = config.reports.policy();
+        assert_eq!((policy.photo_quota_bytes, policy.clusters.max_clusters), (5000, 50));
+        let text = format!("{}\n[reports]\nnew_clusters_per_zone_per_hour = 0\n", embedded::MAIN);
+        let e = Config::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("reports.new_clusters_per_zone_per_hour"), "{e}");
+        let text = format!("{}\n[reports]\nphoto_quota = 5000\n", embedded::MAIN);
+        let e = Config::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("photo_quota"), "{e}");
+    }
+
+    #[test]
     fn geo_size_limits_default_when_absent() {
         let text = embedded::MAIN.replace("max_zone_cells = 200000\n", "").replace("max_site_cells = 100000\n", "");
         assert!(!text.contains("max_zone_cells ="));
