@@ -1196,7 +1196,7 @@ fn photos_keep_only_the_image_and_unpublished_ones_are_not_cached() {
     let first_scan = original.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
     let length = usize::from(u16::from_be_bytes([original[first_scan + 2], original[first_scan + 3]]));
     let mut at = first_scan + 2 + length;
-    while !(original[at] == 0xFF && !matches!(original[at + 1], 0x00 | 0xD0..=0xD7)) {
+    while original[at] != 0xFF || matches!(original[at + 1], 0x00 | 0xD0..=0xD7) {
         at += 1;
     }
     let mut crafted = original[..at].to_vec();

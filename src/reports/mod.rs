@@ -17,6 +17,8 @@
 //! - `photo.rs` — [`Photo`], [`PhotoStore`]: base64 → JPEG/PNG by magic bytes, metadata stripped, stored as
 //!   `<sha256>.<ext>` under a byte quota; deleted once no cluster refers to them.
 //!
+//! - `mod.rs` — [`ReportBook`], [`ReportPolicy`] and the `[reports]` config section ([`ReportsConfig`]).
+//!
 //! ## Flow of one report
 //! [`ReportBook::admit`] (rate limits, before the body is even read) → [`parse_report`] → photo saved within the
 //! quota and held → [`ReportBook::record`] (zones, flags, caps on new clusters, cluster, journal; the photo's hold

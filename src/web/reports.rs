@@ -2,15 +2,17 @@
 //!
 //! - `POST /api/v1/reports` — anyone. JSON body (see `reports/report.rs`); optional `X-Client-Id` (or
 //!   `X-App-Token`) header: the app's own random id, the key of the per-client rate limit. `201` with the cluster
-//!   the report joined; refusals are `4xx` with `{"error": reason, "field": …, "message": …}`.
+//!   the report joined; refusals are `4xx` with `{"error": reason, "field": …, "message": …}`, or `507` when the
+//!   reports' share of the disk is used up (`photo_quota`: resend without the photo; `clusters_full`).
 //! - `GET /api/v1/reports/clusters?state=open|verified|dismissed` — operators: the clusters, newest first.
 //! - `POST /api/v1/reports/clusters/{id}/verify` (optional `{"summary": "…", "publish_photos": true}`),
 //!   `…/dismiss`, `…/attach` (`{"alert_id": "…"}`: a verified cluster joins an active alert, whose next CAP message
 //!   lists it), `…/raise` (`{"severity": "Severe", "zone": "…"}`: a verified cluster raises a new alert, `201`) —
 //!   operators with the `operate` scope (the rest: `read`). A cluster is linked to one active alert at a time
 //!   (`409` otherwise).
-//! - `GET /api/v1/reports/photos/{name}` — operators; `GET /opendata/reports/photos/{name}` — anyone, only photos an
-//!   operator published with a verified cluster.
+//! - `GET /api/v1/reports/photos/{name}` — operators (`private, no-store`: not published, so no shared cache keeps
+//!   it); `GET /opendata/reports/photos/{name}` — anyone, only photos an operator published with a verified cluster
+//!   (cacheable: named by its hash).
 //! - `GET /opendata/reports.geojson` — anyone: verified clusters, without texts, people or exact positions.
 //!
 //! Every change to a cluster goes to the operator websockets as `{"type":"report",…}` through `App::channels.map`.
