@@ -44,6 +44,9 @@ pub struct Config {
     /// The server certificate of every TLS listener (MQTT and HTTPS).
     #[serde(default)]
     pub tls: TlsSection,
+    /// Citizen reports: photo quota, clusters kept, caps on new clusters.
+    #[serde(default)]
+    pub reports: crate::reports::ReportsConfig,
 }
 
 /// `[upstream]`: an external MQTT cluster instead of the front door, and this process's role on it. `serve
@@ -303,6 +306,9 @@ impl Config {
                 "give both (your own certificate) or neither (the deployment CA's)",
             ));
         }
+        if let Err((key, why)) = self.reports.check() {
+            return Err(invalid(key, why));
+        }
         if self.tls.server_names.is_empty() && self.tls.cert.is_none() {
             return Err(invalid("tls.server_names", "needs at least one DNS name or IP address"));
         }
@@ -394,6 +400,22 @@ mod tests {
         let text = embedded::MAIN.replace("mode = \"Actual\"", "mode = \"Real\"");
         let e = Config::parse(&text, "x.toml").unwrap_err().to_string();
         assert!(e.contains("Real"), "{e}");
+    }
+
+    #[test]
+    fn report_limits_default_when_absent_and_name_their_key() {
+        let config = Config::parse(embedded::MAIN, "x.toml").unwrap();
+        assert_eq!(config.reports, crate::reports::ReportsConfig::default());
+        let text = format!("{}\n[reports]\nphoto_quota_bytes = 5000\nmax_clusters = 50\n", embedded::MAIN);
+        let config = Config::parse(&text, "x.toml").unwrap();
+        let policy = config.reports.policy();
+        assert_eq!((policy.photo_quota_bytes, policy.clusters.max_clusters), (5000, 50));
+        let text = format!("{}\n[reports]\nnew_clusters_per_zone_per_hour = 0\n", embedded::MAIN);
+        let e = Config::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("reports.new_clusters_per_zone_per_hour"), "{e}");
+        let text = format!("{}\n[reports]\nphoto_quota = 5000\n", embedded::MAIN);
+        let e = Config::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("photo_quota"), "{e}");
     }
 
     #[test]

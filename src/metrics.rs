@@ -63,6 +63,27 @@ pub static REPORTS_JOURNAL_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+pub static REPORTS_PHOTO_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("dc_reports_photo_bytes", "Bytes of citizen report photos in the data dir")
+        .expect("metric registers")
+});
+
+pub static REPORTS_PHOTO_QUOTA: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "dc_reports_photo_quota_bytes",
+        "The photo store's byte quota (reports.photo_quota_bytes); photos past it are refused"
+    )
+    .expect("metric registers")
+});
+
+pub static REPORTS_PHOTOS_DELETED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "dc_reports_photos_deleted_total",
+        "Report photos deleted because no cluster refers to them any more"
+    )
+    .expect("metric registers")
+});
+
 pub static REPORTS_LINKED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "dc_reports_alert_links_total",
@@ -154,6 +175,9 @@ pub fn init() {
         REPORTS_FLAGGED.with_label_values(&[flag.name()]);
     }
     LazyLock::force(&REPORTS_JOURNAL_ERRORS);
+    LazyLock::force(&REPORTS_PHOTO_BYTES);
+    LazyLock::force(&REPORTS_PHOTO_QUOTA);
+    LazyLock::force(&REPORTS_PHOTOS_DELETED);
     for action in ["raised", "attached"] {
         REPORTS_LINKED.with_label_values(&[action]);
     }

@@ -166,7 +166,7 @@ pub fn build(
     ));
     let (alerts_tx, _) = broadcast::channel(4096);
     let (map_tx, _) = broadcast::channel(4096);
-    let reports = crate::reports::ReportBook::open(&geo, data_dir, crate::reports::ReportPolicy::default())
+    let reports = crate::reports::ReportBook::open(&geo, data_dir, cfg.reports.policy())
         .context("opening the citizen report clusters")?;
     let geo = Arc::new(geo);
     // Partner agencies' warnings are kept in the data dir, so they (and what was cancelled) survive a restart.

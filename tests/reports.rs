@@ -972,3 +972,284 @@ async fn reports_over_the_citizen_socket_are_checked_like_http_and_never_close_i
         }
     }
 }
+
+// Issue 22: bounded photos, protected clusters, caps on new clusters, clean and privately cached photos.
+
+/// `serve` with a copy of `config/` whose main file gets `[reports]` `section`, keeping its state in `data_dir`.
+fn serve_with_reports(name: &str, section: &str, data_dir: &std::path::Path) -> Server {
+    let section = section.to_string();
+    let config = common::config_copy(name, move |text| format!("{text}\n[reports]\n{section}\n"));
+    Server::serve_in(&config, data_dir)
+}
+
+/// Places about 3 km apart in Taitung county (far from every demo zone), one cluster each.
+fn place(i: u32) -> (f64, f64) {
+    (22.5 + f64::from(i) * 0.03, 121.0)
+}
+
+/// A structurally valid JPEG of 1,009 bytes whose content (so whose hash) depends on `seed`.
+fn seeded_jpeg(seed: u8) -> Vec<u8> {
+    let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x03, 0x01];
+    jpeg.extend(std::iter::repeat_n(seed, 1000));
+    jpeg.extend_from_slice(&[0xFF, 0xD9]);
+    jpeg
+}
+
+fn with_photo(mut body: Value, jpeg: &[u8]) -> Value {
+    body["photo"] = json!(b64(jpeg));
+    body
+}
+
+fn wait_until(what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 22 item 2: anonymous photos had no bound (one address at the per-address limit could write ~28 GiB a day
+/// into the data dir that holds the alert journal) and none was ever deleted.
+#[test]
+fn a_photo_flood_is_refused_at_the_quota_and_photos_go_with_their_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = seeded_jpeg(1).len();
+    let quota = size * 5 / 2;
+    let mut server =
+        serve_with_reports("photo-quota", &format!("photo_quota_bytes = {quota}\nmax_clusters = 10"), dir.path());
+    let photos = dir.path().join("reports").join("photos");
+    let name_of = |seed: u8| {
+        use sha2::Digest;
+        let hash: String = sha2::Sha256::digest(seeded_jpeg(seed)).iter().map(|b| format!("{b:02x}")).collect();
+        format!("{hash}.jpg")
+    };
+    let mut n = 0;
+    let mut send = |server: &Server, body: Value| {
+        n += 1;
+        post_report(server, Some(&format!("phone-{n}")), &body)
+    };
+    assert_eq!(server.metric("dc_reports_photo_quota_bytes"), quota as f64);
+
+    // Two photos fit; the third is refused, by name and counted, and not written.
+    for (i, seed) in [(0, 1), (1, 2)] {
+        let (status, answer) = send(&server, with_photo(report(place(i), "other", "photo"), &seeded_jpeg(seed)));
+        assert_eq!(status, 201, "{answer}");
+    }
+    let (status, answer) = send(&server, with_photo(report(place(2), "other", "third"), &seeded_jpeg(3)));
+    assert_eq!((status, answer["error"].as_str(), answer["field"].as_str()), (507, Some("photo_quota"), Some("photo")));
+    assert_eq!(server.metric(r#"dc_reports_refused_total{reason="photo_quota"}"#), 1.0);
+    assert!(!photos.join(name_of(3)).exists());
+    assert_eq!(server.metric("dc_reports_photo_bytes"), (2 * size) as f64);
+    // Reports without a photo are still taken, and the same photo again costs nothing.
+    let (status, answer) = send(&server, report(place(2), "other", "no photo this time"));
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = send(&server, with_photo(report(place(3), "other", "same photo"), &seeded_jpeg(2)));
+    assert_eq!(status, 201, "{answer}");
+
+    // New places push the oldest clusters out (at most 10 are kept); a photo goes with the last cluster that had it.
+    for i in 4..10 {
+        assert_eq!(send(&server, report(place(i), "other", "new place")).0, 201);
+    }
+    assert!(photos.join(name_of(1)).exists() && photos.join(name_of(2)).exists());
+    assert_eq!(send(&server, report(place(10), "other", "new place")).0, 201);
+    wait_until("the first cluster's photo deleted", || !photos.join(name_of(1)).exists());
+    assert_eq!(send(&server, report(place(11), "other", "new place")).0, 201);
+    assert_eq!(send(&server, report(place(12), "other", "new place")).0, 201);
+    assert!(photos.join(name_of(2)).exists(), "still in the fourth cluster");
+    assert_eq!(send(&server, report(place(13), "other", "new place")).0, 201);
+    wait_until("the shared photo deleted", || !photos.join(name_of(2)).exists());
+    wait_until("the gauge at 0", || server.metric("dc_reports_photo_bytes") == 0.0);
+    assert_eq!(server.metric("dc_reports_photos_deleted_total"), 2.0);
+    // Room again.
+    let (status, answer) = send(&server, with_photo(report(place(14), "other", "now it fits"), &seeded_jpeg(3)));
+    assert_eq!(status, 201, "{answer}");
+
+    // The journals beside the photos kept working: an alert raised from a verified cluster is journaled, and
+    // after a kill -9 both the alert and the clusters (with the photo they refer to) are back.
+    let (status, flood) = send(&server, report(SHENMU, "flooding", "water in the street"));
+    assert_eq!(status, 201, "{flood}");
+    let id = flood["cluster"].as_str().unwrap().to_string();
+    let (status, _) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{id}/verify"), None);
+    assert_eq!(status, 200);
+    let (status, raised) = operator(
+        &server,
+        "POST",
+        &format!("/api/v1/reports/clusters/{id}/raise"),
+        Some(json!({"severity": "Moderate"})),
+    );
+    assert_eq!(status, 201, "{raised}");
+    let alert_id = raised["alert_id"].as_str().unwrap().to_string();
+    let before = clusters(&server);
+    drop(server);
+    server = serve_with_reports("photo-quota", &format!("photo_quota_bytes = {quota}\nmax_clusters = 10"), dir.path());
+    assert_eq!(clusters(&server), before);
+    let (_, alerts) = server.get("/api/v1/alerts");
+    assert!(alerts.contains(&alert_id), "{alerts}");
+    assert!(photos.join(name_of(3)).exists());
+    assert_eq!(server.metric("dc_reports_photo_bytes"), size as f64);
+}
+
+/// Issue 22 item 3: at the cluster limit the least recent were dropped a tenth at a time, "unverified first" but
+/// verified ones too when few others were left. Verified and alert-linked clusters must survive any flood; when only
+/// they are left, a new place is refused rather than one of them dropped.
+#[test]
+fn a_report_flood_never_evicts_verified_or_alert_linked_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with_reports("protected", "max_clusters = 20", dir.path());
+    let mut n = 0;
+    let mut send = |body: Value| {
+        n += 1;
+        post_report(&server, Some(&format!("phone-{n}")), &body)
+    };
+    let action = |id: &str, what: &str, body: Option<Value>| {
+        let (status, answer) = operator(&server, "POST", &format!("/api/v1/reports/clusters/{id}/{what}"), body);
+        assert!(status == 200 || status == 201, "{what} {id}: {status} {answer}");
+        answer
+    };
+    // 19 clusters operators judged: one raised an alert, 18 verified.
+    let (_, linked) = send(report(SHENMU, "flooding", "water in the street"));
+    let linked = linked["cluster"].as_str().unwrap().to_string();
+    action(&linked, "verify", None);
+    let alert_id = action(&linked, "raise", Some(json!({"severity": "Moderate"})))["alert_id"].clone();
+    let mut kept = vec![linked.clone()];
+    for i in 0..18 {
+        let (status, answer) = send(report(place(i), "other", "verified later"));
+        assert_eq!(status, 201, "{answer}");
+        let id = answer["cluster"].as_str().unwrap().to_string();
+        action(&id, "verify", None);
+        kept.push(id);
+    }
+    // A flood of new places: each pushes out the one unjudged cluster before it, never a judged one.
+    let mut last = String::new();
+    for i in 18..26 {
+        let (status, answer) = send(report(place(i), "other", "flood"));
+        assert_eq!(status, 201, "{answer}");
+        last = answer["cluster"].as_str().unwrap().to_string();
+    }
+    let now = clusters(&server);
+    assert!(now.len() <= 20, "{}", now.len());
+    for id in &kept {
+        assert!(now.iter().any(|c| c["id"] == id.as_str()), "{id} was evicted");
+    }
+    assert_eq!(now.iter().find(|c| c["id"] == linked.as_str()).unwrap()["alert_id"], alert_id);
+
+    // Every place taken by a judged cluster: a new place is refused (counted), a report joining one is not.
+    action(&last, "verify", None);
+    let (status, answer) = send(report(place(27), "other", "one more place"));
+    assert_eq!((status, answer["error"].as_str()), (507, Some("clusters_full")), "{answer}");
+    assert_eq!(server.metric(r#"dc_reports_refused_total{reason="clusters_full"}"#), 1.0);
+    let (status, answer) = send(report(SHENMU, "flooding", "still flooded"));
+    assert_eq!((status, answer["cluster"].as_str()), (201, Some(linked.as_str())), "{answer}");
+}
+
+/// Issue 22 item 3: one address could open clusters as fast as its report limit allowed.
+#[test]
+fn new_places_are_capped_per_address_with_a_counted_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with_reports("new-places", "new_clusters_per_address_per_hour = 3", dir.path());
+    for i in 0..3 {
+        let (status, answer) = post_report(&server, Some(&format!("phone-{i}")), &report(place(i), "other", "x"));
+        assert_eq!(status, 201, "{answer}");
+    }
+    let (status, head, text) = post_report_raw(server.http, Some("phone-3"), &report(place(3), "other", "x"));
+    assert_eq!(status, 429, "{text}");
+    assert!(head.contains("retry-after: 1200"), "an hour shared by three: {head}");
+    assert!(text.contains("new_clusters_address"), "{text}");
+    assert_eq!(server.metric(r#"dc_reports_refused_total{reason="new_clusters_address"}"#), 1.0);
+    // Reports of places already reported are not new places.
+    let (status, answer) = post_report(&server, Some("phone-4"), &report(place(0), "other", "me too"));
+    assert_eq!((status, answer["count"].as_u64()), (201, Some(2)), "{answer}");
+}
+
+/// Decodes JPEGs in headless Chromium (a real browser's decoder) and returns, per image, its size and a hash of its
+/// pixels, or the decoding error.
+fn decode_in_chromium(images: &[&[u8]]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let sources: Vec<String> = images.iter().map(|i| format!("'data:image/jpeg;base64,{}'", b64(i))).collect();
+    let page = format!(
+        "<html><body><script>
+        async function pixels(src) {{
+          const img = new Image(); img.src = src; await img.decode();
+          const canvas = document.createElement('canvas');
+          canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+          const ctx = canvas.getContext('2d'); ctx.drawImage(img, 0, 0);
+          let h = 0; for (const v of ctx.getImageData(0, 0, canvas.width, canvas.height).data) h = (h * 31 + v) >>> 0;
+          return canvas.width + 'x' + canvas.height + ':' + h;
+        }}
+        Promise.all([{}].map(s => pixels(s).catch(e => 'error ' + e)))
+          .then(r => document.body.setAttribute('data-result', r.join(' ')));
+        </script></body></html>",
+        sources.join(",")
+    );
+    let html = dir.path().join("decode.html");
+    std::fs::write(&html, page).unwrap();
+    let output = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000"])
+        .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium runs (Debian package `chromium`)");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let result = dom.split("data-result=\"").nth(1).and_then(|r| r.split('"').next());
+    result.unwrap_or_else(|| panic!("no result from chromium: {dom}")).split(' ').map(str::to_string).collect()
+}
+
+/// Issue 22 items 12 and 10: the cleaning copied everything from the first scan to the end of the file, so metadata
+/// between the scans of a progressive JPEG and anything appended after its end were stored and published; and the
+/// operators' route for unpublished photos said `public, immutable`, so any shared cache could keep them.
+#[test]
+fn photos_keep_only_the_image_and_unpublished_ones_are_not_cached() {
+    // A real progressive JPEG (seven scans; from Node.js's documentation, MIT), with a comment and an EXIF segment
+    // put between its first and second scans and an archive appended after its end.
+    let original = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/progressive.jpg")).unwrap();
+    let first_scan = original.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    let length = usize::from(u16::from_be_bytes([original[first_scan + 2], original[first_scan + 3]]));
+    let mut at = first_scan + 2 + length;
+    while original[at] != 0xFF || matches!(original[at + 1], 0x00 | 0xD0..=0xD7) {
+        at += 1;
+    }
+    let mut crafted = original[..at].to_vec();
+    crafted.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x16]);
+    crafted.extend_from_slice(b"home: No. 5, Lane 3 ");
+    let exif = b"Exif\0\0GPS 23.5185N 120.9280E";
+    crafted.extend_from_slice(&[0xFF, 0xE1, 0x00, u8::try_from(exif.len() + 2).unwrap()]);
+    crafted.extend_from_slice(exif);
+    crafted.extend_from_slice(&original[at..]);
+    crafted.extend_from_slice(b"PK\x03\x04 an appended archive: the phone's location history");
+    assert_eq!(&decode_in_chromium(&[&crafted])[0][..6], "493x58", "the crafted file is itself a valid image");
+
+    let server = Server::start();
+    let (status, answer) =
+        post_report(&server, Some("phone-1"), &with_photo(report(SHENMU, "flooding", "photo"), &crafted));
+    assert_eq!(status, 201, "{answer}");
+    let name = answer["photo"].as_str().unwrap().to_string();
+    let stored = std::fs::read(server.data_dir.join("reports").join("photos").join(&name)).unwrap();
+    let text = String::from_utf8_lossy(&stored);
+    for private in ["home: No. 5", "GPS", "Exif", "PK\u{3}\u{4}", "location history"] {
+        assert!(!text.contains(private), "`{private}` kept");
+    }
+    assert!(stored.ends_with(&[0xFF, 0xD9]), "the file ends at the end of the image");
+    assert_eq!(stored.windows(2).filter(|w| *w == [0xFF, 0xDA]).count(), 7, "every scan kept");
+    let decoded = decode_in_chromium(&[&original, &stored]);
+    assert!(decoded[0].starts_with("493x58:"), "{decoded:?}");
+    assert_eq!(decoded[0], decoded[1], "the cleaned photo shows the same pixels");
+
+    // Operators' copy: never in a shared cache. Public copy (once published): cacheable.
+    let auth = format!("Bearer {TOKEN}");
+    let (status, head, _) =
+        raw(server.http, "GET", &format!("/api/v1/reports/photos/{name}"), &[("Authorization", &auth)], Vec::new());
+    assert_eq!(status, 200);
+    assert!(head.contains("cache-control: private, no-store"), "{head}");
+    let id = answer["cluster"].as_str().unwrap();
+    let (status, _) = operator(
+        &server,
+        "POST",
+        &format!("/api/v1/reports/clusters/{id}/verify"),
+        Some(json!({"publish_photos": true})),
+    );
+    assert_eq!(status, 200);
+    let (status, head, _) = raw(server.http, "GET", &format!("/opendata/reports/photos/{name}"), &[], Vec::new());
+    assert_eq!(status, 200);
+    assert!(head.contains("cache-control: public, max-age=31536000, immutable"), "{head}");
+}

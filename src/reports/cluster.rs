@@ -67,7 +67,9 @@ impl ClusterState {
 pub struct ClusterPolicy {
     /// A report joins a cluster whose last report is at most this old.
     pub window_ms: i64,
-    /// Clusters kept; past it the oldest unverified ones go first.
+    /// Clusters kept; past it the least recently reported go, dismissed ones first. Verified clusters and clusters
+    /// linked to an alert are never dropped (an operator judged them; an alert cites them): when only those are
+    /// left, reports that would open a new cluster are refused instead (`clusters_full`).
     pub max_clusters: usize,
     /// Reports kept per cluster for operators to read (the count goes on past it).
     pub recent_per_cluster: usize,
@@ -177,6 +179,16 @@ impl Cluster {
     pub fn public_point(&self) -> (f64, f64) {
         let centre = LatLng::from(self.anchor);
         (centre.lat(), centre.lng())
+    }
+
+    /// Every photo the cluster refers to: those it keeps, and those of the recent reports operators read.
+    pub fn photo_names(&self) -> BTreeSet<&str> {
+        self.photos.iter().map(String::as_str).chain(self.recent.iter().filter_map(|e| e.photo.as_deref())).collect()
+    }
+
+    /// Never evicted: an operator judged it true, or an alert cites it.
+    pub fn is_protected(&self) -> bool {
+        self.state == ClusterState::Verified || self.alert_id.is_some()
     }
 
     /// The recent reports' texts, newest last.
@@ -376,11 +388,58 @@ pub struct ClusterBook {
     /// (anchor cell, category) → the newest cluster anchored there that may still take reports.
     by_cell: HashMap<(CellIndex, Category), u64>,
     next_seq: u64,
+    /// Photo name → how many clusters refer to it ([`Cluster::photo_names`]). Derived from the clusters (rebuilt,
+    /// never stored), so live and replayed books agree.
+    photo_refs: HashMap<String, u32>,
+    /// Photos no cluster refers to any more since [`ClusterBook::take_released`] was last called: the report book
+    /// deletes their files (unless a report being recorded holds them).
+    released: Vec<String>,
 }
 
 impl ClusterBook {
     pub fn new(policy: ClusterPolicy) -> Self {
-        Self { policy, clusters: BTreeMap::new(), by_cell: HashMap::new(), next_seq: 1 }
+        Self {
+            policy,
+            clusters: BTreeMap::new(),
+            by_cell: HashMap::new(),
+            next_seq: 1,
+            photo_refs: HashMap::new(),
+            released: Vec::new(),
+        }
+    }
+
+    /// Whether `r` would open a new cluster rather than join one.
+    pub fn would_open(&self, r: &NewReport) -> bool {
+        self.joinable(r).is_none()
+    }
+
+    /// Whether a new cluster can be opened: the book has room, or holds a cluster it may drop for it.
+    pub fn has_room(&self) -> bool {
+        self.clusters.len() < self.policy.max_clusters || self.clusters.values().any(|c| !c.is_protected())
+    }
+
+    /// Whether any cluster refers to the photo `name`.
+    pub fn references(&self, name: &str) -> bool {
+        self.photo_refs.contains_key(name)
+    }
+
+    /// The photos no cluster refers to any more (see [`ClusterBook::released`]).
+    pub fn take_released(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.released)
+    }
+
+    fn count_photos(&mut self, names: &BTreeSet<&str>, delta: i32) {
+        for name in names {
+            if delta > 0 {
+                *self.photo_refs.entry((*name).to_string()).or_default() += 1;
+            } else if let Some(n) = self.photo_refs.get_mut(*name) {
+                *n -= 1;
+                if *n == 0 {
+                    self.photo_refs.remove(*name);
+                    self.released.push((*name).to_string());
+                }
+            }
+        }
     }
 
     /// Adds a report; returns its cluster and whether the cluster is new.
@@ -421,7 +480,16 @@ impl ClusterBook {
         };
         let policy = self.policy;
         let cluster = self.clusters.get_mut(&seq).expect("the cluster was just found or inserted");
+        let before: BTreeSet<String> = cluster.photo_names().into_iter().map(str::to_string).collect();
         cluster.join(r, &policy);
+        let after: BTreeSet<String> = cluster.photo_names().into_iter().map(str::to_string).collect();
+        if before != after {
+            let gone: BTreeSet<&str> = before.difference(&after).map(String::as_str).collect();
+            let came: BTreeSet<&str> = after.difference(&before).map(String::as_str).collect();
+            self.count_photos(&came, 1);
+            self.count_photos(&gone, -1);
+        }
+        let cluster = self.clusters.get(&seq).expect("the cluster was just found or inserted");
         (cluster, new)
     }
 
@@ -442,19 +510,30 @@ impl ClusterBook {
         best.map(|(_, _, seq)| seq)
     }
 
-    /// Keeps the book under `max_clusters`: drops the least recently reported clusters, unverified first.
+    /// Keeps the book under `max_clusters`: drops the least recently reported clusters, dismissed ones first, and
+    /// never a verified or alert-linked one (a flood of made-up places must not push out what operators judged or
+    /// what an alert cites). Their photos are released with them. If only protected clusters are left the book
+    /// grows past the limit: the live path refuses new clusters before that ([`ClusterBook::has_room`]), so only a
+    /// replay under a lowered limit gets here.
     fn prune(&mut self) {
         if self.clusters.len() < self.policy.max_clusters {
             return;
         }
-        let mut order: Vec<(bool, i64, u64)> =
-            self.clusters.values().map(|c| (c.state == ClusterState::Verified, c.last_ms, c.seq)).collect();
+        let mut order: Vec<(bool, i64, u64)> = self
+            .clusters
+            .values()
+            .filter(|c| !c.is_protected())
+            .map(|c| (c.state != ClusterState::Dismissed, c.last_ms, c.seq))
+            .collect();
         order.sort_unstable();
         let excess = self.clusters.len() + 1 - self.policy.max_clusters;
         // Drop a tenth at a time so that a flood of new places does not sort the whole book on every report.
         let drop = excess.max(self.policy.max_clusters / 10).min(order.len());
         for (_, _, seq) in &order[..drop] {
-            self.clusters.remove(seq);
+            if let Some(cluster) = self.clusters.remove(seq) {
+                let names: BTreeSet<String> = cluster.photo_names().into_iter().map(str::to_string).collect();
+                self.count_photos(&names.iter().map(String::as_str).collect(), -1);
+            }
         }
         let clusters = &self.clusters;
         self.by_cell.retain(|_, seq| clusters.contains_key(seq));
@@ -495,7 +574,13 @@ impl ClusterBook {
             .filter_map(|(cell, category, seq)| Some(((cell.parse().ok()?, category), seq)))
             .collect();
         let next_seq = state.next_seq.max(clusters.keys().next_back().map_or(1, |s| s + 1));
-        Self { policy, clusters, by_cell, next_seq }
+        let mut book = Self { policy, clusters, by_cell, next_seq, photo_refs: HashMap::new(), released: Vec::new() };
+        let names: Vec<BTreeSet<String>> =
+            book.clusters.values().map(|c| c.photo_names().into_iter().map(str::to_string).collect()).collect();
+        for names in &names {
+            book.count_photos(&names.iter().map(String::as_str).collect(), 1);
+        }
+        book
     }
 
     fn get_mut(&mut self, id: &str) -> Result<&mut Cluster, ClusterError> {
@@ -650,6 +735,81 @@ mod tests {
         assert!(new && c.id() != id, "a dismissed cluster takes no more reports");
         assert!(matches!(book.verify("rc-999", 0, None, None, None), Err(ClusterError::NotFound(_))));
         assert!(book.get("nonsense").is_none());
+    }
+
+    /// Issue 22 item 3: at the limit the least recent clusters were dropped "unverified first", but a tenth at a
+    /// time, so a book holding mostly verified clusters lost verified ones to a flood; and a linked cluster an
+    /// operator later dismissed (the alert still cites it) went like any other.
+    #[test]
+    fn a_flood_never_evicts_verified_or_alert_linked_clusters() {
+        let policy = ClusterPolicy { max_clusters: 20, ..ClusterPolicy::default() };
+        let mut book = ClusterBook::new(policy);
+        let mut kept = Vec::new();
+        for i in 0..19 {
+            let id = book.add(report(22.0 + f64::from(i) * 0.03, 121.0, Category::Flooding, 1, i64::from(i))).0.id();
+            book.verify(&id, 100, None, None, None).unwrap();
+            kept.push(id);
+        }
+        book.attach(&kept[0], "TW-DC-1").unwrap();
+        book.dismiss(&kept[0], 101, None).unwrap();
+        assert!(book.has_room());
+        for i in 0..500 {
+            let (lat, lon) = (24.0 + f64::from(i / 25) * 0.03, 120.0 + f64::from(i % 25) * 0.03);
+            let (c, new) = book.add(report(lat, lon, Category::Other, 2, 1000 + i64::from(i)));
+            assert!(new && !c.is_protected());
+        }
+        for id in &kept {
+            assert!(book.get(id).is_some(), "{id} was evicted");
+        }
+        assert!(book.len() <= 20, "{}", book.len());
+        // With every place taken by a protected cluster there is no room: the report book refuses new places.
+        let last = book.iter_recent()[0].id();
+        book.verify(&last, 2000, None, None, None).unwrap();
+        assert!(!book.has_room());
+        let next = report(25.0, 121.5, Category::Fire, 3, 3000);
+        assert!(book.would_open(&next));
+        let joining = report(25.0 + 0.0001, 121.5, Category::Fire, 3, 3000);
+        book.add(next);
+        assert!(!book.would_open(&joining), "a report joining a cluster needs no room");
+    }
+
+    /// Photos are released when no cluster refers to them any more: dropped with an evicted cluster, or scrolled out
+    /// of a cluster's recent reports without being among its kept photos; never while another cluster has them.
+    #[test]
+    fn photos_are_released_with_the_last_cluster_that_refers_to_them() {
+        let policy = ClusterPolicy {
+            max_clusters: 10,
+            recent_per_cluster: 2,
+            photos_per_cluster: 1,
+            ..ClusterPolicy::default()
+        };
+        let mut book = ClusterBook::new(policy);
+        let with_photo = |lat: f64, reporter: u64, at: i64, photo: &str| NewReport {
+            photo: Some(photo.to_string()),
+            ..report(lat, 121.0, Category::Flooding, reporter, at)
+        };
+        book.add(with_photo(22.0, 1, 0, "a.jpg"));
+        book.add(with_photo(22.0, 2, 1, "b.jpg"));
+        book.add(with_photo(22.5, 3, 2, "a.jpg"));
+        assert!(book.references("a.jpg") && book.references("b.jpg"));
+        assert!(book.take_released().is_empty());
+        // Two more reports push b.jpg (not a kept photo: the cluster keeps one, a.jpg) out of the recent list.
+        book.add(report(22.0, 121.0, Category::Flooding, 4, 3));
+        book.add(report(22.0, 121.0, Category::Flooding, 5, 4));
+        assert_eq!(book.take_released(), vec!["b.jpg".to_string()]);
+        assert!(book.references("a.jpg"));
+        // A flood of new places evicts both clusters; a.jpg goes with the second.
+        let mut released = Vec::new();
+        for i in 0..10 {
+            book.add(report(24.0 + f64::from(i) * 0.03, 120.5, Category::Other, 9, 10 + i64::from(i)));
+            released.extend(book.take_released());
+        }
+        assert_eq!(released, vec!["a.jpg".to_string()]);
+        assert!(!book.references("a.jpg"));
+        // A book read back from a snapshot counts the same references.
+        let state = serde_json::to_string(&book.state()).unwrap();
+        let again = ClusterBook::from_state(policy, serde_json::from_str(&state).unwrap());
+        assert_eq!(again.photo_refs, book.photo_refs);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum JournalError {
     Durable(#[from] durable::Error),
     #[error("{path}: {message}")]
     Corrupt { path: PathBuf, message: String },
+    /// The photo folder could not be read at start (names the folder).
+    #[error("report photos: {0}")]
+    Photos(std::io::Error),
 }
 
 #[derive(Serialize, Deserialize)]

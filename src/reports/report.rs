@@ -118,6 +118,23 @@ impl std::fmt::Display for LimitScope {
     }
 }
 
+/// Which cap on new clusters a report met: it would open a new cluster, and its address, or a zone it lies in,
+/// has opened as many as allowed lately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterCap {
+    Address,
+    Zone,
+}
+
+/// What is full: the reports' share of the data dir is bounded so that the journals beside it keep working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// The photo store's byte quota (`reports.photo_quota_bytes`): the report may be sent without its photo.
+    Photos,
+    /// Every cluster the book may hold is verified or cited by an alert: no place for a new one.
+    Clusters,
+}
+
 /// Why a report was refused. Small and cheap to match: the web layer turns each into a status code, and
 /// [`Refusal::reason`] is the label of `dc_reports_refused_total`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -132,6 +149,16 @@ pub enum Refusal {
     ContentType(String),
     #[error("too many reports from this {scope}; try again in {retry_after_s} s")]
     RateLimited { scope: LimitScope, retry_after_s: u64 },
+    #[error("{}; try again in {retry_after_s} s, or report from a place already reported", match scope {
+        ClusterCap::Address => "too many new places reported from this address",
+        ClusterCap::Zone => "too many new places reported in this area",
+    })]
+    NewClusters { scope: ClusterCap, retry_after_s: u64 },
+    #[error("{}", match .0 {
+        Capacity::Photos => "no room for more photos now; send the report without its photo",
+        Capacity::Clusters => "no room for reports of new places now; try again later",
+    })]
+    Full(Capacity),
 }
 
 /// Every label [`Refusal::reason`] can return, for pre-registering the counter.
@@ -154,6 +181,10 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "photo_encoding",
     "photo_type",
     "storage",
+    "new_clusters_address",
+    "new_clusters_zone",
+    "photo_quota",
+    "clusters_full",
 ];
 
 impl Refusal {
@@ -165,6 +196,10 @@ impl Refusal {
             Refusal::ContentType(_) => "content_type",
             Refusal::RateLimited { scope: LimitScope::Client, .. } => "rate_limited_client",
             Refusal::RateLimited { scope: LimitScope::Address, .. } => "rate_limited_address",
+            Refusal::NewClusters { scope: ClusterCap::Address, .. } => "new_clusters_address",
+            Refusal::NewClusters { scope: ClusterCap::Zone, .. } => "new_clusters_zone",
+            Refusal::Full(Capacity::Photos) => "photo_quota",
+            Refusal::Full(Capacity::Clusters) => "clusters_full",
         }
     }
 
@@ -174,6 +209,7 @@ impl Refusal {
             Refusal::Field { field, .. } => Some(field),
             Refusal::ContentType(_) => Some("Content-Type"),
             Refusal::TooLarge { .. } => Some("body"),
+            Refusal::Full(Capacity::Photos) => Some("photo"),
             _ => None,
         }
     }

@@ -2,15 +2,17 @@
 //!
 //! - `POST /api/v1/reports` — anyone. JSON body (see `reports/report.rs`); optional `X-Client-Id` (or
 //!   `X-App-Token`) header: the app's own random id, the key of the per-client rate limit. `201` with the cluster
-//!   the report joined; refusals are `4xx` with `{"error": reason, "field": …, "message": …}`.
+//!   the report joined; refusals are `4xx` with `{"error": reason, "field": …, "message": …}`, or `507` when the
+//!   reports' share of the disk is used up (`photo_quota`: resend without the photo; `clusters_full`).
 //! - `GET /api/v1/reports/clusters?state=open|verified|dismissed` — operators: the clusters, newest first.
 //! - `POST /api/v1/reports/clusters/{id}/verify` (optional `{"summary": "…", "publish_photos": true}`),
 //!   `…/dismiss`, `…/attach` (`{"alert_id": "…"}`: a verified cluster joins an active alert, whose next CAP message
 //!   lists it), `…/raise` (`{"severity": "Severe", "zone": "…"}`: a verified cluster raises a new alert, `201`) —
 //!   operators with the `operate` scope (the rest: `read`). A cluster is linked to one active alert at a time
 //!   (`409` otherwise).
-//! - `GET /api/v1/reports/photos/{name}` — operators; `GET /opendata/reports/photos/{name}` — anyone, only photos an
-//!   operator published with a verified cluster.
+//! - `GET /api/v1/reports/photos/{name}` — operators (`private, no-store`: not published, so no shared cache keeps
+//!   it); `GET /opendata/reports/photos/{name}` — anyone, only photos an operator published with a verified cluster
+//!   (cacheable: named by its hash).
 //! - `GET /opendata/reports.geojson` — anyone: verified clusters, without texts, people or exact positions.
 //!
 //! Every change to a cluster goes to the operator websockets as `{"type":"report",…}` through `App::channels.map`.
@@ -39,7 +41,7 @@ use alerting::Alert;
 use crate::app::App;
 use crate::clock::now_ms;
 use crate::metrics::{REPORTS_ACCEPTED, REPORTS_FLAGGED, REPORTS_LINKED, REPORTS_REFUSED};
-use crate::reports::{parse_report, Cluster, ClusterError, ClusterState, Refusal, ReportInput};
+use crate::reports::{parse_report, Capacity, Cluster, ClusterError, ClusterState, Refusal, ReportInput, SaveError};
 use crate::web::auth::{Operate, Operator, Read};
 use crate::web::AppError;
 
@@ -89,14 +91,17 @@ impl IntoResponse for ReportError {
                     Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
                     Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                     Refusal::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                    Refusal::RateLimited { .. } | Refusal::NewClusters { .. } => StatusCode::TOO_MANY_REQUESTS,
+                    // The server's share of the disk for reports is used up; nothing the client did wrong.
+                    Refusal::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
                     Refusal::Field { reason: "photo_too_large", .. } => StatusCode::PAYLOAD_TOO_LARGE,
                     Refusal::Field { reason: "bad_client_id", .. } => StatusCode::BAD_REQUEST,
                     Refusal::Field { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 };
                 let body = json!({"error": refusal.reason(), "field": refusal.field(), "message": refusal.to_string()});
                 let mut response = safe_json(status, &body);
-                if let Refusal::RateLimited { retry_after_s, .. } = refusal {
+                if let Refusal::RateLimited { retry_after_s, .. } | Refusal::NewClusters { retry_after_s, .. } = refusal
+                {
                     if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
                         response.headers_mut().insert(header::RETRY_AFTER, v);
                     }
@@ -115,7 +120,9 @@ impl ReportError {
             ReportError::Refused(refusal) => {
                 REPORTS_REFUSED.with_label_values(&[refusal.reason()]).inc();
                 let retry = match refusal {
-                    Refusal::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+                    Refusal::RateLimited { retry_after_s, .. } | Refusal::NewClusters { retry_after_s, .. } => {
+                        Some(*retry_after_s)
+                    }
                     _ => None,
                 };
                 json!({"reason": refusal.reason(), "field": refusal.field(), "message": refusal.to_string(),
@@ -236,6 +243,10 @@ pub async fn record(
             let saved = tokio::task::spawn_blocking(move || worker.reports.save_photo(&photo)).await;
             match saved {
                 Ok(Ok(name)) => Some(name),
+                Ok(Err(SaveError::Quota { used, quota })) => {
+                    tracing::warn!(used, quota, "report photo refused: the photo store is at its quota");
+                    return Err(Refusal::Full(Capacity::Photos).into());
+                }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, dir = %app.reports.photos().dir().display(), "report photo not stored");
                     return Err(ReportError::Storage);
@@ -246,7 +257,12 @@ pub async fn record(
         None => None,
     };
     let reporter = client.or_else(|| peer.map(|p| p.to_string())).unwrap_or_else(|| "anonymous".into());
-    let recorded = app.reports.record(&app.geo, input, photo.clone(), &reporter, now)?;
+    let recorded = app.reports.record(&app.geo, input, photo.clone(), &reporter, peer, now);
+    if app.reports.garbage_due() {
+        let worker = Arc::clone(app);
+        tokio::task::spawn_blocking(move || worker.reports.collect_garbage());
+    }
+    let recorded = recorded?;
     REPORTS_ACCEPTED.with_label_values(&[input.category.name()]).inc();
     for flag in &recorded.flags {
         REPORTS_FLAGGED.with_label_values(&[flag.name()]).inc();
@@ -596,7 +612,8 @@ pub async fn operator_photo(
     _operator: Operator<Read>,
     Path(name): Path<String>,
 ) -> Result<Response, ReportError> {
-    send_photo(&app, &name).await
+    // Not published (yet, or ever): no shared cache, proxy or browser disk may keep a copy.
+    send_photo(&app, &name, "private, no-store").await
 }
 
 /// `GET /opendata/reports/photos/{name}`: only photos of verified clusters whose photos an operator published.
@@ -607,18 +624,18 @@ pub async fn public_photo(State(app): State<Arc<App>>, Path(name): Path<String>)
     if !published {
         return Err(AppError::NotFound("no such published photo".into()).into());
     }
-    send_photo(&app, &name).await
+    // Published, and named by its hash: it never changes.
+    send_photo(&app, &name, "public, max-age=31536000, immutable").await
 }
 
-async fn send_photo(app: &App, name: &str) -> Result<Response, ReportError> {
+async fn send_photo(app: &App, name: &str, cache: &'static str) -> Result<Response, ReportError> {
     let (path, kind) = app.reports.photos().path_of(name).ok_or_else(|| AppError::NotFound("no such photo".into()))?;
     let bytes = tokio::fs::read(&path).await.map_err(|_| AppError::NotFound("no such photo".into()))?;
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(kind.content_type())),
             (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-            // A photo is named by its hash: it never changes.
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
+            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
         ],
         bytes,
     )
