@@ -54,6 +54,7 @@ pub mod atom;
 pub mod auth;
 mod book;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod external;
 pub mod metrics;
@@ -168,10 +169,6 @@ impl Inbound {
         for reason in PushError::AUTH_LABELS {
             METRICS.rejected.with_label_values(&[UNKNOWN_SOURCE, reason]);
         }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("disaster-cloud-inbound/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| InboundError::Client(e.to_string()))?;
         let (tx, rx) = mpsc::channel(config.event_buffer);
         let settings = BookSettings {
             default_lifetime_ms: ms(config.default_lifetime_s),
@@ -208,7 +205,8 @@ impl Inbound {
         let mut tasks = Vec::new();
         for f in &config.feeds {
             metrics::preregister(&f.name, true);
-            let poller = FeedPoller::new(f.clone(), client.clone()).map_err(InboundError::Invalid)?;
+            // Each feed has its own client: its resolver enforces that feed's address policy.
+            let poller = FeedPoller::new(f.clone())?;
             let poller = Arc::new(tokio::sync::Mutex::new(poller));
             feeds.insert(f.name.clone(), poller.clone());
             let shared = shared.clone();
@@ -291,7 +289,8 @@ impl Inbound {
             self.shared.count_rejection(name, &r, "push");
             return Err(r.into());
         }
-        let meta = SourceMeta { name, public: p.cfg.public, senders: &p.cfg.senders };
+        let meta =
+            SourceMeta { name, public: p.cfg.public, senders: &p.cfg.senders, may_reference: &p.cfg.may_reference };
         self.shared.receive_at(body, meta, p.cfg.max_bytes, "push", now_ms).map_err(PushError::Rejected)
     }
 
@@ -369,7 +368,13 @@ impl Shared {
     }
 
     pub(crate) fn feed_meta<'a>(&self, cfg: &'a FeedSource) -> (SourceMeta<'a>, usize) {
-        (SourceMeta { name: &cfg.name, public: cfg.public, senders: &cfg.senders }, cfg.max_bytes)
+        let meta = SourceMeta {
+            name: &cfg.name,
+            public: cfg.public,
+            senders: &cfg.senders,
+            may_reference: &cfg.may_reference,
+        };
+        (meta, cfg.max_bytes)
     }
 
     /// Polled messages: the clock's time.

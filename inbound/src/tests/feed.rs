@@ -121,6 +121,8 @@ fn feed_config(name: &str, addr: SocketAddr) -> InboundConfig {
         timeout_s = 5
         public = true
         max_bytes = 8192
+        # The test server is on this machine: loopback must be allowed explicitly.
+        allow_networks = ["loopback"]
         "#
     );
     InboundConfig::from_toml(&toml, Path::new("test.toml")).expect("test config")

@@ -218,6 +218,7 @@ pub(crate) fn push_config(name: &str, public: bool) -> InboundConfig {
         token = "token-{name}"
         public = {public}
         max_bytes = 65536
+        senders = ["weather@cwa.gov.tw", "swcb@swcb.gov.tw", "wra@wra.gov.tw"]
 
         [[push]]
         name = "{name}-hmac"

@@ -175,7 +175,7 @@ fn start_needs_a_runtime_and_resolves_env_secrets() {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let text = "[[push]]\nname = \"envsrc\"\ntoken_env = \"DC_TEST_INBOUND_TOKEN_UNSET_7\"\n";
+        let text = "[[push]]\nname = \"envsrc\"\ntoken_env = \"DC_TEST_INBOUND_TOKEN_UNSET_7\"\nsenders = [\"a@b\"]\n";
         let config = InboundConfig::from_toml(text, Path::new("inbound.toml")).expect("reads");
         let err = Inbound::start(config, geo()).err().expect("unset variable");
         assert!(err.to_string().contains("DC_TEST_INBOUND_TOKEN_UNSET_7"), "{err}");
