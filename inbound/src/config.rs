@@ -82,9 +82,10 @@ pub struct FeedSource {
     /// redirect elsewhere is refused (`host_not_allowed`) without being fetched. Bare names or addresses, no port.
     #[serde(default)]
     pub hosts: Vec<String>,
-    /// Address classes besides public ones this feed may be fetched from: `loopback`, `private`, `link_local`.
-    /// Empty (the default): a host on this machine, the private network or the link — the cloud metadata service —
-    /// is refused (`address_not_allowed`) before connecting, whatever the feed links to.
+    /// What this feed may be fetched from besides public addresses: `loopback`, `private`, `link_local` (whole
+    /// classes) or CIDR blocks (`"10.20.0.0/16"`). Empty (the default): a host on this machine, the private
+    /// network or the link — the cloud metadata service — is refused (`address_not_allowed`) before connecting,
+    /// whatever the feed links to.
     #[serde(default)]
     pub allow_networks: Vec<Network>,
     /// Other sources (by name) whose warnings this source may update or cancel. Empty (the default): only its own.

@@ -8,7 +8,8 @@
 //! 2. **Same-origin redirects**: a redirect may only stay on the origin (scheme, host, port) it came from, at most
 //!    [`MAX_REDIRECTS`] hops ([`EgressPolicy::check_redirect`]). The client itself follows none.
 //! 3. **Address classes**: loopback, private (RFC 1918, CGNAT, IPv6 ULA) and link-local addresses are refused
-//!    unless the source's `allow_networks` names that class; unspecified, multicast and reserved addresses always.
+//!    unless the source's `allow_networks` names that class (or a CIDR block holding the address); unspecified,
+//!    multicast and reserved addresses always.
 //!    An IP-literal host is checked before the request ([`EgressPolicy::check_url`]), because the HTTP connector
 //!    does not resolve literals. A name is checked inside the client's DNS resolver ([`GuardedResolver`]): every
 //!    address the name resolves to must pass, or the request fails before any connection is opened.
@@ -32,17 +33,34 @@ use serde::Deserialize;
 /// Most redirects followed for one request (all on the same origin).
 pub const MAX_REDIRECTS: usize = 5;
 
-/// Address classes a source may be allowed to reach (`allow_networks` in `config/inbound.toml`). Public addresses
-/// are always allowed; these only when named.
+/// What a source may reach besides public addresses (`allow_networks` in `config/inbound.toml`): a whole class
+/// by name, or one block (`"10.20.0.0/16"`, `"127.0.0.1/32"`) for a partner on a private network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String")]
 pub enum Network {
-    /// 127.0.0.0/8, ::1: this machine (tests and demos serve feeds here).
+    /// `"loopback"`: 127.0.0.0/8, ::1, this machine (tests and demos serve feeds here).
     Loopback,
-    /// 10/8, 172.16/12, 192.168/16, 100.64/10 (CGNAT), 198.18/15, fc00::/7, fec0::/10: a private network.
+    /// `"private"`: 10/8, 172.16/12, 192.168/16, 100.64/10 (CGNAT), 198.18/15, fc00::/7, fec0::/10.
     Private,
-    /// 169.254/16, fe80::/10: the link, where cloud metadata services answer.
+    /// `"link_local"`: 169.254/16, fe80::/10, the link, where cloud metadata services answer.
     LinkLocal,
+    /// A CIDR block: any address in it, whatever its class (unroutable ones excepted).
+    Block(ipnet::IpNet),
+}
+
+impl TryFrom<String> for Network {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "loopback" => Ok(Network::Loopback),
+            "private" => Ok(Network::Private),
+            "link_local" => Ok(Network::LinkLocal),
+            other => other.parse::<ipnet::IpNet>().map(|net| Network::Block(net.trunc())).map_err(|_| {
+                format!("`{other}` is not loopback, private, link_local or a CIDR block such as 10.20.0.0/16")
+            }),
+        }
+    }
 }
 
 /// What kind of address an IP is, for the policy.
@@ -192,21 +210,21 @@ impl EgressPolicy {
         Ok(EgressPolicy { hosts: all, allow: allow.to_vec() })
     }
 
-    /// Whether an address of this class may be reached.
-    pub fn allows(&self, class: AddressClass) -> bool {
-        match class {
-            AddressClass::Public => true,
-            AddressClass::Loopback => self.allow.contains(&Network::Loopback),
-            AddressClass::Private => self.allow.contains(&Network::Private),
-            AddressClass::LinkLocal => self.allow.contains(&Network::LinkLocal),
-            AddressClass::Never => false,
-        }
-    }
-
-    /// `Ok` when `addr` (reached as `host`) may be connected to.
+    /// `Ok` when `addr` (reached as `host`) may be connected to: public, or of a class or in a block the source
+    /// allows; unroutable addresses never.
     pub fn check_address(&self, host: &str, addr: IpAddr) -> Result<(), Refusal> {
         let class = classify(addr);
-        if self.allows(class) {
+        let allowed = match class {
+            AddressClass::Public => true,
+            AddressClass::Never => false,
+            _ => self.allow.iter().any(|n| match n {
+                Network::Loopback => class == AddressClass::Loopback,
+                Network::Private => class == AddressClass::Private,
+                Network::LinkLocal => class == AddressClass::LinkLocal,
+                Network::Block(net) => net.contains(&addr),
+            }),
+        };
+        if allowed {
             Ok(())
         } else {
             Err(Refusal::AddressNotAllowed { host: host.to_string(), addr, class })
@@ -354,6 +372,13 @@ mod tests {
         }
         let allowed = EgressPolicy::new(&feed, &["10.1.2.3".into()], &[Network::Private]).expect("policy");
         assert_eq!(allowed.check_url(&url("http://10.1.2.3/cap/1.xml")), Ok(()));
+        // One block, not the whole class.
+        let block = Network::try_from("127.0.0.1/32".to_string()).expect("CIDR");
+        let one = EgressPolicy::new(&url("http://127.0.0.1:8090/f"), &["127.0.0.2".into()], &[block]).expect("policy");
+        assert_eq!(one.check_url(&url("http://127.0.0.1:8090/cap/1.xml")), Ok(()));
+        let other = one.check_url(&url("http://127.0.0.2:8090/cap/1.xml")).map_err(|r| r.reason());
+        assert_eq!(other, Err("address_not_allowed"));
+        assert!(Network::try_from("intranet".to_string()).is_err());
         // Other spellings of loopback are loopback.
         for literal in ["http://2130706433/", "http://0x7f.1/", "http://[::ffff:7f00:1]/"] {
             let p = EgressPolicy::new(&url(literal), &[], &[]).expect("policy");
