@@ -362,7 +362,7 @@ impl Book {
     /// `Ok` when `source` may change chain `id`: it opened it, or names its owner in `may_reference`.
     fn check_owner(&self, id: &str, source: SourceMeta<'_>) -> Result<(), Rejection> {
         match self.chains.get(id) {
-            Some(chain) if chain.owner != source.name && !source.may_reference.iter().any(|o| *o == chain.owner) => {
+            Some(chain) if chain.owner != source.name && !source.may_reference.contains(&chain.owner) => {
                 Err(Rejection::ForeignSource { owner: chain.owner.clone(), identifier: chain.alert.identifier.clone() })
             }
             _ => Ok(()),
