@@ -96,8 +96,10 @@ async fn another_source_cannot_cancel_the_slope_agencys_warning() {
 
 #[test]
 fn a_push_source_without_senders_stops_the_start() {
-    let inbound = "[[push]]\nname = \"anyone\"\ntoken = \"anyone-test-token\"\nsenders = []\n";
-    let config = config_with("inbound-no-senders", inbound);
+    // Otherwise valid (the `swcb` source the shipped rules read is there), so only the empty list can stop it.
+    let inbound =
+        format!("{SWCB_AND_RELAY}\n[[push]]\nname = \"anyone\"\ntoken = \"anyone-test-token\"\nsenders = []\n");
+    let config = config_with("inbound-no-senders", &inbound);
     let data = config.with_file_name("data");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
         .args(["serve", "--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
