@@ -13,9 +13,8 @@
 //! `updated` is unchanged; the feed's other entries are still taken.
 
 use std::collections::HashMap;
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION};
 use http::{HeaderValue, StatusCode};
@@ -25,8 +24,7 @@ use time::OffsetDateTime;
 use super::atom::{read_feed, AtomReadError, FeedEntry};
 use super::config::FeedSource;
 use super::egress::{EgressPolicy, GuardedResolver, Refusal, MAX_REDIRECTS};
-use super::error::InboundError;
-use super::error::Rejection;
+use super::error::{InboundError, Rejection};
 use super::metrics::METRICS;
 use super::Shared;
 
