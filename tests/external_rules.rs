@@ -12,6 +12,8 @@ use serde_json::Value;
 const SWCB_YELLOW: &str = include_str!("../inbound/src/tests/fixtures/swcb_debris_flow_yellow.xml");
 /// The demo's secret for the `swcb` push source (config/inbound.toml).
 const SWCB_SECRET: &str = "demo-swcb-secret";
+/// The demo's bearer token for the `demo-agency` push source (config/inbound.toml).
+const DEMO_AGENCY_TOKEN: &str = "demo-inbound-token";
 const SHENMU: &str = "dfa-xinyi-shenmu";
 
 /// The SWCB yellow fixture, sent a minute ago, expiring `expires_in_s` from now, with its own identifier.
@@ -183,4 +185,31 @@ async fn pushed_warnings_survive_a_kill_and_still_follow_cancel_and_expiry() {
     let cleared = debris_frame(&mut operator, &server, "cleared").await;
     assert_eq!(cleared["id"], yellow["id"]);
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn the_demo_agency_cannot_cancel_the_slope_agencys_warning() {
+    // The demo as shipped: `demo-agency` pushes with a bearer token, `swcb` signs its own warnings.
+    let server = Server::start();
+    let mut operator = server.operator().await;
+    let (warning, sent) = swcb_warning("SWCB-e2e-foreign", 6 * 3600);
+    assert_eq!(push_signed(&server, &warning, SWCB_SECRET).0, 200);
+    let yellow = debris_frame(&mut operator, &server, "raised").await;
+
+    // The demo agency names SWCB as the sender of a Cancel of SWCB's warning: refused, counted, nothing changes.
+    let cancel = swcb_cancel("SWCB-e2e-foreign", &sent);
+    let (status, body) =
+        common::http_request(server.http, "POST", "/api/v1/cap/inbound", Some(DEMO_AGENCY_TOKEN), Some(&cancel))
+            .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("sender_not_allowed"), "{body}");
+    assert_eq!(server.metric(r#"dc_inbound_rejected_total{reason="sender_not_allowed",source="demo-agency"}"#), 1.0);
+    let snapshot = server.snapshot().await;
+    let external: Vec<&str> =
+        snapshot["external_alerts"].as_array().unwrap().iter().filter_map(|a| a["identifier"].as_str()).collect();
+    assert_eq!(external, ["SWCB-e2e-foreign"], "SWCB's warning stays active");
+    let cleared =
+        operator.alert_where(Duration::from_secs(3), |m| m["rule"] == "debris-flow" && m["state"] == "cleared").await;
+    assert!(cleared.is_none(), "our yellow stays: {cleared:?}");
+    assert_eq!(debris_alerts(&server)[0]["id"], yellow["id"]);
 }

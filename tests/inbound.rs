@@ -19,14 +19,115 @@ fn fresh(xml: &str, identifier_suffix: &str) -> String {
 }
 
 fn config(name: &str) -> std::path::PathBuf {
-    let main = common::config_copy(name, |t| t);
-    // Push sources only: tests reach no network.
-    std::fs::write(
-        main.with_file_name("inbound.toml"),
+    config_with(
+        name,
         "[[push]]\nname = \"swcb\"\ntoken = \"swcb-test-token\"\npublic = true\nmax_bytes = 65536\nsenders = [\"swcb@swcb.gov.tw\"]\n",
     )
-    .unwrap();
+}
+
+/// A copy of config/ whose inbound.toml is `inbound` (push sources only: tests reach no network).
+fn config_with(name: &str, inbound: &str) -> std::path::PathBuf {
+    let main = common::config_copy(name, |t| t);
+    std::fs::write(main.with_file_name("inbound.toml"), inbound).unwrap();
     main
+}
+
+/// The slope agency's own source, and a relay that may name SWCB as sender but did not open SWCB's warnings.
+const SWCB_AND_RELAY: &str = r#"
+[[push]]
+name = "swcb"
+token = "swcb-test-token"
+public = true
+max_bytes = 65536
+senders = ["swcb@swcb.gov.tw"]
+
+[[push]]
+name = "relay"
+token = "relay-test-token"
+public = true
+max_bytes = 65536
+senders = ["swcb@swcb.gov.tw"]
+"#;
+
+/// A Cancel of `alert` (an XML message as sent), sent now.
+fn cancel_of(alert: &str) -> String {
+    let field = |name: &str| {
+        let start = alert.find(&format!("<{name}>")).expect(name) + name.len() + 2;
+        let end = alert[start..].find('<').expect(name) + start;
+        alert[start..end].to_string()
+    };
+    let (identifier, sent) = (field("identifier"), field("sent"));
+    alert
+        .replacen(&format!("<identifier>{identifier}"), &format!("<identifier>{identifier}-cancel"), 1)
+        .replacen(&format!("<sent>{sent}</sent>"), &format!("<sent>{}</sent>", common::cap_time(0)), 1)
+        .replacen("<msgType>Alert</msgType>", "<msgType>Cancel</msgType>", 1)
+        .replacen(
+            "<scope>Public</scope>",
+            &format!("<scope>Public</scope>\n  <references>swcb@swcb.gov.tw,{identifier},{sent}</references>"),
+            1,
+        )
+}
+
+#[tokio::test]
+async fn another_source_cannot_cancel_the_slope_agencys_warning() {
+    let server = Server::serve(&config_with("inbound-foreign", SWCB_AND_RELAY));
+    let post = |token: &str, body: &str| {
+        http_request(server.http, "POST", "/api/v1/cap/inbound", Some(token), Some(body)).unwrap()
+    };
+    let warning = fresh(SWCB_YELLOW, "f");
+    let (status, reply) = post("swcb-test-token", &warning);
+    assert_eq!(status, 200, "{reply}");
+
+    // The relay may speak as SWCB, but the warning is the `swcb` source's: its Cancel is refused and counted.
+    let cancel = cancel_of(&warning);
+    let (status, reply) = post("relay-test-token", &cancel);
+    assert_eq!(status, 403, "{reply}");
+    assert!(reply.contains("foreign_source"), "{reply}");
+    assert_eq!(server.metric(r#"dc_inbound_rejected_total{reason="foreign_source",source="relay"}"#), 1.0);
+    let snapshot = server.snapshot().await;
+    let external = snapshot["external_alerts"].as_array().expect("external alerts");
+    assert_eq!(external.len(), 1, "SWCB's warning stays active: {snapshot}");
+    assert_eq!(external[0]["source"], "swcb");
+
+    // The same Cancel from SWCB's own source ends it.
+    let (status, reply) = post("swcb-test-token", &cancel);
+    assert_eq!((status, reply.contains("cancelled")), (200, true), "{reply}");
+}
+
+#[test]
+fn a_push_source_without_senders_stops_the_start() {
+    // Otherwise valid (the `swcb` source the shipped rules read is there), so only the empty list can stop it.
+    let inbound =
+        format!("{SWCB_AND_RELAY}\n[[push]]\nname = \"anyone\"\ntoken = \"anyone-test-token\"\nsenders = []\n");
+    let config = config_with("inbound-no-senders", &inbound);
+    let data = config.with_file_name("data");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
+        .args(["serve", "--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .args(["--http-listen", &format!("127.0.0.1:{}", common::free_port())])
+        .args(["--mqtt-listen", &format!("127.0.0.1:{}", common::free_port())])
+        .args(["--mqtt5-listen", &format!("127.0.0.1:{}", common::free_port())])
+        .args(["--mqtt-tls-listen", &format!("127.0.0.1:{}", common::free_port())])
+        .args(["--mqtt5-tls-listen", &format!("127.0.0.1:{}", common::free_port())])
+        .env("DC_OPERATOR_TOKEN", common::TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve kept running with a push source that lists no senders");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("inbound.toml") && stderr.contains("`anyone`: senders"), "names file and key: {stderr}");
 }
 
 #[tokio::test]

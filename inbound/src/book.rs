@@ -6,6 +6,11 @@
 //! received and the ones their `references` name) points to it, so an Update that references any earlier message —
 //! not only the latest — finds the warning, and an original that arrives after its Update is recognised as
 //! superseded rather than raised again.
+//!
+//! A chain belongs to the *source* (the configured feed or push channel) that opened it, not to the `sender` its
+//! messages name: a sender is a string any partner can write, a source is a credential or a URL we chose. An
+//! Update or Cancel reaching a chain another source opened is refused ([`Rejection::ForeignSource`]) unless the
+//! delivering source names the owner in `may_reference`.
 
 use std::collections::HashMap;
 
@@ -48,6 +53,9 @@ enum Closed {
 #[derive(Debug)]
 struct Chain {
     alert: ExternalAlert,
+    /// The source that opened the chain, and so the only one (with those naming it in `may_reference`) that may
+    /// update or cancel it. Not `alert.source`, which names the source of the latest version.
+    owner: String,
     /// Every message key of the chain (received and referenced), to unlink them when it ends.
     keys: Vec<MsgKey>,
 }
@@ -66,6 +74,8 @@ pub(crate) struct SourceMeta<'a> {
     pub name: &'a str,
     pub public: bool,
     pub senders: &'a [String],
+    /// Other sources whose chains this one may update or cancel.
+    pub may_reference: &'a [String],
 }
 
 /// What taking a message did.
@@ -102,6 +112,9 @@ pub(crate) struct BookState {
 struct ChainState {
     alert: ExternalAlert,
     keys: Vec<MsgKey>,
+    /// Absent in books saved before chains had owners: the source of the latest version is the best guess.
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 impl Book {
@@ -111,8 +124,11 @@ impl Book {
 
     /// Everything the book holds, ordered so that the same book always serialises the same.
     pub fn state(&self) -> BookState {
-        let mut chains: Vec<ChainState> =
-            self.chains.values().map(|c| ChainState { alert: c.alert.clone(), keys: c.keys.clone() }).collect();
+        let mut chains: Vec<ChainState> = self
+            .chains
+            .values()
+            .map(|c| ChainState { alert: c.alert.clone(), keys: c.keys.clone(), owner: Some(c.owner.clone()) })
+            .collect();
         chains.sort_by(|a, b| a.alert.id.cmp(&b.alert.id));
         let order = |k: &MsgKey| (k.sender.clone(), k.identifier.clone(), k.sent_s);
         let mut seen: Vec<(MsgKey, i64)> = self.seen.iter().map(|(k, t)| (k.clone(), *t)).collect();
@@ -132,7 +148,8 @@ impl Book {
             for k in &chain.keys {
                 book.by_key.insert(k.clone(), chain.alert.id.clone());
             }
-            book.chains.insert(chain.alert.id.clone(), Chain { alert: chain.alert, keys: chain.keys });
+            let owner = chain.owner.unwrap_or_else(|| chain.alert.source.clone());
+            book.chains.insert(chain.alert.id.clone(), Chain { alert: chain.alert, keys: chain.keys, owner });
         }
         book.seen.extend(state.seen);
         book.closed.extend(state.closed.into_iter().map(|(k, how, t)| (k, (how, t))));
@@ -178,6 +195,7 @@ impl Book {
             }
         }
         for id in &targets {
+            self.check_owner(id, source)?;
             if let Some(chain) = self.chains.get(id) {
                 if chain.alert.sender != cap.sender {
                     return Err(Rejection::ForeignReference {
@@ -215,14 +233,29 @@ impl Book {
             return Ok(self.remember(key, now_ms, ignored(Ignored::Expired)));
         }
 
-        // The chain this message continues: an Update follows its references; a message reusing an active
-        // identifier of the same sender (a re-issue, which CAP discourages but agencies do) continues that one.
+        // The id a new chain would get. An Update of a message we never saw is the warning's current state: it is
+        // raised under the id of the earliest message it names, so the id matches what a receiver of the whole
+        // chain would use.
         let own_id = format!("ext:{}:{}", cap.sender, cap.identifier);
+        let new_id = cap
+            .references
+            .iter()
+            .filter(|r| r.sender == cap.sender)
+            .min_by_key(|r| r.sent.unix_timestamp())
+            .map(|r| format!("ext:{}:{}", r.sender, r.identifier))
+            .unwrap_or_else(|| own_id.clone());
+        // The chain this message continues: an Update follows its references; a message reusing an active
+        // identifier of the same sender (a re-issue, which CAP discourages but agencies do) continues that one, and
+        // so does one whose new id is already active (never replaced behind its owner's back).
         let continues: Option<String> = match cap.msg_type {
             MsgType::Update => targets.first().cloned(),
             _ => None,
         }
-        .or_else(|| self.chains.contains_key(&own_id).then(|| own_id.clone()));
+        .or_else(|| self.chains.contains_key(&own_id).then(|| own_id.clone()))
+        .or_else(|| self.chains.contains_key(&new_id).then(|| new_id.clone()));
+        if let Some(id) = &continues {
+            self.check_owner(id, source)?;
+        }
 
         let Some(chain_id) = continues else {
             if cap.msg_type == MsgType::Update
@@ -233,22 +266,15 @@ impl Book {
             if self.chains.len() >= self.settings.max_active {
                 return Err(Rejection::Capacity { max: self.settings.max_active });
             }
-            // An Update of a message we never saw is the warning's current state: raise it, under the id of the
-            // earliest message it names so the id matches what a receiver of the whole chain would use.
-            let id = cap
-                .references
-                .iter()
-                .filter(|r| r.sender == cap.sender)
-                .min_by_key(|r| r.sent.unix_timestamp())
-                .map(|r| format!("ext:{}:{}", r.sender, r.identifier))
-                .unwrap_or(own_id);
+            let id = new_id;
             alert.id = id.clone();
             let mut keys = vec![key.clone()];
             keys.extend(ref_keys.iter().filter(|k| !self.closed.contains_key(k)).cloned());
             for k in &keys {
                 self.by_key.insert(k.clone(), id.clone());
             }
-            self.chains.insert(id.clone(), Chain { alert: alert.clone(), keys });
+            let owner = source.name.to_string();
+            self.chains.insert(id.clone(), Chain { alert: alert.clone(), keys, owner });
             return Ok(self.remember(
                 key,
                 now_ms,
@@ -331,6 +357,16 @@ impl Book {
                 && a.zone_ids.binary_search_by(|z| z.as_str().cmp(zone_id)).is_ok()
                 && filter.accepts(a)
         })
+    }
+
+    /// `Ok` when `source` may change chain `id`: it opened it, or names its owner in `may_reference`.
+    fn check_owner(&self, id: &str, source: SourceMeta<'_>) -> Result<(), Rejection> {
+        match self.chains.get(id) {
+            Some(chain) if chain.owner != source.name && !source.may_reference.contains(&chain.owner) => {
+                Err(Rejection::ForeignSource { owner: chain.owner.clone(), identifier: chain.alert.identifier.clone() })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn close(&mut self, id: &str, how: Closed, now_ms: i64) -> Option<ExternalAlert> {

@@ -4,12 +4,18 @@
 //! Every table denies unknown keys (a misspelt `pulbic = true` is an error, not a silent `false`). Secrets may be
 //! written inline for the demo, or named by environment variable (`token_env`, `hmac_secret_env`) so that real ones
 //! stay out of files; they are resolved once, at [`super::Inbound::start`].
+//!
+//! Authority is configured, never taken from the message: a push source lists the CAP `sender`s it may speak for
+//! (`senders`, required), every source may only update or cancel the warnings it opened itself unless it names the
+//! other sources in `may_reference`, and a feed's poller only reaches the hosts and address classes its table
+//! allows (`hosts`, `allow_networks`; see [`super::egress`]).
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use serde::Deserialize;
 
+use super::egress::{AddressClass, EgressPolicy, Network, Refusal};
 use super::error::InboundError;
 
 /// Default largest CAP document per source. Real messages are a few KiB; a county-wide polygon set reaches ~100 KiB.
@@ -72,6 +78,19 @@ pub struct FeedSource {
     /// When not empty, only messages whose `sender` is listed are accepted (a feed may carry other agencies' alerts).
     #[serde(default)]
     pub senders: Vec<String>,
+    /// Hosts the feed's entries may link to, besides the feed URL's own host (which is always allowed). A link or
+    /// redirect elsewhere is refused (`host_not_allowed`) without being fetched. Bare names or addresses, no port.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// What this feed may be fetched from besides public addresses: `loopback`, `private`, `link_local` (whole
+    /// classes) or CIDR blocks (`"10.20.0.0/16"`). Empty (the default): a host on this machine, the private
+    /// network or the link — the cloud metadata service — is refused (`address_not_allowed`) before connecting,
+    /// whatever the feed links to.
+    #[serde(default)]
+    pub allow_networks: Vec<Network>,
+    /// Other sources (by name) whose warnings this source may update or cancel. Empty (the default): only its own.
+    #[serde(default)]
+    pub may_reference: Vec<String>,
 }
 
 /// An agency that pushes messages. Exactly one credential: a bearer token or an HMAC-SHA256 secret.
@@ -102,9 +121,14 @@ pub struct PushSource {
     /// Largest body accepted, in bytes; checked before authentication so a large body costs nothing.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
-    /// When not empty, only messages whose `sender` is listed are accepted, so one agency cannot speak for another.
+    /// The CAP senders this source speaks for; messages from any other `sender` are refused
+    /// (`sender_not_allowed`), so one agency cannot speak for another. Required: a push credential is a key to
+    /// citizens' phones, and an empty list would let it speak for every agency.
     #[serde(default)]
     pub senders: Vec<String>,
+    /// Other sources (by name) whose warnings this source may update or cancel. Empty (the default): only its own.
+    #[serde(default)]
+    pub may_reference: Vec<String>,
 }
 
 fn default_event_buffer() -> usize {
@@ -203,6 +227,27 @@ impl InboundConfig {
             if f.max_bytes == 0 || f.max_feed_bytes == 0 {
                 return Err(at("max_bytes and max_feed_bytes must be > 0"));
             }
+            if let Ok(url) = reqwest::Url::parse(&f.url) {
+                let policy = EgressPolicy::new(&url, &f.hosts, &f.allow_networks)
+                    .map_err(|e| format!("{}: {e}", at("hosts")))?;
+                // A feed on an address its own policy refuses would fail every poll: say so now, and how to allow it.
+                match policy.check_url(&url) {
+                    Ok(()) => {}
+                    Err(Refusal::AddressNotAllowed { class, .. }) if class != AddressClass::Never => {
+                        let network = match class {
+                            AddressClass::Loopback => "loopback",
+                            AddressClass::Private => "private",
+                            _ => "link_local",
+                        };
+                        return Err(format!(
+                            "{}: `{}` is a {class} address; add allow_networks = [\"{network}\"] to poll it",
+                            at("url"),
+                            f.url
+                        ));
+                    }
+                    Err(r) => return Err(format!("{}: {r}", at("url"))),
+                }
+            }
         }
         for p in &self.pushes {
             let at = |key: &str| format!("[[push]] `{}`: {key}", p.name);
@@ -213,6 +258,30 @@ impl InboundConfig {
             }
             if p.max_bytes == 0 || p.signature_window_s == 0 {
                 return Err(at("max_bytes and signature_window_s must be > 0"));
+            }
+            if p.senders.is_empty() || p.senders.iter().any(|s| s.trim().is_empty()) {
+                return Err(at(
+                    "senders: list the CAP senders this source speaks for (an empty list would let its credential \
+                     speak for every agency)",
+                ));
+            }
+        }
+        let sources = self
+            .feeds
+            .iter()
+            .map(|f| ("feed", &f.name, &f.may_reference))
+            .chain(self.pushes.iter().map(|p| ("push", &p.name, &p.may_reference)));
+        for (table, name, others) in sources {
+            for other in others {
+                if other == name {
+                    return Err(format!(
+                        "[[{table}]] `{name}`: may_reference: `{other}` is this source (its own warnings are always \
+                         its to change)"
+                    ));
+                }
+                if !names.contains(other.as_str()) {
+                    return Err(format!("[[{table}]] `{name}`: may_reference: no source is named `{other}`"));
+                }
             }
         }
         Ok(())

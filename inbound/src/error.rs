@@ -49,6 +49,10 @@ pub enum Rejection {
     /// An Update or Cancel of an active alert from a different sender: only the issuer may change its alert.
     #[error("message from `{sender}` references `{referenced_sender}`'s active alert {identifier}")]
     ForeignReference { sender: String, referenced_sender: String, identifier: String },
+    /// An Update or Cancel of a warning another source opened, when this source's `may_reference` does not name
+    /// that source: each chain belongs to the source that opened it, whatever `sender` the message claims.
+    #[error("warning {identifier} was issued through source `{owner}`; this source may not update or cancel it")]
+    ForeignSource { owner: String, identifier: String },
     /// As many external alerts are active as `max_active` allows.
     #[error("{max} external alerts are already active")]
     Capacity { max: usize },
@@ -64,6 +68,7 @@ impl Rejection {
         "no_area",
         "sender_not_allowed",
         "foreign_reference",
+        "foreign_source",
         "capacity",
     ];
 
@@ -77,6 +82,7 @@ impl Rejection {
             Rejection::NoArea => "no_area",
             Rejection::SenderNotAllowed { .. } => "sender_not_allowed",
             Rejection::ForeignReference { .. } => "foreign_reference",
+            Rejection::ForeignSource { .. } => "foreign_source",
             Rejection::Capacity { .. } => "capacity",
         }
     }
@@ -144,7 +150,9 @@ impl PushError {
                 Rejection::TooLarge { .. } => 413,
                 Rejection::InvalidXml(_) => 400,
                 Rejection::InvalidCap(_) | Rejection::UnknownGeocode { .. } | Rejection::NoArea => 422,
-                Rejection::SenderNotAllowed { .. } | Rejection::ForeignReference { .. } => 403,
+                Rejection::SenderNotAllowed { .. }
+                | Rejection::ForeignReference { .. }
+                | Rejection::ForeignSource { .. } => 403,
                 // Not the sender's fault, and worth retrying later: the one non-4xx answer.
                 Rejection::Capacity { .. } => 503,
             },

@@ -7,31 +7,40 @@
 //! # Layout
 //! - `lib.rs` (this file): [`Inbound`] — start, push, active, tick, poll_now — and [`ExternalCoverage`], the handle
 //!   the rule engine asks "is zone Z under an external warning?".
-//! - [`config`]: [`InboundConfig`] from `config/inbound.toml`: `[[feed]]` and `[[push]]` sources, bounds.
+//! - [`config`]: [`InboundConfig`] from `config/inbound.toml`: `[[feed]]` and `[[push]]` sources, bounds, and the
+//!   authority each source has: the `senders` it speaks for (required for pushes), the other sources whose warnings
+//!   it may change (`may_reference`), where a feed may be fetched from (`hosts`, `allow_networks`).
 //! - [`external`]: [`ExternalEvent`], [`PushOutcome`], [`Ignored`], and building an [`ExternalAlert`] from a CAP
 //!   message; [`ExternalAlert`] and [`ExternalFilter`] themselves are `alerting::types`, re-exported.
 //! - `book.rs` (private): the active set and the CAP rules that change it — duplicates, Update/Cancel through
-//!   `references`, expiry. Pure: time is an argument. With a data dir ([`Inbound::start_in`]) the whole book is
+//!   `references`, expiry — and who may change what: each chain belongs to the source that opened it, and another
+//!   source's Update or Cancel of it is refused (`foreign_source`) unless configured. Pure: time is an argument. With a data dir ([`Inbound::start_in`]) the whole book is
 //!   saved to `<dir>/book.json` after every change and restored at start, so warnings, duplicates and cancellations
 //!   survive a restart (kill -9 included: the file is replaced atomically).
 //! - [`areas`]: geocodes → zones, polygons and circles → zones and GeoJSON.
 //! - [`auth`]: bearer tokens and the `X-DC-Signature` HMAC-SHA256 scheme (documented there).
 //! - [`atom`]: reading an Atom feed's entries and their CAP links.
-//! - [`poll`]: one feed's poller — conditional GET, timeouts, size bounds, backoff.
+//! - [`poll`]: one feed's poller — conditional GET, timeouts, size bounds, backoff, redirects followed by hand.
+//! - [`egress`]: where a feed's poller may connect — allowed hosts, same-origin redirects, no loopback, private or
+//!   link-local address unless configured, checked in the client's own DNS resolver (one resolution for check and
+//!   connection, so DNS rebinding has nothing to swap) and again on the address the answer came from.
 //! - [`metrics`]: `dc_inbound_*` counters in the default Prometheus registry.
 //! - [`error`]: [`InboundError`] (start), [`Rejection`] (a message refused), [`PushError`] (a push refused, with
 //!   its HTTP status and reason label).
-//! - `tests/`: a local HTTP feed whose entries change between polls, pushes good and bad, Taiwan-shaped fixtures
-//!   checked against the OASIS XSD with `xmllint`.
+//! - `tests/`: a local HTTP feed whose entries change between polls, feeds linking where they may not (counting
+//!   servers on 127.0.0.2/3 prove nothing was requested), pushes good and bad, one source's Cancel of another's
+//!   warning, Taiwan-shaped fixtures checked against the OASIS XSD with `xmllint`.
 //!
 //! # Flow
 //! ```text
-//! feed poller ─GET feed (If-None-Match)─▶ entries ─GET CAP─┐
-//! POST /api/v1/cap/inbound ─▶ Inbound::push ─auth, size────┤
-//!                                                          ▼
-//!            cap::parse_alert_with (XSD structure + CAP rules) ─▶ areas::place ─▶ book ─▶ ExternalEvent channel
+//! feed poller ─egress─▶ GET feed (If-None-Match) ─▶ entries ─egress─▶ GET CAP ─┐
+//! POST /api/v1/cap/inbound ─▶ Inbound::push ─auth, size──────────────────────────┤
+//!                                                                                ▼
+//!   cap::parse_alert_with (XSD structure + CAP rules) ─▶ senders ─▶ areas::place ─▶ book (chain owner)
+//!                                                                                ─▶ ExternalEvent channel
 //! ```
-//! Each step refuses with a [`Rejection`] that names the reason; a refused message changes nothing.
+//! Each step refuses with a [`Rejection`] (or, before a fetch, an [`egress::Refusal`]) that names the reason; a
+//! refused message changes nothing.
 //!
 //! # For the lead (wiring)
 //! - `let (inbound, mut events) = Inbound::start(config, geo)?;` inside the runtime; keep `inbound` in the app state
@@ -54,6 +63,7 @@ pub mod atom;
 pub mod auth;
 mod book;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod external;
 pub mod metrics;
@@ -168,10 +178,6 @@ impl Inbound {
         for reason in PushError::AUTH_LABELS {
             METRICS.rejected.with_label_values(&[UNKNOWN_SOURCE, reason]);
         }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("disaster-cloud-inbound/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| InboundError::Client(e.to_string()))?;
         let (tx, rx) = mpsc::channel(config.event_buffer);
         let settings = BookSettings {
             default_lifetime_ms: ms(config.default_lifetime_s),
@@ -208,7 +214,8 @@ impl Inbound {
         let mut tasks = Vec::new();
         for f in &config.feeds {
             metrics::preregister(&f.name, true);
-            let poller = FeedPoller::new(f.clone(), client.clone()).map_err(InboundError::Invalid)?;
+            // Each feed has its own client: its resolver enforces that feed's address policy.
+            let poller = FeedPoller::new(f.clone())?;
             let poller = Arc::new(tokio::sync::Mutex::new(poller));
             feeds.insert(f.name.clone(), poller.clone());
             let shared = shared.clone();
@@ -291,7 +298,8 @@ impl Inbound {
             self.shared.count_rejection(name, &r, "push");
             return Err(r.into());
         }
-        let meta = SourceMeta { name, public: p.cfg.public, senders: &p.cfg.senders };
+        let meta =
+            SourceMeta { name, public: p.cfg.public, senders: &p.cfg.senders, may_reference: &p.cfg.may_reference };
         self.shared.receive_at(body, meta, p.cfg.max_bytes, "push", now_ms).map_err(PushError::Rejected)
     }
 
@@ -369,7 +377,13 @@ impl Shared {
     }
 
     pub(crate) fn feed_meta<'a>(&self, cfg: &'a FeedSource) -> (SourceMeta<'a>, usize) {
-        (SourceMeta { name: &cfg.name, public: cfg.public, senders: &cfg.senders }, cfg.max_bytes)
+        let meta = SourceMeta {
+            name: &cfg.name,
+            public: cfg.public,
+            senders: &cfg.senders,
+            may_reference: &cfg.may_reference,
+        };
+        (meta, cfg.max_bytes)
     }
 
     /// Polled messages: the clock's time.

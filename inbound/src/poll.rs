@@ -6,18 +6,25 @@
 //! again either (a broken message would otherwise be re-counted every poll). One whose fetch failed in transport is
 //! retried on the next poll. Entries are processed oldest first so that an Alert precedes its Update even when
 //! both appear in one poll.
+//!
+//! Every request — the feed, each CAP document, each redirect hop — goes only where the source's
+//! [`EgressPolicy`] allows (allowed hosts, same-origin redirects, no loopback, private or link-local address unless
+//! configured; see [`super::egress`]). A refused entry is counted under its reason and not fetched again while its
+//! `updated` is unchanged; the feed's other entries are still taken.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION};
 use http::{HeaderValue, StatusCode};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::atom::{read_feed, AtomReadError, FeedEntry};
 use super::config::FeedSource;
-use super::error::Rejection;
+use super::egress::{EgressPolicy, GuardedResolver, Refusal, MAX_REDIRECTS};
+use super::error::{InboundError, Rejection};
 use super::metrics::METRICS;
 use super::Shared;
 
@@ -40,12 +47,25 @@ pub enum PollError {
     /// No feed of that name is configured.
     #[error("no feed named `{0}`")]
     UnknownFeed(String),
+    /// The feed URL, or where it redirected, is not somewhere this source may reach.
+    #[error("feed not fetched: {0}")]
+    Refused(Refusal),
 }
 
 impl PollError {
-    /// Labels of feed-level failures, and of the two per-entry failures (`fetch_failed`, `no_link`).
-    pub const LABELS: &'static [&'static str] =
-        &["feed_unreachable", "feed_status", "feed_too_large", "feed_invalid", "fetch_failed", "no_link"];
+    /// Labels of feed-level failures, of the two per-entry failures (`fetch_failed`, `no_link`), and of the
+    /// egress refusals either can meet ([`Refusal::LABELS`]).
+    pub const LABELS: &'static [&'static str] = &[
+        "feed_unreachable",
+        "feed_status",
+        "feed_too_large",
+        "feed_invalid",
+        "fetch_failed",
+        "no_link",
+        "host_not_allowed",
+        "address_not_allowed",
+        "redirect_refused",
+    ];
 
     pub fn reason(&self) -> &'static str {
         match self {
@@ -53,6 +73,7 @@ impl PollError {
             PollError::Status(_) => "feed_status",
             PollError::TooLarge { .. } => "feed_too_large",
             PollError::Invalid(_) => "feed_invalid",
+            PollError::Refused(r) => r.reason(),
         }
     }
 }
@@ -70,8 +91,10 @@ pub struct PollReport {
     pub accepted: usize,
     /// Valid messages that changed nothing (duplicates, expired, …).
     pub ignored: usize,
-    /// Messages refused (invalid XML or CAP, unknown geocodes, too large, no link).
+    /// Messages refused (invalid XML or CAP, unknown geocodes, too large, no link, link not allowed).
     pub rejected: usize,
+    /// Of `rejected`, entries whose link (or its redirect) went where this source may not reach.
+    pub refused: usize,
     /// Documents that could not be fetched; retried next poll.
     pub fetch_failed: usize,
 }
@@ -80,7 +103,11 @@ pub struct PollReport {
 pub(crate) struct FeedPoller {
     pub cfg: FeedSource,
     url: reqwest::Url,
+    /// This feed's own client: redirects off (followed by hand, checked per hop), no proxy, and a resolver that
+    /// enforces `policy` on every address it returns.
     client: reqwest::Client,
+    /// Where this feed's requests may go.
+    policy: Arc<EgressPolicy>,
     /// Validators of the last 200, sent back so an unchanged feed costs the server a 304.
     etag: Option<HeaderValue>,
     last_modified: Option<HeaderValue>,
@@ -99,12 +126,22 @@ enum FetchError {
     Unreachable(String),
     Status(u16),
     TooLarge { size: usize },
+    Refused(Refusal),
 }
 
 impl FeedPoller {
-    pub fn new(cfg: FeedSource, client: reqwest::Client) -> Result<Self, String> {
-        let url = reqwest::Url::parse(&cfg.url).map_err(|e| format!("feed `{}`: {e}", cfg.name))?;
-        Ok(FeedPoller { cfg, url, client, etag: None, last_modified: None, done: HashMap::new(), failures: 0 })
+    pub fn new(cfg: FeedSource) -> Result<Self, InboundError> {
+        let invalid = |e: String| InboundError::Invalid(format!("[[feed]] `{}`: {e}", cfg.name));
+        let url = reqwest::Url::parse(&cfg.url).map_err(|e| invalid(e.to_string()))?;
+        let policy = Arc::new(EgressPolicy::new(&url, &cfg.hosts, &cfg.allow_networks).map_err(invalid)?);
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("disaster-cloud-inbound/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
+            .build()
+            .map_err(|e| InboundError::Client(e.to_string()))?;
+        Ok(FeedPoller { cfg, url, client, policy, etag: None, last_modified: None, done: HashMap::new(), failures: 0 })
     }
 
     /// The wait before the next poll: the interval when healthy, doubling per consecutive failure up to the cap.
@@ -148,6 +185,7 @@ impl FeedPoller {
                 FetchError::Unreachable(m) => PollError::Unreachable(m),
                 FetchError::Status(s) => PollError::Status(s),
                 FetchError::TooLarge { .. } => PollError::TooLarge { limit: self.cfg.max_feed_bytes },
+                FetchError::Refused(r) => PollError::Refused(r),
             })?;
         let (bytes, etag, last_modified) = match fetched {
             Fetched::NotModified => return Ok(PollReport { not_modified: true, ..PollReport::default() }),
@@ -212,6 +250,14 @@ impl FeedPoller {
                 report.rejected += 1;
                 return EntryResult::Done;
             }
+            // Not retried: the link is as the feed wrote it until the entry's `updated` changes.
+            Err(FetchError::Refused(r)) => {
+                report.rejected += 1;
+                report.refused += 1;
+                METRICS.rejected.with_label_values(&[name, r.reason()]).inc();
+                tracing::warn!(source = name, entry = %entry.id, %url, reason = r.reason(), error = %r, "inbound CAP link refused");
+                return EntryResult::Done;
+            }
         };
         match shared.receive(&bytes, shared.feed_meta(&self.cfg), &entry.id) {
             Ok(super::PushOutcome::Ignored { .. }) => report.ignored += 1,
@@ -221,19 +267,50 @@ impl FeedPoller {
         EntryResult::Done
     }
 
-    /// GET with the timeout and the size bound; `limit` bytes at most are read.
+    /// GET with the egress checks, the timeout and the size bound; `limit` bytes at most are read. Redirects are
+    /// followed here, not by the client, so each hop is checked before it is requested.
     async fn fetch(
         &self,
         url: reqwest::Url,
         limit: usize,
         headers: Vec<(http::HeaderName, HeaderValue)>,
     ) -> Result<Fetched, FetchError> {
-        let mut req = self.client.get(url).timeout(Duration::from_secs(self.cfg.timeout_s));
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        let unreachable = |e: reqwest::Error| FetchError::Unreachable(error_chain(&e));
-        let mut resp = req.send().await.map_err(unreachable)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.timeout_s);
+        let unreachable = |e: reqwest::Error| match Refusal::within(&e) {
+            // The resolver refused the name's addresses: a policy refusal, not a transport failure.
+            Some(r) => FetchError::Refused(r),
+            None => FetchError::Unreachable(error_chain(&e)),
+        };
+        let mut url = url;
+        let mut hops = 0;
+        let mut resp = loop {
+            self.policy.check_url(&url).map_err(FetchError::Refused)?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut req = self.client.get(url.clone()).timeout(left);
+            for (k, v) in &headers {
+                req = req.header(k, v);
+            }
+            let resp = req.send().await.map_err(unreachable)?;
+            // The address actually connected to, checked again before anything of the answer is used.
+            if let Some(remote) = resp.remote_addr() {
+                self.policy
+                    .check_address(url.host_str().unwrap_or_default(), remote.ip())
+                    .map_err(FetchError::Refused)?;
+            }
+            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
+                break resp;
+            }
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(FetchError::Refused(Refusal::BadRedirect(format!("more than {MAX_REDIRECTS} redirects"))));
+            }
+            let next =
+                resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).and_then(|l| url.join(l).ok()).ok_or_else(
+                    || FetchError::Refused(Refusal::BadRedirect(format!("{} without a Location", resp.status()))),
+                )?;
+            self.policy.check_redirect(&url, &next).map_err(FetchError::Refused)?;
+            url = next;
+        };
         if resp.status() == StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified);
         }

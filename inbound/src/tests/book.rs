@@ -4,7 +4,7 @@ use super::*;
 use crate::book::{Applied, Book, BookSettings, SourceMeta};
 use encoders::cap::{parse_alert, Status};
 
-const PUBLIC: SourceMeta<'static> = SourceMeta { name: "cwa", public: true, senders: &[] };
+const PUBLIC: SourceMeta<'static> = SourceMeta { name: "cwa", public: true, senders: &[], may_reference: &[] };
 
 fn book() -> Book {
     Book::new(BookSettings { default_lifetime_ms: 3_600_000, remember_ms: 86_400_000, max_active: 3 })
@@ -221,7 +221,7 @@ fn only_the_issuer_changes_its_alert_and_capacity_is_bounded() {
     take(&mut b, &Msg::rain("CWA-rain-3", 0), 1).expect("taken");
     assert_eq!(take(&mut b, &Msg::rain("CWA-rain-4", 0), 1).map(|a| a.outcome), Err(Rejection::Capacity { max: 3 }));
 
-    let only_swcb = SourceMeta { name: "swcb", public: true, senders: &[] };
+    let only_swcb = SourceMeta { name: "swcb", public: true, senders: &[], may_reference: &[] };
     let senders = ["swcb@swcb.gov.tw".to_string()];
     let restricted = SourceMeta { senders: &senders, ..only_swcb };
     let cap = parse_alert(Msg::rain("CWA-rain-5", 0).xml().as_bytes()).expect("parses");

@@ -65,9 +65,30 @@ async fn doc(State(s): State<Shared>, UrlPath(file): UrlPath<String>) -> Respons
     }
 }
 
+/// `/go/{file}`: a same-origin redirect to `/cap/{file}`.
+async fn go(UrlPath(file): UrlPath<String>) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, format!("/cap/{file}"))]).into_response()
+}
+
+/// `/go-away/{host:port}`: a redirect to another origin.
+async fn go_away(UrlPath(to): UrlPath<String>) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, format!("http://{to}/cap/x.xml"))]).into_response()
+}
+
+/// `/loop`: a redirect to itself, for ever.
+async fn redirect_loop() -> Response {
+    (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, "/loop")]).into_response()
+}
+
 async fn start_server() -> (SocketAddr, Shared) {
     let state: Shared = Arc::default();
-    let app = Router::new().route("/feed.atom", get(feed)).route("/cap/{file}", get(doc)).with_state(state.clone());
+    let app = Router::new()
+        .route("/feed.atom", get(feed))
+        .route("/cap/{file}", get(doc))
+        .route("/go/{file}", get(go))
+        .route("/go-away/{to}", get(go_away))
+        .route("/loop", get(redirect_loop))
+        .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -121,6 +142,8 @@ fn feed_config(name: &str, addr: SocketAddr) -> InboundConfig {
         timeout_s = 5
         public = true
         max_bytes = 8192
+        # The test server is on this machine: loopback must be allowed explicitly.
+        allow_networks = ["loopback"]
         "#
     );
     InboundConfig::from_toml(&toml, Path::new("test.toml")).expect("test config")
@@ -280,4 +303,155 @@ async fn unreachable_oversized_and_invalid_feeds_fail_cleanly() {
     let err = inbound.poll_now("feedrss").await.expect_err("not Atom");
     assert_eq!(err.reason(), "feed_invalid");
     assert!(inbound.active().is_empty());
+}
+
+/// A server that only counts the requests it gets: where the poller must never connect.
+async fn counting_server(ip: &str) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            ([(header::CONTENT_TYPE, "application/cap+xml")], Msg::rain("CWA-trap-1", 0).xml())
+        }
+    });
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, hits)
+}
+
+/// A hand-written Atom feed whose entries link `links` (identifier, href), all updated at BASE.
+fn atom_with_links(links: &[(&str, String)]) -> String {
+    let mut x =
+        String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\n");
+    x.push_str("<id>urn:test</id><title>t</title><updated>2026-11-26T18:00:00+08:00</updated>\n");
+    for (id, href) in links {
+        x.push_str(&format!(
+            "<entry><id>{id}</id><title>{id}</title><updated>2026-11-26T18:00:00+08:00</updated>\
+             <link rel=\"alternate\" type=\"application/cap+xml\" href=\"{href}\"/></entry>\n"
+        ));
+    }
+    x.push_str("</feed>\n");
+    x
+}
+
+#[tokio::test]
+async fn feed_links_go_only_where_the_source_allows() {
+    // The feed on 127.0.0.1; a host it may link to but whose address is not allowed (127.0.0.2); a host it may not
+    // link to at all (127.0.0.3). Both of the latter count every request they get: there must be none.
+    let (addr, server) = start_server().await;
+    let (listed, listed_hits) = counting_server("127.0.0.2").await;
+    let (other, other_hits) = counting_server("127.0.0.3").await;
+    let port = addr.port();
+    let good = Msg::rain("CWA-egress-good", 0);
+    let moved = Msg::rain("CWA-egress-moved", 0);
+    {
+        let mut s = server.lock().expect("state");
+        s.docs.insert("good.xml".into(), good.xml().into_bytes());
+        s.docs.insert("moved.xml".into(), moved.xml().into_bytes());
+        s.etag = "\"egress\"".into();
+        s.feed = atom_with_links(&[
+            ("good", format!("http://127.0.0.1:{port}/cap/good.xml")),
+            // Same origin: followed.
+            ("moved", format!("http://127.0.0.1:{port}/go/moved.xml")),
+            ("other-host", format!("http://{other}/cap/x.xml")),
+            ("listed-but-loopback", format!("http://{listed}/cap/x.xml")),
+            // Listed hosts on a private and a link-local (metadata service) address: refused before connecting.
+            ("private", "http://10.0.0.1/cap/x.xml".into()),
+            ("metadata", "http://169.254.169.254/latest/meta-data/".into()),
+            ("cross-origin-redirect", format!("http://127.0.0.1:{port}/go-away/{other}")),
+            ("redirect-loop", format!("http://127.0.0.1:{port}/loop")),
+        ]);
+    }
+    let toml = format!(
+        r#"
+        [[feed]]
+        name = "egress"
+        url = "http://127.0.0.1:{port}/feed.atom"
+        interval_s = 3600
+        max_backoff_s = 3600
+        timeout_s = 5
+        hosts = ["127.0.0.2", "10.0.0.1", "169.254.169.254"]
+        # Loopback explicitly allowed, and only the feed's own address of it.
+        allow_networks = ["127.0.0.1/32"]
+        "#
+    );
+    let config = InboundConfig::from_toml(&toml, Path::new("test.toml")).expect("test config");
+    let count = |r: &str| METRICS.rejected.with_label_values(&["egress", r]).get();
+    let (inbound, mut rx) = Inbound::start_with_clock(config, geo(), TestClock::at(1).clock()).expect("starts");
+    // The first poll runs at start; poll_now waits for it (the poller's lock) and then finds nothing new.
+    next_event(&mut rx).await;
+    next_event(&mut rx).await;
+    let report = inbound.poll_now("egress").await.expect("poll");
+    assert!(report.not_modified, "{report:?}");
+
+    let ids: Vec<String> = inbound.active().into_iter().map(|a| a.identifier).collect();
+    assert!(ids.contains(&good.identifier) && ids.contains(&moved.identifier) && ids.len() == 2, "{ids:?}");
+    assert_eq!(
+        (count("host_not_allowed"), count("address_not_allowed"), count("redirect_refused")),
+        (1, 3, 2),
+        "each refusal counted under its reason"
+    );
+    assert_eq!(listed_hits.load(Ordering::SeqCst), 0, "no request reached 127.0.0.2");
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0, "no request reached 127.0.0.3");
+    assert_eq!(count("fetch_failed"), 0, "refusals are not transport failures, and are not retried");
+}
+
+#[tokio::test]
+async fn a_feed_whose_name_or_redirect_leads_where_it_may_not_is_not_fetched() {
+    let (addr, server) = start_server().await;
+    let (other, other_hits) = counting_server("127.0.0.3").await;
+    publish(&server, addr, &[entry(&Msg::rain("CWA-egress-name", 0))]);
+    let port = addr.port();
+    // `localhost` is a name: the resolver finds 127.0.0.1, which this source may not reach.
+    let toml = format!(
+        r#"
+        [[feed]]
+        name = "egress-name"
+        url = "http://localhost:{port}/feed.atom"
+        interval_s = 3600
+        max_backoff_s = 3600
+        [[feed]]
+        name = "egress-moved"
+        url = "http://127.0.0.1:{port}/go-away/{other}"
+        interval_s = 3600
+        max_backoff_s = 3600
+        allow_networks = ["loopback"]
+        "#
+    );
+    let config = InboundConfig::from_toml(&toml, Path::new("test.toml")).expect("test config");
+    let (inbound, _rx) = Inbound::start(config, geo()).expect("starts");
+    let err = inbound.poll_now("egress-name").await.expect_err("refused");
+    assert_eq!(err.reason(), "address_not_allowed", "{err}");
+    let err = inbound.poll_now("egress-moved").await.expect_err("refused");
+    assert_eq!(err.reason(), "redirect_refused", "{err}");
+    // Each poll's refusal counted (ours, and the one at start when it has run).
+    for (source, reason) in [("egress-name", "address_not_allowed"), ("egress-moved", "redirect_refused")] {
+        assert!(METRICS.rejected.with_label_values(&[source, reason]).get() >= 1, "{source}");
+    }
+    let s = server.lock().expect("state");
+    assert_eq!(s.feed_200 + s.feed_304, 0, "the feed behind `localhost` was never requested");
+    assert_eq!(other_hits.load(Ordering::SeqCst), 0);
+    assert!(inbound.active().is_empty());
+}
+
+#[test]
+fn a_feed_on_an_address_it_may_not_reach_is_a_config_error() {
+    let text = "[[feed]]\nname = \"local\"\nurl = \"http://127.0.0.1:8090/feed.atom\"\n";
+    let err = InboundConfig::from_toml(text, Path::new("config/inbound.toml")).expect_err("loopback");
+    let msg = err.to_string();
+    assert!(msg.contains("config/inbound.toml") && msg.contains("allow_networks = [\"loopback\"]"), "{msg}");
+    let text = "[[feed]]\nname = \"meta\"\nurl = \"http://169.254.169.254/feed\"\n";
+    let msg = InboundConfig::from_toml(text, Path::new("inbound.toml")).expect_err("link-local").to_string();
+    assert!(msg.contains("link_local"), "{msg}");
+    let text = "[[feed]]\nname = \"x\"\nurl = \"http://a.example/f\"\nallow_networks = [\"intranet\"]\n";
+    let msg = InboundConfig::from_toml(text, Path::new("inbound.toml")).expect_err("unknown class").to_string();
+    assert!(msg.contains("allow_networks") && msg.contains("intranet"), "{msg}");
+    let text = "[[feed]]\nname = \"x\"\nurl = \"http://a.example/f\"\nhosts = [\"b.example:8080\"]\n";
+    let msg = InboundConfig::from_toml(text, Path::new("inbound.toml")).expect_err("host with port").to_string();
+    assert!(msg.contains("hosts") && msg.contains("b.example:8080"), "{msg}");
 }

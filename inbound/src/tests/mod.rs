@@ -3,9 +3,12 @@
 //!
 //! - `book`: the CAP rules on the active set — duplicates, Update/Cancel chains, out-of-order, expiry, status.
 //! - `feed`: a real HTTP server on 127.0.0.1:0 serving an Atom feed that changes between polls; the exact event
-//!   sequence, 304s, backoff and recovery, bad entries counted and skipped.
+//!   sequence, 304s, backoff and recovery, bad entries counted and skipped; links to other hosts, to private,
+//!   link-local and not-allowed loopback addresses, cross-origin redirects and names resolving to refused addresses,
+//!   each refused and counted while counting servers on 127.0.0.2/127.0.0.3 prove nothing reached them.
 //! - `push`: tokens, HMAC signatures (signed with the `hmac` crate, independent of the `ring` code under test),
-//!   stale and missing signatures, oversized bodies, invalid XML and CAP, unknown geocodes, foreign senders.
+//!   stale and missing signatures, oversized bodies, invalid XML and CAP, unknown geocodes, foreign senders, one
+//!   source's Update, Cancel or re-issue of a warning another source opened.
 //! - `restart`: the book saved in a data dir and restored: warnings, duplicates, cancels, expiry while down.
 //! - `fixtures`: Taiwan-shaped CAP samples (`fixtures/*.xml`) validated against the OASIS CAP 1.2 XSD with
 //!   `xmllint`, then pushed and placed.
@@ -218,6 +221,7 @@ pub(crate) fn push_config(name: &str, public: bool) -> InboundConfig {
         token = "token-{name}"
         public = {public}
         max_bytes = 65536
+        senders = ["weather@cwa.gov.tw", "swcb@swcb.gov.tw", "wra@wra.gov.tw"]
 
         [[push]]
         name = "{name}-hmac"

@@ -14,7 +14,7 @@ fn sign(secret: &str, t: i64, body: &[u8]) -> String {
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn signed(secret: &str, t: i64, body: &[u8]) -> HeaderMap {
+pub(super) fn signed(secret: &str, t: i64, body: &[u8]) -> HeaderMap {
     let mut h = HeaderMap::new();
     let value = format!("t={t},v1={}", sign(secret, t, body));
     h.insert(SIGNATURE_HEADER, value.parse().expect("header"));
@@ -175,7 +175,7 @@ fn start_needs_a_runtime_and_resolves_env_secrets() {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let text = "[[push]]\nname = \"envsrc\"\ntoken_env = \"DC_TEST_INBOUND_TOKEN_UNSET_7\"\n";
+        let text = "[[push]]\nname = \"envsrc\"\ntoken_env = \"DC_TEST_INBOUND_TOKEN_UNSET_7\"\nsenders = [\"a@b\"]\n";
         let config = InboundConfig::from_toml(text, Path::new("inbound.toml")).expect("reads");
         let err = Inbound::start(config, geo()).err().expect("unset variable");
         assert!(err.to_string().contains("DC_TEST_INBOUND_TOKEN_UNSET_7"), "{err}");
@@ -192,6 +192,12 @@ fn config_errors_name_the_key() {
         ("[[feed]]\nname = \"A b\"\nurl = \"http://x\"\n", "a-z, 0-9"),
         ("[[feed]]\nname = \"a\"\nurl = \"http://x\"\n[[push]]\nname = \"a\"\ntoken = \"t\"\n", "used twice"),
         ("[[feed]]\nname = \"a\"\nurl = \"http://x\"\ninterval_s = 60\nmax_backoff_s = 10\n", "max_backoff_s"),
+        // A push credential must say whom it speaks for.
+        ("[[push]]\nname = \"a\"\ntoken = \"t\"\nsenders = []\n", "`a`: senders"),
+        ("[[push]]\nname = \"a\"\ntoken = \"t\"\n", "`a`: senders"),
+        ("[[push]]\nname = \"a\"\ntoken = \"t\"\nsenders = [\"\"]\n", "`a`: senders"),
+        ("[[push]]\nname = \"a\"\ntoken = \"t\"\nsenders = [\"s\"]\nmay_reference = [\"b\"]\n", "may_reference"),
+        ("[[push]]\nname = \"a\"\ntoken = \"t\"\nsenders = [\"s\"]\nmay_reference = [\"a\"]\n", "may_reference"),
     ];
     for (text, expected) in cases {
         let err = InboundConfig::from_toml(text, Path::new("config/inbound.toml")).expect_err(text);
@@ -206,6 +212,79 @@ fn config_errors_name_the_key() {
     let demo = include_str!("../../../config/inbound.toml");
     let config = InboundConfig::from_toml(demo, Path::new("config/inbound.toml")).expect("config/inbound.toml");
     assert!(!config.pushes.is_empty());
+}
+
+/// SWCB pushes its own warnings; `relay` is another push source that (mis)configured or not, may send messages
+/// naming SWCB as sender; `trusted` names `swcb` in `may_reference`.
+fn two_agencies() -> InboundConfig {
+    let text = r#"
+        [[push]]
+        name = "own-swcb"
+        token = "token-swcb"
+        public = true
+        senders = ["swcb@swcb.gov.tw"]
+
+        [[push]]
+        name = "own-relay"
+        token = "token-relay"
+        public = true
+        senders = ["swcb@swcb.gov.tw", "weather@cwa.gov.tw"]
+
+        [[push]]
+        name = "own-trusted"
+        token = "token-trusted"
+        public = true
+        senders = ["swcb@swcb.gov.tw"]
+        may_reference = ["own-swcb"]
+    "#;
+    InboundConfig::from_toml(text, Path::new("test.toml")).expect("test config")
+}
+
+#[tokio::test]
+async fn a_source_cannot_update_or_cancel_a_warning_another_source_opened() {
+    let (inbound, mut rx) = Inbound::start(two_agencies(), geo()).expect("starts");
+    let now = ms_at(2);
+    let push = |source: &str, m: &Msg| {
+        let token = format!("token-{}", source.trim_start_matches("own-"));
+        inbound.push(Some(source), &bearer(&token), m.xml().as_bytes(), now)
+    };
+    let warning = Msg::debris("SWCB-own-1", 0, 360);
+    assert!(matches!(push("own-swcb", &warning), Ok(PushOutcome::Raised { .. })));
+    let id = next_event(&mut rx).await.alert().id.clone();
+
+    // Another source, even one allowed to name SWCB as sender, can neither cancel nor update it, nor re-issue
+    // its identifier: refused with its reason, counted, and the warning stays as it was.
+    let before = rejected("own-relay", "foreign_source");
+    let cancel = warning.follow_up("SWCB-own-1-cancel", "Cancel", 1);
+    let mut update = warning.follow_up("SWCB-own-1-update", "Update", 1);
+    update.severity = "Minor";
+    let mut reissue = Msg::debris("SWCB-own-1", 1, 30);
+    reissue.headline_zh = "解除".into();
+    for (what, m) in [("cancel", &cancel), ("update", &update), ("re-issue", &reissue)] {
+        let err = push("own-relay", m).expect_err(what);
+        assert_eq!((err.status(), err.reason()), (403, "foreign_source"), "{what}: {err}");
+        assert!(err.to_string().contains("own-swcb"), "{what}: names the owner: {err}");
+    }
+    assert_eq!(rejected("own-relay", "foreign_source"), before + 3);
+    let active = inbound.active();
+    assert_eq!((active.len(), active[0].id.as_str(), active[0].version), (1, id.as_str(), 1), "{active:?}");
+    assert!(drain(&mut rx).is_empty(), "nothing announced");
+
+    // A source configured to may update it; the owner keeps the chain and can still cancel it.
+    assert!(matches!(push("own-trusted", &update), Ok(PushOutcome::Updated { .. })));
+    assert_eq!(drain(&mut rx), vec![ev("updated", &id, 2)]);
+    assert_eq!(inbound.active()[0].source, "own-trusted", "the version names who sent it");
+    let err = push("own-relay", &update.follow_up("SWCB-own-1-again", "Cancel", 2)).expect_err("still not relay's");
+    assert_eq!(err.reason(), "foreign_source");
+    let own_cancel = update.follow_up("SWCB-own-1-end", "Cancel", 2);
+    assert!(matches!(push("own-swcb", &own_cancel), Ok(PushOutcome::Cancelled { .. })));
+    assert_eq!(drain(&mut rx), vec![ev("cancelled", &id, 2)]);
+
+    // The relay's own warnings are its own to change.
+    let rain = Msg::rain("CWA-own-2", 0);
+    assert!(matches!(push("own-relay", &rain), Ok(PushOutcome::Raised { .. })));
+    assert!(matches!(push("own-relay", &rain.follow_up("CWA-own-2c", "Cancel", 1)), Ok(PushOutcome::Cancelled { .. })));
+    assert!(inbound.active().is_empty());
 }
 
 #[test]

@@ -52,6 +52,11 @@ async fn warnings_duplicates_and_cancels_survive_a_restart() {
     assert_eq!(again, Ok(PushOutcome::Ignored { why: Ignored::Duplicate }));
     let revived = inbound.push(Some("persist"), &token, cancelled.xml().as_bytes(), ms_at(41));
     assert_eq!(revived, Ok(PushOutcome::Ignored { why: Ignored::Duplicate }));
+    // The warning still belongs to the source that opened it: another source's Cancel is refused.
+    let foreign = long.follow_up("SWCB-r-1x", "Cancel", 42).xml();
+    let headers = super::push::signed("secret-persist", ms_at(42) / 1000, foreign.as_bytes());
+    let err = inbound.push(Some("persist-hmac"), &headers, foreign.as_bytes(), ms_at(42)).expect_err("not its own");
+    assert_eq!(err.reason(), "foreign_source");
     // Update and Cancel still find the warning through `references`.
     let update = long.follow_up("SWCB-r-1u", "Update", 42);
     let out = inbound.push(Some("persist"), &token, update.xml().as_bytes(), ms_at(42));
