@@ -188,7 +188,7 @@ impl Inbound {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| InboundError::State(format!("creating {}: {e}", dir.display())))?;
-                match alerting::journal::read_json::<book::BookState>(&dir.join(BOOK_FILE)) {
+                match durable::read_json::<book::BookState>(&dir.join(BOOK_FILE)) {
                     Ok(Some(state)) => {
                         let book = Book::restore(settings, state);
                         tracing::info!(active = book.len(), dir = %dir.display(), "external alerts restored");
@@ -463,7 +463,7 @@ impl Shared {
     /// book in memory stays right and the next change tries again.
     fn save(&self, book: &Book) {
         let Some(dir) = &self.dir else { return };
-        if let Err(e) = alerting::journal::write_json_atomic(dir, BOOK_FILE, &book.state()) {
+        if let Err(e) = durable::write_json(&dir.join(BOOK_FILE), &book.state(), durable::Replace::DURABLE) {
             METRICS.save_errors.inc();
             tracing::error!(error = %e, "external alerts not saved");
         }
