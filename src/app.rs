@@ -160,6 +160,8 @@ pub struct WebSettings {
     pub http_tls: Option<tokio_rustls::TlsAcceptor>,
     /// Per-address limits of the public read-only endpoints (`web/public.rs`).
     pub public_limit: crate::web::public::PublicLimit,
+    /// Mount `/demo/*` (`web/demo.rs`): in `demo`, and in `serve` with `[deployment] drill = true` only.
+    pub demo_receivers: bool,
 }
 
 impl App {

@@ -165,6 +165,9 @@ pub async fn start_with(
             ws_idle_timeout: std::time::Duration::from_secs(cfg.http.ws_idle_timeout_s),
             http_tls: crate::web::tls::acceptor(cfg, data_dir.as_deref())?,
             public_limit: crate::web::public::PublicLimit::new(cfg.http.public_burst, cfg.http.public_per_s),
+            // The demo's stand-in receivers exist only where deliveries to ourselves are allowed: `demo`, and a
+            // `serve` told it is a drill environment. Elsewhere `POST /demo/*` would be an open write endpoint.
+            demo_receivers: files.embedded || cfg.deployment.drill,
         },
     });
 
@@ -235,7 +238,10 @@ fn load_devices_and_sensors(
         Some(dir) => {
             let paths = ingest::identity::DataDir::new(dir);
             let devices = DeviceStore::open(&paths.devices_file())?;
-            devices.merge_toml(&files.devices.0, &files.devices.1)?;
+            let merged = devices.merge_toml(&files.devices.0, &files.devices.1)?;
+            for id in &merged.removed {
+                tracing::warn!(device = %id, file = %files.devices.1.display(), "device no longer in the devices file: removed, it can no longer log in");
+            }
             (devices, registry.restore(&paths.sensors_file())?)
         }
         None => (DeviceStore::from_toml(&files.devices.0, &files.devices.1)?, registry),

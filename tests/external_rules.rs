@@ -11,7 +11,8 @@ use serde_json::Value;
 
 const SWCB_YELLOW: &str = include_str!("../inbound/src/tests/fixtures/swcb_debris_flow_yellow.xml");
 /// The demo's secret for the `swcb` push source (config/inbound.toml).
-const SWCB_SECRET: &str = "demo-swcb-secret";
+/// The SWCB source's secret in the test deployment ([`common::config_copy`] reads it from the environment).
+const SWCB_SECRET: &str = common::TEST_HMAC_SECRET_ENV.1;
 const SHENMU: &str = "dfa-xinyi-shenmu";
 
 /// The SWCB yellow fixture, sent a minute ago, expiring `expires_in_s` from now, with its own identifier.

@@ -23,7 +23,7 @@ fn config(name: &str) -> std::path::PathBuf {
     // Push sources only: tests reach no network.
     std::fs::write(
         main.with_file_name("inbound.toml"),
-        "[[push]]\nname = \"swcb\"\ntoken = \"swcb-test-token\"\npublic = true\nmax_bytes = 65536\nsenders = [\"swcb@swcb.gov.tw\"]\n",
+        "[[push]]\nname = \"swcb\"\ntoken_env = \"DC_TEST_TOKEN\"\npublic = true\nmax_bytes = 65536\nsenders = [\"swcb@swcb.gov.tw\"]\n",
     )
     .unwrap();
     main
@@ -40,7 +40,7 @@ async fn pushed_cap_reaches_operators_and_covered_citizens() {
 
     let body = fresh(SWCB_YELLOW, "a");
     let (status, reply) =
-        http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&body)).unwrap();
+        http_request(server.http, "POST", "/api/v1/cap/inbound", Some(common::TEST_TOKEN_ENV.1), Some(&body)).unwrap();
     assert_eq!(status, 200, "{reply}");
     assert!(reply.contains("raised"), "{reply}");
 
@@ -60,7 +60,7 @@ async fn pushed_cap_reaches_operators_and_covered_citizens() {
 
     // The same message again is a duplicate, not a second alert.
     let (status, reply) =
-        http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&body)).unwrap();
+        http_request(server.http, "POST", "/api/v1/cap/inbound", Some(common::TEST_TOKEN_ENV.1), Some(&body)).unwrap();
     assert_eq!(status, 200);
     assert!(reply.contains("duplicate"), "{reply}");
 }
@@ -72,7 +72,7 @@ async fn bad_pushes_are_refused_with_the_reason() {
     let cases = [
         (None, body.as_str(), 401, "unsigned"),
         (Some("wrong-token"), body.as_str(), 401, "bad_token"),
-        (Some("swcb-test-token"), "<alert><oops", 400, "invalid_xml"),
+        (Some(common::TEST_TOKEN_ENV.1), "<alert><oops", 400, "invalid_xml"),
     ];
     for (token, payload, want_status, reason) in cases {
         let (status, reply) = http_request(server.http, "POST", "/api/v1/cap/inbound", token, Some(payload)).unwrap();
@@ -81,6 +81,6 @@ async fn bad_pushes_are_refused_with_the_reason() {
     }
     let huge = format!("{}{}", body, " ".repeat(70_000));
     let (status, reply) =
-        http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&huge)).unwrap();
+        http_request(server.http, "POST", "/api/v1/cap/inbound", Some(common::TEST_TOKEN_ENV.1), Some(&huge)).unwrap();
     assert_eq!(status, 413, "{reply}");
 }

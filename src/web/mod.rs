@@ -67,7 +67,14 @@ pub async fn serve(
 }
 
 pub fn router(app: Arc<App>) -> Router {
+    // The demo's receivers only where deliveries to ourselves are allowed (`WebSettings::demo_receivers`).
+    let demo = if app.web.demo_receivers {
+        Router::new().route("/demo/{*receiver}", post(demo::receive).get(demo::received))
+    } else {
+        Router::new()
+    };
     let router = Router::new()
+        .merge(demo)
         .route("/", get(index))
         .route("/app", get(citizen_page))
         .route("/ws/citizen", get(citizen::socket))
@@ -94,7 +101,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/subscribers/{name}/deliveries", get(dissemination::subscriber_log))
         .route("/api/v1/subscribers/{name}/deliveries/{id}/replay", post(dissemination::replay_delivery))
         .route("/api/v1/broadcasts", get(dissemination::list_broadcasts))
-        .route("/demo/{*receiver}", post(demo::receive).get(demo::received))
         // Citizen reports (issue 11): web/reports.rs.
         .route("/api/v1/reports", post(reports::submit))
         .route("/api/v1/reports/clusters", get(reports::list_clusters))
