@@ -313,6 +313,30 @@ fn self_deliveries(files: &ConfigFiles, main_file: &str, http_listen: SocketAddr
         .collect()
 }
 
+/// A `http.public_url` on this machine whose port is not the one we listen on: every link we publish (CAP, feed,
+/// photos) would be dead. Only a warning: a local reverse proxy may legitimately sit on another port.
+pub fn public_url_mismatch(public_url: &str, http_listen: SocketAddr) -> Option<String> {
+    let url = url::Url::parse(public_url).ok()?;
+    let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let port = url.port_or_known_default()?;
+    let local = match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip.is_unspecified() || ip == http_listen.ip(),
+        Err(_) => host == "localhost",
+    };
+    (local && port != http_listen.port()).then(|| {
+        format!(
+            "http.public_url `{public_url}` is this machine on port {port}, but HTTP listens on {http_listen}: links in \
+             CAP messages, the feed and photos will not reach us unless a proxy forwards that port"
+        )
+    })
+}
+
+/// Whether `target` is this server itself (its `public_url`, or its HTTP listen address on this machine): the check
+/// `serve` applies to the config's targets at start and to subscribers added over the API.
+pub fn is_self_target(public_url: &str, http_listen: SocketAddr, target: &str) -> bool {
+    Ours { public: url::Url::parse(public_url).ok(), listen: http_listen }.is_self(target)
+}
+
 /// Where this server can be reached, to recognise a target that is ourselves.
 struct Ours {
     public: Option<url::Url>,
@@ -394,6 +418,14 @@ mod tests {
         check_env("f", "k", "V", &|_| None, &demo_secrets(), &mut problems);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].reason.contains("not set"));
+    }
+
+    #[test]
+    fn a_local_public_url_on_another_port_is_noticed() {
+        let listen: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+        assert!(public_url_mismatch("http://127.0.0.1:8080", listen).is_some());
+        assert!(public_url_mismatch("http://localhost:9090", listen).is_none());
+        assert!(public_url_mismatch("https://alerts.example.tw", listen).is_none());
     }
 
     #[test]

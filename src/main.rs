@@ -215,6 +215,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let http_listen = common.http_listen.unwrap_or(files.main.http.listen);
             deployment::check_serve(&files, &main_file, http_listen, &env)?;
             deployment::resolve_env(&mut files, &main_file, &env)?;
+            if let Some(warning) = deployment::public_url_mismatch(&files.main.http.public_url, http_listen) {
+                tracing::warn!(file = %main_file, "{warning}");
+            }
             let overrides = disaster_cloud::scale_out::Overrides {
                 url: cluster.upstream,
                 role: cluster.role,

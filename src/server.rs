@@ -167,7 +167,8 @@ pub async fn start_with(
             public_limit: crate::web::public::PublicLimit::new(cfg.http.public_burst, cfg.http.public_per_s),
             // The demo's stand-in receivers exist only where deliveries to ourselves are allowed: `demo`, and a
             // `serve` told it is a drill environment. Elsewhere `POST /demo/*` would be an open write endpoint.
-            demo_receivers: files.embedded || cfg.deployment.drill,
+            deliver_to_self: files.embedded || cfg.deployment.drill,
+            http_listen: listen.http,
         },
     });
 

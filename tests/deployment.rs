@@ -107,6 +107,16 @@ async fn serve_starts_from_the_production_template_without_demo_receivers_and_lo
     let (status, _) = http_request(server.http, "GET", "/demo/received", Some(common::TOKEN), None).unwrap();
     assert_eq!(status, 404);
     assert_eq!(server.get("/api/v1/broadcasts").0, 200);
+    // Nor can an operator add a subscriber that is this server itself (public_url is https://localhost here).
+    let own = r#"{"name":"loop","url":"https://localhost/hook","secret":"s3cret-s3cret-s3cret"}"#;
+    let (status, body) =
+        http_request(server.http, "POST", "/api/v1/subscribers", Some(common::TOKEN), Some(own)).unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("this server itself"), "{body}");
+    let elsewhere = r#"{"name":"newsroom","url":"https://hooks.newsroom.example/x","secret":"s3cret-s3cret-s3cret"}"#;
+    let (status, body) =
+        http_request(server.http, "POST", "/api/v1/subscribers", Some(common::TOKEN), Some(elsewhere)).unwrap();
+    assert_eq!(status, 201, "{body}");
     // SIGTERM (systemd, Kubernetes) ends it cleanly, and says so.
     server.signal("TERM");
     let status = server.wait_exit(Duration::from_secs(30)).expect("exits after SIGTERM");

@@ -67,8 +67,8 @@ pub async fn serve(
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    // The demo's receivers only where deliveries to ourselves are allowed (`WebSettings::demo_receivers`).
-    let demo = if app.web.demo_receivers {
+    // The demo's receivers only where deliveries to ourselves are allowed (`WebSettings::deliver_to_self`).
+    let demo = if app.web.deliver_to_self {
         Router::new().route("/demo/{*receiver}", post(demo::receive).get(demo::received))
     } else {
         Router::new()
