@@ -3,7 +3,8 @@
 //!
 //! Every table denies unknown keys (a misspelt `pulbic = true` is an error, not a silent `false`). Secrets may be
 //! written inline for the demo, or named by environment variable (`token_env`, `hmac_secret_env`) so that real ones
-//! stay out of files; they are resolved once, at [`super::Inbound::start`].
+//! stay out of files (`serve` refuses inline ones and the demo's values: the binary's `src/deployment.rs`); they are
+//! resolved once, at [`super::Inbound::start`].
 
 use std::collections::HashSet;
 use std::path::Path;
