@@ -183,14 +183,12 @@ fn demo_secrets() -> BTreeSet<String> {
     out
 }
 
+/// What [`walk`] calls per string: key path, entry name, leaf key, value.
+type Visit<'v> = dyn FnMut(&str, Option<&str>, &str, &str) + 'v;
+
 /// Calls `visit(key path, entry name, leaf key, value)` for every string in `value`; `name` is the enclosing array
 /// entry's `name` or `id`, so messages say which subscriber or device.
-fn walk<'a>(
-    value: &'a toml::Value,
-    path: &str,
-    name: Option<&'a str>,
-    visit: &mut dyn FnMut(&str, Option<&str>, &str, &str),
-) {
+fn walk<'a>(value: &'a toml::Value, path: &str, name: Option<&'a str>, visit: &mut Visit<'_>) {
     match value {
         toml::Value::Table(table) => {
             for (k, v) in table {
