@@ -160,6 +160,11 @@ pub struct WebSettings {
     pub http_tls: Option<tokio_rustls::TlsAcceptor>,
     /// Per-address limits of the public read-only endpoints (`web/public.rs`).
     pub public_limit: crate::web::public::PublicLimit,
+    /// Deliveries to ourselves allowed, and `/demo/*` (`web/demo.rs`) mounted to receive them: in `demo`, and in
+    /// `serve` with `[deployment] drill = true` only.
+    pub deliver_to_self: bool,
+    /// The HTTP listen address, to recognise a subscriber added over the API that is ourselves.
+    pub http_listen: std::net::SocketAddr,
 }
 
 impl App {

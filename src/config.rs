@@ -47,6 +47,9 @@ pub struct Config {
     /// Citizen reports: photo quota, clusters kept, caps on new clusters.
     #[serde(default)]
     pub reports: crate::reports::ReportsConfig,
+    /// What kind of deployment this is (`drill = true`: a drill environment that may deliver to itself).
+    #[serde(default)]
+    pub deployment: crate::deployment::DeploymentSection,
 }
 
 /// `[upstream]`: an external MQTT cluster instead of the front door, and this process's role on it. `serve
@@ -60,7 +63,9 @@ pub struct UpstreamSection {
     pub client_id: Option<String>,
     /// The broker's login for this process, both or neither.
     pub username: Option<String>,
+    /// Inline for the demo only (`serve` refuses it); `password_env` names the environment variable holding it.
     pub password: Option<String>,
+    pub password_env: Option<String>,
     /// `worker` (default), `writer` or `fanout`.
     pub role: Option<String>,
     /// A worker's regions (county codes, e.g. "10008"); empty: all readings, from the device topics.

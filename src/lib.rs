@@ -2,6 +2,8 @@
 //!
 //! Layout:
 //! - [`config`]: the TOML configuration (file, key and reason in every error) and the embedded defaults.
+//! - [`deployment`]: what `serve` refuses before it starts (secrets in files, the demo's published values,
+//!   template placeholders, delivery to itself unless `[deployment] drill = true`).
 //! - [`server`]: start-up and wiring only — builds the parts from the config, spawns the tasks, returns the handles.
 //! - [`app`]: the shared state, [`app::App`], grouped by feature (alerts, readings, live map, channels, partners, web),
 //!   and [`app::App::publish`], the one way an alert change leaves the book.
@@ -23,6 +25,7 @@ pub mod app;
 pub mod audience;
 pub mod clock;
 pub mod config;
+pub mod deployment;
 pub mod external;
 pub mod hot_path;
 pub mod metrics;

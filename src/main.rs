@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use disaster_cloud::config::{self, ConfigFiles};
 use disaster_cloud::server::{self, Listen};
-use disaster_cloud::{metrics, web};
+use disaster_cloud::{deployment, metrics, web};
 
 /// Field-sensor streams to public warnings: an MQTT broker, a geo-indexed rule engine and alert channels in one process.
 #[derive(Debug, Parser)]
@@ -23,6 +23,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server from a configuration file (production).
+    ///
+    /// Refuses to start with secrets written in config files (use the `*_env` keys or `password_hash`), with the
+    /// demo's published secrets, with template placeholders (`.invalid`) and with deliveries to itself (unless
+    /// `[deployment] drill = true`); see config/production/ and docs/OPERATIONS.md. Operator tokens: the config's
+    /// `[[operator_tokens]]`, `--operator-token`, or both.
     ///
     /// Example: disaster-cloud serve --config /etc/disaster-cloud/disaster-cloud.toml --data-dir /var/lib/disaster-cloud
     Serve {
@@ -117,7 +122,8 @@ struct CommonArgs {
     /// The MQTT TLS listeners (device certificates) on or off; overrides mqtt.tls (`--mqtt-tls=false` turns them off).
     #[arg(long, env = "DC_MQTT_TLS", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     mqtt_tls: Option<bool>,
-    /// The operators' bearer token. `serve` requires it; `demo` makes one up and prints it when not given.
+    /// An admin operator token, added to the config's `[[operator_tokens]]` (`token new` makes those). `serve` needs
+    /// at least one of the two; `demo` makes one up and prints it when neither is given.
     #[arg(long, env = "DC_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
 }
@@ -139,9 +145,28 @@ struct ClusterArgs {
     regions: Vec<String>,
 }
 
+/// `RUST_LOG`, or `info` with the broker's chatter at `warn`. Either way rustls's handshake parser is held at `error`
+/// unless `RUST_LOG` names rustls: clients connecting by IP address (`mosquitto_pub -h 127.0.0.1 --cafile …`, which
+/// OpenSSL-based clients do) put that address in SNI, which RFC 6066 forbids; rustls ignores it (the certificate
+/// carries the IP as a subjectAltName, so verification is unaffected) but logs a warning for every connection.
+fn log_filter() -> EnvFilter {
+    let given = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let filter = match &given {
+        Some(text) => EnvFilter::try_new(text).unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn")),
+        None => EnvFilter::new("info,rumqttd=warn"),
+    };
+    if given.is_some_and(|text| text.contains("rustls")) {
+        return filter;
+    }
+    match "rustls::msgs::handshake=error".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn")))
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -183,6 +208,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, common, cluster } => {
             let mut files = ConfigFiles::from_path(&config)?;
             apply_tls_flags(&mut files, &common)?;
+            let main_file = config.display().to_string();
+            let env = |name: &str| std::env::var(name).ok();
+            // Before anything binds or writes: no demo secrets, no secrets in files, no placeholders, no deliveries
+            // to ourselves (src/deployment.rs).
+            let http_listen = common.http_listen.unwrap_or(files.main.http.listen);
+            deployment::check_serve(&files, &main_file, http_listen, &env)?;
+            deployment::resolve_env(&mut files, &main_file, &env)?;
+            if let Some(warning) = deployment::public_url_mismatch(&files.main.http.public_url, http_listen) {
+                tracing::warn!(file = %main_file, "{warning}");
+            }
             let overrides = disaster_cloud::scale_out::Overrides {
                 url: cluster.upstream,
                 role: cluster.role,
@@ -209,6 +244,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { no_scenario, scenario, common } => {
             let mut files = ConfigFiles::embedded()?;
             apply_tls_flags(&mut files, &common)?;
+            deployment::resolve_env(&mut files, "config/disaster-cloud.toml (embedded)", &|name: &str| {
+                std::env::var(name).ok()
+            })?;
             // The demo's links (CAP feed, demo webhook and CBC receivers) point at wherever it actually listens.
             let scheme = if files.main.http.tls { "https" } else { "http" };
             files.main.http.public_url = format!("{scheme}://{}", common.http_listen.unwrap_or(files.main.http.listen));
@@ -293,10 +331,37 @@ async fn serve_http(app: Arc<disaster_cloud::app::App>, http: tokio::net::TcpLis
     let addr = http.local_addr()?;
     tracing::info!(%addr, tls = app.web.http_tls.is_some(), "HTTP listening");
     web::serve(app, http, async {
-        let _ = tokio::signal::ctrl_c().await;
+        let signal = shutdown_signal().await;
+        tracing::info!(signal, "shutting down: no new connections; open requests finish, then the process exits");
     })
     .await
-    .context("HTTP server")
+    .context("HTTP server")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or, on Unix, SIGTERM (systemd, Kubernetes, `docker stop`): its name, for the shutdown log line.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server cleanly");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
 }
 
 fn random_token() -> String {

@@ -35,6 +35,16 @@ pub static WS_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+pub static CONFIG_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "dc_config_refused_total",
+        "Problems that made `serve` refuse its configuration, by reason (inline_secret, demo_secret, unset_env, \
+         placeholder, self_delivery)",
+        &["reason"]
+    )
+    .expect("metric registers")
+});
+
 pub static HTTP_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("dc_http_refused_total", "HTTP requests refused, by reason", &["reason"])
         .expect("metric registers")

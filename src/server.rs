@@ -63,7 +63,7 @@ pub async fn start_with(
     }
     let cfg = &files.main;
     let Built { app, devices, inbound_events, alerts_dir, restored_changes } =
-        build(&files, tokens, data_dir.as_deref())?;
+        build(&files, tokens, data_dir.as_deref(), listen.http)?;
 
     // Bind HTTP before the broker so that a busy port fails the start before anything runs.
     let http = tokio::net::TcpListener::bind(listen.http)
@@ -119,6 +119,7 @@ pub fn build(
     files: &ConfigFiles,
     tokens: crate::web::auth::TokenSet,
     data_dir: Option<&Path>,
+    http_listen: SocketAddr,
 ) -> anyhow::Result<Built> {
     let cfg = &files.main;
     if let Some(dir) = data_dir {
@@ -224,6 +225,10 @@ pub fn build(
             ws_idle_timeout: std::time::Duration::from_secs(cfg.http.ws_idle_timeout_s),
             http_tls: crate::web::tls::acceptor(cfg, data_dir)?,
             public_limit: crate::web::public::PublicLimit::new(cfg.http.public_burst, cfg.http.public_per_s),
+            // The demo's stand-in receivers exist only where deliveries to ourselves are allowed: `demo`, and a
+            // `serve` told it is a drill environment. Elsewhere `POST /demo/*` would be an open write endpoint.
+            deliver_to_self: files.embedded || cfg.deployment.drill,
+            http_listen,
         },
     });
     Ok(Built { app, devices, inbound_events, alerts_dir, restored_changes })
@@ -261,7 +266,10 @@ fn load_devices_and_sensors(
         Some(dir) => {
             let paths = ingest::identity::DataDir::new(dir);
             let devices = DeviceStore::open(&paths.devices_file())?;
-            devices.merge_toml(&files.devices.0, &files.devices.1)?;
+            let merged = devices.merge_toml(&files.devices.0, &files.devices.1)?;
+            for id in &merged.removed {
+                tracing::warn!(device = %id, file = %files.devices.1.display(), "device no longer in the devices file: removed, it can no longer log in");
+            }
             (devices, registry.restore(&paths.sensors_file())?)
         }
         None => (DeviceStore::from_toml(&files.devices.0, &files.devices.1)?, registry),

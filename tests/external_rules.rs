@@ -10,9 +10,11 @@ use common::{device_password, http_request_with, now_ms, Device, Operator, Serve
 use serde_json::Value;
 
 const SWCB_YELLOW: &str = include_str!("../inbound/src/tests/fixtures/swcb_debris_flow_yellow.xml");
-/// The demo's secret for the `swcb` push source (config/inbound.toml).
-const SWCB_SECRET: &str = "demo-swcb-secret";
-/// The demo's bearer token for the `demo-agency` push source (config/inbound.toml).
+/// The SWCB source's secret in the test deployment ([`common::config_copy`] reads it from the environment).
+const SWCB_SECRET: &str = common::TEST_HMAC_SECRET_ENV.1;
+/// The shipped demo's secret for the `swcb` push source and bearer token for `demo-agency` (config/inbound.toml):
+/// `demo` keeps them, `serve` refuses them.
+const DEMO_SWCB_SECRET: &str = "demo-swcb-secret";
 const DEMO_AGENCY_TOKEN: &str = "demo-inbound-token";
 const SHENMU: &str = "dfa-xinyi-shenmu";
 
@@ -193,7 +195,7 @@ async fn the_demo_agency_cannot_cancel_the_slope_agencys_warning() {
     let server = Server::start();
     let mut operator = server.operator().await;
     let (warning, sent) = swcb_warning("SWCB-e2e-foreign", 6 * 3600);
-    assert_eq!(push_signed(&server, &warning, SWCB_SECRET).0, 200);
+    assert_eq!(push_signed(&server, &warning, DEMO_SWCB_SECRET).0, 200);
     let yellow = debris_frame(&mut operator, &server, "raised").await;
 
     // The demo agency names SWCB as the sender of a Cancel of SWCB's warning: refused, counted, nothing changes.

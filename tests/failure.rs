@@ -414,7 +414,7 @@ async fn time_series_server_killed_and_back_gets_every_reading() {
     let mut vm = VictoriaMetrics::start(addr, &dir);
     let config = common::config_copy("vm-outage", |t| {
         format!(
-            "{t}\n[influx]\nurl = \"http://{addr}\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\nflush_interval_ms = 200\n\
+            "{t}\n[influx]\nurl = \"http://{addr}\"\norg = \"o\"\nbucket = \"b\"\ntoken_env = \"DC_TEST_TOKEN\"\nflush_interval_ms = 200\n\
              request_timeout_ms = 2000\nretry_initial_ms = 200\nretry_max_ms = 1000\n"
         )
     });

@@ -21,7 +21,7 @@ fn fresh(xml: &str, identifier_suffix: &str) -> String {
 fn config(name: &str) -> std::path::PathBuf {
     config_with(
         name,
-        "[[push]]\nname = \"swcb\"\ntoken = \"swcb-test-token\"\npublic = true\nmax_bytes = 65536\nsenders = [\"swcb@swcb.gov.tw\"]\n",
+        "[[push]]\nname = \"swcb\"\ntoken_env = \"DC_TEST_TOKEN\"\npublic = true\nmax_bytes = 65536\nsenders = [\"swcb@swcb.gov.tw\"]\n",
     )
 }
 
@@ -36,14 +36,14 @@ fn config_with(name: &str, inbound: &str) -> std::path::PathBuf {
 const SWCB_AND_RELAY: &str = r#"
 [[push]]
 name = "swcb"
-token = "swcb-test-token"
+token_env = "DC_TEST_TOKEN"
 public = true
 max_bytes = 65536
 senders = ["swcb@swcb.gov.tw"]
 
 [[push]]
 name = "relay"
-token = "relay-test-token"
+token_env = "DC_TEST_RELAY_TOKEN"
 public = true
 max_bytes = 65536
 senders = ["swcb@swcb.gov.tw"]
@@ -75,12 +75,12 @@ async fn another_source_cannot_cancel_the_slope_agencys_warning() {
         http_request(server.http, "POST", "/api/v1/cap/inbound", Some(token), Some(body)).unwrap()
     };
     let warning = fresh(SWCB_YELLOW, "f");
-    let (status, reply) = post("swcb-test-token", &warning);
+    let (status, reply) = post(common::TEST_TOKEN_ENV.1, &warning);
     assert_eq!(status, 200, "{reply}");
 
     // The relay may speak as SWCB, but the warning is the `swcb` source's: its Cancel is refused and counted.
     let cancel = cancel_of(&warning);
-    let (status, reply) = post("relay-test-token", &cancel);
+    let (status, reply) = post(common::TEST_RELAY_TOKEN_ENV.1, &cancel);
     assert_eq!(status, 403, "{reply}");
     assert!(reply.contains("foreign_source"), "{reply}");
     assert_eq!(server.metric(r#"dc_inbound_rejected_total{reason="foreign_source",source="relay"}"#), 1.0);
@@ -90,7 +90,7 @@ async fn another_source_cannot_cancel_the_slope_agencys_warning() {
     assert_eq!(external[0]["source"], "swcb");
 
     // The same Cancel from SWCB's own source ends it.
-    let (status, reply) = post("swcb-test-token", &cancel);
+    let (status, reply) = post(common::TEST_TOKEN_ENV.1, &cancel);
     assert_eq!((status, reply.contains("cancelled")), (200, true), "{reply}");
 }
 
@@ -98,10 +98,10 @@ async fn another_source_cannot_cancel_the_slope_agencys_warning() {
 fn a_push_source_without_senders_stops_the_start() {
     // Otherwise valid (the `swcb` source the shipped rules read is there), so only the empty list can stop it.
     let inbound =
-        format!("{SWCB_AND_RELAY}\n[[push]]\nname = \"anyone\"\ntoken = \"anyone-test-token\"\nsenders = []\n");
+        format!("{SWCB_AND_RELAY}\n[[push]]\nname = \"anyone\"\ntoken_env = \"DC_TEST_SECRET\"\nsenders = []\n");
     let config = config_with("inbound-no-senders", &inbound);
     let data = config.with_file_name("data");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
+    let mut child = common::test_env(&mut std::process::Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
         .args(["serve", "--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
         .args(["--http-listen", &format!("127.0.0.1:{}", common::free_port())])
         .args(["--mqtt-listen", &format!("127.0.0.1:{}", common::free_port())])
@@ -141,7 +141,7 @@ async fn pushed_cap_reaches_operators_and_covered_citizens() {
 
     let body = fresh(SWCB_YELLOW, "a");
     let (status, reply) =
-        http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&body)).unwrap();
+        http_request(server.http, "POST", "/api/v1/cap/inbound", Some(common::TEST_TOKEN_ENV.1), Some(&body)).unwrap();
     assert_eq!(status, 200, "{reply}");
     assert!(reply.contains("raised"), "{reply}");
 
@@ -161,7 +161,7 @@ async fn pushed_cap_reaches_operators_and_covered_citizens() {
 
     // The same message again is a duplicate, not a second alert.
     let (status, reply) =
-        http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&body)).unwrap();
+        http_request(server.http, "POST", "/api/v1/cap/inbound", Some(common::TEST_TOKEN_ENV.1), Some(&body)).unwrap();
     assert_eq!(status, 200);
     assert!(reply.contains("duplicate"), "{reply}");
 }
@@ -173,7 +173,7 @@ async fn bad_pushes_are_refused_with_the_reason() {
     let cases = [
         (None, body.as_str(), 401, "unsigned"),
         (Some("wrong-token"), body.as_str(), 401, "bad_token"),
-        (Some("swcb-test-token"), "<alert><oops", 400, "invalid_xml"),
+        (Some(common::TEST_TOKEN_ENV.1), "<alert><oops", 400, "invalid_xml"),
     ];
     for (token, payload, want_status, reason) in cases {
         let (status, reply) = http_request(server.http, "POST", "/api/v1/cap/inbound", token, Some(payload)).unwrap();
@@ -182,6 +182,6 @@ async fn bad_pushes_are_refused_with_the_reason() {
     }
     let huge = format!("{}{}", body, " ".repeat(70_000));
     let (status, reply) =
-        http_request(server.http, "POST", "/api/v1/cap/inbound", Some("swcb-test-token"), Some(&huge)).unwrap();
+        http_request(server.http, "POST", "/api/v1/cap/inbound", Some(common::TEST_TOKEN_ENV.1), Some(&huge)).unwrap();
     assert_eq!(status, 413, "{reply}");
 }

@@ -45,7 +45,7 @@ async fn readings_arrive_in_victoria_metrics_with_tags() {
     let vm = start_victoria_metrics();
     let config = common::config_copy("influx", |t| {
         format!(
-            "{t}\n[influx]\nurl = \"http://{}\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\nflush_interval_ms = 200\n",
+            "{t}\n[influx]\nurl = \"http://{}\"\norg = \"o\"\nbucket = \"b\"\ntoken_env = \"DC_TEST_TOKEN\"\nflush_interval_ms = 200\n",
             vm.addr
         )
     });

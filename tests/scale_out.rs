@@ -101,11 +101,9 @@ impl Node {
         for _ in 0..4 {
             let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let log = data_dir.with_extension(format!("{}.log", http.port()));
-            let child = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
+            let child = common::test_env(&mut Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
                 .args(&args)
                 .args(["--http-listen", &http.to_string()])
-                .env("DC_OPERATOR_TOKEN", TOKEN)
-                .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()

@@ -32,9 +32,8 @@ async fn bad_token_hash_in_config_names_the_token() {
     let config = common::config_copy("badhash", |t| {
         format!("{t}\n[[operator_tokens]]\nname = \"broken\"\nscope = \"read\"\nsha256 = \"abc\"\n")
     });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
+    let out = common::test_env(&mut std::process::Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
         .args(["serve", "--config", config.to_str().unwrap()])
-        .env("DC_OPERATOR_TOKEN", TOKEN)
         .output()
         .unwrap();
     assert!(!out.status.success());

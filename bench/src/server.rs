@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "bench-operator-token";
 
+/// The secrets a `serve` configuration names by environment variable (`serve` refuses them in files): one variable
+/// per secret kind of the demo config, which `soak::soak_config` rewrites to `*_env`.
+pub const SECRETS_ENV: [(&str, &str); 3] = [
+    ("DC_BENCH_TOKEN", "bench-push-and-cbc-token"),
+    ("DC_BENCH_HMAC_SECRET", "bench-hmac-secret"),
+    ("DC_BENCH_SECRET", "bench-webhook-secret-0123456789"),
+];
+
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
 }
@@ -36,6 +44,7 @@ impl Server {
         let (mqtt, mqtt5, http) = (free_addr(), free_addr(), free_addr());
         let data = std::env::temp_dir().join(format!("dc-bench-{}-{}", std::process::id(), http.port()));
         let child = Command::new(binary)
+            .envs(SECRETS_ENV)
             .args(command)
             .args(["--mqtt-listen", &mqtt.to_string(), "--mqtt5-listen", &mqtt5.to_string()])
             .args(["--http-listen", &http.to_string(), "--data-dir", &data.display().to_string()])

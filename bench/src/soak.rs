@@ -352,7 +352,32 @@ fn soak_config(
     )?;
     write!(devices, "\n[[device]]\nid = \"{id}\"\npassword = \"{FLOOD_PASSWORD}\"\n")?;
     std::fs::write(dir.join("sensors.toml"), sensors)?;
-    std::fs::write(dir.join("devices.toml"), devices)?;
+    // `serve` refuses plaintext passwords (src/deployment.rs): the same passwords, as argon2 hashes.
+    let hashed: Vec<String> = devices
+        .lines()
+        .map(|line| match line.strip_prefix("password = \"").and_then(|l| l.strip_suffix('"')) {
+            Some(plain) => Ok(format!("password_hash = \"{}\"", ingest::devices::hash_password(plain)?)),
+            None => Ok(line.to_string()),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    std::fs::write(dir.join("devices.toml"), hashed.join("\n") + "\n")?;
+    // …and secrets in files: each moves to the environment variable `Server::launch` sets (`SECRETS_ENV`).
+    for file in ["dissemination.toml", "inbound.toml"] {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path)?;
+        let moved: Vec<String> = text
+            .lines()
+            .map(|line| {
+                for key in ["token", "hmac_secret", "secret"] {
+                    if line.starts_with(&format!("{key} = ")) {
+                        return format!("{key}_env = \"DC_BENCH_{}\"", key.to_ascii_uppercase());
+                    }
+                }
+                line.to_string()
+            })
+            .collect();
+        std::fs::write(&path, moved.join("\n") + "\n")?;
+    }
 
     let path = dir.join("dissemination.toml");
     let url = |p: &str| format!("\"http://{receiver}{p}\"");
@@ -371,7 +396,8 @@ fn soak_config(
         text = text.replace("[store]\n", &format!("[store]\ncache_mib = {mib}\n"));
     }
     if let Some(vm) = vm {
-        write!(text, "\n[influx]\nurl = \"http://{vm}\"\norg = \"soak\"\nbucket = \"readings\"\ntoken = \"soak\"\n")?;
+        // VictoriaMetrics needs no token (and `serve` refuses one written in the file).
+        write!(text, "\n[influx]\nurl = \"http://{vm}\"\norg = \"soak\"\nbucket = \"readings\"\n")?;
     }
     std::fs::write(&main, text)?;
     Ok(main)

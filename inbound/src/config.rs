@@ -3,7 +3,8 @@
 //!
 //! Every table denies unknown keys (a misspelt `pulbic = true` is an error, not a silent `false`). Secrets may be
 //! written inline for the demo, or named by environment variable (`token_env`, `hmac_secret_env`) so that real ones
-//! stay out of files; they are resolved once, at [`super::Inbound::start`].
+//! stay out of files (`serve` refuses inline ones and the demo's values: the binary's `src/deployment.rs`); they are
+//! resolved once, at [`super::Inbound::start`].
 //!
 //! Authority is configured, never taken from the message: a push source lists the CAP `sender`s it may speak for
 //! (`senders`, required), every source may only update or cancel the warnings it opened itself unless it names the

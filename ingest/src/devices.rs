@@ -104,6 +104,10 @@ pub struct DeviceRecord {
     pub cert_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoked: bool,
+    /// Listed in the config's devices file (`[[device]]`): the file is its source, so taking it out of the file
+    /// removes it from the store ([`DeviceStore::merge_toml`]). Devices provisioned with the command line are not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_config: bool,
 }
 
 /// A certificate that must never be accepted again.
@@ -161,6 +165,15 @@ pub enum FastCheck {
     Refused(LoginRefusal),
     /// Needs the full argon2 verification ([`DeviceStore::verify`]); run it off the async workers.
     NeedsHash,
+}
+
+/// What [`DeviceStore::merge_toml`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Devices new in the file.
+    pub added: usize,
+    /// Devices that came from the file and are gone from it: no longer able to log in.
+    pub removed: Vec<String>,
 }
 
 /// Device credentials, shared by the front door and the operator tools.
@@ -229,7 +242,10 @@ fn parse_toml(text: &str, file: &Path) -> Result<Vec<(String, DeviceRecord)>, In
         if !seen.insert(entry.id.clone()) {
             return Err(err("duplicate id"));
         }
-        out.push((entry.id, DeviceRecord { password_hash: Some(phc), cert_sha256: None, revoked: entry.revoked }));
+        out.push((
+            entry.id,
+            DeviceRecord { password_hash: Some(phc), cert_sha256: None, revoked: entry.revoked, from_config: true },
+        ));
     }
     Ok(out)
 }
@@ -261,19 +277,50 @@ impl DeviceStore {
         Ok(store)
     }
 
-    /// Adds the devices of a credential file that the store does not know yet (the demo seeds its devices this way);
-    /// a device already in the store keeps its stored credentials. Returns how many were added.
-    pub fn merge_toml(&self, text: &str, file: &Path) -> Result<usize, IngestError> {
+    /// Brings the store in line with the config's devices file: adds the devices it lists that the store does not
+    /// know yet (a device already in the store keeps its stored credentials), and removes those that came from the
+    /// file but are no longer in it: taking a device out of the file revokes it (its certificate, if one was
+    /// provisioned, goes on the revocation list; live sessions are closed by the front door). Devices provisioned
+    /// with `disaster-cloud device provision` and never listed in the file are left alone.
+    pub fn merge_toml(&self, text: &str, file: &Path) -> Result<Merged, IngestError> {
         let entries = parse_toml(text, file)?;
+        let listed: HashSet<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
         self.mutate(|data| {
-            let mut added = 0;
+            let mut merged = Merged::default();
             for (id, record) in entries {
-                if let std::collections::btree_map::Entry::Vacant(slot) = data.devices.entry(id) {
-                    slot.insert(record);
-                    added += 1;
+                match data.devices.entry(id) {
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(record);
+                        merged.added += 1;
+                    }
+                    // Listed now: from here on the file is its source (stores written before `from_config` existed).
+                    std::collections::btree_map::Entry::Occupied(mut slot) => slot.get_mut().from_config = true,
                 }
             }
-            Ok(added)
+            let gone: Vec<String> = data
+                .devices
+                .iter()
+                .filter(|(id, r)| r.from_config && !listed.contains(*id))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                if let Some(fp) = data.devices.remove(&id).and_then(|r| r.cert_sha256) {
+                    data.revoked_certs.insert(
+                        fp,
+                        RevokedCert {
+                            device: id.clone(),
+                            revoked_ms: now_ms,
+                            why: "removed from the devices file".into(),
+                        },
+                    );
+                }
+                merged.removed.push(id);
+            }
+            Ok(merged)
         })
     }
 
@@ -723,9 +770,42 @@ mod tests {
                 Path::new("d.toml"),
             )
             .unwrap();
-        assert_eq!(added, 1);
+        assert_eq!(added.added, 1);
         assert_eq!(store.verify("RG0001", "stored"), Ok(()));
         assert_eq!(store.verify("RG0002", "demo2"), Ok(()));
+    }
+
+    #[test]
+    fn removing_a_device_from_the_file_revokes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("devices.json");
+        let store = DeviceStore::open(&path).unwrap();
+        let file = Path::new("d.toml");
+        store
+            .merge_toml(
+                "[[device]]\nid = \"RG0001\"\npassword = \"a\"\n[[device]]\nid = \"RG0002\"\npassword = \"b\"\n",
+                file,
+            )
+            .unwrap();
+        // Provisioned with the command line, never in the file: the file does not own it.
+        store.set_password("CLI0001", "c").unwrap();
+        // RG0002 got a certificate later: removal must retire it too.
+        let cert = Fingerprint::of_der(b"rg0002");
+        store.register_certificate("RG0002", cert, 1).unwrap();
+        drop(store);
+        // After a restart, with RG0002 taken out of the file.
+        let store = DeviceStore::open(&path).unwrap();
+        let merged = store.merge_toml("[[device]]\nid = \"RG0001\"\npassword = \"a\"\n", file).unwrap();
+        assert_eq!(merged, Merged { added: 0, removed: vec!["RG0002".into()] });
+        assert_eq!(store.check_fast("RG0002", "b"), FastCheck::Refused(LoginRefusal::UnknownDevice));
+        assert!(store.is_certificate_revoked(&cert));
+        assert!(!store.session_still_valid("RG0002", &Credential::Password));
+        assert_eq!(store.verify("RG0001", "a"), Ok(()));
+        assert_eq!(store.verify("CLI0001", "c"), Ok(()));
+        // Listed again: a new device from the file.
+        let merged = store.merge_toml("[[device]]\nid = \"RG0002\"\npassword = \"new\"\n", file).unwrap();
+        assert_eq!(merged, Merged { added: 1, removed: vec!["RG0001".into()] });
+        assert_eq!(store.verify("RG0002", "new"), Ok(()));
     }
 
     #[test]

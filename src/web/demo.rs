@@ -1,5 +1,6 @@
 //! The demo's receivers, `/demo/{receiver}`: stand-ins for an agency's webhook and the carriers' CBCs, so that the
-//! demo (and its tests) show deliveries end to end. Not part of a production deployment's contract.
+//! demo (and its tests) show deliveries end to end. Not part of a production deployment's contract: mounted by `demo`
+//! and by `serve` with `[deployment] drill = true` only (`WebSettings::deliver_to_self`).
 
 use std::sync::Arc;
 

@@ -78,6 +78,16 @@ pub async fn add_subscriber(
     let d = dissemination(&app)?;
     let text = std::str::from_utf8(&body).map_err(|_| AppError::BadRequest("body: not UTF-8".into()))?;
     let input = dissemination::SubscriberInput::from_json(text).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    // As `serve` refuses such targets in its config (src/deployment.rs): a delivery to ourselves would count as done
+    // when nothing left the machine.
+    if !app.web.deliver_to_self
+        && crate::deployment::is_self_target(&app.web.public_url, app.web.http_listen, &input.url)
+    {
+        return Err(AppError::BadRequest(format!(
+            "url `{}` is this server itself; only a drill environment (`[deployment] drill = true`) delivers to itself",
+            input.url
+        )));
+    }
     let status = d.add_subscriber(input).map_err(|e| AppError::BadRequest(e.to_string()))?;
     Ok((StatusCode::CREATED, Json(json!({ "subscriber": status }))))
 }

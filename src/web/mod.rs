@@ -69,6 +69,9 @@ pub async fn serve(
     }
 }
 
+/// The demo's stand-in webhook and CBC receivers, mounted only where deliveries to ourselves are allowed.
+pub(crate) const DEMO_RECEIVERS: &str = "/demo/{*receiver}";
+
 /// Every path the router serves, with its handlers: the one list that the router is built from and that the route
 /// tests (`web/tests/`) hold against their scope table, so that no route is added without its scope being tested.
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
@@ -99,7 +102,7 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
         ("/api/v1/subscribers/{name}/deliveries", get(dissemination::subscriber_log)),
         ("/api/v1/subscribers/{name}/deliveries/{id}/replay", post(dissemination::replay_delivery)),
         ("/api/v1/broadcasts", get(dissemination::list_broadcasts)),
-        ("/demo/{*receiver}", post(demo::receive).get(demo::received)),
+        (DEMO_RECEIVERS, post(demo::receive).get(demo::received)),
         // Citizen reports (issue 11): web/reports.rs.
         ("/api/v1/reports", post(reports::submit)),
         ("/api/v1/reports/clusters", get(reports::list_clusters)),
@@ -113,6 +116,9 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
 pub fn router(app: Arc<App>) -> Router {
     let router = routes()
         .into_iter()
+        // The demo's receivers only where deliveries to ourselves are allowed (`WebSettings::deliver_to_self`: `demo`,
+        // or `serve` with `[deployment] drill = true`); elsewhere `/demo/…` is an open write endpoint nobody needs.
+        .filter(|(path, _)| app.web.deliver_to_self || !path.starts_with(DEMO_RECEIVERS))
         .fold(Router::new(), |router, (path, handler)| router.route(path, handler))
         .fallback(|| async { AppError::NotFound("no such path".into()) })
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), public::limit))

@@ -84,6 +84,10 @@ pub struct InfluxConfig {
     /// API token (`Authorization: Token …`). Empty sends no header (servers that need none, like VictoriaMetrics).
     #[serde(default)]
     pub token: String,
+    /// …or the environment variable holding it (`serve` refuses a token written in the file); resolved by the
+    /// binary at start ([`InfluxConfig::token`] then holds the value).
+    #[serde(default)]
+    pub token_env: Option<String>,
     /// Points per write request. Larger batches cost fewer requests; smaller ones lose less to a torn request.
     #[serde(default = "defaults::batch_size")]
     pub batch_size: usize,
@@ -167,6 +171,7 @@ impl InfluxConfig {
             org: org.into(),
             bucket: bucket.into(),
             token: token.into(),
+            token_env: None,
             batch_size: defaults::batch_size(),
             flush_interval_ms: defaults::flush_interval_ms(),
             request_timeout_ms: defaults::request_timeout_ms(),
@@ -228,6 +233,7 @@ impl fmt::Debug for InfluxConfig {
             .field("org", &self.org)
             .field("bucket", &self.bucket)
             .field("token", &if self.token.is_empty() { "" } else { "<redacted>" })
+            .field("token_env", &self.token_env)
             .field("batch_size", &self.batch_size)
             .field("flush_interval_ms", &self.flush_interval_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)

@@ -14,6 +14,26 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub const TOKEN: &str = "test-operator-token";
 
+/// The secrets of a test deployment, in the environment variables [`config_copy`] names (serve refuses secrets in
+/// files and the demo's published values). One variable per secret kind of the demo config.
+pub const TEST_TOKEN_ENV: (&str, &str) = ("DC_TEST_TOKEN", "test-push-and-cbc-token");
+pub const TEST_HMAC_SECRET_ENV: (&str, &str) = ("DC_TEST_HMAC_SECRET", "test-swcb-hmac-secret");
+pub const TEST_SECRET_ENV: (&str, &str) = ("DC_TEST_SECRET", "test-webhook-secret-0123456789");
+/// A second push source's token, for tests with two partners (`tests/inbound.rs`).
+pub const TEST_RELAY_TOKEN_ENV: (&str, &str) = ("DC_TEST_RELAY_TOKEN", "test-relay-token");
+/// The one secret the production template (`config/production/`) names.
+pub const TEMPLATE_SWCB_SECRET_ENV: (&str, &str) = ("DC_INBOUND_SWCB_SECRET", "test-template-swcb-secret");
+
+/// Sets what a server started from a [`config_copy`] needs: the operator token, the test secrets, the log level.
+pub fn test_env(command: &mut Command) -> &mut Command {
+    for (name, value) in
+        [TEST_TOKEN_ENV, TEST_HMAC_SECRET_ENV, TEST_SECRET_ENV, TEST_RELAY_TOKEN_ENV, TEMPLATE_SWCB_SECRET_ENV]
+    {
+        command.env(name, value);
+    }
+    command.env("DC_OPERATOR_TOKEN", TOKEN).env("RUST_LOG", "info")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
@@ -71,6 +91,18 @@ impl Server {
         drop(self);
     }
 
+    /// Waits up to `within` for the process to exit on its own; its exit status, if it did.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Sends a signal by name (`HUP`) with kill(1).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill").args(["-s", name, &self.child.id().to_string()]).status().expect("kill(1)");
@@ -104,7 +136,7 @@ impl Server {
         std::fs::create_dir_all(&base).unwrap();
         let log = base.join("server.log");
         let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
+        let child = test_env(&mut Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
             .args(command)
             .args(["--mqtt-listen", &mqtt.to_string(), "--mqtt5-listen", &mqtt5.to_string()])
             .args(["--mqtt-tls-listen", &mqtt_tls.to_string()])
@@ -112,8 +144,6 @@ impl Server {
             .args(["--http-listen", &http.to_string()])
             .args(if extra.contains(&"--data-dir") { vec![] } else { vec!["--data-dir", data_dir.to_str().unwrap()] })
             .args(extra)
-            .env("DC_OPERATOR_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -423,22 +453,78 @@ pub async fn raise_heavy_rain(server: &Server, mm: f64, ts_ms: i64) {
     device.wait_acks(1).await;
 }
 
-/// A copy of `config/` in a temp folder with `edit` applied to the main file, for `serve --config`.
+/// A copy of `config/` in a temp folder with `edit` applied to the main file, for `serve --config`: the demo's data
+/// (devices, sensors, zones, rules, subscribers, carriers) as a drill environment that `serve` accepts. Its secrets
+/// move to the environment ([`test_env`]: `token` → `token_env = "DC_TEST_TOKEN"`, …), device passwords become
+/// argon2 hashes (of the same passwords, so [`device_password`] still logs in), and `[deployment] drill = true` lets
+/// it deliver to its own `/demo/*` receivers.
 pub fn config_copy(name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let dir = copy_dir("config", name);
+    let main = dir.join("disaster-cloud.toml");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, format!("{}\n[deployment]\ndrill = true\n", edit(text))).unwrap();
+    std::fs::write(dir.join("devices.toml"), hashed_demo_devices()).unwrap();
+    for file in ["inbound.toml", "dissemination.toml"] {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let moved: Vec<String> = text
+            .lines()
+            .map(|line| {
+                for key in ["token", "hmac_secret", "secret"] {
+                    if line.starts_with(&format!("{key} = ")) {
+                        return format!("{key}_env = \"DC_TEST_{}\"", key.to_ascii_uppercase());
+                    }
+                }
+                line.to_string()
+            })
+            .collect();
+        std::fs::write(&path, moved.join("\n") + "\n").unwrap();
+    }
+    main
+}
+
+/// A copy of the production template `config/production/` with `edit` applied to the main file (as shipped, serve
+/// refuses its `.invalid` placeholders: the edit replaces them).
+pub fn production_copy(name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let dir = copy_dir("config/production", name);
+    let main = dir.join("disaster-cloud.toml");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, edit(text)).unwrap();
+    main
+}
+
+/// The files of `from` (relative to the repository) in a fresh temp folder.
+pub fn copy_dir(from: &str, name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dc-config-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(from);
     for entry in std::fs::read_dir(&src).unwrap() {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_file() {
             std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
         }
     }
-    let main = dir.join("disaster-cloud.toml");
-    let text = std::fs::read_to_string(&main).unwrap();
-    std::fs::write(&main, edit(text)).unwrap();
-    main
+    dir
+}
+
+/// `config/devices.toml` with each `password` replaced by its argon2 hash (computed once per test process).
+pub fn hashed_demo_devices() -> String {
+    static HASHED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASHED
+        .get_or_init(|| {
+            include_str!("../../config/devices.toml")
+                .lines()
+                .map(|line| match line.strip_prefix("password = \"").and_then(|l| l.strip_suffix('"')) {
+                    Some(plain) => {
+                        format!("password_hash = \"{}\"", ingest::devices::hash_password(plain).expect("argon2 hashes"))
+                    }
+                    None => line.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .clone()
 }
 
 /// SHA-256 of a token in hex, as `[[operator_tokens]]` stores it.

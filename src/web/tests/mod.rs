@@ -70,8 +70,8 @@ impl TestApp {
         )
         .expect("token set");
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let built =
-            crate::server::build(&files, tokens, Some(data_dir.path())).expect("app builds from the demo config");
+        let built = crate::server::build(&files, tokens, Some(data_dir.path()), files.main.http.listen)
+            .expect("app builds from the demo config");
         TestApp { app: built.app, data_dir }
     }
 
