@@ -208,9 +208,16 @@ impl App {
         })
     }
 
-    /// Folds findings into the alert book (one journal fsync for the lot) and publishes every change.
+    /// Folds findings into the alert book (one journal fsync for the lot) and publishes every change. Issue time is
+    /// now, on the wall clock (`clock.rs`): the findings carry event time, what people receive carries this.
     pub fn apply_findings(&self, findings: impl IntoIterator<Item = alerting::Finding>) -> Vec<Alert> {
-        let changed = self.alerts.book.lock().apply_all(findings, self.alerts.mode);
+        let changed = self.alerts.book.lock().apply_all(findings, self.alerts.mode, crate::clock::now_ms());
+        for alert in &changed {
+            if let Some(stale) = &alert.stale {
+                crate::metrics::ALERTS_HELD_STALE.with_label_values(&["stale_evidence"]).inc();
+                tracing::info!(id = %alert.id, version = alert.version, reason = %stale.reason(), "alert kept from the public");
+            }
+        }
         for alert in &changed {
             self.publish(alert);
         }
@@ -243,8 +250,9 @@ fn alert_view(alert: &Alert) -> dissemination::AlertView {
         level_name_en: alert.level.name_en.clone(),
         area_id: alert.area_id.clone(),
         value: alert.value,
-        raised_ms: alert.raised_ms,
-        updated_ms: alert.updated_ms,
+        raised_ms: alert.first_issued_ms,
+        updated_ms: alert.issued_ms,
+        observed_ms: Some(alert.observed_ms).filter(|&t| t > 0),
         public_release: alert.is_public(),
         values: alert.values.clone(),
         reports: alert.reports.clone(),

@@ -247,6 +247,15 @@ pub struct AlertingSection {
     pub max_lateness_s: u32,
     pub mode: Mode,
     pub id_prefix: String,
+    /// Readings more than this many seconds behind issue time (the wall clock when we decide) still feed history and
+    /// the rules' windows, but what they raise or change is kept for operators, with the reason, until fresh
+    /// readings confirm it or an operator approves (`dc_alerts_held_total{reason="stale_evidence"}`).
+    #[serde(default = "default_stale_after_s")]
+    pub stale_after_s: u32,
+}
+
+fn default_stale_after_s() -> u32 {
+    (alerting::alert::DEFAULT_STALE_AFTER_MS / 1000) as u32
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +307,12 @@ impl Config {
             || !self.alerting.id_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         {
             return Err(invalid("alerting.id_prefix", "must be non-empty ASCII letters, digits, '-' or '.'"));
+        }
+        if self.alerting.stale_after_s < 60 {
+            return Err(invalid(
+                "alerting.stale_after_s",
+                "must be at least 60: a sensor's regular report takes a while to arrive, and must not be held as old",
+            ));
         }
         if !self.http.public_url.starts_with("http://") && !self.http.public_url.starts_with("https://") {
             return Err(invalid("http.public_url", "must start with http:// or https://"));

@@ -35,7 +35,9 @@ impl HotPath {
     /// One device publish (a batch of readings, or a status message), all the way to the alert changes it makes.
     pub fn process(&mut self, msg: RawMessage) {
         let app = &self.app;
-        let processed = app.ingest.process(&msg, now_ms());
+        // Arrival time: the ingest clock the deadman runs on (a backlog's old timestamps are still alive sensors).
+        let arrived_ms = now_ms();
+        let processed = app.ingest.process(&msg, arrived_ms);
         if let Some(status) = &processed.status {
             app.live.record_status(status);
         }
@@ -57,7 +59,7 @@ impl HotPath {
             let (lat, lon) = reading.position.map(|p| (p.lat, p.lon)).unwrap_or((sensor.lat, sensor.lon));
             let zones: Vec<ZoneRef<'_>> =
                 app.geo.zones_containing(lat, lon).into_iter().map(|z| ZoneRef { id: &z.id, kind: z.kind }).collect();
-            engine.evaluate(reading, sensor, &zones, &mut self.findings);
+            engine.evaluate_arrived(reading, arrived_ms, sensor, &zones, &mut self.findings);
         }
         drop(engine);
         drop(registry);

@@ -278,7 +278,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Replays a scenario with the simulated gateways against our own broker, in the background.
+/// Replays a scenario with the simulated gateways against our own broker, in the background. The gateways stamp
+/// their readings with the wall clock (as real devices in a storm do), so the demo shows what operators would see:
+/// alerts issued now, no sensor looking silent because its timestamps are hours old. The scenario's own clock is
+/// printed beside, every scenario hour.
 fn spawn_scenario(text: &str, origin: &str, mqtt: SocketAddr) -> anyhow::Result<()> {
     use gateway_firmware_sim::{run_scenario, Fleet, RunOptions, Scenario};
     let scenario = Scenario::from_toml(text, origin)?;
@@ -287,12 +290,29 @@ fn spawn_scenario(text: &str, origin: &str, mqtt: SocketAddr) -> anyhow::Result<
         host: mqtt.ip().to_string(),
         port: mqtt.port(),
         quiet: true,
+        wall_clock: true,
         ..RunOptions::for_scenario(&scenario)
     };
+    let (span, compression, name) = (scenario.span, scenario.compression, scenario.name.clone());
     println!(
         "Replaying {origin}: {:.0} s of wall time; watch the map and the operator socket.",
         scenario.duration().as_secs_f64()
     );
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let hour = std::time::Duration::from_secs(3600);
+        let mut at = std::time::Duration::ZERO;
+        while at <= span {
+            tokio::time::sleep_until(started + at.div_f64(compression.max(f64::MIN_POSITIVE))).await;
+            tracing::info!(scenario = %name, clock = %gateway_firmware_sim::timefmt::format_duration(at), "scenario clock");
+            println!(
+                "  scenario {name}: {} of {}",
+                gateway_firmware_sim::timefmt::format_duration(at),
+                gateway_firmware_sim::timefmt::format_duration(span)
+            );
+            at += hour;
+        }
+    });
     tokio::spawn(async move {
         match run_scenario(&fleet, &scenario, &opts).await {
             Ok(summary) => println!("Scenario finished:\n{summary}"),

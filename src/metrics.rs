@@ -12,6 +12,16 @@ pub static ALERT_TRANSITIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("metric registers")
 });
 
+pub static ALERTS_HELD_STALE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "dc_alerts_held_total",
+        "Alert versions kept from the public channels although their rule is public, by reason (stale_evidence: \
+         raised or changed by readings older than alerting.stale_after_s behind issue time — a replay, a backlog)",
+        &["reason"]
+    )
+    .expect("metric registers")
+});
+
 pub static OPERATOR_SOCKETS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("dc_ws_operator_connections", "Open operator websocket connections").expect("metric registers")
 });
@@ -162,6 +172,7 @@ pub fn init() {
         RULE_RELOADS.with_label_values(&[result]);
     }
     LazyLock::force(&RULES_CAUGHT_UP);
+    ALERTS_HELD_STALE.with_label_values(&["stale_evidence"]);
     LazyLock::force(&OPERATOR_SOCKETS);
     LazyLock::force(&CITIZEN_SOCKETS);
     for channel in ["operator", "citizen"] {

@@ -320,13 +320,14 @@ fn restore_alerts(
         }
         None => AlertBook::new(cfg.alerting.id_prefix.clone()),
     };
+    book.set_stale_after(i64::from(cfg.alerting.stale_after_s) * 1000);
     let mut adopted = Vec::new();
     engine.adopt_levels(&book, cfg.alerting.mode, &mut adopted);
     // Restored partner warnings, after the book's levels: a composite already raised on one stays as it is.
     if let Some(inbound) = inbound {
         engine.set_external(inbound.active(), now_ms(), &mut adopted);
     }
-    let restored_changes = book.apply_all(adopted.drain(..), cfg.alerting.mode);
+    let restored_changes = book.apply_all(adopted.drain(..), cfg.alerting.mode, now_ms());
     Ok((book, restored_changes))
 }
 

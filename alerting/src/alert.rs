@@ -158,8 +158,23 @@ pub struct Alert {
     pub area_id: String,
     pub level: LevelInfo,
     pub value: f64,
-    pub raised_ms: i64,
-    pub updated_ms: i64,
+    /// Issue time (our wall clock when we decided) of version 1: CAP `sent` of the first message, and in the id.
+    #[serde(alias = "raised_ms")]
+    pub first_issued_ms: i64,
+    /// Issue time of this version: CAP `sent` (and `expires` counts from it), Atom `updated`, the `sent` of the
+    /// websocket frames and the operators' map. Never the readings' time: a warning raised from a replayed or
+    /// backlogged reading is still issued now, so it does not reach agencies already expired.
+    #[serde(alias = "updated_ms")]
+    pub issued_ms: i64,
+    /// Event time: when the evidence behind this version's rule change was observed (the reading's timestamp, or
+    /// the tick, forecast or partner-warning time); CAP `onset`. Operator commands leave it as it was.
+    #[serde(default)]
+    pub observed_ms: i64,
+    /// Why this version is kept from the public channels although its rule is public: the evidence is older than
+    /// the book's `stale_after` behind issue time (a replay, a gateway flushing its backlog). Operators see it; the
+    /// public keeps the last version it had. The next change from fresh evidence lifts it, or an operator approves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<StaleEvidence>,
     /// Sensors currently supporting the alert, with their level index.
     pub sensors: BTreeMap<String, usize>,
     pub acknowledged_by: Option<String>,
@@ -184,6 +199,40 @@ pub struct Alert {
     pub reports: Vec<ReportRef>,
 }
 
+/// Evidence too old to warn the public on its own ([`Alert::stale`]): when it was observed, how old it was when we
+/// decided, and the limit it passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleEvidence {
+    /// Event time of the evidence.
+    pub observed_ms: i64,
+    /// Issue time minus event time.
+    pub age_ms: i64,
+    /// The book's `stale_after` at the time.
+    pub limit_ms: i64,
+}
+
+impl StaleEvidence {
+    /// For operators: "evidence observed 6h 0m before issue (limit 15m): kept from the public".
+    pub fn reason(&self) -> String {
+        format!(
+            "evidence observed {} before issue (limit {}): operators only until fresh readings confirm it or an \
+             operator approves",
+            human_duration(self.age_ms),
+            human_duration(self.limit_ms)
+        )
+    }
+}
+
+/// `6h 0m`, `15m`, `42s`: durations as operators read them.
+fn human_duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, min, _) => format!("{min}m"),
+        (h, min, _) => format!("{h}h {min}m"),
+    }
+}
+
 impl Alert {
     /// Whether public channels (cell broadcast, public CAP feed, citizens' app) should carry this version. An
     /// alert's end (cleared/cancelled) goes out when any earlier version went out. Mode is not considered here: a
@@ -191,7 +240,7 @@ impl Alert {
     pub fn is_public(&self) -> bool {
         let releasable = matches!(self.public_release, PublicRelease::NotRequired | PublicRelease::Approved);
         if self.state.is_active() {
-            releasable
+            releasable && self.stale.is_none()
         } else {
             self.released
         }
@@ -316,6 +365,8 @@ pub struct BookCounters {
     pub journal_recoveries: u64,
     /// Findings absorbed by a cancelled hazard.
     pub suppressed: u64,
+    /// Transitions kept from the public because their evidence was older than `stale_after` ([`Alert::stale`]).
+    pub stale_held: u64,
 }
 
 /// Contributor key of zone-wide findings (an empty sensor id).
@@ -326,6 +377,9 @@ const MAX_COMMENT_CHARS: usize = 2000;
 const MAX_COMMENTS: usize = 200;
 /// Report clusters per alert: each is a CAP parameter, and a CAP message should stay small.
 const MAX_REPORTS: usize = 50;
+/// Default [`AlertBook::set_stale_after`]: readings more than 15 minutes behind issue time do not warn the public
+/// on their own (a sensor's regular reports arrive within a few minutes; a backlog or a replay does not).
+pub const DEFAULT_STALE_AFTER_MS: i64 = 15 * 60 * 1000;
 
 /// The alerts, active and recent, with the index that keeps one alert per hazard.
 #[derive(Debug)]
@@ -340,6 +394,8 @@ pub struct AlertBook {
     /// Ended alerts, oldest first: beyond `retain_closed` the oldest are forgotten (the journal keeps them).
     closed: VecDeque<String>,
     retain_closed: usize,
+    /// Evidence older than this behind issue time raises nothing public on its own ([`Alert::stale`]).
+    stale_after_ms: i64,
     /// Sequence of alert ids; survives restarts through the journal so ids are never reused.
     next_seq: u64,
     id_prefix: String,
@@ -360,6 +416,7 @@ impl AlertBook {
             suppressed: BTreeMap::new(),
             closed: VecDeque::new(),
             retain_closed: 10_000,
+            stale_after_ms: DEFAULT_STALE_AFTER_MS,
             next_seq: 0,
             id_prefix: id_prefix.into(),
             journal: None,
@@ -437,23 +494,42 @@ impl AlertBook {
         self.prune();
     }
 
-    /// Folds one finding in; returns the alert if it changed. With a journal, the transition is on disk (fsync)
-    /// before this returns; if the journal fails the alert still changes (a warning must not be lost to a full disk)
-    /// and `counters.journal_errors` counts it.
-    pub fn apply(&mut self, f: Finding, mode: Mode) -> Option<Alert> {
-        let changed = self.fold(f, mode);
+    /// How far behind issue time evidence may be observed and still warn the public on its own (default 15 min);
+    /// older evidence still changes the alert, for operators, with the reason ([`Alert::stale`]).
+    pub fn set_stale_after(&mut self, ms: i64) {
+        self.stale_after_ms = ms.max(0);
+    }
+
+    /// Folds one finding in; returns the alert if it changed. `issued_ms` is issue time — the caller's wall clock
+    /// when it decides (the book never reads a clock; a replay passes its own) — and becomes the version's CAP
+    /// `sent`; the finding's `observed_ms` is event time. With a journal, the transition is on disk (fsync) before
+    /// this returns; if the journal fails the alert still changes (a warning must not be lost to a full disk) and
+    /// `counters.journal_errors` counts it.
+    pub fn apply(&mut self, f: Finding, mode: Mode, issued_ms: i64) -> Option<Alert> {
+        let changed = self.fold(f, mode, issued_ms);
         self.sync();
         changed
     }
 
     /// Folds many findings with a single fsync at the end: the hot path's batch form of [`AlertBook::apply`].
-    pub fn apply_all(&mut self, findings: impl IntoIterator<Item = Finding>, mode: Mode) -> Vec<Alert> {
-        let changed: Vec<Alert> = findings.into_iter().filter_map(|f| self.fold(f, mode)).collect();
+    pub fn apply_all(&mut self, findings: impl IntoIterator<Item = Finding>, mode: Mode, issued_ms: i64) -> Vec<Alert> {
+        let changed: Vec<Alert> = findings.into_iter().filter_map(|f| self.fold(f, mode, issued_ms)).collect();
         self.sync();
         changed
     }
 
-    fn fold(&mut self, f: Finding, mode: Mode) -> Option<Alert> {
+    /// Whether a finding's evidence is too old, at `issued_ms`, to warn the public on its own. Only readings can be:
+    /// ticks (deadman, forecast expiry), forecasts, partner warnings and reloads are decided on the caller's clock.
+    fn stale_evidence(&self, f: &Finding, issued_ms: i64) -> Option<StaleEvidence> {
+        let age_ms = issued_ms.saturating_sub(f.observed_ms);
+        (f.trigger == Trigger::Reading && f.level.is_some() && age_ms > self.stale_after_ms).then_some(StaleEvidence {
+            observed_ms: f.observed_ms,
+            age_ms,
+            limit_ms: self.stale_after_ms,
+        })
+    }
+
+    fn fold(&mut self, f: Finding, mode: Mode, issued_ms: i64) -> Option<Alert> {
         let key = HazardKey { rule_id: f.rule_id.clone(), area_id: f.area_id.clone(), mode };
         let contributor = if f.sensor_id.is_empty() { AREA.to_string() } else { f.sensor_id.clone() };
         let cause = Cause::Rule {
@@ -462,7 +538,7 @@ impl AlertBook {
             condition: f.level.as_ref().map(|l| l.condition.clone()),
             value: f.value,
             trigger: f.trigger,
-            ts_ms: f.ts_ms,
+            ts_ms: f.observed_ms,
         };
         let contribution = f.level.clone().map(|level| Contribution {
             level,
@@ -482,19 +558,19 @@ impl AlertBook {
             match top {
                 None => {
                     self.suppressed.remove(&key);
-                    self.journal_suppression(key, None, f.ts_ms);
+                    self.journal_suppression(key, None, f.observed_ms);
                     return None;
                 }
                 Some(top) if top <= sup.level_index => {
                     let sup = sup.clone();
-                    self.journal_suppression(key, Some(sup), f.ts_ms);
+                    self.journal_suppression(key, Some(sup), f.observed_ms);
                     return None;
                 }
                 Some(_) => {
                     // Worse than what the operator cancelled: a new alert with everything currently reporting.
                     let sup = self.suppressed.remove(&key)?;
-                    self.journal_suppression(key.clone(), None, f.ts_ms);
-                    return self.raise(key, sup.contributions, &f, cause);
+                    self.journal_suppression(key.clone(), None, f.observed_ms);
+                    return self.raise(key, sup.contributions, &f, cause, issued_ms);
                 }
             }
         }
@@ -502,7 +578,7 @@ impl AlertBook {
         match self.active.get(&key).cloned() {
             None => {
                 let c = contribution?;
-                self.raise(key, BTreeMap::from([(contributor, c)]), &f, cause)
+                self.raise(key, BTreeMap::from([(contributor, c)]), &f, cause, issued_ms)
             }
             Some(id) => {
                 let contributions = self.contributions.entry(id.clone()).or_default();
@@ -520,6 +596,7 @@ impl AlertBook {
                     }
                 }
                 let contributions = contributions.clone();
+                let stale = self.stale_evidence(&f, issued_ms);
                 let alert = self.alerts.get_mut(&id)?;
                 let old_level = alert.level.index;
                 let old_sensors = alert.sensors.clone();
@@ -551,7 +628,14 @@ impl AlertBook {
                     alert.values = f.values.clone();
                 }
                 alert.version += 1;
-                alert.updated_ms = f.ts_ms;
+                // Issue time never runs backwards between versions (a wall clock stepped back by NTP).
+                alert.issued_ms = issued_ms.max(alert.issued_ms);
+                alert.observed_ms = f.observed_ms;
+                // Fresh evidence lifts an earlier hold; an end is never held (a public alert's end must go out).
+                alert.stale = if alert.state.is_active() { stale } else { None };
+                if alert.stale.is_some() {
+                    self.counters.stale_held += 1;
+                }
                 note_release(alert);
                 let alert = alert.clone();
                 if !alert.state.is_active() {
@@ -574,10 +658,16 @@ impl AlertBook {
         contributions: BTreeMap<String, Contribution>,
         f: &Finding,
         cause: Cause,
+        issued_ms: i64,
     ) -> Option<Alert> {
         let top = top_of(&contributions)?.clone();
+        let stale = self.stale_evidence(f, issued_ms);
+        if stale.is_some() {
+            self.counters.stale_held += 1;
+        }
         self.next_seq += 1;
-        let id = format!("{}-{}-{:06}", self.id_prefix, f.ts_ms, self.next_seq);
+        // Issue time, not the reading's: ids sort by when we warned, and a replay cannot mint an id in the past.
+        let id = format!("{}-{}-{:06}", self.id_prefix, issued_ms, self.next_seq);
         let public_release = match (top.publish, top.approval_required) {
             (Publish::Operators, _) => PublicRelease::Withheld,
             (Publish::Public, true) => PublicRelease::Pending,
@@ -594,8 +684,10 @@ impl AlertBook {
             area_id: key.area_id.clone(),
             level: top.level.clone(),
             value: f.value,
-            raised_ms: f.ts_ms,
-            updated_ms: f.ts_ms,
+            first_issued_ms: issued_ms,
+            issued_ms,
+            observed_ms: f.observed_ms,
+            stale,
             sensors: sensors_of(&contributions),
             acknowledged_by: None,
             public_release,
@@ -649,9 +741,13 @@ impl AlertBook {
                 if !active {
                     return Err(BookError::NotActive(id.to_string()));
                 }
-                if !matches!(alert.public_release, PublicRelease::Pending | PublicRelease::Withheld) {
+                if !matches!(alert.public_release, PublicRelease::Pending | PublicRelease::Withheld)
+                    && alert.stale.is_none()
+                {
                     return Err(BookError::NothingToApprove(id.to_string()));
                 }
+                // An operator vouches for old evidence: it goes public now, issued now.
+                alert.stale = None;
                 alert.public_release = PublicRelease::Approved;
                 alert.approved_severity = Some(alert.level.severity);
                 alert.approved_by = Some(actor.to_string());
@@ -684,7 +780,7 @@ impl AlertBook {
         alert.version += 1;
         // Operator actions happen on the wall clock; never let an alert's time run backwards because the rules run
         // on event time that may be ahead.
-        alert.updated_ms = at_ms.max(alert.updated_ms);
+        alert.issued_ms = at_ms.max(alert.issued_ms);
         note_release(&mut alert);
         let cause = Cause::Operator { action: command.name().to_string(), text };
         let key = HazardKey { rule_id: alert.rule_id.clone(), area_id: alert.area_id.clone(), mode: alert.mode };
@@ -692,7 +788,7 @@ impl AlertBook {
         let journaled = if alert.state.is_active() { contributions.clone() } else { BTreeMap::new() };
         self.write_record(&Record::Transition {
             seq: 0,
-            at_ms: alert.updated_ms,
+            at_ms: alert.issued_ms,
             recorded_ms: journal::wall_ms(),
             actor: actor.to_string(),
             cause,
@@ -747,8 +843,11 @@ impl AlertBook {
             area_id: raise.area_id,
             level: raise.level,
             value: f64::from(raise.report.reports),
-            raised_ms: at_ms,
-            updated_ms: at_ms,
+            first_issued_ms: at_ms,
+            issued_ms: at_ms,
+            // What citizens saw, as late as the cluster knows it.
+            observed_ms: raise.report.last_seen_ms,
+            stale: None,
             sensors: BTreeMap::new(),
             acknowledged_by: None,
             public_release: if raise.approval_required { PublicRelease::Pending } else { PublicRelease::NotRequired },
@@ -872,7 +971,7 @@ impl AlertBook {
         self.counters.transitions += 1;
         let record = Record::Transition {
             seq: 0,
-            at_ms: alert.updated_ms,
+            at_ms: alert.issued_ms,
             recorded_ms: journal::wall_ms(),
             actor: actor.to_string(),
             cause,
@@ -1031,7 +1130,7 @@ fn regate(alert: &Alert, top: &Contribution) -> PublicRelease {
 }
 
 fn note_release(alert: &mut Alert) {
-    if alert.state.is_active() && matches!(alert.public_release, PublicRelease::NotRequired | PublicRelease::Approved) {
+    if alert.is_public() {
         alert.released = true;
     }
 }
@@ -1045,7 +1144,7 @@ enum Record {
     /// An alert changed: the alert after the change, why, and by whom.
     Transition {
         seq: u64,
-        /// Event time of the transition (reading time for rules, command time for operators).
+        /// Issue time of the transition (the alert's `issued_ms`); the rule cause carries the event time.
         at_ms: i64,
         /// Wall-clock time the line was written.
         recorded_ms: i64,
@@ -1113,7 +1212,7 @@ mod tests {
             sensor_id: sensor.into(),
             level: lvl.map(level),
             value: 1.0,
-            ts_ms: ts,
+            observed_ms: ts,
             publish: Publish::Public,
             approval_required: false,
             evidence: Vec::new(),
@@ -1125,35 +1224,35 @@ mod tests {
     #[test]
     fn one_alert_per_hazard_through_its_life() {
         let mut book = AlertBook::new("dc");
-        let a = book.apply(finding("A", Some(0), 1), Mode::Actual).unwrap();
+        let a = book.apply(finding("A", Some(0), 1), Mode::Actual, 1).unwrap();
         assert_eq!((a.state, a.change, a.version), (AlertState::Raised, Change::Raised, 1));
         // A second sensor agreeing updates, it does not duplicate.
-        let b = book.apply(finding("B", Some(0), 2), Mode::Actual).unwrap();
+        let b = book.apply(finding("B", Some(0), 2), Mode::Actual, 2).unwrap();
         assert_eq!(
             (b.id.as_str(), b.state, b.change, b.version),
             (a.id.as_str(), AlertState::Updated, Change::Updated, 2)
         );
         // Escalation.
-        let c = book.apply(finding("B", Some(1), 3), Mode::Actual).unwrap();
+        let c = book.apply(finding("B", Some(1), 3), Mode::Actual, 3).unwrap();
         assert_eq!((c.level.index, c.version, c.change), (1, 3, Change::Escalated));
         // Same again: nothing changes.
-        assert!(book.apply(finding("B", Some(1), 4), Mode::Actual).is_none());
+        assert!(book.apply(finding("B", Some(1), 4), Mode::Actual, 4).is_none());
         // One sensor clearing de-escalates to the other's level; the last one clears the alert.
-        let d = book.apply(finding("B", None, 5), Mode::Actual).unwrap();
+        let d = book.apply(finding("B", None, 5), Mode::Actual, 5).unwrap();
         assert_eq!((d.level.index, d.change), (0, Change::DeEscalated));
-        let e = book.apply(finding("A", None, 6), Mode::Actual).unwrap();
+        let e = book.apply(finding("A", None, 6), Mode::Actual, 6).unwrap();
         assert_eq!((e.state, e.change), (AlertState::Cleared, Change::Cleared));
         assert_eq!(book.active().count(), 0);
         // The next rise is a new alert.
-        let f = book.apply(finding("A", Some(0), 7), Mode::Actual).unwrap();
+        let f = book.apply(finding("A", Some(0), 7), Mode::Actual, 7).unwrap();
         assert_ne!(f.id, a.id);
     }
 
     #[test]
     fn drills_never_merge_into_real_alerts() {
         let mut book = AlertBook::new("dc");
-        let real = book.apply(finding("A", Some(0), 1), Mode::Actual).unwrap();
-        let drill = book.apply(finding("A", Some(0), 2), Mode::Exercise).unwrap();
+        let real = book.apply(finding("A", Some(0), 1), Mode::Actual, 1).unwrap();
+        let drill = book.apply(finding("A", Some(0), 2), Mode::Exercise, 2).unwrap();
         assert_ne!(real.id, drill.id);
         assert!(drill.is_public() && !drill.is_public_real() && real.is_public_real());
     }
@@ -1161,14 +1260,14 @@ mod tests {
     #[test]
     fn cancel_ends_an_active_alert_once_and_suppresses_until_worse_or_clear() {
         let mut book = AlertBook::new("dc");
-        let a = book.apply(finding("A", Some(0), 1), Mode::Actual).unwrap();
+        let a = book.apply(finding("A", Some(0), 1), Mode::Actual, 1).unwrap();
         let c = book.cancel_by(&a.id, "op1", Some("sensor under maintenance"), 2).unwrap();
         assert_eq!((c.state, c.cancelled_by.as_deref()), (AlertState::Cancelled, Some("op1")));
         assert!(matches!(book.cancel_by(&a.id, "op1", None, 3), Err(BookError::NotActive(_))));
         // The same hazard at the same level stays quiet; another sensor at the same level too.
-        assert!(book.apply(finding("B", Some(0), 4), Mode::Actual).is_none());
+        assert!(book.apply(finding("B", Some(0), 4), Mode::Actual, 4).is_none());
         // Worse than cancelled: a new alert carrying both sensors.
-        let n = book.apply(finding("B", Some(1), 5), Mode::Actual).unwrap();
+        let n = book.apply(finding("B", Some(1), 5), Mode::Actual, 5).unwrap();
         assert_ne!(n.id, a.id);
         assert_eq!(n.sensors.len(), 2);
         assert_eq!(n.change, Change::Raised);
@@ -1177,10 +1276,10 @@ mod tests {
     #[test]
     fn suppression_ends_when_every_sensor_clears() {
         let mut book = AlertBook::new("dc");
-        let a = book.apply(finding("A", Some(1), 1), Mode::Actual).unwrap();
+        let a = book.apply(finding("A", Some(1), 1), Mode::Actual, 1).unwrap();
         book.cancel(&a.id, 2).unwrap();
-        assert!(book.apply(finding("A", None, 3), Mode::Actual).is_none());
-        let again = book.apply(finding("A", Some(0), 4), Mode::Actual).unwrap();
+        assert!(book.apply(finding("A", None, 3), Mode::Actual, 3).is_none());
+        let again = book.apply(finding("A", Some(0), 4), Mode::Actual, 4).unwrap();
         assert_eq!(again.change, Change::Raised);
     }
 
@@ -1189,7 +1288,7 @@ mod tests {
         let mut book = AlertBook::new("dc");
         let mut f = finding("A", Some(0), 1);
         f.approval_required = true;
-        let a = book.apply(f, Mode::Actual).unwrap();
+        let a = book.apply(f, Mode::Actual, 1).unwrap();
         assert_eq!(a.public_release, PublicRelease::Pending);
         assert!(!a.is_public());
         let approved = book.approve(&a.id, "chief", 2).unwrap();
@@ -1202,10 +1301,10 @@ mod tests {
         // Escalating past the approved severity is held again.
         let mut g = finding("A", Some(1), 4);
         g.approval_required = true;
-        let e = book.apply(g, Mode::Actual).unwrap();
+        let e = book.apply(g, Mode::Actual, 4).unwrap();
         assert_eq!(e.public_release, PublicRelease::Pending);
         // Clearing goes public because an earlier version did.
-        let cleared = book.apply(finding("A", None, 5), Mode::Actual).unwrap();
+        let cleared = book.apply(finding("A", None, 5), Mode::Actual, 5).unwrap();
         assert!(cleared.is_public());
     }
 
@@ -1214,16 +1313,16 @@ mod tests {
         let mut book = AlertBook::new("dc");
         let mut f = finding("A", Some(0), 1);
         f.publish = Publish::Operators;
-        let a = book.apply(f, Mode::Actual).unwrap();
+        let a = book.apply(f, Mode::Actual, 1).unwrap();
         assert_eq!(a.public_release, PublicRelease::Withheld);
-        let cleared = book.apply(finding("A", None, 2), Mode::Actual).unwrap();
+        let cleared = book.apply(finding("A", None, 2), Mode::Actual, 2).unwrap();
         assert!(!cleared.is_public(), "an alert the public never saw does not announce its end");
     }
 
     #[test]
     fn comments_and_acknowledgements_are_versioned() {
         let mut book = AlertBook::new("dc");
-        let a = book.apply(finding("A", Some(0), 1), Mode::Actual).unwrap();
+        let a = book.apply(finding("A", Some(0), 1), Mode::Actual, 1).unwrap();
         let b = book.acknowledge_by(&a.id, "op1", 2).unwrap();
         assert_eq!((b.version, b.change, b.acknowledged_by.as_deref()), (2, Change::Acknowledged, Some("op1")));
         let c = book.comment(&a.id, "op2", "  road closed by police  ", 3).unwrap();
@@ -1299,13 +1398,74 @@ mod tests {
         assert!(again.is_public());
     }
 
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn issue_time_is_the_callers_and_event_time_the_findings() {
+        let mut book = AlertBook::new("dc");
+        let observed = 1_764_086_400_000;
+        let issued = observed + 5 * 60_000;
+        let a = book.apply(finding("A", Some(0), observed), Mode::Actual, issued).unwrap();
+        assert_eq!((a.first_issued_ms, a.issued_ms, a.observed_ms), (issued, issued, observed));
+        assert_eq!(a.id, format!("dc-{issued}-000001"), "ids carry issue time");
+        assert!(a.stale.is_none() && a.is_public(), "five minutes old is fresh");
+        // A later version from an earlier wall clock (NTP stepped back) does not run backwards.
+        let b = book.apply(finding("A", Some(1), observed + 1), Mode::Actual, issued - 1000).unwrap();
+        assert_eq!((b.issued_ms, b.first_issued_ms, b.observed_ms), (issued, issued, observed + 1));
+    }
+
+    #[test]
+    fn old_evidence_warns_operators_only_until_fresh_evidence_or_an_operator() {
+        let mut book = AlertBook::new("dc");
+        let now = 1_764_086_400_000 + 6 * HOUR;
+        // Six hours of backlog: raised, issued now, held from the public with the reason; counted.
+        let a = book.apply(finding("A", Some(0), now - 6 * HOUR), Mode::Actual, now).unwrap();
+        let stale = a.stale.expect("held");
+        assert_eq!(
+            (stale.observed_ms, stale.age_ms, stale.limit_ms),
+            (now - 6 * HOUR, 6 * HOUR, DEFAULT_STALE_AFTER_MS)
+        );
+        assert!(stale.reason().contains("6h 0m") && stale.reason().contains("15m"), "{}", stale.reason());
+        assert_eq!(a.public_release, PublicRelease::NotRequired, "the rule is public; only the evidence is old");
+        assert!(!a.is_public() && !a.released);
+        assert_eq!(book.counters.stale_held, 1);
+        // More backlog escalates it, still operators only.
+        let b = book.apply(finding("A", Some(1), now - 5 * HOUR), Mode::Actual, now + 1).unwrap();
+        assert!(b.stale.is_some() && !b.is_public());
+        // Fresh evidence lifts the hold: public from this version on.
+        let c = book.apply(finding("B", Some(1), now + 2), Mode::Actual, now + 2).unwrap();
+        assert!(c.stale.is_none() && c.is_public() && c.released);
+        // Old evidence changing a public alert is held on that version only; the end still goes out.
+        let d = book.apply(finding("B", Some(0), now - HOUR), Mode::Actual, now + 3).unwrap();
+        assert!(d.stale.is_some() && !d.is_public() && d.released);
+        book.apply(finding("B", None, now - HOUR), Mode::Actual, now + 4).unwrap();
+        let end = book.apply(finding("A", None, now - HOUR), Mode::Actual, now + 5).unwrap();
+        assert!(end.state == AlertState::Cleared && end.stale.is_none() && end.is_public());
+        assert_eq!(book.counters.stale_held, 3);
+
+        // An alert only old evidence ever raised announces no end to a public that never saw it.
+        let e = book.apply(finding("A", Some(0), now - 6 * HOUR), Mode::Actual, now + 10).unwrap();
+        let cleared = book.apply(finding("A", None, now - 6 * HOUR + 1), Mode::Actual, now + 11).unwrap();
+        assert!(!cleared.is_public(), "{e:?}");
+
+        // An operator can vouch for it: approved, public, issued at the approval.
+        let f = book.apply(finding("A", Some(0), now - 6 * HOUR), Mode::Actual, now + 20).unwrap();
+        let approved = book.approve(&f.id, "chief", now + 30).unwrap();
+        assert!(approved.stale.is_none() && approved.is_public());
+        assert_eq!(approved.issued_ms, now + 30);
+        // A limit from config: with a day, six hours is fresh.
+        let mut lenient = AlertBook::new("dc");
+        lenient.set_stale_after(24 * HOUR);
+        assert!(lenient.apply(finding("A", Some(0), now - 6 * HOUR), Mode::Actual, now).unwrap().is_public());
+    }
+
     #[test]
     fn closed_alerts_beyond_retention_are_forgotten() {
         let mut book = AlertBook::new("dc");
         book.set_retain_closed(2);
         for i in 0..5 {
-            book.apply(finding("A", Some(0), i * 10), Mode::Actual).unwrap();
-            book.apply(finding("A", None, i * 10 + 1), Mode::Actual).unwrap();
+            book.apply(finding("A", Some(0), i * 10), Mode::Actual, i * 10).unwrap();
+            book.apply(finding("A", None, i * 10 + 1), Mode::Actual, i * 10 + 1).unwrap();
         }
         assert_eq!(book.all().count(), 2);
     }

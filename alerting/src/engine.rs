@@ -1,8 +1,11 @@
 //! The rule engine: readings, ticks and forecasts in; level changes ([`Finding`]s) out.
 //!
-//! Pure and deterministic: windows follow reading timestamps (event time), never the wall clock, and the only other
-//! clock is the `now` the caller passes to [`RuleEngine::tick`]; the same inputs in the same order give the same
-//! findings, so scenario replays are tests.
+//! Pure and deterministic: windows follow reading timestamps (event time), never the wall clock. The only other
+//! clock is the caller's: the `now` it passes to [`RuleEngine::tick`] and the arrival time it passes with each
+//! reading ([`RuleEngine::evaluate_arrived`]), which is what deadman rules run on — a sensor is silent when nothing
+//! has *arrived* from it for a while, whatever its readings' timestamps say, so a replay or a gateway flushing a
+//! backlog does not make live sensors look silent. The same inputs in the same order give the same findings, so
+//! scenario replays are tests. Findings carry event time (`observed_ms`); issue time is the alert book's input.
 //!
 //! Layout:
 //! - `engine.rs` (this file): [`RuleEngine`] — per-reading evaluation, `tick` (deadman, forecast expiry),
@@ -124,8 +127,11 @@ pub struct RuleEngine {
     /// (rule, zone) areas changed in the current step; zone-wide rules reading them are re-evaluated.
     touched: Vec<(u16, u32)>,
     max_lateness_ms: i64,
-    /// The latest event time the engine has seen (readings, ticks, forecasts): the time of zone-wide findings.
+    /// The latest event time the engine has seen (readings, ticks, forecasts).
     clock_ms: i64,
+    /// Event time of the input being evaluated (the reading, the tick, the forecast): the `observed_ms` of the
+    /// zone-wide findings it settles, so a composite tipped by a backlogged reading says how old its evidence is.
+    step_ms: i64,
     pub counters: EngineCounters,
 }
 
@@ -180,6 +186,7 @@ impl RuleEngine {
             touched: Vec::new(),
             max_lateness_ms: max_lateness_ms.max(0),
             clock_ms: NO_TS,
+            step_ms: NO_TS,
             counters: EngineCounters::default(),
         }
     }
@@ -315,8 +322,22 @@ impl RuleEngine {
         }
     }
 
-    /// Evaluates one reading of `sensor` standing in `zones`; appends level changes to `out`.
+    /// Evaluates one reading of `sensor` standing in `zones` as if it arrived at its own timestamp (replays, the
+    /// catch-up from the readings store, tests); appends level changes to `out`.
     pub fn evaluate(&mut self, reading: &Reading, sensor: &Sensor, zones: &[ZoneRef<'_>], out: &mut Vec<Finding>) {
+        self.evaluate_arrived(reading, reading.ts_ms, sensor, zones, out);
+    }
+
+    /// Evaluates one reading that arrived at `arrived_ms` (the ingest clock, the same clock as `tick`'s `now`):
+    /// windows and levels follow the reading's event time, the deadman follows arrival.
+    pub fn evaluate_arrived(
+        &mut self,
+        reading: &Reading,
+        arrived_ms: i64,
+        sensor: &Sensor,
+        zones: &[ZoneRef<'_>],
+        out: &mut Vec<Finding>,
+    ) {
         self.counters.evaluated += 1;
         let m = plan::metric_index(reading.metric);
         let has_rules = !self.plan.by_metric[m].is_empty() || !self.plan.any_metric.is_empty();
@@ -327,9 +348,11 @@ impl RuleEngine {
         let moved = self.place(s, zones);
         let ts = reading.ts_ms;
         self.clock_ms = self.clock_ms.max(ts);
+        self.step_ms = ts;
         {
             let slot = &mut self.sensors[s as usize];
             slot.last_seen_ms = slot.last_seen_ms.max(ts);
+            slot.last_arrived_ms = slot.last_arrived_ms.max(arrived_ms);
             match reading.metric {
                 Metric::SpeedKmh if ts >= slot.speed_ts => {
                     slot.speed_kmh = reading.value as f32;
@@ -353,8 +376,8 @@ impl RuleEngine {
             self.evaluate_sensor_rules(s, series_idx, RuleLists::Both(m), moved, Trigger::Reading, out);
         }
         if self.sensors[s as usize].deadman_raised {
-            // A report from a sensor the deadman flagged: it is alive again.
-            let now = self.sensors[s as usize].last_seen_ms;
+            // A report from a sensor the deadman flagged: it is alive again (as of its arrival).
+            let now = self.sensors[s as usize].last_arrived_ms;
             self.evaluate_deadman(s, now, Trigger::Reading, out);
         }
         self.settle(Trigger::Reading, false, out);
@@ -479,11 +502,11 @@ impl RuleEngine {
         }
     }
 
-    /// Deadman rules for sensor `s` as of `now`.
+    /// Deadman rules for sensor `s` as of `now` on the arrival clock.
     fn evaluate_deadman(&mut self, s: u32, now: i64, trigger: Trigger, out: &mut Vec<Finding>) {
         let Self { plan, sensors, zones, areas, adopted, touched, counters, .. } = self;
         let sensor = &mut sensors[s as usize];
-        let seen = sensor.last_seen_ms.max(sensor.watch_from_ms);
+        let seen = sensor.last_arrived_ms.max(sensor.watch_from_ms);
         if seen == NO_TS {
             return;
         }
@@ -522,6 +545,7 @@ impl RuleEngine {
     /// server; scenario time in replays).
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Finding>) {
         self.clock_ms = self.clock_ms.max(now_ms);
+        self.step_ms = now_ms;
         let valid = self.plan.forecast_valid_ms;
         let expired: Vec<u32> =
             self.forecasts.iter().filter(|(_, (_, ts))| now_ms.saturating_sub(*ts) >= valid).map(|(z, _)| *z).collect();
@@ -559,6 +583,7 @@ impl RuleEngine {
         }
         self.counters.forecasts += 1;
         self.clock_ms = self.clock_ms.max(ts_ms);
+        self.step_ms = ts_ms;
         self.forecasts.insert(z, (value, ts_ms));
         self.touched.push((FORECAST, z));
         self.settle(Trigger::Forecast, false, out);
@@ -574,6 +599,7 @@ impl RuleEngine {
         self.external_at_ms = now_ms;
         if self.rematch_external() {
             self.clock_ms = self.clock_ms.max(now_ms);
+            self.step_ms = now_ms;
             self.settle(Trigger::External, false, out);
         }
     }
@@ -728,7 +754,7 @@ impl RuleEngine {
             publish: rule.publish,
             level: info,
             value: decision.value,
-            ts_ms: self.clock_ms,
+            observed_ms: self.step_ms,
             evidence: evidence_ids,
             values: values.clone(),
             trigger,
@@ -759,6 +785,7 @@ impl RuleEngine {
         next.restore(snapshot, None);
         next.counters = counters;
         next.clock_ms = clock;
+        next.step_ms = clock;
         next.external_alerts = std::mem::take(&mut self.external_alerts);
         next.external_at_ms = self.external_at_ms;
         next.rematch_external();
@@ -776,7 +803,7 @@ impl RuleEngine {
                     sensor_id: sensor,
                     level: None,
                     value: 0.0,
-                    ts_ms: self.clock_ms,
+                    observed_ms: self.clock_ms,
                     publish: Publish::Public,
                     approval_required: false,
                     evidence: Vec::new(),
@@ -885,7 +912,7 @@ impl RuleEngine {
                     sensor_id: contributor,
                     level: None,
                     value: 0.0,
-                    ts_ms: self.clock_ms.max(0),
+                    observed_ms: self.clock_ms.max(0),
                     publish: Publish::Public,
                     approval_required: false,
                     evidence: Vec::new(),
@@ -1117,7 +1144,7 @@ fn step_slot(
         sensor_id: sensor.id.to_string(),
         level: info,
         value,
-        ts_ms: now,
+        observed_ms: now,
         publish: rule.publish,
         approval_required: next_level(rule, next).is_some_and(|l| l.approval),
         evidence: Vec::new(),
@@ -1163,7 +1190,7 @@ fn clear_stale_slots(
                 sensor_id: sensor.id.to_string(),
                 level: None,
                 value: 0.0,
-                ts_ms: now,
+                observed_ms: now,
                 publish: rule.publish,
                 approval_required: false,
                 evidence: Vec::new(),

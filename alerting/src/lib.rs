@@ -14,7 +14,9 @@
 //!   forecasts and partner agencies' warnings, producing [`Finding`]s; `engine/` holds its plan, window structures,
 //!   state and snapshots (and saving and loading them in the data dir).
 //! - [`alert`]: alerts and their lifecycle; [`alert::AlertBook`] keeps exactly one alert per hazard (rule × area ×
-//!   mode), with operator commands, the approval gate and public-release flag.
+//!   mode), with operator commands, the approval gate and public-release flag. Two clocks, never read here: findings
+//!   carry event time (`observed_ms`), the caller passes issue time (`issued_ms`, CAP `sent`); evidence older than
+//!   the book's `stale_after` behind issue time changes alerts for operators only ([`alert::StaleEvidence`]).
 //! - [`journal`]: the data dir's files — the append-only alert journal, checkpoints, atomically replaced JSON files.
 //! - [`message`]: the websocket/JSON form of an alert (`INTERFACE.md`).
 //! - `tests/`: scenario replays, restarts and reloads, properties of the engine and the book together, and the

@@ -57,7 +57,16 @@ pub struct AlertMessage {
     pub area: serde_json::Value,
     pub area_id: String,
     pub area_name: String,
+    /// Issue time of this version (our clock when we decided): what people and agencies were told, when.
     pub sent: String,
+    /// Event time of the evidence behind the version (the reading's timestamp): beside `sent` for operators, who
+    /// see how old the evidence was.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub observed: String,
+    /// Why the public channels do not carry this version although its rule is public (evidence older than the
+    /// server's `alerting.stale_after_s`), for operators; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     pub cap: String,
     pub level: String,
     pub value: f64,
@@ -120,7 +129,9 @@ impl AlertMessage {
             area: area.geometry,
             area_id: alert.area_id.clone(),
             area_name: area.name.to_string(),
-            sent: format_time(alert.updated_ms, TAIWAN_OFFSET),
+            sent: format_time(alert.issued_ms, TAIWAN_OFFSET),
+            observed: format_time(alert.observed_ms, TAIWAN_OFFSET),
+            held: alert.stale.map(|s| s.reason()),
             // The CAP message of this version (dissemination names them `{alert id}.{version}`).
             cap: format!("/cap/{}.{}.xml", alert.id, alert.version),
             level: alert.level.name.clone(),

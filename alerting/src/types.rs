@@ -156,8 +156,10 @@ pub struct Finding {
     pub level: Option<LevelInfo>,
     /// The measured quantity that decided (a window sum, the latest value, a rate), for texts and operators.
     pub value: f64,
-    /// Event time of the reading (or tick/forecast time) that caused the change.
-    pub ts_ms: i64,
+    /// Event time: when what caused the change was observed — the reading's timestamp, or the tick, forecast or
+    /// partner-warning time. Rules and windows run on it; it is never the time anything is issued (the alert book
+    /// takes issue time from its caller, `AlertBook::apply`).
+    pub observed_ms: i64,
     /// Who may see the rule's alerts.
     pub publish: Publish,
     /// Whether this level's class waits for an operator before public release (`[[approval]]`).

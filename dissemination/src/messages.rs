@@ -230,7 +230,8 @@ pub(crate) fn build_message(
         severity: view.severity,
         certainty: view.certainty,
         effective: None,
-        onset: None,
+        // Event time beside issue time: when the hazard was observed, for agencies that show it. Never after `sent`.
+        onset: view.observed_ms.filter(|&t| t <= view.updated_ms).and_then(time_of),
         expires,
         areas: vec![AreaInput {
             desc: Localized::new(zone.name.clone(), zone.name_en.clone().unwrap_or_else(|| zone.name.clone())),

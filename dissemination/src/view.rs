@@ -96,10 +96,15 @@ pub struct AlertView {
     pub area_id: String,
     /// The measured value that tripped the rule (unit per event type, see `config/dissemination.toml`).
     pub value: f64,
-    /// When the alert was raised, Unix ms (event time).
+    /// When the alert was raised, Unix ms: issue time (our clock when we decided), not the readings' time.
     pub raised_ms: i64,
-    /// When this change happened, Unix ms (event time); the CAP `sent` of the message.
+    /// When this change was issued, Unix ms (issue time): the CAP `sent` of the message, from which `expires` counts
+    /// and the Atom entry's `updated`. Never the readings' time, so nothing reaches agencies already expired.
     pub updated_ms: i64,
+    /// When the evidence behind this change was observed, Unix ms (event time: the reading's timestamp); the CAP
+    /// `onset`. Absent for changes without one (operator-made alerts, older journals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_ms: Option<i64>,
     /// False while an approval gate holds the public channels: the message is kept for operators only.
     pub public_release: bool,
     /// Extra template values from the rule (`rain_1h_mm`, `station@zh-TW`, …); they win over derived ones.

@@ -22,8 +22,10 @@
 //! - `bin/gateway-firmware-sim.rs` — the command line (thin: parses options, calls the above).
 //!
 //! Scenario time vs wall time: a scenario covers `span` of scenario time, replayed `compression` times faster. Payload
-//! `ts` is scenario time (`start_ts_ms` + offset + the device's clock skew), so a 24 h typhoon replayed in 60 s still
-//! carries 24 h of timestamps. Network timings (backoff, keep-alive, drain) are wall time.
+//! `ts` is scenario time by default (`start_ts_ms` + offset + the device's clock skew), so a 24 h typhoon replayed in
+//! 60 s still carries 24 h of timestamps; with `RunOptions::wall_clock` (`--wall-clock`, and `disaster-cloud demo`)
+//! it is the wall clock when the device measures ([`Stamp`]), as real devices stamp a storm they live through.
+//! Network timings (backoff, keep-alive, drain) are wall time.
 //!
 //! # Use from another program
 //! ```no_run
@@ -63,7 +65,7 @@ pub use error::SimError;
 pub use fleet::{Device, Fleet};
 pub use load::{run_load, LoadOptions, LoadSummary};
 pub use outbox::Outbox;
-pub use plan::{plan, MessageKind, Plan, PlannedMessage};
+pub use plan::{plan, plan_stamped, MessageKind, Plan, PlannedMessage, Stamp};
 pub use run::{now_ms, run_scenario, RunOptions, Summary};
 pub use scenario::Scenario;
 pub use stats::LatencyStats;

@@ -120,8 +120,37 @@ fn num(x: f64, d: i32) -> Json {
     }
 }
 
+/// Which clock the payloads' `ts` follows (the device's skew is added either way).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stamp {
+    /// Scenario time: `start_ts_ms` + offset. A 24 h scenario carries 24 h of timestamps however fast it plays, so a
+    /// server's rule windows see the whole day — but a server also sees readings hours old arrive now (a backlog).
+    Scenario { start_ts_ms: i64 },
+    /// The wall clock when the device measures: `wall_start_ms` + offset / `compression`. What real devices do in a
+    /// storm: the server sees live readings, issues what it raises now, and its deadman sees live sensors. Rule
+    /// windows then see the scenario compressed (a day of rain within a minute of timestamps).
+    WallClock { wall_start_ms: i64, compression: f64 },
+}
+
+impl Stamp {
+    /// The `ts` (before skew) of what a device measures at scenario offset `t`.
+    pub fn at(self, t: Duration) -> i64 {
+        match self {
+            Stamp::Scenario { start_ts_ms } => start_ts_ms + t.as_millis() as i64,
+            Stamp::WallClock { wall_start_ms, compression } => {
+                wall_start_ms + (t.as_secs_f64() * 1000.0 / compression.max(f64::MIN_POSITIVE)).round() as i64
+            }
+        }
+    }
+}
+
 /// Build the script of every device the scenario names. `start_ts_ms` is the Unix time of scenario offset 0.
 pub fn plan(fleet: &Fleet, scenario: &Scenario, seed: u64, start_ts_ms: i64) -> Result<Plan, SimError> {
+    plan_stamped(fleet, scenario, seed, Stamp::Scenario { start_ts_ms })
+}
+
+/// [`plan`] with the payloads' `ts` on the clock `stamp` says. Everything but `ts` is the same for the same seed.
+pub fn plan_stamped(fleet: &Fleet, scenario: &Scenario, seed: u64, stamp: Stamp) -> Result<Plan, SimError> {
     scenario.check_fleet(fleet)?;
     let fw = &scenario.firmware;
     let mut devices = Vec::new();
@@ -148,7 +177,7 @@ pub fn plan(fleet: &Fleet, scenario: &Scenario, seed: u64, start_ts_ms: i64) -> 
             scenario.events.iter().filter(|e| e.device == id && e.action == Action::Silent).map(|e| e.at).min();
         let alive = |t: Duration| silent_at.is_none_or(|s| t < s);
         let battery = |t: Duration| battery_start - fw.battery_drain_v_per_h * t.as_secs_f64() / 3600.0;
-        let ts = |t: Duration| start_ts_ms + t.as_millis() as i64 + skew_ms;
+        let ts = |t: Duration| stamp.at(t) + skew_ms;
 
         let mut steps: Vec<(Duration, u8, Step)> = Vec::new();
         let topic_readings = format!("sensors/{id}/readings");

@@ -11,7 +11,7 @@ use crate::courier::Live;
 use crate::error::SimError;
 use crate::firmware::{run_device, DeviceReport, Stage};
 use crate::fleet::Fleet;
-use crate::plan::plan;
+use crate::plan::{plan_stamped, Stamp};
 use crate::progress::{Progress, MIN_RUN_FOR_BAR};
 use crate::scenario::Scenario;
 use crate::stats::LatencyStats;
@@ -30,6 +30,9 @@ pub struct RunOptions {
     pub start_ts_ms: i64,
     /// Scenario seconds per wall second; zero or negative means the scenario's own.
     pub compression: f64,
+    /// Stamp payload `ts` with the wall clock at the moment each device measures (`plan::Stamp::WallClock`) instead
+    /// of scenario time from `start_ts_ms`: what `disaster-cloud demo` does, so the server sees a live storm.
+    pub wall_clock: bool,
     /// No progress bar.
     pub quiet: bool,
 }
@@ -43,6 +46,7 @@ impl Default for RunOptions {
             seed: 0,
             start_ts_ms: now_ms() - 86_400_000,
             compression: 0.0,
+            wall_clock: false,
             quiet: false,
         }
     }
@@ -154,7 +158,13 @@ pub async fn run_scenario(fleet: &Fleet, scenario: &Scenario, opts: &RunOptions)
     if !compression.is_finite() {
         return Err(SimError::Option { option: "compression", reason: format!("{compression} is not a number") });
     }
-    let plan = plan(fleet, scenario, opts.seed, opts.start_ts_ms)?;
+    let wall_start_ms = now_ms();
+    let stamp = if opts.wall_clock {
+        Stamp::WallClock { wall_start_ms, compression }
+    } else {
+        Stamp::Scenario { start_ts_ms: opts.start_ts_ms }
+    };
+    let plan = plan_stamped(fleet, scenario, opts.seed, stamp)?;
     let planned: u64 = plan
         .devices
         .iter()

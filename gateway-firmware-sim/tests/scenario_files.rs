@@ -268,3 +268,36 @@ flood_depth_cm, battery_v, un_number)"
     let missing = bad("span = \"2h\"\n", "");
     assert!(missing.contains("missing field `span`"), "{missing}");
 }
+
+/// `--wall-clock` (and `disaster-cloud demo`): the same messages, stamped with the wall clock at which each device
+/// measures — offset / compression after the run starts — instead of scenario time; duplicates keep their original's.
+#[test]
+fn wall_clock_stamps_follow_the_replay_not_the_scenario() {
+    use gateway_firmware_sim::{plan_stamped, Stamp};
+    let fleet = config_fleet();
+    let s = scenario_file("typhoon.toml");
+    let wall_start_ms = 1_796_500_000_000;
+    let scenario = plan(&fleet, &s, 7, 0).unwrap();
+    let wall = plan_stamped(&fleet, &s, 7, Stamp::WallClock { wall_start_ms, compression: s.compression }).unwrap();
+    let (a, b) = (scenario.messages(), wall.messages());
+    assert_eq!(a.len(), b.len());
+    let ts = |m: &gateway_firmware_sim::PlannedMessage| {
+        serde_json::from_str::<serde_json::Value>(&m.payload).unwrap()["ts"].as_i64().unwrap()
+    };
+    let skew = |d: &str| wall.devices.iter().find(|p| p.device.id == d).unwrap().skew_ms;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.at, &x.device, x.kind), (y.at, &y.device, y.kind));
+        let expected = wall_start_ms + (x.at.as_secs_f64() * 1000.0 / s.compression).round() as i64 + skew(&y.device);
+        assert_eq!(ts(y), expected, "{}", y.payload);
+        // Everything but `ts` is the same message.
+        let strip = |p: &str| {
+            let mut v: serde_json::Value = serde_json::from_str(p).unwrap();
+            v.as_object_mut().unwrap().remove("ts");
+            v
+        };
+        assert_eq!(strip(&x.payload), strip(&y.payload));
+    }
+    // The whole typhoon's readings fall within its 60 s of wall time (and the devices' 2 s of skew).
+    let last = b.iter().map(|m| ts(m)).max().unwrap();
+    assert!(last <= wall_start_ms + 62_000, "{}", last - wall_start_ms);
+}

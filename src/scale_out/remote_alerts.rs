@@ -56,6 +56,10 @@ struct WireAlert {
     comments: Vec<CommentMessage>,
     #[serde(default)]
     reports: Vec<String>,
+    #[serde(default)]
+    observed: String,
+    #[serde(default)]
+    held: Option<String>,
     public: bool,
 }
 
@@ -143,6 +147,8 @@ impl RemoteAlerts {
             area_id: wire.area_id,
             area_name: wire.area_name,
             sent: wire.sent,
+            observed: wire.observed,
+            held: wire.held,
             cap: wire.cap,
             level: wire.level,
             value: wire.value,

@@ -57,7 +57,7 @@ pub(super) async fn publish_alerts(app: Arc<App>, publisher: Publisher, worker: 
                     .book
                     .lock()
                     .all()
-                    .filter(|a| !a.state.is_active() && a.updated_ms < cutoff && !removed.contains(&a.id))
+                    .filter(|a| !a.state.is_active() && a.issued_ms < cutoff && !removed.contains(&a.id))
                     .map(|a| (a.id.clone(), alert_topic(&app, a)))
                     .collect();
                 for (id, topic) in expired {
@@ -77,7 +77,7 @@ pub(super) async fn publish_alerts(app: Arc<App>, publisher: Publisher, worker: 
                 match book.get(&id) {
                     // Alerts from partner agencies share the channel but are not ours to publish.
                     None => continue,
-                    Some(a) if !a.state.is_active() && a.updated_ms < cutoff => continue,
+                    Some(a) if !a.state.is_active() && a.issued_ms < cutoff => continue,
                     Some(a) => (alert_topic(&app, a), alert_payload(&app, a, &worker)),
                 }
             };

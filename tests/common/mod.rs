@@ -71,6 +71,11 @@ impl Server {
         Self::launch(&["demo", "--no-scenario"], extra)
     }
 
+    /// `disaster-cloud demo` with its scenario (the typhoon, replayed by simulated gateways) on fresh ports.
+    pub fn start_demo_scenario() -> Server {
+        Self::launch(&["demo"], &[])
+    }
+
     /// `disaster-cloud serve --config <file>` on fresh ports.
     pub fn serve(config: &std::path::Path) -> Server {
         Self::launch(&["serve", "--config", config.to_str().unwrap()], &[])

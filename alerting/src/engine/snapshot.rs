@@ -42,6 +42,9 @@ pub struct SensorSnapshot {
     pub kind: SensorKind,
     pub interval_ms: i64,
     pub last_seen_ms: Option<i64>,
+    /// Arrival time of the newest reading (the deadman's clock); absent in snapshots from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_arrived_ms: Option<i64>,
     pub watch_from_ms: Option<i64>,
     pub zones: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,6 +145,7 @@ impl RuleEngine {
                 kind: s.kind,
                 interval_ms: s.interval_ms,
                 last_seen_ms: opt(s.last_seen_ms),
+                last_arrived_ms: opt(s.last_arrived_ms),
                 watch_from_ms: opt(s.watch_from_ms),
                 zones: s.zones.iter().map(|&z| zone_id(z)).collect(),
                 speed_kmh: (!s.speed_kmh.is_nan()).then_some(s.speed_kmh),
@@ -227,6 +231,7 @@ impl RuleEngine {
             let mut slot = SensorSlot::new(&s.id, s.kind, s.interval_ms);
             let mut values: Vec<((u16, u32), BTreeMap<String, String>)> = Vec::new();
             slot.last_seen_ms = s.last_seen_ms.unwrap_or(NO_TS);
+            slot.last_arrived_ms = s.last_arrived_ms.unwrap_or(NO_TS);
             slot.watch_from_ms = s.watch_from_ms.unwrap_or(NO_TS);
             if let Some(t) = resumed_at_ms {
                 slot.watch_from_ms = slot.watch_from_ms.max(t);

@@ -79,8 +79,11 @@ pub(crate) struct SensorSlot {
     pub id: Box<str>,
     pub kind: SensorKind,
     pub interval_ms: i64,
-    /// Event time of the newest reading of any metric: the deadman's clock.
+    /// Event time of the newest reading of any metric (rules without a series evaluate as of it).
     pub last_seen_ms: i64,
+    /// Arrival time (the ingest clock) of the newest reading to arrive: the deadman's clock. Not event time: a
+    /// replay or a gateway flushing its backlog delivers old timestamps from a sensor that is alive right now.
+    pub last_arrived_ms: i64,
     /// Grace start for the deadman: a sensor watched before its first report, or the engine's restart.
     pub watch_from_ms: i64,
     /// Zones the sensor stands in (its latest position), interned.
@@ -105,6 +108,7 @@ impl SensorSlot {
             kind,
             interval_ms: interval_ms.max(1000),
             last_seen_ms: NO_TS,
+            last_arrived_ms: NO_TS,
             watch_from_ms: NO_TS,
             zones: Vec::new(),
             speed_kmh: f32::NAN,

@@ -54,6 +54,9 @@ pub(crate) struct Harness {
     pub mode: Mode,
     pub changes: Vec<Alert>,
     pub findings: Vec<Finding>,
+    /// The replay's wall clock: the latest step time so far (readings, ticks, forecasts arrive in time order and are
+    /// decided at once), so issue time equals event time and replays stay deterministic.
+    pub issue_ms: i64,
 }
 
 impl Harness {
@@ -68,7 +71,16 @@ impl Harness {
         // Only the river reaches and road segments lack rain thresholds, and no rain rule scopes them.
         assert!(warnings.is_empty(), "{warnings:?}");
         let sensors = registry().iter().cloned().collect();
-        Harness { geo, sensors, engine, book, mode: Mode::Actual, changes: Vec::new(), findings: Vec::new() }
+        Harness {
+            geo,
+            sensors,
+            engine,
+            book,
+            mode: Mode::Actual,
+            changes: Vec::new(),
+            findings: Vec::new(),
+            issue_ms: 0,
+        }
     }
 
     /// Adds a sensor that `config/sensors.toml` does not have (a second tilt meter, a second truck).
@@ -95,6 +107,23 @@ impl Harness {
         self.read_at(id, ts, metric, value, None)
     }
 
+    /// A reading stamped `ts` that arrives at `arrived` (a backlog, a replay): windows follow `ts`, the deadman and
+    /// issue time follow `arrived`.
+    pub fn read_arrived(&mut self, id: &str, ts: i64, arrived: i64, metric: Metric, value: f64) -> Vec<Alert> {
+        let sensor = self.sensor(id);
+        let reading = Reading { sensor_id: id.into(), ts_ms: ts, metric, value, position: None };
+        let zones: Vec<ZoneRef<'_>> = self
+            .geo
+            .zones_containing(sensor.lat, sensor.lon)
+            .into_iter()
+            .map(|z| ZoneRef { id: &z.id, kind: z.kind })
+            .collect();
+        let mut out = Vec::new();
+        self.engine.evaluate_arrived(&reading, arrived, &sensor, &zones, &mut out);
+        self.issue_ms = self.issue_ms.max(arrived);
+        self.fold(out)
+    }
+
     pub fn read_at(&mut self, id: &str, ts: i64, metric: Metric, value: f64, at: Option<(f64, f64)>) -> Vec<Alert> {
         let sensor = self.sensor(id);
         let reading = Reading {
@@ -109,24 +138,27 @@ impl Harness {
             self.geo.zones_containing(lat, lon).into_iter().map(|z| ZoneRef { id: &z.id, kind: z.kind }).collect();
         let mut out = Vec::new();
         self.engine.evaluate(&reading, &sensor, &zones, &mut out);
+        self.issue_ms = self.issue_ms.max(ts);
         self.fold(out)
     }
 
     pub fn tick(&mut self, now: i64) -> Vec<Alert> {
         let mut out = Vec::new();
         self.engine.tick(now, &mut out);
+        self.issue_ms = self.issue_ms.max(now);
         self.fold(out)
     }
 
     pub fn forecast(&mut self, zone: &str, value: f64, ts: i64) -> Vec<Alert> {
         let mut out = Vec::new();
         self.engine.post_forecast(zone, value, ts, &mut out).unwrap();
+        self.issue_ms = self.issue_ms.max(ts);
         self.fold(out)
     }
 
     pub fn fold(&mut self, out: Vec<Finding>) -> Vec<Alert> {
         self.findings.extend(out.iter().cloned());
-        let changed = self.book.apply_all(out, self.mode);
+        let changed = self.book.apply_all(out, self.mode, self.issue_ms);
         self.changes.extend(changed.iter().cloned());
         changed
     }
@@ -138,7 +170,7 @@ impl Harness {
 }
 
 pub(crate) fn line(a: &Alert) -> String {
-    let t = a.updated_ms - T0;
+    let t = a.issued_ms - T0;
     let (h, m) = (t.div_euclid(HOUR), t.rem_euclid(HOUR) / MIN);
     format!("{h:02}:{m:02} {:?} {}@{} {} v{}", a.change, a.rule_id, a.area_id, a.level.name, a.version)
 }

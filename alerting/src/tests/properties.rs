@@ -82,7 +82,7 @@ proptest! {
                     condition: String::new(),
                 }),
                 value: 0.0,
-                ts_ms: i as i64,
+                observed_ms: i as i64,
                 publish: Publish::Public,
                 approval_required: false,
                 evidence: Vec::new(),
@@ -95,7 +95,7 @@ proptest! {
                     None => contributions.remove(&(area, sensor)),
                 };
             }
-            if let Some(a) = book.apply(f, mode) {
+            if let Some(a) = book.apply(f, mode, i as i64) {
                 let before = versions.insert(a.id.clone(), a.version);
                 prop_assert!(before.is_none_or(|v| a.version > v));
             }

@@ -4,7 +4,7 @@
 use ingest::{Metric, SensorKind};
 
 use super::{line, Harness, HOUR, MIN, T0};
-use crate::alert::{Change, PublicRelease};
+use crate::alert::{Alert, Change, PublicRelease};
 
 const SHENMU: &str = "dfa-xinyi-shenmu";
 
@@ -243,7 +243,7 @@ fn hazmat_route_into_a_restricted_zone_and_a_flooded_road() {
         h.read_at("HZ0001", T0 + minute * MIN, Metric::SpeedKmh, 55.0, Some(at(minute)));
     }
     let log = h.log(&["hazmat-restricted", "hazmat-hazard-area"]);
-    let entered = h.changes.iter().find(|a| a.rule_id == "hazmat-restricted").unwrap().updated_ms;
+    let entered = h.changes.iter().find(|a| a.rule_id == "hazmat-restricted").unwrap().issued_ms;
     let mailiao = h.geo.zone("restricted-mailiao").unwrap();
     let inside = |m: i64| {
         let (lat, lon) = at(m);
@@ -320,6 +320,39 @@ fn silent_sensor_inside_an_active_hazard_area() {
         h.tick(T0 + m * MIN);
     }
     assert_eq!(h.log(&["sensor-silent"]), ["00:40 Raised sensor-silent@reach-zhuoshui-mid 感測器失聯 v1"]);
+}
+
+/// A gateway flushes six hours of backlog in a minute while the housekeeping tick runs on the wall clock: the
+/// deadman runs on arrival time, so the river gauge is not "silent" although its timestamps are hours behind the
+/// tick; once nothing arrives for three intervals it is. The backlog's alerts are issued now and kept for operators.
+#[test]
+fn a_backlog_does_not_make_a_live_sensor_look_silent() {
+    let mut h = Harness::new();
+    let now = T0 + 6 * HOUR;
+    // 36 readings stamped 10 minutes apart over the last 6 h, arriving 1.5 s apart; a tick every 10 s of arrival.
+    for i in 0..36 {
+        let arrived = now + i * 1500;
+        h.read_arrived("RV0001", T0 + i * 10 * MIN, arrived, Metric::WaterLevelM, 2.0 + 0.2 * i as f64);
+        if i % 7 == 0 {
+            h.tick(arrived);
+        }
+    }
+    h.tick(now + 60_000);
+    assert_eq!(h.log(&["sensor-silent"]), Vec::<String>::new(), "a sensor delivering its backlog is alive");
+    // The river rose past a level in the backlog: raised for operators (issued now, observed hours ago), not public.
+    let river: Vec<&Alert> = h.changes.iter().filter(|a| a.rule_id == "river-level").collect();
+    assert!(!river.is_empty(), "the backlog still feeds the rules");
+    for a in &river {
+        assert!(a.issued_ms >= now, "issued at arrival, not at the reading's time: {a:?}");
+        assert!(a.stale.is_some() && !a.is_public(), "old evidence alone warns no one: {a:?}");
+    }
+    let first = river[0];
+    assert!(first.id.contains(&first.first_issued_ms.to_string()), "the id carries issue time: {}", first.id);
+    assert_eq!(river[0].observed_ms, river[0].stale.unwrap().observed_ms);
+    assert!(h.book.counters.stale_held >= 1);
+    // Then it really stops: three intervals of arrival time later the deadman speaks.
+    h.tick(now + 60_000 + 31 * MIN);
+    assert_eq!(h.log(&["sensor-silent"]).len(), 1, "{:?}", h.log(&["sensor-silent"]));
 }
 
 /// An operator (or agency feed) posts forecast rain for Shenmu above its 250 mm threshold: yellow. Observed rain

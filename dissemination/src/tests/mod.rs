@@ -75,6 +75,8 @@ pub(crate) fn view(id: &str, version: u32) -> AlertView {
         value: 250.0 + f64::from(version),
         raised_ms: 1_764_122_400_000,
         updated_ms: 1_764_122_400_000 + i64::from(version) * 60_000,
+        // Observed two minutes before it was issued (CAP `onset`).
+        observed_ms: Some(1_764_122_400_000 + i64::from(version) * 60_000 - 120_000),
         public_release: true,
         values: BTreeMap::from([
             ("threshold_mm".to_string(), "250".to_string()),

@@ -93,6 +93,10 @@ struct ScenarioArgs {
     /// Scenario seconds per wall second (default: the scenario's). Example: --compression 2880 (24 h in 30 s)
     #[arg(long)]
     compression: Option<f64>,
+    /// Stamp payload ts with the wall clock when each device measures, not scenario time (--start is then unused):
+    /// the server sees a live storm, as `disaster-cloud demo` plays it. Example: --wall-clock
+    #[arg(long)]
+    wall_clock: bool,
     /// Print the planned messages as JSON lines (at, device, topic, payload, kind) and exit without connecting.
     /// Example: --plan-only | grep RG0001
     #[arg(long)]
@@ -196,6 +200,7 @@ async fn scenario(args: ScenarioArgs) -> Result<ExitCode, SimError> {
     opts.host = args.broker.host;
     opts.port = args.broker.port;
     opts.quiet = args.quiet;
+    opts.wall_clock = args.wall_clock;
     if let Some(seed) = args.seed {
         opts.seed = seed;
     }
