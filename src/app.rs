@@ -40,7 +40,7 @@ pub struct App {
     pub channels: Channels,
     /// Partner agencies and carriers: what we send them, what they send us.
     pub partners: Partners,
-    /// Citizen reports: rate limits, clusters, photo store (issue 11; `reports/`, `web/reports.rs`).
+    /// Citizen reports: rate limits, clusters, photo store (`reports/`, `web/reports.rs`).
     pub reports: crate::reports::ReportBook,
     /// The cluster workers' alerts, on a fan-out node (empty elsewhere; `scale_out/remote_alerts.rs`).
     pub remote_alerts: crate::scale_out::remote_alerts::RemoteAlerts,

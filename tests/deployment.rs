@@ -1,4 +1,4 @@
-//! `serve` is safe by default (issue 22, items 1, 9 and 13): it refuses the demo's config copied as it is (every
+//! `serve` is safe by default: it refuses the demo's config copied as it is (every
 //! secret kind named), refuses the demo's secrets even from the environment, starts from the production template,
 //! keeps the demo receivers unmounted, refuses to deliver to itself unless told it is a drill environment, treats a
 //! device taken out of the devices file as revoked, logs its shutdown on SIGTERM, and does not log a rustls warning

@@ -1,4 +1,4 @@
-//! Failure injection (issue 13), with real processes killed for real:
+//! Failure injection, with real processes killed for real:
 //! - the time-series server (VictoriaMetrics) is SIGKILLed and comes back while the binary runs;
 //! - `disaster-cloud` is SIGKILLed in the middle of an alert's dissemination and restarted on the same data dir;
 //! - a webhook receiver and a CBC accept the connection and never answer;

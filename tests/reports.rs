@@ -1,4 +1,4 @@
-//! Citizen reports end to end (issue 11): the real binary, real sockets. Bad input of every kind, clustering, rate
+//! Citizen reports end to end: the real binary, real sockets. Bad input of every kind, clustering, rate
 //! limits, operator decisions, open data, and the operator websocket.
 
 mod common;

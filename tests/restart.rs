@@ -49,7 +49,7 @@ async fn after_kill_9_the_alert_is_the_same_and_the_windows_continue() {
     let server = Server::start_in(&data_dir);
     let mut operator = server.operator().await;
     // Within alerting.stale_after_s (15 min) of now: readings older than that raise nothing public on their own
-    // (issue 21), and this test follows the public CAP feed across the restart.
+    // (two clocks, docs/API.md), and this test follows the public CAP feed across the restart.
     let t0 = now_ms() - 12 * MIN;
 
     // 20 + 25 mm within the hour: 大雨 (≥ 40 mm / 1 h).

@@ -1,4 +1,4 @@
-//! TLS with one flag each (issue 13): `--http-tls` serves the web API and websockets over HTTPS / WSS with the
+//! TLS with one flag each: `--http-tls` serves the web API and websockets over HTTPS / WSS with the
 //! deployment CA's server certificate; `--mqtt-tls=false` turns the MQTT TLS listeners off. Real binary, real
 //! rustls clients: one that trusts the deployment CA (`<data dir>/pki/ca.pem`), one that does not.
 

@@ -1,4 +1,4 @@
-//! Two clocks through the real binary (issue 21): rules run on the readings' timestamps (event time), what people
+//! Two clocks through the real binary: rules run on the readings' timestamps (event time), what people
 //! and agencies receive carries the time we decided (issue time). A backlog raises nothing public on its own;
 //! every CAP message is `sent` when it is published and `expires` after that; the demo's replay makes no live sensor
 //! look silent.

@@ -42,7 +42,7 @@ pub const TEMPLATE_VALUE: &str = "cap_template";
 pub const MAX_LEVELS: usize = 8;
 
 /// At most this many buckets per accumulation series: 4 bytes each, so the rolling windows of one sensor stay below
-/// 1 KiB together with the rest of its state (the per-sensor budget of issue 6).
+/// 1 KiB together with the rest of its state (the engine's per-sensor memory budget).
 pub const MAX_BUCKETS: u64 = 144;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! Citizen reports: what people see on the ground, collected, filtered and shared, so that people's eyes join the
-//! sensors (issue 11).
+//! sensors.
 //!
 //! Logic with time passed in: validation, rate limits, flags, clustering, operator decisions and the views of
 //! them. The I/O is the photo store and the clusters' journal. The edges are `web/reports.rs` (HTTP) and

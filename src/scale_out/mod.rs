@@ -1,4 +1,4 @@
-//! Scale-out on an existing MQTT cluster (issue 14; `docs/SCALING.md`): the roles a process can play when readings
+//! Scale-out on an existing MQTT cluster (`docs/SCALING.md`): the roles a process can play when readings
 //! come from an external broker instead of our front door, and their wiring.
 //!
 //! - **worker** (`serve --upstream …`): the whole embedded pipeline — `Ingest::process`, store, rules, alert book,

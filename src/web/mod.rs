@@ -103,7 +103,7 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
         ("/api/v1/subscribers/{name}/deliveries/{id}/replay", post(dissemination::replay_delivery)),
         ("/api/v1/broadcasts", get(dissemination::list_broadcasts)),
         (DEMO_RECEIVERS, post(demo::receive).get(demo::received)),
-        // Citizen reports (issue 11): web/reports.rs.
+        // Citizen reports: web/reports.rs.
         ("/api/v1/reports", post(reports::submit)),
         ("/api/v1/reports/clusters", get(reports::list_clusters)),
         ("/api/v1/reports/clusters/{id}/{action}", post(reports::cluster_action)),

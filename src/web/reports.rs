@@ -1,4 +1,4 @@
-//! Citizen reports over HTTP (issue 11; the logic is in `crate::reports`).
+//! Citizen reports over HTTP (the logic is in `crate::reports`).
 //!
 //! - `POST /api/v1/reports` — anyone. JSON body (see `reports/report.rs`); optional `X-Client-Id` (or
 //!   `X-App-Token`) header: the app's own random id, the key of the per-client rate limit. `201` with the cluster

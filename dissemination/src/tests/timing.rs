@@ -1,4 +1,4 @@
-//! Timing (issue 7: a new alert reaches 60 webhook subscribers within 1 s p99; issue 8: encode and target a
+//! Timing (targets: a new alert reaches 60 webhook subscribers within 1 s p99; encode and target a
 //! county-sized broadcast in under 10 ms). Figures are printed; run with `--nocapture` (and `--release` for the
 //! broadcast figure, which is asserted only in optimised builds).
 
@@ -76,7 +76,7 @@ const M_LAT: f64 = 110_800.0;
 const M_LON: f64 = 102_000.0;
 
 /// A ≈2,000 km² county (an irregular 24-gon of ≈25 km radius) and 3,000 cell sectors of 3 carriers over and
-/// around it (1,000 three-sector sites in a 70 km square): the size issue 8 names.
+/// around it (1,000 three-sector sites in a 70 km square): the size the target names.
 fn county_index() -> GeoIndex {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let ring: Vec<String> = (0..=24)
