@@ -224,7 +224,10 @@ pub fn catch_up(
             .into_iter()
             .map(|z| ZoneRef { id: &z.id, kind: z.kind })
             .collect();
-        engine.evaluate(reading, sensor, &zones, &mut scratch);
+        // The store keeps no arrival time. These readings reached us before the restart, so the deadman counts their
+        // sensors' silence from now: at worst it fires one downtime late, never because a replayed reading is old
+        // (with arrival = event time, a backlog stored before a crash made live sensors look silent after it).
+        engine.evaluate_arrived(reading, now_ms.max(reading.ts_ms), sensor, &zones, &mut scratch);
         scratch.clear();
     }
     RULES_CAUGHT_UP.set(readings.len() as i64);
