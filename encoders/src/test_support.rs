@@ -6,6 +6,7 @@
 //! looked up through the workspace's `.venv` and then the system `python3`. When neither is there the tests fail with
 //! instructions: a skipped validation would look like a passed one.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -53,4 +54,33 @@ pub fn xsd_path() -> &'static Path {
         Ok(p) => p,
         Err(msg) => panic!("{msg}"),
     }
+}
+
+/// Values every shipped CAP template (`config/cap_templates.toml`) needs, so that any event type can be built in
+/// tests: this crate's and the rules' check of their templates (`alerting`).
+pub fn template_values() -> BTreeMap<String, String> {
+    [
+        ("rain_24h_mm", "356"),
+        ("rain_1h_mm", "72.5"),
+        ("threshold_mm", "300"),
+        ("station@zh-TW", "玉峰橋"),
+        ("station@en-US", "Yufeng Bridge"),
+        ("water_level_m", "12.8"),
+        ("warning_level", "1"),
+        ("measurement@zh-TW", "傾斜速率 0.12 度/小時"),
+        ("measurement@en-US", "tilt rate 0.12°/h"),
+        ("flood_depth_cm", "35"),
+        ("vehicle", "HZ0042"),
+        ("un_number", "1203"),
+        ("device_id", "RG0017"),
+        ("silent_min", "30"),
+        ("aqi", "215"),
+        ("pm25_ugm3", "150.4"),
+        ("reports", "5"),
+        ("reporters", "4"),
+        ("summary", "水深及膝 knee-deep"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }

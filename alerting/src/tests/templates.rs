@@ -1,8 +1,6 @@
 //! The rules' view of the CAP templates: what a level of the shipped rules names (its `template`, its colour) must be
 //! what the shipped templates say. The templates themselves are tested with the encoders (`encoders::cap`).
 
-use std::collections::BTreeMap;
-
 use encoders::cap::{
     build_alert, AreaInput, CapAlert, CapInput, Certainty, Localized, MsgType, Severity, Status, Templates, Urgency,
 };
@@ -17,30 +15,7 @@ fn templates() -> Templates {
 
 /// A debris-flow message for Shenmu village with every value the shipped templates ask for.
 fn sample_input() -> CapInput {
-    let values: BTreeMap<String, String> = [
-        ("rain_24h_mm", "356"),
-        ("rain_1h_mm", "72.5"),
-        ("threshold_mm", "300"),
-        ("station@zh-TW", "玉峰橋"),
-        ("station@en-US", "Yufeng Bridge"),
-        ("water_level_m", "12.8"),
-        ("warning_level", "1"),
-        ("measurement@zh-TW", "傾斜速率 0.12 度/小時"),
-        ("measurement@en-US", "tilt rate 0.12°/h"),
-        ("flood_depth_cm", "35"),
-        ("vehicle", "HZ0042"),
-        ("un_number", "1203"),
-        ("device_id", "RG0017"),
-        ("silent_min", "30"),
-        ("aqi", "215"),
-        ("pm25_ugm3", "150.4"),
-        ("reports", "5"),
-        ("reporters", "4"),
-        ("summary", "水深及膝 knee-deep"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let values = encoders::test_support::template_values();
     CapInput {
         identifier: "TW-DC-20261126-0001".into(),
         sender: "alerts@disaster-cloud.example.tw".into(),
