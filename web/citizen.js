@@ -151,10 +151,11 @@ function fitView() {
 
 // The CAP message's instruction and description in the page's language (the public CAP archive).
 async function loadCap(a) {
-  if (!a.cap || state.cap.has(a.cap)) return;
+  // `cap` is our own path, `/cap/<id>.<version>.xml`; anything else is not fetched.
+  if (typeof a.cap !== 'string' || !/^\/cap\/[\w.-]+\.xml$/.test(a.cap) || state.cap.has(a.cap)) return;
   state.cap.set(a.cap, null);
   try {
-    const r = await fetch(`/cap/${encodeURIComponent(a.cap)}.xml`);
+    const r = await fetch(a.cap);
     if (!r.ok) return;
     const xml = new DOMParser().parseFromString(await r.text(), 'application/xml');
     const infos = [...xml.getElementsByTagName('info')];

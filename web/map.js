@@ -178,9 +178,10 @@ function drawZones() {
   layers.zones.clearLayers(); zonePaths.clear();
   for (const z of model.zones.values()) {
     if (!z.area) continue;
-    const layer = L.geoJSON(z.area, { style: { color: '#345', weight: 1, fillColor: '#5c7c99', fillOpacity: .15 } });
+    const layer = L.geoJSON(z.area, { style: { color: '#345', weight: 1, fillColor: '#5c7c99', fillOpacity: .08 } });
     layer.bindTooltip(textNode([z.name, z.name_en, z.kind]), { sticky: true });
-    layer.eachLayer((l) => l.on('add', () => { const el = l.getElement(); if (el) el.dataset.zone = z.id; }));
+    // Not a Tab stop (Chrome makes any shape with a tooltip one): zones are many, and their alerts are in the list.
+    layer.eachLayer((l) => l.on('add', () => { const el = l.getElement(); if (el) { el.dataset.zone = z.id; el.setAttribute('tabindex', '-1'); } }));
     layer.addTo(layers.zones);
     zonePaths.set(z.id, layer);
   }
@@ -201,7 +202,8 @@ function shownAlerts() {
 function drawAlerts() {
   layers.alerts.clearLayers();
   const worstByZone = new Map();
-  for (const a of shownAlerts()) {
+  // Lowest level first, so that where areas overlap the worst is drawn on top.
+  for (const a of shownAlerts().sort((p, q) => rankOf(p) - rankOf(q))) {
     if (!isActive(a) || !passes(a)) continue;
     const l = levelOf(a), z = model.zones.get(a.area_id);
     const w = worstByZone.get(a.area_id);
@@ -216,7 +218,7 @@ function drawAlerts() {
     layer.on('click', () => select(a.id, false));
     layer.eachLayer((p) => p.on('add', () => {
       const el = p.getElement();
-      if (el) { el.dataset.alert = a.id; el.dataset.level = l.key; el.dataset.zone = a.area_id; }
+      if (el) { el.dataset.alert = a.id; el.dataset.level = l.key; el.dataset.zone = a.area_id; el.setAttribute('tabindex', '-1'); }
     }));
     layer.addTo(layers.alerts);
   }
@@ -224,7 +226,7 @@ function drawAlerts() {
   for (const [id, layer] of zonePaths) {
     const a = worstByZone.get(id), l = a && levelOf(a);
     layer.setStyle(a ? { color: l.fill, weight: 2.5, fillColor: l.fill, fillOpacity: .2 }
-      : { color: '#345', weight: 1, fillColor: '#5c7c99', fillOpacity: .15 });
+      : { color: '#345', weight: 1, fillColor: '#5c7c99', fillOpacity: .08 });
   }
 }
 
@@ -261,7 +263,14 @@ function drawSensors() {
     const latest = s.latest ? Object.entries(s.latest).map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' · ') : '';
     m.bindTooltip(textNode([`${s.id} · ${s.kind}`, s.agency, state, at ? `${new Date(at[0]).toLocaleTimeString()} → ${at[1]}` : latest]));
     m.on('click', () => showSensor(s.id));
-    m.on('add', () => { const el = m.getElement(); if (el) { el.dataset.sensor = s.id; el.dataset.state = state; } });
+    // Sensors are Tab stops: Enter shows their last 24 h, as a click does.
+    m.on('add', () => {
+      const el = m.getElement();
+      if (!el) return;
+      el.dataset.sensor = s.id; el.dataset.state = state;
+      el.setAttribute('tabindex', '0'); el.setAttribute('role', 'button'); el.setAttribute('aria-label', `${s.id} ${s.kind} ${state}`);
+      el.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); showSensor(s.id); } });
+    });
     m.addTo(layers.sensors);
   }
 }
@@ -276,7 +285,7 @@ function drawReports() {
       html: Object.assign(document.createElement('div'), { style: `width:${size}px;height:${size}px;background:${r.state === 'verified' ? '#6a1b9a' : '#ab47bc'};border:2px solid #fff;box-shadow:0 0 2px #000` }) });
     const m = L.marker([r.lat, r.lon], { icon, keyboard: false, title: '' });
     m.bindTooltip(textNode([`${r.category} ×${r.count}`, r.state, r.last_text || r.text]));
-    m.on('add', () => { const el = m.getElement(); if (el) el.dataset.report = r.id; });
+    m.on('add', () => { const el = m.getElement(); if (el) { el.dataset.report = r.id; el.setAttribute('tabindex', '-1'); } });
     m.addTo(layers.reports);
     const li = document.createElement('li'); li.textContent = `${r.category} ×${r.count} · ${r.state}`; list.appendChild(li);
   }
@@ -294,7 +303,7 @@ function drawPartners() {
     if (geometry) {
       const layer = L.geoJSON(geometry, { style: { color: '#6a1b9a', weight: 2.5, dashArray: '7 5', fill: true, fillOpacity: .05, className: 'dc-partner' } });
       layer.bindTooltip(textNode([`${e.source || ''}: ${e.headline_zh || e.headline || e.event || ''}`, e.headline_en, e.status]), { sticky: true });
-      layer.eachLayer((p) => p.on('add', () => { const el = p.getElement(); if (el) el.dataset.external = e.id; }));
+      layer.eachLayer((p) => p.on('add', () => { const el = p.getElement(); if (el) { el.dataset.external = e.id; el.setAttribute('tabindex', '-1'); } }));
       layer.addTo(layers.partners);
     }
     const li = document.createElement('li');
@@ -444,8 +453,10 @@ function renderDetail(focus) {
   box.appendChild(el('h3', '歷程 History'));
   const versions = [...(model.versions.get(a.id) || new Map()).values()].sort((p, q) => q.version - p.version);
   const hist = table(['v', '時間 Sent', '狀態 State', '等級 Level', 'CAP'], versions.map((v) => {
-    const link = el('a', v.cap ? `${v.cap}` : '');
-    if (v.cap) { link.href = `/cap/${encodeURIComponent(v.cap)}.xml`; link.target = '_blank'; link.rel = 'noopener'; }
+    // Only our own CAP paths become links (`/cap/<id>.<version>.xml`): nothing from a frame becomes a script URL.
+    const ok = typeof v.cap === 'string' && /^\/cap\/[\w.-]+\.xml$/.test(v.cap);
+    const link = el('a', ok ? v.cap.slice(5) : '');
+    if (ok) { link.href = v.cap; link.target = '_blank'; link.rel = 'noopener'; }
     return [`v${v.version}`, v.sent, v.state, v.level || v.severity || '', link];
   }));
   hist.id = 'history'; box.appendChild(hist);
@@ -578,7 +589,7 @@ async function loadHistory() {
   }));
 }
 async function loadFeed() {
-  // Released versions of every alert, from the CAP feed: identifier `<alert id>.<version>` (`alert.cap`).
+  // Released versions of every alert, from the CAP feed: each entry links `/cap/<alert id>.<version>.xml` (`alert.cap`).
   try {
     const r = await fetch('/cap/feed.atom', { headers: auth });
     if (!r.ok) return;
@@ -586,8 +597,8 @@ async function loadFeed() {
     for (const entry of xml.getElementsByTagName('entry')) {
       const text = (tag) => { const n = entry.getElementsByTagName(tag)[0]; return n ? n.textContent : ''; };
       const link = [...entry.getElementsByTagName('link')].map((n) => n.getAttribute('href') || '').find((h) => h.endsWith('.xml')) || '';
-      const cap = decodeURIComponent(link.split('/').pop() || '').replace(/\.xml$/, '');
-      const m = /^(.*)\.(\d+)$/.exec(cap);
+      const file = decodeURIComponent(link.split('/').pop() || '').replace(/\.xml$/, '');
+      const m = /^(.*)\.(\d+)$/.exec(file), cap = `/cap/${file}.xml`;
       if (!m) continue;
       const [, id, v] = m, version = Number(v);
       if (!model.versions.has(id)) model.versions.set(id, new Map());

@@ -16,7 +16,7 @@ def phone(b, place, lang="zh-TW"):
         f"localStorage.setItem('lang', '{lang}');"
     )
     c.page.goto(f"{URL}/app")
-    c.page.wait_for_function("document.querySelectorAll('.leaflet-dcLand-pane path').length > 0", timeout=20000)
+    c.page.wait_for_function("() => document.querySelectorAll('.leaflet-dcLand-pane path').length > 0", timeout=20000)
     return c
 
 
@@ -38,7 +38,7 @@ def main():
         check(len(instruction) > 4, f"an instruction in zh-TW: {instruction[:60]}")
         box_i, box_h = card.locator(".instruction").bounding_box(), card.locator(".headline").bounding_box()
         check(box_i["y"] < box_h["y"], "the instruction is above the headline")
-        page.wait_for_function("document.querySelectorAll('path.dc-alert-area').length >= 1")
+        page.wait_for_function("() => document.querySelectorAll('path.dc-alert-area').length >= 1")
         check(page.locator(".place-pin").count() == 1, "the place is on the map")
         width = page.evaluate("document.documentElement.scrollWidth")
         check(width <= 360, f"nothing overflows the 360 px screen ({width})")
@@ -46,9 +46,9 @@ def main():
         check(top < 740, f"the alert is on the first screen (top at {top:.0f}px)")
         shot(page, "citizen-360-zh.png")
         page.select_option("#lang", "en")
-        page.wait_for_function("document.querySelector('#title').textContent === 'Disaster alerts'")
+        page.wait_for_function("() => document.querySelector('#title').textContent === 'Disaster alerts'")
         page.locator("article.alert").filter(has_text="rain").first.wait_for(timeout=15000)
-        page.wait_for_function("[...document.querySelectorAll('article.alert .instruction')].some(e => /[a-z]{4}/i.test(e.textContent))", timeout=10000)
+        page.wait_for_function("() => [...document.querySelectorAll('article.alert .instruction')].some(e => /[a-z]{4}/i.test(e.textContent))", timeout=10000)
         check(True, "the language switch turns the page and the alert into English")
         shot(page, "citizen-360-en.png")
         check(not inside.errors, f"no script errors: {inside.errors}")

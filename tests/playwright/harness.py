@@ -56,7 +56,12 @@ class Offline:
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("console", self._console)
+
+    def _console(self, message):
+        # The refused requests themselves show up as console errors; anything else is the page's own.
+        if message.type == "error" and "net::ERR_INTERNET_DISCONNECTED" not in message.text:
+            self.errors.append(message.text)
 
     def _route(self, route):
         host = urlparse(route.request.url).hostname

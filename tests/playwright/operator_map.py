@@ -37,8 +37,8 @@ def colour_at(image, x, y):
 
 
 def basemap_test(page, name):
-    page.wait_for_function("document.querySelectorAll('.leaflet-dcLand-pane path').length > 0", timeout=20000)
-    page.wait_for_function("document.querySelectorAll('.leaflet-dcBorders-pane path').length >= 1")
+    page.wait_for_function("() => document.querySelectorAll('.leaflet-dcLand-pane path').length > 0", timeout=20000)
+    page.wait_for_function("() => document.querySelectorAll('.leaflet-dcBorders-pane path').length >= 1")
     # Fixed view for the pixel test: all of Taiwan.
     page.evaluate("dcMap.setView([23.65, 120.95], 8, {animate: false})")
     page.wait_for_timeout(400)
@@ -64,8 +64,8 @@ def main():
         page.goto(f"{URL}/?token={ADMIN}")
         check("token=" not in page.url, "the token is taken off the address bar")
         basemap_test(page, "operator-basemap-offline.png")
-        page.wait_for_function("document.querySelectorAll('path[data-zone]').length >= 4", timeout=20000)
-        page.wait_for_function("document.querySelectorAll('path[data-sensor]').length >= 10")
+        page.wait_for_function("() => document.querySelectorAll('path[data-zone]').length >= 4", timeout=20000)
+        page.wait_for_function("() => document.querySelectorAll('path[data-sensor]').length >= 10")
         check(page.locator("#f-county option").count() == 23, "the county filter lists the 22 counties")
         legend = page.locator("#legend")
         check(legend.is_visible(), "the legend is on the map")
@@ -118,7 +118,7 @@ def main():
         approve.wait_for()
         approve.click()
         page.wait_for_function(
-            f"(() => {{ const b = document.querySelector(\"button.alert[data-alert-id='{alert_id}']\");"
+            f"() => (() => {{ const b = document.querySelector(\"button.alert[data-alert-id='{alert_id}']\");"
             " return b && !b.innerText.includes('held'); })()", timeout=10000)
         check(True, "approving it through the UI released it (no longer held)")
         page.locator("#detail table.carriers tr").nth(1).wait_for(timeout=20000)
@@ -128,36 +128,36 @@ def main():
         rows = page.locator("#deliveries table.deliveries tr").count() - 1
         check(rows >= 1, f"the detail panel lists deliveries with outcomes ({rows})")
         history = page.locator("#history tr")
-        page.wait_for_function("document.querySelectorAll('#history tr').length >= 3")
+        page.wait_for_function("() => document.querySelectorAll('#history tr').length >= 3")
         check(history.count() - 1 >= 2, "the detail panel lists the alert's versions")
         check(page.locator("#history a[href$='.xml']").count() >= 1, "and links their CAP messages")
-        page.wait_for_function(f"document.querySelectorAll(\"#tl-events li[data-alert-id='{alert_id}']\").length >= 2")
+        page.wait_for_function(f"() => document.querySelectorAll(\"#tl-events li[data-alert-id='{alert_id}']\").length >= 2")
         check(True, "the timeline shows the alert's earlier versions")
-        page.wait_for_function("!!document.querySelector('#onair-table')", timeout=15000)
+        page.wait_for_function("() => !!document.querySelector('#onair-table')", timeout=15000)
         check(True, "the on-air panel lists the carriers")
 
         # Alert texts are data: a note written like HTML stays text and runs nothing.
         payload = '<img src=x onerror="window.__xss=1">'
         page.fill("#actions input", payload)
         page.click("#actions button[data-action='comment']")
-        page.wait_for_function("document.querySelector('#detail').innerText.includes('<img src=x')", timeout=10000)
+        page.wait_for_function("() => document.querySelector('#detail').innerText.includes('<img src=x')", timeout=10000)
         check(page.evaluate("window.__xss === undefined"), "an operator note written as HTML is shown as text, not run")
         shot(page, "operator-detail-1280x800.png")
 
         # Replay: an hour before the alert, the map does not show it; Live brings it back.
         page.locator("#tl").fill("600")
-        page.wait_for_function("document.querySelectorAll('path.dc-alert.level-orange').length === 0")
+        page.wait_for_function("() => document.querySelectorAll('path.dc-alert.level-orange').length === 0")
         check(page.locator("#replay-banner").is_visible(), "the replay is labelled on the map")
         shot(page, "operator-replay.png")
         page.click("#tl-live")
-        page.wait_for_function("document.querySelectorAll('path.dc-alert.level-orange').length >= 1")
+        page.wait_for_function("() => document.querySelectorAll('path.dc-alert.level-orange').length >= 1")
         check(True, "replaying the last 24 h and back to live")
 
         # Filters: another county hides it, its own shows it.
         page.select_option("#f-county", "63000")
-        page.wait_for_function(f"!document.querySelector(\"button.alert[data-alert-id='{alert_id}']\")")
+        page.wait_for_function(f"() => !document.querySelector(\"button.alert[data-alert-id='{alert_id}']\")")
         page.select_option("#f-county", "10008")
-        page.wait_for_function(f"!!document.querySelector(\"button.alert[data-alert-id='{alert_id}']\")")
+        page.wait_for_function(f"() => !!document.querySelector(\"button.alert[data-alert-id='{alert_id}']\")")
         check(True, "the county filter hides and shows the alert")
         page.select_option("#f-county", "")
 
@@ -187,7 +187,7 @@ def main():
         # The wall screen: the same page at 3840×2160.
         wall = Offline(b, 3840, 2160)
         wall.page.goto(f"{URL}/?token={ADMIN}")
-        wall.page.wait_for_function("document.querySelectorAll('.leaflet-dcLand-pane path').length > 0", timeout=20000)
+        wall.page.wait_for_function("() => document.querySelectorAll('.leaflet-dcLand-pane path').length > 0", timeout=20000)
         wall.page.locator(f"button.alert[data-alert-id='{alert_id}']").click()
         wall.page.wait_for_timeout(800)
         font = wall.page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)")
