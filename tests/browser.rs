@@ -9,10 +9,27 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{device_password, Server, TOKEN};
+use common::{device_password, http_request, Server, TOKEN};
 
 /// The operators' map runs against `serve` with the demo's data as a drill and a second, read-only token.
 const VIEWER_TOKEN: &str = "browser-viewer-token";
+
+/// The slope agency (SWCB) pushes its CAP warnings: the partner warning the map must draw.
+const SWCB_PUSH: &str = "[[push]]\nname = \"swcb\"\ntoken_env = \"DC_TEST_TOKEN\"\npublic = true\nmax_bytes = 65536\nsenders = [\"swcb@swcb.gov.tw\"]\n";
+const SWCB_YELLOW: &str = include_str!("../inbound/src/tests/fixtures/swcb_debris_flow_yellow.xml");
+/// What the partner's headline carries: markup that would run if a page set it as HTML.
+const HOSTILE_HEADLINE: &str = "<img src=x onerror=\"window.__xss=2\">土石流黃色警戒";
+
+/// SWCB's yellow debris-flow warning for Xinyi, sent a minute ago, its zh-TW headline made hostile (escaped in XML:
+/// the partner's text itself is the markup).
+fn partner_warning() -> String {
+    let escaped =
+        HOSTILE_HEADLINE.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    SWCB_YELLOW
+        .replace("2026-11-26T19:00:00+08:00", &common::cap_time(-60))
+        .replace("2026-11-27T07:00:00+08:00", &common::cap_time(6 * 3600))
+        .replace("<headline>土石流黃色警戒</headline>", &format!("<headline>{escaped}</headline>"))
+}
 
 fn python() -> std::path::PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
@@ -57,7 +74,17 @@ fn operator_map_offline_in_chromium() {
             common::sha256_hex(VIEWER_TOKEN)
         )
     });
+    std::fs::write(config.with_file_name("inbound.toml"), SWCB_PUSH).unwrap();
     let server = Server::serve(&config);
+    let (status, reply) = http_request(
+        server.http,
+        "POST",
+        "/api/v1/cap/inbound",
+        Some(common::TEST_TOKEN_ENV.1),
+        Some(&partner_warning()),
+    )
+    .expect("the partner's push is answered");
+    assert_eq!(status, 200, "{reply}");
     run("operator_map.py", &server, &[("DC_TOKEN", TOKEN), ("DC_VIEWER_TOKEN", VIEWER_TOKEN)]);
 }
 

@@ -76,16 +76,22 @@ const WORDS = {
   'zh-TW': { title: '防災警報', map: '地圖與我的地點', tap: '點地圖可新增地點。', locate: '使用我的位置', add: '新增地點',
     none: '你的地點目前沒有警報', noPlaces: '請先新增地點（點地圖或使用我的位置），才會收到該處的警報。', connected: '已連線',
     reconnecting: '重新連線中…', remove: '移除', place: '地點', badCoords: '座標錯誤', noLocation: '無法取得位置，請點地圖新增地點',
-    ended: { cleared: '已解除', cancelled: '已取消' }, doNow: '請這樣做', cap: 'CAP 原文', area: '範圍' },
+    ended: { cleared: '已解除', cancelled: '已取消' }, doNow: '請這樣做', cap: 'CAP 原文', area: '範圍',
+    severity: { Extreme: '極度危險', Severe: '嚴重', Moderate: '注意', Minor: '輕微', Unknown: '未知' } },
   en: { title: 'Disaster alerts', map: 'Map and my places', tap: 'Tap the map to add a place.', locate: 'Use my location',
     add: 'Add place', none: 'No alerts for your places', noPlaces: 'Add a place (tap the map or use your location) to get its alerts.',
     connected: 'Connected', reconnecting: 'Reconnecting…', remove: 'Remove', place: 'Place', badCoords: 'Invalid coordinates',
     noLocation: 'Location unavailable: tap the map to add a place', ended: { cleared: 'Cleared', cancelled: 'Cancelled' },
-    doNow: 'What to do', cap: 'CAP message', area: 'Area' },
+    doNow: 'What to do', cap: 'CAP message', area: 'Area',
+    severity: { Extreme: 'Extreme', Severe: 'Severe', Moderate: 'Moderate', Minor: 'Minor', Unknown: 'Unknown' } },
 };
 const t = (key) => WORDS[state.lang === 'en' ? 'en' : 'zh-TW'][key];
+// The status line by key, so that a language switch rewrites it too.
+let statusKey = null;
+function setStatus(key) { statusKey = key; $('status').textContent = t(key); }
 function applyLanguage() {
   document.documentElement.lang = state.lang === 'en' ? 'en' : 'zh-Hant';
+  if (statusKey) $('status').textContent = t(statusKey);
   for (const node of document.querySelectorAll('[data-t]')) node.textContent = t(node.dataset.t);
   document.title = t('title');
 }
@@ -116,7 +122,7 @@ function save() {
   localStorage.setItem('notified', JSON.stringify(state.notified));
 }
 function addPlace(lat, lon) {
-  if (!(lat >= -90 && lat <= 90 && lon >= -180 && lon <= 180)) { $('status').textContent = t('badCoords'); return; }
+  if (!(lat >= -90 && lat <= 90 && lon >= -180 && lon <= 180)) { setStatus('badCoords'); return; }
   if ('Notification' in window && Notification.permission === 'default') Notification.requestPermission();
   state.places.push({ lat, lon }); save(); renderPlaces(); subscribe();
 }
@@ -188,10 +194,12 @@ function renderAlerts() {
       const p = document.createElement('p'); p.className = 'instruction'; p.textContent = cap.instruction; div.appendChild(p);
     }
     const h = document.createElement('p'); h.className = 'headline';
-    const chip = document.createElement('span'); chip.className = 'chip'; chip.textContent = ended ? t('ended')[a.state] : a.severity;
+    const chip = document.createElement('span'); chip.className = 'chip'; chip.textContent = ended ? t('ended')[a.state] : (t('severity')[a.severity] || a.severity);
     h.append(chip, a.headline); div.appendChild(h);
     const meta = document.createElement('div'); meta.className = 'meta';
-    meta.textContent = `${t('area')}: ${a.area_name} · ${a.sent}`; div.appendChild(meta);
+    const sent = new Date(a.sent);
+    const when = isNaN(sent) ? a.sent : sent.toLocaleString(state.lang === 'en' ? 'en-GB' : 'zh-TW', { hour12: false, dateStyle: 'short', timeStyle: 'short' });
+    meta.textContent = `${t('area')}: ${a.area_name} · ${when}`; div.appendChild(meta);
     if (cap && cap.description) { const d = document.createElement('p'); d.className = 'what'; d.textContent = cap.description; div.appendChild(d); }
     box.appendChild(div);
     if (!ended) loadCap(a);
@@ -216,8 +224,8 @@ function subscribe() {
 }
 function connect() {
   ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/citizen`);
-  ws.onopen = () => { $('status').textContent = t('connected'); subscribe(); };
-  ws.onclose = () => { $('status').textContent = t('reconnecting'); setTimeout(connect, 2000); };
+  ws.onopen = () => { setStatus('connected'); subscribe(); };
+  ws.onclose = () => { setStatus('reconnecting'); setTimeout(connect, 2000); };
   ws.onmessage = (ev) => {
     const m = JSON.parse(ev.data);
     if (m.type === 'alert') {
@@ -230,7 +238,7 @@ function connect() {
 }
 $('locate').onclick = () => {
   navigator.geolocation.getCurrentPosition((pos) => addPlace(pos.coords.latitude, pos.coords.longitude),
-    () => { $('status').textContent = t('noLocation'); });
+    () => setStatus('noLocation'));
 };
 $('add-place').onsubmit = (ev) => {
   ev.preventDefault();

@@ -296,12 +296,15 @@ function drawPartners() {
   layers.partners.clearLayers();
   const list = $('partners'); list.textContent = '';
   for (const e of model.external.values()) {
-    const geometry = e.geometry || e.area;
-    const zones = e.zones || [];
-    const county = zones.length ? (model.zones.get(zones[0]) || {}).geocode : null;
+    // A partner's warning (inbound ExternalAlert): its own geometry, the zones and geocodes it names.
+    const geometry = e.geometry && e.geometry.type ? e.geometry : null;
+    const zones = e.zone_ids || [];
+    const county = (e.geocodes || [])[0] || (zones.length ? (model.zones.get(zones[0]) || {}).geocode : null);
     if (filters.county && !(county ? county.startsWith(filters.county) : (() => { const c = centreOf(geometry); return c && passesCounty(countyOfPoint(c[0], c[1])); })())) continue;
-    if (geometry) {
-      const layer = L.geoJSON(geometry, { style: { color: '#6a1b9a', weight: 2.5, dashArray: '7 5', fill: true, fillOpacity: .05, className: 'dc-partner' } });
+    // Its own polygon when it gave one, else the outlines of the zones it was resolved to.
+    const shapes = geometry ? [geometry] : zones.map((z) => (model.zones.get(z) || {}).area).filter(Boolean);
+    for (const shape of shapes) {
+      const layer = L.geoJSON(shape, { style: { color: '#6a1b9a', weight: 2.5, dashArray: '7 5', fill: true, fillOpacity: .05, className: 'dc-partner' } });
       layer.bindTooltip(textNode([`${e.source || ''}: ${e.headline_zh || e.headline || e.event || ''}`, e.headline_en, e.status]), { sticky: true });
       layer.eachLayer((p) => p.on('add', () => { const el = p.getElement(); if (el) { el.dataset.external = e.id; el.setAttribute('tabindex', '-1'); } }));
       layer.addTo(layers.partners);
@@ -470,7 +473,33 @@ function renderDetail(focus) {
   const dl = el('div'); dl.id = 'deliveries'; box.appendChild(el('h3', '傳送 Deliveries')); box.appendChild(dl);
   renderBroadcastsOf(a, bc);
   loadDeliveries(a, dl);
+  loadVersions(a);
   if (focus) box.focus();
+}
+// Earlier versions of an alert the page did not see live: from the CAP archive (`/cap/<id>.<version>.xml`, every
+// released message); a version held from the public has no message and is listed as such. At most the last 30.
+const versionsLoaded = new Set();
+async function loadVersions(a) {
+  const key = `${a.id}:${a.version}`;
+  if (versionsLoaded.has(key)) return;
+  versionsLoaded.add(key);
+  if (!model.versions.has(a.id)) model.versions.set(a.id, new Map());
+  const known = model.versions.get(a.id);
+  let added = false;
+  for (let v = Math.max(1, a.version - 30); v < a.version; v++) {
+    if (known.has(v)) continue;
+    const cap = `/cap/${encodeURIComponent(a.id)}.${v}.xml`;
+    const r = await fetch(cap).catch(() => null);
+    if (!r || !r.ok) { known.set(v, { version: v, sent: '', ms: NaN, state: '未公開 not public (held)', area_id: a.area_id }); added = true; continue; }
+    const xml = new DOMParser().parseFromString(await r.text(), 'application/xml');
+    const text = (tag) => { const n = xml.getElementsByTagName(tag)[0]; return n ? n.textContent : ''; };
+    const type = text('msgType'), sent = text('sent');
+    known.set(v, { version: v, sent, ms: Date.parse(sent), state: type === 'Cancel' ? 'cancelled/cleared' : v === 1 ? 'raised' : 'updated',
+      severity: text('severity'), level: '', headline: text('headline'), cap, event: a.event, area_id: a.area_id });
+    added = true;
+  }
+  if (added && model.selected === a.id) { model.detailKey = null; renderDetail(); }
+  if (added) renderTimeline();
 }
 function closeDetail() {
   const id = model.selected; model.selected = null; $('detail').hidden = true; renderList();
@@ -616,7 +645,7 @@ function renderTimeline() {
   const list = $('tl-events'); list.textContent = '';
   const from = tlFrom(), events = [];
   for (const [id, versions] of model.versions) for (const v of versions.values())
-    if (v.ms >= from) events.push({ ms: v.ms, id, v });
+    if (v.ms >= from) events.push({ ms: v.ms, id, v });  // NaN (a held version's time is unknown) never passes
   events.sort((p, q) => q.ms - p.ms);
   for (const e of events.slice(0, 60)) {
     const li = el('li', `${new Date(e.ms).toLocaleTimeString('zh-TW', { hour12: false })} v${e.v.version} ${e.v.state} ${e.v.level || ''} ${(model.zones.get(e.v.area_id) || {}).name || e.v.area_id || ''}`);
@@ -705,6 +734,9 @@ function connect() {
       drawZones();
       m.alerts.forEach((a) => loadHexes(a.area_id));
       refreshBroadcasts(); loadFeed().then(renderTimeline);
+      // CAP messages link `/?alert=<id>` (`<web>`): open that alert's panel.
+      const wanted = new URLSearchParams(location.search).get('alert');
+      if (wanted && model.alerts.has(wanted) && !model.selected) select(wanted, true);
     } else if (m.type === 'alert') {
       model.alerts.set(m.id, m); remember(m); loadHexes(m.area_id); refreshBroadcasts(); renderTimeline();
     } else if (m.type === 'report') {

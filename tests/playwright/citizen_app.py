@@ -45,6 +45,7 @@ def main():
         top = card.bounding_box()["y"]
         check(top < 740, f"the alert is on the first screen (top at {top:.0f}px)")
         shot(page, "citizen-360-zh.png")
+        shot(page, "citizen-360-zh-full.png", full_page=True)
         page.select_option("#lang", "en")
         page.wait_for_function("() => document.querySelector('#title').textContent === 'Disaster alerts'")
         page.locator("article.alert").filter(has_text="rain").first.wait_for(timeout=15000)

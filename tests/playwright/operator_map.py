@@ -67,6 +67,12 @@ def main():
         page.wait_for_function("() => document.querySelectorAll('path[data-zone]').length >= 4", timeout=20000)
         page.wait_for_function("() => document.querySelectorAll('path[data-sensor]').length >= 10")
         check(page.locator("#f-county option").count() == 23, "the county filter lists the 22 counties")
+        # The partner agency's warning (pushed by the Rust test, its headline written as markup): dashed on the map,
+        # listed as plain text, nothing run.
+        page.wait_for_function("() => document.querySelectorAll('path.dc-partner[data-external]').length >= 1", timeout=10000)
+        partners = page.locator("#partners").inner_text()
+        check("<img src=x" in partners, f"the partner warning is listed, its markup shown as text: {partners[:80]}")
+        check(page.evaluate("() => window.__xss === undefined"), "a partner's headline written as HTML runs nothing")
         legend = page.locator("#legend")
         check(legend.is_visible(), "the legend is on the map")
         check("紅 Red" in legend.inner_text() and "紫 Purple" in legend.inner_text(), "the legend names the levels")
