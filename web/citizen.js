@@ -152,7 +152,7 @@ function placeName(p) {
 function fitView() {
   const pts = state.places.map((p) => [p.lat, p.lon]);
   for (const l of areaLayer.getLayers()) { const b = l.getBounds && l.getBounds(); if (b && b.isValid()) pts.push(b.getNorthEast(), b.getSouthWest()); }
-  if (pts.length) map.fitBounds(L.latLngBounds(pts), { maxZoom: 12, padding: [24, 24] });
+  if (pts.length) map.fitBounds(L.latLngBounds(pts), { maxZoom: 11, padding: [24, 24] });
 }
 
 // The CAP message's instruction and description in the page's language (the public CAP archive).
@@ -180,6 +180,9 @@ function renderAlerts() {
   const list = [...state.alerts.values()].sort((a, b) => b.sent.localeCompare(a.sent));
   if (!state.places.length) { const p = document.createElement('p'); p.textContent = t('noPlaces'); box.appendChild(p); }
   else if (!list.length) { const p = document.createElement('p'); p.textContent = t('none'); p.id = 'no-alerts'; box.appendChild(p); }
+  const rank = (a) => COLOURS.indexOf(colourOf(a));
+  // The map draws the worst last (on top where areas overlap); the list stays newest first.
+  const drawOrder = [...list].sort((p, q) => rank(p) - rank(q));
   for (const a of list) {
     const ended = a.state === 'cleared' || a.state === 'cancelled';
     const [fill, ink] = colourOf(a);
@@ -203,6 +206,10 @@ function renderAlerts() {
     if (cap && cap.description) { const d = document.createElement('p'); d.className = 'what'; d.textContent = cap.description; div.appendChild(d); }
     box.appendChild(div);
     if (!ended) loadCap(a);
+  }
+  for (const a of drawOrder) {
+    const ended = a.state === 'cleared' || a.state === 'cancelled';
+    const [fill] = colourOf(a);
     if (a.area && a.area.type) {
       const layer = L.geoJSON(a.area, { interactive: false, style: { color: fill, weight: 2.5, fillColor: fill, fillOpacity: ended ? .1 : .4, className: 'dc-alert-area' } });
       layer.eachLayer((p) => p.on('add', () => { const e = p.getElement(); if (e) e.dataset.alert = a.id; }));

@@ -64,7 +64,7 @@ function remember(a) {
   model.versions.get(a.id).set(a.version, {
     version: a.version, sent: a.sent, ms: Date.parse(a.sent) || (known && known.ms) || Date.now(), state: a.state,
     level: a.level, severity: a.severity, headline: a.headline, cap: a.cap, mode: a.mode, event: a.event,
-    area_id: a.area_id,
+    area_id: a.area_id, held: a.held || '', approved_by: a.approved_by || '',
   });
 }
 
@@ -319,12 +319,14 @@ function drawPartners() {
 // The areas the latest broadcast of each active alert went to (the alert's H3 cells, outlined in blue).
 function drawCells() {
   layers.cells.clearLayers();
+  // Replaying, only what is known to have been broadcast by then: the alerts active at that time.
+  const shown = new Map(shownAlerts().map((a) => [a.id, a]));
   const seen = new Set();
   for (const b of model.broadcasts) {
     if (seen.has(b.alert_id) || b.kind === 'stop') continue;
     seen.add(b.alert_id);
-    const a = model.alerts.get(b.alert_id);
-    if (!a || !isActive(a) || !passes(a)) continue;
+    const a = shown.get(b.alert_id);
+    if (!a || !isActive(a) || !passes(a) || (model.replayAt !== null && b.version > a.version)) continue;
     const geometry = hexes.get(a.area_id) || a.area;
     if (!geometry) continue;
     L.geoJSON(geometry, { interactive: false, style: { color: '#0d47a1', weight: 1.5, fill: false, dashArray: '2 3', className: 'dc-cells' } })
@@ -460,7 +462,7 @@ function renderDetail(focus) {
     const ok = typeof v.cap === 'string' && /^\/cap\/[\w.-]+\.xml$/.test(v.cap);
     const link = el('a', ok ? v.cap.slice(5) : '');
     if (ok) { link.href = v.cap; link.target = '_blank'; link.rel = 'noopener'; }
-    return [`v${v.version}`, v.sent, v.state, v.level || v.severity || '', link];
+    return [`v${v.version}`, v.sent, `${v.state}${v.held ? ' · 未公開 held' : ''}${v.approved_by ? ' · 核准 ' + v.approved_by : ''}`, v.level || v.severity || '', link];
   }));
   hist.id = 'history'; box.appendChild(hist);
   if ((a.comments || []).length) {
