@@ -86,8 +86,11 @@ L.control.scale({ metric: true, imperial: false }).addTo(map);
 
 const legend = L.control({ position: 'bottomleft' });
 legend.onAdd = () => {
-  const box = L.DomUtil.create('div', 'legend');
-  box.id = 'legend';
+  // A <details>, so that an operator can fold it away from the coast it covers (keyboard: its summary is a button).
+  const outer = L.DomUtil.create('details', 'legend');
+  outer.id = 'legend'; outer.open = true;
+  const summary = document.createElement('summary'); summary.textContent = '圖例 Legend'; outer.appendChild(summary);
+  const box = document.createElement('div'); outer.appendChild(box);
   const row = (cls, style, text) => {
     const line = document.createElement('div'), i = document.createElement('i');
     if (cls) i.className = cls;
@@ -110,8 +113,8 @@ legend.onAdd = () => {
   row('dash', {}, '夥伴機關警報 Partner warning');
   row('cell', {}, '細胞廣播範圍 Broadcast area');
   row('', { background: '#5c7c99', opacity: .4 }, '監測區域 Watched zone');
-  L.DomEvent.disableClickPropagation(box);
-  return box;
+  L.DomEvent.disableClickPropagation(outer);
+  return outer;
 };
 legend.addTo(map);
 
@@ -201,20 +204,26 @@ function shownAlerts() {
 
 function drawAlerts() {
   layers.alerts.clearLayers();
-  const worstByZone = new Map();
-  // Lowest level first, so that where areas overlap the worst is drawn on top.
-  for (const a of shownAlerts().sort((p, q) => rankOf(p) - rankOf(q))) {
+  // One shape per area, in the colour of its worst alert (translucent shapes stacked would blend into a colour no
+  // level has); the others of that area are in the list and in the shape's tooltip.
+  const worstByZone = new Map(), othersByZone = new Map();
+  for (const a of shownAlerts()) {
     if (!isActive(a) || !passes(a)) continue;
-    const l = levelOf(a), z = model.zones.get(a.area_id);
     const w = worstByZone.get(a.area_id);
     if (!w || rankOf(a) > rankOf(w)) worstByZone.set(a.area_id, a);
+    if (!othersByZone.has(a.area_id)) othersByZone.set(a.area_id, []);
+    othersByZone.get(a.area_id).push(a);
+  }
+  for (const a of worstByZone.values()) {
+    const l = levelOf(a), z = model.zones.get(a.area_id);
     const geometry = hexes.get(a.area_id) || a.area || (z && z.area);
     if (!geometry) continue;
     const layer = L.geoJSON(geometry, {
       style: { color: l.fill, weight: 2, fillColor: l.fill, fillOpacity: .45, className: `dc-alert level-${l.key}` },
     });
-    layer.bindTooltip(textNode([a.headlines ? a.headlines['zh-TW'] : a.headline, a.headlines && a.headlines.en,
-      `${l.zh} ${l.en} · v${a.version} · ${a.state}`]), { sticky: true });
+    const lines = othersByZone.get(a.area_id).sort((p, q) => rankOf(q) - rankOf(p))
+      .map((x) => `${levelOf(x).zh} ${x.headlines ? x.headlines['zh-TW'] : x.headline} · v${x.version} · ${x.state}`);
+    layer.bindTooltip(textNode(lines), { sticky: true });
     layer.on('click', () => select(a.id, false));
     layer.eachLayer((p) => p.on('add', () => {
       const el = p.getElement();
@@ -523,11 +532,15 @@ function renderBroadcastsOf(a, box) {
   const rows = [];
   for (const b of mine) for (const c of b.carriers || []) {
     const t = c.targeting;
-    rows.push([`v${b.version}`, `${b.kind} · ${b.class}`, c.carrier, c.cells,
-      t ? `${(t.covered_share * 100).toFixed(0)}% · reach ${t.reach_km2.toFixed(1)} km² · over ${t.overshoot_km2.toFixed(1)} km²${t.meets_wea ? ' · WEA ✓' : ''}` : '',
-      outcome(c.status), onAir(b, c) ? el('span', '播送中 ON AIR', 'onair') : '', c.attempts, c.detail || b.error || '']);
+    const who = el('div'); who.append(el('b', c.carrier), el('div', `${b.kind} · ${b.class}`));
+    const result = el('div'); result.appendChild(outcome(c.status));
+    if (onAir(b, c)) { result.append(' '); result.appendChild(el('span', '播送中 ON AIR', 'onair')); }
+    if (c.attempts > 1) result.append(` ×${c.attempts}`);
+    if (c.detail || b.error) result.appendChild(el('div', String(c.detail || b.error).slice(0, 120)));
+    const target = t ? `${(t.covered_share * 100).toFixed(0)}% · ${t.reach_km2.toFixed(0)} km² (+${t.overshoot_km2.toFixed(0)})${t.meets_wea ? ' · WEA ✓' : ''}` : '';
+    rows.push([`v${b.version}`, who, c.cells, target, result]);
   }
-  const t = table(['v', '類型 Kind', '電信 Carrier', '細胞 Cells', '涵蓋 Targeting', '結果 Outcome', '', '次數 Tries', '細節 Detail'], rows);
+  const t = table(['v', '電信 Carrier', '細胞 Cells', '涵蓋 Coverage', '結果 Outcome'], rows);
   t.className = 'carriers'; box.appendChild(t);
   if (mine[0].texts && mine[0].texts.length) box.appendChild(el('div', mine[0].texts.join(' / ')));
 }
@@ -546,7 +559,7 @@ async function loadDeliveries(a, box, quiet) {
     box.textContent = '';
     if (!rows.length) { box.textContent = '無 None yet'; return; }
     rows.sort((p, q) => q.enqueued_ms - p.enqueued_ms);
-    box.appendChild(table(['對象 Target', 'v', '結果 Outcome', '次數 Tries', 'HTTP', '時間 At', '細節 Detail', ''], rows.map((d) => {
+    box.appendChild(table(['對象 Target', 'v', '結果 Outcome', '時間 At', '細節 Detail'], rows.map((d) => {
       let replay = '';
       if (mayOperate() && /dead/i.test(String(d.status))) {
         replay = el('button', '重送 Replay'); replay.type = 'button';
@@ -555,7 +568,11 @@ async function loadDeliveries(a, box, quiet) {
           say(r.ok ? '已重新排入 Replay queued' : `replay: ${(await r.json()).message}`); loadDeliveries(a, box);
         };
       }
-      return [d.target, `v${d.version}`, outcome(d.status), d.attempts, d.http_status || '', when(d.last_attempt_ms || d.enqueued_ms), (d.detail || '').slice(0, 200), replay];
+      const result = el('div'); result.appendChild(outcome(d.status));
+      result.append(`${d.http_status ? ' · ' + d.http_status : ''}${d.attempts > 1 ? ' · ×' + d.attempts : ''}`);
+      const detail = el('div', (d.detail || '').slice(0, 200));
+      if (replay) detail.appendChild(replay);
+      return [d.target, `v${d.version}`, result, when(d.last_attempt_ms || d.enqueued_ms), detail];
     })));
     box.querySelector('table').classList.add('deliveries');
   } catch (e) {
