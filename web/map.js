@@ -181,7 +181,7 @@ function drawZones() {
   layers.zones.clearLayers(); zonePaths.clear();
   for (const z of model.zones.values()) {
     if (!z.area) continue;
-    const layer = L.geoJSON(z.area, { style: { color: '#345', weight: 1, fillColor: '#5c7c99', fillOpacity: .08 } });
+    const layer = L.geoJSON(z.area, { style: { color: '#345', weight: 1, fillColor: '#5c7c99', fillOpacity: .05 } });
     layer.bindTooltip(textNode([z.name, z.name_en, z.kind]), { sticky: true });
     // Not a Tab stop (Chrome makes any shape with a tooltip one): zones are many, and their alerts are in the list.
     layer.eachLayer((l) => l.on('add', () => { const el = l.getElement(); if (el) { el.dataset.zone = z.id; el.setAttribute('tabindex', '-1'); } }));
@@ -235,7 +235,7 @@ function drawAlerts() {
   for (const [id, layer] of zonePaths) {
     const a = worstByZone.get(id), l = a && levelOf(a);
     layer.setStyle(a ? { color: l.fill, weight: 2.5, fillColor: l.fill, fillOpacity: .2 }
-      : { color: '#345', weight: 1, fillColor: '#5c7c99', fillOpacity: .08 });
+      : { color: '#345', weight: 1, fillColor: '#5c7c99', fillOpacity: .05 });
   }
 }
 
