@@ -468,7 +468,8 @@ function renderDetail(focus) {
   const versions = [...(model.versions.get(a.id) || new Map()).values()].sort((p, q) => q.version - p.version);
   const hist = table(['v', '時間 Sent', '狀態 State', '等級 Level', 'CAP'], versions.map((v) => {
     // Only our own CAP paths become links (`/cap/<id>.<version>.xml`): nothing from a frame becomes a script URL.
-    const ok = typeof v.cap === 'string' && /^\/cap\/[\w.-]+\.xml$/.test(v.cap);
+    // A version held from the public has no released CAP message: no link to a 404.
+    const ok = !v.held && typeof v.cap === 'string' && /^\/cap\/[\w.-]+\.xml$/.test(v.cap);
     const link = el('a', ok ? v.cap.slice(5) : '');
     if (ok) { link.href = v.cap; link.target = '_blank'; link.rel = 'noopener'; }
     return [`v${v.version}`, v.sent, `${v.state}${v.held ? ' · 未公開 held' : ''}${v.approved_by ? ' · 核准 ' + v.approved_by : ''}`, v.level || v.severity || '', link];
