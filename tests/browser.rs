@@ -1,186 +1,95 @@
-//! The operators' map in a real browser: headless Chromium (Debian `chromium`) loads the page, readings published over
-//! MQTT raise an alert, and the page shows it in the list and shades its zone. Driven over the Chrome DevTools
-//! Protocol; a screenshot is saved to `target/test-artifacts/operator-map.png`.
+//! The pages in a real browser (issue 26): Playwright (PyPI, in the project's `.venv`) drives Debian's `chromium`
+//! against the real binary, offline: every request that leaves 127.0.0.1 is refused. The checks themselves are the
+//! Python scripts under `tests/playwright/` (what they check is written at their top); this file starts the server,
+//! hands them its addresses and credentials, and fails with their output. Screenshots are kept as test artifacts in
+//! `target/test-artifacts/`.
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
-use common::{free_port, now_ms, raise_heavy_rain, Server, TOKEN};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
+use common::{device_password, http_request, Server, TOKEN};
 
-struct Browser {
-    child: Child,
-    _profile: std::path::PathBuf,
+/// The operators' map runs against `serve` with the demo's data as a drill and a second, read-only token.
+const VIEWER_TOKEN: &str = "browser-viewer-token";
+
+/// The slope agency (SWCB) pushes its CAP warnings: the partner warning the map must draw.
+const SWCB_PUSH: &str = "[[push]]\nname = \"swcb\"\ntoken_env = \"DC_TEST_TOKEN\"\npublic = true\nmax_bytes = 65536\nsenders = [\"swcb@swcb.gov.tw\"]\n";
+const SWCB_YELLOW: &str = include_str!("../inbound/src/tests/fixtures/swcb_debris_flow_yellow.xml");
+/// What the partner's headline carries: markup that would run if a page set it as HTML.
+const HOSTILE_HEADLINE: &str = "<img src=x onerror=\"window.__xss=2\">土石流黃色警戒";
+
+/// SWCB's yellow debris-flow warning for Xinyi, sent a minute ago, its zh-TW headline made hostile (escaped in XML:
+/// the partner's text itself is the markup).
+fn partner_warning() -> String {
+    let escaped =
+        HOSTILE_HEADLINE.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    SWCB_YELLOW
+        .replace("2026-11-26T19:00:00+08:00", &common::cap_time(-60))
+        .replace("2026-11-27T07:00:00+08:00", &common::cap_time(6 * 3600))
+        .replace("<headline>土石流黃色警戒</headline>", &format!("<headline>{escaped}</headline>"))
 }
 
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn launch_chromium() -> (Browser, u16) {
-    let port = free_port();
-    let profile = std::env::temp_dir().join(format!("dc-chromium-{}-{port}", std::process::id()));
-    let child = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1280,800",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--remote-debugging-port={port}"))
-        .arg("about:blank")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromium starts (Debian package `chromium`; scripts/test installs it)");
-    (Browser { child, _profile: profile }, port)
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Cdp {
-    ws: Ws,
-    next_id: u64,
-}
-
-impl Cdp {
-    async fn connect(port: u16) -> Cdp {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = loop {
-            let list = common::http_get(format!("127.0.0.1:{port}").parse().unwrap(), "/json/list", None);
-            if let Some((200, body)) = list {
-                let pages: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                if let Some(url) = pages
-                    .as_array()
-                    .and_then(|p| p.iter().find(|t| t["type"] == "page"))
-                    .and_then(|t| t["webSocketDebuggerUrl"].as_str())
-                {
-                    break url.to_string();
-                }
-            }
-            assert!(Instant::now() < deadline, "chromium's DevTools endpoint did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("DevTools websocket");
-        Cdp { ws, next_id: 0 }
-    }
-
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.ws
-            .send(Message::Text(json!({"id": id, "method": method, "params": params}).to_string().into()))
-            .await
-            .unwrap();
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(30), self.ws.next()).await.expect("DevTools answers");
-            if let Some(Ok(Message::Text(text))) = msg {
-                let v: Value = serde_json::from_str(&text).unwrap();
-                if v["id"] == id {
-                    return v["result"].clone();
-                }
-            }
-        }
-    }
-
-    async fn eval(&mut self, expression: &str) -> Value {
-        let r = self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true})).await;
-        r["result"]["value"].clone()
-    }
-
-    async fn wait_for(&mut self, expression: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.eval(expression).await == Value::Bool(true) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    }
-}
-
-#[tokio::test]
-async fn operator_map_shows_a_new_alert_and_shades_its_zone() {
-    let server = Server::start();
-    let (_browser, port) = launch_chromium();
-    let mut page = Cdp::connect(port).await;
-    page.call("Page.enable", json!({})).await;
-    page.call("Page.navigate", json!({"url": format!("http://{}/?token={TOKEN}", server.http)})).await;
+fn python() -> std::path::PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     assert!(
-        page.wait_for("document.querySelectorAll('path[data-zone]').length >= 4", Duration::from_secs(20)).await,
-        "the map did not draw the zones from the snapshot"
+        venv.exists(),
+        "{} is missing: run scripts/test, which makes the venv and installs Playwright and Pillow",
+        venv.display()
     );
-    assert!(
-        page.wait_for("document.querySelectorAll('circle[data-sensor]').length >= 10", Duration::from_secs(5)).await
-    );
-    assert_eq!(page.eval("document.querySelectorAll('.alert').length").await, json!(0));
+    venv
+}
 
-    raise_heavy_rain(&server, 120.0, now_ms()).await;
+/// Runs `tests/playwright/<script>` with the server's addresses; panics with its output when a check fails.
+fn run(script: &str, server: &Server, extra: &[(&str, &str)]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let artifacts = root.join("target/test-artifacts");
+    let mut command = Command::new(python());
+    command
+        .arg(root.join("tests/playwright").join(script))
+        .current_dir(root.join("tests/playwright"))
+        .env("DC_URL", format!("http://{}", server.http))
+        .env("DC_MQTT_PORT", server.mqtt.port().to_string())
+        .env("DC_DEVICE", "RG0001")
+        .env("DC_DEVICE_PASSWORD", device_password("RG0001"))
+        .env("DC_ARTIFACTS", &artifacts)
+        // Playwright must not look for (or fetch) a browser of its own: the scripts name Debian's.
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1");
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    let out = command.output().expect("the venv's python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}\nserver log:\n{}", server.log());
+}
 
-    assert!(
-        page.wait_for("!!document.querySelector('.alert.raised')", Duration::from_secs(15)).await,
-        "the alert did not appear in the list"
-    );
-    let headline = page.eval("document.querySelector('.alert.raised b').textContent").await;
-    assert!(headline.as_str().unwrap_or("").contains("豪雨"), "{headline}");
-    assert!(
-        page.wait_for(
-            "(() => { const p = document.querySelector('path[data-zone=\"dfa-xinyi-shenmu\"]'); \
-             return !!p && p.dataset.alert !== undefined && p.getAttribute('fill') === '#c62828'; })()",
-            Duration::from_secs(5)
+#[test]
+fn operator_map_offline_in_chromium() {
+    let config = common::config_copy("browser-scopes", |t| {
+        format!(
+            "{t}\n[[operator_tokens]]\nname = \"viewer\"\nscope = \"read\"\nsha256 = \"{}\"\n",
+            common::sha256_hex(VIEWER_TOKEN)
         )
-        .await,
-        "the alert's zone is not shaded"
-    );
-    assert!(
-        page.wait_for("document.querySelectorAll('path.hex').length >= 1", Duration::from_secs(10)).await,
-        "the alert's H3 hexagons are not drawn"
-    );
-
-    // Zoom to the alert so the screenshot shows it, then keep the picture as a test artifact.
-    page.eval("document.querySelector('.alert.raised').click(); true").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await;
-    let png = base64_decode(shot["data"].as_str().expect("screenshot data"));
-    assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("operator-map.png"), png).unwrap();
+    });
+    std::fs::write(config.with_file_name("inbound.toml"), SWCB_PUSH).unwrap();
+    let server = Server::serve(&config);
+    let (status, reply) = http_request(
+        server.http,
+        "POST",
+        "/api/v1/cap/inbound",
+        Some(common::TEST_TOKEN_ENV.1),
+        Some(&partner_warning()),
+    )
+    .expect("the partner's push is answered");
+    assert_eq!(status, 200, "{reply}");
+    run("operator_map.py", &server, &[("DC_TOKEN", TOKEN), ("DC_VIEWER_TOKEN", VIEWER_TOKEN)]);
 }
 
-/// Standard base64 (the DevTools screenshot encoding); a few lines beat a dependency.
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for v in text.bytes().filter_map(value) {
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+#[test]
+fn citizen_app_at_360_px_offline_in_chromium() {
+    let server = Server::start();
+    run("citizen_app.py", &server, &[]);
 }

@@ -162,7 +162,13 @@ async fn a_read_token_watches_over_the_socket_but_does_not_act_and_comments_are_
     let id = alert["id"].as_str().unwrap().to_string();
 
     let mut viewer = connect(&server, "", "socket-viewer-token").await;
-    next_json(&mut viewer, WAIT).await.expect("a snapshot");
+    let snapshot = next_json(&mut viewer, WAIT).await.expect("a snapshot");
+    // The snapshot says what this socket may do, so that the map offers no button the server would refuse.
+    assert_eq!(
+        (snapshot["operator"].as_str(), snapshot["scope"].as_str()),
+        (Some("viewer"), Some("read")),
+        "{snapshot}"
+    );
     for kind in ["ack", "approve", "cancel", "comment"] {
         send(&mut viewer, json!({"type": kind, "id": id, "text": "from a viewer"})).await;
         // Deltas (a second rule's alert, sensor updates) may arrive before the reply.

@@ -5,7 +5,8 @@
 //! handlers live by resource: `operator.rs` (`/ws/operator`, the snapshot, map filters), `citizen.rs`
 //! (`/ws/citizen`), `alerts.rs`, `sensors.rs`, `zones.rs` (cells, forecasts), `dissemination.rs` (CAP feed,
 //! subscribers, broadcasts), `inbound.rs` (partners' CAP push), `open_data.rs`, `reports.rs` (citizen reports),
-//! `rules.rs` (reload), `demo.rs` (the demo's receivers); `auth.rs` (scoped tokens), `liveness.rs` (pings),
+//! `rules.rs` (reload), `demo.rs` (the demo's receivers), `assets.rs` (the pages' scripts and vendored map files,
+//! compiled in); `auth.rs` (scoped tokens), `liveness.rs` (pings),
 //! `public.rs` (rate limits), `tls.rs` (HTTPS).
 //!
 //! One [`AppError`] turns every refusal into a status code and a JSON body that names the problem, so handlers use
@@ -24,6 +25,7 @@ use crate::app::App;
 use crate::metrics::{self, HTTP_REFUSED};
 
 pub mod alerts;
+pub mod assets;
 pub mod auth;
 pub mod citizen;
 pub mod demo;
@@ -78,6 +80,7 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
     vec![
         ("/", get(index)),
         ("/app", get(citizen_page)),
+        ("/static/{*file}", get(assets::serve)),
         ("/ws/citizen", get(citizen::socket)),
         ("/healthz", get(|| async { "ok" })),
         ("/metrics", get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render()) })),
@@ -152,12 +155,14 @@ async fn security_headers(request: axum::extract::Request, next: axum::middlewar
     set(h, "x-content-type-options", "nosniff");
     set(h, "x-frame-options", "DENY");
     set(h, "referrer-policy", "no-referrer");
-    // The pages are self-contained (inline script and style, no third-party code); map tiles are images from the
+    // The pages run only scripts served from here (`/static/`, compiled in: web/assets.rs), never inline ones, so
+    // that an alert text, a partner's warning or a report that slipped past the pages' escaping cannot run as code.
+    // Inline styles stay allowed (the pages' own <style>, Leaflet's positioning). Map tiles are images from the
     // configured tile server, hence img-src https:.
     set(
         h,
         "content-security-policy",
-        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; connect-src 'self' ws: wss:; frame-ancestors 'none'",
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     );
     if public {
         set(h, "access-control-allow-origin", "*");

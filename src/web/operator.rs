@@ -162,9 +162,12 @@ impl Filter {
     }
 }
 
-/// The snapshot cut to `filter`, as the first frame and as the answer to a `filter` message.
-fn filtered_snapshot(app: &App, filter: &Filter) -> String {
+/// The snapshot cut to `filter`, as the first frame and as the answer to a `filter` message. It names the socket's
+/// token and scope, so that the map offers only the actions the server would accept (a read token sees no buttons).
+fn filtered_snapshot(app: &App, filter: &Filter, operator: &str, scope: Scope) -> String {
     let mut snap = snapshot(app);
+    snap["operator"] = json!(operator);
+    snap["scope"] = json!(scope);
     if !filter.is_open() {
         let keep = |list: &mut serde_json::Value, pass: &dyn Fn(&serde_json::Value) -> bool| {
             if let Some(items) = list.as_array_mut() {
@@ -202,7 +205,7 @@ pub async fn session(app: Arc<App>, mut socket: WebSocket, operator: String, sco
     // Subscribe before the snapshot so that nothing falls between the two.
     let mut alerts = app.channels.alerts.subscribe();
     let mut sensors = app.channels.map.subscribe();
-    let first = filtered_snapshot(&app, &filter);
+    let first = filtered_snapshot(&app, &filter, &operator, scope);
     let mut liveness = Liveness::new(app.web.ws_idle_timeout);
     if send(&mut socket, first).await {
         loop {
@@ -273,7 +276,7 @@ fn command(app: &App, operator: &str, scope: Scope, text: &str, filter: &mut Fil
         return match Filter::new(app, cmd.bbox.as_deref(), cmd.zones.as_deref()) {
             Ok(new) => {
                 *filter = new;
-                filtered_snapshot(app, filter)
+                filtered_snapshot(app, filter, operator, scope)
             }
             Err(message) => json!({"type": "error", "reason": "bad_filter", "message": message}).to_string(),
         };

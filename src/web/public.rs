@@ -4,7 +4,9 @@
 //! `dc_http_refused_total{reason="rate_limited"}`.
 //!
 //! Limited: `/`, `/app` (the pages), `/cap/*` (CAP feed and messages), `/opendata/*`, `/metrics` — what anyone may
-//! fetch and what costs us work per request. Not limited: `/healthz` (load balancers poll it), the citizen websocket
+//! fetch and what costs us work per request. Not limited: `/static/*` (bytes compiled into the binary, revalidated by
+//! ETag or cached; one page load fetches several, and a phone behind a carrier's NAT must not lose its map to its
+//! neighbours' page loads), `/healthz` (load balancers poll it), the citizen websocket
 //! (a carrier's NAT puts thousands of phones behind one address, and after an outage they all reconnect at once; its
 //! frames, places and queue are bounded in `citizen.rs`), citizen reports (their own per-client and per-address limits
 //! in `reports/`), everything that needs an operator token, and requests to the public endpoints that carry a valid

@@ -57,6 +57,7 @@ const ADMIN: Who = Operator(Scope::Admin);
 const TABLE: &[Case] = &[
     case("GET", "/", Public, "/", 200),
     case("GET", "/app", Public, "/app", 200),
+    case("GET", "/static/{*file}", Public, "/static/map.js", 200),
     case("GET", "/ws/citizen", Public, "/ws/citizen", 426),
     case("GET", "/healthz", Public, "/healthz", 200),
     case("GET", "/metrics", Public, "/metrics", 200),
