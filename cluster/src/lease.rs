@@ -58,6 +58,7 @@ impl std::fmt::Debug for Leases {
 impl Leases {
     /// Finds the bucket, or creates it (the first process sets the ttl; renew every `ttl / 4`).
     pub async fn open(backbone: &Backbone, ttl: Duration) -> Result<Self, ClusterError> {
+        std::sync::LazyLock::force(&LEASES);
         let config = backbone.config();
         let js = backbone.jetstream().clone();
         let bucket = kv::Config {

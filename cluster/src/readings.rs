@@ -107,6 +107,8 @@ impl ReadingsLog {
             duplicate_window: config.duplicate_window,
             ..Default::default()
         };
+        // Listed at zero on /metrics from the start, as every other counter.
+        std::sync::LazyLock::force(&APPENDS);
         let js = backbone.jetstream().clone();
         retry_setup("the readings stream", config.start_timeout, || {
             let (js, stream_config) = (js.clone(), stream_config.clone());

@@ -124,7 +124,7 @@ impl BackboneRole {
     ) -> Result<(), ScaleOutError> {
         let backbone = Backbone::connect(self.config.clone()).await?;
         let log = ReadingsLog::open(&backbone).await?;
-        let intake = Arc::new(ReplicatedIntake { app: Arc::clone(app), log });
+        let intake = Arc::new(ReplicatedIntake { app: Arc::clone(app), log, last_logged_ms: Arc::default() });
         let front_door = ingest::broker::start_durable_front_door(broker, Arc::new(devices), intake)?;
         // The listeners live as long as the process.
         std::mem::forget(front_door);

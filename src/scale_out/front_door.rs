@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use cluster::readings::{self, Append, ReadingsLog};
@@ -26,6 +27,9 @@ use crate::clock::now_ms;
 pub(super) struct ReplicatedIntake {
     pub(super) app: Arc<App>,
     pub(super) log: ReadingsLog,
+    /// When a publish was last given up in the log (ms): during a quorum loss every device's every batch fails, so
+    /// one line a minute says so and `dc_cluster_appends_total{outcome="unavailable"}` counts the rest.
+    pub(super) last_logged_ms: Arc<AtomicI64>,
 }
 
 impl ReplicatedIntake {
@@ -77,16 +81,17 @@ impl DurableIntake for ReplicatedIntake {
         // Validation and routing run here, on the connection's task (~1.3 µs a reading); only the appends wait.
         let appends = self.appends(batch);
         let log = self.log.clone();
+        let last_logged_ms = Arc::clone(&self.last_logged_ms);
         Box::pin(async move {
             let outcomes = futures_util::future::join_all(appends.iter().map(|a| log.append(a))).await;
-            let mut durable = true;
-            for outcome in outcomes {
-                if let Err(e) = outcome {
-                    tracing::error!(error = %e, "a device publish was not replicated in time: no PUBACK, connection closed");
-                    durable = false;
-                }
+            let Some(e) = outcomes.into_iter().find_map(Result::err) else { return true };
+            let now = now_ms();
+            let last = last_logged_ms.load(Ordering::Relaxed);
+            let due = now - last >= 60_000;
+            if due && last_logged_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                tracing::error!(error = %e, "device publishes not replicated in time: no PUBACK, connections closed (one line a minute)");
             }
-            durable
+            false
         })
     }
 }
