@@ -72,10 +72,14 @@ impl Leases {
         let store = retry_setup("the lease bucket", config.start_timeout, || {
             let (js, bucket) = (js.clone(), bucket.clone());
             async move {
-                match js.get_key_value(BUCKET).await {
-                    Ok(store) => Ok(store),
-                    Err(_) => js.create_key_value(bucket).await.map_err(|e| e.to_string()),
-                }
+                let store = match js.get_key_value(BUCKET).await {
+                    Ok(store) => store,
+                    Err(_) => js.create_key_value(bucket).await.map_err(|e| e.to_string())?,
+                };
+                // A bucket just created answers only once its replicas have elected a leader: read once, so that the
+                // first acquire does not meet "no responders".
+                store.entry("probe").await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(store)
             }
         })
         .await?;
