@@ -265,6 +265,16 @@ impl ClusterRole {
                 })?;
             }
             Role::Fanout => {
+                // Every alert is checked against the county of its area (`RemoteAlerts::apply`).
+                let area_regions = app
+                    .geo
+                    .zones()
+                    .filter_map(|z| {
+                        let county = z.geocode.as_deref().and_then(region::county_of)?;
+                        Some((z.id.clone(), county.to_string()))
+                    })
+                    .collect();
+                app.remote_alerts.set_area_regions(area_regions);
                 let app = Arc::clone(app);
                 let retention_ms = self.closed_retention_ms;
                 upstream::consume(upstream, vec!["alerts/+/+".into()], false, "alerts-link", move |msg| {
@@ -291,7 +301,7 @@ fn touch_metrics() {
     for kind in ["change", "resend", "removed"] {
         worker::ALERTS_PUBLISHED.with_label_values(&[kind]);
     }
-    for outcome in ["applied", "stale", "removed", "malformed"] {
+    for outcome in ["applied", "stale", "removed", "malformed", "outside_region"] {
         remote_alerts::ALERTS_RECEIVED.with_label_values(&[outcome]);
     }
     for outcome in ["forwarded", "no_region", "refused"] {
