@@ -38,6 +38,9 @@ pub struct Config {
     /// An external MQTT broker (cluster) instead of the front door, and this process's role there (`scale_out/`).
     #[serde(default)]
     pub upstream: Option<UpstreamSection>,
+    /// A NATS JetStream cluster as the replicated backbone, and this process's role on it (`scale_out/backbone.rs`).
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
     /// Operator tokens by hash and scope (`disaster-cloud token new` makes one); DC_OPERATOR_TOKEN adds an admin token.
     #[serde(default)]
     pub operator_tokens: Vec<crate::web::auth::TokenEntry>,
@@ -77,6 +80,30 @@ pub struct UpstreamSection {
     pub keep_alive_s: Option<u64>,
     /// How long an ended (cleared, cancelled) alert stays retained on the broker before it is removed; default 24 h.
     pub closed_retention_h: Option<u32>,
+}
+
+/// `[cluster]`: a NATS JetStream cluster as the replicated backbone (`docs/SCALING.md`). `serve --cluster/--role/
+/// --client-id` override its keys; `scale_out::BackboneRole::resolve` checks the lot.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Every node's client URL, `nats://host:4222`.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// `front-door` (the one role so far).
+    pub role: Option<String>,
+    /// This process's name on the cluster: unique per process, stable across its restarts.
+    pub name: Option<String>,
+    /// Copies of each stream and bucket, 1..=5; default 3 (survives the loss of any one node).
+    pub replicas: Option<usize>,
+    /// How long a front door retries a publish with the same id before it gives the device up (closes the
+    /// connection unacknowledged), 10..=300 s; default 30.
+    pub publish_deadline_s: Option<u64>,
+    /// How long the readings stream remembers publish ids (a device's resend within it is stored once), 60..=86400 s;
+    /// default 600.
+    pub duplicate_window_s: Option<u64>,
+    /// How long readings stay in the stream, 1..=8760 h; default 168 (7 days).
+    pub readings_max_age_h: Option<u64>,
 }
 
 /// The one server certificate the MQTT TLS listeners and HTTPS serve.

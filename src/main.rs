@@ -128,16 +128,22 @@ struct CommonArgs {
     operator_token: Option<String>,
 }
 
-/// Scale-out on an existing MQTT cluster (docs/SCALING.md); each flag overrides the config's `[upstream]` key.
+/// Scale-out on an existing MQTT cluster (`[upstream]`) or the NATS backbone (`[cluster]`), docs/SCALING.md; each flag
+/// overrides the config's key.
 #[derive(Debug, Args)]
 struct ClusterArgs {
     /// Consume from this broker (mqtt://host:port) instead of running the front door.
-    #[arg(long, env = "DC_UPSTREAM")]
+    #[arg(long, env = "DC_UPSTREAM", conflicts_with = "cluster")]
     upstream: Option<String>,
-    /// What this process does on the cluster.
-    #[arg(long, env = "DC_ROLE", value_parser = ["worker", "writer", "fanout"])]
+    /// The NATS JetStream cluster (nats://a:4222,nats://b:4222,nats://c:4222) as the replicated backbone; overrides
+    /// `[cluster] urls` (docs/SCALING.md).
+    #[arg(long, env = "DC_CLUSTER", value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// What this process does: on an MQTT cluster worker, writer or fanout; on the NATS cluster front-door.
+    #[arg(long, env = "DC_ROLE", value_parser = ["worker", "writer", "fanout", "front-door"])]
     role: Option<String>,
-    /// The MQTT client id: unique per process, stable across its restarts.
+    /// The process's name on the cluster (the MQTT client id, or the NATS connection name and lease owner): unique
+    /// per process, stable across its restarts.
     #[arg(long, env = "DC_UPSTREAM_CLIENT_ID")]
     client_id: Option<String>,
     /// A region this worker owns (a county code such as 10008); repeat or separate with commas.
@@ -218,17 +224,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(warning) = deployment::public_url_mismatch(&files.main.http.public_url, http_listen) {
                 tracing::warn!(file = %main_file, "{warning}");
             }
+            // `--role` and `--client-id` serve both ways of scaling out; `--cluster` says which one is meant.
+            let on_backbone = !cluster.cluster.is_empty() || files.main.cluster.is_some();
+            let (cluster_role, cluster_name) =
+                if on_backbone { (cluster.role.clone(), cluster.client_id.clone()) } else { (None, None) };
             let overrides = disaster_cloud::scale_out::Overrides {
                 url: cluster.upstream,
-                role: cluster.role,
-                client_id: cluster.client_id,
+                role: if on_backbone { None } else { cluster.role },
+                client_id: if on_backbone { None } else { cluster.client_id },
                 regions: cluster.regions,
             };
-            let role = disaster_cloud::scale_out::ClusterRole::resolve(
+            let mqtt_role = disaster_cloud::scale_out::ClusterRole::resolve(
                 files.main.upstream.as_ref(),
                 overrides,
                 &config.display().to_string(),
+            );
+            let backbone = disaster_cloud::scale_out::BackboneRole::resolve(
+                files.main.cluster.as_ref(),
+                disaster_cloud::scale_out::BackboneOverrides {
+                    urls: cluster.cluster,
+                    role: cluster_role,
+                    name: cluster_name,
+                },
+                &config.display().to_string(),
             )?;
+            use disaster_cloud::scale_out::Scaled;
+            let role = match backbone {
+                // The MQTT-cluster flags were meant for the backbone: do not read them as an `[upstream]` role.
+                Some(backbone) => {
+                    anyhow::ensure!(
+                        files.main.upstream.is_none(),
+                        "{}: `[upstream]` and `[cluster]` are two ways to scale out; give one",
+                        config.display()
+                    );
+                    Some(Scaled::Backbone(backbone))
+                }
+                None => mqtt_role?.map(Scaled::Mqtt),
+            };
             let tokens = web::auth::TokenSet::new(&files.main.operator_tokens, common.operator_token.as_deref())
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
             anyhow::ensure!(

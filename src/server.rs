@@ -24,7 +24,7 @@ use crate::app::{Alerts, App, Channels, LiveSensors, Partners, Readings, WebSett
 use crate::clock::now_ms;
 use crate::config::{Config, ConfigFiles};
 use crate::hot_path::HotPath;
-use crate::scale_out::ClusterRole;
+use crate::scale_out::Scaled;
 
 /// Listen addresses after flags and environment have had their say.
 #[derive(Debug, Clone)]
@@ -50,13 +50,13 @@ pub async fn start(
     start_with(files, listen, tokens, data_dir, None).await
 }
 
-/// [`start`], or with `role` a role on an external MQTT cluster instead of the front door (`scale_out/`).
+/// [`start`], or with `role` a role on an external MQTT cluster or the NATS backbone (`scale_out/`).
 pub async fn start_with(
     mut files: ConfigFiles,
     listen: &Listen,
     tokens: crate::web::auth::TokenSet,
     data_dir: Option<PathBuf>,
-    role: Option<ClusterRole>,
+    role: Option<Scaled>,
 ) -> anyhow::Result<(Arc<App>, tokio::net::TcpListener)> {
     if let Some(role) = &role {
         role.prepare(&mut files)?;
@@ -88,7 +88,10 @@ pub async fn start_with(
             Arc::new(devices),
             move |msg: ingest::RawMessage| hot_path.process(msg),
         )?,
-        Some(role) => role.attach(&app, hot_path)?,
+        Some(Scaled::Mqtt(role)) => role.attach(&app, hot_path)?,
+        Some(Scaled::Backbone(role)) => {
+            role.attach(&app, &broker_config(cfg, listen, data_dir.clone()), devices).await?
+        }
     }
     if let Some(events) = inbound_events {
         tokio::spawn(crate::external::forward(Arc::clone(&app), events));

@@ -101,6 +101,16 @@ pub fn start(
     Ok(())
 }
 
+/// The front door alone, its allowed publishes going to a durable intake (a cluster's replicated log) and their
+/// PUBACKs waiting for it: no pipeline thread, the intake is the pipeline. Returns the handle.
+pub fn start_durable_front_door(
+    config: &BrokerConfig,
+    devices: Arc<DeviceStore>,
+    intake: Arc<dyn crate::front_door::DurableIntake>,
+) -> Result<FrontDoor, IngestError> {
+    FrontDoor::start_with_intake(config, devices, crate::front_door::Intake::Durable(intake))
+}
+
 /// [`start`], returning the handle: bound addresses (port 0 works), commands to devices, shutdown.
 pub fn start_front_door(
     config: &BrokerConfig,

@@ -111,6 +111,7 @@ pub static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
         "protocol",
         "too_large",
         "shutdown",
+        "not_durable",
     ] {
         m.disconnects.with_label_values(&[why]);
     }

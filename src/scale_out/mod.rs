@@ -16,6 +16,9 @@
 //!
 //! A region is a county: the first five digits of a zone's Taiwan_Geocode_103 `geocode` (`10008` Nantou County).
 //!
+//! On a NATS JetStream cluster instead (`serve --cluster`), `backbone.rs` resolves the role and `front_door.rs` is
+//! the front door whose PUBACKs wait for the replicated readings stream (it routes with the writer's code).
+//!
 //! Layout: this file resolves a process's role ([`ClusterRole`], from `[upstream]` in `config.rs` and the command
 //! line), adapts the configuration to it and starts its links; `region.rs` maps zones to regions; `worker.rs`
 //! publishes a worker's alerts; `writer.rs` validates and routes; `remote_alerts.rs` is a fan-out node's book of the
@@ -31,11 +34,14 @@ use crate::clock::now_ms;
 use crate::config::{ConfigFiles, UpstreamSection};
 use crate::hot_path::HotPath;
 
+pub mod backbone;
+mod front_door;
 mod region;
 pub mod remote_alerts;
 mod worker;
 mod writer;
 
+pub use backbone::{BackboneOverrides, BackboneRole};
 pub use region::zone_region;
 pub use remote_alerts::RemoteAlerts;
 
@@ -72,8 +78,29 @@ pub enum ScaleOutError {
     Config { file: String, key: &'static str, message: String },
     #[error("{file}: {message}")]
     Zones { file: String, message: String },
+    #[error("{file}: `cluster.{key}`: {message}")]
+    Cluster { file: String, key: &'static str, message: String },
     #[error("{0}")]
     Upstream(#[from] ingest::IngestError),
+    #[error("{0}")]
+    Backbone(#[from] cluster::ClusterError),
+}
+
+/// How a process takes part in a deployment past one machine: on an MQTT cluster (`[upstream]`) or on the NATS
+/// JetStream backbone (`[cluster]`). Neither: the single process (the default).
+#[derive(Debug, Clone)]
+pub enum Scaled {
+    Mqtt(ClusterRole),
+    Backbone(BackboneRole),
+}
+
+impl Scaled {
+    pub fn prepare(&self, files: &mut ConfigFiles) -> Result<(), ScaleOutError> {
+        match self {
+            Scaled::Mqtt(role) => role.prepare(files),
+            Scaled::Backbone(role) => role.prepare(files),
+        }
+    }
 }
 
 /// A resolved role on the MQTT cluster: config file and command line merged and checked.
@@ -238,6 +265,16 @@ impl ClusterRole {
                 })?;
             }
             Role::Fanout => {
+                // Every alert is checked against the county of its area (`RemoteAlerts::apply`).
+                let area_regions = app
+                    .geo
+                    .zones()
+                    .filter_map(|z| {
+                        let county = z.geocode.as_deref().and_then(region::county_of)?;
+                        Some((z.id.clone(), county.to_string()))
+                    })
+                    .collect();
+                app.remote_alerts.set_area_regions(area_regions);
                 let app = Arc::clone(app);
                 let retention_ms = self.closed_retention_ms;
                 upstream::consume(upstream, vec!["alerts/+/+".into()], false, "alerts-link", move |msg| {
@@ -254,7 +291,7 @@ impl ClusterRole {
 }
 
 /// The rules file without its rules (engine settings and approval classes stay valid).
-fn without_rules(text: &str) -> Result<String, String> {
+pub(super) fn without_rules(text: &str) -> Result<String, String> {
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
     doc.remove("rule");
     toml::to_string(&doc).map_err(|e| e.to_string())
@@ -264,7 +301,7 @@ fn touch_metrics() {
     for kind in ["change", "resend", "removed"] {
         worker::ALERTS_PUBLISHED.with_label_values(&[kind]);
     }
-    for outcome in ["applied", "stale", "removed", "malformed"] {
+    for outcome in ["applied", "stale", "removed", "malformed", "outside_region"] {
         remote_alerts::ALERTS_RECEIVED.with_label_values(&[outcome]);
     }
     for outcome in ["forwarded", "no_region", "refused"] {

@@ -17,7 +17,7 @@ use crate::audience::{AlertBroadcast, Lang};
 pub(super) static ALERTS_RECEIVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "dc_cluster_alerts_received_total",
-        "Alert messages a fan-out node received, by outcome (applied, stale, removed, malformed)",
+        "Alert messages a fan-out node received, by outcome (applied, stale, removed, malformed, outside_region)",
         &["outcome"]
     )
     .expect("metric registers")
@@ -61,6 +61,9 @@ struct WireAlert {
     #[serde(default)]
     held: Option<String>,
     public: bool,
+    /// The county the worker published it for; must be the topic's (checked).
+    #[serde(default)]
+    region: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -83,9 +86,18 @@ struct Remote {
 #[derive(Default)]
 pub struct RemoteAlerts {
     alerts: RwLock<HashMap<String, Remote>>,
+    /// The county of every zone this node knows (zone id → county code), to check that an alert published under
+    /// `alerts/{region}/…` is for an area of that region: with the broker's ACLs letting each worker publish only under
+    /// its own regions, a worker cannot put out an alert for another county's areas. Empty: not checked.
+    area_regions: RwLock<HashMap<String, String>>,
 }
 
 impl RemoteAlerts {
+    /// The zones' counties, set once at a fan-out node's start.
+    pub fn set_area_regions(&self, regions: HashMap<String, String>) {
+        *self.area_regions.write() = regions;
+    }
+
     /// Folds one message in; returns the change to broadcast when it is news (a version newer than what we hold).
     /// Replays of versions already seen — a worker's resend after a restart, retained messages after our own
     /// reconnect — return `None`, so no citizen sees an alert twice. Ended alerts older than `forget_ended_before_ms`
@@ -104,7 +116,7 @@ impl RemoteAlerts {
             None
         };
         let mut parts = topic.split('/');
-        let (Some("alerts"), Some(_region), Some(id), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some("alerts"), Some(region), Some(id), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return malformed("topic is not alerts/{region}/{id}".into());
         };
@@ -123,6 +135,14 @@ impl RemoteAlerts {
                 "topic names alert `{id}`, payload `{}`",
                 wire.id.chars().take(80).collect::<String>()
             ));
+        }
+        // An alert for another county's area, or naming another county than its topic, is refused: the topic's
+        // region is what the broker's ACLs vouch for. (An area this node does not know reaches no citizen anyway.)
+        let area_region = self.area_regions.read().get(&wire.area_id).cloned();
+        if wire.region.as_deref() != Some(region) || area_region.is_some_and(|r| r != region) {
+            outcome("outside_region");
+            tracing::warn!(topic, area = %wire.area_id.chars().take(80).collect::<String>(), "alert message for an area outside its topic's region refused");
+            return None;
         }
         let operator: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
         let mut alerts = self.alerts.write();
@@ -246,5 +266,23 @@ mod tests {
         assert!(remote.apply("alerts/10008/A9", sample("A9", 1, "raised").as_bytes(), 5_000, 2_000).is_some());
         let left: Vec<_> = remote.all_operator().iter().map(|a| a["id"].clone()).collect();
         assert_eq!(left, [json!("A9")]);
+    }
+
+    #[test]
+    fn an_alert_outside_its_topics_region_is_refused() {
+        let remote = RemoteAlerts::default();
+        let refused = || ALERTS_RECEIVED.with_label_values(&["outside_region"]).get();
+        let before = refused();
+        // The payload says 10008 (Nantou); published under Kaohsiung's topic, whose worker may not speak for it.
+        assert!(remote.apply("alerts/64000/A1", sample("A1", 1, "raised").as_bytes(), 1_000, 0).is_none());
+        // The payload claims Kaohsiung, but Shenmu is a Nantou area.
+        remote.set_area_regions([("dfa-xinyi-shenmu".to_string(), "10008".to_string())].into());
+        let forged = sample("A2", 1, "raised").replace("\"region\":\"10008\"", "\"region\":\"64000\"");
+        assert!(forged.contains("\"region\":\"64000\""), "{forged}");
+        assert!(remote.apply("alerts/64000/A2", forged.as_bytes(), 1_000, 0).is_none());
+        assert_eq!(refused(), before + 2);
+        assert!(remote.all_operator().is_empty());
+        // The same alert under its own region is applied.
+        assert!(remote.apply("alerts/10008/A1", sample("A1", 1, "raised").as_bytes(), 1_000, 0).is_some());
     }
 }

@@ -50,7 +50,7 @@ pub(super) fn write_and_route(app: &App, publisher: &Publisher, msg: RawMessage)
 
 /// Every region whose zones contain one of the publish's readings (at the reading's own position for mobile units),
 /// or the device's registered position for a status message.
-fn regions_of(app: &App, processed: &Processed) -> BTreeSet<String> {
+pub(super) fn regions_of(app: &App, processed: &Processed) -> BTreeSet<String> {
     let registry = app.registry().read();
     let mut positions: Vec<(f64, f64)> = Vec::new();
     for r in &processed.readings {

