@@ -502,6 +502,12 @@ impl Dissemination {
         lock(&self.inner.state).broadcasts.values().rev().cloned().collect()
     }
 
+    /// The latest version of the alert dissemination has seen, if it holds the alert (a restart compares it with
+    /// the alert book's).
+    pub fn seen_version(&self, alert_id: &str) -> Option<u32> {
+        lock(&self.inner.state).alerts.get(alert_id).map(|h| h.last_view.version)
+    }
+
     /// What is on the air now, per carrier (written and not seen stopped: queued, acknowledged, or being stopped),
     /// and the most recent stopped broadcasts, newest first.
     pub fn on_air(&self) -> OnAir {

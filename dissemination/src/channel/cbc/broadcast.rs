@@ -394,15 +394,24 @@ pub(crate) fn plan(
 
     let targets: Vec<(&Carrier, CarrierCells)> = match stop_cells {
         None => ctx.carriers.iter().zip(target(ctx, &msg.view.area_id)).collect(),
-        Some(cells) => ctx
-            .carriers
-            .iter()
-            .filter_map(|c| {
-                let names = cells.get(&c.name)?;
-                let ecgis: Result<Vec<Ecgi>, String> = names.iter().map(|n| parse_cell(n)).collect();
-                Some((c, ecgis.map(|e| (e, names.clone()))))
-            })
-            .collect(),
+        Some(cells) => {
+            // Journals from before the ledger kept no cell list: those stops name the zone's cells, as they did.
+            let zone = || target(ctx, &msg.view.area_id);
+            let mut by_zone: Option<Vec<CarrierCells>> = None;
+            ctx.carriers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| {
+                    let names = cells.get(&c.name)?;
+                    if names.is_empty() {
+                        let t = by_zone.get_or_insert_with(zone).get(i).cloned();
+                        return Some((c, t.unwrap_or_else(|| Err("no cells".into()))));
+                    }
+                    let ecgis: Result<Vec<Ecgi>, String> = names.iter().map(|n| parse_cell(n)).collect();
+                    Some((c, ecgis.map(|e| (e, names.clone()))))
+                })
+                .collect()
+        }
     };
     let mut envelopes = Vec::new();
     for (carrier, targeted) in targets {
