@@ -57,8 +57,9 @@ impl Frames {
         }
     }
 
-    /// Per alert id: how many times its level rose from one version to the next.
-    fn rises(&self) -> BTreeMap<String, usize> {
+    /// Per alert id: (how many times its level rose from one version to the next, how many times it reached a
+    /// level higher than every earlier version's).
+    fn rises(&self) -> BTreeMap<String, (usize, usize)> {
         let ranks = level_ranks();
         let mut versions: BTreeMap<String, BTreeMap<u64, usize>> = BTreeMap::new();
         for f in &self.0 {
@@ -73,7 +74,9 @@ impl Frames {
             .into_iter()
             .map(|(id, v)| {
                 let ranks: Vec<usize> = v.into_values().collect();
-                (id, ranks.windows(2).filter(|w| w[1] > w[0]).count())
+                let rises = ranks.windows(2).filter(|w| w[1] > w[0]).count();
+                let highs = (1..ranks.len()).filter(|&i| ranks[..i].iter().all(|&r| ranks[i] > r)).count();
+                (id, (rises, highs))
             })
             .collect()
     }
@@ -134,7 +137,7 @@ async fn settle(receiver: &CbcReceiver, within: Duration) -> Replay {
 }
 
 /// The oracle's assertions over one replay; prints the counts.
-fn check(name: &str, replay: &Replay, rises: &BTreeMap<String, usize>) {
+fn check(name: &str, replay: &Replay, rises: &BTreeMap<String, (usize, usize)>) {
     assert!(replay.undecodable.is_empty(), "PDUs our model cannot decode: {:?}", replay.undecodable);
     assert!(replay.air.unknown_cells.is_empty(), "cells no eNB has: {:?}", replay.air.unknown_cells);
     let tshark = air::tshark_problems(&replay.pdus);
@@ -158,8 +161,9 @@ fn check(name: &str, replay: &Replay, rises: &BTreeMap<String, usize>) {
     let carriers = replay.driving.len().max(1) / 2;
     for (tag, b) in &replay.broadcasts {
         println!(
-            "air-metrics {name} alert={tag} level_rises={} broadcasts_per_carrier={:.1} staying_phone_displays={} driving_phone_displays={}",
-            rises.get(tag).copied().unwrap_or(0),
+            "air-metrics {name} alert={tag} level_rises={} new_highs={} broadcasts_per_carrier={:.1} staying_phone_displays={} driving_phone_displays={}",
+            rises.get(tag).map_or(0, |r| r.0),
+            rises.get(tag).map_or(0, |r| r.1),
             b.len() as f64 / carriers as f64,
             staying_max.get(tag).copied().unwrap_or(0),
             driving_max.get(tag).copied().unwrap_or(0),
@@ -178,15 +182,31 @@ fn check(name: &str, replay: &Replay, rises: &BTreeMap<String, usize>) {
     }
     let staying = replay.staying.iter().map(|p| ("staying", p));
     for (how, p) in staying.chain(replay.driving.iter().map(|p| ("driving", p))) {
-        for (tag, n) in p.per_tag() {
-            let allowed = rises.get(&tag).copied().unwrap_or(0) + 1;
-            if n > allowed {
+        let shown = p.per_tag();
+        for (tag, &n) in &shown {
+            let (rose, highs) = rises.get(tag).copied().unwrap_or((0, 0));
+            let at = p.cell.as_ref().map(|c| c.eci);
+            // The bound: at most once more than its level rose.
+            if n > rose + 1 {
                 failures.push(format!(
-                    "a {how} {:?} phone ({} at {:?}) displayed {tag} {n} times; its level rose {} times",
-                    p.language,
-                    p.plmn,
-                    p.cell.as_ref().map(|c| c.eci),
-                    allowed - 1
+                    "a {how} {:?} phone ({} at {at:?}) displayed {tag} {n} times; its level rose {rose} times",
+                    p.language, p.plmn
+                ));
+            }
+            // Ours (calm updates): again only when it went above everything it said before.
+            if n > highs + 1 {
+                failures.push(format!(
+                    "a {how} {:?} phone ({} at {at:?}) displayed {tag} {n} times; it reached a new high {highs} times",
+                    p.language, p.plmn
+                ));
+            }
+        }
+        // And nothing missed: every alert on the air in its cell while it listened was shown.
+        for tag in &p.exposed {
+            if !shown.contains_key(tag) {
+                failures.push(format!(
+                    "a {how} {:?} phone of {} never showed {tag}, which its cell broadcast",
+                    p.language, p.plmn
                 ));
             }
         }

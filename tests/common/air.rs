@@ -408,11 +408,20 @@ pub struct Phone {
     /// (message identifier, serial number, location) of everything received.
     seen: BTreeSet<(u16, u16, Location)>,
     pub displays: Vec<Display>,
+    /// Tags of every broadcast in its language its cell carried while it listened (shown or not).
+    pub exposed: BTreeSet<String>,
 }
 
 impl Phone {
     pub fn new(plmn: &str, language: Language) -> Phone {
-        Phone { plmn: plmn.into(), language, cell: None, seen: BTreeSet::new(), displays: Vec::new() }
+        Phone {
+            plmn: plmn.into(),
+            language,
+            cell: None,
+            seen: BTreeSet::new(),
+            displays: Vec::new(),
+            exposed: BTreeSet::new(),
+        }
     }
 
     /// Camps on `cell` (of its own PLMN) and receives what it broadcasts.
@@ -430,6 +439,7 @@ impl Phone {
             if !self.language.listens(b.message_id) || b.until_ms.is_some_and(|u| u <= now_ms) {
                 continue;
             }
+            self.exposed.insert(b.tag.clone());
             let location = match b.serial >> 14 {
                 1 => Location::Plmn(cell.plmn.clone()),
                 2 => Location::TrackingArea { plmn: cell.plmn.clone(), tac },
