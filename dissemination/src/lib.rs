@@ -129,7 +129,12 @@ pub enum RebroadcastError {
     NotActive(String),
     #[error("the PWS class policy gives alert `{0}` no broadcast")]
     NoClass(String),
+    #[error("alert rebroadcast less than a minute ago; try again in {wait_s} s")]
+    TooSoon { wait_s: i64 },
 }
+
+/// Least time between two operator rebroadcasts of one alert.
+const REBROADCAST_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What is on the air now (see [`Dissemination::on_air`]).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -193,6 +198,8 @@ pub struct Dissemination {
     handle: tokio::runtime::Handle,
     stop: watch::Sender<bool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// When each alert was last rebroadcast by an operator (Unix ms), for [`REBROADCAST_INTERVAL`].
+    rebroadcast_at: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl Dissemination {
@@ -284,7 +291,13 @@ impl Dissemination {
             state: Mutex::new(state),
             client,
         });
-        let d = Dissemination { inner, handle, stop, thread: Mutex::new(Some(thread)) };
+        let d = Dissemination {
+            inner,
+            handle,
+            stop,
+            thread: Mutex::new(Some(thread)),
+            rebroadcast_at: Mutex::new(Default::default()),
+        };
         for (name, notify) in workers {
             d.spawn_worker(name, notify);
         }
@@ -524,7 +537,23 @@ impl Dissemination {
     /// serials on the air are stopped and its latest released message written with the next update number.
     /// Returns the broadcasts planned.
     pub fn rebroadcast(&self, alert_id: &str) -> Result<Vec<BroadcastRecord>, RebroadcastError> {
+        let result = self.plan_rebroadcast(alert_id);
+        if let Err(e) = &result {
+            let reason = match e {
+                RebroadcastError::Disabled => "disabled",
+                RebroadcastError::UnknownAlert(_) => "unknown_alert",
+                RebroadcastError::NotActive(_) => "not_active",
+                RebroadcastError::NoClass(_) => "no_class",
+                RebroadcastError::TooSoon { .. } => "too_soon",
+            };
+            metrics::METRICS.cbc_rebroadcast_refused.with_label_values(&[reason]).inc();
+        }
+        result
+    }
+
+    fn plan_rebroadcast(&self, alert_id: &str) -> Result<Vec<BroadcastRecord>, RebroadcastError> {
         let inner = &self.inner;
+        let now = now_ms();
         let mut w = lock(&inner.writer);
         let record = {
             let st = lock(&inner.state);
@@ -534,6 +563,13 @@ impl Dissemination {
             }
             if h.last_view.state.is_end() || !h.last_view.public_release {
                 return Err(RebroadcastError::NotActive(alert_id.to_string()));
+            }
+            // Every rebroadcast rings every phone of the area: one per alert per interval, whoever asks.
+            if let Some(&at) = lock(&self.rebroadcast_at).get(alert_id) {
+                let wait_ms = at + REBROADCAST_INTERVAL.as_millis() as i64 - now;
+                if wait_ms > 0 {
+                    return Err(RebroadcastError::TooSoon { wait_s: (wait_ms + 999) / 1000 });
+                }
             }
             let msg = h
                 .messages
@@ -576,6 +612,7 @@ impl Dissemination {
             }
         };
         let planned = record.broadcasts.clone();
+        lock(&self.rebroadcast_at).insert(alert_id.to_string(), now);
         let record = Record::Change(Box::new(record));
         inner.write(&mut w, &record, true);
         let (wake, reports) = {

@@ -331,6 +331,13 @@ impl State {
                 }
             }
             self.ledger.apply(r, c.view.updated_ms);
+            if live && r.error.is_none() {
+                let kind = match r.kind {
+                    BroadcastKind::WriteReplace => "write_replace",
+                    BroadcastKind::Stop => "stop",
+                };
+                METRICS.cbc_broadcasts.with_label_values(&[kind, &r.reason]).inc();
+            }
             let b = self.broadcast_count;
             self.broadcast_count += 1;
             alert.broadcasts.push(b);
@@ -343,6 +350,9 @@ impl State {
         }
         for d in &c.deliveries {
             self.add_delivery(d, live, wake);
+        }
+        if !c.broadcasts.is_empty() {
+            self.ledger.export_gauge();
         }
         if feed_changed {
             self.feed_cache = None;
@@ -546,6 +556,7 @@ impl State {
             METRICS.deliveries.with_label_values(&[ch, result]).inc();
         }
         let queued_at = d.queued_at;
+        let is_cbc = d.channel == Channel::Cbc;
         let Some(t) = self.targets.get_mut(&a.target) else {
             return;
         };
@@ -579,8 +590,9 @@ impl State {
                 }
             }
         }
-        if a.outcome != Outcome::Retry {
+        if a.outcome != Outcome::Retry && is_cbc {
             self.ledger.attempt(a.id, a.outcome == Outcome::Delivered, a.outcome == Outcome::Dead, a.at_ms);
+            self.ledger.export_gauge();
         }
         if let Some(&(b, c)) = self.broadcast_of.get(&a.id) {
             if let Some(cb) = self.broadcasts.get_mut(&b).and_then(|r| r.carriers.get_mut(c)) {

@@ -130,7 +130,7 @@ pub async fn rebroadcast(
     use dissemination::RebroadcastError as E;
     let planned = dissemination(&app)?.rebroadcast(&alert_id).map_err(|e| match e {
         E::UnknownAlert(_) => AppError::NotFound(e.to_string()),
-        E::NotActive(_) | E::NoClass(_) | E::Disabled => AppError::Conflict(e.to_string()),
+        E::NotActive(_) | E::NoClass(_) | E::Disabled | E::TooSoon { .. } => AppError::Conflict(e.to_string()),
     })?;
     tracing::info!(alert = %alert_id, operator = %operator.name, broadcasts = planned.len(), "operator rebroadcast");
     Ok(Json(json!({ "broadcasts": planned })))

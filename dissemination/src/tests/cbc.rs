@@ -406,6 +406,7 @@ async fn an_operator_rebroadcast_re_alerts_once() {
     assert_eq!(planned[1].update_number, 1);
     assert_eq!(planned[1].identifier, "OPS.2", "the latest released message");
     wait_for(LONG, "stop and write", || cbc_requests(&rx).len() == 9).await;
+    assert!(matches!(d.rebroadcast("OPS"), Err(RebroadcastError::TooSoon { wait_s: 55..=60 })), "one a minute");
     assert_eq!(d.rebroadcast("NOPE"), Err(RebroadcastError::UnknownAlert("NOPE".into())));
     d.alert_changed(&ended(view("OPS", 3), ViewState::Cancelled));
     assert_eq!(d.rebroadcast("OPS"), Err(RebroadcastError::NotActive("OPS".into())));

@@ -162,8 +162,8 @@ pub struct BroadcastRecord {
     /// Why nothing was sent (text too long, with its length; unencodable character …).
     pub error: Option<String>,
     pub carriers: Vec<CarrierBroadcast>,
-    /// Why it was planned: `first`, `level_rose`, `class_rose`, `severity_rose`, `area_grew`, `operator`,
-    /// `resumed` (write-replace); `superseded`, `ended` (stop). Empty in journals from before.
+    /// Why it was planned: `first`, `level_rose`, `class_rose`, `severity_rose`, `area_grew`, `operator`
+    /// (write-replace); `superseded`, `ended` (stop). Empty in journals from before.
     #[serde(default)]
     pub reason: String,
     /// The zone the alert had when this was planned.

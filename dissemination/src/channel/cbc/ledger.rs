@@ -88,6 +88,8 @@ pub struct Ledger {
     /// Stopped entries, oldest first.
     history: VecDeque<AirEntry>,
     by_delivery: HashMap<u64, Ref>,
+    /// Carriers the on-air gauge has a series for.
+    gauge_carriers: std::collections::BTreeSet<String>,
 }
 
 impl Ledger {
@@ -125,8 +127,8 @@ impl Ledger {
                     self.live.entry(c.carrier.clone()).or_default().insert(key, entry);
                 }
                 BroadcastKind::Stop => {
-                    self.by_delivery.insert(delivery, Ref { carrier: c.carrier.clone(), key, stop: true });
                     if let Some(e) = self.live.get_mut(&c.carrier).and_then(|m| m.get_mut(&key)) {
+                        self.by_delivery.insert(delivery, Ref { carrier: c.carrier.clone(), key, stop: true });
                         e.state = AirState::Stopping;
                         e.stop_delivery = Some(delivery);
                         e.stop_failed = false;
@@ -152,6 +154,9 @@ impl Ledger {
             (false, false, true) if e.write_delivery == delivery => e.write_failed = true,
             (true, true, _) if e.stop_delivery == Some(delivery) => {
                 let mut e = live.remove(&r.key).expect("present above");
+                // Its deliveries are done with: the references go, so the map holds only what is on the air.
+                self.by_delivery.remove(&e.write_delivery);
+                self.by_delivery.remove(&delivery);
                 e.state = AirState::Stopped;
                 e.stopped_ms = Some(at_ms);
                 self.history.push_back(e);
@@ -207,9 +212,14 @@ impl Ledger {
         self.history.iter().rev()
     }
 
-    /// Forgets delivery references no entry uses (after the delivery log dropped them).
-    pub fn retain_deliveries(&mut self, keep: impl Fn(u64) -> bool) {
-        let live = &self.live;
-        self.by_delivery.retain(|id, r| keep(*id) || live.get(&r.carrier).and_then(|m| m.get(&r.key)).is_some());
+    /// Sets `dc_cbc_on_air{carrier}` (carriers seen since the start keep their series, at 0 once empty).
+    pub fn export_gauge(&mut self) {
+        for c in self.live.keys() {
+            self.gauge_carriers.insert(c.clone());
+        }
+        for c in &self.gauge_carriers {
+            let n = self.live.get(c).map_or(0, BTreeMap::len);
+            crate::metrics::METRICS.cbc_on_air.with_label_values(&[c]).set(n as i64);
+        }
     }
 }

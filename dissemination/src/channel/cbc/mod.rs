@@ -449,20 +449,15 @@ impl State {
             }
             return out;
         };
-        let reason = match (&last, live.is_empty()) {
-            (None, _) => "first",
-            (Some(_), true) => "resumed",
-            (Some(last), false) => {
-                if operator {
-                    "operator"
-                } else {
-                    match self.escalation(ctx, last, &msg.view, class, &live) {
-                        Some(r) => r,
-                        // Calm: what is on the air stays.
-                        None => return out,
-                    }
-                }
-            }
+        let reason = match &last {
+            None => "first",
+            Some(_) if operator => "operator",
+            // Calm unless it goes above what it said (nothing on the air of it: its zone has no carrier's cells, or
+            // every write failed to encode; a later version re-plans only on a rise, not on every change).
+            Some(last) => match self.escalation(ctx, last, &msg.view, class, &live) {
+                Some(r) => r,
+                None => return out,
+            },
         };
         let scope = ctx.cbc.scope_for(class);
         let (serial, allocated) = match &last {
