@@ -281,6 +281,31 @@ async fn typhoon_across_a_sigkill_leaves_nothing_on_the_air_and_phones_calm() {
     );
     assert!(!replay.broadcasts.is_empty(), "the typhoon broadcast nothing; log:\n{}", server.log());
     check("typhoon", &replay, &frames.rises());
+
+    // The operators' view agrees with the model: nothing on the air per carrier, everything in the history.
+    let until = Instant::now() + Duration::from_secs(20);
+    let api = loop {
+        let (status, body) = server.get("/api/v1/broadcasts");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let empty =
+            v["on_air"].as_object().is_some_and(|c| c.values().all(|l| l.as_array().is_some_and(Vec::is_empty)));
+        if empty || Instant::now() > until {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let carriers = api["on_air"].as_object().unwrap();
+    assert_eq!(carriers.len(), 3, "every carrier listed: {api}");
+    assert!(carriers.values().all(|l| l.as_array().unwrap().is_empty()), "on the air per the API: {}", api["on_air"]);
+    let stopped: std::collections::BTreeSet<(String, u64)> = api["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["carrier"].as_str().unwrap().to_string(), e["serial"].as_u64().unwrap()))
+        .collect();
+    let written: usize = replay.broadcasts.values().map(|b| b.len()).sum();
+    assert_eq!(stopped.len(), written, "every serial written is in the history as stopped: {}", api["history"]);
 }
 
 /// A tilt meter in Shenmu publishing fast while the rain there is over the debris-flow threshold: its rate swings
