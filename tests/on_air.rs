@@ -366,3 +366,91 @@ async fn a_flapping_tilt_meter_does_not_ring_phones_again_and_again() {
     assert!(!replay.broadcasts.is_empty(), "nothing was broadcast; log:\n{}", server.log());
     check("flapping", &replay, &frames.rises());
 }
+
+/// The model itself, on inputs written by hand from the specifications: it must be able to say no.
+mod model {
+    use super::air::{decode, Air, CellId, Language, Phone, Procedure, Site};
+
+    /// A Stop-Warning-Request laid out octet by octet from TS 29.168 §9.3 (aligned PER): message identifier 4370,
+    /// serial 0x4170 (GS 1, code 23, update 0), one ECGI 466-92 / 0x0ABCDEF.
+    const STOP: [u8; 34] = [
+        0x00, 0x01, 0x00, 0x1e, 0x00, 0x00, 0x03, 0x00, 0x05, 0x00, 0x02, 0x11, 0x12, 0x00, 0x0b, 0x00, 0x02, 0x41,
+        0x70, 0x00, 0x0f, 0x40, 0x0b, 0x00, 0x00, 0x00, 0x00, 0x64, 0xf6, 0x29, 0x0a, 0xbc, 0xde, 0xf0,
+    ];
+
+    fn cell(eci: u32) -> CellId {
+        CellId { plmn: "466-92".into(), eci }
+    }
+
+    fn air() -> Air {
+        Air::new(&[1, 2, 3].map(|eci| Site { cell: cell(eci), tac: if eci == 3 { 2 } else { 1 } }))
+    }
+
+    fn write(id: u16, serial: u16, cells: &[u32], concurrent: bool) -> super::air::Request {
+        super::air::Request {
+            procedure: Procedure::WriteReplace,
+            message_id: id,
+            serial,
+            cells: Some(cells.iter().map(|&e| cell(e)).collect()),
+            repetition_period: Some(60),
+            number_of_broadcasts: Some(0),
+            concurrent,
+            dcs: Some(0x48),
+            content: Some(vec![1]),
+        }
+    }
+
+    #[test]
+    fn the_decoder_reads_the_spec_layout_and_refuses_damage() {
+        let r = decode(&STOP).unwrap();
+        assert_eq!((r.procedure, r.message_id, r.serial), (Procedure::Stop, 4370, 0x4170));
+        assert_eq!(r.cells, Some(vec![CellId { plmn: "466-92".into(), eci: 0x0ABCDEF }]));
+        assert!(decode(&STOP[..STOP.len() - 1]).is_err(), "truncated");
+        let mut longer = STOP.to_vec();
+        longer.push(0);
+        assert!(decode(&longer).is_err(), "trailing octet");
+        let mut no_serial = STOP.to_vec();
+        no_serial[14] = 0x0c; // the serial's IE id 11 → 12
+        assert!(decode(&no_serial).is_err(), "an IE the requests do not have");
+    }
+
+    #[test]
+    fn enbs_apply_write_replace_and_stop_as_ts_36_413_says() {
+        let mut a = air();
+        a.apply(&write(911, 0x4000, &[1, 2], true), "A", 0);
+        a.apply(&write(911, 0x4000, &[1], true), "A", 1);
+        assert_eq!(a.ignored_repeats, 1, "same identifier and serial: nothing new");
+        a.apply(&write(911, 0x4001, &[1], true), "A", 2);
+        assert_eq!(a.cells[&cell(1)].len(), 2, "a new serial with the concurrent indicator goes beside");
+        a.apply(&write(4371, 0x4010, &[1], false), "B", 3);
+        assert_eq!(a.cells[&cell(1)].len(), 1, "without it, it replaces what the cell broadcasts");
+        let stop = super::air::Request { procedure: Procedure::Stop, cells: None, ..write(911, 0x4000, &[], true) };
+        a.apply(&stop, "A", 4);
+        assert!(a.cells[&cell(2)].is_empty(), "a stop without a list stops it in every cell");
+        a.apply(&write(911, 0x4000, &[9], true), "A", 5);
+        assert_eq!(a.unknown_cells, vec![cell(9)]);
+    }
+
+    #[test]
+    fn phones_detect_duplicates_by_the_scope_of_the_serial() {
+        let mut a = air();
+        // GS 3 (cell-wide): shown again in every cell; GS 2: again in another tracking area; GS 1: once.
+        for (gs, shown) in [(3u16, 3), (2, 2), (1, 1)] {
+            let serial = gs << 14 | 0x10;
+            a.apply(&write(911, serial, &[1, 2, 3], true), "A", 0);
+            let mut p = Phone::new("466-92", Language::Chinese);
+            for eci in [1, 2, 3, 1] {
+                p.camp(&cell(eci), &a, 1);
+            }
+            assert_eq!(p.displays.len(), shown, "GS {gs}");
+            let stop = super::air::Request { procedure: Procedure::Stop, cells: None, ..write(911, serial, &[], true) };
+            a.apply(&stop, "A", 2);
+        }
+        // A new update number is a new message; the English channel is not the Chinese phone's.
+        a.apply(&write(911, 0x4011, &[1], true), "A", 3);
+        a.apply(&write(919, 0x4011, &[1], true), "A", 3);
+        let mut p = Phone::new("466-92", Language::Chinese);
+        p.camp(&cell(1), &a, 4);
+        assert_eq!(p.displays.iter().map(|d| d.message_id).collect::<Vec<_>>(), [911]);
+    }
+}
