@@ -525,9 +525,15 @@ impl State {
         None
     }
 
-    /// The next message code after the last one handed out that no broadcast on the air uses.
+    /// The next message code after the last one handed out that no broadcast on the air and no active alert uses.
     fn allocate_code(&self) -> Option<u16> {
-        let on_air: BTreeSet<u16> = self.ledger.codes_in_use().collect();
+        // On the air, and held by any alert still active (its next rise reuses its code).
+        let active = self.alerts.values().filter(|h| !h.last_view.state.is_end());
+        let on_air: BTreeSet<u16> = self
+            .ledger
+            .codes_in_use()
+            .chain(active.filter_map(|h| h.cbc.as_ref().map(|c| c.serial.message_code())))
+            .collect();
         let start = self.last_code.map_or(0, |c| c + 1);
         (0..=SerialNumber::MAX_MESSAGE_CODE)
             .map(|i| (start + i) % (SerialNumber::MAX_MESSAGE_CODE + 1))
