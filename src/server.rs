@@ -73,6 +73,22 @@ pub async fn start_with(
     for alert in &restored_changes {
         app.publish(alert);
     }
+    // A crash between the alert journal's write and dissemination's leaves dissemination a version behind: an end
+    // it never heard would leave the alert's broadcast on the air. Hand it every version it missed.
+    if let Some(d) = &app.partners.dissemination {
+        let behind: Vec<alerting::Alert> = app
+            .alerts
+            .book
+            .lock()
+            .all()
+            .filter(|a| d.seen_version(&a.id).map_or(a.state.is_active(), |v| v < a.version))
+            .cloned()
+            .collect();
+        for alert in &behind {
+            tracing::info!(id = %alert.id, version = alert.version, "dissemination catches up after a restart");
+            app.publish(alert);
+        }
+    }
     tokio::spawn(crate::hot_path::housekeeping(Arc::clone(&app), alerts_dir.clone()));
     #[cfg(unix)]
     tokio::spawn(crate::rules_admin::reload_on_sighup({

@@ -17,6 +17,7 @@
 //! | ↳ [`subscriber`], [`signature`] | subscribers (input, validation naming the field, filters, status); the HMAC |
 //! | [`channel::cbc`] | carrier target, envelope, bearer token, `[cell_broadcast]` and `[[carrier]]`, on-air planning |
 //! | ↳ [`broadcast`] | one broadcast: PWS class policy, serial numbers, texts, per-carrier targeting, envelopes |
+//! | ↳ `ledger.rs` | the on-air ledger: per carrier, what was written and not yet stopped |
 //! | `journal.rs` | the append-only journal in `data_dir` (durability, restart, compaction) |
 //! | `archive.rs` | the CAP archive `data_dir/cap/<identifier>.xml`: released messages memory no longer holds |
 //! | `outbox.rs` | state rebuilt from the journal: per-target ordered outboxes, dead letters, delivery logs, planning |
@@ -70,6 +71,7 @@ use geo_index::GeoIndex;
 use tokio::sync::{watch, Notify};
 
 pub use broadcast::{BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, TargetingSummary};
+pub use channel::cbc::ledger::{AirEntry, AirState};
 pub use config::{DisseminationConfig, FieldError};
 pub use outbox::{DeliveryRecord, DeliveryStatus};
 pub use signature::{signature_header, verify_signature, SIGNATURE_HEADER};
@@ -114,6 +116,33 @@ pub enum ReplayError {
     UnknownDelivery { target: String, id: u64 },
     #[error("delivery {id} is {status:?}, not a dead letter")]
     NotDeadLetter { id: u64, status: DeliveryStatus },
+}
+
+/// Why an operator's rebroadcast was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RebroadcastError {
+    #[error("cell broadcast is off or has no carriers")]
+    Disabled,
+    #[error("no alert `{0}` in dissemination")]
+    UnknownAlert(String),
+    #[error("alert `{0}` is ended or not released to the public")]
+    NotActive(String),
+    #[error("the PWS class policy gives alert `{0}` no broadcast")]
+    NoClass(String),
+    #[error("alert rebroadcast less than a minute ago; try again in {wait_s} s")]
+    TooSoon { wait_s: i64 },
+}
+
+/// Least time between two operator rebroadcasts of one alert.
+const REBROADCAST_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What is on the air now (see [`Dissemination::on_air`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OnAir {
+    /// Carrier → its broadcasts not yet seen stopped (every configured carrier is listed, empty or not).
+    pub carriers: std::collections::BTreeMap<String, Vec<AirEntry>>,
+    /// Stopped broadcasts, newest first.
+    pub history: Vec<AirEntry>,
 }
 
 /// Poisoning would only say that another thread panicked mid-update; the state is still the best we have, and
@@ -169,6 +198,8 @@ pub struct Dissemination {
     handle: tokio::runtime::Handle,
     stop: watch::Sender<bool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// When each alert was last rebroadcast by an operator (Unix ms), for [`REBROADCAST_INTERVAL`].
+    rebroadcast_at: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl Dissemination {
@@ -260,7 +291,13 @@ impl Dissemination {
             state: Mutex::new(state),
             client,
         });
-        let d = Dissemination { inner, handle, stop, thread: Mutex::new(Some(thread)) };
+        let d = Dissemination {
+            inner,
+            handle,
+            stop,
+            thread: Mutex::new(Some(thread)),
+            rebroadcast_at: Mutex::new(Default::default()),
+        };
         for (name, notify) in workers {
             d.spawn_worker(name, notify);
         }
@@ -476,6 +513,119 @@ impl Dissemination {
     /// targeting figures and the CBC's ack or failure.
     pub fn broadcasts(&self) -> Vec<BroadcastRecord> {
         lock(&self.inner.state).broadcasts.values().rev().cloned().collect()
+    }
+
+    /// The latest version of the alert dissemination has seen, if it holds the alert (a restart compares it with
+    /// the alert book's).
+    pub fn seen_version(&self, alert_id: &str) -> Option<u32> {
+        lock(&self.inner.state).alerts.get(alert_id).map(|h| h.last_view.version)
+    }
+
+    /// What is on the air now, per carrier (written and not seen stopped: queued, acknowledged, or being stopped),
+    /// and the most recent stopped broadcasts, newest first.
+    pub fn on_air(&self) -> OnAir {
+        let st = lock(&self.inner.state);
+        let mut carriers: std::collections::BTreeMap<String, Vec<AirEntry>> =
+            self.inner.cfg.cbc.carriers.iter().map(|c| (c.name.clone(), Vec::new())).collect();
+        for e in st.ledger.live() {
+            carriers.entry(e.carrier.clone()).or_default().push(e.clone());
+        }
+        OnAir { carriers, history: st.ledger.history().take(200).cloned().collect() }
+    }
+
+    /// An operator asks for the alert to be broadcast again (a new serial number: phones show it again): its
+    /// serials on the air are stopped and its latest released message written with the next update number.
+    /// Returns the broadcasts planned.
+    pub fn rebroadcast(&self, alert_id: &str) -> Result<Vec<BroadcastRecord>, RebroadcastError> {
+        let result = self.plan_rebroadcast(alert_id);
+        if let Err(e) = &result {
+            let reason = match e {
+                RebroadcastError::Disabled => "disabled",
+                RebroadcastError::UnknownAlert(_) => "unknown_alert",
+                RebroadcastError::NotActive(_) => "not_active",
+                RebroadcastError::NoClass(_) => "no_class",
+                RebroadcastError::TooSoon { .. } => "too_soon",
+            };
+            metrics::METRICS.cbc_rebroadcast_refused.with_label_values(&[reason]).inc();
+        }
+        result
+    }
+
+    fn plan_rebroadcast(&self, alert_id: &str) -> Result<Vec<BroadcastRecord>, RebroadcastError> {
+        let inner = &self.inner;
+        let now = now_ms();
+        let mut w = lock(&inner.writer);
+        let record = {
+            let st = lock(&inner.state);
+            let h = st.alerts.get(alert_id).ok_or_else(|| RebroadcastError::UnknownAlert(alert_id.to_string()))?;
+            if !inner.cfg.cbc.enabled || inner.cfg.cbc.carriers.is_empty() {
+                return Err(RebroadcastError::Disabled);
+            }
+            if h.last_view.state.is_end() || !h.last_view.public_release {
+                return Err(RebroadcastError::NotActive(alert_id.to_string()));
+            }
+            // Every rebroadcast rings every phone of the area: one per alert per interval, whoever asks.
+            if let Some(&at) = lock(&self.rebroadcast_at).get(alert_id) {
+                let wait_ms = at + REBROADCAST_INTERVAL.as_millis() as i64 - now;
+                if wait_ms > 0 {
+                    return Err(RebroadcastError::TooSoon { wait_s: (wait_ms + 999) / 1000 });
+                }
+            }
+            let msg = h
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m.released)
+                .and_then(|m| st.messages.get(&m.identifier))
+                .ok_or_else(|| RebroadcastError::NotActive(alert_id.to_string()))?;
+            let ctx = PlanContext {
+                message: messages::MessageContext {
+                    cfg: &inner.cfg,
+                    geo: &inner.geo,
+                    templates: &inner.templates,
+                    base_url: &inner.base_url,
+                },
+                broadcast: broadcast::BroadcastContext {
+                    geo: &inner.geo,
+                    carriers: &inner.cfg.cbc.carriers,
+                    schedule: inner.cfg.cbc.schedule,
+                },
+                cbc: &inner.cfg.cbc,
+                now_ms: now_ms(),
+            };
+            let mut next_id = st.next_id;
+            let mut take_id = || {
+                next_id += 1;
+                next_id - 1
+            };
+            let (deliveries, broadcasts) = st.plan_broadcasts(&ctx, msg, true, &mut take_id);
+            if broadcasts.iter().all(|b| b.kind != BroadcastKind::WriteReplace) {
+                return Err(RebroadcastError::NoClass(alert_id.to_string()));
+            }
+            journal::ChangeRecord {
+                view: h.last_view.clone(),
+                message: None,
+                released: Vec::new(),
+                deliveries,
+                broadcasts,
+                error: None,
+            }
+        };
+        let planned = record.broadcasts.clone();
+        lock(&self.rebroadcast_at).insert(alert_id.to_string(), now);
+        let record = Record::Change(Box::new(record));
+        inner.write(&mut w, &record, true);
+        let (wake, reports) = {
+            let mut st = lock(&inner.state);
+            let first_new = st.broadcast_count;
+            (st.apply(&record, true), st.missing_reports(first_new))
+        };
+        drop(w);
+        for n in wake {
+            n.notify_one();
+        }
+        self.spawn_reports(reports);
+        Ok(planned)
     }
 }
 

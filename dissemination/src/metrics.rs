@@ -33,6 +33,14 @@ pub struct DisseminationMetrics {
     pub messages_in_memory: IntGauge,
     /// Alerts whose history is held in memory (active, in the feed, or still needed by a delivery or broadcast).
     pub alerts_in_memory: IntGauge,
+    /// Cell broadcasts planned, by kind and reason (`write_replace`/`level_rose`, `stop`/`ended`, …).
+    pub cbc_broadcasts: IntCounterVec,
+    /// Alert versions released while their broadcast was on the air that left the air as it was (calm updates).
+    pub cbc_calm: prometheus::IntCounter,
+    /// Broadcasts on the air (written and not seen stopped), by carrier: the on-air ledger.
+    pub cbc_on_air: IntGaugeVec,
+    /// Operators' rebroadcasts refused, by reason.
+    pub cbc_rebroadcast_refused: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
@@ -96,7 +104,45 @@ pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
             "Alerts whose dissemination history is held in memory"
         )
         .expect("metric registers"),
+        cbc_broadcasts: register_int_counter_vec!(
+            "dc_cbc_broadcasts_total",
+            "Cell broadcasts planned (one per serial, all carriers), by kind and reason",
+            &["kind", "reason"]
+        )
+        .expect("metric registers"),
+        cbc_calm: prometheus::register_int_counter!(
+            "dc_cbc_calm_updates_total",
+            "Alert versions that changed CAP and webhooks but not what is on the air (no rise)"
+        )
+        .expect("metric registers"),
+        cbc_on_air: register_int_gauge_vec!(
+            "dc_cbc_on_air",
+            "Broadcasts on the air (written, not seen stopped), by carrier",
+            &["carrier"]
+        )
+        .expect("metric registers"),
+        cbc_rebroadcast_refused: register_int_counter_vec!(
+            "dc_cbc_rebroadcast_refused_total",
+            "Operators' rebroadcast requests refused, by reason",
+            &["reason"]
+        )
+        .expect("metric registers"),
     };
+    for (kind, reason) in [
+        ("write_replace", "first"),
+        ("write_replace", "level_rose"),
+        ("write_replace", "class_rose"),
+        ("write_replace", "severity_rose"),
+        ("write_replace", "area_grew"),
+        ("write_replace", "operator"),
+        ("stop", "superseded"),
+        ("stop", "ended"),
+    ] {
+        m.cbc_broadcasts.with_label_values(&[kind, reason]);
+    }
+    for reason in ["unknown_alert", "not_active", "no_class", "disabled", "too_soon"] {
+        m.cbc_rebroadcast_refused.with_label_values(&[reason]);
+    }
     for channel in Channel::ALL.map(Channel::label) {
         for result in ["delivered", "retry", "dead_letter"] {
             m.deliveries.with_label_values(&[channel, result]);

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use super::archive::CapArchive;
 use super::channel::cbc::broadcast::{BroadcastContext, BroadcastKind, BroadcastRecord, CarrierStatus};
+use super::channel::cbc::ledger::Ledger;
 use super::channel::cbc::{self, CbcAlert};
 use super::channel::webhook::Webhook;
 use super::channel::{Channel, Endpoint, Payload, Request};
@@ -28,7 +29,6 @@ use super::messages::{build_message, identifier_base, reference, MessageContext,
 use super::metrics::METRICS;
 use super::view::AlertView;
 use encoders::cap::{MsgType, Status};
-use encoders::cell_broadcast::SerialNumber;
 
 /// One subscriber's or carrier's outbox.
 #[derive(Debug)]
@@ -169,6 +169,7 @@ pub(crate) struct AlertHistory {
     pub last_view: AlertView,
     /// Webhook targets that took a message of this alert: they take the rest of it.
     pub reached: BTreeSet<String>,
+    /// Its latest write-replace (what its broadcast says); what is on the air of it is in `State::ledger`.
     pub cbc: Option<CbcAlert>,
     /// Keys of this alert's broadcasts in `State::broadcasts`.
     pub broadcasts: Vec<usize>,
@@ -210,6 +211,10 @@ pub(crate) struct State {
     pub next_id: u64,
     /// Last message code handed out (the allocator goes round 0..=1023 skipping codes on the air).
     pub last_code: Option<u16>,
+    /// The last update number written under each message code (a reused code starts above it).
+    pub code_updates: HashMap<u16, u8>,
+    /// What is on the air, per carrier (`channel::cbc::ledger`).
+    pub ledger: Ledger,
     /// Broadcasts of the alerts in memory, by their index in journal order (`Record::Targeting` names them so).
     pub broadcasts: BTreeMap<usize, BroadcastRecord>,
     /// Broadcasts ever applied: the next one's index.
@@ -248,6 +253,7 @@ impl State {
                             t.done.push_back(old);
                         }
                     }
+                    self.ledger.replayed(old, delivery.id);
                     if let Some(&(b, c)) = self.broadcast_of.get(&old) {
                         self.broadcast_of.insert(delivery.id, (b, c));
                         if let Some(cb) = self.broadcasts.get_mut(&b).and_then(|r| r.carriers.get_mut(c)) {
@@ -316,25 +322,21 @@ impl State {
                 break;
             };
             if r.error.is_none() {
-                match r.kind {
-                    BroadcastKind::WriteReplace => {
-                        alert.cbc = Some(CbcAlert {
-                            message_code: r.message_code,
-                            update_number: r.update_number,
-                            message_ids: r.message_ids,
-                            serial: SerialNumber::from_u16(r.serial),
-                            active: true,
-                        });
-                    }
-                    BroadcastKind::Stop => {
-                        if let Some(cbc) = &mut alert.cbc {
-                            cbc.active = false;
-                        }
-                    }
+                if r.kind == BroadcastKind::WriteReplace {
+                    alert.cbc = Some(CbcAlert::of(r));
+                    self.code_updates.insert(r.message_code, r.update_number);
                 }
                 if r.allocated {
                     self.last_code = Some(r.message_code);
                 }
+            }
+            self.ledger.apply(r, c.view.updated_ms);
+            if live && r.error.is_none() {
+                let kind = match r.kind {
+                    BroadcastKind::WriteReplace => "write_replace",
+                    BroadcastKind::Stop => "stop",
+                };
+                METRICS.cbc_broadcasts.with_label_values(&[kind, &r.reason]).inc();
             }
             let b = self.broadcast_count;
             self.broadcast_count += 1;
@@ -348,6 +350,9 @@ impl State {
         }
         for d in &c.deliveries {
             self.add_delivery(d, live, wake);
+        }
+        if !c.broadcasts.is_empty() {
+            self.ledger.export_gauge();
         }
         if feed_changed {
             self.feed_cache = None;
@@ -393,7 +398,7 @@ impl State {
         let mut forget = Vec::new();
         for (id, h) in &self.alerts {
             let in_play = !h.last_view.state.is_end()
-                || h.cbc.is_some_and(|c| c.active)
+                || self.ledger.has_live(id)
                 || h.messages.iter().any(|m| pinned.contains(m.identifier.as_str()));
             if in_play {
                 continue;
@@ -551,6 +556,7 @@ impl State {
             METRICS.deliveries.with_label_values(&[ch, result]).inc();
         }
         let queued_at = d.queued_at;
+        let is_cbc = d.channel == Channel::Cbc;
         let Some(t) = self.targets.get_mut(&a.target) else {
             return;
         };
@@ -583,6 +589,10 @@ impl State {
                     }
                 }
             }
+        }
+        if a.outcome != Outcome::Retry && is_cbc {
+            self.ledger.attempt(a.id, a.outcome == Outcome::Delivered, a.outcome == Outcome::Dead, a.at_ms);
+            self.ledger.export_gauge();
         }
         if let Some(&(b, c)) = self.broadcast_of.get(&a.id) {
             if let Some(cb) = self.broadcasts.get_mut(&b).and_then(|r| r.carriers.get_mut(c)) {
@@ -718,13 +728,13 @@ impl State {
             }
         }
 
-        // Cell broadcast (`cbc::plan_broadcasts`): bring the air in line with the alert's latest released message.
-        // Nothing while held.
-        let on_air = history.and_then(|h| h.cbc);
+        // Cell broadcast (`cbc::plan_broadcasts`): bring the air in line with the alert's latest message. Nothing
+        // new while held; an end stops what is on the air even when its message is held (an alert re-held by an
+        // escalation past its approval can still be cancelled).
         let latest_now = record.message.as_ref().or(latest);
-        if ctx.cbc.enabled && view.public_release && !ctx.broadcast.carriers.is_empty() {
+        if ctx.cbc.enabled && (view.public_release || view.state.is_end()) && !ctx.broadcast.carriers.is_empty() {
             if let Some(msg) = latest_now {
-                let (deliveries, broadcasts) = self.plan_broadcasts(ctx, msg, on_air, &mut take_id);
+                let (deliveries, broadcasts) = self.plan_broadcasts(ctx, msg, false, &mut take_id);
                 record.deliveries.extend(deliveries);
                 record.broadcasts.extend(broadcasts);
             }

@@ -92,6 +92,10 @@ pub struct AlertView {
     pub level_name_zh: String,
     /// The same in English (`red`, `heavy rain`); also what the PWS class policy matches on.
     pub level_name_en: String,
+    /// The level's position in its rule, lowest danger 0: the air re-alerts phones only when it rises above what is
+    /// broadcast (`channel::cbc`). Absent from older journals and from alerts without levels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_index: Option<u32>,
     /// A geo-index zone id: the CAP area, the cell-broadcast target, the webhook zone filter.
     pub area_id: String,
     /// The measured value that tripped the rule (unit per event type, see `config/dissemination.toml`).
@@ -127,6 +131,7 @@ impl AlertView {
             && self.certainty == other.certainty
             && self.level_name_zh == other.level_name_zh
             && self.level_name_en == other.level_name_en
+            && self.level_index == other.level_index
             && self.area_id == other.area_id
             && self.value.to_bits() == other.value.to_bits()
             && self.values == other.values

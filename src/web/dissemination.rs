@@ -109,9 +109,29 @@ pub async fn replay_delivery(
     Ok(Json(json!({ "replayed": queued })))
 }
 
+/// `GET /api/v1/broadcasts`: what is on the air now per carrier (the on-air ledger: written and not seen stopped),
+/// the recently stopped ones, and every broadcast planned for the alerts in memory (newest first).
 pub async fn list_broadcasts(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Read>,
 ) -> Result<impl IntoResponse, AppError> {
-    Ok(Json(json!({ "broadcasts": dissemination(&app)?.broadcasts() })))
+    let d = dissemination(&app)?;
+    let on_air = d.on_air();
+    Ok(Json(json!({ "on_air": on_air.carriers, "history": on_air.history, "broadcasts": d.broadcasts() })))
+}
+
+/// `POST /api/v1/broadcasts/{alert_id}/rebroadcast`: an operator asks for the alert on the air again, with a new
+/// serial number that phones show again (calm updates never re-alert on their own for a value change or a fall).
+pub async fn rebroadcast(
+    State(app): State<Arc<App>>,
+    operator: auth::Operator<auth::Operate>,
+    Path(alert_id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    use dissemination::RebroadcastError as E;
+    let planned = dissemination(&app)?.rebroadcast(&alert_id).map_err(|e| match e {
+        E::UnknownAlert(_) => AppError::NotFound(e.to_string()),
+        E::NotActive(_) | E::NoClass(_) | E::Disabled | E::TooSoon { .. } => AppError::Conflict(e.to_string()),
+    })?;
+    tracing::info!(alert = %alert_id, operator = %operator.name, broadcasts = planned.len(), "operator rebroadcast");
+    Ok(Json(json!({ "broadcasts": planned })))
 }

@@ -105,6 +105,7 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
         ("/api/v1/subscribers/{name}/deliveries", get(dissemination::subscriber_log)),
         ("/api/v1/subscribers/{name}/deliveries/{id}/replay", post(dissemination::replay_delivery)),
         ("/api/v1/broadcasts", get(dissemination::list_broadcasts)),
+        ("/api/v1/broadcasts/{alert_id}/rebroadcast", post(dissemination::rebroadcast)),
         (DEMO_RECEIVERS, post(demo::receive).get(demo::received)),
         // Citizen reports: web/reports.rs.
         ("/api/v1/reports", post(reports::submit)),

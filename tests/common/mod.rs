@@ -2,6 +2,8 @@
 //! real sockets (MQTT, HTTP, websockets).
 #![allow(dead_code)]
 
+pub mod air;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -131,10 +133,39 @@ impl Server {
         panic!("no free ports after 4 attempts");
     }
 
+    /// `serve --config <file>` again on `mqtt` and `http` (those of a server that was killed), keeping `data_dir`:
+    /// a restart that devices and clients reconnect to as they would in production.
+    pub fn serve_again_at(
+        config: &std::path::Path,
+        data_dir: &std::path::Path,
+        mqtt: SocketAddr,
+        http: SocketAddr,
+    ) -> Server {
+        let command = ["serve", "--config", config.to_str().unwrap()];
+        let extra = ["--data-dir", data_dir.to_str().unwrap()];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut server = Self::launch_once_at(&command, &extra, mqtt, http);
+            match server.wait_ready() {
+                Ok(()) => return server,
+                // The killed process's sockets may take a moment to be released.
+                Err(log) if log.contains("Address already in use") && Instant::now() < deadline => {
+                    let _ = server.child.kill();
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(log) => panic!("server not ready again; log:\n{log}"),
+            }
+        }
+    }
+
     fn launch_once(command: &[&str], extra: &[&str]) -> Server {
         let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mqtt5: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::launch_once_at(command, extra, mqtt, http)
+    }
+
+    fn launch_once_at(command: &[&str], extra: &[&str], mqtt: SocketAddr, http: SocketAddr) -> Server {
+        let mqtt5: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mqtt_tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let base = std::env::temp_dir().join(format!("dc-e2e-{}-{}", std::process::id(), http.port()));
         let data_dir = base.join("data");

@@ -80,7 +80,8 @@ async fn cbc_gets_envelopes_that_decode_and_a_stop_on_cancel() {
             assert_eq!(decoded.message_id as u64, ch["message_id"].as_u64().unwrap());
             assert_eq!(decoded.message_id, rec.message_ids[i]);
             assert_eq!(decoded.serial.to_u16(), rec.serial);
-            assert_eq!(decoded.serial.geo_scope(), encoders::cell_broadcast::GeoScope::CellNormal);
+            // PLMN-wide by default: a phone moving between the carrier's cells does not show it again.
+            assert_eq!(decoded.serial.geo_scope(), encoders::cell_broadcast::GeoScope::Plmn);
             assert_eq!(decoded.text, rec.texts[i]);
             assert_eq!(decoded.text, ch["text"].as_str().unwrap());
             let lte = unhex(ch["lte_content_hex"].as_str().unwrap());
@@ -108,21 +109,28 @@ async fn cbc_gets_envelopes_that_decode_and_a_stop_on_cancel() {
     let d = start(config(&carriers_toml(&rx.url(""))), dir.path());
     assert!(d.broadcasts()[0].carriers.iter().all(|c| c.targeting.is_some() && c.status == CarrierStatus::Acked));
 
-    // Update: same code, update number 1. Cancel: a stop for the same identifiers and serial.
-    d.alert_changed(&view("CB", 2));
-    wait_for(LONG, "update", || cbc_requests(&rx).len() == 6).await;
+    // A level rise: the first serial is stopped, then the same code goes out with update number 1. Cancel: a
+    // stop for the same identifiers and serial.
+    d.alert_changed(&AlertView { level_index: Some(2), ..view("CB", 2) });
+    wait_for(LONG, "update", || cbc_requests(&rx).len() == 9).await;
     d.alert_changed(&ended(view("CB", 3), ViewState::Cancelled));
-    wait_for(LONG, "stop", || cbc_requests(&rx).len() == 9).await;
+    wait_for(LONG, "stop", || cbc_requests(&rx).len() == 12).await;
     let all = d.broadcasts();
-    assert_eq!(all.len(), 3);
-    let (stop, update, first) = (&all[0], &all[1], &all[2]);
-    assert_eq!(update.kind, BroadcastKind::WriteReplace);
+    assert_eq!(all.len(), 4);
+    let (stop, update, superseded, first) = (&all[0], &all[1], &all[2], &all[3]);
+    assert_eq!(
+        (superseded.kind, superseded.serial, superseded.reason.as_str()),
+        (BroadcastKind::Stop, first.serial, "superseded")
+    );
+    assert_eq!((update.kind, update.reason.as_str()), (BroadcastKind::WriteReplace, "level_rose"));
     assert_eq!((update.message_code, update.update_number), (first.message_code, 1));
     assert_eq!(stop.kind, BroadcastKind::Stop);
     assert_eq!((stop.message_ids, stop.serial), (update.message_ids, update.serial));
     assert_eq!(stop.identifier, "CB.3");
     let stops: Vec<serde_json::Value> = rx.delivered("/cbc/cht").iter().map(envelope).collect();
-    let s = &stops[2];
+    let kinds: Vec<&str> = stops.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["write_replace", "stop", "write_replace", "stop"], "the old serial stops before the new one");
+    let s = &stops[3];
     assert_eq!(s["kind"], "stop");
     assert_eq!(s["pws"][0]["serial"].as_u64(), Some(u64::from(update.serial)));
     assert!(s["pws"][0].get("pages_hex").is_none());
@@ -132,7 +140,7 @@ async fn cbc_gets_envelopes_that_decode_and_a_stop_on_cancel() {
 
     // Another alert gets another message code.
     d.alert_changed(&rain_view("CB-OTHER", 1, "township-jiaxian"));
-    wait_for(LONG, "second alert", || d.broadcasts().len() == 4).await;
+    wait_for(LONG, "second alert", || d.broadcasts().len() == 5).await;
     let other = &d.broadcasts()[0];
     assert_ne!(other.message_code, first.message_code);
     assert_eq!(other.message_ids, [911, 919]);
@@ -258,20 +266,29 @@ async fn update_number_wraps_and_a_carrier_without_cells_fails_alone() {
             rx.url("/cbc/none")
         );
     let d = start(config(&extra), dir.path());
+    // Every version a level higher: every one a new broadcast (an operator's rebroadcast would do the same).
     for v in 1..=18 {
-        d.alert_changed(&view("WRAP", v));
+        d.alert_changed(&AlertView { level_index: Some(v), ..view("WRAP", v) });
     }
-    let updates: Vec<u8> = d.broadcasts().iter().rev().map(|r| r.update_number).collect();
+    let writes = |d: &Dissemination| -> Vec<BroadcastRecord> {
+        d.broadcasts().into_iter().filter(|r| r.kind == BroadcastKind::WriteReplace).collect()
+    };
+    let updates: Vec<u8> = writes(&d).iter().rev().map(|r| r.update_number).collect();
     let want: Vec<u8> = (0..18).map(|i| (i % 16) as u8).collect();
     assert_eq!(updates, want);
     let codes: std::collections::BTreeSet<u16> = d.broadcasts().iter().map(|r| r.message_code).collect();
     assert_eq!(codes.len(), 1, "one message code per alert");
-    let nowhere = &d.broadcasts()[0].carriers[3];
+    let nowhere = &writes(&d)[0].carriers[3];
     assert_eq!(nowhere.status, CarrierStatus::Failed);
     assert!(nowhere.detail.as_deref().unwrap().contains("no Nowhere Telecom cell"), "{nowhere:?}");
-    wait_for(LONG, "all updates to one carrier, in order", || rx.delivered("/cbc/cht").len() == 18).await;
-    let serials: Vec<u64> =
-        rx.delivered("/cbc/cht").iter().map(|r| envelope(r)["pws"][0]["update_number"].as_u64().unwrap()).collect();
+    wait_for(LONG, "all updates to one carrier, in order", || rx.delivered("/cbc/cht").len() == 35).await;
+    let serials: Vec<u64> = rx
+        .delivered("/cbc/cht")
+        .iter()
+        .map(envelope)
+        .filter(|e| e["kind"] == "write_replace")
+        .map(|e| e["pws"][0]["update_number"].as_u64().unwrap())
+        .collect();
     assert_eq!(serials, want.iter().map(|&u| u64::from(u)).collect::<Vec<_>>());
     assert!(rx.delivered("/cbc/none").is_empty());
 
@@ -281,5 +298,135 @@ async fn update_number_wraps_and_a_carrier_without_cells_fails_alone() {
     let d = start(config(&extra), dir.path());
     d.alert_changed(&view("WRAP2", 1));
     assert_ne!(d.broadcasts()[0].message_code, code);
-    assert_eq!(d.broadcasts().len(), 19);
+    assert_eq!(d.broadcasts().len(), 36);
+}
+
+/// Calm updates: a value change and a falling level change CAP, not the air; a rise stops the serial on the air
+/// before writing the next one, in each carrier's order; the end stops everything of the alert, in the cells each
+/// carrier was written to, even after the alert's zone changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_rise_re_alerts_and_the_end_stops_every_serial_in_its_cells() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(config(&carriers_toml(&rx.url(""))), dir.path());
+    let rain = |v: u32, level: u32| AlertView { level_index: Some(level), ..rain_view("CALM", v, "dfa-xinyi-shenmu") };
+    d.alert_changed(&rain(1, 1));
+    // New values, a fall, the same level again: CAP messages, no broadcast.
+    d.alert_changed(&AlertView { value: 999.0, ..rain(2, 1) });
+    d.alert_changed(&AlertView { severity: Severity::Moderate, ..rain(3, 0) });
+    d.alert_changed(&rain(4, 1));
+    assert_eq!(d.messages_of("CALM").len(), 4);
+    let kinds = |d: &Dissemination| d.broadcasts().iter().rev().map(|r| (r.kind, r.reason.clone())).collect::<Vec<_>>();
+    assert_eq!(kinds(&d), [(BroadcastKind::WriteReplace, "first".to_string())]);
+    // Above what is on the air: level 2 (a rise), then the zone moves to the whole township (the area grows).
+    d.alert_changed(&rain(5, 2));
+    d.alert_changed(&AlertView { area_id: "township-xinyi".into(), ..rain(6, 2) });
+    let w = BroadcastKind::WriteReplace;
+    let s = BroadcastKind::Stop;
+    assert_eq!(
+        kinds(&d),
+        [
+            (w, "first".into()),
+            (s, "superseded".into()),
+            (w, "level_rose".into()),
+            (s, "superseded".into()),
+            (w, "area_grew".into())
+        ]
+    );
+    // Moving back to the smaller zone is not growth: calm.
+    d.alert_changed(&rain(7, 2));
+    assert_eq!(d.broadcasts().len(), 5);
+    wait_for(LONG, "all carriers", || cbc_requests(&rx).len() == 15).await;
+    wait_for(LONG, "acknowledged", || {
+        let a = d.on_air();
+        a.history.len() == 6 && a.carriers.values().flatten().all(|e| e.state == AirState::OnAir)
+    })
+    .await;
+    let on_air = d.on_air();
+    for (carrier, live) in &on_air.carriers {
+        assert_eq!(live.len(), 1, "{carrier}: one serial on the air: {live:?}");
+        assert_eq!(live[0].state, AirState::OnAir);
+        assert_eq!(live[0].update_number, 2);
+    }
+    assert_eq!(on_air.history.len(), 6, "two serials stopped on three carriers");
+    let township_cells = on_air.carriers["Chunghwa Telecom"][0].cells.clone();
+
+    d.alert_changed(&ended(rain(8, 2), ViewState::Cleared));
+    wait_for(LONG, "stops", || cbc_requests(&rx).len() == 18).await;
+    wait_for(LONG, "nothing on the air", || d.on_air().carriers.values().all(Vec::is_empty)).await;
+    let last_stop = envelope(rx.delivered("/cbc/cht").last().unwrap());
+    assert_eq!(last_stop["kind"], "stop");
+    let names: Vec<String> =
+        last_stop["cells"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().into()).collect();
+    assert_eq!(names, township_cells, "the stop names the cells written, not the zone's today");
+}
+
+/// A restart restores the ledger and finishes what was in flight: a stop the CBC had not acknowledged is sent again
+/// after the restart, and only then is the air empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_in_flight_is_finished_after_a_restart() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(config(&carriers_toml(&rx.url(""))), dir.path());
+    d.alert_changed(&view("INFLIGHT", 1));
+    wait_for(LONG, "written", || cbc_requests(&rx).len() == 3).await;
+    wait_for(LONG, "acknowledged", || d.on_air().carriers.values().flatten().all(|e| e.state == AirState::OnAir)).await;
+    rx.set(Behaviour::Answer(503));
+    d.alert_changed(&ended(view("INFLIGHT", 2), ViewState::Cancelled));
+    wait_for(LONG, "stops refused", || rx.all().len() >= 6).await;
+    let stopping: Vec<AirState> = d.on_air().carriers.values().flatten().map(|e| e.state).collect();
+    assert_eq!(stopping, [AirState::Stopping; 3]);
+    drop(d);
+
+    rx.set(Behaviour::Answer(200));
+    let d = start(config(&carriers_toml(&rx.url(""))), dir.path());
+    let stopping: Vec<AirState> = d.on_air().carriers.values().flatten().map(|e| e.state).collect();
+    assert_eq!(stopping.len(), 3, "the ledger is restored: {stopping:?}");
+    wait_for(LONG, "stops after the restart", || cbc_requests(&rx).len() == 6).await;
+    wait_for(LONG, "nothing on the air", || d.on_air().carriers.values().all(Vec::is_empty)).await;
+    assert!(rx.delivered("/cbc/cht").iter().map(envelope).last().is_some_and(|e| e["kind"] == "stop"));
+    assert_eq!(d.on_air().history.len(), 3);
+}
+
+/// An operator's rebroadcast: the serial on the air stops, the next update number goes out; refused for an alert
+/// that ended or does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_rebroadcast_re_alerts_once() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(config(&carriers_toml(&rx.url(""))), dir.path());
+    d.alert_changed(&view("OPS", 1));
+    d.alert_changed(&view("OPS", 2));
+    assert_eq!(d.broadcasts().len(), 1, "a value change stays calm");
+    let planned = d.rebroadcast("OPS").unwrap();
+    assert_eq!(
+        planned.iter().map(|r| (r.kind, r.reason.as_str())).collect::<Vec<_>>(),
+        [(BroadcastKind::Stop, "superseded"), (BroadcastKind::WriteReplace, "operator")]
+    );
+    assert_eq!(planned[1].update_number, 1);
+    assert_eq!(planned[1].identifier, "OPS.2", "the latest released message");
+    wait_for(LONG, "stop and write", || cbc_requests(&rx).len() == 9).await;
+    assert!(matches!(d.rebroadcast("OPS"), Err(RebroadcastError::TooSoon { wait_s: 55..=60 })), "one a minute");
+    assert_eq!(d.rebroadcast("NOPE"), Err(RebroadcastError::UnknownAlert("NOPE".into())));
+    d.alert_changed(&ended(view("OPS", 3), ViewState::Cancelled));
+    assert_eq!(d.rebroadcast("OPS"), Err(RebroadcastError::NotActive("OPS".into())));
+}
+
+/// The geographical scope per class: PLMN-wide by default, overridable per class, a bad value named.
+#[test]
+fn geo_scope_per_class() {
+    let mut cfg = config("");
+    cfg.cell_broadcast.class_geo_scope.insert("monthly_test".into(), "cell_normal".into());
+    let s = crate::channel::cbc::Settings::resolve(&cfg.cell_broadcast, &[], &templates(), &|_| None).unwrap();
+    use encoders::cell_broadcast::GeoScope;
+    assert_eq!(s.scope_for(PwsClass::Alert), GeoScope::Plmn);
+    assert_eq!(s.scope_for(PwsClass::Emergency(0)), GeoScope::Plmn);
+    assert_eq!(s.scope_for(PwsClass::MonthlyTest), GeoScope::CellNormal);
+    cfg.cell_broadcast.class_geo_scope.insert("alert".into(), "galaxy".into());
+    let e = crate::channel::cbc::Settings::resolve(&cfg.cell_broadcast, &[], &templates(), &|_| None).unwrap_err();
+    assert_eq!(e.field, "cell_broadcast.class_geo_scope.alert", "{e}");
+    cfg.cell_broadcast.class_geo_scope.clear();
+    cfg.cell_broadcast.rebroadcast_on = vec!["level_rise".into(), "moon_phase".into()];
+    let e = crate::channel::cbc::Settings::resolve(&cfg.cell_broadcast, &[], &templates(), &|_| None).unwrap_err();
+    assert_eq!(e.field, "cell_broadcast.rebroadcast_on[1]", "{e}");
 }

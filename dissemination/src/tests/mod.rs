@@ -71,6 +71,7 @@ pub(crate) fn view(id: &str, version: u32) -> AlertView {
         certainty: Certainty::Observed,
         level_name_zh: "紅色".into(),
         level_name_en: "red".into(),
+        level_index: Some(1),
         area_id: "dfa-xinyi-shenmu".into(),
         value: 250.0 + f64::from(version),
         raised_ms: 1_764_122_400_000,

@@ -143,7 +143,18 @@ fn county_sized_broadcast_encode_and_target_under_10ms() {
             id += 1;
             id
         };
-        plan(&bctx, &msg, BroadcastKind::WriteReplace, PwsClass::Emergency(0), None, serial, true, &mut next)
+        plan(
+            &bctx,
+            &msg,
+            BroadcastKind::WriteReplace,
+            PwsClass::Emergency(0),
+            None,
+            serial,
+            true,
+            "first",
+            None,
+            &mut next,
+        )
     };
     let (record, envelopes) = run();
     assert!(record.error.is_none(), "{:?}", record.error);

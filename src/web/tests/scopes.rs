@@ -116,6 +116,13 @@ const TABLE: &[Case] = &[
         400,
     ),
     case("GET", "/api/v1/broadcasts", READ, "/api/v1/broadcasts", 200),
+    case(
+        "POST",
+        "/api/v1/broadcasts/{alert_id}/rebroadcast",
+        OPERATE,
+        "/api/v1/broadcasts/no-such-alert/rebroadcast",
+        404,
+    ),
     // The demo's stand-in receivers take anyone's POST; this app is built from the demo config, so they are mounted
     // (`serve` outside a drill answers 404 there: tests/deployment.rs).
     with_body("POST", "/demo/{*receiver}", Public, "/demo/webhook", "{}", 204),

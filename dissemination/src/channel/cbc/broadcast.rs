@@ -25,6 +25,7 @@ use super::{Carrier, PolicyClass, PolicyRule};
 use crate::hex;
 use crate::messages::StoredMessage;
 use crate::view::{AlertView, ViewMode};
+use encoders::cap::Severity;
 use encoders::cell_broadcast::{
     drill, encode_broadcast, stop_warning_request, write_replace_warning_request, BroadcastMode, CbsError,
     CellBroadcast, Ecgi, GeoScope, Language, Plmn, PwsClass, Schedule, SerialNumber, WarningArea,
@@ -130,6 +131,10 @@ pub struct CarrierBroadcast {
     pub detail: Option<String>,
     /// Unix ms of the ack or the final failure.
     pub at_ms: Option<i64>,
+    /// The cells of the warning area list (`466-92-2560257`), so that the stop of a write names exactly its cells
+    /// (the on-air ledger keeps them). Empty in journals from before the ledger.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cell_ids: Vec<String>,
 }
 
 /// One broadcast (per alert message and kind) as operators see it.
@@ -157,6 +162,18 @@ pub struct BroadcastRecord {
     /// Why nothing was sent (text too long, with its length; unencodable character …).
     pub error: Option<String>,
     pub carriers: Vec<CarrierBroadcast>,
+    /// Why it was planned: `first`, `level_rose`, `class_rose`, `severity_rose`, `area_grew`, `operator`
+    /// (write-replace); `superseded`, `ended` (stop). Empty in journals from before.
+    #[serde(default)]
+    pub reason: String,
+    /// The zone the alert had when this was planned.
+    #[serde(default)]
+    pub area_id: String,
+    /// The alert's level index and severity when written: later versions re-alert phones only above these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
 }
 
 /// An envelope ready for one carrier's outbox.
@@ -211,7 +228,7 @@ fn channel_text(msg: &StoredMessage, language: Language) -> String {
 /// One carrier's warning-area cells and their printable names, or why it has none.
 type CarrierCells = Result<(Vec<Ecgi>, Vec<String>), String>;
 
-fn target(ctx: &BroadcastContext<'_>, zone: &str) -> Vec<CarrierCells> {
+pub(crate) fn target(ctx: &BroadcastContext<'_>, zone: &str) -> Vec<CarrierCells> {
     let area = match ctx.geo.alert_area_of_zones(&[zone]) {
         Ok(a) => a,
         Err(e) => return ctx.carriers.iter().map(|_| Err(format!("targeting: {e}"))).collect(),
@@ -266,6 +283,7 @@ fn failed_carriers(ctx: &BroadcastContext<'_>, detail: &str) -> Vec<CarrierBroad
             http_status: None,
             detail: Some(detail.to_string()),
             at_ms: None,
+            cell_ids: Vec::new(),
         })
         .collect()
 }
@@ -284,8 +302,23 @@ fn encode_error(e: &CbsError, language: Language, text: &str) -> String {
     }
 }
 
+/// The cells a stop names per carrier (from the on-air ledger), by carrier name; carriers not listed get no stop.
+pub(crate) type StopCells = std::collections::BTreeMap<String, Vec<String>>;
+
+/// A cell's printed name (`466-92-2560257`: MCC-MNC-ECI, geo-index's form) back to its identity.
+fn parse_cell(name: &str) -> Result<Ecgi, String> {
+    let mut parts = name.splitn(3, '-');
+    let (Some(mcc), Some(mnc), Some(eci)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("cell `{name}` is not MCC-MNC-ECI"));
+    };
+    let plmn = Plmn::new(mcc, mnc).map_err(|e| format!("cell `{name}`: {e}"))?;
+    let cell_id = eci.parse().map_err(|_| format!("cell `{name}`: ECI is not a number"))?;
+    Ok(Ecgi { plmn, cell_id })
+}
+
 /// Plans a write-replace (first broadcast or update) or a stop for `msg`. `next_id` hands out outbox delivery
-/// ids for the envelopes.
+/// ids for the envelopes. A write-replace targets the alert's zone per carrier; a stop names `stop_cells`, the
+/// cells the ledger says each carrier was written to.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn plan(
     ctx: &BroadcastContext<'_>,
@@ -295,6 +328,8 @@ pub(crate) fn plan(
     message_ids: Option<[u16; 2]>,
     serial: SerialNumber,
     allocated: bool,
+    reason: &str,
+    stop_cells: Option<&StopCells>,
     next_id: &mut dyn FnMut() -> u64,
 ) -> (BroadcastRecord, Vec<Envelope>) {
     let languages = [Language::Chinese, Language::English];
@@ -314,6 +349,10 @@ pub(crate) fn plan(
         pages: Vec::new(),
         error: None,
         carriers: Vec::new(),
+        reason: reason.to_string(),
+        area_id: msg.view.area_id.clone(),
+        level_index: msg.view.level_index,
+        severity: Some(msg.view.severity),
     };
 
     // Encode both channels first: a text too long on either means the alert does not go out half-done.
@@ -353,8 +392,29 @@ pub(crate) fn plan(
         }
     }
 
+    let targets: Vec<(&Carrier, CarrierCells)> = match stop_cells {
+        None => ctx.carriers.iter().zip(target(ctx, &msg.view.area_id)).collect(),
+        Some(cells) => {
+            // Journals from before the ledger kept no cell list: those stops name the zone's cells, as they did.
+            let zone = || target(ctx, &msg.view.area_id);
+            let mut by_zone: Option<Vec<CarrierCells>> = None;
+            ctx.carriers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| {
+                    let names = cells.get(&c.name)?;
+                    if names.is_empty() {
+                        let t = by_zone.get_or_insert_with(zone).get(i).cloned();
+                        return Some((c, t.unwrap_or_else(|| Err("no cells".into()))));
+                    }
+                    let ecgis: Result<Vec<Ecgi>, String> = names.iter().map(|n| parse_cell(n)).collect();
+                    Some((c, ecgis.map(|e| (e, names.clone()))))
+                })
+                .collect()
+        }
+    };
     let mut envelopes = Vec::new();
-    for (carrier, targeted) in ctx.carriers.iter().zip(target(ctx, &msg.view.area_id)) {
+    for (carrier, targeted) in targets {
         let mut entry = CarrierBroadcast {
             carrier: carrier.name.clone(),
             cells: 0,
@@ -365,6 +425,7 @@ pub(crate) fn plan(
             http_status: None,
             detail: None,
             at_ms: None,
+            cell_ids: Vec::new(),
         };
         let (cells, names) = match targeted {
             Ok(t) => t,
@@ -375,6 +436,7 @@ pub(crate) fn plan(
             }
         };
         entry.cells = cells.len();
+        entry.cell_ids = names.clone();
         let area = WarningArea::Cells(cells);
         let mut pws = Vec::with_capacity(2);
         let mut failure = None;

@@ -7,10 +7,21 @@
 //! |---|---|
 //! | `mod.rs` | the target (`Carrier`), its request, its config section, planning against what is on the air |
 //! | [`broadcast`] | one broadcast: PWS class policy, serial numbers, texts, per-carrier targeting, envelopes |
+//! | [`ledger`] | the on-air ledger: per carrier, what was written and not yet stopped (rebuilt from the journal) |
+//!
+//! Calm updates: phones show a new serial number as a new alarm (TS 23.041 §8.2), so an alert's later versions
+//! re-alert only when it goes above what is on the air — its level, PWS class or severity rises, or its area
+//! grows (each can be turned off in `rebroadcast_on`) — or an operator asks (`Dissemination::rebroadcast`). Then the
+//! previous serial is stopped (Stop-Warning, in the same carrier's ordered outbox) before the new Write-Replace,
+//! because with the Concurrent-Warning-Message-Indicator an eNB would broadcast both (TS 36.413 §8.12.1.2). Any
+//! other change (a new value, a falling level) updates CAP, webhooks and the app, and leaves the air as it is: what
+//! is broadcast stays the highest warning people were given, until the alert ends and every serial of it the
+//! ledger holds is stopped.
 
 pub mod broadcast;
+pub mod ledger;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use geo_index::GeoIndex;
@@ -65,8 +76,13 @@ pub struct CellBroadcastConfig {
     pub repetition_period_s: u16,
     /// Broadcasts requested; 0 = until stopped.
     pub number_of_broadcasts: u16,
-    /// Serial-number geographic scope: `cell_normal` (default), `cell_immediate`, `plmn`, `area`.
+    /// Serial-number geographical scope: `plmn` (default), `area`, `cell_normal`, `cell_immediate`.
     pub geo_scope: String,
+    /// The scope per PWS class (`emergency`, `alert`, `monthly_test`), overriding `geo_scope`.
+    pub class_geo_scope: BTreeMap<String, String>,
+    /// What makes a later version of an alert a new broadcast (a new serial, which phones show again):
+    /// `level_rise`, `class_rise`, `severity_rise`, `area_growth`. Default: all four. Operators can always ask.
+    pub rebroadcast_on: Vec<String>,
     pub retry: RetrySettings,
     /// Which alerts go out in which class; first match wins; none matching: no broadcast. Absent: the defaults
     /// (debris flow red → Emergency, heavy rain → Alert, severity Extreme → Emergency).
@@ -79,10 +95,26 @@ impl Default for CellBroadcastConfig {
             enabled: true,
             repetition_period_s: 60,
             number_of_broadcasts: 0,
-            geo_scope: "cell_normal".into(),
+            geo_scope: "plmn".into(),
+            class_geo_scope: BTreeMap::new(),
+            rebroadcast_on: REBROADCAST_ON.iter().map(|s| s.to_string()).collect(),
             retry: RetrySettings::default(),
             policy: None,
         }
+    }
+}
+
+/// The reasons `rebroadcast_on` may name.
+const REBROADCAST_ON: [&str; 4] = ["level_rise", "class_rise", "severity_rise", "area_growth"];
+
+/// `cell_broadcast.geo_scope` and `class_geo_scope` values.
+fn parse_scope(key: &str, value: &str) -> Result<GeoScope, FieldError> {
+    match value {
+        "cell_normal" => Ok(GeoScope::CellNormal),
+        "cell_immediate" => Ok(GeoScope::CellImmediate),
+        "plmn" => Ok(GeoScope::Plmn),
+        "area" => Ok(GeoScope::Area),
+        other => Err(FieldError::new(key, format!("`{other}`: expected plmn, area, cell_normal or cell_immediate"))),
     }
 }
 
@@ -168,8 +200,25 @@ pub(crate) struct Settings {
     pub retry: Retry,
     pub schedule: Schedule,
     pub geo_scope: GeoScope,
+    /// Per class label (`emergency`, `alert`, `monthly_test`).
+    pub class_geo_scope: BTreeMap<String, GeoScope>,
+    /// Which rises make a new broadcast (see [`REBROADCAST_ON`]).
+    pub rebroadcast_on: BTreeSet<String>,
     pub policy: Vec<PolicyRule>,
     pub carriers: Vec<Carrier>,
+}
+
+impl Settings {
+    /// The geographical scope of a class's serial numbers.
+    pub fn scope_for(&self, class: PwsClass) -> GeoScope {
+        let label = match class {
+            PwsClass::Presidential => "presidential",
+            PwsClass::Emergency(_) => "emergency",
+            PwsClass::Alert => "alert",
+            PwsClass::MonthlyTest => "monthly_test",
+        };
+        self.class_geo_scope.get(label).copied().unwrap_or(self.geo_scope)
+    }
 }
 
 impl Settings {
@@ -190,18 +239,25 @@ impl Settings {
         if cb.repetition_period_s > encoders::cell_broadcast::sbcap::MAX_REPETITION_PERIOD {
             return Err(FieldError::new("cell_broadcast.repetition_period_s", "at most 4095"));
         }
-        let geo_scope = match cb.geo_scope.as_str() {
-            "cell_normal" => GeoScope::CellNormal,
-            "cell_immediate" => GeoScope::CellImmediate,
-            "plmn" => GeoScope::Plmn,
-            "area" => GeoScope::Area,
-            other => {
-                return Err(FieldError::new(
-                    "cell_broadcast.geo_scope",
-                    format!("`{other}`: expected cell_normal, cell_immediate, plmn or area"),
-                ))
+        let geo_scope = parse_scope("cell_broadcast.geo_scope", &cb.geo_scope)?;
+        let mut class_geo_scope = BTreeMap::new();
+        for (class, scope) in &cb.class_geo_scope {
+            let key = format!("cell_broadcast.class_geo_scope.{class}");
+            if !["emergency", "alert", "monthly_test"].contains(&class.as_str()) {
+                return Err(FieldError::new(key, "expected a class: emergency, alert or monthly_test"));
             }
-        };
+            class_geo_scope.insert(class.clone(), parse_scope(&key, scope)?);
+        }
+        let mut rebroadcast_on = BTreeSet::new();
+        for (i, r) in cb.rebroadcast_on.iter().enumerate() {
+            if !REBROADCAST_ON.contains(&r.as_str()) {
+                return Err(FieldError::new(
+                    format!("cell_broadcast.rebroadcast_on[{i}]"),
+                    format!("`{r}`: expected {}", REBROADCAST_ON.join(", ")),
+                ));
+            }
+            rebroadcast_on.insert(r.clone());
+        }
         let policy = cb.policy.clone().unwrap_or_else(default_policy);
         for (i, rule) in policy.iter().enumerate() {
             let at = format!("cell_broadcast.policy[{i}]");
@@ -250,37 +306,65 @@ impl Settings {
                 number_of_broadcasts: cb.number_of_broadcasts,
             },
             geo_scope,
+            class_geo_scope,
+            rebroadcast_on,
             policy,
             carriers: resolved,
         })
     }
 }
 
-/// A CBC broadcast that is (or was) on the air for an alert.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The alert's latest write-replace: what its broadcast says now (later versions re-alert only above it).
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CbcAlert {
-    pub message_code: u16,
-    pub update_number: u8,
-    pub message_ids: [u16; 2],
     pub serial: SerialNumber,
-    /// Broadcasting (written and not stopped).
-    pub active: bool,
+    pub message_ids: [u16; 2],
+    pub class: PwsClass,
+    pub level_index: Option<u32>,
+    pub severity: Option<Severity>,
+    pub area_id: String,
+}
+
+impl CbcAlert {
+    pub fn of(r: &BroadcastRecord) -> CbcAlert {
+        CbcAlert {
+            serial: SerialNumber::from_u16(r.serial),
+            message_ids: r.message_ids,
+            class: PwsClass::from_message_id(r.message_ids[0]).map_or(PwsClass::Alert, |(c, _)| c),
+            level_index: r.level_index,
+            severity: r.severity,
+            area_id: r.area_id.clone(),
+        }
+    }
+}
+
+/// Rank of a class for "the class rose": a monthly test, an alert (警訊通知), an emergency (緊急警報), presidential.
+fn class_rank(class: PwsClass) -> u8 {
+    match class {
+        PwsClass::MonthlyTest => 0,
+        PwsClass::Alert => 1,
+        PwsClass::Emergency(_) => 2,
+        PwsClass::Presidential => 3,
+    }
 }
 
 /// Planning against what is on the air (the state is the outbox's; the decisions are this channel's).
 impl State {
-    /// Brings the air in line with the alert's latest released message `msg`: the broadcasts (and their
-    /// envelopes, one delivery per carrier) that start, update, move or stop what `on_air` says is broadcasting.
+    /// Brings the air in line with the alert's latest message `msg` (see the module doc): the broadcasts (and their
+    /// envelopes, one delivery per carrier) that start, re-alert or stop it. `operator`: an operator asked for a new
+    /// broadcast (a reason to re-alert on its own).
     pub(crate) fn plan_broadcasts(
         &self,
         ctx: &PlanContext<'_>,
         msg: &StoredMessage,
-        on_air: Option<CbcAlert>,
+        operator: bool,
         take_id: &mut dyn FnMut() -> u64,
     ) -> (Vec<NewDelivery>, Vec<BroadcastRecord>) {
         let mut out = (Vec::new(), Vec::new());
-        let wanted = if msg.msg_type == MsgType::Cancel { None } else { class_for(&msg.view, &ctx.cbc.policy) };
-        let active = on_air.filter(|c| c.active);
+        let ended = msg.view.state.is_end() || msg.msg_type == MsgType::Cancel;
+        let wanted = if ended { None } else { class_for(&msg.view, &ctx.cbc.policy) };
+        let last = self.alerts.get(&msg.alert_id).and_then(|h| h.cbc.clone());
+        let live: Vec<&ledger::AirEntry> = self.ledger.to_stop(&msg.alert_id).collect();
         let push = |out: &mut (Vec<NewDelivery>, Vec<BroadcastRecord>),
                     (r, envelopes): (BroadcastRecord, Vec<Envelope>)| {
             if let Some(e) = &r.error {
@@ -307,77 +391,149 @@ impl State {
             }
             out.1.push(r);
         };
-        let stop = |c: CbcAlert, take_id: &mut dyn FnMut() -> u64| {
-            broadcast::plan(
-                &ctx.broadcast,
-                msg,
-                BroadcastKind::Stop,
-                PwsClass::from_message_id(c.message_ids[0]).map_or(PwsClass::Alert, |(class, _)| class),
-                Some(c.message_ids),
-                c.serial,
-                false,
-                take_id,
+        // Every serial of the alert the ledger says is (or may be) on the air, each in the cells it was written to,
+        // in each carrier's outbox ahead of anything new.
+        let stop_all =
+            |out: &mut (Vec<NewDelivery>, Vec<BroadcastRecord>), reason: &str, take_id: &mut dyn FnMut() -> u64| {
+                let mut groups: BTreeMap<([u16; 2], u16), broadcast::StopCells> = BTreeMap::new();
+                for e in &live {
+                    groups.entry((e.message_ids, e.serial)).or_default().insert(e.carrier.clone(), e.cells.clone());
+                }
+                for ((ids, serial), cells) in groups {
+                    let class = PwsClass::from_message_id(ids[0]).map_or(PwsClass::Alert, |(class, _)| class);
+                    let serial = SerialNumber::from_u16(serial);
+                    push(
+                        out,
+                        broadcast::plan(
+                            &ctx.broadcast,
+                            msg,
+                            BroadcastKind::Stop,
+                            class,
+                            Some(ids),
+                            serial,
+                            false,
+                            reason,
+                            Some(&cells),
+                            take_id,
+                        ),
+                    );
+                }
+            };
+        let write = |out: &mut (Vec<NewDelivery>, Vec<BroadcastRecord>),
+                     class: PwsClass,
+                     serial: SerialNumber,
+                     allocated: bool,
+                     reason: &str,
+                     take_id: &mut dyn FnMut() -> u64| {
+            push(
+                out,
+                broadcast::plan(
+                    &ctx.broadcast,
+                    msg,
+                    BroadcastKind::WriteReplace,
+                    class,
+                    None,
+                    serial,
+                    allocated,
+                    reason,
+                    None,
+                    take_id,
+                ),
             )
         };
-        match (active, wanted) {
-            (None, None) => {}
-            (Some(c), None) => push(&mut out, stop(c, take_id)),
-            (Some(c), Some(class)) => {
-                let ids = [
-                    class.message_id(encoders::cell_broadcast::Language::Chinese),
-                    class.message_id(encoders::cell_broadcast::Language::English),
-                ];
-                let same_channels = matches!(ids, [Ok(a), Ok(b)] if [a, b] == c.message_ids);
-                if !same_channels {
-                    // A class change (e.g. Alert → Emergency) moves channels: end the old one first, in order.
-                    push(&mut out, stop(c, take_id));
-                }
-                let serial = c.serial.next_update();
-                push(
-                    &mut out,
-                    broadcast::plan(
-                        &ctx.broadcast,
-                        msg,
-                        BroadcastKind::WriteReplace,
-                        class,
-                        None,
-                        serial,
-                        false,
-                        take_id,
-                    ),
-                );
+        let Some(class) = wanted else {
+            // Ended: stop everything of it. Not ended but the policy gives no class now (its level fell below what
+            // is broadcast): the broadcast stays, as a falling level does (see the module doc).
+            if ended && !live.is_empty() {
+                stop_all(&mut out, "ended", take_id);
             }
-            (None, Some(class)) => {
+            return out;
+        };
+        let reason = match &last {
+            None => "first",
+            Some(_) if operator => "operator",
+            // Calm unless it goes above what it said (nothing on the air of it: its zone has no carrier's cells, or
+            // every write failed to encode; a later version re-plans only on a rise, not on every change).
+            Some(last) => match self.escalation(ctx, last, &msg.view, class, &live) {
+                Some(r) => r,
+                None => return out,
+            },
+        };
+        let scope = ctx.cbc.scope_for(class);
+        let (serial, allocated) = match &last {
+            Some(last) => {
+                let next = last.serial.next_update();
+                (SerialNumber::new(scope, next.message_code(), next.update_number()).unwrap_or(next), false)
+            }
+            None => {
                 let Some(code) = self.allocate_code() else {
                     tracing::error!(alert = %msg.alert_id, "all 1024 message codes are on the air; broadcast not sent");
                     METRICS.errors.with_label_values(&["broadcast_encode"]).inc();
                     return out;
                 };
-                let Ok(serial) = SerialNumber::new(ctx.cbc.geo_scope, code, 0) else {
+                // A code used before starts one update above its last use, so that a phone that showed the earlier
+                // alert under it within its duplicate-detection window (Android: 24 h) still shows this one.
+                let update = self.code_updates.get(&code).map_or(0, |u| (u + 1) & 0xF);
+                let Ok(serial) = SerialNumber::new(scope, code, update) else {
                     return out;
                 };
-                push(
-                    &mut out,
-                    broadcast::plan(
-                        &ctx.broadcast,
-                        msg,
-                        BroadcastKind::WriteReplace,
-                        class,
-                        None,
-                        serial,
-                        true,
-                        take_id,
-                    ),
-                );
+                (serial, true)
             }
+        };
+        if !live.is_empty() {
+            stop_all(&mut out, "superseded", take_id);
         }
+        write(&mut out, class, serial, allocated, reason, take_id);
         out
     }
 
-    /// The next message code after the last one handed out that no broadcast on the air uses.
+    /// Why this version goes above what is on the air (`last`), if it does and the config counts that reason.
+    fn escalation(
+        &self,
+        ctx: &PlanContext<'_>,
+        last: &CbcAlert,
+        view: &crate::view::AlertView,
+        class: PwsClass,
+        live: &[&ledger::AirEntry],
+    ) -> Option<&'static str> {
+        let on = |r: &str| ctx.cbc.rebroadcast_on.contains(r);
+        if on("class_rise") && class_rank(class) > class_rank(last.class) {
+            return Some("class_rose");
+        }
+        if on("level_rise") && view.level_index.zip(last.level_index).is_some_and(|(new, old)| new > old) {
+            return Some("level_rose");
+        }
+        // CAP severities order Extreme first.
+        if on("severity_rise") && last.severity.is_some_and(|old| view.severity < old) {
+            return Some("severity_rose");
+        }
+        if on("area_growth") && view.area_id != last.area_id {
+            let grew = ctx.broadcast.carriers.iter().zip(broadcast::target(&ctx.broadcast, &view.area_id)).any(
+                |(carrier, cells)| {
+                    let written: BTreeSet<&str> = live
+                        .iter()
+                        .filter(|e| e.carrier == carrier.name)
+                        .flat_map(|e| e.cells.iter().map(String::as_str))
+                        .collect();
+                    cells.is_ok_and(|(_, names)| names.iter().any(|n| !written.contains(n.as_str())))
+                },
+            );
+            if grew {
+                return Some("area_grew");
+            }
+        }
+        None
+    }
+
+    /// The next message code after the last one handed out that no broadcast on the air and no active alert uses.
     fn allocate_code(&self) -> Option<u16> {
-        let on_air: BTreeSet<u16> =
-            self.alerts.values().filter_map(|a| a.cbc.filter(|c| c.active).map(|c| c.message_code)).collect();
+        // On the air, and held by any alert still active (its next rise reuses its code).
+        let active = self.alerts.values().filter(|h| !h.last_view.state.is_end());
+        let on_air: BTreeSet<u16> = self
+            .ledger
+            .codes_in_use()
+            .chain(active.filter_map(|h| h.cbc.as_ref().map(|c| c.serial.message_code())))
+            .collect();
         let start = self.last_code.map_or(0, |c| c + 1);
         (0..=SerialNumber::MAX_MESSAGE_CODE)
             .map(|i| (start + i) % (SerialNumber::MAX_MESSAGE_CODE + 1))
