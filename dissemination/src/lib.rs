@@ -69,7 +69,9 @@ use std::time::Duration;
 use geo_index::GeoIndex;
 use tokio::sync::{watch, Notify};
 
-pub use broadcast::{BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, TargetingSummary};
+pub use broadcast::{
+    BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, GeofencedSummary, TargetingSummary,
+};
 pub use config::{DisseminationConfig, FieldError};
 pub use outbox::{DeliveryRecord, DeliveryStatus};
 pub use signature::{signature_header, verify_signature, SIGNATURE_HEADER};
