@@ -111,7 +111,7 @@ impl AlertArea {
             let counts: Vec<usize> = simplified.iter().map(|p| p.exterior().0.len() - 1).collect();
             let candidate = MultiPolygon(simplified);
             if (budget.fits)(&counts) && holds(&candidate, &shells, &shell_edges, clearance) {
-                let worst = farthest_from(&edge_tree(&local), &candidate.difference(&local));
+                let worst = farthest_from(&edge_tree(&local), &candidate, &candidate.difference(&local));
                 return Ok(GeofenceOutline {
                     polygons: proj.mp_to_geo(&candidate),
                     worst_displacement_m: worst,
@@ -157,7 +157,7 @@ impl GeoIndex {
         let reached = geo::unary_union(footprints.iter());
         let alarmed = outside.intersection(&reached);
         let edges = edge_tree(&local);
-        let farthest = farthest_from(&edges, &alarmed);
+        let farthest = farthest_from(&edges, &alarmed, &alarmed);
         GeofencedOvershoot {
             overshoot_km2: alarmed.unsigned_area() / 1e6,
             farthest_overshoot_m: farthest,
@@ -197,13 +197,13 @@ fn holds(outline: &MultiPolygon<f64>, shells: &MultiPolygon<f64>, shell_edges: &
         && outline_vertices.into_iter().all(|c| distance_to(shell_edges, *c) >= clearance)
 }
 
-/// Farthest point of `parts` from the area whose boundary is `edges`: vertices, edge samples and a grid inside each
-/// part. `parts` lie outside the area (a difference with it), so the distance to its boundary is the distance to
-/// it.
-fn farthest_from(edges: &EdgeTree, parts: &MultiPolygon<f64>) -> f64 {
+/// Farthest point from the area whose boundary is `edges`, of `parts` (outside the area: a difference with it, so
+/// the distance to its boundary is the distance to it): samples along the rings of `outline` (all of `parts`'
+/// boundary that is not the area's own, where the distance is 0) and a grid inside each part.
+fn farthest_from(edges: &EdgeTree, outline: &MultiPolygon<f64>, parts: &MultiPolygon<f64>) -> f64 {
     let mut worst: f64 = 0.0;
     let mut consider = |c: Coord<f64>| worst = worst.max(distance_to(edges, c));
-    for p in &parts.0 {
+    for p in &outline.0 {
         for ring in std::iter::once(p.exterior()).chain(p.interiors()) {
             for l in ring.lines() {
                 let len = (l.dx().powi(2) + l.dy().powi(2)).sqrt();
@@ -214,6 +214,8 @@ fn farthest_from(edges: &EdgeTree, parts: &MultiPolygon<f64>) -> f64 {
                 }
             }
         }
+    }
+    for p in &parts.0 {
         if let Some(b) = p.bounding_rect() {
             for i in 0..GRID_SAMPLES {
                 for j in 0..GRID_SAMPLES {
