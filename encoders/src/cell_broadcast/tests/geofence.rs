@@ -56,7 +56,7 @@ fn tshark_shows_ie_46_with_our_octets() {
     let rows = fields(Dissector::Sbcap, &[pdu.clone(), plain], &names);
     for row in &rows {
         let clean = row["_ws.malformed"].is_empty() && row["_ws.expert"].is_empty();
-        assert!(clean, "tshark reports a problem:\n{}", verbose(Dissector::Sbcap, &[pdu.clone()]));
+        assert!(clean, "tshark reports a problem:\n{}", verbose(Dissector::Sbcap, std::slice::from_ref(&pdu)));
         assert_eq!(row["sbc-ap.cell_ID"].len(), 2, "the cell list is still there");
     }
     assert_eq!(rows[0]["sbc-ap.id"], ["5", "11", "15", "10", "7", "3", "16", "20", "46"]);
