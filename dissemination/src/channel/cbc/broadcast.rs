@@ -106,8 +106,10 @@ pub struct TargetingSummary {
     pub meets_wea: bool,
     /// H3 cells of the area no targeted footprint reaches.
     pub uncovered_cells: usize,
-    /// What a geofence-capable phone experiences with the area's Warning Area Coordinates (as encoded) attached;
-    /// `None` when no outline could be made (the reason is logged and counted).
+    /// What a geofence-capable phone experiences with the area's Warning Area Coordinates (as encoded) attached,
+    /// computed for every carrier (for one that opted out it says what opting in would give: its
+    /// `CarrierBroadcast::warning_area_octets` tells whether they were sent); `None` when no outline could be made
+    /// (the reason is logged and counted).
     #[serde(default)]
     pub geofenced: Option<GeofencedSummary>,
 }
