@@ -48,6 +48,8 @@ async fn an_alert_becomes_valid_cap_a_feed_entry_a_signed_webhook_and_cell_broad
                 "{webhook}"
             );
             assert!(cbc["body"].as_str().unwrap_or("").contains("sbcap"), "{cbc}");
+            // The demo carriers attach the zone's Warning Area Coordinates (SBc-AP IE 46) for geofencing phones.
+            assert!(cbc["body"].as_str().unwrap_or("").contains("warning_area_coordinates"), "{cbc}");
             break;
         }
         assert!(Instant::now() < deadline, "deliveries missing: {body}");
@@ -56,6 +58,16 @@ async fn an_alert_becomes_valid_cap_a_feed_entry_a_signed_webhook_and_cell_broad
     let (status, body) = server.get("/api/v1/broadcasts");
     assert_eq!(status, 200);
     assert!(body.contains("911") || body.contains("4371"), "a PWS message id: {body}");
+    // The targeting reports (computed after the envelopes went) carry the geofenced figures beside the cell level.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = server.get("/api/v1/broadcasts");
+        if body.contains("\"geofenced\":{") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no geofenced targeting figures: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // Operators' API for subscribers refuses bad input with the field named.
     let (status, body) = http_request(

@@ -70,7 +70,9 @@ use std::time::Duration;
 use geo_index::GeoIndex;
 use tokio::sync::{watch, Notify};
 
-pub use broadcast::{BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, TargetingSummary};
+pub use broadcast::{
+    BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, GeofencedSummary, TargetingSummary,
+};
 pub use channel::cbc::ledger::{AirEntry, AirState};
 pub use config::{DisseminationConfig, FieldError};
 pub use outbox::{DeliveryRecord, DeliveryStatus};

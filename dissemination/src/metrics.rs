@@ -152,7 +152,7 @@ pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
         m.delivery_latency.with_label_values(&[channel]);
         m.timeouts.with_label_values(&[channel]);
     }
-    for kind in ["cap_build", "journal", "broadcast_encode", "targeting", "cap_archive"] {
+    for kind in ["cap_build", "journal", "broadcast_encode", "targeting", "cap_archive", "warning_area_coordinates"] {
         m.errors.with_label_values(&[kind]);
     }
     m

@@ -6,6 +6,9 @@
 //! looked up through the workspace's `.venv` and then the system `python3`. When neither is there the tests fail with
 //! instructions: a skipped validation would look like a passed one.
 
+/// A geofence-capable phone (how Android reads and applies Warning Area Coordinates), for geofencing tests.
+pub mod phone;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -18,6 +18,9 @@
 //! - `targeting.rs` — [`AlertArea`], [`TargetingStrategy`], [`TargetingReport`]: which cell sites (or which H3
 //!   cells, for the app) to target for an area, with covered share, overshoot km² and farthest overshoot metres.
 //! - `outline.rs` — CAP 1.2 polygons that cover every cell of an area within a vertex budget.
+//! - `geofence.rs` — [`GeofenceOutline`]: the area simplified *outward* to fit a phone-side geofence encoding
+//!   (never smaller than the area, worst displacement recorded), and [`GeofencedOvershoot`]: what is left of the
+//!   cell-level overshoot when phones check their position against it.
 //! - `geocode.rs` — Taiwan_Geocode_103 checks.
 //! - `projection.rs` — local metric projection for buffers, areas and distances.
 //! - `error.rs` — [`GeoError`], and [`ZoneError`]/[`SiteError`] that name the bad zone or site and the reason.
@@ -50,6 +53,7 @@
 mod cover;
 mod error;
 mod geocode;
+mod geofence;
 mod index;
 mod outline;
 mod projection;
@@ -61,6 +65,7 @@ mod zone;
 pub use cover::CellCover;
 pub use error::{GeoError, SiteError, SiteProblem, ZoneError, ZoneProblem};
 pub use geocode::{parse_geocode, Geocode, GeocodeLevel};
+pub use geofence::{GeofenceOutline, GeofencedOvershoot, OutlineBudget};
 pub use h3o::{CellIndex, LatLng, Resolution};
 pub use index::{cell_at, GeoIndex, GeoLimits, LoadPolicy};
 pub use outline::parse_cap_polygon;

@@ -14,6 +14,7 @@ mod bounded;
 mod cap_xsd;
 mod cbc;
 mod config_file;
+mod geofence;
 mod restart;
 mod timing;
 mod tools;

@@ -129,6 +129,8 @@ fn county_sized_broadcast_encode_and_target_under_10ms() {
             mnc: mnc.parse().unwrap(),
             cbc_url: "https://cbc.example.tw/".into(),
             token: "t".into(),
+            warning_area_coordinates: true,
+            geofence_max_wait_s: Some(10),
         })
         .collect();
     let bctx = BroadcastContext {

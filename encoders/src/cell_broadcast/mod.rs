@@ -16,6 +16,7 @@
 //! | [`drill`] | broadcast text per mode: `[演練]` / `[Drill]` prefixes | |
 //! | [`aper`] | the aligned-PER primitives SBc-AP needs | X.691 |
 //! | [`sbcap`] | Write-Replace-Warning-Request and Stop-Warning-Request PDUs | TS 29.168 |
+//! | [`warning_area`] | Warning Area Coordinates (IE 46): polygons and circles a phone checks its position against | ATIS-0700041 §5.2 (as Android reads it) |
 //! | `tests/` | tshark-checked pages and PDUs, property round-trips | |
 //!
 //! # Example
@@ -42,6 +43,7 @@ pub mod pages;
 pub mod pws;
 pub mod sbcap;
 pub mod serial;
+pub mod warning_area;
 
 #[cfg(test)]
 mod tests;
@@ -50,8 +52,12 @@ pub use dcs::Coding;
 pub use drill::BroadcastMode;
 pub use pages::{CONTENT_OCTETS, MAX_PAGES, PAGE_OCTETS};
 pub use pws::{paired_message_id, Language, PwsClass};
-pub use sbcap::{stop_warning_request, write_replace_warning_request, Ecgi, Plmn, Schedule, Tai, WarningArea};
+pub use sbcap::{
+    stop_warning_request, write_replace_warning_request, write_replace_warning_request_geofenced, Ecgi, Plmn, Schedule,
+    Tai, WarningArea,
+};
 pub use serial::{GeoScope, SerialNumber};
+pub use warning_area::{Geofence, LatLon, WarningAreaCoordinates};
 
 /// Why a broadcast could not be encoded. One enum for the module: every variant is a fact an
 /// operator or a config author can act on (a too-long text, an out-of-range field), carrying
@@ -93,6 +99,26 @@ pub enum CbsError {
     RepetitionPeriod(u16),
     #[error("{number_of_broadcasts} broadcasts with repetition period {repetition_period_s} s is not a valid schedule (period 0 allows exactly 1)")]
     Schedule { repetition_period_s: u16, number_of_broadcasts: u16 },
+    #[error("warning area coordinates need at least one polygon or circle")]
+    WarningAreaEmpty,
+    #[error(
+        "warning area polygon {index} has {vertices} distinct grid points; a polygon needs 3..={limit} \
+         (simplify it outward first)"
+    )]
+    WarningAreaPolygon { index: usize, vertices: usize, limit: usize },
+    /// The point as given (text: the error type stays `Eq`).
+    #[error("coordinate {0} is not a latitude in -90..=90 and a longitude in -180..=180")]
+    WarningAreaCoordinate(String),
+    /// The radius as given, metres (text: the error type stays `Eq`).
+    #[error("circle radius {0} m is not in (0, 16383984] m (20 bits of 1/64 km)")]
+    WarningAreaRadius(String),
+    #[error(
+        "warning area coordinates take {octets} octets; SBc-AP carries at most {limit} (simplify the outline \
+         further; it is never cut)"
+    )]
+    WarningAreaTooLarge { octets: usize, limit: usize },
+    #[error("maximum wait time {0} s is reserved (255 means the phone's default: leave it out instead)")]
+    MaximumWaitTime(u8),
 }
 
 /// One 88-octet page and how many of its 82 content octets are text (not CR padding).

@@ -9,8 +9,14 @@
 //!     Message-Identifier (5) · Serial-Number (11) · Warning-Area-List (15, optional)
 //!     [write-replace only] Repetition-Period (10) · Number-of-Broadcasts-Requested (7)
 //!     · Data-Coding-Scheme (3) · Warning-Message-Content (16)
-//!     · Concurrent-Warning-Message-Indicator (20) } }
+//!     · Concurrent-Warning-Message-Indicator (20)
+//!     [write-replace, geofenced] · Warning-Area-Coordinates (46, criticality ignore, Release 15) } }
 //! ```
+//!
+//! Warning-Area-Coordinates (`OCTET STRING (SIZE (1..1024))`, an extension of the request's IE set) carries the
+//! alert's polygons for phones that check their own position ([`super::warning_area`]). Its criticality is
+//! *ignore*, so an MME or eNB of an older release passes the warning on without it, and phones that do not
+//! geofence display it as before.
 //!
 //! Concurrent-Warning-Message-Indicator is always sent: without it an eNB *replaces* the
 //! warning it is broadcasting (TS 36.413 §8.12.1.2), so the English channel's message would
@@ -19,6 +25,7 @@
 use super::aper::{open_type, BitWriter};
 use super::pages::MAX_PAGES;
 use super::serial::SerialNumber;
+use super::warning_area::{WarningAreaCoordinates, MAX_OCTETS as MAX_WARNING_AREA_OCTETS};
 use super::{CbsError, CellBroadcast};
 
 const PROC_WRITE_REPLACE_WARNING: u64 = 0;
@@ -32,6 +39,7 @@ const ID_SERIAL_NUMBER: u16 = 11;
 const ID_WARNING_AREA_LIST: u16 = 15;
 const ID_WARNING_MESSAGE_CONTENT: u16 = 16;
 const ID_CONCURRENT_WARNING_MESSAGE_INDICATOR: u16 = 20;
+const ID_WARNING_AREA_COORDINATES: u16 = 46;
 
 /// Most entries in an ECGI, TAI or emergency-area list (maxnoofCellID etc.).
 pub const MAX_AREA_ENTRIES: usize = 65535;
@@ -110,6 +118,28 @@ pub fn write_replace_warning_request(
     area: &WarningArea,
     schedule: Schedule,
 ) -> Result<Vec<u8>, CbsError> {
+    write_replace(broadcast, area, schedule, None)
+}
+
+/// Write-Replace-Warning-Request that also carries the alert's own area for geofence-capable phones (IE 46
+/// Warning-Area-Coordinates, encoded by [`WarningAreaCoordinates::encode`]: refused rather than cut when it does
+/// not fit its 1,024 octets).
+pub fn write_replace_warning_request_geofenced(
+    broadcast: &CellBroadcast,
+    area: &WarningArea,
+    schedule: Schedule,
+    coordinates: &WarningAreaCoordinates,
+) -> Result<Vec<u8>, CbsError> {
+    let octets = coordinates.encode()?;
+    write_replace(broadcast, area, schedule, Some(&octets))
+}
+
+fn write_replace(
+    broadcast: &CellBroadcast,
+    area: &WarningArea,
+    schedule: Schedule,
+    coordinates: Option<&[u8]>,
+) -> Result<Vec<u8>, CbsError> {
     let Schedule { repetition_period_s: period, number_of_broadcasts: count } = schedule;
     // `CellBroadcast` has public fields; a hand-built one could hold a page count that the
     // 1-octet page total or the 9600-octet IE bound would silently truncate.
@@ -145,6 +175,16 @@ pub fn write_replace_warning_request(
     ies.push((ID_WARNING_MESSAGE_CONTENT, Criticality::Ignore, w.finish()));
     // ENUMERATED {true}: zero bits, so the complete encoding is one zero octet.
     ies.push((ID_CONCURRENT_WARNING_MESSAGE_INDICATOR, Criticality::Reject, BitWriter::new().finish()));
+    if let Some(octets) = coordinates {
+        if octets.is_empty() || octets.len() > MAX_WARNING_AREA_OCTETS {
+            return Err(CbsError::WarningAreaTooLarge { octets: octets.len(), limit: MAX_WARNING_AREA_OCTETS });
+        }
+        // OCTET STRING (SIZE (1..1024)): length − 1 as a 2-octet constrained number (range 1024), then octets.
+        let mut w = BitWriter::new();
+        w.constrained(octets.len() as u64, 1, MAX_WARNING_AREA_OCTETS as u64);
+        w.octets(octets);
+        ies.push((ID_WARNING_AREA_COORDINATES, Criticality::Ignore, w.finish()));
+    }
     Ok(pdu(PROC_WRITE_REPLACE_WARNING, &ies))
 }
 

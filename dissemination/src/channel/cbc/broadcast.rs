@@ -11,24 +11,33 @@
 //!          "message_code":1,"update_number":0,"dcs":72,"text":"…","pages_hex":["…"],"lte_content_hex":"…",
 //!          "sbcap_pdu_hex":"…"},
 //!         {"language":"en","message_id":4384,…}],
-//!  "cells":["466-92-2560257",…], "schedule":{"repetition_period_s":60,"number_of_broadcasts":0}}
+//!  "cells":["466-92-2560257",…], "schedule":{"repetition_period_s":60,"number_of_broadcasts":0},
+//!  "warning_area_coordinates":{"hex":"…","max_wait_s":10,"polygons":[[[23.51,120.90],…]],
+//!                              "worst_displacement_m":41.2}}
 //! ```
+//! `warning_area_coordinates` (write-replace, carriers with `warning_area_coordinates = true`) is the alert's area as
+//! the PDUs' IE 46 carries it: the outline geo-index simplified outward to fit 1,024 octets, its vertices as a
+//! phone decodes them (lat, lon; each once), and how far that outline strays from the area at most.
 //! A stop carries the same identifiers and serial numbers as the broadcast it ends, no text or pages, and a
 //! Stop-Warning-Request PDU. One PDU per channel, because SBc-AP carries one message identifier per request.
 
 use std::collections::HashMap;
 
-use geo_index::{GeoIndex, TargetingReport, TargetingStrategy};
+use geo::{Coord, LineString, MultiPolygon, Polygon};
+use geo_index::{AlertArea, GeoIndex, GeofenceOutline, OutlineBudget, TargetingReport, TargetingStrategy};
 use serde::{Deserialize, Serialize};
 
 use super::{Carrier, PolicyClass, PolicyRule};
 use crate::hex;
 use crate::messages::StoredMessage;
+use crate::metrics::METRICS;
 use crate::view::{AlertView, ViewMode};
 use encoders::cap::Severity;
+use encoders::cell_broadcast::warning_area::{self, Geofence, LatLon, WarningAreaCoordinates};
 use encoders::cell_broadcast::{
-    drill, encode_broadcast, stop_warning_request, write_replace_warning_request, BroadcastMode, CbsError,
-    CellBroadcast, Ecgi, GeoScope, Language, Plmn, PwsClass, Schedule, SerialNumber, WarningArea,
+    drill, encode_broadcast, stop_warning_request, write_replace_warning_request,
+    write_replace_warning_request_geofenced, BroadcastMode, CbsError, CellBroadcast, Ecgi, GeoScope, Language, Plmn,
+    PwsClass, Schedule, SerialNumber, WarningArea,
 };
 
 /// The class for an alert: the first matching policy rule; Test mode moves it to the monthly-test channel.
@@ -98,6 +107,28 @@ pub struct TargetingSummary {
     pub meets_wea: bool,
     /// H3 cells of the area no targeted footprint reaches.
     pub uncovered_cells: usize,
+    /// What a geofence-capable phone experiences with the area's Warning Area Coordinates (as encoded) attached,
+    /// computed for every carrier (for one that opted out it says what opting in would give: its
+    /// `CarrierBroadcast::warning_area_octets` tells whether they were sent); `None` when no outline could be made
+    /// (the reason is logged and counted).
+    #[serde(default)]
+    pub geofenced: Option<GeofencedSummary>,
+}
+
+/// The targeting with device-based geofencing: the part of the alerted cells that the polygons, as a phone decodes
+/// them, still admit outside the area (geo-index `geofence.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeofencedSummary {
+    pub overshoot_km2: f64,
+    pub farthest_overshoot_m: f64,
+    /// Full coverage and geofenced overshoot within 0.1 mile.
+    pub meets_wea: bool,
+    /// How far the encoded outline strays from the area at most (outward simplification and grid rounding).
+    pub worst_displacement_m: f64,
+    /// Vertices sent, over all polygons.
+    pub vertices: usize,
+    /// Octets of the Warning-Area-Coordinates IE (without the wait time).
+    pub octets: usize,
 }
 
 impl From<&TargetingReport> for TargetingSummary {
@@ -110,6 +141,7 @@ impl From<&TargetingReport> for TargetingSummary {
             farthest_overshoot_m: r.farthest_overshoot_m,
             meets_wea: r.meets_wea,
             uncovered_cells: r.uncovered_cells.len(),
+            geofenced: None,
         }
     }
 }
@@ -122,6 +154,9 @@ pub struct CarrierBroadcast {
     pub cells: usize,
     /// Coverage and overshoot of those cells; filled in just after the envelope is queued (write-replace only).
     pub targeting: Option<TargetingSummary>,
+    /// Octets of the Warning-Area-Coordinates IE sent in this carrier's PDUs (None: not sent).
+    #[serde(default)]
+    pub warning_area_octets: Option<usize>,
     /// The outbox delivery carrying the envelope (None when nothing was sent).
     pub delivery_id: Option<u64>,
     pub status: CarrierStatus,
@@ -262,12 +297,70 @@ pub(crate) fn target(ctx: &BroadcastContext<'_>, zone: &str) -> Vec<CarrierCells
 }
 
 /// The targeting report of one carrier's cells for a zone (the same cells [`target`] picked: geo-index selects
-/// them with the same test).
+/// them with the same test), with and without device-based geofencing.
 pub(crate) fn targeting_report(geo: &GeoIndex, zone: &str, mnc: u16) -> Result<TargetingSummary, String> {
     let area = geo.alert_area_of_zones(&[zone]).map_err(|e| e.to_string())?;
-    geo.geotarget(&area, TargetingStrategy::CellBroadcast { mnc: Some(mnc) })
-        .map(|r| TargetingSummary::from(&r))
-        .map_err(|e| e.to_string())
+    let report =
+        geo.geotarget(&area, TargetingStrategy::CellBroadcast { mnc: Some(mnc) }).map_err(|e| e.to_string())?;
+    let mut summary = TargetingSummary::from(&report);
+    match geofenced(geo, &area, mnc, report.covered_share) {
+        Ok(g) => summary.geofenced = Some(g),
+        Err(e) => {
+            tracing::warn!(zone = %zone, error = %e, "no geofenced targeting figures");
+            METRICS.errors.with_label_values(&["warning_area_coordinates"]).inc();
+        }
+    }
+    Ok(summary)
+}
+
+/// The area's outline for Warning Area Coordinates: simplified outward (geo-index) to what the encoding holds, with
+/// room for the wait-time TLV, kept clear of the area by more than the encoding's grid rounding.
+pub(crate) fn geofence_outline(area: &AlertArea) -> Result<GeofenceOutline, String> {
+    let fits = |counts: &[usize]| warning_area::fits(counts, true);
+    let budget = OutlineBudget { clearance_m: warning_area::MAX_QUANTISATION_M, fits: &fits };
+    area.outward_outline(&budget).map_err(|e| e.to_string())
+}
+
+/// The IE's content for an outline.
+pub(crate) fn coordinates(outline: &GeofenceOutline, max_wait_s: Option<u8>) -> WarningAreaCoordinates {
+    let areas = outline
+        .vertex_rings()
+        .into_iter()
+        .map(|ring| Geofence::Polygon(ring.into_iter().map(|(lat, lon)| LatLon { lat, lon }).collect()))
+        .collect();
+    WarningAreaCoordinates { max_wait_s, areas }
+}
+
+/// The polygons a phone decodes from the IE's octets, as lon/lat geometry.
+fn admitted(octets: &[u8]) -> Result<MultiPolygon<f64>, String> {
+    let read = WarningAreaCoordinates::decode(octets).map_err(|e| e.to_string())?;
+    let mut polygons = Vec::new();
+    for area in read.areas {
+        if let Geofence::Polygon(v) = area {
+            let mut ring: Vec<Coord<f64>> = v.iter().map(|p| Coord { x: p.lon, y: p.lat }).collect();
+            ring.extend(ring.first().copied());
+            polygons.push(Polygon::new(LineString(ring), vec![]));
+        }
+    }
+    Ok(MultiPolygon(polygons))
+}
+
+fn geofenced(geo: &GeoIndex, area: &AlertArea, mnc: u16, covered_share: f64) -> Result<GeofencedSummary, String> {
+    let outline = geofence_outline(area)?;
+    let octets = coordinates(&outline, None).encode().map_err(|e| e.to_string())?;
+    let fenced = geo.geofenced_overshoot(area, Some(mnc), &admitted(&octets)?, covered_share);
+    Ok(GeofencedSummary {
+        overshoot_km2: fenced.overshoot_km2,
+        farthest_overshoot_m: fenced.farthest_overshoot_m,
+        meets_wea: fenced.meets_wea,
+        worst_displacement_m: outline.worst_displacement_m + warning_area::MAX_QUANTISATION_M,
+        vertices: outline.vertex_rings().iter().map(Vec::len).sum(),
+        octets: octets.len(),
+    })
+}
+
+fn geo_area(ctx: &BroadcastContext<'_>, zone: &str) -> Result<AlertArea, String> {
+    ctx.geo.alert_area_of_zones(&[zone]).map_err(|e| format!("targeting: {e}"))
 }
 
 fn failed_carriers(ctx: &BroadcastContext<'_>, detail: &str) -> Vec<CarrierBroadcast> {
@@ -277,6 +370,7 @@ fn failed_carriers(ctx: &BroadcastContext<'_>, detail: &str) -> Vec<CarrierBroad
             carrier: c.name.clone(),
             cells: 0,
             targeting: None,
+            warning_area_octets: None,
             delivery_id: None,
             status: CarrierStatus::Failed,
             attempts: 0,
@@ -413,12 +507,25 @@ pub(crate) fn plan(
                 .collect()
         }
     };
+
+    // The outline for Warning Area Coordinates, once for every carrier that sends them. Without one the warning
+    // still goes out, cell-wide as before: a missing geofence must never hold a warning back.
+    let wants_geofence = kind == BroadcastKind::WriteReplace && ctx.carriers.iter().any(|c| c.warning_area_coordinates);
+    let outline = wants_geofence.then(|| {
+        geo_area(ctx, &msg.view.area_id).and_then(|a| geofence_outline(&a)).inspect_err(|e| {
+            tracing::warn!(alert = %msg.alert_id, error = %e, "warning area coordinates left out");
+            METRICS.errors.with_label_values(&["warning_area_coordinates"]).inc();
+        })
+    });
+    let outline = outline.and_then(Result::ok);
+
     let mut envelopes = Vec::new();
     for (carrier, targeted) in targets {
         let mut entry = CarrierBroadcast {
             carrier: carrier.name.clone(),
             cells: 0,
             targeting: None,
+            warning_area_octets: None,
             delivery_id: None,
             status: CarrierStatus::Failed,
             attempts: 0,
@@ -438,6 +545,18 @@ pub(crate) fn plan(
         entry.cells = cells.len();
         entry.cell_ids = names.clone();
         let area = WarningArea::Cells(cells);
+        let fence = outline.as_ref().filter(|_| carrier.warning_area_coordinates).and_then(|o| {
+            let c = coordinates(o, carrier.geofence_max_wait_s);
+            match c.encode() {
+                Ok(octets) => Some((o, c, octets)),
+                Err(e) => {
+                    tracing::warn!(alert = %msg.alert_id, error = %e, "warning area coordinates left out");
+                    METRICS.errors.with_label_values(&["warning_area_coordinates"]).inc();
+                    None
+                }
+            }
+        });
+        entry.warning_area_octets = fence.as_ref().map(|(_, _, octets)| octets.len());
         let mut pws = Vec::with_capacity(2);
         let mut failure = None;
         for ch in &channels {
@@ -445,9 +564,10 @@ pub(crate) fn plan(
                 Language::Chinese => "zh",
                 Language::English => "en",
             };
-            let pdu = match &ch.broadcast {
-                Some(b) => write_replace_warning_request(b, &area, ctx.schedule),
-                None => stop_warning_request(ch.message_id, serial, &area),
+            let pdu = match (&ch.broadcast, &fence) {
+                (Some(b), Some((_, c, _))) => write_replace_warning_request_geofenced(b, &area, ctx.schedule, c),
+                (Some(b), None) => write_replace_warning_request(b, &area, ctx.schedule),
+                (None, _) => stop_warning_request(ch.message_id, serial, &area),
             };
             let pdu = match pdu {
                 Ok(p) => p,
@@ -479,7 +599,7 @@ pub(crate) fn plan(
             record.carriers.push(entry);
             continue;
         }
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "kind": kind,
             "carrier": carrier.name,
             "alert": {
@@ -497,6 +617,23 @@ pub(crate) fn plan(
                 "number_of_broadcasts": ctx.schedule.number_of_broadcasts,
             },
         });
+        if let Some((o, c, octets)) = &fence {
+            // The vertices as a phone decodes them, so what operators see is what phones test.
+            let decoded = WarningAreaCoordinates::decode(octets).map(|d| d.areas).unwrap_or_default();
+            let polygons: Vec<Vec<[f64; 2]>> = decoded
+                .iter()
+                .filter_map(|g| match g {
+                    Geofence::Polygon(v) => Some(v.iter().map(|p| [p.lat, p.lon]).collect()),
+                    Geofence::Circle { .. } => None,
+                })
+                .collect();
+            body["warning_area_coordinates"] = serde_json::json!({
+                "hex": hex(octets),
+                "max_wait_s": c.max_wait_s,
+                "polygons": polygons,
+                "worst_displacement_m": o.worst_displacement_m + warning_area::MAX_QUANTISATION_M,
+            });
+        }
         let id = next_id();
         entry.delivery_id = Some(id);
         entry.status = CarrierStatus::Pending;

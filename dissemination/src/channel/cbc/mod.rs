@@ -44,6 +44,10 @@ pub(crate) struct Carrier {
     pub mnc: u16,
     pub cbc_url: String,
     pub token: String,
+    /// Send Warning Area Coordinates (SBc-AP IE 46) with every write-replace, for phones that geofence.
+    pub warning_area_coordinates: bool,
+    /// Seconds a phone may wait for its position (None: the phone's default).
+    pub geofence_max_wait_s: Option<u8>,
 }
 
 impl Carrier {
@@ -190,6 +194,17 @@ pub struct CarrierConfig {
     pub token: Option<String>,
     /// …or the environment variable holding it.
     pub token_env: Option<String>,
+    /// Attach the alert's own area (SBc-AP IE 46 Warning-Area-Coordinates, Release 15) to every write-replace, so
+    /// geofence-capable phones outside it stay silent. Criticality ignore: an MME that does not know it drops it.
+    #[serde(default = "default_true")]
+    pub warning_area_coordinates: bool,
+    /// Seconds a phone may wait for a position fix before deciding, 0..=254 (unset: the phone's default, often
+    /// 20–30 s; a phone without a fix by then shows the warning).
+    pub geofence_max_wait_s: Option<u8>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The channel's settings, checked and with tokens resolved.
@@ -292,7 +307,20 @@ impl Settings {
             validate_url(&at("cbc_url"), &c.cbc_url)?;
             let token = secret_from("token", &c.token, &c.token_env, env)
                 .map_err(|e| FieldError::new(at(&e.field), e.message))?;
-            resolved.push(Carrier { name: c.name.clone(), mnc, cbc_url: c.cbc_url.clone(), token });
+            if c.geofence_max_wait_s == Some(encoders::cell_broadcast::warning_area::WAIT_NOT_SET) {
+                return Err(FieldError::new(
+                    at("geofence_max_wait_s"),
+                    "255 is reserved for \"the phone's default\": leave the key out for that (0..=254 seconds)",
+                ));
+            }
+            resolved.push(Carrier {
+                name: c.name.clone(),
+                mnc,
+                cbc_url: c.cbc_url.clone(),
+                token,
+                warning_area_coordinates: c.warning_area_coordinates,
+                geofence_max_wait_s: c.geofence_max_wait_s,
+            });
         }
         if let Some(d) = duplicates(resolved.iter().map(|c| c.name.as_str())) {
             return Err(FieldError::new("carrier.name", format!("`{d}` appears twice")));

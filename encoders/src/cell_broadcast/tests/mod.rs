@@ -3,6 +3,7 @@
 //! through our own decoders (`props.rs`). Unit tests of each part live beside it.
 
 mod cbs;
+mod geofence;
 mod props;
 mod sbcap;
 mod tshark;
