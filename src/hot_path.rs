@@ -41,16 +41,31 @@ impl HotPath {
         if let Some(status) = &processed.status {
             app.live.record_status(status);
         }
-        if processed.readings.is_empty() {
+        if processed.readings.is_empty() && processed.throttled.is_empty() {
             return;
         }
         app.live.record_readings(&processed.readings);
+        // Throttled readings (the device reports far faster than its interval, `ingest::throttle`) are what it
+        // measured: stored, shown and flagged on the operators' map, but kept from the rules.
+        if !processed.throttled.is_empty() {
+            app.live.record_readings(&processed.throttled);
+            app.live.flag_throttled(&processed.throttled, arrived_ms);
+        }
         // Neither store blocks: past their bounded queues readings are dropped and counted, never waited for.
         if let Some(store) = &app.readings.store {
             store.append(&processed.readings);
+            if !processed.throttled.is_empty() {
+                store.append(&processed.throttled);
+            }
         }
         if let Some(influx) = &app.readings.influx {
             influx.send(&processed.readings);
+            if !processed.throttled.is_empty() {
+                influx.send(&processed.throttled);
+            }
+        }
+        if processed.readings.is_empty() {
+            return;
         }
         let registry = app.registry().read();
         let mut engine = app.alerts.engine.lock();
@@ -94,6 +109,11 @@ pub async fn housekeeping(app: Arc<App>, dir: Option<PathBuf>) {
         }
         if !findings.is_empty() {
             app.apply_findings(findings);
+        }
+        // Public warnings on issue time: coalesced changes whose interval passed, flapping ones that settled.
+        app.publication_due(now_ms());
+        if ticks.is_multiple_of(6) {
+            app.save_publication();
         }
         let Some(dir) = &dir else { continue };
         if ticks.is_multiple_of(6) {
