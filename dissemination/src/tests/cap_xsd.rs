@@ -56,6 +56,26 @@ async fn every_message_validates_against_the_xsd() {
     };
     let reports_id = d.alert_changed(&with_reports).expect("message made");
     push(Some(reports_id.clone()));
+    // A public warning listing what contributed (one parameter each), and its end: an all-clear Update.
+    let contributor = |rule: &str, severity: alerting::types::Severity| alerting::publication::Contributor {
+        alert_id: format!("TW-DC-1-{rule}"),
+        rule: rule.into(),
+        level: "紅色;=警戒".into(),
+        level_en: "red".into(),
+        severity,
+        value: 1.5,
+        sensors: vec!["WS0001".into(), "RG0001".into()],
+    };
+    let grouped = AlertView {
+        contributors: vec![
+            contributor("debris-flow", alerting::types::Severity::Extreme),
+            contributor("wire-trip", alerting::types::Severity::Severe),
+        ],
+        ..view("GROUPED", 1)
+    };
+    push(d.alert_changed(&grouped));
+    push(d.alert_changed(&ended(AlertView { version: 2, ..grouped.clone() }, ViewState::Cleared)));
+
     let escapes = AlertView {
         values: [
             ("station@zh-TW", "玉峰橋 <A&B> \"站\""),
@@ -69,23 +89,6 @@ async fn every_message_validates_against_the_xsd() {
         ..view("weird id/with spaces&amp", 1)
     };
     push(d.alert_changed(&escapes));
-
-    // A public warning listing what contributed (one parameter each), and its end: an all-clear Update.
-    let contributor = |rule: &str, severity: Severity| alerting::publication::Contributor {
-        alert_id: format!("TW-DC-1-{rule}"),
-        rule: rule.into(),
-        level: "紅色;=警戒".into(),
-        level_en: "red".into(),
-        severity,
-        value: 1.5,
-        sensors: vec!["WS0001".into(), "RG0001".into()],
-    };
-    let grouped = AlertView {
-        contributors: vec![contributor("debris-flow", Severity::Extreme), contributor("wire-trip", Severity::Severe)],
-        ..view("GROUPED", 1)
-    };
-    push(d.alert_changed(&grouped));
-    push(d.alert_changed(&ended(AlertView { version: 2, ..grouped.clone() }, ViewState::Cleared)));
 
     let schema = xsd();
     assert!(identifiers.len() > 50, "{}", identifiers.len());
@@ -188,7 +191,7 @@ async fn a_hazard_that_is_over_is_an_all_clear_update_and_a_withdrawal_a_cancel(
         rule: "wire-trip".into(),
         level: "土石流鋼索斷線".into(),
         level_en: "wire broken".into(),
-        severity: Severity::Severe,
+        severity: alerting::types::Severity::Severe,
         value: 0.0,
         sensors: vec!["WS0001".into()],
     };
@@ -200,7 +203,7 @@ async fn a_hazard_that_is_over_is_an_all_clear_update_and_a_withdrawal_a_cancel(
         xml.contains("rule=wire-trip;level=土石流鋼索斷線;level_en=wire broken;severity=Severe;value=0;sensors=WS0001")
     );
     let end = d.alert_changed(&ended(AlertView { version: 2, ..raised.clone() }, ViewState::Cleared)).unwrap();
-    let alert = parse_alert(&d.cap_xml(&end).unwrap()).unwrap();
+    let alert = parse_alert(d.cap_xml(&end).unwrap().as_bytes()).unwrap();
     assert_eq!(alert.msg_type, encoders::cap::MsgType::Update);
     assert!(alert.infos.iter().all(|i| i.response_types == [encoders::cap::ResponseType::AllClear]));
     assert!(alert.infos.iter().all(|i| i.urgency == encoders::cap::Urgency::Past));
@@ -210,8 +213,8 @@ async fn a_hazard_that_is_over_is_an_all_clear_update_and_a_withdrawal_a_cancel(
 
     d.alert_changed(&view("WITHDRAWN", 1)).unwrap();
     let cancel = d.alert_changed(&ended(view("WITHDRAWN", 2), ViewState::Cancelled)).unwrap();
-    assert_eq!(parse_alert(&d.cap_xml(&cancel).unwrap()).unwrap().msg_type, encoders::cap::MsgType::Cancel);
+    assert_eq!(parse_alert(d.cap_xml(&cancel).unwrap().as_bytes()).unwrap().msg_type, encoders::cap::MsgType::Cancel);
     // After an all-clear, the same alert rising again opens a new chain (msgType Alert).
     let again = d.alert_changed(&AlertView { version: 3, ..raised }).unwrap();
-    assert_eq!(parse_alert(&d.cap_xml(&again).unwrap()).unwrap().msg_type, encoders::cap::MsgType::Alert);
+    assert_eq!(parse_alert(d.cap_xml(&again).unwrap().as_bytes()).unwrap().msg_type, encoders::cap::MsgType::Alert);
 }
