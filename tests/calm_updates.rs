@@ -22,7 +22,7 @@ fn metric_sum(server: &Server, name: &str, labels: &str) -> f64 {
 /// tilt history at TM0001 (feeding the rate window only: older than `stale_after_s`).
 async fn prepare_slope(server: &Server) -> Device {
     let mut wire = Device::connect(server.mqtt, "WS0001", &device_password("WS0001")).await.unwrap();
-    wire.publish("sensors/WS0001/readings", format!(r#"{{"ts":{},"values":{{"wire_intact":0}}}}"#, now_ms())).await;
+    wire.publish("sensors/WS0001/readings", format!(r#"{{"ts":{},"values":{{"wire_intact":false}}}}"#, now_ms())).await;
     wire.wait_acks(1).await;
     let mut tilt = Device::connect(server.mqtt, "TM0001", &device_password("TM0001")).await.unwrap();
     let old = now_ms() - 40 * 60_000;
