@@ -6,8 +6,10 @@
 //! operators' live map ([`LiveSensors`]), the websocket fan-out ([`Channels`]), partner agencies and carriers
 //! ([`Partners`]) and the HTTP edge's settings ([`WebSettings`]).
 //!
-//! [`App::publish`] is the one way an alert change leaves the alert book: rendered once per audience, broadcast to
-//! the sockets, handed to dissemination.
+//! [`App::publish`] is the one way an alert change leaves the alert book: every version to the operators, and
+//! through the publication (`alerting::publication`: one warning per hazard and area, calm, flapping held) to the
+//! citizens and dissemination ([`App::publish_warnings`]); the housekeeping tick sends what the publication held
+//! ([`App::publication_due`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

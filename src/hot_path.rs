@@ -7,8 +7,12 @@
 //! the zones of the reading (geo index), the rule engine's windows, the alert book, then [`App::publish`] hands every
 //! change to the async web side and to dissemination.
 //!
+//! Readings from a device far faster than its registered interval (`ingest::throttle`) are stored and shown but
+//! kept from the rules.
+//!
 //! [`housekeeping`] is the same path driven by time instead of readings: deadman and forecast expiry, partner
-//! warnings coming into force, and the durability of what the path keeps in memory.
+//! warnings coming into force, public warnings held for their interval or while flapping, and the durability of what
+//! the path keeps in memory.
 
 use std::path::PathBuf;
 use std::sync::Arc;
