@@ -6,13 +6,16 @@
 //! operators' live map ([`LiveSensors`]), the websocket fan-out ([`Channels`]), partner agencies and carriers
 //! ([`Partners`]) and the HTTP edge's settings ([`WebSettings`]).
 //!
-//! [`App::publish`] is the one way an alert change leaves the alert book: rendered once per audience, broadcast to
-//! the sockets, handed to dissemination.
+//! [`App::publish`] is the one way an alert change leaves the alert book: every version to the operators, and
+//! through the publication (`alerting::publication`: one warning per hazard and area, calm, flapping held) to the
+//! citizens and dissemination ([`App::publish_warnings`]); the housekeeping tick sends what the publication held
+//! ([`App::publication_due`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use alerting::message::{AlertMessage, AreaInfo};
+use alerting::publication::{NoteStatus, PublicWarning, Publication};
 use alerting::{Alert, AlertBook, Mode, RuleEngine};
 use geo_index::GeoIndex;
 use ingest::pipeline::DeviceStatus;
@@ -59,7 +62,16 @@ pub struct Alerts {
     pub mode: Mode,
     /// Where a rules reload reads from and what it checks against (`rules_admin`).
     pub rules_source: crate::rules_admin::RulesSource,
+    /// What the public receives: one warning per hazard and area, calm (`alerting::publication`,
+    /// `[alerting.updates]`). Lock order: the book before this.
+    pub publication: Mutex<Publication>,
+    /// Where its snapshot is kept (the alert journal's folder), so that a restart continues each warning's CAP
+    /// chain; `None` without a data dir.
+    pub publication_dir: Option<std::path::PathBuf>,
 }
+
+/// The publication's snapshot file in the alert journal's folder.
+pub const PUBLICATION_SNAPSHOT: &str = "publication.json";
 
 /// Where validated readings go besides the rules. Neither blocks the hot path: past their bounded queues readings are
 /// dropped and counted.
@@ -83,6 +95,19 @@ pub struct SensorLive {
     pub battery_v: Option<f64>,
     /// Where a mobile sensor (hazmat truck) last said it was; fixed sensors stay where the registry puts them.
     pub position: Option<(f64, f64)>,
+    /// Reporting far faster than its registered interval (`ingest::throttle`): readings kept from the rules since
+    /// the start, and when the latest was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<Throttled>,
+}
+
+/// A sensor flagged for reporting far faster than its registered interval.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Throttled {
+    /// Readings stored but kept from the rules.
+    pub readings: u64,
+    /// Arrival time of the latest of them, Unix ms.
+    pub last_ms: i64,
 }
 
 /// The operators' live map: what each sensor last said, and which changed since the last coalesced update.
@@ -113,6 +138,18 @@ impl LiveSensors {
             if let Some(p) = r.position {
                 entry.position = Some((p.lat, p.lon));
             }
+        }
+    }
+
+    /// Flags the sensors of throttled readings for the operators' map.
+    pub fn flag_throttled(&self, readings: &[Reading], arrived_ms: i64) {
+        let mut live = self.sensors.write();
+        let mut dirty = self.dirty.lock();
+        for r in readings {
+            let t = live.entry(r.sensor_id.clone()).or_default().throttled.get_or_insert_with(Throttled::default);
+            t.readings += 1;
+            t.last_ms = arrived_ms;
+            dirty.insert(r.sensor_id.clone());
         }
     }
 
@@ -173,27 +210,102 @@ impl App {
         self.ingest.registry()
     }
 
-    /// The operators' frame of an alert, with its zone's names and shape.
-    pub fn alert_message(&self, alert: &Alert) -> AlertMessage {
-        let zone = self.geo.zone(&alert.area_id);
-        let area = AreaInfo {
-            name: zone.map(|z| z.name.as_str()).unwrap_or(&alert.area_id),
-            name_en: zone.and_then(|z| z.name_en.as_deref()).unwrap_or(&alert.area_id),
-            geometry: zone.map(|z| z.geojson_geometry()).unwrap_or(serde_json::Value::Null),
-        };
-        AlertMessage::new(alert, area)
+    fn area_info(&self, area_id: &str) -> (String, String, serde_json::Value) {
+        let zone = self.geo.zone(area_id);
+        (
+            zone.map(|z| z.name.clone()).unwrap_or_else(|| area_id.to_string()),
+            zone.and_then(|z| z.name_en.clone()).unwrap_or_else(|| area_id.to_string()),
+            zone.map(|z| z.geojson_geometry()).unwrap_or(serde_json::Value::Null),
+        )
     }
 
-    /// Sends an alert change everywhere it goes: logged and counted, rendered once per audience and broadcast to the
-    /// websockets, handed to dissemination.
+    /// The operators' frame of an alert, with its zone's names and shape. Its `cap` link is the CAP message of the
+    /// public warning it is part of now (the public hears of alerts only through those), else empty.
+    pub fn alert_message(&self, alert: &Alert) -> AlertMessage {
+        let (name, name_en, geometry) = self.area_info(&alert.area_id);
+        let mut message = AlertMessage::new(alert, AreaInfo { name: &name, name_en: &name_en, geometry });
+        message.cap = self.alerts.publication.lock().cap_of(&alert.id).unwrap_or_default();
+        message
+    }
+
+    /// The frame of a public warning (operators: `public_warning`; citizens: `alert`).
+    pub fn warning_message(&self, warning: &PublicWarning) -> AlertMessage {
+        let (name, name_en, geometry) = self.area_info(&warning.alert.area_id);
+        AlertMessage::public_warning(warning, AreaInfo { name: &name, name_en: &name_en, geometry })
+    }
+
+    /// Sends an alert change everywhere it goes: to the operators, every version, with what became of it on the
+    /// public side; and through the publication (one warning per hazard and area, calm) to the citizens and
+    /// dissemination. Logged and counted.
     pub fn publish(&self, alert: &Alert) {
-        let message = Arc::new(AlertBroadcast::new(self.alert_message(alert), alert.is_public()));
-        tracing::info!(id = %alert.id, version = alert.version, state = ?alert.state, event = %alert.event, area = %alert.area_id, level = %alert.level.name_en, "alert");
-        crate::metrics::ALERT_TRANSITIONS.with_label_values(&[state_label(alert)]).inc();
-        // No receivers is normal (no operator connected).
-        let _ = self.channels.alerts.send(message);
-        if let Some(d) = &self.partners.dissemination {
-            d.alert_changed(&alert_view(alert));
+        self.publish_all(std::slice::from_ref(alert));
+    }
+
+    /// [`App::publish`] for the changes of one instant (one batch of findings): the public side decides once per
+    /// warning they touch, so rules changing together make one public version.
+    pub fn publish_all(&self, alerts: &[Alert]) {
+        if alerts.is_empty() {
+            return;
+        }
+        let (notes, warnings) = self.alerts.publication.lock().observe_all(alerts, crate::clock::now_ms());
+        for (alert, note) in alerts.iter().zip(notes) {
+            let mut message = self.alert_message(alert);
+            tracing::info!(id = %alert.id, version = alert.version, state = ?alert.state, event = %alert.event, area = %alert.area_id, level = %alert.level.name_en, public = ?note.status, "alert");
+            match note.status {
+                NoteStatus::Coalesced => crate::metrics::PUBLIC_HELD.with_label_values(&["coalesced"]).inc(),
+                NoteStatus::Flapping => {
+                    tracing::info!(id = %alert.id, reason = %note.reason, "public warning held");
+                    crate::metrics::PUBLIC_HELD.with_label_values(&["flapping"]).inc()
+                }
+                _ => {}
+            }
+            message.public = Some(note);
+            crate::metrics::ALERT_TRANSITIONS.with_label_values(&[state_label(alert)]).inc();
+            // Operators only: the public hears of it through the warnings below. No receivers is normal.
+            let _ = self.channels.alerts.send(Arc::new(AlertBroadcast::new(message, false)));
+        }
+        self.publish_warnings(warnings);
+    }
+
+    /// Sends public warning versions to the citizens (and, as `public_warning` frames, the operators) and to
+    /// dissemination, then saves the publication's snapshot.
+    pub fn publish_warnings(&self, warnings: Vec<PublicWarning>) {
+        if warnings.is_empty() {
+            return;
+        }
+        for w in &warnings {
+            let reason = serde_json::to_value(w.reason).ok().and_then(|v| v.as_str().map(str::to_string));
+            crate::metrics::PUBLIC_WARNINGS.with_label_values(&[reason.as_deref().unwrap_or("raised")]).inc();
+            tracing::info!(id = %w.alert.id, version = w.alert.version, state = ?w.alert.state, event = %w.alert.event, area = %w.alert.area_id, level = %w.alert.level.name_en, contributors = w.contributors.len(), reason = ?w.reason, "public warning");
+            let _ = self.channels.alerts.send(Arc::new(AlertBroadcast::new(self.warning_message(w), true)));
+            if let Some(d) = &self.partners.dissemination {
+                let mut view = alert_view(&w.alert);
+                view.contributors = w.contributors.clone();
+                d.alert_changed(&view);
+            }
+        }
+        self.save_publication();
+    }
+
+    /// The housekeeping pass of the publication at issue time: coalesced changes whose interval passed, flapping
+    /// warnings that settled.
+    pub fn publication_due(&self, now_ms: i64) {
+        let (warnings, flapping, started) = {
+            let mut p = self.alerts.publication.lock();
+            let w = p.due(now_ms);
+            (w, p.flapping(), p.counters.flapping_started)
+        };
+        crate::metrics::PUBLIC_FLAPPING.set(flapping as i64);
+        crate::metrics::PUBLIC_FLAPPING_STARTED.set(started as i64);
+        self.publish_warnings(warnings);
+    }
+
+    /// Writes the publication's snapshot (atomically, fsync) so that a restart continues each warning's chain.
+    pub fn save_publication(&self) {
+        let Some(dir) = &self.alerts.publication_dir else { return };
+        let snapshot = self.alerts.publication.lock().clone();
+        if let Err(e) = alerting::journal::write_json_atomic(dir, PUBLICATION_SNAPSHOT, &snapshot) {
+            tracing::error!(error = %e, "could not save the public warnings' snapshot");
         }
     }
 
@@ -218,9 +330,7 @@ impl App {
                 tracing::info!(id = %alert.id, version = alert.version, reason = %stale.reason(), "alert kept from the public");
             }
         }
-        for alert in &changed {
-            self.publish(alert);
-        }
+        self.publish_all(&changed);
         changed
     }
 }
@@ -257,6 +367,7 @@ fn alert_view(alert: &Alert) -> dissemination::AlertView {
         public_release: alert.is_public(),
         values: alert.values.clone(),
         reports: alert.reports.clone(),
+        contributors: Vec::new(),
     }
 }
 

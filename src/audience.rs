@@ -104,6 +104,9 @@ pub struct CitizenAlert<'a> {
     pub area_name: &'a str,
     pub sent: &'a str,
     pub cap: &'a str,
+    /// The alerts behind this warning (one public warning per hazard and area), highest first.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub contributors: &'a [alerting::publication::Contributor],
 }
 
 impl<'a> CitizenAlert<'a> {
@@ -132,6 +135,7 @@ impl<'a> CitizenAlert<'a> {
             area_name: &m.area_name,
             sent: &m.sent,
             cap: &m.cap,
+            contributors: &m.contributors,
         }
     }
 }

@@ -266,6 +266,21 @@ pub struct IngestSection {
     pub max_future_s: u32,
     pub max_age_s: u32,
     pub dead_letters: usize,
+    /// A device may report up to this many times faster than its registered `interval_s`, sustained, with bursts
+    /// of `rate_burst`; beyond, its readings are stored but kept from the rules, and the sensor is flagged
+    /// (`ingest::throttle`, `dc_ingest_readings_throttled_total`). 0 turns it off.
+    #[serde(default = "default_rate_factor")]
+    pub rate_factor: f64,
+    #[serde(default = "default_rate_burst")]
+    pub rate_burst: u32,
+}
+
+fn default_rate_factor() -> f64 {
+    ingest::throttle::DEFAULT_RATE_FACTOR
+}
+
+fn default_rate_burst() -> u32 {
+    ingest::throttle::DEFAULT_BURST as u32
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +294,70 @@ pub struct AlertingSection {
     /// readings confirm it or an operator approves (`dc_alerts_held_total{reason="stale_evidence"}`).
     #[serde(default = "default_stale_after_s")]
     pub stale_after_s: u32,
+    /// `[alerting.updates]`: what the public hears, how often (`alerting::publication`).
+    #[serde(default)]
+    pub updates: UpdatesSection,
+}
+
+/// `[alerting.updates]`: one public warning per hazard and area; its value-only changes at most once per
+/// `min_interval_s`; flapping held. Every key has a default (the values below).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatesSection {
+    /// Value- or contributor-only changes of a public warning go out at most once per this many seconds (the
+    /// latest state always goes out when it passes); a raise, a level or severity change, an end and an operator's
+    /// action go out at once. Default 300.
+    #[serde(default = "default_min_interval_s")]
+    pub min_interval_s: u32,
+    /// A warning whose level (on/off included) changes more than this many times within `flapping_window_s` is
+    /// held as flapping. Default 6.
+    #[serde(default = "default_flapping_changes")]
+    pub flapping_changes: u32,
+    /// Default 600.
+    #[serde(default = "default_flapping_window_s")]
+    pub flapping_window_s: u32,
+    /// It has settled (and its settled state goes out once) when at most this many changes remain within the
+    /// window. Default 2; less than `flapping_changes`.
+    #[serde(default = "default_settled_changes")]
+    pub settled_changes: u32,
+}
+
+impl Default for UpdatesSection {
+    fn default() -> Self {
+        UpdatesSection {
+            min_interval_s: default_min_interval_s(),
+            flapping_changes: default_flapping_changes(),
+            flapping_window_s: default_flapping_window_s(),
+            settled_changes: default_settled_changes(),
+        }
+    }
+}
+
+impl UpdatesSection {
+    pub fn policy(&self) -> alerting::UpdatePolicy {
+        alerting::UpdatePolicy {
+            min_interval_ms: i64::from(self.min_interval_s) * 1000,
+            flapping_changes: self.flapping_changes as usize,
+            flapping_window_ms: i64::from(self.flapping_window_s) * 1000,
+            settled_changes: self.settled_changes as usize,
+        }
+    }
+}
+
+fn default_min_interval_s() -> u32 {
+    (alerting::publication::DEFAULT_MIN_INTERVAL_MS / 1000) as u32
+}
+
+fn default_flapping_changes() -> u32 {
+    alerting::publication::DEFAULT_FLAPPING_CHANGES as u32
+}
+
+fn default_flapping_window_s() -> u32 {
+    (alerting::publication::DEFAULT_FLAPPING_WINDOW_MS / 1000) as u32
+}
+
+fn default_settled_changes() -> u32 {
+    alerting::publication::DEFAULT_SETTLED_CHANGES as u32
 }
 
 fn default_stale_after_s() -> u32 {
@@ -339,6 +418,35 @@ impl Config {
             return Err(invalid(
                 "alerting.stale_after_s",
                 "must be at least 60: a sensor's regular report takes a while to arrive, and must not be held as old",
+            ));
+        }
+        let updates = &self.alerting.updates;
+        if updates.min_interval_s > 3600 {
+            return Err(invalid(
+                "alerting.updates.min_interval_s",
+                "at most 3600: the public must hear the latest state within the hour",
+            ));
+        }
+        if updates.flapping_changes < 2 {
+            return Err(invalid("alerting.updates.flapping_changes", "must be at least 2 (a raise and its end)"));
+        }
+        if updates.settled_changes >= updates.flapping_changes {
+            return Err(invalid(
+                "alerting.updates.settled_changes",
+                "must be less than flapping_changes, or a flapping warning could never settle",
+            ));
+        }
+        if !(10..=86_400).contains(&updates.flapping_window_s) {
+            return Err(invalid("alerting.updates.flapping_window_s", "must be between 10 and 86400 seconds"));
+        }
+        if !(self.ingest.rate_factor.is_finite() && self.ingest.rate_factor >= 0.0) {
+            return Err(invalid("ingest.rate_factor", "must be a number ≥ 0 (0 turns throttling off)"));
+        }
+        if self.ingest.rate_factor > 0.0 && (self.ingest.rate_factor < 1.0 || self.ingest.rate_burst == 0) {
+            return Err(invalid(
+                "ingest.rate_factor / ingest.rate_burst",
+                "rate_factor below 1 would throttle devices reporting at their registered interval; rate_burst must be \
+                 at least 1",
             ));
         }
         if !self.http.public_url.starts_with("http://") && !self.http.public_url.starts_with("https://") {

@@ -7,8 +7,12 @@
 //! the zones of the reading (geo index), the rule engine's windows, the alert book, then [`App::publish`] hands every
 //! change to the async web side and to dissemination.
 //!
+//! Readings from a device far faster than its registered interval (`ingest::throttle`) are stored and shown but
+//! kept from the rules.
+//!
 //! [`housekeeping`] is the same path driven by time instead of readings: deadman and forecast expiry, partner
-//! warnings coming into force, and the durability of what the path keeps in memory.
+//! warnings coming into force, public warnings held for their interval or while flapping, and the durability of what
+//! the path keeps in memory.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,16 +45,31 @@ impl HotPath {
         if let Some(status) = &processed.status {
             app.live.record_status(status);
         }
-        if processed.readings.is_empty() {
+        if processed.readings.is_empty() && processed.throttled.is_empty() {
             return;
         }
         app.live.record_readings(&processed.readings);
+        // Throttled readings (the device reports far faster than its interval, `ingest::throttle`) are what it
+        // measured: stored, shown and flagged on the operators' map, but kept from the rules.
+        if !processed.throttled.is_empty() {
+            app.live.record_readings(&processed.throttled);
+            app.live.flag_throttled(&processed.throttled, arrived_ms);
+        }
         // Neither store blocks: past their bounded queues readings are dropped and counted, never waited for.
         if let Some(store) = &app.readings.store {
             store.append(&processed.readings);
+            if !processed.throttled.is_empty() {
+                store.append(&processed.throttled);
+            }
         }
         if let Some(influx) = &app.readings.influx {
             influx.send(&processed.readings);
+            if !processed.throttled.is_empty() {
+                influx.send(&processed.throttled);
+            }
+        }
+        if processed.readings.is_empty() {
+            return;
         }
         let registry = app.registry().read();
         let mut engine = app.alerts.engine.lock();
@@ -94,6 +113,11 @@ pub async fn housekeeping(app: Arc<App>, dir: Option<PathBuf>) {
         }
         if !findings.is_empty() {
             app.apply_findings(findings);
+        }
+        // Public warnings on issue time: coalesced changes whose interval passed, flapping ones that settled.
+        app.publication_due(now_ms());
+        if ticks.is_multiple_of(6) {
+            app.save_publication();
         }
         let Some(dir) = &dir else { continue };
         if ticks.is_multiple_of(6) {

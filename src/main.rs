@@ -292,9 +292,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join(format!("disaster-cloud-demo-{}", std::process::id())));
             let tls = files.main.http.tls;
-            let (app, http) = server::start(files, &listen, tokens, Some(data_dir)).await?;
-            print_demo_banner(&listen, &token, tls);
-            if !no_scenario {
+            let replay = if no_scenario {
+                None
+            } else {
                 let (text, origin) = match &scenario {
                     Some(path) => (
                         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
@@ -302,6 +302,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ),
                     None => (config::embedded::TYPHOON.to_string(), "config/scenarios/typhoon.toml (embedded)".into()),
                 };
+                // The replay compresses scenario time (24 h in 60 s) and stamps the wall clock, so every device
+                // reports `compression` times faster than its registered interval: the throttle scales with it, or
+                // the scripted storm would never reach the rules (`ingest::throttle`).
+                let compression = gateway_firmware_sim::Scenario::from_toml(&text, &origin)?.compression;
+                if files.main.ingest.rate_factor > 0.0 && compression > 1.0 {
+                    files.main.ingest.rate_factor *= compression;
+                }
+                Some((text, origin))
+            };
+            let (app, http) = server::start(files, &listen, tokens, Some(data_dir)).await?;
+            print_demo_banner(&listen, &token, tls);
+            if let Some((text, origin)) = replay {
                 let mqtt = listen.mqtt_v4.context("the demo scenario needs the MQTT 3.1.1 listener")?;
                 spawn_scenario(&text, &origin, mqtt)?;
             }

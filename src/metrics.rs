@@ -22,6 +22,39 @@ pub static ALERTS_HELD_STALE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+pub static PUBLIC_WARNINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "dc_public_warnings_total",
+        "Public warning versions sent (one warning per hazard and area; `[alerting.updates]`), by why they went out \
+         now (raised, level, ended, operator, interval, settled)",
+        &["reason"]
+    )
+    .expect("metric registers")
+});
+
+pub static PUBLIC_HELD: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "dc_public_held_total",
+        "Alert changes whose public version was held, by reason (coalesced: only values or contributors changed \
+         within alerting.updates.min_interval_s; flapping: the warning changes level too often)",
+        &["reason"]
+    )
+    .expect("metric registers")
+});
+
+pub static PUBLIC_FLAPPING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("dc_public_warnings_flapping", "Public warnings held as flapping now")
+        .expect("metric registers")
+});
+
+pub static PUBLIC_FLAPPING_STARTED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "dc_public_flapping_started",
+        "Times a public warning started flapping (cumulative since start)"
+    )
+    .expect("metric registers")
+});
+
 pub static OPERATOR_SOCKETS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("dc_ws_operator_connections", "Open operator websocket connections").expect("metric registers")
 });
@@ -173,6 +206,14 @@ pub fn init() {
     }
     LazyLock::force(&RULES_CAUGHT_UP);
     ALERTS_HELD_STALE.with_label_values(&["stale_evidence"]);
+    for reason in ["raised", "level", "ended", "operator", "interval", "settled"] {
+        PUBLIC_WARNINGS.with_label_values(&[reason]);
+    }
+    for reason in ["coalesced", "flapping"] {
+        PUBLIC_HELD.with_label_values(&[reason]);
+    }
+    LazyLock::force(&PUBLIC_FLAPPING);
+    LazyLock::force(&PUBLIC_FLAPPING_STARTED);
     LazyLock::force(&OPERATOR_SOCKETS);
     LazyLock::force(&CITIZEN_SOCKETS);
     for channel in ["operator", "citizen"] {

@@ -70,25 +70,13 @@ pub async fn start_with(
         .await
         .with_context(|| format!("cannot listen on {}", listen.http))?;
 
-    for alert in &restored_changes {
-        app.publish(alert);
-    }
-    // A crash between the alert journal's write and dissemination's leaves dissemination a version behind: an end
-    // it never heard would leave the alert's broadcast on the air. Hand it every version it missed.
-    if let Some(d) = &app.partners.dissemination {
-        let behind: Vec<alerting::Alert> = app
-            .alerts
-            .book
-            .lock()
-            .all()
-            .filter(|a| d.seen_version(&a.id).map_or(a.state.is_active(), |v| v < a.version))
-            .cloned()
-            .collect();
-        for alert in &behind {
-            tracing::info!(id = %alert.id, version = alert.version, "dissemination catches up after a restart");
-            app.publish(alert);
-        }
-    }
+    app.publish_all(&restored_changes);
+    // The publication's snapshot may predate the journal's last transitions (a crash between the two).
+    let warnings = {
+        let book = app.alerts.book.lock();
+        app.alerts.publication.lock().resync(book.all(), crate::clock::now_ms())
+    };
+    app.publish_warnings(warnings);
     tokio::spawn(crate::hot_path::housekeeping(Arc::clone(&app), alerts_dir.clone()));
     #[cfg(unix)]
     tokio::spawn(crate::rules_admin::reload_on_sighup({
@@ -182,6 +170,10 @@ pub fn build(
                 max_age_ms: i64::from(cfg.ingest.max_age_s) * 1000,
             },
             dead_letter_capacity: cfg.ingest.dead_letters,
+            throttle: ingest::throttle::ThrottleConfig {
+                rate_factor: cfg.ingest.rate_factor,
+                burst: f64::from(cfg.ingest.rate_burst),
+            },
         },
     ));
     let (alerts_tx, _) = broadcast::channel(4096);
@@ -222,6 +214,15 @@ pub fn build(
         _ => None,
     };
     let dissemination = start_dissemination(files, data_dir, &geo)?;
+    // The public warnings' state (`alerting::publication`): restored so that each warning's CAP chain continues.
+    let policy = cfg.alerting.updates.policy();
+    let publication = match &alerts_dir {
+        Some(dir) => alerting::journal::read_json::<alerting::Publication>(&dir.join(crate::app::PUBLICATION_SNAPSHOT))
+            .context("reading the public warnings' snapshot")?
+            .map(|p| p.with_policy(policy))
+            .unwrap_or_else(|| alerting::Publication::new(policy)),
+        None => alerting::Publication::new(policy),
+    };
     let app = Arc::new(App {
         geo,
         ingest: Arc::clone(&ingest),
@@ -230,6 +231,8 @@ pub fn build(
             book: Mutex::new(book),
             mode: cfg.alerting.mode,
             rules_source,
+            publication: Mutex::new(publication),
+            publication_dir: alerts_dir.clone(),
         },
         readings: Readings { store, influx },
         live: LiveSensors::default(),

@@ -75,9 +75,10 @@ fn debris_alerts(server: &Server) -> Vec<Value> {
         .collect()
 }
 
-/// The CAP message of an alert version, once dissemination has written it.
+/// The CAP message of a version of the public warning an alert opened (`W-` + its id), once dissemination has
+/// written it.
 async fn cap_message(server: &Server, id: &str, version: u64) -> String {
-    let path = format!("/cap/{id}.{version}.xml");
+    let path = format!("/cap/W-{id}.{version}.xml");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, xml) = common::http_get(server.http, &path, None).unwrap();

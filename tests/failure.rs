@@ -585,5 +585,7 @@ async fn a_full_disk_gives_clear_errors_alerts_still_flow_and_writes_resume() {
     let (_, log) = server.get("/api/v1/subscribers/demo-media/deliveries");
     let v: serde_json::Value = serde_json::from_str(&log).unwrap();
     let deliveries = v["deliveries"].as_array().cloned().unwrap_or_default();
-    assert!(deliveries.iter().any(|d| d["alert_id"] == raised["id"]), "the webhook delivery survives: {log}");
+    // Webhooks carry the public warning the alert opened (`W-` + its id; docs/API.md § What the public hears).
+    let warning = format!("W-{}", raised["id"].as_str().unwrap());
+    assert!(deliveries.iter().any(|d| d["alert_id"] == warning.as_str()), "the webhook delivery survives: {log}");
 }

@@ -749,11 +749,15 @@ async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed
     assert!(!feed.contains(&alert_id), "held alerts are not public: {feed}");
     let (status, body) = operator(&server, "POST", &format!("/api/v1/alerts/{alert_id}/approve"), None);
     assert_eq!(status, 200, "{body}");
-    let path = feed_entry(&server, &alert_id).await;
+    // The public hears it as the hazard's public warning (`W-` + the alert's id), raised when approved.
+    let warning = format!("W-{alert_id}");
+    let path = feed_entry(&server, &warning).await;
+    assert_eq!(path, format!("/cap/{warning}.1.xml"));
     let (status, _, xml) = raw(server.http, "GET", &path, &[], Vec::new());
     assert_eq!(status, 200, "{path}: {xml}");
     common::assert_valid_cap(&xml, &alert_id);
-    assert!(xml.contains("<status>Actual</status>") && xml.contains("<msgType>Update</msgType>"), "{xml}");
+    assert!(xml.contains("<status>Actual</status>") && xml.contains("<msgType>Alert</msgType>"), "{xml}");
+    assert!(xml.contains("<value>rule=citizen-report-flooding;"), "the alert behind the warning: {xml}");
     assert!(xml.contains("<value>reported_flooding</value>"), "{xml}");
     assert!(xml.contains("Flooding confirmed by the village chief"), "the operator's words: {xml}");
     for c in [&cluster, &second] {
@@ -763,11 +767,9 @@ async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed
     for private in ["villager", "temple", "cars stuck"] {
         assert!(!xml.contains(private), "the CAP message leaks `{private}`: {xml}");
     }
-    // The first version (the raise) is public now too, and valid.
-    let (status, _, first) = raw(server.http, "GET", &format!("/cap/{alert_id}.1.xml"), &[], Vec::new());
-    assert_eq!(status, 200, "{first}");
-    common::assert_valid_cap(&first, &format!("{alert_id}-1"));
-    assert!(first.contains("<msgType>Alert</msgType>") && first.contains(&format!("cluster={cluster};")), "{first}");
+    // The alert's own held versions never became CAP messages: the public has only the warning.
+    let (status, _, _) = raw(server.http, "GET", &format!("/cap/{alert_id}.1.xml"), &[], Vec::new());
+    assert_eq!(status, 404);
     assert!(server.metric("dc_reports_alert_links_total{action=\"raised\"}") >= 1.0);
     assert!(server.metric("dc_reports_alert_links_total{action=\"attached\"}") >= 1.0);
 

@@ -39,7 +39,8 @@ fn heavy_rain_alerts(snapshot: &Value) -> Vec<Value> {
 fn feed_entries(server: &Server, id: &str, version: u32) -> usize {
     let (status, feed) = common::http_get(server.http, "/cap/feed.atom", None).unwrap();
     assert_eq!(status, 200, "{feed}");
-    feed.matches(&format!("/cap/{id}.{version}.xml\"")).count()
+    // The public hears the alert as its hazard's public warning, `W-` + its id.
+    feed.matches(&format!("/cap/W-{id}.{version}.xml\"")).count()
 }
 
 #[tokio::test]

@@ -107,7 +107,9 @@ async fn a_backlog_warns_operators_only_and_cap_is_sent_when_published() {
         common::http_request(server.http, "POST", &format!("/api/v1/alerts/{id}/approve"), Some(common::TOKEN), None)
             .unwrap();
     assert_eq!(status, 200, "{body}");
-    let link = format!("/cap/{id}.2.xml");
+    // The public hears of it as its hazard's public warning (one per hazard and area): `W-` + the alert's id.
+    let warning = format!("W-{id}");
+    let link = format!("/cap/{warning}.1.xml");
     let seen = wait_in_feed(&server, &link).await;
     let xml = check_cap_times(&server, &link, from, seen);
     common::assert_valid_cap(&xml, "two-clocks-approved");
@@ -116,7 +118,7 @@ async fn a_backlog_warns_operators_only_and_cap_is_sent_when_published() {
     let onset = ms(element(&xml, "onset").unwrap_or_else(|| panic!("no onset:\n{xml}")));
     assert!((onset - observed).abs() < 1000, "{xml}");
     let frame = citizen.next_json(Duration::from_secs(10)).await.expect("citizens get the approved warning");
-    assert_eq!(frame["id"], id.as_str(), "{frame}");
+    assert_eq!(frame["id"], warning.as_str(), "{frame}");
 
     // A reading ten minutes old is fresh: 250 mm more (370 mm in 24 h, 大豪雨) escalates the public alert at once,
     // sent now.
@@ -124,7 +126,7 @@ async fn a_backlog_warns_operators_only_and_cap_is_sent_when_published() {
     let ts = from - 10 * 60_000;
     gauge.publish("sensors/RG0001/readings", format!(r#"{{"ts":{ts},"values":{{"rain_mm":250}}}}"#)).await;
     gauge.wait_acks(1).await;
-    let link = format!("/cap/{id}.3.xml");
+    let link = format!("/cap/{warning}.2.xml");
     let seen = wait_in_feed(&server, &link).await;
     let xml = check_cap_times(&server, &link, from, seen);
     assert!((ms(element(&xml, "onset").unwrap()) - ts).abs() < 1000, "{xml}");

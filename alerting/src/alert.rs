@@ -67,13 +67,21 @@ pub enum Change {
 }
 
 impl Change {
-    /// The CAP `msgType` a message for this transition carries.
+    /// The CAP `msgType` a message for this transition carries. A hazard that is over is an `Update` whose info
+    /// says `responseType` AllClear (CAP 1.2 §3.2.2: "the subject event no longer poses a threat"), as Google Public
+    /// Alerts' CAP guidance prefers to a Cancel; `Cancel` ("cancels the earlier message(s)") is kept for what an
+    /// operator withdraws, a warning that should not have been issued (`docs/API.md` § Ending a warning).
     pub fn cap_msg_type(self) -> encoders::cap::MsgType {
         match self {
             Change::Raised => encoders::cap::MsgType::Alert,
-            Change::Cleared | Change::Cancelled => encoders::cap::MsgType::Cancel,
+            Change::Cancelled => encoders::cap::MsgType::Cancel,
             _ => encoders::cap::MsgType::Update,
         }
+    }
+
+    /// Whether a message for this transition is the all-clear of a hazard that is over.
+    pub fn is_all_clear(self) -> bool {
+        self == Change::Cleared
     }
 }
 

@@ -7,7 +7,7 @@
 //! - [`types`]: the boundary types that cross modules — `Severity`, `Urgency`, `Certainty`, `Mode`, `Publish`,
 //!   `Finding`, `Trigger`, `LevelInfo`, `ExternalAlert`, `ExternalFilter`, `AlertingError`. It imports no other
 //!   module, and every module imports only modules that come before it in the order `types`, `journal`, `rules`,
-//!   `alert`, `engine`, `message`: no import cycles.
+//!   `alert`, `publication`, `engine`, `message`: no import cycles.
 //! - [`rules`]: rule declarations from `config/rules.toml` (eight kinds: threshold, accumulation, rate, trip,
 //!   correlation, composite, geofence, deadman), validated on load with errors naming the rule and the field.
 //! - [`engine`]: the rule engine — event-time windows, rates and levels per sensor, zone-wide rules, `tick`,
@@ -17,6 +17,9 @@
 //!   mode), with operator commands, the approval gate and public-release flag. Two clocks, never read here: findings
 //!   carry event time (`observed_ms`), the caller passes issue time (`issued_ms`, CAP `sent`); evidence older than
 //!   the book's `stale_after` behind issue time changes alerts for operators only ([`alert::StaleEvidence`]).
+//! - [`publication`]: what the public receives — one [`publication::PublicWarning`] per hazard (event type) and
+//!   area at the highest level of its public alerts, listing what contributed; value-only changes coalesced to one
+//!   per `[alerting.updates]` interval, flapping warnings held until they settle ([`publication::UpdatePolicy`]).
 //! - [`journal`]: the data dir's files — the append-only alert journal, checkpoints, atomically replaced JSON files.
 //! - [`message`]: the websocket/JSON form of an alert (`INTERFACE.md`).
 //! - `tests/`: scenario replays, restarts and reloads, properties of the engine and the book together, and the
@@ -27,6 +30,7 @@ pub mod alert;
 pub mod engine;
 pub mod journal;
 pub mod message;
+pub mod publication;
 pub mod rules;
 pub mod types;
 
@@ -35,5 +39,6 @@ mod tests;
 
 pub use alert::{Alert, AlertBook, AlertState, BookError, Change, Command, PublicRelease, Restored};
 pub use engine::{EngineSnapshot, ForecastError, RuleEngine, ZoneRef};
+pub use publication::{PublicWarning, Publication, UpdatePolicy};
 pub use rules::RuleSet;
 pub use types::{AlertingError, Finding, Mode};

@@ -5,6 +5,7 @@ use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::alert::{Alert, AlertState};
+use crate::publication::{Contributor, PublicNote, PublicWarning};
 use crate::types::{Certainty, Mode, Severity, Urgency};
 
 /// Taiwan time. CAP and our messages write times with an explicit offset, never `Z`.
@@ -81,6 +82,13 @@ pub struct AlertMessage {
     /// Clusters of citizen reports behind the alert (`rc-…` ids; operators' map), absent when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reports: Vec<String>,
+    /// Operators' frames of rule alerts: what became of this change on the public side (sent with a public
+    /// warning, coalesced, held as flapping, not public) and why. Absent elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public: Option<PublicNote>,
+    /// Public warnings (one per hazard and area): the alerts behind it, highest first. Empty for rule alerts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contributors: Vec<Contributor>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -150,7 +158,20 @@ impl AlertMessage {
                 })
                 .collect(),
             reports: alert.reports.iter().map(|r| r.cluster.clone()).collect(),
+            public: None,
+            contributors: Vec::new(),
         }
+    }
+}
+
+impl AlertMessage {
+    /// The frame of a public warning (`type` `public_warning` for operators; the citizens' frames are made from it
+    /// with `type` `alert`).
+    pub fn public_warning(w: &PublicWarning, area: AreaInfo<'_>) -> Self {
+        let mut m = AlertMessage::new(&w.alert, area);
+        m.kind = "public_warning";
+        m.contributors = w.contributors.clone();
+        m
     }
 }
 

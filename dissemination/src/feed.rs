@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use super::config::FeedSettings;
 use super::hex;
 use super::outbox::State;
-use encoders::cap::{write_atom, AtomEntry, AtomFeed, MsgType};
+use encoders::cap::{write_atom, AtomEntry, AtomFeed};
 
 /// Renders the feed and its strong ETag (a hash of the bytes, quoted as HTTP wants it).
 pub(crate) fn render(state: &State, settings: &FeedSettings, base_url: &str) -> (String, String) {
@@ -20,7 +20,8 @@ pub(crate) fn render(state: &State, settings: &FeedSettings, base_url: &str) -> 
         // The latest released message's body is always kept in memory (`State::prune`).
         let latest = alert.messages.iter().rev().find(|m| m.released).and_then(|m| state.messages.get(&m.identifier));
         if let Some(m) = latest {
-            if m.msg_type == MsgType::Cancel {
+            // Ended: an all-clear Update or a Cancel.
+            if m.view.state.is_end() {
                 ended.push(m);
             } else {
                 active.push(m);

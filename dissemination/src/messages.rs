@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::config::Resolved;
-use super::view::{AlertView, ReportRef};
+use super::view::{AlertView, Contributor, ReportRef, ViewState};
 use encoders::cap::{
-    build_alert, write_alert, AreaInput, BuildError, CapAlert, CapInput, CapResource, GeometryError, InvalidMessage,
-    Localized, MsgType, Polygon, Reference, Status, Templates, ValuePair, TAIWAN_OFFSET,
+    build_alert, write_alert, AreaInput, BuildError, CapAlert, CapInput, CapResource, Certainty, GeometryError,
+    InvalidMessage, Localized, MsgType, Polygon, Reference, Severity, Status, Templates, Urgency, ValuePair,
+    TAIWAN_OFFSET,
 };
 use encoders::cap::{format_cap_time, times::whole_seconds};
 
@@ -213,8 +214,16 @@ pub(crate) fn build_message(
     let geocodes =
         zone.geocode.iter().filter(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit())).cloned().collect();
     let sent = time_of(view.updated_ms).ok_or(MessageError::Time { alert: alert.clone(), ms: view.updated_ms })?;
-    let expires = (msg_type != MsgType::Cancel && ctx.cfg.cap.expires_minutes > 0)
-        .then(|| sent + time::Duration::minutes(i64::from(ctx.cfg.cap.expires_minutes)));
+    // The hazard is over (the rules cleared it): an Update saying AllClear that expires shortly, as Google Public
+    // Alerts asks; an operator's withdrawal is the Cancel (`docs/API.md` § Ending a warning).
+    let all_clear = msg_type == MsgType::Update && view.state == ViewState::Cleared;
+    let expires_minutes = if all_clear {
+        ctx.cfg.cap.expires_minutes.min(ALL_CLEAR_EXPIRES_MINUTES)
+    } else {
+        ctx.cfg.cap.expires_minutes
+    };
+    let expires = (msg_type != MsgType::Cancel && expires_minutes > 0)
+        .then(|| sent + time::Duration::minutes(i64::from(expires_minutes)));
     let base = ctx.base_url.trim_end_matches('/');
     let input = CapInput {
         identifier: identifier.clone(),
@@ -222,13 +231,16 @@ pub(crate) fn build_message(
         sent,
         status: view.mode.status(),
         msg_type,
+        all_clear,
         references,
         note: None,
         event_type: view.event.clone(),
         level: level_texts(view, ctx.templates),
-        urgency: view.urgency,
-        severity: view.severity,
-        certainty: view.certainty,
+        // Over: urgency Past, and no longer the severity of the threat (an aggregator must not sound an alarm for
+        // an all-clear).
+        urgency: if all_clear { Urgency::Past } else { view.urgency },
+        severity: if all_clear { Severity::Minor } else { view.severity },
+        certainty: if all_clear { Certainty::Observed } else { view.certainty },
         effective: None,
         // Event time beside issue time: when the hazard was observed, for agencies that show it. Never after `sent`.
         onset: view.observed_ms.filter(|&t| t <= view.updated_ms).and_then(time_of),
@@ -243,7 +255,12 @@ pub(crate) fn build_message(
         web: Some(format!("{base}/?alert={}", encoders::cap::atom::encode_path_segment(&view.id))),
         incidents: Some(identifier_base(&view.id)),
         values: template_values(view, ctx.cfg, ctx.templates),
-        parameters: view.reports.iter().map(report_parameter).collect(),
+        parameters: view
+            .contributors
+            .iter()
+            .map(contributor_parameter)
+            .chain(view.reports.iter().map(report_parameter))
+            .collect(),
     };
     let mut cap =
         build_alert(&input, ctx.templates).map_err(|source| MessageError::Build { alert: alert.clone(), source })?;
@@ -253,6 +270,31 @@ pub(crate) fn build_message(
     }
     let xml = write_alert(&cap).map_err(|source| MessageError::Write { alert: alert.clone(), source })?;
     Ok(stored(view, identifier, &cap, xml, released))
+}
+
+/// How long an all-clear stays in force: "a short time in the future" (Google Public Alerts' CAP guidance).
+const ALL_CLEAR_EXPIRES_MINUTES: u32 = 60;
+
+/// valueName of the parameter that names one alert behind a public warning.
+pub const CONTRIBUTOR_PARAMETER: &str = "disaster-cloud:contributor";
+
+/// One contributing alert as one CAP parameter, `key=value` pairs joined by `;`:
+/// `rule=wire-trip;level=…;level_en=…;severity=Severe;value=1;sensors=WS0001 WS0002`.
+fn contributor_parameter(c: &Contributor) -> ValuePair {
+    let sensors: Vec<String> = c.sensors.iter().map(|s| clean(s)).collect();
+    let text = |s: &str| s.chars().filter(|c| !matches!(c, ';' | '=') && !c.is_control()).take(64).collect::<String>();
+    ValuePair::new(
+        CONTRIBUTOR_PARAMETER,
+        format!(
+            "rule={};level={};level_en={};severity={:?};value={};sensors={}",
+            clean(&c.rule),
+            text(&c.level),
+            text(&c.level_en),
+            c.severity,
+            format_value(c.value),
+            sensors.join(" ")
+        ),
+    )
 }
 
 /// valueName of the parameter that describes one verified cluster of citizen reports behind an alert.

@@ -27,7 +27,7 @@ use super::channel::{Channel, Endpoint, Payload, Request};
 use super::journal::{AttemptRecord, ChangeRecord, NewDelivery, Outcome, Record};
 use super::messages::{build_message, identifier_base, reference, MessageContext, StoredMessage};
 use super::metrics::METRICS;
-use super::view::AlertView;
+use super::view::{AlertView, ViewState};
 use encoders::cap::{MsgType, Status};
 
 /// One subscriber's or carrier's outbox.
@@ -130,6 +130,8 @@ pub(crate) struct MessageMeta {
     pub status: Status,
     pub sent_ms: i64,
     pub released: bool,
+    /// The message ends its alert (an all-clear Update or a Cancel): the feed lists it as ended.
+    pub ended: bool,
 }
 
 impl MessageMeta {
@@ -138,6 +140,7 @@ impl MessageMeta {
             identifier: m.identifier.clone(),
             version: m.version,
             msg_type: m.msg_type,
+            ended: m.view.state.is_end(),
             status: m.status,
             sent_ms: m.sent_ms,
             released: m.released,
@@ -404,7 +407,7 @@ impl State {
                 continue;
             }
             match h.messages.iter().rev().find(|m| m.released) {
-                Some(m) if m.msg_type != MsgType::Cancel => {} // in the feed as active
+                Some(m) if !m.ended => {} // in the feed as active
                 Some(m) => ended_released.push((m.sent_ms, m.identifier.as_str(), id.as_str())),
                 None => ended_held.push((h.messages.last().map_or(0, |m| m.sent_ms), "", id.as_str())),
             }
@@ -640,12 +643,14 @@ impl State {
             if msgs.is_empty() && view.state.is_end() {
                 tracing::info!(alert = %view.id, "alert ended before any message was made; nothing to cancel");
             } else {
-                let msg_type = if view.state.is_end() {
-                    MsgType::Cancel
-                } else if latest_meta.is_none_or(|m| m.msg_type == MsgType::Cancel) {
-                    MsgType::Alert
-                } else {
-                    MsgType::Update
+                // A hazard that is over: an Update saying AllClear (CAP 1.2 responseType; Google Public Alerts'
+                // guidance prefers it to a Cancel). Cancel only for what an operator withdrew (`docs/API.md`
+                // § Ending a warning).
+                let msg_type = match view.state {
+                    ViewState::Cancelled => MsgType::Cancel,
+                    ViewState::Cleared => MsgType::Update,
+                    _ if latest_meta.is_none_or(|m| m.ended) => MsgType::Alert,
+                    _ => MsgType::Update,
                 };
                 let sender = &ctx.message.cfg.sender;
                 let references = referenced(msgs).map(|m| reference(sender, &m.identifier, m.sent_ms)).collect();

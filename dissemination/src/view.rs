@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use alerting::alert::ReportRef;
+pub use alerting::publication::Contributor;
 use encoders::cap::{Certainty, Severity, Status, Urgency};
 
 /// Where an alert is in its lifecycle. `Cleared` and `Cancelled` both end it (CAP `Cancel`).
@@ -118,6 +119,10 @@ pub struct AlertView {
     /// for photos an operator published, CAP resources.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reports: Vec<ReportRef>,
+    /// The public warning's contributing alerts (one warning per hazard and area; `alerting::publication`): CAP
+    /// parameters `disaster-cloud:contributor`, highest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contributors: Vec<Contributor>,
 }
 
 impl AlertView {
@@ -136,5 +141,6 @@ impl AlertView {
             && self.value.to_bits() == other.value.to_bits()
             && self.values == other.values
             && self.reports == other.reports
+            && self.contributors == other.contributors
     }
 }

@@ -326,6 +326,7 @@ pub fn cap_input(u: &mut Unstructured, event_types: &[String]) -> Result<CapInpu
         sent,
         status: pick(u, Status::ALL)?,
         msg_type: pick(u, MsgType::ALL)?,
+        all_clear: u.arbitrary()?,
         references: many(u, 3, reference)?,
         note: opt(u, cap_text)?,
         event_type: if u.ratio(1u8, 16)? || event_types.is_empty() {

@@ -53,6 +53,7 @@ fn write_cap_seeds() {
         sent: datetime!(2026-11-26 10:00:00 UTC),
         status: Status::Actual,
         msg_type: MsgType::Alert,
+        all_clear: false,
         references: vec![],
         note: None,
         event_type: "debris_flow".into(),

@@ -18,6 +18,8 @@
 //!   with operators' add / update / retire persisted to `<data dir>/sensors.json`.
 //! - [`pipeline`]: [`Ingest`], which turns raw MQTT publishes into readings, counts every rejection by reason and keeps
 //!   rejected payloads in a bounded dead-letter store.
+//! - [`throttle`]: devices reporting far faster than their registered interval: token buckets on event time;
+//!   their readings are stored but kept from the rules, flagged and counted.
 //! - [`upstream`]: an external MQTT broker (cluster) as the source of readings instead of the front door: a
 //!   consumer (rumqttc, QoS 1, acknowledged after the pipeline callback) and a publisher; region topics.
 //! - [`metrics`]: the Prometheus counters and gauges of this crate.
@@ -35,6 +37,7 @@ pub mod persist;
 pub mod pipeline;
 pub mod reading;
 pub mod registry;
+pub mod throttle;
 pub mod topic;
 pub mod upstream;
 pub mod validate;

@@ -17,6 +17,8 @@ pub struct IngestMetrics {
     pub bytes: IntCounter,
     pub accepted: IntCounter,
     pub rejected: IntCounterVec,
+    /// Valid readings kept from the rules because their device reports far faster than its interval, by reason.
+    pub throttled: IntCounterVec,
     pub dead_letters: IntGauge,
     pub status_messages: IntCounter,
     /// Refused connections by [`Refusal`] label (the name says logins; it counts every refused connection).
@@ -51,6 +53,12 @@ pub static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
         rejected: register_int_counter_vec!(
             "dc_ingest_readings_rejected_total",
             "Readings or payloads refused, by reason",
+            &["reason"]
+        )
+        .expect("metric registers"),
+        throttled: register_int_counter_vec!(
+            "dc_ingest_readings_throttled_total",
+            "Valid readings stored but kept from the rules: the device reports far faster than its registered interval",
             &["reason"]
         )
         .expect("metric registers"),
@@ -92,6 +100,9 @@ pub static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
     };
     for reason in RejectReason::ALL {
         m.rejected.with_label_values(&[reason.as_label()]);
+    }
+    for reason in crate::throttle::ThrottleReason::ALL {
+        m.throttled.with_label_values(&[reason.as_label()]);
     }
     for r in Refusal::ALL {
         m.logins_refused.with_label_values(&[r.as_label()]);

@@ -14,6 +14,7 @@ use crate::metrics::METRICS;
 use crate::payload::{self, check_envelope, Limits, Rejection};
 use crate::reading::Reading;
 use crate::registry::SensorRegistry;
+use crate::throttle::{Throttle, ThrottleConfig};
 use crate::topic::{self, TopicKind};
 use crate::validate::{validate_set, ValidationConfig};
 use crate::RejectReason;
@@ -30,11 +31,18 @@ pub struct IngestConfig {
     pub validation: ValidationConfig,
     /// How many refused payloads operators can list; the oldest go first.
     pub dead_letter_capacity: usize,
+    /// Devices reporting far faster than their registered interval (`throttle.rs`).
+    pub throttle: ThrottleConfig,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { limits: Limits::default(), validation: ValidationConfig::default(), dead_letter_capacity: 1000 }
+        Self {
+            limits: Limits::default(),
+            validation: ValidationConfig::default(),
+            dead_letter_capacity: 1000,
+            throttle: ThrottleConfig::default(),
+        }
     }
 }
 
@@ -62,7 +70,11 @@ pub struct DeviceStatus {
 /// What one publish produced.
 #[derive(Debug, Default)]
 pub struct Processed {
+    /// Valid readings for storage and the rules.
     pub readings: Vec<Reading>,
+    /// Valid readings from a device reporting far faster than its registered interval (`throttle.rs`): stored and
+    /// shown, kept from the rules.
+    pub throttled: Vec<Reading>,
     pub status: Option<DeviceStatus>,
     pub rejected: usize,
 }
@@ -71,6 +83,8 @@ pub struct Ingest {
     registry: Arc<RwLock<SensorRegistry>>,
     config: IngestConfig,
     dead_letters: Mutex<VecDeque<DeadLetter>>,
+    /// Per (device, metric) token buckets on event time. Only the ingest link thread takes it.
+    throttle: Mutex<Throttle>,
 }
 
 /// Raw payload bytes kept per dead letter: enough to see what went wrong, bounded so a flood cannot fill memory.
@@ -79,7 +93,12 @@ const DEAD_LETTER_PAYLOAD_BYTES: usize = 2048;
 impl Ingest {
     pub fn new(registry: Arc<RwLock<SensorRegistry>>, config: IngestConfig) -> Self {
         LazyInit::touch();
-        Self { registry, config, dead_letters: Mutex::new(VecDeque::new()) }
+        Self {
+            registry,
+            config,
+            dead_letters: Mutex::new(VecDeque::new()),
+            throttle: Mutex::new(Throttle::new(config.throttle)),
+        }
     }
 
     pub fn registry(&self) -> &Arc<RwLock<SensorRegistry>> {
@@ -141,8 +160,25 @@ impl Ingest {
                 for r in rejections {
                     self.refuse(msg, now_ms, r, &mut out);
                 }
-                METRICS.accepted.inc_by(out.readings.len() as u64);
-                if let Some(newest) = out.readings.iter().map(|r| r.ts_ms).max() {
+                if !out.readings.is_empty() {
+                    let mut throttle = self.throttle.lock();
+                    let (keep, throttled): (Vec<Reading>, Vec<Reading>) = out.readings.drain(..).partition(|r| {
+                        match throttle.check(&sensor.id, r.metric, sensor.interval_s, r.ts_ms) {
+                            None => true,
+                            Some(reason) => {
+                                METRICS.throttled.with_label_values(&[reason.as_label()]).inc();
+                                false
+                            }
+                        }
+                    });
+                    if !throttled.is_empty() {
+                        tracing::debug!(device = %sensor.id, throttled = throttled.len(), interval_s = sensor.interval_s, "readings faster than the registered interval kept from the rules");
+                    }
+                    out.readings = keep;
+                    out.throttled = throttled;
+                }
+                METRICS.accepted.inc_by((out.readings.len() + out.throttled.len()) as u64);
+                if let Some(newest) = out.readings.iter().chain(&out.throttled).map(|r| r.ts_ms).max() {
                     METRICS.lag_ms.set(now_ms - newest);
                 }
             }

@@ -179,6 +179,8 @@ impl RemoteAlerts {
             rule: wire.rule,
             comments: wire.comments,
             reports: wire.reports,
+            public: None,
+            contributors: Vec::new(),
         };
         let mut broadcast = AlertBroadcast::new(message, public);
         broadcast.operator = String::from_utf8_lossy(payload).into_owned();

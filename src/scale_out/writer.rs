@@ -25,12 +25,15 @@ pub(super) static ROUTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// A writer's work for one device publish: validate, write to the sink, forward to the owning workers.
 pub(super) fn write_and_route(app: &App, publisher: &Publisher, msg: RawMessage) {
     let processed = app.ingest.process(&msg, now_ms());
-    if !processed.readings.is_empty() {
-        if let Some(influx) = &app.readings.influx {
-            influx.send(&processed.readings);
+    if let Some(influx) = &app.readings.influx {
+        // Throttled readings (`ingest::throttle`) are stored like the others; only the rules do not take them.
+        for readings in [&processed.readings, &processed.throttled] {
+            if !readings.is_empty() {
+                influx.send(readings);
+            }
         }
     }
-    if processed.readings.is_empty() && processed.status.is_none() {
+    if processed.readings.is_empty() && processed.throttled.is_empty() && processed.status.is_none() {
         ROUTED.with_label_values(&["refused"]).inc();
         return;
     }
@@ -53,7 +56,7 @@ pub(super) fn write_and_route(app: &App, publisher: &Publisher, msg: RawMessage)
 pub(super) fn regions_of(app: &App, processed: &Processed) -> BTreeSet<String> {
     let registry = app.registry().read();
     let mut positions: Vec<(f64, f64)> = Vec::new();
-    for r in &processed.readings {
+    for r in processed.readings.iter().chain(&processed.throttled) {
         match (r.position, registry.get(&r.sensor_id)) {
             (Some(p), _) => positions.push((p.lat, p.lon)),
             (None, Some(s)) => positions.push((s.lat, s.lon)),

@@ -276,16 +276,25 @@ impl Subscription {
 /// any alert it saw that has since cleared or been cancelled (so the app can take it down).
 async fn replay(app: &App, socket: &mut WebSocket, sub: &Subscription, seen: &[Seen]) -> bool {
     let seen: HashMap<&str, u32> = seen.iter().map(|s| (s.id.as_str(), s.version)).collect();
+    // Citizens receive public warnings (one per hazard and area, `alerting::publication`), never the rules' alerts.
     let frames: Vec<String> = {
-        let book = app.alerts.book.lock();
-        book.all()
-            .filter(|a| sub.zones.contains(&a.area_id))
-            .filter(|a| {
+        let warnings: Vec<_> = app
+            .alerts
+            .publication
+            .lock()
+            .latest()
+            .filter(|w| sub.zones.contains(&w.alert.area_id))
+            .filter(|w| {
+                let a = &w.alert;
                 let newer = seen.get(a.id.as_str()).is_none_or(|v| a.version > *v);
                 newer && (a.state.is_active() || seen.contains_key(a.id.as_str()))
             })
-            .filter_map(|a| {
-                AlertBroadcast::new(app.alert_message(a), a.is_public())
+            .cloned()
+            .collect();
+        warnings
+            .iter()
+            .filter_map(|w| {
+                AlertBroadcast::new(app.warning_message(w), true)
                     .citizen_frame(&sub.zones, sub.lang)
                     .map(str::to_string)
             })

@@ -120,7 +120,8 @@ pub async fn list_broadcasts(
     Ok(Json(json!({ "on_air": on_air.carriers, "history": on_air.history, "broadcasts": d.broadcasts() })))
 }
 
-/// `POST /api/v1/broadcasts/{alert_id}/rebroadcast`: an operator asks for the alert on the air again, with a new
+/// `POST /api/v1/broadcasts/{alert_id}/rebroadcast`: an operator asks for the alert (a public warning's id, or the id
+/// of an alert behind one) on the air again, with a new
 /// serial number that phones show again (calm updates never re-alert on their own for a value change or a fall).
 pub async fn rebroadcast(
     State(app): State<Arc<App>>,
@@ -128,7 +129,9 @@ pub async fn rebroadcast(
     Path(alert_id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
     use dissemination::RebroadcastError as E;
-    let planned = dissemination(&app)?.rebroadcast(&alert_id).map_err(|e| match e {
+    // Dissemination knows public warnings (`W-…`); an operator may name the warning or any alert behind it.
+    let warning = app.alerts.publication.lock().warning_of(&alert_id).map(str::to_string);
+    let planned = dissemination(&app)?.rebroadcast(warning.as_deref().unwrap_or(&alert_id)).map_err(|e| match e {
         E::UnknownAlert(_) => AppError::NotFound(e.to_string()),
         E::NotActive(_) | E::NoClass(_) | E::Disabled | E::TooSoon { .. } => AppError::Conflict(e.to_string()),
     })?;

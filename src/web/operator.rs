@@ -306,6 +306,7 @@ pub fn snapshot(app: &App) -> serde_json::Value {
                 "id": s.id, "kind": s.kind, "lat": s.lat, "lon": s.lon, "agency": s.agency, "retired": s.retired,
                 "latest": l.map(|l| &l.latest), "last_seen_ms": l.and_then(|l| l.last_seen_ms),
                 "status": match l.and_then(|l| l.online) { Some(false) => "offline", Some(true) => "online", None => "unknown" },
+                "throttled": l.and_then(|l| l.throttled),
             })
         })
         .collect();
@@ -314,6 +315,11 @@ pub fn snapshot(app: &App) -> serde_json::Value {
         .zones()
         .map(|z| json!({"id": z.id, "name": z.name, "name_en": z.name_en, "kind": z.kind, "geocode": z.geocode, "area": z.geojson_geometry()}))
         .collect();
+    // What the public has now: one warning per hazard and area (`alerting::publication`).
+    let public: Vec<_> = {
+        let warnings: Vec<_> = app.alerts.publication.lock().active().cloned().collect();
+        warnings.iter().map(|w| json!(app.warning_message(w))).collect()
+    };
     let external: Vec<_> = app.partners.inbound.as_ref().map(|i| i.active()).unwrap_or_default();
     let reports: Vec<_> = app.reports.with_clusters(|book| {
         book.iter_recent()
@@ -322,7 +328,7 @@ pub fn snapshot(app: &App) -> serde_json::Value {
             .map(|c| c.operator_view("snapshot"))
             .collect()
     });
-    json!({ "type": "snapshot", "alerts": alerts, "external_alerts": external, "reports": reports, "sensors": sensors,
+    json!({ "type": "snapshot", "alerts": alerts, "public_warnings": public, "external_alerts": external, "reports": reports, "sensors": sensors,
             "zones": zones, "mode": app.alerts.mode,
             "tile_url": app.web.tile_url })
 }

@@ -4,6 +4,7 @@
 //! shipped rules' levels against the shipped CAP templates (`templates.rs`).
 
 mod properties;
+mod public;
 mod restart;
 mod scenarios;
 mod templates;

@@ -56,6 +56,26 @@ async fn every_message_validates_against_the_xsd() {
     };
     let reports_id = d.alert_changed(&with_reports).expect("message made");
     push(Some(reports_id.clone()));
+    // A public warning listing what contributed (one parameter each), and its end: an all-clear Update.
+    let contributor = |rule: &str, severity: alerting::types::Severity| alerting::publication::Contributor {
+        alert_id: format!("TW-DC-1-{rule}"),
+        rule: rule.into(),
+        level: "紅色;=警戒".into(),
+        level_en: "red".into(),
+        severity,
+        value: 1.5,
+        sensors: vec!["WS0001".into(), "RG0001".into()],
+    };
+    let grouped = AlertView {
+        contributors: vec![
+            contributor("debris-flow", alerting::types::Severity::Extreme),
+            contributor("wire-trip", alerting::types::Severity::Severe),
+        ],
+        ..view("GROUPED", 1)
+    };
+    push(d.alert_changed(&grouped));
+    push(d.alert_changed(&ended(AlertView { version: 2, ..grouped.clone() }, ViewState::Cleared)));
+
     let escapes = AlertView {
         values: [
             ("station@zh-TW", "玉峰橋 <A&B> \"站\""),
@@ -157,4 +177,44 @@ async fn feed_lists_active_and_recent_public_messages_with_a_content_etag() {
     drop(d);
     let d = start(config(""), dir.path());
     assert!(d.atom_feed().contains("F1.2.xml"), "the feed survives a restart");
+}
+
+/// A hazard that is over (the rules cleared it) ends with an Update saying AllClear, urgency Past, expiring within
+/// the hour (Google Public Alerts' CAP guidance); only an operator's withdrawal is a Cancel (CAP 1.2: "cancels the
+/// earlier message(s)"). A public warning's contributors are CAP parameters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hazard_that_is_over_is_an_all_clear_update_and_a_withdrawal_a_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(config(""), dir.path());
+    let contributor = alerting::publication::Contributor {
+        alert_id: "TW-DC-1".into(),
+        rule: "wire-trip".into(),
+        level: "土石流鋼索斷線".into(),
+        level_en: "wire broken".into(),
+        severity: alerting::types::Severity::Severe,
+        value: 0.0,
+        sensors: vec!["WS0001".into()],
+    };
+    let raised = AlertView { contributors: vec![contributor], ..view("OVER", 1) };
+    let first = d.alert_changed(&raised).unwrap();
+    let xml = d.cap_xml(&first).unwrap();
+    assert!(xml.contains("<valueName>disaster-cloud:contributor</valueName>"), "{xml}");
+    assert!(
+        xml.contains("rule=wire-trip;level=土石流鋼索斷線;level_en=wire broken;severity=Severe;value=0;sensors=WS0001")
+    );
+    let end = d.alert_changed(&ended(AlertView { version: 2, ..raised.clone() }, ViewState::Cleared)).unwrap();
+    let alert = parse_alert(d.cap_xml(&end).unwrap().as_bytes()).unwrap();
+    assert_eq!(alert.msg_type, encoders::cap::MsgType::Update);
+    assert!(alert.infos.iter().all(|i| i.response_types == [encoders::cap::ResponseType::AllClear]));
+    assert!(alert.infos.iter().all(|i| i.urgency == encoders::cap::Urgency::Past));
+    let expires = alert.infos[0].expires.unwrap();
+    assert!(expires > alert.sent && expires <= alert.sent + time::Duration::hours(1), "{expires} {}", alert.sent);
+    assert!(d.atom_feed().contains("OVER.2.xml"), "the feed lists the all-clear");
+
+    d.alert_changed(&view("WITHDRAWN", 1)).unwrap();
+    let cancel = d.alert_changed(&ended(view("WITHDRAWN", 2), ViewState::Cancelled)).unwrap();
+    assert_eq!(parse_alert(d.cap_xml(&cancel).unwrap().as_bytes()).unwrap().msg_type, encoders::cap::MsgType::Cancel);
+    // After an all-clear, the same alert rising again opens a new chain (msgType Alert).
+    let again = d.alert_changed(&AlertView { version: 3, ..raised }).unwrap();
+    assert_eq!(parse_alert(d.cap_xml(&again).unwrap().as_bytes()).unwrap().msg_type, encoders::cap::MsgType::Alert);
 }

@@ -85,6 +85,7 @@ pub(crate) fn view(id: &str, version: u32) -> AlertView {
             (alerting::rules::TEMPLATE_VALUE.to_string(), "red".to_string()),
         ]),
         reports: Vec::new(),
+        contributors: Vec::new(),
     }
 }
 

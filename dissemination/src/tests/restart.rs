@@ -46,7 +46,8 @@ async fn restart_with_pending_deliveries_delivers_everything_in_order() {
     // Messages survive too: CAP files, the feed, references, and the next message continues the history.
     assert!(d.cap_xml("RS1.1").is_some());
     let cancel = d.cap_xml("RS1.3").unwrap();
-    assert!(cancel.contains("<msgType>Cancel</msgType>"));
+    // Cleared by the rules: an all-clear Update (`docs/API.md` § Ending a warning).
+    assert!(cancel.contains("<msgType>Update</msgType>") && cancel.contains("<responseType>AllClear</responseType>"));
     assert!(cancel.contains("RS1.1,") && cancel.contains("RS1.2,"), "references both earlier messages");
     assert_eq!(d.alert_changed(&rain_view("RS2", 3, "township-jiaxian")).as_deref(), Some("RS2.3"));
     assert!(d.atom_feed().contains("RS2.3.xml"));

@@ -69,6 +69,9 @@ pub struct CapInput {
     pub status: Status,
     /// Alert for the first message, Update and Cancel afterwards (both need `references`).
     pub msg_type: MsgType,
+    /// The hazard is over: the end texts (`[language.cancel]`) and `responseType` AllClear, on an `Update` (CAP 1.2:
+    /// "the subject event no longer poses a threat or concern"). A `Cancel` always carries them too.
+    pub all_clear: bool,
     /// Earlier messages of the same alert (usually all of them, oldest first).
     pub references: Vec<Reference>,
     /// Alert-level note; when None and the status is not Actual, the templates' status note is used.
@@ -200,22 +203,23 @@ pub fn build_alert(input: &CapInput, templates: &Templates) -> Result<CapAlert, 
         };
         let event = render("event", &texts.event, &builtins)?;
         builtins.insert("event", event.clone());
-        let (headline, description, instruction, response_types) = if input.msg_type == MsgType::Cancel {
-            let c = &lang_texts.cancel;
-            (
-                render("cancel.headline", &c.headline, &builtins)?,
-                render("cancel.description", &c.description, &builtins)?,
-                render("cancel.instruction", &c.instruction, &builtins)?,
-                vec![ResponseType::AllClear],
-            )
-        } else {
-            (
-                render("headline", &texts.headline, &builtins)?,
-                render("description", &texts.description, &builtins)?,
-                render("instruction", &texts.instruction, &builtins)?,
-                template.response_types.clone(),
-            )
-        };
+        let (headline, description, instruction, response_types) =
+            if input.msg_type == MsgType::Cancel || input.all_clear {
+                let c = &lang_texts.cancel;
+                (
+                    render("cancel.headline", &c.headline, &builtins)?,
+                    render("cancel.description", &c.description, &builtins)?,
+                    render("cancel.instruction", &c.instruction, &builtins)?,
+                    vec![ResponseType::AllClear],
+                )
+            } else {
+                (
+                    render("headline", &texts.headline, &builtins)?,
+                    render("description", &texts.description, &builtins)?,
+                    render("instruction", &texts.instruction, &builtins)?,
+                    template.response_types.clone(),
+                )
+            };
         // A drill or test must never read as real, whichever part of the message a consumer shows.
         let prefix = lang_texts.status_prefix.get(&input.status).map(String::as_str).unwrap_or("");
         let areas = input

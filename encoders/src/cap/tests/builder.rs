@@ -101,6 +101,26 @@ fn cancel_uses_cancel_texts() {
     );
 }
 
+/// A hazard that is over: an Update with the end texts and AllClear (CAP 1.2 responseType), not a Cancel.
+#[test]
+fn an_all_clear_update_uses_the_end_texts_and_says_all_clear() {
+    let mut input = sample_input();
+    input.msg_type = MsgType::Update;
+    input.all_clear = true;
+    input.references = vec![Reference {
+        sender: input.sender.clone(),
+        identifier: "X-1".into(),
+        sent: datetime!(2026-11-26 17:00 +8),
+    }];
+    let a = build(&input);
+    assert_eq!(a.msg_type, MsgType::Update);
+    assert_eq!(a.infos[0].response_types, [ResponseType::AllClear]);
+    assert_eq!(a.infos[0].headline.as_deref(), Some("南投縣信義鄉神木村土石流警戒解除"));
+    // Without the flag, an Update is an ordinary update.
+    input.all_clear = false;
+    assert_ne!(build(&input).infos[0].response_types, [ResponseType::AllClear]);
+}
+
 #[test]
 fn update_and_cancel_need_references() {
     for msg_type in [MsgType::Update, MsgType::Cancel] {

@@ -51,6 +51,7 @@ pub(crate) fn sample_input() -> CapInput {
         sent: datetime!(2026-11-26 10:00:00.250 UTC),
         status: Status::Actual,
         msg_type: MsgType::Alert,
+        all_clear: false,
         references: vec![],
         note: None,
         event_type: "debris_flow".into(),
