@@ -25,6 +25,7 @@ use crate::config::ConfigFiles;
 use crate::web::auth::{self, Scope, TokenEntry, TokenSet};
 
 mod errors;
+mod history;
 mod scopes;
 
 /// The operator tokens of the test app, one per scope.
