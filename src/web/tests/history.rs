@@ -49,6 +49,7 @@ async fn step_takes_milliseconds_or_a_duration_with_units() {
     let fifteen = bucketed(&test, t0, "15m").await;
     assert_eq!(fifteen["buckets"].as_array().map(Vec::len), Some(4), "{fifteen}");
     assert_eq!(bucketed(&test, t0, "1h30m").await["step"], 5_400_000);
+    assert_eq!(bucketed(&test, t0, "1.5h").await["step"], 5_400_000);
     assert_eq!(bucketed(&test, t0, "30s").await["step"], 30_000);
 }
 
@@ -58,7 +59,8 @@ async fn a_step_that_is_not_a_width_is_a_400_naming_step() {
     for (step, needle) in [
         ("fortnight", "not a duration"),
         ("15x", "not a duration"),
-        ("1.5h", "not a duration"),
+        ("1h30", "not a duration"),
+        ("1%20fortnight", "not a duration"),
         ("0s", "positive"),
         ("0", "positive"),
         ("-5", "positive"),
