@@ -96,8 +96,8 @@ pub struct HistoryQuery {
 }
 
 /// The bucket width of a history query in milliseconds. A bare number is milliseconds (what the query always took);
-/// anything else is a duration with units (humantime: `ms`, `s`, `m`, `h`, `d`, …, `1h30m`, `1h 30m`, `1.5h`). A width must
-/// be a whole number of milliseconds, at least one: buckets are counted in whole milliseconds.
+/// anything else is a duration with units (humantime: `ms`, `s`, `m`, `h`, `d`, …, `1h30m`, `1h 30m`, `1.5h`). A
+/// width must be a whole number of milliseconds, at least one: buckets are counted in whole milliseconds.
 fn parse_step(text: &str) -> Result<i64, AppError> {
     let shown: String = text.chars().take(40).collect();
     let bad = |why: &str| {
