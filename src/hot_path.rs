@@ -109,7 +109,9 @@ pub async fn housekeeping(app: Arc<App>, dir: Option<PathBuf>) {
             if let Some(inbound) = &app.partners.inbound {
                 engine.set_external(inbound.active(), now_ms(), &mut findings);
             }
-            crate::metrics::record_rules(&engine.counters, &app.alerts.book.lock().counters);
+            let book = app.alerts.book.lock();
+            crate::metrics::record_rules(&engine.counters, &book.counters);
+            crate::metrics::record_alerts(book.all());
         }
         if !findings.is_empty() {
             app.apply_findings(findings);

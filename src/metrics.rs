@@ -184,8 +184,58 @@ pub static ALERT_JOURNAL_RECOVERIES: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+/// The alert book's alerts now, by state (`raised`/`updated` are active; `cleared`/`cancelled` are kept a while
+/// for the feed and the operators' history), set every housekeeping tick: dashboards show "alerts by state"
+/// without summing transitions.
+pub static ALERTS_BY_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("dc_alerts", "Alerts the alert book holds, by state (updated every 10 s)", &["state"])
+        .expect("metric registers")
+});
+
+/// Active alerts the approval gate holds from the public (an operator must approve), updated every tick.
+pub static ALERTS_AWAITING_APPROVAL: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "dc_alerts_awaiting_approval",
+        "Active alerts held by the approval gate until an operator approves (updated every 10 s)"
+    )
+    .expect("metric registers")
+});
+
+/// Sets [`ALERTS_BY_STATE`] and [`ALERTS_AWAITING_APPROVAL`] from the book's alerts.
+pub fn record_alerts<'a>(alerts: impl IntoIterator<Item = &'a alerting::Alert>) {
+    let mut by_state = [0i64; 4];
+    let mut awaiting = 0;
+    for alert in alerts {
+        by_state[alert_state_index(alert.state)] += 1;
+        if alert.state.is_active() && alert.public_release == alerting::alert::PublicRelease::Pending {
+            awaiting += 1;
+        }
+    }
+    for (state, n) in ALERT_STATES.iter().zip(by_state) {
+        ALERTS_BY_STATE.with_label_values(&[state]).set(n);
+    }
+    ALERTS_AWAITING_APPROVAL.set(awaiting);
+}
+
+/// The `kind` label values of [`RULES`].
+const RULE_READING_KINDS: [&str; 7] =
+    ["evaluated", "late_dropped", "late_placed", "outside_windows", "duplicates", "clamped", "missing_zone_thresholds"];
+
+/// The `state` label values, in [`alert_state_index`] order.
+const ALERT_STATES: [&str; 4] = ["raised", "updated", "cleared", "cancelled"];
+
+fn alert_state_index(state: alerting::AlertState) -> usize {
+    match state {
+        alerting::AlertState::Raised => 0,
+        alerting::AlertState::Updated => 1,
+        alerting::AlertState::Cleared => 2,
+        alerting::AlertState::Cancelled => 3,
+    }
+}
+
 pub fn record_rules(engine: &alerting::engine::EngineCounters, book: &alerting::alert::BookCounters) {
     let set = |kind: &str, v: u64| RULES.with_label_values(&[kind]).set(v as i64);
+    // Keep in step with RULE_READING_KINDS (pre-registered at zero).
     set("evaluated", engine.evaluated);
     set("late_dropped", engine.late_dropped);
     set("late_placed", engine.late_placed);
@@ -197,9 +247,24 @@ pub fn record_rules(engine: &alerting::engine::EngineCounters, book: &alerting::
     ALERT_JOURNAL_RECOVERIES.set(book.journal_recoveries as i64);
 }
 
+/// Registers every metric family of the process with its label values at zero, so that `/metrics` lists from the
+/// start what dashboards and alert rules (`ops/`) select, not only after the first event (`tests/ops.rs` holds
+/// every name they use against a fresh demo's `/metrics`).
 pub fn init() {
-    for state in ["raised", "updated", "cleared", "cancelled"] {
+    for state in ALERT_STATES {
         ALERT_TRANSITIONS.with_label_values(&[state]);
+        ALERTS_BY_STATE.with_label_values(&[state]);
+    }
+    LazyLock::force(&ALERTS_AWAITING_APPROVAL);
+    LazyLock::force(&ALERT_JOURNAL_ERRORS);
+    LazyLock::force(&ALERT_JOURNAL_RECOVERIES);
+    LazyLock::force(&ingest::metrics::METRICS);
+    LazyLock::force(&store::metrics::STORE);
+    LazyLock::force(&store::metrics::INFLUX);
+    LazyLock::force(&dissemination::metrics::METRICS);
+    LazyLock::force(&inbound::metrics::METRICS);
+    for kind in RULE_READING_KINDS {
+        RULES.with_label_values(&[kind]);
     }
     for result in ["ok", "failed"] {
         RULE_RELOADS.with_label_values(&[result]);

@@ -206,10 +206,15 @@ pub fn build(
     let (book, restored_changes) =
         restore_alerts(cfg, alerts_dir.as_deref(), &mut engine, store.as_deref(), &ingest, &geo, inbound.as_ref())?;
     let influx = match (&cfg.influx, data_dir) {
-        (Some(influx), Some(dir)) => Some(
-            store::InfluxSink::start(influx.clone(), &dir.join("influx-spool"), ingest.registry().read().iter())
-                .context("starting the InfluxDB sink")?,
-        ),
+        (Some(influx), Some(dir)) => {
+            // The sink's copy of the registry and its subscription to changes under one write lock: no change can
+            // fall between them (operators add sensors over the API at run time).
+            let mut registry = ingest.registry().write();
+            let sink = store::InfluxSink::start(influx.clone(), &dir.join("influx-spool"), registry.iter())
+                .context("starting the InfluxDB sink")?;
+            registry.observe(sink.registry_observer());
+            Some(sink)
+        }
         (Some(_), None) => anyhow::bail!("[influx] needs a data dir for its spool"),
         _ => None,
     };

@@ -9,6 +9,8 @@ use prometheus::{
 };
 
 use super::channel::Channel;
+use crate::view::ViewMode;
+use encoders::cap::MsgType;
 
 pub struct DisseminationMetrics {
     /// Delivery attempts by `channel` (`webhook`, `cbc`) and `result` (`delivered`, `retry`, `dead_letter`).
@@ -151,6 +153,12 @@ pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
         m.dead_letters.with_label_values(&[channel]);
         m.delivery_latency.with_label_values(&[channel]);
         m.timeouts.with_label_values(&[channel]);
+    }
+    // The CAP messages we make: one status per mode, Alert / Update / Cancel (never Ack or Error).
+    for mode in [ViewMode::Actual, ViewMode::Exercise, ViewMode::Test] {
+        for msg_type in [MsgType::Alert, MsgType::Update, MsgType::Cancel] {
+            m.cap_messages.with_label_values(&[mode.status().as_str(), msg_type.as_str()]);
+        }
     }
     for kind in ["cap_build", "journal", "broadcast_encode", "targeting", "cap_archive", "warning_area_coordinates"] {
         m.errors.with_label_values(&[kind]);

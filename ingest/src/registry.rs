@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -116,13 +117,31 @@ struct SensorsFile {
     sensor: Vec<Sensor>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Told the new record of every sensor added, updated or retired, after it is saved and before the registry's write
+/// lock is released: a reading validated against the new record reaches an observer's queue after the change does.
+/// Must not block (it runs under the lock the hot path reads through).
+pub type SensorObserver = Arc<dyn Fn(&Sensor) + Send + Sync>;
+
+#[derive(Clone, Default)]
 pub struct SensorRegistry {
     sensors: BTreeMap<String, Sensor>,
     /// The operators' changes (whole records), as saved in `store`.
     overlay: BTreeMap<String, Sensor>,
     /// Where operators' changes are persisted; `None` keeps them in memory only (tests, the demo without data dir).
     store: Option<PathBuf>,
+    /// Copies of the registry kept elsewhere, told every change ([`Self::observe`]).
+    observers: Vec<SensorObserver>,
+}
+
+impl std::fmt::Debug for SensorRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SensorRegistry")
+            .field("sensors", &self.sensors)
+            .field("overlay", &self.overlay)
+            .field("store", &self.store)
+            .field("observers", &self.observers.len())
+            .finish()
+    }
 }
 
 /// `<data dir>/sensors.json`.
@@ -192,6 +211,12 @@ impl SensorRegistry {
         Ok(self)
     }
 
+    /// Registers `observer` for every later change (see [`SensorObserver`]). Take the current records
+    /// ([`Self::iter`]) under the same write lock, so that no change falls between the copy and the first call.
+    pub fn observe(&mut self, observer: SensorObserver) {
+        self.observers.push(observer);
+    }
+
     /// Adds a new sensor (operator API).
     pub fn add(&mut self, sensor: Sensor) -> Result<(), RegistryError> {
         if self.sensors.contains_key(&sensor.id) {
@@ -234,6 +259,9 @@ impl SensorRegistry {
             persist::write_atomically(path, text.as_bytes(), false)?;
         }
         self.overlay = overlay;
+        for observer in &self.observers {
+            observer(&sensor);
+        }
         self.sensors.insert(sensor.id.clone(), sensor);
         Ok(())
     }
@@ -290,6 +318,32 @@ metrics = ["rain_mm"]
         assert_eq!(restarted.get("RG0002").unwrap().lat, 24.0);
         assert!(restarted.get("RG0003").is_some());
         assert_eq!(restarted.len(), 3);
+    }
+
+    #[test]
+    fn observers_hear_every_change_that_took_effect_and_only_those() {
+        let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut reg = SensorRegistry::from_toml(TWO, Path::new(FILE)).unwrap();
+        let ear = Arc::clone(&heard);
+        reg.observe(Arc::new(move |s: &Sensor| ear.lock().push((s.id.clone(), s.agency.clone(), s.retired))));
+        let mut new = reg.get("RG0001").unwrap().clone();
+        new.id = "RG0003".into();
+        reg.add(new.clone()).unwrap();
+        let _ = reg.add(new.clone());
+        new.agency = "WRA".into();
+        reg.update(new.clone()).unwrap();
+        new.metrics = vec![Metric::TiltDeg];
+        let _ = reg.update(new);
+        reg.retire("RG0002").unwrap();
+        let _ = reg.retire("NOPE");
+        assert_eq!(
+            *heard.lock(),
+            [
+                ("RG0003".to_string(), "SWCB".to_string(), false),
+                ("RG0003".to_string(), "WRA".to_string(), false),
+                ("RG0002".to_string(), "CWA".to_string(), true),
+            ]
+        );
     }
 
     #[test]

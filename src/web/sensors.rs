@@ -90,8 +90,35 @@ pub struct HistoryQuery {
     from: Option<String>,
     /// Unix milliseconds or RFC 3339; default: now.
     to: Option<String>,
-    /// Bucket width in milliseconds (min/max/mean/sum per bucket); absent: raw points.
-    step: Option<i64>,
+    /// Bucket width (min/max/mean/sum per bucket): milliseconds (`3600000`) or a duration (`1h`, `15m`, `30s`,
+    /// `1h30m`); absent: raw points.
+    step: Option<String>,
+}
+
+/// The bucket width of a history query in milliseconds. A bare number is milliseconds (what the query always took);
+/// anything else is a duration with units (humantime: `ms`, `s`, `m`, `h`, `d`, …, `1h30m`, `1h 30m`, `1.5h`). A
+/// width must be a whole number of milliseconds, at least one: buckets are counted in whole milliseconds.
+fn parse_step(text: &str) -> Result<i64, AppError> {
+    let shown: String = text.chars().take(40).collect();
+    let bad = |why: &str| {
+        AppError::BadRequest(format!(
+            "`step`: `{shown}` {why}; expected milliseconds (`900000`) or a duration such as `1h`, `15m`, `30s`"
+        ))
+    };
+    let ms = match text.trim().parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => {
+            let d = humantime::parse_duration(text.trim()).map_err(|e| bad(&format!("is not a duration ({e})")))?;
+            if d.subsec_nanos() % 1_000_000 != 0 {
+                return Err(bad("is not a whole number of milliseconds"));
+            }
+            i64::try_from(d.as_millis()).map_err(|_| bad("is too long"))?
+        }
+    };
+    if ms <= 0 {
+        return Err(bad("must be positive"));
+    }
+    Ok(ms)
 }
 
 fn parse_instant(text: &str, field: &str) -> Result<i64, AppError> {
@@ -103,7 +130,8 @@ fn parse_instant(text: &str, field: &str) -> Result<i64, AppError> {
         .map_err(|_| AppError::BadRequest(format!("`{field}`: expected Unix milliseconds or RFC 3339 with an offset")))
 }
 
-/// `GET /api/v1/sensors/{id}/readings?metric=&from=&to=&step=`: a sensor's history from the embedded store.
+/// `GET /api/v1/sensors/{id}/readings?metric=&from=&to=&step=`: a sensor's history from the embedded store
+/// (`docs/API.md` § History: formats, defaults, bucket alignment).
 pub async fn history(
     State(app): State<Arc<App>>,
     // Before the query: a caller without a token learns nothing from the query's validation, only 401.
@@ -126,12 +154,10 @@ pub async fn history(
     if from >= to {
         return Err(AppError::BadRequest("`from` must be before `to`".into()));
     }
-    if q.step.is_some_and(|s| s <= 0) {
-        return Err(AppError::BadRequest("`step` must be a positive number of milliseconds".into()));
-    }
+    let step = q.step.as_deref().map(parse_step).transpose()?;
     let store =
         app.readings.store.clone().ok_or_else(|| AppError::NotFound("no readings store (no data dir)".into()))?;
-    let history = tokio::task::spawn_blocking(move || store.history(&id, metric, from, to, q.step))
+    let history = tokio::task::spawn_blocking(move || store.history(&id, metric, from, to, step))
         .await
         .map_err(|_| AppError::Internal("history query failed".into()))?
         .map_err(|e| match e {

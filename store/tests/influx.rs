@@ -142,6 +142,52 @@ fn readings_arrive_with_their_measurement_tags_and_exact_values() {
     assert_eq!((stats.spooled, stats.failed_requests, stats.spool_bytes), (0, 0, 0), "{stats:?}");
 }
 
+/// Registry changes reach the sink through the registry's observer (what `serve` wires): a sensor added after start
+/// is written under its measurement and tags, not `unregistered`; an update moves its tags from the next reading on.
+/// The observer holds the sink's queue weakly: the registry outliving the sink neither keeps the sink's thread alive
+/// at shutdown nor fails when it changes afterwards.
+#[test]
+fn registry_changes_reach_the_sink_through_its_observer() {
+    let dir = tempfile::tempdir().unwrap();
+    let vm = Vm::start(&dir.path().join("vm"));
+    let mut registry = ingest::SensorRegistry::default();
+    let sink = InfluxSink::start(config(&vm.url()), &dir.path().join("spool"), registry.iter()).unwrap();
+    registry.observe(sink.registry_observer());
+    let mut gauge = sensor("RG0042", SensorKind::RainGauge, "SWCB", 23.7, 120.9);
+    gauge.metrics = vec![Metric::RainMm];
+    registry.add(gauge.clone()).unwrap();
+    let reading =
+        |ts_ms| Reading { sensor_id: "RG0042".into(), ts_ms, metric: Metric::RainMm, value: 1.5, position: None };
+    assert!(sink.send(&[reading(T0)]));
+    gauge.agency = "WRA".into();
+    registry.update(gauge.clone()).unwrap();
+    assert!(sink.send(&[reading(T0 + 1000)]));
+    sink.flush().unwrap();
+    assert!(wait_until(Duration::from_secs(30), || sink.stats().written == 2), "{:?}", sink.stats());
+
+    let mut got = vm.export(r#"{__name__=~"(rain_gauge|unregistered)_.*"}"#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.values().map(|s| s.samples.len()).sum::<usize>() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        got = vm.export(r#"{__name__=~"(rain_gauge|unregistered)_.*"}"#);
+    }
+    let seen: Vec<(&str, &str, usize)> = got
+        .values()
+        .map(|s| (s.labels["__name__"].as_str(), s.labels.get("agency").map_or("", String::as_str), s.samples.len()))
+        .collect();
+    assert_eq!(seen, [("rain_gauge_rain_mm", "SWCB", 1), ("rain_gauge_rain_mm", "WRA", 1)], "{got:?}");
+
+    // Shut down while the registry (and its observer) lives on, then change the registry again.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        sink.shutdown();
+        let _ = done_tx.send(());
+    });
+    done.recv_timeout(Duration::from_secs(20)).expect("the sink stops although the registry still observes it");
+    gauge.agency = "CWA".into();
+    registry.update(gauge).unwrap();
+}
+
 /// The server is stopped (SIGTERM) with requests in flight and started again later on the same data.
 ///
 /// Stopping a server with requests in flight makes some of them ambiguous: VictoriaMetrics may store a request's

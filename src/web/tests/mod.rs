@@ -25,6 +25,7 @@ use crate::config::ConfigFiles;
 use crate::web::auth::{self, Scope, TokenEntry, TokenSet};
 
 mod errors;
+mod history;
 mod pages;
 mod scopes;
 

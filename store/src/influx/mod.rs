@@ -67,7 +67,8 @@ pub struct InfluxSink {
 
 impl InfluxSink {
     /// Opens the spool in `spool_dir` (replaying whatever a previous run left there) and starts the sink's thread.
-    /// `sensors` gives each reading its measurement and tags; later registry changes go through [`Self::set_sensor`].
+    /// `sensors` gives each reading its measurement and tags; later registry changes reach the sink through
+    /// [`Self::registry_observer`] (or [`Self::set_sensor`]).
     pub fn start<'a>(
         config: InfluxConfig,
         spool_dir: &Path,
@@ -158,6 +159,20 @@ impl InfluxSink {
             // Fails only when the task has stopped, and then nothing will be written anyway.
             let _ = tx.send(Input::Sensor(Box::new(sensor.clone())));
         }
+    }
+
+    /// What the registry calls on every change ([`ingest::SensorRegistry::observe`]), so that a sensor added, moved
+    /// or re-assigned over the API is written under its own measurement and tags from its next reading on — not as
+    /// `unregistered_<metric>` until a restart, which would split one sensor's history into two series. The change
+    /// travels on the readings' own queue, ahead of every reading validated against it. The observer holds the queue
+    /// weakly: the registry outliving the sink must not keep the sink's task waiting for more input at shutdown.
+    pub fn registry_observer(&self) -> ingest::registry::SensorObserver {
+        let input = self.input.as_ref().map(UnboundedSender::downgrade);
+        Arc::new(move |sensor: &Sensor| {
+            if let Some(tx) = input.as_ref().and_then(|weak| weak.upgrade()) {
+                let _ = tx.send(Input::Sensor(Box::new(sensor.clone())));
+            }
+        })
     }
 
     /// Sends the partial batch now and blocks until everything sent before this call is acknowledged by the server
