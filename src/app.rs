@@ -248,6 +248,7 @@ fn alert_view(alert: &Alert) -> dissemination::AlertView {
         certainty: alert.level.certainty.into(),
         level_name_zh: alert.level.name.clone(),
         level_name_en: alert.level.name_en.clone(),
+        level_index: u32::try_from(alert.level.index).ok(),
         area_id: alert.area_id.clone(),
         value: alert.value,
         raised_ms: alert.first_issued_ms,

@@ -92,6 +92,10 @@ pub struct AlertView {
     pub level_name_zh: String,
     /// The same in English (`red`, `heavy rain`); also what the PWS class policy matches on.
     pub level_name_en: String,
+    /// The level's rank in its rule (0 = lowest danger), so channels can tell a rise from a fall between two levels
+    /// of one severity (豪雨 → 大豪雨 are both Severe). Absent in older journals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_index: Option<u32>,
     /// A geo-index zone id: the CAP area, the cell-broadcast target, the webhook zone filter.
     pub area_id: String,
     /// The measured value that tripped the rule (unit per event type, see `config/dissemination.toml`).

@@ -8,12 +8,14 @@
 //! - `cbc`: envelopes, serial numbers, stop on cancel, too-long texts, tshark on pages and the PDU.
 //! - `cap_xsd`: every CAP message made validates against the XSD; the feed and its ETag.
 //! - `config_file`: the shipped `config/dissemination.toml` and config errors.
+//! - `push`: Web Push against a Python push service (`http_ece`, `cryptography`): targeting, policy, 410, 429, restart.
 //! - `timing`: 60 subscribers p99, county-sized broadcast encode + target (figures printed).
 
 mod bounded;
 mod cap_xsd;
 mod cbc;
 mod config_file;
+mod push;
 mod restart;
 mod timing;
 mod tools;
@@ -71,6 +73,7 @@ pub(crate) fn view(id: &str, version: u32) -> AlertView {
         certainty: Certainty::Observed,
         level_name_zh: "紅色".into(),
         level_name_en: "red".into(),
+        level_index: Some(1),
         area_id: "dfa-xinyi-shenmu".into(),
         value: 250.0 + f64::from(version),
         raised_ms: 1_764_122_400_000,
@@ -99,6 +102,17 @@ pub(crate) fn rain_view(id: &str, version: u32, zone: &str) -> AlertView {
         values: BTreeMap::from([("rain_1h_mm".to_string(), "42.5".to_string())]),
         ..view(id, version)
     }
+}
+
+/// The released CAP message of a change, as the outbox would store it (for the push payload's unit tests).
+pub(crate) fn stored_message(view: &AlertView) -> messages::StoredMessage {
+    let geo = geo();
+    let templates = templates();
+    let cfg = config("").resolve(&geo, &templates, &|_| None).expect("test config resolves");
+    let ctx = messages::MessageContext { cfg: &cfg, geo: &geo, templates: &templates, base_url: BASE_URL };
+    let identifier = format!("{}.{}", view.id, view.version);
+    messages::build_message(&ctx, view, identifier, encoders::cap::MsgType::Alert, Vec::new(), true)
+        .expect("message builds")
 }
 
 pub(crate) fn ended(mut v: AlertView, state: ViewState) -> AlertView {
