@@ -45,7 +45,8 @@ fn refused(r: &Refusal) -> Response {
 
 /// Reads at most [`MAX_BODY_BYTES`] and parses it; refusals counted like the channel's own.
 async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, Refusal> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| count(Refusal::TooLarge(MAX_BODY_BYTES)))?;
+    let bytes =
+        axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| count(Refusal::TooLarge(MAX_BODY_BYTES)))?;
     serde_json::from_slice(&bytes).map_err(|e| count(Refusal::Malformed(format!("body: {e}"))))
 }
 

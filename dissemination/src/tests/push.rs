@@ -135,9 +135,11 @@ fn targeted_places_get_the_alert_decrypted_in_their_language_others_nothing() {
     let mut service = PushService::start(&["shenmu-zh", "shenmu-en", "jiaxian"]);
     let d = started(dir.path(), &mut service);
     let push = d.push().unwrap();
-    for (name, place, lang) in
-        [("shenmu-zh", SHENMU, PushLang::ZhTw), ("shenmu-en", SHENMU, PushLang::En), ("jiaxian", JIAXIAN, PushLang::ZhTw)]
-    {
+    for (name, place, lang) in [
+        ("shenmu-zh", SHENMU, PushLang::ZhTw),
+        ("shenmu-en", SHENMU, PushLang::En),
+        ("jiaxian", JIAXIAN, PushLang::ZhTw),
+    ] {
         let status = push.subscribe(&service.input(name, &[place], lang), None).expect("subscribes");
         assert!(status.zones >= 1, "{name}: {status:?}");
     }
@@ -289,7 +291,10 @@ fn bad_subscribe_bodies_are_refused_each_with_its_reason_and_counter() {
         ("bad_key", with(&|i| i.keys.p256dh = "!!!".into())),
         ("bad_auth", with(&|i| i.keys.auth = "AAAAAAAAAAAAAAAAAAAAAAAAAA".into())),
         ("bad_place", with(&|i| i.places.clear())),
-        ("bad_place", with(&|i| i.places = vec![crate::channel::push::subscription::Place::LatLon { lat: 91.0, lon: 0.0 }])),
+        (
+            "bad_place",
+            with(&|i| i.places = vec![crate::channel::push::subscription::Place::LatLon { lat: 91.0, lon: 0.0 }]),
+        ),
         ("bad_client_id", with(&|i| i.client_id = Some("has space".into()))),
     ];
     for (reason, input) in &cases {
@@ -303,8 +308,11 @@ fn bad_subscribe_bodies_are_refused_each_with_its_reason_and_counter() {
     assert_eq!(push.subscriptions(), 0, "nothing refused was kept");
     // Per client: two allowed here; a third endpoint of the same client is refused, a re-subscribe is not.
     push.subscribe(&good, None).unwrap();
-    push.subscribe(&SubscribeInput { client_id: good.client_id.clone(), ..service.input("b", &[SHENMU], PushLang::En) }, None)
-        .unwrap();
+    push.subscribe(
+        &SubscribeInput { client_id: good.client_id.clone(), ..service.input("b", &[SHENMU], PushLang::En) },
+        None,
+    )
+    .unwrap();
     let third = SubscribeInput { client_id: good.client_id.clone(), ..service.input("c", &[SHENMU], PushLang::En) };
     assert!(matches!(push.subscribe(&third, None), Err(Refusal::ClientLimit(2))));
     push.subscribe(&good, None).expect("the same endpoint again replaces itself");

@@ -118,7 +118,10 @@ impl Settings {
         }
         for (i, h) in c.endpoint_hosts.iter().enumerate() {
             if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')) {
-                return Err(FieldError::new(format!("push.endpoint_hosts[{i}]"), "a host name (letters, digits, `.`, `-`)"));
+                return Err(FieldError::new(
+                    format!("push.endpoint_hosts[{i}]"),
+                    "a host name (letters, digits, `.`, `-`)",
+                ));
             }
         }
         let endpoint_hosts = if c.endpoint_hosts.is_empty() {

@@ -119,7 +119,8 @@ impl PushChannel {
             state.apply(&e.record);
         }
         let compact = state.compact();
-        let journal = durable::Journal::replace(&journal_path, &compact, durable::Replace::DURABLE.private(true).sync(fsync))?;
+        let journal =
+            durable::Journal::replace(&journal_path, &compact, durable::Replace::DURABLE.private(true).sync(fsync))?;
         let size = journal.len();
         let inner = Arc::new(Inner {
             cfg,
@@ -134,12 +135,11 @@ impl PushChannel {
             tokens: Mutex::new(HashMap::new()),
         });
         inner.update_gauges();
-        tracing::info!(
-            subscriptions = lock(&inner.state).subs.len(),
-            pending = lock(&inner.state).pending.len(),
-            key = %inner.keys.current.id,
-            "web push ready"
-        );
+        let (subscriptions, pending) = {
+            let st = lock(&inner.state);
+            (st.subs.len(), st.pending.len())
+        };
+        tracing::info!(subscriptions, pending, key = %inner.keys.current.id, "web push ready");
         handle.spawn(dispatcher(inner.clone(), stop));
         Ok(PushChannel { inner })
     }
@@ -308,7 +308,11 @@ impl Inner {
             return;
         }
         let records = lock(&self.state).compact();
-        match durable::Journal::replace(&self.journal_path, &records, durable::Replace::DURABLE.private(true).sync(self.fsync)) {
+        match durable::Journal::replace(
+            &self.journal_path,
+            &records,
+            durable::Replace::DURABLE.private(true).sync(self.fsync),
+        ) {
             Ok(fresh) => {
                 let size = fresh.len();
                 *j = (fresh, size);

@@ -190,8 +190,7 @@ impl PushState {
         subs.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         out.extend(subs.into_iter().map(|s| Record::Subscribed { sub: s.clone() }));
         // The policy's memory: dispatches that are finished but are their alert's latest, then the pending ones.
-        let mut memory: Vec<&Dispatch> =
-            self.last.values().filter(|d| !self.pending.contains_key(&d.seq)).collect();
+        let mut memory: Vec<&Dispatch> = self.last.values().filter(|d| !self.pending.contains_key(&d.seq)).collect();
         memory.sort_by_key(|d| d.seq);
         for d in memory {
             out.push(Record::Dispatch { dispatch: d.clone() });
@@ -202,7 +201,11 @@ impl PushState {
             let mut done: Vec<&String> = p.done.iter().collect();
             done.sort();
             // The outcome itself was counted when it happened; after a restart only "had it" matters.
-            out.extend(done.into_iter().map(|id| Record::Sent { seq: p.dispatch.seq, id: id.clone(), outcome: Outcome::Delivered }));
+            out.extend(done.into_iter().map(|id| Record::Sent {
+                seq: p.dispatch.seq,
+                id: id.clone(),
+                outcome: Outcome::Delivered,
+            }));
         }
         out
     }

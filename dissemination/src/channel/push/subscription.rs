@@ -202,7 +202,9 @@ pub(crate) fn check_endpoint(endpoint: &str, cfg: &Settings) -> Result<reqwest::
     match url.scheme() {
         "https" => {}
         "http" if loopback && cfg.allow_http_loopback => return Ok(url),
-        "http" if loopback => return Err(bad("http:// is allowed only to loopback in tests (push.allow_http_loopback)")),
+        "http" if loopback => {
+            return Err(bad("http:// is allowed only to loopback in tests (push.allow_http_loopback)"))
+        }
         "http" => return Err(bad("must be https://")),
         _ => return Err(bad("must be https://")),
     }
@@ -234,16 +236,17 @@ pub(crate) fn validate(
     now_ms: i64,
 ) -> Result<Subscription, Refusal> {
     check_endpoint(&input.endpoint, cfg)?;
-    let point = B64
-        .decode(input.keys.p256dh.trim_end_matches('='))
-        .map_err(|_| Refusal::Key("not base64url".into()))?;
+    let point =
+        B64.decode(input.keys.p256dh.trim_end_matches('=')).map_err(|_| Refusal::Key("not base64url".into()))?;
     if point.len() != 65 || point[0] != 4 {
-        return Err(Refusal::Key(format!("an uncompressed P-256 point is 65 bytes starting 0x04, not {} bytes", point.len())));
+        return Err(Refusal::Key(format!(
+            "an uncompressed P-256 point is 65 bytes starting 0x04, not {} bytes",
+            point.len()
+        )));
     }
     web_push_native::p256::PublicKey::from_sec1_bytes(&point)
         .map_err(|_| Refusal::Key("not a point on the P-256 curve".into()))?;
-    let auth =
-        B64.decode(input.keys.auth.trim_end_matches('=')).map_err(|_| Refusal::Auth("not base64url".into()))?;
+    let auth = B64.decode(input.keys.auth.trim_end_matches('=')).map_err(|_| Refusal::Auth("not base64url".into()))?;
     if auth.len() != 16 {
         return Err(Refusal::Auth(format!("the authentication secret is 16 bytes, not {}", auth.len())));
     }
@@ -255,9 +258,12 @@ pub(crate) fn validate(
         let (lat, lon) = match place {
             Place::LatLon { lat, lon } => (*lat, *lon),
             Place::Cell { h3 } => {
-                let cell: geo_index::CellIndex = h3
-                    .parse()
-                    .map_err(|_| Refusal::Place(format!("places[{i}]: `{}` is not an H3 cell", h3.chars().take(32).collect::<String>())))?;
+                let cell: geo_index::CellIndex = h3.parse().map_err(|_| {
+                    Refusal::Place(format!(
+                        "places[{i}]: `{}` is not an H3 cell",
+                        h3.chars().take(32).collect::<String>()
+                    ))
+                })?;
                 let centre = geo_index::LatLng::from(cell);
                 (centre.lat(), centre.lng())
             }
