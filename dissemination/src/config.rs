@@ -216,6 +216,7 @@ impl DisseminationConfig {
         geo: &GeoIndex,
         templates: &Templates,
         env: &dyn Fn(&str) -> Option<String>,
+        public_url: &str,
     ) -> Result<Resolved, FieldError> {
         if self.sender.is_empty() || self.sender.chars().any(|c| c.is_whitespace() || matches!(c, ',' | '<' | '&')) {
             return Err(FieldError::new("sender", "non-empty, without spaces, commas, `<` or `&` (CAP §3.2.1)"));
@@ -235,7 +236,7 @@ impl DisseminationConfig {
         }
         let webhook = webhook::Settings::resolve(&self.webhooks, &self.subscribers, geo, templates, env)?;
         let cbc = cbc::Settings::resolve(&self.cell_broadcast, &self.carriers, templates, env)?;
-        let push = push::config::Settings::resolve(&self.push)?;
+        let push = push::config::Settings::resolve(&self.push, public_url)?;
 
         Ok(Resolved {
             sender: self.sender.clone(),

@@ -194,7 +194,7 @@ impl Dissemination {
         if !base_ok {
             return Err(DisseminationError::BaseUrl(public_base_url));
         }
-        let cfg = config.resolve(&geo, &templates, &|k| std::env::var(k).ok())?;
+        let cfg = config.resolve(&geo, &templates, &|k| std::env::var(k).ok(), &public_base_url)?;
 
         let records = Journal::read(data_dir)?;
         let mut state = State {

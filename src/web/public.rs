@@ -3,8 +3,8 @@
 //! once, `http.public_per_s` more per second); beyond it `429 Too Many Requests` with `Retry-After`, counted as
 //! `dc_http_refused_total{reason="rate_limited"}`.
 //!
-//! Limited: `/`, `/app` (the pages), `/cap/*` (CAP feed and messages), `/opendata/*`, `/metrics` — what anyone may
-//! fetch and what costs us work per request. Not limited: `/healthz` (load balancers poll it), the citizen websocket
+//! Limited: `/`, `/app` (the pages), `/cap/*` (CAP feed and messages), `/opendata/*`, `/metrics`, `/api/v1/push/*`
+//! (Web Push key and subscriptions) — what anyone may fetch or send and what costs us work per request. Not limited: `/healthz` (load balancers poll it), the citizen websocket
 //! (a carrier's NAT puts thousands of phones behind one address, and after an outage they all reconnect at once; its
 //! frames, places and queue are bounded in `citizen.rs`), citizen reports (their own per-client and per-address limits
 //! in `reports/`), everything that needs an operator token, and requests to the public endpoints that carry a valid
@@ -57,7 +57,12 @@ impl PublicLimit {
 
 /// Whether `path` is one of the limited public endpoints.
 fn limited(path: &str) -> bool {
-    matches!(path, "/" | "/app" | "/metrics") || path.starts_with("/cap/") || path.starts_with("/opendata/")
+    matches!(path, "/" | "/app" | "/metrics")
+        || path.starts_with("/cap/")
+        || path.starts_with("/opendata/")
+        // Each subscribe is a P-256 point check and an fsync; its bounds (`[push]`) cap what is kept, this caps the
+        // rate (an app sends its subscription once per start).
+        || path.starts_with("/api/v1/push/")
 }
 
 /// The middleware. Without a peer address (a server run without connection info) nothing is limited.

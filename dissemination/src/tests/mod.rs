@@ -108,7 +108,7 @@ pub(crate) fn rain_view(id: &str, version: u32, zone: &str) -> AlertView {
 pub(crate) fn stored_message(view: &AlertView) -> messages::StoredMessage {
     let geo = geo();
     let templates = templates();
-    let cfg = config("").resolve(&geo, &templates, &|_| None).expect("test config resolves");
+    let cfg = config("").resolve(&geo, &templates, &|_| None, BASE_URL).expect("test config resolves");
     let ctx = messages::MessageContext { cfg: &cfg, geo: &geo, templates: &templates, base_url: BASE_URL };
     let identifier = format!("{}.{}", view.id, view.version);
     messages::build_message(&ctx, view, identifier, encoders::cap::MsgType::Alert, Vec::new(), true)

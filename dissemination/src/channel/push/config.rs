@@ -25,7 +25,7 @@ pub struct PushConfig {
     /// Citizens may subscribe (`/api/v1/push/*`) and alerts are pushed to them.
     pub enabled: bool,
     /// The VAPID `sub` claim (RFC 8292 §2.1): `mailto:` or `https:` contact a push service operator can reach when
-    /// our pushes cause trouble. Required when enabled.
+    /// our pushes cause trouble. Empty: our public URL, when it is `https://` (else starting is refused).
     pub contact: String,
     /// `TTL` of a push (RFC 8030 §5.2): how long a push service keeps it for a phone that is off. A warning older than
     /// this is stale; a newer version of the same alert replaces it anyway (`Topic`).
@@ -88,15 +88,20 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    pub fn resolve(c: &PushConfig) -> Result<Settings, FieldError> {
+    /// Checks the section; `public_url` stands in for an empty `contact`.
+    pub fn resolve(c: &PushConfig, public_url: &str) -> Result<Settings, FieldError> {
         c.retry.check("push.retry")?;
+        let contact = if c.contact.is_empty() { public_url.to_string() } else { c.contact.clone() };
         if c.enabled {
-            let contact_ok = c.contact.strip_prefix("mailto:").is_some_and(|r| r.contains('@') && !r.contains(' '))
-                || c.contact.strip_prefix("https://").is_some_and(|r| !r.is_empty() && !r.contains(' '));
+            let contact_ok = contact.strip_prefix("mailto:").is_some_and(|r| r.contains('@') && !r.contains(' '))
+                || contact.strip_prefix("https://").is_some_and(|r| !r.is_empty() && !r.contains(' '));
             if !contact_ok {
                 return Err(FieldError::new(
                     "push.contact",
-                    "a `mailto:` address or an `https:` URL where push services can reach us (RFC 8292 `sub`)",
+                    format!(
+                        "`{contact}`: a `mailto:` address or an `https:` URL where push services can reach us (RFC 8292 \
+                         `sub`; empty means http.public_url, which is not https here)"
+                    ),
                 ));
             }
         }
@@ -131,7 +136,7 @@ impl Settings {
         };
         Ok(Settings {
             enabled: c.enabled,
-            contact: c.contact.clone(),
+            contact,
             ttl_s: c.ttl_s,
             max_subscriptions: c.max_subscriptions,
             max_per_client: c.max_per_client,
