@@ -321,3 +321,28 @@ fn bad_subscribe_bodies_are_refused_each_with_its_reason_and_counter() {
     assert!(!push.unsubscribe(&good.endpoint), "gone already");
     push.subscribe(&third, None).expect("room again after the citizen removed one");
 }
+
+#[test]
+fn after_a_key_rotation_old_subscriptions_are_signed_with_the_previous_key_new_ones_with_the_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = PushService::start(&["old", "new"]);
+    let old_key = {
+        let d = started(dir.path(), &mut service);
+        d.push().unwrap().subscribe(&service.input("old", &[SHENMU], PushLang::ZhTw), None).unwrap();
+        d.push().unwrap().public_key().to_string()
+    };
+    let push_dir = dir.path().join("push");
+    std::fs::rename(push_dir.join("vapid.pem"), push_dir.join("vapid.previous.pem")).unwrap();
+    let d = start(push_config(), dir.path());
+    let new_key = d.push().unwrap().public_key().to_string();
+    assert_ne!(new_key, old_key, "a new key was made");
+    d.push().unwrap().subscribe(&service.input("new", &[JIAXIAN], PushLang::ZhTw), None).unwrap();
+    service.expect_key(&old_key);
+    d.alert_changed(&view("ROT", 1));
+    let got = service.next(Duration::from_secs(5)).expect("the old subscription still gets pushes");
+    assert_eq!((got["sub"].as_str(), got["status"].as_u64()), (Some("old"), Some(201)), "{got}");
+    service.expect_key(&new_key);
+    d.alert_changed(&rain_view("ROT2", 1, "township-jiaxian"));
+    let got = service.next(Duration::from_secs(5)).expect("the new subscription, under the new key");
+    assert_eq!(got["sub"], "new", "{got}");
+}
