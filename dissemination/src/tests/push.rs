@@ -346,3 +346,23 @@ fn after_a_key_rotation_old_subscriptions_are_signed_with_the_previous_key_new_o
     let got = service.next(Duration::from_secs(5)).expect("the new subscription, under the new key");
     assert_eq!(got["sub"], "new", "{got}");
 }
+
+#[test]
+fn one_address_holds_at_most_max_per_address_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = PushService::start(&["a", "b", "c", "d"]);
+    let mut cfg = push_config();
+    cfg.push.max_per_address = 3;
+    let d = start(cfg, dir.path());
+    service.expect_key(d.push().unwrap().public_key());
+    let push = d.push().unwrap();
+    let nat: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    for name in ["a", "b", "c"] {
+        push.subscribe(&service.input(name, &[SHENMU], PushLang::ZhTw), Some(nat)).expect(name);
+    }
+    let err = push.subscribe(&service.input("d", &[SHENMU], PushLang::ZhTw), Some(nat)).expect_err("a fourth");
+    assert_eq!(err.reason(), "address_limit", "{err}");
+    assert!(err.is_limit());
+    push.subscribe(&service.input("d", &[SHENMU], PushLang::ZhTw), Some("198.51.100.1".parse().unwrap()))
+        .expect("another address has room");
+}
