@@ -20,8 +20,7 @@ use super::reports::PeerAddr;
 use super::AppError;
 use crate::app::App;
 
-/// Largest subscribe body: an endpoint (≤ 2 KiB), two keys, ten places, a language.
-pub const MAX_BODY_BYTES: usize = 4 * 1024;
+pub use dissemination::channel::push::subscription::MAX_BODY_BYTES;
 
 fn channel(app: &App) -> Result<&PushChannel, AppError> {
     app.partners

@@ -255,6 +255,12 @@ fn a_restart_keeps_subscriptions_and_resends_nothing_delivered() {
         assert_eq!(got.iter().filter(|l| l["sub"] == "a" && l["status"] == 201).count(), 1, "{got:?}");
         assert!(got.iter().any(|l| l["sub"] == "b" && l["status"] == 503), "{got:?}");
     }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("push/journal.jsonl")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the subscriptions' secrets are the owner's only");
+    }
     let d = started(dir.path(), &mut service);
     assert_eq!(d.push().unwrap().subscriptions(), 2, "subscriptions survive the restart");
     let got = service.drain(Duration::from_secs(3));

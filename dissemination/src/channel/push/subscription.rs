@@ -11,13 +11,15 @@ use base64::Engine as _;
 use geo_index::GeoIndex;
 use serde::{Deserialize, Serialize};
 
-use super::config::Settings;
+use super::config::{PushConfig, Settings};
 use super::vapid::B64;
 
 /// Most places one subscription may watch (home, work, family), as on the citizens' socket.
 pub const MAX_PLACES: usize = 10;
 /// Longest endpoint accepted (push services' are well under 1 KiB).
 pub const MAX_ENDPOINT_BYTES: usize = 2048;
+/// Largest subscribe body: an endpoint (≤ 2 KiB), two keys, ten places, a language.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
 /// The language a citizen reads (the two the CAP messages carry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -295,4 +297,15 @@ pub(crate) fn validate(
         key: key.to_string(),
         created_ms: now_ms,
     })
+}
+
+/// A subscribe body as the HTTP edge receives it, checked as `POST /api/v1/push/subscriptions` checks it (size, JSON
+/// shape, every field) except the bounds that depend on what is stored: the fuzz target's entry (`fuzz/`).
+pub fn check_body(body: &[u8], cfg: &PushConfig, geo: &GeoIndex, now_ms: i64) -> Result<Subscription, Refusal> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Refusal::TooLarge(MAX_BODY_BYTES));
+    }
+    let input: SubscribeInput = serde_json::from_slice(body).map_err(|e| Refusal::Malformed(format!("body: {e}")))?;
+    let settings = Settings::resolve(cfg, "").map_err(|e| Refusal::Malformed(format!("config: {e}")))?;
+    validate(&input, &settings, geo, None, "check", now_ms)
 }
