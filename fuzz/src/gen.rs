@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use arbitrary::{Result, Unstructured};
 use encoders::cap::{
     AreaInput, CapAlert, CapArea, CapInfo, CapInput, CapResource, Category, Certainty, Circle, Localized, MsgType,
     Polygon, Reference, ResponseType, Scope, Severity, Status, Urgency, ValuePair,
 };
 use encoders::cell_broadcast::{Ecgi, GeoScope, Language, Plmn, PwsClass, SerialNumber, Tai, WarningArea};
+use arbitrary::{Result, Unstructured};
 use time::{OffsetDateTime, UtcOffset};
 
 /// One of `all`.

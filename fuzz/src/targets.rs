@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use arbitrary::Unstructured;
 use encoders::cap::{self, CapAlert, ParseLimits, Templates};
 use encoders::cell_broadcast::dcs::Alphabet;
 use encoders::cell_broadcast::{
     self as cbs, lte, pages, CbsError, CellBroadcast, Coding, Schedule, WarningArea, PAGE_OCTETS,
 };
+use arbitrary::Unstructured;
 use geo_index::{GeoIndex, LoadPolicy, Resolution};
 use ingest::payload::Limits;
 use ingest::topic::{self, TopicKind};
