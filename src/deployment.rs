@@ -11,7 +11,8 @@
 //! - **delivery to this server itself** (webhook subscribers, carriers' CBC endpoints, polled feeds whose URL is our
 //!   own public URL or listen address, as the demo's `/demo/*` receivers are): otherwise `GET /api/v1/broadcasts`
 //!   reports carriers `acked` when nothing left the machine. A drill environment says so with `[deployment] drill =
-//!   true`, and then also gets the demo receivers.
+//!   true`, and then also gets the demo receivers;
+//! - **Web Push in the clear** (`[push] allow_http_loopback`, the demo's stand-in push service) outside a drill.
 //!
 //! Every problem is reported at once, each naming the file, the key and the reason; each counts in
 //! `dc_config_refused_total{reason}`. `demo` runs none of this: its conveniences are the point of it.
@@ -126,6 +127,7 @@ pub fn check_serve(
 
     if !cfg.deployment.drill {
         problems.extend(self_deliveries(files, main_file, http_listen));
+        problems.extend(push_over_http(files)?);
     }
 
     if problems.is_empty() {
@@ -245,6 +247,26 @@ fn check_env(
         )),
         Some(_) => {}
     }
+}
+
+/// `[push] allow_http_loopback`: Web Push in the clear to this machine is for tests and the demo's stand-in push
+/// service, never for a server whose citizens rely on it.
+fn push_over_http(files: &ConfigFiles) -> Result<Option<Problem>, DeploymentError> {
+    let Some((text, path)) = files.dissemination.as_ref() else { return Ok(None) };
+    let file = path.display().to_string();
+    let value: toml::Value = toml::from_str(text).map_err(|e| DeploymentError::Invalid {
+        file: file.clone(),
+        key: "file".into(),
+        message: e.to_string(),
+    })?;
+    let on = value.get("push").and_then(|p| p.get("allow_http_loopback")).and_then(toml::Value::as_bool);
+    Ok((on == Some(true)).then(|| Problem {
+        file,
+        key: "push.allow_http_loopback".into(),
+        reason: "http:// push endpoints are for tests and the demo; turn it off (or `[deployment] drill = true`)"
+            .into(),
+        kind: "push_http",
+    }))
 }
 
 /// A name under `.invalid` (RFC 6761: never resolves), as the production template writes what must be replaced.

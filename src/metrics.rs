@@ -82,7 +82,7 @@ pub static CONFIG_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "dc_config_refused_total",
         "Problems that made `serve` refuse its configuration, by reason (inline_secret, demo_secret, unset_env, \
-         placeholder, self_delivery)",
+         placeholder, self_delivery, push_http)",
         &["reason"]
     )
     .expect("metric registers")

@@ -63,6 +63,8 @@ fn serve_refuses_a_copy_of_the_demo_config_naming_every_secret() {
         // Deliveries to the server's own /demo/* receivers, with the way out named.
         "`carrier[0].cbc_url (Chunghwa Telecom)`: `http://127.0.0.1:8080/demo/cbc/cht` is this server itself",
         "`subscriber[1].url (demo-drill-desk)`",
+        // Web Push in the clear to the demo's stand-in push service.
+        "dissemination.toml: `push.allow_http_loopback`: http:// push endpoints are for tests and the demo",
         "set `drill = true` under `[deployment]`",
     ] {
         assert!(err.contains(needle), "`{needle}` not in the refusal:\n{err}");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use geo_index::GeoIndex;
 use serde::Deserialize;
 
-use crate::channel::{cbc, webhook};
+use crate::channel::{cbc, push, webhook};
 use encoders::cap::Templates;
 
 // The channels' sections, where they were before the channels had rooms of their own.
@@ -38,6 +38,9 @@ pub struct DisseminationConfig {
     pub cell_broadcast: cbc::CellBroadcastConfig,
     #[serde(default, rename = "carrier")]
     pub carriers: Vec<cbc::CarrierConfig>,
+    /// Web Push to citizens' phones (off unless turned on).
+    #[serde(default)]
+    pub push: push::PushConfig,
 }
 
 /// How CAP messages are built from alert views.
@@ -174,6 +177,8 @@ pub(crate) struct Resolved {
     pub webhook: webhook::Settings,
     /// `[cell_broadcast]` and `[[carrier]]`.
     pub cbc: cbc::Settings,
+    /// `[push]`.
+    pub push: push::config::Settings,
 }
 
 /// A secret given in the file or, by name, in the environment: `<field>` or `<field>_env`, exactly one.
@@ -211,6 +216,7 @@ impl DisseminationConfig {
         geo: &GeoIndex,
         templates: &Templates,
         env: &dyn Fn(&str) -> Option<String>,
+        public_url: &str,
     ) -> Result<Resolved, FieldError> {
         if self.sender.is_empty() || self.sender.chars().any(|c| c.is_whitespace() || matches!(c, ',' | '<' | '&')) {
             return Err(FieldError::new("sender", "non-empty, without spaces, commas, `<` or `&` (CAP §3.2.1)"));
@@ -230,6 +236,7 @@ impl DisseminationConfig {
         }
         let webhook = webhook::Settings::resolve(&self.webhooks, &self.subscribers, geo, templates, env)?;
         let cbc = cbc::Settings::resolve(&self.cell_broadcast, &self.carriers, templates, env)?;
+        let push = push::config::Settings::resolve(&self.push, public_url)?;
 
         Ok(Resolved {
             sender: self.sender.clone(),
@@ -239,6 +246,7 @@ impl DisseminationConfig {
             journal: self.journal.clone(),
             webhook,
             cbc,
+            push,
         })
     }
 }

@@ -16,6 +16,7 @@
 //! | [`channel::webhook`] | webhook target, CAP/JSON body, `X-DC-Signature`, `[webhooks]` and `[[subscriber]]` |
 //! | ↳ [`subscriber`], [`signature`] | subscribers (input, validation naming the field, filters, status); the HMAC |
 //! | [`channel::cbc`] | carrier target, envelope, bearer token, `[cell_broadcast]` and `[[carrier]]`, on-air planning |
+//! | [`channel::push`] | Web Push to citizens: subscriptions, VAPID key, re-notify policy, encrypted fan-out, `[push]` |
 //! | ↳ [`broadcast`] | one broadcast: PWS class policy, serial numbers, texts, per-carrier targeting, envelopes |
 //! | ↳ `ledger.rs` | the on-air ledger: per carrier, what was written and not yet stopped |
 //! | `journal.rs` | the append-only journal in `data_dir` (durability, restart, compaction) |
@@ -107,6 +108,8 @@ pub enum DisseminationError {
     Client(String),
     #[error("starting the delivery runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("web push: {0}")]
+    Push(#[from] channel::push::PushError),
 }
 
 /// Why a replay was refused.
@@ -202,6 +205,8 @@ pub struct Dissemination {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// When each alert was last rebroadcast by an operator (Unix ms), for [`REBROADCAST_INTERVAL`].
     rebroadcast_at: Mutex<std::collections::HashMap<String, i64>>,
+    /// Web Push to citizens (`[push] enabled`).
+    push: Option<channel::push::PushChannel>,
 }
 
 impl Dissemination {
@@ -222,7 +227,7 @@ impl Dissemination {
         if !base_ok {
             return Err(DisseminationError::BaseUrl(public_base_url));
         }
-        let cfg = config.resolve(&geo, &templates, &|k| std::env::var(k).ok())?;
+        let cfg = config.resolve(&geo, &templates, &|k| std::env::var(k).ok(), &public_base_url)?;
 
         let records = Journal::read(data_dir)?;
         let mut state = State {
@@ -284,6 +289,26 @@ impl Dissemination {
             .filter(|(_, t)| t.endpoint.is_some())
             .map(|(n, t)| (n.clone(), t.notify.clone()))
             .collect();
+        let push = if cfg.push.enabled {
+            let p = channel::push::PushChannel::start(
+                cfg.push.clone(),
+                &data_dir.join("push"),
+                geo.clone(),
+                client.clone(),
+                cfg.journal.fsync,
+                &handle,
+                stop.subscribe(),
+            );
+            match p {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let _ = stop.send(true);
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
         let inner = Arc::new(Inner {
             cfg,
             geo,
@@ -299,6 +324,7 @@ impl Dissemination {
             stop,
             thread: Mutex::new(Some(thread)),
             rebroadcast_at: Mutex::new(Default::default()),
+            push,
         };
         for (name, notify) in workers {
             d.spawn_worker(name, notify);
@@ -355,7 +381,24 @@ impl Dissemination {
             n.notify_one();
         }
         self.spawn_reports(reports);
+        if let Some(push) = &self.push {
+            if let Some(m) = self.latest_released(&alert.id) {
+                push.message_released(&m);
+            }
+        }
         identifier
+    }
+
+    /// The newest released message of an alert still in memory (what a phone should show now).
+    fn latest_released(&self, alert_id: &str) -> Option<messages::StoredMessage> {
+        let st = lock(&self.inner.state);
+        let meta = st.alerts.get(alert_id)?.messages.iter().rev().find(|m| m.released)?;
+        st.messages.get(&meta.identifier).cloned()
+    }
+
+    /// Web Push, when `[push] enabled`: subscriptions and the public key for the HTTP edge.
+    pub fn push(&self) -> Option<&channel::push::PushChannel> {
+        self.push.as_ref()
     }
 
     /// Computes targeting reports on the runtime's blocking pool: operators read them, CBCs do not wait for them.

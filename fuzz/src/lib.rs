@@ -37,6 +37,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("geo_cell_sites_csv", targets::geo_cell_sites_csv),
     ("sim_scenario_toml", targets::sim_scenario_toml),
     ("app_config_toml", targets::app_config_toml),
+    ("push_subscribe_body", targets::push_subscribe_body),
     ("app_report_body", targets::app_report_body),
     ("app_report_photo", targets::app_report_photo),
 ];

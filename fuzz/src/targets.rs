@@ -585,3 +585,31 @@ pub fn app_report_photo(data: &[u8]) {
     assert!(again.bytes == photo.bytes, "stripping is not idempotent");
     assert_eq!(again.sha256, photo.sha256);
 }
+
+/// `dissemination::channel::push::subscription::check_body`: a Web Push subscribe body (`POST
+/// /api/v1/push/subscriptions`). What it accepts is a push endpoint we may POST to (https on a push service, or http to
+/// loopback as the test config allows), a P-256 point, a 16-byte secret, zones of the index.
+pub fn push_subscribe_body(data: &[u8]) {
+    use dissemination::channel::push::{subscription, PushConfig};
+    static GEO: std::sync::LazyLock<GeoIndex> = std::sync::LazyLock::new(|| {
+        let mut g = GeoIndex::new(RESOLUTION);
+        g.load_zones(include_str!("../../config/zones.geojson"), LoadPolicy::StopOnFirst).expect("shipped zones load");
+        g
+    });
+    let cfg = PushConfig {
+        enabled: true,
+        contact: "mailto:fuzz@example.tw".into(),
+        allow_http_loopback: true,
+        ..PushConfig::default()
+    };
+    let Ok(sub) = subscription::check_body(data, &cfg, &GEO, NOW_MS) else { return };
+    let e = sub.endpoint.to_ascii_lowercase();
+    assert!(
+        e.starts_with("https://")
+            || ["http://127.", "http://[::1]", "http://localhost"].iter().any(|p| e.starts_with(p)),
+        "{e}"
+    );
+    assert_eq!(sub.p256dh.len(), 87, "65 bytes, base64url");
+    assert_eq!(sub.auth.len(), 22, "16 bytes, base64url");
+    assert!(sub.zones.iter().all(|z| GEO.zone(z).is_some()));
+}

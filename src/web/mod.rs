@@ -5,8 +5,9 @@
 //! handlers live by resource: `operator.rs` (`/ws/operator`, the snapshot, map filters), `citizen.rs`
 //! (`/ws/citizen`), `alerts.rs`, `sensors.rs`, `zones.rs` (cells, forecasts), `dissemination.rs` (CAP feed,
 //! subscribers, broadcasts), `inbound.rs` (partners' CAP push), `open_data.rs`, `reports.rs` (citizen reports),
-//! `rules.rs` (reload), `demo.rs` (the demo's receivers), `assets.rs` (the pages' scripts and vendored map files,
-//! compiled in); `auth.rs` (scoped tokens), `liveness.rs` (pings),
+//! `rules.rs` (reload), `push.rs` (Web Push subscriptions, the service worker and manifest), `demo.rs` (the demo's
+//! receivers), `assets.rs` (the pages' scripts and vendored map files, compiled in); `auth.rs` (scoped tokens),
+//! `liveness.rs` (pings),
 //! `public.rs` (rate limits), `tls.rs` (HTTPS).
 //!
 //! One [`AppError`] turns every refusal into a status code and a JSON body that names the problem, so handlers use
@@ -35,6 +36,7 @@ pub mod liveness;
 pub mod open_data;
 pub mod operator;
 pub mod public;
+pub mod push;
 pub mod reports;
 pub mod rules;
 pub mod sensors;
@@ -114,6 +116,13 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
         ("/api/v1/reports/photos/{name}", get(reports::operator_photo)),
         ("/opendata/reports.geojson", get(reports::open_data)),
         ("/opendata/reports/photos/{name}", get(reports::public_photo)),
+        // Web Push for citizens and the installable app: web/push.rs.
+        ("/api/v1/push/key", get(push::key)),
+        ("/api/v1/push/subscriptions", post(push::subscribe).delete(push::unsubscribe)),
+        ("/sw.js", get(push::service_worker)),
+        ("/push.js", get(push::opt_in_script)),
+        ("/manifest.webmanifest", get(push::manifest)),
+        ("/icon.svg", get(push::icon)),
     ]
 }
 

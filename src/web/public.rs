@@ -3,8 +3,8 @@
 //! once, `http.public_per_s` more per second); beyond it `429 Too Many Requests` with `Retry-After`, counted as
 //! `dc_http_refused_total{reason="rate_limited"}`.
 //!
-//! Limited: `/`, `/app` (the pages), `/cap/*` (CAP feed and messages), `/opendata/*`, `/metrics` — what anyone may
-//! fetch and what costs us work per request. Not limited: `/static/*` (bytes compiled into the binary, revalidated by
+//! Limited: `/`, `/app` (the pages), `/cap/*` (CAP feed and messages), `/opendata/*`, `/metrics`, `/api/v1/push/*`
+//! (Web Push key and subscriptions) — what anyone may fetch or send and what costs us work per request. Not limited: `/static/*` (bytes compiled into the binary, revalidated by
 //! ETag or cached; one page load fetches several, and a phone behind a carrier's NAT must not lose its map to its
 //! neighbours' page loads), `/healthz` (load balancers poll it), the citizen websocket
 //! (a carrier's NAT puts thousands of phones behind one address, and after an outage they all reconnect at once; its
@@ -59,7 +59,12 @@ impl PublicLimit {
 
 /// Whether `path` is one of the limited public endpoints.
 fn limited(path: &str) -> bool {
-    matches!(path, "/" | "/app" | "/metrics") || path.starts_with("/cap/") || path.starts_with("/opendata/")
+    matches!(path, "/" | "/app" | "/metrics")
+        || path.starts_with("/cap/")
+        || path.starts_with("/opendata/")
+        // Each subscribe is a P-256 point check and an fsync; its bounds (`[push]`) cap what is kept, this caps the
+        // rate (an app sends its subscription once per start).
+        || path.starts_with("/api/v1/push/")
 }
 
 /// The middleware. Without a peer address (a server run without connection info) nothing is limited.

@@ -7,8 +7,14 @@
 //! data, one variant each. Every `match` on them is here and exhaustive, so a new variant makes the compiler
 //! point at each line that needs it. What a channel is decided by is its target's `Endpoint` variant; its
 //! name prefix (`cbc:`) exists only as the stable external name (`Channel::target_name`).
+//!
+//! [`push`] (Web Push to citizens' phones) is a room here too but not a `Channel` of the outbox: its targets are up to
+//! a million anonymous subscriptions of which only the newest version of each alert matters, so it keeps its own
+//! state (subscriptions, one dispatch per message, one line per phone that had it) instead of one strictly ordered,
+//! journaled outbox per target. It takes the released messages the outbox makes (`Dissemination::alert_changed`).
 
 pub mod cbc;
+pub mod push;
 pub mod webhook;
 
 use super::config::{Resolved, Retry};

@@ -5,7 +5,7 @@ use crate::channel::cbc::{default_policy, PolicyClass};
 
 fn resolve(text: &str) -> Result<config::Resolved, FieldError> {
     let cfg = DisseminationConfig::from_toml_str(text)?;
-    cfg.resolve(&geo(), &templates(), &|k| (k == "SET_VAR").then(|| "from-the-environment-123".into()))
+    cfg.resolve(&geo(), &templates(), &|k| (k == "SET_VAR").then(|| "from-the-environment-123".into()), BASE_URL)
 }
 
 #[test]

@@ -28,7 +28,7 @@ fn unhex(s: &str) -> Vec<u8> {
 #[test]
 fn geofenced_carriers_send_the_area_and_phones_outside_it_stay_silent() {
     let geo = geo();
-    let cfg = config("").resolve(&geo, &templates(), &|_| None).unwrap();
+    let cfg = config("").resolve(&geo, &templates(), &|_| None, "").unwrap();
     let t = templates();
     let ctx = MessageContext { cfg: &cfg, geo: &geo, templates: &t, base_url: BASE_URL };
     let msg = build_message(&ctx, &view("GF", 1), "GF.1".into(), MsgType::Alert, Vec::new(), true).expect("message");
@@ -98,13 +98,13 @@ fn geofenced_carriers_send_the_area_and_phones_outside_it_stay_silent() {
 #[test]
 fn a_reserved_wait_time_is_refused_naming_the_key() {
     let base = "[[carrier]]\nname = \"C\"\nmcc = \"466\"\nmnc = \"92\"\ncbc_url = \"https://c.tw/\"\ntoken = \"t\"\n";
-    let e = config(&format!("{base}geofence_max_wait_s = 255\n")).resolve(&geo(), &templates(), &|_| None).unwrap_err();
+    let e = config(&format!("{base}geofence_max_wait_s = 255\n")).resolve(&geo(), &templates(), &|_| None, "").unwrap_err();
     assert_eq!(e.field, "carrier[0].geofence_max_wait_s");
     let ok = config(&format!("{base}geofence_max_wait_s = 0\nwarning_area_coordinates = false\n"))
-        .resolve(&geo(), &templates(), &|_| None)
+        .resolve(&geo(), &templates(), &|_| None, "")
         .unwrap();
     assert!(!ok.cbc.carriers[0].warning_area_coordinates);
-    let default = config(base).resolve(&geo(), &templates(), &|_| None).unwrap();
+    let default = config(base).resolve(&geo(), &templates(), &|_| None, "").unwrap();
     assert!(default.cbc.carriers[0].warning_area_coordinates, "on unless a carrier opts out");
     assert_eq!(default.cbc.carriers[0].geofence_max_wait_s, None);
 }

@@ -8,6 +8,7 @@
 //! - `cbc`: envelopes, serial numbers, stop on cancel, too-long texts, tshark on pages and the PDU.
 //! - `cap_xsd`: every CAP message made validates against the XSD; the feed and its ETag.
 //! - `config_file`: the shipped `config/dissemination.toml` and config errors.
+//! - `push`: Web Push against a Python push service (`http_ece`, `cryptography`): targeting, policy, 410, 429, restart.
 //! - `timing`: 60 subscribers p99, county-sized broadcast encode + target (figures printed).
 
 mod bounded;
@@ -15,6 +16,7 @@ mod cap_xsd;
 mod cbc;
 mod config_file;
 mod geofence;
+mod push;
 mod restart;
 mod timing;
 mod tools;
@@ -102,6 +104,17 @@ pub(crate) fn rain_view(id: &str, version: u32, zone: &str) -> AlertView {
         values: BTreeMap::from([("rain_1h_mm".to_string(), "42.5".to_string())]),
         ..view(id, version)
     }
+}
+
+/// The released CAP message of a change, as the outbox would store it (for the push payload's unit tests).
+pub(crate) fn stored_message(view: &AlertView) -> messages::StoredMessage {
+    let geo = geo();
+    let templates = templates();
+    let cfg = config("").resolve(&geo, &templates, &|_| None, BASE_URL).expect("test config resolves");
+    let ctx = messages::MessageContext { cfg: &cfg, geo: &geo, templates: &templates, base_url: BASE_URL };
+    let identifier = format!("{}.{}", view.id, view.version);
+    messages::build_message(&ctx, view, identifier, encoders::cap::MsgType::Alert, Vec::new(), true)
+        .expect("message builds")
 }
 
 pub(crate) fn ended(mut v: AlertView, state: ViewState) -> AlertView {

@@ -117,7 +117,7 @@ fn county_index() -> GeoIndex {
 fn county_sized_broadcast_encode_and_target_under_10ms() {
     let geo = county_index();
     let area_km2 = geo.zone("county").unwrap().area_km2;
-    let cfg = config("").resolve(&geo, &templates(), &|_| None).unwrap();
+    let cfg = config("").resolve(&geo, &templates(), &|_| None, BASE_URL).unwrap();
     let t = templates();
     let ctx = MessageContext { cfg: &cfg, geo: &geo, templates: &t, base_url: BASE_URL };
     let v = AlertView { area_id: "county".into(), ..view("COUNTY", 1) };

@@ -140,6 +140,21 @@ const TABLE: &[Case] = &[
     case("GET", "/api/v1/reports/photos/{name}", READ, "/api/v1/reports/photos/no-such-photo.jpg", 404),
     case("GET", "/opendata/reports.geojson", Public, "/opendata/reports.geojson", 200),
     case("GET", "/opendata/reports/photos/{name}", Public, "/opendata/reports/photos/no-such-photo.jpg", 404),
+    // Web Push: anonymous like the citizens' socket (web/push.rs); a bad body is the channel's 400.
+    case("GET", "/api/v1/push/key", Public, "/api/v1/push/key", 200),
+    with_body("POST", "/api/v1/push/subscriptions", Public, "/api/v1/push/subscriptions", "{}", 400),
+    with_body(
+        "DELETE",
+        "/api/v1/push/subscriptions",
+        Public,
+        "/api/v1/push/subscriptions",
+        r#"{"endpoint":"https://fcm.googleapis.com/fcm/send/none"}"#,
+        404,
+    ),
+    case("GET", "/sw.js", Public, "/sw.js", 200),
+    case("GET", "/push.js", Public, "/push.js", 200),
+    case("GET", "/manifest.webmanifest", Public, "/manifest.webmanifest", 200),
+    case("GET", "/icon.svg", Public, "/icon.svg", 200),
 ];
 
 /// The methods the coverage check tries on every path (HEAD rides with GET in axum).
