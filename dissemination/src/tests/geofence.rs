@@ -44,8 +44,18 @@ fn geofenced_carriers_send_the_area_and_phones_outside_it_stay_silent() {
         id += 1;
         id
     };
-    let (record, envelopes) =
-        plan(&bctx, &msg, BroadcastKind::WriteReplace, PwsClass::Emergency(0), None, serial, true, "first", None, &mut next);
+    let (record, envelopes) = plan(
+        &bctx,
+        &msg,
+        BroadcastKind::WriteReplace,
+        PwsClass::Emergency(0),
+        None,
+        serial,
+        true,
+        "first",
+        None,
+        &mut next,
+    );
     assert!(record.error.is_none(), "{:?}", record.error);
     assert_eq!(envelopes.len(), 2);
     let cht: serde_json::Value = serde_json::from_str(&envelopes[0].body).unwrap();
@@ -98,7 +108,8 @@ fn geofenced_carriers_send_the_area_and_phones_outside_it_stay_silent() {
 #[test]
 fn a_reserved_wait_time_is_refused_naming_the_key() {
     let base = "[[carrier]]\nname = \"C\"\nmcc = \"466\"\nmnc = \"92\"\ncbc_url = \"https://c.tw/\"\ntoken = \"t\"\n";
-    let e = config(&format!("{base}geofence_max_wait_s = 255\n")).resolve(&geo(), &templates(), &|_| None, "").unwrap_err();
+    let e =
+        config(&format!("{base}geofence_max_wait_s = 255\n")).resolve(&geo(), &templates(), &|_| None, "").unwrap_err();
     assert_eq!(e.field, "carrier[0].geofence_max_wait_s");
     let ok = config(&format!("{base}geofence_max_wait_s = 0\nwarning_area_coordinates = false\n"))
         .resolve(&geo(), &templates(), &|_| None, "")
