@@ -174,7 +174,7 @@ async fn a_read_token_watches_over_the_socket_but_does_not_act_and_comments_are_
         // Deltas (a second rule's alert, sensor updates) may arrive before the reply.
         let reply = loop {
             let frame = next_json(&mut viewer, WAIT).await.expect("a reply");
-            if !matches!(frame["type"].as_str(), Some("alert" | "sensor" | "report")) {
+            if !matches!(frame["type"].as_str(), Some("alert" | "public_warning" | "sensor" | "report")) {
                 break frame;
             }
         };

@@ -325,11 +325,19 @@ function drawPartners() {
   if (!list.children.length) list.textContent = '—';
 }
 
+// Dissemination and the air know public warnings (`W-…`, one per hazard and place), not the rules' alerts: the
+// operator frame names an alert's warning in `public.warning`.
+function warningOf(a) { return (a.public && a.public.warning) || a.id; }
+function alertOfWarning(id) {
+  for (const a of model.alerts.values()) if (warningOf(a) === id) return a;
+  return model.alerts.get(id);
+}
+
 // The areas the latest broadcast of each active alert went to (the alert's H3 cells, outlined in blue).
 function drawCells() {
   layers.cells.clearLayers();
   // Replaying, only what is known to have been broadcast by then: the alerts active at that time.
-  const shown = new Map(shownAlerts().map((a) => [a.id, a]));
+  const shown = new Map(shownAlerts().map((a) => [warningOf(a), a]));
   const seen = new Set();
   for (const b of model.broadcasts) {
     if (seen.has(b.alert_id) || b.kind === 'stop') continue;
@@ -488,8 +496,9 @@ function renderDetail(focus) {
   loadVersions(a);
   if (focus) box.focus();
 }
-// Earlier versions of an alert the page did not see live: from the CAP archive (`/cap/<id>.<version>.xml`, every
-// released message); a version held from the public has no message and is listed as such. At most the last 30.
+// Earlier versions of an alert the page did not see live. The CAP archive holds public warnings (`W-…`, one chain
+// per hazard and place), not the rules' alert versions: a version not seen on the socket is listed without a time, and
+// the public side is the warning's own CAP chain (linked from the versions seen live). At most the last 30.
 const versionsLoaded = new Set();
 async function loadVersions(a) {
   const key = `${a.id}:${a.version}`;
@@ -500,14 +509,7 @@ async function loadVersions(a) {
   let added = false;
   for (let v = Math.max(1, a.version - 30); v < a.version; v++) {
     if (known.has(v)) continue;
-    const cap = `/cap/${encodeURIComponent(a.id)}.${v}.xml`;
-    const r = await fetch(cap).catch(() => null);
-    if (!r || !r.ok) { known.set(v, { version: v, sent: '', ms: NaN, state: '未公開 not public (held)', area_id: a.area_id }); added = true; continue; }
-    const xml = new DOMParser().parseFromString(await r.text(), 'application/xml');
-    const text = (tag) => { const n = xml.getElementsByTagName(tag)[0]; return n ? n.textContent : ''; };
-    const type = text('msgType'), sent = text('sent');
-    known.set(v, { version: v, sent, ms: Date.parse(sent), state: type === 'Cancel' ? 'cancelled/cleared' : v === 1 ? 'raised' : 'updated',
-      severity: text('severity'), level: '', headline: text('headline'), cap, event: a.event, area_id: a.area_id });
+    known.set(v, { version: v, sent: '', ms: NaN, state: '較早版本 earlier version (not seen live)', area_id: a.area_id });
     added = true;
   }
   if (added && model.selected === a.id) { model.detailKey = null; renderDetail(); }
@@ -528,7 +530,7 @@ function onAir(record, carrier) {
 }
 function renderBroadcastsOf(a, box) {
   box.textContent = '';
-  const mine = model.broadcasts.filter((b) => b.alert_id === a.id);
+  const mine = model.broadcasts.filter((b) => b.alert_id === a.id || b.alert_id === warningOf(a));
   if (!mine.length) { box.textContent = '無 None (not broadcast, or not held in memory any more)'; return; }
   const rows = [];
   for (const b of mine) for (const c of b.carriers || []) {
@@ -554,7 +556,7 @@ async function loadDeliveries(a, box, quiet) {
     const rows = [];
     for (const target of [...new Set(targets)]) {
       const log = await getJson(`/api/v1/subscribers/${encodeURIComponent(target)}/deliveries`).catch(() => ({ deliveries: [] }));
-      for (const d of log.deliveries || []) if (d.alert_id === a.id) rows.push(d);
+      for (const d of log.deliveries || []) if (d.alert_id === a.id || d.alert_id === warningOf(a)) rows.push(d);
     }
     if (model.selected !== a.id) return;
     box.textContent = '';
@@ -593,7 +595,7 @@ function renderOnAir() {
   for (const [carrier, items] of perCarrier) {
     if (!items.length) { rows.push([carrier, '—', '', '']); continue; }
     for (const { b, c } of items) {
-      const a = model.alerts.get(b.alert_id);
+      const a = alertOfWarning(b.alert_id);
       rows.push([carrier, el('span', '播送中 ON AIR', 'onair'), a ? (a.headlines ? a.headlines['zh-TW'] : a.headline) : b.alert_id, `${c.cells} cells · ${b.class}`]);
     }
   }

@@ -91,8 +91,9 @@ impl Throttle {
                 return None;
             }
         };
-        if ts_ms < bucket.newest_ms {
-            // Older than what we have: a backlog or a duplicate, not a rate.
+        if ts_ms <= bucket.newest_ms {
+            // Not newer than what we have: a backlog, or the same reading sent again (a QoS 1 resend, a gateway
+            // repeating itself), not a rate. The engine drops duplicates; they must not use up the device's budget.
             return None;
         }
         let elapsed = (ts_ms - bucket.newest_ms) as f64;
@@ -110,6 +111,16 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_reading_sent_again_is_not_a_rate() {
+        let mut t = Throttle::new(ThrottleConfig::default());
+        for _ in 0..100 {
+            assert_eq!(t.check("RG0001", Metric::RainMm, 600, 1_764_122_400_000), None);
+        }
+        // And the budget is intact for the next real reading.
+        assert_eq!(t.check("RG0001", Metric::RainMm, 600, 1_764_122_400_000 + 600_000), None);
+    }
 
     #[test]
     fn a_device_at_its_interval_is_never_throttled() {

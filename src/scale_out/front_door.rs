@@ -39,14 +39,18 @@ impl ReplicatedIntake {
         let mut appends = Vec::with_capacity(batch.len());
         for msg in batch {
             let processed = self.app.ingest.process(&msg, arrived_ms);
-            if processed.readings.is_empty() && processed.status.is_none() {
+            // Throttled readings (a device far faster than its interval) are accepted readings too: the throttle only
+            // keeps them from the rules, which run on the workers. Skipping them here would PUBACK a reading that
+            // was never stored.
+            let accepted: Vec<_> = processed.readings.iter().chain(&processed.throttled).cloned().collect();
+            if accepted.is_empty() && processed.status.is_none() {
                 continue;
             }
             // Accepted, so the topic parsed: the device id is one its login proved.
             let Some(parsed) = topic::parse(&msg.topic) else { continue };
-            if !processed.readings.is_empty() {
+            if !accepted.is_empty() {
                 if let Some(influx) = &self.app.readings.influx {
-                    influx.send(&processed.readings);
+                    influx.send(&accepted);
                 }
             }
             // The plain form of the topic, so that the tenant form of the same publish gets the same id.
@@ -57,7 +61,7 @@ impl ReplicatedIntake {
             let device_topic = format!("sensors/{}/{leaf}", parsed.device_id);
             // A reading set without a time of its own was stamped with the arrival (`validate_set`): its bytes do not
             // identify it, the arrival must (`readings::publish_id`).
-            let untimed = processed.readings.iter().any(|r| r.ts_ms == arrived_ms).then_some(arrived_ms);
+            let untimed = accepted.iter().any(|r| r.ts_ms == arrived_ms).then_some(arrived_ms);
             let mut regions: Vec<String> = regions_of(&self.app, &processed).into_iter().collect();
             if regions.is_empty() {
                 regions.push(readings::NO_REGION.to_string());

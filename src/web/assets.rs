@@ -40,6 +40,8 @@ const ASSETS: &[Asset] = &[
     asset!("map.js", JS),
     asset!("citizen.js", JS),
     asset!("basemap.js", JS),
+    // The push opt-in (`web::push` serves the service worker itself: it must sit at the root to control `/app`).
+    asset!("push.js", JS),
     asset!("vendor/README.md", TEXT),
     asset!("vendor/leaflet-1.9.4/leaflet.js", JS),
     asset!("vendor/leaflet-1.9.4/leaflet.css", CSS),

@@ -120,7 +120,6 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
         ("/api/v1/push/key", get(push::key)),
         ("/api/v1/push/subscriptions", post(push::subscribe).delete(push::unsubscribe)),
         ("/sw.js", get(push::service_worker)),
-        ("/push.js", get(push::opt_in_script)),
         ("/manifest.webmanifest", get(push::manifest)),
         ("/icon.svg", get(push::icon)),
     ]

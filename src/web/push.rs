@@ -113,11 +113,6 @@ pub async fn service_worker() -> Response {
     static_file("text/javascript; charset=utf-8", include_str!("../../web/sw.js"))
 }
 
-/// `GET /push.js`: the push opt-in `/app` loads.
-pub async fn opt_in_script() -> Response {
-    static_file("text/javascript; charset=utf-8", include_str!("../../web/push.js"))
-}
-
 /// `GET /manifest.webmanifest`: makes `/app` installable.
 pub async fn manifest() -> Response {
     static_file("application/manifest+json", include_str!("../../web/manifest.webmanifest"))

@@ -187,7 +187,8 @@ pub fn decode(pdu: &[u8]) -> Result<Request, String> {
     let mut seen = BTreeSet::new();
     for _ in 0..count {
         let id = v.constrained(0, 65535)?;
-        let _criticality = v.bits(2)?;
+        // Criticality ::= ENUMERATED { reject, ignore, notify }.
+        let criticality = v.bits(2)?;
         let ie = v.open_type()?;
         if !seen.insert(id) {
             return Err(format!("IE {id} twice"));
@@ -210,7 +211,11 @@ pub fn decode(pdu: &[u8]) -> Result<Request, String> {
             // Concurrent-Warning-Message-Indicator ::= ENUMERATED { true }: no bits, one zero octet as open type.
             20 => req.concurrent = true,
             15 => req.cells = Some(warning_area(&mut b)?),
-            other => return Err(format!("unexpected IE {other}")),
+            // An IE this eNB does not comprehend: TS 36.413 §10.3.4.1 (criticality handling) — `reject` fails the
+            // procedure, `ignore` and `notify` go on without it. So an eNB before Release 15 treats IE 46
+            // (Warning-Area-Coordinates, criticality ignore) as absent and broadcasts to the whole cell list.
+            other if criticality == 0 => return Err(format!("unexpected IE {other} with criticality reject")),
+            _ => {}
         }
     }
     if !seen.contains(&5) || !seen.contains(&11) {

@@ -152,7 +152,6 @@ const TABLE: &[Case] = &[
         404,
     ),
     case("GET", "/sw.js", Public, "/sw.js", 200),
-    case("GET", "/push.js", Public, "/push.js", 200),
     case("GET", "/manifest.webmanifest", Public, "/manifest.webmanifest", 200),
     case("GET", "/icon.svg", Public, "/icon.svg", 200),
 ];
