@@ -170,6 +170,25 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// What planning a change needs of this instance, at the current time.
+    fn plan_context(&self) -> PlanContext<'_> {
+        PlanContext {
+            message: messages::MessageContext {
+                cfg: &self.cfg,
+                geo: &self.geo,
+                templates: &self.templates,
+                base_url: &self.base_url,
+            },
+            broadcast: broadcast::BroadcastContext {
+                geo: &self.geo,
+                carriers: &self.cfg.cbc.carriers,
+                schedule: self.cfg.cbc.schedule,
+            },
+            cbc: &self.cfg.cbc,
+            now_ms: now_ms(),
+        }
+    }
+
     /// Journals a record and applies it; wakes the targets it queued work for.
     fn commit(&self, record: &Record, durable: bool) {
         let mut w = lock(&self.writer);
@@ -351,21 +370,7 @@ impl Dissemination {
         let mut w = lock(&inner.writer);
         let record = {
             let st = lock(&inner.state);
-            let ctx = PlanContext {
-                message: messages::MessageContext {
-                    cfg: &inner.cfg,
-                    geo: &inner.geo,
-                    templates: &inner.templates,
-                    base_url: &inner.base_url,
-                },
-                broadcast: broadcast::BroadcastContext {
-                    geo: &inner.geo,
-                    carriers: &inner.cfg.cbc.carriers,
-                    schedule: inner.cfg.cbc.schedule,
-                },
-                cbc: &inner.cfg.cbc,
-                now_ms: now_ms(),
-            };
+            let ctx = inner.plan_context();
             st.plan_change(&ctx, alert)?
         };
         let identifier = record.message.as_ref().map(|m| m.identifier.clone());
@@ -623,21 +628,7 @@ impl Dissemination {
                 .find(|m| m.released)
                 .and_then(|m| st.messages.get(&m.identifier))
                 .ok_or_else(|| RebroadcastError::NotActive(alert_id.to_string()))?;
-            let ctx = PlanContext {
-                message: messages::MessageContext {
-                    cfg: &inner.cfg,
-                    geo: &inner.geo,
-                    templates: &inner.templates,
-                    base_url: &inner.base_url,
-                },
-                broadcast: broadcast::BroadcastContext {
-                    geo: &inner.geo,
-                    carriers: &inner.cfg.cbc.carriers,
-                    schedule: inner.cfg.cbc.schedule,
-                },
-                cbc: &inner.cfg.cbc,
-                now_ms: now_ms(),
-            };
+            let ctx = inner.plan_context();
             let mut next_id = st.next_id;
             let mut take_id = || {
                 next_id += 1;

@@ -7,23 +7,11 @@
 //! bucket) are forgotten first, then the least recently used half.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 /// The key of an address's bucket: an IPv4 address, or an IPv6 /64 (what one subscriber is given, so rotating
 /// addresses inside it does not escape a limit). An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack
-/// listener reports for IPv4 clients) is its IPv4 address.
-pub fn address_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
-}
+/// listener reports for IPv4 clients) is its IPv4 address. One definition with the MQTT login limits.
+pub use ingest::front_door::throttle::address_key;
 
 /// How generous one kind of bucket is.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -38,6 +38,15 @@ pub fn network_of(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// [`network_of`] as the key of a per-address limit: `a.b.c.d`, or the IPv6 network as `x:x:x:x::/64`. The binary's
+/// HTTP and report limits and the Web Push subscription bounds key addresses with this too.
+pub fn address_key(ip: IpAddr) -> String {
+    match network_of(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(net) => format!("{net}/64"),
+    }
+}
+
 /// How generous the per-address bucket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailurePolicy {

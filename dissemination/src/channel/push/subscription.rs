@@ -167,20 +167,6 @@ fn short_hash(text: &str) -> String {
     crate::hex(&ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref()[..8])
 }
 
-/// The address key of the per-address bound: an IPv4 address, or an IPv6 /64 (one subscriber's network).
-pub fn address_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
-}
-
 /// Checks the endpoint: an absolute `https://` URL on an allowed push service (or `http://` to loopback when the
 /// config allows it), no credentials, no fragment, bounded length.
 pub(crate) fn check_endpoint(endpoint: &str, cfg: &Settings) -> Result<reqwest::Url, Refusal> {
@@ -280,7 +266,7 @@ pub(crate) fn validate(
             return Err(Refusal::ClientId);
         }
     }
-    let address = peer.map_or_else(|| "unknown".to_string(), address_key);
+    let address = peer.map_or_else(|| "unknown".to_string(), ingest::front_door::throttle::address_key);
     let client = match &input.client_id {
         Some(c) => short_hash(&format!("client:{c}")),
         None => short_hash(&format!("address:{address}")),
