@@ -311,11 +311,14 @@ async fn only_a_rise_re_alerts_and_the_end_stops_every_serial_in_its_cells() {
     let d = start(config(&carriers_toml(&rx.url(""))), dir.path());
     let rain = |v: u32, level: u32| AlertView { level_index: Some(level), ..rain_view("CALM", v, "dfa-xinyi-shenmu") };
     d.alert_changed(&rain(1, 1));
-    // New values, a fall, the same level again: CAP messages, no broadcast.
+    // New values, a fall, the same level again: CAP messages, no broadcast, each counted as a calm update.
+    let calm_before = crate::metrics::METRICS.cbc_calm.get();
     d.alert_changed(&AlertView { value: 999.0, ..rain(2, 1) });
     d.alert_changed(&AlertView { severity: Severity::Moderate, ..rain(3, 0) });
     d.alert_changed(&rain(4, 1));
     assert_eq!(d.messages_of("CALM").len(), 4);
+    // Other tests run beside this one and may count too: at least these three.
+    assert!(crate::metrics::METRICS.cbc_calm.get() >= calm_before + 3);
     let kinds = |d: &Dissemination| d.broadcasts().iter().rev().map(|r| (r.kind, r.reason.clone())).collect::<Vec<_>>();
     assert_eq!(kinds(&d), [(BroadcastKind::WriteReplace, "first".to_string())]);
     // Above what is on the air: level 2 (a rise), then the zone moves to the whole township (the area grows).

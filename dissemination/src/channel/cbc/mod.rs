@@ -484,7 +484,10 @@ impl State {
             // every write failed to encode; a later version re-plans only on a rise, not on every change).
             Some(last) => match self.escalation(ctx, last, &msg.view, class, &live) {
                 Some(r) => r,
-                None => return out,
+                None => {
+                    METRICS.cbc_calm.inc();
+                    return out;
+                }
             },
         };
         let scope = ctx.cbc.scope_for(class);
