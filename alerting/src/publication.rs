@@ -599,8 +599,14 @@ fn note_level_change(group: &mut Group, policy: &UpdatePolicy, now_ms: i64, coun
 fn decide(group: &mut Group, policy: &UpdatePolicy, now_ms: i64, operator_act: bool) -> Decision {
     let published = group.chain.as_ref().map(|c| &c.last);
     let top = group.top();
-    if group.flapping_since.is_some() && !operator_act {
-        // Held, whatever it is now; `due` sends the settled state if it differs from what the public has.
+    // Held while flapping, whatever it is now (`due` sends the settled state if it differs from what the public has),
+    // except a level above the one the public has: a storm that truly worsens while a sensor flaps must not wait
+    // out the window. Flipping back and forth below that peak stays held, so this sends once per new high.
+    let new_high = match (published, top) {
+        (Some(p), Some(t)) => (t.level.severity, t.level.index) > (p.alert.level.severity, p.alert.level.index),
+        _ => false,
+    };
+    if group.flapping_since.is_some() && !operator_act && !new_high {
         group.pending = content_differs(group);
         return Decision::HoldFlapping;
     }

@@ -207,6 +207,31 @@ fn a_flapping_warning_is_held_until_it_settles_then_its_settled_state_goes_out_o
 }
 
 #[test]
+fn a_new_high_goes_out_while_flapping_and_flips_below_it_stay_held() {
+    let mut p = Pair::new(UpdatePolicy::default());
+    // Yellow ↔ orange every 10 s: flapping after the threshold.
+    let mut now = T;
+    for i in 0..20 {
+        let lvl = if i % 2 == 0 { (0, Severity::Moderate) } else { (1, Severity::Severe) };
+        p.apply(finding("debris", "debris_flow", "WS1", Some(lvl), 1.0), now);
+        now += 10_000;
+    }
+    assert_eq!(p.publication.flapping(), 1);
+    let held_at = p.public.len();
+    // Red, above anything the public has: it goes out at once, flapping or not.
+    p.apply(finding("debris", "debris_flow", "WS1", Some((2, Severity::Extreme)), 1.0), now);
+    assert_eq!(p.public.len(), held_at + 1, "the new high went out");
+    assert_eq!(p.public.last().unwrap().alert.level.index, 2);
+    // Flips below it stay held.
+    for i in 0..10 {
+        now += 10_000;
+        let lvl = if i % 2 == 0 { (1, Severity::Severe) } else { (2, Severity::Extreme) };
+        p.apply(finding("debris", "debris_flow", "WS1", Some(lvl), 1.0), now);
+    }
+    assert_eq!(p.public.len(), held_at + 1, "flips at or below the new high are held");
+}
+
+#[test]
 fn a_steady_hazard_is_not_flapping() {
     // Raised, three escalations, two de-escalations, cleared over hours: a typhoon, not a flapping sensor.
     let mut p = Pair::new(UpdatePolicy::default());
