@@ -367,7 +367,7 @@ impl Dissemination {
     /// fsync. It never waits for a receiver.
     pub fn alert_changed(&self, alert: &AlertView) -> Option<String> {
         let inner = &self.inner;
-        let mut w = lock(&inner.writer);
+        let w = lock(&inner.writer);
         let record = {
             let st = lock(&inner.state);
             let ctx = inner.plan_context();
@@ -375,17 +375,7 @@ impl Dissemination {
         };
         let identifier = record.message.as_ref().map(|m| m.identifier.clone());
         let record = Record::Change(Box::new(record));
-        inner.write(&mut w, &record, true);
-        let (wake, reports) = {
-            let mut st = lock(&inner.state);
-            let first_new = st.broadcast_count;
-            (st.apply(&record, true), st.missing_reports(first_new))
-        };
-        drop(w);
-        for n in wake {
-            n.notify_one();
-        }
-        self.spawn_reports(reports);
+        self.commit(w, &record);
         if let Some(push) = &self.push {
             if let Some(m) = self.latest_released(&alert.id) {
                 push.message_released(&m);
@@ -404,6 +394,23 @@ impl Dissemination {
     /// Web Push, when `[push] enabled`: subscriptions and the public key for the HTTP edge.
     pub fn push(&self) -> Option<&channel::push::PushChannel> {
         self.push.as_ref()
+    }
+
+    /// Journals a planned change (the writer's lock held since planning, so changes reach the journal in plan
+    /// order), applies it, wakes the workers it gave work and starts the targeting reports it needs.
+    fn commit(&self, mut w: MutexGuard<'_, Journal>, record: &Record) {
+        let inner = &self.inner;
+        inner.write(&mut w, record, true);
+        let (wake, reports) = {
+            let mut st = lock(&inner.state);
+            let first_new = st.broadcast_count;
+            (st.apply(record, true), st.missing_reports(first_new))
+        };
+        drop(w);
+        for n in wake {
+            n.notify_one();
+        }
+        self.spawn_reports(reports);
     }
 
     /// Computes targeting reports on the runtime's blocking pool: operators read them, CBCs do not wait for them.
@@ -604,7 +611,7 @@ impl Dissemination {
     fn plan_rebroadcast(&self, alert_id: &str) -> Result<Vec<BroadcastRecord>, RebroadcastError> {
         let inner = &self.inner;
         let now = now_ms();
-        let mut w = lock(&inner.writer);
+        let w = lock(&inner.writer);
         let record = {
             let st = lock(&inner.state);
             let h = st.alerts.get(alert_id).ok_or_else(|| RebroadcastError::UnknownAlert(alert_id.to_string()))?;
@@ -650,17 +657,7 @@ impl Dissemination {
         let planned = record.broadcasts.clone();
         lock(&self.rebroadcast_at).insert(alert_id.to_string(), now);
         let record = Record::Change(Box::new(record));
-        inner.write(&mut w, &record, true);
-        let (wake, reports) = {
-            let mut st = lock(&inner.state);
-            let first_new = st.broadcast_count;
-            (st.apply(&record, true), st.missing_reports(first_new))
-        };
-        drop(w);
-        for n in wake {
-            n.notify_one();
-        }
-        self.spawn_reports(reports);
+        self.commit(w, &record);
         Ok(planned)
     }
 }
