@@ -263,8 +263,29 @@ impl App {
             crate::metrics::ALERT_TRANSITIONS.with_label_values(&[state_label(alert)]).inc();
             // Operators only: the public hears of it through the warnings below. No receivers is normal.
             let _ = self.channels.alerts.send(Arc::new(AlertBroadcast::new(message, false)));
+            self.send_held(alert);
         }
         self.publish_warnings(warnings);
+    }
+
+    /// The approval loop's copy for internal webhook subscribers (`audience = "internal"`): the public hears of an
+    /// alert only through its public warning, so while a gate holds an alert (awaiting approval, operators only, old
+    /// evidence) its versions go to dissemination on the alert's own chain (its id, never a `W-` one), never released:
+    /// not in the feed, not at `/cap/`, not to public subscribers, never on the air. When the alert becomes public
+    /// that chain ends with a Cancel — the proposal is superseded by the public warning, which internal subscribers
+    /// receive like everyone — and when it ends while held, with its own end.
+    fn send_held(&self, alert: &Alert) {
+        let Some(d) = &self.partners.dissemination else { return };
+        let held = alert.state.is_active() && !alert.is_public();
+        if !held && !d.held_chain_open(&alert.id) {
+            return;
+        }
+        let mut view = alert_view(alert);
+        view.public_release = false;
+        if alert.state.is_active() && !held {
+            view.state = dissemination::ViewState::Cancelled;
+        }
+        d.alert_changed(&view);
     }
 
     /// Sends public warning versions to the citizens (and, as `public_warning` frames, the operators) and to

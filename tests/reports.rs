@@ -640,6 +640,13 @@ async fn feed_entry(server: &Server, alert_id: &str) -> String {
 async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed() {
     let server = Server::start();
     let mut op = server.operator().await;
+    // An agency in the approval loop and a media outlet, both receiving the demo's stand-in webhooks.
+    for (name, audience) in [("agency", "internal"), ("media", "public")] {
+        let url = format!("http://{}/demo/webhook-{name}", server.http);
+        let body = json!({"name": name, "url": url, "secret": "a-secret-of-16-bytes+", "audience": audience});
+        let (status, answer) = operator(&server, "POST", "/api/v1/subscribers", Some(body));
+        assert_eq!(status, 201, "{answer}");
+    }
 
     // Citizens around Shenmu: near-duplicates (one phone sending the same words twice, neighbours a few metres
     // apart) make one cluster.
@@ -744,9 +751,13 @@ async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed
     let updated = op.alert_where(WAIT, |a| a["id"] == alert_id.as_str() && a["version"] == 2).await.expect("version 2");
     assert_eq!(updated["reports"], json!([cluster, second]));
 
-    // The approval gate holds it from the public until an operator approves.
+    // The approval gate holds it from the public until an operator approves; the agency in the loop has each held
+    // version (the alert's own chain), the media outlet nothing.
     let (_, _, feed) = raw(server.http, "GET", "/cap/feed.atom", &[], Vec::new());
     assert!(!feed.contains(&alert_id), "held alerts are not public: {feed}");
+    let held = [format!("{alert_id}.1:Alert"), format!("{alert_id}.2:Update")];
+    wait_until("the agency gets the held versions", || webhook_messages(&server, "agency").starts_with(&held));
+    assert_eq!(webhook_messages(&server, "media"), Vec::<String>::new());
     let (status, body) = operator(&server, "POST", &format!("/api/v1/alerts/{alert_id}/approve"), None);
     assert_eq!(status, 200, "{body}");
     // The public hears it as the hazard's public warning (`W-` + the alert's id), raised when approved.
@@ -770,6 +781,15 @@ async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed
     // The alert's own held versions never became CAP messages: the public has only the warning.
     let (status, _, _) = raw(server.http, "GET", &format!("/cap/{alert_id}.1.xml"), &[], Vec::new());
     assert_eq!(status, 404);
+    // The media outlet gets the warning alone; the agency the warning too, and the held chain ends with a Cancel
+    // (the proposal superseded by the warning), in either order.
+    let public = format!("{warning}.1:Alert");
+    wait_until("the media outlet gets the warning", || webhook_messages(&server, "media") == [public.clone()]);
+    let cancel = format!("{alert_id}.3:Cancel");
+    wait_until("the agency gets the warning and the held chain's end", || {
+        let got = webhook_messages(&server, "agency");
+        got.len() == 4 && got.starts_with(&held) && got.contains(&public) && got.contains(&cancel)
+    });
     assert!(server.metric("dc_reports_alert_links_total{action=\"raised\"}") >= 1.0);
     assert!(server.metric("dc_reports_alert_links_total{action=\"attached\"}") >= 1.0);
 
@@ -1000,6 +1020,26 @@ fn seeded_jpeg(seed: u8) -> Vec<u8> {
 fn with_photo(mut body: Value, jpeg: &[u8]) -> Value {
     body["photo"] = json!(b64(jpeg));
     body
+}
+
+/// The CAP messages a demo webhook receiver got, in order, as `identifier:msgType`.
+fn webhook_messages(server: &Server, name: &str) -> Vec<String> {
+    let (_, got) = operator(server, "GET", "/demo/received", None);
+    let field = |xml: &str, tag: &str| {
+        let start = xml.find(&format!("<{tag}>")).map(|i| i + tag.len() + 2)?;
+        Some(xml[start..].split('<').next()?.to_string())
+    };
+    got["received"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["receiver"] == format!("webhook-{name}").as_str())
+        .filter_map(|r| {
+            let xml = r["body"].as_str()?;
+            let id = field(xml, "identifier")?;
+            Some(format!("{}:{}", id.rsplit(':').next().unwrap_or(&id), field(xml, "msgType")?))
+        })
+        .collect()
 }
 
 fn wait_until(what: &str, ok: impl Fn() -> bool) {

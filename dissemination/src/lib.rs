@@ -384,6 +384,15 @@ impl Dissemination {
         identifier
     }
 
+    /// Whether an alert's held chain (its own messages for internal subscribers while an approval gate keeps it
+    /// from the public, see `App::publish_all`) is open: it has messages, none released, and has not ended.
+    pub fn held_chain_open(&self, alert_id: &str) -> bool {
+        let st = lock(&self.inner.state);
+        st.alerts
+            .get(alert_id)
+            .is_some_and(|h| !h.messages.is_empty() && !h.last_view.public_release && !h.last_view.state.is_end())
+    }
+
     /// The newest released message of an alert still in memory (what a phone should show now).
     fn latest_released(&self, alert_id: &str) -> Option<messages::StoredMessage> {
         let st = lock(&self.inner.state);
