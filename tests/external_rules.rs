@@ -104,6 +104,12 @@ async fn the_agencys_warning_alone_gives_yellow_and_our_rain_confirms_red() {
 
     let yellow = debris_frame(&mut operator, &server, "raised").await;
     assert_eq!(yellow["severity"], "Severe", "{yellow}");
+    // The partner's warning is on a map filtered to Shenmu, not on one filtered to Taipei.
+    let partner = |snapshot: &Value| snapshot["external_alerts"].as_array().map_or(0, Vec::len);
+    let (_, shenmu_map) = Operator::connect_filtered(server.http, "?bbox=120.90,23.50,120.95,23.54").await;
+    assert_eq!(partner(&shenmu_map), 1, "{}", shenmu_map["external_alerts"]);
+    let (_, taipei_map) = Operator::connect_filtered(server.http, "?bbox=121.40,24.90,121.80,25.20").await;
+    assert_eq!(partner(&taipei_map), 0, "{}", taipei_map["external_alerts"]);
     assert!(yellow["level"].as_str().unwrap().contains("黃色"), "{yellow}");
     // Settled in the same step as the yellow: no red anywhere.
     assert!(debris_alerts(&server).iter().all(|a| a["severity"] != "Extreme"), "{:?}", debris_alerts(&server));

@@ -181,7 +181,7 @@ fn filtered_snapshot(app: &App, filter: &Filter, operator: &str, scope: Scope) -
         });
         keep(&mut snap["zones"], &|z| z["id"].as_str().is_some_and(|id| filter.zone(id)));
         keep(&mut snap["alerts"], &|a| a["area_id"].as_str().is_none_or(|id| filter.area(app, id)));
-        keep(&mut snap["external_alerts"], &|a| match a["zones"].as_array() {
+        keep(&mut snap["external_alerts"], &|a| match a["zone_ids"].as_array() {
             Some(zones) if !zones.is_empty() => zones.iter().filter_map(|z| z.as_str()).any(|z| filter.zone(z)),
             _ => true,
         });

@@ -255,7 +255,12 @@ impl Operator {
 
     /// An operator socket and the snapshot it opened with.
     pub async fn connect_with_snapshot(http: SocketAddr) -> (Operator, serde_json::Value) {
-        let mut request = format!("ws://{http}/ws/operator").into_client_request().unwrap();
+        Self::connect_filtered(http, "").await
+    }
+
+    /// An operator socket with a map filter in its query (`?bbox=…&zones=…`, or empty) and its snapshot.
+    pub async fn connect_filtered(http: SocketAddr, query: &str) -> (Operator, serde_json::Value) {
+        let mut request = format!("ws://{http}/ws/operator{query}").into_client_request().unwrap();
         request.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
         let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("operator websocket connects");
         let mut op = Operator { ws };
