@@ -292,6 +292,15 @@ fn wait_outcome(fanout: &Node, outcome: &str, n: f64) {
     }
 }
 
+/// Every message on `alerts/…` the fan-out node has taken a decision on, whatever it was.
+fn received_total(fanout: &Node) -> f64 {
+    let (_, body) = http_get(fanout.http, "/metrics", Some(TOKEN)).expect("metrics");
+    body.lines()
+        .filter(|l| l.starts_with("dc_cluster_alerts_received_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
 fn heavy_rain_in<'a>(alerts: &'a [Value], zone: &str) -> Vec<&'a Value> {
     alerts.iter().filter(|a| a["event"] == "heavy_rain" && a["area_id"] == zone).collect()
 }
@@ -381,13 +390,21 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
 
     // A fan-out node started now learns the alerts from the broker's retained messages.
     let fanout = node("fanout1", &["--role", "fanout"]);
-    wait_outcome(&fanout, "applied", 4.0);
-    let (_, snapshot) = Operator::connect_with_snapshot(fanout.http).await;
-    let ids = |key: &str| -> HashSet<String> {
+    let ids = |snapshot: &Value, key: &str| -> HashSet<String> {
         snapshot[key].as_array().unwrap().iter().filter_map(|a| a["id"].as_str().map(str::to_string)).collect()
     };
-    assert!(ids("alerts").contains(&nantou_id) && ids("alerts").contains(&kaohsiung_id), "{snapshot}");
-    assert!(ids("public_warnings").contains(&nantou_wid), "{snapshot}");
+    let deadline = Instant::now() + WAIT;
+    let snapshot = loop {
+        let (_, snapshot) = Operator::connect_with_snapshot(fanout.http).await;
+        let (alerts, warnings) = (ids(&snapshot, "alerts"), ids(&snapshot, "public_warnings"));
+        if [&nantou_id, &kaohsiung_id].iter().all(|id| alerts.contains(*id))
+            && [&nantou_wid, &kaohsiung_wid].iter().all(|id| warnings.contains(*id))
+        {
+            break snapshot;
+        }
+        assert!(Instant::now() < deadline, "fan-out never applied the retained alerts: {snapshot}\n{}", fanout.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let signed_by: Vec<_> = snapshot["alerts"].as_array().unwrap().iter().map(|a| a["signed_by"].clone()).collect();
     assert!(signed_by.contains(&json!("nantou")) && signed_by.contains(&json!("kaohsiung")), "{snapshot}");
     let mut shenmu = Citizen::connect_to(fanout.http).await;
@@ -410,6 +427,7 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
     // key nobody trusts, the Kaohsiung worker's key signing for Nantou, and the real signed warning moved to another
     // id. None reaches a citizen; each is counted by its reason; the real warnings stay.
     let (stranger, _) = mqtt_client(&broker, "stranger").await;
+    let received = received_total(&fanout);
     let forged = |id: &str| {
         let mut frame = nantou_warning.clone();
         frame["id"] = json!(id);
@@ -433,10 +451,11 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
         .unwrap();
     let moved = "alerts/10008/W-FORGED-4";
     stranger.publish(moved, QoS::AtLeastOnce, false, watch.raw[&nantou_warning_topic].clone()).await.unwrap();
-    wait_outcome(&fanout, "unsigned", 1.0);
-    wait_outcome(&fanout, "unknown_key", 1.0);
-    wait_outcome(&fanout, "outside_region", 1.0);
-    wait_outcome(&fanout, "bad_signature", 1.0);
+    let deadline = Instant::now() + WAIT;
+    while received_total(&fanout) < received + 4.0 {
+        assert!(Instant::now() < deadline, "the fan-out never received the stranger's messages:\n{}", fanout.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut late = Citizen::connect_to(fanout.http).await;
     late.subscribe(json!([{"lat": SHENMU.0, "lon": SHENMU.1}]), "en", json!([])).await;
     let replayed = frames_until(&mut late, "the real warning", |f| f["id"] == nantou_wid.as_str()).await;
@@ -448,6 +467,9 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
     }
     let (_, snapshot) = Operator::connect_with_snapshot(fanout.http).await;
     assert!(!snapshot.to_string().contains("FORGED"), "{snapshot}");
+    for reason in ["unsigned", "unknown_key", "outside_region", "bad_signature"] {
+        wait_outcome(&fanout, reason, 1.0);
+    }
 
     // Cancelling on the owning worker updates the retained message and reaches the citizen.
     let (status, body) =
