@@ -80,6 +80,27 @@ pub struct UpstreamSection {
     pub keep_alive_s: Option<u64>,
     /// How long an ended (cleared, cancelled) alert stays retained on the broker before it is removed; default 24 h.
     pub closed_retention_h: Option<u32>,
+    /// A worker's Ed25519 key that signs its alert messages (`scale_out/signing.rs`), PKCS#8 PEM: a file (relative to
+    /// this config file, readable by its owner only) or an environment variable holding the PEM; `--signing-key`
+    /// overrides the file. Never inline: the key is what lets a message reach citizens. Other roles ignore it.
+    pub signing_key_file: Option<PathBuf>,
+    pub signing_key_env: Option<String>,
+    /// A fan-out node's list of the workers' public keys it accepts alert messages from (required for `fanout`).
+    #[serde(default)]
+    pub trusted_workers: Vec<TrustedWorker>,
+}
+
+/// `[[upstream.trusted_workers]]`: one worker key a fan-out node accepts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedWorker {
+    /// Who holds the key (logs, the operators' `signed_by`).
+    pub name: String,
+    /// Base64 of the 32-byte Ed25519 public key (`disaster-cloud cluster-key new` prints it).
+    pub public_key: String,
+    /// The regions (county codes) this key may sign alerts for; empty: all (a single worker behind the broker).
+    #[serde(default)]
+    pub regions: Vec<String>,
 }
 
 /// `[cluster]`: a NATS JetStream cluster as the replicated backbone (`docs/SCALING.md`). `serve --cluster/--role/
@@ -484,6 +505,10 @@ pub struct ConfigFiles {
     pub dissemination: Option<(String, PathBuf)>,
     /// The compiled-in defaults (`demo`) rather than files: a rules reload re-checks the embedded text.
     pub embedded: bool,
+    /// Whether this process keeps validated readings in `readings.sqlite` (history, the rules' catch-up): every
+    /// process but a cluster's front door, which runs no rules and whose readings live in the replicated stream
+    /// (`scale_out::Scaled::prepare` turns it off).
+    pub readings_store: bool,
 }
 
 impl ConfigFiles {
@@ -500,6 +525,7 @@ impl ConfigFiles {
             cell_sites: main.files.cell_sites.as_ref().map(|p| (embedded::CELL_SITES.to_string(), name(p))),
             dissemination: main.files.dissemination.as_ref().map(|p| (embedded::DISSEMINATION.to_string(), name(p))),
             embedded: true,
+            readings_store: true,
             main,
         })
     }
@@ -526,6 +552,7 @@ impl ConfigFiles {
             cell_sites: main.files.cell_sites.as_deref().map(load).transpose()?,
             dissemination: main.files.dissemination.as_deref().map(load).transpose()?,
             embedded: false,
+            readings_store: true,
             main,
         })
     }

@@ -3,7 +3,8 @@
 //!
 //! - **secrets written in a config file** (tokens, HMAC secrets, webhook secrets, device passwords, the InfluxDB
 //!   token, the upstream broker's password): they come from an environment variable named by `*_env`, or, for
-//!   devices, as an argon2 `password_hash`;
+//!   devices, as an argon2 `password_hash`; a cluster worker's alert signing key comes from a file only its owner may
+//!   read or from `signing_key_env` (`scale_out::ClusterRole::resolve`);
 //! - **the demo's published values**, inline or in those environment variables (every secret `config/` ships is on
 //!   the internet with this repository);
 //! - **placeholders** of the production template (`config/production/`): any name under the reserved `.invalid`
@@ -89,6 +90,11 @@ pub fn check_serve(
         }
         if let Some(var) = upstream.password_env.as_deref() {
             check_env(main_file, "upstream.password_env", var, env, &demo_values, &mut problems);
+        }
+        // A worker's alert signing key has no inline form at all (`signing_key_file` or `signing_key_env`); the file
+        // is checked (owner-only) where it is read, `scale_out::ClusterRole::resolve`.
+        if let Some(var) = upstream.signing_key_env.as_deref() {
+            check_env(main_file, "upstream.signing_key_env", var, env, &demo_values, &mut problems);
         }
     }
     for (key, value) in [("http.public_url", cfg.http.public_url.as_str())]
@@ -424,6 +430,25 @@ mod tests {
         ] {
             assert!(e.contains(needle), "{needle} missing from:\n{e}");
         }
+    }
+
+    #[test]
+    fn a_workers_signing_key_variable_must_be_set() {
+        let mut files = ConfigFiles::embedded().unwrap();
+        files.main.upstream = Some(crate::config::UpstreamSection {
+            signing_key_env: Some("DC_TEST_UNSET_SIGNING_KEY".into()),
+            ..Default::default()
+        });
+        let e = check_serve(&files, "main.toml", "127.0.0.1:8080".parse().unwrap(), &|_| None).unwrap_err().to_string();
+        assert!(
+            e.contains("main.toml: `upstream.signing_key_env`: environment variable DC_TEST_UNSET_SIGNING_KEY"),
+            "{e}"
+        );
+        // An inline key has no key to be written under: the config is refused by name.
+        let e = toml::from_str::<crate::config::UpstreamSection>("signing_key = \"-----BEGIN PRIVATE KEY-----\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("signing_key"), "{e}");
     }
 
     #[test]

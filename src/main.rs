@@ -56,6 +56,13 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Keys that sign alert messages between cluster processes (a worker signs, fan-out nodes verify).
+    ///
+    /// Example: disaster-cloud cluster-key new --out /etc/disaster-cloud/worker-nantou.pem
+    ClusterKey {
+        #[command(subcommand)]
+        action: ClusterKeyAction,
+    },
     /// Run the server on embedded defaults and replay a simulated typhoon, then print where to look.
     ///
     /// Example: disaster-cloud demo
@@ -80,6 +87,20 @@ enum DeviceAction {
     },
     /// Stop a device connecting (certificate and password), at once on a running server.
     Revoke { device_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterKeyAction {
+    /// A new Ed25519 key for one worker: writes it (PKCS#8 PEM, mode 0600, never over an existing file) and prints
+    /// the public key and the lines the fan-out nodes' config needs.
+    New {
+        /// Where to write the private key (the worker's `--signing-key` or `upstream.signing_key_file`).
+        #[arg(long)]
+        out: PathBuf,
+        /// The worker that will hold it (its name in the fan-out nodes' list).
+        #[arg(long, default_value = "worker")]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +170,10 @@ struct ClusterArgs {
     /// A region this worker owns (a county code such as 10008); repeat or separate with commas.
     #[arg(long = "region", env = "DC_REGIONS", value_delimiter = ',')]
     regions: Vec<String>,
+    /// A worker's key that signs its alert messages (PKCS#8 PEM, readable by its owner only), overriding
+    /// `upstream.signing_key_file` (`cluster-key new` makes one).
+    #[arg(long, env = "DC_SIGNING_KEY_FILE")]
+    signing_key: Option<PathBuf>,
 }
 
 /// `RUST_LOG`, or `info` with the broker's chatter at `warn`. Either way rustls's handshake parser is held at `error`
@@ -202,6 +227,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("device {device_id} revoked");
             Ok(())
         }
+        Command::ClusterKey { action: ClusterKeyAction::New { out, name } } => {
+            let signer = disaster_cloud::scale_out::signing::AlertSigner::write_new(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("key written to {} (give it to worker {name} only: --signing-key)", out.display());
+            println!("public key: {}", signer.public_key());
+            println!(
+                "add to the fan-out nodes' config file:\n[[upstream.trusted_workers]]\nname = \"{name}\"\npublic_key = \"{}\"\nregions = []  # the counties it may sign for, e.g. [\"10008\"]",
+                signer.public_key()
+            );
+            Ok(())
+        }
         Command::Token { action: TokenAction::New { name, scope } } => {
             let token = random_token();
             println!("token (give it to {name}; it is not stored): {token}");
@@ -233,11 +269,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 role: if on_backbone { None } else { cluster.role },
                 client_id: if on_backbone { None } else { cluster.client_id },
                 regions: cluster.regions,
+                signing_key_file: cluster.signing_key,
             };
             let mqtt_role = disaster_cloud::scale_out::ClusterRole::resolve(
                 files.main.upstream.as_ref(),
                 overrides,
                 &config.display().to_string(),
+                &env,
             );
             let backbone = disaster_cloud::scale_out::BackboneRole::resolve(
                 files.main.cluster.as_ref(),

@@ -198,10 +198,10 @@ pub fn build(
         tracing::warn!(%warning, "rules and zones");
     }
     let store = match data_dir {
-        Some(dir) => {
+        Some(dir) if files.readings_store => {
             Some(Arc::new(store::ReadingStore::open(dir, cfg.store.clone()).context("opening the readings store")?))
         }
-        None => None,
+        _ => None,
     };
     let (book, restored_changes) =
         restore_alerts(cfg, alerts_dir.as_deref(), &mut engine, store.as_deref(), &ingest, &geo, inbound.as_ref())?;

@@ -207,10 +207,12 @@ async fn rain(device: &AsyncClient, id: &str, mm: f64, ts: i64) {
         .unwrap();
 }
 
-/// The retained alert messages seen so far, by topic (the newest message of each).
+/// The retained alert messages seen so far, by topic (the newest message of each): the alert frame inside the signed
+/// envelope, and the message as published.
 struct AlertWatch {
     rx: tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
     latest: HashMap<String, Value>,
+    raw: HashMap<String, bytes::Bytes>,
 }
 
 impl AlertWatch {
@@ -224,8 +226,13 @@ impl AlertWatch {
                 .await
                 .unwrap_or_else(|_| panic!("no alert message {what} on the broker; seen: {:?}", self.latest))
                 .expect("observer running");
-            let value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-            self.latest.insert(p.topic.clone(), value);
+            let envelope: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+            if envelope["format"] != "dc-signed-alert/1" {
+                // Removals (empty) and the test's own forgeries.
+                continue;
+            }
+            self.latest.insert(p.topic.clone(), envelope["alert"].clone());
+            self.raw.insert(p.topic.clone(), p.payload.clone());
         }
     }
 }
@@ -243,6 +250,55 @@ async fn frames_until(citizen: &mut Citizen, what: &str, pred: impl Fn(&Value) -
             return got;
         }
     }
+}
+
+/// A fresh worker key made by the binary (`cluster-key new`): the key file and its public key.
+fn worker_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(format!("{name}.pem"));
+    let out = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
+        .args(["cluster-key", "new", "--out", path.to_str().unwrap(), "--name", name])
+        .output()
+        .expect("cluster-key runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let public = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .unwrap_or_else(|| panic!("no public key in {stdout}"))
+        .to_string();
+    (path, public)
+}
+
+/// `config` with the fan-out nodes' list of trusted worker keys: (name, public key, regions).
+fn trust_workers(config: &Path, workers: &[(&str, &str, &[&str])]) {
+    let mut text = std::fs::read_to_string(config).unwrap();
+    for (name, public, regions) in workers {
+        let regions: Vec<String> = regions.iter().map(|r| format!("\"{r}\"")).collect();
+        text.push_str(&format!(
+            "\n[[upstream.trusted_workers]]\nname = \"{name}\"\npublic_key = \"{public}\"\nregions = [{}]\n",
+            regions.join(", ")
+        ));
+    }
+    std::fs::write(config, text).unwrap();
+}
+
+/// Waits until the fan-out node has counted `n` messages of `outcome`.
+fn wait_outcome(fanout: &Node, outcome: &str, n: f64) {
+    let sample = format!("dc_cluster_alerts_received_total{{outcome=\"{outcome}\"}}");
+    let deadline = Instant::now() + WAIT;
+    while fanout.metric(&sample) < n {
+        assert!(Instant::now() < deadline, "fan-out never counted {n} {outcome}:\n{}", fanout.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every message on `alerts/…` the fan-out node has taken a decision on, whatever it was.
+fn received_total(fanout: &Node) -> f64 {
+    let (_, body) = http_get(fanout.http, "/metrics", Some(TOKEN)).expect("metrics");
+    body.lines()
+        .filter(|l| l.starts_with("dc_cluster_alerts_received_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
 }
 
 fn heavy_rain_in<'a>(alerts: &'a [Value], zone: &str) -> Vec<&'a Value> {
@@ -263,6 +319,10 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
     let base = std::env::temp_dir().join(format!("dc-scale-out-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
+    // Each worker signs with its own key; the fan-out trusts each for its own county only.
+    let (nantou_key, nantou_public) = worker_key(&base, "nantou");
+    let (kaohsiung_key, kaohsiung_public) = worker_key(&base, "kaohsiung");
+    trust_workers(&config, &[("nantou", &nantou_public, &["10008"]), ("kaohsiung", &kaohsiung_public, &["64000"])]);
     let url = broker.url();
     let node = |name: &str, args: &[&str]| {
         let mut all = vec!["--upstream", url.as_str(), "--client-id", name];
@@ -270,11 +330,12 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
         Node::start(&config, &base.join(name), &all)
     };
     let writer = node("writer1", &["--role", "writer"]);
-    let mut nantou = node("nantou", &["--region", "10008"]);
-    let kaohsiung = node("kaohsiung", &["--role", "worker", "--region", "64000"]);
+    let mut nantou = node("nantou", &["--region", "10008", "--signing-key", nantou_key.to_str().unwrap()]);
+    let kaohsiung =
+        node("kaohsiung", &["--role", "worker", "--region", "64000", "--signing-key", kaohsiung_key.to_str().unwrap()]);
     let (observer, rx) = mqtt_client(&broker, "test-observer").await;
     observer.subscribe("alerts/#", QoS::AtLeastOnce).await.unwrap();
-    let mut watch = AlertWatch { rx, latest: HashMap::new() };
+    let mut watch = AlertWatch { rx, latest: HashMap::new(), raw: HashMap::new() };
 
     // Devices publish on their usual topics; a bad payload and an unknown device ride along.
     let (device, _) = mqtt_client(&broker, "test-devices").await;
@@ -285,19 +346,34 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
     rain(&device, "RG0101", 120.0, ts).await;
 
     // Each region's alert comes from its own worker, named in the message and in the id.
-    let (nantou_topic, nantou_alert) =
-        watch.until("for Shenmu", |_, v| v["event"] == "heavy_rain" && v["area_id"] == "dfa-xinyi-shenmu").await;
+    let is_alert = |v: &Value, area: &str| v["type"] == "alert" && v["event"] == "heavy_rain" && v["area_id"] == area;
+    let is_warning =
+        |v: &Value, area: &str| v["type"] == "public_warning" && v["event"] == "heavy_rain" && v["area_id"] == area;
+    let (nantou_topic, nantou_alert) = watch.until("for Shenmu", |_, v| is_alert(v, "dfa-xinyi-shenmu")).await;
+    // Signed by the worker's own key.
+    let envelope: Value = serde_json::from_slice(&watch.raw[&nantou_topic]).unwrap();
+    assert_eq!(envelope["key"], nantou_public.as_str(), "{envelope}");
     assert!(nantou_topic.starts_with("alerts/10008/"), "{nantou_topic}");
     assert_eq!((nantou_alert["worker"].as_str(), nantou_alert["region"].as_str()), (Some("nantou"), Some("10008")));
     let nantou_id = nantou_alert["id"].as_str().unwrap().to_string();
     assert!(nantou_id.contains("-nantou-"), "{nantou_id}");
     assert_eq!(nantou_topic, format!("alerts/10008/{nantou_id}"));
     let (kaohsiung_topic, kaohsiung_alert) =
-        watch.until("for Xiaolin", |_, v| v["event"] == "heavy_rain" && v["area_id"] == "dfa-jiaxian-xiaolin").await;
+        watch.until("for Xiaolin", |_, v| is_alert(v, "dfa-jiaxian-xiaolin")).await;
     let kaohsiung_id = kaohsiung_alert["id"].as_str().unwrap().to_string();
     assert_eq!(kaohsiung_topic, format!("alerts/64000/{kaohsiung_id}"));
     assert_eq!(kaohsiung_alert["worker"], "kaohsiung");
     assert!(kaohsiung_id.contains("-kaohsiung-"), "{kaohsiung_id}");
+    // What the public hears: one warning per hazard and area, as a single process makes it (`W-{first alert id}`).
+    let (nantou_warning_topic, nantou_warning) =
+        watch.until("the Shenmu warning", |_, v| is_warning(v, "dfa-xinyi-shenmu")).await;
+    let nantou_wid = format!("W-{nantou_id}");
+    assert_eq!(nantou_warning["id"], nantou_wid.as_str(), "{nantou_warning}");
+    assert_eq!(nantou_warning_topic, format!("alerts/10008/{nantou_wid}"));
+    assert_eq!(nantou_warning["contributors"][0]["alert_id"], nantou_id.as_str(), "{nantou_warning}");
+    let (_, kaohsiung_warning) = watch.until("the Xiaolin warning", |_, v| is_warning(v, "dfa-jiaxian-xiaolin")).await;
+    let kaohsiung_wid = format!("W-{kaohsiung_id}");
+    assert_eq!(kaohsiung_warning["id"], kaohsiung_wid.as_str(), "{kaohsiung_warning}");
     // Neither worker saw the other's area.
     assert!(heavy_rain_in(&nantou.alerts(), "dfa-jiaxian-xiaolin").is_empty());
     let kaohsiung_zones = ["dfa-jiaxian-xiaolin", "dfa-namasia-minsheng", "restricted-linyuan", "township-jiaxian"];
@@ -314,25 +390,86 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
 
     // A fan-out node started now learns the alerts from the broker's retained messages.
     let fanout = node("fanout1", &["--role", "fanout"]);
+    let ids = |snapshot: &Value, key: &str| -> HashSet<String> {
+        snapshot[key].as_array().unwrap().iter().filter_map(|a| a["id"].as_str().map(str::to_string)).collect()
+    };
     let deadline = Instant::now() + WAIT;
-    while fanout.metric("dc_cluster_alerts_received_total{outcome=\"applied\"}") < 2.0 {
-        assert!(Instant::now() < deadline, "fan-out never applied the retained alerts:\n{}", fanout.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (_, snapshot) = Operator::connect_with_snapshot(fanout.http).await;
-    let ids: HashSet<&str> = snapshot["alerts"].as_array().unwrap().iter().filter_map(|a| a["id"].as_str()).collect();
-    assert!(ids.contains(nantou_id.as_str()) && ids.contains(kaohsiung_id.as_str()), "{snapshot}");
+    let snapshot = loop {
+        let (_, snapshot) = Operator::connect_with_snapshot(fanout.http).await;
+        let (alerts, warnings) = (ids(&snapshot, "alerts"), ids(&snapshot, "public_warnings"));
+        if [&nantou_id, &kaohsiung_id].iter().all(|id| alerts.contains(*id))
+            && [&nantou_wid, &kaohsiung_wid].iter().all(|id| warnings.contains(*id))
+        {
+            break snapshot;
+        }
+        assert!(Instant::now() < deadline, "fan-out never applied the retained alerts: {snapshot}\n{}", fanout.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let signed_by: Vec<_> = snapshot["alerts"].as_array().unwrap().iter().map(|a| a["signed_by"].clone()).collect();
+    assert!(signed_by.contains(&json!("nantou")) && signed_by.contains(&json!("kaohsiung")), "{snapshot}");
     let mut shenmu = Citizen::connect_to(fanout.http).await;
     shenmu.subscribe(json!([{"lat": SHENMU.0, "lon": SHENMU.1}]), "zh-TW", json!([])).await;
     let mut xiaolin = Citizen::connect_to(fanout.http).await;
     xiaolin.subscribe(json!([{"lat": XIAOLIN.0, "lon": XIAOLIN.1}]), "en", json!([])).await;
     let mut taipei = Citizen::connect_to(fanout.http).await;
     taipei.subscribe(json!([{"lat": TAIPEI.0, "lon": TAIPEI.1}]), "zh-TW", json!([])).await;
-    let mut shenmu_frames = frames_until(&mut shenmu, "the Shenmu alert", |f| f["id"] == nantou_id.as_str()).await;
-    assert!(shenmu_frames.last().unwrap()["headline"].as_str().unwrap().contains("豪雨"));
-    let got = frames_until(&mut xiaolin, "the Xiaolin alert", |f| f["id"] == kaohsiung_id.as_str()).await;
-    assert!(got.iter().all(|f| f["id"] != nantou_id.as_str()), "{got:?}");
+    // Citizens get the public warnings, exactly as citizens of a single process would, and never the operators' alerts.
+    let mut shenmu_frames = frames_until(&mut shenmu, "the Shenmu warning", |f| f["id"] == nantou_wid.as_str()).await;
+    let warning = shenmu_frames.last().unwrap().clone();
+    assert!(warning["headline"].as_str().unwrap().contains("豪雨"));
+    assert_eq!(warning["contributors"][0]["alert_id"], nantou_id.as_str(), "{warning}");
+    let got = frames_until(&mut xiaolin, "the Xiaolin warning", |f| f["id"] == kaohsiung_wid.as_str()).await;
+    assert!(got.iter().all(|f| f["id"] != nantou_wid.as_str()), "{got:?}");
     assert!(got.last().unwrap()["headline"].as_str().unwrap().contains("Extremely heavy rain"), "{got:?}");
+    assert!(shenmu_frames.iter().chain(&got).all(|f| f["id"].as_str().unwrap().starts_with("W-")), "{got:?}");
+
+    // A stranger with publish rights on the broker: a well-formed but unsigned warning for Shenmu, one signed with a
+    // key nobody trusts, the Kaohsiung worker's key signing for Nantou, and the real signed warning moved to another
+    // id. None reaches a citizen; each is counted by its reason; the real warnings stay.
+    let (stranger, _) = mqtt_client(&broker, "stranger").await;
+    let received = received_total(&fanout);
+    let forged = |id: &str| {
+        let mut frame = nantou_warning.clone();
+        frame["id"] = json!(id);
+        frame["version"] = json!(1);
+        frame["headlines"] = json!({"zh-TW": "假警報：立即撤離", "en": "FORGED: evacuate now"});
+        frame["headline"] = json!("假警報：立即撤離");
+        frame.to_string()
+    };
+    let unsigned = "alerts/10008/W-FORGED-1";
+    stranger.publish(unsigned, QoS::AtLeastOnce, false, forged("W-FORGED-1")).await.unwrap();
+    let untrusted = disaster_cloud::scale_out::signing::AlertSigner::generate();
+    let unknown = "alerts/10008/W-FORGED-2";
+    stranger.publish(unknown, QoS::AtLeastOnce, false, untrusted.seal(unknown, &forged("W-FORGED-2"))).await.unwrap();
+    let kaohsiung_signer =
+        disaster_cloud::scale_out::signing::AlertSigner::from_pem(&std::fs::read_to_string(&kaohsiung_key).unwrap())
+            .unwrap();
+    let foreign = "alerts/10008/W-FORGED-3";
+    stranger
+        .publish(foreign, QoS::AtLeastOnce, false, kaohsiung_signer.seal(foreign, &forged("W-FORGED-3")))
+        .await
+        .unwrap();
+    let moved = "alerts/10008/W-FORGED-4";
+    stranger.publish(moved, QoS::AtLeastOnce, false, watch.raw[&nantou_warning_topic].clone()).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while received_total(&fanout) < received + 4.0 {
+        assert!(Instant::now() < deadline, "the fan-out never received the stranger's messages:\n{}", fanout.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut late = Citizen::connect_to(fanout.http).await;
+    late.subscribe(json!([{"lat": SHENMU.0, "lon": SHENMU.1}]), "en", json!([])).await;
+    let replayed = frames_until(&mut late, "the real warning", |f| f["id"] == nantou_wid.as_str()).await;
+    while let Some(f) = shenmu.next_json(Duration::from_secs(1)).await {
+        shenmu_frames.push(f);
+    }
+    for f in shenmu_frames.iter().chain(&replayed) {
+        assert!(!f["id"].as_str().unwrap().contains("FORGED"), "a forged warning reached a citizen: {f}");
+    }
+    let (_, snapshot) = Operator::connect_with_snapshot(fanout.http).await;
+    assert!(!snapshot.to_string().contains("FORGED"), "{snapshot}");
+    for reason in ["unsigned", "unknown_key", "outside_region", "bad_signature"] {
+        wait_outcome(&fanout, reason, 1.0);
+    }
 
     // Cancelling on the owning worker updates the retained message and reaches the citizen.
     let (status, body) =
@@ -340,10 +477,10 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
             .unwrap();
     assert_eq!(status, 200, "{body}");
     let got = frames_until(&mut xiaolin, "the cancellation", |f| {
-        f["id"] == kaohsiung_id.as_str() && f["state"] == "cancelled"
+        f["id"] == kaohsiung_wid.as_str() && f["state"] == "cancelled"
     })
     .await;
-    assert!(got.iter().all(|f| f["id"] != nantou_id.as_str()), "{got:?}");
+    assert!(got.iter().all(|f| f["id"] != nantou_wid.as_str()), "{got:?}");
     watch.until("cancelled", |t, v| t == kaohsiung_topic && v["state"] == "cancelled").await;
 
     // A malformed message on the alert topics is refused and counted; the picture survives it.
@@ -376,7 +513,7 @@ async fn regions_are_owned_by_workers_and_alerts_reach_citizens_through_the_fano
     // Restored from its journal and windows (120 + 400 mm in 24 h: 超大豪雨; without the 120 it would be 大豪雨), it
     // escalates the same alert: a new version of the same id, never a second alert.
     let more = frames_until(&mut shenmu, "the escalation", |f| {
-        f["id"] == nantou_id.as_str() && f["version"].as_u64() > Some(1)
+        f["id"] == nantou_wid.as_str() && f["version"].as_u64() > Some(1)
     })
     .await;
     shenmu_frames.extend(more);
@@ -437,7 +574,12 @@ async fn a_worker_behind_the_broker_counts_exactly_like_the_front_door() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     // No regions: one worker consumes the device topics directly.
-    let worker = Node::start(&config, &dir.join("solo"), &["--upstream", &broker.url(), "--client-id", "solo"]);
+    let (key, _) = worker_key(&dir, "solo");
+    let worker = Node::start(
+        &config,
+        &dir.join("solo"),
+        &["--upstream", &broker.url(), "--client-id", "solo", "--signing-key", key.to_str().unwrap()],
+    );
 
     let ts = now_ms();
     let publishes = [

@@ -14,6 +14,10 @@
 //!   alert ([`RemoteAlerts`], built from the broker's retained messages at start) and serves `/ws/citizen` and
 //!   `/ws/operator` from it, so citizens' connections scale apart from the workers.
 //!
+//! Alert messages are signed by the worker that raised them (Ed25519, a key per worker) and verified by fan-out
+//! nodes against the workers' public keys before anything is applied (`signing.rs`): publish rights on the broker are
+//! not enough to reach citizens.
+//!
 //! A region is a county: the first five digits of a zone's Taiwan_Geocode_103 `geocode` (`10008` Nantou County).
 //!
 //! On a NATS JetStream cluster instead (`serve --cluster`), `backbone.rs` resolves the role and `front_door.rs` is
@@ -21,9 +25,10 @@
 //!
 //! Layout: this file resolves a process's role ([`ClusterRole`], from `[upstream]` in `config.rs` and the command
 //! line), adapts the configuration to it and starts its links; `region.rs` maps zones to regions; `worker.rs`
-//! publishes a worker's alerts; `writer.rs` validates and routes; `remote_alerts.rs` is a fan-out node's book of the
-//! workers' alerts.
+//! publishes a worker's alerts; `signing.rs` signs and verifies them; `writer.rs` validates and routes;
+//! `remote_alerts.rs` is a fan-out node's book of the workers' alerts.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +43,7 @@ pub mod backbone;
 mod front_door;
 mod region;
 pub mod remote_alerts;
+pub mod signing;
 mod worker;
 mod writer;
 
@@ -52,6 +58,9 @@ pub struct Overrides {
     pub role: Option<String>,
     pub client_id: Option<String>,
     pub regions: Vec<String>,
+    /// A worker's signing key file (`--signing-key`), overriding `upstream.signing_key_file`: one config file can then
+    /// serve every worker, each with its own key.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +107,12 @@ impl Scaled {
     pub fn prepare(&self, files: &mut ConfigFiles) -> Result<(), ScaleOutError> {
         match self {
             Scaled::Mqtt(role) => role.prepare(files),
-            Scaled::Backbone(role) => role.prepare(files),
+            Scaled::Backbone(role) => {
+                // A front door's readings are in the replicated stream and it runs no rules: a local readings.sqlite
+                // would be written by nobody and read by nobody.
+                files.readings_store = role.kind != backbone::BackboneRoleKind::FrontDoor;
+                role.prepare(files)
+            }
         }
     }
 }
@@ -111,19 +125,35 @@ pub struct ClusterRole {
     pub regions: Vec<String>,
     pub share_group: String,
     pub closed_retention_ms: i64,
+    /// A worker's key that signs every alert message it publishes (required for workers).
+    pub signer: Option<Arc<signing::AlertSigner>>,
+    /// The workers' keys a fan-out node accepts alert messages from (required for fan-out nodes).
+    pub trusted: Arc<signing::TrustedKeys>,
 }
 
 impl ClusterRole {
-    /// `None`: no upstream anywhere, the embedded front door (the default).
+    /// `None`: no upstream anywhere, the embedded front door (the default). `env` reads the environment (the
+    /// signing key's `signing_key_env`).
     pub fn resolve(
         section: Option<&UpstreamSection>,
         overrides: Overrides,
         file: &str,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, ScaleOutError> {
         let empty = UpstreamSection::default();
         let section = section.unwrap_or(&empty);
         let invalid = |key: &'static str, message: String| ScaleOutError::Config { file: file.into(), key, message };
         let Some(url) = overrides.url.or_else(|| section.url.clone()) else {
+            if overrides.role.as_deref() == Some("front-door") {
+                // `--role front-door` is a NATS backbone role: what is missing is the cluster, not an MQTT broker.
+                return Err(ScaleOutError::Cluster {
+                    file: file.into(),
+                    key: "urls",
+                    message: "the front-door role runs on the NATS cluster: give it with \
+                              `--cluster nats://a:4222,nats://b:4222,nats://c:4222` (or `[cluster] urls`)"
+                        .into(),
+                });
+            }
             if overrides.role.is_some() || section.role.is_some() || section.client_id.is_some() {
                 return Err(invalid(
                     "url",
@@ -133,8 +163,11 @@ impl ClusterRole {
             return Ok(None);
         };
         let role_text = overrides.role.or_else(|| section.role.clone()).unwrap_or_else(|| "worker".into());
-        let role = Role::parse(&role_text)
-            .ok_or_else(|| invalid("role", format!("`{role_text}` is not worker, writer or fanout")))?;
+        let role = Role::parse(&role_text).ok_or_else(|| {
+            let hint =
+                if role_text == "front-door" { " (front-door is a role on the NATS cluster: `--cluster`)" } else { "" };
+            invalid("role", format!("`{role_text}` is not worker, writer or fanout{hint}"))
+        })?;
         let client_id = overrides.client_id.or_else(|| section.client_id.clone()).ok_or_else(|| {
             invalid("client_id", "required: unique per process, stable across restarts (`--client-id`)".into())
         })?;
@@ -152,8 +185,7 @@ impl ClusterRole {
         }
         let regions = if overrides.regions.is_empty() { section.regions.clone() } else { overrides.regions };
         for r in &regions {
-            let county = geo_index::parse_geocode(r).ok().filter(|g| g.level == geo_index::GeocodeLevel::County);
-            if county.is_none() {
+            if !is_county(r) {
                 return Err(invalid("regions", format!("`{r}` is not a county code (Taiwan_Geocode_103, 5 digits)")));
             }
         }
@@ -168,12 +200,39 @@ impl ClusterRole {
         if retention_h == 0 {
             return Err(invalid("closed_retention_h", "must be at least 1".into()));
         }
+        let mut trusted = Vec::new();
+        for (i, w) in section.trusted_workers.iter().enumerate() {
+            let named = |message: String| invalid("trusted_workers", format!("[{i}] ({}): {message}", w.name));
+            if w.name.trim().is_empty() {
+                return Err(named("`name` is empty".into()));
+            }
+            if let Some(r) = w.regions.iter().find(|r| !is_county(r)) {
+                return Err(named(format!("region `{r}` is not a county code (Taiwan_Geocode_103, 5 digits)")));
+            }
+            let key = signing::TrustedKey::new(&w.name, &w.public_key, w.regions.clone())
+                .map_err(|e| named(e.to_string()))?;
+            trusted.push(key);
+        }
+        if role == Role::Fanout && trusted.is_empty() {
+            return Err(invalid(
+                "trusted_workers",
+                "a fan-out node applies only alert messages signed by a worker it trusts: list the workers' public \
+                 keys (`[[upstream.trusted_workers]]` name, public_key, regions)"
+                    .into(),
+            ));
+        }
+        let signer = match role {
+            Role::Worker => Some(Arc::new(load_signer(section, overrides.signing_key_file, file, env)?)),
+            Role::Writer | Role::Fanout => None,
+        };
         Ok(Some(ClusterRole {
             role,
             upstream,
             regions,
             share_group,
             closed_retention_ms: i64::from(retention_h) * 3_600_000,
+            signer,
+            trusted: Arc::new(signing::TrustedKeys::new(trusted)),
         }))
     }
 
@@ -240,9 +299,17 @@ impl ClusterRole {
                     self.regions.iter().map(|r| format!("region/{r}/sensors/+/+")).collect()
                 };
                 let publisher = Publisher::start(upstream)?;
+                let Some(signer) = self.signer.clone() else {
+                    return Err(ScaleOutError::Config {
+                        file: "command line".into(),
+                        key: "signing_key_file",
+                        message: "a worker needs its signing key".into(),
+                    });
+                };
                 tokio::spawn(worker::publish_alerts(
                     Arc::clone(app),
                     publisher,
+                    signer,
                     upstream.client_id.clone(),
                     self.closed_retention_ms,
                 ));
@@ -275,6 +342,7 @@ impl ClusterRole {
                     })
                     .collect();
                 app.remote_alerts.set_area_regions(area_regions);
+                app.remote_alerts.set_trusted(Arc::clone(&self.trusted));
                 let app = Arc::clone(app);
                 let retention_ms = self.closed_retention_ms;
                 upstream::consume(upstream, vec!["alerts/+/+".into()], false, "alerts-link", move |msg| {
@@ -290,6 +358,62 @@ impl ClusterRole {
     }
 }
 
+/// Whether `r` is a county code (Taiwan_Geocode_103, 5 digits): what a region is.
+fn is_county(r: &str) -> bool {
+    geo_index::parse_geocode(r).ok().is_some_and(|g| g.level == geo_index::GeocodeLevel::County)
+}
+
+/// A worker's signing key: `--signing-key` or `signing_key_file` (relative to the config file's folder; refused when
+/// others may read it), or `signing_key_env`; exactly one.
+fn load_signer(
+    section: &UpstreamSection,
+    file_override: Option<PathBuf>,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<signing::AlertSigner, ScaleOutError> {
+    let invalid = |key: &'static str, message: String| ScaleOutError::Config { file: file.into(), key, message };
+    let key_file = file_override.or_else(|| {
+        section.signing_key_file.as_ref().map(|p| Path::new(file).parent().unwrap_or(Path::new(".")).join(p))
+    });
+    let (key, pem) =
+        match (key_file, &section.signing_key_env) {
+            (Some(_), Some(_)) if section.signing_key_file.is_some() => {
+                return Err(invalid("signing_key_env", "give signing_key_file or signing_key_env, not both".into()))
+            }
+            (Some(path), _) => {
+                let shown = path.display();
+                let read =
+                    std::fs::read_to_string(&path).map_err(|e| invalid("signing_key_file", format!("{shown}: {e}")))?;
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+                    if mode & 0o077 != 0 {
+                        return Err(invalid(
+                            "signing_key_file",
+                            format!("{shown} may be read by others (mode {:o}): `chmod 600` it", mode & 0o777),
+                        ));
+                    }
+                }
+                ("signing_key_file", read)
+            }
+            (None, Some(var)) => {
+                let pem = env(var).filter(|v| !v.trim().is_empty());
+                (
+                    "signing_key_env",
+                    pem.ok_or_else(|| invalid("signing_key_env", format!("environment variable {var} is not set")))?,
+                )
+            }
+            (None, None) => return Err(invalid(
+                "signing_key_file",
+                "a worker signs every alert it publishes: give its key (`--signing-key FILE`, `signing_key_file` or \
+                 `signing_key_env`; `disaster-cloud cluster-key new --out FILE` makes one)"
+                    .into(),
+            )),
+        };
+    signing::AlertSigner::from_pem(&pem).map_err(|e| invalid(key, e.to_string()))
+}
+
 /// The rules file without its rules (engine settings and approval classes stay valid).
 pub(super) fn without_rules(text: &str) -> Result<String, String> {
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -301,7 +425,7 @@ fn touch_metrics() {
     for kind in ["change", "resend", "removed"] {
         worker::ALERTS_PUBLISHED.with_label_values(&[kind]);
     }
-    for outcome in ["applied", "stale", "removed", "malformed", "outside_region"] {
+    for outcome in remote_alerts::OUTCOMES {
         remote_alerts::ALERTS_RECEIVED.with_label_values(&[outcome]);
     }
     for outcome in ["forwarded", "no_region", "refused"] {
@@ -314,14 +438,118 @@ mod tests {
     use super::*;
     use crate::config::UpstreamSection;
 
+    /// An Ed25519 key from `openssl genpkey -algorithm ed25519`, and its public key.
+    const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIDS/KIwi/EbQ8mBKULEe7WwWyhZ9pWfVtGltALBEsSOw\n-----END PRIVATE KEY-----\n";
+    const PUBLIC: &str = "be34ZC3UchKLeOy86CarvQ3N1A5mq4Y+QpfzzHocRss=";
+
+    fn env(name: &str) -> Option<String> {
+        (name == "DC_TEST_SIGNING_KEY").then(|| PEM.to_string())
+    }
+
+    /// `section` with a signing key (from the environment) and one trusted worker key added.
     fn resolve(section: &str, overrides: Overrides) -> Result<Option<ClusterRole>, ScaleOutError> {
+        let keyed = format!(
+            "{section}\nsigning_key_env = \"DC_TEST_SIGNING_KEY\"\n[[trusted_workers]]\nname = \"w\"\npublic_key = \"{PUBLIC}\"\n"
+        );
+        resolve_as_is(&keyed, overrides)
+    }
+
+    fn resolve_as_is(section: &str, overrides: Overrides) -> Result<Option<ClusterRole>, ScaleOutError> {
         let section: UpstreamSection = toml::from_str(section).unwrap();
-        ClusterRole::resolve(Some(&section), overrides, "x.toml")
+        ClusterRole::resolve(Some(&section), overrides, "x.toml", &env)
     }
 
     #[test]
     fn no_upstream_is_the_embedded_mode() {
-        assert!(ClusterRole::resolve(None, Overrides::default(), "x.toml").unwrap().is_none());
+        assert!(ClusterRole::resolve(None, Overrides::default(), "x.toml", &env).unwrap().is_none());
+    }
+
+    #[test]
+    fn workers_need_a_signing_key_and_fanouts_trusted_keys() {
+        let worker = resolve("url = \"mqtt://b\"\nclient_id = \"w\"", Overrides::default()).unwrap().unwrap();
+        assert_eq!(worker.signer.as_ref().map(|s| s.public_key()), Some(PUBLIC));
+        let cases = [
+            ("url = \"mqtt://b\"\nclient_id = \"w\"", "signing_key_file", "cluster-key new"),
+            ("url = \"mqtt://b\"\nclient_id = \"w\"\nsigning_key_env = \"NOPE\"", "signing_key_env", "NOPE is not set"),
+            ("url = \"mqtt://b\"\nclient_id = \"f\"\nrole = \"fanout\"", "trusted_workers", "public keys"),
+            (
+                "url = \"mqtt://b\"\nclient_id = \"f\"\nrole = \"fanout\"\n[[trusted_workers]]\nname = \"n\"\npublic_key = \"abc\"",
+                "trusted_workers",
+                "32-byte",
+            ),
+            (
+                "url = \"mqtt://b\"\nclient_id = \"f\"\nrole = \"fanout\"\n[[trusted_workers]]\nname = \"n\"\npublic_key = \"be34ZC3UchKLeOy86CarvQ3N1A5mq4Y+QpfzzHocRss=\"\nregions = [\"1\"]",
+                "trusted_workers",
+                "county",
+            ),
+        ];
+        for (text, key, why) in cases {
+            let e = resolve_as_is(text, Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains("x.toml") && e.contains(&format!("upstream.{key}")) && e.contains(why), "{text}: {e}");
+        }
+        // A key file others may read is refused; the same file made private is taken.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.pem");
+        std::fs::write(&path, PEM).unwrap();
+        let with_file = |path: &std::path::Path| {
+            let overrides = Overrides { signing_key_file: Some(path.to_path_buf()), ..Overrides::default() };
+            resolve_as_is("url = \"mqtt://b\"\nclient_id = \"w\"", overrides)
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = with_file(&path).unwrap_err().to_string();
+            assert!(e.contains("chmod 600"), "{e}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert!(with_file(&path).unwrap().unwrap().signer.is_some());
+        // `cluster-key new` writes a private file and never over an existing one.
+        let made = dir.path().join("new.pem");
+        let signer = signing::AlertSigner::write_new(&made).unwrap();
+        assert_eq!(with_file(&made).unwrap().unwrap().signer.unwrap().public_key(), signer.public_key());
+        assert!(signing::AlertSigner::write_new(&made).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_front_door_opens_no_readings_store() {
+        let role = BackboneRole::resolve(
+            None,
+            BackboneOverrides { urls: vec!["nats://127.0.0.1:4222".into()], name: Some("fd".into()), role: None },
+            "x.toml",
+        )
+        .unwrap()
+        .unwrap();
+        let mut files = ConfigFiles::embedded().unwrap();
+        Scaled::Backbone(role).prepare(&mut files).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = crate::web::auth::TokenSet::new(&[], Some("t")).unwrap();
+        let built = crate::server::build(&files, tokens, Some(dir.path()), "127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(built.app.readings.store.is_none());
+        assert!(!dir.path().join("readings.sqlite").exists());
+        // Every other process keeps one.
+        let files = ConfigFiles::embedded().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = crate::web::auth::TokenSet::new(&[], Some("t")).unwrap();
+        crate::server::build(&files, tokens, Some(dir.path()), "127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(dir.path().join("readings.sqlite").exists());
+    }
+
+    #[test]
+    fn the_front_door_role_without_a_cluster_says_what_is_missing() {
+        let e = ClusterRole::resolve(
+            None,
+            Overrides { role: Some("front-door".into()), ..Overrides::default() },
+            "x.toml",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--cluster nats://") && !e.contains("--upstream"), "{e}");
+        let e = resolve("url = \"mqtt://b\"\nclient_id = \"w\"\nrole = \"front-door\"", Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NATS cluster"), "{e}");
     }
 
     #[test]
@@ -333,6 +561,7 @@ mod tests {
                 client_id: Some("w2".into()),
                 regions: vec!["64000".into()],
                 role: None,
+                signing_key_file: None,
             },
         )
         .unwrap()

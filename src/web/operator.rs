@@ -318,7 +318,10 @@ pub fn snapshot(app: &App) -> serde_json::Value {
     // What the public has now: one warning per hazard and area (`alerting::publication`).
     let public: Vec<_> = {
         let warnings: Vec<_> = app.alerts.publication.lock().active().cloned().collect();
-        warnings.iter().map(|w| json!(app.warning_message(w))).collect()
+        let mut public: Vec<_> = warnings.iter().map(|w| json!(app.warning_message(w))).collect();
+        // On a fan-out node: the cluster's warnings.
+        public.extend(app.remote_alerts.active_warnings());
+        public
     };
     let external: Vec<_> = app.partners.inbound.as_ref().map(|i| i.active()).unwrap_or_default();
     let reports: Vec<_> = app.reports.with_clusters(|book| {
