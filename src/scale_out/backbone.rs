@@ -231,4 +231,26 @@ mod tests {
         let e = toml::from_str::<ClusterSection>("url = []").unwrap_err().to_string();
         assert!(e.contains("url"), "{e}");
     }
+
+    #[test]
+    fn a_worker_names_its_alerts_after_itself_and_leaves_influx_to_the_front_doors() {
+        let r =
+            resolve("urls = [\"nats://a:1\"]\nname = \"w-1\"\nrole = \"worker\"\nlease_ttl_s = 3", Default::default())
+                .unwrap()
+                .unwrap();
+        assert_eq!((r.kind, r.lease_ttl), (BackboneRoleKind::Worker, Duration::from_secs(3)));
+        let mut files = ConfigFiles::embedded().unwrap();
+        files.main.influx =
+            Some(toml::from_str("url = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"").unwrap());
+        r.prepare(&mut files).unwrap();
+        assert!(files.main.alerting.id_prefix.ends_with("-w-1"), "{}", files.main.alerting.id_prefix);
+        assert!(files.main.influx.is_none());
+        let rules = alerting::RuleSet::from_toml(&files.rules.0, &files.rules.1).unwrap();
+        assert!(!rules.rules.is_empty(), "a worker runs the rules");
+        // An id prefix with a '.' cannot be a subject token.
+        let mut files = ConfigFiles::embedded().unwrap();
+        files.main.alerting.id_prefix = "TW.DC".into();
+        let e = r.prepare(&mut files).unwrap_err().to_string();
+        assert!(e.contains("alerting.id_prefix") && e.contains("'.'"), "{e}");
+    }
 }
