@@ -215,7 +215,7 @@ impl RegionReadings {
         let js = backbone.jetstream().clone();
         let filter = region_filter(region);
         retry_setup("a region's readings consumer", config.start_timeout, || {
-            let (js, filter, deliver_policy) = (js.clone(), filter.clone(), deliver_policy.clone());
+            let (js, filter, deliver_policy) = (js.clone(), filter.clone(), deliver_policy);
             async move {
                 let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
                 let consumer = stream
