@@ -160,7 +160,7 @@ struct ClusterArgs {
     /// `[cluster] urls` (docs/SCALING.md).
     #[arg(long, env = "DC_CLUSTER", value_delimiter = ',')]
     cluster: Vec<String>,
-    /// What this process does: on an MQTT cluster worker, writer or fanout; on the NATS cluster front-door.
+    /// What this process does: on an MQTT cluster worker, writer or fanout; on the NATS cluster front-door or worker.
     #[arg(long, env = "DC_ROLE", value_parser = ["worker", "writer", "fanout", "front-door"])]
     role: Option<String>,
     /// The process's name on the cluster (the MQTT client id, or the NATS connection name and lease owner): unique
@@ -308,6 +308,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let listen = listen(&files, &common);
             let data_dir = common.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
+            if let Some(Scaled::Backbone(backbone)) = &role {
+                backbone
+                    .prepare_data_dir(&data_dir)
+                    .with_context(|| format!("setting the earlier alert journal aside in {}", data_dir.display()))?;
+            }
             let (app, http) = server::start_with(files, &listen, tokens, Some(data_dir), role).await?;
             serve_http(app, http).await
         }

@@ -5,7 +5,9 @@
 //!
 //! Asserted: every reading a device got a PUBACK for is in the readings stream exactly once, through the SIGKILL of
 //! the stream's leader and of a front door; with two of three NATS nodes gone devices get no PUBACK at all, and they
-//! get it once a node returns.
+//! get it once a node returns. Then rule workers (`--role worker`): a county's readings reach the one worker holding
+//! its lease; when that worker is SIGKILLed the other takes the county over and continues its open alert (same id,
+//! next version, rule windows rebuilt) instead of raising a second one.
 
 mod common;
 
@@ -38,6 +40,11 @@ struct FrontDoor {
 
 impl FrontDoor {
     fn start(config: &Path, dir: &Path, urls: &str, name: &str) -> FrontDoor {
+        Self::start_as(config, dir, urls, name, "front-door")
+    }
+
+    /// Any role on the cluster (`worker`: a rule worker; its MQTT listeners stay closed).
+    fn start_as(config: &Path, dir: &Path, urls: &str, name: &str, role: &str) -> FrontDoor {
         let args: Vec<String> = [
             "serve",
             "--config",
@@ -47,7 +54,7 @@ impl FrontDoor {
             "--cluster",
             urls,
             "--role",
-            "front-door",
+            role,
             "--client-id",
             name,
         ]
@@ -369,5 +376,160 @@ async fn a_puback_means_the_reading_survives_the_loss_of_any_one_node() {
     assert_eq!(contents.get(&key), Some(&1), "the reading sent through the outage is stored once");
     for f in &fd {
         assert!(!f.log().contains("panicked"), "{}", f.log());
+    }
+}
+
+/// One alert version as the alerts stream holds it.
+#[derive(Debug, Clone)]
+struct AlertVersion {
+    subject: String,
+    id: String,
+    version: u64,
+    rule: String,
+    area: String,
+    level: u64,
+    state: String,
+    worker: String,
+}
+
+/// Every message of the alerts stream, in stream order.
+async fn alert_versions(urls: &[String]) -> Vec<AlertVersion> {
+    let client = async_nats::connect(urls).await.expect("test client connects");
+    let js = async_nats::jetstream::new(client);
+    let Ok(mut stream) = js.get_stream(cluster::alerts::STREAM).await else { return Vec::new() };
+    let state = stream.info().await.expect("info").state.clone();
+    let mut versions = Vec::new();
+    for seq in state.first_sequence.max(1)..=state.last_sequence {
+        let Ok(m) = stream.get_raw_message(seq).await else { continue };
+        let body: serde_json::Value = serde_json::from_slice(&m.payload).expect("an alerts-stream message is JSON");
+        let alert = &body["record"]["alert"];
+        versions.push(AlertVersion {
+            subject: m.subject.to_string(),
+            id: alert["id"].as_str().unwrap_or_default().into(),
+            version: alert["version"].as_u64().unwrap_or_default(),
+            rule: alert["rule_id"].as_str().unwrap_or_default().into(),
+            area: alert["area_id"].as_str().unwrap_or_default().into(),
+            level: alert["level"]["index"].as_u64().unwrap_or(99),
+            state: alert["state"].as_str().unwrap_or_default().into(),
+            worker: body["worker"].as_str().unwrap_or_default().into(),
+        });
+    }
+    versions
+}
+
+/// Waits until the alerts stream holds a version `want` accepts; returns every version then.
+async fn wait_for_alert(
+    urls: &[String],
+    within: Duration,
+    what: &str,
+    want: impl Fn(&AlertVersion) -> bool,
+) -> Vec<AlertVersion> {
+    let deadline = Instant::now() + within;
+    loop {
+        let versions = alert_versions(urls).await;
+        if versions.iter().any(&want) {
+            return versions;
+        }
+        assert!(Instant::now() < deadline, "{what}: not in the alerts stream within {within:?}: {versions:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn rain(mm: f64, ts: i64) -> String {
+    format!(r#"{{"ts":{ts},"values":{{"rain_mm":{mm}}}}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
+    let nats = NatsCluster::start("ha-worker");
+    let urls = nats.urls();
+    let dir = nats.dir.join("processes");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Leases of 3 s: a dead worker's counties are free ~3 s after its last renewal.
+    let config = config_copy("ha-worker", |text| {
+        text.replace("dissemination = \"dissemination.toml\"\n", "") + "\n[cluster]\nlease_ttl_s = 3\n"
+    });
+    let fd = FrontDoor::start(&config, &dir, &nats.urls_arg(), "fd-1");
+    // w-1 first, so that it holds every county; then w-2, which finds them all taken.
+    let mut w1 = FrontDoor::start_as(&config, &dir, &nats.urls_arg(), "w-1", "worker");
+    let counties = 6.0;
+    let owned = |w: &FrontDoor| w.metric("dc_cluster_regions_owned").unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while owned(&w1) < counties {
+        assert!(Instant::now() < deadline, "w-1 did not take the counties: {}", w1.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let w2 = FrontDoor::start_as(&config, &dir, &nats.urls_arg(), "w-2", "worker");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(owned(&w2), 0.0, "w-2 took a county w-1 holds");
+
+    // Heavy rain at Shenmu (Nantou, 10008): 50 mm in an hour raises `heavy-rain` (大雨) once, on w-1.
+    let now = common::now_ms();
+    let mut gauge1 = Gateway::new("RG0001", [fd.mqtt, fd.mqtt], 0);
+    let mut gauge2 = Gateway::new("RG0002", [fd.mqtt, fd.mqtt], 0);
+    assert!(gauge1.send(&rain(50.0, now - 240_000), Duration::from_secs(10), Duration::from_secs(30)).await);
+    let is_heavy_rain = |v: &AlertVersion| v.rule == "heavy-rain" && v.area == "dfa-xinyi-shenmu";
+    let versions =
+        wait_for_alert(&urls, Duration::from_secs(20), "heavy rain raised", |v| is_heavy_rain(v) && v.version == 1)
+            .await;
+    let raised = versions.iter().find(|v| is_heavy_rain(v)).unwrap().clone();
+    assert_eq!((raised.worker.as_str(), raised.level), ("w-1", 0), "{raised:?}");
+    assert!(raised.subject.starts_with("dc.alerts.10008."), "{raised:?}");
+    let processed = |w: &FrontDoor| w.metric("dc_cluster_worker_publishes_total{phase=\"processed\"}").unwrap_or(0.0);
+    assert!(processed(&w1) >= 1.0, "w-1 ran no reading");
+    assert_eq!(processed(&w2), 0.0, "a reading of a county w-2 does not own reached it");
+    println!("heavy rain raised by w-1: {} v{}", raised.id, raised.version);
+
+    // w-1 dies. w-2 takes every county over within the lease ttl and a few seconds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w1.kill9();
+    let killed = Instant::now();
+    while owned(&w2) < counties {
+        assert!(killed.elapsed() < Duration::from_secs(3 + 10), "w-2 did not take over in ttl + 10 s: {}", w2.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("SIGKILL w-1 → w-2 owns every county {:?} later", killed.elapsed());
+
+    // The next readings update the same alert: a second gauge agrees (v2), then more rain at the first one
+    // escalates it — 50 + 60 mm in 3 h is 豪雨, which only a rule window rebuilt with the first 50 mm can see.
+    assert!(gauge2.send(&rain(50.0, now - 180_000), Duration::from_secs(10), Duration::from_secs(30)).await);
+    let versions = wait_for_alert(&urls, Duration::from_secs(20), "the second gauge joining", |v| {
+        is_heavy_rain(v) && v.worker == "w-2"
+    })
+    .await;
+    println!("first alert version from w-2 {:?} after the kill", killed.elapsed());
+    let continued = versions.iter().find(|v| is_heavy_rain(v) && v.worker == "w-2").unwrap();
+    assert_eq!(
+        (continued.id.as_str(), continued.version),
+        (raised.id.as_str(), 2),
+        "w-2 raised the hazard again instead of continuing w-1's alert"
+    );
+    assert!(gauge1.send(&rain(60.0, now - 120_000), Duration::from_secs(10), Duration::from_secs(30)).await);
+    let versions = wait_for_alert(&urls, Duration::from_secs(20), "the escalation", |v| {
+        is_heavy_rain(v) && v.worker == "w-2" && v.level == 1
+    })
+    .await;
+
+    // One alert for the hazard, its versions each once and in order, continued by w-2.
+    let heavy: Vec<&AlertVersion> = versions.iter().filter(|v| is_heavy_rain(v)).collect();
+    println!(
+        "heavy rain at Shenmu: {:?}",
+        heavy.iter().map(|v| (&v.id, v.version, v.level, &v.state, &v.worker)).collect::<Vec<_>>()
+    );
+    assert!(heavy.iter().all(|v| v.id == raised.id), "a second alert for one hazard: {heavy:#?}");
+    let numbers: Vec<u64> = heavy.iter().map(|v| v.version).collect();
+    assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>(), "versions skipped or repeated: {heavy:#?}");
+    assert!(heavy.iter().all(|v| v.state != "cleared" && v.state != "raised" || v.version == 1), "{heavy:#?}");
+    // No hazard anywhere has two alerts.
+    let mut ids_per_hazard: HashMap<(String, String), std::collections::BTreeSet<String>> = HashMap::new();
+    for v in &versions {
+        ids_per_hazard.entry((v.rule.clone(), v.area.clone())).or_default().insert(v.id.clone());
+    }
+    assert!(ids_per_hazard.values().all(|ids| ids.len() == 1), "{ids_per_hazard:#?}");
+    assert!(processed(&w2) >= 2.0);
+    let adopted = w2.metric("dc_cluster_alerts_adopted").unwrap_or(0.0);
+    assert!(adopted >= 1.0, "w-2 adopted no alert");
+    for w in [&fd, &w2] {
+        assert!(!w.log().contains("panicked"), "{}", w.log());
     }
 }

@@ -29,6 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::journal::{self, Journal, JournalError};
 use crate::types::Publish;
+
+mod handover;
+pub use handover::AlertRecord;
 // The boundary types, re-exported where they always were (`alerting::alert::Severity`, …).
 pub use crate::types::{Certainty, Finding, LevelInfo, Mode, Severity, Trigger, Urgency};
 

@@ -37,7 +37,7 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
-pub use alert::{Alert, AlertBook, AlertState, BookError, Change, Command, PublicRelease, Restored};
+pub use alert::{Alert, AlertBook, AlertRecord, AlertState, BookError, Change, Command, PublicRelease, Restored};
 pub use engine::{EngineSnapshot, ForecastError, RuleEngine, ZoneRef};
 pub use publication::{PublicWarning, Publication, UpdatePolicy};
 pub use rules::RuleSet;

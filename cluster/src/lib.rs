@@ -9,13 +9,19 @@
 //! - [`readings`]: the readings stream (`DC_READINGS`, subjects `dc.readings.{region}.{device}`), publish ids derived
 //!   from the device's publish, and [`readings::ReadingsLog::append`], which retries with the same id until the
 //!   cluster acknowledges it or the deadline passes.
+//!   [`readings::RegionReadings`]: one region's readings in stream order, for its owner.
+//! - [`alerts`]: the alerts stream (`DC_ALERTS`, `dc.alerts.{region}.{alert id}`, one message per alert version,
+//!   de-duplicated by `{id}:{version}`): what a region's next owner continues its alert book from.
+//! - [`progress`]: how far each region's owner got in the readings stream (`dc_progress`, fenced by compare-and-set).
 //! - [`lease`]: who owns a region — leases in a replicated key-value bucket, taken by compare-and-set on the
 //!   revision, renewed, expiring on the server's clock when their owner dies.
 //! - `test_support` (feature `test-support`): a three-node `nats-server` cluster on loopback for tests.
 //!
 //! Why NATS 2.15 and not Debian's 2.9: `docs/SCALING.md` § The backbone.
 
+pub mod alerts;
 pub mod lease;
+pub mod progress;
 pub mod readings;
 #[cfg(feature = "test-support")]
 pub mod test_support;

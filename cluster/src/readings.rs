@@ -19,8 +19,10 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::{retry_setup, Backbone, ClusterError, APPENDS};
@@ -165,6 +167,100 @@ impl ReadingsLog {
             let pause = Duration::from_millis((100 * u64::from(attempt)).min(1_000));
             tokio::time::sleep(pause.min(self.deadline.saturating_sub(started.elapsed()))).await;
         }
+    }
+}
+
+/// Where a region's owner starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At this stream sequence (the one after the owner's progress mark).
+    Sequence(u64),
+    /// At the first message the stream received at or after this time (Unix ms): the start of what the rules
+    /// remember.
+    Time(i64),
+}
+
+/// One stored reading publish as a region's owner receives it.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// Its stream sequence: the owner's progress mark counts these.
+    pub sequence: u64,
+    /// The device topic (`sensors/{id}/readings`), for the same decoder the front door ran.
+    pub topic: String,
+    /// When the front door received it (Unix ms).
+    pub arrived_ms: i64,
+    pub payload: Bytes,
+    /// Messages of the region still to come after this one, as the server counted when it sent it.
+    pub pending: u64,
+}
+
+/// A region's readings in stream order: an ordered consumer (ephemeral, recreated by the client at the next
+/// sequence after any disconnection, so nothing is skipped or repeated) on `dc.readings.{region}.>`.
+pub struct RegionReadings {
+    messages: jetstream::consumer::pull::Ordered,
+    /// Messages waiting when the consumer was created.
+    pub pending_at_start: u64,
+}
+
+impl RegionReadings {
+    pub async fn open(backbone: &Backbone, region: &str, from: Start) -> Result<Self, ClusterError> {
+        let deliver_policy = match from {
+            Start::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence: start_sequence.max(1) },
+            Start::Time(ms) => DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            },
+        };
+        let config = backbone.config();
+        let js = backbone.jetstream().clone();
+        let filter = region_filter(region);
+        retry_setup("a region's readings consumer", config.start_timeout, || {
+            let (js, filter, deliver_policy) = (js.clone(), filter.clone(), deliver_policy);
+            async move {
+                let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+                let consumer = stream
+                    .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                        filter_subject: filter,
+                        deliver_policy,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let pending_at_start = consumer.cached_info().num_pending;
+                let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(RegionReadings { messages, pending_at_start })
+            }
+        })
+        .await
+    }
+
+    /// The next reading publish; `None` if the consumer ended (the client closed). Errors are the client's
+    /// (heartbeats missed while it recreates the consumer); the caller may keep calling.
+    pub async fn next(&mut self) -> Option<Result<Delivered, ClusterError>> {
+        let message = self.messages.next().await?;
+        Some(
+            message
+                .map_err(|e| ClusterError::Unavailable {
+                    subject: "dc.readings".into(),
+                    waited: Duration::ZERO,
+                    message: e.to_string(),
+                })
+                .and_then(|m| {
+                    let info = m.info().map_err(|e| ClusterError::Unavailable {
+                        subject: m.subject.to_string(),
+                        waited: Duration::ZERO,
+                        message: e.to_string(),
+                    })?;
+                    let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
+                    Ok(Delivered {
+                        sequence: info.stream_sequence,
+                        pending: info.pending,
+                        topic: header(TOPIC_HEADER).unwrap_or_default(),
+                        arrived_ms: header(ARRIVED_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0),
+                        payload: m.payload.clone(),
+                    })
+                }),
+        )
     }
 }
 

@@ -184,3 +184,54 @@ async fn a_region_has_one_owner_and_a_new_one_when_it_stops_renewing() {
     let taken_back = restarted.acquire("10008").await.unwrap().expect("its own lease");
     assert!(taken_back.revision > again.revision);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_fences_the_old_ones_progress_and_reads_the_regions_alerts_and_readings() {
+    use cluster::alerts::{self, AlertsLog};
+    use cluster::progress::Progress;
+    use cluster::readings::{RegionReadings, Start};
+
+    let nats = NatsCluster::start("progress");
+    let old = Backbone::connect(config(&nats, "w-old")).await.expect("connects");
+    let new = Backbone::connect(config(&nats, "w-new")).await.expect("connects");
+    let (old_progress, new_progress) =
+        (Progress::open(&old).await.expect("bucket"), Progress::open(&new).await.expect("bucket"));
+
+    // The old owner works; the new one takes over and sees its mark; the old owner's next write is refused.
+    let mut mark = old_progress.take_over("10008").await.expect("first owner");
+    assert_eq!(mark.sequence, 0);
+    assert!(old_progress.save("10008", &mut mark, 41).await.expect("saved"));
+    assert!(old_progress.save("10008", &mut mark, 42).await.expect("saved"));
+    let mut taken = new_progress.take_over("10008").await.expect("second owner");
+    assert_eq!(taken.sequence, 42);
+    assert!(!old_progress.save("10008", &mut mark, 43).await.expect("answered"), "the old owner moved the mark");
+    assert!(new_progress.save("10008", &mut taken, 43).await.expect("saved"));
+
+    // Alert versions are stored once per id:version; a region's reader gets the last of each alert, its own only.
+    let log = AlertsLog::open(&old).await.expect("stream");
+    for (region, id, version) in [("10008", "A-1", 1), ("10008", "A-1", 2), ("10008", "A-2", 1), ("64000", "B-1", 1)] {
+        let subject = alerts::subject(region, id).unwrap();
+        let body = Bytes::from(format!("{id} v{version}"));
+        assert!(!log.publish(&subject, &alerts::publish_id(id, version), body.clone()).await.expect("stored"));
+        assert!(log.publish(&subject, &alerts::publish_id(id, version), body).await.expect("duplicate"));
+    }
+    let records = AlertsLog::open(&new).await.unwrap().region_records("10008").await.expect("read back");
+    assert_eq!(records, [Bytes::from("A-1 v2"), Bytes::from("A-2 v1")]);
+    assert!(alerts::subject("10008", "TW.DC-1").is_none(), "a '.' in an id would split the subject");
+
+    // A region's readings from a sequence, in order, with their headers.
+    let log = ReadingsLog::open(&old).await.expect("stream");
+    let mut sequences = Vec::new();
+    for n in 0..3 {
+        match log.append(&reading("RG0001", n)).await.expect("appended") {
+            Appended::Stored(seq) => sequences.push(seq),
+            Appended::Duplicate(_) => panic!("a new reading taken for a duplicate"),
+        }
+    }
+    let mut reader = RegionReadings::open(&new, "10008", Start::Sequence(sequences[1])).await.expect("reader");
+    assert_eq!(reader.pending_at_start, 2);
+    for &seq in &sequences[1..] {
+        let d = tokio::time::timeout(Duration::from_secs(10), reader.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!((d.sequence, d.topic.as_str(), d.arrived_ms), (seq, "sensors/RG0001/readings", 1));
+    }
+}

@@ -1,10 +1,11 @@
 //! Roles on a NATS JetStream cluster (`serve --cluster nats://a,nats://b,nats://c`, `[cluster]`; docs/SCALING.md):
-//! the replicated backbone that lets the deployment lose any one machine without losing a reading.
+//! the replicated backbone that lets the deployment lose any one machine without losing a reading or an alert.
 //!
 //! Built so far: the **front door** (`--role front-door`, `front_door.rs`): devices' MQTT as on a single process,
-//! each accepted publish appended to the replicated readings stream before its PUBACK. Rule workers owning regions
-//! through leases (`cluster::lease`), fan-out nodes and dissemination on the backbone are the next steps
-//! (docs/SCALING.md § Not done).
+//! each accepted publish appended to the replicated readings stream before its PUBACK; and the **rule worker**
+//! (`--role worker`, `rule_worker.rs`): regions owned by lease, their readings through the hot path in stream order,
+//! every alert change on the replicated alerts stream, a dead worker's regions and open alerts continued by another.
+//! Fan-out nodes and dissemination on the backbone are the next steps (docs/SCALING.md § What is left).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub struct BackboneOverrides {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackboneRoleKind {
     FrontDoor,
+    /// A rule worker: regions by lease, rules, alerts on the alerts stream.
+    Worker,
 }
 
 /// A resolved role on the NATS cluster: config file and command line merged and checked.
@@ -37,6 +40,8 @@ pub enum BackboneRoleKind {
 pub struct BackboneRole {
     pub kind: BackboneRoleKind,
     pub config: BackboneConfig,
+    /// A worker's region leases expire this long after their last renewal.
+    pub lease_ttl: Duration,
 }
 
 impl BackboneRole {
@@ -68,10 +73,11 @@ impl BackboneRole {
         let role_text = overrides.role.or_else(|| section.role.clone()).unwrap_or_else(|| "front-door".into());
         let kind = match role_text.as_str() {
             "front-door" => BackboneRoleKind::FrontDoor,
+            "worker" => BackboneRoleKind::Worker,
             other => {
                 return Err(invalid(
                     "role",
-                    format!("`{other}`: the cluster roles built so far are: front-door (docs/SCALING.md)"),
+                    format!("`{other}`: the cluster roles built so far are: front-door, worker (docs/SCALING.md)"),
                 ))
             }
         };
@@ -97,12 +103,30 @@ impl BackboneRole {
             Duration::from_secs(ranged("duplicate_window_s", section.duplicate_window_s, 60..=86_400, 600)?);
         config.readings_max_age =
             Duration::from_secs(3600 * ranged("readings_max_age_h", section.readings_max_age_h, 1..=8760, 168)?);
-        Ok(Some(BackboneRole { kind, config }))
+        let lease_ttl = Duration::from_secs(ranged("lease_ttl_s", section.lease_ttl_s, 2..=300, 10)?);
+        Ok(Some(BackboneRole { kind, config, lease_ttl }))
     }
 
-    /// A front door runs no rules and disseminates nothing; it routes, so every zone needs a geocode.
+    /// A front door runs no rules and disseminates nothing; it routes, so every zone needs a geocode. A worker needs
+    /// the geocodes too (a zone's county is the region whose lease covers it); it names its alerts after itself (ids
+    /// stay unique across workers, and are subject tokens: no `.`), and leaves InfluxDB to the front doors, which
+    /// wrote every accepted reading there already.
     pub fn prepare(&self, files: &mut ConfigFiles) -> Result<(), ScaleOutError> {
         match self.kind {
+            BackboneRoleKind::Worker => {
+                super::region::zone_regions(&files.zones.0, &files.zones.1.display().to_string())?;
+                let prefix = format!("{}-{}", files.main.alerting.id_prefix, self.config.name);
+                if prefix.contains('.') {
+                    return Err(ScaleOutError::Zones {
+                        file: "the main configuration file".into(),
+                        message: format!(
+                            "`alerting.id_prefix`: `{prefix}`: on the cluster alert ids are NATS subject tokens, no '.'"
+                        ),
+                    });
+                }
+                files.main.alerting.id_prefix = prefix;
+                files.main.influx = None;
+            }
             BackboneRoleKind::FrontDoor => {
                 super::region::zone_regions(&files.zones.0, &files.zones.1.display().to_string())?;
                 files.inbound = None;
@@ -111,6 +135,21 @@ impl BackboneRole {
                 files.dissemination = None;
             }
         }
+        Ok(())
+    }
+
+    /// A worker's alert journal, rule snapshot and public warnings in its data dir (`alerts/`) are from an earlier
+    /// run, and their regions may have had other owners since: the alerts stream is the book of record. So they are
+    /// set aside (renamed `alerts.before-{ms}`, kept for the audit trail) and the worker starts with an empty book,
+    /// which its regions' take-overs fill from the stream.
+    pub fn prepare_data_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        let alerts = dir.join("alerts");
+        if self.kind != BackboneRoleKind::Worker || !alerts.exists() {
+            return Ok(());
+        }
+        let aside = dir.join(format!("alerts.before-{}", crate::clock::now_ms()));
+        std::fs::rename(&alerts, &aside)?;
+        tracing::info!(from = %alerts.display(), to = %aside.display(), "earlier alert journal set aside: a worker's book comes from the cluster");
         Ok(())
     }
 
@@ -123,6 +162,12 @@ impl BackboneRole {
         devices: DeviceStore,
     ) -> Result<(), ScaleOutError> {
         let backbone = Backbone::connect(self.config.clone()).await?;
+        if self.kind == BackboneRoleKind::Worker {
+            let regions = super::rule_worker::regions_of(app);
+            super::rule_worker::start(Arc::clone(app), backbone, self.lease_ttl, regions.clone()).await?;
+            tracing::info!(role = ?self.kind, cluster = %self.config.urls.join(","), name = %self.config.name, ?regions, lease_ttl = ?self.lease_ttl, "cluster role started");
+            return Ok(());
+        }
         let log = ReadingsLog::open(&backbone).await?;
         let intake = Arc::new(ReplicatedIntake { app: Arc::clone(app), log, last_logged_ms: Arc::default() });
         let front_door = ingest::broker::start_durable_front_door(broker, Arc::new(devices), intake)?;
@@ -172,7 +217,8 @@ mod tests {
             ("urls = [\"nats://a:4222\"]", "name", "required"),
             ("urls = [\"tls://a:4222\"]\nname = \"f\"", "urls", "TLS"),
             ("urls = [\"nats://a\"]\nname = \"f\"", "urls", "host:port"),
-            ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"worker\"", "role", "front-door"),
+            ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fanout\"", "role", "front-door, worker"),
+            ("urls = [\"nats://a:1\"]\nname = \"f\"\nlease_ttl_s = 1", "lease_ttl_s", "2..=300"),
             ("urls = [\"nats://a:1\"]\nname = \"f/1\"", "name", "letters"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nreplicas = 7", "replicas", "1..=5"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\npublish_deadline_s = 2", "publish_deadline_s", "10..=300"),
@@ -184,5 +230,27 @@ mod tests {
         }
         let e = toml::from_str::<ClusterSection>("url = []").unwrap_err().to_string();
         assert!(e.contains("url"), "{e}");
+    }
+
+    #[test]
+    fn a_worker_names_its_alerts_after_itself_and_leaves_influx_to_the_front_doors() {
+        let r =
+            resolve("urls = [\"nats://a:1\"]\nname = \"w-1\"\nrole = \"worker\"\nlease_ttl_s = 3", Default::default())
+                .unwrap()
+                .unwrap();
+        assert_eq!((r.kind, r.lease_ttl), (BackboneRoleKind::Worker, Duration::from_secs(3)));
+        let mut files = ConfigFiles::embedded().unwrap();
+        files.main.influx =
+            Some(toml::from_str("url = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"").unwrap());
+        r.prepare(&mut files).unwrap();
+        assert!(files.main.alerting.id_prefix.ends_with("-w-1"), "{}", files.main.alerting.id_prefix);
+        assert!(files.main.influx.is_none());
+        let rules = alerting::RuleSet::from_toml(&files.rules.0, &files.rules.1).unwrap();
+        assert!(!rules.rules.is_empty(), "a worker runs the rules");
+        // An id prefix with a '.' cannot be a subject token.
+        let mut files = ConfigFiles::embedded().unwrap();
+        files.main.alerting.id_prefix = "TW.DC".into();
+        let e = r.prepare(&mut files).unwrap_err().to_string();
+        assert!(e.contains("alerting.id_prefix") && e.contains("'.'"), "{e}");
     }
 }

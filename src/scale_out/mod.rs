@@ -20,8 +20,9 @@
 //!
 //! A region is a county: the first five digits of a zone's Taiwan_Geocode_103 `geocode` (`10008` Nantou County).
 //!
-//! On a NATS JetStream cluster instead (`serve --cluster`), `backbone.rs` resolves the role and `front_door.rs` is
-//! the front door whose PUBACKs wait for the replicated readings stream (it routes with the writer's code).
+//! On a NATS JetStream cluster instead (`serve --cluster`), `backbone.rs` resolves the role, `front_door.rs` is
+//! the front door whose PUBACKs wait for the replicated readings stream (it routes with the writer's code), and
+//! `rule_worker.rs` the rule worker owning regions by lease and continuing a dead worker's alerts.
 //!
 //! Layout: this file resolves a process's role ([`ClusterRole`], from `[upstream]` in `config.rs` and the command
 //! line), adapts the configuration to it and starts its links; `region.rs` maps zones to regions; `worker.rs`
@@ -43,6 +44,7 @@ pub mod backbone;
 mod front_door;
 mod region;
 pub mod remote_alerts;
+mod rule_worker;
 pub mod signing;
 mod worker;
 mod writer;

@@ -1,0 +1,477 @@
+//! A rule worker on the NATS backbone (`serve --cluster … --role worker`): owns regions (counties) by lease and runs
+//! each owned region's readings, in stream order, through the same hot path as a single process
+//! (`hot_path::HotPath`), publishing every change of its alerts to the replicated alerts stream. When a worker dies,
+//! another takes its regions over and continues their alerts: same id, next version, never a second alert.
+//!
+//! Three tasks:
+//! - the **lease keeper** renews the leases held (every ttl/4) and tries to acquire the regions nobody holds
+//!   (`cluster::lease`); a region acquired is handed to the processor to take over. A lease found lost (someone
+//!   else's revision) ends the process: it cannot know what the new owner did with its regions, and a restart
+//!   (the orchestrator's) is the one state that is certainly right.
+//! - one **reader** per owned region, an ordered consumer on `dc.readings.{region}.>` from the region's progress
+//!   mark, feeding the processor.
+//! - the **processor** owns the hot path. Per reading: wait while the region's lease is not valid (the lease
+//!   keeper is renewing it; no work is done for a region we may no longer own), run the hot path, publish the alert
+//!   changes it made to `DC_ALERTS` (waiting for the quorum's acknowledgement), then move the region's progress mark
+//!   to the reading (at once if an alert changed, else within a second). Alert changes from elsewhere — the
+//!   housekeeping tick (deadman), operators' commands — are published as they come.
+//!
+//! Taking a region over (`take_over`): fence and read its progress mark; adopt the latest record of each of its
+//! alerts into the book (`AlertBook::adopt`); rebuild the rule windows from the readings the rules still remember up
+//! to the mark, findings dropped (their effect is what was adopted); then let the engine take its levels from the
+//! book (`adopt_levels`, as after a restart); then read on from the mark. Readings after the mark are evaluated as
+//! new: the old owner's changes for them either reached the alerts stream (then the same levels come out again, no
+//! change) or did not (then they are made now). docs/SCALING.md § Rule workers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use alerting::{AlertRecord, ZoneRef};
+use bytes::Bytes;
+use cluster::alerts::{self, AlertsLog};
+use cluster::lease::{Lease, Leases};
+use cluster::progress::{Mark, Progress};
+use cluster::readings::{self, Delivered, RegionReadings};
+use cluster::Backbone;
+use ingest::RawMessage;
+use parking_lot::Mutex;
+use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::region::{county_of, zone_region};
+use crate::app::App;
+use crate::clock::now_ms;
+use crate::hot_path::HotPath;
+
+/// Alert versions a worker sent to the alerts stream, by outcome.
+static ALERT_VERSIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = register_int_counter_vec!(
+        "dc_cluster_alert_versions_total",
+        "Alert versions a rule worker sent to the alerts stream DC_ALERTS, by outcome (stored; duplicate: already \
+         there; not_owned: the alert's region is not ours; failed: not acknowledged in time)",
+        &["outcome"]
+    )
+    .expect("metric registers");
+    for outcome in ["stored", "duplicate", "not_owned", "failed"] {
+        c.with_label_values(&[outcome]);
+    }
+    c
+});
+
+/// Readings a worker ran, by phase.
+static WORKER_READINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = register_int_counter_vec!(
+        "dc_cluster_worker_publishes_total",
+        "Device publishes a rule worker took from the readings stream, by phase (processed: through the hot path; \
+         replayed: into the rule windows only, when taking a region over)",
+        &["phase"]
+    )
+    .expect("metric registers");
+    for phase in ["processed", "replayed"] {
+        c.with_label_values(&[phase]);
+    }
+    c
+});
+
+static REGIONS_OWNED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("dc_cluster_regions_owned", "Regions (counties) this rule worker owns and runs now")
+        .expect("metric registers")
+});
+
+static ALERTS_ADOPTED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "dc_cluster_alerts_adopted",
+        "Alerts this rule worker continued from the alerts stream when it took regions over"
+    )
+    .expect("metric registers")
+});
+
+/// What the processor is told.
+enum Input {
+    /// A region's lease was acquired: take the region over.
+    TakeOver(String),
+    /// A reading publish of an owned region, in stream order.
+    Reading(String, Delivered),
+}
+
+/// The leases held, shared by the lease keeper (who renews them) and the processor (who checks them before work).
+type Held = Arc<Mutex<HashMap<String, Lease>>>;
+
+/// Everything the worker's tasks share.
+struct Worker {
+    app: Arc<App>,
+    backbone: Backbone,
+    alerts: AlertsLog,
+    progress: Progress,
+    held: Held,
+    name: String,
+}
+
+/// Connects the worker's parts and starts its tasks. `regions`: the counties it competes for (every county of the
+/// loaded zones).
+pub(super) async fn start(
+    app: Arc<App>,
+    backbone: Backbone,
+    lease_ttl: Duration,
+    regions: Vec<String>,
+) -> Result<(), cluster::ClusterError> {
+    LazyLock::force(&ALERT_VERSIONS);
+    LazyLock::force(&WORKER_READINGS);
+    REGIONS_OWNED.set(0);
+    ALERTS_ADOPTED.set(0);
+    // The readings stream exists before any reader is created (a worker may start before every front door).
+    readings::ReadingsLog::open(&backbone).await?;
+    let leases = Leases::open(&backbone, lease_ttl).await?;
+    let alerts = AlertsLog::open(&backbone).await?;
+    let progress = Progress::open(&backbone).await?;
+    let (tx, rx) = mpsc::channel(4096);
+    let worker = Arc::new(Worker {
+        name: backbone.config().name.clone(),
+        app,
+        backbone,
+        alerts,
+        progress,
+        held: Arc::default(),
+    });
+    tokio::spawn(keep_leases(Arc::clone(&worker), leases, regions, tx.clone()));
+    tokio::spawn(process(worker, rx, tx));
+    Ok(())
+}
+
+/// Ends the process: a region was found owned by someone else while we thought it ours.
+fn lost(region: &str, why: &str) -> ! {
+    tracing::error!(
+        region,
+        why,
+        "region lost to another worker: exiting so that a restart begins from the cluster's state"
+    );
+    std::process::exit(75)
+}
+
+async fn keep_leases(worker: Arc<Worker>, leases: Leases, regions: Vec<String>, tx: mpsc::Sender<Input>) {
+    let mut tick = tokio::time::interval(leases.ttl() / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let held: Vec<Lease> = worker.held.lock().values().cloned().collect();
+        for mut lease in held {
+            match leases.renew(&mut lease).await {
+                Ok(true) => {
+                    worker.held.lock().insert(lease.region.clone(), lease);
+                }
+                Ok(false) => lost(&lease.region, "lease renewal refused (expired and taken)"),
+                Err(e) => {
+                    tracing::warn!(error = %e, region = %lease.region, "lease not renewed; retrying (work on the region pauses once it is no longer valid)")
+                }
+            }
+        }
+        for region in &regions {
+            if worker.held.lock().contains_key(region) {
+                continue;
+            }
+            match leases.acquire(region).await {
+                Ok(Some(lease)) => {
+                    tracing::info!(region, owner = %worker.name, "region lease acquired");
+                    worker.held.lock().insert(region.clone(), lease);
+                    if tx.send(Input::TakeOver(region.clone())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, region, "could not try the region's lease"),
+            }
+        }
+    }
+}
+
+/// What the processor keeps per owned region.
+struct Owned {
+    mark: Mark,
+    /// The newest reading processed whose sequence is not yet in the mark (no alert changed with it).
+    unsaved: Option<u64>,
+}
+
+async fn process(worker: Arc<Worker>, mut rx: mpsc::Receiver<Input>, tx: mpsc::Sender<Input>) {
+    let app = Arc::clone(&worker.app);
+    let mut hot_path = HotPath::new(Arc::clone(&app));
+    let mut changes = app.channels.alerts.subscribe();
+    let mut owned: HashMap<String, Owned> = HashMap::new();
+    let mut save = tokio::time::interval(Duration::from_secs(1));
+    save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            input = rx.recv() => match input {
+                None => return,
+                Some(Input::TakeOver(region)) => {
+                    let started = Instant::now();
+                    match take_over(&worker, &region, &tx).await {
+                        Ok(mark) => {
+                            owned.insert(region.clone(), Owned { mark, unsaved: None });
+                            REGIONS_OWNED.set(owned.len() as i64);
+                            tracing::info!(region, took = ?started.elapsed(), from_sequence = mark.sequence + 1, "region taken over");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, region, "could not take the region over");
+                            lost(&region, "take-over failed")
+                        }
+                    }
+                }
+                Some(Input::Reading(region, delivered)) => {
+                    wait_for_lease(&worker, &region).await;
+                    let sequence = delivered.sequence;
+                    hot_path.process(RawMessage { topic: delivered.topic, payload: delivered.payload });
+                    WORKER_READINGS.with_label_values(&["processed"]).inc();
+                    let changed = publish_changes(&worker, &mut changes, false).await;
+                    let Some(region_state) = owned.get_mut(&region) else { continue };
+                    if changed {
+                        save_mark(&worker, &region, region_state, sequence).await;
+                    } else {
+                        region_state.unsaved = Some(sequence);
+                    }
+                }
+            },
+            // Changes that no reading made: the housekeeping tick (deadman, forecasts expiring), operators.
+            next = changes.recv() => match next {
+                Ok(change) => {
+                    publish_ids(&worker, vec![change.id.clone()]).await;
+                    publish_changes(&worker, &mut changes, false).await;
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "alert changes outran the alerts stream publisher; sending every owned alert");
+                    publish_changes(&worker, &mut changes, true).await;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = save.tick() => {
+                for (region, state) in owned.iter_mut() {
+                    if let Some(sequence) = state.unsaved {
+                        save_mark(&worker, region, state, sequence).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn save_mark(worker: &Worker, region: &str, state: &mut Owned, sequence: u64) {
+    if sequence <= state.mark.sequence {
+        state.unsaved = None;
+        return;
+    }
+    match worker.progress.save(region, &mut state.mark, sequence).await {
+        Ok(true) => state.unsaved = None,
+        Ok(false) => lost(region, "progress mark written by another owner"),
+        // Kept for the next tick: a mark behind only makes a new owner evaluate a few more readings again.
+        Err(e) => {
+            tracing::warn!(error = %e, region, "progress mark not saved; retrying");
+            state.unsaved = Some(sequence);
+        }
+    }
+}
+
+/// Pauses the region's work while its lease is not valid (the keeper renews it, or ends the process if it is lost).
+async fn wait_for_lease(worker: &Worker, region: &str) {
+    let mut warned = false;
+    loop {
+        let valid = worker.held.lock().get(region).is_some_and(|l| l.is_valid(Instant::now()));
+        if valid {
+            return;
+        }
+        if !warned {
+            tracing::warn!(region, "region lease not valid (renewal late): its readings wait");
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publishes the alert changes waiting on `changes` (or, with `everything`, every alert of the book); `true` if
+/// any alert of ours was published.
+async fn publish_changes(
+    worker: &Worker,
+    changes: &mut tokio::sync::broadcast::Receiver<Arc<crate::audience::AlertBroadcast>>,
+    everything: bool,
+) -> bool {
+    let mut ids = Vec::new();
+    let mut resend = everything;
+    loop {
+        match changes.try_recv() {
+            Ok(change) => ids.push(change.id.clone()),
+            Err(TryRecvError::Lagged(_)) => resend = true,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    if resend {
+        ids = worker.app.alerts.book.lock().all().map(|a| a.id.clone()).collect();
+    }
+    publish_ids(worker, ids).await
+}
+
+/// Publishes the book's current version of each alert (a change seen late goes out as what it has become: the
+/// stream's history of that alert then skips a version, but its last message is right).
+async fn publish_ids(worker: &Worker, mut ids: Vec<String>) -> bool {
+    ids.sort();
+    ids.dedup();
+    let mut published = false;
+    for id in ids {
+        let message = {
+            let book = worker.app.alerts.book.lock();
+            // Partner agencies' alerts and public warnings share the channel; they are not in the book.
+            let Some(record) = book.record_of(&id) else { continue };
+            drop(book);
+            let region = zone_region(&worker.app, &record.alert.area_id).map(str::to_string);
+            (record, region)
+        };
+        let (record, region) = message;
+        let owned = region.as_deref().is_some_and(|r| worker.held.lock().contains_key(r));
+        let (Some(region), true) = (region, owned) else {
+            // A sensor near a county line whose zones lie in another county (docs/SCALING.md § Limits).
+            ALERT_VERSIONS.with_label_values(&["not_owned"]).inc();
+            tracing::warn!(id, area = %record.alert.area_id, "alert outside the regions this worker owns: not published to the cluster");
+            continue;
+        };
+        let Some(subject) = alerts::subject(&region, &id) else {
+            ALERT_VERSIONS.with_label_values(&["failed"]).inc();
+            tracing::error!(id, "alert id is not a subject token");
+            continue;
+        };
+        let body = alert_body(worker, &record, &region);
+        let version = record.alert.version;
+        match worker.alerts.publish(&subject, &alerts::publish_id(&id, version), body).await {
+            Ok(duplicate) => {
+                ALERT_VERSIONS.with_label_values(&[if duplicate { "duplicate" } else { "stored" }]).inc();
+                published = true;
+            }
+            Err(e) => {
+                ALERT_VERSIONS.with_label_values(&["failed"]).inc();
+                tracing::error!(error = %e, id, version, "alert version not replicated");
+            }
+        }
+    }
+    published
+}
+
+/// The alerts stream's message: the record a next owner adopts, and what watchers of the stream show (the
+/// operators' frame, whether citizens may see it, who published it).
+fn alert_body(worker: &Worker, record: &AlertRecord, region: &str) -> Bytes {
+    let frame = serde_json::to_value(worker.app.alert_message(&record.alert)).unwrap_or_default();
+    let body = serde_json::json!({
+        "region": region,
+        "worker": worker.name,
+        "public": record.alert.is_public(),
+        "record": record,
+        "frame": frame,
+    });
+    Bytes::from(body.to_string())
+}
+
+/// Takes a region over (see the module's documentation); returns its progress mark.
+async fn take_over(worker: &Worker, region: &str, tx: &mpsc::Sender<Input>) -> Result<Mark, cluster::ClusterError> {
+    let app = &worker.app;
+    let mark = worker.progress.take_over(region).await?;
+    // The alert book: the latest version of each of the region's alerts.
+    let mut adopted = 0;
+    for body in worker.alerts.region_records(region).await? {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            record: AlertRecord,
+        }
+        match serde_json::from_slice::<Body>(&body) {
+            Ok(b) => adopted += usize::from(app.alerts.book.lock().adopt(b.record)),
+            Err(e) => tracing::error!(error = %e, region, "unreadable message in the alerts stream: skipped"),
+        }
+    }
+    ALERTS_ADOPTED.add(adopted as i64);
+    // The rule windows: what the rules remember, up to the mark.
+    let memory_ms = app.alerts.engine.lock().memory_ms();
+    let horizon = now_ms().saturating_sub(memory_ms);
+    let mut replayed = 0u64;
+    if mark.sequence > 0 {
+        let mut readings = RegionReadings::open(&worker.backbone, region, readings::Start::Time(horizon)).await?;
+        let mut left = readings.pending_at_start;
+        while left > 0 {
+            let delivered = match tokio::time::timeout(Duration::from_secs(10), readings.next()).await {
+                Ok(Some(Ok(d))) => d,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, region, "replay: the consumer is recovering");
+                    continue;
+                }
+                Ok(None) | Err(_) => break,
+            };
+            left = delivered.pending;
+            if delivered.sequence > mark.sequence {
+                break;
+            }
+            rebuild_windows(app, &delivered);
+            replayed += 1;
+        }
+    }
+    WORKER_READINGS.with_label_values(&["replayed"]).inc_by(replayed);
+    // Levels from the book, as after a restart: an alert already open is continued, not raised again.
+    let mut findings = Vec::new();
+    {
+        let mut engine = app.alerts.engine.lock();
+        let book = app.alerts.book.lock();
+        engine.adopt_levels(&book, app.alerts.mode, &mut findings);
+    }
+    if !findings.is_empty() {
+        app.apply_findings(findings);
+    }
+    tracing::info!(region, adopted, replayed, mark = mark.sequence, "region's alerts adopted and rule windows rebuilt");
+    // Then the readings after the mark (from the rules' horizon if the region was never worked on).
+    let from =
+        if mark.sequence > 0 { readings::Start::Sequence(mark.sequence + 1) } else { readings::Start::Time(horizon) };
+    let mut feed = RegionReadings::open(&worker.backbone, region, from).await?;
+    let (tx, region) = (tx.clone(), region.to_string());
+    tokio::spawn(async move {
+        loop {
+            match feed.next().await {
+                Some(Ok(delivered)) => {
+                    if tx.send(Input::Reading(region.clone(), delivered)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, region, "region readings: the consumer is recovering");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None => return,
+            }
+        }
+    });
+    Ok(mark)
+}
+
+/// One reading publish into the rule windows only, findings dropped: the hot path's validation (`Ingest::process`,
+/// which counts it again on this worker) and its engine step, without the alert book.
+fn rebuild_windows(app: &App, delivered: &Delivered) {
+    let msg = RawMessage { topic: delivered.topic.clone(), payload: delivered.payload.clone() };
+    let arrived_ms = if delivered.arrived_ms > 0 { delivered.arrived_ms } else { now_ms() };
+    let processed = app.ingest.process(&msg, arrived_ms);
+    if processed.readings.is_empty() {
+        return;
+    }
+    let registry = app.registry().read();
+    let mut engine = app.alerts.engine.lock();
+    let mut scratch = Vec::new();
+    for reading in &processed.readings {
+        let Some(sensor) = registry.get(&reading.sensor_id) else { continue };
+        let (lat, lon) = reading.position.map(|p| (p.lat, p.lon)).unwrap_or((sensor.lat, sensor.lon));
+        let zones: Vec<ZoneRef<'_>> =
+            app.geo.zones_containing(lat, lon).into_iter().map(|z| ZoneRef { id: &z.id, kind: z.kind }).collect();
+        engine.evaluate_arrived(reading, arrived_ms, sensor, &zones, &mut scratch);
+        scratch.clear();
+    }
+}
+
+/// The counties of the loaded zones: the regions a worker competes for.
+pub(super) fn regions_of(app: &App) -> Vec<String> {
+    let mut regions: Vec<String> =
+        app.geo.zones().filter_map(|z| z.geocode.as_deref().and_then(county_of)).map(str::to_string).collect();
+    regions.sort();
+    regions.dedup();
+    regions
+}
