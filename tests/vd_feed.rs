@@ -68,7 +68,7 @@ max_age_s = 900
 allow_networks = ["loopback"]
 [vd_feed.detectors]
 "VD-N3-S-217.010-M-LOOP" = "VD0101"
-"VD-N3-N-217.010-M-LOOP" = "VD0001"
+"VD-N3-S-221.500-M-LOOP" = "VD0001"
 "#
     );
     std::fs::write(main.with_file_name("inbound.toml"), inbound).unwrap();
@@ -109,24 +109,25 @@ async fn feed_readings_reach_history_at_their_collection_time_and_a_broken_updat
     let source = |name: &str, labels: &str| format!("{name}{{{labels}source=\"agency-vd\"}}");
     tokio::task::block_in_place(|| {
         wait_for("the first readings", Duration::from_secs(30), || {
-            server.metric(&source("dc_vd_feed_readings_total", "")) >= 2.0
+            server.metric(&source("dc_vd_feed_readings_total", "")) >= 1.0
         });
         // The south-bound detector's three lanes, as one station: volume-weighted speed, vehicles per hour, mean
         // occupancy — at the record's DataCollectTime, not at the time we polled.
         assert_eq!(history(&server, "VD0101", "speed_kmh"), vec![(collected_ms, 91.17)]);
         assert_eq!(history(&server, "VD0101", "flow_veh_h"), vec![(collected_ms, 3600.0)]);
         assert_eq!(history(&server, "VD0101", "occupancy_pct"), vec![(collected_ms, 9.0)]);
-        assert_eq!(history(&server, "VD0001", "speed_kmh"), vec![(collected_ms, 31.62)]);
-        // The faulty detector and the unmapped ramp are counted with their reasons, beside the good ones.
+        // The mapped detector reporting Status 3 (faulty) gives nothing; it and the two detectors we do not map are
+        // counted with their reasons, beside the good one.
+        assert!(history(&server, "VD0001", "speed_kmh").is_empty());
         assert_eq!(server.metric(&source("dc_vd_feed_refused_total", "reason=\"status_fault\",")), 1.0);
-        assert_eq!(server.metric(&source("dc_vd_feed_refused_total", "reason=\"unknown_vdid\",")), 1.0);
+        assert_eq!(server.metric(&source("dc_vd_feed_refused_total", "reason=\"unknown_vdid\",")), 2.0);
 
         // Unchanged: the binary sends the ETag back, gets 304, and nothing is added.
         wait_for("a 304", Duration::from_secs(20), || feed.not_modified.load(Ordering::SeqCst) >= 2);
         assert!(server.metric(&source("dc_vd_feed_polls_total", "result=\"not_modified\",")) >= 2.0);
         assert_eq!(feed.full.load(Ordering::SeqCst), 1, "the full document was sent once");
         assert_eq!(history(&server, "VD0101", "speed_kmh").len(), 1);
-        assert_eq!(server.metric(&source("dc_vd_feed_readings_total", "")), 2.0);
+        assert_eq!(server.metric(&source("dc_vd_feed_readings_total", "")), 1.0);
 
         // A malformed update (a cut-off document): refused whole, counted with its reason; what was taken stays.
         let cut = SAMPLE.replace(SAMPLE_TIME, &collected)[..400].to_string();
@@ -136,6 +137,6 @@ async fn feed_readings_reach_history_at_their_collection_time_and_a_broken_updat
         });
         assert!(server.metric(&source("dc_vd_feed_consecutive_failures", "")) >= 1.0);
         assert_eq!(history(&server, "VD0101", "speed_kmh"), vec![(collected_ms, 91.17)]);
-        assert_eq!(history(&server, "VD0001", "flow_veh_h"), vec![(collected_ms, 4680.0)]);
+        assert_eq!(history(&server, "VD0101", "flow_veh_h"), vec![(collected_ms, 3600.0)]);
     });
 }
