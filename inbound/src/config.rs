@@ -1,5 +1,6 @@
-//! What the operator writes in `config/inbound.toml`: the feeds to poll, the agencies allowed to push, and the
-//! bounds that keep a misbehaving partner from hurting anything else.
+//! What the operator writes in `config/inbound.toml`: the feeds to poll, the agencies allowed to push, the agencies'
+//! vehicle-detector feeds ([`VdFeedSource`], `vd/`), and the bounds that keep a misbehaving partner from hurting
+//! anything else.
 //!
 //! Every table denies unknown keys (a misspelt `pulbic = true` is an error, not a silent `false`). Secrets may be
 //! written inline for the demo, or named by environment variable (`token_env`, `hmac_secret_env`) so that real ones

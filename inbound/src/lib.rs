@@ -7,9 +7,9 @@
 //! # Layout
 //! - `lib.rs` (this file): [`Inbound`] — start, push, active, tick, poll_now — and [`ExternalCoverage`], the handle
 //!   the rule engine asks "is zone Z under an external warning?".
-//! - [`config`]: [`InboundConfig`] from `config/inbound.toml`: `[[feed]]` and `[[push]]` sources, bounds, and the
-//!   authority each source has: the `senders` it speaks for (required for pushes), the other sources whose warnings
-//!   it may change (`may_reference`), where a feed may be fetched from (`hosts`, `allow_networks`).
+//! - [`config`]: [`InboundConfig`] from `config/inbound.toml`: `[[feed]]`, `[[push]]` and `[[vd_feed]]` sources,
+//!   bounds, and the authority each source has: the `senders` it speaks for (required for pushes), the other sources
+//!   whose warnings it may change (`may_reference`), where a feed may be fetched from (`hosts`, `allow_networks`).
 //! - [`external`]: [`ExternalEvent`], [`PushOutcome`], [`Ignored`], and building an [`ExternalAlert`] from a CAP
 //!   message; [`ExternalAlert`] and [`ExternalFilter`] themselves are `alerting::types`, re-exported.
 //! - `book.rs` (private): the active set and the CAP rules that change it — duplicates, Update/Cancel through
