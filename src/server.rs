@@ -101,10 +101,7 @@ pub async fn start_with(
         tokio::spawn(crate::external::forward(Arc::clone(&app), events));
     }
     // Agency vehicle-detector feeds enter the hot path where it runs whole: on a single node, not on a cluster role.
-    match &role {
-        None => crate::vd_feed::start(&app, &files)?,
-        Some(_) => tracing::warn!("[[vd_feed]] sources are polled on a single node only; not on a cluster role"),
-    }
+    crate::vd_feed::start(&app, &files, role.is_none())?;
     tokio::spawn(crate::web::operator::coalesce_sensor_updates(
         Arc::clone(&app),
         std::time::Duration::from_millis(cfg.http.sensor_update_ms),

@@ -22,12 +22,17 @@ use crate::hot_path::HotPath;
 
 /// Starts the `[[vd_feed]]` pollers of `files`' inbound config, if any, and the thread that feeds their readings to
 /// the hot path. Every mapped sensor must be a registered vehicle detector: a mapping to nothing would only fill the
-/// dead letters, so the start fails naming the file and the key. Runs for the life of the process.
-pub fn start(app: &Arc<App>, files: &ConfigFiles) -> anyhow::Result<()> {
+/// dead letters, so the start fails naming the file and the key. Runs for the life of the process. Only on a single
+/// node (`single_node`): a cluster role runs a part of the hot path, and says that it polls nothing.
+pub fn start(app: &Arc<App>, files: &ConfigFiles, single_node: bool) -> anyhow::Result<()> {
     let Some((text, path)) = &files.inbound else { return Ok(()) };
     let text = text.replace("{public_url}", app.web.public_url.as_str());
     let config = inbound::InboundConfig::from_toml(&text, path)?;
     if config.vd_feeds.is_empty() {
+        return Ok(());
+    }
+    if !single_node {
+        tracing::warn!(file = %path.display(), "[[vd_feed]] sources are polled on a single node only, not on a cluster role");
         return Ok(());
     }
     check_sensors(app, &config.vd_feeds, path)?;

@@ -114,7 +114,8 @@ fn collection_times_read_with_their_offset_or_as_taiwan_time() {
 
 #[test]
 fn malformed_documents_are_refused_whole_with_their_reason() {
-    let cases: Vec<(&[u8], fn(&DecodeError) -> bool)> = vec![
+    type Expected = fn(&DecodeError) -> bool;
+    let cases: Vec<(&[u8], Expected)> = vec![
         (b"\xff\xfe{}", |e| matches!(e, DecodeError::NotUtf8(_))),
         (b"   ", |e| matches!(e, DecodeError::Empty)),
         (b"{\"VDLives\": [", |e| matches!(e, DecodeError::Json(_))),
