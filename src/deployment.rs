@@ -314,11 +314,15 @@ fn self_deliveries(files: &ConfigFiles, main_file: &str, http_listen: SocketAddr
         }
     }
     if let Some((text, path)) = &files.inbound {
-        if let Ok(value) = toml::from_str::<toml::Value>(text) {
-            for (i, entry) in value.get("feed").and_then(toml::Value::as_array).into_iter().flatten().enumerate() {
-                if let Some(url) = entry.get("url").and_then(toml::Value::as_str) {
-                    let name = entry.get("name").and_then(toml::Value::as_str).unwrap_or("?");
-                    targets.push((path.display().to_string(), format!("feed[{i}].url ({name})"), url.into()));
+        // Vehicle-detector feeds may name `{public_url}` (the demo's own stand-in feed), as dissemination does.
+        let text = text.replace("{public_url}", public_url);
+        if let Ok(value) = toml::from_str::<toml::Value>(&text) {
+            for table in ["feed", "vd_feed"] {
+                for (i, entry) in value.get(table).and_then(toml::Value::as_array).into_iter().flatten().enumerate() {
+                    if let Some(url) = entry.get("url").and_then(toml::Value::as_str) {
+                        let name = entry.get("name").and_then(toml::Value::as_str).unwrap_or("?");
+                        targets.push((path.display().to_string(), format!("{table}[{i}].url ({name})"), url.into()));
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@
 //! - [`web`]: the HTTP edge — operator and citizen websockets, the API by resource, feeds, `/metrics`, the pages.
 //! - [`reports`]: citizen reports — validation, rate limits, clustering, flags, the photo store (pure logic).
 //! - [`external`]: alerts from partner agencies (inbound CAP) onto the operator and citizen channels.
+//! - [`vd_feed`]: agency vehicle-detector feeds (`inbound::vd`) onto the hot path, as our own detectors' readings.
 //! - [`scale_out`]: roles on an external MQTT cluster — worker, writer and fan-out, regions, the fan-out node's book
 //!   of the workers' alerts (`docs/SCALING.md`).
 //! - [`metrics`]: process-level Prometheus metrics and the `/metrics` encoder.
@@ -33,4 +34,5 @@ pub mod reports;
 pub mod rules_admin;
 pub mod scale_out;
 pub mod server;
+pub mod vd_feed;
 pub mod web;

@@ -1,7 +1,7 @@
 //! Wiring: config → geo index, ingest, rule engine, alert book, sinks, partners → [`App`]; then the tasks that run
 //! them: the hot path on the front door or an upstream broker (`hot_path.rs`), the housekeeping tick, partner
-//! agencies' alerts (`external.rs`), the operators' coalesced map updates, the rules reload on SIGHUP. The HTTP
-//! listener is bound here and served by `web::serve`.
+//! agencies' alerts (`external.rs`), agency vehicle-detector feeds (`vd_feed.rs`), the operators' coalesced map
+//! updates, the rules reload on SIGHUP. The HTTP listener is bound here and served by `web::serve`.
 //!
 //! Nothing here runs per reading or per request: this file builds the parts, spawns the tasks and returns the handles.
 
@@ -100,6 +100,8 @@ pub async fn start_with(
     if let Some(events) = inbound_events {
         tokio::spawn(crate::external::forward(Arc::clone(&app), events));
     }
+    // Agency vehicle-detector feeds enter the hot path where it runs whole: on a single node, not on a cluster role.
+    crate::vd_feed::start(&app, &files, role.is_none())?;
     tokio::spawn(crate::web::operator::coalesce_sensor_updates(
         Arc::clone(&app),
         std::time::Duration::from_millis(cfg.http.sensor_update_ms),
@@ -138,8 +140,13 @@ pub fn build(
         Some(_) => Some(cap_templates(files)?),
         None => None,
     };
+    // `{public_url}` stands for http.public_url, as in dissemination.toml (the demo's vehicle-detector feed is its
+    // own `/demo/vd/…` receiver).
     let inbound_config = match &files.inbound {
-        Some((text, path)) => Some(inbound::InboundConfig::from_toml(text, path)?),
+        Some((text, path)) => Some(inbound::InboundConfig::from_toml(
+            &text.replace("{public_url}", cfg.http.public_url.trim_end_matches('/')),
+            path,
+        )?),
         None => None,
     };
     let inbound_sources: Vec<String> = inbound_config

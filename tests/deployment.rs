@@ -63,6 +63,8 @@ fn serve_refuses_a_copy_of_the_demo_config_naming_every_secret() {
         // Deliveries to the server's own /demo/* receivers, with the way out named.
         "`carrier[0].cbc_url (Chunghwa Telecom)`: `http://127.0.0.1:8080/demo/cbc/cht` is this server itself",
         "`subscriber[1].url (demo-drill-desk)`",
+        // The demo's stand-in vehicle-detector feed is this server too.
+        "inbound.toml: `vd_feed[0].url (demo-nfb)`: `http://127.0.0.1:8080/demo/vd/VDLive.json` is this server itself",
         // Web Push in the clear to the demo's stand-in push service.
         "dissemination.toml: `push.allow_http_loopback`: http:// push endpoints are for tests and the demo",
         "set `drill = true` under `[deployment]`",
@@ -107,6 +109,8 @@ async fn serve_starts_from_the_production_template_without_demo_receivers_and_lo
     let (status, _) = http_request(server.http, "POST", "/demo/cbc/cht", None, Some("{}")).unwrap();
     assert_eq!(status, 404);
     let (status, _) = http_request(server.http, "GET", "/demo/received", Some(common::TOKEN), None).unwrap();
+    assert_eq!(status, 404);
+    let (status, _) = http_request(server.http, "GET", "/demo/vd/VDLive.json", None, None).unwrap();
     assert_eq!(status, 404);
     assert_eq!(server.get("/api/v1/broadcasts").0, 200);
     // Nor can an operator add a subscriber that is this server itself (public_url is https://localhost here).

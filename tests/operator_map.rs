@@ -112,7 +112,7 @@ async fn an_operator_socket_filtered_to_a_box_sees_only_what_lies_there() {
     // An empty filter shows everything again.
     send(&mut north, json!({"type": "filter"})).await;
     let snap = next_json(&mut north, WAIT).await.expect("a new snapshot");
-    assert_eq!(snap["sensors"].as_array().unwrap().len(), 11, "{}", snap["sensors"]);
+    assert_eq!(snap["sensors"].as_array().unwrap().len(), 12, "{}", snap["sensors"]);
 }
 
 #[tokio::test]

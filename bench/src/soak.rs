@@ -379,6 +379,13 @@ fn soak_config(
         std::fs::write(&path, moved.join("\n") + "\n")?;
     }
 
+    // The demo's stand-in vehicle-detector feed (`[[vd_feed]]`, the last tables of inbound.toml) is this server
+    // itself, which `serve` refuses outside a drill: the soak polls no agency feed.
+    let path = dir.join("inbound.toml");
+    let text = std::fs::read_to_string(&path)?;
+    let text = text.find("\n[[vd_feed]]").map_or(text.as_str(), |i| &text[..=i]).to_string();
+    std::fs::write(&path, text)?;
+
     let path = dir.join("dissemination.toml");
     let url = |p: &str| format!("\"http://{receiver}{p}\"");
     let text = std::fs::read_to_string(&path)?

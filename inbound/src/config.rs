@@ -1,5 +1,6 @@
-//! What the operator writes in `config/inbound.toml`: the feeds to poll, the agencies allowed to push, and the
-//! bounds that keep a misbehaving partner from hurting anything else.
+//! What the operator writes in `config/inbound.toml`: the feeds to poll, the agencies allowed to push, the agencies'
+//! vehicle-detector feeds ([`VdFeedSource`], `vd/`), and the bounds that keep a misbehaving partner from hurting
+//! anything else.
 //!
 //! Every table denies unknown keys (a misspelt `pulbic = true` is an error, not a silent `false`). Secrets may be
 //! written inline for the demo, or named by environment variable (`token_env`, `hmac_secret_env`) so that real ones
@@ -48,6 +49,51 @@ pub struct InboundConfig {
     /// Agencies that push CAP messages to `POST /api/v1/cap/inbound`.
     #[serde(default, rename = "push")]
     pub pushes: Vec<PushSource>,
+    /// Vehicle-detector feeds in the MOTC VDLive format, turned into readings of our detectors (`vd/`).
+    #[serde(default, rename = "vd_feed")]
+    pub vd_feeds: Vec<VdFeedSource>,
+}
+
+/// An agency's live vehicle-detector feed (MOTC traffic data standard v2.0 `VDLive`, JSON or XML), polled like a
+/// CAP feed (conditional GET, backoff, the same egress rules) and turned into readings of our `vehicle_detector`
+/// sensors through `detectors`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VdFeedSource {
+    /// Source name, as for CAP feeds: logs and the `source` label of the `dc_vd_feed_*` metrics.
+    pub name: String,
+    /// The feed's URL (http or https): JSON (`{"VDLives": […]}`) or XML (`<VDLiveList>`), told apart by content.
+    pub url: String,
+    /// Seconds between polls while the feed is healthy. The national freeway feed updates every 60 s (and asks
+    /// for no more than one request per 40 s).
+    #[serde(default = "default_vd_interval_s")]
+    pub interval_s: u64,
+    /// Whole-request timeout in seconds.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+    /// Ceiling of the exponential backoff after failed polls.
+    #[serde(default = "default_max_backoff_s")]
+    pub max_backoff_s: u64,
+    /// Largest document accepted, in bytes (the national freeway VDLive.xml is ~5 MB).
+    #[serde(default = "default_vd_max_bytes")]
+    pub max_bytes: usize,
+    /// The period each record's volumes count over, seconds; by default the document's `SrcUpdateInterval` or
+    /// `UpdateInterval`, else 60. Flow per hour is volume × 3600 / this.
+    #[serde(default)]
+    pub collect_interval_s: Option<u64>,
+    /// A record whose `DataCollectTime` is older than this (seconds) is refused (`stale`): a feed stuck on old data
+    /// must not look like a live road.
+    #[serde(default = "default_vd_max_age_s")]
+    pub max_age_s: u64,
+    /// Agency detector id (`VDID`) → our sensor id. Records of other detectors are counted (`unknown_vdid`) and
+    /// dropped. Each sensor must be a registered `vehicle_detector`.
+    pub detectors: std::collections::BTreeMap<String, String>,
+    /// Hosts the feed may redirect to besides its own (same-origin redirects only, as for CAP feeds).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Address classes or CIDR blocks besides public addresses the feed may be fetched from (as for CAP feeds).
+    #[serde(default)]
+    pub allow_networks: Vec<Network>,
 }
 
 /// An Atom feed whose entries link to CAP messages (`<link type="application/cap+xml" href="…"/>`).
@@ -165,6 +211,15 @@ fn default_max_feed_bytes() -> usize {
 fn default_signature_window_s() -> u64 {
     300
 }
+fn default_vd_interval_s() -> u64 {
+    60
+}
+fn default_vd_max_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_vd_max_age_s() -> u64 {
+    900
+}
 
 impl Default for InboundConfig {
     fn default() -> Self {
@@ -176,6 +231,7 @@ impl Default for InboundConfig {
             max_active: default_max_active(),
             feeds: Vec::new(),
             pushes: Vec::new(),
+            vd_feeds: Vec::new(),
         }
     }
 }
@@ -198,8 +254,12 @@ impl InboundConfig {
             return Err("default_lifetime_s and remember_s must be > 0".into());
         }
         let mut names = HashSet::new();
-        let all_names =
-            self.feeds.iter().map(|f| ("feed", &f.name)).chain(self.pushes.iter().map(|p| ("push", &p.name)));
+        let all_names = self
+            .feeds
+            .iter()
+            .map(|f| ("feed", &f.name))
+            .chain(self.pushes.iter().map(|p| ("push", &p.name)))
+            .chain(self.vd_feeds.iter().map(|v| ("vd_feed", &v.name)));
         for (table, name) in all_names {
             if name.is_empty()
                 || name.len() > 64
@@ -250,6 +310,9 @@ impl InboundConfig {
                 }
             }
         }
+        for v in &self.vd_feeds {
+            v.validate()?;
+        }
         for p in &self.pushes {
             let at = |key: &str| format!("[[push]] `{}`: {key}", p.name);
             let credentials =
@@ -286,5 +349,59 @@ impl InboundConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl VdFeedSource {
+    /// What serde cannot check; the message names the table, the source and the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let at = |key: &str| format!("[[vd_feed]] `{}`: {key}", self.name);
+        let url = match reqwest::Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+            _ => return Err(format!("{}: `{}` is not an http(s) URL", at("url"), self.url)),
+        };
+        if self.interval_s == 0 || self.timeout_s == 0 {
+            return Err(at("interval_s and timeout_s must be > 0"));
+        }
+        if self.max_backoff_s < self.interval_s {
+            return Err(at("max_backoff_s must be >= interval_s"));
+        }
+        if self.max_bytes == 0 || self.max_age_s == 0 {
+            return Err(at("max_bytes and max_age_s must be > 0"));
+        }
+        if self.collect_interval_s.is_some_and(|s| !(1..=86_400).contains(&s)) {
+            return Err(at("collect_interval_s must be 1..=86400 seconds"));
+        }
+        if self.detectors.is_empty() {
+            return Err(at("detectors: map at least one VDID to a sensor id (\"VD-…\" = \"VD0001\")"));
+        }
+        for (vdid, sensor) in &self.detectors {
+            if vdid.trim().is_empty() || vdid.len() > 128 {
+                return Err(at(&format!("detectors: `{vdid}` is not a VDID (1-128 characters)")));
+            }
+            if sensor.is_empty() || sensor.len() > 32 || !sensor.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(at(&format!(
+                    "detectors.\"{vdid}\": `{sensor}` is not a sensor id (1-32 letters and digits)"
+                )));
+            }
+        }
+        let policy =
+            EgressPolicy::new(&url, &self.hosts, &self.allow_networks).map_err(|e| format!("{}: {e}", at("hosts")))?;
+        match policy.check_url(&url) {
+            Ok(()) => Ok(()),
+            Err(Refusal::AddressNotAllowed { class, .. }) if class != AddressClass::Never => {
+                let network = match class {
+                    AddressClass::Loopback => "loopback",
+                    AddressClass::Private => "private",
+                    _ => "link_local",
+                };
+                Err(format!(
+                    "{}: `{}` is a {class} address; add allow_networks = [\"{network}\"] to poll it",
+                    at("url"),
+                    self.url
+                ))
+            }
+            Err(r) => Err(format!("{}: {r}", at("url"))),
+        }
     }
 }

@@ -7,9 +7,9 @@
 //! # Layout
 //! - `lib.rs` (this file): [`Inbound`] — start, push, active, tick, poll_now — and [`ExternalCoverage`], the handle
 //!   the rule engine asks "is zone Z under an external warning?".
-//! - [`config`]: [`InboundConfig`] from `config/inbound.toml`: `[[feed]]` and `[[push]]` sources, bounds, and the
-//!   authority each source has: the `senders` it speaks for (required for pushes), the other sources whose warnings
-//!   it may change (`may_reference`), where a feed may be fetched from (`hosts`, `allow_networks`).
+//! - [`config`]: [`InboundConfig`] from `config/inbound.toml`: `[[feed]]`, `[[push]]` and `[[vd_feed]]` sources,
+//!   bounds, and the authority each source has: the `senders` it speaks for (required for pushes), the other sources
+//!   whose warnings it may change (`may_reference`), where a feed may be fetched from (`hosts`, `allow_networks`).
 //! - [`external`]: [`ExternalEvent`], [`PushOutcome`], [`Ignored`], and building an [`ExternalAlert`] from a CAP
 //!   message; [`ExternalAlert`] and [`ExternalFilter`] themselves are `alerting::types`, re-exported.
 //! - `book.rs` (private): the active set and the CAP rules that change it — duplicates, Update/Cancel through
@@ -21,6 +21,10 @@
 //! - [`auth`]: bearer tokens and the `X-DC-Signature` HMAC-SHA256 scheme (documented there).
 //! - [`atom`]: reading an Atom feed's entries and their CAP links.
 //! - [`poll`]: one feed's poller — conditional GET, timeouts, size bounds, backoff, redirects followed by hand.
+//! - `fetch.rs` (private): one source's guarded HTTP client (the egress checks below, a deadline, a size bound,
+//!   redirects by hand), shared by both kinds of poller.
+//! - [`vd`]: agency vehicle-detector feeds (MOTC `VDLive`, JSON or XML) → readings of our `vehicle_detector`
+//!   sensors: decode, checks and lane aggregation, the poller, `dc_vd_feed_*` metrics ([`vd::VdFeeds`]).
 //! - [`egress`]: where a feed's poller may connect — allowed hosts, same-origin redirects, no loopback, private or
 //!   link-local address unless configured, checked in the client's own DNS resolver (one resolution for check and
 //!   connection, so DNS rebinding has nothing to swap) and again on the address the answer came from.
@@ -66,8 +70,10 @@ pub mod config;
 pub mod egress;
 pub mod error;
 pub mod external;
+mod fetch;
 pub mod metrics;
 pub mod poll;
+pub mod vd;
 
 #[cfg(test)]
 mod tests;
@@ -83,7 +89,7 @@ use tokio::sync::mpsc;
 use encoders::cap::{parse_alert_with, ParseLimits};
 
 pub use auth::SIGNATURE_HEADER;
-pub use config::{FeedSource, InboundConfig, PushSource};
+pub use config::{FeedSource, InboundConfig, PushSource, VdFeedSource};
 pub use error::{InboundError, PushError, Rejection};
 pub use external::{ExternalAlert, ExternalEvent, ExternalFilter, Ignored, PushOutcome};
 pub use poll::{PollError, PollReport};

@@ -13,18 +13,18 @@
 //! `updated` is unchanged; the feed's other entries are still taken.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION};
-use http::{HeaderValue, StatusCode};
+use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
+use http::HeaderValue;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::atom::{read_feed, AtomReadError, FeedEntry};
 use super::config::FeedSource;
-use super::egress::{EgressPolicy, GuardedResolver, Refusal, MAX_REDIRECTS};
+use super::egress::Refusal;
 use super::error::{InboundError, Rejection};
+use super::fetch::{FetchError, Fetched, GuardedClient};
 use super::metrics::METRICS;
 use super::Shared;
 
@@ -103,11 +103,8 @@ pub struct PollReport {
 pub(crate) struct FeedPoller {
     pub cfg: FeedSource,
     url: reqwest::Url,
-    /// This feed's own client: redirects off (followed by hand, checked per hop), no proxy, and a resolver that
-    /// enforces `policy` on every address it returns.
-    client: reqwest::Client,
-    /// Where this feed's requests may go.
-    policy: Arc<EgressPolicy>,
+    /// This feed's own client: every request only where its egress policy allows (`fetch.rs`).
+    client: GuardedClient,
     /// Validators of the last 200, sent back so an unchanged feed costs the server a 304.
     etag: Option<HeaderValue>,
     last_modified: Option<HeaderValue>,
@@ -117,31 +114,13 @@ pub(crate) struct FeedPoller {
     pub failures: u32,
 }
 
-enum Fetched {
-    NotModified,
-    Body { bytes: Vec<u8>, etag: Option<HeaderValue>, last_modified: Option<HeaderValue> },
-}
-
-enum FetchError {
-    Unreachable(String),
-    Status(u16),
-    TooLarge { size: usize },
-    Refused(Refusal),
-}
-
 impl FeedPoller {
     pub fn new(cfg: FeedSource) -> Result<Self, InboundError> {
-        let invalid = |e: String| InboundError::Invalid(format!("[[feed]] `{}`: {e}", cfg.name));
-        let url = reqwest::Url::parse(&cfg.url).map_err(|e| invalid(e.to_string()))?;
-        let policy = Arc::new(EgressPolicy::new(&url, &cfg.hosts, &cfg.allow_networks).map_err(invalid)?);
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("disaster-cloud-inbound/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver::new(policy.clone())))
-            .build()
-            .map_err(|e| InboundError::Client(e.to_string()))?;
-        Ok(FeedPoller { cfg, url, client, policy, etag: None, last_modified: None, done: HashMap::new(), failures: 0 })
+        let source = format!("[[feed]] `{}`", cfg.name);
+        let url = reqwest::Url::parse(&cfg.url).map_err(|e| InboundError::Invalid(format!("{source}: {e}")))?;
+        let timeout = Duration::from_secs(cfg.timeout_s);
+        let client = GuardedClient::new(&source, &url, &cfg.hosts, &cfg.allow_networks, timeout)?;
+        Ok(FeedPoller { cfg, url, client, etag: None, last_modified: None, done: HashMap::new(), failures: 0 })
     }
 
     /// The wait before the next poll: the interval when healthy, doubling per consecutive failure up to the cap.
@@ -181,7 +160,7 @@ impl FeedPoller {
             conditional.push((IF_MODIFIED_SINCE, v.clone()));
         }
         let fetched =
-            self.fetch(self.url.clone(), self.cfg.max_feed_bytes, conditional).await.map_err(|e| match e {
+            self.client.get(self.url.clone(), self.cfg.max_feed_bytes, &conditional).await.map_err(|e| match e {
                 FetchError::Unreachable(m) => PollError::Unreachable(m),
                 FetchError::Status(s) => PollError::Status(s),
                 FetchError::TooLarge { .. } => PollError::TooLarge { limit: self.cfg.max_feed_bytes },
@@ -236,7 +215,7 @@ impl FeedPoller {
             return EntryResult::Done;
         };
         report.fetched += 1;
-        let bytes = match self.fetch(url.clone(), self.cfg.max_bytes, Vec::new()).await {
+        let bytes = match self.client.get(url.clone(), self.cfg.max_bytes, &[]).await {
             Ok(Fetched::Body { bytes, .. }) => bytes,
             Ok(Fetched::NotModified) | Err(FetchError::Unreachable(_)) | Err(FetchError::Status(_)) => {
                 report.fetch_failed += 1;
@@ -266,74 +245,6 @@ impl FeedPoller {
         }
         EntryResult::Done
     }
-
-    /// GET with the egress checks, the timeout and the size bound; `limit` bytes at most are read. Redirects are
-    /// followed here, not by the client, so each hop is checked before it is requested.
-    async fn fetch(
-        &self,
-        url: reqwest::Url,
-        limit: usize,
-        headers: Vec<(http::HeaderName, HeaderValue)>,
-    ) -> Result<Fetched, FetchError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.timeout_s);
-        let unreachable = |e: reqwest::Error| match Refusal::within(&e) {
-            // The resolver refused the name's addresses: a policy refusal, not a transport failure.
-            Some(r) => FetchError::Refused(r),
-            None => FetchError::Unreachable(error_chain(&e)),
-        };
-        let mut url = url;
-        let mut hops = 0;
-        let mut resp = loop {
-            self.policy.check_url(&url).map_err(FetchError::Refused)?;
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let mut req = self.client.get(url.clone()).timeout(left);
-            for (k, v) in &headers {
-                req = req.header(k, v);
-            }
-            let resp = req.send().await.map_err(unreachable)?;
-            // The address actually connected to, checked again before anything of the answer is used.
-            if let Some(remote) = resp.remote_addr() {
-                self.policy
-                    .check_address(url.host_str().unwrap_or_default(), remote.ip())
-                    .map_err(FetchError::Refused)?;
-            }
-            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
-                break resp;
-            }
-            hops += 1;
-            if hops > MAX_REDIRECTS {
-                return Err(FetchError::Refused(Refusal::BadRedirect(format!("more than {MAX_REDIRECTS} redirects"))));
-            }
-            let next =
-                resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).and_then(|l| url.join(l).ok()).ok_or_else(
-                    || FetchError::Refused(Refusal::BadRedirect(format!("{} without a Location", resp.status()))),
-                )?;
-            self.policy.check_redirect(&url, &next).map_err(FetchError::Refused)?;
-            url = next;
-        };
-        if resp.status() == StatusCode::NOT_MODIFIED {
-            return Ok(Fetched::NotModified);
-        }
-        if resp.status() != StatusCode::OK {
-            return Err(FetchError::Status(resp.status().as_u16()));
-        }
-        let etag = resp.headers().get(ETAG).cloned();
-        let last_modified = resp.headers().get(LAST_MODIFIED).cloned();
-        // Content-Length is a claim; the loop below enforces the bound on what actually arrives.
-        if let Some(len) = resp.content_length() {
-            if len > limit as u64 {
-                return Err(FetchError::TooLarge { size: usize::try_from(len).unwrap_or(usize::MAX) });
-            }
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
-            if bytes.len() + chunk.len() > limit {
-                return Err(FetchError::TooLarge { size: bytes.len() + chunk.len() });
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(Fetched::Body { bytes, etag, last_modified })
-    }
 }
 
 enum EntryResult {
@@ -349,16 +260,4 @@ fn oldest_first(mut entries: Vec<FeedEntry>) -> Vec<FeedEntry> {
     entries.reverse();
     entries.sort_by_key(|e| OffsetDateTime::parse(&e.updated, &Rfc3339).ok().map(|t| t.unix_timestamp()));
     entries
-}
-
-/// reqwest's Display hides the cause ("error sending request"); the chain says "connection refused".
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -37,3 +37,40 @@ pub async fn received(
 ) -> Result<impl IntoResponse, AppError> {
     Ok(Json(json!({ "received": *app.partners.demo_received.lock() })))
 }
+
+/// The demo's stand-in for an agency's vehicle-detector feed (`GET /demo/vd/VDLive.json`), polled by the demo's
+/// `[[vd_feed]] demo-nfb` (`config/inbound.toml`): the NFB-shaped sample of `inbound/src/vd/fixtures/`, its
+/// collection times moved to the last whole minute, so the demo's detector VD0101 reads like a live freeway. Each
+/// minute is one version (its ETag); a poll within the same minute gets 304, as from a real feed.
+pub async fn vd_live(headers: HeaderMap) -> axum::response::Response {
+    use axum::http::header;
+    let collected_ms = crate::clock::now_ms().div_euclid(60_000) * 60_000 - 60_000;
+    let etag = format!("\"vd-{collected_ms}\"");
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    match demo_vd_document(collected_ms) {
+        Some(body) => {
+            ([(header::CONTENT_TYPE, "application/json".to_string()), (header::ETAG, etag)], body).into_response()
+        }
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The sample with every time at `collected_ms` (the platform's own times a minute later), in Taiwan time.
+fn demo_vd_document(collected_ms: i64) -> Option<String> {
+    const SAMPLE: &str = include_str!("../../inbound/src/vd/fixtures/nfb_vdlive.json");
+    let taiwan = |ms: i64| {
+        let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok()?;
+        t.to_offset(time::macros::offset!(+8)).format(&time::format_description::well_known::Rfc3339).ok()
+    };
+    let mut doc: serde_json::Value = serde_json::from_str(SAMPLE).ok()?;
+    let collected = taiwan(collected_ms)?;
+    let updated = taiwan(collected_ms + 60_000)?;
+    doc["UpdateTime"] = json!(updated);
+    doc["SrcUpdateTime"] = json!(updated);
+    for live in doc["VDLives"].as_array_mut()? {
+        live["DataCollectTime"] = json!(collected);
+    }
+    serde_json::to_string(&doc).ok()
+}

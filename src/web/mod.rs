@@ -75,6 +75,8 @@ pub async fn serve(
 
 /// The demo's stand-in webhook and CBC receivers, mounted only where deliveries to ourselves are allowed.
 pub(crate) const DEMO_RECEIVERS: &str = "/demo/{*receiver}";
+/// The demo's stand-in vehicle-detector feed, mounted with the receivers.
+pub(crate) const DEMO_VD_FEED: &str = "/demo/vd/VDLive.json";
 
 /// Every path the router serves, with its handlers: the one list that the router is built from and that the route
 /// tests (`web/tests/`) hold against their scope table, so that no route is added without its scope being tested.
@@ -109,6 +111,7 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
         ("/api/v1/broadcasts", get(dissemination::list_broadcasts)),
         ("/api/v1/broadcasts/{alert_id}/rebroadcast", post(dissemination::rebroadcast)),
         (DEMO_RECEIVERS, post(demo::receive).get(demo::received)),
+        (DEMO_VD_FEED, get(demo::vd_live)),
         // Citizen reports: web/reports.rs.
         ("/api/v1/reports", post(reports::submit)),
         ("/api/v1/reports/clusters", get(reports::list_clusters)),
@@ -130,7 +133,7 @@ pub fn router(app: Arc<App>) -> Router {
         .into_iter()
         // The demo's receivers only where deliveries to ourselves are allowed (`WebSettings::deliver_to_self`: `demo`,
         // or `serve` with `[deployment] drill = true`); elsewhere `/demo/…` is an open write endpoint nobody needs.
-        .filter(|(path, _)| app.web.deliver_to_self || !path.starts_with(DEMO_RECEIVERS))
+        .filter(|(path, _)| app.web.deliver_to_self || !(path.starts_with(DEMO_RECEIVERS) || *path == DEMO_VD_FEED))
         .fold(Router::new(), |router, (path, handler)| router.route(path, handler))
         .fallback(|| async { AppError::NotFound("no such path".into()) })
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), public::limit))

@@ -127,6 +127,8 @@ const TABLE: &[Case] = &[
     // (`serve` outside a drill answers 404 there: tests/deployment.rs).
     with_body("POST", "/demo/{*receiver}", Public, "/demo/webhook", "{}", 204),
     case("GET", "/demo/{*receiver}", READ, "/demo/received", 200),
+    // The demo's stand-in vehicle-detector feed, polled by the demo's [[vd_feed]]: public as an agency's open feed.
+    case("GET", "/demo/vd/VDLive.json", Public, "/demo/vd/VDLive.json", 200),
     with_body("POST", "/api/v1/reports", Public, "/api/v1/reports", "{}", 422),
     case("GET", "/api/v1/reports/clusters", READ, "/api/v1/reports/clusters", 200),
     with_body(
