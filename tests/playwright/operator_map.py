@@ -172,6 +172,17 @@ def carrier_cells_test(page, alert_id):
     holds = all(outline[i] <= zone[i] + 1 for i in (0, 1)) and all(outline[i] >= zone[i] - 1 for i in (2, 3))
     tight = all(zone[i] - outline[i] <= slack for i in (0, 1)) and all(outline[i] - zone[i] <= slack for i in (2, 3))
     check(holds and tight, f"the geofence {outline} holds the zone {zone} within {fence['worst_displacement_m']:.0f} m ({slack:.1f} px)")
+    # The same in metres (finer than the screen's pixels): how far the drawn outline lies outside the zone, per side.
+    sides = page.evaluate(
+        """(id) => { const g = L.featureGroup(layers.geofence.getLayers()).getBounds(), z = L.geoJSON(model.zones.get(id).area).getBounds();
+             const lat = z.getCenter().lat, lon = z.getCenter().lng, d = (a, b) => dcMap.distance(a, b);
+             return [Math.sign(z.getWest() - g.getWest()) * d([lat, g.getWest()], [lat, z.getWest()]),
+                     Math.sign(z.getSouth() - g.getSouth()) * d([g.getSouth(), lon], [z.getSouth(), lon]),
+                     Math.sign(g.getEast() - z.getEast()) * d([lat, g.getEast()], [lat, z.getEast()]),
+                     Math.sign(g.getNorth() - z.getNorth()) * d([g.getNorth(), lon], [z.getNorth(), lon])]; }""",
+        fence["zone"])
+    check(all(0 <= m <= fence["worst_displacement_m"] + 1 for m in sides) and max(sides) > 0,
+          f"drawn outward of the zone on every side by {[round(m, 1) for m in sides]} m, at most {fence['worst_displacement_m']:.1f} m")
     overflow = page.evaluate("() => { const a = document.querySelector('aside'); return a.scrollWidth - a.clientWidth; }")
     check(overflow <= 0, f"the carrier panel fits the side panel at 1280×800 (overflow {overflow}px)")
     page.locator("#detail-broadcasts").scroll_into_view_if_needed()
