@@ -353,8 +353,11 @@ function drawPartners() {
 }
 
 // Dissemination and the air know public warnings (`W-…`, one per hazard and place), not the rules' alerts: the
-// operator frame names an alert's warning in `public.warning`.
-function warningOf(a) { return (a.public && a.public.warning) || a.id; }
+// operator frame names an alert's warning in `public.warning`; the snapshot's alerts carry no such note, so the
+// snapshot's and later `public_warning` frames' contributors say which warning each alert is behind.
+const warningFor = new Map();  // alert id -> public warning id
+function learnWarning(w) { for (const c of w.contributors || []) warningFor.set(c.alert_id, w.id); }
+function warningOf(a) { return (a.public && a.public.warning) || warningFor.get(a.id) || a.id; }
 function alertOfWarning(id) {
   for (const a of model.alerts.values()) if (warningOf(a) === id) return a;
   return model.alerts.get(id);
@@ -708,6 +711,7 @@ function renderBroadcastsOf(a, box) {
   if (key === broadcastsKey && box.childElementCount) return;
   broadcastsKey = key;
   box.textContent = '';
+  if (!model.broadcastsLoaded) { box.textContent = '…'; return; }
   if (!mine.length && !carriers.some((c) => latestEntry(c, warning))) { box.textContent = '無 None (not broadcast, or not held in memory any more)'; return; }
   for (const c of carriers) { const card = carrierCard(c, warning, mine); if (card) box.appendChild(card); }
   const fence = el('div'); fence.id = 'detail-geofence'; box.appendChild(fence); renderGeofence(fence);
@@ -905,6 +909,7 @@ function refreshBroadcasts() {
     try {
       const j = await getJson('/api/v1/broadcasts');
       model.broadcasts = j.broadcasts || []; model.air = { on_air: j.on_air || {}, history: j.history || [] };
+      model.broadcastsLoaded = true;
     } catch (_) { model.broadcasts = []; model.air = { on_air: {}, history: [] }; }
     drawCells(); drawGeofence(); renderOnAir();
     if (model.selected) {
@@ -941,6 +946,7 @@ function connect() {
       m.alerts.forEach(remember);
       model.reports = new Map((m.reports || []).map((r) => [r.id, r]));
       model.external = new Map((m.external_alerts || []).map((e) => [e.id, e]));
+      (m.public_warnings || []).forEach(learnWarning);
       drawZones();
       m.alerts.forEach((a) => loadHexes(a.area_id));
       refreshBroadcasts(); loadFeed().then(renderTimeline);
@@ -949,6 +955,8 @@ function connect() {
       if (wanted && model.alerts.has(wanted) && !model.selected) select(wanted, true);
     } else if (m.type === 'alert') {
       model.alerts.set(m.id, m); remember(m); loadHexes(m.area_id); refreshBroadcasts(); renderTimeline();
+    } else if (m.type === 'public_warning') {
+      learnWarning(m);
     } else if (m.type === 'report') {
       model.reports.set(m.id, m);
     } else if (m.type === 'external_alert') {

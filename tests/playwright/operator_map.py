@@ -188,6 +188,14 @@ def carrier_cells_test(page, alert_id):
     page.locator("#detail-broadcasts").scroll_into_view_if_needed()
     shot(page, "operator-cells-1280x800.png")
 
+    # With no alert selected, the map shows what is on each carrier's air now: the same cells (nothing else is on it).
+    total = sum(len(e["cells"]) for c in carriers for e in broadcasts["on_air"][c])
+    page.keyboard.press("Escape")
+    page.wait_for_function(f"() => document.querySelector('#detail').hidden && document.querySelectorAll('path.dc-cell[data-state=on_air]').length === {total}", timeout=15000)
+    check(page.locator("path.dc-geofence").count() == 0, f"closed: every carrier's {total} cells on the air, no alert's geofence")
+    page.locator(f"button.alert[data-alert-id='{alert_id}']").click()
+    page.wait_for_function("() => document.querySelectorAll('path.dc-geofence').length >= 1")
+
 
 def main():
     with browser() as b:
@@ -331,7 +339,11 @@ def main():
         wall.page.goto(f"{URL}/?token={ADMIN}")
         wall.page.wait_for_function("() => document.querySelectorAll('.leaflet-dcLand-pane path').length > 0", timeout=20000)
         wall.page.locator(f"button.alert[data-alert-id='{alert_id}']").click()
-        wall.page.wait_for_timeout(800)
+        # A page opened after the broadcast (its alerts from the snapshot) finds the alert's carriers and cells too.
+        wall.page.wait_for_function(
+            "() => document.querySelectorAll('#detail section.carrier').length >= 3 && document.querySelectorAll('path.dc-cell').length > 0", timeout=15000)
+        check(True, "a page opened later shows the alert's carrier panel and cells")
+        wall.page.wait_for_timeout(300)
         font = wall.page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)")
         check(font >= 24, f"text scales up on a 4K wall ({font}px)")
         shot(wall.page, "operator-4k.png")
