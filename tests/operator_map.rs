@@ -519,4 +519,40 @@ async fn the_map_gets_each_carriers_cells_and_the_warning_area_a_broadcast_carri
     );
     let (status, body) = http_get(server.http, "/api/v1/broadcasts/W-nothing/warning-area", Some(VIEWER)).unwrap();
     assert_eq!(status, 404, "{body}");
+
+    // Cancelled: every serial is stopped; the alert's cells stay listed, as stopped, and nothing is on the air.
+    let opener = warning.strip_prefix("W-").unwrap();
+    let (status, body) = common::http_request(
+        server.http,
+        "POST",
+        &format!("/api/v1/alerts/{}/cancel", encode(opener)),
+        Some(TOKEN),
+        Some("{}"),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = server.get("/api/v1/broadcasts");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["on_air"].as_object().unwrap().values().all(|e| e.as_array().unwrap().is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still on the air after the cancel: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for (carrier, entries) in &on_air {
+        let written = entries.as_array().unwrap()[0]["cells"].as_array().unwrap().len();
+        let path = format!("/api/v1/carriers/{}/cells?alert={}", encode(carrier), encode(&warning));
+        let (_, body) = http_get(server.http, &path, Some(VIEWER)).unwrap();
+        let features = serde_json::from_str::<Value>(&body).unwrap()["features"].as_array().unwrap().clone();
+        assert_eq!(features.len(), written, "{body}");
+        assert!(
+            features.iter().all(|f| f["properties"]["state"] == "stopped" && f["properties"]["stopped_ms"].is_i64()),
+            "{body}"
+        );
+        let (_, body) =
+            http_get(server.http, &format!("/api/v1/carriers/{}/cells", encode(carrier)), Some(VIEWER)).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["features"], json!([]), "nothing on the air: {body}");
+    }
 }

@@ -343,10 +343,25 @@ def main():
         wall.page.wait_for_function(
             "() => document.querySelectorAll('#detail section.carrier').length >= 3 && document.querySelectorAll('path.dc-cell').length > 0", timeout=15000)
         check(True, "a page opened later shows the alert's carrier panel and cells")
-        wall.page.wait_for_timeout(300)
+        wall.page.wait_for_timeout(800)
         font = wall.page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)")
         check(font >= 24, f"text scales up on a 4K wall ({font}px)")
         shot(wall.page, "operator-4k.png")
+
+        # Cancelled (over the API): every serial stopped; the open panel and the map show the cells as stopped.
+        warning = wall.page.evaluate("(id) => warningOf(model.alerts.get(id))", alert_id)
+        cells = sum(len(e["cells"]) for c in api("/api/v1/broadcasts")["on_air"].values() for e in c if e["alert_id"] == warning)
+        request = urllib.request.Request(f"{URL}/api/v1/alerts/{urllib.parse.quote(alert_id)}/cancel", data=b"{}", method="POST",
+                                         headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=10).read()
+        wall.page.wait_for_function(
+            "() => document.querySelectorAll('#detail section.carrier .air-state[data-state=stopped]').length >= 3", timeout=30000)
+        wall.page.wait_for_function(
+            f"() => document.querySelectorAll('path.dc-cell[data-state=stopped]').length === {cells} && !document.querySelector('path.dc-cell[data-state=on_air]')", timeout=15000)
+        dashed = wall.page.evaluate("() => [...document.querySelectorAll('path.dc-cell')].every((p) => p.getAttribute('stroke-dasharray'))")
+        check(dashed and wall.page.locator("#detail td[data-field='stopped']").count() >= 3,
+              f"cancelled: the panel says stopped (and when), the map draws its {cells} cells dashed as stopped")
+        check(not wall.errors, f"no script errors on the wall: {wall.errors}")
         wall.close()
     print("operator map: all checks passed")
 
