@@ -68,14 +68,20 @@ fn run(script: &str, server: &Server, extra: &[(&str, &str)]) {
 
 #[test]
 fn operator_map_offline_in_chromium() {
+    // `public_url` at the port it listens on: the carriers' CBC envelopes reach its own demo receivers and are
+    // acknowledged, so that the map has broadcasts on the air to draw.
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+    let mqtt: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
     let config = common::config_copy("browser-scopes", |t| {
         format!(
-            "{t}\n[[operator_tokens]]\nname = \"viewer\"\nscope = \"read\"\nsha256 = \"{}\"\n",
+            "{}\n[[operator_tokens]]\nname = \"viewer\"\nscope = \"read\"\nsha256 = \"{}\"\n",
+            t.replace("public_url = \"http://127.0.0.1:8080\"", &format!("public_url = \"http://{http}\"")),
             common::sha256_hex(VIEWER_TOKEN)
         )
     });
     std::fs::write(config.with_file_name("inbound.toml"), SWCB_PUSH).unwrap();
-    let server = Server::serve(&config);
+    let data_dir = std::env::temp_dir().join(format!("dc-browser-{}-{}", std::process::id(), http.port()));
+    let server = Server::serve_again_at(&config, &data_dir, mqtt, http);
     let (status, reply) = http_request(
         server.http,
         "POST",

@@ -51,6 +51,7 @@ const model = {
   zones: new Map(), sensors: new Map(), alerts: new Map(), reports: new Map(), external: new Map(),
   versions: new Map(),   // alert id -> Map(version -> {version, sent, ms, state, level, severity, headline, cap})
   broadcasts: [], atlas: null, scope: null, operator: null, tileUrl: '', mode: '',
+  air: { on_air: {}, history: [] },  // the on-air ledger (GET /api/v1/broadcasts): per carrier, and recent stops
   selected: null,        // the alert in the detail panel
   replayAt: null,        // ms: the map shows the state at that time; null: live
   history: null,         // sensor id -> [[ts, value]] for the last 24 h (loaded when the timeline is first used)
@@ -74,14 +75,38 @@ const map = L.map('map', { center: [23.7, 120.95], zoom: 8, minZoom: 6, maxZoom:
   zoomSnap: 0.5, worldCopyJump: false, maxBounds: [[18.5, 115], [28.5, 126.5]] });
 map.fitBounds(DCBasemap.TAIWAN);
 window.dcMap = map;  // for tests and for operators' consoles
+// Carriers' cells under the alert areas (an alert's area stays clickable over them); the geofence over everything
+// but the markers, never catching the pointer.
+map.createPane('dcCells').style.zIndex = 380;
+const geofencePane = map.createPane('dcGeofence');
+geofencePane.style.zIndex = 450; geofencePane.style.pointerEvents = 'none';
 const layers = {
-  zones: L.layerGroup().addTo(map), alerts: L.layerGroup().addTo(map), cells: L.layerGroup().addTo(map),
+  zones: L.layerGroup().addTo(map), alerts: L.layerGroup().addTo(map), geofence: L.layerGroup().addTo(map),
   partners: L.layerGroup().addTo(map), reports: L.layerGroup().addTo(map), sensors: L.layerGroup().addTo(map),
 };
-L.control.layers(null, {
-  '區域 Zones': layers.zones, '警報區 Alert areas': layers.alerts, '廣播範圍 Broadcast areas': layers.cells,
+const layerControl = L.control.layers(null, {
+  '區域 Zones': layers.zones, '警報區 Alert areas': layers.alerts, '地理圍欄 Geofence (IE 46)': layers.geofence,
   '夥伴警報 Partner warnings': layers.partners, '民眾回報 Reports': layers.reports, '感測器 Sensors': layers.sensors,
 }, { collapsed: true, position: 'topright' }).addTo(map);
+// One layer per carrier (made when the ledger first names it): the cells its broadcasts were written to.
+const carrierLayers = new Map();
+const CARRIER_COLOURS = ['#0d47a1', '#00838f', '#5d4037', '#455a64', '#283593'];
+function carrierLayer(name) {
+  if (!carrierLayers.has(name)) {
+    const layer = L.layerGroup().addTo(map);
+    carrierLayers.set(name, layer);
+    layerControl.addOverlay(layer, `細胞 Cells — ${name}`);
+  }
+  return carrierLayers.get(name);
+}
+const carrierColour = (name) => { carrierLayer(name); return CARRIER_COLOURS[[...carrierLayers.keys()].indexOf(name) % CARRIER_COLOURS.length]; };
+// The panel's switches follow the layer control (and the other way round: they call the same addLayer/removeLayer).
+map.on('overlayadd overlayremove', () => {
+  for (const cb of document.querySelectorAll('input[data-layer]')) {
+    const l = cb.dataset.layer === 'geofence' ? layers.geofence : carrierLayers.get(cb.dataset.layer);
+    if (l) cb.checked = map.hasLayer(l);
+  }
+});
 L.control.scale({ metric: true, imperial: false }).addTo(map);
 
 const legend = L.control({ position: 'bottomleft' });
@@ -111,7 +136,9 @@ legend.onAdd = () => {
   h('其他 Other');
   row('', { background: '#ab47bc' }, '民眾回報群集 Report cluster');
   row('dash', {}, '夥伴機關警報 Partner warning');
-  row('cell', {}, '細胞廣播範圍 Broadcast area');
+  row('cell', {}, '細胞 播送中 Cell on the air');
+  row('cell stopped', {}, '細胞 已停止 Cell stopped');
+  row('fence', {}, '地理圍欄 Geofence sent to phones');
   row('', { background: '#5c7c99', opacity: .4 }, '監測區域 Watched zone');
   L.DomEvent.disableClickPropagation(outer);
   return outer;
@@ -326,29 +353,94 @@ function drawPartners() {
 }
 
 // Dissemination and the air know public warnings (`W-…`, one per hazard and place), not the rules' alerts: the
-// operator frame names an alert's warning in `public.warning`.
-function warningOf(a) { return (a.public && a.public.warning) || a.id; }
+// operator frame names an alert's warning in `public.warning`; the snapshot's alerts carry no such note, so the
+// snapshot's and later `public_warning` frames' contributors say which warning each alert is behind.
+const warningFor = new Map();  // alert id -> public warning id
+function learnWarning(w) { for (const c of w.contributors || []) warningFor.set(c.alert_id, w.id); }
+function warningOf(a) { return (a.public && a.public.warning) || warningFor.get(a.id) || a.id; }
 function alertOfWarning(id) {
   for (const a of model.alerts.values()) if (warningOf(a) === id) return a;
   return model.alerts.get(id);
 }
 
-// The areas the latest broadcast of each active alert went to (the alert's H3 cells, outlined in blue).
+// The cells each carrier's broadcasts reached (the on-air ledger, footprints from the carriers' cell sites): the
+// selected alert's, on the air and stopped; with no alert selected, everything on the air now. Fetched again only
+// when the ledger's entries for it change (sensor frames redraw the map often).
+const cellsDrawn = new Map();  // carrier -> key of what its layer shows
+function airEntries(carrier, warning) {
+  const live = (model.air.on_air[carrier] || []).filter((e) => !warning || e.alert_id === warning);
+  const stopped = warning ? (model.air.history || []).filter((e) => e.carrier === carrier && e.alert_id === warning) : [];
+  return live.concat(stopped);
+}
 function drawCells() {
-  layers.cells.clearLayers();
-  // Replaying, only what is known to have been broadcast by then: the alerts active at that time.
-  const shown = new Map(shownAlerts().map((a) => [warningOf(a), a]));
-  const seen = new Set();
-  for (const b of model.broadcasts) {
-    if (seen.has(b.alert_id) || b.kind === 'stop') continue;
-    seen.add(b.alert_id);
-    const a = shown.get(b.alert_id);
-    if (!a || !isActive(a) || !passes(a) || (model.replayAt !== null && b.version > a.version)) continue;
-    const geometry = hexes.get(a.area_id) || a.area;
-    if (!geometry) continue;
-    L.geoJSON(geometry, { interactive: false, style: { color: '#0d47a1', weight: 1.5, fill: false, dashArray: '2 3', className: 'dc-cells' } })
-      .addTo(layers.cells);
+  const a = model.selected && model.alerts.get(model.selected);
+  const warning = a ? warningOf(a) : null;
+  for (const carrier of Object.keys(model.air.on_air || {})) {
+    const layer = carrierLayer(carrier);
+    // Replaying, the ledger says what is on the air now, not then: no cells.
+    const entries = model.replayAt === null ? airEntries(carrier, warning) : [];
+    const key = `${warning}|${filters.county}|${filters.hazard}|${filters.level}|${filters.ended}|` +
+      entries.map((e) => `${e.serial}:${e.state}:${e.cells.length}`).join(',');
+    if (cellsDrawn.get(carrier) === key) continue;
+    cellsDrawn.set(carrier, key);
+    if (!entries.length) { layer.clearLayers(); continue; }
+    getJson(`/api/v1/carriers/${encodeURIComponent(carrier)}/cells${warning ? '?alert=' + encodeURIComponent(warning) : ''}`)
+      .then((fc) => { if (cellsDrawn.get(carrier) === key) drawCarrierCells(carrier, layer, fc, !warning); })
+      .catch(() => cellsDrawn.delete(carrier));
   }
+}
+function drawCarrierCells(carrier, layer, fc, filtered) {
+  layer.clearLayers();
+  const colour = carrierColour(carrier);
+  const features = (fc.features || []).filter((f) => {
+    if (!filtered) return true;
+    const a = alertOfWarning(f.properties.alert_id);
+    return !a || passes(a);
+  });
+  if (!features.length) return;
+  L.geoJSON({ type: 'FeatureCollection', features }, {
+    pane: 'dcCells',
+    style: (f) => {
+      const live = f.properties.state === 'on_air' || f.properties.state === 'writing';
+      return { color: colour, weight: live ? 1.4 : 1, opacity: live ? .9 : .55, dashArray: live ? null : '3 4',
+        fillColor: colour, fillOpacity: live ? .14 : .03, className: `dc-cell state-${f.properties.state}` };
+    },
+    onEachFeature: (f, l) => {
+      const p = f.properties;
+      l.bindTooltip(textNode([`${carrier} · ${p.cell}`, `${AIR_STATE[p.state] || p.state} · serial ${p.serial} · ${p.message_ids.join('/')}`,
+        `TAC ${p.tac} · ${Math.round(p.range_m)} m · ${p.beamwidth_deg >= 360 ? 'omni' : Math.round(p.azimuth_deg) + '°'}`]), { sticky: true });
+      l.on('add', () => {
+        const el = l.getElement();
+        if (el) { el.dataset.carrier = carrier; el.dataset.cell = p.cell; el.dataset.state = p.state; el.dataset.alert = p.alert_id; el.setAttribute('tabindex', '-1'); }
+      });
+    },
+  }).addTo(layer);
+}
+const AIR_STATE = { writing: '寫入中 writing', on_air: '播送中 ON AIR', stopping: '停止中 stopping', stopped: '已停止 stopped' };
+
+// The selected alert's Warning Area Coordinates (SBc-AP IE 46) as a phone decodes them, over its area.
+let geofenceKey = null, geofenceData = null;
+function drawGeofence() {
+  const a = model.selected && model.alerts.get(model.selected);
+  const warning = a && warningOf(a);
+  const latest = warning && model.replayAt === null && model.broadcasts.find((b) => b.alert_id === warning && b.kind === 'write_replace' && !b.error);
+  const key = latest ? `${warning}:${latest.version}:${latest.serial}:${latest.area_id}` : null;
+  if (key === geofenceKey) return;
+  geofenceKey = key; geofenceData = null;
+  layers.geofence.clearLayers();
+  const shown = $('detail-geofence');
+  if (shown) renderGeofence(shown);
+  if (!key) return;
+  getJson(`/api/v1/broadcasts/${encodeURIComponent(warning)}/warning-area`).then((w) => {
+    if (geofenceKey !== key) return;
+    geofenceData = w;
+    L.geoJSON(w.geometry, { pane: 'dcGeofence', interactive: false,
+      style: { color: '#111', weight: 2.2, dashArray: '10 4 2 4', fill: false, className: 'dc-geofence' } })
+      .eachLayer((l) => l.on('add', () => { const el = l.getElement(); if (el) { el.dataset.alert = warning; el.dataset.zone = w.zone; } }))
+      .addTo(layers.geofence);
+    const box = $('detail-geofence');
+    if (box) renderGeofence(box);
+  }).catch(() => { if (geofenceKey === key) geofenceKey = null; });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -388,7 +480,7 @@ function renderList() {
 
 function render() {
   fillHazards();
-  drawAlerts(); drawSensors(); drawReports(); drawPartners(); drawCells(); renderList(); renderOnAir();
+  drawAlerts(); drawSensors(); drawReports(); drawPartners(); drawCells(); drawGeofence(); renderList(); renderOnAir();
   // The panel is rebuilt only when its alert changed: a note being typed survives sensor updates.
   const a = model.selected && model.alerts.get(model.selected);
   if (a && detailKey(a) !== model.detailKey) renderDetail();
@@ -405,7 +497,7 @@ function select(id, fly) {
     const g = hexes.get(a.area_id) || a.area || (model.zones.get(a.area_id) || {}).area;
     if (g) { const b = L.geoJSON(g).getBounds(); if (b.isValid()) map.fitBounds(b, { maxZoom: 13, padding: [40, 40] }); }
   }
-  renderList(); renderDetail(true);
+  renderList(); renderDetail(true); drawCells(); drawGeofence();
 }
 
 function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined && text !== null) e.textContent = String(text); if (cls) e.className = cls; return e; }
@@ -516,36 +608,128 @@ async function loadVersions(a) {
   if (added) renderTimeline();
 }
 function closeDetail() {
-  const id = model.selected; model.selected = null; $('detail').hidden = true; renderList();
+  const id = model.selected; model.selected = null; $('detail').hidden = true; renderList(); drawCells(); drawGeofence();
   const b = document.querySelector(`button.alert[data-alert-id="${CSS.escape(id || '')}"]`); if (b) b.focus();
 }
 document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && model.selected) closeDetail(); });
 
-// On air, per carrier: `on_air` when dissemination reports it (the on-air ledger), otherwise worked out from the
-// latest broadcast of each alert (not a stop, acknowledged by the carrier's CBC).
-function onAir(record, carrier) {
-  if (typeof carrier.on_air === 'boolean') return carrier.on_air;
-  if (typeof record.on_air === 'boolean') return record.on_air;
-  return record.kind !== 'stop' && /ack/i.test(String(carrier.status || ''));
+// The carrier panel: per carrier, where the alert's broadcast stands on its air (the on-air ledger: serial, message
+// identifiers, state, cells, on the air since) and its targeting figures, cell level beside geofenced (what a phone
+// that checks its position against the Warning Area Coordinates experiences). Each carrier's switch shows or hides its
+// cells on the map (the same layer as the map's layer control).
+const hex4 = (n) => `0x${Number(n).toString(16).padStart(4, '0')}`;
+const km2 = (v) => (typeof v === 'number' ? v.toFixed(2) : '—');
+const metres = (v) => (typeof v === 'number' ? String(Math.round(v)) : '—');
+function field(name, value, cls) { const td = el('td', value, cls); td.dataset.field = name; return td; }
+function row(head, ...cells) { const tr = el('tr'); tr.appendChild(el('th', head)); cells.forEach((c) => tr.appendChild(c)); return tr; }
+function figure(name, value, text) { const td = el('td', text); td.dataset.figure = name; if (typeof value === 'number') td.dataset.value = String(value); return td; }
+function latestEntry(carrier, warning) {
+  const newest = (list) => list.sort((p, q) => (q.queued_ms || 0) - (p.queued_ms || 0))[0];
+  return newest((model.air.on_air[carrier] || []).filter((e) => e.alert_id === warning))
+    || newest((model.air.history || []).filter((e) => e.carrier === carrier && e.alert_id === warning));
 }
-function renderBroadcastsOf(a, box) {
+function carrierCard(carrier, warning, mine) {
+  const entry = latestEntry(carrier, warning);
+  const writes = mine.filter((b) => b.kind === 'write_replace');
+  const record = (entry && writes.find((b) => b.serial === entry.serial && b.message_ids[0] === entry.message_ids[0])) || writes[0];
+  const part = record && (record.carriers || []).find((c) => c.carrier === carrier);
+  if (!entry && !part) return null;
+  const card = el('section', null, 'carrier'); card.dataset.carrier = carrier;
+  card.style.setProperty('--carrier', carrierColour(carrier));
+  const head = el('div', null, 'carrier-head'), label = el('label'), cb = el('input');
+  cb.type = 'checkbox'; cb.dataset.layer = carrier; cb.checked = map.hasLayer(carrierLayer(carrier));
+  cb.setAttribute('aria-label', `在地圖顯示 ${carrier} 的細胞 Show ${carrier}'s cells on the map`);
+  cb.onchange = () => { const l = carrierLayer(carrier); if (cb.checked) map.addLayer(l); else map.removeLayer(l); };
+  label.append(cb, ' ', el('b', carrier));
+  const state = entry ? entry.state : part.status === 'failed' ? 'failed' : 'pending';
+  const badge = el('span', AIR_STATE[state] || (state === 'failed' ? '失敗 failed' : '排隊 queued'), `air-state ${state}`);
+  badge.dataset.state = state;
+  head.append(label, ' ', badge);
+  card.appendChild(head);
+  const air = el('table', null, 'air');
+  if (entry) {
+    air.append(
+      row('序號 Serial', field('serial', `${hex4(entry.serial)} (${entry.serial}) · code ${entry.message_code} · update ${entry.update_number}`)),
+      row('訊息代碼 Message ID', field('message-ids', entry.message_ids.join(' / '))),
+      row('細胞 Cells', field('cells', entry.cells.length)),
+      row('播送自 On air since', field('on-air-since', entry.on_air_ms ? when(entry.on_air_ms) : `— (${AIR_STATE[entry.state] || entry.state} since ${when(entry.queued_ms)})`)),
+    );
+    if (entry.stopped_ms) air.append(row('停止 Stopped', field('stopped', when(entry.stopped_ms))));
+    if (entry.write_failed || entry.stop_failed) air.append(row('注意 Note', field('failed', entry.stop_failed ? '停止失敗 stop went to dead letters: replay it' : '寫入失敗 write went to dead letters', 'bad')));
+  } else {
+    air.append(row('細胞 Cells', field('cells', part.cells)));
+    if (part.detail || record.error) air.append(row('細節 Detail', field('detail', String(part.detail || record.error).slice(0, 160), 'bad')));
+  }
+  card.appendChild(air);
+  const t = part && part.targeting;
+  if (t) {
+    const g = t.geofenced;
+    const fig = el('table', null, 'overshoot');
+    const top = el('tr'); ['', '溢出 Overshoot', '最遠 Farthest', 'WEA'].forEach((h) => top.appendChild(el('th', h)));
+    const wea = (ok) => el('td', ok ? '✓' : '✗', ok ? 'ok' : 'bad');
+    const cellRow = row('細胞層級 Cell level', figure('overshoot_km2', t.overshoot_km2, `${km2(t.overshoot_km2)} km²`),
+      figure('farthest_overshoot_m', t.farthest_overshoot_m, `${metres(t.farthest_overshoot_m)} m`), wea(t.meets_wea));
+    cellRow.dataset.level = 'cell';
+    fig.append(top, cellRow);
+    if (g) {
+      const fenced = row('地理圍欄 Geofenced', figure('overshoot_km2', g.overshoot_km2, `${km2(g.overshoot_km2)} km²`),
+        figure('farthest_overshoot_m', g.farthest_overshoot_m, `${metres(g.farthest_overshoot_m)} m`), wea(g.meets_wea));
+      fenced.dataset.level = 'geofenced';
+      fig.appendChild(fenced);
+    }
+    card.appendChild(fig);
+    const note = `涵蓋 Covers ${(t.covered_share * 100).toFixed(0)}% of ${km2(t.area_km2)} km² · WEA ≤ 161 m` +
+      (part.warning_area_octets ? ` · IE 46 ${part.warning_area_octets} octets` : ' · 未送地理圍欄 no geofence sent');
+    card.appendChild(el('small', note));
+  } else if (part && part.delivery_id !== null && record.kind === 'write_replace') {
+    card.appendChild(el('small', '涵蓋計算中 Targeting figures on their way…'));
+  }
+  return card;
+}
+function renderGeofence(box) {
   box.textContent = '';
-  const mine = model.broadcasts.filter((b) => b.alert_id === a.id || b.alert_id === warningOf(a));
-  if (!mine.length) { box.textContent = '無 None (not broadcast, or not held in memory any more)'; return; }
+  const label = el('label'), cb = el('input');
+  cb.type = 'checkbox'; cb.dataset.layer = 'geofence'; cb.checked = map.hasLayer(layers.geofence);
+  cb.onchange = () => { if (cb.checked) map.addLayer(layers.geofence); else map.removeLayer(layers.geofence); };
+  label.append(cb, ' ', el('b', '地理圍欄 Geofence (IE 46)'));
+  box.appendChild(label);
+  const a = model.selected && model.alerts.get(model.selected);
+  const w = geofenceData && a && geofenceData.alert_id === warningOf(a) ? geofenceData : null;
+  if (!w) { box.append(geofenceKey ? ' …' : ' — 無 none (no write-replace in memory)'); return; }
+  const sent = (w.sent_by || []).map((s) => s.carrier);
+  const text = el('div', `${w.vertices} 頂點 vertices · ${w.octets} octets · ≤ ${metres(w.worst_displacement_m)} m 外擴 beyond the zone · ` +
+    (sent.length ? `送出 sent by ${sent.join(', ')}` : '未送出 not sent (carriers opted out)'));
+  text.dataset.field = 'geofence'; box.appendChild(text);
+}
+let broadcastsKey = null;
+function renderBroadcastsOf(a, box) {
+  const warning = warningOf(a);
+  const mine = model.broadcasts.filter((b) => b.alert_id === a.id || b.alert_id === warning);
+  const carriers = [...new Set(Object.keys(model.air.on_air || {}).concat(mine.flatMap((b) => (b.carriers || []).map((c) => c.carrier))))];
+  // Rebuilt only when what it shows changed: a keyboard user on a switch keeps the focus through the 5 s polls.
+  const key = JSON.stringify([a.id, mine, carriers.map((c) => latestEntry(c, warning) || null)]);
+  if (key === broadcastsKey && box.childElementCount) return;
+  broadcastsKey = key;
+  box.textContent = '';
+  if (!model.broadcastsLoaded) { box.textContent = '…'; return; }
+  if (!mine.length && !carriers.some((c) => latestEntry(c, warning))) { box.textContent = '無 None (not broadcast, or not held in memory any more)'; return; }
+  for (const c of carriers) { const card = carrierCard(c, warning, mine); if (card) box.appendChild(card); }
+  const fence = el('div'); fence.id = 'detail-geofence'; box.appendChild(fence); renderGeofence(fence);
+  if (mine[0] && mine[0].texts && mine[0].texts.length) box.appendChild(el('div', mine[0].texts.join(' / '), 'texts'));
+  // Every broadcast planned for it (writes and stops, each carrier's outcome), folded away.
   const rows = [];
   for (const b of mine) for (const c of b.carriers || []) {
-    const t = c.targeting;
-    const who = el('div'); who.append(el('b', c.carrier), el('div', `${b.kind} · ${b.class}`));
+    const who = el('div'); who.append(el('b', c.carrier), el('div', `${b.kind} · ${b.class} · ${b.reason || ''}`));
     const result = el('div'); result.appendChild(outcome(c.status));
-    if (onAir(b, c)) { result.append(' '); result.appendChild(el('span', '播送中 ON AIR', 'onair')); }
     if (c.attempts > 1) result.append(` ×${c.attempts}`);
     if (c.detail || b.error) result.appendChild(el('div', String(c.detail || b.error).slice(0, 120)));
-    const target = t ? `${(t.covered_share * 100).toFixed(0)}% · ${t.reach_km2.toFixed(0)} km² (+${t.overshoot_km2.toFixed(0)})${t.meets_wea ? ' · WEA ✓' : ''}` : '';
-    rows.push([`v${b.version}`, who, c.cells, target, result]);
+    rows.push([`v${b.version}`, who, c.cells, `${hex4(b.serial)}`, result]);
   }
-  const t = table(['v', '電信 Carrier', '細胞 Cells', '涵蓋 Coverage', '結果 Outcome'], rows);
-  t.className = 'carriers'; box.appendChild(t);
-  if (mine[0].texts && mine[0].texts.length) box.appendChild(el('div', mine[0].texts.join(' / ')));
+  if (rows.length) {
+    const more = el('details'); more.appendChild(el('summary', `每次廣播 Each broadcast (${mine.length})`));
+    const t = table(['v', '電信 Carrier', '細胞 Cells', '序號 Serial', '結果 Outcome'], rows);
+    t.className = 'carriers'; more.appendChild(t); box.appendChild(more);
+  }
 }
 async function loadDeliveries(a, box, quiet) {
   if (!quiet) box.textContent = '…';
@@ -582,21 +766,26 @@ async function loadDeliveries(a, box, quiet) {
     box.textContent = `無法取得 Unavailable: ${e.message}`;
   }
 }
+// What is on the air now, per carrier (the on-air ledger): every serial written and not seen stopped.
+let onAirKey = null;
 function renderOnAir() {
-  const box = $('onair'); box.textContent = '';
-  const perCarrier = new Map(), latest = new Map();
-  for (const b of model.broadcasts) if (!latest.has(b.alert_id)) latest.set(b.alert_id, b);  // newest first
-  for (const b of latest.values()) for (const c of b.carriers || []) {
-    if (!perCarrier.has(c.carrier)) perCarrier.set(c.carrier, []);
-    if (onAir(b, c)) perCarrier.get(c.carrier).push({ b, c });
-  }
-  if (!perCarrier.size) { box.textContent = '無 Nothing broadcast'; return; }
+  const box = $('onair');
+  // Rebuilt only when the ledger changed (every socket frame renders): a keyboard user on a link keeps the focus.
+  const key = JSON.stringify([model.air.on_air, [...model.alerts.values()].map((a) => `${a.id}:${a.version}`)]);
+  if (key === onAirKey) return;
+  onAirKey = key; box.textContent = '';
+  const carriers = Object.keys(model.air.on_air || {});
+  if (!carriers.length) { box.textContent = '無 Nothing broadcast'; return; }
   const rows = [];
-  for (const [carrier, items] of perCarrier) {
-    if (!items.length) { rows.push([carrier, '—', '', '']); continue; }
-    for (const { b, c } of items) {
-      const a = alertOfWarning(b.alert_id);
-      rows.push([carrier, el('span', '播送中 ON AIR', 'onair'), a ? (a.headlines ? a.headlines['zh-TW'] : a.headline) : b.alert_id, `${c.cells} cells · ${b.class}`]);
+  for (const carrier of carriers) {
+    const entries = model.air.on_air[carrier] || [];
+    if (!entries.length) { rows.push([carrier, '—', '', '']); continue; }
+    for (const e of entries) {
+      const a = alertOfWarning(e.alert_id);
+      const badge = el('span', AIR_STATE[e.state] || e.state, e.state === 'on_air' ? 'onair' : 'wait');
+      const what = a ? el('a', a.headlines ? a.headlines['zh-TW'] : a.headline) : el('span', e.alert_id);
+      if (a) { what.href = '#'; what.onclick = (ev) => { ev.preventDefault(); select(a.id, true); }; }
+      rows.push([carrier, badge, what, `${hex4(e.serial)} · ${e.message_ids.join('/')} · ${e.cells.length} cells${e.on_air_ms ? ' · ' + when(e.on_air_ms) : ''}`]);
     }
   }
   const t = table(['電信 Carrier', '', '警報 Alert', ''], rows); t.id = 'onair-table'; box.appendChild(t);
@@ -717,8 +906,12 @@ let broadcastTimer = null;
 function refreshBroadcasts() {
   clearTimeout(broadcastTimer);
   broadcastTimer = setTimeout(async () => {
-    try { model.broadcasts = (await getJson('/api/v1/broadcasts')).broadcasts || []; } catch (_) { model.broadcasts = []; }
-    drawCells(); renderOnAir();
+    try {
+      const j = await getJson('/api/v1/broadcasts');
+      model.broadcasts = j.broadcasts || []; model.air = { on_air: j.on_air || {}, history: j.history || [] };
+      model.broadcastsLoaded = true;
+    } catch (_) { model.broadcasts = []; model.air = { on_air: {}, history: [] }; }
+    drawCells(); drawGeofence(); renderOnAir();
     if (model.selected) {
       const a = model.alerts.get(model.selected), bc = $('detail-broadcasts'), dl = $('deliveries');
       if (a && bc) renderBroadcastsOf(a, bc);
@@ -753,6 +946,7 @@ function connect() {
       m.alerts.forEach(remember);
       model.reports = new Map((m.reports || []).map((r) => [r.id, r]));
       model.external = new Map((m.external_alerts || []).map((e) => [e.id, e]));
+      (m.public_warnings || []).forEach(learnWarning);
       drawZones();
       m.alerts.forEach((a) => loadHexes(a.area_id));
       refreshBroadcasts(); loadFeed().then(renderTimeline);
@@ -761,6 +955,8 @@ function connect() {
       if (wanted && model.alerts.has(wanted) && !model.selected) select(wanted, true);
     } else if (m.type === 'alert') {
       model.alerts.set(m.id, m); remember(m); loadHexes(m.area_id); refreshBroadcasts(); renderTimeline();
+    } else if (m.type === 'public_warning') {
+      learnWarning(m);
     } else if (m.type === 'report') {
       model.reports.set(m.id, m);
     } else if (m.type === 'external_alert') {

@@ -72,7 +72,8 @@ use geo_index::GeoIndex;
 use tokio::sync::{watch, Notify};
 
 pub use broadcast::{
-    BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, GeofencedSummary, TargetingSummary,
+    warning_area_of_zone, BroadcastKind, BroadcastRecord, CarrierBroadcast, CarrierStatus, GeofencedSummary,
+    TargetingSummary, WarningAreaShape,
 };
 pub use channel::cbc::ledger::{AirEntry, AirState};
 pub use config::{DisseminationConfig, FieldError};

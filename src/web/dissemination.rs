@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{auth, AppError};
 use crate::app::App;
 
-fn dissemination(app: &App) -> Result<&dissemination::Dissemination, AppError> {
+pub(super) fn dissemination(app: &App) -> Result<&dissemination::Dissemination, AppError> {
     app.partners.dissemination.as_ref().ok_or_else(|| AppError::NotFound("dissemination is not configured".into()))
 }
 

@@ -4,7 +4,8 @@
 //! This file assembles the [`router`] and holds what every handler shares ([`AppError`], the token check). The
 //! handlers live by resource: `operator.rs` (`/ws/operator`, the snapshot, map filters), `citizen.rs`
 //! (`/ws/citizen`), `alerts.rs`, `sensors.rs`, `zones.rs` (cells, forecasts), `dissemination.rs` (CAP feed,
-//! subscribers, broadcasts), `inbound.rs` (partners' CAP push), `open_data.rs`, `reports.rs` (citizen reports),
+//! subscribers, broadcasts), `coverage.rs` (the cells and warning area a broadcast reached), `inbound.rs`
+//! (partners' CAP push), `open_data.rs`, `reports.rs` (citizen reports),
 //! `rules.rs` (reload), `push.rs` (Web Push subscriptions, the service worker and manifest), `demo.rs` (the demo's
 //! receivers), `assets.rs` (the pages' scripts and vendored map files, compiled in); `auth.rs` (scoped tokens),
 //! `liveness.rs` (pings),
@@ -29,6 +30,7 @@ pub mod alerts;
 pub mod assets;
 pub mod auth;
 pub mod citizen;
+pub mod coverage;
 pub mod demo;
 pub mod dissemination;
 pub mod inbound;
@@ -110,6 +112,9 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
         ("/api/v1/subscribers/{name}/deliveries/{id}/replay", post(dissemination::replay_delivery)),
         ("/api/v1/broadcasts", get(dissemination::list_broadcasts)),
         ("/api/v1/broadcasts/{alert_id}/rebroadcast", post(dissemination::rebroadcast)),
+        // What the broadcasts reached, for the map: web/coverage.rs.
+        ("/api/v1/broadcasts/{alert_id}/warning-area", get(coverage::warning_area)),
+        ("/api/v1/carriers/{carrier}/cells", get(coverage::carrier_cells)),
         (DEMO_RECEIVERS, post(demo::receive).get(demo::received)),
         (DEMO_VD_FEED, get(demo::vd_live)),
         // Citizen reports: web/reports.rs.

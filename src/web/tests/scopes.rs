@@ -123,6 +123,14 @@ const TABLE: &[Case] = &[
         "/api/v1/broadcasts/no-such-alert/rebroadcast",
         404,
     ),
+    case(
+        "GET",
+        "/api/v1/broadcasts/{alert_id}/warning-area",
+        READ,
+        "/api/v1/broadcasts/no-such-alert/warning-area",
+        404,
+    ),
+    case("GET", "/api/v1/carriers/{carrier}/cells", READ, "/api/v1/carriers/Chunghwa%20Telecom/cells", 200),
     // The demo's stand-in receivers take anyone's POST; this app is built from the demo config, so they are mounted
     // (`serve` outside a drill answers 404 there: tests/deployment.rs).
     with_body("POST", "/demo/{*receiver}", Public, "/demo/webhook", "{}", 204),

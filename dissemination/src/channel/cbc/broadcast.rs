@@ -345,10 +345,40 @@ fn admitted(octets: &[u8]) -> Result<MultiPolygon<f64>, String> {
     Ok(MultiPolygon(polygons))
 }
 
-fn geofenced(geo: &GeoIndex, area: &AlertArea, mnc: u16, covered_share: f64) -> Result<GeofencedSummary, String> {
+/// The outline of an area, its IE octets (without the wait time) and the polygons a phone decodes from them.
+fn encoded_outline(area: &AlertArea) -> Result<(GeofenceOutline, Vec<u8>, MultiPolygon<f64>), String> {
     let outline = geofence_outline(area)?;
     let octets = coordinates(&outline, None).encode().map_err(|e| e.to_string())?;
-    let fenced = geo.geofenced_overshoot(area, Some(mnc), &admitted(&octets)?, covered_share);
+    let polygons = admitted(&octets)?;
+    Ok((outline, octets, polygons))
+}
+
+/// The Warning Area Coordinates a write-replace for a zone carries, as a phone decodes them (for the operators' map).
+#[derive(Debug, Clone)]
+pub struct WarningAreaShape {
+    /// The polygons (lon/lat, closed rings): the area simplified outward, then rounded to the encoding's grid.
+    pub polygons: MultiPolygon<f64>,
+    /// How far they stray from the area at most, metres (simplification and grid rounding).
+    pub worst_displacement_m: f64,
+    /// Octets of the IE without the wait time (each carrier's `geofence_max_wait_s` adds its TLV).
+    pub octets: usize,
+}
+
+/// [`WarningAreaShape`] of `zone`. Worked out again rather than kept: the outline is a pure function of the zone's
+/// geometry (geo-index is fixed while we run), so this is what [`plan`] attached to the zone's write-replaces.
+pub fn warning_area_of_zone(geo: &GeoIndex, zone: &str) -> Result<WarningAreaShape, String> {
+    let area = geo.alert_area_of_zones(&[zone]).map_err(|e| e.to_string())?;
+    let (outline, octets, polygons) = encoded_outline(&area)?;
+    Ok(WarningAreaShape {
+        polygons,
+        worst_displacement_m: outline.worst_displacement_m + warning_area::MAX_QUANTISATION_M,
+        octets: octets.len(),
+    })
+}
+
+fn geofenced(geo: &GeoIndex, area: &AlertArea, mnc: u16, covered_share: f64) -> Result<GeofencedSummary, String> {
+    let (outline, octets, admitted) = encoded_outline(area)?;
+    let fenced = geo.geofenced_overshoot(area, Some(mnc), &admitted, covered_share);
     Ok(GeofencedSummary {
         overshoot_km2: fenced.overshoot_km2,
         farthest_overshoot_m: fenced.farthest_overshoot_m,
