@@ -10,11 +10,10 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::AppError;
+use super::{AppError, Path};
 
 /// One static file: its path under `/static/`, its content type, its bytes.
 struct Asset {

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{auth, AppError};
+use super::{auth, AppError, Path};
 use crate::app::App;
 
 fn dissemination(app: &App) -> Result<&dissemination::Dissemination, AppError> {
@@ -139,11 +139,9 @@ pub async fn subscriber_log(
 pub async fn replay_delivery(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Operate>,
-    path: Result<Path<(String, u64)>, axum::extract::rejection::PathRejection>,
+    Path((name, id)): Path<(String, u64)>,
 ) -> Result<impl IntoResponse, AppError> {
     use dissemination::ReplayError as E;
-    // The refusal as JSON like every other, not axum's plain-text rejection.
-    let Path((name, id)) = path.map_err(|e| AppError::BadRequest(format!("delivery id: {}", e.body_text())))?;
     // What does not exist is 404 and a delivery in the wrong state 409, as for alerts and clusters.
     let queued = dissemination(&app)?.replay(&name, id).map_err(|e| match e {
         E::UnknownTarget(_) | E::UnknownDelivery { .. } => AppError::NotFound(e.to_string()),

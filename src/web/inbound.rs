@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppError;
+use super::{AppError, Query};
 use crate::app::App;
 use crate::clock::now_ms;
 use crate::metrics::HTTP_REFUSED;

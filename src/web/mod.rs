@@ -265,6 +265,34 @@ fn websocket_upgrade(parts: &axum::http::request::Parts) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// axum's `Path` with our refusal: a path parameter that does not parse (not a number, not UTF-8 after
+/// percent-decoding) is a JSON `400 bad_request` like every other refusal, not axum's plain-text one.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Path<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| AppError::BadRequest(e.body_text()))
+    }
+}
+
+/// axum's `Query` with our refusal (a repeated or malformed parameter is a JSON `400 bad_request`).
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Query(q.0))
+            .map_err(|e| AppError::BadRequest(e.body_text()))
+    }
+}
+
 /// `auth::Operator<Read>` (or `Operate`, `Admin`) in a handler's arguments: the token checked before the handler runs.
 impl<S: auth::Needs> axum::extract::FromRequestParts<Arc<App>> for auth::Operator<S> {
     type Rejection = AppError;

@@ -79,7 +79,7 @@ pub fn openapi_path(axum_path: &str) -> String {
         demo::receive, demo::received,
     ),
     components(schemas(ErrorBody, ErrorCode)),
-    modifiers(&SecuritySchemes, &Links),
+    modifiers(&SecuritySchemes, &Links, &Descriptions),
     tags(
         (name = "alerts", description = "Alerts for operators: the book, lifecycle commands, comments"),
         (name = "sensors", description = "The sensor registry, history, refused payloads"),
@@ -221,6 +221,39 @@ impl Modify for Links {
                         link = link.parameter(*param, *value);
                     }
                     response.links.insert(name.to_string(), RefOr::T(link.request_body(body.clone()).build()));
+                }
+            }
+        }
+    }
+}
+
+/// Every response has a description (OpenAPI requires one): where a handler's attribute gives none, the common
+/// ones say what 401 and 403 mean for operator tokens, the rest the status's reason phrase.
+pub struct Descriptions;
+
+impl Modify for Descriptions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for item in openapi.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete].into_iter().flatten() {
+                for (status, response) in op.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else { continue };
+                    if !response.description.is_empty() {
+                        continue;
+                    }
+                    response.description = match status.as_str() {
+                        "401" => "`unauthenticated`: no operator token, or one the server does not know".into(),
+                        "403" => {
+                            "`forbidden`: the token's scope is too small (the message names the one needed)".into()
+                        }
+                        other => other
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("Answer")
+                            .to_string(),
+                    };
                 }
             }
         }

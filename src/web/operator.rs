@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use geo::{BoundingRect, Intersects};
 use serde::Deserialize;
@@ -22,7 +22,7 @@ use crate::metrics::{OPERATOR_SOCKETS, WS_DROPPED};
 use crate::web::alerts::alert_command;
 use crate::web::auth::Scope;
 use crate::web::liveness::{Liveness, Probe};
-use crate::web::{auth, AppError};
+use crate::web::{auth, AppError, Query};
 
 /// A map that has not taken a frame for this long has stopped reading: drop it rather than hold its backlog.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);

@@ -26,7 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -43,7 +43,7 @@ use crate::clock::now_ms;
 use crate::metrics::{REPORTS_ACCEPTED, REPORTS_FLAGGED, REPORTS_LINKED, REPORTS_REFUSED};
 use crate::reports::{parse_report, Capacity, Cluster, ClusterError, ClusterState, Refusal, ReportInput, SaveError};
 use crate::web::auth::{Operate, Operator, Read};
-use crate::web::AppError;
+use crate::web::{AppError, Path, Query};
 
 /// The peer's address when the server runs with connection info
 /// (`into_make_service_with_connect_info::<SocketAddr>()`); `None` otherwise, and then only per-client limits apply.

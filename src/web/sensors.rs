@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{auth, AppError};
+use super::{auth, AppError, Path, Query};
 use crate::app::App;
 use crate::clock::now_ms;
 
@@ -176,9 +176,8 @@ pub async fn history(
     // Before the query: a caller without a token learns nothing from the query's validation, only 401.
     _operator: auth::Operator<auth::Read>,
     Path(id): Path<String>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<HistoryQuery>,
 ) -> Result<impl IntoResponse, AppError> {
-    let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let metric = ingest::Metric::from_name(&q.metric).ok_or_else(|| {
         AppError::BadRequest(format!(
             "`metric`: `{}` is not in the vocabulary",

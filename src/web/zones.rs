@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{auth, AppError};
+use super::{auth, AppError, Path};
 use crate::app::App;
 use crate::clock::now_ms;
 

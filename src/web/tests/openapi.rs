@@ -199,3 +199,29 @@ async fn replay_of_what_does_not_exist_is_404_and_a_bad_id_a_json_400() {
     let not_a_number = "/api/v1/subscribers/demo-media/deliveries/abc/replay";
     test.call(Method::POST, not_a_number, token, None).await.refusal(StatusCode::BAD_REQUEST, "bad_request");
 }
+
+/// Schemathesis found it (issue 27): parameters axum's extractors refuse — a repeated query parameter, a path
+/// segment that is not UTF-8 once percent-decoded — were answered in axum's plain text; now a JSON 400 like every
+/// other refusal.
+#[tokio::test]
+async fn unparsable_path_and_query_parameters_are_json_400s() {
+    let test = TestApp::new();
+    for (method, uri) in [
+        (Method::GET, "/api/v1/reports/clusters?state=open&state=open"),
+        (Method::GET, "/api/v1/zones/%FF/cells"),
+        (Method::GET, "/api/v1/sensors/%FF/readings?metric=rain_mm"),
+        (Method::POST, "/api/v1/alerts/%FF/ack"),
+        (Method::GET, "/cap/%FF.xml"),
+        (Method::POST, "/api/v1/cap/inbound?source=a&source=b"),
+    ] {
+        let answer = test.call(method.clone(), uri, Some(ADMIN_TOKEN), None).await;
+        assert_eq!(
+            answer.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "{method} {uri}: {} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+        answer.refusal(StatusCode::BAD_REQUEST, "bad_request");
+    }
+}
