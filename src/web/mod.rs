@@ -8,7 +8,9 @@
 //! `rules.rs` (reload), `push.rs` (Web Push subscriptions, the service worker and manifest), `demo.rs` (the demo's
 //! receivers), `assets.rs` (the pages' scripts and vendored map files, compiled in); `auth.rs` (scoped tokens),
 //! `liveness.rs` (pings),
-//! `public.rs` (rate limits), `tls.rs` (HTTPS).
+//! `public.rs` (rate limits), `tls.rs` (HTTPS), `openapi.rs` (the OpenAPI document, `GET /api/v1/openapi.json`: a
+//! new route needs its `#[utoipa::path]` on the handler and its name in `openapi::ApiDoc`, or `web/tests/openapi.rs`
+//! fails).
 //!
 //! One [`AppError`] turns every refusal into a status code and a JSON body that names the problem, so handlers use
 //! `?` and clients never see internals.

@@ -161,8 +161,15 @@ impl Modify for Links {
         use utoipa::openapi::link::LinkBuilder;
         use utoipa::openapi::RefOr;
         // (from operation, its status, link name, to operation, parameters, request body)
-        type Param = (&'static str, &'static str);
-        let links: [(&str, &str, &str, &str, &[Param], Option<Value>); 9] = [
+        type Row = (
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            Option<Value>,
+        );
+        let links: [Row; 9] = [
             (
                 "submit_report",
                 "201",
