@@ -475,12 +475,15 @@ pub struct ClusterList {
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
     /// WGS 84 degrees, inside Taiwan's box (20.5–26.5).
+    #[schema(minimum = 20.5, maximum = 26.5)]
     pub lat: f64,
     /// WGS 84 degrees, inside Taiwan's box (116.5–122.5).
+    #[schema(minimum = 116.5, maximum = 122.5)]
     pub lon: f64,
     /// `flooding`, `landslide`, `road_blocked`, `building_damage`, `fire`, `people_trapped`, `other`.
     pub category: String,
     /// Plain text, at most 500 characters.
+    #[schema(max_length = 500)]
     pub text: Option<String>,
     /// When the citizen saw it: Unix milliseconds or RFC 3339 with an offset.
     pub ts: Option<Value>,

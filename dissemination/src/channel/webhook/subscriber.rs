@@ -69,6 +69,7 @@ pub struct SubscriberInput {
     /// Where deliveries are POSTed: `http://` or `https://`, no credentials in the URL.
     pub url: String,
     /// HMAC-SHA256 key for `X-DC-Signature`; at least 16 bytes.
+    #[schema(min_length = 16)]
     pub secret: String,
     #[serde(default)]
     pub format: Format,
