@@ -59,7 +59,7 @@ impl RulesSource {
 }
 
 /// What a reload did, as `POST /api/v1/rules/reload` answers it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReloadSummary {
     pub file: String,
     /// Rules now running.

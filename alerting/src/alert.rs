@@ -36,7 +36,7 @@ pub use handover::AlertRecord;
 pub use crate::types::{Certainty, Finding, LevelInfo, Mode, Severity, Trigger, Urgency};
 
 /// The `state` of websocket messages (`INTERFACE.md`). Finer detail is in [`Alert::change`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     Raised,

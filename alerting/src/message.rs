@@ -30,14 +30,14 @@ pub fn format_time(unix_ms: i64, offset: UtcOffset) -> String {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Headlines {
     #[serde(rename = "zh-TW")]
     pub zh_tw: String,
     pub en: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AlertMessage {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -91,7 +91,7 @@ pub struct AlertMessage {
     pub contributors: Vec<Contributor>,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CommentMessage {
     pub by: String,
     pub at: String,

@@ -70,7 +70,7 @@ pub struct GroupKey {
 }
 
 /// One alert behind a public warning, as the public may read it: which rule found what, at which level.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contributor {
     /// The operators' alert id (operators find it on their map).
     pub alert_id: String,
@@ -118,7 +118,7 @@ pub enum Reason {
 }
 
 /// What became of one alert change on the public side, for the operators' frame of that alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PublicNote {
     /// The public warning this alert is part of, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,7 +128,7 @@ pub struct PublicNote {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NoteStatus {
     /// The warning went out with this change.

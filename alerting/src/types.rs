@@ -23,7 +23,7 @@ pub enum AlertingError {
 }
 
 /// CAP 1.2 `severity` (the spec's spelling is the serialised form). Ordered by danger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Severity {
     Unknown,
     Minor,
@@ -33,7 +33,7 @@ pub enum Severity {
 }
 
 /// CAP 1.2 `urgency`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Urgency {
     Immediate,
     Expected,
@@ -49,7 +49,7 @@ impl Urgency {
 }
 
 /// CAP 1.2 `certainty`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Certainty {
     Observed,
     Likely,
@@ -101,7 +101,9 @@ impl From<Certainty> for cap::Certainty {
 }
 
 /// Whether an alert is real. Only `Actual` may ever reach the public as real; drills run the same path as `Exercise`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub enum Mode {
     #[default]
     Actual,

@@ -79,7 +79,7 @@ pub(crate) struct TargetStats {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     Pending,
@@ -90,7 +90,7 @@ pub enum DeliveryStatus {
 }
 
 /// One delivery as operators see it in a delivery log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryRecord {
     pub id: u64,
     /// Subscriber name or `cbc:<carrier>`.

@@ -42,7 +42,7 @@ impl ViewState {
 }
 
 /// Whether an alert is real. Spelled as CAP's `status` spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ViewMode {
     Actual,
     /// A drill: every channel marks it (`[演練]` / `[Drill]`, CAP status Exercise).

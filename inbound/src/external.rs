@@ -52,7 +52,7 @@ impl ExternalEvent {
 }
 
 /// What happened to a message that was taken (pushes answer 2xx with it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum PushOutcome {
     /// A new external alert.
@@ -66,7 +66,7 @@ pub enum PushOutcome {
 }
 
 /// Why a valid message changed nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Ignored {
     /// Same (sender, identifier, sent) seen before: feeds repeat entries, senders retry.

@@ -47,7 +47,7 @@ impl Default for IngestConfig {
 }
 
 /// A refused payload kept for operators, with the reason and the raw bytes (shortened, lossily decoded).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub received_ms: i64,
     pub topic: String,

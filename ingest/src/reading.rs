@@ -34,7 +34,7 @@ pub enum ValueKind {
 macro_rules! vocabulary {
     ($( $variant:ident => $name:literal, $unit:literal, [$($alias:literal),*], $kind:ident, $min:expr, $max:expr; )*) => {
         /// The metric vocabulary. Names, units and plausible ranges are part of the public contract.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum Metric { $($variant),* }
 

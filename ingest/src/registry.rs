@@ -30,7 +30,7 @@ pub enum RegistryError {
     Persist(#[from] IngestError),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SensorKind {
     RainGauge,
@@ -71,14 +71,19 @@ impl SensorKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sensor {
+    /// 1–32 ASCII letters or digits: the device's MQTT client id and topic segment.
+    #[schema(pattern = "^[A-Za-z0-9]{1,32}$")]
     pub id: String,
     pub kind: SensorKind,
+    #[schema(minimum = -90.0, maximum = 90.0)]
     pub lat: f64,
+    #[schema(minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
     /// Expected seconds between reports; the deadman rule multiplies it.
+    #[schema(minimum = 1)]
     pub interval_s: u32,
     pub agency: String,
     pub metrics: Vec<Metric>,

@@ -5,16 +5,20 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{auth, AppError};
+use super::{auth, AppError, Path};
 use crate::app::App;
 use crate::clock::now_ms;
 
+/// `GET /api/v1/alerts`: every alert the book holds (active and recently ended).
+#[utoipa::path(get, path = "/api/v1/alerts", operation_id = "list_alerts", tag = "alerts", security(("operator_token" = ["read"])),
+    responses((status = 200, body = super::openapi::AlertList),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody)))]
 pub async fn list(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Read>,
@@ -24,6 +28,16 @@ pub async fn list(
     Ok(Json(json!({ "alerts": alerts })))
 }
 
+/// `POST /api/v1/alerts/{id}/{action}`: acknowledge, approve (release past the approval gate) or cancel an alert.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/{action}", operation_id = "alert_action", tag = "alerts", security(("operator_token" = ["operate"])),
+    params(("id" = String, Path, description = "The alert's id (`TW-DC-…`)"),
+        ("action" = String, Path, description = "`ack`, `approve` or `cancel`", pattern = "^(ack|approve|cancel)$")),
+    responses((status = 200, description = "The alert as it now stands", body = alerting::message::AlertMessage),
+        (status = 400, description = "`bad_request`: an unknown action", body = super::openapi::ErrorBody),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no such alert", body = super::openapi::ErrorBody),
+        (status = 409, description = "`conflict`: ended, or nothing to approve", body = super::openapi::ErrorBody),
+        (status = 500, description = "`internal`: the alert journal could not be written", body = super::openapi::ErrorBody)))]
 pub async fn action(
     State(app): State<Arc<App>>,
     operator: auth::Operator<auth::Operate>,
@@ -32,13 +46,23 @@ pub async fn action(
     Ok(Json(alert_command(&app, &id, &action, None, &operator.name)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentBody {
+    /// The note: plain text, journaled with the token's name.
     text: String,
 }
 
 /// `POST /api/v1/alerts/{id}/comment` with `{"text": "…"}`: a note in the alert's journal, seen by every operator.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/comment", operation_id = "comment_alert", tag = "alerts", security(("operator_token" = ["operate"])),
+    params(("id" = String, Path, description = "The alert's id")),
+    request_body = CommentBody,
+    responses((status = 200, description = "The alert with the comment", body = alerting::message::AlertMessage),
+        (status = 400, description = "`bad_request`: not a comment body, or an empty or too long text", body = super::openapi::ErrorBody),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no such alert", body = super::openapi::ErrorBody),
+        (status = 409, body = super::openapi::ErrorBody),
+        (status = 500, description = "`internal`: the alert journal could not be written", body = super::openapi::ErrorBody)))]
 pub async fn comment(
     State(app): State<Arc<App>>,
     operator: auth::Operator<auth::Operate>,

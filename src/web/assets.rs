@@ -10,11 +10,10 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::AppError;
+use super::{AppError, Path};
 
 /// One static file: its path under `/static/`, its content type, its bytes.
 struct Asset {
@@ -75,6 +74,14 @@ fn etags() -> &'static [String] {
 }
 
 /// `GET /static/{*file}`.
+#[utoipa::path(get, path = "/static/{file}", operation_id = "static_file", tag = "pages",
+    params(("file" = String, Path, description = "A file of the fixed list (`map.js`, `citizen.js`, `vendor/leaflet-1.9.4/leaflet.js`, …)"),
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a copy the client holds")),
+    responses((status = 200, description = "The file, with its `ETag`",
+            content((String = "text/javascript"), (String = "text/css"), (serde_json::Value = "application/json"),
+                (String = "image/png"), (String = "text/plain"))),
+        (status = 304, description = "Not modified"),
+        (status = 404, description = "`not_found`: not one of the files", body = super::openapi::ErrorBody)))]
 pub async fn serve(Path(file): Path<String>, headers: HeaderMap) -> Result<Response, AppError> {
     let index = ASSETS
         .iter()

@@ -40,6 +40,11 @@ const REPORT_FRAME_OVERHEAD: usize = 1024;
 /// A client whose socket does not take a frame within this long has stopped reading: drop it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `GET /ws/citizen`: the citizens' websocket, anonymous (messages: docs/API.md, "Citizens").
+#[utoipa::path(get, path = "/ws/citizen", operation_id = "citizen_socket", tag = "websockets",
+    responses((status = 101, description = "Switching protocols: the citizen socket"),
+        (status = 400, description = "Not a websocket upgrade (axum's plain-text refusal)", content_type = "text/plain", body = String),
+        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String)))]
 pub async fn socket(
     State(app): State<Arc<App>>,
     PeerAddr(peer): PeerAddr,

@@ -9,7 +9,9 @@
 //! `rules.rs` (reload), `push.rs` (Web Push subscriptions, the service worker and manifest), `demo.rs` (the demo's
 //! receivers), `assets.rs` (the pages' scripts and vendored map files, compiled in); `auth.rs` (scoped tokens),
 //! `liveness.rs` (pings),
-//! `public.rs` (rate limits), `tls.rs` (HTTPS).
+//! `public.rs` (rate limits), `tls.rs` (HTTPS), `openapi.rs` (the OpenAPI document, `GET /api/v1/openapi.json`: a
+//! new route needs its `#[utoipa::path]` on the handler and its name in `openapi::ApiDoc`, or `web/tests/openapi.rs`
+//! fails).
 //!
 //! One [`AppError`] turns every refusal into a status code and a JSON body that names the problem, so handlers use
 //! `?` and clients never see internals.
@@ -36,6 +38,7 @@ pub mod dissemination;
 pub mod inbound;
 pub mod liveness;
 pub mod open_data;
+pub mod openapi;
 pub mod operator;
 pub mod public;
 pub mod push;
@@ -88,8 +91,8 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
         ("/app", get(citizen_page)),
         ("/static/{*file}", get(assets::serve)),
         ("/ws/citizen", get(citizen::socket)),
-        ("/healthz", get(|| async { "ok" })),
-        ("/metrics", get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render()) })),
+        ("/healthz", get(healthz)),
+        ("/metrics", get(metrics_text)),
         ("/ws/operator", get(operator::socket)),
         ("/api/v1/alerts", get(alerts::list)),
         ("/api/v1/alerts/{id}/comment", post(alerts::comment)),
@@ -130,6 +133,8 @@ pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
         ("/sw.js", get(push::service_worker)),
         ("/manifest.webmanifest", get(push::manifest)),
         ("/icon.svg", get(push::icon)),
+        // The contract of everything above (web/openapi.rs).
+        ("/api/v1/openapi.json", get(openapi::document_json)),
     ]
 }
 
@@ -158,11 +163,12 @@ pub fn router(app: Arc<App>) -> Router {
     router.with_state(app)
 }
 
-/// Security headers on every response; CORS only on the public read-only feeds, which partners' pages may fetch.
+/// Security headers on every response; CORS only on the public read-only feeds, which partners' pages may fetch, and
+/// on the OpenAPI document (an integrator's Swagger UI or editor loads it from another origin).
 async fn security_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let public = {
         let path = request.uri().path();
-        path.starts_with("/cap/") || path.starts_with("/opendata/")
+        path.starts_with("/cap/") || path.starts_with("/opendata/") || path == "/api/v1/openapi.json"
     };
     let mut response = next.run(request).await;
     let h = response.headers_mut();
@@ -269,6 +275,34 @@ fn websocket_upgrade(parts: &axum::http::request::Parts) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// axum's `Path` with our refusal: a path parameter that does not parse (not a number, not UTF-8 after
+/// percent-decoding) is a JSON `400 bad_request` like every other refusal, not axum's plain-text one.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Path<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| AppError::BadRequest(e.body_text()))
+    }
+}
+
+/// axum's `Query` with our refusal (a repeated or malformed parameter is a JSON `400 bad_request`).
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Query(q.0))
+            .map_err(|e| AppError::BadRequest(e.body_text()))
+    }
+}
+
 /// `auth::Operator<Read>` (or `Operate`, `Admin`) in a handler's arguments: the token checked before the handler runs.
 impl<S: auth::Needs> axum::extract::FromRequestParts<Arc<App>> for auth::Operator<S> {
     type Rejection = AppError;
@@ -285,10 +319,33 @@ impl<S: auth::Needs> axum::extract::FromRequestParts<Arc<App>> for auth::Operato
     }
 }
 
+/// `GET /`: the operators' live map.
+#[utoipa::path(get, path = "/", operation_id = "operator_map_page", tag = "pages",
+    responses((status = 200, description = "The operators' map page", content_type = "text/html", body = String),
+        (status = 429, description = "Rate limited (per address)", body = openapi::ErrorBody)))]
 async fn index() -> Html<&'static str> {
     Html(include_str!("../../web/index.html"))
 }
 
+/// `GET /app`: the citizens' app.
+#[utoipa::path(get, path = "/app", operation_id = "citizen_app_page", tag = "pages",
+    responses((status = 200, description = "The citizens' app page", content_type = "text/html", body = String),
+        (status = 429, description = "Rate limited (per address)", body = openapi::ErrorBody)))]
 async fn citizen_page() -> Html<&'static str> {
     Html(include_str!("../../web/app.html"))
+}
+
+/// `GET /healthz`: liveness (not rate-limited: load balancers poll it).
+#[utoipa::path(get, path = "/healthz", tag = "meta",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /metrics`: Prometheus text exposition (the metrics: docs/OPERATIONS.md).
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String),
+        (status = 429, description = "Rate limited (per address; a valid operator token lifts it)", body = openapi::ErrorBody)))]
+async fn metrics_text() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render()).into_response()
 }

@@ -11,6 +11,10 @@ use serde_json::json;
 
 use crate::app::App;
 
+/// `GET /opendata/alerts.geojson`: active public alerts with their areas.
+#[utoipa::path(get, path = "/opendata/alerts.geojson", operation_id = "open_data_alerts", tag = "open data",
+    responses((status = 200, description = "Features: `id`, the area, and `event`, `state`, `mode`, `severity`, `urgency`, `certainty`, `headline_zh`, `headline_en`, `sent`, `version`, `area`", content_type = "application/geo+json", body = super::openapi::FeatureCollection),
+        (status = 429, description = "Rate limited (per address)", body = super::openapi::ErrorBody)))]
 pub async fn alerts(State(app): State<Arc<App>>) -> impl IntoResponse {
     let features: Vec<_> = app
         .alerts
@@ -30,6 +34,9 @@ pub async fn alerts(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 /// `GET /opendata/sensors.geojson`: sensors with their latest values.
+#[utoipa::path(get, path = "/opendata/sensors.geojson", operation_id = "open_data_sensors", tag = "open data",
+    responses((status = 200, description = "Features: a `Point` per sensor in service, with `kind`, `agency`, `latest` (`{metric: [ts_ms, value]}`), `last_seen_ms`", content_type = "application/geo+json", body = super::openapi::FeatureCollection),
+        (status = 429, description = "Rate limited (per address)", body = super::openapi::ErrorBody)))]
 pub async fn sensors(State(app): State<Arc<App>>) -> impl IntoResponse {
     let live = app.live.sensors.read();
     let features: Vec<_> = app

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use geo::{BoundingRect, Intersects};
 use serde::Deserialize;
@@ -22,7 +22,7 @@ use crate::metrics::{OPERATOR_SOCKETS, WS_DROPPED};
 use crate::web::alerts::alert_command;
 use crate::web::auth::Scope;
 use crate::web::liveness::{Liveness, Probe};
-use crate::web::{auth, AppError};
+use crate::web::{auth, AppError, Query};
 
 /// A map that has not taken a frame for this long has stopped reading: drop it rather than hold its backlog.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -343,6 +343,16 @@ pub struct MapFilterQuery {
     zones: Option<String>,
 }
 
+/// `GET /ws/operator`: the operators' websocket (messages: docs/API.md, "Operators").
+#[utoipa::path(get, path = "/ws/operator", operation_id = "operator_socket", tag = "websockets", security(("operator_token" = ["read"])),
+    params(("bbox" = Option<String>, Query, description = "`min_lon,min_lat,max_lon,max_lat`: only what lies in the box"),
+        ("zones" = Option<String>, Query, description = "Comma-separated zone ids (at most 200)"),
+        ("token" = Option<String>, Query, description = "The operator token, for browsers (which cannot set headers on an upgrade); only here")),
+    responses((status = 101, description = "Switching protocols: the operator socket"),
+        (status = 400, description = "`bad_request`: a bad filter (JSON); or not a websocket upgrade (plain text)",
+            content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain", body = String)))]
 pub async fn socket(
     State(app): State<Arc<App>>,
     operator: auth::Operator<auth::Read>,

@@ -55,12 +55,23 @@ fn count(r: Refusal) -> Refusal {
 }
 
 /// `GET /api/v1/push/key`: the VAPID public key the app subscribes with (`applicationServerKey`).
+#[utoipa::path(get, path = "/api/v1/push/key", operation_id = "push_key", tag = "push",
+    responses((status = 200, body = super::openapi::PushKey),
+        (status = 404, description = "`not_found`: web push is off", body = super::openapi::ErrorBody), (status = 429, description = "Rate limited (per address)", body = super::openapi::ErrorBody)))]
 pub async fn key(State(app): State<Arc<App>>) -> Result<Response, AppError> {
     let push = channel(&app)?;
     Ok(([(header::CACHE_CONTROL, "no-cache")], Json(json!({ "public_key": push.public_key() }))).into_response())
 }
 
 /// `POST /api/v1/push/subscriptions`: `PushSubscription.toJSON()` plus `places`, `lang` and the app's `client_id`.
+#[utoipa::path(post, path = "/api/v1/push/subscriptions", operation_id = "push_subscribe", tag = "push",
+    request_body = dissemination::channel::push::SubscribeInput,
+    responses((status = 201, description = "Subscribed (again: the same endpoint replaces its entry)", body = dissemination::channel::push::SubscriptionStatus),
+        (status = 400, description = "`malformed`, `bad_endpoint`, `bad_key`, `bad_auth`, `bad_place`, `bad_client_id`", body = super::openapi::Refusal),
+        (status = 404, description = "`disabled`: web push is off", body = super::openapi::Refusal),
+        (status = 413, description = "`too_large`: over 4 KiB", body = super::openapi::Refusal),
+        (status = 429, description = "`client_limit`, `address_limit`; or the public rate limit (`rate_limited`)", body = super::openapi::Refusal),
+        (status = 503, description = "`total_limit`: the server holds as many subscriptions as it may", body = super::openapi::Refusal)))]
 pub async fn subscribe(State(app): State<Arc<App>>, PeerAddr(peer): PeerAddr, body: Body) -> Response {
     let push = match channel(&app) {
         Ok(p) => p,
@@ -79,14 +90,22 @@ pub async fn subscribe(State(app): State<Arc<App>>, PeerAddr(peer): PeerAddr, bo
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Unsubscribe {
+    /// The subscription's endpoint, as subscribed.
     endpoint: String,
 }
 
 /// `DELETE /api/v1/push/subscriptions` with `{"endpoint": …}`: the citizen turns push off. The endpoint is the
 /// capability (only the browser and its push service know it).
+#[utoipa::path(delete, path = "/api/v1/push/subscriptions", operation_id = "push_unsubscribe", tag = "push",
+    request_body = Unsubscribe,
+    responses((status = 204, description = "Unsubscribed"),
+        (status = 400, description = "`malformed`", body = super::openapi::Refusal),
+        (status = 404, description = "`not_found`: no subscription with that endpoint; `disabled`: web push is off", body = super::openapi::Refusal),
+        (status = 413, description = "`too_large`", body = super::openapi::Refusal),
+        (status = 429, description = "Rate limited (per address)", body = super::openapi::Refusal)))]
 pub async fn unsubscribe(State(app): State<Arc<App>>, body: Body) -> Response {
     let push = match channel(&app) {
         Ok(p) => p,
@@ -109,16 +128,22 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /sw.js`: the service worker (at the root, so its scope covers `/app`).
+#[utoipa::path(get, path = "/sw.js", tag = "push",
+    responses((status = 200, description = "The service worker", content_type = "text/javascript", body = String)))]
 pub async fn service_worker() -> Response {
     static_file("text/javascript; charset=utf-8", include_str!("../../web/sw.js"))
 }
 
 /// `GET /manifest.webmanifest`: makes `/app` installable.
+#[utoipa::path(get, path = "/manifest.webmanifest", operation_id = "app_manifest", tag = "push",
+    responses((status = 200, description = "The web app manifest", content_type = "application/manifest+json", body = serde_json::Value)))]
 pub async fn manifest() -> Response {
     static_file("application/manifest+json", include_str!("../../web/manifest.webmanifest"))
 }
 
 /// `GET /icon.svg`: the app's icon (manifest, notifications).
+#[utoipa::path(get, path = "/icon.svg", operation_id = "app_icon", tag = "push",
+    responses((status = 200, description = "The icon", content_type = "image/svg+xml", body = String)))]
 pub async fn icon() -> Response {
     static_file("image/svg+xml", include_str!("../../web/icon.svg"))
 }

@@ -26,7 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -43,7 +43,7 @@ use crate::clock::now_ms;
 use crate::metrics::{REPORTS_ACCEPTED, REPORTS_FLAGGED, REPORTS_LINKED, REPORTS_REFUSED};
 use crate::reports::{parse_report, Capacity, Cluster, ClusterError, ClusterState, Refusal, ReportInput, SaveError};
 use crate::web::auth::{Operate, Operator, Read};
-use crate::web::AppError;
+use crate::web::{AppError, Path, Query};
 
 /// The peer's address when the server runs with connection info
 /// (`into_make_service_with_connect_info::<SocketAddr>()`); `None` otherwise, and then only per-client limits apply.
@@ -198,6 +198,17 @@ fn bad_client_id(field: &str) -> Refusal {
 }
 
 /// `POST /api/v1/reports`.
+#[utoipa::path(post, path = "/api/v1/reports", operation_id = "submit_report", tag = "reports",
+    params(("X-Client-Id" = Option<String>, Header, description = "The app's own random id (1–128 visible ASCII): the key of the per-client limit")),
+    request_body = crate::web::openapi::ReportBody,
+    responses((status = 201, description = "Recorded: the cluster it joined", body = crate::web::openapi::ReportAccepted),
+        (status = 400, description = "`malformed`, `bad_client_id`", body = crate::web::openapi::Refusal),
+        (status = 413, description = "`too_large`, `photo_too_large`", body = crate::web::openapi::Refusal),
+        (status = 415, description = "`content_type`: not `application/json`", body = crate::web::openapi::Refusal),
+        (status = 422, description = "A field refused (`field` names it): `bad_position`, `outside_taiwan`, `bad_category`, `bad_text`, `photo_encoding`, `unknown_field`, …", body = crate::web::openapi::Refusal),
+        (status = 429, description = "`rate_limited_client`, `rate_limited_address`, `new_clusters_address`, `new_clusters_zone` (`Retry-After`)", body = crate::web::openapi::Refusal),
+        (status = 503, description = "`storage`: the photo could not be stored; try again later", body = crate::web::openapi::Refusal),
+        (status = 507, description = "`photo_quota` (resend without the photo), `clusters_full`", body = crate::web::openapi::Refusal)))]
 pub async fn submit(
     State(app): State<Arc<App>>,
     PeerAddr(peer): PeerAddr,
@@ -295,8 +306,11 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Refusal> {
     Ok(Bytes::from(buf))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ClustersQuery {
+    /// `open`, `verified`, `dismissed` or `all` (the default).
+    #[param(pattern = "^(open|verified|dismissed|all)?$")]
     state: Option<String>,
 }
 
@@ -304,6 +318,10 @@ pub struct ClustersQuery {
 const MAX_LISTED: usize = 500;
 
 /// `GET /api/v1/reports/clusters`.
+#[utoipa::path(get, path = "/api/v1/reports/clusters", tag = "reports", security(("operator_token" = ["read"])),
+    params(ClustersQuery),
+    responses((status = 200, description = "Newest first, at most 500", body = crate::web::openapi::ClusterList),
+        (status = 400, description = "`bad_request`: an unknown state", body = crate::web::openapi::ErrorBody), (status = 401, body = crate::web::openapi::ErrorBody), (status = 403, body = crate::web::openapi::ErrorBody)))]
 pub async fn list_clusters(
     State(app): State<Arc<App>>,
     _operator: Operator<Read>,
@@ -329,24 +347,24 @@ pub async fn list_clusters(
     Ok(safe_json(StatusCode::OK, &json!({ "clusters": clusters })))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VerifyBody {
     summary: Option<String>,
     publish_photos: Option<bool>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DismissBody {}
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AttachBody {
     alert_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RaiseBody {
     /// CAP severity: Minor, Moderate, Severe or Extreme.
@@ -365,6 +383,18 @@ fn action_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<
 
 /// `POST /api/v1/reports/clusters/{id}/{verify|dismiss|attach|raise}`. Judging reports changes what the public
 /// sees: the `operate` scope, like alert approval.
+#[utoipa::path(post, path = "/api/v1/reports/clusters/{id}/{action}", tag = "reports", security(("operator_token" = ["operate"])),
+    params(("id" = String, Path, description = "The cluster's id (`rc-…`)"),
+        ("action" = String, Path, description = "`verify`, `dismiss`, `attach` or `raise`", pattern = "^(verify|dismiss|attach|raise)$")),
+    request_body(description = "The action's options; an empty body takes the defaults (`attach` needs `alert_id`, `raise` needs `severity`)",
+        content((VerifyBody = "application/json"))),
+    responses((status = 200, description = "The cluster after `verify`, `dismiss`, `attach` (with `alert`)", body = crate::web::openapi::ReportCluster),
+        (status = 201, description = "`raise`: the cluster and the new alert (`alert`)", body = crate::web::openapi::ReportCluster),
+        (status = 400, description = "`bad_request`: an unknown action, a body this action does not take, a missing `alert_id` or `severity`, a zone the cluster is not in", body = crate::web::openapi::ErrorBody),
+        (status = 401, body = crate::web::openapi::ErrorBody), (status = 403, body = crate::web::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no such cluster or alert", body = crate::web::openapi::ErrorBody),
+        (status = 409, description = "`conflict`: not verified, already linked to an active alert, an alert already warns of this, the alert ended", body = crate::web::openapi::Refusal),
+        (status = 500, description = "`internal`: a journal could not be written, or no CAP template for the event", body = crate::web::openapi::ErrorBody)))]
 pub async fn cluster_action(
     State(app): State<Arc<App>>,
     operator: Operator<Operate>,
@@ -586,6 +616,9 @@ fn photo_url(app: &App, name: &str) -> String {
 }
 
 /// `GET /opendata/reports.geojson`: verified clusters only.
+#[utoipa::path(get, path = "/opendata/reports.geojson", operation_id = "open_data_reports", tag = "open data",
+    responses((status = 200, description = "Verified clusters, without texts, people or exact positions (the cluster's H3 cell centre)", content_type = "application/geo+json", body = crate::web::openapi::FeatureCollection),
+        (status = 429, description = "Rate limited (per address)", body = crate::web::openapi::ErrorBody)))]
 pub async fn open_data(State(app): State<Arc<App>>) -> Response {
     let base = app.web.public_url.clone();
     let features: Vec<Value> = app.reports.with_clusters(|book| {
@@ -607,6 +640,11 @@ pub async fn open_data(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /api/v1/reports/photos/{name}`: any stored photo, for operators.
+#[utoipa::path(get, path = "/api/v1/reports/photos/{name}", tag = "reports", security(("operator_token" = ["read"])),
+    params(("name" = String, Path, description = "The photo's name (its hash and extension)")),
+    responses((status = 200, description = "The photo (`private, no-store`)", content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"))),
+        (status = 401, body = crate::web::openapi::ErrorBody), (status = 403, body = crate::web::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no such photo", body = crate::web::openapi::ErrorBody)))]
 pub async fn operator_photo(
     State(app): State<Arc<App>>,
     _operator: Operator<Read>,
@@ -617,6 +655,11 @@ pub async fn operator_photo(
 }
 
 /// `GET /opendata/reports/photos/{name}`: only photos of verified clusters whose photos an operator published.
+#[utoipa::path(get, path = "/opendata/reports/photos/{name}", tag = "open data",
+    params(("name" = String, Path, description = "The photo's name (its hash and extension)")),
+    responses((status = 200, description = "The photo (cached for a year: named by its hash)", content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"))),
+        (status = 404, description = "`not_found`: no such published photo", body = crate::web::openapi::ErrorBody),
+        (status = 429, description = "Rate limited (per address)", body = crate::web::openapi::ErrorBody)))]
 pub async fn public_photo(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Response, ReportError> {
     let published = app.reports.with_clusters(|book| {
         book.iter().any(|c| c.state == ClusterState::Verified && c.publish_photos && c.photos.contains(&name))

@@ -17,6 +17,11 @@ use crate::app::App;
 use crate::metrics::HTTP_REFUSED;
 use crate::rules_admin::ReloadError;
 
+#[utoipa::path(post, path = "/api/v1/rules/reload", operation_id = "reload_rules", tag = "rules", security(("operator_token" = ["admin"])),
+    responses((status = 200, description = "What changed", body = crate::rules_admin::ReloadSummary),
+        (status = 400, description = "`invalid_rules`: the loader's message names the file, the rule (also in `rule`) and the field; the running rules are untouched", body = super::openapi::Refusal),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 500, description = "`rules_unreadable`: the file cannot be read; `internal`: the reload did not finish", body = super::openapi::Refusal)))]
 pub async fn reload(State(app): State<Arc<App>>, _operator: auth::Operator<auth::Admin>) -> Response {
     // File I/O and the engine lock: off the async workers.
     let outcome = tokio::task::spawn_blocking(move || app.reload_rules("api")).await;

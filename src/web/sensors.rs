@@ -3,17 +3,20 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{auth, AppError};
+use super::{auth, AppError, Path, Query};
 use crate::app::App;
 use crate::clock::now_ms;
 
+/// `GET /api/v1/sensors`: the registry (retired sensors included, `retired: true`).
+#[utoipa::path(get, path = "/api/v1/sensors", operation_id = "list_sensors", tag = "sensors", security(("operator_token" = ["read"])),
+    responses((status = 200, body = super::openapi::SensorList), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody)))]
 pub async fn list(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Read>,
@@ -22,6 +25,9 @@ pub async fn list(
     Ok(Json(json!({ "sensors": sensors })))
 }
 
+/// `GET /api/v1/dead-letters`: refused device payloads, with reasons (newest kept, bounded).
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "sensors", security(("operator_token" = ["read"])),
+    responses((status = 200, body = super::openapi::DeadLetterList), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody)))]
 pub async fn dead_letters(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Read>,
@@ -49,6 +55,14 @@ fn sensor_body(body: &[u8]) -> Result<ingest::Sensor, AppError> {
     serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("sensor: {e}")))
 }
 
+/// `POST /api/v1/sensors`: register a sensor (its device still needs a login: `disaster-cloud device provision`).
+#[utoipa::path(post, path = "/api/v1/sensors", operation_id = "add_sensor", tag = "sensors", security(("operator_token" = ["admin"])),
+    request_body = ingest::Sensor,
+    responses((status = 201, description = "Registered and saved", body = super::openapi::SensorEnvelope),
+        (status = 400, description = "`bad_request`: a field missing, unknown or out of range (named)", body = super::openapi::ErrorBody),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 409, description = "`conflict`: the id exists", body = super::openapi::ErrorBody),
+        (status = 500, description = "`internal`: the registry could not be saved", body = super::openapi::ErrorBody)))]
 pub async fn add(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Admin>,
@@ -59,6 +73,15 @@ pub async fn add(
     Ok((StatusCode::CREATED, Json(json!({ "sensor": sensor }))))
 }
 
+/// `PUT /api/v1/sensors/{id}`: the whole record again (the ids in path and body must agree).
+#[utoipa::path(put, path = "/api/v1/sensors/{id}", operation_id = "update_sensor", tag = "sensors", security(("operator_token" = ["admin"])),
+    params(("id" = String, Path, description = "The sensor's id")),
+    request_body = ingest::Sensor,
+    responses((status = 200, description = "Changed and saved", body = super::openapi::SensorEnvelope),
+        (status = 400, description = "`bad_request`: a field missing, unknown or out of range, or the ids differ", body = super::openapi::ErrorBody),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no such sensor", body = super::openapi::ErrorBody),
+        (status = 500, description = "`internal`: the registry could not be saved", body = super::openapi::ErrorBody)))]
 pub async fn update(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Admin>,
@@ -73,6 +96,12 @@ pub async fn update(
     Ok(Json(json!({ "sensor": sensor })))
 }
 
+/// `POST /api/v1/sensors/{id}/retire`: its readings are refused from now on; its history stays.
+#[utoipa::path(post, path = "/api/v1/sensors/{id}/retire", operation_id = "retire_sensor", tag = "sensors", security(("operator_token" = ["admin"])),
+    params(("id" = String, Path, description = "The sensor's id")),
+    responses((status = 200, body = super::openapi::Retired), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no such sensor", body = super::openapi::ErrorBody),
+        (status = 500, description = "`internal`: the registry could not be saved", body = super::openapi::ErrorBody)))]
 pub async fn retire(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Admin>,
@@ -82,9 +111,12 @@ pub async fn retire(
     Ok(Json(json!({ "retired": id })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// A metric of the vocabulary (`rain_mm`, `water_level_m`, … docs/PAYLOADS.md).
+    #[param(example = "rain_mm")]
     metric: String,
     /// Unix milliseconds or RFC 3339; default: 24 h before `to`.
     from: Option<String>,
@@ -132,14 +164,20 @@ fn parse_instant(text: &str, field: &str) -> Result<i64, AppError> {
 
 /// `GET /api/v1/sensors/{id}/readings?metric=&from=&to=&step=`: a sensor's history from the embedded store
 /// (`docs/API.md` § History: formats, defaults, bucket alignment).
+#[utoipa::path(get, path = "/api/v1/sensors/{id}/readings", operation_id = "sensor_history", tag = "sensors", security(("operator_token" = ["read"])),
+    params(("id" = String, Path, description = "The sensor's id"), HistoryQuery),
+    responses((status = 200, description = "Raw points (`points`) without `step`; buckets `[from + k·step, from + (k+1)·step)` with it (`step`, `buckets`), only those holding readings", body = store::History),
+        (status = 400, description = "`bad_request`: a parameter missing or malformed (named), `from` not before `to`, or more than `store.max_points` points", body = super::openapi::ErrorBody),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no such sensor, or no readings store", body = super::openapi::ErrorBody),
+        (status = 500, description = "`internal`: the store failed", body = super::openapi::ErrorBody)))]
 pub async fn history(
     State(app): State<Arc<App>>,
     // Before the query: a caller without a token learns nothing from the query's validation, only 401.
     _operator: auth::Operator<auth::Read>,
     Path(id): Path<String>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<HistoryQuery>,
 ) -> Result<impl IntoResponse, AppError> {
-    let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let metric = ingest::Metric::from_name(&q.metric).ok_or_else(|| {
         AppError::BadRequest(format!(
             "`metric`: `{}` is not in the vocabulary",
@@ -150,7 +188,10 @@ pub async fn history(
         return Err(AppError::NotFound(format!("no sensor `{}`", id.chars().take(40).collect::<String>())));
     }
     let to = q.to.as_deref().map(|t| parse_instant(t, "to")).transpose()?.unwrap_or_else(now_ms);
-    let from = q.from.as_deref().map(|t| parse_instant(t, "from")).transpose()?.unwrap_or(to - 86_400_000);
+    // Saturating: `to` is the caller's number, and near i64::MIN a plain subtraction overflows (a panic in debug
+    // builds, a wrapped range in release).
+    let from =
+        q.from.as_deref().map(|t| parse_instant(t, "from")).transpose()?.unwrap_or(to.saturating_sub(86_400_000));
     if from >= to {
         return Err(AppError::BadRequest("`from` must be before `to`".into()));
     }

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{auth, AppError};
+use super::{auth, AppError, Path};
 use crate::app::App;
 use crate::clock::now_ms;
 
@@ -17,6 +17,10 @@ use crate::clock::now_ms;
 const MAX_HEXES: usize = 4000;
 
 /// The H3 cells of a zone as a GeoJSON MultiPolygon, for shading hazard areas on the map.
+#[utoipa::path(get, path = "/api/v1/zones/{id}/cells", operation_id = "zone_cells", tag = "zones", security(("operator_token" = ["read"])),
+    params(("id" = String, Path, description = "The zone's id (`config/zones.geojson`)")),
+    responses((status = 200, body = super::openapi::MultiPolygon), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no such zone", body = super::openapi::ErrorBody)))]
 pub async fn cells(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Read>,
@@ -47,7 +51,7 @@ pub async fn cells(
     Ok(Json(json!({ "type": "MultiPolygon", "coordinates": polygons })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Forecast {
     /// Forecast rainfall (mm) for the zone, compared with its debris-flow threshold (SWCB yellow).
@@ -58,6 +62,13 @@ struct Forecast {
 
 /// `POST /api/v1/zones/{id}/forecast` `{"value": 320}`: an operator (or an agency's feed) posts a forecast; rules that
 /// take forecasts (debris-flow yellow) act on it at once.
+#[utoipa::path(post, path = "/api/v1/zones/{id}/forecast", tag = "zones", security(("operator_token" = ["operate"])),
+    params(("id" = String, Path, description = "The zone's id")),
+    request_body = Forecast,
+    responses((status = 200, description = "The alerts the forecast raised or changed at once", body = super::openapi::ForecastAnswer),
+        (status = 400, description = "`bad_request`: not a forecast body, or a value out of range", body = super::openapi::ErrorBody),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no such zone", body = super::openapi::ErrorBody)))]
 pub async fn post_forecast(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Operate>,

@@ -79,3 +79,27 @@ async fn a_step_that_is_not_a_width_is_a_400_naming_step() {
     assert_eq!(raw.status, StatusCode::OK);
     assert!(raw.json()["points"].is_array());
 }
+
+/// Instants at the ends of i64 answer like any other (a 200 or a 400 naming the range), never a panic: the default
+/// `from` (`to` − 24 h) used to overflow for a `to` near i64::MIN, which a debug build turned into a dropped
+/// connection.
+#[tokio::test]
+async fn extreme_instants_are_answered_not_a_panic() {
+    let test = TestApp::new();
+    for query in [
+        format!("to={}", i64::MIN),
+        format!("to={}", i64::MIN + 1),
+        format!("from={}&to={}", i64::MIN, i64::MAX),
+        format!("from={}&to={}&step=1h", i64::MIN, i64::MAX),
+        format!("to={}&step=1", i64::MAX),
+    ] {
+        let uri = format!("/api/v1/sensors/RG0002/readings?metric=rain_mm&{query}");
+        let got = test.call(Method::GET, &uri, Some(READ_TOKEN), None).await;
+        assert!(
+            got.status == StatusCode::OK || got.status == StatusCode::BAD_REQUEST,
+            "{query} → {} {}",
+            got.status,
+            String::from_utf8_lossy(&got.body)
+        );
+    }
+}

@@ -8,6 +8,8 @@
 //!
 //! - `scopes.rs`: every route × no token, `read`, `operate`, `admin` against the scope table, and the check that
 //!   the table covers every route and method the router serves.
+//! - `openapi.rs`: the OpenAPI document against the router (every mounted method and path documented, scopes as
+//!   enforced, every error code), and the regressions Schemathesis found.
 //! - `errors.rs`: each [`AppError`](super::AppError) variant's status and JSON body, and the other refusals (409 from
 //!   the alert book, 413, 415, 429).
 
@@ -26,6 +28,7 @@ use crate::web::auth::{self, Scope, TokenEntry, TokenSet};
 
 mod errors;
 mod history;
+mod openapi;
 mod pages;
 mod scopes;
 

@@ -113,7 +113,7 @@ const TABLE: &[Case] = &[
         "/api/v1/subscribers/{name}/deliveries/{id}/replay",
         OPERATE,
         "/api/v1/subscribers/no-such-subscriber/deliveries/1/replay",
-        400,
+        404,
     ),
     case("GET", "/api/v1/broadcasts", READ, "/api/v1/broadcasts", 200),
     case(
@@ -164,6 +164,8 @@ const TABLE: &[Case] = &[
     case("GET", "/sw.js", Public, "/sw.js", 200),
     case("GET", "/manifest.webmanifest", Public, "/manifest.webmanifest", 200),
     case("GET", "/icon.svg", Public, "/icon.svg", 200),
+    // The contract (web/openapi.rs): public, like the prose in docs/API.md.
+    case("GET", "/api/v1/openapi.json", Public, "/api/v1/openapi.json", 200),
 ];
 
 /// The methods the coverage check tries on every path (HEAD rides with GET in axum).

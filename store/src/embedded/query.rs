@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::StoreError;
 
 /// One stored reading.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Point {
     #[serde(rename = "ts")]
     pub ts_ms: i64,
@@ -20,7 +20,7 @@ pub struct Point {
 
 /// The readings of one step-long interval `[ts, ts + step)`. Only intervals holding readings appear: a gap in the
 /// data is a gap in the list, which is what a chart should show for a silent sensor.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Bucket {
     #[serde(rename = "ts")]
     pub ts_ms: i64,
@@ -32,7 +32,7 @@ pub struct Bucket {
     pub count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Samples {
     Points(Vec<Point>),
@@ -41,7 +41,7 @@ pub enum Samples {
 
 /// The answer to a history query. The range is half-open, `[from, to)`, so consecutive ranges never count a reading
 /// twice; buckets start at `from + k·step`, so the caller chooses the alignment (local midnight for daily rain).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct History {
     pub sensor_id: String,
     pub metric: Metric,

@@ -60,7 +60,7 @@ pub enum PushError {
 }
 
 /// What a citizen's app is told about its subscription.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionStatus {
     /// The subscription's id (a hash of the endpoint).
     pub id: String,

@@ -22,7 +22,7 @@ pub const MAX_ENDPOINT_BYTES: usize = 2048;
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 
 /// The language a citizen reads (the two the CAP messages carry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum PushLang {
     #[serde(rename = "zh-TW")]
     ZhTw,
@@ -40,7 +40,7 @@ impl PushLang {
 }
 
 /// A place the citizen cares about.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Place {
     LatLon { lat: f64, lon: f64 },
@@ -48,7 +48,7 @@ pub enum Place {
 }
 
 /// `keys` of `PushSubscription.toJSON()`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     pub p256dh: String,
@@ -56,7 +56,7 @@ pub struct Keys {
 }
 
 /// The body of `POST /api/v1/push/subscriptions`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeInput {
     pub endpoint: String,

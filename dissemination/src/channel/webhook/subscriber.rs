@@ -9,7 +9,7 @@ use crate::view::{AlertView, ViewMode};
 use encoders::cap::{Severity, Templates};
 
 /// Body format of a webhook delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// The CAP 1.2 XML document, as served at `/cap/{identifier}.xml` (`application/cap+xml`).
@@ -20,7 +20,7 @@ pub enum Format {
 }
 
 /// Whether a subscriber waits for the approval gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Audience {
     /// Media, aggregators, anything that republishes: receives a message only once it is released.
@@ -35,7 +35,7 @@ fn default_modes() -> Vec<ViewMode> {
 }
 
 /// What a subscriber wants. Empty lists mean "all".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filters {
     /// geo-index zone ids.
@@ -46,6 +46,8 @@ pub struct Filters {
     pub events: Vec<String>,
     /// Lowest CAP severity delivered (`Extreme` > `Severe` > `Moderate` > `Minor` > `Unknown`).
     #[serde(default)]
+    // CAP's spelling, which alerting's `Severity` shares (and has the schema of).
+    #[schema(value_type = Option<alerting::types::Severity>)]
     pub min_severity: Option<Severity>,
     /// Modes delivered. Default `["Actual"]`: a drill or test never reaches a subscriber who did not ask for it.
     #[serde(default = "default_modes")]
@@ -59,7 +61,7 @@ impl Default for Filters {
 }
 
 /// A subscriber as the operator API (JSON) or the config file gives it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriberInput {
     /// Unique; letters, digits, `-`, `_`, `.`; at most 64.
@@ -67,6 +69,7 @@ pub struct SubscriberInput {
     /// Where deliveries are POSTed: `http://` or `https://`, no credentials in the URL.
     pub url: String,
     /// HMAC-SHA256 key for `X-DC-Signature`; at least 16 bytes.
+    #[schema(min_length = 16)]
     pub secret: String,
     #[serde(default)]
     pub format: Format,
@@ -138,7 +141,7 @@ pub(crate) fn wants(sub: &SubscriberInput, view: &AlertView, released: bool, rea
 }
 
 /// Where a subscriber was defined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Config,
@@ -147,7 +150,7 @@ pub enum Source {
 }
 
 /// What operators see of a subscriber (never its secret).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SubscriberStatus {
     pub name: String,
     pub url: String,
