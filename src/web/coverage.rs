@@ -71,6 +71,13 @@ fn round(x: f64) -> f64 {
 /// `GET /api/v1/carriers/{carrier}/cells[?alert=]`: a GeoJSON FeatureCollection of the cells the alert's broadcasts
 /// were written to on this carrier (on the air, being stopped, or stopped), or without `alert` every cell on the
 /// carrier's air now. Each feature is a cell's footprint with its state, serial and message identifiers.
+#[utoipa::path(get, path = "/api/v1/carriers/{carrier}/cells", tag = "dissemination", security(("operator_token" = ["read"])),
+    params(("carrier" = String, Path, description = "A carrier's name as configured (`[[cbc.carriers]]`)"),
+        ("alert" = Option<String>, Query, description = "A public warning (`W-…`) or an alert behind one; absent: everything on the carrier's air now")),
+    responses((status = 200, description = "GeoJSON FeatureCollection of cell footprints (at most 2,000, on the air first)", body = serde_json::Value),
+        (status = 400, description = "`bad_request`: an unknown query parameter", body = super::openapi::ErrorBody),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no such carrier, or dissemination is not configured", body = super::openapi::ErrorBody)))]
 pub async fn carrier_cells(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Read>,
@@ -147,6 +154,11 @@ pub async fn carrier_cells(
 /// `GET /api/v1/broadcasts/{alert_id}/warning-area`: the polygons the alert's latest write-replace carried as Warning
 /// Area Coordinates (SBc-AP IE 46), as a phone decodes them, with how far they stray from the zone and which
 /// carriers sent them. 404 when dissemination holds no write-replace of the alert.
+#[utoipa::path(get, path = "/api/v1/broadcasts/{alert_id}/warning-area", tag = "dissemination", security(("operator_token" = ["read"])),
+    params(("alert_id" = String, Path, description = "A public warning's id (`W-…`) or the id of an alert behind one")),
+    responses((status = 200, description = "The Warning Area Coordinates polygons as a phone decodes them, with their displacement and carriers", body = serde_json::Value),
+        (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no write-replace of the alert in memory", body = super::openapi::ErrorBody)))]
 pub async fn warning_area(
     State(app): State<Arc<App>>,
     _operator: auth::Operator<auth::Read>,

@@ -50,6 +50,9 @@ pub async fn received(
 /// `[[vd_feed]] demo-nfb` (`config/inbound.toml`): the NFB-shaped sample of `inbound/src/vd/fixtures/`, its
 /// collection times moved to the last whole minute, so the demo's detector VD0101 reads like a live freeway. Each
 /// minute is one version (its ETag); a poll within the same minute gets 304, as from a real feed.
+#[utoipa::path(get, path = "/demo/vd/VDLive.json", operation_id = "demo_vd_live", tag = "demo",
+    responses((status = 200, description = "The MOTC VDLive sample, times at the last whole minute", content_type = "application/json", body = serde_json::Value),
+        (status = 304, description = "Not modified since the `If-None-Match` ETag (one per minute)")))]
 pub async fn vd_live(headers: HeaderMap) -> axum::response::Response {
     use axum::http::header;
     let collected_ms = crate::clock::now_ms().div_euclid(60_000) * 60_000 - 60_000;

@@ -83,6 +83,12 @@ pub(crate) const DEMO_RECEIVERS: &str = "/demo/{*receiver}";
 /// The demo's stand-in vehicle-detector feed, mounted with the receivers.
 pub(crate) const DEMO_VD_FEED: &str = "/demo/vd/VDLive.json";
 
+/// The demo's stand-ins (receivers, the detector feed): mounted, and documented, only where deliveries to ourselves
+/// are allowed (`WebSettings::deliver_to_self`).
+pub(crate) fn is_demo_route(path: &str) -> bool {
+    path.starts_with(DEMO_RECEIVERS) || path == DEMO_VD_FEED
+}
+
 /// Every path the router serves, with its handlers: the one list that the router is built from and that the route
 /// tests (`web/tests/`) hold against their scope table, so that no route is added without its scope being tested.
 pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<App>>)> {
@@ -143,7 +149,7 @@ pub fn router(app: Arc<App>) -> Router {
         .into_iter()
         // The demo's receivers only where deliveries to ourselves are allowed (`WebSettings::deliver_to_self`: `demo`,
         // or `serve` with `[deployment] drill = true`); elsewhere `/demo/…` is an open write endpoint nobody needs.
-        .filter(|(path, _)| app.web.deliver_to_self || !(path.starts_with(DEMO_RECEIVERS) || *path == DEMO_VD_FEED))
+        .filter(|(path, _)| app.web.deliver_to_self || !is_demo_route(path))
         .fold(Router::new(), |router, (path, handler)| router.route(path, handler))
         .fallback(|| async { AppError::NotFound("no such path".into()) })
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), public::limit))

@@ -24,7 +24,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{alerts, dissemination, inbound, open_data, push, reports, rules, sensors, zones};
-use super::{assets, citizen, demo, operator, DEMO_RECEIVERS};
+use super::{assets, citizen, coverage, demo, operator, DEMO_RECEIVERS};
 use crate::app::App;
 
 /// `GET /api/v1/openapi.json`: the document, less the demo receivers where this server does not mount them.
@@ -38,8 +38,7 @@ pub async fn document_json(State(app): State<Arc<App>>) -> Response {
 pub fn document(deliver_to_self: bool) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     if !deliver_to_self {
-        let demo = openapi_path(DEMO_RECEIVERS);
-        doc.paths.paths.retain(|path, _| *path != demo);
+        doc.paths.paths.retain(|path, _| !super::is_demo_route(path) && *path != openapi_path(DEMO_RECEIVERS));
     }
     doc
 }
@@ -76,7 +75,8 @@ pub fn openapi_path(axum_path: &str) -> String {
         reports::submit, reports::list_clusters, reports::cluster_action, reports::operator_photo,
         reports::open_data, reports::public_photo,
         push::key, push::subscribe, push::unsubscribe, push::service_worker, push::manifest, push::icon,
-        demo::receive, demo::received,
+        demo::receive, demo::received, demo::vd_live,
+        coverage::carrier_cells, coverage::warning_area,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     modifiers(&SecuritySchemes, &Links, &Descriptions),
@@ -93,7 +93,7 @@ pub fn openapi_path(axum_path: &str) -> String {
         (name = "pages", description = "The operators' map, the citizens' app, their static files"),
         (name = "websockets", description = "Upgrades to the two websocket channels (messages: docs/API.md)"),
         (name = "meta", description = "Liveness, metrics, this document"),
-        (name = "demo", description = "The demo's stand-in receivers: mounted by `demo` and drills only"),
+        (name = "demo", description = "The demo's stand-in receivers and detector feed: mounted by `demo` and drills only"),
     ),
 )]
 pub struct ApiDoc;

@@ -27,7 +27,7 @@ fn concrete(path: &str) -> String {
 async fn served(test: &TestApp) -> BTreeSet<(String, String)> {
     let mut served = BTreeSet::new();
     for (path, _) in crate::web::routes() {
-        if path.starts_with(crate::web::DEMO_RECEIVERS) && !test.app.web.deliver_to_self {
+        if crate::web::is_demo_route(path) && !test.app.web.deliver_to_self {
             continue;
         }
         for m in METHODS {
