@@ -88,13 +88,6 @@ def main():
         check(top < 740, f"the alert is on the first screen (top at {top:.0f}px)")
         shot(page, "citizen-360-zh.png")
         shot(page, "citizen-360-zh-full.png", full_page=True)
-        page.select_option("#lang", "en")
-        page.wait_for_function("() => document.querySelector('#title').textContent === 'Disaster alerts'")
-        page.locator("article.alert").filter(has_text="rain").first.wait_for(timeout=15000)
-        page.wait_for_function("() => [...document.querySelectorAll('article.alert .instruction')].some(e => /[a-z]{4}/i.test(e.textContent))", timeout=10000)
-        check(True, "the language switch turns the page and the alert into English")
-        shot(page, "citizen-360-en.png")
-        check(not inside.errors, f"no script errors: {inside.errors}")
         fence = alarm_of(page, "豪雨")
         check(fence == ("yes", "inside"), f"a saved place inside the area alarms (no geolocation allowed): {fence}")
         notes = page.evaluate("window.__notes")
@@ -105,6 +98,13 @@ def main():
         near = page.evaluate(
             "w => { const s = DCGeofence.decode(w).shapes[0].polygon; const top = s.reduce((a, v) => v[0] > a[0] ? v : a);"
             " return { latitude: top[0] + 150 / 111195, longitude: top[1] }; }", wac)
+        page.select_option("#lang", "en")
+        page.wait_for_function("() => document.querySelector('#title').textContent === 'Disaster alerts'")
+        page.locator("article.alert").filter(has_text="rain").first.wait_for(timeout=15000)
+        page.wait_for_function("() => [...document.querySelectorAll('article.alert .instruction')].some(e => /[a-z]{4}/i.test(e.textContent))", timeout=10000)
+        check(True, "the language switch turns the page and the alert into English")
+        shot(page, "citizen-360-en.png")
+        check(not inside.errors, f"no script errors: {inside.errors}")
         inside.close()
 
         taipei = phone(b, INSIDE, lang="en", here={"latitude": TAIPEI["lat"], "longitude": TAIPEI["lon"], "accuracy": 20})
