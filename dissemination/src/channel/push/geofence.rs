@@ -28,8 +28,11 @@ use crate::lock;
 /// memo starts again: a recomputation costs milliseconds, never a wrong answer.
 const MEMO_LIMIT: usize = 4096;
 
-/// Outcomes remembered, by hash of the area's GeoJSON text: `None` when no outline could be made.
-static MEMO: LazyLock<Mutex<HashMap<[u8; 32], Option<Arc<str>>>>> = LazyLock::new(Mutex::default);
+/// SHA-256 of an area's GeoJSON text → its coordinates (base64), `None` when no outline could be made.
+type Memo = HashMap<[u8; 32], Option<Arc<str>>>;
+
+/// Outcomes remembered, by hash of the area's GeoJSON text.
+static MEMO: LazyLock<Mutex<Memo>> = LazyLock::new(Mutex::default);
 
 /// The Warning-Area-Coordinates of an area given as a GeoJSON geometry (Polygon or MultiPolygon, lon/lat), base64
 /// (standard alphabet, padded). `None` when the area is not a polygon area or no outline fits the encoding: the
