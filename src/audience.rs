@@ -43,7 +43,14 @@ impl AlertBroadcast {
     /// `public`: whether the public channels may carry this version (`Alert::is_public`: not held by an approval gate,
     /// not operators-only).
     pub fn new(message: AlertMessage, public: bool) -> Self {
-        let citizen = |lang: &str| serde_json::to_string(&CitizenAlert::new(&message, lang)).unwrap_or_default();
+        // The area as phones test their position against it (cell broadcast's IE 46 octets), only for frames the
+        // public gets; worked out once per area and remembered.
+        let geofence = if public { dissemination::channel::push::geofence::for_area(&message.area) } else { None };
+        let citizen = |lang: &str| {
+            let mut frame = CitizenAlert::new(&message, lang);
+            frame.warning_area_coordinates = geofence.as_deref();
+            serde_json::to_string(&frame).unwrap_or_default()
+        };
         Self {
             area_ids: vec![message.area_id.clone()],
             id: message.id.clone(),
@@ -107,6 +114,11 @@ pub struct CitizenAlert<'a> {
     /// The alerts behind this warning (one public warning per hazard and area), highest first.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub contributors: &'a [alerting::publication::Contributor],
+    /// The area as a phone tests its position against it: the Warning-Area-Coordinates octets cell broadcast
+    /// carries (outward outline, 22-bit grid), base64. The app alarms only a position inside it (or within the
+    /// position's accuracy), and anyone whose position is unknown (`web/geofence.js`). Absent: alarm as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning_area_coordinates: Option<&'a str>,
 }
 
 impl<'a> CitizenAlert<'a> {
@@ -136,6 +148,7 @@ impl<'a> CitizenAlert<'a> {
             sent: &m.sent,
             cap: &m.cap,
             contributors: &m.contributors,
+            warning_area_coordinates: None,
         }
     }
 }

@@ -2,8 +2,9 @@
 //! (`tests/fixtures/push_service.py`: PyPI `http_ece` + `cryptography`) fetches the served VAPID key, registers its
 //! subscriptions through the real HTTP API, and decrypts and checks what the server pushes when a rain reading raises
 //! an alert; bad subscribe bodies are refused over HTTP with their reasons and counters; then the citizens' app in
-//! headless Chromium (`tests/fixtures/push_browser.py`, PyPI `playwright` on Debian `chromium`) shows that very
-//! payload as a notification and opens the alert on a tap.
+//! headless Chromium (`tests/playwright/citizen_push.py`, PyPI `playwright` on Debian `chromium`) shows that very
+//! payload as a notification — rung for a place inside the alert's geofence, quiet outside it, rung when no place is
+//! known — and opens the alert on a tap, with the app open and with it closed.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::{http_get, http_request_with, now_ms, raise_heavy_rain, Server};
 use serde_json::{json, Value};
 
@@ -147,14 +149,30 @@ async fn a_closed_app_gets_the_alert_by_web_push_and_shows_it() {
         assert!(count.is_some_and(|c| c >= 1), "{reason} counted: {count:?}");
     }
 
-    // The citizens' app in Chromium shows that payload as a notification, and a tap opens the alert.
+    // The phones test their position against the area as cell broadcast sends it: the payload carries the very
+    // Warning-Area-Coordinates octets (base64), and they decode to polygons holding the subscriber's place.
+    let wac = payload["warning_area_coordinates"].as_str().expect("the payload carries the geofence");
+    let octets = base64::engine::general_purpose::STANDARD.decode(wac).expect("base64");
+    let read = encoders::cell_broadcast::WarningAreaCoordinates::decode(&octets).expect("IE 46 octets");
+    let holds = read.areas.iter().any(|g| match g {
+        encoders::cell_broadcast::Geofence::Polygon(v) => {
+            let ring: Vec<(f64, f64)> = v.iter().map(|p| (p.lon, p.lat)).collect();
+            geo::Contains::contains(&geo::Polygon::new(ring.into(), vec![]), &geo::Point::new(120.928, 23.5185))
+        }
+        encoders::cell_broadcast::Geofence::Circle { .. } => false,
+    });
+    assert!(holds, "the geofence holds the subscriber's place: {read:?}");
+
+    // The citizens' app in Chromium: the payload as a notification, rung or quiet by the geofence, and a tap (app
+    // open, app closed) opens the alert.
     let artifacts = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-artifacts");
     std::fs::create_dir_all(artifacts).unwrap();
     let out = Command::new(venv_python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/push_browser.py"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/playwright/citizen_push.py"))
         .arg(&base)
         .arg(payload.to_string())
-        .arg(format!("{artifacts}/push-app.png"))
+        .arg(artifacts)
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .output()
         .expect("playwright script runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -69,6 +69,10 @@ const state = {
   notified: JSON.parse(localStorage.getItem('notified') || '{}'),   // id -> last version notified (across loads)
   alerts: new Map(),
   cap: new Map(),   // CAP identifier -> {instruction, description} in the page's language (fetched once)
+  // id -> { version, alarm, reason }: the geofence's word on each alert (geofence.js), once the position is known.
+  fence: new Map(),
+  // The alert a tapped notification opened (`/app#alert=<id>`): shown first.
+  focus: ((m) => (m ? decodeURIComponent(m[1]) : null))(/^#alert=(.+)$/.exec(location.hash)),
 };
 $('lang').value = state.lang;
 let ws = null;
@@ -77,12 +81,14 @@ const WORDS = {
     none: '你的地點目前沒有警報', noPlaces: '請先新增地點（點地圖或使用我的位置），才會收到該處的警報。', connected: '已連線',
     reconnecting: '重新連線中…', remove: '移除', place: '地點', badCoords: '座標錯誤', noLocation: '無法取得位置，請點地圖新增地點',
     ended: { cleared: '已解除', cancelled: '已取消' }, doNow: '請這樣做', cap: 'CAP 原文', area: '範圍',
+    outside: '你目前的位置不在此警報範圍內（因你關注的地點而顯示）', locating: '確認位置中…',
     severity: { Extreme: '極度危險', Severe: '嚴重', Moderate: '注意', Minor: '輕微', Unknown: '未知' } },
   en: { title: 'Disaster alerts', map: 'Map and my places', tap: 'Tap the map to add a place.', locate: 'Use my location',
     add: 'Add place', none: 'No alerts for your places', noPlaces: 'Add a place (tap the map or use your location) to get its alerts.',
     connected: 'Connected', reconnecting: 'Reconnecting…', remove: 'Remove', place: 'Place', badCoords: 'Invalid coordinates',
     noLocation: 'Location unavailable: tap the map to add a place', ended: { cleared: 'Cleared', cancelled: 'Cancelled' },
     doNow: 'What to do', cap: 'CAP message', area: 'Area',
+    outside: 'Where you are now is outside this alert\'s area (shown for your saved place)', locating: 'Checking your position…',
     severity: { Extreme: 'Extreme', Severe: 'Severe', Moderate: 'Moderate', Minor: 'Minor', Unknown: 'Unknown' } },
 };
 const t = (key) => WORDS[state.lang === 'en' ? 'en' : 'zh-TW'][key];
@@ -177,7 +183,8 @@ async function loadCap(a) {
 function renderAlerts() {
   const box = $('alerts'); box.textContent = '';
   areaLayer.clearLayers();
-  const list = [...state.alerts.values()].sort((a, b) => b.sent.localeCompare(a.sent));
+  // Newest first, except the alert a tapped notification opened: that one comes first.
+  const list = [...state.alerts.values()].sort((a, b) => (b.id === state.focus) - (a.id === state.focus) || b.sent.localeCompare(a.sent));
   if (!state.places.length) { const p = document.createElement('p'); p.textContent = t('noPlaces'); box.appendChild(p); }
   else if (!list.length) { const p = document.createElement('p'); p.textContent = t('none'); p.id = 'no-alerts'; box.appendChild(p); }
   const rank = (a) => COLOURS.indexOf(colourOf(a));
@@ -189,6 +196,12 @@ function renderAlerts() {
     const div = document.createElement('article');
     div.className = `alert ${a.severity}${ended ? ' ended' : ''}`; div.dataset.alertId = a.id;
     div.style.setProperty('--level', fill); div.style.setProperty('--ink', ink);
+    if (a.id === state.focus) div.classList.add('focused');
+    // The geofence's decision, for the citizen (a note when not alarmed) and for tests.
+    const fence = state.fence.get(a.id);
+    const decided = fence && fence.version === a.version;
+    div.dataset.alarm = decided ? (fence.alarm ? 'yes' : 'no') : 'pending';
+    if (decided) div.dataset.fence = fence.reason;
     // Drills and tests say so before anything else: never mistaken for a real alert.
     if (!a.is_real) { const l = document.createElement('span'); l.className = 'label'; l.textContent = `${a.label || '演練 Drill'} — ${state.lang === 'en' ? 'not a real alert' : '非真實警報'}`; div.appendChild(l); }
     const cap = state.cap.get(a.cap);
@@ -204,6 +217,8 @@ function renderAlerts() {
     const when = isNaN(sent) ? a.sent : sent.toLocaleString(state.lang === 'en' ? 'en-GB' : 'zh-TW', { hour12: false, dateStyle: 'short', timeStyle: 'short' });
     meta.textContent = `${t('area')}: ${a.area_name} · ${when}`; div.appendChild(meta);
     if (cap && cap.description) { const d = document.createElement('p'); d.className = 'what'; d.textContent = cap.description; div.appendChild(d); }
+    if (decided && !fence.alarm && !ended) { const o = document.createElement('p'); o.className = 'outside'; o.textContent = t('outside'); div.appendChild(o); }
+    else if (!decided && a.warning_area_coordinates && !ended) { const o = document.createElement('p'); o.className = 'locating'; o.textContent = t('locating'); div.appendChild(o); }
     box.appendChild(div);
     if (!ended) loadCap(a);
   }
@@ -216,6 +231,36 @@ function renderAlerts() {
       layer.addTo(areaLayer);
     }
   }
+}
+// The current position, only if the citizen has allowed it (the page never asks for it here): [{lat, lon,
+// accuracy}]; [] when not allowed (the saved places stand for the position then); null when allowed but no fix came
+// within the wait (unknown: alarm, as Android does).
+async function currentPosition(waitS) {
+  if (!('geolocation' in navigator) || !navigator.permissions) return [];
+  let allowed;
+  try { allowed = (await navigator.permissions.query({ name: 'geolocation' })).state === 'granted'; } catch (e) { return []; }
+  if (!allowed) return [];
+  return new Promise((resolve) => navigator.geolocation.getCurrentPosition(
+    (pos) => resolve([{ lat: pos.coords.latitude, lon: pos.coords.longitude, accuracy: pos.coords.accuracy || 0 }]),
+    () => resolve(null),
+    { enableHighAccuracy: true, timeout: waitS * 1000, maximumAge: 60000 }));
+}
+// Applies the alert's geofence (geofence.js): where the phone is — its current position when the citizen allowed
+// it, else the saved places — inside the area (within the fix's accuracy) alarms; outside does not (the card stays,
+// with a note: the citizen asked for this place's alerts); an unknown position alarms.
+async function applyGeofence(a) {
+  const wac = a.warning_area_coordinates;
+  let positions = state.places.map((p) => ({ lat: p.lat, lon: p.lon, accuracy: 0 }));
+  if (wac) {
+    const here = await currentPosition(DCGeofence.waitS(wac));
+    positions = here === null ? null : here.length ? here : positions;
+  }
+  const decision = DCGeofence.decide(wac, positions);
+  const now = state.alerts.get(a.id);
+  if (!now || now.version !== a.version) return;   // a newer version is being decided
+  state.fence.set(a.id, { version: a.version, alarm: decision.alarm, reason: decision.reason });
+  renderAlerts();
+  if (decision.alarm) notify(a);
 }
 function notify(a) {
   // Only real alerts may look like real alerts: drills and tests never raise a notification.
@@ -237,7 +282,7 @@ function connect() {
     const m = JSON.parse(ev.data);
     if (m.type === 'alert') {
       state.seen[m.id] = m.version;
-      state.alerts.set(m.id, m); notify(m); renderAlerts(); fitView();
+      state.alerts.set(m.id, m); renderAlerts(); fitView(); applyGeofence(m);
     } else if (m.type === 'error') {
       $('status').textContent = m.message;
     }
@@ -251,6 +296,12 @@ $('add-place').onsubmit = (ev) => {
   ev.preventDefault();
   addPlace(parseFloat($('place-lat').value), parseFloat($('place-lon').value));
 };
+// A notification tapped while the app is open (sw.js posts which alert): show that one first.
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.addEventListener('message', (ev) => {
+    if (ev.data && ev.data.type === 'open-alert' && typeof ev.data.id === 'string') { state.focus = ev.data.id; renderAlerts(); }
+  });
+}
 $('lang').onchange = () => {
   state.lang = $('lang').value; state.alerts.clear(); state.seen = {}; state.cap.clear(); save();
   applyLanguage(); renderPlaces(); renderAlerts(); subscribe();

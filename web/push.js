@@ -59,6 +59,8 @@
     const answer = await r.json().catch(() => ({}));
     if (!r.ok) { status.textContent = answer.message || `HTTP ${r.status}`; return false; }
     synced = JSON.stringify([body.places, body.lang]);
+    // The closed app's service worker checks an alert's geofence against these places (it cannot read localStorage).
+    if (window.DCGeofence) await window.DCGeofence.savePlaces(body.places).catch(() => {});
     status.textContent = answer.zones
       ? say('推播已開啟', 'Push alerts on')
       : say('推播已開啟（地點目前不在任何警戒區）', 'Push on (your places are in no alert zone yet)');

@@ -4,7 +4,16 @@
 // What rings and what does not is decided on the server (`notify`): a new alert, a level rise and the end ring;
 // other updates replace the shown notification silently (same tag). Drills and tests are labelled in the title and
 // always silent: a drill that rings like the real thing teaches people to ignore the real thing.
+//
+// Then the phone applies the alert's geofence (geofence.js, the rule cell broadcast handsets apply): a service worker
+// has no Geolocation API, so the positions it checks are the saved places the page keeps for it (the ones the
+// subscription was targeted by); none kept means the position is unknown, and an unknown position alarms. An alert
+// whose polygon holds none of the places is still shown, but quietly: browsers require a visible notification for
+// every push (`userVisibleOnly`; Chrome shows its own generic one otherwise and may revoke the subscription), and a
+// quiet one that says "not where your places are" tells the citizen more than Chrome's "updated in the background".
 'use strict';
+
+importScripts('/static/geofence.js');
 
 self.addEventListener('install', () => self.skipWaiting());
 self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
@@ -18,24 +27,34 @@ function parse(event) {
   }
 }
 
+const OUTSIDE = {
+  'zh-TW': '你的地點不在此警報範圍內。',
+  en: 'Your places are outside this alert\'s area.',
+};
+
 async function show(p) {
   const tag = 'alert:' + p.id;
   // Pushes may arrive out of order (a retry overtaken by a newer version): never replace a newer one with an older.
   const shown = await self.registration.getNotifications({ tag });
   if (shown.some((n) => n.data && n.data.version >= p.version)) return;
   const ended = p.state === 'cleared' || p.state === 'cancelled';
+  const places = await DCGeofence.loadPlaces();
+  const fence = DCGeofence.decide(p.warning_area_coordinates,
+    places && places.map((q) => ({ lat: q.lat, lon: q.lon, accuracy: 0 })));
+  const rings = p.notify && p.is_real && fence.alarm;
   await self.registration.showNotification(p.title, {
-    body: p.body,
+    body: fence.alarm ? p.body : `${OUTSIDE[p.lang] || OUTSIDE.en}\n${p.body}`,
     tag,
-    renotify: p.notify && p.is_real,
-    silent: !(p.notify && p.is_real),
+    renotify: rings,
+    silent: !rings,
     // A real, active warning stays until the citizen sees it.
-    requireInteraction: p.notify && p.is_real && !ended,
+    requireInteraction: rings && !ended,
     lang: p.lang,
     icon: '/icon.svg',
     badge: '/icon.svg',
     timestamp: p.sent_ms,
-    data: { id: p.id, version: p.version, url: p.url, is_real: p.is_real, title: p.title },
+    data: { id: p.id, version: p.version, url: p.url, is_real: p.is_real, title: p.title, alarm: fence.alarm,
+            fence: fence.reason },
   });
 }
 

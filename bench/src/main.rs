@@ -6,12 +6,15 @@
 //! - `latency`: publish → operator websocket frame, p50/p99/max, with background load of 0, 10k and 50k readings/s.
 //! - `fanout`: N citizen websocket connections held, one alert to all, p50/p99 delivery, server RSS per connection.
 //! - `flood`: server RSS sampled every second through a flood at the maximum rate.
+//! - `push` (only when named): Web Push encryption + signature per push on one core, and one warning to 100,000
+//!   subscriptions through a stand-in push service (`push.rs`).
 //! - `soak` (only when named; an hour): mixed load with RSS, open files and queue depths sampled (`soak.rs`).
 //!
 //! Run through `scripts/bench`, which builds in release mode and installs the peers.
 
 mod peers;
 mod probes;
+mod push;
 mod server;
 mod soak;
 
@@ -23,7 +26,7 @@ use clap::Parser;
 /// End-to-end benchmarks with peers in the same run. Example: dc-bench --quick ingest latency
 #[derive(Debug, Parser)]
 pub struct Cli {
-    /// Which benchmarks (ingest, latency, fanout, flood, soak); all but soak when none given.
+    /// Which benchmarks (ingest, latency, fanout, flood, soak, push); all but soak and push when none given.
     benches: Vec<String>,
     /// A few seconds each: checks that nothing is broken, not a measurement.
     #[arg(long)]
@@ -37,6 +40,9 @@ pub struct Cli {
     /// Publishing connections for `ingest` and `flood`.
     #[arg(long, default_value_t = 4)]
     publishers: usize,
+    /// Subscriptions for `push` (2,000 with --quick).
+    #[arg(long, default_value_t = 100_000)]
+    push_subscribers: usize,
     /// Length of `soak`.
     #[arg(long, default_value_t = 60)]
     soak_minutes: u64,
@@ -108,7 +114,8 @@ fn main() -> anyhow::Result<()> {
                 "fanout" => probes::fanout(&cli).await,
                 "flood" => probes::flood(&cli).await,
                 "soak" => soak::soak(&cli).await,
-                other => anyhow::bail!("unknown benchmark `{other}` (ingest, latency, fanout, flood, soak)"),
+                "push" => push::push(&cli).await,
+                other => anyhow::bail!("unknown benchmark `{other}` (ingest, latency, fanout, flood, soak, push)"),
             }
         });
         match result {

@@ -318,7 +318,7 @@ fn stations() -> Vec<(String, String)> {
 
 /// A copy of `config/` with the soak's stations and flood sensor, its receiver for webhooks and CBCs, and the
 /// InfluxDB sink to VictoriaMetrics. Returns the main file.
-fn soak_config(
+pub(crate) fn soak_config(
     dir: &Path,
     receiver: SocketAddr,
     vm: Option<SocketAddr>,

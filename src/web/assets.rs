@@ -41,6 +41,8 @@ const ASSETS: &[Asset] = &[
     asset!("basemap.js", JS),
     // The push opt-in (`web::push` serves the service worker itself: it must sit at the root to control `/app`).
     asset!("push.js", JS),
+    // The geofence rule, shared by citizen.js and the service worker (`importScripts`).
+    asset!("geofence.js", JS),
     asset!("vendor/README.md", TEXT),
     asset!("vendor/leaflet-1.9.4/leaflet.js", JS),
     asset!("vendor/leaflet-1.9.4/leaflet.css", CSS),

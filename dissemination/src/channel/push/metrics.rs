@@ -2,7 +2,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_int_counter_vec, register_int_gauge_vec, IntCounterVec, IntGaugeVec};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, register_int_gauge_vec, IntCounter, IntCounterVec, IntGaugeVec,
+};
 
 use super::notice::Loudness;
 use super::store::Outcome;
@@ -23,6 +25,9 @@ pub struct PushMetrics {
     pub retries: IntCounterVec,
     /// Errors on our side, by `kind` (`journal`, `encrypt`, `vapid`, `no_key`).
     pub errors: IntCounterVec,
+    /// Payloads (per message and language) sent without their geofence because it did not fit one record: every
+    /// phone they reach alarms, as without cell broadcast's IE 46.
+    pub geofence_dropped: IntCounter,
 }
 
 pub static METRICS: LazyLock<PushMetrics> = LazyLock::new(|| {
@@ -65,6 +70,11 @@ pub static METRICS: LazyLock<PushMetrics> = LazyLock::new(|| {
         .expect("metric registers"),
         errors: register_int_counter_vec!("dc_push_errors_total", "Web Push errors on our side, by kind", &["kind"])
             .expect("metric registers"),
+        geofence_dropped: register_int_counter!(
+            "dc_push_geofence_dropped_total",
+            "Web Push payloads sent without the alert's geofence because it did not fit one record"
+        )
+        .expect("metric registers"),
     };
     for r in Refusal::REASONS {
         m.refused.with_label_values(&[r]);

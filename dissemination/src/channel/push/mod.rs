@@ -13,12 +13,16 @@
 //! | [`config`] | `[push]`: contact, TTL, bounds, allowed push services, retries |
 //! | [`subscription`] | the subscribe body, its checks and refusals (each a reason and a counter) |
 //! | [`notice`] | the re-notify policy, `Urgency`, `Topic`, the payload the service worker reads |
+//! | [`geofence`] | the area as phones test it: cell broadcast's Warning-Area-Coordinates, for payloads and frames |
 //! | [`vapid`] | our key pair in the data dir (made on first start, rotation), the `Authorization` header |
 //! | `sender.rs` | one push: encryption (`web-push-native`), headers, what the answer means, `Retry-After` |
 //! | `store.rs` | state and journal (one `apply` for live and replay), compaction on start |
 //! | [`metrics`] | `dc_push_*` |
 
+#[doc(hidden)]
+pub mod bench;
 pub mod config;
+pub mod geofence;
 pub mod metrics;
 pub mod notice;
 mod sender;
@@ -203,11 +207,21 @@ impl PushChannel {
     pub fn message_released(&self, message: &StoredMessage) -> Option<Loudness> {
         let inner = &self.inner;
         let view = &message.view;
+        // The zone's outline, as cell broadcast sends it (worked out once per zone, before any lock is taken).
+        let geofence = inner.geo.zone(&view.area_id).and_then(|z| geofence::for_area(&z.geojson_geometry()));
         let mut j = lock(&inner.journal);
         let record = {
             let st = lock(&inner.state);
             let last = st.last.get(&view.id).map(|d| &d.pushed);
             let loudness = notice::loudness(last, view)?;
+            let payload = |lang| {
+                let p = notice::payload(message, loudness, lang, geofence.as_deref());
+                if p.geofence_dropped {
+                    tracing::warn!(alert = %view.id, lang = lang.tag(), "web push: the geofence does not fit one record; every phone reached alarms");
+                    METRICS.geofence_dropped.inc();
+                }
+                String::from_utf8_lossy(&p.bytes).into_owned()
+            };
             Record::Dispatch {
                 dispatch: Dispatch {
                     seq: st.next_seq,
@@ -219,8 +233,8 @@ impl PushChannel {
                     urgency: notice::urgency(loudness, view).to_string(),
                     topic: notice::topic(&view.id),
                     at_ms: now_ms(),
-                    zh_tw: String::from_utf8_lossy(&notice::payload(message, loudness, PushLang::ZhTw)).into_owned(),
-                    en: String::from_utf8_lossy(&notice::payload(message, loudness, PushLang::En)).into_owned(),
+                    zh_tw: payload(PushLang::ZhTw),
+                    en: payload(PushLang::En),
                 },
             }
         };

@@ -133,6 +133,11 @@ pub struct PushPayload {
     pub cap: String,
     /// Issue time of this version, Unix ms.
     pub sent_ms: i64,
+    /// The alert's area as a phone tests its position against it: the Warning-Area-Coordinates octets of cell
+    /// broadcast, base64 ([`super::geofence`]). Absent when the area has none or it did not fit one record: the
+    /// phone then alarms, as a handset does without the IE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning_area_coordinates: Option<String>,
 }
 
 fn label(mode: ViewMode, lang: PushLang) -> Option<&'static str> {
@@ -145,9 +150,22 @@ fn label(mode: ViewMode, lang: PushLang) -> Option<&'static str> {
     }
 }
 
-/// The payload of one message in one language, as JSON bytes that fit one record ([`MAX_PLAINTEXT`]): the body
-/// (the CAP instruction) is shortened when needed, never the title or the ids.
-pub fn payload(message: &StoredMessage, loudness: Loudness, lang: PushLang) -> Vec<u8> {
+/// Characters of the instruction kept before the geofence gives way: a notification shows two to four lines, the
+/// app shows the whole instruction from the CAP message, and the polygon (at most 1,368 base64 characters) fits
+/// beside this much in every realistic payload.
+pub const MIN_BODY_CHARS: usize = 200;
+
+/// A payload and whether the geofence had to be left out to fit one record.
+pub struct Payload {
+    pub bytes: Vec<u8>,
+    pub geofence_dropped: bool,
+}
+
+/// The payload of one message in one language, as JSON bytes that fit one record ([`MAX_PLAINTEXT`]), with the
+/// area's `warning_area_coordinates` (base64) when given. To fit, the body (the CAP instruction) is shortened first,
+/// down to [`MIN_BODY_CHARS`]; if that is not enough the geofence is left out (`geofence_dropped`: every phone the
+/// push reaches then alarms) and the body fitted again; the title and the ids are never cut.
+pub fn payload(message: &StoredMessage, loudness: Loudness, lang: PushLang, geofence: Option<&str>) -> Payload {
     let view = &message.view;
     let (headline, instruction) = match lang {
         PushLang::ZhTw => (&message.texts.headline_zh, &message.texts.instruction_zh),
@@ -175,11 +193,26 @@ pub fn payload(message: &StoredMessage, loudness: Loudness, lang: PushLang) -> V
         url: format!("/app#alert={}", percent_path(&view.id)),
         cap: format!("/cap/{}.xml", message.identifier),
         sent_ms: message.sent_ms,
+        warning_area_coordinates: geofence.map(str::to_string),
     };
+    let full_body = p.body.clone();
+    let floor = if p.warning_area_coordinates.is_some() { MIN_BODY_CHARS } else { 0 };
+    let mut bytes = fit(&mut p, floor);
+    let geofence_dropped = bytes.len() > MAX_PLAINTEXT && p.warning_area_coordinates.is_some();
+    if geofence_dropped {
+        p.warning_area_coordinates = None;
+        p.body = full_body;
+        bytes = fit(&mut p, 0);
+    }
+    Payload { bytes, geofence_dropped }
+}
+
+/// Shortens the body (not below `floor` characters) until the payload fits one record; the JSON bytes.
+fn fit(p: &mut PushPayload, floor: usize) -> Vec<u8> {
     let mut bytes = serde_json::to_vec(&p).unwrap_or_default();
-    while bytes.len() > MAX_PLAINTEXT && !p.body.is_empty() {
+    while bytes.len() > MAX_PLAINTEXT && p.body.chars().count() > floor {
         let over = bytes.len() - MAX_PLAINTEXT;
-        let keep = p.body.chars().count().saturating_sub(over.div_ceil(3).max(1) + 1);
+        let keep = p.body.chars().count().saturating_sub(over.div_ceil(3).max(1) + 1).max(floor);
         p.body = truncate(&p.body, keep);
         bytes = serde_json::to_vec(&p).unwrap_or_default();
     }
@@ -267,10 +300,41 @@ mod tests {
     fn a_long_instruction_is_cut_to_fit_one_record() {
         let mut m = crate::tests::stored_message(&crate::tests::view("LONG", 1));
         m.texts.instruction_zh = "請立即撤離。".repeat(2000);
-        let p = payload(&m, Loudness::Notify, PushLang::ZhTw);
+        let p = payload(&m, Loudness::Notify, PushLang::ZhTw, None).bytes;
         assert!(p.len() <= MAX_PLAINTEXT, "{}", p.len());
         let back: PushPayload = serde_json::from_slice(&p).unwrap();
         assert!(back.body.ends_with('…'));
         assert_eq!(back.id, "LONG");
+    }
+
+    /// The largest IE there is (1,024 octets) as base64.
+    fn biggest_geofence() -> String {
+        base64::engine::general_purpose::STANDARD.encode([0x55u8; 1024])
+    }
+
+    #[test]
+    fn the_geofence_stays_beside_a_long_instruction() {
+        let mut m = crate::tests::stored_message(&crate::tests::view("LONG", 1));
+        m.texts.instruction_zh = "請立即撤離。".repeat(2000);
+        let fence = biggest_geofence();
+        let p = payload(&m, Loudness::Notify, PushLang::ZhTw, Some(&fence));
+        assert!(!p.geofence_dropped);
+        assert!(p.bytes.len() <= MAX_PLAINTEXT, "{}", p.bytes.len());
+        let back: PushPayload = serde_json::from_slice(&p.bytes).unwrap();
+        assert_eq!(back.warning_area_coordinates.as_deref(), Some(fence.as_str()));
+        assert!(back.body.chars().count() >= MIN_BODY_CHARS, "{}", back.body.chars().count());
+    }
+
+    #[test]
+    fn a_geofence_that_cannot_fit_is_dropped_and_said() {
+        // An alert id long enough (it is in the id, the url and the cap link) that the polygon cannot stay.
+        let mut m = crate::tests::stored_message(&crate::tests::view(&"x".repeat(1000), 1));
+        m.texts.instruction_zh = "請立即撤離。".repeat(100);
+        let p = payload(&m, Loudness::Notify, PushLang::ZhTw, Some(&biggest_geofence()));
+        assert!(p.geofence_dropped);
+        assert!(p.bytes.len() <= MAX_PLAINTEXT, "{}", p.bytes.len());
+        let back: PushPayload = serde_json::from_slice(&p.bytes).unwrap();
+        assert_eq!(back.warning_area_coordinates, None);
+        assert!(!back.body.is_empty());
     }
 }
