@@ -181,6 +181,8 @@ impl RemoteAlerts {
             reports: wire.reports,
             public: None,
             contributors: Vec::new(),
+            // The operators' frame is the payload itself (which carries it); the citizens' frames do not link.
+            caused_by: None,
         };
         let mut broadcast = AlertBroadcast::new(message, public);
         broadcast.operator = String::from_utf8_lossy(payload).into_owned();
