@@ -922,6 +922,19 @@ impl RuleEngine {
         next.external_at_ms = self.external_at_ms;
         next.rematch_external();
         next.touched.clear();
+        // Road segments and distances belong to the zones (same order, same indices). Detectors' recent readings are
+        // indexed by sensor: kept when the restored sensors are the same in the same order, else only the baseline
+        // (the detectors are judged again once they have `blocked_for` of history, keeping their levels till then).
+        next.roads = std::mem::take(&mut self.roads);
+        next.near = std::mem::take(&mut self.near);
+        next.near_rev = std::mem::take(&mut self.near_rev);
+        let same_sensors = next.sensors.len() == self.sensors.len()
+            && next.sensors.iter().zip(&self.sensors).all(|(a, b)| a.id == b.id);
+        if same_sensors {
+            next.traffic = std::mem::take(&mut self.traffic);
+        } else {
+            next.traffic.set_baseline(self.traffic.baseline().clone());
+        }
         *self = next;
         let after: BTreeSet<(String, String, String)> =
             self.level_listing().into_iter().map(|(r, _, z, s)| (r, z, s)).collect();

@@ -1033,6 +1033,64 @@ any = [{ window = "1h", at_least = 80 }]
         assert!(e.contains("duplicate rule id"), "{e}");
     }
 
+    const TRAFFIC: &str = r#"
+[[rule]]
+id = "t1"
+kind = "traffic"
+event = "road_blocked"
+scope = { sensor_kinds = ["vehicle_detector"] }
+[[rule.levels]]
+name = "x"
+name_en = "x"
+severity = "Moderate"
+any = [{ traffic = "blocked" }]
+"#;
+
+    #[test]
+    fn traffic_rules_and_settings_are_checked() {
+        let set = load(TRAFFIC).unwrap();
+        assert_eq!(set.rules[0].levels[0].any[0].traffic, Some(TrafficClass::Blocked));
+        assert_eq!(set.traffic, TrafficSettings::default());
+        let e = load(&TRAFFIC.replace("{ traffic = \"blocked\" }", "{ traffic = \"closed\" }")).unwrap_err();
+        assert!(e.contains("closed"), "{e}");
+        let e = load(&TRAFFIC.replace("{ traffic = \"blocked\" }", "{ traffic = \"normal\" }")).unwrap_err();
+        assert!(e.contains("levels[0].any[0].traffic` = \"normal\""), "{e}");
+        let e = load(&TRAFFIC.replace("{ traffic = \"blocked\" }", "{ at_least = 5 }")).unwrap_err();
+        assert!(e.contains("levels[0].any[0].at_least` is not used by traffic rules"), "{e}");
+        let e = load(&BASE.replace("at_least = 80", "at_least = 80, traffic = \"blocked\"")).unwrap_err();
+        assert!(e.contains("levels[0].any[0].traffic` is not used by accumulation rules"), "{e}");
+        // `[traffic]`: unknown keys and bad values name the key.
+        let e = load(&format!("[traffic]\nblocked_for_s = 60\n{TRAFFIC}")).unwrap_err();
+        assert!(e.contains("blocked_for_s"), "{e}");
+        let e = load(&format!("[traffic]\nslowed_fraction = 1.5\n{TRAFFIC}")).unwrap_err();
+        assert!(e.contains("[traffic]") && e.contains("slowed_fraction"), "{e}");
+        let e = load(&format!("[traffic]\nrecovered_speed_kmh = 3\n{TRAFFIC}")).unwrap_err();
+        assert!(e.contains("recovered_speed_kmh") && e.contains("hysteresis"), "{e}");
+        let set = load(&format!("[traffic]\nblocked_for = \"2m\"\n{TRAFFIC}")).unwrap();
+        assert_eq!(set.traffic.blocked_for, 120_000);
+    }
+
+    #[test]
+    fn within_m_goes_with_rule_in_composites() {
+        let composite = |cond: &str| {
+            format!(
+                "{TRAFFIC}\n[[rule]]\nid = \"c1\"\nkind = \"composite\"\nevent = \"road_blocked\"\n\
+                 [[rule.levels]]\nname = \"y\"\nname_en = \"y\"\nseverity = \"Severe\"\nany = [{cond}]\n"
+            )
+        };
+        let set = load(&composite("{ rule = \"t1\", within_m = 3000 }")).unwrap();
+        assert_eq!(set.rules[1].levels[0].any[0].within_m, Some(3000.0));
+        let e = load(&composite("{ forecast = true, at_least = 1, within_m = 3000 }")).unwrap_err();
+        assert!(e.contains("within_m` goes with `rule`"), "{e}");
+        let e = load(&composite("{ rule = \"t1\", within_m = -1 }")).unwrap_err();
+        assert!(e.contains("within_m` -1 must be 0-50000 metres"), "{e}");
+        let e = load(&composite("{ rule = \"t1\", within_m = 10, sensors = 2 }")).unwrap_err();
+        assert!(e.contains("does not go with `within_m`"), "{e}");
+        let e =
+            load(&TRAFFIC.replace("{ traffic = \"blocked\" }", "{ traffic = \"blocked\", within_m = 5 }")).unwrap_err();
+        assert!(e.contains("within_m` is not used by traffic rules"), "{e}");
+    }
+
     #[test]
     fn zone_limits_parse() {
         let set = load(&BASE.replace("at_least = 80", "at_least = \"zone.rain_24h_mm\"")).unwrap();

@@ -403,3 +403,59 @@ fn buffer_lines(lines: MultiLineString<f64>, width_m: Option<f64>) -> Result<Mul
     }
     Ok(mp)
 }
+
+#[cfg(test)]
+mod road_tests {
+    use super::*;
+
+    fn road(props: &str) -> Result<Zone, ZoneError> {
+        let feature: Value = serde_json::from_str(&format!(
+            r#"{{"type":"Feature","properties":{{"id":"ph21","kind":"road_segment","width_m":40{props}}},
+               "geometry":{{"type":"LineString","coordinates":[[120.9,23.49],[120.903,23.505],[120.902,23.52]]}}}}"#
+        ))
+        .unwrap();
+        parse_feature(&feature, 0, Resolution::Nine, 100_000)
+    }
+
+    #[test]
+    fn road_segments_name_their_road_and_keep_their_centre_line() {
+        let z = road(
+            r#","road":"台21線","road_en":"Provincial Highway 21","direction":"北向","direction_en":"northbound""#,
+        )
+        .unwrap();
+        let r = z.road.as_ref().unwrap();
+        assert_eq!((r.name.as_str(), r.name_en.as_deref()), ("台21線", Some("Provincial Highway 21")));
+        assert_eq!((r.direction.as_deref(), r.direction_en.as_deref()), (Some("北向"), Some("northbound")));
+        assert_eq!(z.centre_line.as_ref().unwrap().0[0].0.len(), 3);
+        // Along the line in drawing order: the start, a point a third up the first part, the end (~3.3 km).
+        let start = z.position_along_m(23.49, 120.9).unwrap();
+        let third = z.position_along_m(23.495, 120.901).unwrap();
+        let end = z.position_along_m(23.52, 120.902).unwrap();
+        assert!(
+            start < 1.0 && third > 400.0 && third < 700.0 && end > 3_100.0 && end < 3_500.0,
+            "{start} {third} {end}"
+        );
+        // A direction without a road is refused, naming the key.
+        let e = road(r#","direction":"北向""#).unwrap_err();
+        assert!(e.to_string().contains("direction"), "{e}");
+        // No road: fine (older files).
+        assert!(road("").unwrap().road.is_none());
+    }
+
+    #[test]
+    fn distances_between_zones_are_metres_between_areas() {
+        let a = road("").unwrap();
+        assert_eq!(a.distance_m(&a), 0.0);
+        let feature: Value = serde_json::from_str(
+            r#"{"type":"Feature","properties":{"id":"slope","kind":"debris_flow"},
+               "geometry":{"type":"Polygon","coordinates":[[[120.92,23.50],[120.93,23.50],[120.93,23.51],[120.92,23.51],[120.92,23.50]]]}}"#,
+        )
+        .unwrap();
+        let b = parse_feature(&feature, 1, Resolution::Nine, 100_000).unwrap();
+        // The road's east edge (~120.9032 + 20 m) to 120.92 at 23.505: ~1.7 km.
+        let d = a.distance_m(&b);
+        assert!((1_500.0..1_900.0).contains(&d), "{d}");
+        assert_eq!(a.within_m(&b, 3_000.0), Some(d));
+        assert_eq!(a.within_m(&b, 1_000.0), None);
+    }
+}

@@ -303,3 +303,30 @@ fn a_restart_keeps_the_closure_until_the_detectors_are_judged_again() {
     vd(&mut h, "VD0102", T0 + 6 * MIN, 0.0, 0.0, 100.0);
     assert!(active(&h, "road-blocked", PH21).is_some(), "{:?}", h.log(&["road-blocked", "traffic-detector"]));
 }
+
+/// A rules reload (SIGHUP) in the middle of a closure keeps the detectors' recent readings and the segment's
+/// distances: the closure neither ends nor is raised again, and traffic resuming still clears it.
+#[test]
+fn a_reload_keeps_the_closure_and_its_cause() {
+    let mut h = Harness::new();
+    for m in 0..=50 {
+        let ts = T0 + m * MIN;
+        if m % 10 == 0 {
+            h.read("TM0001", ts, Metric::TiltDeg, 0.1 + 0.2 * (m as f64 / 60.0));
+        }
+        let (speed, flow, occ) = if m >= 45 { (0.0, 0.0, 100.0) } else { (60.0 + (m % 3) as f64, 600.0, 12.0) };
+        vd(&mut h, "VD0101", ts, speed, flow, occ);
+        vd(&mut h, "VD0102", ts, speed, flow + 1.0, occ);
+    }
+    let before = active(&h, "road-blocked-by-hazard", PH21).expect("blocked by the landslide").id.clone();
+    let mut out = Vec::new();
+    h.engine.reload(super::default_rules(), &mut out);
+    h.fold(out);
+    assert_eq!(active(&h, "road-blocked-by-hazard", PH21).map(|a| a.id.clone()), Some(before));
+    for m in 51..=56 {
+        let ts = T0 + m * MIN;
+        vd(&mut h, "VD0101", ts, 60.0 + (m % 3) as f64, 600.0, 12.0);
+        vd(&mut h, "VD0102", ts, 59.0 + (m % 3) as f64, 601.0, 12.0);
+    }
+    assert!(active(&h, "road-blocked-by-hazard", PH21).is_none(), "{:?}", h.log(&["road-blocked-by-hazard"]));
+}
