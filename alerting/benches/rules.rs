@@ -217,7 +217,7 @@ fn value(i: usize, c: i64, metric: Metric) -> f64 {
         Metric::DisplacementMm => c as f64 * if i.is_multiple_of(40) { 2.0 } else { 0.01 },
         // Vehicle detectors: free flow with noise; in a storm one road in five stands still (loops occupied).
         Metric::SpeedKmh | Metric::FlowVehH | Metric::OccupancyPct => {
-            let stopped = storm && (i / 20) % 5 == 0;
+            let stopped = storm && (i / 20).is_multiple_of(5);
             match (metric, stopped) {
                 (Metric::SpeedKmh, false) => 55.0 + 20.0 * noise,
                 (Metric::FlowVehH, false) => 500.0 + 400.0 * noise,

@@ -262,7 +262,9 @@ impl TrafficBaseline {
     /// Learns from (detector id, event time, speed km/h) readings, e.g. the last 4–8 weeks from the readings store.
     /// Non-finite speeds are skipped.
     pub fn learn<'a>(readings: impl IntoIterator<Item = (&'a str, i64, f64)>) -> TrafficBaseline {
-        let mut groups: HashMap<(&str, usize), (Vec<f64>, BTreeSet<i64>)> = HashMap::new();
+        // (detector, hour of week) → (speeds, the weeks they came from).
+        type Group = (Vec<f64>, BTreeSet<i64>);
+        let mut groups: HashMap<(&str, usize), Group> = HashMap::new();
         for (id, ts, speed) in readings {
             if !speed.is_finite() {
                 continue;

@@ -161,7 +161,7 @@ impl TrafficSettings {
             ("slowed_mad_k", self.slowed_mad_k),
         ];
         for (name, v) in non_negative {
-            if !v.is_finite() || v < 0.0 || v > 300.0 {
+            if !v.is_finite() || !(0.0..=300.0).contains(&v) {
                 return Err(format!("`{name}` {v} must be a number between 0 and 300"));
             }
         }
