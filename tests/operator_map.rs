@@ -67,7 +67,7 @@ async fn an_operator_socket_filtered_to_a_box_sees_only_what_lies_there() {
     assert_eq!(snap["type"], "snapshot");
     assert_eq!(
         ids(&snap["sensors"]),
-        ["EX0001", "RG0001", "RG0002", "SM0001", "TM0001", "WS0001"],
+        ["EX0001", "RG0001", "RG0002", "SM0001", "TM0001", "VD0102", "VD0103", "WS0001"],
         "{}",
         snap["sensors"]
     );
@@ -112,7 +112,7 @@ async fn an_operator_socket_filtered_to_a_box_sees_only_what_lies_there() {
     // An empty filter shows everything again.
     send(&mut north, json!({"type": "filter"})).await;
     let snap = next_json(&mut north, WAIT).await.expect("a new snapshot");
-    assert_eq!(snap["sensors"].as_array().unwrap().len(), 12, "{}", snap["sensors"]);
+    assert_eq!(snap["sensors"].as_array().unwrap().len(), 18, "{}", snap["sensors"]);
 }
 
 #[tokio::test]

@@ -67,7 +67,7 @@ timeout_s = 5
 max_age_s = 900
 allow_networks = ["loopback"]
 [vd_feed.detectors]
-"VD-N3-S-217.010-M-LOOP" = "VD0101"
+"VD-N3-S-217.010-M-LOOP" = "VD0301"
 "VD-N3-S-221.500-M-LOOP" = "VD0001"
 "#
     );
@@ -113,9 +113,9 @@ async fn feed_readings_reach_history_at_their_collection_time_and_a_broken_updat
         });
         // The south-bound detector's three lanes, as one station: volume-weighted speed, vehicles per hour, mean
         // occupancy — at the record's DataCollectTime, not at the time we polled.
-        assert_eq!(history(&server, "VD0101", "speed_kmh"), vec![(collected_ms, 91.17)]);
-        assert_eq!(history(&server, "VD0101", "flow_veh_h"), vec![(collected_ms, 3600.0)]);
-        assert_eq!(history(&server, "VD0101", "occupancy_pct"), vec![(collected_ms, 9.0)]);
+        assert_eq!(history(&server, "VD0301", "speed_kmh"), vec![(collected_ms, 91.17)]);
+        assert_eq!(history(&server, "VD0301", "flow_veh_h"), vec![(collected_ms, 3600.0)]);
+        assert_eq!(history(&server, "VD0301", "occupancy_pct"), vec![(collected_ms, 9.0)]);
         // The mapped detector reporting Status 3 (faulty) gives nothing; it and the two detectors we do not map are
         // counted with their reasons, beside the good one.
         assert!(history(&server, "VD0001", "speed_kmh").is_empty());
@@ -126,7 +126,7 @@ async fn feed_readings_reach_history_at_their_collection_time_and_a_broken_updat
         wait_for("a 304", Duration::from_secs(20), || feed.not_modified.load(Ordering::SeqCst) >= 2);
         assert!(server.metric(&source("dc_vd_feed_polls_total", "result=\"not_modified\",")) >= 2.0);
         assert_eq!(feed.full.load(Ordering::SeqCst), 1, "the full document was sent once");
-        assert_eq!(history(&server, "VD0101", "speed_kmh").len(), 1);
+        assert_eq!(history(&server, "VD0301", "speed_kmh").len(), 1);
         assert_eq!(server.metric(&source("dc_vd_feed_readings_total", "")), 1.0);
 
         // A malformed update (a cut-off document): refused whole, counted with its reason; what was taken stays.
@@ -136,7 +136,7 @@ async fn feed_readings_reach_history_at_their_collection_time_and_a_broken_updat
             server.metric(&source("dc_vd_feed_refused_total", "reason=\"feed_invalid\",")) >= 1.0
         });
         assert!(server.metric(&source("dc_vd_feed_consecutive_failures", "")) >= 1.0);
-        assert_eq!(history(&server, "VD0101", "speed_kmh"), vec![(collected_ms, 91.17)]);
-        assert_eq!(history(&server, "VD0101", "flow_veh_h"), vec![(collected_ms, 3600.0)]);
+        assert_eq!(history(&server, "VD0301", "speed_kmh"), vec![(collected_ms, 91.17)]);
+        assert_eq!(history(&server, "VD0301", "flow_veh_h"), vec![(collected_ms, 3600.0)]);
     });
 }

@@ -540,7 +540,15 @@ impl AlertBook {
         })
     }
 
-    fn fold(&mut self, f: Finding, mode: Mode, issued_ms: i64) -> Option<Alert> {
+    fn fold(&mut self, mut f: Finding, mode: Mode, issued_ms: i64) -> Option<Alert> {
+        // Cause and effect (a road blocked near a landslide): the engine names the causing hazard by rule and
+        // area; operators follow the link by alert id, so the active alert of that hazard is looked up here.
+        if let (Some(rule_id), Some(area_id)) = (f.values.get("caused_by_rule"), f.values.get("caused_by_area")) {
+            let cause = HazardKey { rule_id: rule_id.clone(), area_id: area_id.clone(), mode };
+            if let Some(id) = self.active.get(&cause) {
+                f.values.insert("caused_by".into(), id.clone());
+            }
+        }
         let key = HazardKey { rule_id: f.rule_id.clone(), area_id: f.area_id.clone(), mode };
         let contributor = if f.sensor_id.is_empty() { AREA.to_string() } else { f.sensor_id.clone() };
         let cause = Cause::Rule {

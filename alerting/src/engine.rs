@@ -33,6 +33,7 @@
 mod plan;
 mod snapshot;
 mod state;
+mod traffic;
 mod windows;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -41,11 +42,12 @@ use geo_index::ZoneKind;
 use ingest::{Metric, Reading, Sensor};
 
 use crate::alert::AlertBook;
-use crate::rules::{Direction, Margin, RuleKind, RuleSet};
+use crate::rules::{Direction, Margin, RuleKind, RuleSet, TrafficClass};
 use crate::types::{ExternalAlert, Finding, LevelInfo, Mode, Publish, Trigger};
 
 pub use snapshot::{load_engine_snapshot, save_engine_snapshot, EngineSnapshot, RestoreReport};
 pub use state::StateBytes;
+pub use traffic::{hour_of_week, HourNormal, TrafficBaseline};
 pub use windows::{Buckets, Dedup, Placement, RateRing};
 
 use plan::{CLimit, CRule, Clause, Cmp, Cond, Plan, EXTERNAL, FORECAST, NONE};
@@ -133,7 +135,19 @@ pub struct RuleEngine {
     /// zone-wide findings it settles, so a composite tipped by a backlogged reading says how old its evidence is.
     step_ms: i64,
     pub counters: EngineCounters,
+    /// Vehicle detectors' recent readings and classes (`traffic` rules), and their learned normal speeds.
+    traffic: traffic::TrafficBoard,
+    /// Road segments (by zone index), kept whole: a detector's place along the centre line orders it on the road.
+    roads: HashMap<u32, geo_index::Zone, ahash::RandomState>,
+    /// Road segment → (zone, metres) of every zone within `MAX_NEAR_M` (itself at 0): what `within_m` conditions
+    /// read. Distances are fixed by the zones, not the rules, so a reload keeps them.
+    near: HashMap<u32, Vec<(u32, f64)>, ahash::RandomState>,
+    /// Zone → the road segments listing it in `near`: whose `within_m` rules a change there re-evaluates.
+    near_rev: HashMap<u32, Vec<u32>, ahash::RandomState>,
 }
+
+/// The farthest a `within_m` condition may reach (validated in `rules.rs`).
+const MAX_NEAR_M: f64 = 50_000.0;
 
 /// Which per-sensor rules an evaluation runs (named rather than passed as a slice: the slice would borrow the plan
 /// while the engine is borrowed mutably).
@@ -153,6 +167,10 @@ struct Inputs<'a> {
     silent: Option<f64>,
     speed: f32,
     now: i64,
+    /// Traffic rules: the detector's class per road zone.
+    traffic: &'a [(u32, TrafficClass)],
+    /// Traffic rules: the detector's newest (speed, flow, occupancy).
+    detector: Option<(f64, f64, f64)>,
 }
 
 /// Everything a condition can look at.
@@ -167,6 +185,8 @@ struct Ctx<'a> {
     external: &'a BTreeMap<(u16, u32), ExternalHit>,
     /// How long the vehicle has been stopped inside this zone.
     stopped_ms: Option<i64>,
+    /// Zones within reach of this one, with their distance (road segments; empty elsewhere).
+    near: &'a [(u32, f64)],
 }
 
 impl RuleEngine {
@@ -188,7 +208,22 @@ impl RuleEngine {
             clock_ms: NO_TS,
             step_ms: NO_TS,
             counters: EngineCounters::default(),
+            traffic: traffic::TrafficBoard::default(),
+            roads: HashMap::default(),
+            near: HashMap::default(),
+            near_rev: HashMap::default(),
         }
+    }
+
+    /// Hands in the detectors' normal speeds per hour of the week (learnt by the caller from the readings store with
+    /// [`TrafficBaseline::learn`], at start and then periodically). Without one, no detector is ever "slowed".
+    pub fn set_traffic_baseline(&mut self, baseline: TrafficBaseline) {
+        self.traffic.set_baseline(baseline);
+    }
+
+    /// How many detectors the current traffic baseline knows.
+    pub fn traffic_baseline_detectors(&self) -> usize {
+        self.traffic.baseline().detectors()
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -199,9 +234,12 @@ impl RuleEngine {
     /// be posted for zones no reading has touched yet. Returns warnings for the operator log: rules whose zone
     /// limits some zone in their scope lacks, scope `zone_ids` that name no zone.
     pub fn set_zones<'a>(&mut self, zones: impl IntoIterator<Item = &'a geo_index::Zone>) -> Vec<String> {
-        for z in zones {
-            self.install_zone(&z.id, Some(z.kind), z.thresholds.clone());
+        let zones: Vec<&geo_index::Zone> = zones.into_iter().collect();
+        let mut interned = Vec::with_capacity(zones.len());
+        for z in &zones {
+            interned.push(self.install_zone(&z.id, Some(z.kind), z.thresholds.clone()));
         }
+        self.place_roads(&zones, &interned);
         let mut warnings = Vec::new();
         for rule in &self.plan.set.rules {
             for id in &rule.scope.zone_ids {
@@ -242,6 +280,44 @@ impl RuleEngine {
             }
         }
         warnings
+    }
+
+    /// Keeps the road segments and what lies within reach of each (`within_m` conditions). Road segments are few
+    /// beside the other zones; each is measured against every zone whose bounding box comes within reach.
+    fn place_roads(&mut self, zones: &[&geo_index::Zone], interned: &[u32]) {
+        for (i, road) in zones.iter().enumerate() {
+            if road.kind != ZoneKind::RoadSegment {
+                continue;
+            }
+            let r = interned[i];
+            self.roads.insert(r, (*road).clone());
+            let list: Vec<(u32, f64)> = zones
+                .iter()
+                .enumerate()
+                .filter_map(|(j, other)| {
+                    let d = if i == j { Some(0.0) } else { road.within_m(other, MAX_NEAR_M) };
+                    d.map(|d| (interned[j], d))
+                })
+                .collect();
+            for &(z, _) in &list {
+                let back = self.near_rev.entry(z).or_default();
+                if !back.contains(&r) {
+                    back.push(r);
+                }
+            }
+            self.near.insert(r, list);
+        }
+    }
+
+    /// Puts a detector on the road segments it stands in, at its place along each.
+    fn place_detector(&mut self, s: u32, sensor: &Sensor) {
+        let zones: Vec<(u32, Option<f64>)> = self.sensors[s as usize]
+            .zones
+            .iter()
+            .filter(|&&z| self.zones[z as usize].kind == Some(ZoneKind::RoadSegment))
+            .map(|&z| (z, self.roads.get(&z).and_then(|road| road.position_along_m(sensor.lat, sensor.lon))))
+            .collect();
+        self.traffic.place(s, &zones);
     }
 
     fn install_zone(&mut self, id: &str, kind: Option<ZoneKind>, raw: BTreeMap<String, f64>) -> u32 {
@@ -363,6 +439,17 @@ impl RuleEngine {
             }
         }
 
+        // Vehicle detectors: their reading sets and class, before the rules read it.
+        if sensor.kind == ingest::SensorKind::VehicleDetector && !self.plan.traffic.is_empty() {
+            if moved || !self.traffic.is_placed(s) {
+                self.place_detector(s, sensor);
+            }
+            let settings = &self.plan.set.traffic;
+            if self.traffic.record(s, reading.metric, ts, reading.value, settings) {
+                self.traffic.classify(s, settings, &sensor.id);
+            }
+        }
+
         // The series: lateness, duplicates, windows.
         let mut series_idx = None;
         if self.plan.series[m].tracked {
@@ -444,8 +531,16 @@ impl RuleEngine {
         trigger: Trigger,
         out: &mut Vec<Finding>,
     ) {
-        let Self { plan, sensors, zones, areas, adopted, touched, counters, .. } = self;
+        let Self { plan, sensors, zones, areas, adopted, touched, counters, traffic, .. } = self;
         let sensor = &mut sensors[s as usize];
+        // Only detectors have a class; other sensors skip the look-up (this runs for every reading).
+        let (classes, detector): (Vec<(u32, TrafficClass)>, _) = if sensor.kind == ingest::SensorKind::VehicleDetector {
+            let warm = traffic.is_warm(s, &plan.set.traffic);
+            let classes = sensor.zones.iter().filter_map(|&z| traffic.class_of(s, z).map(|c| (z, c)));
+            (classes.filter(|_| warm).collect(), traffic.latest(s))
+        } else {
+            (Vec::new(), None)
+        };
         let mut sums = [0f64; plan::MAX_WINDOWS];
         let mut windows: &[u32] = &[];
         let (mut latest, mut now) = (f64::NAN, sensor.last_seen_ms);
@@ -486,7 +581,20 @@ impl RuleEngine {
                     }),
                 _ => None,
             };
-            let inputs = Inputs { sums: &sums, windows, latest, rate, silent: None, speed: sensor.speed_kmh, now };
+            if rule.kind == RuleKind::Traffic && classes.is_empty() {
+                continue;
+            }
+            let inputs = Inputs {
+                sums: &sums,
+                windows,
+                latest,
+                rate,
+                silent: None,
+                speed: sensor.speed_kmh,
+                now: if rule.kind == RuleKind::Traffic { sensor.last_seen_ms } else { now },
+                traffic: &classes,
+                detector,
+            };
             for zi in 0..sensor.zones.len() {
                 let z = sensor.zones[zi];
                 let zone = &zones[z as usize];
@@ -519,6 +627,8 @@ impl RuleEngine {
             silent: Some(silent),
             speed: f32::NAN,
             now,
+            traffic: &[],
+            detector: None,
         };
         let mut raised = false;
         for &r in &plan.deadman {
@@ -663,6 +773,17 @@ impl RuleEngine {
             } else {
                 self.touched.iter().filter(|(r, _)| reads.contains(r)).map(|(_, z)| *z).collect()
             };
+            // `within_m` conditions: a change in a zone re-evaluates the road segments within reach of it.
+            if !all && !self.plan.rules[d as usize].near_reads.is_empty() {
+                let near_reads = &self.plan.rules[d as usize].near_reads;
+                let reached: Vec<u32> = self
+                    .touched
+                    .iter()
+                    .filter(|(r, _)| near_reads.contains(r))
+                    .flat_map(|(_, z)| self.near_rev.get(z).into_iter().flatten().copied())
+                    .collect();
+                zones.extend(reached);
+            }
             zones.sort_unstable();
             zones.dedup();
             for z in zones {
@@ -696,8 +817,10 @@ impl RuleEngine {
             forecast: self.forecasts.get(&z).map(|f| f.0),
             external: &self.external_cover,
             stopped_ms: None,
+            near: self.near.get(&z).map_or(&[][..], Vec::as_slice),
         };
         let decision = decide(&ctx, current, &mut self.counters);
+        let cause = near_cause(&ctx, decision.level);
         let next = decision.level;
         if next == NONE && current == NONE && !announce {
             return;
@@ -737,6 +860,15 @@ impl RuleEngine {
         let info = level_info(rule, next, &decision);
         if let Some(level) = next_level(rule, next) {
             values.extend(level.values.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        // Cause and effect: the hazard within reach that made the level hold (the alert book turns it into the
+        // causing alert's id, `caused_by`).
+        if let Some((cr, cz, metres)) = cause {
+            let cause_rule = &self.plan.rules[cr as usize];
+            values.insert("caused_by_rule".into(), cause_rule.id.clone());
+            values.insert("caused_by_event".into(), cause_rule.event.clone());
+            values.insert("caused_by_area".into(), self.zones[cz as usize].id.to_string());
+            values.insert("caused_by_distance_m".into(), format!("{metres:.0}"));
         }
         let evidence: Vec<u32> = evidence.into_iter().collect();
         let old_evidence = self.areas.get(&key).and_then(|a| a.members.iter().find(|m| m.sensor == AREA_MEMBER));
@@ -790,6 +922,19 @@ impl RuleEngine {
         next.external_at_ms = self.external_at_ms;
         next.rematch_external();
         next.touched.clear();
+        // Road segments and distances belong to the zones (same order, same indices). Detectors' recent readings are
+        // indexed by sensor: kept when the restored sensors are the same in the same order, else only the baseline
+        // (the detectors are judged again once they have `blocked_for` of history, keeping their levels till then).
+        next.roads = std::mem::take(&mut self.roads);
+        next.near = std::mem::take(&mut self.near);
+        next.near_rev = std::mem::take(&mut self.near_rev);
+        let same_sensors = next.sensors.len() == self.sensors.len()
+            && next.sensors.iter().zip(&self.sensors).all(|(a, b)| a.id == b.id);
+        if same_sensors {
+            next.traffic = std::mem::take(&mut self.traffic);
+        } else {
+            next.traffic.set_baseline(self.traffic.baseline().clone());
+        }
         *self = next;
         let after: BTreeSet<(String, String, String)> =
             self.level_listing().into_iter().map(|(r, _, z, s)| (r, z, s)).collect();
@@ -1073,6 +1218,7 @@ fn step_slot(
         forecast: None,
         external: &no_external,
         stopped_ms,
+        near: &[],
     };
     let mut decision = decide(&ctx, slot.level, counters);
     if rule.kind == RuleKind::Rate && inputs.rate.is_none() {
@@ -1386,6 +1532,14 @@ fn cond_holds(cond: &Cond, ctx: &Ctx<'_>, relax: bool, counters: &mut EngineCoun
             let n = ctx.areas.get(&area_key(rule, ctx.zone_idx)).map(|a| a.count_at_least(level)).unwrap_or(0);
             (n >= sensors, None)
         }
+        Cond::Near { rule, level, within_m } => match near_hit(ctx, rule, level, within_m) {
+            Some((_, metres)) => (true, Some(metres)),
+            None => (false, None),
+        },
+        Cond::Traffic(class) => {
+            let holds = ctx.inputs.is_some_and(|i| i.traffic.iter().any(|&(z, c)| z == ctx.zone_idx && c == class));
+            (holds, ctx.inputs.and_then(|i| i.detector).map(|d| d.0))
+        }
         Cond::Forecast { limit } => {
             let Some(v) = ctx.forecast else { return (false, None) };
             let holds = resolve(limit, ctx, counters).is_some_and(|l| compare(v, Cmp::AtLeast, l, margin, relax));
@@ -1399,6 +1553,26 @@ fn cond_holds(cond: &Cond, ctx: &Ctx<'_>, relax: bool, counters: &mut EngineCoun
             None => (false, None),
         },
     }
+}
+
+/// The nearest zone within `within_m` of the context's zone where `rule` is at `level` or above: (zone, metres).
+fn near_hit(ctx: &Ctx<'_>, rule: u16, level: u8, within_m: f64) -> Option<(u32, f64)> {
+    ctx.near
+        .iter()
+        .filter(|(_, d)| *d <= within_m)
+        .filter(|(z, _)| ctx.areas.get(&area_key(rule, *z)).is_some_and(|a| a.count_at_least(level) > 0))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .copied()
+}
+
+/// Which hazard within reach made `level` hold: the first `within_m` condition of it that holds, as
+/// (rule, zone, metres).
+fn near_cause(ctx: &Ctx<'_>, level: u8) -> Option<(u16, u32, f64)> {
+    let l = next_level(ctx.rule, level)?;
+    l.all.iter().chain(l.any.iter()).flat_map(|c| c.conds.iter()).find_map(|c| match *c {
+        Cond::Near { rule, level, within_m } => near_hit(ctx, rule, level, within_m).map(|(z, d)| (rule, z, d)),
+        _ => None,
+    })
 }
 
 /// The measured value of the rule's first condition, for findings that clear.
@@ -1538,6 +1712,23 @@ fn sensor_values(
         RuleKind::Deadman => {
             let minutes = inputs.silent.unwrap_or(0.0) * sensor.interval_ms as f64 / 60_000.0;
             v.insert("silent_min".into(), format!("{minutes:.0}"));
+        }
+        RuleKind::Traffic => {
+            if let Some((speed, flow, occupancy)) = inputs.detector {
+                v.insert("speed_kmh".into(), format!("{speed:.0}"));
+                v.insert("flow_veh_h".into(), format!("{flow:.0}"));
+                v.insert("occupancy_pct".into(), format!("{occupancy:.0}"));
+                v.insert(
+                    "measurement@zh-TW".into(),
+                    format!("車速 {speed:.0} 公里/小時，佔有率 {occupancy:.0}%，流量 {flow:.0} 輛/小時"),
+                );
+                let en = format!("speed {speed:.0} km/h, occupancy {occupancy:.0} %, flow {flow:.0} veh/h");
+                v.insert("measurement@en-US".into(), en.clone());
+                v.insert("measurement".into(), en);
+            }
+            if let Some(&(_, class)) = inputs.traffic.first() {
+                v.insert("traffic".into(), class.name().into());
+            }
         }
         RuleKind::Correlation | RuleKind::Composite => {}
     }

@@ -89,6 +89,37 @@ pub struct AlertMessage {
     /// Public warnings (one per hazard and area): the alerts behind it, highest first. Empty for rule alerts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub contributors: Vec<Contributor>,
+    /// The alert that caused this one (a road blocked by a landslide: the landslide alert's id), when a rule tied
+    /// them (`within_m` conditions); absent otherwise. Operators' map draws the link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caused_by: Option<CausedBy>,
+}
+
+/// The hazard behind an alert: the causing alert (its id while it was active), its rule, event and area, and how
+/// far away it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct CausedBy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    pub rule: String,
+    pub event: String,
+    pub area_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance_m: Option<f64>,
+}
+
+impl CausedBy {
+    /// From an alert's values (`caused_by_rule`, `caused_by_event`, `caused_by_area`, `caused_by`).
+    pub fn of(alert: &Alert) -> Option<CausedBy> {
+        let v = &alert.values;
+        Some(CausedBy {
+            alert: v.get("caused_by").cloned(),
+            rule: v.get("caused_by_rule")?.clone(),
+            event: v.get("caused_by_event").cloned().unwrap_or_default(),
+            area_id: v.get("caused_by_area")?.clone(),
+            distance_m: v.get("caused_by_distance_m").and_then(|d| d.parse().ok()),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -160,6 +191,7 @@ impl AlertMessage {
             reports: alert.reports.iter().map(|r| r.cluster.clone()).collect(),
             public: None,
             contributors: Vec::new(),
+            caused_by: CausedBy::of(alert),
         }
     }
 }

@@ -13,6 +13,10 @@
 //! | `composite` | other rules' state in the same zone, posted forecasts, partner agencies' warnings | `rule` (+ `level`, `sensors`), `forecast` + `at_least`, `external` |
 //! | `geofence` | where a mobile sensor is | `zone_kind`, `rule` (+ `level`), `speed_below` + `stopped_for` |
 //! | `deadman` | how long a sensor has been silent (driven by `RuleEngine::tick`) | `missed` (+ `rule`, `level`) |
+//! | `traffic` | a vehicle detector's class (`[traffic]`, [`traffic`]): slowed, blocked, device fault | `traffic` |
+//!
+//! A composite condition with `within_m` reads the other rule in any zone within that distance of the zone (0: the
+//! zone itself) instead of the zone alone: "a road segment blocked within 3 km of an active landslide".
 //!
 //! A level holds when every condition of its `all` list holds and, if `any` is not empty, one of `any` does. A limit
 //! (`at_least`, `at_most`) is a number or `"zone.<name>"`: the value of the zone's `thresholds` map in
@@ -34,6 +38,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub use crate::types::Publish;
 use crate::types::{AlertingError, Certainty, ExternalFilter, Severity, Urgency};
+
+pub mod traffic;
+pub use traffic::{TrafficClass, TrafficSettings};
 
 /// The alert value that carries a level's `template` (the per-level CAP texts) to dissemination.
 pub const TEMPLATE_VALUE: &str = "cap_template";
@@ -64,6 +71,8 @@ pub enum RuleKind {
     Geofence,
     /// A sensor silent for more than `missed` × its expected interval. Evaluated by `RuleEngine::tick`.
     Deadman,
+    /// A vehicle detector's class (blocked, slowed, device fault) from its readings and its segment's neighbours.
+    Traffic,
 }
 
 impl RuleKind {
@@ -179,6 +188,12 @@ pub struct Condition {
     /// Composite: a partner agency's warning (inbound CAP) covers the zone.
     #[serde(default)]
     pub external: Option<ExternalCondition>,
+    /// Traffic: the detector is in this class (`slowed`, `blocked`, `device_fault`).
+    #[serde(default)]
+    pub traffic: Option<TrafficClass>,
+    /// Composite, with `rule`: that rule's state in any zone within this many metres of the zone (0: the zone).
+    #[serde(default)]
+    pub within_m: Option<f64>,
 }
 
 /// "An active warning from inbound source `source` covers this zone", optionally narrowed. Only Actual messages
@@ -374,6 +389,8 @@ struct RulesFile {
     approval: Vec<ApprovalClass>,
     #[serde(default)]
     rule: Vec<Rule>,
+    #[serde(default)]
+    traffic: TrafficSettings,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -381,13 +398,16 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub engine: EngineSettings,
     pub approval: Vec<ApprovalClass>,
+    /// `[traffic]`: how vehicle detectors are classified for `traffic` rules.
+    pub traffic: TrafficSettings,
 }
 
 impl RuleSet {
     pub fn from_toml(text: &str, file: &Path) -> Result<Self, AlertingError> {
         let parsed: RulesFile =
             toml::from_str(text).map_err(|e| AlertingError::Config { file: file.into(), message: e.to_string() })?;
-        let set = RuleSet { rules: parsed.rule, engine: parsed.engine, approval: parsed.approval };
+        let set =
+            RuleSet { rules: parsed.rule, engine: parsed.engine, approval: parsed.approval, traffic: parsed.traffic };
         set.validate().map_err(|(rule, message)| AlertingError::Rule { file: file.into(), rule, message })?;
         Ok(set)
     }
@@ -412,6 +432,7 @@ impl RuleSet {
         if settings.forecast_valid_for == 0 {
             return Err(("[engine]".into(), "`forecast_valid_for` must be positive".into()));
         }
+        self.traffic.validate().map_err(|m| ("[traffic]".to_string(), m))?;
         for (i, class) in self.approval.iter().enumerate() {
             if class.events.iter().any(|e| e.is_empty()) {
                 return Err((format!("[[approval]] #{i}"), "`events`: names must not be empty".into()));
@@ -573,6 +594,7 @@ fn kind_name(kind: RuleKind) -> &'static str {
         RuleKind::Composite => "composite",
         RuleKind::Geofence => "geofence",
         RuleKind::Deadman => "deadman",
+        RuleKind::Traffic => "traffic",
     }
 }
 
@@ -593,11 +615,14 @@ fn validate_condition(
         Rate => &["at_least"],
         Trip => &["equals", "at_least", "at_most"],
         Correlation => &["sensors", "level", "rule"],
-        Composite => &["rule", "level", "sensors", "forecast", "at_least", "external"],
+        Composite => &["rule", "level", "sensors", "forecast", "at_least", "external", "within_m"],
         Geofence => &["zone_kind", "rule", "level", "speed_below", "stopped_for"],
         Deadman => &["missed", "rule", "level"],
+        Traffic => &["traffic"],
     };
-    let present: [(&str, bool); 13] = [
+    let present: [(&str, bool); 15] = [
+        ("traffic", c.traffic.is_some()),
+        ("within_m", c.within_m.is_some()),
         ("window", c.window.is_some()),
         ("at_least", c.at_least.is_some()),
         ("at_most", c.at_most.is_some()),
@@ -709,6 +734,13 @@ fn validate_condition(
                 return Err(format!("{at}.speed_below` must be a positive number (km/h)"));
             }
         }
+        Traffic => match c.traffic {
+            None => return Err(format!("{at}.traffic` (`slowed`, `blocked` or `device_fault`) is required")),
+            Some(TrafficClass::Normal) => {
+                return Err(format!("{at}.traffic` = \"normal\" is no level; a level clears when traffic is normal"))
+            }
+            Some(_) => {}
+        },
         Deadman => {
             if c.missed.is_some_and(|m| !m.is_finite() || m <= 0.0) {
                 return Err(format!("{at}.missed` must be a number of expected intervals > 0"));
@@ -716,6 +748,17 @@ fn validate_condition(
             if c.missed.is_none() && c.rule.is_none() {
                 return Err(format!("{at}`: give `missed` (and optionally `rule`)"));
             }
+        }
+    }
+    if let Some(d) = c.within_m {
+        if c.rule.is_none() {
+            return Err(format!("{at}.within_m` goes with `rule`"));
+        }
+        if !d.is_finite() || !(0.0..=50_000.0).contains(&d) {
+            return Err(format!("{at}.within_m` {d} must be 0-50000 metres"));
+        }
+        if c.sensors.is_some_and(|k| k > 1) {
+            return Err(format!("{at}`: `sensors` counts within one zone; it does not go with `within_m`"));
         }
     }
     if c.level.is_some() || c.sensors.is_some() {
@@ -988,6 +1031,64 @@ any = [{ window = "1h", at_least = 80 }]
         assert!(e.contains("window` is not used by threshold"), "{e}");
         let e = load(&format!("{BASE}\n[[rule]]\nid = \"r1\"\nkind = \"trip\"\nevent = \"x\"\nmetric = \"wire_intact\"\n[[rule.levels]]\nname = \"a\"\nname_en = \"a\"\nseverity = \"Minor\"\nany = [{{ equals = 0 }}]\n")).unwrap_err();
         assert!(e.contains("duplicate rule id"), "{e}");
+    }
+
+    const TRAFFIC: &str = r#"
+[[rule]]
+id = "t1"
+kind = "traffic"
+event = "road_blocked"
+scope = { sensor_kinds = ["vehicle_detector"] }
+[[rule.levels]]
+name = "x"
+name_en = "x"
+severity = "Moderate"
+any = [{ traffic = "blocked" }]
+"#;
+
+    #[test]
+    fn traffic_rules_and_settings_are_checked() {
+        let set = load(TRAFFIC).unwrap();
+        assert_eq!(set.rules[0].levels[0].any[0].traffic, Some(TrafficClass::Blocked));
+        assert_eq!(set.traffic, TrafficSettings::default());
+        let e = load(&TRAFFIC.replace("{ traffic = \"blocked\" }", "{ traffic = \"closed\" }")).unwrap_err();
+        assert!(e.contains("closed"), "{e}");
+        let e = load(&TRAFFIC.replace("{ traffic = \"blocked\" }", "{ traffic = \"normal\" }")).unwrap_err();
+        assert!(e.contains("levels[0].any[0].traffic` = \"normal\""), "{e}");
+        let e = load(&TRAFFIC.replace("{ traffic = \"blocked\" }", "{ at_least = 5 }")).unwrap_err();
+        assert!(e.contains("levels[0].any[0].at_least` is not used by traffic rules"), "{e}");
+        let e = load(&BASE.replace("at_least = 80", "at_least = 80, traffic = \"blocked\"")).unwrap_err();
+        assert!(e.contains("levels[0].any[0].traffic` is not used by accumulation rules"), "{e}");
+        // `[traffic]`: unknown keys and bad values name the key.
+        let e = load(&format!("[traffic]\nblocked_for_s = 60\n{TRAFFIC}")).unwrap_err();
+        assert!(e.contains("blocked_for_s"), "{e}");
+        let e = load(&format!("[traffic]\nslowed_fraction = 1.5\n{TRAFFIC}")).unwrap_err();
+        assert!(e.contains("[traffic]") && e.contains("slowed_fraction"), "{e}");
+        let e = load(&format!("[traffic]\nrecovered_speed_kmh = 3\n{TRAFFIC}")).unwrap_err();
+        assert!(e.contains("recovered_speed_kmh") && e.contains("hysteresis"), "{e}");
+        let set = load(&format!("[traffic]\nblocked_for = \"2m\"\n{TRAFFIC}")).unwrap();
+        assert_eq!(set.traffic.blocked_for, 120_000);
+    }
+
+    #[test]
+    fn within_m_goes_with_rule_in_composites() {
+        let composite = |cond: &str| {
+            format!(
+                "{TRAFFIC}\n[[rule]]\nid = \"c1\"\nkind = \"composite\"\nevent = \"road_blocked\"\n\
+                 [[rule.levels]]\nname = \"y\"\nname_en = \"y\"\nseverity = \"Severe\"\nany = [{cond}]\n"
+            )
+        };
+        let set = load(&composite("{ rule = \"t1\", within_m = 3000 }")).unwrap();
+        assert_eq!(set.rules[1].levels[0].any[0].within_m, Some(3000.0));
+        let e = load(&composite("{ forecast = true, at_least = 1, within_m = 3000 }")).unwrap_err();
+        assert!(e.contains("within_m` goes with `rule`"), "{e}");
+        let e = load(&composite("{ rule = \"t1\", within_m = -1 }")).unwrap_err();
+        assert!(e.contains("within_m` -1 must be 0-50000 metres"), "{e}");
+        let e = load(&composite("{ rule = \"t1\", within_m = 10, sensors = 2 }")).unwrap_err();
+        assert!(e.contains("does not go with `within_m`"), "{e}");
+        let e =
+            load(&TRAFFIC.replace("{ traffic = \"blocked\" }", "{ traffic = \"blocked\", within_m = 5 }")).unwrap_err();
+        assert!(e.contains("within_m` is not used by traffic rules"), "{e}");
     }
 
     #[test]

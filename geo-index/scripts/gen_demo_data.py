@@ -67,6 +67,17 @@ ZONES = [
          line((120.685, 23.905), (120.678, 23.870), (120.676, 23.840), (120.682, 23.810), (120.687, 23.786),
               (120.693, 23.760)),
          width_m=60),
+    # Provincial Highway 21 beside the Shenmu debris-flow area (~0.4 km west of it), northbound: the traffic rules'
+    # cause-and-effect demo (a landslide blocking the road). Road segments name their road and direction.
+    zone("ph21-xinyi-shenmu", "台21線信義鄉神木村路段（北向）", "Provincial Highway 21, Shenmu section, Xinyi (northbound)",
+         "road_segment", "1000812",
+         line((120.900, 23.490), (120.903, 23.505), (120.902, 23.520), (120.905, 23.535), (120.910, 23.550)),
+         width_m=40, road="台21線", road_en="Provincial Highway 21", direction="北向（往水里）",
+         direction_en="northbound (towards Shuili)"),
+    # An underpass that floods: a road-flood sensor at its lowest point, a vehicle detector at each end.
+    zone("underpass-nantou-nangang", "南投市南崗地下道", "Nangang underpass, Nantou City", "road_segment", "1000801",
+         line((120.700, 23.930), (120.7015, 23.931), (120.703, 23.932)),
+         width_m=24, road="南崗路", road_en="Nangang Road", direction="雙向", direction_en="both directions"),
     zone("restricted-mailiao", "雲林麥寮六輕工業區周邊管制區", "Mailiao petrochemical complex restricted area, Yunlin",
          "restricted", "1000913",
          poly((120.165, 23.770), (120.215, 23.770), (120.222, 23.800), (120.205, 23.825), (120.170, 23.820),

@@ -72,4 +72,4 @@ pub use outline::parse_cap_polygon;
 pub use sensor::Sensor;
 pub use site::{CellSite, Ecgi};
 pub use targeting::{AlertArea, TargetingReport, TargetingStrategy, WEA_MAX_OVERSHOOT_M};
-pub use zone::{multipolygon_to_geojson, Zone, ZoneKind};
+pub use zone::{multipolygon_to_geojson, Road, Zone, ZoneKind};

@@ -4,7 +4,11 @@
 //! Feature properties: `id` (string, required, unique), `name`, `name_en`, `kind` (snake_case [`ZoneKind`]),
 //! `geocode` (Taiwan_Geocode_103, checked by `geocode.rs`), `width_m` (required for LineString/MultiLineString:
 //! road segments and river reaches are centre lines buffered to that full width), `thresholds` (object of
-//! string → number, kept as a map for the rule engine, e.g. `{"rain_24h_mm": 350}`).
+//! string → number, kept as a map for the rule engine, e.g. `{"rain_24h_mm": 350}`), and for road segments the road
+//! they are part of: `road` and `road_en` (the road's name: `台21線`, `Provincial Highway 21`), `direction` and
+//! `direction_en` (the carriageway the segment's detectors watch, in the order its centre line is drawn: `北向`,
+//! `northbound`). The centre line is kept beside the buffered area ([`Zone::centre_line`]) so traffic rules can order
+//! a segment's detectors along it (which one is upstream).
 //!
 //! We read the JSON with `serde_json` directly rather than through the `geojson` crate so that every problem can be
 //! reported against the zone's id with our own wording, and so a bad feature never stops us from reading the next.
@@ -15,7 +19,7 @@ use crate::{
     geocode::parse_geocode,
     projection::{self, LocalProjection},
 };
-use geo::{Buffer, Coord, LineString, MultiLineString, MultiPolygon, Polygon, Validation};
+use geo::{Buffer, Coord, Distance, Euclidean, LineString, MultiLineString, MultiPolygon, Polygon, Validation};
 use h3o::Resolution;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -62,6 +66,24 @@ pub struct Zone {
     pub area_km2: f64,
     /// The H3 cells covering `geometry` (mode `Covers`, see `cover.rs`).
     pub(crate) cover: CellCover,
+    /// The road a road segment belongs to (names and carriageway, zh-TW and en), when the file gives it.
+    pub road: Option<Road>,
+    /// The centre line(s) before buffering (lon/lat), for LineString zones: the direction of travel is the order the
+    /// line is drawn in, so a detector's place along it says which neighbours are upstream.
+    pub centre_line: Option<MultiLineString<f64>>,
+}
+
+/// The road a road segment is a section of, as people name it on signs and in warnings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Road {
+    /// `台21線`.
+    pub name: String,
+    /// `Provincial Highway 21`.
+    pub name_en: Option<String>,
+    /// The carriageway the segment covers, in the direction its centre line is drawn (`北向`, `雙向`).
+    pub direction: Option<String>,
+    /// `northbound`, `both directions`.
+    pub direction_en: Option<String>,
 }
 
 impl Zone {
@@ -81,6 +103,67 @@ impl Zone {
     /// zone (so also the whole exact area). See `outline.rs` for how the outline is made and simplified.
     pub fn cap_polygons(&self, max_vertices: usize) -> Vec<String> {
         crate::outline::cap_polygons(&self.cover, max_vertices)
+    }
+
+    /// Shortest distance in metres between the two zones' exact areas (0 when they touch or overlap), in a local
+    /// projection around this zone: what "a landslide within 3 km of this road segment" measures.
+    pub fn distance_m(&self, other: &Zone) -> f64 {
+        let proj = LocalProjection::for_multipolygon(&self.geometry);
+        let (a, b) = (proj.mp_to_local(&self.geometry), proj.mp_to_local(&other.geometry));
+        let mut best = f64::INFINITY;
+        for pa in &a.0 {
+            for pb in &b.0 {
+                best = best.min(Euclidean.distance(pa, pb));
+            }
+        }
+        best
+    }
+
+    /// [`Zone::distance_m`] if it is at most `max_m`, else `None`; bounding boxes first, so that measuring a road
+    /// segment against every zone of a country stays cheap.
+    pub fn within_m(&self, other: &Zone, max_m: f64) -> Option<f64> {
+        use geo::BoundingRect;
+        let (a, b) = (self.geometry.bounding_rect()?, other.geometry.bounding_rect()?);
+        // Metres per degree: latitude ≈ 110.6 km; longitude at most 111.3 km (the equator), so the box test never
+        // drops a zone that is within reach.
+        let pad_lat = max_m / 110_000.0;
+        let pad_lon = max_m / (111_320.0 * a.center().y.to_radians().cos().max(0.01)) * 1.01;
+        let apart = b.min().x > a.max().x + pad_lon
+            || b.max().x < a.min().x - pad_lon
+            || b.min().y > a.max().y + pad_lat
+            || b.max().y < a.min().y - pad_lat;
+        if apart {
+            return None;
+        }
+        let d = self.distance_m(other);
+        (d <= max_m).then_some(d)
+    }
+
+    /// How far along the centre line (metres from its first point, in drawing order) the point nearest to
+    /// (`lat`, `lon`) lies; `None` for zones without a centre line. For a MultiLineString the parts count one
+    /// after the other.
+    pub fn position_along_m(&self, lat: f64, lon: f64) -> Option<f64> {
+        use geo::{Length, LineLocatePoint, Point};
+        let lines = self.centre_line.as_ref()?;
+        let proj = LocalProjection::around(lat, lon);
+        let p = Point::from(proj.to_local(Coord { x: lon, y: lat }));
+        let mut offset = 0.0;
+        let mut best: Option<(f64, f64)> = None;
+        for line in &lines.0 {
+            let local = proj.ls_to_local(line);
+            let length = Euclidean.length(&local);
+            if let Some(fraction) = local.line_locate_point(&p) {
+                let along = offset + fraction * length;
+                use geo::InterpolatableLine;
+                let at = local.point_at_ratio_from_start(&Euclidean, fraction);
+                let d = at.map(|q| Euclidean.distance(&q, &p)).unwrap_or(f64::INFINITY);
+                if best.is_none_or(|(bd, _)| d < bd) {
+                    best = Some((d, along));
+                }
+            }
+            offset += length;
+        }
+        best.map(|(_, along)| along)
     }
 }
 
@@ -137,7 +220,26 @@ pub(crate) fn parse_feature(
         Some(v) => Some(v.as_f64().ok_or_else(|| fail(ZoneProblem::BadWidth(None)))?),
     };
 
+    let road = match optional_string(props, "road").map_err(fail)? {
+        Some(name) => Some(Road {
+            name,
+            name_en: optional_string(props, "road_en").map_err(fail)?,
+            direction: optional_string(props, "direction").map_err(fail)?,
+            direction_en: optional_string(props, "direction_en").map_err(fail)?,
+        }),
+        None => {
+            // A direction without a road would be silently dropped: name the mistake instead.
+            for name in ["road_en", "direction", "direction_en"] {
+                if props.get(name).is_some_and(|v| !v.is_null()) {
+                    return Err(fail(ZoneProblem::BadProperty { name, why: "given without `road`".into() }));
+                }
+            }
+            None
+        }
+    };
+
     let geometry = feature.get("geometry").filter(|g| !g.is_null()).ok_or_else(|| fail(ZoneProblem::NoGeometry))?;
+    let centre_line = centre_line(geometry);
     let geometry = parse_geometry(geometry, width_m).map_err(fail)?;
     let cells = CellCover::estimated_cells(&geometry, resolution);
     if cells > max_cells {
@@ -158,7 +260,21 @@ pub(crate) fn parse_feature(
         area_km2: projection::area_km2(&geometry),
         geometry,
         cover,
+        road,
+        centre_line,
     })
+}
+
+/// The centre line(s) of a LineString/MultiLineString geometry as given (checked by `parse_geometry` right after).
+fn centre_line(geometry: &Value) -> Option<MultiLineString<f64>> {
+    let coords = geometry.get("coordinates")?;
+    match geometry.get("type").and_then(Value::as_str)? {
+        "LineString" => parse_line(coords).ok().map(|l| MultiLineString(vec![l])),
+        "MultiLineString" => {
+            array(coords).ok()?.iter().map(|l| parse_line(l).ok()).collect::<Option<Vec<_>>>().map(MultiLineString)
+        }
+        _ => None,
+    }
 }
 
 fn optional_string(props: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ZoneProblem> {
@@ -286,4 +402,60 @@ fn buffer_lines(lines: MultiLineString<f64>, width_m: Option<f64>) -> Result<Mul
         return Err(ZoneProblem::EmptyGeometry);
     }
     Ok(mp)
+}
+
+#[cfg(test)]
+mod road_tests {
+    use super::*;
+
+    fn road(props: &str) -> Result<Zone, ZoneError> {
+        let feature: Value = serde_json::from_str(&format!(
+            r#"{{"type":"Feature","properties":{{"id":"ph21","kind":"road_segment","width_m":40{props}}},
+               "geometry":{{"type":"LineString","coordinates":[[120.9,23.49],[120.903,23.505],[120.902,23.52]]}}}}"#
+        ))
+        .unwrap();
+        parse_feature(&feature, 0, Resolution::Nine, 100_000)
+    }
+
+    #[test]
+    fn road_segments_name_their_road_and_keep_their_centre_line() {
+        let z = road(
+            r#","road":"台21線","road_en":"Provincial Highway 21","direction":"北向","direction_en":"northbound""#,
+        )
+        .unwrap();
+        let r = z.road.as_ref().unwrap();
+        assert_eq!((r.name.as_str(), r.name_en.as_deref()), ("台21線", Some("Provincial Highway 21")));
+        assert_eq!((r.direction.as_deref(), r.direction_en.as_deref()), (Some("北向"), Some("northbound")));
+        assert_eq!(z.centre_line.as_ref().unwrap().0[0].0.len(), 3);
+        // Along the line in drawing order: the start, a point a third up the first part, the end (~3.3 km).
+        let start = z.position_along_m(23.49, 120.9).unwrap();
+        let third = z.position_along_m(23.495, 120.901).unwrap();
+        let end = z.position_along_m(23.52, 120.902).unwrap();
+        assert!(
+            start < 1.0 && third > 400.0 && third < 700.0 && end > 3_100.0 && end < 3_500.0,
+            "{start} {third} {end}"
+        );
+        // A direction without a road is refused, naming the key.
+        let e = road(r#","direction":"北向""#).unwrap_err();
+        assert!(e.to_string().contains("direction"), "{e}");
+        // No road: fine (older files).
+        assert!(road("").unwrap().road.is_none());
+    }
+
+    #[test]
+    fn distances_between_zones_are_metres_between_areas() {
+        let a = road("").unwrap();
+        assert_eq!(a.distance_m(&a), 0.0);
+        let feature: Value = serde_json::from_str(
+            r#"{"type":"Feature","properties":{"id":"slope","kind":"debris_flow"},
+               "geometry":{"type":"Polygon","coordinates":[[[120.92,23.50],[120.93,23.50],[120.93,23.51],[120.92,23.51],[120.92,23.50]]]}}"#,
+        )
+        .unwrap();
+        let b = parse_feature(&feature, 1, Resolution::Nine, 100_000).unwrap();
+        // The road's east edge (~120.9032 + 20 m) to 120.92 at 23.505: ~1.7 km.
+        let d = a.distance_m(&b);
+        assert!((1_500.0..1_900.0).contains(&d), "{d}");
+        assert_eq!(a.within_m(&b, 3_000.0), Some(d));
+        assert_eq!(a.within_m(&b, 1_000.0), None);
+    }
 }

@@ -294,6 +294,8 @@ impl RemoteAlerts {
             reports: wire.reports,
             public: None,
             contributors: wire.contributors,
+            // The operators' frame is the payload itself (which carries it); the citizens' frames do not link.
+            caused_by: None,
         };
         let mut broadcast = AlertBroadcast::new(message, to_citizens);
         broadcast.operator = operator.to_string();

@@ -48,7 +48,7 @@ pub async fn received(
 
 /// The demo's stand-in for an agency's vehicle-detector feed (`GET /demo/vd/VDLive.json`), polled by the demo's
 /// `[[vd_feed]] demo-nfb` (`config/inbound.toml`): the NFB-shaped sample of `inbound/src/vd/fixtures/`, its
-/// collection times moved to the last whole minute, so the demo's detector VD0101 reads like a live freeway. Each
+/// collection times moved to the last whole minute, so the demo's detector VD0301 reads like a live freeway. Each
 /// minute is one version (its ETag); a poll within the same minute gets 304, as from a real feed.
 #[utoipa::path(get, path = "/demo/vd/VDLive.json", operation_id = "demo_vd_live", tag = "demo",
     responses((status = 200, description = "The MOTC VDLive sample, times at the last whole minute", content_type = "application/json", body = serde_json::Value),

@@ -1,5 +1,10 @@
 //! Open data for anyone: `GET /opendata/alerts.geojson` (active public alerts with their areas) and
 //! `GET /opendata/sensors.geojson` (sensors with their latest values). Verified report clusters: `reports.rs`.
+//!
+//! A road alert's feature is its road segment: the geometry is the segment's area (the centre line buffered to its
+//! width, what the alert targets) and its properties name the road (`road`: name, direction, zh-TW and en), carry
+//! the centre line (`segment`, a GeoJSON LineString/MultiLineString, for maps that draw roads as lines) and, when a
+//! hazard caused the closure, the causing alert (`caused_by`).
 
 use std::sync::Arc;
 
@@ -24,10 +29,19 @@ pub async fn alerts(State(app): State<Arc<App>>) -> impl IntoResponse {
         .filter(|a| a.is_public())
         .map(|a| {
             let m = app.alert_message(a);
-            json!({"type": "Feature", "id": m.id, "geometry": m.area, "properties": {
+            let mut feature = json!({"type": "Feature", "id": m.id, "geometry": m.area, "properties": {
                 "event": m.event, "state": m.state, "mode": m.mode, "severity": m.severity, "urgency": m.urgency,
                 "certainty": m.certainty, "headline_zh": m.headlines.zh_tw, "headline_en": m.headlines.en,
-                "sent": m.sent, "version": m.version, "area": m.area_name}})
+                "sent": m.sent, "version": m.version, "area": m.area_name}});
+            if let Some(zone) = app.geo.zone(&a.area_id).filter(|z| z.kind == geo_index::ZoneKind::RoadSegment) {
+                let props = &mut feature["properties"];
+                props["road"] = json!(zone.road);
+                props["segment"] = zone.centre_line.as_ref().map_or(serde_json::Value::Null, segment_geojson);
+                if let Some(cause) = &m.caused_by {
+                    props["caused_by"] = json!(cause);
+                }
+            }
+            feature
         })
         .collect();
     ([(header::CONTENT_TYPE, "application/geo+json")], Json(json!({"type": "FeatureCollection", "features": features})))
@@ -52,4 +66,13 @@ pub async fn sensors(State(app): State<Arc<App>>) -> impl IntoResponse {
         })
         .collect();
     ([(header::CONTENT_TYPE, "application/geo+json")], Json(json!({"type": "FeatureCollection", "features": features})))
+}
+
+/// GeoJSON of a road segment's centre line: a LineString for one part, a MultiLineString otherwise.
+fn segment_geojson(lines: &geo::MultiLineString<f64>) -> serde_json::Value {
+    let line = |l: &geo::LineString<f64>| l.0.iter().map(|c| json!([c.x, c.y])).collect::<Vec<_>>();
+    match lines.0.as_slice() {
+        [one] => json!({"type": "LineString", "coordinates": line(one)}),
+        parts => json!({"type": "MultiLineString", "coordinates": parts.iter().map(line).collect::<Vec<_>>()}),
+    }
 }

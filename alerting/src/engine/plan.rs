@@ -83,6 +83,14 @@ pub(crate) enum Cond {
     Silent {
         missed: f64,
     },
+    /// `rule` at level ≥ `level` in some zone within `within_m` metres of the zone (road segments).
+    Near {
+        rule: u16,
+        level: u8,
+        within_m: f64,
+    },
+    /// The vehicle detector is in this class on the zone.
+    Traffic(crate::rules::TrafficClass),
 }
 
 /// One condition of the file; it may compile to several conditions that must all hold (geofence: zone AND stopped).
@@ -125,6 +133,8 @@ pub(crate) struct CRule {
     pub publish: Publish,
     /// Rules (and `FORECAST`, `EXTERNAL`) whose zone state this rule reads.
     pub reads: Vec<u16>,
+    /// The rules of `reads` read through `within_m` (in other zones within reach).
+    pub near_reads: Vec<u16>,
 }
 
 impl CRule {
@@ -180,6 +190,8 @@ pub(crate) struct Plan {
     pub forecast_valid_ms: i64,
     /// The distinct filters of `external` conditions; `Cond::External` indexes them.
     pub externals: Vec<ExternalFilter>,
+    /// Traffic rules (evaluated on detectors' readings): the engine keeps detectors' reading sets only if any.
+    pub traffic: Vec<u16>,
 }
 
 impl Plan {
@@ -257,6 +269,12 @@ impl Plan {
             }
             reads.sort_unstable();
             reads.dedup();
+            let mut near_reads: Vec<u16> = conditions(rule)
+                .filter(|c| c.within_m.is_some())
+                .filter_map(|c| c.rule.as_deref().and_then(|n| index.get(n).copied()))
+                .collect();
+            near_reads.sort_unstable();
+            near_reads.dedup();
             let window = rule.window.unwrap_or(3_600_000) as i64;
             let speed_below = conditions(rule).find_map(|c| c.speed_below);
             rules.push(CRule {
@@ -277,12 +295,15 @@ impl Plan {
                 speed_below,
                 publish: rule.publish,
                 reads,
+                near_reads,
             });
         }
 
         let mut by_metric = vec![Vec::new(); Metric::ALL.len()];
         let mut any_metric = Vec::new();
         let mut deadman = Vec::new();
+        let traffic: Vec<u16> =
+            rules.iter().enumerate().filter(|(_, r)| r.kind == RuleKind::Traffic).map(|(i, _)| i as u16).collect();
         for (i, r) in rules.iter().enumerate() {
             let i = i as u16;
             match (r.kind, r.metric) {
@@ -305,6 +326,7 @@ impl Plan {
             bucket_ms,
             threshold_keys,
             externals,
+            traffic,
         }
     }
 
@@ -403,6 +425,12 @@ fn compile_condition(
             conds.push(Cond::Rate { cmp, limit });
             text.push(format!("{metric_name} rate {} {}/h", cmp_text(cmp), limit_text(c)));
         }
+        RuleKind::Traffic => {
+            if let Some(class) = c.traffic {
+                conds.push(Cond::Traffic(class));
+                text.push(format!("detector {}", class.name()));
+            }
+        }
         RuleKind::Correlation | RuleKind::Composite | RuleKind::Geofence | RuleKind::Deadman => {
             if let Some(missed) = c.missed {
                 conds.push(Cond::Silent { missed });
@@ -421,11 +449,17 @@ fn compile_condition(
                 if let Some(&r) = index.get(name.as_str()) {
                     let level = c.level.unwrap_or(0) as u8;
                     let sensors = c.sensors.unwrap_or(1);
-                    conds.push(Cond::Area { rule: r, level, sensors });
                     reads.push(r);
-                    let who = if sensors > 1 { format!("{sensors} sensors of ") } else { String::new() };
-                    let lvl = if level > 0 { format!(" ≥ level {level}") } else { String::new() };
-                    text.push(format!("{who}{name} active{lvl}"));
+                    if let Some(within_m) = c.within_m {
+                        conds.push(Cond::Near { rule: r, level, within_m });
+                        let lvl = if level > 0 { format!(" ≥ level {level}") } else { String::new() };
+                        text.push(format!("{name} active{lvl} within {within_m:.0} m"));
+                    } else {
+                        conds.push(Cond::Area { rule: r, level, sensors });
+                        let who = if sensors > 1 { format!("{sensors} sensors of ") } else { String::new() };
+                        let lvl = if level > 0 { format!(" ≥ level {level}") } else { String::new() };
+                        text.push(format!("{who}{name} active{lvl}"));
+                    }
                 }
             }
             if c.forecast == Some(true) {

@@ -8,6 +8,7 @@ mod public;
 mod restart;
 mod scenarios;
 mod templates;
+mod traffic;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,309 @@
+//! Vehicle detectors for `traffic` rules: each detector's recent readings, its place along its road segment, its
+//! class (`rules::traffic` says what each class means), and the learned normal speeds ([`TrafficBaseline`]).
+//!
+//! Kept beside the per-sensor slots rather than in them: a detector's few minutes of (speed, flow, occupancy) do not
+//! fit the 1 KiB a sensor's windows may take, and only detectors need them. Pure: event time in, classes out; the
+//! baseline is computed by the caller from the readings store (`TrafficBaseline::learn`) and handed in.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use ingest::Metric;
+
+use crate::rules::{TrafficClass, TrafficSettings};
+
+/// At most this many reading sets per detector, whatever `[traffic]` asks: bounds memory against a detector
+/// reporting far faster than its interval.
+const MAX_SAMPLES: usize = 256;
+
+/// One reading set (the three metrics share a timestamp); a metric not reported yet carries the previous value, so
+/// a set arriving metric by metric never looks like a gap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    ts: i64,
+    speed: f64,
+    flow: f64,
+    occupancy: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Detector {
+    samples: VecDeque<Sample>,
+    /// Per road zone: the class last decided there (blocked ends only after `recovered_for` of flowing).
+    classes: Vec<(u32, TrafficClass)>,
+    /// Per road zone: metres along the segment's centre line (upstream = smaller), when known.
+    along: Vec<(u32, f64)>,
+}
+
+/// The detectors of every road segment.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TrafficBoard {
+    detectors: HashMap<u32, Detector, ahash::RandomState>,
+    /// Road zone → detectors standing in it.
+    segments: HashMap<u32, BTreeSet<u32>, ahash::RandomState>,
+    baseline: TrafficBaseline,
+}
+
+impl TrafficBoard {
+    pub fn set_baseline(&mut self, baseline: TrafficBaseline) {
+        self.baseline = baseline;
+    }
+
+    pub fn baseline(&self) -> &TrafficBaseline {
+        &self.baseline
+    }
+
+    /// Places detector `s` on the road zones it stands in, with its position along each (`None`: unknown).
+    pub fn place(&mut self, s: u32, zones: &[(u32, Option<f64>)]) {
+        let d = self.detectors.entry(s).or_default();
+        for seg in self.segments.values_mut() {
+            seg.remove(&s);
+        }
+        d.along = zones.iter().filter_map(|&(z, a)| a.map(|a| (z, a))).collect();
+        d.classes.retain(|(z, _)| zones.iter().any(|(y, _)| y == z));
+        for &(z, _) in zones {
+            self.segments.entry(z).or_default().insert(s);
+        }
+    }
+
+    /// Whether the detector has enough history to be judged (its reading sets span `blocked_for`). Until then its
+    /// rules keep their level: after a restart an adopted closure must not end on the first reading.
+    pub fn is_warm(&self, s: u32, settings: &TrafficSettings) -> bool {
+        self.detectors.get(&s).is_some_and(|d| match (d.samples.front(), d.samples.back()) {
+            (Some(a), Some(b)) => b.ts - a.ts >= settings.blocked_for as i64,
+            _ => false,
+        })
+    }
+
+    pub fn is_placed(&self, s: u32) -> bool {
+        self.detectors.contains_key(&s)
+    }
+
+    /// Records one reading of a detector metric. Returns false for other metrics.
+    pub fn record(&mut self, s: u32, metric: Metric, ts: i64, value: f64, settings: &TrafficSettings) -> bool {
+        if !matches!(metric, Metric::SpeedKmh | Metric::FlowVehH | Metric::OccupancyPct) {
+            return false;
+        }
+        let d = self.detectors.entry(s).or_default();
+        let at = d.samples.iter().rposition(|x| x.ts <= ts);
+        let i = match at {
+            Some(i) if d.samples[i].ts == ts => i,
+            _ => {
+                let prev = at.map(|i| d.samples[i]);
+                let fresh = Sample {
+                    ts,
+                    speed: prev.map_or(f64::NAN, |p| p.speed),
+                    flow: prev.map_or(f64::NAN, |p| p.flow),
+                    occupancy: prev.map_or(f64::NAN, |p| p.occupancy),
+                };
+                let i = at.map_or(0, |i| i + 1);
+                d.samples.insert(i, fresh);
+                i
+            }
+        };
+        let sample = &mut d.samples[i];
+        match metric {
+            Metric::SpeedKmh => sample.speed = value,
+            Metric::FlowVehH => sample.flow = value,
+            _ => sample.occupancy = value,
+        }
+        // Keep what the longest duration needs, plus one set before it (a run's start).
+        let newest = d.samples.back().map_or(ts, |x| x.ts);
+        let keep_from = newest.saturating_sub(settings.history_ms() + settings.neighbour_fresh_for as i64);
+        while d.samples.len() > 2 && d.samples.get(1).is_some_and(|x| x.ts < keep_from) {
+            d.samples.pop_front();
+        }
+        while d.samples.len() > MAX_SAMPLES {
+            d.samples.pop_front();
+        }
+        true
+    }
+
+    /// Decides detector `s`'s class on each of its road zones as of its newest reading set, and remembers it.
+    pub fn classify(&mut self, s: u32, settings: &TrafficSettings, sensor_id: &str) {
+        let Some(d) = self.detectors.get(&s) else { return };
+        let zones: Vec<u32> = self.segments.iter().filter(|(_, v)| v.contains(&s)).map(|(z, _)| *z).collect();
+        let mut classes = Vec::with_capacity(zones.len());
+        for z in zones {
+            let was = d.classes.iter().find(|(y, _)| *y == z).map_or(TrafficClass::Normal, |c| c.1);
+            let class = self.decide(s, d, z, was, settings, sensor_id);
+            classes.push((z, class));
+        }
+        if let Some(d) = self.detectors.get_mut(&s) {
+            d.classes = classes;
+        }
+    }
+
+    /// The class last decided for detector `s` in zone `z`.
+    pub fn class_of(&self, s: u32, z: u32) -> Option<TrafficClass> {
+        self.detectors.get(&s)?.classes.iter().find(|(y, _)| *y == z).map(|c| c.1)
+    }
+
+    /// The newest (speed, flow, occupancy) of a detector, for alert values.
+    pub fn latest(&self, s: u32) -> Option<(f64, f64, f64)> {
+        self.detectors.get(&s)?.samples.back().map(|x| (x.speed, x.flow, x.occupancy))
+    }
+
+    fn decide(
+        &self,
+        s: u32,
+        d: &Detector,
+        z: u32,
+        was: TrafficClass,
+        t: &TrafficSettings,
+        sensor_id: &str,
+    ) -> TrafficClass {
+        let Some(now) = d.samples.back().map(|x| x.ts) else { return TrafficClass::Normal };
+        let fresh_from = now.saturating_sub(t.neighbour_fresh_for as i64);
+        let mine = d.along.iter().find(|(y, _)| *y == z).map(|a| a.1);
+        // The neighbours' newest fresh reading sets, with whether they are upstream of this detector.
+        let neighbours: Vec<(Sample, bool)> = self
+            .segments
+            .get(&z)
+            .into_iter()
+            .flatten()
+            .filter(|&&n| n != s)
+            .filter_map(|n| {
+                let nd = self.detectors.get(n)?;
+                let last = *nd.samples.back()?;
+                if last.ts < fresh_from {
+                    return None;
+                }
+                let theirs = nd.along.iter().find(|(y, _)| *y == z).map(|a| a.1);
+                // Unknown order: any neighbour may be the upstream one.
+                let upstream = match (mine, theirs) {
+                    (Some(m), Some(o)) => o < m,
+                    _ => true,
+                };
+                Some((last, upstream))
+            })
+            .collect();
+        let flowing = |x: &Sample| x.speed >= t.normal_speed_kmh && x.flow > 0.0;
+        let all_neighbours_flow = !neighbours.is_empty() && neighbours.iter().all(|(x, _)| flowing(x));
+
+        // A broken detector first: what it reports cannot be believed, whatever it says.
+        let stuck = held(d, t.fault_after as i64, |x| x.speed <= t.blocked_speed_kmh);
+        let newest = d.samples.back().copied();
+        let frozen = newest.is_some_and(|n| {
+            let same = |x: &Sample| x.speed == n.speed && x.flow == n.flow && x.occupancy == n.occupancy;
+            d.samples.iter().filter(|x| same(x)).count() >= 3 && held(d, t.flat_for as i64, same)
+        });
+        if (stuck && all_neighbours_flow) || (frozen && (newest.is_some_and(|n| n.flow > 0.0) || all_neighbours_flow)) {
+            return TrafficClass::DeviceFault;
+        }
+
+        let stalled = |x: &Sample| x.speed <= t.blocked_speed_kmh && x.occupancy >= t.blocked_occupancy_pct;
+        let upstream_queue = neighbours.iter().any(|(x, up)| *up && x.occupancy >= t.blocked_occupancy_pct);
+        let blocked_now = held(d, t.blocked_for as i64, stalled)
+            || (upstream_queue && held(d, t.blocked_for as i64, |x| x.flow <= 0.0));
+        // Entering: not while every neighbour flows (a blockage between them would stop one of them too).
+        if blocked_now && !all_neighbours_flow {
+            return TrafficClass::Blocked;
+        }
+        // Leaving: only on its own readings, after `recovered_for` of flowing; neighbours flowing again first is
+        // how a clearing road looks, and a blip of traffic must not end the closure.
+        if was == TrafficClass::Blocked {
+            let recovered = held(d, t.recovered_for as i64, |x| x.speed >= t.recovered_speed_kmh && x.flow > 0.0);
+            if !recovered {
+                return TrafficClass::Blocked;
+            }
+        }
+
+        if let Some(normal) = self.baseline.normal(sensor_id, now, t.baseline_min_weeks) {
+            let limit = (normal.median_kmh * t.slowed_fraction)
+                .min(normal.median_kmh - t.slowed_mad_k * 1.4826 * normal.mad_kmh);
+            if held(d, t.slowed_for as i64, |x| x.speed < limit) {
+                return TrafficClass::Slowed;
+            }
+        }
+        TrafficClass::Normal
+    }
+}
+
+/// Whether `pred` has held for every reading set of the newest run, and that run spans at least `for_ms`.
+fn held(d: &Detector, for_ms: i64, pred: impl Fn(&Sample) -> bool) -> bool {
+    let Some(newest) = d.samples.back() else { return false };
+    let mut start = None;
+    for x in d.samples.iter().rev() {
+        if x.speed.is_nan() || x.flow.is_nan() || x.occupancy.is_nan() || !pred(x) {
+            break;
+        }
+        start = Some(x.ts);
+    }
+    start.is_some_and(|s| newest.ts - s >= for_ms)
+}
+
+/// Hour of the week in Taiwan time (UTC+8), Monday 00:00 = 0 … Sunday 23:00 = 167.
+pub fn hour_of_week(ts_ms: i64) -> usize {
+    let local_h = (ts_ms + 8 * 3_600_000).div_euclid(3_600_000);
+    let day = local_h.div_euclid(24);
+    // 1970-01-01 was a Thursday (3 with Monday = 0).
+    let weekday = (day + 3).rem_euclid(7);
+    (weekday * 24 + local_h.rem_euclid(24)) as usize
+}
+
+/// A detector's normal speed for one hour of the week.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HourNormal {
+    pub median_kmh: f64,
+    /// Median absolute deviation from the median: robust spread (one crash in the history does not widen it).
+    pub mad_kmh: f64,
+    /// How many distinct weeks the readings came from.
+    pub weeks: u32,
+}
+
+/// Each detector's normal speed per hour of the week, learned from stored history with robust statistics (median
+/// and MAD), so the weekday rush hour is normal for the detector that sees it every weekday.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrafficBaseline {
+    by_sensor: HashMap<String, Vec<Option<HourNormal>>>,
+}
+
+impl TrafficBaseline {
+    /// Learns from (detector id, event time, speed km/h) readings, e.g. the last 4–8 weeks from the readings store.
+    /// Non-finite speeds are skipped.
+    pub fn learn<'a>(readings: impl IntoIterator<Item = (&'a str, i64, f64)>) -> TrafficBaseline {
+        // (detector, hour of week) → (speeds, the weeks they came from).
+        type Group = (Vec<f64>, BTreeSet<i64>);
+        let mut groups: HashMap<(&str, usize), Group> = HashMap::new();
+        for (id, ts, speed) in readings {
+            if !speed.is_finite() {
+                continue;
+            }
+            let g = groups.entry((id, hour_of_week(ts))).or_default();
+            g.0.push(speed);
+            g.1.insert((ts + 8 * 3_600_000 + 3 * 86_400_000).div_euclid(7 * 86_400_000));
+        }
+        let mut by_sensor: HashMap<String, Vec<Option<HourNormal>>> = HashMap::new();
+        for ((id, how), (mut values, weeks)) in groups {
+            let median_kmh = median(&mut values);
+            let mut dev: Vec<f64> = values.iter().map(|v| (v - median_kmh).abs()).collect();
+            let mad_kmh = median(&mut dev);
+            by_sensor.entry(id.to_string()).or_insert_with(|| vec![None; 168])[how] =
+                Some(HourNormal { median_kmh, mad_kmh, weeks: weeks.len() as u32 });
+        }
+        TrafficBaseline { by_sensor }
+    }
+
+    /// The normal for `sensor` at the hour of week of `ts_ms`, if learnt from at least `min_weeks` weeks.
+    pub fn normal(&self, sensor: &str, ts_ms: i64, min_weeks: u32) -> Option<HourNormal> {
+        let n = (*self.by_sensor.get(sensor)?.get(hour_of_week(ts_ms))?)?;
+        (n.weeks >= min_weeks).then_some(n)
+    }
+
+    pub fn detectors(&self) -> usize {
+        self.by_sensor.len()
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
