@@ -14,6 +14,8 @@
 //! - [`web`]: the HTTP edge — operator and citizen websockets, the API by resource, feeds, `/metrics`, the pages.
 //! - [`reports`]: citizen reports — validation, rate limits, clustering, flags, the photo store (pure logic).
 //! - [`external`]: alerts from partner agencies (inbound CAP) onto the operator and citizen channels.
+//! - [`traffic_baseline`]: each vehicle detector's normal speed per hour of the week, learned from the readings
+//!   store hourly and handed to the rules (without it nothing is ever "slowed").
 //! - [`vd_feed`]: agency vehicle-detector feeds (`inbound::vd`) onto the hot path, as our own detectors' readings.
 //! - [`scale_out`]: roles on an external MQTT cluster — worker, writer and fan-out, regions, the fan-out node's book
 //!   of the workers' alerts (`docs/SCALING.md`).
@@ -34,5 +36,6 @@ pub mod reports;
 pub mod rules_admin;
 pub mod scale_out;
 pub mod server;
+pub mod traffic_baseline;
 pub mod vd_feed;
 pub mod web;

@@ -278,6 +278,7 @@ pub fn init() {
         PUBLIC_HELD.with_label_values(&[reason]);
     }
     LazyLock::force(&PUBLIC_FLAPPING);
+    LazyLock::force(&crate::traffic_baseline::BASELINE_DETECTORS);
     LazyLock::force(&PUBLIC_FLAPPING_STARTED);
     LazyLock::force(&OPERATOR_SOCKETS);
     LazyLock::force(&CITIZEN_SOCKETS);

@@ -78,6 +78,7 @@ pub async fn start_with(
     };
     app.publish_warnings(warnings);
     tokio::spawn(crate::hot_path::housekeeping(Arc::clone(&app), alerts_dir.clone()));
+    tokio::spawn(crate::traffic_baseline::keep_learning(Arc::clone(&app), cfg.store.retention_days));
     #[cfg(unix)]
     tokio::spawn(crate::rules_admin::reload_on_sighup({
         let app = Arc::clone(&app);

@@ -97,7 +97,7 @@ pub struct AlertMessage {
 
 /// The hazard behind an alert: the causing alert (its id while it was active), its rule, event and area, and how
 /// far away it is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CausedBy {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert: Option<String>,
