@@ -269,14 +269,16 @@ impl App {
     }
 
     /// The approval loop's copy for internal webhook subscribers (`audience = "internal"`): the public hears of an
-    /// alert only through its public warning, so while a gate holds an alert (awaiting approval, operators only, old
-    /// evidence) its versions go to dissemination on the alert's own chain (its id, never a `W-` one), never released:
+    /// alert only through its public warning, so while the approval gate holds an alert its versions go to
+    /// dissemination on the alert's own chain (its id, never a `W-` one), never released:
     /// not in the feed, not at `/cap/`, not to public subscribers, never on the air. When the alert becomes public
     /// that chain ends with a Cancel — the proposal is superseded by the public warning, which internal subscribers
-    /// receive like everyone — and when it ends while held, with its own end.
+    /// receive like everyone — and when it ends while held, with its own end. Only the approval gate: alerts of
+    /// operators-only rules (a flapping tilt meter's hundred `tilt-rate` versions) and alerts on old evidence are no
+    /// proposal for the public, and stay on the operators' socket.
     fn send_held(&self, alert: &Alert) {
         let Some(d) = &self.partners.dissemination else { return };
-        let held = alert.state.is_active() && !alert.is_public();
+        let held = alert.state.is_active() && alert.public_release == alerting::alert::PublicRelease::Pending;
         if !held && !d.held_chain_open(&alert.id) {
             return;
         }

@@ -29,7 +29,8 @@ fn alert_update_cancel_follow_references() {
     assert_eq!(r.outcome, PushOutcome::Raised { id: A.into() });
     assert_eq!(kinds(&r), vec![ev("raised", A, 1)]);
     let alert = &b.active()[0];
-    assert_eq!(alert.zone_ids, vec![DONGPU, SHENMU, TONGFU, XINYI], "township geocode → every zone in it");
+    // Provincial Highway 21's segment at Shenmu lies in the township too (a road zone, issue 28).
+    assert_eq!(alert.zone_ids, vec![DONGPU, SHENMU, TONGFU, PH21, XINYI], "township geocode → every zone in it");
     assert_eq!(alert.event_code.as_deref(), Some("rainfall"));
     assert_eq!(alert.headline_zh.as_deref(), Some("豪雨特報"));
     assert_eq!(alert.headline_en.as_deref(), Some("Extremely heavy rain advisory"));

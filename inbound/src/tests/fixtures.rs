@@ -54,7 +54,7 @@ async fn fixtures_land_on_the_expected_zones() {
     assert_eq!(rain.id, "ext:weather@cwa.gov.tw:CWA-Weather_extremely-heavy-rain_202611261740001");
     assert_eq!(
         rain.zone_ids,
-        vec!["dfa-jiaxian-xiaolin", "dfa-namasia-minsheng", DONGPU, SHENMU, TONGFU, "township-jiaxian", XINYI],
+        vec!["dfa-jiaxian-xiaolin", "dfa-namasia-minsheng", DONGPU, SHENMU, TONGFU, PH21, "township-jiaxian", XINYI],
         "Xinyi, Jiaxian and Namasia zones; not the county-tagged river reach of Nantou"
     );
     assert_eq!(rain.unresolved_geocodes, vec!["1001323"], "Sandimen is outside our zones, and shown as such");
@@ -70,7 +70,7 @@ async fn fixtures_land_on_the_expected_zones() {
     assert_eq!(river.unresolved_geocodes, vec!["1000804", "1000805", "1000806"]);
 
     let debris = push_fixture(&inbound, "swcb_debris_flow_yellow.xml").await;
-    assert_eq!(debris.zone_ids, vec![DONGPU, SHENMU, TONGFU, XINYI]);
+    assert_eq!(debris.zone_ids, vec![DONGPU, SHENMU, TONGFU, PH21, XINYI]);
     assert_eq!(debris.area_desc, vec!["南投縣信義鄉神木村", "南投縣信義鄉東埔村"]);
     assert_eq!(debris.severity, encoders::cap::Severity::Moderate);
 

@@ -41,6 +41,8 @@ pub(crate) const SHENMU: &str = "dfa-xinyi-shenmu";
 pub(crate) const DONGPU: &str = "dfa-xinyi-dongpu";
 pub(crate) const TONGFU: &str = "dfa-xinyi-tongfu";
 pub(crate) const XINYI: &str = "township-xinyi";
+/// Provincial Highway 21 at Shenmu: a road segment (issue 28), inside Xinyi township.
+pub(crate) const PH21: &str = "ph21-xinyi-shenmu";
 pub(crate) const ZHUOSHUI: &str = "reach-zhuoshui-mid";
 pub(crate) const FWY3: &str = "fwy3-nantou";
 
