@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{ETAG, LAST_MODIFIED, LOCATION};
+use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION};
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::egress::{EgressPolicy, GuardedResolver, Network, Refusal, MAX_REDIRECTS};
@@ -28,7 +28,29 @@ pub(crate) enum Fetched {
     /// 304: the validators we sent still hold.
     NotModified,
     /// 200, with the validators to send next time.
-    Body { bytes: Vec<u8>, etag: Option<HeaderValue>, last_modified: Option<HeaderValue> },
+    Body { bytes: Vec<u8>, validators: Validators },
+}
+
+/// A feed's validators from its last whole answer (`ETag`, `Last-Modified`), sent back as `If-None-Match` /
+/// `If-Modified-Since` so that an unchanged feed costs a 304. Both pollers (CAP feeds, detector feeds) keep one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Validators {
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+}
+
+impl Validators {
+    /// The conditional request headers these validators make.
+    pub(crate) fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut conditional = Vec::new();
+        if let Some(v) = &self.etag {
+            conditional.push((IF_NONE_MATCH, v.clone()));
+        }
+        if let Some(v) = &self.last_modified {
+            conditional.push((IF_MODIFIED_SINCE, v.clone()));
+        }
+        conditional
+    }
 }
 
 /// Why a GET brought nothing back.
@@ -115,8 +137,10 @@ impl GuardedClient {
         if resp.status() != StatusCode::OK {
             return Err(FetchError::Status(resp.status().as_u16()));
         }
-        let etag = resp.headers().get(ETAG).cloned();
-        let last_modified = resp.headers().get(LAST_MODIFIED).cloned();
+        let validators = Validators {
+            etag: resp.headers().get(ETAG).cloned(),
+            last_modified: resp.headers().get(LAST_MODIFIED).cloned(),
+        };
         // Content-Length is a claim; the loop below enforces the bound on what actually arrives.
         if let Some(len) = resp.content_length() {
             if len > limit as u64 {
@@ -130,7 +154,7 @@ impl GuardedClient {
             }
             bytes.extend_from_slice(&chunk);
         }
-        Ok(Fetched::Body { bytes, etag, last_modified })
+        Ok(Fetched::Body { bytes, validators })
     }
 }
 

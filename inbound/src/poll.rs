@@ -15,8 +15,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
-use http::HeaderValue;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -24,7 +22,7 @@ use super::atom::{read_feed, AtomReadError, FeedEntry};
 use super::config::FeedSource;
 use super::egress::Refusal;
 use super::error::{InboundError, Rejection};
-use super::fetch::{FetchError, Fetched, GuardedClient};
+use super::fetch::{FetchError, Fetched, GuardedClient, Validators};
 use super::metrics::METRICS;
 use super::Shared;
 
@@ -106,8 +104,7 @@ pub(crate) struct FeedPoller {
     /// This feed's own client: every request only where its egress policy allows (`fetch.rs`).
     client: GuardedClient,
     /// Validators of the last 200, sent back so an unchanged feed costs the server a 304.
-    etag: Option<HeaderValue>,
-    last_modified: Option<HeaderValue>,
+    validators: Validators,
     /// Entry id → `updated` of entries already processed.
     done: HashMap<String, String>,
     /// Consecutive failed polls, for backoff.
@@ -120,7 +117,7 @@ impl FeedPoller {
         let url = reqwest::Url::parse(&cfg.url).map_err(|e| InboundError::Invalid(format!("{source}: {e}")))?;
         let timeout = Duration::from_secs(cfg.timeout_s);
         let client = GuardedClient::new(&source, &url, &cfg.hosts, &cfg.allow_networks, timeout)?;
-        Ok(FeedPoller { cfg, url, client, etag: None, last_modified: None, done: HashMap::new(), failures: 0 })
+        Ok(FeedPoller { cfg, url, client, validators: Validators::default(), done: HashMap::new(), failures: 0 })
     }
 
     /// The wait before the next poll: the interval when healthy, doubling per consecutive failure up to the cap.
@@ -152,23 +149,18 @@ impl FeedPoller {
     }
 
     async fn poll_feed(&mut self, shared: &Shared) -> Result<PollReport, PollError> {
-        let mut conditional = Vec::new();
-        if let Some(v) = &self.etag {
-            conditional.push((IF_NONE_MATCH, v.clone()));
-        }
-        if let Some(v) = &self.last_modified {
-            conditional.push((IF_MODIFIED_SINCE, v.clone()));
-        }
         let fetched =
-            self.client.get(self.url.clone(), self.cfg.max_feed_bytes, &conditional).await.map_err(|e| match e {
-                FetchError::Unreachable(m) => PollError::Unreachable(m),
-                FetchError::Status(s) => PollError::Status(s),
-                FetchError::TooLarge { .. } => PollError::TooLarge { limit: self.cfg.max_feed_bytes },
-                FetchError::Refused(r) => PollError::Refused(r),
-            })?;
-        let (bytes, etag, last_modified) = match fetched {
+            self.client.get(self.url.clone(), self.cfg.max_feed_bytes, &self.validators.headers()).await.map_err(
+                |e| match e {
+                    FetchError::Unreachable(m) => PollError::Unreachable(m),
+                    FetchError::Status(s) => PollError::Status(s),
+                    FetchError::TooLarge { .. } => PollError::TooLarge { limit: self.cfg.max_feed_bytes },
+                    FetchError::Refused(r) => PollError::Refused(r),
+                },
+            )?;
+        let (bytes, validators) = match fetched {
             Fetched::NotModified => return Ok(PollReport { not_modified: true, ..PollReport::default() }),
-            Fetched::Body { bytes, etag, last_modified } => (bytes, etag, last_modified),
+            Fetched::Body { bytes, validators } => (bytes, validators),
         };
         let text = std::str::from_utf8(&bytes).map_err(|e| {
             PollError::Invalid(AtomReadError::Xml { position: e.valid_up_to() as u64, message: "not UTF-8".into() })
@@ -191,13 +183,7 @@ impl FeedPoller {
         self.done.retain(|id, _| entries.iter().any(|e| e.id == *id));
         // Validators are kept only when the feed was read and every entry processed: after a broken feed or a
         // failed document fetch, the next poll must get the full feed (a 304 would hide the entry to retry).
-        if report.fetch_failed == 0 {
-            self.etag = etag;
-            self.last_modified = last_modified;
-        } else {
-            self.etag = None;
-            self.last_modified = None;
-        }
+        self.validators = if report.fetch_failed == 0 { validators } else { Validators::default() };
         Ok(report)
     }
 

@@ -8,16 +8,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
-use http::HeaderValue;
-
 use super::decode::{decode, DecodeError};
 use super::readings::{take, DetectorReading, Limits, RecordRefusal};
 use super::{VdBatch, METRICS};
 use crate::config::VdFeedSource;
 use crate::egress::Refusal;
 use crate::error::InboundError;
-use crate::fetch::{FetchError, Fetched, GuardedClient};
+use crate::fetch::{FetchError, Fetched, GuardedClient, Validators};
 
 /// Collection interval assumed when neither the config nor the document says (the national feeds' minute).
 const DEFAULT_COLLECT_INTERVAL_S: f64 = 60.0;
@@ -81,8 +78,7 @@ pub(crate) struct VdPoller {
     pub cfg: VdFeedSource,
     url: reqwest::Url,
     client: GuardedClient,
-    etag: Option<HeaderValue>,
-    last_modified: Option<HeaderValue>,
+    validators: Validators,
     /// VDID → event time of the last reading taken: the same or an older DataCollectTime is a duplicate.
     last_taken: HashMap<String, i64>,
     /// Consecutive failed polls, for backoff.
@@ -95,7 +91,7 @@ impl VdPoller {
         let url = reqwest::Url::parse(&cfg.url).map_err(|e| InboundError::Invalid(format!("{source}: {e}")))?;
         let client =
             GuardedClient::new(&source, &url, &cfg.hosts, &cfg.allow_networks, Duration::from_secs(cfg.timeout_s))?;
-        Ok(VdPoller { cfg, url, client, etag: None, last_modified: None, last_taken: HashMap::new(), failures: 0 })
+        Ok(VdPoller { cfg, url, client, validators: Validators::default(), last_taken: HashMap::new(), failures: 0 })
     }
 
     /// The wait before the next poll: the interval when healthy, doubling per consecutive failure up to the cap.
@@ -126,35 +122,27 @@ impl VdPoller {
     }
 
     async fn poll(&mut self, now_ms: i64) -> Result<VdPollReport, VdPollError> {
-        let mut conditional = Vec::new();
-        if let Some(v) = &self.etag {
-            conditional.push((IF_NONE_MATCH, v.clone()));
-        }
-        if let Some(v) = &self.last_modified {
-            conditional.push((IF_MODIFIED_SINCE, v.clone()));
-        }
-        let fetched =
-            self.client.get(self.url.clone(), self.cfg.max_bytes, &conditional).await.map_err(|e| match e {
+        let fetched = self.client.get(self.url.clone(), self.cfg.max_bytes, &self.validators.headers()).await.map_err(
+            |e| match e {
                 FetchError::Unreachable(m) => VdPollError::Unreachable(m),
                 FetchError::Status(s) => VdPollError::Status(s),
                 FetchError::TooLarge { .. } => VdPollError::TooLarge { limit: self.cfg.max_bytes },
                 FetchError::Refused(r) => VdPollError::Refused(r),
-            })?;
-        let (bytes, etag, last_modified) = match fetched {
+            },
+        )?;
+        let (bytes, validators) = match fetched {
             Fetched::NotModified => return Ok(VdPollReport { not_modified: true, ..VdPollReport::default() }),
-            Fetched::Body { bytes, etag, last_modified } => (bytes, etag, last_modified),
+            Fetched::Body { bytes, validators } => (bytes, validators),
         };
         let doc = match decode(&bytes) {
             Ok(doc) => doc,
             Err(e) => {
                 // Ask for the whole document next time: a fixed feed may keep its ETag.
-                self.etag = None;
-                self.last_modified = None;
+                self.validators = Validators::default();
                 return Err(VdPollError::Invalid(e));
             }
         };
-        self.etag = etag;
-        self.last_modified = last_modified;
+        self.validators = validators;
         let name = self.cfg.name.as_str();
         let interval_s = self
             .cfg
