@@ -1025,6 +1025,35 @@ impl AlertBook {
         journal.append(&record)
     }
 
+    /// Puts an alert as it stands into the book with its indexes (active per hazard, contributions, the suppression
+    /// an end leaves, the closed list): what a journal replay and a cluster handover (`handover.rs`) both do.
+    pub(crate) fn install(
+        &mut self,
+        alert: Alert,
+        contributions: BTreeMap<String, Contribution>,
+        suppressed: Option<Suppressed>,
+    ) {
+        let key = HazardKey { rule_id: alert.rule_id.clone(), area_id: alert.area_id.clone(), mode: alert.mode };
+        let id = alert.id.clone();
+        if alert.state.is_active() {
+            self.active.insert(key, id.clone());
+            self.contributions.insert(id.clone(), contributions);
+        } else {
+            if self.active.get(&key) == Some(&id) {
+                self.active.remove(&key);
+            }
+            self.contributions.remove(&id);
+            if let Some(sup) = suppressed {
+                self.suppressed.insert(key, sup);
+            }
+            if !self.closed.contains(&id) {
+                self.closed.push_back(id.clone());
+            }
+        }
+        self.alerts.insert(id, alert);
+        self.prune();
+    }
+
     /// Applies one journal record during restore: the record carries the alert as it was after the transition, so
     /// replay is "last record per alert wins" and needs no rule logic.
     fn replay(&mut self, record: Record) {
@@ -1034,26 +1063,7 @@ impl AlertBook {
                     j.observe_seq(seq);
                 }
                 self.next_seq = self.next_seq.max(next_seq);
-                let key =
-                    HazardKey { rule_id: alert.rule_id.clone(), area_id: alert.area_id.clone(), mode: alert.mode };
-                let id = alert.id.clone();
-                if alert.state.is_active() {
-                    self.active.insert(key, id.clone());
-                    self.contributions.insert(id.clone(), contributions);
-                } else {
-                    if self.active.get(&key) == Some(&id) {
-                        self.active.remove(&key);
-                    }
-                    self.contributions.remove(&id);
-                    if let Some(sup) = suppressed {
-                        self.suppressed.insert(key, sup);
-                    }
-                    if !self.closed.contains(&id) {
-                        self.closed.push_back(id.clone());
-                    }
-                }
-                self.alerts.insert(id, alert);
-                self.prune();
+                self.install(alert, contributions, suppressed);
             }
             Record::Suppression { seq, key, suppressed, .. } => {
                 if let Some(j) = &mut self.journal {

@@ -47,25 +47,7 @@ impl AlertBook {
         if self.alerts.get(&alert.id).is_some_and(|held| held.version >= alert.version) {
             return false;
         }
-        let key = HazardKey { rule_id: alert.rule_id.clone(), area_id: alert.area_id.clone(), mode: alert.mode };
-        let id = alert.id.clone();
-        if alert.state.is_active() {
-            self.active.insert(key, id.clone());
-            self.contributions.insert(id.clone(), contributions);
-        } else {
-            if self.active.get(&key) == Some(&id) {
-                self.active.remove(&key);
-            }
-            self.contributions.remove(&id);
-            if let Some(sup) = suppressed {
-                self.suppressed.insert(key, sup);
-            }
-            if !self.closed.contains(&id) {
-                self.closed.push_back(id.clone());
-            }
-        }
-        self.alerts.insert(id, alert);
-        self.prune();
+        self.install(alert, contributions, suppressed);
         true
     }
 }
