@@ -13,7 +13,7 @@
 //! body the handlers send and the document does not describe fails there. Websockets appear as `GET` answering
 //! `101`; their messages are prose in `docs/API.md`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::header;
@@ -31,7 +31,14 @@ use crate::app::App;
 #[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "openapi_document", tag = "meta",
     responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = serde_json::Value)))]
 pub async fn document_json(State(app): State<Arc<App>>) -> Response {
-    ([(header::CACHE_CONTROL, "no-cache")], axum::Json(document(app.web.deliver_to_self))).into_response()
+    // Public and not rate-limited, so built and serialised once per process (per variant), not per request: a
+    // stranger asking for it in a loop costs a copy of the bytes, never the document's assembly.
+    static WITH_DEMO: OnceLock<Vec<u8>> = OnceLock::new();
+    static WITHOUT_DEMO: OnceLock<Vec<u8>> = OnceLock::new();
+    let deliver_to_self = app.web.deliver_to_self;
+    let cell = if deliver_to_self { &WITH_DEMO } else { &WITHOUT_DEMO };
+    let body = cell.get_or_init(|| serde_json::to_vec(&document(deliver_to_self)).unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")], body.clone()).into_response()
 }
 
 /// The document as this server serves it: the demo's receivers only where they are mounted (`demo`, drills).
