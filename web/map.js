@@ -288,6 +288,8 @@ function valueAt(id) {
   return best;
 }
 function drawSensors() {
+  // Every socket frame redraws the sensors: a keyboard user on one keeps the focus (and their place in the Tab order).
+  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.sensor : null;
   layers.sensors.clearLayers();
   const alarmed = alarmedSensors();
   for (const s of model.sensors.values()) {
@@ -306,6 +308,7 @@ function drawSensors() {
       el.dataset.sensor = s.id; el.dataset.state = state;
       el.setAttribute('tabindex', '0'); el.setAttribute('role', 'button'); el.setAttribute('aria-label', `${s.id} ${s.kind} ${state}`);
       el.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); showSensor(s.id); } });
+      if (focused === s.id) el.focus({ preventScroll: true });
     });
     m.addTo(layers.sensors);
   }

@@ -197,6 +197,11 @@ def carrier_cells_test(page, alert_id):
     page.wait_for_function("() => document.querySelectorAll('path.dc-geofence').length >= 1")
 
 
+# What has the keyboard focus, as a short CSS-like name (for failure messages).
+FOCUSED = """(() => { const e = document.activeElement; if (!e) return 'none';
+  return e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && typeof e.className === 'string' ? '.' + e.className.trim().split(/\\s+/).join('.') : ''); })()"""
+
+
 def main():
     with browser() as b:
         ops = Offline(b, 1280, 800)
@@ -241,11 +246,14 @@ def main():
         page.evaluate("document.activeElement && document.activeElement.blur()")
         page.keyboard.press("Tab")
         check(page.evaluate("document.activeElement.className") == "skip", "the first Tab stop skips to the alerts")
-        for _ in range(40):
+        stops = []
+        for _ in range(60):
             page.keyboard.press("Tab")
+            stops.append(page.evaluate(FOCUSED))
             if page.evaluate("document.activeElement.classList.contains('alert')"):
                 break
-        check(page.evaluate("document.activeElement.classList.contains('alert')"), "Tab reaches the alert list")
+        check(page.evaluate("document.activeElement.classList.contains('alert')"),
+              f"Tab reaches the alert list (tab stops: {' → '.join(stops)})")
         for _ in range(10):
             if page.evaluate("document.activeElement.dataset.alertId") == alert_id:
                 break
@@ -258,6 +266,16 @@ def main():
         page.keyboard.press("Escape")
         check(detail.is_hidden(), "Escape closes it")
         check(page.evaluate("document.activeElement.dataset.alertId") == alert_id, "focus returns to the alert")
+        # A keyboard user on a sensor keeps it through the redraw every socket frame makes (an operator's note here).
+        page.locator("path[data-sensor='RG0001']").focus()
+        page.evaluate("document.activeElement.__drawn = 'before'")
+        note = urllib.request.Request(f"{URL}/api/v1/alerts/{urllib.parse.quote(alert_id)}/comment", method="POST",
+                                      data=json.dumps({"text": "keyboard check"}).encode(),
+                                      headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+        urllib.request.urlopen(note, timeout=10).read()
+        page.wait_for_function("() => document.querySelector(\"path[data-sensor='RG0001']\").__drawn !== 'before'", timeout=10000)
+        check(page.evaluate(FOCUSED) == "path" and page.evaluate("document.activeElement.dataset.sensor") == "RG0001",
+              f"a sensor keeps the keyboard focus when a frame redraws the map (focus: {page.evaluate(FOCUSED)})")
         zoom = page.evaluate("dcMap.getZoom()")
         page.focus("#map")
         page.keyboard.press("Equal")
