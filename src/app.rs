@@ -68,6 +68,9 @@ pub struct Alerts {
     /// Where its snapshot is kept (the alert journal's folder), so that a restart continues each warning's CAP
     /// chain; `None` without a data dir.
     pub publication_dir: Option<std::path::PathBuf>,
+    /// Set while a cluster's dissemination node replays the alerts stream (`scale_out/dissemination.rs`): the
+    /// housekeeping tick then leaves the publication to the replay, which runs it on the alerts' issue times.
+    pub replaying: std::sync::atomic::AtomicBool,
 }
 
 /// The publication's snapshot file in the alert journal's folder.
@@ -244,10 +247,17 @@ impl App {
     /// [`App::publish`] for the changes of one instant (one batch of findings): the public side decides once per
     /// warning they touch, so rules changing together make one public version.
     pub fn publish_all(&self, alerts: &[Alert]) {
+        self.publish_all_at(alerts, crate::clock::now_ms());
+    }
+
+    /// [`App::publish_all`] at a given issue time: a cluster's dissemination node (`scale_out/dissemination.rs`)
+    /// passes the time the worker issued the alert, so that rebuilding the warnings from the alerts stream after a
+    /// take-over makes the same public versions the dead node made.
+    pub fn publish_all_at(&self, alerts: &[Alert], now_ms: i64) {
         if alerts.is_empty() {
             return;
         }
-        let (notes, warnings) = self.alerts.publication.lock().observe_all(alerts, crate::clock::now_ms());
+        let (notes, warnings) = self.alerts.publication.lock().observe_all(alerts, now_ms);
         for (alert, note) in alerts.iter().zip(notes) {
             let mut message = self.alert_message(alert);
             tracing::info!(id = %alert.id, version = alert.version, state = ?alert.state, event = %alert.event, area = %alert.area_id, level = %alert.level.name_en, public = ?note.status, "alert");
@@ -313,6 +323,16 @@ impl App {
     /// The housekeeping pass of the publication at issue time: coalesced changes whose interval passed, flapping
     /// warnings that settled.
     pub fn publication_due(&self, now_ms: i64) {
+        // A dissemination node rebuilding the warnings from the alerts stream drives the publication with the alerts'
+        // own times; the wall clock would release held changes at the wrong place in that history.
+        if self.alerts.replaying.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        self.publication_due_at(now_ms);
+    }
+
+    /// [`App::publication_due`] whatever the replay flag says (the replay itself calls it with the alerts' times).
+    pub fn publication_due_at(&self, now_ms: i64) {
         let (warnings, flapping, started) = {
             let mut p = self.alerts.publication.lock();
             let w = p.due(now_ms);

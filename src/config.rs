@@ -111,7 +111,7 @@ pub struct ClusterSection {
     /// Every node's client URL, `nats://host:4222`.
     #[serde(default)]
     pub urls: Vec<String>,
-    /// `front-door` or `worker`.
+    /// `front-door`, `worker` or `dissemination`.
     pub role: Option<String>,
     /// This process's name on the cluster: unique per process, stable across its restarts.
     pub name: Option<String>,
@@ -125,8 +125,9 @@ pub struct ClusterSection {
     pub duplicate_window_s: Option<u64>,
     /// How long readings stay in the stream, 1..=8760 h; default 168 (7 days).
     pub readings_max_age_h: Option<u64>,
-    /// A rule worker's region leases expire this long after their last renewal, 2..=300 s; default 10. A dead
-    /// worker's regions are taken over after about this long. Set by the first worker that creates the bucket.
+    /// A rule worker's region leases (and the dissemination node's lease) expire this long after their last
+    /// renewal, 2..=300 s; default 10. A dead worker's regions, or a dead dissemination node's work, are taken over
+    /// after about this long. Set by the first process that creates the bucket.
     pub lease_ttl_s: Option<u64>,
 }
 

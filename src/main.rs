@@ -160,8 +160,9 @@ struct ClusterArgs {
     /// `[cluster] urls` (docs/SCALING.md).
     #[arg(long, env = "DC_CLUSTER", value_delimiter = ',')]
     cluster: Vec<String>,
-    /// What this process does: on an MQTT cluster worker, writer or fanout; on the NATS cluster front-door or worker.
-    #[arg(long, env = "DC_ROLE", value_parser = ["worker", "writer", "fanout", "front-door"])]
+    /// What this process does: on an MQTT cluster worker, writer or fanout; on the NATS cluster front-door, worker or
+    /// dissemination.
+    #[arg(long, env = "DC_ROLE", value_parser = ["worker", "writer", "fanout", "front-door", "dissemination"])]
     role: Option<String>,
     /// The process's name on the cluster (the MQTT client id, or the NATS connection name and lease owner): unique
     /// per process, stable across its restarts.

@@ -246,6 +246,7 @@ pub fn build(
             rules_source,
             publication: Mutex::new(publication),
             publication_dir: alerts_dir.clone(),
+            replaying: Default::default(),
         },
         readings: Readings { store, influx },
         live: LiveSensors::default(),

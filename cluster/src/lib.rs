@@ -12,6 +12,10 @@
 //!   [`readings::RegionReadings`]: one region's readings in stream order, for its owner.
 //! - [`alerts`]: the alerts stream (`DC_ALERTS`, `dc.alerts.{region}.{alert id}`, one message per alert version,
 //!   de-duplicated by `{id}:{version}`): what a region's next owner continues its alert book from.
+//! - [`alert_feed`]: `DC_ALERTS` as the dissemination node reads it: the history once at take-over, then a durable
+//!   consumer with explicit acknowledgements, in order.
+//! - [`deliveries`]: the delivery ledger (`dc_deliveries`): each delivery recorded before its call, its attempts
+//!   counted across nodes, its receiver's confirmation.
 //! - [`progress`]: how far each region's owner got in the readings stream (`dc_progress`, fenced by compare-and-set).
 //! - [`lease`]: who owns a region — leases in a replicated key-value bucket, taken by compare-and-set on the
 //!   revision, renewed, expiring on the server's clock when their owner dies.
@@ -19,7 +23,9 @@
 //!
 //! Why NATS 2.15 and not Debian's 2.9: `docs/SCALING.md` § The backbone.
 
+pub mod alert_feed;
 pub mod alerts;
+pub mod deliveries;
 pub mod lease;
 pub mod progress;
 pub mod readings;

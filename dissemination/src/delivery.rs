@@ -20,6 +20,9 @@ const DETAIL_BYTES: usize = 512;
 /// The detail of an attempt that hit the request timeout.
 const TIMED_OUT: &str = "timed out";
 
+/// The detail of a delivery the ledger says a receiver confirmed before (not sent again).
+const CONFIRMED_EARLIER: &str = "confirmed earlier (delivery ledger): not sent again";
+
 /// The crate's one clock (everything inside takes time as input).
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -39,18 +42,32 @@ struct Answer {
     body: String,
 }
 
-async fn send(client: &reqwest::Client, job: &Job, body: Vec<u8>, timeout: Duration) -> Result<Answer, String> {
+/// What an attempt says about itself: the delivery id receivers de-duplicate on, and the attempt's number.
+struct Said {
+    /// The local counter on one process; the delivery's key (`ledger.rs`) in cluster mode.
+    id: String,
+    /// The local count; the ledger's count across nodes in cluster mode (above 1: a retry).
+    attempt: u32,
+}
+
+async fn send(
+    client: &reqwest::Client,
+    job: &Job,
+    said: &Said,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Answer, String> {
     let mut req = client
         .post(&job.request.url)
         .timeout(timeout)
         .header(CONTENT_TYPE, job.request.content_type)
         .header(USER_AGENT, concat!("disaster-cloud/", env!("CARGO_PKG_VERSION")))
         // Receivers de-duplicate on this (delivery is at-least-once) …
-        .header("X-DC-Delivery", job.id.to_string())
+        .header("X-DC-Delivery", said.id.as_str())
         // … and can tell a drill from the real thing without parsing the body.
         .header("X-DC-Status", job.status)
         .header("X-DC-Message", job.identifier.as_str())
-        .header("X-DC-Attempt", job.attempt.to_string());
+        .header("X-DC-Attempt", said.attempt.to_string());
     // The channel's own authentication (signature, bearer token).
     for (name, value) in &job.request.auth {
         req = req.header(*name, value.as_str());
@@ -135,6 +152,63 @@ impl Inner {
     }
 }
 
+/// What the delivery ledger says before an attempt.
+enum Gate {
+    /// Send, as attempt `n` across the cluster.
+    Send(u32),
+    /// A receiver confirmed this delivery before (on a node that died, or here before a restart): not sent again.
+    ConfirmedEarlier,
+    /// The process is stopping.
+    Stop,
+}
+
+/// How long an unanswered ledger is asked again; the delivery waits meanwhile (nothing is sent without its record).
+const LEDGER_RETRY: Duration = Duration::from_millis(500);
+
+/// Asks the ledger before an attempt, as long as it takes (see [`Gate`]).
+async fn gate(ledger: &dyn super::DeliveryLedger, job: &Job, key: &str, stop: &mut watch::Receiver<bool>) -> Gate {
+    let mut warned = false;
+    loop {
+        match ledger.begin(key).await {
+            Ok(super::Begin::Attempt(n)) => {
+                let outcome = if n > 1 { "retry" } else { "first" };
+                super::metrics::METRICS.ledger.with_label_values(&[outcome]).inc();
+                return Gate::Send(n);
+            }
+            Ok(super::Begin::Confirmed) => {
+                super::metrics::METRICS.ledger.with_label_values(&["confirmed_earlier"]).inc();
+                return Gate::ConfirmedEarlier;
+            }
+            Err(e) => {
+                super::metrics::METRICS.ledger.with_label_values(&["unavailable"]).inc();
+                if !warned {
+                    tracing::warn!(error = %e, target_name = %job.target, delivery = key, "delivery ledger did not answer: the delivery waits");
+                    warned = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(LEDGER_RETRY) => {}
+                    _ = stop.changed() => return Gate::Stop,
+                }
+            }
+        }
+    }
+}
+
+/// Tells the ledger a receiver took the delivery; tried for a while. If it never hears, the next node to take
+/// dissemination over sends the delivery again as a retry (receivers de-duplicate on its id): a duplicate, never a
+/// loss.
+async fn confirm(ledger: &dyn super::DeliveryLedger, key: &str) {
+    for attempt in 0..20 {
+        match ledger.confirm(key).await {
+            Ok(()) => return,
+            Err(e) if attempt == 0 => tracing::warn!(error = %e, delivery = key, "delivery ledger: confirmation not recorded; retrying"),
+            Err(_) => {}
+        }
+        tokio::time::sleep(LEDGER_RETRY).await;
+    }
+    super::metrics::METRICS.ledger.with_label_values(&["confirm_failed"]).inc();
+}
+
 /// The worker loop of one target. Ends when `stop` turns true (or its sender is gone).
 pub(crate) async fn run_target(
     inner: Arc<Inner>,
@@ -153,17 +227,35 @@ pub(crate) async fn run_target(
                 _ = stop.changed() => return,
             }
         };
+        // Cluster mode: the attempt is recorded in the replicated ledger before the call.
+        let keyed: Option<(Arc<dyn super::DeliveryLedger>, Arc<str>)> = inner.ledger.get().cloned().zip(job.key.clone());
+        let said = match &keyed {
+            Some((ledger, key)) => match gate(&**ledger, &job, key, &mut stop).await {
+                Gate::Send(n) => Said { id: key.to_string(), attempt: n },
+                Gate::ConfirmedEarlier => {
+                    inner.finish_attempt(&job, Ok(Answer { status: 200, body: CONFIRMED_EARLIER.into() }), Duration::ZERO);
+                    continue;
+                }
+                Gate::Stop => return,
+            },
+            None => Said { id: job.id.to_string(), attempt: job.attempt },
+        };
         let timeout = inner.retry_of(&job).request_timeout;
         let started = Instant::now();
         let result = match job.request.body.clone() {
             Ok(body) => {
                 tokio::select! {
-                    r = send(&inner.client, &job, body, timeout) => r,
+                    r = send(&inner.client, &job, &said, body, timeout) => r,
                     _ = stop.changed() => return,
                 }
             }
             Err(e) => Err(e),
         };
+        if let (Some((ledger, key)), Ok(answer)) = (&keyed, &result) {
+            if (200..300).contains(&answer.status) {
+                confirm(&**ledger, key).await;
+            }
+        }
         if matches!(&result, Err(e) if e == TIMED_OUT) {
             super::metrics::METRICS.timeouts.with_label_values(&[job.channel.label()]).inc();
             tracing::warn!(target_name = %target, delivery = job.id, ?timeout, "delivery timed out");

@@ -91,6 +91,10 @@ pub(crate) struct NewDelivery {
     pub alert_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
+    /// The delivery's key, derived from what it delivers (`ledger::delivery_key`): the id receivers see in cluster
+    /// mode, the same on every node that plans this delivery. None in journals from before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// How an attempt ended.

@@ -19,6 +19,7 @@
 //! | [`channel::push`] | Web Push to citizens: subscriptions, VAPID key, re-notify policy, encrypted fan-out, `[push]` |
 //! | ↳ [`broadcast`] | one broadcast: PWS class policy, serial numbers, texts, per-carrier targeting, envelopes |
 //! | ↳ `ledger.rs` | the on-air ledger: per carrier, what was written and not yet stopped |
+//! | [`ledger`] | cluster mode: delivery keys from what is delivered, the replicated ledger asked before each attempt |
 //! | `journal.rs` | the append-only journal in `data_dir` (durability, restart, compaction) |
 //! | `archive.rs` | the CAP archive `data_dir/cap/<identifier>.xml`: released messages memory no longer holds |
 //! | `outbox.rs` | state rebuilt from the journal: per-target ordered outboxes, dead letters, delivery logs, planning |
@@ -52,6 +53,7 @@ pub mod config;
 mod delivery;
 pub mod feed;
 mod journal;
+pub mod ledger;
 pub mod messages;
 pub mod metrics;
 mod outbox;
@@ -77,6 +79,7 @@ pub use broadcast::{
 };
 pub use channel::cbc::ledger::{AirEntry, AirState};
 pub use config::{DisseminationConfig, FieldError};
+pub use ledger::{Begin, DeliveryLedger, LedgerError, LedgerFuture, PlannedDelivery};
 pub use outbox::{DeliveryRecord, DeliveryStatus};
 pub use signature::{signature_header, verify_signature, SIGNATURE_HEADER};
 pub use subscriber::{Audience, Filters, Format, Source, SubscriberInput, SubscriberStatus};
@@ -168,6 +171,11 @@ pub(crate) struct Inner {
     /// Inner lock (always taken after `writer` when both are needed); readers take it alone, briefly.
     state: Mutex<State>,
     client: reqwest::Client,
+    /// The replicated delivery ledger in cluster mode (`ledger.rs`): when set, every attempt is recorded there
+    /// before the call and receivers get the delivery's key as its id.
+    ledger: std::sync::OnceLock<Arc<dyn DeliveryLedger>>,
+    /// Deliveries planned since the last [`Dissemination::take_planned`] (only while a ledger is set).
+    planned: Mutex<Vec<PlannedDelivery>>,
 }
 
 impl Inner {
@@ -209,6 +217,28 @@ impl Inner {
             metrics::METRICS.errors.with_label_values(&["journal"]).inc();
         }
         metrics::METRICS.journal_backlog.set(w.backlog() as i64);
+    }
+
+    /// Notes the deliveries a journaled record planned, for the ledger (cluster mode only).
+    fn note_planned(&self, record: &Record) {
+        if self.ledger.get().is_none() {
+            return;
+        }
+        let deliveries: &[NewDelivery] = match record {
+            Record::Change(c) => &c.deliveries,
+            Record::Enqueue { delivery } => std::slice::from_ref(delivery),
+            _ => return,
+        };
+        let mut planned = lock(&self.planned);
+        for d in deliveries {
+            if let Some(key) = &d.key {
+                planned.push(PlannedDelivery {
+                    key: key.clone(),
+                    target: d.target.clone(),
+                    identifier: d.identifier.clone(),
+                });
+            }
+        }
     }
 
     fn next_job(&self, target: &str) -> Option<outbox::Job> {
@@ -337,6 +367,8 @@ impl Dissemination {
             writer: Mutex::new(journal),
             state: Mutex::new(state),
             client,
+            ledger: std::sync::OnceLock::new(),
+            planned: Mutex::new(Vec::new()),
         });
         let d = Dissemination {
             inner,
@@ -401,6 +433,24 @@ impl Dissemination {
         st.messages.get(&meta.identifier).cloned()
     }
 
+    /// Turns cluster mode on (`ledger.rs`): from now on every attempt is recorded in `ledger` before the call,
+    /// a delivery it says was confirmed is not sent, and receivers get the delivery's key as `X-DC-Delivery` and the
+    /// ledger's attempt count as `X-DC-Attempt`. Set it before the first alert change. `false`: one was set already.
+    pub fn use_ledger(&self, ledger: Arc<dyn DeliveryLedger>) -> bool {
+        self.inner.ledger.set(ledger).is_ok()
+    }
+
+    /// The deliveries planned since the last call (with a ledger only), for the caller to record in the ledger
+    /// before it acknowledges the alert change that made them.
+    pub fn take_planned(&self) -> Vec<PlannedDelivery> {
+        std::mem::take(&mut *lock(&self.inner.planned))
+    }
+
+    /// The ledger in use, if any.
+    pub fn ledger(&self) -> Option<Arc<dyn DeliveryLedger>> {
+        self.inner.ledger.get().cloned()
+    }
+
     /// Web Push, when `[push] enabled`: subscriptions and the public key for the HTTP edge.
     pub fn push(&self) -> Option<&channel::push::PushChannel> {
         self.push.as_ref()
@@ -411,6 +461,7 @@ impl Dissemination {
     fn commit(&self, mut w: MutexGuard<'_, Journal>, record: &Record) {
         let inner = &self.inner;
         inner.write(&mut w, record, true);
+        inner.note_planned(record);
         let (wake, reports) = {
             let mut st = lock(&inner.state);
             let first_new = st.broadcast_count;
@@ -562,12 +613,15 @@ impl Dissemination {
                     at_ms: now_ms(),
                     alert_id: None,
                     version: None,
+                    // The receiver never confirmed it: the same delivery, so the same key (a retry to them).
+                    key: d.key.as_deref().map(str::to_string),
                 },
             }
         };
         let Record::Enqueue { delivery } = &record else { unreachable!("built above") };
         let new_id = delivery.id;
         inner.write(&mut w, &record, true);
+        inner.note_planned(&record);
         let wake = lock(&inner.state).apply(&record, true);
         drop(w);
         for n in wake {

@@ -43,6 +43,10 @@ pub struct DisseminationMetrics {
     pub cbc_on_air: IntGaugeVec,
     /// Operators' rebroadcasts refused, by reason.
     pub cbc_rebroadcast_refused: IntCounterVec,
+    /// Delivery-ledger decisions in cluster mode (`ledger.rs`), by `outcome`: `first` (attempt 1 anywhere), `retry`
+    /// (the key was attempted before, here or on a node that died), `confirmed_earlier` (not sent: a receiver
+    /// confirmed it before), `unavailable` (the ledger did not answer; the delivery waits), `confirm_failed`.
+    pub ledger: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
@@ -129,7 +133,16 @@ pub static METRICS: LazyLock<DisseminationMetrics> = LazyLock::new(|| {
             &["reason"]
         )
         .expect("metric registers"),
+        ledger: register_int_counter_vec!(
+            "dc_dissemination_ledger_total",
+            "Delivery-ledger decisions before each attempt in cluster mode, by outcome",
+            &["outcome"]
+        )
+        .expect("metric registers"),
     };
+    for outcome in ["first", "retry", "confirmed_earlier", "unavailable", "confirm_failed"] {
+        m.ledger.with_label_values(&[outcome]);
+    }
     for (kind, reason) in [
         ("write_replace", "first"),
         ("write_replace", "level_rose"),

@@ -114,6 +114,8 @@ pub struct DeliveryRecord {
 pub(crate) struct Delivery {
     pub record: DeliveryRecord,
     pub envelope: Option<Arc<str>>,
+    /// Its key (`ledger.rs`), the id receivers see when a delivery ledger is in use.
+    pub key: Option<Arc<str>>,
     /// Its target's channel (the metrics label).
     pub channel: Channel,
     /// When it was queued in this process (for the latency histogram; None when loaded from the journal).
@@ -198,6 +200,8 @@ pub(crate) struct Job {
     pub status: &'static str,
     /// Number of this attempt (1 = first).
     pub attempt: u32,
+    /// The delivery's key (`ledger.rs`).
+    pub key: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -532,6 +536,7 @@ impl State {
                     replayed_as: None,
                 },
                 envelope: d.envelope.as_deref().map(Arc::from),
+                key: d.key.as_deref().map(Arc::from),
                 channel,
                 queued_at: live.then(Instant::now),
             },
@@ -714,6 +719,7 @@ impl State {
                         at_ms: ctx.now_ms,
                         alert_id: None,
                         version: None,
+                        key: Some(crate::ledger::webhook_key(&m.identifier, name)),
                     });
                 }
             }
@@ -728,6 +734,7 @@ impl State {
                         at_ms: ctx.now_ms,
                         alert_id: None,
                         version: None,
+                        key: Some(crate::ledger::webhook_key(&m.identifier, name)),
                     });
                 }
             }
@@ -763,6 +770,7 @@ impl State {
             identifier: d.record.identifier.clone(),
             status: msg.map_or("Actual", |m| m.status.as_str()),
             attempt: d.record.attempts + 1,
+            key: d.key.clone(),
         })
     }
 

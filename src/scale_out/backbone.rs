@@ -33,6 +33,9 @@ pub enum BackboneRoleKind {
     FrontDoor,
     /// A rule worker: regions by lease, rules, alerts on the alerts stream.
     Worker,
+    /// The dissemination node: public warnings from the alerts stream, delivered with ids recorded in a replicated
+    /// ledger; one active by lease, the others standing by (`disseminator.rs`).
+    Dissemination,
 }
 
 /// A resolved role on the NATS cluster: config file and command line merged and checked.
@@ -74,10 +77,14 @@ impl BackboneRole {
         let kind = match role_text.as_str() {
             "front-door" => BackboneRoleKind::FrontDoor,
             "worker" => BackboneRoleKind::Worker,
+            "dissemination" => BackboneRoleKind::Dissemination,
             other => {
                 return Err(invalid(
                     "role",
-                    format!("`{other}`: the cluster roles built so far are: front-door, worker (docs/SCALING.md)"),
+                    format!(
+                        "`{other}`: the cluster roles built so far are: front-door, worker, dissemination \
+                         (docs/SCALING.md)"
+                    ),
                 ))
             }
         };
@@ -109,8 +116,9 @@ impl BackboneRole {
 
     /// A front door runs no rules and disseminates nothing; it routes, so every zone needs a geocode. A worker needs
     /// the geocodes too (a zone's county is the region whose lease covers it); it names its alerts after itself (ids
-    /// stay unique across workers, and are subject tokens: no `.`), and leaves InfluxDB to the front doors, which
-    /// wrote every accepted reading there already.
+    /// stay unique across workers, and are subject tokens: no `.`), leaves InfluxDB to the front doors, which
+    /// wrote every accepted reading there already, and dissemination to the dissemination node. A dissemination
+    /// node runs no rules and reads no partner feeds: its alerts come from the alerts stream.
     pub fn prepare(&self, files: &mut ConfigFiles) -> Result<(), ScaleOutError> {
         match self.kind {
             BackboneRoleKind::Worker => {
@@ -125,6 +133,24 @@ impl BackboneRole {
                     });
                 }
                 files.main.alerting.id_prefix = prefix;
+                files.main.influx = None;
+                // The public hears through the dissemination node (`--role dissemination`), which rebuilds the
+                // warnings from the alerts stream: a worker delivering too would send every warning twice, and what
+                // it had not delivered would die with it.
+                files.dissemination = None;
+            }
+            BackboneRoleKind::Dissemination => {
+                if files.dissemination.is_none() {
+                    return Err(ScaleOutError::Zones {
+                        file: "the main configuration file".into(),
+                        message: "the dissemination role needs `dissemination = \"dissemination.toml\"`".into(),
+                    });
+                }
+                // Alerts come from the workers through the alerts stream: no rules, no readings, no partners' feeds
+                // here (partner agencies' warnings on the cluster are not built yet: docs/SCALING.md).
+                files.rules.0 = without_rules(&files.rules.0)
+                    .map_err(|message| ScaleOutError::Zones { file: files.rules.1.display().to_string(), message })?;
+                files.inbound = None;
                 files.main.influx = None;
             }
             BackboneRoleKind::FrontDoor => {
@@ -142,14 +168,26 @@ impl BackboneRole {
     /// run, and their regions may have had other owners since: the alerts stream is the book of record. So they are
     /// set aside (renamed `alerts.before-{ms}`, kept for the audit trail) and the worker starts with an empty book,
     /// which its regions' take-overs fill from the stream.
+    ///
+    /// A dissemination node likewise sets aside its outbox (`dissemination/`: journal, CAP archive) and public
+    /// warnings (`alerts/`): it rebuilds them from the alerts stream when it takes over, and the delivery ledger on
+    /// the cluster says what receivers already have.
     pub fn prepare_data_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        let alerts = dir.join("alerts");
-        if self.kind != BackboneRoleKind::Worker || !alerts.exists() {
-            return Ok(());
+        let folders: &[&str] = match self.kind {
+            BackboneRoleKind::Worker => &["alerts"],
+            BackboneRoleKind::Dissemination => &["alerts", "dissemination"],
+            BackboneRoleKind::FrontDoor => &[],
+        };
+        let now = crate::clock::now_ms();
+        for name in folders {
+            let folder = dir.join(name);
+            if !folder.exists() {
+                continue;
+            }
+            let aside = dir.join(format!("{name}.before-{now}"));
+            std::fs::rename(&folder, &aside)?;
+            tracing::info!(from = %folder.display(), to = %aside.display(), "earlier state set aside: this role's state comes from the cluster");
         }
-        let aside = dir.join(format!("alerts.before-{}", crate::clock::now_ms()));
-        std::fs::rename(&alerts, &aside)?;
-        tracing::info!(from = %alerts.display(), to = %aside.display(), "earlier alert journal set aside: a worker's book comes from the cluster");
         Ok(())
     }
 
@@ -162,6 +200,11 @@ impl BackboneRole {
         devices: DeviceStore,
     ) -> Result<(), ScaleOutError> {
         let backbone = Backbone::connect(self.config.clone()).await?;
+        if self.kind == BackboneRoleKind::Dissemination {
+            super::disseminator::start(Arc::clone(app), backbone, self.lease_ttl).await?;
+            tracing::info!(role = ?self.kind, cluster = %self.config.urls.join(","), name = %self.config.name, lease_ttl = ?self.lease_ttl, "cluster role started");
+            return Ok(());
+        }
         if self.kind == BackboneRoleKind::Worker {
             let regions = super::rule_worker::regions_of(app);
             super::rule_worker::start(Arc::clone(app), backbone, self.lease_ttl, regions.clone()).await?;
@@ -217,7 +260,7 @@ mod tests {
             ("urls = [\"nats://a:4222\"]", "name", "required"),
             ("urls = [\"tls://a:4222\"]\nname = \"f\"", "urls", "TLS"),
             ("urls = [\"nats://a\"]\nname = \"f\"", "urls", "host:port"),
-            ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fanout\"", "role", "front-door, worker"),
+            ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fanout\"", "role", "front-door, worker, dissemination"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nlease_ttl_s = 1", "lease_ttl_s", "2..=300"),
             ("urls = [\"nats://a:1\"]\nname = \"f/1\"", "name", "letters"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nreplicas = 7", "replicas", "1..=5"),

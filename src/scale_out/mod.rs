@@ -22,7 +22,9 @@
 //!
 //! On a NATS JetStream cluster instead (`serve --cluster`), `backbone.rs` resolves the role, `front_door.rs` is
 //! the front door whose PUBACKs wait for the replicated readings stream (it routes with the writer's code), and
-//! `rule_worker.rs` the rule worker owning regions by lease and continuing a dead worker's alerts.
+//! `rule_worker.rs` the rule worker owning regions by lease and continuing a dead worker's alerts, `disseminator.rs`
+//! the dissemination node (one active by lease, warnings rebuilt from the alerts stream, deliveries recorded in a
+//! replicated ledger before each call); `alert_message.rs` reads a message of the alerts stream.
 //!
 //! Layout: this file resolves a process's role ([`ClusterRole`], from `[upstream]` in `config.rs` and the command
 //! line), adapts the configuration to it and starts its links; `region.rs` maps zones to regions; `worker.rs`
@@ -40,7 +42,9 @@ use crate::clock::now_ms;
 use crate::config::{ConfigFiles, UpstreamSection};
 use crate::hot_path::HotPath;
 
+mod alert_message;
 pub mod backbone;
+mod disseminator;
 mod front_door;
 mod region;
 pub mod remote_alerts;
@@ -110,9 +114,9 @@ impl Scaled {
         match self {
             Scaled::Mqtt(role) => role.prepare(files),
             Scaled::Backbone(role) => {
-                // A front door's readings are in the replicated stream and it runs no rules: a local readings.sqlite
-                // would be written by nobody and read by nobody.
-                files.readings_store = role.kind != backbone::BackboneRoleKind::FrontDoor;
+                // A front door's readings are in the replicated stream and it runs no rules (nor does a
+                // dissemination node): a local readings.sqlite would be written by nobody and read by nobody.
+                files.readings_store = role.kind == backbone::BackboneRoleKind::Worker;
                 role.prepare(files)
             }
         }

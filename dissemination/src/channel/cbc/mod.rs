@@ -406,15 +406,22 @@ impl State {
                 }
             }
             for e in envelopes {
+                let target = Channel::Cbc.target_name(&e.carrier);
+                let kind = match r.kind {
+                    BroadcastKind::WriteReplace => "write_replace",
+                    BroadcastKind::Stop => "stop",
+                };
+                let key = crate::ledger::cbc_key(&r.identifier, &target, kind, r.message_code, r.update_number);
                 out.0.push(NewDelivery {
                     id: e.id,
-                    target: Channel::Cbc.target_name(&e.carrier),
+                    target,
                     identifier: r.identifier.clone(),
                     replay_of: None,
                     envelope: Some(e.body),
                     at_ms: ctx.now_ms,
                     alert_id: None,
                     version: None,
+                    key: Some(key),
                 });
             }
             out.1.push(r);
