@@ -115,6 +115,17 @@ struct Received {
     seen: Vec<Seen>,
     /// Requests being held right now (arrived, not answered).
     in_flight: usize,
+    /// Requests answered 200.
+    answered: usize,
+}
+
+/// A request being held; counted out when dropped.
+struct Held(Arc<Mutex<Received>>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
 }
 
 /// The stand-in receiver: records every request on arrival, answers 200 after `hold`.
@@ -123,27 +134,32 @@ async fn receiver(hold: Duration) -> (SocketAddr, Arc<Mutex<Received>>) {
     let state = Arc::clone(&received);
     let app = axum::Router::new().route(
         "/{*path}",
-        axum::routing::post(move |axum::extract::Path(path): axum::extract::Path<String>, headers: axum::http::HeaderMap| {
-            let state = Arc::clone(&state);
-            async move {
-                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                let seen = Seen {
-                    path,
-                    id: header("X-DC-Delivery"),
-                    attempt: header("X-DC-Attempt").parse().unwrap_or(0),
-                    message: header("X-DC-Message"),
-                    at: Instant::now(),
-                };
-                {
-                    let mut r = state.lock();
-                    r.seen.push(seen);
-                    r.in_flight += 1;
+        axum::routing::post(
+            move |axum::extract::Path(path): axum::extract::Path<String>, headers: axum::http::HeaderMap| {
+                let state = Arc::clone(&state);
+                async move {
+                    let header =
+                        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                    let seen = Seen {
+                        path,
+                        id: header("X-DC-Delivery"),
+                        attempt: header("X-DC-Attempt").parse().unwrap_or(0),
+                        message: header("X-DC-Message"),
+                        at: Instant::now(),
+                    };
+                    {
+                        let mut r = state.lock();
+                        r.seen.push(seen);
+                        r.in_flight += 1;
+                    }
+                    // Counted out however the request ends: answered, or dropped when its sender dies mid-request.
+                    let _held = Held(Arc::clone(&state));
+                    tokio::time::sleep(hold).await;
+                    state.lock().answered += 1;
+                    axum::http::StatusCode::OK
                 }
-                tokio::time::sleep(hold).await;
-                state.lock().in_flight -= 1;
-                axum::http::StatusCode::OK
-            }
-        }),
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -229,12 +245,13 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
     gauge.publish("sensors/RG0001/readings", rain(60.0, now - 240_000)).await;
     gauge.wait_acks(1).await;
 
-    // SIGKILL d-1 while a delivery is in flight (it reached the receiver, which has not answered).
+    // SIGKILL d-1 once receivers confirmed some deliveries and while another is in flight (it reached the receiver,
+    // which has not answered).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         {
             let r = received.lock();
-            if r.seen.len() >= 3 && r.in_flight > 0 {
+            if r.answered >= 3 && r.in_flight > 0 {
                 break;
             }
         }
@@ -244,7 +261,10 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
     d1.kill9();
     let killed = Instant::now();
     let before = received.lock().seen.len();
-    println!("SIGKILL d-1 with a delivery in flight, after {before} requests at the receiver");
+    println!(
+        "SIGKILL d-1 with a delivery in flight, after {before} requests at the receiver ({} answered)",
+        received.lock().answered
+    );
 
     // More rain after the kill: 250 mm more is 360 mm in 24 h, 大豪雨 (torrential rain), a new warning version
     // that only the standby can deliver.
@@ -293,7 +313,10 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
     // Every recorded delivery reached its receiver, under its own id.
     let ids: BTreeSet<&str> = seen.iter().map(|s| s.id.as_str()).collect();
     for (key, (target, identifier, attempts, _)) in &entries {
-        assert!(ids.contains(key.as_str()), "delivery {key} ({target}, {identifier}, {attempts} attempts) never arrived");
+        assert!(
+            ids.contains(key.as_str()),
+            "delivery {key} ({target}, {identifier}, {attempts} attempts) never arrived"
+        );
     }
     // No id seen twice unless the later copy is a retry: its attempt number above every earlier copy's.
     let mut per_id: BTreeMap<&str, Vec<&Seen>> = BTreeMap::new();
@@ -323,7 +346,10 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
     }
     // The escalation after the kill reached the media subscriber (a version d-1 never planned).
     let after_kill: Vec<&Seen> = seen.iter().filter(|s| s.at > killed && s.attempt == 1).collect();
-    assert!(after_kill.iter().any(|s| s.path == "hook/media"), "nothing new reached the media subscriber after the kill");
+    assert!(
+        after_kill.iter().any(|s| s.path == "hook/media"),
+        "nothing new reached the media subscriber after the kill"
+    );
     println!(
         "{} requests, {} delivery ids ({} recorded), {retries} retries; per receiver and warning: {versions:?}",
         seen.len(),

@@ -52,11 +52,7 @@ impl std::fmt::Debug for Deliveries {
 }
 
 fn failed(key: &str, e: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Unavailable {
-        subject: format!("$KV.{BUCKET}.{key}"),
-        waited: Duration::ZERO,
-        message: e.to_string(),
-    }
+    ClusterError::Unavailable { subject: format!("$KV.{BUCKET}.{key}"), waited: Duration::ZERO, message: e.to_string() }
 }
 
 /// Most compare-and-set races one call rides out before it reports an error (only a second writer causes them).
@@ -120,7 +116,7 @@ impl Deliveries {
 
     /// Counts an attempt about to be made: `Some(n)`, the attempt's number across every node; `None`: confirmed
     /// already, do not send.
-    pub async fn begin(&self, key: &str) -> Result<Option<u32>, ClusterError> {
+    pub async fn begin(&self, key: &str, target: &str, identifier: &str) -> Result<Option<u32>, ClusterError> {
         for _ in 0..MAX_RACES {
             match self.entry(key).await? {
                 Some((entry, _)) if entry.confirmed => return Ok(None),
@@ -135,7 +131,13 @@ impl Deliveries {
                 }
                 None => {
                     // Not recorded at planning (a crash in between): recorded now, before the call.
-                    let entry = DeliveryEntry { attempts: 1, node: self.node.clone(), ..Default::default() };
+                    let entry = DeliveryEntry {
+                        target: target.into(),
+                        identifier: identifier.into(),
+                        attempts: 1,
+                        confirmed: false,
+                        node: self.node.clone(),
+                    };
                     match self.store.create(key, Self::encode(&entry)).await {
                         Ok(_) => return Ok(Some(1)),
                         Err(e) if e.kind() == CreateErrorKind::AlreadyExists => continue,
@@ -160,13 +162,17 @@ impl Deliveries {
             entry.confirmed = true;
             entry.node = self.node.clone();
             let written = if revision == 0 {
-                self.store.create(key, Self::encode(&entry)).await.map(|_| ()).map_err(|e| {
-                    (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())
-                })
+                self.store
+                    .create(key, Self::encode(&entry))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string()))
             } else {
-                self.store.update(key, Self::encode(&entry), revision).await.map(|_| ()).map_err(|e| {
-                    (e.kind() == UpdateErrorKind::WrongLastRevision, e.to_string())
-                })
+                self.store
+                    .update(key, Self::encode(&entry), revision)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| (e.kind() == UpdateErrorKind::WrongLastRevision, e.to_string()))
             };
             match written {
                 Ok(()) => return Ok(()),

@@ -168,8 +168,10 @@ const LEDGER_RETRY: Duration = Duration::from_millis(500);
 /// Asks the ledger before an attempt, as long as it takes (see [`Gate`]).
 async fn gate(ledger: &dyn super::DeliveryLedger, job: &Job, key: &str, stop: &mut watch::Receiver<bool>) -> Gate {
     let mut warned = false;
+    let delivery =
+        super::PlannedDelivery { key: key.to_string(), target: job.target.clone(), identifier: job.identifier.clone() };
     loop {
-        match ledger.begin(key).await {
+        match ledger.begin(&delivery).await {
             Ok(super::Begin::Attempt(n)) => {
                 let outcome = if n > 1 { "retry" } else { "first" };
                 super::metrics::METRICS.ledger.with_label_values(&[outcome]).inc();
@@ -201,7 +203,9 @@ async fn confirm(ledger: &dyn super::DeliveryLedger, key: &str) {
     for attempt in 0..20 {
         match ledger.confirm(key).await {
             Ok(()) => return,
-            Err(e) if attempt == 0 => tracing::warn!(error = %e, delivery = key, "delivery ledger: confirmation not recorded; retrying"),
+            Err(e) if attempt == 0 => {
+                tracing::warn!(error = %e, delivery = key, "delivery ledger: confirmation not recorded; retrying")
+            }
             Err(_) => {}
         }
         tokio::time::sleep(LEDGER_RETRY).await;
@@ -228,12 +232,17 @@ pub(crate) async fn run_target(
             }
         };
         // Cluster mode: the attempt is recorded in the replicated ledger before the call.
-        let keyed: Option<(Arc<dyn super::DeliveryLedger>, Arc<str>)> = inner.ledger.get().cloned().zip(job.key.clone());
+        let keyed: Option<(Arc<dyn super::DeliveryLedger>, Arc<str>)> =
+            inner.ledger.get().cloned().zip(job.key.clone());
         let said = match &keyed {
             Some((ledger, key)) => match gate(&**ledger, &job, key, &mut stop).await {
                 Gate::Send(n) => Said { id: key.to_string(), attempt: n },
                 Gate::ConfirmedEarlier => {
-                    inner.finish_attempt(&job, Ok(Answer { status: 200, body: CONFIRMED_EARLIER.into() }), Duration::ZERO);
+                    inner.finish_attempt(
+                        &job,
+                        Ok(Answer { status: 200, body: CONFIRMED_EARLIER.into() }),
+                        Duration::ZERO,
+                    );
                     continue;
                 }
                 Gate::Stop => return,

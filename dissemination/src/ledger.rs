@@ -41,7 +41,7 @@ pub trait DeliveryLedger: Send + Sync + 'static {
     /// acknowledges an alert change to the cluster only after this returned for its deliveries.
     fn record<'a>(&'a self, planned: &'a [PlannedDelivery]) -> LedgerFuture<'a, ()>;
     /// Called right before each attempt: counts it (creating the record if needed) and says whether to send.
-    fn begin<'a>(&'a self, key: &'a str) -> LedgerFuture<'a, Begin>;
+    fn begin<'a>(&'a self, delivery: &'a PlannedDelivery) -> LedgerFuture<'a, Begin>;
     /// The receiver answered 2xx.
     fn confirm<'a>(&'a self, key: &'a str) -> LedgerFuture<'a, ()>;
 }

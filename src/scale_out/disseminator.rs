@@ -90,7 +90,9 @@ impl Ledger {
         if self.0.lease_valid() {
             Ok(())
         } else {
-            Err(LedgerError("this node does not validly hold the dissemination lease (standby, or renewal late)".into()))
+            Err(LedgerError(
+                "this node does not validly hold the dissemination lease (standby, or renewal late)".into(),
+            ))
         }
     }
 }
@@ -99,16 +101,20 @@ impl DeliveryLedger for Ledger {
     fn record<'a>(&'a self, planned: &'a [PlannedDelivery]) -> LedgerFuture<'a, ()> {
         Box::pin(async move {
             for p in planned {
-                self.0.deliveries.record(&p.key, &p.target, &p.identifier).await.map_err(|e| LedgerError(e.to_string()))?;
+                self.0
+                    .deliveries
+                    .record(&p.key, &p.target, &p.identifier)
+                    .await
+                    .map_err(|e| LedgerError(e.to_string()))?;
             }
             Ok(())
         })
     }
 
-    fn begin<'a>(&'a self, key: &'a str) -> LedgerFuture<'a, Begin> {
+    fn begin<'a>(&'a self, delivery: &'a PlannedDelivery) -> LedgerFuture<'a, Begin> {
         Box::pin(async move {
             self.check_lease()?;
-            match self.0.deliveries.begin(key).await {
+            match self.0.deliveries.begin(&delivery.key, &delivery.target, &delivery.identifier).await {
                 Ok(Some(n)) => Ok(Begin::Attempt(n)),
                 Ok(None) => Ok(Begin::Confirmed),
                 Err(e) => Err(LedgerError(e.to_string())),
@@ -175,7 +181,9 @@ async fn keep_lease(node: Arc<Node>) {
         match node.leases.renew(&mut lease).await {
             Ok(true) => *node.lease.lock() = Some(lease),
             Ok(false) => lost("lease renewal refused (expired and taken)"),
-            Err(e) => tracing::warn!(error = %e, "dissemination lease not renewed; retrying (deliveries pause once it is no longer valid)"),
+            Err(e) => {
+                tracing::warn!(error = %e, "dissemination lease not renewed; retrying (deliveries pause once it is no longer valid)")
+            }
         }
     }
 }
