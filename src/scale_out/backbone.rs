@@ -290,10 +290,48 @@ mod tests {
         assert!(files.main.influx.is_none());
         let rules = alerting::RuleSet::from_toml(&files.rules.0, &files.rules.1).unwrap();
         assert!(!rules.rules.is_empty(), "a worker runs the rules");
+        assert!(files.dissemination.is_none(), "the public hears through the dissemination node, not the worker");
         // An id prefix with a '.' cannot be a subject token.
         let mut files = ConfigFiles::embedded().unwrap();
         files.main.alerting.id_prefix = "TW.DC".into();
         let e = r.prepare(&mut files).unwrap_err().to_string();
         assert!(e.contains("alerting.id_prefix") && e.contains("'.'"), "{e}");
+    }
+
+    #[test]
+    fn a_dissemination_node_runs_no_rules_and_needs_its_channels() {
+        let r = resolve("urls = [\"nats://a:1\"]\nname = \"d-1\"\nrole = \"dissemination\"", Default::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.kind, BackboneRoleKind::Dissemination);
+        let mut files = ConfigFiles::embedded().unwrap();
+        r.prepare(&mut files).unwrap();
+        let rules = alerting::RuleSet::from_toml(&files.rules.0, &files.rules.1).unwrap();
+        assert!(rules.rules.is_empty(), "alerts come from the workers");
+        assert!(files.inbound.is_none() && files.main.influx.is_none());
+        assert!(files.dissemination.is_some());
+        let mut files = ConfigFiles::embedded().unwrap();
+        files.dissemination = None;
+        let e = r.prepare(&mut files).unwrap_err().to_string();
+        assert!(e.contains("dissemination"), "{e}");
+    }
+
+    #[test]
+    fn a_dissemination_node_sets_its_earlier_outbox_and_warnings_aside() {
+        let r = resolve("urls = [\"nats://a:1\"]\nname = \"d-1\"\nrole = \"dissemination\"", Default::default())
+            .unwrap()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["alerts", "dissemination", "pki"] {
+            std::fs::create_dir_all(dir.path().join(name)).unwrap();
+        }
+        r.prepare_data_dir(dir.path()).unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(dir.path().join("pki").exists(), "{names:?}");
+        assert!(!dir.path().join("alerts").exists() && !dir.path().join("dissemination").exists(), "{names:?}");
+        assert_eq!(names.iter().filter(|n| n.contains(".before-")).count(), 2, "{names:?}");
     }
 }
