@@ -360,6 +360,7 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
     let confirmed_earlier = d2.metric("dc_dissemination_ledger_total{outcome=\"confirmed_earlier\"}").unwrap_or(0.0);
     println!("d-2 replayed {replayed} alert changes; {confirmed_earlier} deliveries not re-sent (confirmed before)");
     assert!(confirmed_earlier >= 1.0, "d-2 re-sent everything d-1 had delivered");
+    assert_eq!(d2.metric("dc_cluster_dissemination_orphans"), Some(0.0), "recorded deliveries d-2 did not plan again");
     for n in [&fd, &w1, &d2] {
         assert!(!n.log().contains("panicked"), "{}", n.log());
     }

@@ -98,6 +98,22 @@ impl Deliveries {
         Ok(Some((value, entry.revision)))
     }
 
+    /// Every entry no receiver confirmed yet (a take-over compares them with what its replay planned).
+    pub async fn unconfirmed(&self) -> Result<Vec<(String, DeliveryEntry)>, ClusterError> {
+        use futures_util::StreamExt;
+        let mut keys = self.store.keys().await.map_err(|e| failed("*", e))?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| failed("*", e))?;
+            if let Some((entry, _)) = self.entry(&key).await? {
+                if !entry.confirmed {
+                    out.push((key, entry));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Records a planned delivery; one already recorded (by a node before us) stays as it is.
     pub async fn record(&self, key: &str, target: &str, identifier: &str) -> Result<(), ClusterError> {
         let entry = DeliveryEntry {

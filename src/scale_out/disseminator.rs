@@ -59,6 +59,15 @@ static CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     c
 });
 
+/// Deliveries the ledger holds unconfirmed that the take-over's replay did not plan again, so nothing will send them.
+static ORPHANS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "dc_cluster_dissemination_orphans",
+        "Deliveries recorded unconfirmed in the ledger that this node's replay of the alerts stream did not plan again"
+    )
+    .expect("metric registers")
+});
+
 /// 1 while this node holds the dissemination lease (0: standby).
 static ACTIVE: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("dc_cluster_dissemination_active", "1 while this node is the active dissemination node")
@@ -130,6 +139,7 @@ impl DeliveryLedger for Ledger {
 /// Connects the node's parts and starts it: as a standby until it gets the lease, then active.
 pub(super) async fn start(app: Arc<App>, backbone: Backbone, lease_ttl: Duration) -> Result<(), ScaleOutError> {
     LazyLock::force(&CHANGES);
+    LazyLock::force(&ORPHANS);
     ACTIVE.set(0);
     let Some(disseminate) = &app.partners.dissemination else {
         return Err(ScaleOutError::Zones {
@@ -201,13 +211,15 @@ struct Applied {
     versions: HashMap<String, u32>,
     /// The newest stream sequence applied.
     sequence: u64,
+    /// The keys of the deliveries planned so far (kept during the replay only).
+    planned: Option<std::collections::HashSet<String>>,
 }
 
 /// Replays the stream, then takes the changes live (see the module doc). Never returns; a node that cannot read
 /// the stream exits, as its standby then takes over.
 async fn take_over(node: &Node) {
     let started = std::time::Instant::now();
-    let mut applied = Applied::default();
+    let mut applied = Applied { planned: Some(Default::default()), ..Applied::default() };
     node.app.alerts.replaying.store(true, Ordering::Release);
     let (changes, last) = match alert_feed::replay(&node.backbone).await {
         Ok(found) => found,
@@ -223,6 +235,19 @@ async fn take_over(node: &Node) {
     applied.sequence = applied.sequence.max(last);
     node.app.alerts.replaying.store(false, Ordering::Release);
     tracing::info!(replayed, last_sequence = last, took = ?started.elapsed(), "dissemination: warnings rebuilt from the alerts stream");
+    // What the node before recorded and no receiver confirmed is sent again by the replay's own plans (same keys).
+    // Anything else would never be sent: said loudly, not hidden.
+    let planned = applied.planned.take().unwrap_or_default();
+    match node.deliveries.unconfirmed().await {
+        Ok(entries) => {
+            let orphans: Vec<_> = entries.into_iter().filter(|(key, _)| !planned.contains(key)).collect();
+            ORPHANS.set(orphans.len() as i64);
+            for (key, entry) in &orphans {
+                tracing::error!(delivery = %key, target = %entry.target, message = %entry.identifier, attempts = entry.attempts, "dissemination: a recorded delivery the replay did not plan again will not be sent");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "dissemination: could not list the ledger's unconfirmed deliveries"),
+    }
 
     let ack_wait = node.leases.ttl().max(Duration::from_secs(2));
     let mut queue = match AlertQueue::open(&node.backbone, ack_wait).await {
@@ -299,6 +324,9 @@ async fn apply(node: &Node, change: &AlertChange, applied: &mut Applied, outcome
     let planned = disseminate.take_planned();
     if planned.is_empty() {
         return;
+    }
+    if let Some(keys) = &mut applied.planned {
+        keys.extend(planned.iter().map(|p| p.key.clone()));
     }
     let Some(ledger) = disseminate.ledger() else { return };
     let mut warned = false;
