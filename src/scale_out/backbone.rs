@@ -4,8 +4,10 @@
 //! Built so far: the **front door** (`--role front-door`, `front_door.rs`): devices' MQTT as on a single process,
 //! each accepted publish appended to the replicated readings stream before its PUBACK; and the **rule worker**
 //! (`--role worker`, `rule_worker.rs`): regions owned by lease, their readings through the hot path in stream order,
-//! every alert change on the replicated alerts stream, a dead worker's regions and open alerts continued by another.
-//! Fan-out nodes and dissemination on the backbone are the next steps (docs/SCALING.md § What is left).
+//! every alert change on the replicated alerts stream, a dead worker's regions and open alerts continued by another;
+//! and the **dissemination node** (`--role dissemination`, `disseminator.rs`): one active by lease, the public
+//! warnings rebuilt from the alerts stream, every delivery recorded in a replicated ledger before its call.
+//! Fan-out nodes on the backbone are the next step (docs/SCALING.md § What is left).
 
 use std::sync::Arc;
 use std::time::Duration;
