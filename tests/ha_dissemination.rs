@@ -301,6 +301,12 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // d-1 comes back (same name, same data dir): it sets its old outbox aside and stands by, sending nothing.
+    let d1 = Node::start(&config, &dir, &nats.urls_arg(), "d-1", "dissemination");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!d1.active(), "the restarted d-1 took the lease d-2 holds");
+    assert!(d2.active(), "d-2 lost the lease to the restarted d-1");
+
     // Wait until the ledger has every delivery confirmed and nothing moves any more.
     let deadline = Instant::now() + Duration::from_secs(90);
     let entries = loop {
@@ -378,7 +384,8 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
     println!("d-2 replayed {replayed} alert changes; {confirmed_earlier} deliveries not re-sent (confirmed before)");
     assert!(confirmed_earlier >= 1.0, "d-2 re-sent everything d-1 had delivered");
     assert_eq!(d2.metric("dc_cluster_dissemination_orphans"), Some(0.0), "recorded deliveries d-2 did not plan again");
-    for n in [&fd, &w1, &d2] {
+    assert_eq!(d1.metric("dc_dissemination_ledger_total{outcome=\"first\"}"), Some(0.0), "the standby sent something");
+    for n in [&fd, &w1, &d1, &d2] {
         assert!(!n.log().contains("panicked"), "{}", n.log());
     }
 }
