@@ -129,6 +129,10 @@ pub struct ClusterSection {
     /// renewal, 2..=300 s; default 10. A dead worker's regions, or a dead dissemination node's work, are taken over
     /// after about this long. Set by the first process that creates the bucket.
     pub lease_ttl_s: Option<u64>,
+    /// How long an ended alert (cleared, cancelled) stays in the alerts stream after its final version, 1..=2592000 s;
+    /// default 86400 (a day: a fan-out node or a region's next owner still learns that it ended). Then the region's
+    /// owner removes its subject.
+    pub ended_alert_retention_s: Option<u64>,
 }
 
 /// The one server certificate the MQTT TLS listeners and HTTPS serve.

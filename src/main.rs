@@ -315,7 +315,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("setting the earlier alert journal aside in {}", data_dir.display()))?;
             }
             let (app, http) = server::start_with(files, &listen, tokens, Some(data_dir), role).await?;
-            serve_http(app, http).await
+            let served = serve_http(app, http).await;
+            // A rule worker on the backbone hands its regions over and releases their leases before the process
+            // ends (docs/SCALING.md § Rule workers); within Kubernetes' default 30 s grace period.
+            disaster_cloud::scale_out::backbone::finish(std::time::Duration::from_secs(15)).await;
+            served
         }
         Command::Demo { no_scenario, scenario, common } => {
             let mut files = ConfigFiles::embedded()?;

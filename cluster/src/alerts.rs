@@ -5,7 +5,9 @@
 //! `Nats-Msg-Id` = `{alert id}:{version}`: a worker that re-publishes a version after a lost acknowledgement or a
 //! crash stores it once. The last message of a subject is the alert as it stands; a new owner reads the last message
 //! of each subject of its region ([`AlertsLog::region_records`]). A few versions per alert are kept for whoever
-//! watches the stream late; ended alerts' subjects are removed by their owner after their retention.
+//! watches the stream late; an ended alert's subject is removed by the region's owner once the alert's retention
+//! has passed since its final version was stored ([`AlertsLog::remove`]), so the stream holds the alerts that are
+//! open or recently ended, not every alert ever raised.
 
 use std::time::Duration;
 
@@ -94,6 +96,11 @@ impl AlertsLog {
 
     /// The latest message of every alert of `region`, oldest first.
     pub async fn region_records(&self, region: &str) -> Result<Vec<Bytes>, ClusterError> {
+        Ok(self.region_latest(region).await?.into_iter().map(|latest| latest.payload).collect())
+    }
+
+    /// The latest message of every alert of `region` with its subject and when the stream stored it, oldest first.
+    pub async fn region_latest(&self, region: &str) -> Result<Vec<Latest>, ClusterError> {
         let failed = |message: String| ClusterError::Unavailable {
             subject: format!("dc.alerts.{region}.>"),
             waited: self.deadline,
@@ -101,7 +108,7 @@ impl AlertsLog {
         };
         let started = tokio::time::Instant::now();
         loop {
-            match self.try_region_records(region).await {
+            match self.try_region_latest(region).await {
                 Ok(records) => return Ok(records),
                 Err(e) if started.elapsed() >= self.deadline => return Err(failed(e)),
                 Err(e) => {
@@ -112,7 +119,17 @@ impl AlertsLog {
         }
     }
 
-    async fn try_region_records(&self, region: &str) -> Result<Vec<Bytes>, String> {
+    /// Removes every message of one alert's subject (its owner, once the ended alert's retention has passed): the
+    /// stream then no longer holds the alert, and a region's next owner does not adopt it.
+    pub async fn remove(&self, subject: &str) -> Result<u64, ClusterError> {
+        let failed =
+            |message: String| ClusterError::Unavailable { subject: subject.into(), waited: self.deadline, message };
+        let stream = self.jetstream.get_stream(STREAM).await.map_err(|e| failed(e.to_string()))?;
+        let purged = stream.purge().filter(subject).await.map_err(|e| failed(e.to_string()))?;
+        Ok(purged.purged)
+    }
+
+    async fn try_region_latest(&self, region: &str) -> Result<Vec<Latest>, String> {
         let stream = self.jetstream.get_stream(STREAM).await.map_err(|e| e.to_string())?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
@@ -136,11 +153,21 @@ impl AlertsLog {
                 Ok(None) => return Err("the consumer ended".into()),
                 Err(_) => return Err("no message in 5 s".into()),
             };
-            let left = message.info().map(|i| i.pending).map_err(|e| e.to_string())?;
-            records.push(message.payload.clone());
+            let info = message.info().map_err(|e| e.to_string())?;
+            let (left, stored_ms) = (info.pending, (info.published.unix_timestamp_nanos() / 1_000_000) as i64);
+            records.push(Latest { subject: message.subject.to_string(), payload: message.payload.clone(), stored_ms });
             if left == 0 {
                 return Ok(records);
             }
         }
     }
+}
+
+/// The latest message of one alert's subject.
+#[derive(Debug, Clone)]
+pub struct Latest {
+    pub subject: String,
+    pub payload: Bytes,
+    /// When the stream stored it (the server's clock), milliseconds since the Unix epoch.
+    pub stored_ms: i64,
 }

@@ -15,11 +15,12 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::{retry_setup, Backbone, ClusterError, LEASES};
+use crate::bucket::{self, compare_and_set, Cas};
+use crate::{Backbone, ClusterError, LEASES};
 
 pub const BUCKET: &str = "dc_leases";
 
@@ -59,31 +60,8 @@ impl Leases {
     /// Finds the bucket, or creates it (the first process sets the ttl; renew every `ttl / 4`).
     pub async fn open(backbone: &Backbone, ttl: Duration) -> Result<Self, ClusterError> {
         std::sync::LazyLock::force(&LEASES);
-        let config = backbone.config();
-        let js = backbone.jetstream().clone();
-        let bucket = kv::Config {
-            bucket: BUCKET.into(),
-            history: 1,
-            max_age: ttl,
-            num_replicas: config.replicas,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let store = retry_setup("the lease bucket", config.start_timeout, || {
-            let (js, bucket) = (js.clone(), bucket.clone());
-            async move {
-                let store = match js.get_key_value(BUCKET).await {
-                    Ok(store) => store,
-                    Err(_) => js.create_key_value(bucket).await.map_err(|e| e.to_string())?,
-                };
-                // A bucket just created answers only once its replicas have elected a leader: read once, so that the
-                // first acquire does not meet "no responders".
-                store.entry("probe").await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(store)
-            }
-        })
-        .await?;
-        Ok(Self { store, owner: config.name.clone(), ttl })
+        let store = bucket::open(backbone, BUCKET, "the lease bucket", Some(ttl)).await?;
+        Ok(Self { store, owner: backbone.config().name.clone(), ttl })
     }
 
     pub fn ttl(&self) -> Duration {
@@ -92,41 +70,28 @@ impl Leases {
 
     /// Takes `region` if nobody holds it (or we do, from before a restart). `Ok(None)`: someone else holds it.
     pub async fn acquire(&self, region: &str) -> Result<Option<Lease>, ClusterError> {
-        let sent = Instant::now();
+        let failed = |message: String| ClusterError::Lease { region: region.into(), message };
         let owner = Bytes::from(self.owner.clone());
-        match self.store.create(region, owner.clone()).await {
-            Ok(revision) => {
+        let sent = Instant::now();
+        if let Cas::Written(revision) =
+            compare_and_set(&self.store, region, owner.clone(), None).await.map_err(failed)?
+        {
+            LEASES.with_label_values(&["acquired"]).inc();
+            return Ok(Some(self.lease(region, revision, sent)));
+        }
+        // Live: ours from before a restart (taken back by compare-and-set), or someone else's.
+        let ours = bucket::live_entry(&self.store, region).await.map_err(failed)?.filter(|e| e.value == owner);
+        if let Some(entry) = ours {
+            let sent = Instant::now();
+            if let Cas::Written(revision) =
+                compare_and_set(&self.store, region, owner, Some(entry.revision)).await.map_err(failed)?
+            {
                 LEASES.with_label_values(&["acquired"]).inc();
                 return Ok(Some(self.lease(region, revision, sent)));
             }
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-            Err(e) => return Err(ClusterError::Lease { region: region.into(), message: e.to_string() }),
         }
-        let entry = self
-            .store
-            .entry(region)
-            .await
-            .map_err(|e| ClusterError::Lease { region: region.into(), message: e.to_string() })?;
-        match entry {
-            Some(entry) if entry.value == owner => {
-                let sent = Instant::now();
-                match self.store.update(region, owner, entry.revision).await {
-                    Ok(revision) => {
-                        LEASES.with_label_values(&["acquired"]).inc();
-                        Ok(Some(self.lease(region, revision, sent)))
-                    }
-                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                        LEASES.with_label_values(&["refused"]).inc();
-                        Ok(None)
-                    }
-                    Err(e) => Err(ClusterError::Lease { region: region.into(), message: e.to_string() }),
-                }
-            }
-            _ => {
-                LEASES.with_label_values(&["refused"]).inc();
-                Ok(None)
-            }
-        }
+        LEASES.with_label_values(&["refused"]).inc();
+        Ok(None)
     }
 
     /// Renews a lease by compare-and-set. `Ok(false)`: lost (it expired, and may be someone else's now); the caller
@@ -134,19 +99,20 @@ impl Leases {
     /// [`Lease::is_valid`] says so.
     pub async fn renew(&self, lease: &mut Lease) -> Result<bool, ClusterError> {
         let sent = Instant::now();
-        match self.store.update(&lease.region, Bytes::from(self.owner.clone()), lease.revision).await {
-            Ok(revision) => {
+        let owner = Bytes::from(self.owner.clone());
+        match compare_and_set(&self.store, &lease.region, owner, Some(lease.revision)).await {
+            Ok(Cas::Written(revision)) => {
                 lease.revision = revision;
                 lease.written = sent;
                 LEASES.with_label_values(&["renewed"]).inc();
                 Ok(true)
             }
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+            Ok(Cas::Conflict) => {
                 LEASES.with_label_values(&["lost"]).inc();
                 tracing::warn!(region = %lease.region, "region lease lost (expired before renewal)");
                 Ok(false)
             }
-            Err(e) => Err(ClusterError::Lease { region: lease.region.clone(), message: e.to_string() }),
+            Err(message) => Err(ClusterError::Lease { region: lease.region.clone(), message }),
         }
     }
 
@@ -162,12 +128,27 @@ impl Leases {
 
     /// Who holds `region` now, if anyone.
     pub async fn holder(&self, region: &str) -> Result<Option<String>, ClusterError> {
-        let entry = self
-            .store
-            .entry(region)
+        let entry = bucket::live_entry(&self.store, region)
             .await
-            .map_err(|e| ClusterError::Lease { region: region.into(), message: e.to_string() })?;
-        Ok(entry.filter(|e| e.operation == kv::Operation::Put).map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+            .map_err(|message| ClusterError::Lease { region: region.into(), message })?;
+        Ok(entry.map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+    }
+
+    /// Every region whose lease is given up from now on (released by its owner: deleted), as it happens, until
+    /// the watch ends (then the caller watches again; it relies on its tick meanwhile). A worker under
+    /// its share tries at once instead of at its next tick. Expiries are not announced (the server removes the
+    /// entry silently): those are found by the tick.
+    pub async fn releases(&self) -> Result<impl futures_util::Stream<Item = String>, ClusterError> {
+        use futures_util::StreamExt;
+        let watch = self
+            .store
+            .watch_all()
+            .await
+            .map_err(|e| ClusterError::Lease { region: BUCKET.into(), message: format!("watch: {e}") })?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            matches!(entry.operation, kv::Operation::Delete | kv::Operation::Purge).then_some(entry.key)
+        }))
     }
 
     fn lease(&self, region: &str, revision: u64, written: Instant) -> Lease {

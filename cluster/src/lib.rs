@@ -18,15 +18,22 @@
 //!   counted across nodes, its receiver's confirmation.
 //! - [`progress`]: how far each region's owner got in the readings stream (`dc_progress`, fenced by compare-and-set).
 //! - [`lease`]: who owns a region — leases in a replicated key-value bucket, taken by compare-and-set on the
-//!   revision, renewed, expiring on the server's clock when their owner dies.
+//!   revision, renewed, expiring on the server's clock when their owner dies, released by a clean stop or a
+//!   hand-over.
+//! - [`presence`]: which rule workers are alive (`dc_workers`, entries expiring a ttl after the last announcement):
+//!   what workers balance regions by.
+//! - `bucket`: opening a replicated key-value bucket and the compare-and-set write that leases, progress marks and
+//!   presence share.
 //! - `test_support` (feature `test-support`): a three-node `nats-server` cluster on loopback for tests.
 //!
 //! Why NATS 2.15 and not Debian's 2.9: `docs/SCALING.md` § The backbone.
 
 pub mod alert_feed;
 pub mod alerts;
+mod bucket;
 pub mod deliveries;
 pub mod lease;
+pub mod presence;
 pub mod progress;
 pub mod readings;
 #[cfg(feature = "test-support")]

@@ -7,10 +7,11 @@
 //! over, so a previous owner that has not noticed it lost the region fails its next write ([`Progress::save`] →
 //! `Ok(false)`) instead of moving the mark for someone else's work.
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 
-use crate::{retry_setup, Backbone, ClusterError};
+use crate::bucket::{self, compare_and_set, Cas};
+use crate::{Backbone, ClusterError};
 
 pub const BUCKET: &str = "dc_progress";
 
@@ -40,66 +41,38 @@ fn failed(region: &str, e: impl std::fmt::Display) -> ClusterError {
 
 impl Progress {
     pub async fn open(backbone: &Backbone) -> Result<Self, ClusterError> {
-        let config = backbone.config();
-        let js = backbone.jetstream().clone();
-        let bucket = kv::Config {
-            bucket: BUCKET.into(),
-            history: 1,
-            num_replicas: config.replicas,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let store = retry_setup("the progress bucket", config.start_timeout, || {
-            let (js, bucket) = (js.clone(), bucket.clone());
-            async move {
-                let store = match js.get_key_value(BUCKET).await {
-                    Ok(store) => store,
-                    Err(_) => js.create_key_value(bucket).await.map_err(|e| e.to_string())?,
-                };
-                store.entry("probe").await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(store)
-            }
-        })
-        .await?;
-        Ok(Self { store })
+        Ok(Self { store: bucket::open(backbone, BUCKET, "the progress bucket", None).await? })
     }
 
     /// Takes the region's mark over (call it right after acquiring the region's lease): reads it and writes it
     /// back, which fences any previous owner's later writes.
     pub async fn take_over(&self, region: &str) -> Result<Mark, ClusterError> {
-        let entry = self.store.entry(region).await.map_err(|e| failed(region, e))?;
-        match entry.filter(|e| e.operation == kv::Operation::Put) {
+        let entry = bucket::live_entry(&self.store, region).await.map_err(|e| failed(region, e))?;
+        let (sequence, value, revision) = match entry {
             Some(entry) => {
                 let sequence = std::str::from_utf8(&entry.value)
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| failed(region, "not a sequence number"))?;
-                let revision = self
-                    .store
-                    .update(region, entry.value.clone(), entry.revision)
-                    .await
-                    .map_err(|e| failed(region, e))?;
-                Ok(Mark { sequence, revision })
+                (sequence, entry.value, Some(entry.revision))
             }
-            None => match self.store.create(region, Bytes::from_static(b"0")).await {
-                Ok(revision) => Ok(Mark { sequence: 0, revision }),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                    Err(failed(region, "written by someone else meanwhile"))
-                }
-                Err(e) => Err(failed(region, e)),
-            },
+            None => (0, Bytes::from_static(b"0"), None),
+        };
+        match compare_and_set(&self.store, region, value, revision).await.map_err(|e| failed(region, e))? {
+            Cas::Written(revision) => Ok(Mark { sequence, revision }),
+            Cas::Conflict => Err(failed(region, "written by someone else meanwhile")),
         }
     }
 
     /// Moves the mark to `sequence`. `Ok(false)`: someone else took the region over since (we lost it).
     pub async fn save(&self, region: &str, mark: &mut Mark, sequence: u64) -> Result<bool, ClusterError> {
-        match self.store.update(region, Bytes::from(sequence.to_string()), mark.revision).await {
-            Ok(revision) => {
+        let value = Bytes::from(sequence.to_string());
+        match compare_and_set(&self.store, region, value, Some(mark.revision)).await.map_err(|e| failed(region, e))? {
+            Cas::Written(revision) => {
                 *mark = Mark { sequence, revision };
                 Ok(true)
             }
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(failed(region, e)),
+            Cas::Conflict => Ok(false),
         }
     }
 }

@@ -235,3 +235,41 @@ async fn a_new_owner_fences_the_old_ones_progress_and_reads_the_regions_alerts_a
         assert_eq!((d.sequence, d.topic.as_str(), d.arrived_ms), (seq, "sensors/RG0001/readings", 1));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_announce_themselves_and_learn_of_released_leases_at_once() {
+    use cluster::presence::Presence;
+    use futures_util::StreamExt;
+
+    let nats = NatsCluster::start("presence");
+    let ttl = Duration::from_secs(2);
+    let a = Backbone::connect(config(&nats, "worker-a")).await.unwrap();
+    let b = Backbone::connect(config(&nats, "worker-b")).await.unwrap();
+    let (pa, pb) = (Presence::open(&a, ttl).await.unwrap(), Presence::open(&b, ttl).await.unwrap());
+    assert!(pa.live().await.unwrap().is_empty());
+    pa.announce().await.unwrap();
+    pb.announce().await.unwrap();
+    assert_eq!(pa.live().await.unwrap(), ["worker-a", "worker-b"]);
+    // A clean stop leaves at once; one that stops announcing (killed) drops out about a ttl later.
+    pa.withdraw().await.unwrap();
+    assert_eq!(pb.live().await.unwrap(), ["worker-b"]);
+    let silent = tokio::time::Instant::now();
+    while !pa.live().await.unwrap().is_empty() {
+        assert!(silent.elapsed() < ttl * 3, "a silent worker still counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("a silent worker dropped out {:?} after its last announcement (ttl {ttl:?})", silent.elapsed());
+    assert!(silent.elapsed() >= ttl / 2, "dropped out too early");
+
+    // A release reaches a watcher at once (an expiry does not: the tick finds it).
+    let (la, lb) = (Leases::open(&a, ttl).await.unwrap(), Leases::open(&b, ttl).await.unwrap());
+    let lease = la.acquire("10009").await.unwrap().expect("free");
+    let releases = lb.releases().await.unwrap();
+    let mut releases = std::pin::pin!(releases);
+    let released = tokio::time::Instant::now();
+    la.release(lease).await.unwrap();
+    let region = tokio::time::timeout(Duration::from_secs(2), releases.next()).await.expect("told within 2 s");
+    assert_eq!(region.as_deref(), Some("10009"));
+    println!("release seen by the other worker {:?} later", released.elapsed());
+    assert!(lb.acquire("10009").await.unwrap().is_some());
+}

@@ -47,6 +47,8 @@ pub struct BackboneRole {
     pub config: BackboneConfig,
     /// A worker's region leases expire this long after their last renewal.
     pub lease_ttl: Duration,
+    /// How long an ended alert stays in the alerts stream before its region's owner removes it.
+    pub ended_alert_retention: Duration,
 }
 
 impl BackboneRole {
@@ -113,7 +115,13 @@ impl BackboneRole {
         config.readings_max_age =
             Duration::from_secs(3600 * ranged("readings_max_age_h", section.readings_max_age_h, 1..=8760, 168)?);
         let lease_ttl = Duration::from_secs(ranged("lease_ttl_s", section.lease_ttl_s, 2..=300, 10)?);
-        Ok(Some(BackboneRole { kind, config, lease_ttl }))
+        let ended_alert_retention = Duration::from_secs(ranged(
+            "ended_alert_retention_s",
+            section.ended_alert_retention_s,
+            1..=30 * 86_400,
+            86_400,
+        )?);
+        Ok(Some(BackboneRole { kind, config, lease_ttl, ended_alert_retention }))
     }
 
     /// A front door runs no rules and disseminates nothing; it routes, so every zone needs a geocode. A worker needs
@@ -209,7 +217,14 @@ impl BackboneRole {
         }
         if self.kind == BackboneRoleKind::Worker {
             let regions = super::rule_worker::regions_of(app);
-            super::rule_worker::start(Arc::clone(app), backbone, self.lease_ttl, regions.clone()).await?;
+            super::rule_worker::start(
+                Arc::clone(app),
+                backbone,
+                self.lease_ttl,
+                self.ended_alert_retention,
+                regions.clone(),
+            )
+            .await?;
             tracing::info!(role = ?self.kind, cluster = %self.config.urls.join(","), name = %self.config.name, ?regions, lease_ttl = ?self.lease_ttl, "cluster role started");
             return Ok(());
         }
@@ -221,6 +236,13 @@ impl BackboneRole {
         tracing::info!(role = ?self.kind, cluster = %self.config.urls.join(","), name = %self.config.name, replicas = self.config.replicas, "cluster role started");
         Ok(())
     }
+}
+
+/// Ends this process's role cleanly before it exits, waiting at most `within`: a rule worker hands every region
+/// over and releases its leases (it started on SIGTERM already), so the other workers take its regions at once
+/// instead of a lease ttl later. Nothing to do for other roles. `false`: not finished in time.
+pub async fn finish(within: Duration) -> bool {
+    super::rule_worker::finish(within).await
 }
 
 #[cfg(test)]
@@ -264,6 +286,11 @@ mod tests {
             ("urls = [\"nats://a\"]\nname = \"f\"", "urls", "host:port"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fanout\"", "role", "front-door, worker, dissemination"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nlease_ttl_s = 1", "lease_ttl_s", "2..=300"),
+            (
+                "urls = [\"nats://a:1\"]\nname = \"f\"\nended_alert_retention_s = 0",
+                "ended_alert_retention_s",
+                "1..=2592000",
+            ),
             ("urls = [\"nats://a:1\"]\nname = \"f/1\"", "name", "letters"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nreplicas = 7", "replicas", "1..=5"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\npublish_deadline_s = 2", "publish_deadline_s", "10..=300"),

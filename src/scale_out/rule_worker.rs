@@ -3,13 +3,23 @@
 //! (`hot_path::HotPath`), publishing every change of its alerts to the replicated alerts stream. When a worker dies,
 //! another takes its regions over and continues their alerts: same id, next version, never a second alert.
 //!
-//! Three tasks:
-//! - the **lease keeper** renews the leases held (every ttl/4) and tries to acquire the regions nobody holds
-//!   (`cluster::lease`); a region acquired is handed to the processor to take over. A lease found lost (someone
-//!   else's revision) ends the process: it cannot know what the new owner did with its regions, and a restart
-//!   (the orchestrator's) is the one state that is certainly right.
+//! Four tasks:
+//! - the **lease keeper** renews the leases held (every ttl/4), announces the worker (`cluster::presence`) and
+//!   balances: each worker holds about its share, `ceil(regions / live workers)`. Under its share it acquires
+//!   regions nobody holds (`cluster::lease`); past it, while another live worker is under its share, it hands the
+//!   excess over — the processor finishes with the region (progress mark saved, its alerts dropped from the book)
+//!   and the keeper then releases the lease, which the other worker acquires at its next tick. A region nobody
+//!   holds for a whole ttl is taken by anyone, share or not: no region stays unowned because the count of live
+//!   workers is briefly wrong. A lease found lost (someone else's revision) ends the process: it cannot know what
+//!   the new owner did with its regions, and a restart (the orchestrator's) is the one state that is certainly
+//!   right. On SIGTERM (or SIGINT) it withdraws the worker's presence, hands every region over the same way and
+//!   releases every lease, so the other workers take the regions at once instead of a ttl later; `serve` waits
+//!   for that before it exits ([`finish`]).
 //! - one **reader** per owned region, an ordered consumer on `dc.readings.{region}.>` from the region's progress
 //!   mark, feeding the processor.
+//! - the **pruner** removes, from the regions owned, the subjects of alerts that ended longer than the retention
+//!   ago (`ended_alert_retention_s`), and drops them from the book: the stream holds open and recently ended
+//!   alerts, not every alert ever raised.
 //! - the **processor** owns the hot path. Per reading: wait while the region's lease is not valid (the lease
 //!   keeper is renewing it; no work is done for a region we may no longer own), run the hot path, publish the alert
 //!   changes it made to `DC_ALERTS` (waiting for the quorum's acknowledgement), then move the region's progress mark
@@ -23,14 +33,15 @@
 //! new: the old owner's changes for them either reached the alerts stream (then the same levels come out again, no
 //! change) or did not (then they are made now). docs/SCALING.md § Rule workers.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use alerting::{AlertRecord, ZoneRef};
 use bytes::Bytes;
 use cluster::alerts::{self, AlertsLog};
 use cluster::lease::{Lease, Leases};
+use cluster::presence::Presence;
 use cluster::progress::{Mark, Progress};
 use cluster::readings::{self, Delivered, RegionReadings};
 use cluster::Backbone;
@@ -38,7 +49,7 @@ use ingest::RawMessage;
 use parking_lot::Mutex;
 use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use super::region::{county_of, zone_region};
@@ -76,6 +87,35 @@ static WORKER_READINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     c
 });
 
+/// Regions a worker gave up on purpose, by why (`balance`: another live worker was under its share; `stop`: the
+/// worker was asked to stop). Each is followed by the lease's release.
+static HANDED_OVER: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = register_int_counter_vec!(
+        "dc_cluster_regions_handed_over_total",
+        "Regions a rule worker handed over (progress saved, lease released), by why (balance, stop)",
+        &["why"]
+    )
+    .expect("metric registers");
+    for why in ["balance", "stop"] {
+        c.with_label_values(&[why]);
+    }
+    c
+});
+
+/// Ended alerts whose subjects a worker removed from the alerts stream after their retention, by outcome.
+static PRUNED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = register_int_counter_vec!(
+        "dc_cluster_alerts_pruned_total",
+        "Ended alerts a rule worker removed from the alerts stream after their retention, by outcome (removed, failed)",
+        &["outcome"]
+    )
+    .expect("metric registers");
+    for outcome in ["removed", "failed"] {
+        c.with_label_values(&[outcome]);
+    }
+    c
+});
+
 static REGIONS_OWNED: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("dc_cluster_regions_owned", "Regions (counties) this rule worker owns and runs now")
         .expect("metric registers")
@@ -89,13 +129,18 @@ static ALERTS_ADOPTED: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
-/// What the processor is told.
-enum Input {
+/// What the lease keeper tells the processor (on a channel of its own, unbounded: the keeper must never wait behind
+/// readings, or its renewals would stall while the processor waits for a valid lease).
+enum Control {
     /// A region's lease was acquired: take the region over.
     TakeOver(String),
-    /// A reading publish of an owned region, in stream order.
-    Reading(String, Delivered),
+    /// Finish with a region (balance or stop): stop reading it, publish its pending alert changes, save its progress
+    /// mark, drop its alerts from the book; then tell the keeper (`handed`), which releases the lease.
+    HandOver(String),
 }
+
+/// A reading publish of an owned region, in stream order.
+type Reading = (String, Delivered);
 
 /// The leases held, shared by the lease keeper (who renews them) and the processor (who checks them before work).
 type Held = Arc<Mutex<HashMap<String, Lease>>>;
@@ -116,18 +161,24 @@ pub(super) async fn start(
     app: Arc<App>,
     backbone: Backbone,
     lease_ttl: Duration,
+    ended_alert_retention: Duration,
     regions: Vec<String>,
 ) -> Result<(), cluster::ClusterError> {
     LazyLock::force(&ALERT_VERSIONS);
     LazyLock::force(&WORKER_READINGS);
+    LazyLock::force(&HANDED_OVER);
+    LazyLock::force(&PRUNED);
     REGIONS_OWNED.set(0);
     ALERTS_ADOPTED.set(0);
     // The readings stream exists before any reader is created (a worker may start before every front door).
     readings::ReadingsLog::open(&backbone).await?;
     let leases = Leases::open(&backbone, lease_ttl).await?;
+    let presence = Presence::open(&backbone, lease_ttl).await?;
     let alerts = AlertsLog::open(&backbone).await?;
     let progress = Progress::open(&backbone).await?;
     let (tx, rx) = mpsc::channel(4096);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (handed_tx, handed_rx) = mpsc::unbounded_channel();
     let worker = Arc::new(Worker {
         name: backbone.config().name.clone(),
         app,
@@ -136,9 +187,73 @@ pub(super) async fn start(
         progress,
         held: Arc::default(),
     });
-    tokio::spawn(keep_leases(Arc::clone(&worker), leases, regions, tx.clone()));
-    tokio::spawn(process(worker, rx, tx));
+    let stop = Arc::new(Notify::new());
+    let (done_tx, done_rx) = watch::channel(false);
+    if STOP.set(Stop { ask: Arc::clone(&stop), done: done_rx }).is_err() {
+        tracing::error!("a second rule worker in one process: only the first is stopped cleanly");
+    }
+    tokio::spawn(ask_on_signal(Arc::clone(&stop)));
+    let keeper = Keeper {
+        worker: Arc::clone(&worker),
+        leases,
+        presence,
+        regions,
+        control: control_tx,
+        handed: handed_rx,
+        handing: BTreeSet::new(),
+        free_since: HashMap::new(),
+    };
+    tokio::spawn(keeper.run(stop, done_tx));
+    tokio::spawn(prune_ended(Arc::clone(&worker), ended_alert_retention));
+    tokio::spawn(process(worker, rx, tx, control_rx, handed_tx));
     Ok(())
+}
+
+/// How the running worker is stopped: `ask` starts the hand-over of every region, `done` turns true once every
+/// lease is released (or could not be: then it expires a ttl later).
+struct Stop {
+    ask: Arc<Notify>,
+    done: watch::Receiver<bool>,
+}
+
+static STOP: OnceLock<Stop> = OnceLock::new();
+
+/// SIGTERM (Kubernetes, systemd, `docker stop`) or SIGINT starts the clean stop at once, while the HTTP side drains.
+async fn ask_on_signal(stop: Arc<Notify>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM: the worker's regions wait for the lease ttl after a stop");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("stop asked: handing every region over and releasing its lease");
+    stop.notify_one();
+}
+
+/// Stops a rule worker running in this process, if any: hands its regions over and releases their leases, waiting
+/// at most `within`. `serve` calls it before exiting; `false`: not finished in time (the leases left expire).
+pub(super) async fn finish(within: Duration) -> bool {
+    let Some(stop) = STOP.get() else { return true };
+    stop.ask.notify_one();
+    let mut done = stop.done.clone();
+    let finished = tokio::time::timeout(within, done.wait_for(|d| *d)).await;
+    let ok = matches!(finished, Ok(Ok(_)));
+    if !ok {
+        tracing::warn!(?within, "regions not all handed over in time: their leases expire after the ttl");
+    }
+    ok
 }
 
 /// Ends the process: a region was found owned by someone else while we thought it ours.
@@ -151,16 +266,73 @@ fn lost(region: &str, why: &str) -> ! {
     std::process::exit(75)
 }
 
-async fn keep_leases(worker: Arc<Worker>, leases: Leases, regions: Vec<String>, tx: mpsc::Sender<Input>) {
-    let mut tick = tokio::time::interval(leases.ttl() / 4);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let held: Vec<Lease> = worker.held.lock().values().cloned().collect();
+/// The lease keeper's state (see the module's documentation).
+struct Keeper {
+    worker: Arc<Worker>,
+    leases: Leases,
+    presence: Presence,
+    /// The regions competed for (counties; other roles' keys in the lease bucket are not counted).
+    regions: Vec<String>,
+    control: mpsc::UnboundedSender<Control>,
+    /// Regions the processor has finished with: release their leases.
+    handed: mpsc::UnboundedReceiver<String>,
+    /// Regions handed to the processor to finish with, lease not yet released.
+    handing: BTreeSet<String>,
+    /// Regions seen with no holder, since when.
+    free_since: HashMap<String, Instant>,
+}
+
+impl Keeper {
+    async fn run(mut self, stop: Arc<Notify>, done: watch::Sender<bool>) {
+        let mut tick = tokio::time::interval(self.leases.ttl() / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = false;
+        // Leases released by others (a hand-over, a worker stopping): balance at once rather than at the next tick.
+        let (wake, mut woken) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(watch_releases(self.leases.clone(), self.regions.clone(), wake));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.renew().await;
+                    if !stopping {
+                        self.balance().await;
+                    }
+                }
+                Some(region) = woken.recv(), if !stopping => {
+                    while woken.try_recv().is_ok() {}
+                    tracing::debug!(region, "a lease was released: balancing now");
+                    self.balance().await;
+                }
+                Some(region) = self.handed.recv() => self.release(&region).await,
+                _ = stop.notified(), if !stopping => {
+                    stopping = true;
+                    // Out of the count first, so that the others' shares grow before our regions come free.
+                    if let Err(e) = self.presence.withdraw().await {
+                        tracing::warn!(error = %e, "presence not withdrawn: the others count this worker until it expires");
+                    }
+                    let held: Vec<String> = self.worker.held.lock().keys().cloned().collect();
+                    for region in held {
+                        self.hand_over(region, "stop");
+                    }
+                }
+            }
+            if stopping && self.worker.held.lock().is_empty() {
+                tracing::info!("every region handed over and its lease released");
+                let _ = done.send(true);
+                return;
+            }
+        }
+    }
+
+    /// Renews every lease held (handed-over regions too, until released: the processor is still finishing them).
+    async fn renew(&self) {
+        let held: Vec<Lease> = self.worker.held.lock().values().cloned().collect();
         for mut lease in held {
-            match leases.renew(&mut lease).await {
+            match self.leases.renew(&mut lease).await {
                 Ok(true) => {
-                    worker.held.lock().insert(lease.region.clone(), lease);
+                    if let Some(slot) = self.worker.held.lock().get_mut(&lease.region) {
+                        *slot = lease;
+                    }
                 }
                 Ok(false) => lost(&lease.region, "lease renewal refused (expired and taken)"),
                 Err(e) => {
@@ -168,15 +340,52 @@ async fn keep_leases(worker: Arc<Worker>, leases: Leases, regions: Vec<String>, 
                 }
             }
         }
-        for region in &regions {
-            if worker.held.lock().contains_key(region) {
+    }
+
+    /// Announces this worker, then moves toward its share: acquires free regions while under it (any region free
+    /// for a whole ttl regardless), hands the excess over while over it and another live worker is under.
+    async fn balance(&mut self) {
+        let me = self.worker.name.clone();
+        if let Err(e) = self.presence.announce().await {
+            tracing::warn!(error = %e, "presence not announced");
+        }
+        let mut live = self.presence.live().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "live workers unknown: counting only this one");
+            Vec::new()
+        });
+        if !live.contains(&me) {
+            live.push(me.clone());
+        }
+        let share = self.regions.len().div_ceil(live.len()).max(1);
+        // Who holds what, among the regions (an unreadable entry counts as held by someone unknown).
+        let mut holds: HashMap<String, usize> = HashMap::new();
+        let mut free = Vec::new();
+        for region in &self.regions {
+            if self.worker.held.lock().contains_key(region) {
                 continue;
             }
-            match leases.acquire(region).await {
+            match self.leases.holder(region).await {
+                Ok(Some(holder)) => *holds.entry(holder).or_default() += 1,
+                Ok(None) => free.push(region.clone()),
+                Err(e) => tracing::debug!(error = %e, region, "lease holder unknown"),
+            }
+        }
+        let now = Instant::now();
+        self.free_since.retain(|region, _| free.contains(region));
+        let mut mine = self.worker.held.lock().len() - self.handing.len();
+        for region in free {
+            let since = *self.free_since.entry(region.clone()).or_insert(now);
+            let abandoned = now.duration_since(since) >= self.leases.ttl();
+            if mine >= share && !abandoned {
+                continue;
+            }
+            match self.leases.acquire(&region).await {
                 Ok(Some(lease)) => {
-                    tracing::info!(region, owner = %worker.name, "region lease acquired");
-                    worker.held.lock().insert(region.clone(), lease);
-                    if tx.send(Input::TakeOver(region.clone())).await.is_err() {
+                    tracing::info!(region, owner = %me, share, live = live.len(), abandoned, "region lease acquired");
+                    self.free_since.remove(&region);
+                    self.worker.held.lock().insert(region.clone(), lease);
+                    mine += 1;
+                    if self.control.send(Control::TakeOver(region)).is_err() {
                         return;
                     }
                 }
@@ -184,6 +393,60 @@ async fn keep_leases(worker: Arc<Worker>, leases: Leases, regions: Vec<String>, 
                 Err(e) => tracing::warn!(error = %e, region, "could not try the region's lease"),
             }
         }
+        if mine <= share {
+            return;
+        }
+        // Hand over only what live workers under their share can take (else the regions would just lie free).
+        let wanted: usize =
+            live.iter().filter(|w| **w != me).map(|w| share.saturating_sub(holds.get(w).copied().unwrap_or(0))).sum();
+        let excess = (mine - share).min(wanted);
+        let candidates: Vec<String> = {
+            let held = self.worker.held.lock();
+            held.keys().filter(|r| !self.handing.contains(*r)).cloned().collect::<BTreeSet<_>>().into_iter().collect()
+        };
+        for region in candidates.into_iter().take(excess) {
+            tracing::info!(region, share, live = live.len(), "handing the region over to balance the workers");
+            self.hand_over(region, "balance");
+        }
+    }
+
+    fn hand_over(&mut self, region: String, why: &str) {
+        if self.handing.insert(region.clone()) {
+            HANDED_OVER.with_label_values(&[why]).inc();
+            let _ = self.control.send(Control::HandOver(region));
+        }
+    }
+
+    /// The processor is done with `region`: give the lease up, so that another worker acquires it at once.
+    async fn release(&mut self, region: &str) {
+        self.handing.remove(region);
+        let Some(lease) = self.worker.held.lock().remove(region) else { return };
+        match self.leases.release(lease).await {
+            Ok(()) => tracing::info!(region, "region lease released"),
+            Err(e) => tracing::warn!(error = %e, region, "lease not released: it expires after the ttl"),
+        }
+    }
+}
+
+/// Forwards the regions whose leases are released to the keeper, watching again after a failure.
+async fn watch_releases(leases: Leases, regions: Vec<String>, wake: mpsc::UnboundedSender<String>) {
+    use futures_util::StreamExt;
+    loop {
+        match leases.releases().await {
+            Ok(releases) => {
+                let mut releases = std::pin::pin!(releases);
+                while let Some(region) = releases.next().await {
+                    if regions.contains(&region) && wake.send(region).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "lease releases not watched; the tick finds them"),
+        }
+        if wake.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -192,9 +455,17 @@ struct Owned {
     mark: Mark,
     /// The newest reading processed whose sequence is not yet in the mark (no alert changed with it).
     unsaved: Option<u64>,
+    /// The task reading the region's readings into the processor's channel.
+    reader: tokio::task::JoinHandle<()>,
 }
 
-async fn process(worker: Arc<Worker>, mut rx: mpsc::Receiver<Input>, tx: mpsc::Sender<Input>) {
+async fn process(
+    worker: Arc<Worker>,
+    mut rx: mpsc::Receiver<Reading>,
+    tx: mpsc::Sender<Reading>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    handed: mpsc::UnboundedSender<String>,
+) {
     let app = Arc::clone(&worker.app);
     let mut hot_path = HotPath::new(Arc::clone(&app));
     let mut changes = app.channels.alerts.subscribe();
@@ -203,13 +474,16 @@ async fn process(worker: Arc<Worker>, mut rx: mpsc::Receiver<Input>, tx: mpsc::S
     save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            input = rx.recv() => match input {
+            // In this order, and between two readings, never in the middle of one: the reading in hand is finished
+            // first; readings come last so that a busy region cannot hold back hand-overs, changes or the marks.
+            biased;
+            command = control.recv() => match command {
                 None => return,
-                Some(Input::TakeOver(region)) => {
+                Some(Control::TakeOver(region)) => {
                     let started = Instant::now();
                     match take_over(&worker, &region, &tx).await {
-                        Ok(mark) => {
-                            owned.insert(region.clone(), Owned { mark, unsaved: None });
+                        Ok((mark, reader)) => {
+                            owned.insert(region.clone(), Owned { mark, unsaved: None, reader });
                             REGIONS_OWNED.set(owned.len() as i64);
                             tracing::info!(region, took = ?started.elapsed(), from_sequence = mark.sequence + 1, "region taken over");
                         }
@@ -219,17 +493,13 @@ async fn process(worker: Arc<Worker>, mut rx: mpsc::Receiver<Input>, tx: mpsc::S
                         }
                     }
                 }
-                Some(Input::Reading(region, delivered)) => {
-                    wait_for_lease(&worker, &region).await;
-                    let sequence = delivered.sequence;
-                    hot_path.process(RawMessage { topic: delivered.topic, payload: delivered.payload });
-                    WORKER_READINGS.with_label_values(&["processed"]).inc();
-                    let changed = publish_changes(&worker, &mut changes, false).await;
-                    let Some(region_state) = owned.get_mut(&region) else { continue };
-                    if changed {
-                        save_mark(&worker, &region, region_state, sequence).await;
-                    } else {
-                        region_state.unsaved = Some(sequence);
+                Some(Control::HandOver(region)) => {
+                    if let Some(state) = owned.remove(&region) {
+                        hand_over(&worker, &mut changes, &region, state).await;
+                        REGIONS_OWNED.set(owned.len() as i64);
+                    }
+                    if handed.send(region).is_err() {
+                        return;
                     }
                 }
             },
@@ -252,8 +522,120 @@ async fn process(worker: Arc<Worker>, mut rx: mpsc::Receiver<Input>, tx: mpsc::S
                     }
                 }
             }
+            reading = rx.recv() => match reading {
+                None => return,
+                Some((region, delivered)) => {
+                    // Read before the region was handed over: its next owner reads it again from the mark.
+                    if !owned.contains_key(&region) {
+                        continue;
+                    }
+                    wait_for_lease(&worker, &region).await;
+                    let sequence = delivered.sequence;
+                    hot_path.process(RawMessage { topic: delivered.topic, payload: delivered.payload });
+                    WORKER_READINGS.with_label_values(&["processed"]).inc();
+                    let changed = publish_changes(&worker, &mut changes, false).await;
+                    let Some(region_state) = owned.get_mut(&region) else { continue };
+                    if changed {
+                        save_mark(&worker, &region, region_state, sequence).await;
+                    } else {
+                        region_state.unsaved = Some(sequence);
+                    }
+                }
+            },
         }
     }
+}
+
+/// Finishes with a region given up on purpose: no more of its readings; the alert changes made so far go to the
+/// stream (the lease is still ours and valid: the keeper renews it until told we are done); the mark moves to the
+/// last reading processed; the region's alerts leave the book, so that this worker neither changes nor re-sends
+/// what is now another's (if the region comes back, its take-over adopts them again from the stream).
+async fn hand_over(
+    worker: &Worker,
+    changes: &mut tokio::sync::broadcast::Receiver<Arc<crate::audience::AlertBroadcast>>,
+    region: &str,
+    mut state: Owned,
+) {
+    state.reader.abort();
+    publish_changes(worker, changes, false).await;
+    if let Some(sequence) = state.unsaved {
+        save_mark(worker, region, &mut state, sequence).await;
+    }
+    let app = &worker.app;
+    let ids: Vec<String> = {
+        let book = app.alerts.book.lock();
+        book.all().filter(|a| zone_region(app, &a.area_id) == Some(region)).map(|a| a.id.clone()).collect()
+    };
+    {
+        let mut book = app.alerts.book.lock();
+        for id in &ids {
+            book.forget(id);
+        }
+    }
+    tracing::info!(region, mark = state.mark.sequence, alerts = ids.len(), "region handed over");
+}
+
+/// Removes ended alerts older than `retention` from the stream, region by owned region (see the module's
+/// documentation). The end's time is the final version's storage time on the server, the same for every owner;
+/// this worker's clock only measures the retention from it (a skew of seconds against a retention of hours).
+async fn prune_ended(worker: Arc<Worker>, retention: Duration) {
+    let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let regions: Vec<String> = worker.held.lock().keys().cloned().collect();
+        for region in regions {
+            let latest = match worker.alerts.region_latest(&region).await {
+                Ok(latest) => latest,
+                Err(e) => {
+                    tracing::warn!(error = %e, region, "ended alerts not pruned this time");
+                    continue;
+                }
+            };
+            let now = now_ms();
+            for message in latest {
+                let expired = now.saturating_sub(message.stored_ms) >= retention.as_millis() as i64;
+                if !expired || !ended(&message.payload) {
+                    continue;
+                }
+                // Only while the region is ours: a new owner prunes it itself.
+                let ours = worker.held.lock().get(&region).is_some_and(|l| l.is_valid(Instant::now()));
+                if !ours {
+                    break;
+                }
+                // Out of the book first, so that nothing re-sends it (which would put the subject back); if the
+                // purge fails, the next sweep finds it in the stream again.
+                let id = message.subject.rsplit('.').next().unwrap_or_default().to_string();
+                worker.app.alerts.book.lock().forget(&id);
+                match worker.alerts.remove(&message.subject).await {
+                    Ok(messages) => {
+                        PRUNED.with_label_values(&["removed"]).inc();
+                        tracing::info!(
+                            id,
+                            region,
+                            messages,
+                            "ended alert removed from the alerts stream after its retention"
+                        );
+                    }
+                    Err(e) => {
+                        PRUNED.with_label_values(&["failed"]).inc();
+                        tracing::warn!(error = %e, id, "ended alert not removed; retrying later");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether an alerts-stream message is an alert's final version (cleared or cancelled: an ended alert never changes
+/// again; a return of its hazard is a new alert).
+fn ended(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        record: AlertRecord,
+    }
+    serde_json::from_slice::<Body>(body).is_ok_and(|b| !b.record.alert.state.is_active())
 }
 
 async fn save_mark(worker: &Worker, region: &str, state: &mut Owned, sequence: u64) {
@@ -369,7 +751,11 @@ fn alert_body(worker: &Worker, record: &AlertRecord, region: &str) -> Bytes {
 }
 
 /// Takes a region over (see the module's documentation); returns its progress mark.
-async fn take_over(worker: &Worker, region: &str, tx: &mpsc::Sender<Input>) -> Result<Mark, cluster::ClusterError> {
+async fn take_over(
+    worker: &Worker,
+    region: &str,
+    tx: &mpsc::Sender<Reading>,
+) -> Result<(Mark, tokio::task::JoinHandle<()>), cluster::ClusterError> {
     let app = &worker.app;
     let mark = worker.progress.take_over(region).await?;
     // The alert book: the latest version of each of the region's alerts.
@@ -426,11 +812,11 @@ async fn take_over(worker: &Worker, region: &str, tx: &mpsc::Sender<Input>) -> R
         if mark.sequence > 0 { readings::Start::Sequence(mark.sequence + 1) } else { readings::Start::Time(horizon) };
     let mut feed = RegionReadings::open(&worker.backbone, region, from).await?;
     let (tx, region) = (tx.clone(), region.to_string());
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         loop {
             match feed.next().await {
                 Some(Ok(delivered)) => {
-                    if tx.send(Input::Reading(region.clone(), delivered)).await.is_err() {
+                    if tx.send((region.clone(), delivered)).await.is_err() {
                         return;
                     }
                 }
@@ -442,7 +828,7 @@ async fn take_over(worker: &Worker, region: &str, tx: &mpsc::Sender<Input>) -> R
             }
         }
     });
-    Ok(mark)
+    Ok((mark, reader))
 }
 
 /// One reading publish into the rule windows only, findings dropped: the hot path's validation (`Ingest::process`,

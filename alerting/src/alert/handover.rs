@@ -50,6 +50,29 @@ impl AlertBook {
         self.install(alert, contributions, suppressed);
         true
     }
+
+    /// Drops alert `id` from this book with what the book tracks for its hazard (contributions, a cancelled hazard's
+    /// suppression): its region went to another book (a worker handing a county over or stopping), or the
+    /// replicated stream removed it after its retention. The next owner continues it from its record; this book
+    /// must neither change nor re-send it. Not journaled (the record's home is the stream). `false`: not held.
+    pub fn forget(&mut self, id: &str) -> bool {
+        let Some(alert) = self.alerts.remove(id) else { return false };
+        let key = HazardKey { rule_id: alert.rule_id, area_id: alert.area_id, mode: alert.mode };
+        let hazard_is_this_alert = match self.active.get(&key) {
+            Some(active) if active == id => {
+                self.active.remove(&key);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        };
+        if hazard_is_this_alert {
+            self.suppressed.remove(&key);
+        }
+        self.contributions.remove(id);
+        self.closed.retain(|closed| closed != id);
+        true
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +123,26 @@ mod tests {
         let end = new.apply(finding("s1", None, 5_000), mode, 5_000).expect("cleared");
         assert_eq!((end.id, end.state), (raised.id, AlertState::Cleared));
         assert_eq!(new.active().count(), 0);
+    }
+
+    #[test]
+    fn a_forgotten_alert_is_neither_changed_nor_continued_by_the_book_that_gave_it_away() {
+        let mode = crate::Mode::Actual;
+        let mut old = AlertBook::new("old");
+        let raised = old.apply(finding("s1", Some(0), 1_000), mode, 1_000).expect("raised");
+        let record = old.record_of(&raised.id).unwrap();
+        assert!(old.forget(&raised.id));
+        assert!(!old.forget(&raised.id), "held once");
+        assert!(old.get(&raised.id).is_none() && old.active().count() == 0);
+        assert!(old.contributions(mode).is_empty(), "nothing left for the engine to adopt");
+        // Given back later (the region returns), the record is adopted again as it stands.
+        assert!(old.adopt(record));
+        let next = old.apply(finding("s2", Some(1), 2_000), mode, 2_000).expect("updated");
+        assert_eq!((next.id.as_str(), next.version), (raised.id.as_str(), 2));
+        // A cancelled hazard's suppression goes with its alert.
+        old.cancel(&raised.id, 2_500).expect("cancelled");
+        assert!(old.forget(&raised.id));
+        assert!(old.apply(finding("s1", Some(1), 3_000), mode, 3_000).is_some(), "no suppression left behind");
     }
 
     #[test]

@@ -1,0 +1,474 @@
+//! High availability on NATS JetStream (issue 23): the rule workers' lease work. A real three-node nats-server
+//! cluster (`cluster::test_support`), a front door and rule workers as `serve --cluster …` processes, devices at QoS 1.
+//!
+//! Asserted:
+//! - **Balancing**: one worker holds every county; a second one starts, and within a few lease periods each holds
+//!   its share (3 of 6), no county held by two workers or left without a holder for long, and an open alert of a
+//!   county that moved continues on the new owner with its next version (no second alert, no version twice).
+//! - **Release on SIGTERM**: of two workers, the one asked to stop hands its counties over and releases their leases;
+//!   the other owns every county well under the lease ttl (printed), and the open alert continues there.
+//! - **Pruning**: an ended alert's subject leaves `DC_ALERTS` once `ended_alert_retention_s` has passed since its
+//!   final version; an open alert's stays.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cluster::test_support::NatsCluster;
+use common::{config_copy, device_password, free_port, http_get, http_request, TOKEN};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+/// The counties of the demo zones: what the workers share.
+const COUNTIES: [&str; 6] = ["10007", "10008", "10009", "10017", "63000", "64000"];
+
+/// One `disaster-cloud serve --cluster … --role ROLE` process.
+struct Node {
+    child: Child,
+    name: String,
+    mqtt: SocketAddr,
+    http: SocketAddr,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(config: &Path, dir: &Path, urls: &str, name: &str, role: &str) -> Node {
+        let log = dir.join(format!("{name}.log"));
+        for _ in 0..4 {
+            let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let child = common::test_env(&mut Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
+                .args(["serve", "--config", config.to_str().unwrap()])
+                .args(["--data-dir", dir.join(name).to_str().unwrap()])
+                .args(["--cluster", urls, "--role", role, "--client-id", name])
+                .args(["--http-listen", &http.to_string(), "--mqtt-listen", &mqtt.to_string()])
+                .args(["--mqtt5-listen", &format!("127.0.0.1:{}", free_port()), "--mqtt-tls=false"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
+                .spawn()
+                .expect("the binary starts");
+            let mut node = Node { child, name: name.into(), mqtt, http, log: log.clone() };
+            match node.wait_ready() {
+                Ok(()) => return node,
+                Err(text) if text.contains("Address already in use") => continue,
+                Err(text) => panic!("{name} not ready; log:\n{text}"),
+            }
+        }
+        panic!("no free ports after 4 attempts");
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            if http_get(self.http, "/metrics", Some(TOKEN)).is_some_and(|(s, _)| s == 200) {
+                return Ok(());
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                return Err(self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(self.log())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = http_get(self.http, "/metrics", Some(TOKEN))?;
+        body.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+    }
+
+    fn owned(&self) -> f64 {
+        self.metric("dc_cluster_regions_owned").unwrap_or(0.0)
+    }
+
+    /// SIGTERM, as Kubernetes, systemd or `docker stop` ask a process to stop; returns once the process has exited
+    /// (its exit status).
+    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} still running {within:?} after SIGTERM:\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes one reading set at QoS 1 through the front door; returns once it is acknowledged (the reading is on the
+/// replicated stream).
+async fn publish(front_door: SocketAddr, device: &str, payload: String) {
+    let mut opts = MqttOptions::new(format!("{device}-gw"), front_door.ip().to_string(), front_door.port());
+    opts.set_credentials(device, device_password(device));
+    let (client, mut eventloop) = AsyncClient::new(opts, 10);
+    client.publish(format!("sensors/{device}/readings"), QoS::AtLeastOnce, false, payload).await.unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return,
+                Ok(_) => {}
+                Err(e) => panic!("{device}: connection to the front door failed: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(acked.is_ok(), "{device}: no PUBACK in 30 s");
+    let _ = client.disconnect().await;
+}
+
+fn rain(mm: f64, ts: i64) -> String {
+    format!(r#"{{"ts":{ts},"values":{{"rain_mm":{mm}}}}}"#)
+}
+
+/// Who holds each county's lease now (`None`: nobody).
+async fn holders(js: &async_nats::jetstream::Context) -> BTreeMap<&'static str, Option<String>> {
+    let mut out = BTreeMap::new();
+    let Ok(store) = js.get_key_value(cluster::lease::BUCKET).await else {
+        return COUNTIES.iter().map(|c| (*c, None)).collect();
+    };
+    for county in COUNTIES {
+        let entry = store.entry(county).await.ok().flatten();
+        let holder = entry
+            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned());
+        out.insert(county, holder);
+    }
+    out
+}
+
+/// One alert version as the alerts stream holds it.
+#[derive(Debug, Clone)]
+struct AlertVersion {
+    subject: String,
+    id: String,
+    version: u64,
+    rule: String,
+    area: String,
+    level: u64,
+    state: String,
+    worker: String,
+}
+
+/// Every message of the alerts stream, in stream order.
+async fn alert_versions(js: &async_nats::jetstream::Context) -> Vec<AlertVersion> {
+    let Ok(mut stream) = js.get_stream(cluster::alerts::STREAM).await else { return Vec::new() };
+    let state = stream.info().await.expect("info").state.clone();
+    let mut versions = Vec::new();
+    for seq in state.first_sequence.max(1)..=state.last_sequence {
+        let Ok(m) = stream.get_raw_message(seq).await else { continue };
+        let body: serde_json::Value = serde_json::from_slice(&m.payload).expect("an alerts-stream message is JSON");
+        let alert = &body["record"]["alert"];
+        versions.push(AlertVersion {
+            subject: m.subject.to_string(),
+            id: alert["id"].as_str().unwrap_or_default().into(),
+            version: alert["version"].as_u64().unwrap_or_default(),
+            rule: alert["rule_id"].as_str().unwrap_or_default().into(),
+            area: alert["area_id"].as_str().unwrap_or_default().into(),
+            level: alert["level"]["index"].as_u64().unwrap_or(99),
+            state: alert["state"].as_str().unwrap_or_default().into(),
+            worker: body["worker"].as_str().unwrap_or_default().into(),
+        });
+    }
+    versions
+}
+
+async fn wait_for_alert(
+    js: &async_nats::jetstream::Context,
+    within: Duration,
+    what: &str,
+    want: impl Fn(&AlertVersion) -> bool,
+) -> Vec<AlertVersion> {
+    let deadline = Instant::now() + within;
+    loop {
+        let versions = alert_versions(js).await;
+        if versions.iter().any(&want) {
+            return versions;
+        }
+        assert!(Instant::now() < deadline, "{what}: not in the alerts stream within {within:?}: {versions:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One alert per hazard, and each alert's versions once each and in order (1, 2, 3, …) — whoever published them.
+fn assert_no_alert_doubled_or_lost(versions: &[AlertVersion]) {
+    let mut ids_per_hazard: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+    let mut per_id: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for v in versions {
+        ids_per_hazard.entry((v.rule.clone(), v.area.clone())).or_default().insert(v.id.clone());
+        per_id.entry(v.id.clone()).or_default().push((v.version, v.worker.clone()));
+    }
+    assert!(ids_per_hazard.values().all(|ids| ids.len() == 1), "a hazard with two alerts: {ids_per_hazard:#?}");
+    for (id, list) in &per_id {
+        let numbers: Vec<u64> = list.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            numbers,
+            (1..=numbers.len() as u64).collect::<Vec<_>>(),
+            "{id}: versions skipped or doubled: {list:?}"
+        );
+    }
+}
+
+/// The shared set-up: three NATS nodes, a front door; `ttl` the lease ttl.
+async fn cluster(
+    tag: &str,
+    ttl_s: u64,
+    extra: &str,
+) -> (NatsCluster, PathBuf, PathBuf, Node, async_nats::jetstream::Context) {
+    let nats = NatsCluster::start(tag);
+    let dir = nats.dir.join("processes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let extra = extra.to_string();
+    let config = config_copy(tag, |text| {
+        text.replace("dissemination = \"dissemination.toml\"\n", "")
+            + &format!("\n[cluster]\nlease_ttl_s = {ttl_s}\n{extra}")
+    });
+    let fd = Node::start(&config, &dir, &nats.urls_arg(), "fd-1", "front-door");
+    let client = async_nats::connect(nats.urls()).await.expect("test client connects");
+    let js = async_nats::jetstream::new(client);
+    (nats, dir, config, fd, js)
+}
+
+async fn wait_owning(node: &Node, counties: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while node.owned() < counties {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not own {counties} counties in {within:?}: {}",
+            node.name,
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const SHENMU_DFA: &str = "dfa-xinyi-shenmu";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_gets_its_share_of_the_counties_and_continues_their_alerts() {
+    let ttl = Duration::from_secs(3);
+    let (nats, dir, config, fd, js) = cluster("ha-balance", ttl.as_secs(), "").await;
+    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker");
+    wait_owning(&w1, 6.0, Duration::from_secs(30)).await;
+
+    // Heavy rain at Shenmu (Nantou, 10008) raises `heavy-rain` on w-1.
+    let now = common::now_ms();
+    publish(fd.mqtt, "RG0001", rain(50.0, now - 240_000)).await;
+    let is_heavy_rain = |v: &AlertVersion| v.rule == "heavy-rain" && v.area == SHENMU_DFA;
+    let versions =
+        wait_for_alert(&js, Duration::from_secs(20), "heavy rain raised", |v| is_heavy_rain(v) && v.version == 1).await;
+    let raised = versions.iter().find(|v| is_heavy_rain(v)).unwrap().clone();
+    assert_eq!(raised.worker, "w-1");
+
+    // A second worker: the counties split 3 / 3, watched every 50 ms on the lease bucket and on both workers.
+    let w2 = Node::start(&config, &dir, &nats.urls_arg(), "w-2", "worker");
+    let started = Instant::now();
+    let mut unowned_since: HashMap<&str, Instant> = HashMap::new();
+    let mut longest_unowned = Duration::ZERO;
+    loop {
+        let table = holders(&js).await;
+        for (county, holder) in &table {
+            match holder {
+                None => {
+                    unowned_since.entry(county).or_insert_with(Instant::now);
+                }
+                Some(_) => {
+                    // Without a holder from the first sample that saw it free until this one (an upper bound).
+                    if let Some(since) = unowned_since.remove(county) {
+                        longest_unowned = longest_unowned.max(since.elapsed());
+                    }
+                }
+            }
+        }
+        let (o1, o2) = (w1.owned(), w2.owned());
+        assert!(o1 + o2 <= 6.0, "a county run by two workers at once: w-1 {o1}, w-2 {o2}, leases {table:?}");
+        let split = |w: &str| table.values().filter(|h| h.as_deref() == Some(w)).count();
+        if (o1, o2) == (3.0, 3.0) && split("w-1") == 3 && split("w-2") == 3 {
+            break;
+        }
+        assert!(
+            started.elapsed() < ttl * 5,
+            "not split within five lease periods: w-1 {o1}, w-2 {o2}, leases {table:?}\n{}",
+            w1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let split_after = started.elapsed();
+    println!("w-2 started → counties split 3/3 {split_after:?} later (ttl {ttl:?}); longest a county had no holder: {longest_unowned:?}");
+    assert!(longest_unowned < ttl, "a county without a holder for {longest_unowned:?}");
+    let table = holders(&js).await;
+    // Handed over lowest first: Nantou (10008) moved to w-2 with its open alert.
+    assert_eq!(table["10008"].as_deref(), Some("w-2"), "{table:?}");
+    // Stable: nothing moves back and forth afterwards.
+    tokio::time::sleep(ttl).await;
+    assert_eq!(holders(&js).await, table, "the split did not hold");
+    assert_eq!((w1.owned(), w2.owned()), (3.0, 3.0));
+    let handed = w1.metric("dc_cluster_regions_handed_over_total{why=\"balance\"}").unwrap_or(0.0);
+    assert_eq!(handed, 3.0, "w-1 handed over {handed} counties");
+
+    // The alert continues on w-2: a second gauge joins (v2), then more rain escalates it (v3; 50 + 60 mm in 3 h is
+    // 豪雨, which only windows rebuilt with w-1's 50 mm see).
+    publish(fd.mqtt, "RG0002", rain(50.0, now - 180_000)).await;
+    wait_for_alert(&js, Duration::from_secs(20), "the second gauge joining", |v| is_heavy_rain(v) && v.worker == "w-2")
+        .await;
+    publish(fd.mqtt, "RG0001", rain(60.0, now - 120_000)).await;
+    let versions = wait_for_alert(&js, Duration::from_secs(20), "the escalation", |v| {
+        is_heavy_rain(v) && v.worker == "w-2" && v.level == 1
+    })
+    .await;
+    let heavy: Vec<(&str, u64, u64, &str)> = versions
+        .iter()
+        .filter(|v| is_heavy_rain(v))
+        .map(|v| (v.id.as_str(), v.version, v.level, v.worker.as_str()))
+        .collect();
+    println!("heavy rain at Shenmu: {heavy:?}");
+    assert!(heavy.iter().all(|(id, ..)| *id == raised.id), "{heavy:?}");
+    assert_no_alert_doubled_or_lost(&versions);
+    for w in [&fd, &w1, &w2] {
+        assert!(!w.log().contains("panicked"), "{}", w.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_with_sigterm_hands_its_counties_over_at_once() {
+    // A ttl long enough that a take-over by expiry is told apart from a release: without the release the other
+    // worker would wait 7.5–10 s (the lease expires a ttl after its last renewal, renewed every ttl/4).
+    let ttl = Duration::from_secs(10);
+    let (nats, dir, config, fd, js) = cluster("ha-sigterm", ttl.as_secs(), "").await;
+    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker");
+    let w2 = Node::start(&config, &dir, &nats.urls_arg(), "w-2", "worker");
+    // Both at work: three counties each.
+    let deadline = Instant::now() + ttl * 4;
+    while (w1.owned(), w2.owned()) != (3.0, 3.0) || holders(&js).await.values().any(Option::is_none) {
+        assert!(Instant::now() < deadline, "the counties were not split: w-1 {}, w-2 {}", w1.owned(), w2.owned());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An open alert in Nantou (10008), on whichever worker owns it.
+    let now = common::now_ms();
+    publish(fd.mqtt, "RG0001", rain(50.0, now - 240_000)).await;
+    let is_heavy_rain = |v: &AlertVersion| v.rule == "heavy-rain" && v.area == SHENMU_DFA;
+    let versions =
+        wait_for_alert(&js, Duration::from_secs(20), "heavy rain raised", |v| is_heavy_rain(v) && v.version == 1).await;
+    let raised = versions.iter().find(|v| is_heavy_rain(v)).unwrap().clone();
+    // The owner of Nantou is stopped, the other one must continue its alert.
+    let (mut stopped, survivor) = if raised.worker == "w-1" { (w1, w2) } else { (w2, w1) };
+    let held_before = stopped.owned();
+    println!(
+        "{} owns {held_before} counties (Nantou among them), {} owns {}",
+        stopped.name,
+        survivor.name,
+        survivor.owned()
+    );
+
+    let asked = Instant::now();
+    let status = stopped.terminate(ttl);
+    let exited = asked.elapsed();
+    assert!(status.success(), "{} exited with {status} after SIGTERM:\n{}", stopped.name, stopped.log());
+    while survivor.owned() < 6.0 {
+        assert!(
+            asked.elapsed() < ttl,
+            "{} did not own every county within the ttl:\n{}",
+            survivor.name,
+            survivor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = asked.elapsed();
+    println!(
+        "SIGTERM {} → exited after {exited:?}; {} owns every county {took:?} after the signal (lease ttl {ttl:?})",
+        stopped.name, survivor.name
+    );
+    assert!(took < ttl / 2, "take-over after SIGTERM took {took:?}: the leases expired instead of being released");
+    let log = stopped.log();
+    assert!(log.contains("every region handed over and its lease released"), "{log}");
+    let after_stop =
+        log.split_once("stop asked").map(|(_, rest)| rest).unwrap_or_else(|| panic!("no stop logged: {log}"));
+    assert_eq!(after_stop.matches("region lease released").count() as f64, held_before, "{log}");
+    assert!(holders(&js).await.values().all(|h| h.as_deref() == Some(survivor.name.as_str())));
+
+    // The alert continues on the survivor (v2), no second alert, no version twice.
+    publish(fd.mqtt, "RG0002", rain(50.0, now - 180_000)).await;
+    let versions = wait_for_alert(&js, Duration::from_secs(20), "the second gauge joining", |v| {
+        is_heavy_rain(v) && v.worker == survivor.name
+    })
+    .await;
+    let continued = versions.iter().find(|v| is_heavy_rain(v) && v.worker == survivor.name).unwrap();
+    assert_eq!((continued.id.as_str(), continued.version), (raised.id.as_str(), 2), "{versions:#?}");
+    assert_no_alert_doubled_or_lost(&versions);
+    for w in [&fd, &survivor] {
+        assert!(!w.log().contains("panicked"), "{}", w.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_alert_leaves_the_alerts_stream_after_its_retention() {
+    let retention = Duration::from_secs(4);
+    let (nats, dir, config, fd, js) =
+        cluster("ha-prune", 3, &format!("ended_alert_retention_s = {}\n", retention.as_secs())).await;
+    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker");
+    wait_owning(&w1, 6.0, Duration::from_secs(30)).await;
+
+    // Heavy rain at Shenmu (to be cancelled) and a flooded road at RF0001 (stays open).
+    let now = common::now_ms();
+    publish(fd.mqtt, "RG0001", rain(50.0, now - 240_000)).await;
+    publish(fd.mqtt, "RF0001", format!(r#"{{"ts":{},"values":{{"flood_depth_cm":20}}}}"#, now - 60_000)).await;
+    let _ = wait_for_alert(&js, Duration::from_secs(20), "heavy rain", |v| v.rule == "heavy-rain").await;
+    let versions = wait_for_alert(&js, Duration::from_secs(20), "road flood", |v| v.rule == "road-flood").await;
+    let ended = versions.iter().find(|v| v.rule == "heavy-rain").unwrap().clone();
+    let open = versions.iter().find(|v| v.rule == "road-flood").unwrap().clone();
+
+    // An operator cancels one: its final version is on the stream, and stays there for the retention.
+    let (status, body) =
+        http_request(w1.http, "POST", &format!("/api/v1/alerts/{}/cancel", ended.id), Some(TOKEN), None)
+            .expect("the worker answers");
+    assert_eq!(status, 200, "{body}");
+    wait_for_alert(&js, Duration::from_secs(10), "the cancellation", |v| v.id == ended.id && v.state == "cancelled")
+        .await;
+    let cancelled_at = Instant::now();
+    let subjects = |versions: &[AlertVersion]| versions.iter().map(|v| v.subject.clone()).collect::<BTreeSet<_>>();
+    tokio::time::sleep(retention / 2).await;
+    assert!(subjects(&alert_versions(&js).await).contains(&ended.subject), "removed before its retention");
+
+    // Then the subject is gone; the open alert's stays.
+    loop {
+        let now_there = subjects(&alert_versions(&js).await);
+        assert!(now_there.contains(&open.subject), "the open alert was removed: {now_there:?}");
+        if !now_there.contains(&ended.subject) {
+            break;
+        }
+        assert!(
+            cancelled_at.elapsed() < retention * 3,
+            "{} still in DC_ALERTS {:?} after it ended:\n{}",
+            ended.subject,
+            cancelled_at.elapsed(),
+            w1.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("{} removed {:?} after its cancellation (retention {retention:?})", ended.subject, cancelled_at.elapsed());
+    assert!(cancelled_at.elapsed() >= retention - Duration::from_millis(500));
+    assert_eq!(w1.metric("dc_cluster_alerts_pruned_total{outcome=\"removed\"}"), Some(1.0));
+    // The worker forgot it too: it is not re-sent (which would put the subject back).
+    let (_, list) = http_get(w1.http, "/api/v1/alerts", Some(TOKEN)).expect("alert list");
+    assert!(!list.contains(&ended.id), "still in the worker's book: {list}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!subjects(&alert_versions(&js).await).contains(&ended.subject));
+    for w in [&fd, &w1] {
+        assert!(!w.log().contains("panicked"), "{}", w.log());
+    }
+}
