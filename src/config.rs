@@ -111,7 +111,7 @@ pub struct ClusterSection {
     /// Every node's client URL, `nats://host:4222`.
     #[serde(default)]
     pub urls: Vec<String>,
-    /// `front-door` or `worker`.
+    /// `front-door`, `worker` or `fan-out`.
     pub role: Option<String>,
     /// This process's name on the cluster: unique per process, stable across its restarts.
     pub name: Option<String>,
@@ -128,6 +128,15 @@ pub struct ClusterSection {
     /// A rule worker's region leases expire this long after their last renewal, 2..=300 s; default 10. A dead
     /// worker's regions are taken over after about this long. Set by the first worker that creates the bucket.
     pub lease_ttl_s: Option<u64>,
+    /// A rule worker's Ed25519 key that signs every message it writes to the alerts stream (`scale_out/signing.rs`),
+    /// PKCS#8 PEM: a file (relative to this config file, readable by its owner only) or an environment variable
+    /// holding the PEM; `--signing-key` overrides the file. Other roles ignore it.
+    pub signing_key_file: Option<PathBuf>,
+    pub signing_key_env: Option<String>,
+    /// The workers' public keys whose alert messages are accepted: required on fan-out nodes; on rule workers, when
+    /// given, a region's alerts are adopted from the stream only if signed by one of them.
+    #[serde(default)]
+    pub trusted_workers: Vec<TrustedWorker>,
 }
 
 /// The one server certificate the MQTT TLS listeners and HTTPS serve.

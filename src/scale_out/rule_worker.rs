@@ -28,7 +28,6 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use alerting::{AlertRecord, ZoneRef};
-use bytes::Bytes;
 use cluster::alerts::{self, AlertsLog};
 use cluster::lease::{Lease, Leases};
 use cluster::progress::{Mark, Progress};
@@ -41,7 +40,9 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::backbone_alerts::{self, Body};
 use super::region::{county_of, zone_region};
+use super::signing::{AlertSigner, TrustedKeys};
 use crate::app::App;
 use crate::clock::now_ms;
 use crate::hot_path::HotPath;
@@ -89,6 +90,31 @@ static ALERTS_ADOPTED: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+/// Messages of a region's alerts a worker taking the region over did not adopt, by reason (the signature's:
+/// unsigned, unknown_key, bad_signature; outside_region; malformed).
+static ADOPT_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = register_int_counter_vec!(
+        "dc_cluster_adopt_refused_total",
+        "Alerts-stream messages a rule worker taking a region over did not adopt, by reason (unsigned, unknown_key, \
+         bad_signature: not signed by a trusted worker key; outside_region; malformed)",
+        &["reason"]
+    )
+    .expect("metric registers");
+    for reason in ["unsigned", "unknown_key", "bad_signature", "outside_region", "malformed"] {
+        c.with_label_values(&[reason]);
+    }
+    c
+});
+
+/// A worker's keys on the alerts stream.
+#[derive(Clone, Default)]
+pub(super) struct Keys {
+    /// Signs every message the worker writes (`None`: unsigned; fan-out nodes refuse them).
+    pub signer: Option<Arc<AlertSigner>>,
+    /// The workers' keys a region's alerts must be signed with to be adopted (empty: anything is adopted).
+    pub trusted: Arc<TrustedKeys>,
+}
+
 /// What the processor is told.
 enum Input {
     /// A region's lease was acquired: take the region over.
@@ -108,6 +134,7 @@ struct Worker {
     progress: Progress,
     held: Held,
     name: String,
+    keys: Keys,
 }
 
 /// Connects the worker's parts and starts its tasks. `regions`: the counties it competes for (every county of the
@@ -117,9 +144,11 @@ pub(super) async fn start(
     backbone: Backbone,
     lease_ttl: Duration,
     regions: Vec<String>,
+    keys: Keys,
 ) -> Result<(), cluster::ClusterError> {
     LazyLock::force(&ALERT_VERSIONS);
     LazyLock::force(&WORKER_READINGS);
+    LazyLock::force(&ADOPT_REFUSED);
     REGIONS_OWNED.set(0);
     ALERTS_ADOPTED.set(0);
     // The readings stream exists before any reader is created (a worker may start before every front door).
@@ -135,6 +164,7 @@ pub(super) async fn start(
         alerts,
         progress,
         held: Arc::default(),
+        keys,
     });
     tokio::spawn(keep_leases(Arc::clone(&worker), leases, regions, tx.clone()));
     tokio::spawn(process(worker, rx, tx));
@@ -306,41 +336,35 @@ async fn publish_changes(
     }
     if resend {
         ids = worker.app.alerts.book.lock().all().map(|a| a.id.clone()).collect();
+        ids.extend(worker.app.alerts.publication.lock().latest().map(|w| w.alert.id.clone()));
     }
     publish_ids(worker, ids).await
 }
 
-/// Publishes the book's current version of each alert (a change seen late goes out as what it has become: the
-/// stream's history of that alert then skips a version, but its last message is right).
+/// Publishes the book's current version of each alert, and of each public warning (`W-…`, what fan-out nodes'
+/// citizens hear), signed with the worker's key (a change seen late goes out as what it has become: the stream's
+/// history of that alert then skips a version, but its last message is right).
 async fn publish_ids(worker: &Worker, mut ids: Vec<String>) -> bool {
     ids.sort();
     ids.dedup();
     let mut published = false;
     for id in ids {
-        let message = {
-            let book = worker.app.alerts.book.lock();
-            // Partner agencies' alerts and public warnings share the channel; they are not in the book.
-            let Some(record) = book.record_of(&id) else { continue };
-            drop(book);
-            let region = zone_region(&worker.app, &record.alert.area_id).map(str::to_string);
-            (record, region)
-        };
-        let (record, region) = message;
-        let owned = region.as_deref().is_some_and(|r| worker.held.lock().contains_key(r));
-        let (Some(region), true) = (region, owned) else {
+        let Some((body, version)) = message_of(worker, &id) else { continue };
+        let region = body.region.clone();
+        let owned = worker.held.lock().contains_key(&region);
+        if !owned {
             // A sensor near a county line whose zones lie in another county (docs/SCALING.md § Limits).
             ALERT_VERSIONS.with_label_values(&["not_owned"]).inc();
-            tracing::warn!(id, area = %record.alert.area_id, "alert outside the regions this worker owns: not published to the cluster");
+            tracing::warn!(id, area = %body.frame["area_id"], "alert outside the regions this worker owns: not published to the cluster");
             continue;
-        };
+        }
         let Some(subject) = alerts::subject(&region, &id) else {
             ALERT_VERSIONS.with_label_values(&["failed"]).inc();
             tracing::error!(id, "alert id is not a subject token");
             continue;
         };
-        let body = alert_body(worker, &record, &region);
-        let version = record.alert.version;
-        match worker.alerts.publish(&subject, &alerts::publish_id(&id, version), body).await {
+        let payload = backbone_alerts::seal(worker.keys.signer.as_deref(), &subject, &body);
+        match worker.alerts.publish(&subject, &alerts::publish_id(&id, version), payload).await {
             Ok(duplicate) => {
                 ALERT_VERSIONS.with_label_values(&[if duplicate { "duplicate" } else { "stored" }]).inc();
                 published = true;
@@ -354,34 +378,51 @@ async fn publish_ids(worker: &Worker, mut ids: Vec<String>) -> bool {
     published
 }
 
-/// The alerts stream's message: the record a next owner adopts, and what watchers of the stream show (the
-/// operators' frame, whether citizens may see it, who published it).
-fn alert_body(worker: &Worker, record: &AlertRecord, region: &str) -> Bytes {
-    let frame = serde_json::to_value(worker.app.alert_message(&record.alert)).unwrap_or_default();
-    let body = serde_json::json!({
-        "region": region,
-        "worker": worker.name,
-        "public": record.alert.is_public(),
-        "record": record,
-        "frame": frame,
-    });
-    Bytes::from(body.to_string())
+/// The alerts stream's message of `id` and its version: an alert of the book (the record a next owner adopts, and
+/// the operators' frame) or a public warning (its frame; citizens of fan-out nodes hear these). `None`: neither
+/// (partners' alerts share the channel), or its area has no county.
+fn message_of(worker: &Worker, id: &str) -> Option<(Body, u32)> {
+    let app = &worker.app;
+    let record = app.alerts.book.lock().record_of(id);
+    let (kind, public, record, frame, area, version) = match record {
+        Some(record) => {
+            let frame = serde_json::to_value(app.alert_message(&record.alert)).unwrap_or_default();
+            let (public, area, version) =
+                (record.alert.is_public(), record.alert.area_id.clone(), record.alert.version);
+            (backbone_alerts::ALERT, public, Some(record), frame, area, version)
+        }
+        None => {
+            let warning = app.alerts.publication.lock().latest().find(|w| w.alert.id == id).cloned()?;
+            let frame = serde_json::to_value(app.warning_message(&warning)).unwrap_or_default();
+            (backbone_alerts::PUBLIC_WARNING, true, None, frame, warning.alert.area_id.clone(), warning.alert.version)
+        }
+    };
+    let Some(region) = zone_region(app, &area) else {
+        ALERT_VERSIONS.with_label_values(&["not_owned"]).inc();
+        tracing::warn!(id, area, "alert area has no county: not published to the cluster");
+        return None;
+    };
+    let body = Body {
+        kind: kind.into(),
+        region: region.to_string(),
+        worker: worker.name.clone(),
+        worker_url: app.web.public_url.clone(),
+        public,
+        record,
+        frame,
+    };
+    Some((body, version))
 }
 
 /// Takes a region over (see the module's documentation); returns its progress mark.
 async fn take_over(worker: &Worker, region: &str, tx: &mpsc::Sender<Input>) -> Result<Mark, cluster::ClusterError> {
     let app = &worker.app;
     let mark = worker.progress.take_over(region).await?;
-    // The alert book: the latest version of each of the region's alerts.
+    // The alert book: the latest version of each of the region's alerts, each verified (with trusted keys).
     let mut adopted = 0;
-    for body in worker.alerts.region_records(region).await? {
-        #[derive(serde::Deserialize)]
-        struct Body {
-            record: AlertRecord,
-        }
-        match serde_json::from_slice::<Body>(&body) {
-            Ok(b) => adopted += usize::from(app.alerts.book.lock().adopt(b.record)),
-            Err(e) => tracing::error!(error = %e, region, "unreadable message in the alerts stream: skipped"),
+    for message in worker.alerts.region_messages(region).await? {
+        if let Some(record) = adoptable(worker, region, &message) {
+            adopted += usize::from(app.alerts.book.lock().adopt(record));
         }
     }
     ALERTS_ADOPTED.add(adopted as i64);
@@ -443,6 +484,33 @@ async fn take_over(worker: &Worker, region: &str, tx: &mpsc::Sender<Input>) -> R
         }
     });
     Ok(mark)
+}
+
+/// The record of one message of a region's alerts, if it may be adopted: signed by a trusted key for this subject and
+/// region (when keys are trusted), naming the region, about an area of the region. Public warnings carry no record
+/// (their state is not handed over: docs/SCALING.md). Refusals are counted by reason.
+fn adoptable(worker: &Worker, region: &str, message: &alerts::StoredAlert) -> Option<AlertRecord> {
+    let refuse = |reason: &'static str, why: &dyn std::fmt::Display| {
+        ADOPT_REFUSED.with_label_values(&[reason]).inc();
+        tracing::warn!(subject = %message.subject, reason, why = %why, "alerts-stream message not adopted");
+        None
+    };
+    let opened = match backbone_alerts::open(&worker.keys.trusted, &message.subject, region, &message.payload) {
+        Ok(opened) => opened,
+        Err(refusal) => return refuse(refusal.reason(), &refusal),
+    };
+    if opened.body.kind == backbone_alerts::PUBLIC_WARNING {
+        return None;
+    }
+    let Some(record) = opened.body.record else { return refuse("malformed", &"an alert message without its record") };
+    let subject_id = alerts::parse_subject(&message.subject).map(|(_, id)| id);
+    if subject_id != Some(record.alert.id.as_str()) {
+        return refuse("malformed", &format!("the record is alert `{}`", record.alert.id));
+    }
+    if zone_region(&worker.app, &record.alert.area_id).is_some_and(|r| r != region) {
+        return refuse("outside_region", &format!("area `{}` is in another region", record.alert.area_id));
+    }
+    Some(record)
 }
 
 /// One reading publish into the rule windows only, findings dropped: the hot path's validation (`Ingest::process`,
