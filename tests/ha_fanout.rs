@@ -6,7 +6,9 @@
 //! one signed by a key nobody trusts, published straight onto `dc.alerts.{county}.{id}` by a NATS client, reach no
 //! citizen and are counted by reason; when a fan-out node is SIGKILLed its citizens reconnect to the other and get
 //! the current warnings (nothing they already had); when the alerts stream's leader is SIGKILLed citizens still get
-//! the next version. The time from each kill to the next frame is printed.
+//! the next version; when the worker is SIGKILLed the standby worker takes its counties over — refusing an unsigned
+//! copy someone wrote as the alert's last message, continuing from the last signed one — and the warning goes on
+//! with its next version. The time from each kill to the next frame is printed.
 
 mod common;
 
@@ -282,6 +284,7 @@ fn forged_body(id: &str) -> Body {
         worker_url: String::new(),
         public: true,
         record: None,
+        warning: None,
         frame: serde_json::json!({
             "type": "public_warning", "id": id, "version": 1, "state": "raised", "mode": "Actual",
             "event": "heavy_rain", "severity": "Extreme", "urgency": "Immediate", "certainty": "Observed",
@@ -298,40 +301,53 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     let urls = nats.urls();
     let dir = nats.dir.join("processes");
     std::fs::create_dir_all(&dir).unwrap();
-    // The worker's key, made as an operator would (`cluster-key new`: owner-only file, public key printed).
-    let key = dir.join("w-1.pem");
-    let made = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
-        .args(["cluster-key", "new", "--out", key.to_str().unwrap(), "--name", "w-1"])
-        .output()
-        .expect("cluster-key runs");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let printed = String::from_utf8_lossy(&made.stdout);
-    let public = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("public_key = \"").and_then(|l| l.strip_suffix('"')))
-        .unwrap_or_else(|| panic!("no public key printed: {printed}"))
-        .to_string();
+    // The workers' keys, made as an operator would (`cluster-key new`: owner-only file, public key printed).
+    let mut keys = Vec::new();
+    for name in ["w-1", "w-2"] {
+        let key = dir.join(format!("{name}.pem"));
+        let made = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
+            .args(["cluster-key", "new", "--out", key.to_str().unwrap(), "--name", name])
+            .output()
+            .expect("cluster-key runs");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let printed = String::from_utf8_lossy(&made.stdout);
+        let public = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("public_key = \"").and_then(|l| l.strip_suffix('"')))
+            .unwrap_or_else(|| panic!("no public key printed: {printed}"))
+            .to_string();
+        keys.push((name, key, public));
+    }
+    let trusted: String = keys
+        .iter()
+        .map(|(name, _, public)| {
+            format!(
+                "\n[[cluster.trusted_workers]]\nname = \"{name}\"\npublic_key = \"{public}\"\n\
+                 regions = [\"10007\", \"10008\", \"10009\", \"10017\", \"63000\", \"64000\"]\n"
+            )
+        })
+        .collect();
     // Leases at their default ttl (10 s): shorter ones can expire while the leases bucket elects a new leader, and
     // this test kills NATS nodes, not workers.
     let config = common::config_copy("ha-fanout", |text| {
-        text.replace("dissemination = \"dissemination.toml\"\n", "")
-            + &format!(
-                "\n[cluster]\n\n[[cluster.trusted_workers]]\nname = \"w-1\"\npublic_key = \"{public}\"\n\
-                 regions = [\"10007\", \"10008\", \"10009\", \"10017\", \"63000\", \"64000\"]\n"
-            )
+        text.replace("dissemination = \"dissemination.toml\"\n", "") + "\n[cluster]\n" + &trusted
     });
     let args = nats.urls_arg();
     let fd = Node::start(&config, &dir, &args, "fd-1", "front-door", &[]);
-    let w1 = Node::start(&config, &dir, &args, "w-1", "worker", &["--signing-key", key.to_str().unwrap()]);
+    let key_of = |i: usize| keys[i].1.to_str().unwrap().to_string();
+    let mut w1 = Node::start(&config, &dir, &args, "w-1", "worker", &["--signing-key", &key_of(0)]);
     let mut fan = [
         Node::start(&config, &dir, &args, "fan-1", "fan-out", &[]),
         Node::start(&config, &dir, &args, "fan-2", "fan-out", &[]),
     ];
+    let counties = 6.0;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while w1.metric("dc_cluster_regions_owned") < 1.0 {
-        assert!(Instant::now() < deadline, "w-1 owns no county: {}", w1.log());
+    while w1.metric("dc_cluster_regions_owned") < counties {
+        assert!(Instant::now() < deadline, "w-1 did not take the counties: {}", w1.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // w-2 stands by: every county is w-1's.
+    let w2 = Node::start(&config, &dir, &args, "w-2", "worker", &["--signing-key", &key_of(1)]);
     let mut c1 = Citizen::connect("c1 (fan-1, then fan-2)", fan[0].http).await;
     let c2 = Citizen::connect("c2 (fan-2)", fan[1].http).await;
 
@@ -412,12 +428,43 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     }
     nats.restart(index);
 
+    // Someone with NATS access writes an unsigned copy of the heavy-rain alert onto its own subject, so that it is
+    // the subject's last message; then w-1 dies. w-2 takes the counties over, refuses the copy, goes back to the
+    // last signed version, continues the alert and its public warning: the next version (超大豪雨) reaches every
+    // citizen as v4 of the same warning.
+    let alert_id = c2.frames().iter().rev().find(|f| f.id == warning.id).unwrap().json["contributors"][0]["alert_id"]
+        .as_str()
+        .expect("the warning names its alert")
+        .to_string();
+    let alert_subject = cluster::alerts::subject("10008", &alert_id).unwrap();
+    let stream = js.get_stream(cluster::alerts::STREAM).await.expect("the alerts stream");
+    let genuine = stream.get_last_raw_message_by_subject(&alert_subject).await.expect("the alert's message");
+    let envelope: serde_json::Value = serde_json::from_slice(&genuine.payload).unwrap();
+    let plain = envelope["alert"].to_string();
+    js.publish(alert_subject, plain.into()).await.expect("published").await.expect("stored");
+    w1.kill9();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(40);
+    while w2.metric("dc_cluster_regions_owned") < counties {
+        assert!(Instant::now() < deadline, "w-2 did not take over: {}", w2.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("SIGKILL w-1 → w-2 owns every county {:?} later", killed.elapsed());
+    assert!(w2.metric("dc_cluster_adopt_refused_total{reason=\"unsigned\"}") >= 1.0, "{}", w2.log());
+    assert!(w2.metric("dc_cluster_alerts_adopted") >= 1.0, "w-2 adopted nothing: {}", w2.log());
+    gauge.publish("sensors/RG0001/readings", rain(150.0, now - 120_000)).await;
+    gauge.wait_acks(1).await;
+    for c in [&c1, &c2, &c3] {
+        let at = c.wait_for(&warning.id, 4, Duration::from_secs(30)).await;
+        println!("SIGKILL w-1 → {}: v4 {:?} after the kill", c.name, at - killed);
+    }
+
     // Each citizen: no (id, version) twice over all its connections; c2, connected throughout, got every version of
     // every warning it heard of exactly as the stream holds them; none of them heard a forgery.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stream = warnings_in_stream(&urls).await;
     println!("public warnings in the stream: {stream:?}");
-    assert_eq!(stream.get(&warning.id).map(Vec::as_slice), Some([1, 2, 3].as_slice()), "{stream:?}");
+    assert_eq!(stream.get(&warning.id).map(Vec::as_slice), Some([1, 2, 3, 4].as_slice()), "{stream:?}");
     for c in [&c1, &c2, &c3] {
         c.assert_nothing_twice();
         let heard: Vec<_> = c.frames().iter().map(|f| (f.id.clone(), f.version, f.session)).collect();
@@ -431,8 +478,8 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
         }
     }
     let c1_versions: Vec<u64> = c1.frames().iter().filter(|f| f.id == warning.id).map(|f| f.version).collect();
-    assert_eq!(c1_versions, [1, 2, 3], "c1 across its two nodes");
-    for node in fan.iter().chain([&fd, &w1]) {
+    assert_eq!(c1_versions, [1, 2, 3, 4], "c1 across its two nodes");
+    for node in fan.iter().chain([&fd, &w2]) {
         assert!(!node.log().contains("panicked"), "{}", node.log());
     }
     let applied: f64 = fan.iter().map(|n| n.metric("dc_cluster_alerts_received_total{outcome=\"applied\"}")).sum();

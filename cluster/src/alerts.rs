@@ -105,30 +105,37 @@ impl AlertsLog {
 
     /// The latest message of every alert of `region`, oldest first, with its subject (what a signature covers).
     pub async fn region_messages(&self, region: &str) -> Result<Vec<StoredAlert>, ClusterError> {
-        let failed = |message: String| ClusterError::Unavailable {
-            subject: format!("dc.alerts.{region}.>"),
-            waited: self.deadline,
-            message,
-        };
+        self.read(format!("dc.alerts.{region}.>"), consumer::DeliverPolicy::LastPerSubject).await
+    }
+
+    /// Every message the stream keeps of one alert (`subject`), oldest first: a new owner goes back through them when
+    /// the last one cannot be adopted (not signed by a trusted key: someone else wrote it).
+    pub async fn subject_messages(&self, subject: &str) -> Result<Vec<StoredAlert>, ClusterError> {
+        self.read(subject.to_string(), consumer::DeliverPolicy::All).await
+    }
+
+    async fn read(&self, filter: String, policy: consumer::DeliverPolicy) -> Result<Vec<StoredAlert>, ClusterError> {
+        let failed =
+            |message: String| ClusterError::Unavailable { subject: filter.clone(), waited: self.deadline, message };
         let started = tokio::time::Instant::now();
         loop {
-            match self.try_region_records(region).await {
+            match self.try_read(&filter, policy).await {
                 Ok(records) => return Ok(records),
                 Err(e) if started.elapsed() >= self.deadline => return Err(failed(e)),
                 Err(e) => {
-                    tracing::warn!(error = %e, region, "reading the region's alerts failed; retrying");
+                    tracing::warn!(error = %e, filter, "reading the alerts stream failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         }
     }
 
-    async fn try_region_records(&self, region: &str) -> Result<Vec<StoredAlert>, String> {
+    async fn try_read(&self, filter: &str, policy: consumer::DeliverPolicy) -> Result<Vec<StoredAlert>, String> {
         let stream = self.jetstream.get_stream(STREAM).await.map_err(|e| e.to_string())?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: format!("dc.alerts.{region}.>"),
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                filter_subject: filter.to_string(),
+                deliver_policy: policy,
                 ..Default::default()
             })
             .await

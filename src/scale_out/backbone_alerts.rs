@@ -3,12 +3,14 @@
 //!
 //! The body ([`Body`]) is JSON: `type` (`alert`: one alert of the worker's book, with the `record` a next owner
 //! continues; `public_warning`: what the public hears, `W-{first alert id}`), `region`, `worker`, `worker_url`,
-//! `public` (may citizens see it) and `frame` (the operators' frame). A worker with a signing key sends it inside the
+//! `public` (may citizens see it), `frame` (the operators' frame) and, for a warning, the `warning` a next owner
+//! continues. A worker with a signing key sends it inside the
 //! same Ed25519 envelope as on the MQTT cluster (`signing.rs`, `AlertSigner::seal`), the subject in place of the
 //! topic in what is signed: so anyone who may publish on `dc.alerts.>` (a stolen NATS login, an admin tool, a
 //! mis-scoped permission) cannot put an alert in front of citizens, nor into the book of a region's next owner,
 //! nor move a real one to another region or id.
 
+use alerting::publication::PublicWarning;
 use alerting::AlertRecord;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,10 @@ pub struct Body {
     /// The alert as the worker's book holds it (alerts only): what a next owner continues.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<AlertRecord>,
+    /// The warning as the worker's publication holds it (public warnings only): what a next owner continues the
+    /// warning's chain from (same id, next version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<PublicWarning>,
     /// The operators' frame (`type` `alert` or `public_warning`), as a single process sends it.
     pub frame: serde_json::Value,
 }
@@ -128,6 +134,7 @@ mod tests {
             worker_url: "http://w-1".into(),
             public: true,
             record: None,
+            warning: None,
             frame: serde_json::json!({"type": "public_warning", "id": "W-A1", "version": 1}),
         }
     }

@@ -384,17 +384,18 @@ async fn publish_ids(worker: &Worker, mut ids: Vec<String>) -> bool {
 fn message_of(worker: &Worker, id: &str) -> Option<(Body, u32)> {
     let app = &worker.app;
     let record = app.alerts.book.lock().record_of(id);
-    let (kind, public, record, frame, area, version) = match record {
+    let (kind, public, record, warning, frame, area, version) = match record {
         Some(record) => {
             let frame = serde_json::to_value(app.alert_message(&record.alert)).unwrap_or_default();
             let (public, area, version) =
                 (record.alert.is_public(), record.alert.area_id.clone(), record.alert.version);
-            (backbone_alerts::ALERT, public, Some(record), frame, area, version)
+            (backbone_alerts::ALERT, public, Some(record), None, frame, area, version)
         }
         None => {
             let warning = app.alerts.publication.lock().latest().find(|w| w.alert.id == id).cloned()?;
             let frame = serde_json::to_value(app.warning_message(&warning)).unwrap_or_default();
-            (backbone_alerts::PUBLIC_WARNING, true, None, frame, warning.alert.area_id.clone(), warning.alert.version)
+            let (area, version) = (warning.alert.area_id.clone(), warning.alert.version);
+            (backbone_alerts::PUBLIC_WARNING, true, None, Some(warning), frame, area, version)
         }
     };
     let Some(region) = zone_region(app, &area) else {
@@ -409,6 +410,7 @@ fn message_of(worker: &Worker, id: &str) -> Option<(Body, u32)> {
         worker_url: app.web.public_url.clone(),
         public,
         record,
+        warning,
         frame,
     };
     Some((body, version))
@@ -418,12 +420,34 @@ fn message_of(worker: &Worker, id: &str) -> Option<(Body, u32)> {
 async fn take_over(worker: &Worker, region: &str, tx: &mpsc::Sender<Input>) -> Result<Mark, cluster::ClusterError> {
     let app = &worker.app;
     let mark = worker.progress.take_over(region).await?;
-    // The alert book: the latest version of each of the region's alerts, each verified (with trusted keys).
+    // The alert book: the latest version of each of the region's alerts, each verified (with trusted keys); for a
+    // subject whose last message is refused, the newest earlier one that is not. Then the public warnings' chains,
+    // whose members the book now has.
     let mut adopted = 0;
-    for message in worker.alerts.region_messages(region).await? {
-        if let Some(record) = adoptable(worker, region, &message) {
-            adopted += usize::from(app.alerts.book.lock().adopt(record));
+    let mut warnings = Vec::new();
+    for last in worker.alerts.region_messages(region).await? {
+        let adoptable = match adoptable(worker, region, &last) {
+            Ok(found) => Some(found),
+            Err(()) => {
+                let earlier = worker.alerts.subject_messages(&last.subject).await?;
+                let found = earlier.iter().rev().find_map(|m| adoptable(worker, region, m).ok());
+                tracing::warn!(subject = %last.subject, found = found.is_some(), "the alert's last message was refused: went back to the newest adoptable one");
+                found
+            }
+        };
+        match adoptable {
+            Some(Adoptable::Alert(record)) => adopted += usize::from(app.alerts.book.lock().adopt(*record)),
+            Some(Adoptable::Warning(warning)) => warnings.push(*warning),
+            None => {}
         }
+    }
+    let continued = {
+        let book = app.alerts.book.lock();
+        let mut publication = app.alerts.publication.lock();
+        warnings.into_iter().filter(|w| publication.adopt(w.clone(), book.all())).count()
+    };
+    if continued > 0 {
+        app.save_publication();
     }
     ALERTS_ADOPTED.add(adopted as i64);
     // The rule windows: what the rules remember, up to the mark.
@@ -461,7 +485,14 @@ async fn take_over(worker: &Worker, region: &str, tx: &mpsc::Sender<Input>) -> R
     if !findings.is_empty() {
         app.apply_findings(findings);
     }
-    tracing::info!(region, adopted, replayed, mark = mark.sequence, "region's alerts adopted and rule windows rebuilt");
+    tracing::info!(
+        region,
+        adopted,
+        continued,
+        replayed,
+        mark = mark.sequence,
+        "region's alerts adopted and rule windows rebuilt"
+    );
     // Then the readings after the mark (from the rules' horizon if the region was never worked on).
     let from =
         if mark.sequence > 0 { readings::Start::Sequence(mark.sequence + 1) } else { readings::Start::Time(horizon) };
@@ -486,31 +517,42 @@ async fn take_over(worker: &Worker, region: &str, tx: &mpsc::Sender<Input>) -> R
     Ok(mark)
 }
 
-/// The record of one message of a region's alerts, if it may be adopted: signed by a trusted key for this subject and
-/// region (when keys are trusted), naming the region, about an area of the region. Public warnings carry no record
-/// (their state is not handed over: docs/SCALING.md). Refusals are counted by reason.
-fn adoptable(worker: &Worker, region: &str, message: &alerts::StoredAlert) -> Option<AlertRecord> {
+/// What a new owner continues from one message of its region's alerts.
+enum Adoptable {
+    /// An alert of the old owner's book.
+    Alert(Box<AlertRecord>),
+    /// A public warning's chain (same id, next version at the new owner).
+    Warning(Box<alerting::publication::PublicWarning>),
+}
+
+/// What one message of a region's alerts lets a new owner continue, if it may: signed by a trusted key for this
+/// subject and region (when keys are trusted), naming the region, about an area of the region. `Err`: refused
+/// (counted by reason).
+fn adoptable(worker: &Worker, region: &str, message: &alerts::StoredAlert) -> Result<Adoptable, ()> {
     let refuse = |reason: &'static str, why: &dyn std::fmt::Display| {
         ADOPT_REFUSED.with_label_values(&[reason]).inc();
         tracing::warn!(subject = %message.subject, reason, why = %why, "alerts-stream message not adopted");
-        None
+        Err(())
     };
     let opened = match backbone_alerts::open(&worker.keys.trusted, &message.subject, region, &message.payload) {
         Ok(opened) => opened,
         Err(refusal) => return refuse(refusal.reason(), &refusal),
     };
-    if opened.body.kind == backbone_alerts::PUBLIC_WARNING {
-        return None;
-    }
-    let Some(record) = opened.body.record else { return refuse("malformed", &"an alert message without its record") };
     let subject_id = alerts::parse_subject(&message.subject).map(|(_, id)| id);
-    if subject_id != Some(record.alert.id.as_str()) {
-        return refuse("malformed", &format!("the record is alert `{}`", record.alert.id));
+    let (id, area, adoptable) = match (opened.body.record, opened.body.warning) {
+        (Some(record), _) => {
+            (record.alert.id.clone(), record.alert.area_id.clone(), Adoptable::Alert(Box::new(record)))
+        }
+        (None, Some(w)) => (w.alert.id.clone(), w.alert.area_id.clone(), Adoptable::Warning(Box::new(w))),
+        (None, None) => return refuse("malformed", &"neither an alert's record nor a warning"),
+    };
+    if subject_id != Some(id.as_str()) {
+        return refuse("malformed", &format!("the message is about `{id}`"));
     }
-    if zone_region(&worker.app, &record.alert.area_id).is_some_and(|r| r != region) {
-        return refuse("outside_region", &format!("area `{}` is in another region", record.alert.area_id));
+    if zone_region(&worker.app, &area).is_some_and(|r| r != region) {
+        return refuse("outside_region", &format!("area `{area}` is in another region"));
     }
-    Some(record)
+    Ok(adoptable)
 }
 
 /// One reading publish into the rule windows only, findings dropped: the hot path's validation (`Ingest::process`,
