@@ -14,10 +14,14 @@
 //!   keeper is renewing it; no work is done for a region we may no longer own), run the hot path, publish the alert
 //!   changes it made to `DC_ALERTS` (waiting for the quorum's acknowledgement), then move the region's progress mark
 //!   to the reading (at once if an alert changed, else within a second). Alert changes from elsewhere — the
-//!   housekeeping tick (deadman), operators' commands — are published as they come.
+//!   housekeeping tick (deadman), operators' commands — are published as they come. Public warnings' versions go
+//!   the same way (`W-…`, for fan-out nodes' citizens), and every message is signed with the worker's key
+//!   (`backbone_alerts.rs`).
 //!
 //! Taking a region over (`take_over`): fence and read its progress mark; adopt the latest record of each of its
-//! alerts into the book (`AlertBook::adopt`); rebuild the rule windows from the readings the rules still remember up
+//! alerts into the book (`AlertBook::adopt`), each message verified against the trusted keys when there are any (a
+//! refused last message: the newest earlier one that verifies), and its public warnings' chains into the publication
+//! (`Publication::adopt`); rebuild the rule windows from the readings the rules still remember up
 //! to the mark, findings dropped (their effect is what was adopted); then let the engine take its levels from the
 //! book (`adopt_levels`, as after a restart); then read on from the mark. Readings after the mark are evaluated as
 //! new: the old owner's changes for them either reached the alerts stream (then the same levels come out again, no
@@ -430,7 +434,11 @@ async fn take_over(worker: &Worker, region: &str, tx: &mpsc::Sender<Input>) -> R
             Ok(found) => Some(found),
             Err(()) => {
                 let earlier = worker.alerts.subject_messages(&last.subject).await?;
-                let found = earlier.iter().rev().find_map(|m| adoptable(worker, region, m).ok());
+                let found = earlier
+                    .iter()
+                    .rev()
+                    .filter(|m| m.sequence < last.sequence)
+                    .find_map(|m| adoptable(worker, region, m).ok());
                 tracing::warn!(subject = %last.subject, found = found.is_some(), "the alert's last message was refused: went back to the newest adoptable one");
                 found
             }
