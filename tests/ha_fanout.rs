@@ -440,8 +440,9 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     let stream = js.get_stream(cluster::alerts::STREAM).await.expect("the alerts stream");
     let genuine = stream.get_last_raw_message_by_subject(&alert_subject).await.expect("the alert's message");
     let envelope: serde_json::Value = serde_json::from_slice(&genuine.payload).unwrap();
+    let genuine_version = envelope["alert"]["record"]["alert"]["version"].as_u64().expect("a version");
     let plain = envelope["alert"].to_string();
-    js.publish(alert_subject, plain.into()).await.expect("published").await.expect("stored");
+    js.publish(alert_subject.clone(), plain.into()).await.expect("published").await.expect("stored");
     w1.kill9();
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(40);
@@ -458,6 +459,15 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
         let at = c.wait_for(&warning.id, 4, Duration::from_secs(30)).await;
         println!("SIGKILL w-1 → {}: v4 {:?} after the kill", c.name, at - killed);
     }
+    // The heavy-rain alert itself went on at w-2 (same id, next version, signed), not raised again under a new id.
+    let last = stream.get_last_raw_message_by_subject(&alert_subject).await.expect("the alert's message");
+    let envelope: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+    let body = &envelope["alert"];
+    assert_eq!(
+        (envelope["format"].as_str(), body["worker"].as_str(), body["record"]["alert"]["version"].as_u64()),
+        (Some("dc-signed-alert/1"), Some("w-2"), Some(genuine_version + 1)),
+        "{envelope}"
+    );
 
     // Each citizen: no (id, version) twice over all its connections; c2, connected throughout, got every version of
     // every warning it heard of exactly as the stream holds them; none of them heard a forgery.
