@@ -111,7 +111,7 @@ pub struct ClusterSection {
     /// Every node's client URL, `nats://host:4222`.
     #[serde(default)]
     pub urls: Vec<String>,
-    /// `front-door`, `worker` or `dissemination`.
+    /// `front-door`, `worker`, `dissemination` or `fan-out`.
     pub role: Option<String>,
     /// This process's name on the cluster: unique per process, stable across its restarts.
     pub name: Option<String>,
@@ -133,6 +133,15 @@ pub struct ClusterSection {
     /// default 86400 (a day: a fan-out node or a region's next owner still learns that it ended). Then the region's
     /// owner removes its subject.
     pub ended_alert_retention_s: Option<u64>,
+    /// A rule worker's Ed25519 key that signs every message it writes to the alerts stream (`scale_out/signing.rs`),
+    /// PKCS#8 PEM: a file (relative to this config file, readable by its owner only) or an environment variable
+    /// holding the PEM; `--signing-key` overrides the file. Other roles ignore it.
+    pub signing_key_file: Option<PathBuf>,
+    pub signing_key_env: Option<String>,
+    /// The workers' public keys whose alert messages are accepted: required on fan-out nodes; on rule workers, when
+    /// given, a region's alerts are adopted from the stream only if signed by one of them.
+    #[serde(default)]
+    pub trusted_workers: Vec<TrustedWorker>,
 }
 
 /// The one server certificate the MQTT TLS listeners and HTTPS serve.

@@ -161,8 +161,8 @@ struct ClusterArgs {
     #[arg(long, env = "DC_CLUSTER", value_delimiter = ',')]
     cluster: Vec<String>,
     /// What this process does: on an MQTT cluster worker, writer or fanout; on the NATS cluster front-door, worker or
-    /// dissemination.
-    #[arg(long, env = "DC_ROLE", value_parser = ["worker", "writer", "fanout", "front-door", "dissemination"])]
+    /// dissemination or fan-out.
+    #[arg(long, env = "DC_ROLE", value_parser = ["worker", "writer", "fanout", "front-door", "dissemination", "fan-out"])]
     role: Option<String>,
     /// The process's name on the cluster (the MQTT client id, or the NATS connection name and lease owner): unique
     /// per process, stable across its restarts.
@@ -172,7 +172,7 @@ struct ClusterArgs {
     #[arg(long = "region", env = "DC_REGIONS", value_delimiter = ',')]
     regions: Vec<String>,
     /// A worker's key that signs its alert messages (PKCS#8 PEM, readable by its owner only), overriding
-    /// `upstream.signing_key_file` (`cluster-key new` makes one).
+    /// `upstream.signing_key_file` or `cluster.signing_key_file` (`cluster-key new` makes one).
     #[arg(long, env = "DC_SIGNING_KEY_FILE")]
     signing_key: Option<PathBuf>,
 }
@@ -234,7 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("key written to {} (give it to worker {name} only: --signing-key)", out.display());
             println!("public key: {}", signer.public_key());
             println!(
-                "add to the fan-out nodes' config file:\n[[upstream.trusted_workers]]\nname = \"{name}\"\npublic_key = \"{}\"\nregions = []  # the counties it may sign for, e.g. [\"10008\"]",
+                "add to the fan-out nodes' config file ([[cluster.trusted_workers]] on the NATS backbone):\n[[upstream.trusted_workers]]\nname = \"{name}\"\npublic_key = \"{}\"\nregions = []  # the counties it may sign for, e.g. [\"10008\"]",
                 signer.public_key()
             );
             Ok(())
@@ -263,14 +263,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // `--role` and `--client-id` serve both ways of scaling out; `--cluster` says which one is meant.
             let on_backbone = !cluster.cluster.is_empty() || files.main.cluster.is_some();
-            let (cluster_role, cluster_name) =
-                if on_backbone { (cluster.role.clone(), cluster.client_id.clone()) } else { (None, None) };
+            let (cluster_role, cluster_name, cluster_key) = if on_backbone {
+                (cluster.role.clone(), cluster.client_id.clone(), cluster.signing_key.clone())
+            } else {
+                (None, None, None)
+            };
             let overrides = disaster_cloud::scale_out::Overrides {
                 url: cluster.upstream,
                 role: if on_backbone { None } else { cluster.role },
                 client_id: if on_backbone { None } else { cluster.client_id },
                 regions: cluster.regions,
-                signing_key_file: cluster.signing_key,
+                signing_key_file: if on_backbone { None } else { cluster.signing_key },
             };
             let mqtt_role = disaster_cloud::scale_out::ClusterRole::resolve(
                 files.main.upstream.as_ref(),
@@ -284,8 +287,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     urls: cluster.cluster,
                     role: cluster_role,
                     name: cluster_name,
+                    signing_key_file: cluster_key,
                 },
                 &config.display().to_string(),
+                &env,
             )?;
             use disaster_cloud::scale_out::Scaled;
             let role = match backbone {

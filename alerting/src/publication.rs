@@ -334,6 +334,37 @@ impl Publication {
         out
     }
 
+    /// Continues a public warning another process made (a rule worker taking a region over on the NATS backbone,
+    /// `src/scale_out/rule_worker.rs`): its chain — the next version keeps its id and counts on from its version —
+    /// and its members, the active public alerts of `book` it lists as contributors (the book has adopted them
+    /// first). Without this the new owner would open the hazard's warning again at version 1 under the same id,
+    /// which receivers that have held a later version refuse as a replay. An ended warning, or one no newer than
+    /// what this publication has, is left alone; `true` if adopted.
+    pub fn adopt<'a>(&mut self, warning: PublicWarning, book: impl IntoIterator<Item = &'a Alert>) -> bool {
+        let held = self.latest.get(&warning.alert.id).map(|w| w.alert.version);
+        if !warning.alert.state.is_active() || held.is_some_and(|v| v >= warning.alert.version) {
+            return false;
+        }
+        let key = GroupKey {
+            mode: warning.alert.mode,
+            event: warning.alert.event.clone(),
+            area_id: warning.alert.area_id.clone(),
+        };
+        let group = self.groups.entry(key.clone()).or_insert_with(Group::new);
+        let contributors: BTreeSet<&str> = warning.contributors.iter().map(|c| c.alert_id.as_str()).collect();
+        for alert in book {
+            if contributors.contains(alert.id.as_str()) && alert.state.is_active() && alert.is_public() {
+                group.members.insert(alert.id.clone(), Member { alert: alert.clone() });
+                self.member_of.insert(alert.id.clone(), key.clone());
+            }
+        }
+        let level = &warning.alert.level;
+        group.level = Some((level.severity, level.index, level.name.clone()));
+        group.chain = Some(Chain { last: warning.clone(), sent_ms: warning.alert.issued_ms });
+        self.latest.insert(warning.alert.id.clone(), warning);
+        true
+    }
+
     /// Folds one alert change in (every change the book makes, operators' commands included) at issue time
     /// `now_ms`; returns what operators should read about it and the public versions to send now.
     pub fn observe(&mut self, alert: &Alert, now_ms: i64) -> Outcome {

@@ -4,10 +4,16 @@
 //! Stream `DC_ALERTS` (`replicas` copies), subjects `dc.alerts.{region}.{alert id}`, one message per alert version,
 //! `Nats-Msg-Id` = `{alert id}:{version}`: a worker that re-publishes a version after a lost acknowledgement or a
 //! crash stores it once. The last message of a subject is the alert as it stands; a new owner reads the last message
-//! of each subject of its region ([`AlertsLog::region_records`]). A few versions per alert are kept for whoever
+//! of each subject of its region ([`AlertsLog::region_messages`]). A few versions per alert are kept for whoever
 //! watches the stream late; an ended alert's subject is removed by the region's owner once the alert's retention
 //! has passed since its final version was stored ([`AlertsLog::remove`]), so the stream holds the alerts that are
 //! open or recently ended, not every alert ever raised.
+//!
+//! Fan-out nodes watch the whole stream ([`AlertWatch`]): the last message of every subject, then every new one,
+//! resumed after the last sequence they applied when the connection or the consumer breaks.
+//!
+//! What a message holds is the binary's business (a signed envelope, `scale_out/backbone_alerts.rs`): this module
+//! moves subjects, ids and bytes.
 
 use std::time::Duration;
 
@@ -94,25 +100,32 @@ impl AlertsLog {
         }
     }
 
-    /// The latest message of every alert of `region`, oldest first.
+    /// The latest message of every alert of `region`, oldest first (payloads only).
     pub async fn region_records(&self, region: &str) -> Result<Vec<Bytes>, ClusterError> {
-        Ok(self.region_latest(region).await?.into_iter().map(|latest| latest.payload).collect())
+        Ok(self.region_messages(region).await?.into_iter().map(|m| m.payload).collect())
     }
 
-    /// The latest message of every alert of `region` with its subject and when the stream stored it, oldest first.
-    pub async fn region_latest(&self, region: &str) -> Result<Vec<Latest>, ClusterError> {
-        let failed = |message: String| ClusterError::Unavailable {
-            subject: format!("dc.alerts.{region}.>"),
-            waited: self.deadline,
-            message,
-        };
+    /// The latest message of every alert of `region`, oldest first, with its subject (what a signature covers).
+    pub async fn region_messages(&self, region: &str) -> Result<Vec<StoredAlert>, ClusterError> {
+        self.read(format!("dc.alerts.{region}.>"), consumer::DeliverPolicy::LastPerSubject).await
+    }
+
+    /// Every message the stream keeps of one alert (`subject`), oldest first: a new owner goes back through them when
+    /// the last one cannot be adopted (not signed by a trusted key: someone else wrote it).
+    pub async fn subject_messages(&self, subject: &str) -> Result<Vec<StoredAlert>, ClusterError> {
+        self.read(subject.to_string(), consumer::DeliverPolicy::All).await
+    }
+
+    async fn read(&self, filter: String, policy: consumer::DeliverPolicy) -> Result<Vec<StoredAlert>, ClusterError> {
+        let failed =
+            |message: String| ClusterError::Unavailable { subject: filter.clone(), waited: self.deadline, message };
         let started = tokio::time::Instant::now();
         loop {
-            match self.try_region_latest(region).await {
+            match self.try_read(&filter, policy).await {
                 Ok(records) => return Ok(records),
                 Err(e) if started.elapsed() >= self.deadline => return Err(failed(e)),
                 Err(e) => {
-                    tracing::warn!(error = %e, region, "reading the region's alerts failed; retrying");
+                    tracing::warn!(error = %e, filter, "reading the alerts stream failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -129,12 +142,12 @@ impl AlertsLog {
         Ok(purged.purged)
     }
 
-    async fn try_region_latest(&self, region: &str) -> Result<Vec<Latest>, String> {
+    async fn try_read(&self, filter: &str, policy: consumer::DeliverPolicy) -> Result<Vec<StoredAlert>, String> {
         let stream = self.jetstream.get_stream(STREAM).await.map_err(|e| e.to_string())?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: format!("dc.alerts.{region}.>"),
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                filter_subject: filter.to_string(),
+                deliver_policy: policy,
                 ..Default::default()
             })
             .await
@@ -154,8 +167,14 @@ impl AlertsLog {
                 Err(_) => return Err("no message in 5 s".into()),
             };
             let info = message.info().map_err(|e| e.to_string())?;
-            let (left, stored_ms) = (info.pending, (info.published.unix_timestamp_nanos() / 1_000_000) as i64);
-            records.push(Latest { subject: message.subject.to_string(), payload: message.payload.clone(), stored_ms });
+            let left = info.pending;
+            records.push(StoredAlert {
+                sequence: info.stream_sequence,
+                subject: message.subject.to_string(),
+                payload: message.payload.clone(),
+                pending: left,
+                stored_ms: stored_ms(&info),
+            });
             if left == 0 {
                 return Ok(records);
             }
@@ -163,11 +182,119 @@ impl AlertsLog {
     }
 }
 
-/// The latest message of one alert's subject.
+/// One message of the alerts stream.
 #[derive(Debug, Clone)]
-pub struct Latest {
+pub struct StoredAlert {
+    /// Its stream sequence: where a watcher resumes after it.
+    pub sequence: u64,
+    /// `dc.alerts.{region}.{alert id}`.
     pub subject: String,
     pub payload: Bytes,
+    /// Messages still to come after this one, as the server counted when it sent it (0: caught up).
+    pub pending: u64,
     /// When the stream stored it (the server's clock), milliseconds since the Unix epoch.
     pub stored_ms: i64,
+}
+
+fn stored_ms(info: &async_nats::jetstream::message::Info) -> i64 {
+    (info.published.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Where a watcher of the whole stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchFrom {
+    /// The last message of every subject (every alert as it stands), then every new message.
+    LastPerSubject,
+    /// Every message after this stream sequence: a watcher resuming where it stopped.
+    After(u64),
+}
+
+/// Every alert version as it is stored, for a fan-out node: an ordered consumer on `dc.alerts.>` (ephemeral, one
+/// replica, no acknowledgements). The client recreates it after a missed heartbeat or a lost leader at the stream
+/// sequence after the last one delivered, so nothing is skipped or delivered twice; a watcher that is dropped and
+/// opened again resumes with [`WatchFrom::After`].
+pub struct AlertWatch {
+    messages: consumer::pull::Ordered,
+    /// Messages waiting when the consumer was created (0: nothing to catch up on).
+    pub pending_at_start: u64,
+}
+
+/// How long one pull request of the watcher lasts. The client sends idle heartbeats at half of it and recreates the
+/// consumer after two missed ones: short, so that a consumer lost with its stream's leader is replaced within ~2 s
+/// rather than the client's default of 30 s (heartbeats of 15 s).
+const WATCH_EXPIRES: Duration = Duration::from_secs(2);
+
+impl AlertWatch {
+    pub async fn open(backbone: &Backbone, from: WatchFrom) -> Result<Self, ClusterError> {
+        let deliver_policy = match from {
+            WatchFrom::LastPerSubject => consumer::DeliverPolicy::LastPerSubject,
+            WatchFrom::After(sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence: sequence + 1 },
+        };
+        let config = backbone.config();
+        let js = backbone.jetstream().clone();
+        retry_setup("the alerts stream's watcher", config.start_timeout, || {
+            let js = js.clone();
+            async move {
+                let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+                let consumer = stream
+                    .create_consumer(consumer::pull::OrderedConfig {
+                        filter_subject: SUBJECTS.into(),
+                        deliver_policy,
+                        max_expires: WATCH_EXPIRES,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let pending_at_start = consumer.cached_info().num_pending;
+                let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(AlertWatch { messages, pending_at_start })
+            }
+        })
+        .await
+    }
+
+    /// The next stored alert message; `None` if the consumer ended (the client closed). Errors are the client's
+    /// (heartbeats missed while it recreates the consumer); the caller may keep calling.
+    pub async fn next(&mut self) -> Option<Result<StoredAlert, ClusterError>> {
+        let message = self.messages.next().await?;
+        let unavailable = |subject: &str, e: &dyn std::fmt::Display| ClusterError::Unavailable {
+            subject: subject.into(),
+            waited: Duration::ZERO,
+            message: e.to_string(),
+        };
+        Some(message.map_err(|e| unavailable(SUBJECTS, &e)).and_then(|m| {
+            let info = m.info().map_err(|e| unavailable(&m.subject, &e))?;
+            Ok(StoredAlert {
+                sequence: info.stream_sequence,
+                subject: m.subject.to_string(),
+                payload: m.payload.clone(),
+                pending: info.pending,
+                stored_ms: stored_ms(&info),
+            })
+        }))
+    }
+}
+
+/// `(region, alert id)` of `dc.alerts.{region}.{alert id}`; `None` for any other subject.
+pub fn parse_subject(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix("dc.alerts.")?;
+    let (region, id) = rest.split_once('.')?;
+    (!region.is_empty() && !id.is_empty() && !id.contains('.')).then_some((region, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_round_trip_and_nothing_else_parses() {
+        let s = subject("10008", "TW-DC-w-1-1764-000001").unwrap();
+        assert_eq!(parse_subject(&s), Some(("10008", "TW-DC-w-1-1764-000001")));
+        assert_eq!(subject("10008", "a.b"), None);
+        for bad in
+            ["dc.alerts.10008", "dc.alerts..A1", "dc.alerts.10008.", "dc.alerts.10008.A.B", "dc.readings.10008.A"]
+        {
+            assert_eq!(parse_subject(bad), None, "{bad}");
+        }
+    }
 }

@@ -4,10 +4,11 @@
 //! Built so far: the **front door** (`--role front-door`, `front_door.rs`): devices' MQTT as on a single process,
 //! each accepted publish appended to the replicated readings stream before its PUBACK; and the **rule worker**
 //! (`--role worker`, `rule_worker.rs`): regions owned by lease, their readings through the hot path in stream order,
-//! every alert change on the replicated alerts stream, a dead worker's regions and open alerts continued by another;
-//! and the **dissemination node** (`--role dissemination`, `disseminator.rs`): one active by lease, the public
-//! warnings rebuilt from the alerts stream, every delivery recorded in a replicated ledger before its call.
-//! Fan-out nodes on the backbone are the next step (docs/SCALING.md § What is left).
+//! every alert change on the replicated alerts stream (signed, `backbone_alerts.rs`), a dead worker's regions and
+//! open alerts continued by another; the **dissemination node** (`--role dissemination`, `disseminator.rs`): one
+//! active by lease, the public warnings rebuilt from the alerts stream, every delivery recorded in a replicated
+//! ledger before its call; and the **fan-out node** (`--role fan-out`, `backbone_fanout.rs`): watches the alerts
+//! stream, applies only what trusted workers signed, serves citizens' and operators' websockets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use ingest::broker::BrokerConfig;
 use ingest::devices::DeviceStore;
 
 use super::front_door::ReplicatedIntake;
+use super::signing::{AlertSigner, TrustedKeys};
 use super::{without_rules, ScaleOutError};
 use crate::app::App;
 use crate::config::{ClusterSection, ConfigFiles};
@@ -28,6 +30,8 @@ pub struct BackboneOverrides {
     pub urls: Vec<String>,
     pub role: Option<String>,
     pub name: Option<String>,
+    /// A worker's signing key file (`--signing-key`), overriding `cluster.signing_key_file`.
+    pub signing_key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,8 @@ pub enum BackboneRoleKind {
     /// The dissemination node: public warnings from the alerts stream, delivered with ids recorded in a replicated
     /// ledger; one active by lease, the others standing by (`disseminator.rs`).
     Dissemination,
+    /// Watches the alerts stream and serves the citizens' and operators' websockets: no front door, no rules.
+    FanOut,
 }
 
 /// A resolved role on the NATS cluster: config file and command line merged and checked.
@@ -49,14 +55,21 @@ pub struct BackboneRole {
     pub lease_ttl: Duration,
     /// How long an ended alert stays in the alerts stream before its region's owner removes it.
     pub ended_alert_retention: Duration,
+    /// A worker's key that signs every message it writes to the alerts stream (`None`: unsigned, which fan-out
+    /// nodes refuse; a warning at start says so).
+    pub signer: Option<Arc<AlertSigner>>,
+    /// The workers' keys whose alert messages are accepted (required on a fan-out node; on a worker, checked on
+    /// adoption when not empty).
+    pub trusted: Arc<TrustedKeys>,
 }
 
 impl BackboneRole {
-    /// `None`: no cluster anywhere.
+    /// `None`: no cluster anywhere. `env` reads the environment (the signing key's `signing_key_env`).
     pub fn resolve(
         section: Option<&ClusterSection>,
         overrides: BackboneOverrides,
         file: &str,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Self>, ScaleOutError> {
         let empty = ClusterSection::default();
         let section = section.unwrap_or(&empty);
@@ -82,11 +95,13 @@ impl BackboneRole {
             "front-door" => BackboneRoleKind::FrontDoor,
             "worker" => BackboneRoleKind::Worker,
             "dissemination" => BackboneRoleKind::Dissemination,
+            // `fanout` is the MQTT cluster's spelling of the same role.
+            "fan-out" | "fanout" => BackboneRoleKind::FanOut,
             other => {
                 return Err(invalid(
                     "role",
                     format!(
-                        "`{other}`: the cluster roles built so far are: front-door, worker, dissemination \
+                        "`{other}`: the cluster roles are: front-door, worker, dissemination, fan-out \
                          (docs/SCALING.md)"
                     ),
                 ))
@@ -121,7 +136,32 @@ impl BackboneRole {
             1..=30 * 86_400,
             86_400,
         )?);
-        Ok(Some(BackboneRole { kind, config, lease_ttl, ended_alert_retention }))
+        let trusted = super::trusted_keys(&section.trusted_workers, &invalid)?;
+        if kind == BackboneRoleKind::FanOut && trusted.is_empty() {
+            return Err(invalid(
+                "trusted_workers",
+                "a fan-out node puts alerts in front of citizens, so it applies only messages signed by a worker it \
+                 trusts, and with no key listed it would trust nobody (or, if it trusted anything, be a megaphone for \
+                 anyone who may publish on the NATS cluster): list the workers' public keys \
+                 (`[[cluster.trusted_workers]]` name, public_key, regions; `disaster-cloud cluster-key new` prints them)"
+                    .into(),
+            ));
+        }
+        let signer = match kind {
+            BackboneRoleKind::Worker => super::load_signer(
+                super::KeySource {
+                    file: section.signing_key_file.as_deref(),
+                    env: section.signing_key_env.as_deref(),
+                    file_override: overrides.signing_key_file,
+                },
+                file,
+                env,
+                &invalid,
+            )?
+            .map(Arc::new),
+            BackboneRoleKind::FrontDoor | BackboneRoleKind::FanOut | BackboneRoleKind::Dissemination => None,
+        };
+        Ok(Some(BackboneRole { kind, config, lease_ttl, ended_alert_retention, signer, trusted: Arc::new(trusted) }))
     }
 
     /// A front door runs no rules and disseminates nothing; it routes, so every zone needs a geocode. A worker needs
@@ -170,6 +210,15 @@ impl BackboneRole {
                     .map_err(|message| ScaleOutError::Zones { file: files.rules.1.display().to_string(), message })?;
                 files.dissemination = None;
             }
+            // As the MQTT cluster's fan-out: no rules, no dissemination; partners' warnings stay (for citizens). Every
+            // zone needs its county: an alert is checked against its area's.
+            BackboneRoleKind::FanOut => {
+                super::region::zone_regions(&files.zones.0, &files.zones.1.display().to_string())?;
+                files.rules.0 = without_rules(&files.rules.0)
+                    .map_err(|message| ScaleOutError::Zones { file: files.rules.1.display().to_string(), message })?;
+                files.dissemination = None;
+                files.main.influx = None;
+            }
         }
         Ok(())
     }
@@ -186,7 +235,7 @@ impl BackboneRole {
         let folders: &[&str] = match self.kind {
             BackboneRoleKind::Worker => &["alerts"],
             BackboneRoleKind::Dissemination => &["alerts", "dissemination"],
-            BackboneRoleKind::FrontDoor => &[],
+            BackboneRoleKind::FrontDoor | BackboneRoleKind::FanOut => &[],
         };
         let now = crate::clock::now_ms();
         for name in folders {
@@ -210,23 +259,36 @@ impl BackboneRole {
         devices: DeviceStore,
     ) -> Result<(), ScaleOutError> {
         let backbone = Backbone::connect(self.config.clone()).await?;
-        if self.kind == BackboneRoleKind::Dissemination {
-            super::disseminator::start(Arc::clone(app), backbone, self.lease_ttl).await?;
-            tracing::info!(role = ?self.kind, cluster = %self.config.urls.join(","), name = %self.config.name, lease_ttl = ?self.lease_ttl, "cluster role started");
-            return Ok(());
-        }
-        if self.kind == BackboneRoleKind::Worker {
-            let regions = super::rule_worker::regions_of(app);
-            super::rule_worker::start(
-                Arc::clone(app),
-                backbone,
-                self.lease_ttl,
-                self.ended_alert_retention,
-                regions.clone(),
-            )
-            .await?;
-            tracing::info!(role = ?self.kind, cluster = %self.config.urls.join(","), name = %self.config.name, ?regions, lease_ttl = ?self.lease_ttl, "cluster role started");
-            return Ok(());
+        match self.kind {
+            BackboneRoleKind::Worker => {
+                let regions = super::rule_worker::regions_of(app);
+                if self.signer.is_none() {
+                    tracing::warn!("no signing key (`--signing-key`, `cluster.signing_key_file`): this worker's alert messages go out unsigned, so fan-out nodes refuse them and workers that trust keys do not adopt them");
+                }
+                let keys = super::rule_worker::Keys { signer: self.signer.clone(), trusted: Arc::clone(&self.trusted) };
+                super::rule_worker::start(
+                    Arc::clone(app),
+                    backbone,
+                    self.lease_ttl,
+                    self.ended_alert_retention,
+                    regions.clone(),
+                    keys,
+                )
+                .await?;
+                tracing::info!(role = ?self.kind, cluster = %self.config.urls.join(","), name = %self.config.name, ?regions, lease_ttl = ?self.lease_ttl, signed = self.signer.is_some(), "cluster role started");
+                return Ok(());
+            }
+            BackboneRoleKind::Dissemination => {
+                super::disseminator::start(Arc::clone(app), backbone, self.lease_ttl, Arc::clone(&self.trusted)).await?;
+                tracing::info!(role = ?self.kind, cluster = %self.config.urls.join(","), name = %self.config.name, lease_ttl = ?self.lease_ttl, "cluster role started");
+                return Ok(());
+            }
+            BackboneRoleKind::FanOut => {
+                super::backbone_fanout::start(Arc::clone(app), backbone, Arc::clone(&self.trusted)).await?;
+                tracing::info!(role = ?self.kind, cluster = %self.config.urls.join(","), name = %self.config.name, "cluster role started");
+                return Ok(());
+            }
+            BackboneRoleKind::FrontDoor => {}
         }
         let log = ReadingsLog::open(&backbone).await?;
         let intake = Arc::new(ReplicatedIntake { app: Arc::clone(app), log, last_logged_ms: Arc::default() });
@@ -251,12 +313,12 @@ mod tests {
 
     fn resolve(section: &str, overrides: BackboneOverrides) -> Result<Option<BackboneRole>, ScaleOutError> {
         let section: ClusterSection = toml::from_str(section).unwrap();
-        BackboneRole::resolve(Some(&section), overrides, "x.toml")
+        BackboneRole::resolve(Some(&section), overrides, "x.toml", &|_| None)
     }
 
     #[test]
     fn no_cluster_is_the_single_process_mode() {
-        assert!(BackboneRole::resolve(None, BackboneOverrides::default(), "x.toml").unwrap().is_none());
+        assert!(BackboneRole::resolve(None, BackboneOverrides::default(), "x.toml", &|_| None).unwrap().is_none());
     }
 
     #[test]
@@ -266,7 +328,7 @@ mod tests {
             BackboneOverrides {
                 urls: vec!["nats://b:4222".into(), "nats://c:4222".into()],
                 name: Some("fd-2".into()),
-                role: None,
+                ..BackboneOverrides::default()
             },
         )
         .unwrap()
@@ -284,7 +346,14 @@ mod tests {
             ("urls = [\"nats://a:4222\"]", "name", "required"),
             ("urls = [\"tls://a:4222\"]\nname = \"f\"", "urls", "TLS"),
             ("urls = [\"nats://a\"]\nname = \"f\"", "urls", "host:port"),
-            ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fanout\"", "role", "front-door, worker, dissemination"),
+            ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"boss\"", "role", "front-door, worker, dissemination, fan-out"),
+            ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fan-out\"", "trusted_workers", "megaphone"),
+            (
+                "urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fan-out\"\n[[trusted_workers]]\nname = \"w\"\npublic_key = \"abc\"",
+                "trusted_workers",
+                "32-byte",
+            ),
+            ("urls = [\"nats://a:1\"]\nname = \"w\"\nrole = \"worker\"\nsigning_key_env = \"NOPE\"", "signing_key_env", "NOPE is not set"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nlease_ttl_s = 1", "lease_ttl_s", "2..=300"),
             (
                 "urls = [\"nats://a:1\"]\nname = \"f\"\nended_alert_retention_s = 0",

@@ -35,6 +35,7 @@ use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, In
 use tokio::time::Instant;
 
 use super::alert_message::open_alert_message;
+use super::signing::TrustedKeys;
 use super::ScaleOutError;
 use crate::app::App;
 
@@ -82,6 +83,8 @@ struct Node {
     /// The lease while held (renewed by the keeper; the ledger checks it before every attempt).
     lease: Mutex<Option<Lease>>,
     deliveries: Deliveries,
+    /// The workers' keys: with any, only alert messages they signed are disseminated (`alert_message.rs`).
+    trusted: Arc<TrustedKeys>,
 }
 
 impl Node {
@@ -137,7 +140,12 @@ impl DeliveryLedger for Ledger {
 }
 
 /// Connects the node's parts and starts it: as a standby until it gets the lease, then active.
-pub(super) async fn start(app: Arc<App>, backbone: Backbone, lease_ttl: Duration) -> Result<(), ScaleOutError> {
+pub(super) async fn start(
+    app: Arc<App>,
+    backbone: Backbone,
+    lease_ttl: Duration,
+    trusted: Arc<TrustedKeys>,
+) -> Result<(), ScaleOutError> {
     LazyLock::force(&CHANGES);
     LazyLock::force(&ORPHANS);
     ACTIVE.set(0);
@@ -151,7 +159,7 @@ pub(super) async fn start(app: Arc<App>, backbone: Backbone, lease_ttl: Duration
     let deliveries = Deliveries::open(&backbone, LEDGER_MAX_AGE).await?;
     // The stream exists before any worker wrote to it.
     AlertsLog::open(&backbone).await?;
-    let node = Arc::new(Node { app: Arc::clone(&app), backbone, leases, lease: Mutex::new(None), deliveries });
+    let node = Arc::new(Node { app: Arc::clone(&app), backbone, leases, lease: Mutex::new(None), deliveries, trusted });
     disseminate.use_ledger(Arc::new(Ledger(Arc::clone(&node))));
     tokio::spawn(run(node));
     Ok(())
@@ -300,8 +308,13 @@ async fn wait_for_lease(node: &Node) {
 /// One alert change through the publication and the outbox, on its issue time; its deliveries recorded in the
 /// ledger before this returns.
 async fn apply(node: &Node, change: &AlertChange, applied: &mut Applied, outcome: &'static str) {
-    let record = match open_alert_message(&change.payload) {
-        Ok(r) => r,
+    let record = match open_alert_message(&node.trusted, &change.subject, &change.payload) {
+        Ok(Some(r)) => r,
+        // A public warning, for fan-out nodes: this node rebuilds the warnings from the alerts.
+        Ok(None) => {
+            applied.sequence = applied.sequence.max(change.sequence);
+            return;
+        }
         Err(e) => {
             CHANGES.with_label_values(&["unreadable"]).inc();
             tracing::error!(error = %e, sequence = change.sequence, subject = %change.subject, "dissemination: alerts-stream message skipped");

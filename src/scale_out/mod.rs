@@ -21,10 +21,11 @@
 //! A region is a county: the first five digits of a zone's Taiwan_Geocode_103 `geocode` (`10008` Nantou County).
 //!
 //! On a NATS JetStream cluster instead (`serve --cluster`), `backbone.rs` resolves the role, `front_door.rs` is
-//! the front door whose PUBACKs wait for the replicated readings stream (it routes with the writer's code), and
-//! `rule_worker.rs` the rule worker owning regions by lease and continuing a dead worker's alerts, `disseminator.rs`
-//! the dissemination node (one active by lease, warnings rebuilt from the alerts stream, deliveries recorded in a
-//! replicated ledger before each call); `alert_message.rs` reads a message of the alerts stream.
+//! the front door whose PUBACKs wait for the replicated readings stream (it routes with the writer's code),
+//! `rule_worker.rs` the rule worker owning regions by lease and continuing a dead worker's alerts,
+//! `backbone_alerts.rs` the alerts stream's signed messages, `backbone_fanout.rs` the fan-out node watching them,
+//! `disseminator.rs` the dissemination node (one active by lease, warnings rebuilt from the alerts stream, deliveries
+//! recorded in a replicated ledger before each call) and `alert_message.rs` its reading of an alerts-stream message.
 //!
 //! Layout: this file resolves a process's role ([`ClusterRole`], from `[upstream]` in `config.rs` and the command
 //! line), adapts the configuration to it and starts its links; `region.rs` maps zones to regions; `worker.rs`
@@ -44,6 +45,8 @@ use crate::hot_path::HotPath;
 
 mod alert_message;
 pub mod backbone;
+pub mod backbone_alerts;
+mod backbone_fanout;
 mod disseminator;
 mod front_door;
 mod region;
@@ -114,8 +117,9 @@ impl Scaled {
         match self {
             Scaled::Mqtt(role) => role.prepare(files),
             Scaled::Backbone(role) => {
-                // A front door's readings are in the replicated stream and it runs no rules (nor does a
-                // dissemination node): a local readings.sqlite would be written by nobody and read by nobody.
+                // A front door's readings are in the replicated stream and it runs no rules, a fan-out node sees
+                // alerts only, a dissemination node runs no rules: a local readings.sqlite would be written by nobody
+                // and read by nobody.
                 files.readings_store = role.kind == backbone::BackboneRoleKind::Worker;
                 role.prepare(files)
             }
@@ -206,19 +210,7 @@ impl ClusterRole {
         if retention_h == 0 {
             return Err(invalid("closed_retention_h", "must be at least 1".into()));
         }
-        let mut trusted = Vec::new();
-        for (i, w) in section.trusted_workers.iter().enumerate() {
-            let named = |message: String| invalid("trusted_workers", format!("[{i}] ({}): {message}", w.name));
-            if w.name.trim().is_empty() {
-                return Err(named("`name` is empty".into()));
-            }
-            if let Some(r) = w.regions.iter().find(|r| !is_county(r)) {
-                return Err(named(format!("region `{r}` is not a county code (Taiwan_Geocode_103, 5 digits)")));
-            }
-            let key = signing::TrustedKey::new(&w.name, &w.public_key, w.regions.clone())
-                .map_err(|e| named(e.to_string()))?;
-            trusted.push(key);
-        }
+        let trusted = trusted_keys(&section.trusted_workers, &invalid)?;
         if role == Role::Fanout && trusted.is_empty() {
             return Err(invalid(
                 "trusted_workers",
@@ -228,7 +220,26 @@ impl ClusterRole {
             ));
         }
         let signer = match role {
-            Role::Worker => Some(Arc::new(load_signer(section, overrides.signing_key_file, file, env)?)),
+            Role::Worker => Some(Arc::new(
+                load_signer(
+                    KeySource {
+                        file: section.signing_key_file.as_deref(),
+                        env: section.signing_key_env.as_deref(),
+                        file_override: overrides.signing_key_file,
+                    },
+                    file,
+                    env,
+                    &invalid,
+                )?
+                .ok_or_else(|| {
+                    invalid(
+                        "signing_key_file",
+                        "a worker signs every alert it publishes: give its key (`--signing-key FILE`, \
+                         `signing_key_file` or `signing_key_env`; `disaster-cloud cluster-key new --out FILE` makes one)"
+                            .into(),
+                    )
+                })?,
+            )),
             Role::Writer | Role::Fanout => None,
         };
         Ok(Some(ClusterRole {
@@ -238,7 +249,7 @@ impl ClusterRole {
             share_group,
             closed_retention_ms: i64::from(retention_h) * 3_600_000,
             signer,
-            trusted: Arc::new(signing::TrustedKeys::new(trusted)),
+            trusted: Arc::new(trusted),
         }))
     }
 
@@ -369,55 +380,79 @@ fn is_county(r: &str) -> bool {
     geo_index::parse_geocode(r).ok().is_some_and(|g| g.level == geo_index::GeocodeLevel::County)
 }
 
+/// Where a worker's signing key may come from (`[upstream]` or `[cluster]`).
+pub(super) struct KeySource<'a> {
+    /// `signing_key_file`, relative to the config file's folder.
+    pub file: Option<&'a Path>,
+    /// `signing_key_env`: the variable holding the PEM.
+    pub env: Option<&'a str>,
+    /// `--signing-key`: replaces the file.
+    pub file_override: Option<PathBuf>,
+}
+
 /// A worker's signing key: `--signing-key` or `signing_key_file` (relative to the config file's folder; refused when
-/// others may read it), or `signing_key_env`; exactly one.
-fn load_signer(
-    section: &UpstreamSection,
-    file_override: Option<PathBuf>,
+/// others may read it), or `signing_key_env`; at most one. `None`: none given.
+pub(super) fn load_signer(
+    source: KeySource<'_>,
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<signing::AlertSigner, ScaleOutError> {
-    let invalid = |key: &'static str, message: String| ScaleOutError::Config { file: file.into(), key, message };
-    let key_file = file_override.or_else(|| {
-        section.signing_key_file.as_ref().map(|p| Path::new(file).parent().unwrap_or(Path::new(".")).join(p))
-    });
-    let (key, pem) =
-        match (key_file, &section.signing_key_env) {
-            (Some(_), Some(_)) if section.signing_key_file.is_some() => {
-                return Err(invalid("signing_key_env", "give signing_key_file or signing_key_env, not both".into()))
-            }
-            (Some(path), _) => {
-                let shown = path.display();
-                let read =
-                    std::fs::read_to_string(&path).map_err(|e| invalid("signing_key_file", format!("{shown}: {e}")))?;
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
-                    if mode & 0o077 != 0 {
-                        return Err(invalid(
-                            "signing_key_file",
-                            format!("{shown} may be read by others (mode {:o}): `chmod 600` it", mode & 0o777),
-                        ));
-                    }
+    invalid: &dyn Fn(&'static str, String) -> ScaleOutError,
+) -> Result<Option<signing::AlertSigner>, ScaleOutError> {
+    let key_file = source
+        .file_override
+        .or_else(|| source.file.map(|p| Path::new(file).parent().unwrap_or(Path::new(".")).join(p)));
+    let (key, pem) = match (key_file, source.env) {
+        (Some(_), Some(_)) if source.file.is_some() => {
+            return Err(invalid("signing_key_env", "give signing_key_file or signing_key_env, not both".into()))
+        }
+        (Some(path), _) => {
+            let shown = path.display();
+            let read =
+                std::fs::read_to_string(&path).map_err(|e| invalid("signing_key_file", format!("{shown}: {e}")))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+                if mode & 0o077 != 0 {
+                    return Err(invalid(
+                        "signing_key_file",
+                        format!("{shown} may be read by others (mode {:o}): `chmod 600` it", mode & 0o777),
+                    ));
                 }
-                ("signing_key_file", read)
             }
-            (None, Some(var)) => {
-                let pem = env(var).filter(|v| !v.trim().is_empty());
-                (
-                    "signing_key_env",
-                    pem.ok_or_else(|| invalid("signing_key_env", format!("environment variable {var} is not set")))?,
-                )
-            }
-            (None, None) => return Err(invalid(
-                "signing_key_file",
-                "a worker signs every alert it publishes: give its key (`--signing-key FILE`, `signing_key_file` or \
-                 `signing_key_env`; `disaster-cloud cluster-key new --out FILE` makes one)"
-                    .into(),
-            )),
-        };
-    signing::AlertSigner::from_pem(&pem).map_err(|e| invalid(key, e.to_string()))
+            ("signing_key_file", read)
+        }
+        (None, Some(var)) => {
+            let pem = env(var).filter(|v| !v.trim().is_empty());
+            (
+                "signing_key_env",
+                pem.ok_or_else(|| invalid("signing_key_env", format!("environment variable {var} is not set")))?,
+            )
+        }
+        (None, None) => return Ok(None),
+    };
+    signing::AlertSigner::from_pem(&pem).map(Some).map_err(|e| invalid(key, e.to_string()))
+}
+
+/// The `trusted_workers` list (`[upstream]` or `[cluster]`), each key checked, errors naming the entry.
+pub(super) fn trusted_keys(
+    list: &[crate::config::TrustedWorker],
+    invalid: &dyn Fn(&'static str, String) -> ScaleOutError,
+) -> Result<signing::TrustedKeys, ScaleOutError> {
+    let mut trusted = Vec::new();
+    for (i, w) in list.iter().enumerate() {
+        let named = |message: String| invalid("trusted_workers", format!("[{i}] ({}): {message}", w.name));
+        if w.name.trim().is_empty() {
+            return Err(named("`name` is empty".into()));
+        }
+        if let Some(r) = w.regions.iter().find(|r| !is_county(r)) {
+            return Err(named(format!("region `{r}` is not a county code (Taiwan_Geocode_103, 5 digits)")));
+        }
+        let key =
+            signing::TrustedKey::new(&w.name, &w.public_key, w.regions.clone()).map_err(|e| named(e.to_string()))?;
+        trusted.push(key);
+    }
+    Ok(signing::TrustedKeys::new(trusted))
 }
 
 /// The rules file without its rules (engine settings and approval classes stay valid).
@@ -521,8 +556,13 @@ mod tests {
     async fn a_front_door_opens_no_readings_store() {
         let role = BackboneRole::resolve(
             None,
-            BackboneOverrides { urls: vec!["nats://127.0.0.1:4222".into()], name: Some("fd".into()), role: None },
+            BackboneOverrides {
+                urls: vec!["nats://127.0.0.1:4222".into()],
+                name: Some("fd".into()),
+                ..BackboneOverrides::default()
+            },
             "x.toml",
+            &env,
         )
         .unwrap()
         .unwrap();

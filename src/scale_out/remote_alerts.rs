@@ -219,7 +219,53 @@ impl RemoteAlerts {
             Ok(opened) => opened,
             Err(refusal) => return self.refuse(topic, refusal.reason(), &refusal, now_ms),
         };
-        let wire: WireAlert = match serde_json::from_str(opened.alert) {
+        let operator: serde_json::Value = match serde_json::from_str(opened.alert) {
+            Ok(v) => v,
+            Err(e) => return self.refuse(topic, "malformed", &format!("alert: {e}"), now_ms),
+        };
+        self.fold(topic, region, id, operator, opened.signer, now_ms, forget_ended_before_ms)
+    }
+
+    /// [`RemoteAlerts::apply`] for a message of the NATS backbone's alerts stream (`dc.alerts.{region}.{id}`,
+    /// `backbone_alerts.rs`): the same checks — signature over the subject, the key's regions, the subject's region
+    /// against the payload's and its area's, versions never going back — on the frame inside the body. The stream
+    /// has no empty "removal" message: an ended alert's last version is its end.
+    pub fn apply_backbone(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        now_ms: i64,
+        forget_ended_before_ms: i64,
+    ) -> Option<Arc<AlertBroadcast>> {
+        let Some((region, id)) = cluster::alerts::parse_subject(subject) else {
+            return self.refuse(subject, "malformed", &"subject is not dc.alerts.{region}.{id}", now_ms);
+        };
+        let opened = match self.trusted.read().open(subject, region, payload) {
+            Ok(opened) => opened,
+            Err(refusal) => return self.refuse(subject, refusal.reason(), &refusal, now_ms),
+        };
+        let body: super::backbone_alerts::Body = match serde_json::from_str(opened.alert) {
+            Ok(b) => b,
+            Err(e) => return self.refuse(subject, "malformed", &format!("body: {e}"), now_ms),
+        };
+        self.fold(subject, region, id, body.fanout_frame(), opened.signer, now_ms, forget_ended_before_ms)
+    }
+
+    /// The checks and the book after a message's signature verified: `operator` is the alert frame with the
+    /// cluster's fields, `signer` the key's holder.
+    #[allow(clippy::too_many_arguments)]
+    fn fold(
+        &self,
+        topic: &str,
+        region: &str,
+        id: &str,
+        mut operator: serde_json::Value,
+        signer: String,
+        now_ms: i64,
+        forget_ended_before_ms: i64,
+    ) -> Option<Arc<AlertBroadcast>> {
+        let outcome = |o: &str| ALERTS_RECEIVED.with_label_values(&[o]).inc();
+        let wire = match WireAlert::deserialize(&operator) {
             Ok(w) => w,
             Err(e) => return self.refuse(topic, "malformed", &format!("alert: {e}"), now_ms),
         };
@@ -236,9 +282,8 @@ impl RemoteAlerts {
                 format!("area `{}` is outside the topic's region", wire.area_id.chars().take(80).collect::<String>());
             return self.refuse(topic, "outside_region", &why, now_ms);
         }
-        let mut operator: serde_json::Value = serde_json::from_str(opened.alert).unwrap_or_default();
         if let Some(map) = operator.as_object_mut() {
-            map.insert("signed_by".into(), opened.signer.clone().into());
+            map.insert("signed_by".into(), signer.into());
         }
         let mut alerts = self.alerts.write();
         let held = alerts

@@ -24,10 +24,14 @@
 //!   keeper is renewing it; no work is done for a region we may no longer own), run the hot path, publish the alert
 //!   changes it made to `DC_ALERTS` (waiting for the quorum's acknowledgement), then move the region's progress mark
 //!   to the reading (at once if an alert changed, else within a second). Alert changes from elsewhere — the
-//!   housekeeping tick (deadman), operators' commands — are published as they come.
+//!   housekeeping tick (deadman), operators' commands — are published as they come. Public warnings' versions go
+//!   the same way (`W-…`, for fan-out nodes' citizens), and every message is signed with the worker's key
+//!   (`backbone_alerts.rs`).
 //!
 //! Taking a region over (`take_over`): fence and read its progress mark; adopt the latest record of each of its
-//! alerts into the book (`AlertBook::adopt`); rebuild the rule windows from the readings the rules still remember up
+//! alerts into the book (`AlertBook::adopt`), each message verified against the trusted keys when there are any (a
+//! refused last message: the newest earlier one that verifies), and its public warnings' chains into the publication
+//! (`Publication::adopt`); rebuild the rule windows from the readings the rules still remember up
 //! to the mark, findings dropped (their effect is what was adopted); then let the engine take its levels from the
 //! book (`adopt_levels`, as after a restart); then read on from the mark. Readings after the mark are evaluated as
 //! new: the old owner's changes for them either reached the alerts stream (then the same levels come out again, no
@@ -38,7 +42,6 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use alerting::{AlertRecord, ZoneRef};
-use bytes::Bytes;
 use cluster::alerts::{self, AlertsLog};
 use cluster::lease::{Lease, Leases};
 use cluster::presence::Presence;
@@ -52,7 +55,9 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
+use super::backbone_alerts::{self, Body};
 use super::region::{county_of, zone_region};
+use super::signing::{AlertSigner, TrustedKeys};
 use crate::app::App;
 use crate::clock::now_ms;
 use crate::hot_path::HotPath;
@@ -129,6 +134,31 @@ static ALERTS_ADOPTED: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+/// Messages of a region's alerts a worker taking the region over did not adopt, by reason (the signature's:
+/// unsigned, unknown_key, bad_signature; outside_region; malformed).
+static ADOPT_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = register_int_counter_vec!(
+        "dc_cluster_adopt_refused_total",
+        "Alerts-stream messages a rule worker taking a region over did not adopt, by reason (unsigned, unknown_key, \
+         bad_signature: not signed by a trusted worker key; outside_region; malformed)",
+        &["reason"]
+    )
+    .expect("metric registers");
+    for reason in ["unsigned", "unknown_key", "bad_signature", "outside_region", "malformed"] {
+        c.with_label_values(&[reason]);
+    }
+    c
+});
+
+/// A worker's keys on the alerts stream.
+#[derive(Clone, Default)]
+pub(super) struct Keys {
+    /// Signs every message the worker writes (`None`: unsigned; fan-out nodes refuse them).
+    pub signer: Option<Arc<AlertSigner>>,
+    /// The workers' keys a region's alerts must be signed with to be adopted (empty: anything is adopted).
+    pub trusted: Arc<TrustedKeys>,
+}
+
 /// What the lease keeper tells the processor (on a channel of its own, unbounded: the keeper must never wait behind
 /// readings, or its renewals would stall while the processor waits for a valid lease).
 enum Control {
@@ -153,6 +183,7 @@ struct Worker {
     progress: Progress,
     held: Held,
     name: String,
+    keys: Keys,
 }
 
 /// Connects the worker's parts and starts its tasks. `regions`: the counties it competes for (every county of the
@@ -163,11 +194,13 @@ pub(super) async fn start(
     lease_ttl: Duration,
     ended_alert_retention: Duration,
     regions: Vec<String>,
+    keys: Keys,
 ) -> Result<(), cluster::ClusterError> {
     LazyLock::force(&ALERT_VERSIONS);
     LazyLock::force(&WORKER_READINGS);
     LazyLock::force(&HANDED_OVER);
     LazyLock::force(&PRUNED);
+    LazyLock::force(&ADOPT_REFUSED);
     REGIONS_OWNED.set(0);
     ALERTS_ADOPTED.set(0);
     // The readings stream exists before any reader is created (a worker may start before every front door).
@@ -186,6 +219,7 @@ pub(super) async fn start(
         alerts,
         progress,
         held: Arc::default(),
+        keys,
     });
     let stop = Arc::new(Notify::new());
     let (done_tx, done_rx) = watch::channel(false);
@@ -586,7 +620,7 @@ async fn prune_ended(worker: Arc<Worker>, retention: Duration) {
         tick.tick().await;
         let regions: Vec<String> = worker.held.lock().keys().cloned().collect();
         for region in regions {
-            let latest = match worker.alerts.region_latest(&region).await {
+            let latest = match worker.alerts.region_messages(&region).await {
                 Ok(latest) => latest,
                 Err(e) => {
                     tracing::warn!(error = %e, region, "ended alerts not pruned this time");
@@ -688,41 +722,35 @@ async fn publish_changes(
     }
     if resend {
         ids = worker.app.alerts.book.lock().all().map(|a| a.id.clone()).collect();
+        ids.extend(worker.app.alerts.publication.lock().latest().map(|w| w.alert.id.clone()));
     }
     publish_ids(worker, ids).await
 }
 
-/// Publishes the book's current version of each alert (a change seen late goes out as what it has become: the
-/// stream's history of that alert then skips a version, but its last message is right).
+/// Publishes the book's current version of each alert, and of each public warning (`W-…`, what fan-out nodes'
+/// citizens hear), signed with the worker's key (a change seen late goes out as what it has become: the stream's
+/// history of that alert then skips a version, but its last message is right).
 async fn publish_ids(worker: &Worker, mut ids: Vec<String>) -> bool {
     ids.sort();
     ids.dedup();
     let mut published = false;
     for id in ids {
-        let message = {
-            let book = worker.app.alerts.book.lock();
-            // Partner agencies' alerts and public warnings share the channel; they are not in the book.
-            let Some(record) = book.record_of(&id) else { continue };
-            drop(book);
-            let region = zone_region(&worker.app, &record.alert.area_id).map(str::to_string);
-            (record, region)
-        };
-        let (record, region) = message;
-        let owned = region.as_deref().is_some_and(|r| worker.held.lock().contains_key(r));
-        let (Some(region), true) = (region, owned) else {
+        let Some((body, version)) = message_of(worker, &id) else { continue };
+        let region = body.region.clone();
+        let owned = worker.held.lock().contains_key(&region);
+        if !owned {
             // A sensor near a county line whose zones lie in another county (docs/SCALING.md § Limits).
             ALERT_VERSIONS.with_label_values(&["not_owned"]).inc();
-            tracing::warn!(id, area = %record.alert.area_id, "alert outside the regions this worker owns: not published to the cluster");
+            tracing::warn!(id, area = %body.frame["area_id"], "alert outside the regions this worker owns: not published to the cluster");
             continue;
-        };
+        }
         let Some(subject) = alerts::subject(&region, &id) else {
             ALERT_VERSIONS.with_label_values(&["failed"]).inc();
             tracing::error!(id, "alert id is not a subject token");
             continue;
         };
-        let body = alert_body(worker, &record, &region);
-        let version = record.alert.version;
-        match worker.alerts.publish(&subject, &alerts::publish_id(&id, version), body).await {
+        let payload = backbone_alerts::seal(worker.keys.signer.as_deref(), &subject, &body);
+        match worker.alerts.publish(&subject, &alerts::publish_id(&id, version), payload).await {
             Ok(duplicate) => {
                 ALERT_VERSIONS.with_label_values(&[if duplicate { "duplicate" } else { "stored" }]).inc();
                 published = true;
@@ -736,18 +764,42 @@ async fn publish_ids(worker: &Worker, mut ids: Vec<String>) -> bool {
     published
 }
 
-/// The alerts stream's message: the record a next owner adopts, and what watchers of the stream show (the
-/// operators' frame, whether citizens may see it, who published it).
-fn alert_body(worker: &Worker, record: &AlertRecord, region: &str) -> Bytes {
-    let frame = serde_json::to_value(worker.app.alert_message(&record.alert)).unwrap_or_default();
-    let body = serde_json::json!({
-        "region": region,
-        "worker": worker.name,
-        "public": record.alert.is_public(),
-        "record": record,
-        "frame": frame,
-    });
-    Bytes::from(body.to_string())
+/// The alerts stream's message of `id` and its version: an alert of the book (the record a next owner adopts, and
+/// the operators' frame) or a public warning (its frame; citizens of fan-out nodes hear these). `None`: neither
+/// (partners' alerts share the channel), or its area has no county.
+fn message_of(worker: &Worker, id: &str) -> Option<(Body, u32)> {
+    let app = &worker.app;
+    let record = app.alerts.book.lock().record_of(id);
+    let (kind, public, record, warning, frame, area, version) = match record {
+        Some(record) => {
+            let frame = serde_json::to_value(app.alert_message(&record.alert)).unwrap_or_default();
+            let (public, area, version) =
+                (record.alert.is_public(), record.alert.area_id.clone(), record.alert.version);
+            (backbone_alerts::ALERT, public, Some(record), None, frame, area, version)
+        }
+        None => {
+            let warning = app.alerts.publication.lock().latest().find(|w| w.alert.id == id).cloned()?;
+            let frame = serde_json::to_value(app.warning_message(&warning)).unwrap_or_default();
+            let (area, version) = (warning.alert.area_id.clone(), warning.alert.version);
+            (backbone_alerts::PUBLIC_WARNING, true, None, Some(warning), frame, area, version)
+        }
+    };
+    let Some(region) = zone_region(app, &area) else {
+        ALERT_VERSIONS.with_label_values(&["not_owned"]).inc();
+        tracing::warn!(id, area, "alert area has no county: not published to the cluster");
+        return None;
+    };
+    let body = Body {
+        kind: kind.into(),
+        region: region.to_string(),
+        worker: worker.name.clone(),
+        worker_url: app.web.public_url.clone(),
+        public,
+        record,
+        warning,
+        frame,
+    };
+    Some((body, version))
 }
 
 /// Takes a region over (see the module's documentation); returns its progress mark.
@@ -758,17 +810,38 @@ async fn take_over(
 ) -> Result<(Mark, tokio::task::JoinHandle<()>), cluster::ClusterError> {
     let app = &worker.app;
     let mark = worker.progress.take_over(region).await?;
-    // The alert book: the latest version of each of the region's alerts.
+    // The alert book: the latest version of each of the region's alerts, each verified (with trusted keys); for a
+    // subject whose last message is refused, the newest earlier one that is not. Then the public warnings' chains,
+    // whose members the book now has.
     let mut adopted = 0;
-    for body in worker.alerts.region_records(region).await? {
-        #[derive(serde::Deserialize)]
-        struct Body {
-            record: AlertRecord,
+    let mut warnings = Vec::new();
+    for last in worker.alerts.region_messages(region).await? {
+        let adoptable = match adoptable(worker, region, &last) {
+            Ok(found) => Some(found),
+            Err(()) => {
+                let earlier = worker.alerts.subject_messages(&last.subject).await?;
+                let found = earlier
+                    .iter()
+                    .rev()
+                    .filter(|m| m.sequence < last.sequence)
+                    .find_map(|m| adoptable(worker, region, m).ok());
+                tracing::warn!(subject = %last.subject, found = found.is_some(), "the alert's last message was refused: went back to the newest adoptable one");
+                found
+            }
+        };
+        match adoptable {
+            Some(Adoptable::Alert(record)) => adopted += usize::from(app.alerts.book.lock().adopt(*record)),
+            Some(Adoptable::Warning(warning)) => warnings.push(*warning),
+            None => {}
         }
-        match serde_json::from_slice::<Body>(&body) {
-            Ok(b) => adopted += usize::from(app.alerts.book.lock().adopt(b.record)),
-            Err(e) => tracing::error!(error = %e, region, "unreadable message in the alerts stream: skipped"),
-        }
+    }
+    let continued = {
+        let book = app.alerts.book.lock();
+        let mut publication = app.alerts.publication.lock();
+        warnings.into_iter().filter(|w| publication.adopt(w.clone(), book.all())).count()
+    };
+    if continued > 0 {
+        app.save_publication();
     }
     ALERTS_ADOPTED.add(adopted as i64);
     // The rule windows: what the rules remember, up to the mark.
@@ -806,7 +879,14 @@ async fn take_over(
     if !findings.is_empty() {
         app.apply_findings(findings);
     }
-    tracing::info!(region, adopted, replayed, mark = mark.sequence, "region's alerts adopted and rule windows rebuilt");
+    tracing::info!(
+        region,
+        adopted,
+        continued,
+        replayed,
+        mark = mark.sequence,
+        "region's alerts adopted and rule windows rebuilt"
+    );
     // Then the readings after the mark (from the rules' horizon if the region was never worked on).
     let from =
         if mark.sequence > 0 { readings::Start::Sequence(mark.sequence + 1) } else { readings::Start::Time(horizon) };
@@ -829,6 +909,44 @@ async fn take_over(
         }
     });
     Ok((mark, reader))
+}
+
+/// What a new owner continues from one message of its region's alerts.
+enum Adoptable {
+    /// An alert of the old owner's book.
+    Alert(Box<AlertRecord>),
+    /// A public warning's chain (same id, next version at the new owner).
+    Warning(Box<alerting::publication::PublicWarning>),
+}
+
+/// What one message of a region's alerts lets a new owner continue, if it may: signed by a trusted key for this
+/// subject and region (when keys are trusted), naming the region, about an area of the region. `Err`: refused
+/// (counted by reason).
+fn adoptable(worker: &Worker, region: &str, message: &alerts::StoredAlert) -> Result<Adoptable, ()> {
+    let refuse = |reason: &'static str, why: &dyn std::fmt::Display| {
+        ADOPT_REFUSED.with_label_values(&[reason]).inc();
+        tracing::warn!(subject = %message.subject, reason, why = %why, "alerts-stream message not adopted");
+        Err(())
+    };
+    let opened = match backbone_alerts::open(&worker.keys.trusted, &message.subject, region, &message.payload) {
+        Ok(opened) => opened,
+        Err(refusal) => return refuse(refusal.reason(), &refusal),
+    };
+    let subject_id = alerts::parse_subject(&message.subject).map(|(_, id)| id);
+    let (id, area, adoptable) = match (opened.body.record, opened.body.warning) {
+        (Some(record), _) => {
+            (record.alert.id.clone(), record.alert.area_id.clone(), Adoptable::Alert(Box::new(record)))
+        }
+        (None, Some(w)) => (w.alert.id.clone(), w.alert.area_id.clone(), Adoptable::Warning(Box::new(w))),
+        (None, None) => return refuse("malformed", &"neither an alert's record nor a warning"),
+    };
+    if subject_id != Some(id.as_str()) {
+        return refuse("malformed", &format!("the message is about `{id}`"));
+    }
+    if zone_region(&worker.app, &area).is_some_and(|r| r != region) {
+        return refuse("outside_region", &format!("area `{area}` is in another region"));
+    }
+    Ok(adoptable)
 }
 
 /// One reading publish into the rule windows only, findings dropped: the hot path's validation (`Ingest::process`,

@@ -1,5 +1,8 @@
 //! Signed alert messages between our own processes: a worker signs every alert it publishes to
-//! `alerts/{region}/{id}`; a fan-out node applies nothing it cannot verify against the workers' public keys.
+//! `alerts/{region}/{id}` (on the MQTT cluster) or to `dc.alerts.{region}.{id}` (the NATS backbone's alerts stream,
+//! `backbone_alerts.rs`: the subject takes the topic's place in what is signed); a fan-out node applies nothing it
+//! cannot verify against the workers' public keys, and on the backbone a worker taking a region over adopts nothing
+//! it cannot verify either.
 //!
 //! Why Ed25519 (`ed25519-dalek`) with a key per worker rather than one shared HMAC key: a fan-out node holds only
 //! public keys, so a fan-out node that is broken into (they face the public internet) cannot forge an alert, and one
@@ -108,7 +111,8 @@ impl AlertSigner {
 }
 
 /// What is signed: the format, the topic and the alert's text, each line-separated (a topic holds no newline: MQTT
-/// topics are UTF-8 and ours are checked `alerts/{region}/{id}`; the alert text is last, so nothing can shift).
+/// topics are UTF-8 and ours are checked `alerts/{region}/{id}`, NATS subjects hold no white space; the alert text is
+/// last, so nothing can shift).
 fn signed_bytes(topic: &str, alert: &str) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(FORMAT.len() + topic.len() + alert.len() + 2);
     bytes.extend_from_slice(FORMAT.as_bytes());
@@ -157,6 +161,8 @@ pub enum Refusal {
     BadSignature,
     /// A trusted key signing for a region it is not trusted for.
     KeyRegion { key: String },
+    /// A verified message whose content names another region than its topic (or subject).
+    OutsideRegion(String),
 }
 
 impl Refusal {
@@ -166,7 +172,7 @@ impl Refusal {
             Refusal::Unsigned => "unsigned",
             Refusal::UnknownKey => "unknown_key",
             Refusal::BadSignature => "bad_signature",
-            Refusal::KeyRegion { .. } => "outside_region",
+            Refusal::KeyRegion { .. } | Refusal::OutsideRegion(_) => "outside_region",
         }
     }
 }
@@ -179,6 +185,7 @@ impl fmt::Display for Refusal {
             Refusal::UnknownKey => f.write_str("signed with a key this node does not trust"),
             Refusal::BadSignature => f.write_str("the signature does not verify for this topic and alert"),
             Refusal::KeyRegion { key } => write!(f, "key `{key}` is not trusted for this topic's region"),
+            Refusal::OutsideRegion(why) => write!(f, "outside the topic's region: {why}"),
         }
     }
 }

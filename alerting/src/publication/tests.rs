@@ -270,3 +270,32 @@ fn a_restart_continues_the_chain_and_catches_up_with_the_book() {
     assert_eq!((out[0].alert.id.as_str(), out[0].alert.version), (p.public[0].alert.id.as_str(), 2), "same chain");
     assert_eq!(out[0].alert.state, AlertState::Cleared);
 }
+
+#[test]
+fn a_new_owner_continues_the_warning_it_adopted_instead_of_opening_it_again() {
+    let mut old = Pair::new(UpdatePolicy::default());
+    old.apply(finding("rain", "heavy_rain", "RG1", Some((0, Severity::Moderate)), 50.0), T);
+    old.apply(finding("rain", "heavy_rain", "RG1", Some((1, Severity::Severe)), 110.0), T + MIN);
+    let last = old.public.last().unwrap().clone();
+    assert_eq!(last.alert.version, 2);
+    // The next owner: the alert adopted into its book, then the warning into its publication.
+    let mut new = Pair::new(UpdatePolicy::default());
+    for a in old.book.all() {
+        assert!(new.book.adopt(old.book.record_of(&a.id).unwrap()));
+    }
+    assert!(new.publication.adopt(last.clone(), new.book.all()));
+    assert!(!new.publication.adopt(last.clone(), new.book.all()), "adopted once");
+    assert_eq!(new.publication.warning_of(&last.contributors[0].alert_id), Some(last.alert.id.as_str()));
+    // The rain escalates at the new owner: the same warning, its next version.
+    new.apply(finding("rain", "heavy_rain", "RG1", Some((2, Severity::Severe)), 360.0), T + 2 * MIN);
+    let next = new.public.last().expect("a public version");
+    assert_eq!((next.alert.id.as_str(), next.alert.version), (last.alert.id.as_str(), 3));
+    assert_eq!(next.alert.change, Change::Escalated);
+    // Without adoption the new owner would have opened it again at version 1 under the same id.
+    let mut fresh = Pair::new(UpdatePolicy::default());
+    for a in old.book.all() {
+        fresh.book.adopt(old.book.record_of(&a.id).unwrap());
+    }
+    fresh.apply(finding("rain", "heavy_rain", "RG1", Some((2, Severity::Severe)), 360.0), T + 2 * MIN);
+    assert_eq!(fresh.public.last().map(|w| (w.alert.id.as_str(), w.alert.version)), Some((last.alert.id.as_str(), 1)));
+}

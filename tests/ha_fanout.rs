@@ -1,0 +1,497 @@
+//! High availability on NATS JetStream (issue 23): fan-out nodes on the backbone. A real three-node nats-server
+//! cluster, one front door, one rule worker signing its alert messages (`--signing-key`), two
+//! `serve --cluster … --role fan-out` nodes trusting the worker's public key, citizens' apps on both.
+//!
+//! Asserted: citizens on both fan-out nodes receive each public warning version exactly once; an unsigned message and
+//! one signed by a key nobody trusts, published straight onto `dc.alerts.{county}.{id}` by a NATS client, reach no
+//! citizen and are counted by reason; when a fan-out node is SIGKILLed its citizens reconnect to the other and get
+//! the current warnings (nothing they already had); when the alerts stream's leader is SIGKILLed citizens still get
+//! the next version; when the worker is SIGKILLed the standby worker takes its counties over — refusing an unsigned
+//! copy someone wrote as the alert's last message, continuing from the last signed one — and the warning goes on
+//! with its next version. The time from each kill to the next frame is printed.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::test_support::NatsCluster;
+use common::{device_password, free_port, http_get, Device, SHENMU, TOKEN};
+use disaster_cloud::scale_out::backbone_alerts::{self, Body};
+use disaster_cloud::scale_out::signing::AlertSigner;
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+/// One `disaster-cloud serve --cluster …` process.
+struct Node {
+    child: Child,
+    http: SocketAddr,
+    mqtt: SocketAddr,
+    log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Node {
+    fn start(config: &Path, dir: &Path, urls: &str, name: &str, role: &str, extra: &[&str]) -> Node {
+        let mut args: Vec<String> = [
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            dir.join(name).to_str().unwrap(),
+            "--cluster",
+            urls,
+            "--role",
+            role,
+            "--client-id",
+            name,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::launch(args, dir.join(format!("{name}.log")), None)
+    }
+
+    /// Starts the binary; `http`: the address to use again (a restarted node keeps its address, as behind a load
+    /// balancer).
+    fn launch(args: Vec<String>, log: PathBuf, http: Option<SocketAddr>) -> Node {
+        for _ in 0..4 {
+            let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let http = http.unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+            let child = common::test_env(&mut Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
+                .args(&args)
+                .args(["--http-listen", &http.to_string(), "--mqtt-listen", &mqtt.to_string()])
+                .args(["--mqtt5-listen", &format!("127.0.0.1:{}", free_port()), "--mqtt-tls=false"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
+                .spawn()
+                .expect("the binary starts");
+            let mut node = Node { child, http, mqtt, log: log.clone(), args: args.clone() };
+            match node.wait_ready() {
+                Ok(()) => return node,
+                Err(text) if text.contains("Address already in use") => continue,
+                Err(text) => panic!("{args:?} not ready; log:\n{text}"),
+            }
+        }
+        panic!("no free ports after 4 attempts");
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            if http_get(self.http, "/metrics", Some(TOKEN)).is_some_and(|(s, _)| s == 200) {
+                return Ok(());
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                return Err(self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(self.log())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn metric(&self, sample: &str) -> f64 {
+        let Some((_, body)) = http_get(self.http, "/metrics", Some(TOKEN)) else { return 0.0 };
+        body.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        *self = Self::launch(self.args.clone(), self.log.clone(), Some(self.http));
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A frame a citizen's app received, and when.
+#[derive(Debug, Clone)]
+struct Frame {
+    at: Instant,
+    id: String,
+    version: u64,
+    /// Which connection of the app (0, 1, …): a reconnection starts the next.
+    session: usize,
+    json: serde_json::Value,
+}
+
+/// A citizen's app at Shenmu: every frame it receives, over every connection it makes.
+struct Citizen {
+    name: &'static str,
+    frames: Arc<Mutex<Vec<Frame>>>,
+    sessions: usize,
+    /// Whether the current connection is open.
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Citizen {
+    async fn connect(name: &'static str, http: SocketAddr) -> Citizen {
+        let mut c = Citizen { name, frames: Arc::default(), sessions: 0, open: Arc::default() };
+        c.reconnect(http).await;
+        c
+    }
+
+    /// A (new) connection to `http`, subscribing with `last_seen` = the newest version of every id it received.
+    async fn reconnect(&mut self, http: SocketAddr) {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{http}/ws/citizen")).await.expect("citizen connects");
+        let seen: Vec<serde_json::Value> =
+            self.newest().into_iter().map(|(id, version)| serde_json::json!({"id": id, "version": version})).collect();
+        let subscribe = serde_json::json!({
+            "type": "subscribe", "places": [{"lat": SHENMU.0, "lon": SHENMU.1}], "lang": "en", "last_seen": seen,
+        });
+        ws.send(Message::Text(subscribe.to_string().into())).await.expect("subscribe sent");
+        let session = self.sessions;
+        self.sessions += 1;
+        let (frames, open) = (Arc::clone(&self.frames), Arc::clone(&self.open));
+        open.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut tx = Some(tx);
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = ws.next().await {
+                let Message::Text(text) = message else { continue };
+                let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                if json["type"] == "subscribed" {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                    continue;
+                }
+                if json["type"] != "alert" {
+                    continue;
+                }
+                let id = json["id"].as_str().unwrap_or_default().to_string();
+                let version = json["version"].as_u64().unwrap_or_default();
+                frames.lock().push(Frame { at: Instant::now(), id, version, session, json });
+            }
+            open.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+        tokio::time::timeout(Duration::from_secs(10), rx).await.expect("subscribed in 10 s").expect("subscribed");
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The newest version of every id received.
+    fn newest(&self) -> BTreeMap<String, u64> {
+        let mut newest = BTreeMap::new();
+        for f in self.frames.lock().iter() {
+            let v = newest.entry(f.id.clone()).or_insert(0);
+            *v = (*v).max(f.version);
+        }
+        newest
+    }
+
+    fn frames(&self) -> Vec<Frame> {
+        self.frames.lock().clone()
+    }
+
+    /// Waits for a frame of `id` at `version` (or any id when `id` is empty, then any version ≥ `version`);
+    /// returns when it arrived.
+    async fn wait_for(&self, id: &str, version: u64, within: Duration) -> Instant {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(f) = self.frames.lock().iter().find(|f| {
+                (id.is_empty() || f.id == id) && f.version >= version && (!id.is_empty() || f.version == version)
+            }) {
+                return f.at;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no frame of {id} v{version} within {within:?}; got {:?}",
+                self.name,
+                self.frames().iter().map(|f| (&f.id, f.version, f.session)).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every frame's (id, version) at most once, over all its connections.
+    fn assert_nothing_twice(&self) {
+        let mut count: HashMap<(String, u64), usize> = HashMap::new();
+        for f in self.frames() {
+            *count.entry((f.id.clone(), f.version)).or_default() += 1;
+        }
+        let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "{} received versions twice: {twice:?}", self.name);
+    }
+}
+
+/// Every public warning version the worker wrote to the alerts stream (forgeries left out): id → versions in
+/// stream order.
+async fn warnings_in_stream(urls: &[String]) -> BTreeMap<String, Vec<u64>> {
+    let client = async_nats::connect(urls).await.expect("test client connects");
+    let js = async_nats::jetstream::new(client);
+    let mut warnings: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let Ok(mut stream) = js.get_stream(cluster::alerts::STREAM).await else { return warnings };
+    let state = stream.info().await.expect("info").state.clone();
+    for seq in state.first_sequence.max(1)..=state.last_sequence {
+        let Ok(m) = stream.get_raw_message(seq).await else { continue };
+        let envelope: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+        let body = &envelope["alert"];
+        let Some((_, id)) = cluster::alerts::parse_subject(&m.subject) else { continue };
+        if body["type"] == "public_warning" && body["public"] == true && !id.contains("FORGED") {
+            let id = id.to_string();
+            warnings.entry(id).or_default().push(body["frame"]["version"].as_u64().unwrap_or_default());
+        }
+    }
+    warnings
+}
+
+/// The node currently leading the alerts stream.
+async fn alerts_leader(urls: &[String]) -> String {
+    let client = async_nats::connect(urls).await.expect("test client connects");
+    let js = async_nats::jetstream::new(client);
+    for _ in 0..100 {
+        if let Ok(mut stream) = js.get_stream(cluster::alerts::STREAM).await {
+            if let Some(leader) = stream.info().await.ok().and_then(|i| i.cluster.clone()).and_then(|c| c.leader) {
+                return leader;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the alerts stream has no leader");
+}
+
+fn rain(mm: f64, ts: i64) -> String {
+    format!(r#"{{"ts":{ts},"values":{{"rain_mm":{mm}}}}}"#)
+}
+
+/// A public warning for Shenmu as a worker would write it, under a forger's id.
+fn forged_body(id: &str) -> Body {
+    Body {
+        kind: backbone_alerts::PUBLIC_WARNING.into(),
+        region: "10008".into(),
+        worker: "w-1".into(),
+        worker_url: String::new(),
+        public: true,
+        record: None,
+        warning: None,
+        frame: serde_json::json!({
+            "type": "public_warning", "id": id, "version": 1, "state": "raised", "mode": "Actual",
+            "event": "heavy_rain", "severity": "Extreme", "urgency": "Immediate", "certainty": "Observed",
+            "headline": "Evacuate now", "headlines": {"zh-TW": "立即撤離", "en": "Evacuate now"}, "area": null,
+            "area_id": "dfa-xinyi-shenmu", "area_name": "神木", "sent": "2026-12-06T18:00:00+08:00", "cap": "",
+            "level": "超大豪雨", "value": 999.0, "sensors": ["RG0001"], "acknowledged_by": null,
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_kills() {
+    let mut nats = NatsCluster::start("ha-fanout");
+    let urls = nats.urls();
+    let dir = nats.dir.join("processes");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The workers' keys, made as an operator would (`cluster-key new`: owner-only file, public key printed).
+    let mut keys = Vec::new();
+    for name in ["w-1", "w-2"] {
+        let key = dir.join(format!("{name}.pem"));
+        let made = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
+            .args(["cluster-key", "new", "--out", key.to_str().unwrap(), "--name", name])
+            .output()
+            .expect("cluster-key runs");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let printed = String::from_utf8_lossy(&made.stdout);
+        let public = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("public_key = \"").and_then(|l| l.strip_suffix('"')))
+            .unwrap_or_else(|| panic!("no public key printed: {printed}"))
+            .to_string();
+        keys.push((name, key, public));
+    }
+    let trusted: String = keys
+        .iter()
+        .map(|(name, _, public)| {
+            format!(
+                "\n[[cluster.trusted_workers]]\nname = \"{name}\"\npublic_key = \"{public}\"\n\
+                 regions = [\"10007\", \"10008\", \"10009\", \"10017\", \"63000\", \"64000\"]\n"
+            )
+        })
+        .collect();
+    // Leases at their default ttl (10 s): shorter ones can expire while the leases bucket elects a new leader, and
+    // this test kills NATS nodes, not workers.
+    let config = common::config_copy("ha-fanout", |text| {
+        text.replace("dissemination = \"dissemination.toml\"\n", "") + "\n[cluster]\n" + &trusted
+    });
+    let args = nats.urls_arg();
+    let fd = Node::start(&config, &dir, &args, "fd-1", "front-door", &[]);
+    let key_of = |i: usize| keys[i].1.to_str().unwrap().to_string();
+    let mut w1 = Node::start(&config, &dir, &args, "w-1", "worker", &["--signing-key", &key_of(0)]);
+    let mut fan = [
+        Node::start(&config, &dir, &args, "fan-1", "fan-out", &[]),
+        Node::start(&config, &dir, &args, "fan-2", "fan-out", &[]),
+    ];
+    let counties = 6.0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w1.metric("dc_cluster_regions_owned") < counties {
+        assert!(Instant::now() < deadline, "w-1 did not take the counties: {}", w1.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // w-2 stands by: every county is w-1's.
+    let w2 = Node::start(&config, &dir, &args, "w-2", "worker", &["--signing-key", &key_of(1)]);
+    let mut c1 = Citizen::connect("c1 (fan-1, then fan-2)", fan[0].http).await;
+    let c2 = Citizen::connect("c2 (fan-2)", fan[1].http).await;
+
+    // Heavy rain at Shenmu: 大雨 → the public warning's first version, on both nodes.
+    let now = common::now_ms();
+    let mut gauge = Device::connect(fd.mqtt, "RG0001", &device_password("RG0001")).await.unwrap();
+    gauge.publish("sensors/RG0001/readings", rain(50.0, now - 300_000)).await;
+    gauge.wait_acks(1).await;
+    let first = c2.wait_for("", 1, Duration::from_secs(30)).await;
+    let warning = c2.frames().iter().find(|f| f.at == first).unwrap().clone();
+    assert!(warning.id.starts_with("W-"), "{:?}", warning.json);
+    assert_eq!(warning.json["event"], "heavy_rain", "{:?}", warning.json);
+    c1.wait_for(&warning.id, 1, Duration::from_secs(10)).await;
+    println!("warning {} v1 on both fan-out nodes", warning.id);
+
+    // Forgeries straight onto the alerts stream by anyone with NATS access: unsigned, and signed by a stranger.
+    let client = async_nats::connect(urls.as_slice()).await.expect("test client connects");
+    let js = async_nats::jetstream::new(client);
+    let forged = [("W-FORGED-UNSIGNED", None), ("W-FORGED-STRANGER", Some(AlertSigner::generate()))];
+    for (id, signer) in &forged {
+        let subject = cluster::alerts::subject("10008", id).unwrap();
+        let payload = backbone_alerts::seal(signer.as_ref(), &subject, &forged_body(id));
+        js.publish(subject, payload).await.expect("published").await.expect("stored");
+    }
+    // The worker's own signed message of the real warning, replayed under another id: the signature covers the
+    // subject.
+    let real = cluster::alerts::subject("10008", &warning.id).unwrap();
+    let stream = js.get_stream(cluster::alerts::STREAM).await.expect("the alerts stream");
+    let genuine = stream.get_last_raw_message_by_subject(&real).await.expect("the warning's message");
+    let moved = cluster::alerts::subject("10008", "W-FORGED-MOVED").unwrap();
+    js.publish(moved, genuine.payload.clone()).await.expect("published").await.expect("stored");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for node in &fan {
+        for reason in ["unsigned", "unknown_key", "bad_signature"] {
+            let sample = format!("dc_cluster_alerts_received_total{{outcome=\"{reason}\"}}");
+            while node.metric(&sample) < 1.0 {
+                assert!(Instant::now() < deadline, "{reason} never counted: {}", node.log());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    println!("forged messages refused and counted on both nodes");
+
+    // fan-1 dies. Its citizen reconnects to fan-2 (the load balancer's choice) while the rain escalates: 豪雨.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fan[0].kill9();
+    let killed = Instant::now();
+    gauge.publish("sensors/RG0001/readings", rain(60.0, now - 240_000)).await;
+    gauge.wait_acks(1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c1.is_open() {
+        assert!(Instant::now() < deadline, "c1's connection outlived its node");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c1.reconnect(fan[1].http).await;
+    let next = c1.wait_for(&warning.id, 2, Duration::from_secs(30)).await;
+    println!("SIGKILL fan-1 → its citizen's next frame (v2, on fan-2) {:?} after the kill", next - killed);
+    c2.wait_for(&warning.id, 2, Duration::from_secs(10)).await;
+    // A node that starts now reads the stream's current state before it serves: a new app there gets v2 at once.
+    fan[0].restart();
+    let c3 = Citizen::connect("c3 (restarted fan-1)", fan[0].http).await;
+    c3.wait_for(&warning.id, 2, Duration::from_secs(10)).await;
+    println!("fan-1 restarted: a new citizen there got the current warning");
+
+    // The alerts stream's leader dies; the next version (大豪雨) still reaches every citizen once.
+    let leader = alerts_leader(&urls).await;
+    let index = nats.index_of(&leader).expect("one of ours");
+    nats.kill(index);
+    let killed = Instant::now();
+    println!("SIGKILL alerts-stream leader {leader}");
+    gauge.publish("sensors/RG0001/readings", rain(250.0, now - 180_000)).await;
+    // The front door's PUBACK waits for the readings stream, which may have lost its leader too.
+    let acked = tokio::time::timeout(Duration::from_secs(60), gauge.wait_acks(1)).await;
+    assert!(acked.is_ok(), "no PUBACK within 60 s with one node down");
+    for c in [&c1, &c2, &c3] {
+        let at = c.wait_for(&warning.id, 3, Duration::from_secs(60)).await;
+        println!("SIGKILL alerts-stream leader → {}: v3 {:?} after the kill", c.name, at - killed);
+    }
+    nats.restart(index);
+
+    // Someone with NATS access writes an unsigned copy of the heavy-rain alert onto its own subject, so that it is
+    // the subject's last message; then w-1 dies. w-2 takes the counties over, refuses the copy, goes back to the
+    // last signed version, continues the alert and its public warning: the next version (超大豪雨) reaches every
+    // citizen as v4 of the same warning.
+    let alert_id = c2.frames().iter().rev().find(|f| f.id == warning.id).unwrap().json["contributors"][0]["alert_id"]
+        .as_str()
+        .expect("the warning names its alert")
+        .to_string();
+    let alert_subject = cluster::alerts::subject("10008", &alert_id).unwrap();
+    let stream = js.get_stream(cluster::alerts::STREAM).await.expect("the alerts stream");
+    let genuine = stream.get_last_raw_message_by_subject(&alert_subject).await.expect("the alert's message");
+    let envelope: serde_json::Value = serde_json::from_slice(&genuine.payload).unwrap();
+    let genuine_version = envelope["alert"]["record"]["alert"]["version"].as_u64().expect("a version");
+    let plain = envelope["alert"].to_string();
+    js.publish(alert_subject.clone(), plain.into()).await.expect("published").await.expect("stored");
+    w1.kill9();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(40);
+    while w2.metric("dc_cluster_regions_owned") < counties {
+        assert!(Instant::now() < deadline, "w-2 did not take over: {}", w2.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("SIGKILL w-1 → w-2 owns every county {:?} later", killed.elapsed());
+    assert!(w2.metric("dc_cluster_adopt_refused_total{reason=\"unsigned\"}") >= 1.0, "{}", w2.log());
+    assert!(w2.metric("dc_cluster_alerts_adopted") >= 1.0, "w-2 adopted nothing: {}", w2.log());
+    gauge.publish("sensors/RG0001/readings", rain(150.0, now - 120_000)).await;
+    gauge.wait_acks(1).await;
+    for c in [&c1, &c2, &c3] {
+        let at = c.wait_for(&warning.id, 4, Duration::from_secs(30)).await;
+        println!("SIGKILL w-1 → {}: v4 {:?} after the kill", c.name, at - killed);
+    }
+    // The heavy-rain alert itself went on at w-2 (same id, next version, signed), not raised again under a new id.
+    let last = stream.get_last_raw_message_by_subject(&alert_subject).await.expect("the alert's message");
+    let envelope: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+    let body = &envelope["alert"];
+    assert_eq!(
+        (envelope["format"].as_str(), body["worker"].as_str(), body["record"]["alert"]["version"].as_u64()),
+        (Some("dc-signed-alert/1"), Some("w-2"), Some(genuine_version + 1)),
+        "{envelope}"
+    );
+
+    // Each citizen: no (id, version) twice over all its connections; c2, connected throughout, got every version of
+    // every warning it heard of exactly as the stream holds them; none of them heard a forgery.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stream = warnings_in_stream(&urls).await;
+    println!("public warnings in the stream: {stream:?}");
+    assert_eq!(stream.get(&warning.id).map(Vec::as_slice), Some([1, 2, 3, 4].as_slice()), "{stream:?}");
+    for c in [&c1, &c2, &c3] {
+        c.assert_nothing_twice();
+        let heard: Vec<_> = c.frames().iter().map(|f| (f.id.clone(), f.version, f.session)).collect();
+        println!("{}: {heard:?}", c.name);
+        assert!(c.frames().iter().all(|f| !f.id.contains("FORGED")), "{} heard a forgery: {heard:?}", c.name);
+    }
+    for (id, versions) in &stream {
+        let got: Vec<u64> = c2.frames().iter().filter(|f| &f.id == id).map(|f| f.version).collect();
+        if !got.is_empty() {
+            assert_eq!(&got, versions, "c2's versions of {id}");
+        }
+    }
+    let c1_versions: Vec<u64> = c1.frames().iter().filter(|f| f.id == warning.id).map(|f| f.version).collect();
+    assert_eq!(c1_versions, [1, 2, 3, 4], "c1 across its two nodes");
+    for node in fan.iter().chain([&fd, &w2]) {
+        assert!(!node.log().contains("panicked"), "{}", node.log());
+    }
+    let applied: f64 = fan.iter().map(|n| n.metric("dc_cluster_alerts_received_total{outcome=\"applied\"}")).sum();
+    println!("applied on the fan-out nodes now running: {applied}");
+}
