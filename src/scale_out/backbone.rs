@@ -279,7 +279,8 @@ impl BackboneRole {
                 return Ok(());
             }
             BackboneRoleKind::Dissemination => {
-                super::disseminator::start(Arc::clone(app), backbone, self.lease_ttl, Arc::clone(&self.trusted)).await?;
+                super::disseminator::start(Arc::clone(app), backbone, self.lease_ttl, Arc::clone(&self.trusted))
+                    .await?;
                 tracing::info!(role = ?self.kind, cluster = %self.config.urls.join(","), name = %self.config.name, lease_ttl = ?self.lease_ttl, "cluster role started");
                 return Ok(());
             }

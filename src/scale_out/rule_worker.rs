@@ -630,7 +630,7 @@ async fn prune_ended(worker: Arc<Worker>, retention: Duration) {
             let now = now_ms();
             for message in latest {
                 let expired = now.saturating_sub(message.stored_ms) >= retention.as_millis() as i64;
-                if !expired || !ended(&message.payload) {
+                if !expired || !ended(&worker.keys.trusted, &region, &message.subject, &message.payload) {
                     continue;
                 }
                 // Only while the region is ours: a new owner prunes it itself.
@@ -662,14 +662,18 @@ async fn prune_ended(worker: Arc<Worker>, retention: Duration) {
     }
 }
 
-/// Whether an alerts-stream message is an alert's final version (cleared or cancelled: an ended alert never changes
-/// again; a return of its hazard is a new alert).
-fn ended(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        record: AlertRecord,
-    }
-    serde_json::from_slice::<Body>(body).is_ok_and(|b| !b.record.alert.state.is_active())
+/// Whether an alerts-stream message is the final version of an alert or of a public warning (cleared or
+/// cancelled: an ended alert never changes again; a return of its hazard is a new alert). The message is read as
+/// every reader reads it (`backbone_alerts::open`: the workers' envelope, checked against the trusted keys when there
+/// are any); one that cannot be read is not pruned here (adoption refuses and counts it).
+fn ended(trusted: &TrustedKeys, region: &str, subject: &str, payload: &[u8]) -> bool {
+    let Ok(opened) = backbone_alerts::open(trusted, subject, region, payload) else { return false };
+    let alert = match (&opened.body.record, &opened.body.warning) {
+        (Some(record), _) => &record.alert,
+        (None, Some(warning)) => &warning.alert,
+        (None, None) => return false,
+    };
+    !alert.state.is_active()
 }
 
 async fn save_mark(worker: &Worker, region: &str, state: &mut Owned, sequence: u64) {
