@@ -153,8 +153,9 @@ pub struct RuleEngine {
     /// Road segment → (zone, metres) of every zone within `MAX_NEAR_M` (itself at 0): what `within_m` conditions
     /// read. Distances are fixed by the zones, not the rules, so a reload keeps them.
     near: HashMap<u32, Vec<(u32, f64)>, ahash::RandomState>,
-    /// Zone → the road segments listing it in `near`: whose `within_m` rules a change there re-evaluates.
-    near_rev: HashMap<u32, Vec<u32>, ahash::RandomState>,
+    /// Zone → the road segments listing it in `near`, with the distance: whose `within_m` rules a change there
+    /// re-evaluates (those within the rule's reach).
+    near_rev: HashMap<u32, Vec<(u32, f64)>, ahash::RandomState>,
 }
 
 /// The farthest a `within_m` condition may reach (validated in `rules.rs`).
@@ -262,7 +263,7 @@ impl RuleEngine {
             }
             let r = interned[i];
             self.roads.insert(r, (*road).clone());
-            let list: Vec<(u32, f64)> = zones
+            let mut list: Vec<(u32, f64)> = zones
                 .iter()
                 .enumerate()
                 .filter_map(|(j, other)| {
@@ -270,10 +271,14 @@ impl RuleEngine {
                     d.map(|d| (interned[j], d))
                 })
                 .collect();
-            for &(z, _) in &list {
+            // Nearest first (a stable sort: equally near zones stay in zone order), so `within_m` conditions stop
+            // at their reach.
+            list.sort_by(|a, b| a.1.total_cmp(&b.1));
+            for &(z, metres) in &list {
                 let back = self.near_rev.entry(z).or_default();
-                if !back.contains(&r) {
-                    back.push(r);
+                match back.iter_mut().find(|(road, _)| *road == r) {
+                    Some(known) => known.1 = metres,
+                    None => back.push((r, metres)),
                 }
             }
             self.near.insert(r, list);

@@ -206,11 +206,12 @@ fn cond_holds(cond: &Cond, ctx: &Ctx<'_>, relax: bool, counters: &mut EngineCoun
 
 /// The nearest zone within `within_m` of the context's zone where `rule` is at `level` or above: (zone, metres).
 pub(super) fn near_hit(ctx: &Ctx<'_>, rule: u16, level: u8, within_m: f64) -> Option<(u32, f64)> {
+    // `near` is sorted nearest first (ties in zone order), so the first hit is the nearest and the walk stops at the
+    // edge of `within_m` instead of visiting every zone within 50 km.
     ctx.near
         .iter()
-        .filter(|(_, d)| *d <= within_m)
-        .filter(|(z, _)| ctx.areas.get(&area_key(rule, *z)).is_some_and(|a| a.count_at_least(level) > 0))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .take_while(|(_, d)| *d <= within_m)
+        .find(|(z, _)| ctx.areas.get(&area_key(rule, *z)).is_some_and(|a| a.count_at_least(level) > 0))
         .copied()
 }
 

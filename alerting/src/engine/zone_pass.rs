@@ -114,23 +114,31 @@ impl RuleEngine {
         } else {
             Vec::new()
         };
-        let order = self.plan.derived_order.clone();
-        for d in order {
+        // By index: the loop calls `&mut self` methods, and cloning the order for every step was a heap allocation
+        // per reading that changed a level.
+        for i in 0..self.plan.derived_order.len() {
+            let d = self.plan.derived_order[i];
             let reads = &self.plan.rules[d as usize].reads;
             let mut zones: Vec<u32> = if all {
                 everywhere.clone()
             } else {
                 self.touched.iter().filter(|(r, _)| reads.contains(r)).map(|(_, z)| *z).collect()
             };
-            // `within_m` conditions: a change in a zone re-evaluates the road segments within reach of it.
-            if !all && !self.plan.rules[d as usize].near_reads.is_empty() {
-                let near_reads = &self.plan.rules[d as usize].near_reads;
-                let reached: Vec<u32> = self
+            // `within_m` conditions: a change in a zone re-evaluates the road segments within this rule's reach of
+            // it. `near_rev` lists every segment up to `MAX_NEAR_M` (50 km) away; a segment farther than the rule's
+            // largest `within_m` cannot see the change (its conditions read only zones within that distance), and
+            // re-evaluating the dozens of segments in 50 km of every rain or slope zone on each level change was
+            // the largest cost of the traffic rules.
+            let rule = &self.plan.rules[d as usize];
+            if !all && !rule.near_reads.is_empty() {
+                let (near_reads, reach) = (&rule.near_reads, rule.near_reach);
+                let reached = self
                     .touched
                     .iter()
                     .filter(|(r, _)| near_reads.contains(r))
-                    .flat_map(|(_, z)| self.near_rev.get(z).into_iter().flatten().copied())
-                    .collect();
+                    .flat_map(|(_, z)| self.near_rev.get(z).into_iter().flatten())
+                    .filter(|(_, metres)| *metres <= reach)
+                    .map(|(road, _)| *road);
                 zones.extend(reached);
             }
             zones.sort_unstable();
@@ -150,9 +158,14 @@ impl RuleEngine {
         }
         let key = area_key(d, z);
         let mut current = self.areas.get(&key).and_then(|a| a.level_of(AREA_MEMBER)).unwrap_or(NONE);
-        let adopted_key = (rule.id.clone(), zone.id.to_string(), String::new());
         let mut announce = false;
-        if let Some(level) = self.adopted.remove(&adopted_key) {
+        // The key is built only when the book left levels to adopt (two allocations per evaluation otherwise).
+        let adopted = if self.adopted.is_empty() {
+            None
+        } else {
+            self.adopted.remove(&(rule.id.clone(), zone.id.to_string(), String::new()))
+        };
+        if let Some(level) = adopted {
             current = level;
             announce = true;
             set_member(&mut self.areas, key, AREA_MEMBER, level, BTreeMap::new(), Vec::new());
@@ -169,14 +182,12 @@ impl RuleEngine {
             near: self.near.get(&z).map_or(&[][..], Vec::as_slice),
         };
         let decision = decide(&ctx, current, &mut self.counters);
-        let cause = near_cause(&ctx, decision.level);
         let next = decision.level;
         if next == NONE && current == NONE && !announce {
             return;
         }
         // Evidence: the sensors behind the rules read here, transitively through zone-wide inputs.
         let mut evidence: BTreeSet<u32> = BTreeSet::new();
-        let mut values: BTreeMap<String, String> = BTreeMap::new();
         let mut inputs: Vec<&Member> = Vec::new();
         for &r in &rule.reads {
             if r == FORECAST || r == EXTERNAL {
@@ -187,13 +198,31 @@ impl RuleEngine {
             }
         }
         inputs.sort_by_key(|m| m.level);
-        for m in inputs {
+        for m in &inputs {
             if m.sensor == AREA_MEMBER {
                 evidence.extend(m.evidence.iter().copied());
             } else {
                 evidence.insert(m.sensor);
             }
-            values.extend(m.values.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let evidence: Vec<u32> = evidence.into_iter().collect();
+        let old_evidence = self.areas.get(&key).and_then(|a| a.members.iter().find(|m| m.sensor == AREA_MEMBER));
+        // Same level, same sensors behind it: nothing to tell. More sensors agreeing is an update of the alert.
+        // Decided before the values are gathered: copying every member's values (dozens of rain gauges in a
+        // debris-flow area, every detector of a road) only to drop them was most of this function's cost.
+        if next == current && !announce && old_evidence.is_some_and(|m| m.evidence == evidence) {
+            return;
+        }
+        let cause = near_cause(&ctx, next);
+        // Later members (higher levels) win a key, as extending in order would; walking them backwards and keeping
+        // the first copy of each key clones each key once instead of once per member.
+        let mut values: BTreeMap<String, String> = BTreeMap::new();
+        for m in inputs.iter().rev() {
+            for (k, v) in &m.values {
+                if !values.contains_key(k) {
+                    values.insert(k.clone(), v.clone());
+                }
+            }
         }
         if let (Some(f), Some(name)) = (ctx.forecast, forecast_key(rule, &self.plan)) {
             values.insert(format!("forecast_{name}"), format!("{f:.1}"));
@@ -218,12 +247,6 @@ impl RuleEngine {
             values.insert("caused_by_event".into(), cause_rule.event.clone());
             values.insert("caused_by_area".into(), self.zones[cz as usize].id.to_string());
             values.insert("caused_by_distance_m".into(), format!("{metres:.0}"));
-        }
-        let evidence: Vec<u32> = evidence.into_iter().collect();
-        let old_evidence = self.areas.get(&key).and_then(|a| a.members.iter().find(|m| m.sensor == AREA_MEMBER));
-        // Same level, same sensors behind it: nothing to tell. More sensors agreeing is an update of the alert.
-        if next == current && !announce && old_evidence.is_some_and(|m| m.evidence == evidence) {
-            return;
         }
         let evidence_ids: Vec<String> = evidence.iter().map(|&s| self.sensors[s as usize].id.to_string()).collect();
         let finding = Finding {
