@@ -135,6 +135,8 @@ pub(crate) struct CRule {
     pub reads: Vec<u16>,
     /// The rules of `reads` read through `within_m` (in other zones within reach).
     pub near_reads: Vec<u16>,
+    /// The largest `within_m` of the rule's conditions (0 without any): how far away a change can matter to it.
+    pub near_reach: f64,
 }
 
 impl CRule {
@@ -275,6 +277,7 @@ impl Plan {
                 .collect();
             near_reads.sort_unstable();
             near_reads.dedup();
+            let near_reach = conditions(rule).filter_map(|c| c.within_m).fold(0.0, f64::max);
             let window = rule.window.unwrap_or(3_600_000) as i64;
             let speed_below = conditions(rule).find_map(|c| c.speed_below);
             rules.push(CRule {
@@ -296,6 +299,7 @@ impl Plan {
                 publish: rule.publish,
                 reads,
                 near_reads,
+                near_reach,
             });
         }
 

@@ -32,6 +32,9 @@ struct Detector {
     classes: Vec<(u32, TrafficClass)>,
     /// Per road zone: metres along the segment's centre line (upstream = smaller), when known.
     along: Vec<(u32, f64)>,
+    /// The road zones the detector stands in (as last placed): what `classify` decides for, without searching
+    /// every segment's detectors on each reading.
+    zones: Vec<u32>,
 }
 
 /// The detectors of every road segment.
@@ -59,6 +62,9 @@ impl TrafficBoard {
             seg.remove(&s);
         }
         d.along = zones.iter().filter_map(|&(z, a)| a.map(|a| (z, a))).collect();
+        d.zones = zones.iter().map(|&(z, _)| z).collect();
+        d.zones.sort_unstable();
+        d.zones.dedup();
         d.classes.retain(|(z, _)| zones.iter().any(|(y, _)| y == z));
         for &(z, _) in zones {
             self.segments.entry(z).or_default().insert(s);
@@ -121,9 +127,8 @@ impl TrafficBoard {
     /// Decides detector `s`'s class on each of its road zones as of its newest reading set, and remembers it.
     pub fn classify(&mut self, s: u32, settings: &TrafficSettings, sensor_id: &str) {
         let Some(d) = self.detectors.get(&s) else { return };
-        let zones: Vec<u32> = self.segments.iter().filter(|(_, v)| v.contains(&s)).map(|(z, _)| *z).collect();
-        let mut classes = Vec::with_capacity(zones.len());
-        for z in zones {
+        let mut classes = Vec::with_capacity(d.zones.len());
+        for &z in &d.zones {
             let was = d.classes.iter().find(|(y, _)| *y == z).map_or(TrafficClass::Normal, |c| c.1);
             let class = self.decide(s, d, z, was, settings, sensor_id);
             classes.push((z, class));
@@ -155,14 +160,11 @@ impl TrafficBoard {
         let Some(now) = d.samples.back().map(|x| x.ts) else { return TrafficClass::Normal };
         let fresh_from = now.saturating_sub(t.neighbour_fresh_for as i64);
         let mine = d.along.iter().find(|(y, _)| *y == z).map(|a| a.1);
-        // The neighbours' newest fresh reading sets, with whether they are upstream of this detector.
-        let neighbours: Vec<(Sample, bool)> = self
-            .segments
-            .get(&z)
-            .into_iter()
-            .flatten()
-            .filter(|&&n| n != s)
-            .filter_map(|n| {
+        // The neighbours' newest fresh reading sets, with whether they are upstream of this detector. Walked only
+        // when the detector's own readings leave the class open (most readings are of flowing traffic, and a
+        // segment may carry dozens of detectors), and only as far as the answer needs.
+        let neighbours = || {
+            self.segments.get(&z).into_iter().flatten().filter(move |&&n| n != s).filter_map(move |n| {
                 let nd = self.detectors.get(n)?;
                 let last = *nd.samples.back()?;
                 if last.ts < fresh_from {
@@ -176,9 +178,19 @@ impl TrafficBoard {
                 };
                 Some((last, upstream))
             })
-            .collect();
+        };
         let flowing = |x: &Sample| x.speed >= t.normal_speed_kmh && x.flow > 0.0;
-        let all_neighbours_flow = !neighbours.is_empty() && neighbours.iter().all(|(x, _)| flowing(x));
+        // At least one fresh neighbour, and every fresh neighbour flowing.
+        let all_neighbours_flow = || {
+            let mut any = false;
+            for (x, _) in neighbours() {
+                if !flowing(&x) {
+                    return false;
+                }
+                any = true;
+            }
+            any
+        };
 
         // A broken detector first: what it reports cannot be believed, whatever it says.
         let stuck = held(d, t.fault_after as i64, |x| x.speed <= t.blocked_speed_kmh);
@@ -187,16 +199,18 @@ impl TrafficBoard {
             let same = |x: &Sample| x.speed == n.speed && x.flow == n.flow && x.occupancy == n.occupancy;
             d.samples.iter().filter(|x| same(x)).count() >= 3 && held(d, t.flat_for as i64, same)
         });
-        if (stuck && all_neighbours_flow) || (frozen && (newest.is_some_and(|n| n.flow > 0.0) || all_neighbours_flow)) {
+        if (stuck && all_neighbours_flow())
+            || (frozen && (newest.is_some_and(|n| n.flow > 0.0) || all_neighbours_flow()))
+        {
             return TrafficClass::DeviceFault;
         }
 
         let stalled = |x: &Sample| x.speed <= t.blocked_speed_kmh && x.occupancy >= t.blocked_occupancy_pct;
-        let upstream_queue = neighbours.iter().any(|(x, up)| *up && x.occupancy >= t.blocked_occupancy_pct);
+        let upstream_queue = || neighbours().any(|(x, up)| up && x.occupancy >= t.blocked_occupancy_pct);
         let blocked_now = held(d, t.blocked_for as i64, stalled)
-            || (upstream_queue && held(d, t.blocked_for as i64, |x| x.flow <= 0.0));
+            || (held(d, t.blocked_for as i64, |x| x.flow <= 0.0) && upstream_queue());
         // Entering: not while every neighbour flows (a blockage between them would stop one of them too).
-        if blocked_now && !all_neighbours_flow {
+        if blocked_now && !all_neighbours_flow() {
             return TrafficClass::Blocked;
         }
         // Leaving: only on its own readings, after `recovered_for` of flowing; neighbours flowing again first is
