@@ -217,7 +217,7 @@ fn poisson(mean: f64, rng: &mut StdRng) -> u32 {
 /// Which part of the week a local hour of `day` is in (for telling where operators' alerts come from).
 fn part_of_week(day: &Day, h: f64) -> &'static str {
     let rush = day.rushes.iter().any(|(start, length, _)| h >= start - 0.5 && h <= start + length + 0.5);
-    if h < 5.0 || h >= 22.0 {
+    if !(5.0..22.0).contains(&h) {
         "night"
     } else if day.weekend {
         "weekend day"

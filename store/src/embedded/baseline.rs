@@ -41,7 +41,7 @@ pub const MAX_AHEAD_MS: i64 = 24 * 3_600_000;
 type Pending = HashMap<(i64, i64), (f64, i64)>;
 
 /// The writer's part of the baseline: which detectors are tracked, and the batch's slots before they are written.
-pub struct SpeedBaseline {
+pub(crate) struct SpeedBaseline {
     /// Tracked detector ids (sensor ids, the `series.sensor_id` of their `speed_kmh` series).
     tracked: HashSet<String>,
     /// How long slots are kept (`baseline_weeks`).
@@ -63,10 +63,6 @@ impl SpeedBaseline {
 
     pub fn tracks(&self, sensor_id: &str) -> bool {
         self.tracked.contains(sensor_id)
-    }
-
-    pub fn tracked(&self) -> usize {
-        self.tracked.len()
     }
 
     /// Slots before this (exclusive) are outside the window, given the newest event time stored.
