@@ -78,7 +78,7 @@ pub async fn start_with(
     };
     app.publish_warnings(warnings);
     tokio::spawn(crate::hot_path::housekeeping(Arc::clone(&app), alerts_dir.clone()));
-    tokio::spawn(crate::traffic_baseline::keep_learning(Arc::clone(&app), cfg.store.retention_days));
+    tokio::spawn(crate::traffic_baseline::keep_learning(Arc::clone(&app)));
     #[cfg(unix)]
     tokio::spawn(crate::rules_admin::reload_on_sighup({
         let app = Arc::clone(&app);
@@ -207,7 +207,13 @@ pub fn build(
     }
     let store = match data_dir {
         Some(dir) if files.readings_store => {
-            Some(Arc::new(store::ReadingStore::open(dir, cfg.store.clone()).context("opening the readings store")?))
+            let store = store::ReadingStore::open(dir, cfg.store.clone()).context("opening the readings store")?;
+            // The speed baseline keeps the registry's vehicle detectors (and only those): the current ones and every
+            // later change, under one write lock so that no change falls between them.
+            let mut registry = ingest.registry().write();
+            store.track_detectors(registry.iter());
+            registry.observe(store.registry_observer());
+            Some(Arc::new(store))
         }
         _ => None,
     };

@@ -206,3 +206,84 @@ async fn a_stuck_detector_on_ph21_is_a_device_fault_not_a_closure() {
     }
     assert!(frames.iter().all(|f| f["type"] != "public_warning"), "nothing public");
 }
+
+/// `slowed` from weeks the raw store no longer holds: the data dir's readings store has four weeks of PH21's normal
+/// (about 70 km/h at every hour) but, retention done, raw readings of the last week only; the server learns each
+/// detector's normal from the store's long-term speed baseline at start, and two detectors at 20 km/h for a quarter
+/// of an hour are "slowed" (operators, and the segment's correlation), nothing public.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ph21_far_below_its_normal_is_slowed_learned_from_weeks_past_raw_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let detectors = ["VD0101", "VD0102", "VD0103"];
+    let now = now_ms();
+    let live_from = now - 16 * 60_000;
+    {
+        let store = store::ReadingStore::open(dir.path(), store::StoreConfig::default()).unwrap();
+        let registry = ingest::SensorRegistry::from_toml(
+            include_str!("../config/sensors.toml"),
+            std::path::Path::new("config/sensors.toml"),
+        )
+        .unwrap();
+        // What `serve` does at start: the registry's detectors get a long-term baseline.
+        store.track_detectors(registry.iter());
+        let week = 7 * 24 * 3_600_000;
+        let mut readings = Vec::new();
+        let mut ts = live_from - 4 * week;
+        let mut k = 0u64;
+        while ts < live_from - 60_000 {
+            for id in detectors {
+                let value = 70.0 + (k % 5) as f64 - 2.0;
+                readings.push(ingest::Reading {
+                    sensor_id: id.into(),
+                    ts_ms: ts,
+                    metric: ingest::Metric::SpeedKmh,
+                    value,
+                    position: None,
+                });
+            }
+            ts += 5 * 60_000;
+            k += 1;
+        }
+        assert!(store.append(&readings));
+        store.flush().unwrap();
+        assert!(store.enforce_retention(now).unwrap() > 0, "retention took the older raw readings");
+        let old =
+            store.history("VD0101", ingest::Metric::SpeedKmh, live_from - 4 * week, now - 8 * 24 * 3_600_000, None);
+        assert!(old.unwrap().is_empty(), "raw readings older than a week are gone");
+        store.shutdown();
+    }
+    let server = Server::start_in(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.metric("dc_traffic_baseline_detectors") < 3.0 {
+        assert!(Instant::now() < deadline, "no baseline learned; log:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let mut operator = server.operator().await;
+    for id in ["VD0101", "VD0102"] {
+        let mut device = common::Device::connect(server.mqtt, id, &common::device_password(id)).await.unwrap();
+        for m in 0..16 {
+            let payload = serde_json::json!({
+                "ts": live_from + m * 60_000,
+                "values": {"speed_kmh": 20.0 + (m % 3) as f64, "flow_veh_h": 300.0 + (m % 4) as f64, "occupancy_pct": 14.0},
+            });
+            device.publish(&format!("sensors/{id}/readings"), payload.to_string()).await;
+        }
+        device.wait_acks(16).await;
+    }
+    let slowed = operator
+        .alert_where(Duration::from_secs(30), |a| a["rule"] == "road-slowed" && a["state"] == "raised")
+        .await
+        .unwrap_or_else(|| panic!("no road-slowed alert; log:\n{}", server.log()));
+    assert_eq!(slowed["area_id"], PH21);
+    assert_eq!(
+        slowed["level"], "路段車流嚴重延滯（多站確認）",
+        "traffic far slower than normal, two detectors: {slowed}"
+    );
+    let snapshot = server.snapshot().await;
+    let alerts = snapshot["alerts"].as_array().unwrap();
+    let detector: Vec<&Value> = alerts.iter().filter(|a| a["rule"] == "traffic-detector").collect();
+    assert!(!detector.is_empty() && detector.iter().all(|a| a["level"] == "車流嚴重延滯"), "{detector:#?}");
+    assert!(alerts.iter().all(|a| a["rule"] != "road-blocked" && a["rule"] != "traffic-device-fault"), "{alerts:#?}");
+    assert!(snapshot["public_warnings"].as_array().unwrap().is_empty(), "slowed is for operators only");
+}

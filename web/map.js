@@ -39,6 +39,8 @@ const HAZARDS = {
   heavy_rain: '豪雨 Heavy rain', debris_flow: '土石流 Debris flow', river_level: '河川水位 River level',
   road_flooding: '道路淹水 Road flooding', air_quality: '空氣品質 Air quality', earthquake: '地震 Earthquake',
   sensor_silent: '感測器失聯 Sensor silent', gas_leak: '氣體外洩 Gas leak', typhoon: '颱風 Typhoon',
+  landslide: '崩塌 Landslide', road_blocked: '道路阻斷 Road blocked', sensor_fault: '感測器故障 Sensor fault',
+  hazmat_geofence: '危險物品車輛 Hazmat vehicle',
 };
 const hazardName = (event) => HAZARDS[event] || event;
 const ACTIVE = new Set(['raised', 'updated']);
@@ -80,12 +82,16 @@ window.dcMap = map;  // for tests and for operators' consoles
 map.createPane('dcCells').style.zIndex = 380;
 const geofencePane = map.createPane('dcGeofence');
 geofencePane.style.zIndex = 450; geofencePane.style.pointerEvents = 'none';
+// Cause and effect (a road blocked by a landslide): arrows over the areas and the geofence, under the markers.
+map.createPane('dcLinks').style.zIndex = 460;
 const layers = {
   zones: L.layerGroup().addTo(map), alerts: L.layerGroup().addTo(map), geofence: L.layerGroup().addTo(map),
+  links: L.layerGroup().addTo(map),
   partners: L.layerGroup().addTo(map), reports: L.layerGroup().addTo(map), sensors: L.layerGroup().addTo(map),
 };
 const layerControl = L.control.layers(null, {
   '區域 Zones': layers.zones, '警報區 Alert areas': layers.alerts, '地理圍欄 Geofence (IE 46)': layers.geofence,
+  '因果 Cause → effect': layers.links,
   '夥伴警報 Partner warnings': layers.partners, '民眾回報 Reports': layers.reports, '感測器 Sensors': layers.sensors,
 }, { collapsed: true, position: 'topright' }).addTo(map);
 // One layer per carrier (made when the ledger first names it): the cells its broadcasts were written to.
@@ -139,6 +145,7 @@ legend.onAdd = () => {
   row('cell', {}, '細胞 播送中 Cell on the air');
   row('cell stopped', {}, '細胞 已停止 Cell stopped');
   row('fence', {}, '地理圍欄 Geofence sent to phones');
+  row('link', {}, '起因 → 道路 Hazard → the road it blocked');
   row('', { background: '#5c7c99', opacity: .4 }, '監測區域 Watched zone');
   L.DomEvent.disableClickPropagation(outer);
   return outer;
@@ -214,6 +221,75 @@ function drawZones() {
     layer.eachLayer((l) => l.on('add', () => { const el = l.getElement(); if (el) { el.dataset.zone = z.id; el.setAttribute('tabindex', '-1'); } }));
     layer.addTo(layers.zones);
     zonePaths.set(z.id, layer);
+    // A road segment: its centre line over the buffer, so the road itself is seen.
+    if (z.segment && z.segment.type) {
+      L.geoJSON(z.segment, { interactive: false, style: { color: '#37474f', weight: 3, opacity: .8, className: 'dc-road' } })
+        .eachLayer((l) => l.on('add', () => { const el = l.getElement(); if (el) el.dataset.road = z.id; }))
+        .addTo(layers.zones);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Cause and effect: an alert a hazard caused (`caused_by`: a road blocked by the landslide beside it) is drawn as an
+// arrow from the cause's area to the nearest point of the road's centre line, in the effect's level colour.
+const zoneName = (id) => { const z = model.zones.get(id); return z ? [z.name, z.name_en].filter(Boolean).join(' ') : id; };
+const causeOf = (a) => (a && a.caused_by && typeof a.caused_by.area_id === 'string' ? a.caused_by : null);
+// The point of a (multi)line nearest to `from` ([lat, lon]), in a local flat projection (a few km: exact enough).
+function nearestOnLine(geometry, from) {
+  const lines = geometry.type === 'LineString' ? [geometry.coordinates] : geometry.type === 'MultiLineString' ? geometry.coordinates : [];
+  const k = Math.cos(from[0] * Math.PI / 180);
+  let best = null, bestD = Infinity;
+  for (const line of lines) for (let i = 0; i + 1 < line.length; i++) {
+    const [ax, ay] = [line[i][0] * k, line[i][1]], [bx, by] = [line[i + 1][0] * k, line[i + 1][1]], [px, py] = [from[1] * k, from[0]];
+    const dx = bx - ax, dy = by - ay, len = dx * dx + dy * dy;
+    const t = len ? Math.max(0, Math.min(1, ((px - ax) * dx + (py - ay) * dy) / len)) : 0;
+    const x = ax + t * dx, y = ay + t * dy, d = (x - px) ** 2 + (y - py) ** 2;
+    if (d < bestD) { bestD = d; best = [y, x / k]; }
+  }
+  return best;
+}
+// One SVG arrowhead per level colour, defined in the links pane's own SVG (Leaflet gives each pane its renderer).
+const SVG_NS = 'http://www.w3.org/2000/svg';
+function arrowHead(path, level) {
+  const svg = path.ownerSVGElement;
+  if (!svg) return;
+  const id = `dc-arrow-${level.key}`;
+  if (!svg.querySelector(`#${id}`)) {
+    const defs = svg.querySelector('defs') || svg.insertBefore(document.createElementNS(SVG_NS, 'defs'), svg.firstChild);
+    const marker = document.createElementNS(SVG_NS, 'marker');
+    for (const [k, v] of Object.entries({ id, viewBox: '0 0 10 10', refX: '9', refY: '5', markerWidth: '5', markerHeight: '5', orient: 'auto' })) marker.setAttribute(k, v);
+    const tip = document.createElementNS(SVG_NS, 'path');
+    tip.setAttribute('d', 'M0,0 L10,5 L0,10 z'); tip.setAttribute('fill', level.fill); tip.setAttribute('stroke', '#222'); tip.setAttribute('stroke-width', '.6');
+    marker.appendChild(tip); defs.appendChild(marker);
+  }
+  path.setAttribute('marker-end', `url(#${id})`);
+}
+function drawLinks() {
+  layers.links.clearLayers();
+  for (const a of shownAlerts()) {
+    const c = causeOf(a);
+    if (!c || !isActive(a) || !passes(a)) continue;
+    const causing = c.alert ? model.alerts.get(c.alert) : null;
+    const road = model.zones.get(a.area_id);
+    const from = centreOf((model.zones.get(c.area_id) || {}).area || (causing && causing.area));
+    if (!from) continue;
+    const to = (road && road.segment && nearestOnLine(road.segment, from)) || centreOf(a.area || (road && road.area));
+    if (!to) continue;
+    const l = levelOf(a);
+    const line = L.polyline([from, to], { pane: 'dcLinks', color: l.fill, weight: 4, opacity: .95, dashArray: '8 5',
+      className: 'dc-cause-link' });
+    const metres = typeof c.distance_m === 'number' ? `${Math.round(c.distance_m)} m` : '';
+    line.bindTooltip(textNode([`${hazardName(c.event)} → ${hazardName(a.event)}`, `${zoneName(c.area_id)} → ${a.area_name || zoneName(a.area_id)}`, metres]), { sticky: true });
+    line.on('click', () => select(a.id, false));
+    line.on('add', () => {
+      const el = line.getElement();
+      if (!el) return;
+      el.dataset.alert = a.id; el.dataset.cause = c.alert || ''; el.dataset.causeZone = c.area_id; el.dataset.zone = a.area_id;
+      el.setAttribute('tabindex', '-1');
+      arrowHead(el, l);
+    });
+    line.addTo(layers.links);
   }
 }
 
@@ -483,7 +559,7 @@ function renderList() {
 
 function render() {
   fillHazards();
-  drawAlerts(); drawSensors(); drawReports(); drawPartners(); drawCells(); drawGeofence(); renderList(); renderOnAir();
+  drawAlerts(); drawLinks(); drawSensors(); drawReports(); drawPartners(); drawCells(); drawGeofence(); renderList(); renderOnAir();
   // The panel is rebuilt only when its alert changed: a note being typed survives sensor updates.
   const a = model.selected && model.alerts.get(model.selected);
   if (a && detailKey(a) !== model.detailKey) renderDetail();
@@ -543,6 +619,7 @@ function renderDetail(focus) {
     ['確認 Ack', a.acknowledged_by || '—'], ['核准 Approved', a.approved_by || '—'],
     ['取消 Cancelled', a.cancelled_by || '—'], ['未公開 Held', a.held || '—'],
   ]));
+  renderCause(a, box);
 
   // Actions: only those this token's scope allows; a read token sees none (and the socket would refuse them).
   const actions = el('div', null, 'actions');
@@ -590,6 +667,32 @@ function renderDetail(focus) {
   loadDeliveries(a, dl);
   loadVersions(a);
   if (focus) box.focus();
+}
+// Cause and effect in the panel: what caused this alert (a link selects the causing alert while it is known), and
+// the alerts this one caused.
+function alertLink(id, text) {
+  const link = el('a', text);
+  link.href = `/?alert=${encodeURIComponent(id)}`; link.dataset.alertId = id;
+  link.onclick = (ev) => { ev.preventDefault(); select(id, true); };
+  return link;
+}
+function renderCause(a, box) {
+  const c = causeOf(a);
+  if (c) {
+    const p = el('p'); p.id = 'detail-cause';
+    p.appendChild(el('b', '起因 Caused by: '));
+    const what = `${hazardName(c.event)} · ${zoneName(c.area_id)}${typeof c.distance_m === 'number' ? ` · ${Math.round(c.distance_m)} m` : ''} · rule ${c.rule}`;
+    if (c.alert && model.alerts.has(c.alert)) p.appendChild(alertLink(c.alert, what));
+    else p.append(what, el('small', c.alert ? ` (${c.alert})` : ' （已結束 ended）'));
+    box.appendChild(p);
+  }
+  const effects = [...model.alerts.values()].filter((x) => isActive(x) && causeOf(x) && causeOf(x).alert === a.id);
+  if (effects.length) {
+    const p = el('p'); p.id = 'detail-effects';
+    p.appendChild(el('b', '導致 Led to: '));
+    effects.forEach((x, i) => { if (i) p.append(' · '); p.appendChild(alertLink(x.id, `${hazardName(x.event)} · ${x.area_name || zoneName(x.area_id)}`)); });
+    box.appendChild(p);
+  }
 }
 // Earlier versions of an alert the page did not see live. The CAP archive holds public warnings (`W-…`, one chain
 // per hazard and place), not the rules' alert versions: a version not seen on the socket is listed without a time, and

@@ -9,6 +9,8 @@
 //! - `push` (only when named): Web Push encryption + signature per push on one core, and one warning to 100,000
 //!   subscriptions through a stand-in push service (`push.rs`).
 //! - `soak` (only when named; an hour): mixed load with RSS, open files and queue depths sampled (`soak.rs`).
+//! - `traffic` (only when named; no server): the traffic rules on a simulated normal week in event time (false public
+//!   alerts) and the delay from a road's first blocked reading to its public warning (`traffic.rs`).
 //!
 //! Run through `scripts/bench`, which builds in release mode and installs the peers.
 
@@ -17,6 +19,7 @@ mod probes;
 mod push;
 mod server;
 mod soak;
+mod traffic;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,7 +29,8 @@ use clap::Parser;
 /// End-to-end benchmarks with peers in the same run. Example: dc-bench --quick ingest latency
 #[derive(Debug, Parser)]
 pub struct Cli {
-    /// Which benchmarks (ingest, latency, fanout, flood, soak, push); all but soak and push when none given.
+    /// Which benchmarks (ingest, latency, fanout, flood, soak, push, traffic); all but soak, push and traffic when none
+    /// given.
     benches: Vec<String>,
     /// A few seconds each: checks that nothing is broken, not a measurement.
     #[arg(long)]
@@ -115,7 +119,10 @@ fn main() -> anyhow::Result<()> {
                 "flood" => probes::flood(&cli).await,
                 "soak" => soak::soak(&cli).await,
                 "push" => push::push(&cli).await,
-                other => anyhow::bail!("unknown benchmark `{other}` (ingest, latency, fanout, flood, soak, push)"),
+                "traffic" => traffic::traffic(&cli).await,
+                other => {
+                    anyhow::bail!("unknown benchmark `{other}` (ingest, latency, fanout, flood, soak, push, traffic)")
+                }
             }
         });
         match result {

@@ -46,8 +46,14 @@ fn series(fleet: &Fleet, s: &Scenario, device: &str, metric: &str) -> Vec<(f64, 
 #[test]
 fn shipped_scenarios_validate_against_the_registry() {
     let fleet = config_fleet();
-    for name in ["typhoon.toml", "quick.toml", "ph21-landslide.toml", "ph21-rush-hour.toml", "ph21-stuck-detector.toml"]
-    {
+    for name in [
+        "typhoon.toml",
+        "quick.toml",
+        "ph21-landslide.toml",
+        "ph21-landslide-closed.toml",
+        "ph21-rush-hour.toml",
+        "ph21-stuck-detector.toml",
+    ] {
         let s = scenario_file(name);
         s.check_fleet(&fleet).unwrap_or_else(|e| panic!("{e}"));
         assert!(!plan(&fleet, &s, s.seed, 0).unwrap().messages().is_empty());

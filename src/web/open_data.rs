@@ -69,7 +69,7 @@ pub async fn sensors(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 /// GeoJSON of a road segment's centre line: a LineString for one part, a MultiLineString otherwise.
-fn segment_geojson(lines: &geo::MultiLineString<f64>) -> serde_json::Value {
+pub(crate) fn segment_geojson(lines: &geo::MultiLineString<f64>) -> serde_json::Value {
     let line = |l: &geo::LineString<f64>| l.0.iter().map(|c| json!([c.x, c.y])).collect::<Vec<_>>();
     match lines.0.as_slice() {
         [one] => json!({"type": "LineString", "coordinates": line(one)}),

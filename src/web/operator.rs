@@ -313,7 +313,16 @@ pub fn snapshot(app: &App) -> serde_json::Value {
     let zones: Vec<_> = app
         .geo
         .zones()
-        .map(|z| json!({"id": z.id, "name": z.name, "name_en": z.name_en, "kind": z.kind, "geocode": z.geocode, "area": z.geojson_geometry()}))
+        .map(|z| {
+            let mut zone = json!({"id": z.id, "name": z.name, "name_en": z.name_en, "kind": z.kind, "geocode": z.geocode, "area": z.geojson_geometry()});
+            // Road segments: the road's names and the centre line, so the map draws the road and points a hazard's
+            // link (`caused_by`) at it rather than at the middle of its buffer.
+            if let Some(road) = &z.road {
+                zone["road"] = json!(road);
+                zone["segment"] = z.centre_line.as_ref().map_or(serde_json::Value::Null, super::open_data::segment_geojson);
+            }
+            zone
+        })
         .collect();
     // What the public has now: one warning per hazard and area (`alerting::publication`).
     let public: Vec<_> = {

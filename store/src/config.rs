@@ -28,6 +28,11 @@ pub struct StoreConfig {
     pub max_points: usize,
     /// SQLite page cache of the writer, in MiB. The working set is the newest page of every series.
     pub cache_mib: u32,
+    /// How long the vehicle detectors' speed baseline (10-minute means, `embedded/baseline.rs`) is kept, in weeks:
+    /// the traffic rules' `slowed` needs `[traffic] baseline_min_weeks` (3) of them, whatever `retention_days` is.
+    pub baseline_weeks: u32,
+    /// Vehicle detectors the baseline tracks, at most (the registry's; past it a detector gets none, counted).
+    pub baseline_max_detectors: usize,
 }
 
 impl Default for StoreConfig {
@@ -39,6 +44,8 @@ impl Default for StoreConfig {
             max_batch: 250_000,
             max_points: 100_000,
             cache_mib: 64,
+            baseline_weeks: 8,
+            baseline_max_detectors: 20_000,
         }
     }
 }
@@ -53,11 +60,21 @@ impl StoreConfig {
                 "retention_interval_s, queue_readings, max_batch and max_points must be at least 1".into(),
             ));
         }
+        if !(1..=52).contains(&self.baseline_weeks) {
+            return Err(StoreError::Config(format!("baseline_weeks {} must be 1-52", self.baseline_weeks)));
+        }
+        if self.baseline_max_detectors == 0 {
+            return Err(StoreError::Config("baseline_max_detectors must be at least 1".into()));
+        }
         Ok(())
     }
 
     pub(crate) fn retention_ms(&self) -> i64 {
         i64::from(self.retention_days) * 24 * 3600 * 1000
+    }
+
+    pub(crate) fn baseline_ms(&self) -> i64 {
+        i64::from(self.baseline_weeks) * 7 * 24 * 3600 * 1000
     }
 }
 
@@ -260,6 +277,10 @@ mod tests {
         assert_eq!(c.retention_ms(), 7 * 24 * 3600 * 1000);
         let e = serde_json::from_str::<StoreConfig>(r#"{"retention_dayz": 3}"#).unwrap_err().to_string();
         assert!(e.contains("retention_dayz"), "{e}");
+        // The speed baseline outlives raw retention by default: `slowed` needs 3 weeks.
+        assert!(c.baseline_ms() >= 3 * 7 * 24 * 3600 * 1000 && c.baseline_ms() > c.retention_ms());
+        let bad: StoreConfig = serde_json::from_str(r#"{"baseline_weeks": 0}"#).unwrap();
+        assert!(bad.check().unwrap_err().to_string().contains("baseline_weeks"));
     }
 
     #[test]

@@ -20,6 +20,13 @@ pub struct StoreMetrics {
     pub write_errors: IntCounter,
     /// Readings deleted by retention.
     pub retention_deleted: IntCounter,
+    /// Vehicle detectors whose speed baseline the store keeps (`embedded/baseline.rs`).
+    pub baseline_detectors: IntGauge,
+    /// Speed readings or detectors the baseline did not take, by reason: `ahead` (stamped more than a day ahead of
+    /// the clock), `too_old` (older than `baseline_weeks`), `too_many_detectors` (past `baseline_max_detectors`).
+    pub baseline_refused: IntCounterVec,
+    /// Baseline slots deleted by retention (older than `baseline_weeks`).
+    pub baseline_deleted: IntCounter,
 }
 
 pub struct InfluxMetrics {
@@ -44,7 +51,7 @@ pub struct InfluxMetrics {
 
 pub static STORE: LazyLock<StoreMetrics> = LazyLock::new(|| {
     // Registration fails only on a duplicate name, which is a programming error caught by any test run.
-    StoreMetrics {
+    let m = StoreMetrics {
         written: register_int_counter!("dc_store_readings_written_total", "Readings committed to the embedded store")
             .expect("metric registers"),
         dropped: register_int_counter!(
@@ -61,7 +68,27 @@ pub static STORE: LazyLock<StoreMetrics> = LazyLock::new(|| {
             "Readings deleted from the embedded store by retention"
         )
         .expect("metric registers"),
+        baseline_detectors: register_int_gauge!(
+            "dc_store_baseline_detectors",
+            "Vehicle detectors whose long-term speed baseline the embedded store keeps"
+        )
+        .expect("metric registers"),
+        baseline_refused: register_int_counter_vec!(
+            "dc_store_baseline_refused_total",
+            "Speed readings or detectors the long-term speed baseline did not take, by reason",
+            &["reason"]
+        )
+        .expect("metric registers"),
+        baseline_deleted: register_int_counter!(
+            "dc_store_baseline_deleted_total",
+            "Speed baseline slots deleted by retention (older than baseline_weeks)"
+        )
+        .expect("metric registers"),
+    };
+    for reason in ["ahead", "too_old", "too_many_detectors"] {
+        m.baseline_refused.with_label_values(&[reason]);
     }
+    m
 });
 
 pub static INFLUX: LazyLock<InfluxMetrics> = LazyLock::new(|| {

@@ -3,8 +3,10 @@
 //! [`ReadingStore::append`] is called on ingest's hot thread, so it only clones the readings onto a queue for the
 //! writer thread ([`writer`]) and returns; when the queue holds `queue_readings` readings it drops and counts
 //! instead of waiting. History queries ([`query`]) run on their own read-only connection: WAL lets them read while
-//! the writer writes.
+//! the writer writes. The vehicle detectors' long-term speed baseline ([`baseline`]) is kept beside the readings by
+//! the same writer, with its own, longer window.
 
+pub mod baseline;
 mod query;
 mod schema;
 mod writer;
@@ -15,7 +17,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use ingest::{Metric, Reading};
+use ingest::{Metric, Reading, Sensor, SensorKind};
 use rusqlite::Connection;
 
 pub use query::{Bucket, History, Point, Samples};
@@ -50,6 +52,14 @@ pub struct ReadingStore {
     config: StoreConfig,
     /// Last time an overflow was logged (wall ms), so a sustained overflow logs once a second, not per batch.
     last_overflow_log_ms: AtomicI64,
+    /// The registry observers' way to the writer; emptied on shutdown so that an observer the registry still holds
+    /// cannot keep the writer's channel open (the writer stops when every sender is gone).
+    observer_link: Arc<Mutex<Option<Sender<Command>>>>,
+}
+
+/// Whether the speed baseline keeps a detector: registered vehicle detectors that still report.
+fn is_tracked(sensor: &Sensor) -> bool {
+    sensor.kind == SensorKind::VehicleDetector && !sensor.retired
 }
 
 impl ReadingStore {
@@ -70,6 +80,7 @@ impl ReadingStore {
         tracing::info!(path = %path.display(), retention_days = config.retention_days, "embedded store open");
         Ok(ReadingStore {
             path,
+            observer_link: Arc::new(Mutex::new(Some(tx.clone()))),
             commands: Some(tx),
             writer: Some(handle),
             reader: Mutex::new(reader),
@@ -166,6 +177,46 @@ impl ReadingStore {
         query::readings_after(&conn, after, limit)
     }
 
+    /// Tells the speed baseline which detectors to keep: of `sensors`, the vehicle detectors not retired are
+    /// tracked, the others dropped (with their slots). Call it with the registry at start, then hand
+    /// [`Self::registry_observer`] to the registry for every change. Queued like readings: a reading appended after
+    /// this call is aggregated if its detector is tracked.
+    pub fn track_detectors<'a>(&self, sensors: impl IntoIterator<Item = &'a Sensor>) {
+        let changes: Vec<(String, bool)> =
+            sensors.into_iter().filter(|s| is_tracked(s)).map(|s| (s.id.clone(), true)).collect();
+        if changes.is_empty() {
+            return;
+        }
+        if let Some(tx) = self.commands.as_ref() {
+            let _ = tx.send(Command::Track(changes));
+        }
+    }
+
+    /// A registry observer that keeps the speed baseline's detectors in step with the registry (see
+    /// [`Self::track_detectors`]). Holds only a weak link to the writer: a stopped store ignores changes.
+    pub fn registry_observer(&self) -> ingest::registry::SensorObserver {
+        let link = Arc::clone(&self.observer_link);
+        Arc::new(move |sensor: &Sensor| {
+            // Every change is sent: a detector retired, or re-registered as another kind, stops being tracked.
+            let link = link.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(tx) = link.as_ref() {
+                let _ = tx.send(Command::Track(vec![(sensor.id.clone(), is_tracked(sensor))]));
+            }
+        })
+    }
+
+    /// A vehicle detector's long-term speed baseline over `[from_ms, to_ms)`: the mean speed of each 10-minute slot
+    /// ([`baseline`]), kept `baseline_weeks` whatever `retention_days` is. What `slowed` is learned from.
+    pub fn speed_baseline(&self, sensor_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Point>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        query::speed_baseline(&conn, sensor_id, from_ms, to_ms)
+    }
+
+    /// The store's configuration (the binary reads `baseline_weeks` from it).
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             written: self.counters.written.load(Ordering::Relaxed),
@@ -184,6 +235,7 @@ impl ReadingStore {
     fn stop(&mut self) {
         // Closing the channel is the stop signal: the writer drains what is queued, then sees the disconnect.
         self.commands.take();
+        self.observer_link.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(handle) = self.writer.take() {
             if handle.join().is_err() {
                 tracing::error!("embedded store writer panicked");

@@ -176,3 +176,23 @@ pub fn readings_after(
     out.truncate(limit);
     Ok(out)
 }
+
+/// A detector's speed baseline over `[from_ms, to_ms)`: per 10-minute slot its start and mean speed, in time order
+/// (`baseline.rs`). Empty for a detector the baseline does not track.
+pub fn speed_baseline(conn: &Connection, sensor_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Point>, StoreError> {
+    if from_ms >= to_ms {
+        return Err(StoreError::BadQuery(format!("from ({from_ms}) must be before to ({to_ms})")));
+    }
+    let slot = super::baseline::SLOT_MS;
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.slot, s.sum / s.n FROM speed_slots s JOIN series ON series.id = s.series
+         WHERE series.sensor_id = ?1 AND series.metric = ?2 AND s.slot >= ?3 AND s.slot < ?4 AND s.n > 0
+         ORDER BY s.slot",
+    )?;
+    // Slots that begin in the range; a range not on slot boundaries takes the slot it begins in.
+    let (first, end) = (from_ms.div_euclid(slot), to_ms.div_euclid(slot) + i64::from(to_ms.rem_euclid(slot) != 0));
+    let rows = stmt.query_map(params![sensor_id, ingest::Metric::SpeedKmh.name(), first, end], |row| {
+        Ok(Point { ts_ms: row.get::<_, i64>(0)? * slot, value: row.get(1)? })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}

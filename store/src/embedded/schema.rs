@@ -1,9 +1,13 @@
 //! The SQLite file: pragmas, tables and their versioning.
 //!
-//! Two tables. `series` gives each (sensor, metric) pair a small integer id, so that a reading row is three numbers
+//! Three tables. `series` gives each (sensor, metric) pair a small integer id, so that a reading row is three numbers
 //! (about 20 bytes) instead of repeating the sensor id and metric name. `readings` is `WITHOUT ROWID` with primary key
 //! (series, ts): rows are clustered by series and time, so a history query is one range scan and retention deletes one
-//! range per series, and the table needs no second index.
+//! range per series, and the table needs no second index. `speed_slots` is the long-term speed baseline of vehicle
+//! detectors (`baseline.rs`): a sum and a count per (series, 10-minute slot), clustered the same way.
+//!
+//! Version 2 added `speed_slots`; a version-1 file is upgraded in place (the table is created empty and each tracked
+//! detector's slots are filled from the raw readings the file still holds when the binary first tracks it).
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use crate::StoreError;
 pub const FILE: &str = "readings.sqlite";
 
 /// `PRAGMA user_version` of the schema below. A file from a newer version is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const DDL: &str = "
 CREATE TABLE IF NOT EXISTS series (
@@ -30,6 +34,13 @@ CREATE TABLE IF NOT EXISTS readings (
     ts     INTEGER NOT NULL,   -- event time, Unix ms
     value  REAL NOT NULL,
     PRIMARY KEY (series, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS speed_slots (
+    series INTEGER NOT NULL,   -- a tracked detector's speed_kmh series
+    slot   INTEGER NOT NULL,   -- event time div 600 000 (10-minute slots, Unix epoch aligned)
+    sum    REAL NOT NULL,      -- of the speeds (km/h) stamped in the slot
+    n      INTEGER NOT NULL,   -- how many
+    PRIMARY KEY (series, slot)
 ) WITHOUT ROWID;
 ";
 

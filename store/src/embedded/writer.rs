@@ -2,7 +2,8 @@
 //!
 //! It takes whatever readings are queued (up to `max_batch`) and writes them in one transaction with one prepared
 //! statement, so the commit cost is shared by many rows and grows the batch exactly when the writer falls behind.
-//! Between batches it enforces retention on a timer.
+//! Between batches it enforces retention on a timer. The vehicle detectors' speed baseline (`baseline.rs`) is kept
+//! in the same transactions.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ingest::{Metric, Reading};
 use rusqlite::{params, Connection};
 
+use super::baseline::SpeedBaseline;
 use crate::metrics::STORE;
 use crate::StoreError;
 
@@ -29,6 +31,8 @@ pub enum Command {
         now_ms: i64,
         reply: SyncSender<Result<u64, StoreError>>,
     },
+    /// Start (`true`) or stop tracking these vehicle detectors in the speed baseline.
+    Track(Vec<(String, bool)>),
 }
 
 /// Counters shared by the writer and its handle (the per-instance view behind `ReadingStore::stats`).
@@ -54,6 +58,8 @@ pub struct Writer {
     retention_interval: Duration,
     max_batch: usize,
     counters: Arc<Counters>,
+    /// The tracked detectors' long-term speed baseline.
+    baseline: SpeedBaseline,
 }
 
 impl Writer {
@@ -66,6 +72,7 @@ impl Writer {
             retention_interval: Duration::from_secs(cfg.retention_interval_s),
             max_batch: cfg.max_batch,
             counters,
+            baseline: SpeedBaseline::new(cfg),
         };
         writer.load_series()?;
         // The newest reading of each series is the last row of its range: one index probe per series.
@@ -148,6 +155,11 @@ impl Writer {
                 Some(Command::Retain { now_ms, reply }) => {
                     let _ = reply.send(self.retain(now_ms));
                 }
+                Some(Command::Track(changes)) => {
+                    if let Err(e) = self.track(changes) {
+                        tracing::error!(error = %e, "speed baseline: tracking detectors failed");
+                    }
+                }
                 Some(Command::Append(_)) | None => {}
             }
         }
@@ -165,6 +177,7 @@ impl Writer {
                 self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
                 STORE.write_errors.inc();
                 tracing::error!(error = %e, readings = batch.len(), "embedded store: write transaction failed, readings lost");
+                self.baseline.discard();
                 // Series ids created inside the failed transaction were rolled back; the cache must forget them.
                 if let Err(e) = self.load_series() {
                     tracing::error!(error = %e, "embedded store: cannot reload the series table");
@@ -175,6 +188,7 @@ impl Writer {
 
     /// Writes one batch in one transaction; returns the rows written.
     fn write(&mut self, batch: &[Reading]) -> Result<usize, StoreError> {
+        let now = wall_clock_ms();
         let tx = self.conn.transaction()?;
         let mut rows: Vec<(i64, i64, f64)> = Vec::with_capacity(batch.len());
         let mut skipped = 0u64;
@@ -197,6 +211,9 @@ impl Writer {
                         id
                     }
                 };
+                if r.metric == Metric::SpeedKmh && self.baseline.tracks(&r.sensor_id) {
+                    self.baseline.add(id, r.ts_ms, r.value, now, self.newest_ts);
+                }
                 rows.push((id, r.ts_ms, r.value));
             }
         }
@@ -214,6 +231,7 @@ impl Writer {
                 self.newest_ts = self.newest_ts.max(*ts);
             }
         }
+        self.baseline.write(&tx)?;
         tx.commit()?;
         if skipped > 0 {
             self.counters.dropped.fetch_add(skipped, Ordering::Relaxed);
@@ -253,7 +271,30 @@ impl Writer {
             STORE.retention_deleted.inc_by(deleted);
             tracing::info!(deleted, cutoff_ms = cutoff, "embedded store: retention deleted old readings");
         }
+        // The speed baseline keeps its own, longer window: every speed series, tracked or not, so that the slots of
+        // a detector no longer tracked age out too.
+        let speed: Vec<i64> =
+            self.series.values().map(|ids| ids[Metric::SpeedKmh as usize]).filter(|id| *id != 0).collect();
+        let mut slots = 0u64;
+        for chunk in speed.chunks(256) {
+            let tx = self.conn.transaction()?;
+            slots += self.baseline.retain(&tx, chunk, now_ms, self.newest_ts)?;
+            tx.commit()?;
+        }
+        if slots > 0 {
+            STORE.baseline_deleted.inc_by(slots);
+            tracing::debug!(slots, "speed baseline: retention deleted old slots");
+        }
         Ok(deleted)
+    }
+
+    fn track(&mut self, changes: Vec<(String, bool)>) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let series = &self.series;
+        let series_of = |id: &str| series.get(id).map(|ids| ids[Metric::SpeedKmh as usize]).filter(|id| *id != 0);
+        self.baseline.track(&tx, changes, &series_of)?;
+        tx.commit()?;
+        Ok(())
     }
 }
 
