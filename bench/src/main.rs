@@ -15,6 +15,7 @@
 mod peers;
 mod probes;
 mod push;
+mod receiver;
 mod server;
 mod soak;
 
