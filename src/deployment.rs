@@ -110,11 +110,7 @@ pub fn check_serve(
     let tables = [Some(&files.devices), files.inbound.as_ref(), files.dissemination.as_ref()];
     for (text, path) in tables.into_iter().flatten() {
         let file = path.display().to_string();
-        let value: toml::Value = toml::from_str(text).map_err(|e| DeploymentError::Invalid {
-            file: file.clone(),
-            key: "file".into(),
-            message: e.to_string(),
-        })?;
+        let value = parse(text, &file)?;
         walk(&value, "", None, &mut |key, name, leaf, text| {
             let named = name.map(|n| format!(" ({n})")).unwrap_or_default();
             if SECRET_KEYS.contains(&leaf) {
@@ -260,11 +256,7 @@ fn check_env(
 fn push_over_http(files: &ConfigFiles) -> Result<Option<Problem>, DeploymentError> {
     let Some((text, path)) = files.dissemination.as_ref() else { return Ok(None) };
     let file = path.display().to_string();
-    let value: toml::Value = toml::from_str(text).map_err(|e| DeploymentError::Invalid {
-        file: file.clone(),
-        key: "file".into(),
-        message: e.to_string(),
-    })?;
+    let value = parse(text, &file)?;
     let on = value.get("push").and_then(|p| p.get("allow_http_loopback")).and_then(toml::Value::as_bool);
     Ok((on == Some(true)).then(|| Problem {
         file,
@@ -273,6 +265,15 @@ fn push_over_http(files: &ConfigFiles) -> Result<Option<Problem>, DeploymentErro
             .into(),
         kind: "push_http",
     }))
+}
+
+/// A config file's TOML, or an error naming the file.
+fn parse(text: &str, file: &str) -> Result<toml::Value, DeploymentError> {
+    toml::from_str(text).map_err(|e| DeploymentError::Invalid {
+        file: file.into(),
+        key: "file".into(),
+        message: e.to_string(),
+    })
 }
 
 /// A name under `.invalid` (RFC 6761: never resolves), as the production template writes what must be replaced.

@@ -74,8 +74,12 @@ async fn a_flapping_tilt_meter_reaches_operators_every_time_and_the_public_a_bou
     assert!(server.metric(r#"dc_public_held_total{reason="flapping"}"#) > 0.0);
     // The public: at most the changes before it counted as flapping (6 by default), plus a settled state later.
     assert!((1..=7).contains(&warnings), "{warnings} public landslide warnings");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let cap = metric_sum(&server, "dc_dissemination_cap_messages_total", r#"status="Actual""#) - cap_before;
+    // Dissemination writes the CAP messages after operators see the versions: count them once it has written the
+    // first and then nothing more for 3 s (an upper bound counted early would prove nothing).
+    let cap_messages = || metric_sum(&server, "dc_dissemination_cap_messages_total", r#"status="Actual""#) - cap_before;
+    server.wait_until("the first CAP message", Duration::from_secs(30), || cap_messages() >= 1.0).await;
+    let cap =
+        common::settled("the CAP message count", Duration::from_secs(60), Duration::from_secs(3), cap_messages).await;
     assert!((1.0..=7.0).contains(&cap), "{cap} CAP messages for {landslide_versions} alert versions");
     let deliveries = metric_sum(&server, "dc_dissemination_deliveries_total", r#"channel="webhook""#);
     assert!(deliveries <= 2.0 * 7.0, "{deliveries} webhook delivery attempts");

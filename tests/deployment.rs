@@ -199,6 +199,14 @@ async fn tls_clients_connecting_by_ip_do_not_fill_the_log() {
     }
     // mosquitto_pub (OpenSSL) puts the `-h` address in SNI. Without a client certificate the broker refuses the
     // session, after the ClientHello (and its SNI) was read: enough to see what gets logged.
+    let refused = || -> f64 {
+        let (_, body) = server.get("/metrics");
+        body.lines()
+            .filter(|l| l.starts_with("dc_ingest_connections_refused_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = refused();
     for _ in 0..3 {
         let _ = Command::new("mosquitto_pub")
             .args(["-h", "127.0.0.1", "-p", &server.mqtt_tls.port().to_string()])
@@ -207,7 +215,8 @@ async fn tls_clients_connecting_by_ip_do_not_fill_the_log() {
             .output()
             .expect("mosquitto_pub");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The log is read once the broker has refused all three, so after it handled their ClientHellos.
+    server.wait_until("the three sessions refused", Duration::from_secs(20), || refused() >= before + 3.0).await;
     let log = server.log();
     assert!(!log.contains("Illegal SNI"), "{log}");
 }

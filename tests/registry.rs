@@ -40,8 +40,14 @@ async fn sensors_added_over_the_api_survive_a_restart_and_provisioned_devices_pu
         let before = server.metric("dc_ingest_readings_accepted_total");
         device.publish("sensors/RG0099/readings", format!(r#"{{"ts":{},"values":{{"rain_mm":1.5}}}}"#, now_ms())).await;
         device.wait_acks(1).await;
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert_eq!(server.metric("dc_ingest_readings_accepted_total") - before, 1.0);
+        // The PUBACK can come before the pipeline has counted the reading.
+        let accepted = || server.metric("dc_ingest_readings_accepted_total") - before;
+        server
+            .wait_until("the provisioned device's reading accepted", std::time::Duration::from_secs(20), || {
+                accepted() >= 1.0
+            })
+            .await;
+        assert_eq!(accepted(), 1.0);
     }
     let server = Server::start_in(&data);
     let (_, body) = http_get(server.http, "/api/v1/sensors", Some(TOKEN)).unwrap();

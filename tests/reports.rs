@@ -756,7 +756,10 @@ async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed
     let (_, _, feed) = raw(server.http, "GET", "/cap/feed.atom", &[], Vec::new());
     assert!(!feed.contains(&alert_id), "held alerts are not public: {feed}");
     let held = [format!("{alert_id}.1:Alert"), format!("{alert_id}.2:Update")];
-    wait_until("the agency gets the held versions", || webhook_messages(&server, "agency").starts_with(&held));
+    common::wait_until("the agency gets the held versions", WAIT, || {
+        webhook_messages(&server, "agency").starts_with(&held)
+    })
+    .await;
     assert_eq!(webhook_messages(&server, "media"), Vec::<String>::new());
     let (status, body) = operator(&server, "POST", &format!("/api/v1/alerts/{alert_id}/approve"), None);
     assert_eq!(status, 200, "{body}");
@@ -784,12 +787,16 @@ async fn verified_reports_raise_an_alert_that_reaches_operators_and_the_cap_feed
     // The media outlet gets the warning alone; the agency the warning too, and the held chain ends with a Cancel
     // (the proposal superseded by the warning), in either order.
     let public = format!("{warning}.1:Alert");
-    wait_until("the media outlet gets the warning", || webhook_messages(&server, "media") == [public.clone()]);
+    common::wait_until("the media outlet gets the warning", WAIT, || {
+        webhook_messages(&server, "media") == [public.clone()]
+    })
+    .await;
     let cancel = format!("{alert_id}.3:Cancel");
-    wait_until("the agency gets the warning and the held chain's end", || {
+    common::wait_until("the agency gets the warning and the held chain's end", WAIT, || {
         let got = webhook_messages(&server, "agency");
         got.len() == 4 && got.starts_with(&held) && got.contains(&public) && got.contains(&cancel)
-    });
+    })
+    .await;
     assert!(server.metric("dc_reports_alert_links_total{action=\"raised\"}") >= 1.0);
     assert!(server.metric("dc_reports_alert_links_total{action=\"attached\"}") >= 1.0);
 
@@ -1042,14 +1049,6 @@ fn webhook_messages(server: &Server, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn wait_until(what: &str, ok: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} within 10 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Issue 22 item 2: anonymous photos had no bound (one address at the per-address limit could write ~28 GiB a day
 /// into the data dir that holds the alert journal) and none was ever deleted.
 #[test]
@@ -1094,13 +1093,13 @@ fn a_photo_flood_is_refused_at_the_quota_and_photos_go_with_their_clusters() {
     }
     assert!(photos.join(name_of(1)).exists() && photos.join(name_of(2)).exists());
     assert_eq!(send(&server, report(place(10), "other", "new place")).0, 201);
-    wait_until("the first cluster's photo deleted", || !photos.join(name_of(1)).exists());
+    common::wait_until_blocking("the first cluster's photo deleted", WAIT, || !photos.join(name_of(1)).exists());
     assert_eq!(send(&server, report(place(11), "other", "new place")).0, 201);
     assert_eq!(send(&server, report(place(12), "other", "new place")).0, 201);
     assert!(photos.join(name_of(2)).exists(), "still in the fourth cluster");
     assert_eq!(send(&server, report(place(13), "other", "new place")).0, 201);
-    wait_until("the shared photo deleted", || !photos.join(name_of(2)).exists());
-    wait_until("the gauge at 0", || server.metric("dc_reports_photo_bytes") == 0.0);
+    common::wait_until_blocking("the shared photo deleted", WAIT, || !photos.join(name_of(2)).exists());
+    common::wait_until_blocking("the gauge at 0", WAIT, || server.metric("dc_reports_photo_bytes") == 0.0);
     assert_eq!(server.metric("dc_reports_photos_deleted_total"), 2.0);
     // Room again.
     let (status, answer) = send(&server, with_photo(report(place(14), "other", "now it fits"), &seeded_jpeg(3)));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{device_password, now_ms, Device, Server};
 use serde_json::Value;
@@ -12,23 +12,12 @@ use serde_json::Value;
 const GAUGE: &str = "RG0001";
 const TOPIC: &str = "sensors/RG0001/readings";
 const MIN: i64 = 60_000;
+const WAIT: Duration = Duration::from_secs(20);
 
 async fn rain(server: &Server, ts: i64, mm: f64) {
     let mut gauge = Device::connect(server.mqtt, GAUGE, &device_password(GAUGE)).await.unwrap();
     gauge.publish(TOPIC, format!(r#"{{"ts":{ts},"values":{{"rain_mm":{mm}}}}}"#)).await;
     gauge.wait_acks(1).await;
-}
-
-/// Polls `probe` until it answers `Some`, for at most 20 s.
-async fn eventually<T>(what: &str, server: &Server, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}; log:\n{}", server.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn heavy_rain_alerts(snapshot: &Value) -> Vec<Value> {
@@ -63,14 +52,15 @@ async fn after_kill_9_the_alert_is_the_same_and_the_windows_continue() {
     assert_eq!(raised["level"], "大雨");
     let id = raised["id"].as_str().unwrap().to_string();
     // Before the kill: the CAP message is in the feed and the readings are in the store.
-    eventually("the CAP message in the feed", &server, || (feed_entries(&server, &id, 1) == 1).then_some(())).await;
+    server.wait_until("the CAP message in the feed", WAIT, || feed_entries(&server, &id, 1) == 1).await;
     let history = format!("/api/v1/sensors/{GAUGE}/readings?metric=rain_mm&from={}&to={}", t0 - 1, t0 + 10 * MIN);
-    eventually("the readings in the store", &server, || {
-        let (_, body) = server.get(&history);
-        let v: Value = serde_json::from_str(&body).ok()?;
-        (v["points"].as_array()?.len() == 2).then_some(())
-    })
-    .await;
+    server
+        .eventually("the readings in the store", WAIT, || {
+            let (_, body) = server.get(&history);
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (v["points"].as_array()?.len() == 2).then_some(())
+        })
+        .await;
 
     server.kill();
     let server = Server::start_in(&data_dir);

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -87,14 +87,6 @@ fn history(server: &Server, sensor: &str, metric: &str) -> Vec<(i64, f64)> {
         .collect()
 }
 
-fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feed_readings_reach_history_at_their_collection_time_and_a_broken_update_is_counted() {
     // Two minutes ago, to the minute, in Taiwan time as agencies write it.
@@ -108,7 +100,7 @@ async fn feed_readings_reach_history_at_their_collection_time_and_a_broken_updat
 
     let source = |name: &str, labels: &str| format!("{name}{{{labels}source=\"agency-vd\"}}");
     tokio::task::block_in_place(|| {
-        wait_for("the first readings", Duration::from_secs(30), || {
+        common::wait_until_blocking("the first readings", Duration::from_secs(30), || {
             server.metric(&source("dc_vd_feed_readings_total", "")) >= 1.0
         });
         // The south-bound detector's three lanes, as one station: volume-weighted speed, vehicles per hour, mean
@@ -123,7 +115,7 @@ async fn feed_readings_reach_history_at_their_collection_time_and_a_broken_updat
         assert_eq!(server.metric(&source("dc_vd_feed_refused_total", "reason=\"unknown_vdid\",")), 2.0);
 
         // Unchanged: the binary sends the ETag back, gets 304, and nothing is added.
-        wait_for("a 304", Duration::from_secs(20), || feed.not_modified.load(Ordering::SeqCst) >= 2);
+        common::wait_until_blocking("a 304", Duration::from_secs(20), || feed.not_modified.load(Ordering::SeqCst) >= 2);
         assert!(server.metric(&source("dc_vd_feed_polls_total", "result=\"not_modified\",")) >= 2.0);
         assert_eq!(feed.full.load(Ordering::SeqCst), 1, "the full document was sent once");
         assert_eq!(history(&server, "VD0301", "speed_kmh").len(), 1);
@@ -132,7 +124,7 @@ async fn feed_readings_reach_history_at_their_collection_time_and_a_broken_updat
         // A malformed update (a cut-off document): refused whole, counted with its reason; what was taken stays.
         let cut = SAMPLE.replace(SAMPLE_TIME, &collected)[..400].to_string();
         *feed.doc.lock().unwrap() = (2, cut);
-        wait_for("the refusal", Duration::from_secs(20), || {
+        common::wait_until_blocking("the refusal", Duration::from_secs(20), || {
             server.metric(&source("dc_vd_feed_refused_total", "reason=\"feed_invalid\",")) >= 1.0
         });
         assert!(server.metric(&source("dc_vd_feed_consecutive_failures", "")) >= 1.0);

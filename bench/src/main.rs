@@ -17,6 +17,7 @@
 mod peers;
 mod probes;
 mod push;
+mod receiver;
 mod server;
 mod soak;
 mod traffic;

@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use dissemination::channel::push::bench::OnePush;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
+use crate::receiver::next_request;
 use crate::server::{demo_devices, Server, TOKEN};
 use crate::{Cli, Row};
 
@@ -178,31 +179,9 @@ fn start_stand_in(received: Arc<Received>) -> anyhow::Result<SocketAddr> {
 /// demo's webhooks and CBCs, which also point here) 200.
 async fn serve_pushes(mut stream: tokio::net::TcpStream, received: Arc<Received>, started: Instant) {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let (head_end, length) = loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                break (end + 4, length);
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        while buf.len() < head_end + length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+    while let Some(len) = next_request(&mut stream, &mut buf).await {
         let is_push = buf.starts_with(b"POST /push/");
-        buf.drain(..head_end + length);
+        buf.drain(..len);
         let answer: &[u8] = if is_push {
             b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
         } else {
@@ -219,8 +198,8 @@ async fn serve_pushes(mut stream: tokio::net::TcpStream, received: Arc<Received>
     }
 }
 
-/// The demo's configuration as a drill for `serve`, pushing to the stand-in: fsync off, public limits and push
-/// bounds raised for `subscribers`.
+/// The demo's configuration as a drill for `serve`, pushing to the stand-in (on this machine, over plain HTTP: a
+/// drill may): fsync off, public limits and push bounds raised for `subscribers`.
 fn push_config(dir: &Path, stand_in: SocketAddr, subscribers: usize) -> anyhow::Result<PathBuf> {
     let main = crate::soak::soak_config(dir, stand_in, None, None)?;
     let text = std::fs::read_to_string(&main)?
@@ -233,6 +212,7 @@ fn push_config(dir: &Path, stand_in: SocketAddr, subscribers: usize) -> anyhow::
         ("max_subscriptions = 100000", format!("max_subscriptions = {}", subscribers * 2)),
         ("max_per_client = 5", format!("max_per_client = {}", subscribers * 2)),
         ("max_per_address = 1000", format!("max_per_address = {}", subscribers * 2)),
+        ("allow_http_loopback = false", crate::soak::PUSH_OVER_HTTP.to_string()),
     ] {
         anyhow::ensure!(text.contains(key), "`{key}` not in {}", path.display());
         text = text.replace(key, &value);
@@ -386,4 +366,20 @@ async fn fan_out(cli: &Cli, p256dh: &str, auth: &str) -> anyhow::Result<Vec<Row>
             met: None,
         },
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The push benchmark's drill config is taken by `serve` and keeps Web Push in the clear to its stand-in (the
+    /// soak's config, which it starts from, turns that off).
+    #[test]
+    fn serve_takes_the_push_config_and_it_pushes_to_the_stand_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = push_config(dir.path(), SocketAddr::from(([127, 0, 0, 1], 9)), 1000).unwrap();
+        crate::soak::tests::serve_refusals(&main).unwrap();
+        let dissemination = std::fs::read_to_string(dir.path().join("dissemination.toml")).unwrap();
+        assert!(dissemination.contains(crate::soak::PUSH_OVER_HTTP), "{dissemination}");
+    }
 }

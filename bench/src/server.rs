@@ -26,6 +26,8 @@ pub struct Server {
     pub http: SocketAddr,
     /// The server's data dir, removed when the server is dropped.
     pub data: PathBuf,
+    /// Its standard error (errors only), removed with it.
+    log: PathBuf,
 }
 
 impl Server {
@@ -43,6 +45,8 @@ impl Server {
     fn launch(binary: &Path, command: &[&str], ready_within: Duration) -> anyhow::Result<Server> {
         let (mqtt, mqtt5, http) = (free_addr(), free_addr(), free_addr());
         let data = std::env::temp_dir().join(format!("dc-bench-{}-{}", std::process::id(), http.port()));
+        let log = data.with_extension("log");
+        let stderr = std::fs::File::create(&log)?;
         let child = Command::new(binary)
             .envs(SECRETS_ENV)
             .args(command)
@@ -52,14 +56,23 @@ impl Server {
             .env("DC_OPERATOR_TOKEN", TOKEN)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .map_err(|e| anyhow::anyhow!("starting {}: {e} (run scripts/bench, which builds it)", binary.display()))?;
-        let server = Server { child, mqtt, http, data };
+        let mut server = Server { child, mqtt, http, data, log };
         let deadline = Instant::now() + ready_within;
         while Instant::now() < deadline {
             if get(http, "/healthz").is_some() && TcpStream::connect(mqtt).is_ok() {
                 return Ok(server);
+            }
+            // A refused configuration ends the process at once: say why now, not when the wait runs out.
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let said = std::fs::read_to_string(&server.log).unwrap_or_default();
+                anyhow::bail!(
+                    "{} {} exited ({status}) before it was ready:\n{said}",
+                    binary.display(),
+                    command.join(" ")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -89,6 +102,7 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data);
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

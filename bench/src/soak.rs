@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use gateway_firmware_sim::{now_ms, run_load, run_scenario, Fleet, LoadOptions, RunOptions, Scenario};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::receiver::next_request;
 use crate::server::{free_addr, request, Server, TOKEN};
 use crate::{Cli, Row};
 
@@ -312,6 +313,9 @@ fn dir_bytes(path: &Path) -> u64 {
 }
 
 /// The soak stations: ids and passwords.
+/// The demo's `[push]` line for its stand-in push service on this machine.
+pub(crate) const PUSH_OVER_HTTP: &str = "allow_http_loopback = true";
+
 fn stations() -> Vec<(String, String)> {
     (1..=SOAK_STATIONS).map(|i| (format!("SOAK{i:04}"), format!("soak-station-{i:04}"))).collect()
 }
@@ -395,6 +399,9 @@ pub(crate) fn soak_config(
         .replace("\"{public_url}/demo/cbc/twm\"", &url("/cbc/twm"))
         .replace("\"{public_url}/demo/cbc/fet\"", &url("/cbc/fet"));
     anyhow::ensure!(!text.contains("{public_url}/demo"), "a demo receiver left in {}", path.display());
+    // Web Push in the clear (the demo's stand-in push service) is refused outside a drill; the soak pushes to no one.
+    anyhow::ensure!(text.contains(PUSH_OVER_HTTP), "`{PUSH_OVER_HTTP}` not in {}", path.display());
+    let text = text.replace(PUSH_OVER_HTTP, "allow_http_loopback = false");
     std::fs::write(&path, text)?;
 
     let main = dir.join("disaster-cloud.toml");
@@ -425,32 +432,10 @@ async fn start_receiver(tally: Arc<Tally>) -> anyhow::Result<SocketAddr> {
 /// HTTP/1.1 with keep-alive: each request is a head and Content-Length bytes of body.
 async fn answer(mut stream: tokio::net::TcpStream, tally: Arc<Tally>) {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let (head_end, length) = loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                break (end + 4, length);
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        while buf.len() < head_end + length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+    while let Some(len) = next_request(&mut stream, &mut buf).await {
         let counter = if buf.starts_with(b"POST /cbc/") { &tally.cbc_requests } else { &tally.webhooks };
         counter.fetch_add(1, Ordering::Relaxed);
-        buf.drain(..head_end + length);
+        buf.drain(..len);
         if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.is_err() {
             return;
         }
@@ -658,4 +643,32 @@ impl Drop for VictoriaMetrics {
 
 fn raw_get(addr: SocketAddr, path: &str) -> Option<String> {
     crate::server::request(addr, "GET", path).and_then(|(status, body)| (status == 200).then_some(body))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::server::SECRETS_ENV;
+
+    /// Whatever `serve` refuses in a configuration before it binds or writes anything (`deployment::check_serve`,
+    /// as `src/main.rs` calls it), with the environment `Server::launch` gives it.
+    pub(crate) fn serve_refusals(main: &Path) -> Result<(), String> {
+        let files = disaster_cloud::config::ConfigFiles::from_path(main).map_err(|e| e.to_string())?;
+        let env = |name: &str| SECRETS_ENV.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        // `Server::launch` listens on a free port of its own, never the receiver's.
+        let http_listen = SocketAddr::from(([127, 0, 0, 1], 18080));
+        disaster_cloud::deployment::check_serve(&files, &main.display().to_string(), http_listen, &env)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The soak ran into "server did not become ready" after three minutes: `serve` refused the demo's Web Push in
+    /// the clear (`[push] allow_http_loopback`), which its copy of the config kept.
+    #[test]
+    fn serve_takes_the_soak_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = SocketAddr::from(([127, 0, 0, 1], 9));
+        let vm = SocketAddr::from(([127, 0, 0, 1], 8428));
+        let main = soak_config(dir.path(), receiver, Some(vm), Some(64)).unwrap();
+        serve_refusals(&main).unwrap();
+    }
 }

@@ -87,3 +87,27 @@ pub fn template_values() -> BTreeMap<String, String> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
 }
+
+/// `xmllint --noout [--schema <schema>] -` on `xml`: Ok, or the tool's complaint. Panics with the setup hint when
+/// xmllint cannot run (a skipped check would look like a passed one).
+pub fn xmllint(xml: &str, schema: Option<&Path>) -> Result<(), String> {
+    use std::io::Write;
+    let mut command = Command::new("xmllint");
+    command.arg("--noout");
+    if let Some(schema) = schema {
+        command.arg("--schema").arg(schema);
+    }
+    let mut child = match command.arg("-").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => panic!("cannot run xmllint ({e}). {SETUP_HINT}"),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(xml.as_bytes()).expect("write to xmllint");
+    }
+    let out = child.wait_with_output().expect("xmllint runs");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

@@ -264,30 +264,10 @@ pub fn cap_alert(u: &mut Unstructured) -> Result<CapAlert> {
     })
 }
 
-/// Placeholder values every shipped template needs (as in `encoders/src/cap/tests/mod.rs`), some replaced by
+/// Placeholder values every shipped template needs (`encoders::test_support::template_values`), some replaced by
 /// fuzzed text.
 fn template_values(u: &mut Unstructured) -> Result<BTreeMap<String, String>> {
-    let mut values: BTreeMap<String, String> = [
-        ("rain_24h_mm", "356"),
-        ("rain_1h_mm", "72.5"),
-        ("threshold_mm", "300"),
-        ("station@zh-TW", "玉峰橋"),
-        ("station@en-US", "Yufeng Bridge"),
-        ("water_level_m", "12.8"),
-        ("warning_level", "1"),
-        ("measurement@zh-TW", "傾斜速率 0.12 度/小時"),
-        ("measurement@en-US", "tilt rate 0.12°/h"),
-        ("flood_depth_cm", "35"),
-        ("vehicle", "HZ0042"),
-        ("un_number", "1203"),
-        ("device_id", "RG0017"),
-        ("silent_min", "30"),
-        ("aqi", "215"),
-        ("pm25_ugm3", "150.4"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let mut values = encoders::test_support::template_values();
     let keys: Vec<String> = values.keys().cloned().collect();
     for _ in 0..u.int_in_range(0..=4)? {
         let key = if u.ratio(1u8, 4)? { cap_text(u)? } else { u.choose(&keys)?.clone() };

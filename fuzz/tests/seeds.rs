@@ -18,28 +18,9 @@ fn corpus(target: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Placeholder values every shipped template needs.
 fn values() -> BTreeMap<String, String> {
-    [
-        ("rain_24h_mm", "356"),
-        ("rain_1h_mm", "72.5"),
-        ("threshold_mm", "300"),
-        ("station@zh-TW", "玉峰橋"),
-        ("station@en-US", "Yufeng Bridge"),
-        ("water_level_m", "12.8"),
-        ("warning_level", "1"),
-        ("measurement@zh-TW", "傾斜速率 0.12 度/小時"),
-        ("measurement@en-US", "tilt rate 0.12°/h"),
-        ("flood_depth_cm", "35"),
-        ("vehicle", "HZ0042"),
-        ("un_number", "1203"),
-        ("device_id", "RG0017"),
-        ("silent_min", "30"),
-        ("aqi", "215"),
-        ("pm25_ugm3", "150.4"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    encoders::test_support::template_values()
 }
 
 #[test]

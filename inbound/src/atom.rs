@@ -109,17 +109,7 @@ pub fn read_feed(text: &str) -> Result<Vec<FeedEntry>, AtomReadError> {
                 text_buf.push_str(&s);
             }
             Event::GeneralRef(r) => {
-                let c = match r.resolve_char_ref().map_err(|e| bad(e.to_string()))? {
-                    Some(c) => c,
-                    None => match r.decode().map_err(|e| bad(e.to_string()))?.as_ref() {
-                        "amp" => '&',
-                        "lt" => '<',
-                        "gt" => '>',
-                        "quot" => '"',
-                        "apos" => '\'',
-                        other => return Err(bad(format!("undeclared entity `&{other};`"))),
-                    },
-                };
+                let c = encoders::cap::parse::referenced_char(&r).map_err(bad)?;
                 text_buf.push(c);
             }
             // Entities declared in a DTD could expand without bound; feeds never need one.

@@ -23,6 +23,13 @@ pub(crate) struct GuardedClient {
     timeout: Duration,
 }
 
+/// The wait before a poller's next poll: `interval_s` when healthy, doubling per consecutive failure up to
+/// `max_backoff_s`.
+pub(crate) fn poll_delay(interval_s: u64, failures: u32, max_backoff_s: u64) -> Duration {
+    let factor = 1u64.checked_shl(failures.min(20)).unwrap_or(u64::MAX);
+    Duration::from_secs(interval_s.saturating_mul(factor).min(max_backoff_s))
+}
+
 /// What a GET brought back.
 pub(crate) enum Fetched {
     /// 304: the validators we sent still hold.

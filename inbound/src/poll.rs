@@ -22,7 +22,7 @@ use super::atom::{read_feed, AtomReadError, FeedEntry};
 use super::config::FeedSource;
 use super::egress::Refusal;
 use super::error::{InboundError, Rejection};
-use super::fetch::{FetchError, Fetched, GuardedClient, Validators};
+use super::fetch::{poll_delay, FetchError, Fetched, GuardedClient, Validators};
 use super::metrics::METRICS;
 use super::Shared;
 
@@ -122,9 +122,7 @@ impl FeedPoller {
 
     /// The wait before the next poll: the interval when healthy, doubling per consecutive failure up to the cap.
     pub fn next_delay(&self) -> Duration {
-        let base = self.cfg.interval_s;
-        let factor = 1u64.checked_shl(self.failures.min(20)).unwrap_or(u64::MAX);
-        Duration::from_secs(base.saturating_mul(factor).min(self.cfg.max_backoff_s))
+        poll_delay(self.cfg.interval_s, self.failures, self.cfg.max_backoff_s)
     }
 
     /// One poll: the feed, then every new or changed entry.

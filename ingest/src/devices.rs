@@ -748,6 +748,8 @@ mod tests {
         assert_eq!(other.identify_certificate(&second), Ok("TM0001".to_string()));
         assert_eq!(other.verify("TM0001", "pw"), Ok(()));
         let before = store.generation();
+        // Time passing is the point: `refresh` notices a change by the file's modification time (and length), and a
+        // write within the file system's timestamp granularity could keep the time.
         std::thread::sleep(std::time::Duration::from_millis(20));
         other.revoke("TM0001", 3).unwrap();
         assert!(store.refresh().unwrap());

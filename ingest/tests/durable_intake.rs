@@ -121,9 +121,6 @@ async fn a_batch_the_intake_cannot_take_is_never_acknowledged() {
     assert!(outcome.as_ref().is_err_and(|e| e.starts_with("connection ended")), "{outcome:?}");
     // The session's socket closes as its task ends, a moment before the task counts why: wait for the count.
     let counted = || ingest::metrics::METRICS.disconnects.with_label_values(&["not_durable"]).get();
-    let until = std::time::Instant::now() + Duration::from_secs(2);
-    while counted() == closed_before && std::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_until("the disconnect counted", || counted() > closed_before).await;
     assert_eq!(counted(), closed_before + 1);
 }

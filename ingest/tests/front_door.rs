@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Auth, Client, ClientOpts, ConnectFailure, Door, Ev, Harness, Raw, A, B, C};
+use common::{wait_until, Auth, Client, ClientOpts, ConnectFailure, Door, Ev, Harness, Raw, A, B, C};
 use tokio::io::AsyncWriteExt;
 
 const QUIET: Duration = Duration::from_millis(500);
@@ -151,7 +151,9 @@ async fn silent_connections_and_half_handshakes_do_not_delay_other_devices() {
         }
         hostile.push(half);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Measured once the door has taken every hostile connection (and the warm-up one), not while they queue.
+    let open = hostile.len() + 1;
+    wait_until("the hostile connections accepted", || h.front_door.open_connections() >= open).await;
     for door in Door::ALL {
         let took = time_to_connack(&h, door, &format!("t-{door:?}")).await;
         assert!(took < Duration::from_secs(1), "{door:?}: CONNACK took {took:?} behind silent connections");
@@ -170,12 +172,8 @@ async fn a_stalled_connection_is_dropped_at_the_connect_deadline() {
         tokio::time::timeout(Duration::from_secs(3), tokio::io::AsyncReadExt::read(&mut silent, &mut byte)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "closed by the server: {closed:?}");
     // The socket closes as the deadline fires; the counter follows a moment later.
-    let counted = async {
-        while ingest::metrics::METRICS.logins_refused.with_label_values(&["timeout"]).get() <= before {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    assert!(tokio::time::timeout(Duration::from_secs(2), counted).await.is_ok(), "counted as a timeout");
+    let timeouts = || ingest::metrics::METRICS.logins_refused.with_label_values(&["timeout"]).get();
+    wait_until("the stalled connection counted as a timeout", || timeouts() > before).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,8 +304,10 @@ async fn revoking_a_device_closes_its_sessions_and_refuses_it_everywhere() {
     assert!(Client::connect(&h, Door::V4Tls, ClientOpts::new("a", h.auth(Door::V4Tls, A))).await.is_ok());
 
     // Provisioning again issues a new certificate and lifts the revocation; the old certificate stays refused.
+    let generation = h.devices.generation();
     let fresh = ingest::identity::provision(h.dir.path(), C).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The door picks up the other process's change on its once-a-second refresh.
+    wait_until("the door to read the provisioning", || h.devices.generation() > generation).await;
     let again = Client::connect(
         &h,
         Door::V4Tls,
@@ -485,6 +485,8 @@ async fn mosquitto_clients_plain_and_tls() {
         assert_eq!(h.next_message(Duration::from_secs(5)).unwrap().topic, readings(A));
     }
     // mosquitto_sub on `#` with valid credentials: refused subscription, and none of B's data.
+    let forbidden_subscribes = || ingest::metrics::METRICS.forbidden.with_label_values(&["subscribe"]).get();
+    let subscribes_before = forbidden_subscribes();
     let sub = tokio::process::Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &h.addr(Door::V4).port().to_string()])
         .args(["-u", A, "-P", &h.password(A), "-t", "#", "-v", "-W", "2"])
@@ -492,7 +494,8 @@ async fn mosquitto_clients_plain_and_tls() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("mosquitto_sub runs");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // B publishes once the door has answered the subscription (refused: counted), so B's data had its chance.
+    wait_until("mosquitto_sub's subscription answered", || forbidden_subscribes() > subscribes_before).await;
     let b = Client::connect(&h, Door::V4, ClientOpts::new("b", h.auth(Door::V4, B))).await.unwrap();
     b.publish(&readings(B), common::reading(8.0)).await;
     let out = sub.wait_with_output().await.expect("mosquitto_sub ends");
@@ -538,10 +541,14 @@ async fn a_wrong_password_flood_does_not_keep_real_devices_out() {
         .await
         .unwrap();
     }
-    let refused_before = ["busy", "login_throttled"]
-        .map(|r| ingest::metrics::METRICS.logins_refused.with_label_values(&[r]).get())
-        .iter()
-        .sum::<u64>();
+    // Logins refused before an argon2 check.
+    let refused_early = || {
+        ["busy", "login_throttled"]
+            .map(|r| ingest::metrics::METRICS.logins_refused.with_label_values(&[r]).get())
+            .iter()
+            .sum::<u64>()
+    };
+    let refused_before = refused_early();
     let addr = h.addr(Door::V4);
 
     let flood = tokio::spawn(async move {
@@ -562,8 +569,8 @@ async fn a_wrong_password_flood_does_not_keep_real_devices_out() {
         }
         codes
     });
-    // The flood is under way before the devices come.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The flood is under way (its logins are being refused) before the devices come.
+    wait_until("the flood under way", || refused_early() > refused_before).await;
 
     let started = Instant::now();
     let give_up = started + Duration::from_secs(45);
@@ -616,11 +623,8 @@ async fn a_wrong_password_flood_does_not_keep_real_devices_out() {
     let checked = codes.get(&Some(4)).copied().unwrap_or(0);
     assert!(checked <= 4 * 10 + 10, "the flood cost {checked} password checks: {codes:?}");
     assert_eq!(codes.get(&None), None, "every attempt got an answer: {codes:?}");
-    let refused_early = ["busy", "login_throttled"]
-        .map(|r| ingest::metrics::METRICS.logins_refused.with_label_values(&[r]).get())
-        .iter()
-        .sum::<u64>();
-    assert!(refused_early - refused_before >= (FLOOD - checked) as u64, "counted: {refused_early}");
+    let refused = refused_early();
+    assert!(refused - refused_before >= (FLOOD - checked) as u64, "counted: {refused}");
 
     // Every acknowledged reading reached the pipeline.
     assert!(acked.values().all(|n| *n == READINGS), "every publish acknowledged: {acked:?}");

@@ -276,19 +276,26 @@ impl Drop for Server {
     }
 }
 
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text frame of `ws` as JSON, skipping other frames; `None` when `within` passes or the socket ends.
+async fn next_json_frame(ws: &mut Socket, within: Duration) -> Option<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.ok()??.ok()?;
+        if let Message::Text(text) = msg {
+            return serde_json::from_str(&text).ok();
+        }
+    }
+}
+
 pub struct Operator {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: Socket,
 }
 
 impl Operator {
     pub async fn next_json(&mut self, within: Duration) -> Option<serde_json::Value> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??.ok()?;
-            if let Message::Text(text) = msg {
-                return serde_json::from_str(&text).ok();
-            }
-        }
+        next_json_frame(&mut self.ws, within).await
     }
 
     /// Waits for an alert message matching `pred`.
@@ -305,6 +312,81 @@ impl Operator {
                 return Some(msg);
             }
         }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------------ waiting
+// Tests wait for the condition they need, never for a fixed time: CI runs them on a loaded 2-core machine, where a
+// fixed sleep is either too short (a flaky failure) or, everywhere else, longer than needed. A sleep stays only where
+// time passing is the point (a ttl expiring, a publisher's pace), with a comment saying so.
+
+/// How often the waits below look again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Polls `probe` until it answers `Some`, for at most `within`, and returns the answer; panics naming `what`.
+pub async fn eventually<T>(what: &str, within: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    poll(within, probe, || panic!("timed out after {within:?} waiting for {what}")).await
+}
+
+/// Waits until `ok` holds, for at most `within`; panics naming `what`.
+pub async fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    eventually(what, within, || ok().then_some(())).await
+}
+
+/// [`wait_until`] for a test that is not async (it blocks its thread between looks).
+pub fn wait_until_blocking(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Polls `probe` until its answer has stayed the same for `quiet` (and returns it), for at most `within`: for a check
+/// of how many things happened at most, once whatever was under way has finished.
+pub async fn settled<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    within: Duration,
+    quiet: Duration,
+    mut probe: impl FnMut() -> T,
+) -> T {
+    let deadline = Instant::now() + within;
+    let (mut last, mut since) = (probe(), Instant::now());
+    loop {
+        if since.elapsed() >= quiet {
+            return last;
+        }
+        assert!(Instant::now() < deadline, "{what} still changing after {within:?} (last {last:?})");
+        tokio::time::sleep(POLL).await;
+        let now = probe();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+}
+
+async fn poll<T>(within: Duration, mut probe: impl FnMut() -> Option<T>, timed_out: impl FnOnce() -> T) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            return timed_out();
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+impl Server {
+    /// [`eventually`] with this server's log in the failure message.
+    pub async fn eventually<T>(&self, what: &str, within: Duration, probe: impl FnMut() -> Option<T>) -> T {
+        poll(within, probe, || panic!("timed out after {within:?} waiting for {what}; log:\n{}", self.log())).await
+    }
+
+    /// [`wait_until`] with this server's log in the failure message.
+    pub async fn wait_until(&self, what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+        self.eventually(what, within, || ok().then_some(())).await
     }
 }
 
@@ -439,7 +521,7 @@ pub fn now_ms() -> i64 {
 
 /// A citizen's app connection.
 pub struct Citizen {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: Socket,
 }
 
 impl Citizen {
@@ -473,13 +555,7 @@ impl Citizen {
     }
 
     pub async fn next_json(&mut self, within: Duration) -> Option<serde_json::Value> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??.ok()?;
-            if let Message::Text(text) = msg {
-                return serde_json::from_str(&text).ok();
-            }
-        }
+        next_json_frame(&mut self.ws, within).await
     }
 }
 

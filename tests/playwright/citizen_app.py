@@ -30,6 +30,29 @@ RECORD_NOTIFICATIONS = """
 """
 
 
+# Records the type of every frame the app's socket receives, before the app handles it (a listener added in the
+# constructor runs before the `onmessage` the app sets later).
+RECORD_FRAMES = """
+  window.__frames = [];
+  const NativeSocket = window.WebSocket;
+  window.WebSocket = class extends NativeSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (ev) => { try { window.__frames.push(JSON.parse(ev.data).type); } catch (_) {} });
+    }
+  };
+"""
+
+
+def replayed(page):
+    """Waits until every alert the server replays for the page's subscription has reached the page. The server sends
+    `subscribed`, then the replay, and reads the next frame only after it: so the acknowledgement of a second, equal
+    subscribe comes after every frame of the first replay."""
+    page.wait_for_function("() => window.__frames.includes('subscribed')", timeout=20000)
+    page.evaluate("subscribe()")
+    page.wait_for_function("() => window.__frames.filter(t => t === 'subscribed').length >= 2", timeout=20000)
+
+
 def phone(b, place, lang="zh-TW", here=None):
     """`here`: None (geolocation not allowed), a dict (allowed, the phone there), or "unavailable" (allowed, no fix)."""
     c = Offline(b, 360, 740, scale=2)
@@ -38,6 +61,7 @@ def phone(b, place, lang="zh-TW", here=None):
         f"localStorage.setItem('lang', '{lang}');"
     )
     c.context.add_init_script(RECORD_NOTIFICATIONS)
+    c.context.add_init_script(RECORD_FRAMES)
     c.context.grant_permissions(["notifications"] + (["geolocation"] if here else []), origin=URL)
     if isinstance(here, dict):
         c.context.set_geolocation(here)
@@ -134,7 +158,7 @@ def main():
 
         outside = phone(b, OUTSIDE)
         outside.page.locator("#no-alerts").wait_for(timeout=15000)
-        outside.page.wait_for_timeout(1500)
+        replayed(outside.page)
         check(outside.page.locator("article.alert").count() == 0, "a place outside the area gets no alert")
         shot(outside.page, "citizen-360-outside.png")
         outside.close()

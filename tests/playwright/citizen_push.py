@@ -186,7 +186,11 @@ def main():
         deliver(dict(payload, version=version, title="newer " + payload["title"], notify=False))
         shown("newer " + payload["title"])
         deliver(dict(payload, title="older " + payload["title"]))
-        page.wait_for_timeout(1000)
+        # A push for another alert after it: the worker is given pushes in the order they come, and the older
+        # version's handler (one lookup, then return) is shorter than any that shows a notification, so once this
+        # one is shown the older version has been decided.
+        barrier = dict(payload, id="order-barrier", version=1, notify=False, title="barrier " + payload["title"])
+        push_and_show(barrier)
         if any(x["title"].startswith("older ") for x in page_notifications()):
             fail("an older version replaced a newer one")
         step("order_kept")

@@ -83,6 +83,27 @@ def shot(page, name, full_page=False):
     return path
 
 
+# The operator map's view has come to rest: no zoom or pan animation under way (Leaflet 1.9's own flags) and the
+# same centre and zoom for several animation frames in a row. Several, because an animated `fitBounds` starts its
+# zoom one frame after the call (Leaflet defers it to `requestAnimationFrame`), so one still frame proves nothing.
+# What is measured or photographed after it is the final view, however slow the machine is.
+MAP_AT_REST = """() => {
+  const m = window.dcMap;
+  if (!m) return false;
+  const c = m.getCenter(), view = `${c.lat},${c.lng},${m.getZoom()}`;
+  const moving = m._animatingZoom || (m._panAnim && m._panAnim._inProgress);
+  window.__dcRest = !moving && window.__dcRest && window.__dcRest.view === view
+    ? { view, frames: window.__dcRest.frames + 1 } : { view, frames: 0 };
+  return window.__dcRest.frames >= 5;
+}"""
+
+
+def map_at_rest(page, timeout=15000):
+    """Waits (polling every animation frame) until the map's view is at rest: see MAP_AT_REST."""
+    page.evaluate("window.__dcRest = null")
+    page.wait_for_function(MAP_AT_REST, polling="raf", timeout=timeout)
+
+
 def publish(device, password, values, ts_ms):
     """One reading over MQTT with mosquitto_pub (QoS 1: returns once the broker took it)."""
     payload = json.dumps({"ts": ts_ms, "values": values})

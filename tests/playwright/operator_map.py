@@ -17,7 +17,7 @@ import urllib.request
 
 from PIL import Image
 
-from harness import Offline, browser, check, env, now_ms, publish, shot, URL
+from harness import Offline, browser, check, env, map_at_rest, now_ms, publish, shot, URL
 
 ADMIN = env("DC_TOKEN")
 VIEWER = env("DC_VIEWER_TOKEN")
@@ -50,7 +50,7 @@ def basemap_test(page, name):
     page.wait_for_function("() => document.querySelectorAll('.leaflet-dcBorders-pane path').length >= 1")
     # Fixed view for the pixel test: all of Taiwan.
     page.evaluate("dcMap.setView([23.65, 120.95], 8, {animate: false})")
-    page.wait_for_timeout(400)
+    map_at_rest(page)
     points = page.evaluate(
         """(pts) => pts.map(([lat, lon]) => { const p = dcMap.latLngToContainerPoint([lat, lon]);
              const r = dcMap.getContainer().getBoundingClientRect(); return [Math.round(p.x + r.left), Math.round(p.y + r.top)]; })""",
@@ -123,7 +123,7 @@ def carrier_cells_test(page, alert_id):
 
     # The map: the whole broadcast in view, each carrier's layer holding exactly its cells.
     page.evaluate("(id) => { const a = model.alerts.get(id); const z = model.zones.get(a.area_id); dcMap.setView(L.geoJSON(z.area).getBounds().getCenter(), 11, {animate: false}); }", alert_id)
-    page.wait_for_timeout(500)
+    map_at_rest(page)
     area = box(page, f"path.dc-alert[data-alert='{alert_id}']")
     check(len(area) >= 1, "the alert's area is on the map")
     area = [min(b[0] for b in area), min(b[1] for b in area), max(b[2] for b in area), max(b[3] for b in area)]
@@ -279,7 +279,8 @@ def main():
         zoom = page.evaluate("dcMap.getZoom()")
         page.focus("#map")
         page.keyboard.press("Equal")
-        page.wait_for_timeout(400)
+        # Leaflet animates the zoom and sets the new zoom level when the animation ends.
+        page.wait_for_function("z => dcMap.getZoom() > z", arg=zoom, timeout=10000)
         check(page.evaluate("dcMap.getZoom()") > zoom, "the map zooms from the keyboard")
 
         # Approve through the UI (operate scope): the alert becomes public, a new version, CAP and deliveries follow.
@@ -361,7 +362,8 @@ def main():
         wall.page.wait_for_function(
             "() => document.querySelectorAll('#detail section.carrier').length >= 3 && document.querySelectorAll('path.dc-cell').length > 0", timeout=15000)
         check(True, "a page opened later shows the alert's carrier panel and cells")
-        wall.page.wait_for_timeout(800)
+        # The click flew the map to the alert (an animated fitBounds): the screenshot is of where it came to rest.
+        map_at_rest(wall.page)
         font = wall.page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)")
         check(font >= 24, f"text scales up on a 4K wall ({font}px)")
         shot(wall.page, "operator-4k.png")

@@ -288,6 +288,14 @@ pub(crate) fn free_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// Waits until every subscriber's queue is empty: each delivery planned so far has been answered (`alert_changed` and
+/// `start` plan theirs before they return), so what a receiver has now is all it will get of them. Checks that
+/// something was *not* sent wait on this, not on a fixed time.
+pub(crate) async fn drained(d: &Dissemination) {
+    let empty = || d.subscribers().iter().all(|s| s.queued == 0);
+    wait_for(Duration::from_secs(30), "every subscriber's queue empty", empty).await;
+}
+
 /// Polls `cond` until true or panics with `what` after `limit`.
 pub(crate) async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -57,7 +57,7 @@ async fn restart_with_pending_deliveries_delivers_everything_in_order() {
 
     // A third start finds nothing left to send.
     let d = start(config(&extra), dir.path());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    drained(&d).await;
     assert_eq!(rx.delivered("/a").len(), 6, "nothing sent twice");
     assert!(d.subscribers().iter().all(|s| s.queued == 0));
 }

@@ -3,9 +3,8 @@
 //! with instructions: a skipped check would look like a passed one.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hmac::{Hmac, Mac};
@@ -40,26 +39,7 @@ pub(crate) fn xsd() -> &'static Path {
 }
 
 /// `xmllint --noout [--schema XSD] -`; Ok or the tool's complaint.
-pub(crate) fn xmllint(xml: &str, schema: Option<&Path>) -> Result<(), String> {
-    let mut cmd = Command::new("xmllint");
-    cmd.arg("--noout");
-    if let Some(s) = schema {
-        cmd.arg("--schema").arg(s);
-    }
-    let mut child = match cmd.arg("-").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
-        Ok(c) => c,
-        Err(e) => panic!("cannot run xmllint ({e}). {}", encoders::test_support::SETUP_HINT),
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(xml.as_bytes()).expect("write to xmllint");
-    }
-    let out = child.wait_with_output().expect("xmllint runs");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
+pub(crate) use encoders::test_support::xmllint;
 
 pub(crate) fn unhex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()

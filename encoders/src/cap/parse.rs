@@ -189,17 +189,7 @@ fn build_tree(text: &str, limits: &ParseLimits) -> Result<Node, ParseError> {
                 push_text(&mut stack, &s).map_err(bad)?;
             }
             Event::GeneralRef(r) => {
-                let c = match r.resolve_char_ref().map_err(|e| bad(e.to_string()))? {
-                    Some(c) => c,
-                    None => match r.decode().map_err(|e| bad(e.to_string()))?.as_ref() {
-                        "amp" => '&',
-                        "lt" => '<',
-                        "gt" => '>',
-                        "quot" => '"',
-                        "apos" => '\'',
-                        other => return Err(bad(format!("undeclared entity `&{other};`"))),
-                    },
-                };
+                let c = referenced_char(&r).map_err(bad)?;
                 push_text(&mut stack, c.encode_utf8(&mut [0; 4])).map_err(bad)?;
             }
             Event::Decl(d) => {
@@ -607,4 +597,21 @@ fn read_area(at: String, node: &Node) -> Result<CapArea, ParseError> {
     let ceiling = decimal("ceiling")?;
     s.finish()?;
     Ok(CapArea { area_desc, polygons, circles, geocodes, altitude, ceiling })
+}
+
+/// The character a reference in the text stands for: a character reference (`&#x8C6A;`) or one of XML's five
+/// predefined entities. Any other name is refused: it would need a DTD, and we read none (declared entities can
+/// expand without bound). Shared with the other XML readers of outside input (`inbound`'s Atom and VD feeds).
+pub fn referenced_char(r: &quick_xml::events::BytesRef<'_>) -> Result<char, String> {
+    if let Some(c) = r.resolve_char_ref().map_err(|e| e.to_string())? {
+        return Ok(c);
+    }
+    match r.decode().map_err(|e| e.to_string())?.as_ref() {
+        "amp" => Ok('&'),
+        "lt" => Ok('<'),
+        "gt" => Ok('>'),
+        "quot" => Ok('"'),
+        "apos" => Ok('\''),
+        other => Err(format!("undeclared entity `&{other};`")),
+    }
 }

@@ -46,8 +46,8 @@ impl XmlOut {
         }
     }
 
-    /// `<name attr="v"…>` on its own line.
-    pub(crate) fn open_with(&mut self, name: &str, attrs: &[(&str, &str)]) {
+    /// An indented `<name attr="v"…`, left open for `>` or `/>`.
+    fn start_tag(&mut self, name: &str, attrs: &[(&str, &str)]) {
         self.indent();
         self.buf.push('<');
         self.buf.push_str(name);
@@ -58,6 +58,11 @@ impl XmlOut {
             escape_into(&mut self.buf, v);
             self.buf.push('"');
         }
+    }
+
+    /// `<name attr="v"…>` on its own line.
+    pub(crate) fn open_with(&mut self, name: &str, attrs: &[(&str, &str)]) {
+        self.start_tag(name, attrs);
         self.buf.push_str(">\n");
         self.depth += 1;
     }
@@ -76,16 +81,7 @@ impl XmlOut {
 
     /// `<name attr="v"…/>`.
     pub(crate) fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) {
-        self.indent();
-        self.buf.push('<');
-        self.buf.push_str(name);
-        for (k, v) in attrs {
-            self.buf.push(' ');
-            self.buf.push_str(k);
-            self.buf.push_str("=\"");
-            escape_into(&mut self.buf, v);
-            self.buf.push('"');
-        }
+        self.start_tag(name, attrs);
         self.buf.push_str("/>\n");
     }
 

@@ -19,9 +19,7 @@ mod fixtures;
 mod push;
 mod restart;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -272,22 +270,5 @@ pub(crate) fn xsd_path() -> &'static Path {
 
 /// `xmllint --noout --schema <XSD> -`: Ok or the tool's complaint.
 pub(crate) fn xmllint(xml: &str) -> Result<(), String> {
-    let mut child = Command::new("xmllint")
-        .args(["--noout", "--schema"])
-        .arg(xsd_path())
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run xmllint ({e}). {}", encoders::test_support::SETUP_HINT));
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(xml.as_bytes()).expect("write to xmllint");
-    }
-    let out = child.wait_with_output().expect("xmllint runs");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    encoders::test_support::xmllint(xml, Some(xsd_path()))
 }

@@ -250,17 +250,7 @@ fn parse_tree(text: &str) -> Result<Node, DecodeError> {
                 }
             }
             Event::GeneralRef(r) => {
-                let c = match r.resolve_char_ref().map_err(|e| bad(e.to_string()))? {
-                    Some(c) => c,
-                    None => match r.decode().map_err(|e| bad(e.to_string()))?.as_ref() {
-                        "amp" => '&',
-                        "lt" => '<',
-                        "gt" => '>',
-                        "quot" => '"',
-                        "apos" => '\'',
-                        other => return Err(bad(format!("undeclared entity `&{other};`"))),
-                    },
-                };
+                let c = encoders::cap::parse::referenced_char(&r).map_err(bad)?;
                 if let Some(node) = stack.last_mut() {
                     node.text.push(c);
                 }

@@ -14,7 +14,7 @@ use super::{VdBatch, METRICS};
 use crate::config::VdFeedSource;
 use crate::egress::Refusal;
 use crate::error::InboundError;
-use crate::fetch::{FetchError, Fetched, GuardedClient, Validators};
+use crate::fetch::{poll_delay, FetchError, Fetched, GuardedClient, Validators};
 
 /// Collection interval assumed when neither the config nor the document says (the national feeds' minute).
 const DEFAULT_COLLECT_INTERVAL_S: f64 = 60.0;
@@ -96,8 +96,7 @@ impl VdPoller {
 
     /// The wait before the next poll: the interval when healthy, doubling per consecutive failure up to the cap.
     pub fn next_delay(&self) -> Duration {
-        let factor = 1u64.checked_shl(self.failures.min(20)).unwrap_or(u64::MAX);
-        Duration::from_secs(self.cfg.interval_s.saturating_mul(factor).min(self.cfg.max_backoff_s))
+        poll_delay(self.cfg.interval_s, self.failures, self.cfg.max_backoff_s)
     }
 
     /// One poll at wall-clock `now_ms` (stale and future records are judged against it); counts everything.

@@ -219,6 +219,8 @@ pub(crate) struct Shared {
     pending_logins: Arc<PendingLogins>,
     /// Connections open at once (`max_connections`).
     connection_slots: Arc<Semaphore>,
+    /// The slots' number, to tell how many are taken.
+    max_connections: usize,
 }
 
 /// Where the listeners are bound (useful with port 0).
@@ -326,6 +328,7 @@ impl FrontDoor {
             )),
             pending_logins: PendingLogins::new(config.max_pending_logins_per_device),
             connection_slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            max_connections: config.max_connections.max(1),
         });
         {
             let _context = runtime.enter();
@@ -359,6 +362,11 @@ impl FrontDoor {
     /// Sessions open now.
     pub fn sessions(&self) -> usize {
         self.shared.sessions.count()
+    }
+
+    /// Connections accepted and not yet closed, logged in or not (what `max_connections` bounds).
+    pub fn open_connections(&self) -> usize {
+        self.shared.max_connections - self.shared.connection_slots.available_permits()
     }
 
     pub fn is_connected(&self, device_id: &str) -> bool {

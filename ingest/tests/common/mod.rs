@@ -185,6 +185,17 @@ pub fn client_tls(ca: &std::path::Path, client_auth: Option<(&PathBuf, &PathBuf)
     Arc::new(config)
 }
 
+/// Polls `ok` until it holds, for at most 20 s (generous: CI is a loaded 2-core machine); panics naming `what`. Tests
+/// wait on the condition they need, never for a fixed time.
+pub async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let within = Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + within;
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

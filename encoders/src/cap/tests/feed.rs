@@ -1,8 +1,5 @@
 //! The Atom feed: structure read back with an XML parser, well-formedness checked by xmllint.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use quick_xml::events::Event;
 use quick_xml::reader::Reader;
 use time::macros::datetime;
@@ -104,17 +101,9 @@ fn feed_links_each_cap_file() {
 #[test]
 fn feed_is_well_formed_for_xmllint() {
     let xml = write_atom(&sample_feed()).expect("feed");
-    let mut child = Command::new("xmllint")
-        .args(["--noout", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run xmllint ({e}); install Debian's libxml2-utils (see the test setup script)")
-        });
-    child.stdin.take().expect("stdin").write_all(xml.as_bytes()).expect("write");
-    let out = child.wait_with_output().expect("xmllint");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    if let Err(e) = crate::test_support::xmllint(&xml, None) {
+        panic!("{e}");
+    }
 }
 
 #[test]

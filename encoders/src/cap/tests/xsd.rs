@@ -4,40 +4,16 @@
 //! looked up through the workspace's `.venv` and then the system `python3`. When neither the XSD nor `xmllint` is
 //! there the tests fail with instructions: a skipped validation would look like a passed one.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use time::macros::datetime;
 
 use super::*;
 
 /// The lookup lives in `crate::test_support` so the dissemination and inbound crates' tests share it.
-pub(crate) use crate::test_support::{xsd_path, SETUP_HINT};
+pub(crate) use crate::test_support::xsd_path;
 
 /// Runs `xmllint --noout --schema <XSD> -` on `xml`; Ok or the tool's complaint.
 pub(crate) fn xmllint(xml: &str) -> Result<(), String> {
-    let xsd = xsd_path();
-    let mut child = match Command::new("xmllint")
-        .args(["--noout", "--schema"])
-        .arg(xsd)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!("cannot run xmllint ({e}). {SETUP_HINT}"),
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(xml.as_bytes()).expect("write to xmllint");
-    }
-    let out = child.wait_with_output().expect("xmllint runs");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    crate::test_support::xmllint(xml, Some(xsd_path()))
 }
 
 /// Validates with the XSD, checks the rules the XSD cannot (times), and reads it back to the same message.
