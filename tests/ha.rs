@@ -13,14 +13,13 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::readings;
 use cluster::test_support::NatsCluster;
-use common::{config_copy, device_password, free_port, http_get, TOKEN};
+use common::cluster_node::ClusterNode;
+use common::{config_copy, device_password};
 use parking_lot::Mutex;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
@@ -28,104 +27,6 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 /// metric.
 const DEVICES: [(&str, &str, &str); 3] =
     [("RG0001", "10008", "rain_mm"), ("RG0002", "10008", "rain_mm"), ("AQ0001", "10009", "pm25_ugm3")];
-
-/// One `disaster-cloud serve --cluster … --role front-door` process.
-struct FrontDoor {
-    child: Child,
-    mqtt: SocketAddr,
-    http: SocketAddr,
-    log: PathBuf,
-    args: Vec<String>,
-}
-
-impl FrontDoor {
-    fn start(config: &Path, dir: &Path, urls: &str, name: &str) -> FrontDoor {
-        Self::start_as(config, dir, urls, name, "front-door")
-    }
-
-    /// Any role on the cluster (`worker`: a rule worker; its MQTT listeners stay closed).
-    fn start_as(config: &Path, dir: &Path, urls: &str, name: &str, role: &str) -> FrontDoor {
-        let args: Vec<String> = [
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            dir.join(name).to_str().unwrap(),
-            "--cluster",
-            urls,
-            "--role",
-            role,
-            "--client-id",
-            name,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        Self::launch(args, dir.join(format!("{name}.log")), None)
-    }
-
-    /// Starts the binary; `mqtt`: the listener to use again (a restart keeps its address, as a service would).
-    fn launch(args: Vec<String>, log: PathBuf, mqtt: Option<SocketAddr>) -> FrontDoor {
-        for _ in 0..4 {
-            let mqtt = mqtt.unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
-            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let child = common::test_env(&mut Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
-                .args(&args)
-                .args(["--http-listen", &http.to_string(), "--mqtt-listen", &mqtt.to_string()])
-                .args(["--mqtt5-listen", &format!("127.0.0.1:{}", free_port()), "--mqtt-tls=false"])
-                .stdout(Stdio::null())
-                .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
-                .spawn()
-                .expect("the binary starts");
-            let mut node = FrontDoor { child, mqtt, http, log: log.clone(), args: args.clone() };
-            match node.wait_ready() {
-                Ok(()) => return node,
-                Err(text) if text.contains("Address already in use") => continue,
-                Err(text) => panic!("front door {args:?} not ready; log:\n{text}"),
-            }
-        }
-        panic!("no free ports after 4 attempts");
-    }
-
-    /// HTTP answers once the role is attached: connected to the cluster, stream found, MQTT listening.
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while Instant::now() < deadline {
-            if http_get(self.http, "/metrics", Some(TOKEN)).is_some_and(|(s, _)| s == 200) {
-                return Ok(());
-            }
-            if self.child.try_wait().ok().flatten().is_some() {
-                return Err(self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(self.log())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn metric(&self, sample: &str) -> Option<f64> {
-        let (_, body) = http_get(self.http, "/metrics", Some(TOKEN))?;
-        body.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn restart(&mut self) {
-        *self = Self::launch(self.args.clone(), self.log.clone(), Some(self.mqtt));
-    }
-}
-
-impl Drop for FrontDoor {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// A device at QoS 1 with one publish in flight: it re-sends a publish until it is acknowledged, reconnecting to
 /// the other front door whenever its connection fails or stays silent.
@@ -247,8 +148,8 @@ async fn a_puback_means_the_reading_survives_the_loss_of_any_one_node() {
         text.replace("dissemination = \"dissemination.toml\"\n", "") + "\n[cluster]\npublish_deadline_s = 10\n"
     });
     let mut fd = [
-        FrontDoor::start(&config, &dir, &nats.urls_arg(), "fd-1"),
-        FrontDoor::start(&config, &dir, &nats.urls_arg(), "fd-2"),
+        ClusterNode::start(&config, &dir, &nats.urls_arg(), "fd-1", "front-door", &[]),
+        ClusterNode::start(&config, &dir, &nats.urls_arg(), "fd-2", "front-door", &[]),
     ];
     let addrs = [fd[0].mqtt, fd[1].mqtt];
 
@@ -449,18 +350,18 @@ async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
     let config = config_copy("ha-worker", |text| {
         text.replace("dissemination = \"dissemination.toml\"\n", "") + "\n[cluster]\nlease_ttl_s = 3\n"
     });
-    let fd = FrontDoor::start(&config, &dir, &nats.urls_arg(), "fd-1");
+    let fd = ClusterNode::start(&config, &dir, &nats.urls_arg(), "fd-1", "front-door", &[]);
     // w-1 first, so that it holds every county; then w-2, which gets its share (three counties, Nantou among them:
     // handed over lowest first, tests/ha_workers.rs).
-    let w1 = FrontDoor::start_as(&config, &dir, &nats.urls_arg(), "w-1", "worker");
+    let w1 = ClusterNode::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &[]);
     let counties = 6.0;
-    let owned = |w: &FrontDoor| w.metric("dc_cluster_regions_owned").unwrap_or(0.0);
+    let owned = |w: &ClusterNode| w.metric("dc_cluster_regions_owned").unwrap_or(0.0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while owned(&w1) < counties {
         assert!(Instant::now() < deadline, "w-1 did not take the counties: {}", w1.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let w2 = FrontDoor::start_as(&config, &dir, &nats.urls_arg(), "w-2", "worker");
+    let w2 = ClusterNode::start(&config, &dir, &nats.urls_arg(), "w-2", "worker", &[]);
     while (owned(&w1), owned(&w2)) != (3.0, 3.0) {
         assert!(Instant::now() < deadline, "the counties were not split between w-1 and w-2: {}", w1.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -480,7 +381,7 @@ async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
     // Nantou's owner dies, the other worker continues.
     let (mut victim, survivor, survivor_name) = if raised.worker == "w-1" { (w1, w2, "w-2") } else { (w2, w1, "w-1") };
     assert!(raised.subject.starts_with("dc.alerts.10008."), "{raised:?}");
-    let processed = |w: &FrontDoor| w.metric("dc_cluster_worker_publishes_total{phase=\"processed\"}").unwrap_or(0.0);
+    let processed = |w: &ClusterNode| w.metric("dc_cluster_worker_publishes_total{phase=\"processed\"}").unwrap_or(0.0);
     assert!(processed(&victim) >= 1.0, "{} ran no reading", raised.worker);
     assert_eq!(processed(&survivor), 0.0, "a reading of a county {survivor_name} does not own reached it");
     println!("heavy rain raised by {}: {} v{}", raised.worker, raised.id, raised.version);

@@ -16,88 +16,14 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::test_support::NatsCluster;
-use common::{config_copy, device_password, free_port, http_get, Device, TOKEN};
+use common::cluster_node::ClusterNode as Node;
+use common::{config_copy, device_password, Device};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-
-/// One `disaster-cloud serve --cluster … --role …` process.
-struct Node {
-    child: Child,
-    http: SocketAddr,
-    mqtt: SocketAddr,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(config: &Path, dir: &Path, urls: &str, name: &str, role: &str) -> Node {
-        let log = dir.join(format!("{name}.log"));
-        for _ in 0..4 {
-            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let child = common::test_env(&mut Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
-                .args(["serve", "--config", config.to_str().unwrap()])
-                .args(["--data-dir", dir.join(name).to_str().unwrap()])
-                .args(["--cluster", urls, "--role", role, "--client-id", name])
-                .args(["--http-listen", &http.to_string(), "--mqtt-listen", &mqtt.to_string()])
-                .args(["--mqtt5-listen", &format!("127.0.0.1:{}", free_port()), "--mqtt-tls=false"])
-                .stdout(Stdio::null())
-                .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
-                .spawn()
-                .expect("the binary starts");
-            let mut node = Node { child, http, mqtt, log: log.clone() };
-            match node.wait_ready() {
-                Ok(()) => return node,
-                Err(text) if text.contains("Address already in use") => continue,
-                Err(text) => panic!("{name} ({role}) not ready; log:\n{text}"),
-            }
-        }
-        panic!("no free ports after 4 attempts");
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while Instant::now() < deadline {
-            if http_get(self.http, "/metrics", Some(TOKEN)).is_some_and(|(s, _)| s == 200) {
-                return Ok(());
-            }
-            if self.child.try_wait().ok().flatten().is_some() {
-                return Err(self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(self.log())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn metric(&self, sample: &str) -> Option<f64> {
-        let (_, body) = http_get(self.http, "/metrics", Some(TOKEN))?;
-        body.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
-    }
-
-    fn active(&self) -> bool {
-        self.metric("dc_cluster_dissemination_active") == Some(1.0)
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -221,15 +147,15 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
         .replace("backoff_initial_ms = 1000", "backoff_initial_ms = 200");
     std::fs::write(&dissemination, text).unwrap();
 
-    let fd = Node::start(&config, &dir, &nats.urls_arg(), "fd-1", "front-door");
-    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker");
-    let mut d1 = Node::start(&config, &dir, &nats.urls_arg(), "d-1", "dissemination");
+    let fd = Node::start(&config, &dir, &nats.urls_arg(), "fd-1", "front-door", &[]);
+    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &[]);
+    let mut d1 = Node::start(&config, &dir, &nats.urls_arg(), "d-1", "dissemination", &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !d1.active() {
         assert!(Instant::now() < deadline, "d-1 did not become active: {}", d1.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let d2 = Node::start(&config, &dir, &nats.urls_arg(), "d-2", "dissemination");
+    let d2 = Node::start(&config, &dir, &nats.urls_arg(), "d-2", "dissemination", &[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!d2.active(), "two active dissemination nodes");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -302,7 +228,7 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
     }
 
     // d-1 comes back (same name, same data dir): it sets its old outbox aside and stands by, sending nothing.
-    let d1 = Node::start(&config, &dir, &nats.urls_arg(), "d-1", "dissemination");
+    let d1 = Node::start(&config, &dir, &nats.urls_arg(), "d-1", "dissemination", &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!d1.active(), "the restarted d-1 took the lease d-2 holds");
     assert!(d2.active(), "d-2 lost the lease to the restarted d-1");

@@ -14,112 +14,18 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::test_support::NatsCluster;
-use common::{device_password, free_port, http_get, Device, SHENMU, TOKEN};
+use common::cluster_node::ClusterNode as Node;
+use common::{device_password, Device, SHENMU};
 use disaster_cloud::scale_out::backbone_alerts::{self, Body};
 use disaster_cloud::scale_out::signing::AlertSigner;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Message;
-
-/// One `disaster-cloud serve --cluster …` process.
-struct Node {
-    child: Child,
-    http: SocketAddr,
-    mqtt: SocketAddr,
-    log: PathBuf,
-    args: Vec<String>,
-}
-
-impl Node {
-    fn start(config: &Path, dir: &Path, urls: &str, name: &str, role: &str, extra: &[&str]) -> Node {
-        let mut args: Vec<String> = [
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            dir.join(name).to_str().unwrap(),
-            "--cluster",
-            urls,
-            "--role",
-            role,
-            "--client-id",
-            name,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Self::launch(args, dir.join(format!("{name}.log")), None)
-    }
-
-    /// Starts the binary; `http`: the address to use again (a restarted node keeps its address, as behind a load
-    /// balancer).
-    fn launch(args: Vec<String>, log: PathBuf, http: Option<SocketAddr>) -> Node {
-        for _ in 0..4 {
-            let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let http = http.unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
-            let child = common::test_env(&mut Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
-                .args(&args)
-                .args(["--http-listen", &http.to_string(), "--mqtt-listen", &mqtt.to_string()])
-                .args(["--mqtt5-listen", &format!("127.0.0.1:{}", free_port()), "--mqtt-tls=false"])
-                .stdout(Stdio::null())
-                .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
-                .spawn()
-                .expect("the binary starts");
-            let mut node = Node { child, http, mqtt, log: log.clone(), args: args.clone() };
-            match node.wait_ready() {
-                Ok(()) => return node,
-                Err(text) if text.contains("Address already in use") => continue,
-                Err(text) => panic!("{args:?} not ready; log:\n{text}"),
-            }
-        }
-        panic!("no free ports after 4 attempts");
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while Instant::now() < deadline {
-            if http_get(self.http, "/metrics", Some(TOKEN)).is_some_and(|(s, _)| s == 200) {
-                return Ok(());
-            }
-            if self.child.try_wait().ok().flatten().is_some() {
-                return Err(self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(self.log())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn metric(&self, sample: &str) -> f64 {
-        let Some((_, body)) = http_get(self.http, "/metrics", Some(TOKEN)) else { return 0.0 };
-        body.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn restart(&mut self) {
-        *self = Self::launch(self.args.clone(), self.log.clone(), Some(self.http));
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// A frame a citizen's app received, and when.
 #[derive(Debug, Clone)]
@@ -342,7 +248,7 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     ];
     let counties = 6.0;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while w1.metric("dc_cluster_regions_owned") < counties {
+    while w1.owned() < counties {
         assert!(Instant::now() < deadline, "w-1 did not take the counties: {}", w1.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -383,7 +289,7 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     for node in &fan {
         for reason in ["unsigned", "unknown_key", "bad_signature"] {
             let sample = format!("dc_cluster_alerts_received_total{{outcome=\"{reason}\"}}");
-            while node.metric(&sample) < 1.0 {
+            while node.metric(&sample).unwrap_or(0.0) < 1.0 {
                 assert!(Instant::now() < deadline, "{reason} never counted: {}", node.log());
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -446,13 +352,13 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     w1.kill9();
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(40);
-    while w2.metric("dc_cluster_regions_owned") < counties {
+    while w2.owned() < counties {
         assert!(Instant::now() < deadline, "w-2 did not take over: {}", w2.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("SIGKILL w-1 → w-2 owns every county {:?} later", killed.elapsed());
-    assert!(w2.metric("dc_cluster_adopt_refused_total{reason=\"unsigned\"}") >= 1.0, "{}", w2.log());
-    assert!(w2.metric("dc_cluster_alerts_adopted") >= 1.0, "w-2 adopted nothing: {}", w2.log());
+    assert!(w2.metric("dc_cluster_adopt_refused_total{reason=\"unsigned\"}").unwrap_or(0.0) >= 1.0, "{}", w2.log());
+    assert!(w2.metric("dc_cluster_alerts_adopted").unwrap_or(0.0) >= 1.0, "w-2 adopted nothing: {}", w2.log());
     gauge.publish("sensors/RG0001/readings", rain(150.0, now - 120_000)).await;
     gauge.wait_acks(1).await;
     for c in [&c1, &c2, &c3] {
@@ -492,6 +398,7 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     for node in fan.iter().chain([&fd, &w2]) {
         assert!(!node.log().contains("panicked"), "{}", node.log());
     }
-    let applied: f64 = fan.iter().map(|n| n.metric("dc_cluster_alerts_received_total{outcome=\"applied\"}")).sum();
+    let applied: f64 =
+        fan.iter().map(|n| n.metric("dc_cluster_alerts_received_total{outcome=\"applied\"}").unwrap_or(0.0)).sum();
     println!("applied on the fan-out nodes now running: {applied}");
 }

@@ -14,106 +14,17 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster::test_support::NatsCluster;
-use common::{config_copy, device_password, free_port, http_get, http_request, TOKEN};
+use common::cluster_node::ClusterNode as Node;
+use common::{config_copy, device_password, http_get, http_request, TOKEN};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 /// The counties of the demo zones: what the workers share.
 const COUNTIES: [&str; 6] = ["10007", "10008", "10009", "10017", "63000", "64000"];
-
-/// One `disaster-cloud serve --cluster … --role ROLE` process.
-struct Node {
-    child: Child,
-    name: String,
-    mqtt: SocketAddr,
-    http: SocketAddr,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(config: &Path, dir: &Path, urls: &str, name: &str, role: &str) -> Node {
-        Self::start_with(config, dir, urls, name, role, &[])
-    }
-
-    fn start_with(config: &Path, dir: &Path, urls: &str, name: &str, role: &str, extra: &[&str]) -> Node {
-        let log = dir.join(format!("{name}.log"));
-        for _ in 0..4 {
-            let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let child = common::test_env(&mut Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
-                .args(["serve", "--config", config.to_str().unwrap()])
-                .args(["--data-dir", dir.join(name).to_str().unwrap()])
-                .args(["--cluster", urls, "--role", role, "--client-id", name])
-                .args(["--http-listen", &http.to_string(), "--mqtt-listen", &mqtt.to_string()])
-                .args(["--mqtt5-listen", &format!("127.0.0.1:{}", free_port()), "--mqtt-tls=false"])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
-                .spawn()
-                .expect("the binary starts");
-            let mut node = Node { child, name: name.into(), mqtt, http, log: log.clone() };
-            match node.wait_ready() {
-                Ok(()) => return node,
-                Err(text) if text.contains("Address already in use") => continue,
-                Err(text) => panic!("{name} not ready; log:\n{text}"),
-            }
-        }
-        panic!("no free ports after 4 attempts");
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while Instant::now() < deadline {
-            if http_get(self.http, "/metrics", Some(TOKEN)).is_some_and(|(s, _)| s == 200) {
-                return Ok(());
-            }
-            if self.child.try_wait().ok().flatten().is_some() {
-                return Err(self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(self.log())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn metric(&self, sample: &str) -> Option<f64> {
-        let (_, body) = http_get(self.http, "/metrics", Some(TOKEN))?;
-        body.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
-    }
-
-    fn owned(&self) -> f64 {
-        self.metric("dc_cluster_regions_owned").unwrap_or(0.0)
-    }
-
-    /// SIGTERM, as Kubernetes, systemd or `docker stop` ask a process to stop; returns once the process has exited
-    /// (its exit status).
-    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{} still running {within:?} after SIGTERM:\n{}", self.name, self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Publishes one reading set at QoS 1 through the front door; returns once it is acknowledged (the reading is on the
 /// replicated stream).
@@ -248,7 +159,7 @@ async fn cluster(
         text.replace("dissemination = \"dissemination.toml\"\n", "")
             + &format!("\n[cluster]\nlease_ttl_s = {ttl_s}\n{extra}")
     });
-    let fd = Node::start(&config, &dir, &nats.urls_arg(), "fd-1", "front-door");
+    let fd = Node::start(&config, &dir, &nats.urls_arg(), "fd-1", "front-door", &[]);
     let client = async_nats::connect(nats.urls()).await.expect("test client connects");
     let js = async_nats::jetstream::new(client);
     (nats, dir, config, fd, js)
@@ -273,7 +184,7 @@ const SHENMU_DFA: &str = "dfa-xinyi-shenmu";
 async fn a_second_worker_gets_its_share_of_the_counties_and_continues_their_alerts() {
     let ttl = Duration::from_secs(3);
     let (nats, dir, config, fd, js) = cluster("ha-balance", ttl.as_secs(), "").await;
-    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker");
+    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &[]);
     wait_owning(&w1, 6.0, Duration::from_secs(30)).await;
 
     // Heavy rain at Shenmu (Nantou, 10008) raises `heavy-rain` on w-1.
@@ -286,7 +197,7 @@ async fn a_second_worker_gets_its_share_of_the_counties_and_continues_their_aler
     assert_eq!(raised.worker, "w-1");
 
     // A second worker: the counties split 3 / 3, watched every 50 ms on the lease bucket and on both workers.
-    let w2 = Node::start(&config, &dir, &nats.urls_arg(), "w-2", "worker");
+    let w2 = Node::start(&config, &dir, &nats.urls_arg(), "w-2", "worker", &[]);
     let started = Instant::now();
     let mut unowned_since: HashMap<&str, Instant> = HashMap::new();
     let mut longest_unowned = Duration::ZERO;
@@ -360,8 +271,8 @@ async fn a_worker_stopped_with_sigterm_hands_its_counties_over_at_once() {
     // worker would wait 7.5–10 s (the lease expires a ttl after its last renewal, renewed every ttl/4).
     let ttl = Duration::from_secs(10);
     let (nats, dir, config, fd, js) = cluster("ha-sigterm", ttl.as_secs(), "").await;
-    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker");
-    let w2 = Node::start(&config, &dir, &nats.urls_arg(), "w-2", "worker");
+    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &[]);
+    let w2 = Node::start(&config, &dir, &nats.urls_arg(), "w-2", "worker", &[]);
     // Both at work: three counties each.
     let deadline = Instant::now() + ttl * 4;
     while (w1.owned(), w2.owned()) != (3.0, 3.0) || holders(&js).await.values().any(Option::is_none) {
@@ -447,8 +358,7 @@ async fn an_ended_alert_leaves_the_alerts_stream_after_its_retention() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     text += &format!("\n[[cluster.trusted_workers]]\nname = \"w-1\"\npublic_key = \"{public}\"\n");
     std::fs::write(&config, text).unwrap();
-    let w1 =
-        Node::start_with(&config, &dir, &nats.urls_arg(), "w-1", "worker", &["--signing-key", key.to_str().unwrap()]);
+    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &["--signing-key", key.to_str().unwrap()]);
     wait_owning(&w1, 6.0, Duration::from_secs(30)).await;
 
     // Heavy rain at Shenmu (to be cancelled) and a flooded road at RF0001 (stays open).

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod air;
+pub mod cluster_node;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

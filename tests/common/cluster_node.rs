@@ -1,0 +1,123 @@
+//! One `disaster-cloud serve --cluster … --role …` process on the NATS backbone, for the HA tests (`tests/ha*.rs`):
+//! started on free 127.0.0.1 ports, ready once its HTTP answers, killed (SIGKILL) or stopped (SIGTERM), restarted on
+//! the same addresses (as a service behind a load balancer or with a device-facing address would be).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{free_port, http_get, test_env, TOKEN};
+
+pub struct ClusterNode {
+    pub child: Child,
+    pub name: String,
+    pub mqtt: SocketAddr,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+    args: Vec<String>,
+}
+
+impl ClusterNode {
+    /// `role`: `front-door`, `worker`, `dissemination`, `fan-out`; `extra`: more arguments (`--signing-key …`).
+    pub fn start(config: &Path, dir: &Path, urls: &str, name: &str, role: &str, extra: &[&str]) -> ClusterNode {
+        let mut args: Vec<String> = ["serve", "--config", config.to_str().unwrap()]
+            .into_iter()
+            .chain(["--data-dir", dir.join(name).to_str().unwrap()])
+            .chain(["--cluster", urls, "--role", role, "--client-id", name])
+            .map(str::to_string)
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::launch(name, args, dir.join(format!("{name}.log")), None)
+    }
+
+    /// Starts the binary; `addresses`: the MQTT and HTTP listeners to use again (a restart keeps them).
+    fn launch(name: &str, args: Vec<String>, log: PathBuf, addresses: Option<(SocketAddr, SocketAddr)>) -> ClusterNode {
+        let port = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+        for _ in 0..4 {
+            let (mqtt, http) = addresses.unwrap_or_else(|| (port(), port()));
+            let child = test_env(&mut Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
+                .args(&args)
+                .args(["--http-listen", &http.to_string(), "--mqtt-listen", &mqtt.to_string()])
+                .args(["--mqtt5-listen", &port().to_string(), "--mqtt-tls=false"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
+                .spawn()
+                .expect("the binary starts");
+            let mut node = ClusterNode { child, name: name.into(), mqtt, http, log: log.clone(), args: args.clone() };
+            match node.wait_ready() {
+                Ok(()) => return node,
+                Err(text) if text.contains("Address already in use") => continue,
+                Err(text) => panic!("{name} ({args:?}) not ready; log:\n{text}"),
+            }
+        }
+        panic!("{name}: no free ports after 4 attempts");
+    }
+
+    /// HTTP answers once the role is attached (connected to the cluster, its streams and buckets found).
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            if http_get(self.http, "/metrics", Some(TOKEN)).is_some_and(|(s, _)| s == 200) {
+                return Ok(());
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                return Err(self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(self.log())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One sample of `/metrics` (`name` or `name{labels}`); `None` when absent or the node does not answer.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = http_get(self.http, "/metrics", Some(TOKEN))?;
+        body.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+    }
+
+    /// Counties a rule worker owns now.
+    pub fn owned(&self) -> f64 {
+        self.metric("dc_cluster_regions_owned").unwrap_or(0.0)
+    }
+
+    /// Whether this is the active dissemination node.
+    pub fn active(&self) -> bool {
+        self.metric("dc_cluster_dissemination_active") == Some(1.0)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again with the same arguments and addresses.
+    pub fn restart(&mut self) {
+        let name = self.name.clone();
+        *self = Self::launch(&name, self.args.clone(), self.log.clone(), Some((self.mqtt, self.http)));
+    }
+
+    /// SIGTERM, as Kubernetes, systemd or `docker stop` ask a process to stop; returns once the process has exited
+    /// (its exit status).
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} still running {within:?} after SIGTERM:\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
