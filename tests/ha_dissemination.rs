@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::test_support::NatsCluster;
-use common::cluster_node::ClusterNode as Node;
+use common::cluster_node::{trusted_worker, worker_key, ClusterNode as Node};
 use common::{config_copy, device_password, Device};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -136,7 +136,11 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
     std::fs::create_dir_all(&dir).unwrap();
     // Every request is held 700 ms: with five receivers some delivery is in flight whenever warnings change.
     let (recv, received) = receiver(Duration::from_millis(700)).await;
-    let config = config_copy("ha-dissem", |text| text + "\n[cluster]\nlease_ttl_s = 3\n");
+    // The worker signs what it writes; the dissemination nodes take only what its key signed (`serve` refuses a
+    // dissemination node that trusts no worker).
+    let (key, public) = worker_key(&dir, "w-1");
+    let config =
+        config_copy("ha-dissem", |text| text + "\n[cluster]\nlease_ttl_s = 3\n" + &trusted_worker("w-1", &public));
     // The subscribers and carriers deliver to the stand-in receiver; the media subscriber takes every mode.
     let dissemination = config.with_file_name("dissemination.toml");
     let text = std::fs::read_to_string(&dissemination)
@@ -148,7 +152,7 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
     std::fs::write(&dissemination, text).unwrap();
 
     let fd = Node::start(&config, &dir, &nats.urls_arg(), "fd-1", "front-door", &[]);
-    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &[]);
+    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &["--signing-key", key.to_str().unwrap()]);
     let mut d1 = Node::start(&config, &dir, &nats.urls_arg(), "d-1", "dissemination", &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !d1.active() {

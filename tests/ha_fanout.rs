@@ -14,12 +14,11 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::test_support::NatsCluster;
-use common::cluster_node::ClusterNode as Node;
+use common::cluster_node::{worker_key, ClusterNode as Node};
 use common::{device_password, Device, SHENMU};
 use disaster_cloud::scale_out::backbone_alerts::{self, Body};
 use disaster_cloud::scale_out::signing::AlertSigner;
@@ -208,22 +207,13 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     let dir = nats.dir.join("processes");
     std::fs::create_dir_all(&dir).unwrap();
     // The workers' keys, made as an operator would (`cluster-key new`: owner-only file, public key printed).
-    let mut keys = Vec::new();
-    for name in ["w-1", "w-2"] {
-        let key = dir.join(format!("{name}.pem"));
-        let made = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
-            .args(["cluster-key", "new", "--out", key.to_str().unwrap(), "--name", name])
-            .output()
-            .expect("cluster-key runs");
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-        let printed = String::from_utf8_lossy(&made.stdout);
-        let public = printed
-            .lines()
-            .find_map(|l| l.strip_prefix("public_key = \"").and_then(|l| l.strip_suffix('"')))
-            .unwrap_or_else(|| panic!("no public key printed: {printed}"))
-            .to_string();
-        keys.push((name, key, public));
-    }
+    let keys: Vec<_> = ["w-1", "w-2"]
+        .into_iter()
+        .map(|name| {
+            let (key, public) = worker_key(&dir, name);
+            (name, key, public)
+        })
+        .collect();
     let trusted: String = keys
         .iter()
         .map(|(name, _, public)| {

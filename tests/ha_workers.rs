@@ -15,11 +15,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster::test_support::NatsCluster;
-use common::cluster_node::ClusterNode as Node;
+use common::cluster_node::{trusted_worker, worker_key, ClusterNode as Node};
 use common::{config_copy, device_password, http_get, http_request, TOKEN};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -344,19 +343,8 @@ async fn an_ended_alert_leaves_the_alerts_stream_after_its_retention() {
         cluster("ha-prune", 3, &format!("ended_alert_retention_s = {}\n", retention.as_secs())).await;
     // The worker signs what it writes and trusts its own key, as in production: the sweep reads ended alerts (and
     // warnings) through the envelope.
-    let key = dir.join("w-1.pem");
-    let made = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
-        .args(["cluster-key", "new", "--out", key.to_str().unwrap(), "--name", "w-1"])
-        .output()
-        .expect("cluster-key runs");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let printed = String::from_utf8_lossy(&made.stdout);
-    let public = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("public_key = \"").and_then(|l| l.strip_suffix('"')))
-        .unwrap_or_else(|| panic!("no public key printed: {printed}"));
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text += &format!("\n[[cluster.trusted_workers]]\nname = \"w-1\"\npublic_key = \"{public}\"\n");
+    let (key, public) = worker_key(&dir, "w-1");
+    let text = std::fs::read_to_string(&config).unwrap() + &trusted_worker("w-1", &public);
     std::fs::write(&config, text).unwrap();
     let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &["--signing-key", key.to_str().unwrap()]);
     wait_owning(&w1, 6.0, Duration::from_secs(30)).await;

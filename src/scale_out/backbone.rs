@@ -137,14 +137,24 @@ impl BackboneRole {
             86_400,
         )?);
         let trusted = super::trusted_keys(&section.trusted_workers, &invalid)?;
-        if kind == BackboneRoleKind::FanOut && trusted.is_empty() {
+        // Both roles put what they read on `DC_ALERTS` in front of the public (websockets; CAP, webhooks and cell
+        // broadcast): trusting anything would make them a megaphone for anyone who may publish on the NATS cluster.
+        let speaks = match kind {
+            BackboneRoleKind::FanOut => Some("a fan-out node puts alerts in front of citizens"),
+            BackboneRoleKind::Dissemination => {
+                Some("a dissemination node turns alerts into public warnings, CAP messages and cell broadcasts")
+            }
+            BackboneRoleKind::FrontDoor | BackboneRoleKind::Worker => None,
+        };
+        if let (Some(what), true) = (speaks, trusted.is_empty()) {
             return Err(invalid(
                 "trusted_workers",
-                "a fan-out node puts alerts in front of citizens, so it applies only messages signed by a worker it \
-                 trusts, and with no key listed it would trust nobody (or, if it trusted anything, be a megaphone for \
-                 anyone who may publish on the NATS cluster): list the workers' public keys \
-                 (`[[cluster.trusted_workers]]` name, public_key, regions; `disaster-cloud cluster-key new` prints them)"
-                    .into(),
+                format!(
+                    "{what}, so it takes only messages signed by a worker it trusts, and with no key listed it would \
+                     trust nobody (or, if it trusted anything, be a megaphone for anyone who may publish on the NATS \
+                     cluster): list the workers' public keys (`[[cluster.trusted_workers]]` name, public_key, \
+                     regions; `disaster-cloud cluster-key new` prints them)"
+                ),
             ));
         }
         let signer = match kind {
@@ -349,6 +359,7 @@ mod tests {
             ("urls = [\"nats://a\"]\nname = \"f\"", "urls", "host:port"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"boss\"", "role", "front-door, worker, dissemination, fan-out"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fan-out\"", "trusted_workers", "megaphone"),
+            ("urls = [\"nats://a:1\"]\nname = \"d\"\nrole = \"dissemination\"", "trusted_workers", "cell broadcasts"),
             (
                 "urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fan-out\"\n[[trusted_workers]]\nname = \"w\"\npublic_key = \"abc\"",
                 "trusted_workers",
@@ -397,11 +408,19 @@ mod tests {
         assert!(e.contains("alerting.id_prefix") && e.contains("'.'"), "{e}");
     }
 
+    /// A dissemination node's `[cluster]` section, with the one trusted worker key it needs.
+    fn dissemination_node() -> String {
+        let key = crate::scale_out::signing::AlertSigner::generate();
+        format!(
+            "urls = [\"nats://a:1\"]\nname = \"d-1\"\nrole = \"dissemination\"\n[[trusted_workers]]\nname = \"w-1\"\n\
+             public_key = \"{}\"\n",
+            key.public_key()
+        )
+    }
+
     #[test]
     fn a_dissemination_node_runs_no_rules_and_needs_its_channels() {
-        let r = resolve("urls = [\"nats://a:1\"]\nname = \"d-1\"\nrole = \"dissemination\"", Default::default())
-            .unwrap()
-            .unwrap();
+        let r = resolve(&dissemination_node(), Default::default()).unwrap().unwrap();
         assert_eq!(r.kind, BackboneRoleKind::Dissemination);
         let mut files = ConfigFiles::embedded().unwrap();
         r.prepare(&mut files).unwrap();
@@ -417,9 +436,7 @@ mod tests {
 
     #[test]
     fn a_dissemination_node_sets_its_earlier_outbox_and_warnings_aside() {
-        let r = resolve("urls = [\"nats://a:1\"]\nname = \"d-1\"\nrole = \"dissemination\"", Default::default())
-            .unwrap()
-            .unwrap();
+        let r = resolve(&dissemination_node(), Default::default()).unwrap().unwrap();
         let dir = tempfile::tempdir().unwrap();
         for name in ["alerts", "dissemination", "pki"] {
             std::fs::create_dir_all(dir.path().join(name)).unwrap();

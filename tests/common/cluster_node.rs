@@ -116,6 +116,29 @@ impl ClusterNode {
     }
 }
 
+/// A rule worker's signing key, made as an operator would (`cluster-key new`: an owner-only file, the public key
+/// printed): the key file's path and the public key.
+pub fn worker_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(format!("{name}.pem"));
+    let made = Command::new(env!("CARGO_BIN_EXE_disaster-cloud"))
+        .args(["cluster-key", "new", "--out", key.to_str().unwrap(), "--name", name])
+        .output()
+        .expect("cluster-key runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let printed = String::from_utf8_lossy(&made.stdout);
+    let public = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key = \"").and_then(|l| l.strip_suffix('"')))
+        .unwrap_or_else(|| panic!("no public key printed: {printed}"))
+        .to_string();
+    (key, public)
+}
+
+/// `[[cluster.trusted_workers]]` for `name`'s public key (every county), to append after a `[cluster]` section.
+pub fn trusted_worker(name: &str, public: &str) -> String {
+    format!("\n[[cluster.trusted_workers]]\nname = \"{name}\"\npublic_key = \"{public}\"\n")
+}
+
 impl Drop for ClusterNode {
     fn drop(&mut self) {
         self.kill9();
