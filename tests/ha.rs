@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use cluster::readings;
 use cluster::test_support::NatsCluster;
-use common::cluster_node::ClusterNode;
+use common::cluster_node::{wait_for_alert, AlertVersion, ClusterNode};
 use common::{config_copy, device_password};
 use parking_lot::Mutex;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -280,62 +280,6 @@ async fn a_puback_means_the_reading_survives_the_loss_of_any_one_node() {
     }
 }
 
-/// One alert version as the alerts stream holds it.
-#[derive(Debug, Clone)]
-struct AlertVersion {
-    subject: String,
-    id: String,
-    version: u64,
-    rule: String,
-    area: String,
-    level: u64,
-    state: String,
-    worker: String,
-}
-
-/// Every message of the alerts stream, in stream order.
-async fn alert_versions(urls: &[String]) -> Vec<AlertVersion> {
-    let client = async_nats::connect(urls).await.expect("test client connects");
-    let js = async_nats::jetstream::new(client);
-    let Ok(mut stream) = js.get_stream(cluster::alerts::STREAM).await else { return Vec::new() };
-    let state = stream.info().await.expect("info").state.clone();
-    let mut versions = Vec::new();
-    for seq in state.first_sequence.max(1)..=state.last_sequence {
-        let Ok(m) = stream.get_raw_message(seq).await else { continue };
-        let body: serde_json::Value = serde_json::from_slice(&m.payload).expect("an alerts-stream message is JSON");
-        let alert = &body["record"]["alert"];
-        versions.push(AlertVersion {
-            subject: m.subject.to_string(),
-            id: alert["id"].as_str().unwrap_or_default().into(),
-            version: alert["version"].as_u64().unwrap_or_default(),
-            rule: alert["rule_id"].as_str().unwrap_or_default().into(),
-            area: alert["area_id"].as_str().unwrap_or_default().into(),
-            level: alert["level"]["index"].as_u64().unwrap_or(99),
-            state: alert["state"].as_str().unwrap_or_default().into(),
-            worker: body["worker"].as_str().unwrap_or_default().into(),
-        });
-    }
-    versions
-}
-
-/// Waits until the alerts stream holds a version `want` accepts; returns every version then.
-async fn wait_for_alert(
-    urls: &[String],
-    within: Duration,
-    what: &str,
-    want: impl Fn(&AlertVersion) -> bool,
-) -> Vec<AlertVersion> {
-    let deadline = Instant::now() + within;
-    loop {
-        let versions = alert_versions(urls).await;
-        if versions.iter().any(&want) {
-            return versions;
-        }
-        assert!(Instant::now() < deadline, "{what}: not in the alerts stream within {within:?}: {versions:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn rain(mm: f64, ts: i64) -> String {
     format!(r#"{{"ts":{ts},"values":{{"rain_mm":{mm}}}}}"#)
 }
@@ -373,9 +317,9 @@ async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
     let mut gauge2 = Gateway::new("RG0002", [fd.mqtt, fd.mqtt], 0);
     assert!(gauge1.send(&rain(50.0, now - 240_000), Duration::from_secs(10), Duration::from_secs(30)).await);
     let is_heavy_rain = |v: &AlertVersion| v.rule == "heavy-rain" && v.area == "dfa-xinyi-shenmu";
+    let js = async_nats::jetstream::new(async_nats::connect(&urls).await.expect("test client connects"));
     let versions =
-        wait_for_alert(&urls, Duration::from_secs(20), "heavy rain raised", |v| is_heavy_rain(v) && v.version == 1)
-            .await;
+        wait_for_alert(&js, Duration::from_secs(20), "heavy rain raised", |v| is_heavy_rain(v) && v.version == 1).await;
     let raised = versions.iter().find(|v| is_heavy_rain(v)).unwrap().clone();
     assert_eq!(raised.level, 0, "{raised:?}");
     // Nantou's owner dies, the other worker continues.
@@ -399,7 +343,7 @@ async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
     // The next readings update the same alert: a second gauge agrees (v2), then more rain at the first one
     // escalates it — 50 + 60 mm in 3 h is 豪雨, which only a rule window rebuilt with the first 50 mm can see.
     assert!(gauge2.send(&rain(50.0, now - 180_000), Duration::from_secs(10), Duration::from_secs(30)).await);
-    let versions = wait_for_alert(&urls, Duration::from_secs(20), "the second gauge joining", |v| {
+    let versions = wait_for_alert(&js, Duration::from_secs(20), "the second gauge joining", |v| {
         is_heavy_rain(v) && v.worker == survivor_name
     })
     .await;
@@ -411,7 +355,7 @@ async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
         "the survivor raised the hazard again instead of continuing the dead worker's alert"
     );
     assert!(gauge1.send(&rain(60.0, now - 120_000), Duration::from_secs(10), Duration::from_secs(30)).await);
-    let versions = wait_for_alert(&urls, Duration::from_secs(20), "the escalation", |v| {
+    let versions = wait_for_alert(&js, Duration::from_secs(20), "the escalation", |v| {
         is_heavy_rain(v) && v.worker == survivor_name && v.level == 1
     })
     .await;

@@ -18,7 +18,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cluster::test_support::NatsCluster;
-use common::cluster_node::{trusted_worker, worker_key, ClusterNode as Node};
+use common::cluster_node::{
+    alert_versions, trusted_worker, wait_for_alert, worker_key, AlertVersion, ClusterNode as Node,
+};
 use common::{config_copy, device_password, http_get, http_request, TOKEN};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -64,65 +66,6 @@ async fn holders(js: &async_nats::jetstream::Context) -> BTreeMap<&'static str, 
         out.insert(county, holder);
     }
     out
-}
-
-/// One alert version as the alerts stream holds it.
-#[derive(Debug, Clone)]
-struct AlertVersion {
-    subject: String,
-    id: String,
-    version: u64,
-    rule: String,
-    area: String,
-    level: u64,
-    state: String,
-    worker: String,
-}
-
-/// Every message of the alerts stream, in stream order.
-async fn alert_versions(js: &async_nats::jetstream::Context) -> Vec<AlertVersion> {
-    let Ok(mut stream) = js.get_stream(cluster::alerts::STREAM).await else { return Vec::new() };
-    let state = stream.info().await.expect("info").state.clone();
-    let mut versions = Vec::new();
-    for seq in state.first_sequence.max(1)..=state.last_sequence {
-        let Ok(m) = stream.get_raw_message(seq).await else { continue };
-        let message: serde_json::Value = serde_json::from_slice(&m.payload).expect("an alerts-stream message is JSON");
-        // A signing worker's body is inside its envelope (`scale_out/backbone_alerts.rs`).
-        let body = if message["format"].is_string() { message["alert"].clone() } else { message };
-        // The workers' public warnings share the stream (for fan-out nodes; tests/ha_fanout.rs checks their chains).
-        if body["type"] == "public_warning" {
-            continue;
-        }
-        let alert = &body["record"]["alert"];
-        versions.push(AlertVersion {
-            subject: m.subject.to_string(),
-            id: alert["id"].as_str().unwrap_or_default().into(),
-            version: alert["version"].as_u64().unwrap_or_default(),
-            rule: alert["rule_id"].as_str().unwrap_or_default().into(),
-            area: alert["area_id"].as_str().unwrap_or_default().into(),
-            level: alert["level"]["index"].as_u64().unwrap_or(99),
-            state: alert["state"].as_str().unwrap_or_default().into(),
-            worker: body["worker"].as_str().unwrap_or_default().into(),
-        });
-    }
-    versions
-}
-
-async fn wait_for_alert(
-    js: &async_nats::jetstream::Context,
-    within: Duration,
-    what: &str,
-    want: impl Fn(&AlertVersion) -> bool,
-) -> Vec<AlertVersion> {
-    let deadline = Instant::now() + within;
-    loop {
-        let versions = alert_versions(js).await;
-        if versions.iter().any(&want) {
-            return versions;
-        }
-        assert!(Instant::now() < deadline, "{what}: not in the alerts stream within {within:?}: {versions:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// One alert per hazard, and each alert's versions once each and in order (1, 2, 3, …) — whoever published them.

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use cluster::alerts::STREAM;
+
 use super::{free_port, http_get, test_env, TOKEN};
 
 pub struct ClusterNode {
@@ -137,6 +139,65 @@ pub fn worker_key(dir: &Path, name: &str) -> (PathBuf, String) {
 /// `[[cluster.trusted_workers]]` for `name`'s public key (every county), to append after a `[cluster]` section.
 pub fn trusted_worker(name: &str, public: &str) -> String {
     format!("\n[[cluster.trusted_workers]]\nname = \"{name}\"\npublic_key = \"{public}\"\n")
+}
+
+/// One alert version as the alerts stream holds it.
+#[derive(Debug, Clone)]
+pub struct AlertVersion {
+    pub subject: String,
+    pub id: String,
+    pub version: u64,
+    pub rule: String,
+    pub area: String,
+    pub level: u64,
+    pub state: String,
+    pub worker: String,
+}
+
+/// Every message of the alerts stream, in stream order.
+pub async fn alert_versions(js: &async_nats::jetstream::Context) -> Vec<AlertVersion> {
+    let Ok(mut stream) = js.get_stream(STREAM).await else { return Vec::new() };
+    let state = stream.info().await.expect("info").state.clone();
+    let mut versions = Vec::new();
+    for seq in state.first_sequence.max(1)..=state.last_sequence {
+        let Ok(m) = stream.get_raw_message(seq).await else { continue };
+        let message: serde_json::Value = serde_json::from_slice(&m.payload).expect("an alerts-stream message is JSON");
+        // A signing worker's body is inside its envelope (`scale_out/backbone_alerts.rs`).
+        let body = if message["format"].is_string() { message["alert"].clone() } else { message };
+        // The workers' public warnings share the stream (for fan-out nodes; tests/ha_fanout.rs checks their chains).
+        if body["type"] == "public_warning" {
+            continue;
+        }
+        let alert = &body["record"]["alert"];
+        versions.push(AlertVersion {
+            subject: m.subject.to_string(),
+            id: alert["id"].as_str().unwrap_or_default().into(),
+            version: alert["version"].as_u64().unwrap_or_default(),
+            rule: alert["rule_id"].as_str().unwrap_or_default().into(),
+            area: alert["area_id"].as_str().unwrap_or_default().into(),
+            level: alert["level"]["index"].as_u64().unwrap_or(99),
+            state: alert["state"].as_str().unwrap_or_default().into(),
+            worker: body["worker"].as_str().unwrap_or_default().into(),
+        });
+    }
+    versions
+}
+
+pub async fn wait_for_alert(
+    js: &async_nats::jetstream::Context,
+    within: Duration,
+    what: &str,
+    want: impl Fn(&AlertVersion) -> bool,
+) -> Vec<AlertVersion> {
+    let deadline = Instant::now() + within;
+    loop {
+        let versions = alert_versions(js).await;
+        if versions.iter().any(&want) {
+            return versions;
+        }
+        assert!(Instant::now() < deadline, "{what}: not in the alerts stream within {within:?}: {versions:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 impl Drop for ClusterNode {
