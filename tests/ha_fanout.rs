@@ -1,14 +1,14 @@
 //! High availability on NATS JetStream (issue 23): fan-out nodes on the backbone. A real three-node nats-server
-//! cluster, one front door, one rule worker signing its alert messages (`--signing-key`), two
+//! cluster, one front door, two rule workers signing their alert messages (`--signing-key`), two
 //! `serve --cluster … --role fan-out` nodes trusting the worker's public key, citizens' apps on both.
 //!
 //! Asserted: citizens on both fan-out nodes receive each public warning version exactly once; an unsigned message and
 //! one signed by a key nobody trusts, published straight onto `dc.alerts.{county}.{id}` by a NATS client, reach no
 //! citizen and are counted by reason; when a fan-out node is SIGKILLed its citizens reconnect to the other and get
 //! the current warnings (nothing they already had); when the alerts stream's leader is SIGKILLed citizens still get
-//! the next version; when the worker is SIGKILLed the standby worker takes its counties over — refusing an unsigned
-//! copy someone wrote as the alert's last message, continuing from the last signed one — and the warning goes on
-//! with its next version. The time from each kill to the next frame is printed.
+//! the next version; when the worker running the alert's county is SIGKILLed the other one takes its counties over —
+//! refusing an unsigned copy someone wrote as the alert's last message, continuing from the last signed one — and the
+//! warning goes on with its next version. The time from each kill to the next frame is printed.
 
 mod common;
 
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::test_support::NatsCluster;
-use common::cluster_node::{worker_key, ClusterNode as Node};
+use common::cluster_node::{lease_holder, worker_key, ClusterNode as Node};
 use common::{device_password, Device, SHENMU};
 use disaster_cloud::scale_out::backbone_alerts::{self, Body};
 use disaster_cloud::scale_out::signing::AlertSigner;
@@ -231,7 +231,7 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     let args = nats.urls_arg();
     let fd = Node::start(&config, &dir, &args, "fd-1", "front-door", &[]);
     let key_of = |i: usize| keys[i].1.to_str().unwrap().to_string();
-    let mut w1 = Node::start(&config, &dir, &args, "w-1", "worker", &["--signing-key", &key_of(0)]);
+    let w1 = Node::start(&config, &dir, &args, "w-1", "worker", &["--signing-key", &key_of(0)]);
     let mut fan = [
         Node::start(&config, &dir, &args, "fan-1", "fan-out", &[]),
         Node::start(&config, &dir, &args, "fan-2", "fan-out", &[]),
@@ -242,8 +242,14 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
         assert!(Instant::now() < deadline, "w-1 did not take the counties: {}", w1.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // w-2 stands by: every county is w-1's.
+    // w-2 starts: the workers split the counties 3 / 3 (w-1 hands three over), before any rain falls.
     let w2 = Node::start(&config, &dir, &args, "w-2", "worker", &["--signing-key", &key_of(1)]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (w1.owned(), w2.owned()) != (counties / 2.0, counties / 2.0) {
+        assert!(Instant::now() < deadline, "the workers did not split the counties: {}\n{}", w1.log(), w2.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut workers = [w1, w2];
     let mut c1 = Citizen::connect("c1 (fan-1, then fan-2)", fan[0].http).await;
     let c2 = Citizen::connect("c2 (fan-2)", fan[1].http).await;
 
@@ -325,9 +331,9 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     nats.restart(index);
 
     // Someone with NATS access writes an unsigned copy of the heavy-rain alert onto its own subject, so that it is
-    // the subject's last message; then w-1 dies. w-2 takes the counties over, refuses the copy, goes back to the
-    // last signed version, continues the alert and its public warning: the next version (超大豪雨) reaches every
-    // citizen as v4 of the same warning.
+    // the subject's last message; then the worker running Shenmu's county dies. The other one takes the counties
+    // over, refuses the copy, goes back to the last signed version, continues the alert and its public warning: the
+    // next version (超大豪雨) reaches every citizen as v4 of the same warning.
     let alert_id = c2.frames().iter().rev().find(|f| f.id == warning.id).unwrap().json["contributors"][0]["alert_id"]
         .as_str()
         .expect("the warning names its alert")
@@ -339,29 +345,34 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     let genuine_version = envelope["alert"]["record"]["alert"]["version"].as_u64().expect("a version");
     let plain = envelope["alert"].to_string();
     js.publish(alert_subject.clone(), plain.into()).await.expect("published").await.expect("stored");
-    w1.kill9();
+    let holder = lease_holder(&js, "10008").await.expect("Shenmu's county has a worker");
+    let dead = workers.iter().position(|w| w.name == holder).expect("one of the two workers");
+    let [w1, w2] = &mut workers;
+    let (dead, survivor) = if dead == 0 { (w1, w2) } else { (w2, w1) };
+    dead.kill9();
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(40);
-    while w2.owned() < counties {
-        assert!(Instant::now() < deadline, "w-2 did not take over: {}", w2.log());
+    while survivor.owned() < counties {
+        assert!(Instant::now() < deadline, "{} did not take over: {}", survivor.name, survivor.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("SIGKILL w-1 → w-2 owns every county {:?} later", killed.elapsed());
-    assert!(w2.metric("dc_cluster_adopt_refused_total{reason=\"unsigned\"}").unwrap_or(0.0) >= 1.0, "{}", w2.log());
-    assert!(w2.metric("dc_cluster_alerts_adopted").unwrap_or(0.0) >= 1.0, "w-2 adopted nothing: {}", w2.log());
+    println!("SIGKILL {} → {} owns every county {:?} later", dead.name, survivor.name, killed.elapsed());
+    let refused = survivor.metric("dc_cluster_adopt_refused_total{reason=\"unsigned\"}").unwrap_or(0.0);
+    assert!(refused >= 1.0, "{}", survivor.log());
+    assert!(survivor.metric("dc_cluster_alerts_adopted").unwrap_or(0.0) >= 1.0, "nothing adopted: {}", survivor.log());
     gauge.publish("sensors/RG0001/readings", rain(150.0, now - 120_000)).await;
     gauge.wait_acks(1).await;
     for c in [&c1, &c2, &c3] {
         let at = c.wait_for(&warning.id, 4, Duration::from_secs(30)).await;
-        println!("SIGKILL w-1 → {}: v4 {:?} after the kill", c.name, at - killed);
+        println!("SIGKILL {} → {}: v4 {:?} after the kill", dead.name, c.name, at - killed);
     }
-    // The heavy-rain alert itself went on at w-2 (same id, next version, signed), not raised again under a new id.
+    // The heavy-rain alert itself went on at the survivor (same id, next version, signed), not raised again under a new id.
     let last = stream.get_last_raw_message_by_subject(&alert_subject).await.expect("the alert's message");
     let envelope: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
     let body = &envelope["alert"];
     assert_eq!(
         (envelope["format"].as_str(), body["worker"].as_str(), body["record"]["alert"]["version"].as_u64()),
-        (Some("dc-signed-alert/1"), Some("w-2"), Some(genuine_version + 1)),
+        (Some("dc-signed-alert/1"), Some(survivor.name.as_str()), Some(genuine_version + 1)),
         "{envelope}"
     );
 
@@ -385,7 +396,7 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     }
     let c1_versions: Vec<u64> = c1.frames().iter().filter(|f| f.id == warning.id).map(|f| f.version).collect();
     assert_eq!(c1_versions, [1, 2, 3, 4], "c1 across its two nodes");
-    for node in fan.iter().chain([&fd, &w2]) {
+    for node in fan.iter().chain([&fd, &*survivor]) {
         assert!(!node.log().contains("panicked"), "{}", node.log());
     }
     let applied: f64 =

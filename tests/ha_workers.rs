@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use cluster::test_support::NatsCluster;
 use common::cluster_node::{
-    alert_versions, trusted_worker, wait_for_alert, worker_key, AlertVersion, ClusterNode as Node,
+    alert_versions, lease_holder, trusted_worker, wait_for_alert, worker_key, AlertVersion, ClusterNode as Node,
 };
 use common::{config_copy, device_password, http_get, http_request, TOKEN};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -55,15 +55,8 @@ fn rain(mm: f64, ts: i64) -> String {
 /// Who holds each county's lease now (`None`: nobody).
 async fn holders(js: &async_nats::jetstream::Context) -> BTreeMap<&'static str, Option<String>> {
     let mut out = BTreeMap::new();
-    let Ok(store) = js.get_key_value(cluster::lease::BUCKET).await else {
-        return COUNTIES.iter().map(|c| (*c, None)).collect();
-    };
     for county in COUNTIES {
-        let entry = store.entry(county).await.ok().flatten();
-        let holder = entry
-            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
-            .map(|e| String::from_utf8_lossy(&e.value).into_owned());
-        out.insert(county, holder);
+        out.insert(county, lease_holder(js, county).await);
     }
     out
 }

@@ -205,3 +205,11 @@ impl Drop for ClusterNode {
         self.kill9();
     }
 }
+
+/// Who holds `county`'s lease now (`None`: nobody, or the leases bucket cannot be read).
+pub async fn lease_holder(js: &async_nats::jetstream::Context, county: &str) -> Option<String> {
+    let store = js.get_key_value(cluster::lease::BUCKET).await.ok()?;
+    let entry = store.entry(county).await.ok().flatten()?;
+    (entry.operation == async_nats::jetstream::kv::Operation::Put)
+        .then(|| String::from_utf8_lossy(&entry.value).into_owned())
+}
