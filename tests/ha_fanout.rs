@@ -325,7 +325,8 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     let acked = tokio::time::timeout(Duration::from_secs(60), gauge.wait_acks(1)).await;
     assert!(acked.is_ok(), "no PUBACK within 60 s with one node down");
     for c in [&c1, &c2, &c3] {
-        let at = c.wait_for(&warning.id, 3, Duration::from_secs(60)).await;
+        // ~5 s of election and the consumers' recovery; 25 s catches the client's default heartbeats (27–35 s).
+        let at = c.wait_for(&warning.id, 3, Duration::from_secs(25)).await;
         println!("SIGKILL alerts-stream leader → {}: v3 {:?} after the kill", c.name, at - killed);
     }
     nats.restart(index);

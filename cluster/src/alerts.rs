@@ -21,6 +21,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use crate::ordered::{stored_ms, Guarded};
 use crate::{retry_setup, Backbone, ClusterError};
 
 pub const STREAM: &str = "DC_ALERTS";
@@ -196,10 +197,6 @@ pub struct StoredAlert {
     pub stored_ms: i64,
 }
 
-fn stored_ms(info: &async_nats::jetstream::message::Info) -> i64 {
-    (info.published.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// Where a watcher of the whole stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchFrom {
@@ -210,19 +207,14 @@ pub enum WatchFrom {
 }
 
 /// Every alert version as it is stored, for a fan-out node: an ordered consumer on `dc.alerts.>` (ephemeral, one
-/// replica, no acknowledgements). The client recreates it after a missed heartbeat or a lost leader at the stream
-/// sequence after the last one delivered, so nothing is skipped or delivered twice; a watcher that is dropped and
-/// opened again resumes with [`WatchFrom::After`].
+/// replica, no acknowledgements, [`crate::ordered`]). The client recreates it within seconds after a missed heartbeat
+/// or a lost leader at the stream sequence after the last one delivered, so nothing is skipped or delivered twice; a
+/// watcher that is dropped and opened again resumes with [`WatchFrom::After`].
 pub struct AlertWatch {
-    messages: consumer::pull::Ordered,
+    messages: Guarded,
     /// Messages waiting when the consumer was created (0: nothing to catch up on).
     pub pending_at_start: u64,
 }
-
-/// How long one pull request of the watcher lasts. The client sends idle heartbeats at half of it and recreates the
-/// consumer after two missed ones: short, so that a consumer lost with its stream's leader is replaced within ~2 s
-/// rather than the client's default of 30 s (heartbeats of 15 s).
-const WATCH_EXPIRES: Duration = Duration::from_secs(2);
 
 impl AlertWatch {
     pub async fn open(backbone: &Backbone, from: WatchFrom) -> Result<Self, ClusterError> {
@@ -236,18 +228,8 @@ impl AlertWatch {
             let js = js.clone();
             async move {
                 let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
-                let consumer = stream
-                    .create_consumer(consumer::pull::OrderedConfig {
-                        filter_subject: SUBJECTS.into(),
-                        deliver_policy,
-                        max_expires: WATCH_EXPIRES,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let pending_at_start = consumer.cached_info().num_pending;
-                let messages = consumer.messages().await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(AlertWatch { messages, pending_at_start })
+                let messages = Guarded::create(&stream, SUBJECTS.into(), deliver_policy).await?;
+                Ok::<_, String>(AlertWatch { pending_at_start: messages.pending_at_start, messages })
             }
         })
         .await
@@ -256,21 +238,12 @@ impl AlertWatch {
     /// The next stored alert message; `None` if the consumer ended (the client closed). Errors are the client's
     /// (heartbeats missed while it recreates the consumer); the caller may keep calling.
     pub async fn next(&mut self) -> Option<Result<StoredAlert, ClusterError>> {
-        let message = self.messages.next().await?;
-        let unavailable = |subject: &str, e: &dyn std::fmt::Display| ClusterError::Unavailable {
-            subject: subject.into(),
-            waited: Duration::ZERO,
-            message: e.to_string(),
-        };
-        Some(message.map_err(|e| unavailable(SUBJECTS, &e)).and_then(|m| {
-            let info = m.info().map_err(|e| unavailable(&m.subject, &e))?;
-            Ok(StoredAlert {
-                sequence: info.stream_sequence,
-                subject: m.subject.to_string(),
-                payload: m.payload.clone(),
-                pending: info.pending,
-                stored_ms: stored_ms(&info),
-            })
+        Some(self.messages.next(SUBJECTS).await?.map(|(m, at)| StoredAlert {
+            sequence: at.sequence,
+            subject: m.subject.to_string(),
+            payload: m.payload.clone(),
+            pending: at.pending,
+            stored_ms: at.stored_ms,
         }))
     }
 }

@@ -22,6 +22,8 @@
 //!   hand-over.
 //! - [`presence`]: which rule workers are alive (`dc_workers`, entries expiring a ttl after the last announcement):
 //!   what workers balance regions by.
+//! - `ordered`: the ordered consumers that follow a growing stream (region readings, the alerts watch): recovered
+//!   within seconds of a lost leader, never delivering before their start or twice.
 //! - `bucket`: opening a replicated key-value bucket and the compare-and-set write that leases, progress marks and
 //!   presence share.
 //! - `test_support` (feature `test-support`): a three-node `nats-server` cluster on loopback for tests.
@@ -33,6 +35,7 @@ pub mod alerts;
 mod bucket;
 pub mod deliveries;
 pub mod lease;
+mod ordered;
 pub mod presence;
 pub mod progress;
 pub mod readings;

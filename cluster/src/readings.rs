@@ -22,9 +22,9 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::ordered::Guarded;
 use crate::{retry_setup, Backbone, ClusterError, APPENDS};
 
 pub const STREAM: &str = "DC_READINGS";
@@ -197,12 +197,14 @@ pub struct Delivered {
 /// A region's readings in stream order: an ordered consumer (ephemeral, recreated by the client at the next
 /// sequence after any disconnection, so nothing is skipped or repeated) on `dc.readings.{region}.>`.
 pub struct RegionReadings {
-    messages: jetstream::consumer::pull::Ordered,
+    messages: Guarded,
     /// Messages waiting when the consumer was created.
     pub pending_at_start: u64,
 }
 
 impl RegionReadings {
+    /// An ordered consumer of the region's readings from `from` ([`crate::ordered`]: recovered within seconds of a
+    /// lost stream leader, never delivering a reading before `from` or one twice).
     pub async fn open(backbone: &Backbone, region: &str, from: Start) -> Result<Self, ClusterError> {
         let deliver_policy = match from {
             Start::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence: start_sequence.max(1) },
@@ -218,17 +220,8 @@ impl RegionReadings {
             let (js, filter, deliver_policy) = (js.clone(), filter.clone(), deliver_policy);
             async move {
                 let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
-                let consumer = stream
-                    .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                        filter_subject: filter,
-                        deliver_policy,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let pending_at_start = consumer.cached_info().num_pending;
-                let messages = consumer.messages().await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(RegionReadings { messages, pending_at_start })
+                let messages = Guarded::create(&stream, filter, deliver_policy).await?;
+                Ok::<_, String>(RegionReadings { pending_at_start: messages.pending_at_start, messages })
             }
         })
         .await
@@ -237,30 +230,16 @@ impl RegionReadings {
     /// The next reading publish; `None` if the consumer ended (the client closed). Errors are the client's
     /// (heartbeats missed while it recreates the consumer); the caller may keep calling.
     pub async fn next(&mut self) -> Option<Result<Delivered, ClusterError>> {
-        let message = self.messages.next().await?;
-        Some(
-            message
-                .map_err(|e| ClusterError::Unavailable {
-                    subject: "dc.readings".into(),
-                    waited: Duration::ZERO,
-                    message: e.to_string(),
-                })
-                .and_then(|m| {
-                    let info = m.info().map_err(|e| ClusterError::Unavailable {
-                        subject: m.subject.to_string(),
-                        waited: Duration::ZERO,
-                        message: e.to_string(),
-                    })?;
-                    let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
-                    Ok(Delivered {
-                        sequence: info.stream_sequence,
-                        pending: info.pending,
-                        topic: header(TOPIC_HEADER).unwrap_or_default(),
-                        arrived_ms: header(ARRIVED_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0),
-                        payload: m.payload.clone(),
-                    })
-                }),
-        )
+        Some(self.messages.next("dc.readings").await?.map(|(m, at)| {
+            let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
+            Delivered {
+                sequence: at.sequence,
+                pending: at.pending,
+                topic: header(TOPIC_HEADER).unwrap_or_default(),
+                arrived_ms: header(ARRIVED_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0),
+                payload: m.payload.clone(),
+            }
+        }))
     }
 }
 

@@ -10,6 +10,7 @@ use cluster::lease::Leases;
 use cluster::readings::{self, Append, Appended, ReadingsLog};
 use cluster::test_support::NatsCluster;
 use cluster::{Backbone, BackboneConfig, ClusterError};
+use futures_util::TryStreamExt;
 
 fn config(cluster: &NatsCluster, name: &str) -> BackboneConfig {
     let mut c = BackboneConfig::new(cluster.urls(), name);
@@ -234,6 +235,29 @@ async fn a_new_owner_fences_the_old_ones_progress_and_reads_the_regions_alerts_a
         let d = tokio::time::timeout(Duration::from_secs(10), reader.next()).await.unwrap().unwrap().unwrap();
         assert_eq!((d.sequence, d.topic.as_str(), d.arrived_ms), (seq, "sensors/RG0001/readings", 1));
     }
+
+    // The client recreates a consumer it lost; when that happens before its first message, async-nats asks for the
+    // whole stream. The reader still starts where it was asked: here after the three readings, its consumer deleted
+    // on the server before it delivered anything, then a fourth reading — which is the first thing it gets.
+    drop(reader);
+    let mut reader = RegionReadings::open(&new, "10008", Start::Sequence(sequences[2] + 1)).await.expect("reader");
+    assert_eq!(reader.pending_at_start, 0);
+    let stream = new.jetstream().get_stream(readings::STREAM).await.expect("the stream");
+    let names: Vec<String> = stream.consumer_names().try_collect().await.expect("consumer names");
+    assert!(!names.is_empty(), "no consumer to delete");
+    for name in &names {
+        stream.delete_consumer(name).await.expect("deleted");
+    }
+    let Appended::Stored(fourth) = log.append(&reading("RG0001", 3)).await.expect("appended") else {
+        panic!("a new reading taken for a duplicate");
+    };
+    let d = loop {
+        match tokio::time::timeout(Duration::from_secs(10), reader.next()).await.expect("a reading").unwrap() {
+            Ok(d) => break d,
+            Err(e) => println!("the reader recovers: {e}"),
+        }
+    };
+    assert_eq!(d.sequence, fourth, "a reading from before the reader's start");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
