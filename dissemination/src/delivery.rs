@@ -12,6 +12,7 @@ use tokio::sync::{watch, Notify};
 use super::config::Retry;
 use super::journal::{AttemptRecord, Outcome, Record};
 use super::outbox::Job;
+use super::signature::{delivery_signature_header, SIGNATURE_HEADER};
 use super::Inner;
 
 /// Most response bytes kept as a CBC's acknowledgement or a receiver's error text.
@@ -71,6 +72,11 @@ async fn send(
     // The channel's own authentication (signature, bearer token).
     for (name, value) in &job.request.auth {
         req = req.header(*name, value.as_str());
+    }
+    if let Some(signer) = &job.request.signer {
+        let signature =
+            delivery_signature_header(signer.secret.as_bytes(), signer.unix_s, &said.id, said.attempt, &body);
+        req = req.header(SIGNATURE_HEADER, signature);
     }
     let mut resp = req.body(body).send().await.map_err(describe)?;
     let status = resp.status().as_u16();

@@ -81,7 +81,9 @@ pub use channel::cbc::ledger::{AirEntry, AirState};
 pub use config::{DisseminationConfig, FieldError};
 pub use ledger::{Begin, DeliveryLedger, LedgerError, LedgerFuture, PlannedDelivery};
 pub use outbox::{DeliveryRecord, DeliveryStatus};
-pub use signature::{signature_header, verify_signature, SIGNATURE_HEADER};
+pub use signature::{
+    delivery_signature_header, signature_header, verify_delivery_signature, verify_signature, SIGNATURE_HEADER,
+};
 pub use subscriber::{Audience, Filters, Format, Source, SubscriberInput, SubscriberStatus};
 pub use view::{AlertView, ViewMode, ViewState};
 

@@ -140,8 +140,24 @@ pub(crate) struct Request {
     /// The body, or why there is none (the attempt then fails with this text, and is retried like any failure).
     pub body: Result<Vec<u8>, String>,
     pub content_type: &'static str,
-    /// The channel's authentication (a signature over the body, a bearer token).
+    /// The channel's authentication headers (a bearer token).
     pub auth: Vec<(&'static str, String)>,
+    /// Signs the attempt with `X-DC-Signature` when it is sent: the signature covers the delivery id and the
+    /// attempt, which only the sender knows then.
+    pub signer: Option<Signer>,
+}
+
+/// A webhook's signing key and the send time the signature carries.
+#[derive(Clone)]
+pub(crate) struct Signer {
+    pub secret: String,
+    pub unix_s: i64,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("unix_s", &self.unix_s).finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

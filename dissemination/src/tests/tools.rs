@@ -10,26 +10,37 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// Checks `X-DC-Signature` by recomputing the HMAC over `"<t>.<body>"` with another implementation.
+/// Checks `X-DC-Signature`'s `v1` by recomputing the HMAC over `"<t>.<body>"` with another implementation.
 pub(crate) fn signature_ok(secret: &str, header: &str, body: &[u8]) -> bool {
+    scheme_ok(secret, header, "v1", |t| format!("{t}."), body)
+}
+
+/// Checks `X-DC-Signature`'s `v2` the same way, over `"<t>\n<X-DC-Delivery>\n<X-DC-Attempt>\n<body>"` as the
+/// request carried them.
+pub(crate) fn delivery_signature_ok(secret: &str, request: &super::Received) -> bool {
+    let (delivery, attempt) = (request.header("X-DC-Delivery"), request.header("X-DC-Attempt"));
+    let prefix = |t: &str| format!("{t}\n{delivery}\n{attempt}\n");
+    scheme_ok(secret, request.header("X-DC-Signature"), "v2", prefix, &request.body)
+}
+
+fn scheme_ok(secret: &str, header: &str, scheme: &str, prefix: impl Fn(&str) -> String, body: &[u8]) -> bool {
     let mut t = None;
-    let mut v1 = None;
+    let mut tag = None;
     for part in header.split(',') {
-        if let Some(v) = part.strip_prefix("t=") {
-            t = Some(v.to_string());
-        } else if let Some(v) = part.strip_prefix("v1=") {
-            v1 = Some(v.to_string());
+        match part.split_once('=') {
+            Some(("t", v)) => t = Some(v),
+            Some((name, v)) if name == scheme => tag = Some(v),
+            _ => {}
         }
     }
-    let (Some(t), Some(v1)) = (t, v1) else {
+    let (Some(t), Some(tag)) = (t, tag) else {
         return false;
     };
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(t.as_bytes());
-    mac.update(b".");
+    mac.update(prefix(t).as_bytes());
     mac.update(body);
     let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    expected == v1
+    expected == tag
 }
 
 /// The OASIS CAP 1.2 XSD, found once for the whole crate's tests (`cap/tests/xsd.rs`); panics with the setup hint when

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::tools::signature_ok;
+use super::tools::{delivery_signature_ok, signature_ok};
 use super::*;
 
 const LONG: Duration = Duration::from_secs(20);
@@ -25,6 +25,14 @@ async fn signature_verifies_with_an_independent_hmac() {
         cap.header("X-DC-Signature")
     );
     assert!(!signature_ok("another-secret-0123456789", cap.header("X-DC-Signature"), &cap.body));
+    // v2 covers the delivery id and attempt receivers de-duplicate on: the same request under another id fails.
+    assert!(delivery_signature_ok(SECRET, cap), "v2 {:?}", cap.header("X-DC-Signature"));
+    let mut moved = cap.clone();
+    moved.headers.insert("X-DC-Delivery", "999999".parse().unwrap());
+    assert!(!delivery_signature_ok(SECRET, &moved), "v2 ignores the delivery id");
+    let mut retried = cap.clone();
+    retried.headers.insert("X-DC-Attempt", "2".parse().unwrap());
+    assert!(!delivery_signature_ok(SECRET, &retried), "v2 ignores the attempt");
     assert_eq!(cap.header("content-type"), "application/cap+xml");
     assert_eq!(cap.header("X-DC-Status"), "Actual");
     assert_eq!(cap.header("X-DC-Message"), "SIG.1");
@@ -34,6 +42,7 @@ async fn signature_verifies_with_an_independent_hmac() {
 
     let json = &rx.delivered("/json")[0];
     assert!(signature_ok(SECRET, json.header("X-DC-Signature"), &json.body));
+    assert!(delivery_signature_ok(SECRET, json));
     assert_eq!(json.header("content-type"), "application/json");
     let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
     assert_eq!(v["type"], "alert");
@@ -121,6 +130,7 @@ async fn dead_letter_after_n_attempts_then_replay() {
     assert_eq!(replayed.header("X-DC-Message"), "DEAD.1");
     assert_eq!(replayed.delivery(), new_id);
     assert!(signature_ok(SECRET, replayed.header("X-DC-Signature"), &replayed.body));
+    assert!(delivery_signature_ok(SECRET, replayed), "v2 over the replay's own id");
     wait_for(LONG, "replay recorded as delivered", || {
         d.delivery_log("flaky").iter().any(|r| r.id == new_id && r.status == DeliveryStatus::Delivered)
     })

@@ -58,6 +58,7 @@ impl Carrier {
             body: payload.envelope.map(|e| e.as_bytes().to_vec()).ok_or_else(|| "CBC envelope missing".to_string()),
             content_type: "application/json",
             auth: vec![("Authorization", format!("Bearer {}", self.token))],
+            signer: None,
         }
     }
 }

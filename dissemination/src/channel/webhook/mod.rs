@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `mod.rs` | the target (`Webhook`), its request (body, content type, signature), its config section |
 //! | [`subscriber`] | subscribers: input, validation naming the field, filters, status |
-//! | [`signature`] | `X-DC-Signature: t=…,v1=<HMAC-SHA256>` |
+//! | [`signature`] | `X-DC-Signature: t=…,v1=…,v2=<HMAC-SHA256>` (v2 also over `X-DC-Delivery` and `X-DC-Attempt`) |
 
 pub mod signature;
 pub mod subscriber;
@@ -15,9 +15,8 @@ use std::time::Duration;
 use geo_index::GeoIndex;
 use serde::Deserialize;
 
-use self::signature::{signature_header, SIGNATURE_HEADER};
 use self::subscriber::{wants, Audience, Filters, Format, Source, SubscriberInput, SubscriberStatus};
-use super::{Payload, Request};
+use super::{Payload, Request, Signer};
 use crate::config::{duplicates, secret_from, FieldError, Retry, RetrySettings};
 use crate::messages::StoredMessage;
 use crate::outbox::Target;
@@ -57,11 +56,8 @@ impl Webhook {
             Format::Cap => "application/cap+xml",
             Format::Json => "application/json",
         };
-        let auth = match &body {
-            Ok(b) => vec![(SIGNATURE_HEADER, signature_header(self.sub.secret.as_bytes(), now_ms / 1000, b))],
-            Err(_) => Vec::new(),
-        };
-        Request { url: self.sub.url.clone(), body, content_type, auth }
+        let signer = body.is_ok().then(|| Signer { secret: self.sub.secret.clone(), unix_s: now_ms / 1000 });
+        Request { url: self.sub.url.clone(), body, content_type, auth: Vec::new(), signer }
     }
 
     /// What operators see of it (never the secret).
