@@ -153,6 +153,10 @@ pub struct ClusterSection {
     pub password_env: Option<String>,
     /// A file holding the password (a mounted secret; relative to this config file, readable by its owner only).
     pub password_file: Option<PathBuf>,
+    /// The CA certificate (PEM, relative to this config file) that issued the NATS nodes' certificates: given, every
+    /// connection to the cluster is TLS, checked against it. Without it `tls://` URLs are checked against the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The one server certificate the MQTT TLS listeners and HTTPS serve.

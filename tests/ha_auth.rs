@@ -73,3 +73,25 @@ fn serve_cluster_starts_only_with_its_roles_nats_credentials() {
     let fd = ClusterNode::start(&config, &dir, &nats.urls_arg(), "fd-1", "front-door", &[]);
     assert_eq!(fd.metric("dc_cluster_server_refusals_total{kind=\"permission\"}"), Some(0.0), "{}", fd.log());
 }
+
+#[test]
+fn a_front_door_reaches_a_tls_cluster_with_its_ca_file() {
+    let nats = NatsCluster::start_tls("ha-auth-tls");
+    let ca = nats.ca_file.clone().expect("the test CA");
+    let config = config_copy("ha-auth-tls", |text| {
+        text.replace("dissemination = \"dissemination.toml\"\n", "")
+            + &format!("\n[cluster]\nca_file = \"{}\"\n", ca.display())
+    });
+    let dir = nats.dir.join("processes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fd = ClusterNode::start(&config, &dir, &nats.tls_urls().join(","), "fd-tls", "front-door", &[]);
+    // The node it is connected to lists the connection with its TLS version and the user it logged in as (monitoring: `/connz?auth=true`).
+    let connection = (0..3)
+        .filter_map(|i| nats.monitor(i, "/connz?auth=true").map(|(_, body)| body))
+        .filter_map(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .flat_map(|connz| connz["connections"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["name"] == "fd-tls")
+        .unwrap_or_else(|| panic!("fd-tls is connected to no node; log:\n{}", fd.log()));
+    assert!(connection["tls_version"].as_str().is_some_and(|v| v.starts_with("1.")), "{connection}");
+    assert_eq!(connection["authorized_user"], "front-door", "{connection}");
+}

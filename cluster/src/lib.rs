@@ -70,6 +70,9 @@ pub struct BackboneConfig {
     /// How this process proves who it is to the cluster; `None`: anonymously (a server without authorization, for
     /// tests of the crate only: `serve` refuses to start without credentials).
     pub auth: Option<NatsAuth>,
+    /// The CA certificate (PEM) the cluster's TLS certificates are checked against; given, TLS is required on every
+    /// URL (`tls://` or `nats://` alike). `None`: TLS only for `tls://` URLs, against the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// The subject prefix of this process's reply inboxes (`_INBOX.{role}`): the server lets each role's user
     /// subscribe to its own prefix only, so no role listens to another's replies (`ops/nats/authorization.conf`).
     pub inbox_prefix: String,
@@ -113,6 +116,7 @@ impl BackboneConfig {
             readings_max_age: Duration::from_secs(7 * 24 * 3600),
             start_timeout: Duration::from_secs(60),
             auth: None,
+            ca_file: None,
             inbox_prefix: "_INBOX".into(),
         }
     }
@@ -179,6 +183,10 @@ impl Backbone {
             });
         if let Some(auth) = &config.auth {
             options = auth.apply(options);
+        }
+        if let Some(ca) = &config.ca_file {
+            // Passwords cross the wire in the CONNECT: never in clear once a CA says what the cluster is.
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
         let connect = options.connect(config.urls.as_slice());
         let client = tokio::time::timeout(config.start_timeout, connect)

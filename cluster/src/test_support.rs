@@ -33,7 +33,9 @@ static RUNNING: std::sync::Mutex<Vec<(Vec<String>, Vec<(String, String)>)>> = st
 /// `user`'s password on the running test cluster that has `url` among its client URLs.
 pub fn password_for(url: &str, user: &str) -> Option<String> {
     let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-    let (_, passwords) = running.iter().find(|(urls, _)| urls.iter().any(|u| u == url.trim()))?;
+    // `tls://127.0.0.1:p` is the same node as `nats://127.0.0.1:p`.
+    let address = |u: &str| u.trim().split_once("://").map(|(_, a)| a.to_string()).unwrap_or_else(|| u.trim().into());
+    let (_, passwords) = running.iter().find(|(urls, _)| urls.iter().any(|u| address(u) == address(url)))?;
     passwords.iter().find(|(u, _)| u == user).map(|(_, p)| p.clone())
 }
 
@@ -46,6 +48,24 @@ pub async fn admin_client(urls: &[String]) -> async_nats::Client {
         .connect(urls)
         .await
         .expect("the admin connects")
+}
+
+/// A CA (`ca.pem`) and the nodes' certificate for 127.0.0.1 and localhost, issued by it, in `dir`: (certificate,
+/// key).
+fn write_certificates(dir: &Path) -> (PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_cert = ca.self_signed(&ca_key).expect("the CA certificate");
+    let key = KeyPair::generate().expect("a server key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("params");
+    let cert = params.signed_by(&key, &Issuer::from_params(&ca, &ca_key)).expect("the server certificate");
+    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server-key.pem"));
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("ca.pem");
+    std::fs::write(&cert_file, cert.pem()).expect("server.pem");
+    std::fs::write(&key_file, key.serialize_pem()).expect("server-key.pem");
+    (cert_file, key_file)
 }
 
 /// 32 hex digits no earlier run used (std's randomly keyed hasher; a test password, not a key).
@@ -92,6 +112,8 @@ struct Node {
 pub struct NatsCluster {
     nodes: Vec<Node>,
     pub dir: PathBuf,
+    /// With TLS on the client port ([`NatsCluster::start_tls`]): the CA that issued the nodes' certificate.
+    pub ca_file: Option<PathBuf>,
     /// `(user, password)` for each of [`USERS`].
     passwords: Vec<(String, String)>,
 }
@@ -100,6 +122,16 @@ impl NatsCluster {
     /// Three nodes `n1`..`n3` in cluster `dc`, each with JetStream; returns once every node reports healthy (the
     /// JetStream meta-leader is elected).
     pub fn start(tag: &str) -> NatsCluster {
+        Self::start_with(tag, false)
+    }
+
+    /// The same with TLS required on the client port: a CA made for the run ([`NatsCluster::ca_file`]) issued the
+    /// nodes' certificate for 127.0.0.1 and localhost. Routes and monitoring stay plain.
+    pub fn start_tls(tag: &str) -> NatsCluster {
+        Self::start_with(tag, true)
+    }
+
+    fn start_with(tag: &str, tls: bool) -> NatsCluster {
         let dir = std::env::temp_dir().join(format!("dc-nats-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("cluster folder");
@@ -114,6 +146,13 @@ impl NatsCluster {
             .join(", ");
         std::fs::write(dir.join("authorization.conf"), AUTHORIZATION).expect("authorization file");
         let passwords = USERS.iter().map(|u| (u.to_string(), random_password())).collect();
+        let (ca_file, tls_block) = if tls {
+            let (cert, key) = write_certificates(&dir);
+            let block = format!("tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n", cert.display(), key.display());
+            (Some(dir.join("ca.pem")), block)
+        } else {
+            (None, String::new())
+        };
         let mut nodes = Vec::new();
         for (i, route) in routes.iter().enumerate() {
             let name = format!("n{}", i + 1);
@@ -125,7 +164,7 @@ impl NatsCluster {
                 format!(
                     "server_name: {name}\nlisten: 127.0.0.1:{client_port}\nhttp: 127.0.0.1:{monitor_port}\n\
                      jetstream {{ store_dir: \"{}\" }}\n\
-                     include \"authorization.conf\"\n\
+                     include \"authorization.conf\"\n{tls_block}\
                      cluster {{ name: dc, listen: 127.0.0.1:{route}, \
                      authorization {{ user: route, password: \"{route_password}\" }}, routes: [{route_list}] }}\n",
                     store.display()
@@ -135,7 +174,7 @@ impl NatsCluster {
             let log = dir.join(format!("{name}.log"));
             nodes.push(Node { name, client_port, monitor_port, conf, log, child: None });
         }
-        let mut cluster = NatsCluster { nodes, dir, passwords };
+        let mut cluster = NatsCluster { nodes, dir, ca_file, passwords };
         RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push((cluster.urls(), cluster.passwords.clone()));
         for i in 0..3 {
             cluster.spawn(i);
@@ -189,6 +228,11 @@ impl NatsCluster {
     /// A client with every permission (`admin`), for a test's own look at streams and buckets.
     pub async fn admin(&self) -> async_nats::Client {
         admin_client(&self.urls()).await
+    }
+
+    /// Client URLs with the `tls://` scheme (for [`NatsCluster::start_tls`]).
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("tls://127.0.0.1:{}", n.client_port)).collect()
     }
 
     /// The same, comma-separated (`--cluster`).

@@ -199,3 +199,26 @@ async fn a_front_door_appends_readings_and_touches_no_lease_nor_alert() {
     assert_eq!(leases.holder("10008").await.unwrap().as_deref(), Some("w-1"));
     assert_eq!(leases.holder("10010").await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_behind_tls_is_reached_with_its_ca_and_not_without() {
+    let nats = NatsCluster::start_tls("auth-tls");
+    let ca = nats.ca_file.clone().expect("the test CA");
+    // `tls://` and the CA: the password crosses TLS, the front door appends.
+    let mut with_ca = config(&nats, "fd-1", "front-door");
+    with_ca.urls = nats.tls_urls();
+    with_ca.ca_file = Some(ca.clone());
+    let front_door = Backbone::connect(with_ca).await.expect("the front door connects over TLS");
+    let log = ReadingsLog::open(&front_door).await.expect("the readings stream");
+    assert!(matches!(log.append(&reading("RG0001", 1)).await.unwrap(), Appended::Stored(_)));
+    // `nats://` URLs with the CA: TLS all the same (the CA makes it required).
+    let mut nats_scheme = config(&nats, "fd-2", "front-door");
+    nats_scheme.ca_file = Some(ca);
+    Backbone::connect(nats_scheme).await.expect("the CA makes nats:// URLs TLS too");
+    // Without the CA the system's roots do not know the cluster's certificate: refused, nothing sent in clear.
+    let mut no_ca = config(&nats, "fd-3", "front-door");
+    no_ca.urls = nats.tls_urls();
+    no_ca.start_timeout = Duration::from_secs(10);
+    let e = Backbone::connect(no_ca).await.expect_err("an unknown certificate is refused").to_string();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+}

@@ -91,8 +91,8 @@ impl BackboneRole {
             return Ok(None);
         }
         for url in &urls {
-            let rest = url.strip_prefix("nats://").ok_or_else(|| {
-                invalid("urls", format!("`{url}`: only nats://host:port (TLS to the cluster is not supported yet)"))
+            let rest = url.strip_prefix("nats://").or_else(|| url.strip_prefix("tls://")).ok_or_else(|| {
+                invalid("urls", format!("`{url}`: nats://host:port, or tls://host:port for TLS (with `ca_file`)"))
             })?;
             let port = rest.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
             if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
@@ -126,6 +126,16 @@ impl BackboneRole {
         config.auth = Some(credentials(section, overrides.user, kind, file, env, &invalid)?);
         // Each role's user may subscribe to its own replies only (`ops/nats/authorization.conf`).
         config.inbox_prefix = format!("_INBOX.{}", role_name(kind));
+        if let Some(ca) = &section.ca_file {
+            let path = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new(".")).join(ca);
+            // Read now, so that a wrong path stops the start here rather than as a TLS error at every connection.
+            let pem =
+                std::fs::read_to_string(&path).map_err(|e| invalid("ca_file", format!("{}: {e}", path.display())))?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid("ca_file", format!("{}: no PEM certificate in it", path.display())));
+            }
+            config.ca_file = Some(path);
+        }
         let ranged = |key: &'static str, value: Option<u64>, range: std::ops::RangeInclusive<u64>, default: u64| {
             let v = value.unwrap_or(default);
             if range.contains(&v) {
@@ -452,6 +462,28 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_file_is_found_next_to_the_config_and_makes_the_cluster_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("nats-ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("not-a-cert.pem"), "hello").unwrap();
+        let file = dir.path().join("main.toml").display().to_string();
+        let resolve = |section: &str| {
+            let section: ClusterSection = toml::from_str(section).unwrap();
+            BackboneRole::resolve(Some(&section), BackboneOverrides::default(), &file, &env)
+        };
+        let r = resolve("urls = [\"tls://a:4222\"]\nname = \"f\"\nca_file = \"nats-ca.pem\"").unwrap().unwrap();
+        assert_eq!(r.config.ca_file, Some(dir.path().join("nats-ca.pem")));
+        assert_eq!(r.config.urls, ["tls://a:4222"]);
+        let e =
+            resolve("urls = [\"tls://a:4222\"]\nname = \"f\"\nca_file = \"not-a-cert.pem\"").unwrap_err().to_string();
+        assert!(e.contains("cluster.ca_file") && e.contains("no PEM certificate"), "{e}");
+    }
+
+    #[test]
     fn the_password_comes_from_an_owner_only_file() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("main.toml");
@@ -504,7 +536,8 @@ mod tests {
     fn bad_settings_name_the_key_and_the_reason() {
         let cases = [
             ("urls = [\"nats://a:4222\"]", "name", "required"),
-            ("urls = [\"tls://a:4222\"]\nname = \"f\"", "urls", "TLS"),
+            ("urls = [\"mqtt://a:4222\"]\nname = \"f\"", "urls", "tls://host:port"),
+            ("urls = [\"tls://a:4222\"]\nname = \"f\"\nca_file = \"/nonexistent/ca.pem\"", "ca_file", "/nonexistent/ca.pem"),
             ("urls = [\"nats://a\"]\nname = \"f\"", "urls", "host:port"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"boss\"", "role", "front-door, worker, dissemination, fan-out"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fan-out\"", "trusted_workers", "megaphone"),
