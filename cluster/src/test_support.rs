@@ -28,7 +28,10 @@ pub fn password_variable(user: &str) -> String {
 
 /// Every running test cluster's client URLs and passwords, so that a test's helpers holding only the URLs (the HA
 /// tests' node launcher, their inspection clients) find the credentials: [`password_for`], [`admin_client`].
-static RUNNING: std::sync::Mutex<Vec<(Vec<String>, Vec<(String, String)>)>> = std::sync::Mutex::new(Vec::new());
+static RUNNING: std::sync::Mutex<Vec<Running>> = std::sync::Mutex::new(Vec::new());
+
+/// One running test cluster: its client URLs, and `(user, password)` per user.
+type Running = (Vec<String>, Vec<(String, String)>);
 
 /// `user`'s password on the running test cluster that has `url` among its client URLs.
 pub fn password_for(url: &str, user: &str) -> Option<String> {
