@@ -119,6 +119,8 @@ pub struct NatsCluster {
     pub ca_file: Option<PathBuf>,
     /// `(user, password)` for each of [`USERS`].
     passwords: Vec<(String, String)>,
+    /// Whether the test provokes permission violations on purpose; otherwise any is a failure at drop.
+    violations_expected: bool,
 }
 
 impl NatsCluster {
@@ -177,7 +179,7 @@ impl NatsCluster {
             let log = dir.join(format!("{name}.log"));
             nodes.push(Node { name, client_port, monitor_port, conf, log, child: None });
         }
-        let mut cluster = NatsCluster { nodes, dir, ca_file, passwords };
+        let mut cluster = NatsCluster { nodes, dir, ca_file, passwords, violations_expected: false };
         RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push((cluster.urls(), cluster.passwords.clone()));
         for i in 0..3 {
             cluster.spawn(i);
@@ -296,6 +298,23 @@ impl NatsCluster {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
     }
 
+    /// What the nodes refused as a permission violation ("Publish Violation", "Subscription Violation" in their
+    /// logs): a process doing what its role's user may not (`ops/nats/authorization.conf`).
+    pub fn permission_violations(&self) -> Vec<String> {
+        (0..self.nodes.len())
+            .flat_map(|i| {
+                self.log(i).lines().filter(|l| l.contains(" Violation - ")).map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// For a test that provokes permission violations on purpose. Without it, dropping the cluster fails the test
+    /// if any node logged one: every test on the cluster checks that its processes stay within their roles'
+    /// permissions (a subject the role needs but the file does not grant shows up here, not as a silent retry).
+    pub fn expect_permission_violations(&mut self) {
+        self.violations_expected = true;
+    }
+
     /// An HTTP GET on a node's monitoring port: (status, body).
     pub fn monitor(&self, i: usize, path: &str) -> Option<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.nodes[i].monitor_port)).ok()?;
@@ -315,6 +334,16 @@ impl Drop for NatsCluster {
         RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|(u, _)| *u != urls);
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+        if !self.violations_expected && !std::thread::panicking() {
+            let violations = self.permission_violations();
+            assert!(
+                violations.is_empty(),
+                "the NATS nodes refused {} operation(s) as permission violations (ops/nats/authorization.conf does not \
+                 grant what a role did):\n{}",
+                violations.len(),
+                violations.join("\n")
+            );
         }
     }
 }

@@ -92,7 +92,8 @@ async fn nobody_gets_in_without_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_node_reads_the_alerts_stream_and_can_do_nothing_else() {
-    let nats = NatsCluster::start("auth-fan-out");
+    let mut nats = NatsCluster::start("auth-fan-out");
+    nats.expect_permission_violations();
     // A worker sets up what a running cluster has: the alerts stream with an alert, a county's lease.
     let worker = Backbone::connect(config(&nats, "w-1", "worker")).await.expect("the worker connects");
     let alerts_log = AlertsLog::open(&worker).await.expect("the worker opens the alerts stream");
@@ -148,7 +149,8 @@ async fn a_fan_out_node_reads_the_alerts_stream_and_can_do_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_front_door_appends_readings_and_touches_no_lease_nor_alert() {
-    let nats = NatsCluster::start("auth-front-door");
+    let mut nats = NatsCluster::start("auth-front-door");
+    nats.expect_permission_violations();
     let worker = Backbone::connect(config(&nats, "w-1", "worker")).await.expect("the worker connects");
     let alerts_log = AlertsLog::open(&worker).await.unwrap();
     let subject = alerts::subject("10008", "A1").unwrap();
