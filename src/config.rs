@@ -142,6 +142,21 @@ pub struct ClusterSection {
     /// given, a region's alerts are adopted from the stream only if signed by one of them.
     #[serde(default)]
     pub trusted_workers: Vec<TrustedWorker>,
+    /// The NATS user this process logs in as; default: the role's name, which is the role's user in
+    /// `ops/nats/authorization.conf` (`front-door`, `worker`, `dissemination`, `fan-out`). `--cluster-user` /
+    /// `DC_CLUSTER_USER` override it.
+    pub user: Option<String>,
+    /// Never in the file: `serve` refuses it (anyone with a copy of the file would have it). Here only so that the
+    /// refusal can say so instead of "unknown field".
+    pub password: Option<String>,
+    /// The environment variable holding the user's password; default `DC_CLUSTER_PASSWORD`.
+    pub password_env: Option<String>,
+    /// A file holding the password (a mounted secret; relative to this config file, readable by its owner only).
+    pub password_file: Option<PathBuf>,
+    /// The CA certificate (PEM, relative to this config file) that issued the NATS nodes' certificates: given, every
+    /// connection to the cluster is TLS, checked against it. Without it `tls://` URLs are checked against the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The one server certificate the MQTT TLS listeners and HTTPS serve.

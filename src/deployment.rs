@@ -97,6 +97,19 @@ pub fn check_serve(
             check_env(main_file, "upstream.signing_key_env", var, env, &demo_values, &mut problems);
         }
     }
+    if let Some(cluster) = &cfg.cluster {
+        // The NATS password: from the environment or an owner-only file (`scale_out::backbone`), never inline.
+        if cluster.password.is_some() {
+            problems.push(inline(main_file, "cluster.password", "password_env", None));
+        }
+        for (key, var) in
+            [("cluster.password_env", &cluster.password_env), ("cluster.signing_key_env", &cluster.signing_key_env)]
+        {
+            if let Some(var) = var.as_deref() {
+                check_env(main_file, key, var, env, &demo_values, &mut problems);
+            }
+        }
+    }
     for (key, value) in [("http.public_url", cfg.http.public_url.as_str())]
         .into_iter()
         .chain(cfg.tls.server_names.iter().map(|n| ("tls.server_names", n.as_str())))
@@ -435,6 +448,24 @@ mod tests {
         ] {
             assert!(e.contains(needle), "{needle} missing from:\n{e}");
         }
+    }
+
+    #[test]
+    fn the_nats_password_is_never_in_the_file_and_its_variable_must_hold_one() {
+        let mut files = ConfigFiles::embedded().unwrap();
+        files.main.cluster = Some(crate::config::ClusterSection {
+            password: Some("written-in-the-file-0123".into()),
+            ..Default::default()
+        });
+        let e = check_serve(&files, "main.toml", "127.0.0.1:8080".parse().unwrap(), &|_| None).unwrap_err().to_string();
+        assert!(e.contains("main.toml: `cluster.password`: a secret written in the config file"), "{e}");
+        assert!(e.contains("use `password_env` instead"), "{e}");
+        files.main.cluster =
+            Some(crate::config::ClusterSection { password_env: Some("DC_TEST_NATS_PW".into()), ..Default::default() });
+        let e = check_serve(&files, "main.toml", "127.0.0.1:8080".parse().unwrap(), &|_| Some(" ".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("main.toml: `cluster.password_env`: environment variable DC_TEST_NATS_PW is empty"), "{e}");
     }
 
     #[test]

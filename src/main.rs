@@ -175,6 +175,10 @@ struct ClusterArgs {
     /// `upstream.signing_key_file` or `cluster.signing_key_file` (`cluster-key new` makes one).
     #[arg(long, env = "DC_SIGNING_KEY_FILE")]
     signing_key: Option<PathBuf>,
+    /// The NATS user this process logs in as, overriding `cluster.user` (default: the role's name). Its password
+    /// comes from DC_CLUSTER_PASSWORD, `cluster.password_env` or `cluster.password_file`, never the command line.
+    #[arg(long, env = "DC_CLUSTER_USER")]
+    cluster_user: Option<String>,
 }
 
 /// `RUST_LOG`, or `info` with the broker's chatter at `warn`. Either way rustls's handshake parser is held at `error`
@@ -288,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     role: cluster_role,
                     name: cluster_name,
                     signing_key_file: cluster_key,
+                    user: cluster.cluster_user,
                 },
                 &config.display().to_string(),
                 &env,

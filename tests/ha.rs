@@ -93,7 +93,7 @@ fn payload(metric: &str, ts: i64, n: u32) -> String {
 
 /// Every message of the readings stream: (subject, publish id) → how many copies.
 async fn stream_contents(urls: &[String]) -> HashMap<(String, String), usize> {
-    let client = async_nats::connect(urls).await.expect("test client connects");
+    let client = cluster::test_support::admin_client(urls).await;
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream(readings::STREAM).await.expect("the readings stream");
     let last = stream.info().await.expect("info").state.last_sequence;
@@ -121,7 +121,7 @@ async fn stream_contents(urls: &[String]) -> HashMap<(String, String), usize> {
 }
 
 async fn stream_leader(urls: &[String]) -> String {
-    let client = async_nats::connect(urls).await.expect("test client connects");
+    let client = cluster::test_support::admin_client(urls).await;
     let js = async_nats::jetstream::new(client);
     for _ in 0..100 {
         if let Ok(mut stream) = js.get_stream(readings::STREAM).await {
@@ -317,7 +317,7 @@ async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
     let mut gauge2 = Gateway::new("RG0002", [fd.mqtt, fd.mqtt], 0);
     assert!(gauge1.send(&rain(50.0, now - 240_000), Duration::from_secs(10), Duration::from_secs(30)).await);
     let is_heavy_rain = |v: &AlertVersion| v.rule == "heavy-rain" && v.area == "dfa-xinyi-shenmu";
-    let js = async_nats::jetstream::new(async_nats::connect(&urls).await.expect("test client connects"));
+    let js = async_nats::jetstream::new(cluster::test_support::admin_client(&urls).await);
     let versions =
         wait_for_alert(&js, Duration::from_secs(20), "heavy rain raised", |v| is_heavy_rain(v) && v.version == 1).await;
     let raised = versions.iter().find(|v| is_heavy_rain(v)).unwrap().clone();

@@ -96,7 +96,7 @@ async fn receiver(hold: Duration) -> (SocketAddr, Arc<Mutex<Received>>) {
 
 /// The ledger as the cluster holds it: key → (target, identifier, attempts, confirmed).
 async fn ledger(urls: &[String]) -> BTreeMap<String, (String, String, u64, bool)> {
-    let client = async_nats::connect(urls).await.expect("test client connects");
+    let client = cluster::test_support::admin_client(urls).await;
     let js = async_nats::jetstream::new(client);
     let Ok(store) = js.get_key_value(cluster::deliveries::BUCKET).await else { return BTreeMap::new() };
     let mut keys = store.keys().await.expect("keys");

@@ -143,7 +143,7 @@ impl Citizen {
 /// Every public warning version the worker wrote to the alerts stream (forgeries left out): id → versions in
 /// stream order.
 async fn warnings_in_stream(urls: &[String]) -> BTreeMap<String, Vec<u64>> {
-    let client = async_nats::connect(urls).await.expect("test client connects");
+    let client = cluster::test_support::admin_client(urls).await;
     let js = async_nats::jetstream::new(client);
     let mut warnings: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let Ok(mut stream) = js.get_stream(cluster::alerts::STREAM).await else { return warnings };
@@ -163,7 +163,7 @@ async fn warnings_in_stream(urls: &[String]) -> BTreeMap<String, Vec<u64>> {
 
 /// The node currently leading the alerts stream.
 async fn alerts_leader(urls: &[String]) -> String {
-    let client = async_nats::connect(urls).await.expect("test client connects");
+    let client = cluster::test_support::admin_client(urls).await;
     let js = async_nats::jetstream::new(client);
     for _ in 0..100 {
         if let Ok(mut stream) = js.get_stream(cluster::alerts::STREAM).await {
@@ -266,7 +266,7 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     println!("warning {} v1 on both fan-out nodes", warning.id);
 
     // Forgeries straight onto the alerts stream by anyone with NATS access: unsigned, and signed by a stranger.
-    let client = async_nats::connect(urls.as_slice()).await.expect("test client connects");
+    let client = cluster::test_support::admin_client(&urls).await;
     let js = async_nats::jetstream::new(client);
     let forged = [("W-FORGED-UNSIGNED", None), ("W-FORGED-STRANGER", Some(AlertSigner::generate()))];
     for (id, signer) in &forged {

@@ -95,7 +95,7 @@ async fn cluster(
             + &format!("\n[cluster]\nlease_ttl_s = {ttl_s}\n{extra}")
     });
     let fd = Node::start(&config, &dir, &nats.urls_arg(), "fd-1", "front-door", &[]);
-    let client = async_nats::connect(nats.urls()).await.expect("test client connects");
+    let client = nats.admin().await;
     let js = async_nats::jetstream::new(client);
     (nats, dir, config, fd, js)
 }

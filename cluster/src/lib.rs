@@ -26,7 +26,8 @@
 //!   within seconds of a lost leader, never delivering before their start or twice.
 //! - `bucket`: opening a replicated key-value bucket and the compare-and-set write that leases, progress marks and
 //!   presence share.
-//! - `test_support` (feature `test-support`): a three-node `nats-server` cluster on loopback for tests.
+//! - `test_support` (feature `test-support`): a three-node `nats-server` cluster on loopback for tests, run with the
+//!   users and permissions of `ops/nats/authorization.conf`.
 //!
 //! Why NATS 2.15 and not Debian's 2.9: `docs/SCALING.md` § The backbone.
 
@@ -66,6 +67,41 @@ pub struct BackboneConfig {
     pub readings_max_age: Duration,
     /// How long the start waits for the cluster (connect, streams created or found) before it fails.
     pub start_timeout: Duration,
+    /// How this process proves who it is to the cluster; `None`: anonymously (a server without authorization, for
+    /// tests of the crate only: `serve` refuses to start without credentials).
+    pub auth: Option<NatsAuth>,
+    /// The CA certificate (PEM) the cluster's TLS certificates are checked against; given, TLS is required on every
+    /// URL (`tls://` or `nats://` alike). `None`: TLS only for `tls://` URLs, against the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The subject prefix of this process's reply inboxes (`_INBOX.{role}`): the server lets each role's user
+    /// subscribe to its own prefix only, so no role listens to another's replies (`ops/nats/authorization.conf`).
+    pub inbox_prefix: String,
+}
+
+/// The credentials of one NATS user. A user and password is what nats-server checks against per-user permissions in
+/// its own configuration file, with nothing else to run (decentralised JWT auth, `.creds` files, needs an operator,
+/// account JWTs and a resolver). An enum so that an NKey seed (the server holding only the public key) can join it
+/// without touching its users (docs/SCALING.md § What is left).
+#[derive(Clone, PartialEq, Eq)]
+pub enum NatsAuth {
+    UserPassword { user: String, password: String },
+}
+
+impl NatsAuth {
+    fn apply(&self, options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
+        match self {
+            NatsAuth::UserPassword { user, password } => options.user_and_password(user.clone(), password.clone()),
+        }
+    }
+}
+
+/// Never prints a password (logs, panics, `{:?}` of a config).
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::UserPassword { user, .. } => write!(f, "UserPassword {{ user: {user:?}, password: <hidden> }}"),
+        }
+    }
 }
 
 impl BackboneConfig {
@@ -79,6 +115,9 @@ impl BackboneConfig {
             duplicate_window: Duration::from_secs(600),
             readings_max_age: Duration::from_secs(7 * 24 * 3600),
             start_timeout: Duration::from_secs(60),
+            auth: None,
+            ca_file: None,
+            inbox_prefix: "_INBOX".into(),
         }
     }
 }
@@ -117,25 +156,59 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 impl Backbone {
     /// Connects (to whichever node answers; the client keeps reconnecting on its own afterwards).
     pub async fn connect(config: BackboneConfig) -> Result<Self, ClusterError> {
+        LazyLock::force(&SERVER_REFUSALS);
         let urls = config.urls.join(",");
         if config.urls.is_empty() {
             return Err(ClusterError::Connect { urls, message: "no URL given".into() });
         }
-        let options = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .name(&config.name)
+            .custom_inbox_prefix(&config.inbox_prefix)
             .connection_timeout(Duration::from_secs(2))
             .request_timeout(Some(REQUEST_TIMEOUT))
             // Reconnect forever: a cluster that comes back must find its front doors and workers still there.
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1_000)))
             .event_callback(|event| async move {
-                tracing::info!(%event, "NATS connection");
+                match &event {
+                    // The server refused something this process did (a subject its user may not publish or
+                    // subscribe to, `ops/nats/authorization.conf`), or its credentials: a deployment error to see.
+                    async_nats::Event::ServerError(error) => {
+                        let kind = refusal_kind(&error.to_string());
+                        SERVER_REFUSALS.with_label_values(&[kind]).inc();
+                        tracing::warn!(%event, kind, "NATS server refused");
+                    }
+                    _ => tracing::info!(%event, "NATS connection"),
+                }
             });
+        if let Some(auth) = &config.auth {
+            options = auth.apply(options);
+        }
+        if let Some(ca) = &config.ca_file {
+            // Passwords cross the wire in the CONNECT: never in clear once a CA says what the cluster is.
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
         let connect = options.connect(config.urls.as_slice());
         let client = tokio::time::timeout(config.start_timeout, connect)
             .await
             .map_err(|_| ClusterError::Connect { urls: urls.clone(), message: "timed out".into() })?
-            .map_err(|e| ClusterError::Connect { urls: urls.clone(), message: e.to_string() })?;
+            .map_err(|e| {
+                let refused = matches!(
+                    e.kind(),
+                    async_nats::ConnectErrorKind::AuthorizationViolation | async_nats::ConnectErrorKind::Authentication
+                );
+                let message = if refused {
+                    let who = match &config.auth {
+                        Some(NatsAuth::UserPassword { user, .. }) => format!("user `{user}`"),
+                        None => "no credentials".into(),
+                    };
+                    SERVER_REFUSALS.with_label_values(&["authorization"]).inc();
+                    format!("the cluster refused our credentials ({who}): {e}")
+                } else {
+                    e.to_string()
+                };
+                ClusterError::Connect { urls: urls.clone(), message }
+            })?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(REQUEST_TIMEOUT);
         Ok(Self { client, jetstream, config })
@@ -192,6 +265,33 @@ pub static APPENDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers");
     for outcome in ["stored", "duplicate", "retried", "unavailable"] {
         c.with_label_values(&[outcome]);
+    }
+    c
+});
+
+/// The `dc_cluster_server_refusals_total` label of a server's `-ERR`.
+fn refusal_kind(error: &str) -> &'static str {
+    let error = error.to_ascii_lowercase();
+    if error.contains("permissions violation") {
+        "permission"
+    } else if error.contains("authorization") || error.contains("authentication") {
+        "authorization"
+    } else {
+        "other"
+    }
+}
+
+/// What the NATS server refused this process, by kind: `permission` (a subject its user may not use: a role doing
+/// what `ops/nats/authorization.conf` does not grant it), `authorization` (its credentials), `other`.
+pub static SERVER_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = register_int_counter_vec!(
+        "dc_cluster_server_refusals_total",
+        "Errors the NATS server sent this process, by kind (permission, authorization, other)",
+        &["kind"]
+    )
+    .expect("metric registers");
+    for kind in ["permission", "authorization", "other"] {
+        c.with_label_values(&[kind]);
     }
     c
 });

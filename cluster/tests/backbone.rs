@@ -13,7 +13,7 @@ use cluster::{Backbone, BackboneConfig, ClusterError};
 use futures_util::TryStreamExt;
 
 fn config(cluster: &NatsCluster, name: &str) -> BackboneConfig {
-    let mut c = BackboneConfig::new(cluster.urls(), name);
+    let mut c = cluster.backbone_config(name, "admin");
     c.start_timeout = Duration::from_secs(30);
     c
 }

@@ -11,8 +11,11 @@ use cluster::deliveries::Deliveries;
 use cluster::test_support::NatsCluster;
 use cluster::{Backbone, BackboneConfig};
 
+/// `d-…` logs in as the dissemination node's user, `w-…` as a rule worker's (`ops/nats/authorization.conf`): what
+/// they do here is what those roles may do.
 fn config(cluster: &NatsCluster, name: &str) -> BackboneConfig {
-    let mut c = BackboneConfig::new(cluster.urls(), name);
+    let user = if name.starts_with("d-") { "dissemination" } else { "worker" };
+    let mut c = cluster.backbone_config(name, user);
     c.start_timeout = Duration::from_secs(30);
     c
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster::readings::ReadingsLog;
-use cluster::{Backbone, BackboneConfig};
+use cluster::{Backbone, BackboneConfig, NatsAuth};
 use ingest::broker::BrokerConfig;
 use ingest::devices::DeviceStore;
 
@@ -32,7 +32,16 @@ pub struct BackboneOverrides {
     pub name: Option<String>,
     /// A worker's signing key file (`--signing-key`), overriding `cluster.signing_key_file`.
     pub signing_key_file: Option<std::path::PathBuf>,
+    /// The NATS user (`--cluster-user`, `DC_CLUSTER_USER`), overriding `cluster.user`.
+    pub user: Option<String>,
 }
+
+/// The variable the NATS password is read from when the config names none (`password_env`, `password_file`).
+pub const PASSWORD_ENV: &str = "DC_CLUSTER_PASSWORD";
+
+/// Shorter passwords are refused: nats-server does not slow down guessing, and the client port is reachable by
+/// whatever can reach the cluster.
+const MIN_PASSWORD_CHARS: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackboneRoleKind {
@@ -82,8 +91,8 @@ impl BackboneRole {
             return Ok(None);
         }
         for url in &urls {
-            let rest = url.strip_prefix("nats://").ok_or_else(|| {
-                invalid("urls", format!("`{url}`: only nats://host:port (TLS to the cluster is not supported yet)"))
+            let rest = url.strip_prefix("nats://").or_else(|| url.strip_prefix("tls://")).ok_or_else(|| {
+                invalid("urls", format!("`{url}`: nats://host:port, or tls://host:port for TLS (with `ca_file`)"))
             })?;
             let port = rest.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
             if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
@@ -114,6 +123,19 @@ impl BackboneRole {
             return Err(invalid("name", format!("`{name}`: 1-64 ASCII letters, digits or '-'")));
         }
         let mut config = BackboneConfig::new(urls, name);
+        config.auth = Some(credentials(section, overrides.user, kind, file, env, &invalid)?);
+        // Each role's user may subscribe to its own replies only (`ops/nats/authorization.conf`).
+        config.inbox_prefix = format!("_INBOX.{}", role_name(kind));
+        if let Some(ca) = &section.ca_file {
+            let path = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new(".")).join(ca);
+            // Read now, so that a wrong path stops the start here rather than as a TLS error at every connection.
+            let pem =
+                std::fs::read_to_string(&path).map_err(|e| invalid("ca_file", format!("{}: {e}", path.display())))?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid("ca_file", format!("{}: no PEM certificate in it", path.display())));
+            }
+            config.ca_file = Some(path);
+        }
         let ranged = |key: &'static str, value: Option<u64>, range: std::ops::RangeInclusive<u64>, default: u64| {
             let v = value.unwrap_or(default);
             if range.contains(&v) {
@@ -311,6 +333,75 @@ impl BackboneRole {
     }
 }
 
+/// The role's name on the cluster: its `--role`, and its user and inbox in `ops/nats/authorization.conf`.
+fn role_name(kind: BackboneRoleKind) -> &'static str {
+    match kind {
+        BackboneRoleKind::FrontDoor => "front-door",
+        BackboneRoleKind::Worker => "worker",
+        BackboneRoleKind::Dissemination => "dissemination",
+        BackboneRoleKind::FanOut => "fan-out",
+    }
+}
+
+/// How this process logs in to NATS: the user (`--cluster-user`, `cluster.user`, else the role's name) and its
+/// password from a file (`password_file`, owner-only) or the environment (`password_env`, else
+/// `DC_CLUSTER_PASSWORD`), never from the config file. No password: refused — an anonymous process would only work
+/// on a cluster that lets anyone write readings, take leases or delete streams.
+fn credentials(
+    section: &ClusterSection,
+    user: Option<String>,
+    kind: BackboneRoleKind,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    invalid: &dyn Fn(&'static str, String) -> ScaleOutError,
+) -> Result<NatsAuth, ScaleOutError> {
+    let user = user.or_else(|| section.user.clone()).unwrap_or_else(|| role_name(kind).to_string());
+    if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("user", format!("`{user}` is not a NATS user name")));
+    }
+    if section.password.is_some() {
+        return Err(invalid(
+            "password",
+            "a secret written in the config file: anyone with a copy of the file has it; use `password_env` or \
+             `password_file` instead"
+                .into(),
+        ));
+    }
+    let (key, password) = match (&section.password_file, &section.password_env) {
+        (Some(_), Some(_)) => {
+            return Err(invalid("password_env", "give password_file or password_env, not both".into()));
+        }
+        (Some(path), None) => {
+            let path = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new(".")).join(path);
+            ("password_file", super::read_secret_file(&path).map_err(|e| invalid("password_file", e))?)
+        }
+        (None, var) => {
+            let var = var.as_deref().unwrap_or(PASSWORD_ENV);
+            let Some(password) = env(var).filter(|p| !p.trim().is_empty()) else {
+                return Err(invalid(
+                    "password_env",
+                    format!(
+                        "serve --cluster needs the NATS password of user `{user}`, and environment variable {var} is \
+                         not set: the cluster refuses anonymous clients (docs/SCALING.md § Who may do what on the \
+                         NATS cluster); set {var}, or name another variable (`password_env`) or a file \
+                         (`password_file`)"
+                    ),
+                ));
+            };
+            ("password_env", password)
+        }
+    };
+    // A file's trailing newline is not part of the password (`echo secret > file`).
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(invalid(
+            key,
+            format!("the NATS password is shorter than {MIN_PASSWORD_CHARS} characters: make a long random one"),
+        ));
+    }
+    Ok(NatsAuth::UserPassword { user, password })
+}
+
 /// Ends this process's role cleanly before it exits, waiting at most `within`: a rule worker hands every region
 /// over and releases its leases (it started on SIGTERM already), so the other workers take its regions at once
 /// instead of a lease ttl later. Nothing to do for other roles. `false`: not finished in time.
@@ -322,14 +413,104 @@ pub async fn finish(within: Duration) -> bool {
 mod tests {
     use super::*;
 
+    const PASSWORD: &str = "a-nats-password-0123";
+
+    /// The environment of a process with its NATS password in `DC_CLUSTER_PASSWORD`.
+    fn env(name: &str) -> Option<String> {
+        (name == PASSWORD_ENV).then(|| PASSWORD.to_string())
+    }
+
     fn resolve(section: &str, overrides: BackboneOverrides) -> Result<Option<BackboneRole>, ScaleOutError> {
         let section: ClusterSection = toml::from_str(section).unwrap();
-        BackboneRole::resolve(Some(&section), overrides, "x.toml", &|_| None)
+        BackboneRole::resolve(Some(&section), overrides, "x.toml", &env)
+    }
+
+    #[test]
+    fn the_role_logs_in_as_its_user_with_the_password_from_the_environment() {
+        let r = resolve("urls = [\"nats://a:4222\"]\nname = \"fan-1\"\nrole = \"worker\"", Default::default())
+            .unwrap()
+            .unwrap();
+        let want = NatsAuth::UserPassword { user: "worker".into(), password: PASSWORD.into() };
+        assert_eq!((r.config.auth.as_ref(), r.config.inbox_prefix.as_str()), (Some(&want), "_INBOX.worker"));
+        assert!(!format!("{:?}", r.config).contains(PASSWORD), "the password never shows in a debug print");
+        // Another user and another variable, from the file or the command line.
+        let section = "urls = [\"nats://a:4222\"]\nname = \"fd-1\"\nuser = \"fd-edge\"\npassword_env = \"NATS_PW\"";
+        let section: ClusterSection = toml::from_str(section).unwrap();
+        let mine = |name: &str| (name == "NATS_PW").then(|| format!("{PASSWORD}-edge"));
+        let r = BackboneRole::resolve(Some(&section), BackboneOverrides::default(), "x.toml", &mine).unwrap().unwrap();
+        let want = NatsAuth::UserPassword { user: "fd-edge".into(), password: format!("{PASSWORD}-edge") };
+        assert_eq!(r.config.auth, Some(want));
+        let overrides = BackboneOverrides { user: Some("fd-cli".into()), ..Default::default() };
+        let r = BackboneRole::resolve(Some(&section), overrides, "x.toml", &mine).unwrap().unwrap();
+        assert!(matches!(r.config.auth, Some(NatsAuth::UserPassword { ref user, .. }) if user == "fd-cli"));
+        let short = |name: &str| (name == "NATS_PW").then(|| "letmein".to_string());
+        let e = BackboneRole::resolve(Some(&section), BackboneOverrides::default(), "x.toml", &short).unwrap_err();
+        assert!(e.to_string().contains("cluster.password_env") && e.to_string().contains("shorter than 16"), "{e}");
+    }
+
+    #[test]
+    fn serve_cluster_refuses_to_start_without_a_password() {
+        let section: ClusterSection = toml::from_str("urls = [\"nats://a:4222\"]\nname = \"fd-1\"").unwrap();
+        let e = BackboneRole::resolve(Some(&section), BackboneOverrides::default(), "x.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.toml") && e.contains("cluster.password_env") && e.contains("DC_CLUSTER_PASSWORD is not set"),
+            "{e}"
+        );
+        assert!(e.contains("user `front-door`") && e.contains("anonymous"), "{e}");
+    }
+
+    #[test]
+    fn a_ca_file_is_found_next_to_the_config_and_makes_the_cluster_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("nats-ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("not-a-cert.pem"), "hello").unwrap();
+        let file = dir.path().join("main.toml").display().to_string();
+        let resolve = |section: &str| {
+            let section: ClusterSection = toml::from_str(section).unwrap();
+            BackboneRole::resolve(Some(&section), BackboneOverrides::default(), &file, &env)
+        };
+        let r = resolve("urls = [\"tls://a:4222\"]\nname = \"f\"\nca_file = \"nats-ca.pem\"").unwrap().unwrap();
+        assert_eq!(r.config.ca_file, Some(dir.path().join("nats-ca.pem")));
+        assert_eq!(r.config.urls, ["tls://a:4222"]);
+        let e =
+            resolve("urls = [\"tls://a:4222\"]\nname = \"f\"\nca_file = \"not-a-cert.pem\"").unwrap_err().to_string();
+        assert!(e.contains("cluster.ca_file") && e.contains("no PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn the_password_comes_from_an_owner_only_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("main.toml");
+        let secret = dir.path().join("nats-password");
+        std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
+        let section: ClusterSection = toml::from_str(
+            "urls = [\"nats://a:4222\"]\nname = \"w-1\"\nrole = \"worker\"\npassword_file = \"nats-password\"",
+        )
+        .unwrap();
+        let file = config.display().to_string();
+        let resolve = || BackboneRole::resolve(Some(&section), BackboneOverrides::default(), &file, &|_| None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = resolve().unwrap_err().to_string();
+            assert!(e.contains("cluster.password_file") && e.contains("chmod 600"), "{e}");
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let r = resolve().unwrap().unwrap();
+        let want = NatsAuth::UserPassword { user: "worker".into(), password: PASSWORD.into() };
+        assert_eq!(r.config.auth, Some(want), "read next to the config file, without its newline");
     }
 
     #[test]
     fn no_cluster_is_the_single_process_mode() {
-        assert!(BackboneRole::resolve(None, BackboneOverrides::default(), "x.toml", &|_| None).unwrap().is_none());
+        assert!(BackboneRole::resolve(None, BackboneOverrides::default(), "x.toml", &env).unwrap().is_none());
     }
 
     #[test]
@@ -355,7 +536,8 @@ mod tests {
     fn bad_settings_name_the_key_and_the_reason() {
         let cases = [
             ("urls = [\"nats://a:4222\"]", "name", "required"),
-            ("urls = [\"tls://a:4222\"]\nname = \"f\"", "urls", "TLS"),
+            ("urls = [\"mqtt://a:4222\"]\nname = \"f\"", "urls", "tls://host:port"),
+            ("urls = [\"tls://a:4222\"]\nname = \"f\"\nca_file = \"/nonexistent/ca.pem\"", "ca_file", "/nonexistent/ca.pem"),
             ("urls = [\"nats://a\"]\nname = \"f\"", "urls", "host:port"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"boss\"", "role", "front-door, worker, dissemination, fan-out"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fan-out\"", "trusted_workers", "megaphone"),
@@ -376,6 +558,14 @@ mod tests {
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nreplicas = 7", "replicas", "1..=5"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\npublish_deadline_s = 2", "publish_deadline_s", "10..=300"),
             ("role = \"front-door\"", "urls", "--cluster"),
+            ("urls = [\"nats://a:1\"]\nname = \"f\"\npassword = \"hunter2hunter2hunter2\"", "password", "password_env"),
+            (
+                "urls = [\"nats://a:1\"]\nname = \"f\"\npassword_env = \"A\"\npassword_file = \"b\"",
+                "password_env",
+                "not both",
+            ),
+            ("urls = [\"nats://a:1\"]\nname = \"f\"\npassword_env = \"UNSET_PW\"", "password_env", "UNSET_PW is not set"),
+            ("urls = [\"nats://a:1\"]\nname = \"f\"\nuser = \"a b\"", "user", "not a NATS user name"),
         ];
         for (text, key, why) in cases {
             let e = resolve(text, BackboneOverrides::default()).unwrap_err().to_string();

@@ -405,23 +405,7 @@ pub(super) fn load_signer(
         (Some(_), Some(_)) if source.file.is_some() => {
             return Err(invalid("signing_key_env", "give signing_key_file or signing_key_env, not both".into()))
         }
-        (Some(path), _) => {
-            let shown = path.display();
-            let read =
-                std::fs::read_to_string(&path).map_err(|e| invalid("signing_key_file", format!("{shown}: {e}")))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
-                if mode & 0o077 != 0 {
-                    return Err(invalid(
-                        "signing_key_file",
-                        format!("{shown} may be read by others (mode {:o}): `chmod 600` it", mode & 0o777),
-                    ));
-                }
-            }
-            ("signing_key_file", read)
-        }
+        (Some(path), _) => ("signing_key_file", read_secret_file(&path).map_err(|e| invalid("signing_key_file", e))?),
         (None, Some(var)) => {
             let pem = env(var).filter(|v| !v.trim().is_empty());
             (
@@ -432,6 +416,22 @@ pub(super) fn load_signer(
         (None, None) => return Ok(None),
     };
     signing::AlertSigner::from_pem(&pem).map(Some).map_err(|e| invalid(key, e.to_string()))
+}
+
+/// A secret kept in a file (a worker's signing key, the NATS password): refused when others than its owner may read
+/// it, since then it is no secret on that machine.
+pub(super) fn read_secret_file(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let read = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
+        if mode & 0o077 != 0 {
+            return Err(format!("{shown} may be read by others (mode {:o}): `chmod 600` it", mode & 0o777));
+        }
+    }
+    Ok(read)
 }
 
 /// The `trusted_workers` list (`[upstream]` or `[cluster]`), each key checked, errors naming the entry.
@@ -484,7 +484,11 @@ mod tests {
     const PUBLIC: &str = "be34ZC3UchKLeOy86CarvQ3N1A5mq4Y+QpfzzHocRss=";
 
     fn env(name: &str) -> Option<String> {
-        (name == "DC_TEST_SIGNING_KEY").then(|| PEM.to_string())
+        match name {
+            "DC_TEST_SIGNING_KEY" => Some(PEM.to_string()),
+            backbone::PASSWORD_ENV => Some("a-nats-password-0123".to_string()),
+            _ => None,
+        }
     }
 
     /// `section` with a signing key (from the environment) and one trusted worker key added.

@@ -39,6 +39,7 @@ impl ClusterNode {
         for _ in 0..4 {
             let (mqtt, http) = addresses.unwrap_or_else(|| (port(), port()));
             let child = test_env(&mut Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
+                .envs(nats_credentials(&args))
                 .args(&args)
                 .args(["--http-listen", &http.to_string(), "--mqtt-listen", &mqtt.to_string()])
                 .args(["--mqtt5-listen", &port().to_string(), "--mqtt-tls=false"])
@@ -198,6 +199,17 @@ pub async fn wait_for_alert(
         assert!(Instant::now() < deadline, "{what}: not in the alerts stream within {within:?}: {versions:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The NATS credentials of the node's role on the test cluster its `--cluster` names, as a deployment passes them:
+/// `DC_CLUSTER_USER` (the role's user, `ops/nats/authorization.conf`) and `DC_CLUSTER_PASSWORD`.
+fn nats_credentials(args: &[String]) -> Vec<(&'static str, String)> {
+    let after = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
+    let (Some(urls), Some(role)) = (after("--cluster"), after("--role")) else { return Vec::new() };
+    let url = urls.split(',').next().unwrap_or_default();
+    let password = cluster::test_support::password_for(url, role)
+        .unwrap_or_else(|| panic!("no running NatsCluster at {url} with a user `{role}`"));
+    vec![("DC_CLUSTER_USER", role.clone()), ("DC_CLUSTER_PASSWORD", password)]
 }
 
 impl Drop for ClusterNode {
