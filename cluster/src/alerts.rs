@@ -107,22 +107,63 @@ impl AlertsLog {
     }
 
     /// The latest message of every alert of `region`, oldest first, with its subject (what a signature covers).
+    ///
+    /// Asked of the stream's leader (its subjects under the filter, then each one's last message), not of a
+    /// consumer: an ephemeral consumer may be placed on a replica that has not yet stored what the leader
+    /// acknowledged (a quorum is two of three), and then reports fewer alerts or older versions — a new owner would
+    /// raise again what it should continue (seen once under load: nothing pending right after two publishes).
     pub async fn region_messages(&self, region: &str) -> Result<Vec<StoredAlert>, ClusterError> {
-        self.read(format!("dc.alerts.{region}.>"), consumer::DeliverPolicy::LastPerSubject).await
+        let filter = format!("dc.alerts.{region}.>");
+        self.read(&filter, || self.try_region(&filter)).await
     }
 
     /// Every message the stream keeps of one alert (`subject`), oldest first: a new owner goes back through them when
-    /// the last one cannot be adopted (not signed by a trusted key: someone else wrote it).
+    /// the last one cannot be adopted (not signed by a trusted key: someone else wrote it). Read through a consumer,
+    /// then checked against the leader's last message of the subject (retried while the consumer's replica lags).
     pub async fn subject_messages(&self, subject: &str) -> Result<Vec<StoredAlert>, ClusterError> {
-        self.read(subject.to_string(), consumer::DeliverPolicy::All).await
+        self.read(subject, || self.try_subject(subject)).await
     }
 
-    async fn read(&self, filter: String, policy: consumer::DeliverPolicy) -> Result<Vec<StoredAlert>, ClusterError> {
+    async fn try_region(&self, filter: &str) -> Result<Vec<StoredAlert>, String> {
+        let stream = self.jetstream.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+        let mut listed = stream.info_with_subjects(filter).await.map_err(|e| e.to_string())?;
+        let mut subjects = Vec::new();
+        while let Some(entry) = listed.next().await {
+            subjects.push(entry.map_err(|e| e.to_string())?.0);
+        }
+        let mut records = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            match leader_last(&stream, &subject).await? {
+                Some(record) => records.push(record),
+                None => continue, // removed since it was listed (an ended alert pruned)
+            }
+        }
+        records.sort_by_key(|r| r.sequence);
+        Ok(records)
+    }
+
+    async fn try_subject(&self, subject: &str) -> Result<Vec<StoredAlert>, String> {
+        let records = self.try_read(subject, consumer::DeliverPolicy::All).await?;
+        let stream = self.jetstream.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+        let read = records.last().map_or(0, |r| r.sequence);
+        match leader_last(&stream, subject).await? {
+            Some(last) if last.sequence > read => {
+                Err(format!("the consumer's replica is behind the leader ({read} < {})", last.sequence))
+            }
+            _ => Ok(records),
+        }
+    }
+
+    async fn read<F, Fut>(&self, filter: &str, attempt: F) -> Result<Vec<StoredAlert>, ClusterError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<StoredAlert>, String>>,
+    {
         let failed =
-            |message: String| ClusterError::Unavailable { subject: filter.clone(), waited: self.deadline, message };
+            |message: String| ClusterError::Unavailable { subject: filter.to_string(), waited: self.deadline, message };
         let started = tokio::time::Instant::now();
         loop {
-            match self.try_read(&filter, policy).await {
+            match attempt().await {
                 Ok(records) => return Ok(records),
                 Err(e) if started.elapsed() >= self.deadline => return Err(failed(e)),
                 Err(e) => {
@@ -183,6 +224,21 @@ impl AlertsLog {
     }
 }
 
+/// The last message of `subject` as the stream's leader has it (`None`: the subject holds none).
+async fn leader_last(stream: &stream::Stream, subject: &str) -> Result<Option<StoredAlert>, String> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(Some(StoredAlert {
+            sequence: m.sequence,
+            subject: m.subject.to_string(),
+            payload: m.payload,
+            pending: 0,
+            stored_ms: i64::try_from(m.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+        })),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// One message of the alerts stream.
 #[derive(Debug, Clone)]
 pub struct StoredAlert {
@@ -191,7 +247,8 @@ pub struct StoredAlert {
     /// `dc.alerts.{region}.{alert id}`.
     pub subject: String,
     pub payload: Bytes,
-    /// Messages still to come after this one, as the server counted when it sent it (0: caught up).
+    /// Messages still to come after this one, as the server counted when it sent it (0: caught up; always 0 for a
+    /// message read from the leader by subject).
     pub pending: u64,
     /// When the stream stored it (the server's clock), milliseconds since the Unix epoch.
     pub stored_ms: i64,
