@@ -160,6 +160,16 @@ fn count<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<(Strin
     m
 }
 
+/// A scenario run in its own task, so the test can act on the brokers meanwhile.
+fn spawn_run(
+    fleet: &Fleet,
+    scenario: &Scenario,
+    opts: &RunOptions,
+) -> tokio::task::JoinHandle<Result<gateway_firmware_sim::Summary, gateway_firmware_sim::SimError>> {
+    let (fleet, scenario, opts) = (fleet.clone(), scenario.clone(), opts.clone());
+    tokio::spawn(async move { run_scenario(&fleet, &scenario, &opts).await })
+}
+
 const WILL: &str = r#"{"online":false}"#;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -210,10 +220,7 @@ async fn a_broker_restart_mid_run_loses_nothing_the_firmware_buffered() {
     let planned = plan(&fleet, &scenario, 9, opts.start_ts_ms).unwrap();
     let expected = count(planned.messages().iter().map(|m| (m.topic.as_str(), m.payload.as_str())));
 
-    let run = tokio::spawn({
-        let (fleet, scenario, opts) = (fleet.clone(), scenario.clone(), opts.clone());
-        async move { run_scenario(&fleet, &scenario, &opts).await }
-    });
+    let run = spawn_run(&fleet, &scenario, &opts);
     // 6 s run: the broker is gone from 2 s to 3.5 s, while about a quarter of the readings fall due.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let broker = tokio::task::spawn_blocking(move || {
@@ -270,10 +277,7 @@ async fn devices_fail_over_to_their_second_broker_when_the_first_dies() {
     };
     let planned = plan(&fleet, &scenario, 9, opts.start_ts_ms).unwrap();
     let expected = count(planned.messages().iter().map(|m| (m.topic.as_str(), m.payload.as_str())));
-    let run = tokio::spawn({
-        let (fleet, scenario, opts) = (fleet.clone(), scenario.clone(), opts.clone());
-        async move { run_scenario(&fleet, &scenario, &opts).await }
-    });
+    let run = spawn_run(&fleet, &scenario, &opts);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = on_first.lock().unwrap().len();
     if let Some(mut child) = first.child.take() {
