@@ -174,6 +174,11 @@ impl Courier {
         self.outbox.len()
     }
 
+    /// Which broker the current (or next) connection goes to: 0 is `link`'s, then `failover`'s in order.
+    pub fn broker(&self) -> usize {
+        self.broker
+    }
+
     /// Hand buffered messages to the connection while the in-flight window has room.
     pub fn pump(&mut self) {
         let Some(link) = self.link.as_mut().filter(|l| l.connected) else {

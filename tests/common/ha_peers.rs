@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,8 @@ pub struct FieldDevice {
     pub id: String,
     to_courier: mpsc::UnboundedSender<Parcel>,
     live: Arc<Live>,
+    /// The index in `front_doors` of the one the firmware is connected (or connecting) to.
+    front_door: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<Delivery>,
 }
 
@@ -63,6 +65,8 @@ impl FieldDevice {
         let live = Arc::new(Live::default());
         let (to_courier, mut parcels) = mpsc::unbounded_channel::<Parcel>();
         let mut courier = Courier::new(config, Arc::clone(&live));
+        let front_door = Arc::new(AtomicUsize::new(0));
+        let current = Arc::clone(&front_door);
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -72,11 +76,12 @@ impl FieldDevice {
                     },
                     wake = courier.wait() => courier.handle(wake),
                 }
+                current.store(courier.broker(), Ordering::Relaxed);
             }
             // Whatever is still unacknowledged is counted as left (`Delivery::left`).
             courier.finish().await
         });
-        FieldDevice { id: id.into(), to_courier, live, task }
+        FieldDevice { id: id.into(), to_courier, live, front_door, task }
     }
 
     /// Hands a reading set (`sensors/{id}/readings`) to the firmware, which delivers it whenever it can.
@@ -88,6 +93,11 @@ impl FieldDevice {
             attempts: 0,
         };
         self.to_courier.send(parcel).expect("the device's task runs");
+    }
+
+    /// The index (in `start`'s list) of the front door the firmware is connected or connecting to.
+    pub fn front_door(&self) -> usize {
+        self.front_door.load(Ordering::Relaxed)
     }
 
     /// Messages a front door acknowledged so far.
