@@ -305,3 +305,45 @@ async fn an_ended_alert_leaves_the_alerts_stream_after_its_retention() {
         assert!(!w.log().contains("panicked"), "{}", w.log());
     }
 }
+
+#[test]
+fn serve_refuses_a_worker_without_a_signing_key() {
+    // Refused while reading the configuration, before any connection: no NATS cluster needed (an accepted worker
+    // would keep trying nats://127.0.0.1:1, and be killed after 30 s).
+    let config = config_copy("ha-unsigned", |text| text + "\n[cluster]\n");
+    let log = config.with_file_name("serve.log");
+    let mut child = common::test_env(&mut std::process::Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
+        .args(["serve", "--config", config.to_str().unwrap(), "--cluster", "nats://127.0.0.1:1"])
+        .args(["--data-dir", config.with_file_name("data").to_str().unwrap()])
+        .args([
+            "--role",
+            "worker",
+            "--client-id",
+            "w-1",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.is_some_and(|s| !s.success()), "an unsigned worker started ({status:?}): {stderr}");
+    for needed in ["cluster.signing_key_file", "--signing-key", "cluster-key new"] {
+        assert!(stderr.contains(needed), "the refusal does not name {needed}: {stderr}");
+    }
+}
