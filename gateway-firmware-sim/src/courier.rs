@@ -39,6 +39,10 @@ pub struct CourierConfig {
     pub backoff_max: Duration,
     /// Seeds the backoff jitter (runs stay reproducible apart from the network itself).
     pub seed: u64,
+    /// Further brokers (host, port) after `link`'s, for a device provisioned with several addresses (two front doors
+    /// of a cluster): when a connection fails or closes the next attempt goes to the next one, round the list, and
+    /// what was not acknowledged is sent there. Empty: always `link`'s.
+    pub failover: Vec<(String, u16)>,
 }
 
 /// Counters shared with the progress bar (all devices add into one).
@@ -73,6 +77,8 @@ pub struct Delivery {
     pub peak_buffered: u64,
     /// Successful connections (the first one included).
     pub connects: u64,
+    /// Connections (attempted or lost) after which the next attempt went to another broker of `failover`.
+    pub failovers: u64,
     /// Attempts that never reached CONNACK.
     pub connect_failures: u64,
     /// Connections lost after CONNACK.
@@ -80,6 +86,16 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// Ack latency of each acknowledged message, in microseconds.
     pub latencies_us: Vec<u32>,
+}
+
+/// The connection settings for broker `index` (0: `link`'s own; then `failover`'s, round the list).
+pub fn broker_config(cfg: &CourierConfig, index: usize) -> LinkConfig {
+    let mut link = cfg.link.clone();
+    if let Some((host, port)) = index.checked_sub(1).and_then(|i| cfg.failover.get(i % cfg.failover.len().max(1))) {
+        link.host = host.clone();
+        link.port = *port;
+    }
+    link
 }
 
 /// What woke `wait()`.
@@ -99,6 +115,8 @@ pub struct Courier {
     link_up: bool,
     /// When to try connecting next (None: not planned, e.g. link down or connected).
     reconnect_at: Option<Instant>,
+    /// Which broker the next connection goes to: 0 is `link`'s, then `failover`'s in order.
+    broker: usize,
     stats: Delivery,
     live: Arc<Live>,
 }
@@ -113,6 +131,7 @@ impl Courier {
             link: None,
             link_up: true,
             reconnect_at: Some(Instant::now()),
+            broker: 0,
             stats: Delivery::default(),
             live,
             cfg,
@@ -153,6 +172,11 @@ impl Courier {
 
     pub fn buffered(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Which broker the current (or next) connection goes to: 0 is `link`'s, then `failover`'s in order.
+    pub fn broker(&self) -> usize {
+        self.broker
     }
 
     /// Hand buffered messages to the connection while the in-flight window has room.
@@ -204,7 +228,8 @@ impl Courier {
             Wake::ReconnectDue => {
                 self.reconnect_at = None;
                 if self.link_up && self.link.is_none() {
-                    self.link = Some(Link::open(&self.cfg.link, self.cfg.qos));
+                    let link = broker_config(&self.cfg, self.broker);
+                    self.link = Some(Link::open(&link, self.cfg.qos));
                 }
             }
             Wake::Link(ev) => self.on_link(ev),
@@ -244,6 +269,12 @@ impl Courier {
                 tracing::debug!(client = %self.cfg.link.client_id, %reason, "connection closed");
                 self.stats.last_error = Some(reason);
                 self.requeue(link.abort());
+                // Firmware provisioned with several addresses tries the next one: the broker that just failed may be
+                // gone for good (a front door's machine died), and another one takes the same readings.
+                if !self.cfg.failover.is_empty() {
+                    self.broker = (self.broker + 1) % (self.cfg.failover.len() + 1);
+                    self.stats.failovers += 1;
+                }
                 if self.link_up {
                     let delay = self.backoff.next_delay(&mut self.rng);
                     self.reconnect_at = Some(Instant::now() + delay);
@@ -317,5 +348,42 @@ impl Courier {
         self.stats.left = left;
         self.live.pending.fetch_sub(left as i64, Ordering::Relaxed);
         self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failover_goes_round_the_brokers_starting_with_the_links_own() {
+        let link = LinkConfig {
+            host: "fd-1".into(),
+            port: 1883,
+            client_id: "RG0001".into(),
+            credentials: None,
+            keep_alive: Duration::from_secs(30),
+            will: None,
+            max_inflight: 1,
+            max_packet_size: 1024,
+        };
+        let mut cfg = CourierConfig {
+            link,
+            qos: 1,
+            buffer: 10,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            seed: 0,
+            failover: vec![("fd-2".into(), 1884), ("fd-3".into(), 1885)],
+        };
+        let at = |cfg: &CourierConfig, i| {
+            let l = broker_config(cfg, i);
+            (l.host, l.port, l.client_id)
+        };
+        assert_eq!(at(&cfg, 0), ("fd-1".into(), 1883, "RG0001".into()));
+        assert_eq!(at(&cfg, 1), ("fd-2".into(), 1884, "RG0001".into()));
+        assert_eq!(at(&cfg, 2), ("fd-3".into(), 1885, "RG0001".into()));
+        cfg.failover.clear();
+        assert_eq!(at(&cfg, 0), ("fd-1".into(), 1883, "RG0001".into()), "no failover: always the link's own");
     }
 }

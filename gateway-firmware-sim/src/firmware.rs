@@ -22,6 +22,8 @@ pub struct Stage {
     /// Scenario seconds per wall second.
     pub compression: f64,
     pub seed: u64,
+    /// Further brokers each device fails over to (`RunOptions::failover`).
+    pub failover: Vec<(String, u16)>,
 }
 
 impl Stage {
@@ -64,6 +66,7 @@ pub fn courier_config(plan: &DevicePlan, fw: &Firmware, stage: &Stage) -> Courie
         backoff_initial: fw.backoff_initial,
         backoff_max: fw.backoff_max,
         seed: stage.seed ^ 0x0062_6163_6b6f_6666, // "backoff": jitter independent of the plan's draws
+        failover: stage.failover.clone(),
     }
 }
 

@@ -13,7 +13,8 @@
 //! - `outbox.rs` — [`Outbox`]: the bounded store-and-forward buffer (oldest dropped, counted).
 //! - `backoff.rs` — [`Backoff`]: exponential reconnect delays with jitter.
 //! - `link.rs` — one MQTT connection generation (rumqttc event loop in its own task, PUBACK matching).
-//! - `courier.rs` — [`Courier`]: buffer + connection + backoff + QoS 1 resend; shared by scenario and load runs.
+//! - `courier.rs` — [`Courier`]: buffer + connection + backoff + QoS 1 resend + failover to further brokers; shared by
+//!   scenario and load runs.
 //! - `firmware.rs` — one device playing its script in compressed time (link drops, dying, heartbeats).
 //! - `run.rs` — [`run_scenario`], [`RunOptions`], [`Summary`].
 //! - `load.rs` — [`run_load`], [`LoadOptions`], [`LoadSummary`]: rate, size, batch, QoS, connections.

@@ -224,6 +224,7 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadSummary, SimError> {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             seed: n as u64,
+            failover: Vec::new(),
         };
         let topic: Arc<str> = format!("sensors/{id}/readings").into();
         let (live, batch, size, drain) = (live.clone(), opts.batch, opts.message_size, opts.drain_timeout);

@@ -23,6 +23,9 @@ pub struct RunOptions {
     /// MQTT broker address.
     pub host: String,
     pub port: u16,
+    /// Further brokers (host, port) every device fails over to, in turn, when its connection fails or closes (the
+    /// front doors of a cluster); unacknowledged messages are sent again there.
+    pub failover: Vec<(String, u16)>,
     /// Seed of every random draw of the plan (same seed, same messages).
     pub seed: u64,
     /// Unix milliseconds of scenario offset 0: payload `ts` = start + offset (+ the device's clock skew). Put it one span
@@ -43,6 +46,7 @@ impl Default for RunOptions {
         RunOptions {
             host: "127.0.0.1".into(),
             port: 1883,
+            failover: Vec::new(),
             seed: 0,
             start_ts_ms: now_ms() - 86_400_000,
             compression: 0.0,
@@ -93,6 +97,8 @@ pub struct Summary {
     pub connects: u64,
     pub connect_failures: u64,
     pub disconnects: u64,
+    /// Times a device turned to another broker of `RunOptions::failover`.
+    pub failovers: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
     pub latency: LatencyStats,
@@ -140,6 +146,9 @@ impl fmt::Display for Summary {
             "  links    {} connects, {} failed attempts, {} lost",
             self.connects, self.connect_failures, self.disconnects
         )?;
+        if self.failovers > 0 {
+            writeln!(f, "  failover {} turns to another broker", self.failovers)?;
+        }
         write!(f, "  latency  {}", self.latency)?;
         for e in &self.errors {
             write!(f, "\n  error    {e}")?;
@@ -173,7 +182,14 @@ pub async fn run_scenario(fleet: &Fleet, scenario: &Scenario, opts: &RunOptions)
 
     let live = Arc::new(Live::default());
     let started = Instant::now();
-    let stage = Stage { host: opts.host.clone(), port: opts.port, wall_start: started, compression, seed: opts.seed };
+    let stage = Stage {
+        host: opts.host.clone(),
+        port: opts.port,
+        wall_start: started,
+        compression,
+        seed: opts.seed,
+        failover: opts.failover.clone(),
+    };
     let wall = scenario.wall_duration(compression);
     let progress =
         (!opts.quiet && wall >= MIN_RUN_FOR_BAR).then(|| Progress::start(Some(planned), live.clone(), "acked"));
@@ -214,6 +230,7 @@ pub async fn run_scenario(fleet: &Fleet, scenario: &Scenario, opts: &RunOptions)
         s.connects += d.connects;
         s.connect_failures += d.connect_failures;
         s.disconnects += d.disconnects;
+        s.failovers += d.failovers;
         latencies.extend_from_slice(&d.latencies_us);
         if let (Some(e), false) = (&d.last_error, r.delivery.acked == r.delivery.queued) {
             s.errors.push(format!("{}: {e}", r.id));

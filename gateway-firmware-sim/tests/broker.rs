@@ -160,6 +160,16 @@ fn count<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<(Strin
     m
 }
 
+/// A scenario run in its own task, so the test can act on the brokers meanwhile.
+fn spawn_run(
+    fleet: &Fleet,
+    scenario: &Scenario,
+    opts: &RunOptions,
+) -> tokio::task::JoinHandle<Result<gateway_firmware_sim::Summary, gateway_firmware_sim::SimError>> {
+    let (fleet, scenario, opts) = (fleet.clone(), scenario.clone(), opts.clone());
+    tokio::spawn(async move { run_scenario(&fleet, &scenario, &opts).await })
+}
+
 const WILL: &str = r#"{"online":false}"#;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -210,10 +220,7 @@ async fn a_broker_restart_mid_run_loses_nothing_the_firmware_buffered() {
     let planned = plan(&fleet, &scenario, 9, opts.start_ts_ms).unwrap();
     let expected = count(planned.messages().iter().map(|m| (m.topic.as_str(), m.payload.as_str())));
 
-    let run = tokio::spawn({
-        let (fleet, scenario, opts) = (fleet.clone(), scenario.clone(), opts.clone());
-        async move { run_scenario(&fleet, &scenario, &opts).await }
-    });
+    let run = spawn_run(&fleet, &scenario, &opts);
     // 6 s run: the broker is gone from 2 s to 3.5 s, while about a quarter of the readings fall due.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let broker = tokio::task::spawn_blocking(move || {
@@ -250,6 +257,50 @@ async fn a_broker_restart_mid_run_loses_nothing_the_firmware_buffered() {
         broker.log()
     );
     assert_eq!(got_data.len(), expected.len(), "nothing unplanned arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_fail_over_to_their_second_broker_when_the_first_dies() {
+    // Two brokers standing for two front doors of a cluster; each device is provisioned with both. The first is
+    // SIGKILLed (no restart) 2 s into a 6 s run: everything planned must still be acknowledged, by the second.
+    let mut first = Mosquitto::start("allow_anonymous true\npersistence false");
+    let second = Mosquitto::start("allow_anonymous true\npersistence false");
+    let (on_first, on_second) = (subscriber(first.port, false).await, subscriber(second.port, false).await);
+    let (fleet, scenario) = (fleet(), Scenario::from_toml(&fixture("restart.toml"), "restart.toml").unwrap());
+    let opts = RunOptions {
+        port: first.port,
+        failover: vec![("127.0.0.1".into(), second.port)],
+        seed: 9,
+        start_ts_ms: 1_764_122_400_000,
+        quiet: true,
+        ..Default::default()
+    };
+    let planned = plan(&fleet, &scenario, 9, opts.start_ts_ms).unwrap();
+    let expected = count(planned.messages().iter().map(|m| (m.topic.as_str(), m.payload.as_str())));
+    let run = spawn_run(&fleet, &scenario, &opts);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = on_first.lock().unwrap().len();
+    if let Some(mut child) = first.child.take() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    let summary = run.await.unwrap().unwrap();
+    assert!(summary.is_complete(), "{summary}");
+    assert_eq!(summary.acked, summary.planned, "{summary}");
+    assert!(summary.failovers >= 3, "every device turned to the second broker: {summary}");
+    assert!(summary.to_string().contains("failover"), "{summary}");
+    assert!(before > 0, "the first broker took readings before it died");
+    let n_expected: usize = expected.values().sum();
+    settle(&on_second, n_expected - before, Duration::from_secs(10)).await;
+    // Every planned message reached one of the two (a resend may reach the second as well: at least once).
+    let got: Vec<(String, String)> =
+        on_first.lock().unwrap().iter().chain(on_second.lock().unwrap().iter()).cloned().collect();
+    let got_data = count(got.iter().filter(|(_, p)| p != WILL).map(|(t, p)| (t.as_str(), p.as_str())));
+    let missing: Vec<_> = expected.keys().filter(|k| !got_data.contains_key(*k)).collect();
+    assert!(missing.is_empty(), "{} planned messages reached neither broker: {missing:?}", missing.len());
+    assert_eq!(got_data.len(), expected.len(), "nothing unplanned arrived");
+    assert!(!on_second.lock().unwrap().is_empty(), "nothing reached the second broker");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

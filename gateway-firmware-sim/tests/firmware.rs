@@ -32,6 +32,7 @@ fn config(port: u16, buffer: usize, initial_ms: u64, max_ms: u64) -> CourierConf
         backoff_initial: Duration::from_millis(initial_ms),
         backoff_max: Duration::from_millis(max_ms),
         seed: 3,
+        failover: Vec::new(),
     }
 }
 

@@ -193,6 +193,19 @@ impl BackboneRole {
             .map(Arc::new),
             BackboneRoleKind::FrontDoor | BackboneRoleKind::FanOut | BackboneRoleKind::Dissemination => None,
         };
+        // The other side of the refusal above: fan-out and dissemination nodes take only signed messages, so an
+        // unsigned worker's alerts would reach nobody (and the next owner of its counties could not adopt them
+        // when it trusts keys) while it looked healthy.
+        if kind == BackboneRoleKind::Worker && signer.is_none() {
+            return Err(invalid(
+                "signing_key_file",
+                "a rule worker signs every alert message it writes to DC_ALERTS (fan-out and dissemination nodes \
+                 refuse unsigned ones, so its alerts would reach nobody): give its key with `--signing-key FILE`, \
+                 `cluster.signing_key_file` or `cluster.signing_key_env` (`disaster-cloud cluster-key new` makes \
+                 one)"
+                    .into(),
+            ));
+        }
         Ok(Some(BackboneRole { kind, config, lease_ttl, ended_alert_retention, signer, trusted: Arc::new(trusted) }))
     }
 
@@ -294,9 +307,6 @@ impl BackboneRole {
         match self.kind {
             BackboneRoleKind::Worker => {
                 let regions = super::rule_worker::regions_of(app);
-                if self.signer.is_none() {
-                    tracing::warn!("no signing key (`--signing-key`, `cluster.signing_key_file`): this worker's alert messages go out unsigned, so fan-out nodes refuse them and workers that trust keys do not adopt them");
-                }
                 let keys = super::rule_worker::Keys { signer: self.signer.clone(), trusted: Arc::clone(&self.trusted) };
                 super::rule_worker::start(
                     Arc::clone(app),
@@ -542,6 +552,7 @@ mod tests {
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"boss\"", "role", "front-door, worker, dissemination, fan-out"),
             ("urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fan-out\"", "trusted_workers", "megaphone"),
             ("urls = [\"nats://a:1\"]\nname = \"d\"\nrole = \"dissemination\"", "trusted_workers", "cell broadcasts"),
+            ("urls = [\"nats://a:1\"]\nname = \"w\"\nrole = \"worker\"", "signing_key_file", "cluster-key new"),
             (
                 "urls = [\"nats://a:1\"]\nname = \"f\"\nrole = \"fan-out\"\n[[trusted_workers]]\nname = \"w\"\npublic_key = \"abc\"",
                 "trusted_workers",
@@ -577,10 +588,14 @@ mod tests {
 
     #[test]
     fn a_worker_names_its_alerts_after_itself_and_leaves_influx_to_the_front_doors() {
-        let r =
-            resolve("urls = [\"nats://a:1\"]\nname = \"w-1\"\nrole = \"worker\"\nlease_ttl_s = 3", Default::default())
-                .unwrap()
-                .unwrap();
+        let section = "urls = [\"nats://a:1\"]\nname = \"w-1\"\nrole = \"worker\"\nlease_ttl_s = 3\n\
+                       signing_key_env = \"DC_TEST_SIGNING_KEY\"";
+        let section: ClusterSection = toml::from_str(section).unwrap();
+        let pem = AlertSigner::generate().to_pem().unwrap();
+        let r = BackboneRole::resolve(Some(&section), Default::default(), "x.toml", &|_| Some(pem.clone()))
+            .unwrap()
+            .unwrap();
+        assert!(r.signer.is_some());
         assert_eq!((r.kind, r.lease_ttl), (BackboneRoleKind::Worker, Duration::from_secs(3)));
         let mut files = ConfigFiles::embedded().unwrap();
         files.main.influx =

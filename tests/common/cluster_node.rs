@@ -2,6 +2,7 @@
 //! started on free 127.0.0.1 ports, ready once its HTTP answers, killed (SIGKILL) or stopped (SIGTERM), restarted on
 //! the same addresses (as a service behind a load balancer or with a device-facing address would be).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -31,6 +32,16 @@ impl ClusterNode {
             .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         Self::launch(name, args, dir.join(format!("{name}.log")), None)
+    }
+
+    /// A rule worker signing with its key (`serve` refuses an unsigned one): `dir/{name}.pem`, made by
+    /// [`worker_key`] unless it is there already (its public key for `[[cluster.trusted_workers]]` from that call).
+    pub fn worker(config: &Path, dir: &Path, urls: &str, name: &str) -> ClusterNode {
+        let key = dir.join(format!("{name}.pem"));
+        if !key.exists() {
+            worker_key(dir, name);
+        }
+        Self::start(config, dir, urls, name, "worker", &["--signing-key", key.to_str().unwrap()])
     }
 
     /// Starts the binary; `addresses`: the MQTT and HTTP listeners to use again (a restart keeps them).
@@ -182,6 +193,25 @@ pub async fn alert_versions(js: &async_nats::jetstream::Context) -> Vec<AlertVer
         });
     }
     versions
+}
+
+/// One alert per hazard, and each alert's versions once each and in order (1, 2, 3, …) — whoever published them.
+pub fn assert_no_alert_doubled_or_lost(versions: &[AlertVersion]) {
+    let mut ids_per_hazard: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+    let mut per_id: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for v in versions {
+        ids_per_hazard.entry((v.rule.clone(), v.area.clone())).or_default().insert(v.id.clone());
+        per_id.entry(v.id.clone()).or_default().push((v.version, v.worker.clone()));
+    }
+    assert!(ids_per_hazard.values().all(|ids| ids.len() == 1), "a hazard with two alerts: {ids_per_hazard:#?}");
+    for (id, list) in &per_id {
+        let numbers: Vec<u64> = list.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            numbers,
+            (1..=numbers.len() as u64).collect::<Vec<_>>(),
+            "{id}: versions skipped or doubled: {list:?}"
+        );
+    }
 }
 
 pub async fn wait_for_alert(

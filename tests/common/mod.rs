@@ -4,6 +4,7 @@
 
 pub mod air;
 pub mod cluster_node;
+pub mod ha_peers;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

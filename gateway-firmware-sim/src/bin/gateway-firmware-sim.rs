@@ -82,6 +82,11 @@ struct ScenarioArgs {
     fleet: FleetArgs,
     #[command(flatten)]
     broker: BrokerArgs,
+    /// Another broker each device turns to when its connection fails or closes (repeat for more; tried in turn,
+    /// then --host/--port again), as gateways provisioned with two front doors of a cluster do.
+    /// Example: --failover 10.0.0.2:1883
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_broker)]
+    failover: Vec<(String, u16)>,
     /// Seed of every random draw (noise, clock skew, duplicates); same seed, same messages. Default: the scenario's.
     /// Example: --seed 7
     #[arg(long)]
@@ -176,6 +181,13 @@ fn load_scenario(path: &Path) -> Result<Scenario, SimError> {
 }
 
 /// `--start`: Unix ms, RFC 3339, `now`, `now-<duration>`.
+/// `--failover HOST:PORT`.
+fn parse_broker(text: &str) -> Result<(String, u16), String> {
+    let (host, port) = text.rsplit_once(':').filter(|(h, _)| !h.is_empty()).ok_or("expected HOST:PORT")?;
+    let port = port.parse().map_err(|e| format!("port `{port}`: {e}"))?;
+    Ok((host.to_string(), port))
+}
+
 fn parse_start(text: &str) -> Result<i64, SimError> {
     let bad = |reason: String| SimError::Option { option: "start", reason };
     let now = gateway_firmware_sim::now_ms();
@@ -199,6 +211,7 @@ async fn scenario(args: ScenarioArgs) -> Result<ExitCode, SimError> {
     let mut opts = RunOptions::for_scenario(&scenario);
     opts.host = args.broker.host;
     opts.port = args.broker.port;
+    opts.failover = args.failover;
     opts.quiet = args.quiet;
     opts.wall_clock = args.wall_clock;
     if let Some(seed) = args.seed {
