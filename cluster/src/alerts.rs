@@ -285,7 +285,7 @@ impl AlertWatch {
             let js = js.clone();
             async move {
                 let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
-                let messages = Guarded::create(&stream, SUBJECTS.into(), deliver_policy).await?;
+                let messages = Guarded::create(&js.client(), stream, SUBJECTS.into(), deliver_policy).await?;
                 Ok::<_, String>(AlertWatch { pending_at_start: messages.pending_at_start, messages })
             }
         })

@@ -10,8 +10,13 @@
 //!   would get the readings before its progress mark (seen in CI: a reader opened at sequence 2 got sequence 1).
 //!   [`Guarded::next`] drops every message before the start (by sequence, or by the time the stream stored it) and
 //!   any sequence it already delivered, so a recreation never delivers old or repeated messages.
+//! - **A new consumer after a reconnection** ([`Guarded::next`]): the client's own can stay silent ~27 s then.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_nats::Statistics;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::{self, stream};
@@ -22,21 +27,37 @@ use crate::ClusterError;
 /// How long one pull request lasts: heartbeats every 1 s, a lost consumer recreated after ~2–4 s.
 pub(crate) const EXPIRES: Duration = Duration::from_secs(2);
 
+/// How often a follower checks whether its client has reconnected.
+const RECONNECT_CHECK: Duration = Duration::from_millis(250);
+
 /// An ordered consumer on `stream` (ephemeral, one replica, no acknowledgements) with its start kept.
 pub(crate) struct Guarded {
     messages: pull::Ordered,
+    stream: stream::Stream,
+    filter: String,
+    /// Where it was asked to start: a new consumer starts there again while nothing was delivered.
+    start: DeliverPolicy,
     /// Stream sequences at or below this are never delivered: the one before the start, then the last delivered.
     delivered: u64,
     /// Messages stored before this (ms since the epoch) are never delivered (a start by time).
     not_before_ms: i64,
+    /// The client's count of connections made, when the consumer was created.
+    stats: Arc<Statistics>,
+    connects: u64,
+    check: tokio::time::Interval,
     /// Messages waiting when the consumer was created.
     pub(crate) pending_at_start: u64,
 }
 
 impl Guarded {
     /// Creates the consumer: `filter`, starting at `start` (`LastPerSubject`, `ByStartSequence`, `ByStartTime` or
-    /// `All`).
-    pub(crate) async fn create(stream: &stream::Stream, filter: String, start: DeliverPolicy) -> Result<Self, String> {
+    /// `All`). `client` is the one `stream` was found through (its reconnections are watched).
+    pub(crate) async fn create(
+        client: &async_nats::Client,
+        stream: stream::Stream,
+        filter: String,
+        start: DeliverPolicy,
+    ) -> Result<Self, String> {
         let (delivered, not_before_ms) = match start {
             DeliverPolicy::ByStartSequence { start_sequence } => (start_sequence.saturating_sub(1), i64::MIN),
             DeliverPolicy::ByStartTime { start_time } => {
@@ -44,28 +65,50 @@ impl Guarded {
             }
             _ => (0, i64::MIN),
         };
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: filter,
-                deliver_policy: start,
-                max_expires: EXPIRES,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let pending_at_start = consumer.cached_info().num_pending;
-        let messages = consumer.messages().await.map_err(|e| e.to_string())?;
-        Ok(Guarded { messages, delivered, not_before_ms, pending_at_start })
+        let stats = client.statistics();
+        let connects = stats.connects.load(Ordering::Relaxed);
+        let (messages, pending_at_start) = consume(&stream, &filter, start).await?;
+        let mut check = tokio::time::interval(RECONNECT_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(Guarded {
+            messages,
+            stream,
+            filter,
+            start,
+            delivered,
+            not_before_ms,
+            stats,
+            connects,
+            check,
+            pending_at_start,
+        })
     }
 
     /// The next message at or after the start, never one delivered before, with where it is in the stream; `None` if
     /// the consumer ended (the client closed). Errors are the client's (heartbeats missed while it recreates the
-    /// consumer); the caller may keep calling. `subject` names the stream in errors.
+    /// consumer) or a failed replacement; the caller may keep calling. `subject` names the stream in errors.
+    ///
+    /// When the client has reconnected (its node died) the consumer is replaced by a new one after the last
+    /// sequence delivered: measured on the fan-out watcher and the workers' readings, the client's own consumer sat
+    /// silent ~27 s after such a reconnection until a pull request timed out, heartbeats notwithstanding.
     pub(crate) async fn next(&mut self, subject: &str) -> Option<Result<(jetstream::Message, Position), ClusterError>> {
         loop {
-            let message = match self.messages.next().await? {
-                Ok(message) => message,
-                Err(e) => return Some(Err(unavailable(subject, &e))),
+            let message = tokio::select! {
+                next = self.messages.next() => match next? {
+                    Ok(message) => message,
+                    Err(e) => return Some(Err(unavailable(subject, &e))),
+                },
+                _ = self.check.tick() => {
+                    let connects = self.stats.connects.load(Ordering::Relaxed);
+                    if connects == self.connects {
+                        continue;
+                    }
+                    if let Err(e) = self.replace().await {
+                        return Some(Err(unavailable(subject, &e)));
+                    }
+                    self.connects = connects;
+                    continue;
+                }
             };
             let position = match message.info() {
                 Ok(info) => {
@@ -80,6 +123,33 @@ impl Guarded {
             return Some(Ok((message, position)));
         }
     }
+
+    /// A new consumer after the last sequence delivered (at the start, while nothing was).
+    async fn replace(&mut self) -> Result<(), String> {
+        let from = match self.start {
+            DeliverPolicy::ByStartSequence { start_sequence } if self.delivered < start_sequence => self.start,
+            _ if self.delivered == 0 => self.start,
+            _ => DeliverPolicy::ByStartSequence { start_sequence: self.delivered + 1 },
+        };
+        let (messages, _) = consume(&self.stream, &self.filter, from).await?;
+        self.messages = messages;
+        tracing::info!(filter = %self.filter, ?from, "the NATS client reconnected: following the stream with a new consumer");
+        Ok(())
+    }
+}
+
+async fn consume(stream: &stream::Stream, filter: &str, from: DeliverPolicy) -> Result<(pull::Ordered, u64), String> {
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter.to_string(),
+            deliver_policy: from,
+            max_expires: EXPIRES,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let pending = consumer.cached_info().num_pending;
+    Ok((consumer.messages().await.map_err(|e| e.to_string())?, pending))
 }
 
 /// Where a delivered message is in its stream.

@@ -220,7 +220,7 @@ impl RegionReadings {
             let (js, filter, deliver_policy) = (js.clone(), filter.clone(), deliver_policy);
             async move {
                 let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
-                let messages = Guarded::create(&stream, filter, deliver_policy).await?;
+                let messages = Guarded::create(&js.client(), stream, filter, deliver_policy).await?;
                 Ok::<_, String>(RegionReadings { pending_at_start: messages.pending_at_start, messages })
             }
         })

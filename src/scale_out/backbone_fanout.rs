@@ -10,9 +10,10 @@
 //! through the citizens' replay (`last_seen`), not a half-built picture.
 //!
 //! Resuming: the watcher is an ordered consumer, which the client recreates after two missed heartbeats (a lost
-//! stream leader) at the stream sequence after the last one delivered. When the client reconnects (its node died), or
-//! the consumer ends or keeps failing, the node opens a new one after the last sequence it applied. Either way a version it already
-//! applied is never applied again (and would be dropped as `stale` if it were), so no citizen gets a frame twice.
+//! stream leader) at the stream sequence after the last one delivered; when the client reconnects (its node died)
+//! the watcher replaces it itself (`cluster/src/ordered.rs`). When the consumer ends or keeps failing, the node opens
+//! a new one after the last sequence it applied. Either way a version it already applied is never applied again (and
+//! would be dropped as `stale` if it were), so no citizen gets a frame twice.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -101,48 +102,28 @@ pub(super) async fn start(
     Ok(())
 }
 
-/// How often the watcher checks whether the NATS client has reconnected.
-const RECONNECT_CHECK: Duration = Duration::from_millis(250);
-
-/// Applies every new message; replaces the watcher when it ends, keeps failing, or the client has reconnected.
-///
-/// Why on a reconnection: measured here, after the client reconnected to another node (its own died), the ordered
-/// consumer sat silent for ~27 s until a pull request timed out, heartbeats notwithstanding — citizens would wait
-/// that long for the next warning. A new consumer after the last applied sequence is ready as soon as the stream has
-/// a leader.
+/// Applies every new message; replaces the watcher when it ends or keeps failing. (After a reconnection of the
+/// client the watcher replaces its own consumer: `cluster/src/ordered.rs`.)
 async fn watch_on(app: Arc<App>, backbone: Backbone, mut watch: AlertWatch, mut last: Option<u64>) {
-    let stats = backbone.client().statistics();
-    let connects = || stats.connects.load(std::sync::atomic::Ordering::Relaxed);
-    let mut seen_connects = connects();
-    let mut check = tokio::time::interval(RECONNECT_CHECK);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut errors = 0;
     loop {
-        tokio::select! {
-            next = watch.next() => match next {
-                Some(Ok(message)) => {
-                    errors = 0;
-                    last = Some(message.sequence);
-                    apply(&app, &message);
-                    continue;
-                }
-                Some(Err(e)) => {
-                    WATCH.with_label_values(&["error"]).inc();
-                    errors += 1;
-                    tracing::warn!(error = %e, errors, "alerts stream: the watcher reported an error");
-                    if errors < ERRORS_BEFORE_REOPEN {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                }
-                None => tracing::warn!("alerts stream: the watcher ended"),
-            },
-            _ = check.tick() => {
-                if connects() == seen_connects {
-                    continue;
-                }
-                tracing::info!("alerts stream: the NATS client reconnected; watching again after the last applied sequence");
+        match watch.next().await {
+            Some(Ok(message)) => {
+                errors = 0;
+                last = Some(message.sequence);
+                apply(&app, &message);
+                continue;
             }
+            Some(Err(e)) => {
+                WATCH.with_label_values(&["error"]).inc();
+                errors += 1;
+                tracing::warn!(error = %e, errors, "alerts stream: the watcher reported an error");
+                if errors < ERRORS_BEFORE_REOPEN {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+            None => tracing::warn!("alerts stream: the watcher ended"),
         }
         // A new watcher after the last applied sequence (or the stream's current state, if nothing was applied yet:
         // versions already held are dropped as stale).
@@ -154,7 +135,6 @@ async fn watch_on(app: Arc<App>, backbone: Backbone, mut watch: AlertWatch, mut 
                     tracing::info!(?from, "alerts stream: watching again");
                     watch = opened;
                     errors = 0;
-                    seen_connects = connects();
                     break;
                 }
                 Err(e) => {
