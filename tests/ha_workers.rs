@@ -313,6 +313,8 @@ fn serve_refuses_a_worker_without_a_signing_key() {
     let config = config_copy("ha-unsigned", |text| text + "\n[cluster]\n");
     let log = config.with_file_name("serve.log");
     let mut child = common::test_env(&mut std::process::Command::new(env!("CARGO_BIN_EXE_disaster-cloud")))
+        // Its NATS login is in order, so that the key is what it is refused for.
+        .env("DC_CLUSTER_PASSWORD", "a-worker-password-long-enough")
         .args(["serve", "--config", config.to_str().unwrap(), "--cluster", "nats://127.0.0.1:1"])
         .args(["--data-dir", config.with_file_name("data").to_str().unwrap()])
         .args([
