@@ -77,6 +77,9 @@ pub struct Processed {
     pub throttled: Vec<Reading>,
     pub status: Option<DeviceStatus>,
     pub rejected: usize,
+    /// A reading set had no time of its own and was stamped with the arrival: the publish's bytes do not say when
+    /// it was measured (two identical untimed publishes are two readings; a timed publish sent again is one).
+    pub stamped: bool,
 }
 
 pub struct Ingest {
@@ -146,6 +149,17 @@ impl Ingest {
                 let mut rejections = Vec::new();
                 for set in sets {
                     match set {
+                        Ok(set) if set.ts == payload::Timestamp::Missing => {
+                            out.stamped = true;
+                            validate_set(
+                                sensor,
+                                set,
+                                &self.config.validation,
+                                now_ms,
+                                &mut out.readings,
+                                &mut rejections,
+                            )
+                        }
                         Ok(set) => validate_set(
                             sensor,
                             set,

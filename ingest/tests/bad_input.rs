@@ -357,3 +357,16 @@ fn dead_letters_stay_bounded_under_a_flood_of_garbage() {
     assert!(letters.iter().all(|l| l.payload.len() <= 2048 && l.payload_bytes == big.len()));
     assert_eq!(ingest.process(&message(RAIN, GOOD.as_bytes()), NOW).readings.len(), 1);
 }
+
+/// Whether a publish was stamped on arrival is said by ingest, not guessed from a time equal to the arrival: the
+/// cluster's front door puts the arrival into the publish id of stamped publishes only (a timed reading measured in
+/// the millisecond it arrived would otherwise be stored twice when its QoS 1 resend arrives a millisecond later).
+#[test]
+fn only_a_publish_without_a_time_of_its_own_is_stamped() {
+    let ingest = ingest();
+    let timed = ingest.process(&message(RAIN, format!(r#"{{"ts":{NOW},"values":{{"rain_mm":1}}}}"#).as_bytes()), NOW);
+    assert_eq!((timed.readings.len(), timed.stamped), (1, false), "a reading timed at the arrival is not stamped");
+    let untimed = ingest.process(&message(RAIN, br#"{"values":{"rain_mm":1}}"#), NOW + 600_000);
+    assert_eq!((untimed.readings.len(), untimed.stamped), (1, true));
+    assert_eq!(untimed.readings[0].ts_ms, NOW + 600_000);
+}

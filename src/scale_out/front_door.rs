@@ -60,8 +60,10 @@ impl ReplicatedIntake {
             };
             let device_topic = format!("sensors/{}/{leaf}", parsed.device_id);
             // A reading set without a time of its own was stamped with the arrival (`validate_set`): its bytes do not
-            // identify it, the arrival must (`readings::publish_id`).
-            let untimed = accepted.iter().any(|r| r.ts_ms == arrived_ms).then_some(arrived_ms);
+            // identify it, the arrival must (`readings::publish_id`). Asked of ingest, not guessed from a reading's
+            // time equal to the arrival: a timed reading measured in the millisecond it arrived would get the
+            // arrival in its id, and its QoS 1 resend (another millisecond) would be stored twice.
+            let untimed = processed.stamped.then_some(arrived_ms);
             let mut regions: Vec<String> = regions_of(&self.app, &processed).into_iter().collect();
             if regions.is_empty() {
                 regions.push(readings::NO_REGION.to_string());
