@@ -122,7 +122,7 @@ pub struct RuleEngine {
     plan: Plan,
     /// Interned sensors, in first-seen order (the iteration order of `tick`, so it is deterministic).
     sensors: Vec<SensorSlot>,
-    sensor_index: HashMap<state::IdKey, u32, ahash::RandomState>,
+    sensor_index: HashMap<Box<str>, u32, ahash::RandomState>,
     zones: Vec<ZoneSlot>,
     zone_index: HashMap<Box<str>, u32, ahash::RandomState>,
     /// Per (rule, zone): who is at a level there. Read by correlation, composite, geofence and deadman conditions.

@@ -15,61 +15,6 @@ pub(crate) const NO_TS: i64 = i64::MIN;
 /// The member id of a zone-wide rule's own level in its area.
 pub(crate) const AREA_MEMBER: u32 = u32::MAX;
 
-/// A sensor id as the key of the engine's sensor index, kept inside the table when it fits (every id of the
-/// registry's formats does: "VD0101", "RG-CWA-C0A560"): the look-up every reading makes then compares the bytes in
-/// the table slot it probes instead of following a pointer to a heap copy of the id — with 10,000 sensors that copy
-/// is rarely in cache, and the miss was the larger part of the per-reading string work (`alerting/BENCHMARKS.md`).
-#[derive(Debug, Clone)]
-pub(crate) enum IdKey {
-    Inline { len: u8, bytes: [u8; IdKey::INLINE] },
-    Heap(Box<str>),
-}
-
-impl IdKey {
-    const INLINE: usize = 22;
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            // Always a whole `&str` copied in (`From`), so valid UTF-8; "" is unreachable.
-            IdKey::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
-            IdKey::Heap(id) => id,
-        }
-    }
-}
-
-impl From<&str> for IdKey {
-    fn from(id: &str) -> IdKey {
-        if id.len() <= IdKey::INLINE {
-            let mut bytes = [0u8; IdKey::INLINE];
-            bytes[..id.len()].copy_from_slice(id.as_bytes());
-            IdKey::Inline { len: id.len() as u8, bytes }
-        } else {
-            IdKey::Heap(id.into())
-        }
-    }
-}
-
-impl std::borrow::Borrow<str> for IdKey {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-// Hash and equality are the id's, so the map can be probed with a `&str` (`Borrow<str>` requires it).
-impl std::hash::Hash for IdKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl PartialEq for IdKey {
-    fn eq(&self, other: &IdKey) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for IdKey {}
-
 #[derive(Debug, Clone)]
 pub(crate) struct ZoneSlot {
     pub id: Box<str>,
@@ -250,32 +195,5 @@ pub(crate) fn measure(sensors: &[SensorSlot], areas: usize, zones: usize) -> Sta
         mean_per_sensor: if sizes.is_empty() { 0.0 } else { total as f64 / sizes.len() as f64 },
         areas,
         zones,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::IdKey;
-
-    /// Short ids live in the key, long ones on the heap; both are found by `&str` and equal only to themselves.
-    #[test]
-    fn sensor_ids_are_keys_inline_or_on_the_heap_and_found_by_str() {
-        let long = "RG-a-registry-id-longer-than-twenty-two-bytes";
-        let mut index: HashMap<IdKey, u32, ahash::RandomState> = HashMap::default();
-        for (i, id) in ["VD0101", "", "雨量站-01", "exactly-22-bytes-long!", long].into_iter().enumerate() {
-            let key = IdKey::from(id);
-            assert_eq!(matches!(key, IdKey::Inline { .. }), id.len() <= 22, "{id}");
-            assert_eq!(key.as_str(), id);
-            index.insert(key, i as u32);
-        }
-        assert_eq!(index.get("VD0101"), Some(&0));
-        assert_eq!(index.get(""), Some(&1));
-        assert_eq!(index.get("雨量站-01"), Some(&2));
-        assert_eq!(index.get("exactly-22-bytes-long!"), Some(&3));
-        assert_eq!(index.get(long), Some(&4));
-        assert_eq!(index.get("VD010"), None);
-        assert_eq!(index.get("VD0101\0"), None, "the padding is not part of the id");
     }
 }
