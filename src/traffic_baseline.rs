@@ -1,8 +1,8 @@
-//! Each vehicle detector's normal speed per hour of the week, learned from the readings store at start and then
-//! every hour, handed to the rule engine (`RuleEngine::set_traffic_baseline`). Without it no detector is ever
+//! Each vehicle detector's normal speed per 10-minute slot of the week, learned from the readings store at start
+//! and then every hour, handed to the rule engine (`RuleEngine::set_traffic_baseline`). Without it no detector is ever
 //! "slowed" (`alerting::engine::traffic`): a weekday rush hour is normal only for a detector that has seen it before.
 //!
-//! The learning itself is pure (`alerting::TrafficBaseline::learn`, median and MAD per hour of the week); this module
+//! The learning itself is pure (`alerting::TrafficBaseline::learn`, median and MAD per slot of the week); this module
 //! only reads the history: the store's long-term speed baseline (`store::embedded::baseline`, the mean speed per
 //! detector and 10-minute slot, kept `[store] baseline_weeks` while raw readings are kept only `retention_days`) of
 //! every registered, not retired, detector. The store tracks the same detectors (`ReadingStore::track_detectors`,

@@ -1,7 +1,10 @@
 //! Rule evaluation throughput: 10 000 sensors, 55 rules (the 19 of `config/rules.toml`, traffic rules included, and
 //! 36 regional variants), one core. One sensor in twenty is a vehicle detector on a road segment (its reading sets
-//! take turns: speed, flow, occupancy), some of them standing still in a storm, so the traffic classification, the
-//! segment correlations and the cause-and-effect composite run too. Each iteration evaluates the next batch of a 10-minute reporting cycle in event-time order (every
+//! take turns: speed, flow, occupancy), five to a segment (a detector every kilometre or so of a 5 km segment, as on
+//! Taiwan's freeways; PH21 at Shenmu has three), every fifth road standing still in a storm, so the traffic
+//! classification, the segment correlations and the cause-and-effect composite run too. `RULES_BENCH_SPREAD=clustered`
+//! puts the 500 detectors on five segments instead (100 each, the bench's layout before 2026-12-06): a segment's
+//! neighbour walks and correlations then cost twenty times what a real road's do. Each iteration evaluates the next batch of a 10-minute reporting cycle in event-time order (every
 //! sensor once per cycle, rain with showers and bursts, rivers rising and falling, slopes creeping), so the windows,
 //! rates and levels do real work and some readings change levels. Geo lookups are not included (the caller does
 //! them; geo-index has its own bench). Prints state bytes per sensor.
@@ -159,6 +162,10 @@ struct Fleet {
 }
 
 fn fleet() -> Fleet {
+    let clustered = std::env::var("RULES_BENCH_SPREAD").is_ok_and(|v| v == "clustered");
+    eprintln!("detectors: {}", if clustered { "clustered, 100 per road segment" } else { "5 per road segment" });
+    // Road-side sensors (detectors, flood gauges): spread over every segment, or all on five.
+    let road = |i: usize| if clustered { i % ROADS } else { (i / 20) % ROADS };
     let mut sensors = Vec::with_capacity(SENSORS);
     let mut zones = Vec::with_capacity(SENSORS);
     let mut readings = Vec::with_capacity(SENSORS);
@@ -169,8 +176,8 @@ fn fleet() -> Fleet {
             12..=14 => (SensorKind::TiltMeter, Metric::TiltDeg, (ZoneKind::DebrisFlow, i % DEBRIS_ZONES)),
             15..=16 => (SensorKind::Extensometer, Metric::DisplacementMm, (ZoneKind::DebrisFlow, i % DEBRIS_ZONES)),
             17 => (SensorKind::WireSensor, Metric::WireIntact, (ZoneKind::DebrisFlow, i % DEBRIS_ZONES)),
-            18 => (SensorKind::RoadFlood, Metric::FloodDepthCm, (ZoneKind::RoadSegment, i % ROADS)),
-            _ => (SensorKind::VehicleDetector, Metric::SpeedKmh, (ZoneKind::RoadSegment, i % ROADS)),
+            18 => (SensorKind::RoadFlood, Metric::FloodDepthCm, (ZoneKind::RoadSegment, road(i))),
+            _ => (SensorKind::VehicleDetector, Metric::SpeedKmh, (ZoneKind::RoadSegment, road(i))),
         };
         let id = format!("S{i:05}");
         sensors.push(Sensor {
@@ -215,7 +222,8 @@ fn value(i: usize, c: i64, metric: Metric) -> f64 {
         }
         Metric::TiltDeg => 0.1 + c as f64 * if i.is_multiple_of(50) { 0.02 } else { 0.0005 } + 0.0005 * noise,
         Metric::DisplacementMm => c as f64 * if i.is_multiple_of(40) { 2.0 } else { 0.01 },
-        // Vehicle detectors: free flow with noise; in a storm one road in five stands still (loops occupied).
+        // Vehicle detectors: free flow with noise; in a storm one road in five stands still (loops occupied): every
+        // detector of the road when spread, one in five of each road's when clustered.
         Metric::SpeedKmh | Metric::FlowVehH | Metric::OccupancyPct => {
             let stopped = storm && (i / 20).is_multiple_of(5);
             match (metric, stopped) {
@@ -250,8 +258,17 @@ fn bench(c: &mut Criterion) {
     let mut engine = RuleEngine::new(rules, 3_600_000);
     let warnings = engine.set_zones(geo.zones());
     assert!(warnings.is_empty(), "{warnings:?}");
-    let zone_refs: Vec<Vec<ZoneRef<'_>>> =
-        fleet.zones.iter().map(|z| z.iter().map(|(id, kind)| ZoneRef { id, kind: *kind }).collect()).collect();
+    // The zone ids the geo index holds, as the hot path passes them (`ZoneRef { id: &z.id, .. }` of
+    // `zones_containing`): a few hundred strings every reading shares, not a private copy per sensor.
+    let zone_refs: Vec<Vec<ZoneRef<'_>>> = fleet
+        .zones
+        .iter()
+        .map(|z| {
+            z.iter()
+                .map(|(id, kind)| ZoneRef { id: &geo.zone(id).expect("the bench's zones are loaded").id, kind: *kind })
+                .collect()
+        })
+        .collect();
     let mut readings = fleet.readings.clone();
     let mut out = Vec::new();
     // Position in the stream: (cycle, sensor).

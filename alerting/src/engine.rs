@@ -65,7 +65,7 @@ use ingest::{Reading, Sensor};
 
 pub use snapshot::{load_engine_snapshot, save_engine_snapshot, EngineSnapshot, RestoreReport};
 pub use state::StateBytes;
-pub use traffic::{hour_of_week, HourNormal, TrafficBaseline};
+pub use traffic::{hour_of_week, slot_of_week, SlotNormal, TrafficBaseline};
 pub use windows::{Buckets, Dedup, Placement, RateRing};
 
 use plan::{CLimit, Cond, Plan};

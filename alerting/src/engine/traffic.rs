@@ -35,6 +35,10 @@ struct Detector {
     /// The road zones the detector stands in (as last placed): what `classify` decides for, without searching
     /// every segment's detectors on each reading.
     zones: Vec<u32>,
+    /// The detector's row in the baseline, resolved from its id once per baseline (`baseline_gen`) rather than by
+    /// hashing the id on every reading.
+    baseline: Option<u32>,
+    baseline_gen: u64,
 }
 
 /// The detectors of every road segment.
@@ -44,11 +48,14 @@ pub(crate) struct TrafficBoard {
     /// Road zone → detectors standing in it.
     segments: HashMap<u32, BTreeSet<u32>, ahash::RandomState>,
     baseline: TrafficBaseline,
+    /// Bumped by every `set_baseline`: detectors resolve their baseline row again.
+    baseline_gen: u64,
 }
 
 impl TrafficBoard {
     pub fn set_baseline(&mut self, baseline: TrafficBaseline) {
         self.baseline = baseline;
+        self.baseline_gen += 1;
     }
 
     pub fn baseline(&self) -> &TrafficBaseline {
@@ -126,11 +133,18 @@ impl TrafficBoard {
 
     /// Decides detector `s`'s class on each of its road zones as of its newest reading set, and remembers it.
     pub fn classify(&mut self, s: u32, settings: &TrafficSettings, sensor_id: &str) {
+        // A new detector's generation is 0 and this one at least 1: it resolves its row on its first reading.
+        let generation = self.baseline_gen + 1;
+        let Some(d) = self.detectors.get_mut(&s) else { return };
+        if d.baseline_gen != generation {
+            d.baseline = self.baseline.row_of(sensor_id);
+            d.baseline_gen = generation;
+        }
         let Some(d) = self.detectors.get(&s) else { return };
         let mut classes = Vec::with_capacity(d.zones.len());
         for &z in &d.zones {
             let was = d.classes.iter().find(|(y, _)| *y == z).map_or(TrafficClass::Normal, |c| c.1);
-            let class = self.decide(s, d, z, was, settings, sensor_id);
+            let class = self.decide(s, d, z, was, settings);
             classes.push((z, class));
         }
         if let Some(d) = self.detectors.get_mut(&s) {
@@ -148,15 +162,7 @@ impl TrafficBoard {
         self.detectors.get(&s)?.samples.back().map(|x| (x.speed, x.flow, x.occupancy))
     }
 
-    fn decide(
-        &self,
-        s: u32,
-        d: &Detector,
-        z: u32,
-        was: TrafficClass,
-        t: &TrafficSettings,
-        sensor_id: &str,
-    ) -> TrafficClass {
+    fn decide(&self, s: u32, d: &Detector, z: u32, was: TrafficClass, t: &TrafficSettings) -> TrafficClass {
         let Some(now) = d.samples.back().map(|x| x.ts) else { return TrafficClass::Normal };
         let fresh_from = now.saturating_sub(t.neighbour_fresh_for as i64);
         let mine = d.along.iter().find(|(y, _)| *y == z).map(|a| a.1);
@@ -192,16 +198,45 @@ impl TrafficBoard {
             any
         };
 
-        // A broken detector first: what it reports cannot be believed, whatever it says.
-        let stuck = held(d, t.fault_after as i64, |x| x.speed <= t.blocked_speed_kmh);
+        // The fewest vehicles any fresh neighbour counted from `since` to now (its mean flow over the time times
+        // the time; infinite without neighbours, which `all_neighbours_flow` refuses anyway).
+        let least_counted_since = |since: i64| {
+            let mut least = f64::INFINITY;
+            for n in self.segments.get(&z).into_iter().flatten().filter(|&&n| n != s) {
+                let Some(nd) = self.detectors.get(n) else { continue };
+                if nd.samples.back().is_none_or(|x| x.ts < fresh_from) {
+                    continue;
+                }
+                let (sum, k) = nd
+                    .samples
+                    .iter()
+                    .filter(|x| x.ts >= since && x.ts <= now && x.flow.is_finite())
+                    .fold((0.0, 0u32), |(sum, k), x| (sum + x.flow, k + 1));
+                let mean = if k == 0 { 0.0 } else { sum / f64::from(k) };
+                least = least.min(mean * (now - since) as f64 / 3_600_000.0);
+            }
+            least
+        };
+
+        // A broken detector first: what it reports cannot be believed, whatever it says. At a standstill while
+        // every neighbour flows — and the neighbours counted enough vehicles meanwhile that a working loop could not
+        // have missed them all (at night an empty road reads 0 km/h too).
+        let stuck = run_start(d, |x| x.speed <= t.blocked_speed_kmh)
+            .filter(|&since| now - since >= t.fault_after as i64)
+            .is_some_and(|since| all_neighbours_flow() && least_counted_since(since) >= t.fault_min_vehicles);
         let newest = d.samples.back().copied();
-        let frozen = newest.is_some_and(|n| {
+        // Frozen: the very same reading set for `flat_for`. Counting vehicles it is broken by itself; repeating "no
+        // vehicle" it is the empty road again unless the neighbours counted enough meanwhile.
+        let frozen_since = newest.and_then(|n| {
             let same = |x: &Sample| x.speed == n.speed && x.flow == n.flow && x.occupancy == n.occupancy;
-            d.samples.iter().filter(|x| same(x)).count() >= 3 && held(d, t.flat_for as i64, same)
+            let since = run_start(d, same).filter(|&since| now - since >= t.flat_for as i64)?;
+            (d.samples.iter().filter(|x| same(x)).count() >= 3).then_some(since)
         });
-        if (stuck && all_neighbours_flow())
-            || (frozen && (newest.is_some_and(|n| n.flow > 0.0) || all_neighbours_flow()))
-        {
+        let frozen = frozen_since.is_some_and(|since| {
+            newest.is_some_and(|n| n.flow > 0.0)
+                || (all_neighbours_flow() && least_counted_since(since) >= t.fault_min_vehicles)
+        });
+        if stuck || frozen {
             return TrafficClass::DeviceFault;
         }
 
@@ -222,9 +257,7 @@ impl TrafficBoard {
             }
         }
 
-        if let Some(normal) = self.baseline.normal(sensor_id, now, t.baseline_min_weeks) {
-            let limit = (normal.median_kmh * t.slowed_fraction)
-                .min(normal.median_kmh - t.slowed_mad_k * 1.4826 * normal.mad_kmh);
+        if let Some(limit) = d.baseline.and_then(|row| self.baseline.slowed_limit(row, now, t)) {
             if held(d, t.slowed_for as i64, |x| x.speed < limit) {
                 return TrafficClass::Slowed;
             }
@@ -233,9 +266,8 @@ impl TrafficBoard {
     }
 }
 
-/// Whether `pred` has held for every reading set of the newest run, and that run spans at least `for_ms`.
-fn held(d: &Detector, for_ms: i64, pred: impl Fn(&Sample) -> bool) -> bool {
-    let Some(newest) = d.samples.back() else { return false };
+/// Where the newest run of reading sets for which `pred` holds began (`None`: the newest set does not meet it).
+fn run_start(d: &Detector, pred: impl Fn(&Sample) -> bool) -> Option<i64> {
     let mut start = None;
     for x in d.samples.iter().rev() {
         if x.speed.is_nan() || x.flow.is_nan() || x.occupancy.is_nan() || !pred(x) {
@@ -243,21 +275,35 @@ fn held(d: &Detector, for_ms: i64, pred: impl Fn(&Sample) -> bool) -> bool {
         }
         start = Some(x.ts);
     }
-    start.is_some_and(|s| newest.ts - s >= for_ms)
+    start
 }
+
+/// Whether `pred` has held for every reading set of the newest run, and that run spans at least `for_ms`.
+fn held(d: &Detector, for_ms: i64, pred: impl Fn(&Sample) -> bool) -> bool {
+    let Some(newest) = d.samples.back() else { return false };
+    run_start(d, pred).is_some_and(|s| newest.ts - s >= for_ms)
+}
+
+/// Width of a baseline slot: the readings store's (`store::embedded::baseline`), whose slot means are learned from.
+pub const SLOT_MS: i64 = 10 * 60 * 1000;
+/// 10-minute slots in a week.
+pub const SLOTS_PER_WEEK: usize = 7 * 24 * 6;
+const TAIWAN_MS: i64 = 8 * 3_600_000;
 
 /// Hour of the week in Taiwan time (UTC+8), Monday 00:00 = 0 … Sunday 23:00 = 167.
 pub fn hour_of_week(ts_ms: i64) -> usize {
-    let local_h = (ts_ms + 8 * 3_600_000).div_euclid(3_600_000);
-    let day = local_h.div_euclid(24);
-    // 1970-01-01 was a Thursday (3 with Monday = 0).
-    let weekday = (day + 3).rem_euclid(7);
-    (weekday * 24 + local_h.rem_euclid(24)) as usize
+    slot_of_week(ts_ms) / 6
 }
 
-/// A detector's normal speed for one hour of the week.
+/// 10-minute slot of the week in Taiwan time, Monday 00:00 = 0 … Sunday 23:50 = 1007.
+pub fn slot_of_week(ts_ms: i64) -> usize {
+    // 1970-01-01 was a Thursday: 3 days after a Monday.
+    (ts_ms + TAIWAN_MS + 3 * 86_400_000).div_euclid(SLOT_MS).rem_euclid(SLOTS_PER_WEEK as i64) as usize
+}
+
+/// A detector's normal speed for one 10-minute slot of the week.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct HourNormal {
+pub struct SlotNormal {
     pub median_kmh: f64,
     /// Median absolute deviation from the median: robust spread (one crash in the history does not widen it).
     pub mad_kmh: f64,
@@ -265,47 +311,97 @@ pub struct HourNormal {
     pub weeks: u32,
 }
 
-/// Each detector's normal speed per hour of the week, learned from stored history with robust statistics (median
-/// and MAD), so the weekday rush hour is normal for the detector that sees it every weekday.
+/// One slot as kept: 12 bytes rather than 32 (a detector has 1,008 slots; a national deployment thousands of
+/// detectors). `weeks` 0: nothing learnt.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Slot {
+    median_kmh: f32,
+    mad_kmh: f32,
+    weeks: u32,
+}
+
+/// Each detector's normal speed per 10-minute slot of the week, learned from stored history with robust statistics
+/// (median and MAD over the weeks), so the weekday rush hour is normal for the detector that sees it every weekday.
+/// Slots rather than hours: a rush hour that ends at 08:20 leaves the rest of the 8 o'clock hour free-flowing, and
+/// an hourly normal cannot say which part of the hour a rush hour fills.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrafficBaseline {
-    by_sensor: HashMap<String, Vec<Option<HourNormal>>>,
+    rows: HashMap<String, u32>,
+    /// Per row, `SLOTS_PER_WEEK` slots.
+    slots: Vec<Slot>,
 }
 
 impl TrafficBaseline {
-    /// Learns from (detector id, event time, speed km/h) readings, e.g. the last 4–8 weeks from the readings store.
-    /// Non-finite speeds are skipped.
+    /// Learns from (detector id, event time, speed km/h) readings, e.g. the readings store's 10-minute slot means
+    /// of the last 4–8 weeks. Non-finite speeds are skipped.
     pub fn learn<'a>(readings: impl IntoIterator<Item = (&'a str, i64, f64)>) -> TrafficBaseline {
-        // (detector, hour of week) → (speeds, the weeks they came from).
+        // (detector, slot of week) → (speeds, the weeks they came from).
         type Group = (Vec<f64>, BTreeSet<i64>);
         let mut groups: HashMap<(&str, usize), Group> = HashMap::new();
         for (id, ts, speed) in readings {
             if !speed.is_finite() {
                 continue;
             }
-            let g = groups.entry((id, hour_of_week(ts))).or_default();
+            let g = groups.entry((id, slot_of_week(ts))).or_default();
             g.0.push(speed);
-            g.1.insert((ts + 8 * 3_600_000 + 3 * 86_400_000).div_euclid(7 * 86_400_000));
+            g.1.insert((ts + TAIWAN_MS + 3 * 86_400_000).div_euclid(7 * 86_400_000));
         }
-        let mut by_sensor: HashMap<String, Vec<Option<HourNormal>>> = HashMap::new();
-        for ((id, how), (mut values, weeks)) in groups {
+        let mut baseline = TrafficBaseline::default();
+        for ((id, slot), (mut values, weeks)) in groups {
+            let next = baseline.rows.len() as u32;
+            let row = *baseline.rows.entry(id.to_string()).or_insert(next);
+            if row == next {
+                baseline.slots.resize(baseline.slots.len() + SLOTS_PER_WEEK, Slot::default());
+            }
             let median_kmh = median(&mut values);
             let mut dev: Vec<f64> = values.iter().map(|v| (v - median_kmh).abs()).collect();
             let mad_kmh = median(&mut dev);
-            by_sensor.entry(id.to_string()).or_insert_with(|| vec![None; 168])[how] =
-                Some(HourNormal { median_kmh, mad_kmh, weeks: weeks.len() as u32 });
+            baseline.slots[row as usize * SLOTS_PER_WEEK + slot] =
+                Slot { median_kmh: median_kmh as f32, mad_kmh: mad_kmh as f32, weeks: weeks.len() as u32 };
         }
-        TrafficBaseline { by_sensor }
+        baseline
     }
 
-    /// The normal for `sensor` at the hour of week of `ts_ms`, if learnt from at least `min_weeks` weeks.
-    pub fn normal(&self, sensor: &str, ts_ms: i64, min_weeks: u32) -> Option<HourNormal> {
-        let n = (*self.by_sensor.get(sensor)?.get(hour_of_week(ts_ms))?)?;
-        (n.weeks >= min_weeks).then_some(n)
+    /// The normal for `sensor` in the 10-minute slot of `ts_ms`, if learnt from at least `min_weeks` weeks.
+    pub fn normal(&self, sensor: &str, ts_ms: i64, min_weeks: u32) -> Option<SlotNormal> {
+        let slot = self.slot(self.row_of(sensor)?, slot_of_week(ts_ms));
+        (slot.weeks >= min_weeks.max(1)).then_some(SlotNormal {
+            median_kmh: f64::from(slot.median_kmh),
+            mad_kmh: f64::from(slot.mad_kmh),
+            weeks: slot.weeks,
+        })
     }
 
     pub fn detectors(&self) -> usize {
-        self.by_sensor.len()
+        self.rows.len()
+    }
+
+    /// The detector's row (resolved once per baseline by the board, not per reading).
+    pub(crate) fn row_of(&self, sensor: &str) -> Option<u32> {
+        self.rows.get(sensor).copied()
+    }
+
+    fn slot(&self, row: u32, slot: usize) -> Slot {
+        self.slots.get(row as usize * SLOTS_PER_WEEK + slot).copied().unwrap_or_default()
+    }
+
+    /// The speed below which the detector in `row` counts as slowed at `ts_ms`: below `slowed_fraction` of a
+    /// slot's median and `slowed_mad_k` robust deviations under it, in the most lenient of the slots within
+    /// `slowed_shift` of `ts_ms`. `None` when any of those slots has fewer than `baseline_min_weeks`: a normal
+    /// not known for the whole span is no ground for an alert.
+    pub(crate) fn slowed_limit(&self, row: u32, ts_ms: i64, t: &TrafficSettings) -> Option<f64> {
+        let shift = t.slowed_shift as i64;
+        let (first, last) = ((ts_ms - shift).div_euclid(SLOT_MS), (ts_ms + shift).div_euclid(SLOT_MS));
+        let mut limit = f64::INFINITY;
+        for k in first..=last {
+            let slot = self.slot(row, slot_of_week(k * SLOT_MS));
+            if slot.weeks < t.baseline_min_weeks.max(1) {
+                return None;
+            }
+            let (median, mad) = (f64::from(slot.median_kmh), f64::from(slot.mad_kmh));
+            limit = limit.min((median * t.slowed_fraction).min(median - t.slowed_mad_k * 1.4826 * mad));
+        }
+        Some(limit)
     }
 }
 

@@ -7,12 +7,15 @@
 //!   queue over the loop), or no flow at all while a detector upstream on the segment has that occupancy (the
 //!   empty road past an obstruction), held for `blocked_for` of event time — unless every neighbour on the segment
 //!   is flowing normally, which a real blockage between them would not allow;
-//! - **device fault**: stuck at a standstill for `fault_after` while every neighbour flows normally, or the very same
-//!   reading repeated for `flat_for` (a frozen loop controller) — a broken detector, not a closed road;
-//! - **slowed**: speed far below the detector's own normal for that hour of the week — below both
-//!   `slowed_fraction` × the median and the median − `slowed_mad_k` × 1.4826 × MAD, from the baseline learned from the
-//!   readings store (`TrafficBaseline`) — for `slowed_for`. Without a baseline of at least `baseline_min_weeks`
-//!   samples for the hour, nothing is slowed: an unknown normal is not an incident, and rush hour is normal;
+//! - **device fault**: stuck at a standstill for `fault_after` while every neighbour flows normally and has counted
+//!   at least `fault_min_vehicles` since the standstill began (an empty night road is not a broken loop), or the
+//!   very same reading repeated for `flat_for` (a frozen loop controller) — a broken detector, not a closed road;
+//! - **slowed**: speed far below the detector's own normal for that time of the week — below both
+//!   `slowed_fraction` × the median and the median − `slowed_mad_k` × 1.4826 × MAD of its 10-minute slot, from the
+//!   baseline learned from the readings store (`TrafficBaseline`), taking the most lenient slot within
+//!   `slowed_shift` (a rush hour that starts early or runs late) — for `slowed_for`. Without a baseline of at least
+//!   `baseline_min_weeks` for those slots, nothing is slowed: an unknown normal is not an incident, and rush hour is
+//!   normal;
 //! - a detector leaves blocked only when it has flowed again (speed at least `recovered_speed_kmh` with traffic) for
 //!   `recovered_for`, so stop-and-go traffic in front of a clearing does not end and reopen the closure.
 
@@ -71,9 +74,15 @@ pub struct TrafficSettings {
     /// A neighbour's reading counts for this long after its timestamp (a silent neighbour says nothing).
     #[serde(default = "d_neighbour_fresh", with = "duration_text::required")]
     pub neighbour_fresh_for: u64,
-    /// Stuck at a standstill while every neighbour flows normally for this long: a device fault.
+    /// Stuck at a standstill while every neighbour flows normally for this long: a device fault …
     #[serde(default = "d_fault_after", with = "duration_text::required")]
     pub fault_after: u64,
+    /// … once every neighbour has counted at least this many vehicles since the standstill began. A working loop
+    /// among neighbours that counted 20 misses all of them with odds of e^-20 (Poisson); on a night road with a few
+    /// dozen vehicles an hour a loop often counts none for minutes, and reports 0 km/h, as VDLive does: an empty
+    /// road, not a broken detector.
+    #[serde(default = "d_fault_min_vehicles")]
+    pub fault_min_vehicles: f64,
     /// The very same (speed, flow, occupancy) repeated for this long: frozen.
     #[serde(default = "d_flat_for", with = "duration_text::required")]
     pub flat_for: u64,
@@ -86,6 +95,11 @@ pub struct TrafficSettings {
     /// … for this long.
     #[serde(default = "d_slowed_for", with = "duration_text::required")]
     pub slowed_for: u64,
+    /// A rush hour comes earlier or later from day to day: the normal a speed is judged against is the most
+    /// lenient of the detector's 10-minute slots within this much of the time, so a rush hour that starts up to
+    /// this much early or runs this much late is still a rush hour. 0: the slot's own normal only.
+    #[serde(default = "d_slowed_shift", with = "duration_text::required")]
+    pub slowed_shift: u64,
     /// A baseline hour needs readings from at least this many distinct weeks (one odd week is not a normal).
     #[serde(default = "d_baseline_min_weeks")]
     pub baseline_min_weeks: u32,
@@ -115,6 +129,9 @@ fn d_neighbour_fresh() -> u64 {
 fn d_fault_after() -> u64 {
     300_000
 }
+fn d_fault_min_vehicles() -> f64 {
+    20.0
+}
 fn d_flat_for() -> u64 {
     1_800_000
 }
@@ -126,6 +143,9 @@ fn d_slowed_mad_k() -> f64 {
 }
 fn d_slowed_for() -> u64 {
     600_000
+}
+fn d_slowed_shift() -> u64 {
+    1_800_000
 }
 fn d_baseline_min_weeks() -> u32 {
     3
@@ -142,10 +162,12 @@ impl Default for TrafficSettings {
             normal_speed_kmh: d_normal_speed(),
             neighbour_fresh_for: d_neighbour_fresh(),
             fault_after: d_fault_after(),
+            fault_min_vehicles: d_fault_min_vehicles(),
             flat_for: d_flat_for(),
             slowed_fraction: d_slowed_fraction(),
             slowed_mad_k: d_slowed_mad_k(),
             slowed_for: d_slowed_for(),
+            slowed_shift: d_slowed_shift(),
             baseline_min_weeks: d_baseline_min_weeks(),
         }
     }
@@ -164,6 +186,15 @@ impl TrafficSettings {
             if !v.is_finite() || !(0.0..=300.0).contains(&v) {
                 return Err(format!("`{name}` {v} must be a number between 0 and 300"));
             }
+        }
+        if !(self.fault_min_vehicles.is_finite() && (0.0..=10_000.0).contains(&self.fault_min_vehicles)) {
+            return Err(format!(
+                "`fault_min_vehicles` {} must be a number between 0 and 10000",
+                self.fault_min_vehicles
+            ));
+        }
+        if self.slowed_shift > 6 * 3_600_000 {
+            return Err("`slowed_shift` must be at most 6 h".into());
         }
         if !(0.0..=100.0).contains(&self.blocked_occupancy_pct) {
             return Err(format!("`blocked_occupancy_pct` {} must be 0-100", self.blocked_occupancy_pct));

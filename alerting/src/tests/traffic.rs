@@ -166,6 +166,32 @@ fn a_stuck_detector_between_flowing_neighbours_is_a_device_fault() {
     }
 }
 
+/// A night road: a few dozen vehicles an hour, so VD0102's loop counts none for half an hour and reports 0 km/h,
+/// 0 veh/h, 0 % (as VDLive does) while its neighbours each saw a car now and then. An empty road, not a broken
+/// loop: no device fault. When the morning traffic comes and the neighbours count hundreds while VD0102 still sees
+/// nothing, it is broken.
+#[test]
+fn an_empty_night_road_is_no_device_fault_until_the_neighbours_count_enough_vehicles() {
+    let mut h = Harness::new();
+    for m in 0..=30 {
+        let ts = T0 + 3 * HOUR + m * MIN;
+        // 30 veh/h: 15 vehicles past each neighbour in 30 minutes, fewer than `fault_min_vehicles` (20).
+        vd(&mut h, "VD0101", ts, 58.0 + (m % 4) as f64, 30.0, 0.4);
+        vd(&mut h, "VD0102", ts, 0.0, 0.0, 0.0);
+        vd(&mut h, "VD0103", ts, 60.0 - (m % 3) as f64, 30.0, 0.4);
+    }
+    assert!(h.changes.is_empty(), "{:?}", h.changes.iter().map(super::line).collect::<Vec<_>>());
+    for m in 31..=40 {
+        let ts = T0 + 3 * HOUR + m * MIN;
+        vd(&mut h, "VD0101", ts, 60.0, 600.0, 10.0);
+        vd(&mut h, "VD0102", ts, 0.0, 0.0, 0.0);
+        vd(&mut h, "VD0103", ts, 61.0, 600.0, 10.0);
+    }
+    let fault = active(&h, "traffic-device-fault", PH21).expect("broken once traffic passes it unseen");
+    assert_eq!(fault.sensors.keys().collect::<Vec<_>>(), ["VD0102"]);
+    assert!(fault.observed_ms <= T0 + 3 * HOUR + 33 * MIN, "{}", (fault.observed_ms - T0) / MIN);
+}
+
 /// The same stuck loop with the loop occupied (a detector reporting a queue nobody else sees) is a fault too.
 #[test]
 fn a_frozen_detector_repeating_one_reading_is_a_device_fault() {
@@ -260,6 +286,53 @@ fn rush_hour_is_normal_but_the_same_speed_at_night_is_slowed() {
         vd(&mut h, "VD0101", ts, 18.0 + (m % 5) as f64, 300.0 + m as f64, 20.0);
     }
     assert!(h.changes.is_empty());
+}
+
+/// Four weeks of weekday mornings at 30 km/h from 07:00, the rush ending at 08:00 in two weeks and at 08:30 in the
+/// other two; 60 km/h otherwise.
+fn weeks_with_a_moving_rush_end(id: &'static str, until: i64) -> Vec<(&'static str, i64, f64)> {
+    let mut out = Vec::new();
+    let mut ts = until - 28 * 24 * HOUR;
+    while ts < until {
+        let (how, week) = (hour_of_week(ts), (until - ts) / (7 * 24 * HOUR));
+        let (day, minute) = (how / 24, (how % 24) as i64 * 60 + (ts / MIN) % 60);
+        let end = if week % 2 == 0 { 8 * 60 } else { 8 * 60 + 30 };
+        let rush = day < 5 && (7 * 60..end).contains(&minute);
+        out.push((id, ts, if rush { 30.0 } else { 60.0 } + ((ts / MIN) % 3) as f64));
+        ts += 5 * MIN;
+    }
+    out
+}
+
+/// A rush hour that runs late: the weeks learnt ended it at 08:00 or 08:30, today it lasts till 08:40 at 25-29 km/h.
+/// Judged against the 8 o'clock hour's normal (free flow in most of its readings) the last 40 minutes would be
+/// "slowed"; judged against the detector's 10-minute slots, the most lenient within `slowed_shift` (30 min), it is
+/// the rush hour it is. A real slowdown later in the morning is still slowed.
+#[test]
+fn a_rush_hour_that_runs_late_is_not_slowed() {
+    let mut history = weeks_with_a_moving_rush_end("VD0101", T0);
+    history.extend(weeks_with_a_moving_rush_end("VD0102", T0));
+    let baseline = TrafficBaseline::learn(history.iter().map(|(id, ts, v)| (*id, *ts, *v)));
+    let mut h = Harness::new();
+    h.engine.set_traffic_baseline(baseline.clone());
+    for m in 0..=110 {
+        let ts = T0 + 6 * HOUR + 50 * MIN + m * MIN;
+        let rush = ts < T0 + 8 * HOUR + 40 * MIN;
+        let speed = if rush { 25.0 + (m % 5) as f64 } else { 60.0 + (m % 3) as f64 };
+        vd(&mut h, "VD0101", ts, speed, 1200.0, 38.0);
+        vd(&mut h, "VD0102", ts, speed + 0.5, 1150.0, 40.0);
+    }
+    assert!(h.changes.is_empty(), "{:?}", h.changes.iter().map(super::line).collect::<Vec<_>>());
+
+    // 10:00-10:30 at 20 km/h, where every slot within half an hour is free flow: slowed.
+    let mut h = Harness::new();
+    h.engine.set_traffic_baseline(baseline);
+    for m in 0..=30 {
+        let ts = T0 + 10 * HOUR + m * MIN;
+        vd(&mut h, "VD0101", ts, 20.0 + (m % 3) as f64, 900.0, 30.0);
+        vd(&mut h, "VD0102", ts, 21.0 + (m % 3) as f64, 900.0, 30.0);
+    }
+    assert!(active(&h, "road-slowed", PH21).is_some(), "{:?}", h.log(&["traffic-detector", "road-slowed"]));
 }
 
 /// The robust statistics: one crash morning in the history moves neither the median nor the MAD much.
