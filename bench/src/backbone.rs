@@ -342,6 +342,16 @@ async fn balancer(backends: Vec<SocketAddr>) -> anyhow::Result<(SocketAddr, toki
     Ok((addr, task))
 }
 
+/// Appends by outcome over front doors (`stored`, `duplicate`: a publish id the stream had — the load generator
+/// repeats a payload within a millisecond now and then, which JetStream keeps once but PUBACKs each time).
+fn appends(doors: &[&Node]) -> [f64; 2] {
+    let sum = |outcome: &str| {
+        let sample = format!("dc_cluster_appends_total{{outcome=\"{outcome}\"}}");
+        doors.iter().filter_map(|d| d.metric(&sample)).sum::<f64>()
+    };
+    [sum("stored"), sum("duplicate")]
+}
+
 fn devices(ids: &[&str]) -> Vec<(String, Option<String>)> {
     server::demo_devices().into_iter().filter(|(id, _)| ids.contains(&id.as_str())).collect()
 }
@@ -370,8 +380,14 @@ pub async fn backbone(cli: &Cli) -> anyhow::Result<Vec<Row>> {
     let single = Server::serve(&cli.server, &single_config, Duration::from_secs(120))?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let procs = [Proc { name: "serve".into(), pid: single.pid() }, bench.clone()];
+    let accepted = single.metric("dc_ingest_readings_accepted_total");
     let (summaries, usage) = window(&[load(cli, single.mqtt, cli.publishers, used.clone())], &procs).await?;
     let (single_readings, single_rate) = acked_rate(&summaries);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "single process: {:.0} readings accepted by validation",
+        single.metric("dc_ingest_readings_accepted_total") - accepted
+    );
     println!("single process: {single_readings} readings PUBACKed, {single_rate:.0}/s; {}", summaries[0]);
     usage.print("single process", single_readings);
     let single_rss = single.rss_kib();
@@ -404,7 +420,10 @@ pub async fn backbone(cli: &Cli) -> anyhow::Result<Vec<Row>> {
     let mut procs = nats_procs(&nats);
     procs.extend([proc_of(&fd1), proc_of(&w1), proc_of(&fan), proc_of(&dis), bench.clone()]);
     let processed_before = w1.metric(PROCESSED).unwrap_or(0.0);
+    let appended = appends(&[&fd1]);
     let (summaries, usage) = window(&[load(cli, fd1.mqtt, cli.publishers, used.clone())], &procs).await?;
+    let now = appends(&[&fd1]);
+    println!("one front door: appends stored {:.0}, duplicate {:.0}", now[0] - appended[0], now[1] - appended[1]);
     let processed_in_window = w1.metric(PROCESSED).unwrap_or(0.0) - processed_before;
     let (one_readings, one_rate) = acked_rate(&summaries);
     let worker_rate = processed_in_window / usage.wall.as_secs_f64();
@@ -440,10 +459,13 @@ pub async fn backbone(cli: &Cli) -> anyhow::Result<Vec<Row>> {
         load(cli, fd2.mqtt, half.max(1), used[cli.publishers - half..].to_vec()),
     ];
     let processed_before = w1.metric(PROCESSED).unwrap_or(0.0);
+    let appended = appends(&[&fd1, &fd2]);
     let (summaries, usage) = window(&loads, &procs).await?;
     // RSS per role at the end of the load.
     let mut rss: Vec<(String, u64)> = procs.iter().map(|p| (p.name.clone(), rss_kib(p.pid))).collect();
     let processed_two = w1.metric(PROCESSED).unwrap_or(0.0) - processed_before;
+    let now = appends(&[&fd1, &fd2]);
+    println!("two front doors: appends stored {:.0}, duplicate {:.0}", now[0] - appended[0], now[1] - appended[1]);
     let (two_readings, two_rate) = acked_rate(&summaries);
     println!("two front doors: {two_readings} readings PUBACKed, {two_rate:.0}/s; worker processed {processed_two:.0} ({:.0}/s)", processed_two / usage.wall.as_secs_f64());
     for s in &summaries {
@@ -536,7 +558,14 @@ pub async fn backbone(cli: &Cli) -> anyhow::Result<Vec<Row>> {
         last_seen.iter().sum()
     });
     println!("fail-over: {rate:.0} readings/s from {ONE_COUNTY:?} (county 10008) through a TCP balancer, two workers");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // A county handed to w-2 is replayed into its rule windows first (the readings of the throughput windows are in
+    // them): kill nothing before both PUBACKs and processing flow.
+    let warm = Instant::now();
+    let flowing = wait_flowing(&acks, warm, Duration::from_secs(60)).await
+        && wait_flowing(&processed, warm, Duration::from_secs(120)).await;
+    anyhow::ensure!(flowing, "the fail-over load never flowed through PUBACKs and processing");
+    println!("fail-over: load and processing flowing {:.1} s after the start", warm.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let quiet_from = Instant::now() - Duration::from_secs(3);
     let mut kills: Vec<(&str, Instant, Instant)> = Vec::new();
     let within = Duration::from_secs(60);
@@ -570,13 +599,19 @@ pub async fn backbone(cli: &Cli) -> anyhow::Result<Vec<Row>> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let b = counts(&workers);
     let owner = if b[1] - a[1] > b[0] - a[0] { 1 } else { 0 };
+    let replayed = |w: &Node| w.metric("dc_cluster_worker_publishes_total{phase=\"replayed\"}").unwrap_or(0.0);
+    let replayed_before = replayed(&workers[1 - owner]);
     let kill = Instant::now();
     workers[owner].kill9();
     println!("SIGKILL {} (runs county 10008; lease ttl 10 s, the default)", workers[owner].name);
     let back = wait_flowing(&processed, kill, within).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     kills.push(("the county's rule worker", kill, Instant::now()));
-    println!("  processing again: {back}");
+    println!(
+        "  processing again: {back}; {} replayed {:.0} readings into its rule windows on taking the county over",
+        workers[1 - owner].name,
+        replayed(&workers[1 - owner]) - replayed_before
+    );
 
     stop.store(true, Ordering::Relaxed);
     steady.abort();
@@ -624,4 +659,22 @@ pub async fn backbone(cli: &Cli) -> anyhow::Result<Vec<Row>> {
     drop(nats);
     let _ = std::fs::remove_dir_all(&work);
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gap_is_the_longest_silence_overlapping_the_kill() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let events = [at(0), at(10), at(20), at(5_020), at(5_030), at(9_000), at(9_010)];
+        // Killed at 25 ms: the silence from 20 ms to 5,020 ms, not the later (longer-ago) one after the window.
+        assert_eq!(longest_gap(&events, at(25), at(6_000)), Duration::from_millis(5_000));
+        // A quiet window before any kill: the steady spacing.
+        assert_eq!(longest_gap(&events, at(1), at(15)), Duration::from_millis(10));
+        // Nothing after the kill: the gap runs to the end of the window (not recovered).
+        assert_eq!(longest_gap(&events[..3], at(25), at(1_000)), Duration::from_millis(980));
+    }
 }
