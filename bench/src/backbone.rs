@@ -656,7 +656,10 @@ pub async fn backbone(cli: &Cli) -> anyhow::Result<Vec<Row>> {
         }
     }
     drop((fd1, fd2, fan, dis, workers));
+    // The cluster keeps its folder for a failed test's logs; the stores of a finished benchmark are only disk.
+    let nats_dir = nats.dir.clone();
     drop(nats);
+    let _ = std::fs::remove_dir_all(&nats_dir);
     let _ = std::fs::remove_dir_all(&work);
     Ok(rows)
 }
