@@ -11,9 +11,13 @@
 //! - `soak` (only when named; an hour): mixed load with RSS, open files and queue depths sampled (`soak.rs`).
 //! - `traffic` (only when named; no server): the traffic rules on a simulated normal week in event time (false public
 //!   alerts) and the delay from a road's first blocked reading to its public warning (`traffic.rs`).
+//! - `backbone` (only when named): the high-availability mode on a real three-node NATS JetStream cluster (issue 23):
+//!   readings/s through one and two front doors at R3 beside one `serve` process, CPU per process, RSS per role, and
+//!   the fail-over gap of each SIGKILL under steady load (`backbone.rs`).
 //!
 //! Run through `scripts/bench`, which builds in release mode and installs the peers.
 
+mod backbone;
 mod peers;
 mod probes;
 mod push;
@@ -30,8 +34,8 @@ use clap::Parser;
 /// End-to-end benchmarks with peers in the same run. Example: dc-bench --quick ingest latency
 #[derive(Debug, Parser)]
 pub struct Cli {
-    /// Which benchmarks (ingest, latency, fanout, flood, soak, push, traffic); all but soak, push and traffic when none
-    /// given.
+    /// Which benchmarks (ingest, latency, fanout, flood, soak, push, traffic, backbone); all but soak, push, traffic
+    /// and backbone when none given.
     benches: Vec<String>,
     /// A few seconds each: checks that nothing is broken, not a measurement.
     #[arg(long)]
@@ -121,8 +125,11 @@ fn main() -> anyhow::Result<()> {
                 "soak" => soak::soak(&cli).await,
                 "push" => push::push(&cli).await,
                 "traffic" => traffic::traffic(&cli).await,
+                "backbone" => backbone::backbone(&cli).await,
                 other => {
-                    anyhow::bail!("unknown benchmark `{other}` (ingest, latency, fanout, flood, soak, push, traffic)")
+                    anyhow::bail!(
+                        "unknown benchmark `{other}` (ingest, latency, fanout, flood, soak, push, traffic, backbone)"
+                    )
                 }
             }
         });

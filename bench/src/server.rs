@@ -155,3 +155,76 @@ pub fn demo_devices() -> Vec<(String, Option<String>)> {
         })
         .unwrap_or_default()
 }
+
+/// The files of `config/` in `dir`, for a `serve` configuration built from the demo's (`soak`, `backbone`).
+pub fn copy_config(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    for entry in std::fs::read_dir(&source)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `serve` refuses plaintext passwords (src/deployment.rs): `dir/devices.toml` with each `password` replaced by its
+/// argon2 hash (devices still log in with the same password).
+pub fn hash_device_passwords(dir: &Path) -> anyhow::Result<()> {
+    let devices = std::fs::read_to_string(dir.join("devices.toml"))?;
+    let hashed: Vec<String> = devices
+        .lines()
+        .map(|line| match line.strip_prefix("password = \"").and_then(|l| l.strip_suffix('"')) {
+            Some(plain) => Ok(format!("password_hash = \"{}\"", ingest::devices::hash_password(plain)?)),
+            None => Ok(line.to_string()),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    std::fs::write(dir.join("devices.toml"), hashed.join("\n") + "\n")?;
+    Ok(())
+}
+
+/// …and secrets in files: each moves to the environment variable `Server::launch` sets (`SECRETS_ENV`).
+pub fn secrets_to_env(dir: &Path) -> anyhow::Result<()> {
+    for file in ["dissemination.toml", "inbound.toml"] {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path)?;
+        let moved: Vec<String> = text
+            .lines()
+            .map(|line| {
+                for key in ["token", "hmac_secret", "secret"] {
+                    if line.starts_with(&format!("{key} = ")) {
+                        return format!("{key}_env = \"DC_BENCH_{}\"", key.to_ascii_uppercase());
+                    }
+                }
+                line.to_string()
+            })
+            .collect();
+        std::fs::write(&path, moved.join("\n") + "\n")?;
+    }
+    Ok(())
+}
+
+/// The demo's stand-in vehicle-detector feed (`[[vd_feed]]`, the last tables of inbound.toml) is the server itself,
+/// which `serve` refuses outside a drill: benchmarks poll no agency feed.
+pub fn drop_vd_feeds(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("inbound.toml");
+    let text = std::fs::read_to_string(&path)?;
+    let text = text.find("\n[[vd_feed]]").map_or(text.as_str(), |i| &text[..=i]).to_string();
+    std::fs::write(&path, text)?;
+    Ok(())
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`; 0 once it is gone.
+#[allow(unsafe_code)] // sysconf has no safe wrapper in std or libc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    // SAFETY: sysconf only reads a constant of the system.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis (state is field 3,
+    // utime 14, stime 15).
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / ticks
+}

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::receiver::next_request;
-use crate::server::{free_addr, request, Server, TOKEN};
+use crate::server::{self, free_addr, request, Server, TOKEN};
 use crate::{Cli, Row};
 
 const SOAK_STATIONS: usize = 100;
@@ -328,14 +328,7 @@ pub(crate) fn soak_config(
     vm: Option<SocketAddr>,
     cache_mib: Option<u32>,
 ) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-    for entry in std::fs::read_dir(&source)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), dir.join(entry.file_name()))?;
-        }
-    }
+    server::copy_config(dir)?;
     let mut sensors = std::fs::read_to_string(dir.join("sensors.toml"))?;
     let mut devices = std::fs::read_to_string(dir.join("devices.toml"))?;
     for (i, (id, password)) in stations().iter().enumerate() {
@@ -356,39 +349,10 @@ pub(crate) fn soak_config(
     )?;
     write!(devices, "\n[[device]]\nid = \"{id}\"\npassword = \"{FLOOD_PASSWORD}\"\n")?;
     std::fs::write(dir.join("sensors.toml"), sensors)?;
-    // `serve` refuses plaintext passwords (src/deployment.rs): the same passwords, as argon2 hashes.
-    let hashed: Vec<String> = devices
-        .lines()
-        .map(|line| match line.strip_prefix("password = \"").and_then(|l| l.strip_suffix('"')) {
-            Some(plain) => Ok(format!("password_hash = \"{}\"", ingest::devices::hash_password(plain)?)),
-            None => Ok(line.to_string()),
-        })
-        .collect::<anyhow::Result<_>>()?;
-    std::fs::write(dir.join("devices.toml"), hashed.join("\n") + "\n")?;
-    // …and secrets in files: each moves to the environment variable `Server::launch` sets (`SECRETS_ENV`).
-    for file in ["dissemination.toml", "inbound.toml"] {
-        let path = dir.join(file);
-        let text = std::fs::read_to_string(&path)?;
-        let moved: Vec<String> = text
-            .lines()
-            .map(|line| {
-                for key in ["token", "hmac_secret", "secret"] {
-                    if line.starts_with(&format!("{key} = ")) {
-                        return format!("{key}_env = \"DC_BENCH_{}\"", key.to_ascii_uppercase());
-                    }
-                }
-                line.to_string()
-            })
-            .collect();
-        std::fs::write(&path, moved.join("\n") + "\n")?;
-    }
-
-    // The demo's stand-in vehicle-detector feed (`[[vd_feed]]`, the last tables of inbound.toml) is this server
-    // itself, which `serve` refuses outside a drill: the soak polls no agency feed.
-    let path = dir.join("inbound.toml");
-    let text = std::fs::read_to_string(&path)?;
-    let text = text.find("\n[[vd_feed]]").map_or(text.as_str(), |i| &text[..=i]).to_string();
-    std::fs::write(&path, text)?;
+    std::fs::write(dir.join("devices.toml"), devices)?;
+    server::hash_device_passwords(dir)?;
+    server::secrets_to_env(dir)?;
+    server::drop_vd_feeds(dir)?;
 
     let path = dir.join("dissemination.toml");
     let url = |p: &str| format!("\"http://{receiver}{p}\"");

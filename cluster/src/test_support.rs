@@ -254,6 +254,11 @@ impl NatsCluster {
         self.nodes.iter().position(|n| n.name == name)
     }
 
+    /// The node's process id while it runs (for `/proc`: `dc-bench backbone` reads its CPU time and RSS).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self, i: usize) -> bool {
         self.nodes[i].child.is_some()
     }

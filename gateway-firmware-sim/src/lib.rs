@@ -64,7 +64,7 @@ pub use backoff::Backoff;
 pub use courier::Courier;
 pub use error::SimError;
 pub use fleet::{Device, Fleet};
-pub use load::{run_load, LoadOptions, LoadSummary};
+pub use load::{run_load, run_load_live, LoadOptions, LoadSummary};
 pub use outbox::Outbox;
 pub use plan::{plan, plan_stamped, MessageKind, Plan, PlannedMessage, Stamp};
 pub use run::{now_ms, run_scenario, RunOptions, Summary};

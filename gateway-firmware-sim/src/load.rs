@@ -185,8 +185,13 @@ fn check(opts: &LoadOptions) -> Result<(), SimError> {
 
 /// Run a load test and measure it.
 pub async fn run_load(opts: &LoadOptions) -> Result<LoadSummary, SimError> {
+    run_load_live(opts, Arc::new(Live::default())).await
+}
+
+/// The same, counting into `live` as it goes: a caller sampling `live.acked` sees when acknowledgements stop and
+/// resume (`dc-bench backbone` measures fail-over gaps so).
+pub async fn run_load_live(opts: &LoadOptions, live: Arc<Live>) -> Result<LoadSummary, SimError> {
     check(opts)?;
-    let live = Arc::new(Live::default());
     let start = Instant::now();
     let end = start + opts.duration;
     let per_conn = opts.rate / opts.connections as f64;
