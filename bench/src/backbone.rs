@@ -74,12 +74,19 @@ impl Node {
         (mqtt, http): (SocketAddr, SocketAddr),
     ) -> anyhow::Result<Node> {
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        // The role's NATS login on the test cluster (`ops/nats/authorization.conf`), as a deployment passes it.
+        let cluster = args.iter().position(|a| a == "--cluster").and_then(|i| args.get(i + 1));
+        let url = cluster.and_then(|urls| urls.split(',').next()).unwrap_or_default();
+        let password = cluster::test_support::password_for(url, role)
+            .ok_or_else(|| anyhow::anyhow!("no running NatsCluster at {url} with a user `{role}`"))?;
         let child = Command::new(&args[0])
             .args(&args[1..])
             .args(["--http-listen", &http.to_string(), "--mqtt-listen", &mqtt.to_string()])
             .args(["--mqtt5-listen", &free_addr().to_string(), "--mqtt-tls=false"])
             .envs(SECRETS_ENV)
             .env("DC_OPERATOR_TOKEN", TOKEN)
+            .env("DC_CLUSTER_USER", role)
+            .env("DC_CLUSTER_PASSWORD", password)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(stderr)
