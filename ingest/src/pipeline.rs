@@ -148,18 +148,10 @@ impl Ingest {
                 };
                 let mut rejections = Vec::new();
                 for set in sets {
+                    if matches!(&set, Ok(set) if set.ts == payload::Timestamp::Missing) {
+                        out.stamped = true;
+                    }
                     match set {
-                        Ok(set) if set.ts == payload::Timestamp::Missing => {
-                            out.stamped = true;
-                            validate_set(
-                                sensor,
-                                set,
-                                &self.config.validation,
-                                now_ms,
-                                &mut out.readings,
-                                &mut rejections,
-                            )
-                        }
                         Ok(set) => validate_set(
                             sensor,
                             set,
