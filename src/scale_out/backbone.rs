@@ -437,11 +437,11 @@ mod tests {
 
     #[test]
     fn the_role_logs_in_as_its_user_with_the_password_from_the_environment() {
-        let r = resolve("urls = [\"nats://a:4222\"]\nname = \"fan-1\"\nrole = \"worker\"", Default::default())
+        let r = resolve("urls = [\"nats://a:4222\"]\nname = \"fd-1\"\nrole = \"front-door\"", Default::default())
             .unwrap()
             .unwrap();
-        let want = NatsAuth::UserPassword { user: "worker".into(), password: PASSWORD.into() };
-        assert_eq!((r.config.auth.as_ref(), r.config.inbox_prefix.as_str()), (Some(&want), "_INBOX.worker"));
+        let want = NatsAuth::UserPassword { user: "front-door".into(), password: PASSWORD.into() };
+        assert_eq!((r.config.auth.as_ref(), r.config.inbox_prefix.as_str()), (Some(&want), "_INBOX.front-door"));
         assert!(!format!("{:?}", r.config).contains(PASSWORD), "the password never shows in a debug print");
         // Another user and another variable, from the file or the command line.
         let section = "urls = [\"nats://a:4222\"]\nname = \"fd-1\"\nuser = \"fd-edge\"\npassword_env = \"NATS_PW\"";
@@ -500,7 +500,7 @@ mod tests {
         let secret = dir.path().join("nats-password");
         std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
         let section: ClusterSection = toml::from_str(
-            "urls = [\"nats://a:4222\"]\nname = \"w-1\"\nrole = \"worker\"\npassword_file = \"nats-password\"",
+            "urls = [\"nats://a:4222\"]\nname = \"fd-1\"\nrole = \"front-door\"\npassword_file = \"nats-password\"",
         )
         .unwrap();
         let file = config.display().to_string();
@@ -514,7 +514,7 @@ mod tests {
             std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         let r = resolve().unwrap().unwrap();
-        let want = NatsAuth::UserPassword { user: "worker".into(), password: PASSWORD.into() };
+        let want = NatsAuth::UserPassword { user: "front-door".into(), password: PASSWORD.into() };
         assert_eq!(r.config.auth, Some(want), "read next to the config file, without its newline");
     }
 
