@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use cluster::test_support::NatsCluster;
 use common::cluster_node::{trusted_worker, worker_key, ClusterNode as Node};
 use common::ha_peers::{
-    assert_deliveries_once_or_retried, deliver_to, rain, receiver, request_after, settled_ledger,
+    assert_deliveries_once_or_retried, deliver_to, ledger, rain, receiver, request_after, settled_ledger,
     webhook_versions_without_gaps, Seen,
 };
 use common::{config_copy, device_password, Device};
@@ -65,17 +65,17 @@ async fn a_dead_dissemination_nodes_deliveries_continue_on_the_standby_with_the_
     gauge.publish("sensors/RG0001/readings", rain(60.0, now - 240_000)).await;
     gauge.wait_acks(1).await;
 
-    // SIGKILL d-1 once receivers confirmed some deliveries and while another is in flight (it reached the receiver,
-    // which has not answered).
+    // SIGKILL d-1 once the ledger holds a delivery it confirmed (the receiver answered and d-1 recorded it: one the
+    // standby must not send again) and while another is in flight (it reached the receiver, which has not answered).
+    // Answered is not enough: deliveries to several receivers are answered together, and a kill right then can come
+    // before any confirmation is written (it failed that way in CI).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        {
-            let r = received.lock();
-            if r.answered >= 3 && r.in_flight > 0 {
-                break;
-            }
+        let in_flight = received.lock().in_flight > 0;
+        if in_flight && ledger(&urls).await.values().any(|e| e.confirmed) && received.lock().in_flight > 0 {
+            break;
         }
-        assert!(Instant::now() < deadline, "no delivery in flight within 60 s: {}", d1.log());
+        assert!(Instant::now() < deadline, "no delivery in flight after a confirmed one within 60 s: {}", d1.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     d1.kill9();
