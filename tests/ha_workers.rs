@@ -65,6 +65,19 @@ async fn cluster(
     (nats, dir, config, fd, js)
 }
 
+/// Heavy rain at Shenmu (50 mm in an hour, Nantou 10008) through the front door: `heavy-rain`'s first version as the
+/// alerts stream holds it.
+async fn raise_heavy_rain(front_door: SocketAddr, js: &async_nats::jetstream::Context, now: i64) -> AlertVersion {
+    publish(front_door, "RG0001", rain(50.0, now - 240_000)).await;
+    let versions =
+        wait_for_alert(js, Duration::from_secs(20), "heavy rain raised", |v| is_heavy_rain(v) && v.version == 1).await;
+    versions.iter().find(|v| is_heavy_rain(v)).unwrap().clone()
+}
+
+fn is_heavy_rain(v: &AlertVersion) -> bool {
+    v.rule == "heavy-rain" && v.area == SHENMU_DFA
+}
+
 async fn wait_owning(node: &Node, counties: f64, within: Duration) {
     let deadline = Instant::now() + within;
     while node.owned() < counties {
@@ -89,11 +102,7 @@ async fn a_second_worker_gets_its_share_of_the_counties_and_continues_their_aler
 
     // Heavy rain at Shenmu (Nantou, 10008) raises `heavy-rain` on w-1.
     let now = common::now_ms();
-    publish(fd.mqtt, "RG0001", rain(50.0, now - 240_000)).await;
-    let is_heavy_rain = |v: &AlertVersion| v.rule == "heavy-rain" && v.area == SHENMU_DFA;
-    let versions =
-        wait_for_alert(&js, Duration::from_secs(20), "heavy rain raised", |v| is_heavy_rain(v) && v.version == 1).await;
-    let raised = versions.iter().find(|v| is_heavy_rain(v)).unwrap().clone();
+    let raised = raise_heavy_rain(fd.mqtt, &js, now).await;
     assert_eq!(raised.worker, "w-1");
 
     // A second worker: the counties split 3 / 3, watched every 50 ms on the lease bucket and on both workers.
@@ -182,11 +191,7 @@ async fn a_worker_stopped_with_sigterm_hands_its_counties_over_at_once() {
 
     // An open alert in Nantou (10008), on whichever worker owns it.
     let now = common::now_ms();
-    publish(fd.mqtt, "RG0001", rain(50.0, now - 240_000)).await;
-    let is_heavy_rain = |v: &AlertVersion| v.rule == "heavy-rain" && v.area == SHENMU_DFA;
-    let versions =
-        wait_for_alert(&js, Duration::from_secs(20), "heavy rain raised", |v| is_heavy_rain(v) && v.version == 1).await;
-    let raised = versions.iter().find(|v| is_heavy_rain(v)).unwrap().clone();
+    let raised = raise_heavy_rain(fd.mqtt, &js, now).await;
     // The owner of Nantou is stopped, the other one must continue its alert.
     let (mut stopped, survivor) = if raised.worker == "w-1" { (w1, w2) } else { (w2, w1) };
     let held_before = stopped.owned();

@@ -84,6 +84,22 @@ fn random_password() -> String {
     out
 }
 
+/// Rain gauge `device`'s `n`th reading as a front door appends it to the readings stream (county 10008, a time of its
+/// own), for the tests of the stream and of who may write it.
+pub fn sample_reading(device: &str, n: u32) -> crate::readings::Append {
+    use crate::readings;
+    let topic = format!("sensors/{device}/readings");
+    let payload =
+        bytes::Bytes::from(format!(r#"{{"ts":{},"values":{{"rain_mm":{n}}}}}"#, 1_700_000_000_000u64 + u64::from(n)));
+    readings::Append {
+        subject: readings::subject("10008", device),
+        id: readings::publish_id(&topic, &payload, "10008", None),
+        topic,
+        arrived_ms: 1,
+        payload,
+    }
+}
+
 /// The `nats-server` to run: `$NATS_SERVER`, else the project venv's (scripts/test installs the pinned version).
 pub fn nats_server_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("NATS_SERVER") {

@@ -8,8 +8,8 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use cluster::alerts::{self, AlertWatch, AlertsLog, WatchFrom};
 use cluster::lease::{self, Leases};
-use cluster::readings::{self, Append, Appended, ReadingsLog};
-use cluster::test_support::NatsCluster;
+use cluster::readings::{self, Appended, ReadingsLog};
+use cluster::test_support::{sample_reading, NatsCluster};
 use cluster::{Backbone, BackboneConfig, ClusterError, NatsAuth};
 use tokio::sync::mpsc;
 
@@ -51,19 +51,6 @@ async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, what: &str, sub
         if got.to_lowercase().contains(&want) {
             return;
         }
-    }
-}
-
-fn reading(device: &str, n: u32) -> Append {
-    let topic = format!("sensors/{device}/readings");
-    let payload =
-        Bytes::from(format!(r#"{{"ts":{},"values":{{"rain_mm":{n}}}}}"#, 1_700_000_000_000u64 + u64::from(n)));
-    Append {
-        subject: readings::subject("10008", device),
-        id: readings::publish_id(&topic, &payload, "10008", None),
-        topic,
-        arrived_ms: 1_700_000_000_000,
-        payload,
     }
 }
 
@@ -161,7 +148,7 @@ async fn a_front_door_appends_readings_and_touches_no_lease_nor_alert() {
     // What it is for: the readings stream, created by the first front door, appended to.
     let front_door = Backbone::connect(config(&nats, "fd-1", "front-door")).await.expect("the front door connects");
     let log = ReadingsLog::open(&front_door).await.expect("the front door creates the readings stream");
-    assert!(matches!(log.append(&reading("RG0001", 1)).await.unwrap(), Appended::Stored(_)));
+    assert!(matches!(log.append(&sample_reading("RG0001", 1)).await.unwrap(), Appended::Stored(_)));
     // The worker reads it back (its role); the front door cannot.
     let mut readings =
         readings::RegionReadings::open(&worker, "10008", readings::Start::Sequence(1)).await.expect("the worker reads");
@@ -212,7 +199,7 @@ async fn a_cluster_behind_tls_is_reached_with_its_ca_and_not_without() {
     with_ca.ca_file = Some(ca.clone());
     let front_door = Backbone::connect(with_ca).await.expect("the front door connects over TLS");
     let log = ReadingsLog::open(&front_door).await.expect("the readings stream");
-    assert!(matches!(log.append(&reading("RG0001", 1)).await.unwrap(), Appended::Stored(_)));
+    assert!(matches!(log.append(&sample_reading("RG0001", 1)).await.unwrap(), Appended::Stored(_)));
     // `nats://` URLs with the CA: TLS all the same (the CA makes it required).
     let mut nats_scheme = config(&nats, "fd-2", "front-door");
     nats_scheme.ca_file = Some(ca);

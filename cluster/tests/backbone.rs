@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cluster::lease::Leases;
-use cluster::readings::{self, Append, Appended, ReadingsLog};
-use cluster::test_support::NatsCluster;
+use cluster::readings::{self, Appended, ReadingsLog};
+use cluster::test_support::{sample_reading, NatsCluster};
 use cluster::{Backbone, BackboneConfig, ClusterError};
 use futures_util::TryStreamExt;
 
@@ -16,19 +16,6 @@ fn config(cluster: &NatsCluster, name: &str) -> BackboneConfig {
     let mut c = cluster.backbone_config(name, "admin");
     c.start_timeout = Duration::from_secs(30);
     c
-}
-
-fn reading(device: &str, n: u32) -> Append {
-    let topic = format!("sensors/{device}/readings");
-    let payload =
-        Bytes::from(format!(r#"{{"ts":{},"values":{{"rain_mm":{n}}}}}"#, 1_700_000_000_000u64 + u64::from(n)));
-    Append {
-        subject: readings::subject("10008", device),
-        id: readings::publish_id(&topic, &payload, "10008", None),
-        topic,
-        arrived_ms: 1,
-        payload,
-    }
 }
 
 /// Every message in the stream, by publish id: how many times each is stored.
@@ -83,7 +70,7 @@ async fn appends_survive_the_leaders_death_once_and_wait_for_a_quorum() {
             let mut outcomes = Vec::new();
             for n in 0..300u32 {
                 let started = tokio::time::Instant::now();
-                outcomes.push((n, log.append(&reading("RG0001", n)).await, started.elapsed()));
+                outcomes.push((n, log.append(&sample_reading("RG0001", n)).await, started.elapsed()));
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             outcomes
@@ -96,7 +83,10 @@ async fn appends_survive_the_leaders_death_once_and_wait_for_a_quorum() {
     let outcomes = writer.await.unwrap();
     let mut slowest = Duration::ZERO;
     for (n, outcome, took) in &outcomes {
-        assert!(matches!(outcome, Ok(Appended::Stored(_))), "reading {n}: {outcome:?}");
+        // Acknowledged, by either answer: an append whose acknowledgement died with the leader is retried with its
+        // id, and the new leader says it holds it already (`Duplicate`, seen once under load). Stored once either
+        // way: the count below.
+        assert!(matches!(outcome, Ok(Appended::Stored(_) | Appended::Duplicate(_))), "reading {n}: {outcome:?}");
         slowest = slowest.max(*took);
     }
     println!("killed the stream leader {leader}; slowest append {slowest:?}");
@@ -105,7 +95,7 @@ async fn appends_survive_the_leaders_death_once_and_wait_for_a_quorum() {
 
     // A device re-sending any of them (after a lost PUBACK) is told it is stored already; nothing is stored twice.
     for n in [0, 150, 299] {
-        assert!(matches!(log.append(&reading("RG0001", n)).await, Ok(Appended::Duplicate(_))));
+        assert!(matches!(log.append(&sample_reading("RG0001", n)).await, Ok(Appended::Duplicate(_))));
     }
     nats.restart(killed);
     let ids = stored_ids(&backbone).await;
@@ -125,12 +115,12 @@ async fn appends_survive_the_leaders_death_once_and_wait_for_a_quorum() {
     let impatient = ReadingsLog::open(&Backbone::connect(short).await.unwrap()).await;
     // Opening finds the stream (its info may come from the survivor) or times out: either way no append succeeds.
     if let Ok(impatient) = impatient {
-        let refused = impatient.append(&reading("RG0001", 1000)).await;
+        let refused = impatient.append(&sample_reading("RG0001", 1000)).await;
         assert!(matches!(refused, Err(ClusterError::Unavailable { .. })), "{refused:?}");
     }
     let pending = {
         let log = log.clone();
-        tokio::spawn(async move { log.append(&reading("RG0001", 1001)).await })
+        tokio::spawn(async move { log.append(&sample_reading("RG0001", 1001)).await })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!pending.is_finished(), "an append was acknowledged without a quorum");
@@ -139,7 +129,11 @@ async fn appends_survive_the_leaders_death_once_and_wait_for_a_quorum() {
     assert!(matches!(resumed, Ok(Appended::Stored(_))), "{resumed:?}");
     nats.wait_healthy(a, Duration::from_secs(30));
     let ids = stored_ids(&backbone).await;
-    assert_eq!(ids.get(&reading("RG0001", 1001).id), Some(&1), "the append made through the outage is stored once");
+    assert_eq!(
+        ids.get(&sample_reading("RG0001", 1001).id),
+        Some(&1),
+        "the append made through the outage is stored once"
+    );
     // The refused append may be there once (a node stored it after we stopped waiting) or not at all.
     assert!((301..=302).contains(&ids.len()), "{}", ids.len());
     assert!(ids.values().all(|&c| c == 1));
@@ -224,7 +218,7 @@ async fn a_new_owner_fences_the_old_ones_progress_and_reads_the_regions_alerts_a
     let log = ReadingsLog::open(&old).await.expect("stream");
     let mut sequences = Vec::new();
     for n in 0..3 {
-        match log.append(&reading("RG0001", n)).await.expect("appended") {
+        match log.append(&sample_reading("RG0001", n)).await.expect("appended") {
             Appended::Stored(seq) => sequences.push(seq),
             Appended::Duplicate(_) => panic!("a new reading taken for a duplicate"),
         }
@@ -248,7 +242,7 @@ async fn a_new_owner_fences_the_old_ones_progress_and_reads_the_regions_alerts_a
     for name in &names {
         stream.delete_consumer(name).await.expect("deleted");
     }
-    let Appended::Stored(fourth) = log.append(&reading("RG0001", 3)).await.expect("appended") else {
+    let Appended::Stored(fourth) = log.append(&sample_reading("RG0001", 3)).await.expect("appended") else {
         panic!("a new reading taken for a duplicate");
     };
     let d = loop {
